@@ -1,0 +1,35 @@
+# Shoal: `make run` starts a node, `make test` runs lint and the whole suite.
+SHELL := /bin/bash
+export UV_PYTHON_DOWNLOADS := never
+export PATH := $(HOME)/.local/bin:$(PATH)
+UV := uv
+
+DATA_DIR ?= $(HOME)/.local/share/shoal
+API_ADDR ?= 127.0.0.1:7070
+RUNTIME ?= mock
+
+.PHONY: bootstrap run test lint format bench clean
+
+bootstrap:
+	@scripts/bootstrap.sh
+
+run: bootstrap
+	$(UV) run shoal agent --data-dir $(DATA_DIR) --api-addr $(API_ADDR) --runtime $(RUNTIME)
+
+lint: bootstrap
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	$(UV) run mypy packages tests bench
+
+test: lint
+	$(UV) run pytest
+
+format: bootstrap
+	$(UV) run ruff format .
+	$(UV) run ruff check --fix .
+
+bench: bootstrap
+	$(UV) run python bench/scheduler.py
+
+clean:
+	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache

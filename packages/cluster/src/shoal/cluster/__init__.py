@@ -1,0 +1,1 @@
+"""shoal.cluster (placeholder until built)."""

@@ -1,0 +1,1 @@
+"""shoal.core (placeholder until built)."""

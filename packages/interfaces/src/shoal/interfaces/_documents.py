@@ -1,0 +1,95 @@
+"""Turn raw documents (parsed YAML or JSON) into validated workload specs, all or nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from ._errors import InvalidSpec
+from ._workload import WorkloadSpec
+
+__all__ = ["describe_validation_error", "parse_workload_documents"]
+
+_FIXES = {
+    "extra_forbidden": "remove it (check its spelling against the schema)",
+    "missing": "add it",
+    "greater_than_equal": "use a larger value",
+    "less_than_equal": "use a smaller value",
+    "string_pattern_mismatch": "use lowercase letters, digits and '-' (a DNS label)",
+    "too_short": "add at least one entry",
+}
+
+
+def _location(loc: Sequence[int | str]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else part
+    return path or "(document)"
+
+
+def describe_validation_error(exc: ValidationError) -> list[dict[str, str]]:
+    """Return one ``{field, problem, fix}`` entry per pydantic error."""
+    described: list[dict[str, str]] = []
+    for error in exc.errors(include_url=False):
+        loc = [p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        problem = error["msg"].removeprefix("Value error, ")
+        described.append(
+            {
+                "field": _location(loc),
+                "problem": problem,
+                "fix": _FIXES.get(error["type"], "correct the value"),
+            }
+        )
+    return described
+
+
+def parse_workload_documents(
+    documents: Sequence[Any], source: str = "request"
+) -> list[WorkloadSpec]:
+    """Validate every document; return the specs, or raise for the first bad one.
+
+    Raises:
+        InvalidSpec: a document is not a mapping, fails validation, or repeats
+            a workload of an earlier document. The message names the document
+            (1-based), the workload, the field and the fix.
+
+    """
+    if not documents:
+        raise InvalidSpec(f"{source}: no workload documents found: write at least one")
+    specs: list[WorkloadSpec] = []
+    seen: dict[str, int] = {}
+    for index, document in enumerate(documents, start=1):
+        label = f"{source}: document {index}"
+        if not isinstance(document, dict):
+            raise InvalidSpec(
+                f"{label}: expected a mapping with a workload, got {type(document).__name__}",
+                document=index,
+            )
+        name = document.get("name")
+        if isinstance(name, str):
+            label += f" (workload {name!r})"
+        try:
+            spec = WorkloadSpec.model_validate(document)
+        except ValidationError as exc:
+            errors = describe_validation_error(exc)
+            first = errors[0]
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            raise InvalidSpec(
+                f"{label}: field {first['field']}: {first['problem']}; {first['fix']}{more}",
+                document=index,
+                errors=errors,
+            ) from None
+        if spec.key in seen:
+            raise InvalidSpec(
+                f"{label}: workload {spec.key} is also defined by document {seen[spec.key]}; "
+                "keep one of them",
+                document=index,
+            )
+        seen[spec.key] = index
+        specs.append(spec)
+    return specs

@@ -1,0 +1,62 @@
+"""Events: the persisted, streamable audit trail of everything that happened."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+__all__ = ["Actor", "Event", "EventType", "ObjectRef"]
+
+
+class EventType(StrEnum):
+    """Normal for expected changes, Warning for trouble."""
+
+    NORMAL = "Normal"
+    WARNING = "Warning"
+
+
+class ObjectRef(BaseModel):
+    """The object an event is about."""
+
+    kind: str
+    """Workload, Instance or Node."""
+    name: str
+    """Object name."""
+    namespace: str | None = None
+    """Namespace, for namespaced kinds."""
+
+    def __str__(self) -> str:
+        prefix = f"{self.namespace}/" if self.namespace else ""
+        return f"{self.kind.lower()}/{prefix}{self.name}"
+
+
+class Actor(BaseModel):
+    """Who did something, and through which front door."""
+
+    id: str
+    """Key id of the caller, or a component name such as 'control-loop'."""
+    via: str
+    """rest, mcp, cli, control-loop, node-loop or system."""
+
+
+class Event(BaseModel):
+    """Something that happened to an object."""
+
+    id: str = ""
+    """Store key suffix; orders events by time."""
+    time: datetime
+    """When it happened."""
+    type: EventType = EventType.NORMAL
+    """Normal or Warning."""
+    object: ObjectRef
+    """What it is about."""
+    reason: str
+    """One-word cause, e.g. 'Scheduled', 'Applied', 'FailedScheduling'."""
+    message: str
+    """What happened, for humans."""
+    actor: Actor
+    """Who did it."""
+    details: dict[str, str] = Field(default_factory=dict)
+    """Extra context (e.g. arguments of a call, secrets redacted)."""

@@ -1,0 +1,130 @@
+"""The instance: one replica of a workload, placed on one node.
+
+The allowed state changes are a table (:data:`INSTANCE_TRANSITIONS`) that
+``ontology/instance.yaml`` mirrors and a test holds the two to::
+
+    pending → scheduled → starting → running → stopping → stopped | failed
+                                  any placed state → lost (its node failed)
+    stopped | failed → scheduled (restarted on the same node per restart policy)
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+from ._errors import InvalidTransition
+from ._workload import PodTemplate, RestartPolicy
+
+__all__ = ["INSTANCE_TRANSITIONS", "PLACED_STATES", "Instance", "InstanceState", "ScheduleFailure"]
+
+
+class InstanceState(StrEnum):
+    """Lifecycle state of an instance."""
+
+    PENDING = "pending"
+    SCHEDULED = "scheduled"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    LOST = "lost"
+
+
+_S = InstanceState
+
+INSTANCE_TRANSITIONS: dict[InstanceState, frozenset[InstanceState]] = {
+    _S.PENDING: frozenset({_S.SCHEDULED, _S.STOPPED}),
+    _S.SCHEDULED: frozenset({_S.STARTING, _S.STOPPING, _S.FAILED, _S.LOST}),
+    _S.STARTING: frozenset({_S.RUNNING, _S.STOPPING, _S.STOPPED, _S.FAILED, _S.LOST}),
+    _S.RUNNING: frozenset({_S.STOPPING, _S.STOPPED, _S.FAILED, _S.LOST}),
+    _S.STOPPING: frozenset({_S.STOPPED, _S.FAILED, _S.LOST}),
+    _S.STOPPED: frozenset({_S.SCHEDULED}),
+    _S.FAILED: frozenset({_S.SCHEDULED, _S.STOPPED}),
+    _S.LOST: frozenset(),
+}
+"""For each state, the states it may move to. ``lost`` is terminal: it is replaced."""
+
+PLACED_STATES = frozenset({_S.SCHEDULED, _S.STARTING, _S.RUNNING, _S.STOPPING})
+
+
+class ScheduleFailure(BaseModel):
+    """Why the scheduler could not place an instance, per node."""
+
+    message: str
+    """Summary, e.g. '0/3 nodes fit: 2 insufficient cpu, 1 cordoned'."""
+    nodes: dict[str, str] = Field(default_factory=dict)
+    """Node name → the filter that rejected it."""
+
+
+class Instance(BaseModel):
+    """One replica of a workload on one node."""
+
+    name: str
+    """Unique within the namespace: the workload's name and a suffix."""
+    namespace: str
+    """Namespace of its workload."""
+    uid: str
+    """Unique id; runtimes label containers with it."""
+    workload: str
+    """Name of the workload it belongs to."""
+    workload_uid: str
+    """Uid of that workload object."""
+    generation: int
+    """The workload generation whose template this instance runs."""
+    template: PodTemplate
+    """The pod this instance runs (a snapshot of the workload's template)."""
+    restart_policy: RestartPolicy
+    """Copied from the workload."""
+    node: str | None = None
+    """The node it is placed on; None while pending."""
+    state: InstanceState = InstanceState.PENDING
+    """Lifecycle state."""
+    deleting: bool = False
+    """Set when the instance should be stopped and removed."""
+    ready: bool = False
+    """Running and passing its readiness probes."""
+    restart_count: int = 0
+    """How many times it was restarted on its node."""
+    exit_code: int | None = None
+    """Exit code of the last finished run."""
+    reason: str = ""
+    """One-word cause of the current state, e.g. 'Scheduled', 'CrashLoopBackOff'."""
+    message: str = ""
+    """What a human should know about the current state."""
+    not_before: datetime | None = None
+    """A restart waits until this time (exponential backoff)."""
+    schedule_failure: ScheduleFailure | None = None
+    """Set while pending: why no node fits."""
+    container_ids: dict[str, str] = Field(default_factory=dict)
+    """Container name → runtime container id."""
+    created_at: datetime
+    """When the control loop created it."""
+    started_at: datetime | None = None
+    """When its containers last started."""
+    finished_at: datetime | None = None
+    """When its containers last finished."""
+
+    @property
+    def key(self) -> str:
+        """Return ``namespace/name``."""
+        return f"{self.namespace}/{self.name}"
+
+    def transition(self, to: InstanceState, reason: str, message: str = "") -> Instance:
+        """Return a copy in state ``to``.
+
+        Raises:
+            InvalidTransition: the transition table does not allow it.
+
+        """
+        if to != self.state and to not in INSTANCE_TRANSITIONS[self.state]:
+            raise InvalidTransition(
+                f"instance {self.key} cannot go from {self.state} to {to}",
+                instance=self.key,
+                current=self.state.value,
+                requested=to.value,
+            )
+        return self.model_copy(update={"state": to, "reason": reason, "message": message})

@@ -1,0 +1,240 @@
+"""The ContainerRuntime protocol: how a node runs the pods of its instances.
+
+A runtime works on **pods**: the containers of one instance, created together
+and sharing one network namespace. A pod is identified by the instance's uid,
+so a node can find its pods again after a restart (:meth:`ContainerRuntime.list`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
+
+from pydantic import BaseModel, Field
+
+from ._workload import Container
+
+__all__ = [
+    "ContainerRuntime",
+    "ContainerState",
+    "ContainerStats",
+    "ContainerStatus",
+    "ExecResult",
+    "ImageInfo",
+    "LogLine",
+    "PodSpec",
+    "PodStatus",
+]
+
+
+class PodSpec(BaseModel):
+    """What the node asks a runtime to create."""
+
+    uid: str
+    """The instance uid; the pod's identity in the runtime."""
+    name: str
+    """The instance name, for humans and logs."""
+    namespace: str
+    """The instance's namespace."""
+    workload: str
+    """The workload's name."""
+    containers: list[Container] = Field(min_length=1)
+    """The containers to create, in order."""
+
+
+class ContainerState(StrEnum):
+    """State of one container in the runtime."""
+
+    CREATED = "created"
+    RUNNING = "running"
+    EXITED = "exited"
+    UNKNOWN = "unknown"
+
+
+class ContainerStatus(BaseModel):
+    """One container as the runtime sees it."""
+
+    name: str
+    """Container name within the pod."""
+    id: str
+    """Runtime container id."""
+    state: ContainerState
+    """created, running, exited or unknown."""
+    exit_code: int | None = None
+    """Set once exited."""
+    started_at: datetime | None = None
+    """When it last started."""
+    finished_at: datetime | None = None
+    """When it last exited."""
+    message: str = ""
+    """Why it is in this state, when there is something to say (e.g. OOMKilled)."""
+
+
+class PodStatus(BaseModel):
+    """A pod as the runtime sees it."""
+
+    uid: str
+    """The instance uid."""
+    name: str
+    """The instance name."""
+    namespace: str
+    """The instance namespace."""
+    containers: list[ContainerStatus]
+    """Its containers, in creation order."""
+
+    @property
+    def running(self) -> bool:
+        """Return whether every container runs."""
+        return all(c.state == ContainerState.RUNNING for c in self.containers)
+
+    @property
+    def exited(self) -> bool:
+        """Return whether any container has exited."""
+        return any(c.state == ContainerState.EXITED for c in self.containers)
+
+
+class ImageInfo(BaseModel):
+    """An image present on the node."""
+
+    reference: str
+    """The reference it was asked for by."""
+    digest: str
+    """Content digest of its manifest."""
+    size: int = 0
+    """Bytes on disk."""
+
+
+class LogLine(BaseModel):
+    """One line a container wrote."""
+
+    time: datetime
+    """When it was written."""
+    stream: str
+    """stdout or stderr."""
+    line: str
+    """The text, without its newline."""
+
+
+class ExecResult(BaseModel):
+    """Outcome of running a command in a container."""
+
+    exit_code: int
+    """The command's exit code."""
+    stdout: str = ""
+    """What it wrote to stdout."""
+    stderr: str = ""
+    """What it wrote to stderr."""
+
+
+class ContainerStats(BaseModel):
+    """Resource use of one container."""
+
+    name: str
+    """Container name within the pod."""
+    cpu_millicores: int = 0
+    """Recent CPU use."""
+    memory_bytes: int = 0
+    """Current memory use."""
+    pids: int = 0
+    """Number of processes."""
+
+
+@runtime_checkable
+class ContainerRuntime(Protocol):
+    """Runs pods on this node. Every method may raise RuntimeFailure."""
+
+    name: str
+    """Short name, e.g. 'mock' or 'runc'."""
+
+    async def ensure_image(self, image: str) -> ImageInfo:
+        """Make ``image`` available locally, pulling it if needed.
+
+        Raises:
+            ImageError: the image does not exist or cannot be fetched.
+
+        """
+        ...
+
+    async def create(self, pod: PodSpec) -> PodStatus:
+        """Create (not start) the pod's containers.
+
+        Raises:
+            Conflict: a pod with this uid exists already.
+            RuntimeFailure: a container could not be created; nothing is left behind.
+
+        """
+        ...
+
+    async def start(self, uid: str) -> PodStatus:
+        """Start every container of the pod.
+
+        Raises:
+            NotFound: no such pod.
+
+        """
+        ...
+
+    async def stop(self, uid: str, grace: float) -> PodStatus:
+        """Stop the pod: SIGTERM, then SIGKILL after ``grace`` seconds.
+
+        Raises:
+            NotFound: no such pod.
+
+        """
+        ...
+
+    async def remove(self, uid: str) -> None:
+        """Remove the pod and everything it holds. Removing a missing pod is a no-op."""
+        ...
+
+    async def inspect(self, uid: str) -> PodStatus:
+        """Return the pod's current status.
+
+        Raises:
+            NotFound: no such pod.
+
+        """
+        ...
+
+    async def list(self) -> Sequence[PodStatus]:
+        """Return every pod this runtime holds, for adoption after a restart."""
+        ...
+
+    def logs(
+        self,
+        uid: str,
+        container: str,
+        *,
+        follow: bool = False,
+        tail: int | None = None,
+        since: datetime | None = None,
+    ) -> AsyncIterator[LogLine]:
+        """Yield a container's log lines; with ``follow``, keep yielding new ones."""
+        ...
+
+    async def exec(
+        self, uid: str, container: str, command: Sequence[str], time_limit: float = 30
+    ) -> ExecResult:
+        """Run ``command`` in a running container; kill it after ``time_limit`` seconds.
+
+        Raises:
+            NotFound: no such pod or container.
+            Conflict: the container is not running.
+
+        """
+        ...
+
+    async def stats(self, uid: str) -> Sequence[ContainerStats]:
+        """Return resource use of the pod's containers.
+
+        Raises:
+            NotFound: no such pod.
+
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the runtime holds open (not the containers)."""
+        ...

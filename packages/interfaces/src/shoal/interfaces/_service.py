@@ -1,0 +1,191 @@
+"""The Service protocol: the one API behind every front door.
+
+Two implementations exist: in-process (``shoal.core.ShoalService``) and the
+signed REST client (``shoal.api.ShoalClient``), so the CLI and ``shoal mcp``
+work the same against a local agent or a remote cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, Field
+
+from ._event import Event
+from ._instance import Instance, ScheduleFailure
+from ._node import Node
+from ._workload import Workload, WorkloadSpec
+
+__all__ = [
+    "ApplyResult",
+    "ChangeAction",
+    "Explanation",
+    "FieldChange",
+    "Plan",
+    "PlannedChange",
+    "Service",
+]
+
+
+class ChangeAction(StrEnum):
+    """What apply does to one workload."""
+
+    CREATE = "create"
+    UPDATE = "update"
+    UNCHANGED = "unchanged"
+
+
+class FieldChange(BaseModel):
+    """One field whose value apply would change."""
+
+    path: str
+    """Dotted path, e.g. 'replicas' or 'template.containers[0].image'."""
+    old: Any = None
+    """Current value (None when created)."""
+    new: Any = None
+    """Value after apply."""
+
+
+class PlannedChange(BaseModel):
+    """What apply does to one workload, and what that means for its instances."""
+
+    action: ChangeAction
+    """create, update or unchanged."""
+    namespace: str
+    """Workload namespace."""
+    name: str
+    """Workload name."""
+    changes: list[FieldChange] = Field(default_factory=list)
+    """Changed fields (empty when unchanged)."""
+    instances_to_create: int = 0
+    """Instances the control loop will add."""
+    instances_to_delete: int = 0
+    """Instances the control loop will remove."""
+    instances_to_replace: int = 0
+    """Instances re-created because the template changed."""
+
+
+class Plan(BaseModel):
+    """The changes an apply makes (dry run) or made."""
+
+    id: str
+    """Digest of the requested changes; equal requests against equal state give equal ids."""
+    changes: list[PlannedChange]
+    """One entry per document, in request order."""
+
+
+class ApplyResult(BaseModel):
+    """Outcome of apply."""
+
+    plan: Plan
+    """What changed, or would change."""
+    applied: bool
+    """False for a dry run."""
+    workloads: list[Workload] = Field(default_factory=list)
+    """The stored workloads after apply (empty for a dry run)."""
+
+
+class Explanation(BaseModel):
+    """Why an instance is where it is."""
+
+    instance: Instance
+    """The instance as stored."""
+    summary: str
+    """One sentence: what state it is in and why."""
+    details: list[str] = Field(default_factory=list)
+    """Supporting facts, most important first."""
+    schedule_failure: ScheduleFailure | None = None
+    """For a pending instance: the scheduler's reason per node."""
+    events: list[Event] = Field(default_factory=list)
+    """The latest events about the instance, newest last."""
+
+
+@runtime_checkable
+class Service(Protocol):
+    """Everything a front door may do. Methods raise ShoalError subclasses only."""
+
+    async def apply(self, specs: Sequence[WorkloadSpec], *, dry_run: bool = False) -> ApplyResult:
+        """Create or update workloads, all or nothing; with ``dry_run`` only plan.
+
+        Raises:
+            InvalidSpec: the documents conflict (e.g. the same workload twice).
+            Conflict: a workload is being deleted.
+
+        """
+        ...
+
+    async def list_workloads(self, namespace: str | None = None) -> list[Workload]:
+        """Return workloads, of one namespace or all."""
+        ...
+
+    async def get_workload(self, name: str, namespace: str = "default") -> Workload:
+        """Return one workload. Raises NotFound."""
+        ...
+
+    async def scale(self, name: str, replicas: int, namespace: str = "default") -> Workload:
+        """Set a workload's replica count. Raises NotFound, InvalidInput."""
+        ...
+
+    async def delete_workload(self, name: str, namespace: str = "default") -> Workload:
+        """Mark a workload for deletion; its instances are stopped, then it is removed.
+
+        Raises:
+            NotFound: no such workload.
+
+        """
+        ...
+
+    async def list_instances(
+        self, namespace: str | None = None, workload: str | None = None, node: str | None = None
+    ) -> list[Instance]:
+        """Return instances, filtered by namespace, workload and node."""
+        ...
+
+    async def get_instance(self, name: str, namespace: str = "default") -> Instance:
+        """Return one instance. Raises NotFound."""
+        ...
+
+    async def list_nodes(self) -> list[Node]:
+        """Return every node."""
+        ...
+
+    async def get_node(self, name: str) -> Node:
+        """Return one node. Raises NotFound."""
+        ...
+
+    async def cordon(self, name: str) -> Node:
+        """Stop placing new instances on a node. Raises NotFound."""
+        ...
+
+    async def uncordon(self, name: str) -> Node:
+        """Allow placements on a node again (and end a drain). Raises NotFound."""
+        ...
+
+    async def drain(self, name: str) -> Node:
+        """Cordon a node and move its instances elsewhere, replacement first.
+
+        Raises:
+            NotFound: no such node.
+        """
+        ...
+
+    async def list_events(
+        self,
+        *,
+        limit: int = 100,
+        kind: str | None = None,
+        name: str | None = None,
+        namespace: str | None = None,
+    ) -> list[Event]:
+        """Return the latest events (oldest first), optionally about one object."""
+        ...
+
+    def watch_events(self) -> AsyncIterator[Event]:
+        """Yield events as they are recorded, from now on."""
+        ...
+
+    async def explain(self, name: str, namespace: str = "default") -> Explanation:
+        """Say why an instance is pending, failing or running where it is. Raises NotFound."""
+        ...

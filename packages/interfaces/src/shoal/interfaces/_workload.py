@@ -1,0 +1,329 @@
+"""The workload: desired state that operators and agents apply.
+
+A :class:`WorkloadSpec` is what a user writes (YAML or JSON); a
+:class:`Workload` is the stored object: the spec plus identity, generation and
+the status the control loop observes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from ._quantity import Cpu, Memory
+
+__all__ = [
+    "Condition",
+    "Container",
+    "ExecAction",
+    "HttpGetAction",
+    "Name",
+    "Placement",
+    "PlacementStrategy",
+    "PodTemplate",
+    "Port",
+    "Probe",
+    "ResourceList",
+    "Resources",
+    "RestartPolicy",
+    "TcpSocketAction",
+    "Workload",
+    "WorkloadPhase",
+    "WorkloadSpec",
+    "WorkloadStatus",
+]
+
+Name = Annotated[
+    str,
+    StringConstraints(max_length=50, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"),
+]
+"""A DNS-1123 label of at most 50 characters: lowercase letters, digits and '-'."""
+
+
+class Spec(BaseModel):
+    """Base of user-written models: unknown fields are an error, not ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RestartPolicy(StrEnum):
+    """When a finished container is started again."""
+
+    ALWAYS = "Always"
+    ON_FAILURE = "OnFailure"
+    NEVER = "Never"
+
+
+class PlacementStrategy(StrEnum):
+    """How the scheduler ranks the nodes that fit."""
+
+    BINPACK = "binpack"
+    SPREAD = "spread"
+
+
+class Port(Spec):
+    """A port the container listens on, optionally published on the node."""
+
+    container_port: int = Field(ge=1, le=65535)
+    """Port inside the container."""
+    host_port: int | None = Field(default=None, ge=1, le=65535)
+    """Port published on the node; two instances on one node cannot share it."""
+    protocol: Literal["tcp", "udp"] = "tcp"
+    """Transport protocol."""
+    name: str | None = None
+    """Optional name, for probes and humans."""
+
+
+class ResourceList(Spec):
+    """An amount of CPU and memory."""
+
+    cpu: Cpu = 0
+    """CPU in millicores; write '500m', '1.5' or a number of cores."""
+    memory: Memory = 0
+    """Memory in bytes; write '256Mi', '1G' or a number of bytes."""
+
+
+class Resources(Spec):
+    """What a container asks the scheduler for, and the most it may use."""
+
+    requests: ResourceList = ResourceList()
+    """Reserved on the node by the scheduler."""
+    limits: ResourceList = ResourceList()
+    """Enforced by the runtime; 0 means no limit."""
+
+
+class ExecAction(Spec):
+    """Run a command inside the container; exit code 0 is success."""
+
+    command: list[str] = Field(min_length=1)
+    """The command and its arguments."""
+
+
+class HttpGetAction(Spec):
+    """HTTP GET against the container; a 2xx or 3xx status is success."""
+
+    port: int = Field(ge=1, le=65535)
+    """Container port to connect to."""
+    path: str = "/"
+    """Request path."""
+
+
+class TcpSocketAction(Spec):
+    """Open a TCP connection to the container; connecting is success."""
+
+    port: int = Field(ge=1, le=65535)
+    """Container port to connect to."""
+
+
+class Probe(Spec):
+    """A periodic health check with Kubernetes semantics. Exactly one action is set."""
+
+    exec: ExecAction | None = None
+    """Run a command."""
+    http_get: HttpGetAction | None = None
+    """Send an HTTP GET."""
+    tcp_socket: TcpSocketAction | None = None
+    """Open a TCP connection."""
+    initial_delay_seconds: float = Field(default=0, ge=0)
+    """Wait this long after start before the first check."""
+    period_seconds: float = Field(default=10, gt=0)
+    """Time between checks."""
+    timeout_seconds: float = Field(default=1, gt=0)
+    """A check that takes longer has failed."""
+    failure_threshold: int = Field(default=3, ge=1)
+    """Consecutive failures before the probe counts as failed."""
+    success_threshold: int = Field(default=1, ge=1)
+    """Consecutive successes before the probe counts as passing again."""
+
+    @model_validator(mode="after")
+    def _one_action(self) -> Self:
+        actions = [a for a in (self.exec, self.http_get, self.tcp_socket) if a is not None]
+        if len(actions) != 1:
+            raise ValueError("a probe needs exactly one of exec, http_get or tcp_socket")
+        return self
+
+
+class Container(Spec):
+    """One container of a pod."""
+
+    name: Name
+    """Unique within the pod."""
+    image: str = Field(min_length=1)
+    """OCI image reference, e.g. 'busybox:1.36' or 'registry:5000/app@sha256:...'."""
+    command: list[str] | None = None
+    """Replaces the image's entrypoint (Kubernetes semantics)."""
+    args: list[str] | None = None
+    """Replaces the image's cmd (Kubernetes semantics)."""
+    env: dict[str, str] = Field(default_factory=dict)
+    """Environment variables, added to the image's."""
+    working_dir: str | None = None
+    """Working directory; defaults to the image's."""
+    ports: list[Port] = Field(default_factory=list)
+    """Ports the container listens on."""
+    resources: Resources = Resources()
+    """Requests (for scheduling) and limits (enforced)."""
+    liveness_probe: Probe | None = None
+    """Restart the container when this fails."""
+    readiness_probe: Probe | None = None
+    """The instance counts as ready only while this passes."""
+
+
+class PodTemplate(Spec):
+    """The containers of every instance; they share one network namespace."""
+
+    containers: list[Container] = Field(min_length=1)
+    """At least one container; names must be unique."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    """Labels copied onto every instance."""
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Self:
+        seen: set[str] = set()
+        for container in self.containers:
+            if container.name in seen:
+                raise ValueError(
+                    f"container name {container.name!r} is used twice: give each container "
+                    "of the template its own name"
+                )
+            seen.add(container.name)
+        ports: set[tuple[int, str]] = set()
+        for container in self.containers:
+            for port in container.ports:
+                if port.host_port is None:
+                    continue
+                if (port.host_port, port.protocol) in ports:
+                    raise ValueError(
+                        f"host port {port.host_port}/{port.protocol} is published twice in one pod"
+                    )
+                ports.add((port.host_port, port.protocol))
+        return self
+
+    def requests(self) -> ResourceList:
+        """Return the sum of the containers' resource requests."""
+        return ResourceList(
+            cpu=sum(c.resources.requests.cpu for c in self.containers),
+            memory=sum(c.resources.requests.memory for c in self.containers),
+        )
+
+    def host_ports(self) -> set[tuple[int, str]]:
+        """Return the (port, protocol) pairs this pod publishes on its node."""
+        return {
+            (p.host_port, p.protocol)
+            for c in self.containers
+            for p in c.ports
+            if p.host_port is not None
+        }
+
+
+class Placement(Spec):
+    """Where instances may run and how nodes are ranked."""
+
+    constraints: dict[str, str] = Field(default_factory=dict)
+    """Node labels that must all match exactly, e.g. {'zone': 'a'}."""
+    strategy: PlacementStrategy = PlacementStrategy.BINPACK
+    """binpack fills the busiest node that fits; spread prefers the emptiest."""
+
+
+class WorkloadSpec(Spec):
+    """Desired state of a workload, as written in a Shoal workload file."""
+
+    kind: Literal["Workload"] = "Workload"
+    """Document kind; only 'Workload' for now."""
+    name: Name
+    """Unique within the namespace."""
+    namespace: Name = "default"
+    """Namespace of the workload."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    """Free-form labels."""
+    replicas: int = Field(default=1, ge=0, le=10_000)
+    """How many instances should run."""
+    template: PodTemplate
+    """The pod every instance runs."""
+    restart_policy: RestartPolicy = RestartPolicy.ALWAYS
+    """Always, OnFailure or Never."""
+    placement: Placement = Placement()
+    """Node constraints and ranking strategy."""
+
+    @property
+    def key(self) -> str:
+        """Return ``namespace/name``."""
+        return f"{self.namespace}/{self.name}"
+
+
+class WorkloadPhase(StrEnum):
+    """Summary of a workload's status, derived by the control loop."""
+
+    PENDING = "pending"
+    PROGRESSING = "progressing"
+    RUNNING = "running"
+    DEGRADED = "degraded"
+    DELETING = "deleting"
+
+
+class Condition(BaseModel):
+    """A named observation about a workload, Kubernetes style."""
+
+    type: str
+    """e.g. 'Available', 'Scheduled'."""
+    status: bool
+    """Whether the condition holds."""
+    reason: str = ""
+    """One-word cause."""
+    message: str = ""
+    """What a human should know."""
+
+
+class WorkloadStatus(BaseModel):
+    """What the control loop last observed for a workload."""
+
+    observed_generation: int = 0
+    """The generation the control loop last acted on."""
+    phase: WorkloadPhase = WorkloadPhase.PENDING
+    """Summary state."""
+    replicas: int = 0
+    """Instances that exist and are not being deleted."""
+    scheduled_replicas: int = 0
+    """Instances placed on a node."""
+    running_replicas: int = 0
+    """Instances whose containers run."""
+    ready_replicas: int = 0
+    """Running instances that pass their readiness probes."""
+    conditions: list[Condition] = Field(default_factory=list)
+    """Named observations."""
+
+
+class Workload(BaseModel):
+    """A stored workload: its spec, identity, generation and observed status."""
+
+    spec: WorkloadSpec
+    """The desired state as last applied."""
+    uid: str
+    """Unique id of this workload object; a re-created workload gets a new one."""
+    generation: int = 1
+    """Incremented on every change of the spec."""
+    created_at: datetime
+    """When the workload was first applied."""
+    updated_at: datetime
+    """When the spec last changed."""
+    deleting: bool = False
+    """Set by delete; the control loop removes the instances, then the workload."""
+    status: WorkloadStatus = WorkloadStatus()
+    """Observed by the control loop."""
+
+    @property
+    def name(self) -> str:
+        """Return the workload's name."""
+        return self.spec.name
+
+    @property
+    def namespace(self) -> str:
+        """Return the workload's namespace."""
+        return self.spec.namespace
+
+    @property
+    def key(self) -> str:
+        """Return ``namespace/name``."""
+        return self.spec.key

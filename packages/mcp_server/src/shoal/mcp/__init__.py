@@ -1,0 +1,1 @@
+"""shoal.mcp (placeholder until built)."""

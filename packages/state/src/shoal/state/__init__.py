@@ -1,0 +1,1 @@
+"""shoal.state (placeholder until built)."""
