@@ -1,1 +1,62 @@
-"""shoal.api (placeholder until built)."""
+"""Shoal's REST API: FastAPI app, RFC 9421 ed25519 request signatures, the signed client.
+
+Public surface:
+
+* :func:`create_app` / :func:`run_agent` — the server side;
+* :class:`ShoalClient` — the Service protocol over signed HTTP;
+* :class:`RequestVerifier`, :class:`SignedAuth` — the signature policy and signer;
+* key files: :func:`init_keypair`, :func:`load_keypair`, :func:`default_home`,
+  :func:`ensure_authorized_keys`, :class:`Role`.
+"""
+
+from ._agent import AuthorizedKeysFile, run_agent
+from ._app import ApplyRequest, ScaleRequest, create_app
+from ._auth import Principal, ReplayCache, RequestVerifier, SignedAuth, target_uri_from_scope
+from ._client import DEFAULT_SERVER, ShoalClient
+from ._keys import (
+    AUTHORIZED_KEYS_FILE,
+    AuthorizedKey,
+    AuthorizedKeys,
+    KeyPair,
+    Role,
+    default_home,
+    default_key_id,
+    ensure_authorized_keys,
+    init_keypair,
+    load_authorized_keys,
+    load_keypair,
+    parse_authorized_keys,
+)
+from ._limits import MAX_BODY_BYTES
+from ._server import bind, parse_addr, serve_api
+
+__all__ = [
+    "AUTHORIZED_KEYS_FILE",
+    "DEFAULT_SERVER",
+    "MAX_BODY_BYTES",
+    "ApplyRequest",
+    "AuthorizedKey",
+    "AuthorizedKeys",
+    "AuthorizedKeysFile",
+    "KeyPair",
+    "Principal",
+    "ReplayCache",
+    "RequestVerifier",
+    "Role",
+    "ScaleRequest",
+    "ShoalClient",
+    "SignedAuth",
+    "bind",
+    "create_app",
+    "default_home",
+    "default_key_id",
+    "ensure_authorized_keys",
+    "init_keypair",
+    "load_authorized_keys",
+    "load_keypair",
+    "parse_addr",
+    "parse_authorized_keys",
+    "run_agent",
+    "serve_api",
+    "target_uri_from_scope",
+]

@@ -1,6 +1,5 @@
-"""The shoal command."""
+"""The `shoal` command line."""
 
+from ._app import app, main
 
-def main() -> None:
-    """Run the shoal command."""
-    raise SystemExit("not yet built")
+__all__ = ["app", "main"]

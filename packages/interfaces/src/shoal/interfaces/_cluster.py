@@ -6,14 +6,15 @@ from collections.abc import AsyncIterator, Sequence
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from ._base import Model
 from ._node import GossipState
 
 __all__ = ["ClusterManager", "Member", "MemberEvent", "MemberEventKind"]
 
 
-class Member(BaseModel):
+class Member(Model):
     """A cluster member as gossip reports it."""
 
     name: str
@@ -36,7 +37,7 @@ class MemberEventKind(StrEnum):
     LEFT = "left"
 
 
-class MemberEvent(BaseModel):
+class MemberEvent(Model):
     """One membership change."""
 
     kind: MemberEventKind

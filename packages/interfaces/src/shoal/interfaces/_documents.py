@@ -19,6 +19,7 @@ _FIXES = {
     "less_than_equal": "use a smaller value",
     "string_pattern_mismatch": "use lowercase letters, digits and '-' (a DNS label)",
     "too_short": "add at least one entry",
+    "value_error": "",
 }
 
 
@@ -79,8 +80,9 @@ def parse_workload_documents(
             errors = describe_validation_error(exc)
             first = errors[0]
             more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            fix = f"; {first['fix']}" if first["fix"] else ""
             raise InvalidSpec(
-                f"{label}: field {first['field']}: {first['problem']}; {first['fix']}{more}",
+                f"{label}: field {first['field']}: {first['problem']}{fix}{more}",
                 document=index,
                 errors=errors,
             ) from None

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, Field
+from pydantic import Field
+
+from ._base import Model
 
 __all__ = [
     "Compacted",
@@ -48,7 +50,7 @@ __all__ = [
 ]
 
 
-class ErrorBody(BaseModel):
+class ErrorBody(Model):
     """The wire form of a :class:`ShoalError` (REST bodies, MCP tool errors)."""
 
     code: str
@@ -65,7 +67,7 @@ class ShoalError(Exception):
     code: ClassVar[str] = "error"
     http_status: ClassVar[int] = 500
 
-    def __init__(self, message: str, **details: Any) -> None:
+    def __init__(self, message: str, /, **details: Any) -> None:
         super().__init__(message)
         self.message = message
         self.details: dict[str, Any] = details

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, Field
+from pydantic import Field
+
+from ._base import Model
 
 __all__ = ["Actor", "Event", "EventType", "ObjectRef"]
 
@@ -17,7 +19,7 @@ class EventType(StrEnum):
     WARNING = "Warning"
 
 
-class ObjectRef(BaseModel):
+class ObjectRef(Model):
     """The object an event is about."""
 
     kind: str
@@ -32,7 +34,7 @@ class ObjectRef(BaseModel):
         return f"{self.kind.lower()}/{prefix}{self.name}"
 
 
-class Actor(BaseModel):
+class Actor(Model):
     """Who did something, and through which front door."""
 
     id: str
@@ -41,7 +43,7 @@ class Actor(BaseModel):
     """rest, mcp, cli, control-loop, node-loop or system."""
 
 
-class Event(BaseModel):
+class Event(Model):
     """Something that happened to an object."""
 
     id: str = ""

@@ -13,8 +13,9 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from ._base import Model
 from ._errors import InvalidTransition
 from ._workload import PodTemplate, RestartPolicy
 
@@ -51,7 +52,7 @@ INSTANCE_TRANSITIONS: dict[InstanceState, frozenset[InstanceState]] = {
 PLACED_STATES = frozenset({_S.SCHEDULED, _S.STARTING, _S.RUNNING, _S.STOPPING})
 
 
-class ScheduleFailure(BaseModel):
+class ScheduleFailure(Model):
     """Why the scheduler could not place an instance, per node."""
 
     message: str
@@ -60,7 +61,7 @@ class ScheduleFailure(BaseModel):
     """Node name → the filter that rejected it."""
 
 
-class Instance(BaseModel):
+class Instance(Model):
     """One replica of a workload on one node."""
 
     name: str

@@ -8,8 +8,9 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from ._base import Model
 from ._quantity import Cpu, Memory
 
 __all__ = ["NODE_TRANSITIONS", "Capacity", "GossipState", "Node", "NodeRole"]
@@ -43,7 +44,7 @@ NODE_TRANSITIONS: dict[GossipState, frozenset[GossipState]] = {
 """For each gossip state, the states it may move to."""
 
 
-class Capacity(BaseModel):
+class Capacity(Model):
     """Resources of a node."""
 
     cpu: Cpu = 0
@@ -54,7 +55,7 @@ class Capacity(BaseModel):
     """Most instances the node runs at once."""
 
 
-class Node(BaseModel):
+class Node(Model):
     """A member of the cluster."""
 
     name: str

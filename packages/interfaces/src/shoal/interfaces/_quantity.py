@@ -4,10 +4,16 @@ CPU is held as integer millicores (``"500m"`` → 500, ``"1.5"`` → 1500,
 ``2`` → 2000) and memory as integer bytes (``"256Mi"`` → 268435456,
 ``"1G"`` → 1000000000). Both serialise back to their canonical strings, so a
 stored workload reads the way it was written.
+
+Mind the asymmetry this buys Kubernetes compatibility with: on *input* a bare
+number of CPU is whole cores (``cpu: 2``), while the validated attribute is
+millicores. Code that builds a model from millicores it already holds passes
+``f"{millis}m"`` or uses ``model_construct``.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
@@ -24,6 +30,8 @@ _QUANTITY = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?|\.[0-9]+)\s*([A-Za-z]*)\s*$")
 def _split(value: Any, what: str) -> tuple[Decimal, str]:
     if isinstance(value, bool):
         raise ValueError(f"{what} must be a quantity, not a boolean")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number, got {value}")
     if isinstance(value, int | float):
         number = Decimal(str(value))
         if number < 0:
@@ -71,7 +79,7 @@ def parse_memory(value: Any) -> int:
     else:
         raise ValueError(
             f"memory quantity {value!r} has unknown unit {suffix!r}: use one of "
-            "Ki, Mi, Gi, Ti (binary) or k, M, G, T (decimal)"
+            "Ki, Mi, Gi, Ti, Pi, Ei (binary) or k, M, G, T, P, E (decimal)"
         )
     if scaled != scaled.to_integral_value():
         raise ValueError(f"memory quantity {value!r} is not a whole number of bytes")

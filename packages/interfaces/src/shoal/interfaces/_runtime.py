@@ -12,8 +12,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from ._base import Model
 from ._workload import Container
 
 __all__ = [
@@ -29,7 +30,7 @@ __all__ = [
 ]
 
 
-class PodSpec(BaseModel):
+class PodSpec(Model):
     """What the node asks a runtime to create."""
 
     uid: str
@@ -53,7 +54,7 @@ class ContainerState(StrEnum):
     UNKNOWN = "unknown"
 
 
-class ContainerStatus(BaseModel):
+class ContainerStatus(Model):
     """One container as the runtime sees it."""
 
     name: str
@@ -72,7 +73,7 @@ class ContainerStatus(BaseModel):
     """Why it is in this state, when there is something to say (e.g. OOMKilled)."""
 
 
-class PodStatus(BaseModel):
+class PodStatus(Model):
     """A pod as the runtime sees it."""
 
     uid: str
@@ -95,7 +96,7 @@ class PodStatus(BaseModel):
         return any(c.state == ContainerState.EXITED for c in self.containers)
 
 
-class ImageInfo(BaseModel):
+class ImageInfo(Model):
     """An image present on the node."""
 
     reference: str
@@ -106,7 +107,7 @@ class ImageInfo(BaseModel):
     """Bytes on disk."""
 
 
-class LogLine(BaseModel):
+class LogLine(Model):
     """One line a container wrote."""
 
     time: datetime
@@ -117,7 +118,7 @@ class LogLine(BaseModel):
     """The text, without its newline."""
 
 
-class ExecResult(BaseModel):
+class ExecResult(Model):
     """Outcome of running a command in a container."""
 
     exit_code: int
@@ -128,7 +129,7 @@ class ExecResult(BaseModel):
     """What it wrote to stderr."""
 
 
-class ContainerStats(BaseModel):
+class ContainerStats(Model):
     """Resource use of one container."""
 
     name: str

@@ -11,8 +11,9 @@ from collections.abc import AsyncIterator, Sequence
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from ._base import Model
 from ._event import Event
 from ._instance import Instance, ScheduleFailure
 from ._node import Node
@@ -37,7 +38,7 @@ class ChangeAction(StrEnum):
     UNCHANGED = "unchanged"
 
 
-class FieldChange(BaseModel):
+class FieldChange(Model):
     """One field whose value apply would change."""
 
     path: str
@@ -48,7 +49,7 @@ class FieldChange(BaseModel):
     """Value after apply."""
 
 
-class PlannedChange(BaseModel):
+class PlannedChange(Model):
     """What apply does to one workload, and what that means for its instances."""
 
     action: ChangeAction
@@ -67,7 +68,7 @@ class PlannedChange(BaseModel):
     """Instances re-created because the template changed."""
 
 
-class Plan(BaseModel):
+class Plan(Model):
     """The changes an apply makes (dry run) or made."""
 
     id: str
@@ -76,7 +77,7 @@ class Plan(BaseModel):
     """One entry per document, in request order."""
 
 
-class ApplyResult(BaseModel):
+class ApplyResult(Model):
     """Outcome of apply."""
 
     plan: Plan
@@ -87,7 +88,7 @@ class ApplyResult(BaseModel):
     """The stored workloads after apply (empty for a dry run)."""
 
 
-class Explanation(BaseModel):
+class Explanation(Model):
     """Why an instance is where it is."""
 
     instance: Instance

@@ -11,8 +11,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
+from ._base import Model
 from ._quantity import Cpu, Memory
 
 __all__ = [
@@ -43,10 +44,10 @@ Name = Annotated[
 """A DNS-1123 label of at most 50 characters: lowercase letters, digits and '-'."""
 
 
-class Spec(BaseModel):
+class Spec(Model):
     """Base of user-written models: unknown fields are an error, not ignored."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class RestartPolicy(StrEnum):
@@ -203,7 +204,9 @@ class PodTemplate(Spec):
 
     def requests(self) -> ResourceList:
         """Return the sum of the containers' resource requests."""
-        return ResourceList(
+        # model_construct: the sums are validated millicores and bytes already, and
+        # validating again would read an int CPU as whole cores.
+        return ResourceList.model_construct(
             cpu=sum(c.resources.requests.cpu for c in self.containers),
             memory=sum(c.resources.requests.memory for c in self.containers),
         )
@@ -263,7 +266,7 @@ class WorkloadPhase(StrEnum):
     DELETING = "deleting"
 
 
-class Condition(BaseModel):
+class Condition(Model):
     """A named observation about a workload, Kubernetes style."""
 
     type: str
@@ -276,7 +279,7 @@ class Condition(BaseModel):
     """What a human should know."""
 
 
-class WorkloadStatus(BaseModel):
+class WorkloadStatus(Model):
     """What the control loop last observed for a workload."""
 
     observed_generation: int = 0
@@ -295,7 +298,7 @@ class WorkloadStatus(BaseModel):
     """Named observations."""
 
 
-class Workload(BaseModel):
+class Workload(Model):
     """A stored workload: its spec, identity, generation and observed status."""
 
     spec: WorkloadSpec

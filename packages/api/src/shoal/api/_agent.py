@@ -1,0 +1,121 @@
+"""The agent process: a node's loops and its REST API in one task group.
+
+Start-up checks come first and fail with a clear error before anything runs:
+the API address must be free, the data dir writable, the authorized_keys
+file valid (created on first start, authorizing the local user as admin).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import anyio
+from anyio.abc import TaskStatus
+from nacl.signing import VerifyKey
+
+from shoal.core.node import NodeConfig, ShoalNode, build_node
+from shoal.interfaces import ShoalError
+
+from ._app import create_app
+from ._auth import RequestVerifier
+from ._keys import (
+    AUTHORIZED_KEYS_FILE,
+    AuthorizedKeys,
+    Role,
+    ensure_authorized_keys,
+    load_authorized_keys,
+)
+from ._server import bind, serve_api
+
+__all__ = ["AuthorizedKeysFile", "run_agent"]
+
+log = logging.getLogger("shoal.agent")
+
+
+class AuthorizedKeysFile:
+    """authorized_keys that follows edits of its file: reloaded when its mtime changes.
+
+    A broken edit is logged and the last good keys stay in force, so a typo
+    cannot lock every client out of a running agent.
+    """
+
+    def __init__(self, path: Path, keys: AuthorizedKeys) -> None:
+        self.path = path
+        self.keys = keys
+        self._mtime = self._stat()
+
+    def _stat(self) -> float | None:
+        try:
+            return self.path.stat().st_mtime_ns / 1e9
+        except OSError:
+            return None
+
+    def lookup(self, key_id: str) -> tuple[Role, VerifyKey] | None:
+        """Return ``(role, public key)`` for ``key_id`` from the file as it is now."""
+        mtime = self._stat()
+        if mtime != self._mtime:
+            self._mtime = mtime
+            try:
+                self.keys = load_authorized_keys(self.path)
+                log.info("reloaded %s: %d key(s)", self.path, len(self.keys))
+            except ShoalError as exc:
+                log.error("ignoring the edit of %s, keeping the previous keys: %s", self.path, exc)
+        return self.keys.lookup(key_id)
+
+
+async def run_agent(
+    config: NodeConfig,
+    home: Path,
+    *,
+    task_status: TaskStatus[ShoalNode] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a node and its API until cancelled.
+
+    Raises:
+        Unavailable: the API address is taken, or the data dir is not writable.
+        InvalidInput: authorized_keys or the local key pair is invalid.
+    """
+    sock = bind(config.api_addr)
+    try:
+        host = config.api_addr.rpartition(":")[0]
+        config = config.model_copy(update={"api_addr": f"{host}:{sock.getsockname()[1]}"})
+        node = build_node(config)
+        data_dir = config.data_dir
+        keys, created = ensure_authorized_keys(data_dir, home)
+    except BaseException:
+        sock.close()
+        raise
+    path = data_dir / AUTHORIZED_KEYS_FILE
+    if created:
+        (key_id,) = list(keys)
+        log.warning(
+            "no %s found: created it, authorizing your key %r (from %s) as admin",
+            path,
+            key_id,
+            home,
+        )
+    verifier = RequestVerifier(AuthorizedKeysFile(path, keys).lookup)
+
+    async def ready() -> bool:
+        if not node.ready.is_set():
+            return False
+        try:
+            await node.store.revision()
+        except ShoalError:
+            return False
+        return True
+
+    app = create_app(node.service, verifier, ready=ready)
+    async with anyio.create_task_group() as tg:
+        await tg.start(node.run)
+        await tg.start(serve_api, app, sock)
+        log.info(
+            "shoal agent %s ready: API on http://%s, data in %s, runtime %s, state %s",
+            config.name,
+            config.api_addr,
+            data_dir,
+            node.runtime.name,
+            config.state,
+        )
+        task_status.started(node)

@@ -1,0 +1,300 @@
+"""The REST API: FastAPI routes over the service layer, every /v1 call signed.
+
+Routes (all JSON; errors are ``{"error": {"code", "message", "details"}}``)::
+
+    GET    /healthz, /readyz, /openapi.json                 unauthenticated
+    POST   /v1/workloads/apply          {documents, dry_run}  operator
+    GET    /v1/workloads[?namespace=]                         viewer
+    GET    /v1/workloads/{ns}/{name}                          viewer
+    POST   /v1/workloads/{ns}/{name}/scale  {replicas}        operator
+    DELETE /v1/workloads/{ns}/{name}                          operator
+    GET    /v1/instances[?namespace=&workload=&node=]         viewer
+    GET    /v1/instances/{ns}/{name}[/explain]                viewer
+    GET    /v1/nodes, /v1/nodes/{name}                        viewer
+    POST   /v1/nodes/{name}/{cordon|uncordon|drain}           operator
+    GET    /v1/events[?limit=&kind=&name=&namespace=]         viewer
+    GET    /v1/events/stream   (server-sent events)           viewer
+
+The caller's key id becomes the actor of every event its request causes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+from starlette.types import Receive, Scope, Send
+
+from shoal.core import ShoalService
+from shoal.interfaces import (
+    Actor,
+    ApplyResult,
+    Event,
+    Explanation,
+    Forbidden,
+    Instance,
+    InternalError,
+    InvalidInput,
+    Node,
+    ShoalError,
+    Workload,
+    parse_workload_documents,
+)
+
+from ._auth import Principal, RequestVerifier, target_uri_from_scope
+from ._keys import Role
+from ._limits import BodyLimit, body_too_large, too_large_error
+
+__all__ = ["ApplyRequest", "EventStream", "ScaleRequest", "create_app"]
+
+log = logging.getLogger(__name__)
+
+ReadyCheck = Callable[[], Awaitable[bool]]
+
+
+class ApplyRequest(BaseModel):
+    """Body of an apply: raw workload documents, validated all or nothing."""
+
+    documents: list[Any] = Field(max_length=1000)
+    """Workload documents as parsed from YAML or JSON."""
+    dry_run: bool = False
+    """Only return the plan; change nothing."""
+    source: str = "request"
+    """Where the documents came from (e.g. a file name), for error messages."""
+
+
+class ScaleRequest(BaseModel):
+    """Body of a scale."""
+
+    replicas: int
+    """The new replica count, 0-10000."""
+
+
+def _error_response(error: ShoalError) -> JSONResponse:
+    return JSONResponse({"error": error.to_body().model_dump(mode="json")}, error.http_status)
+
+
+def create_app(
+    service: ShoalService,
+    verifier: RequestVerifier,
+    *,
+    ready: ReadyCheck | None = None,
+    heartbeat: float = 15.0,
+) -> FastAPI:
+    """Build the ASGI app (wrapped in the 1 MiB body limit) for ``service``."""
+    app = FastAPI(
+        title="Shoal",
+        version="0.1.0",
+        description="Gossip-clustered container orchestrator. Every /v1 request must be "
+        "signed per RFC 9421 with ed25519 (see docs/getting-started.md).",
+    )
+
+    @app.exception_handler(ShoalError)
+    async def shoal_error(request: Request, exc: ShoalError) -> JSONResponse:
+        return _error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if body_too_large(request.scope):
+            return _error_response(too_large_error())
+        problems = []
+        for error in exc.errors():
+            loc = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+            problems.append(f"{loc or 'body'}: {error.get('msg', 'invalid')}")
+        return _error_response(InvalidInput("invalid request: " + "; ".join(problems)))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error in %s %s", request.method, request.url.path)
+        return _error_response(
+            InternalError("internal error; the server log has the details", path=request.url.path)
+        )
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz() -> JSONResponse:
+        """Readiness: the node's loops run and its store answers."""
+        ok = True if ready is None else await ready()
+        return JSONResponse({"status": "ready" if ok else "starting"}, 200 if ok else 503)
+
+    async def authenticate(request: Request) -> Principal:
+        if body_too_large(request.scope):
+            raise too_large_error()
+        body = await request.body()
+        return verifier.verify(
+            request.method,
+            target_uri_from_scope(request.scope),
+            request.headers.items(),
+            body,
+        )
+
+    def role(required: Role) -> Callable[[Request], Awaitable[ShoalService]]:
+        async def dependency(request: Request) -> ShoalService:
+            principal = await authenticate(request)
+            if not principal.role.allows(required):
+                raise Forbidden(
+                    f"key {principal.key_id!r} has role {principal.role.value}; "
+                    f"{request.method} {request.url.path} needs {required.value} or higher",
+                    key_id=principal.key_id,
+                    role=principal.role.value,
+                    required=required.value,
+                )
+            agent = request.headers.get("user-agent", "")
+            via = "cli" if agent.startswith("shoal-cli") else "rest"
+            return service.with_actor(Actor(id=principal.key_id, via=via))
+
+        return dependency
+
+    Viewer = Annotated[ShoalService, Depends(role(Role.VIEWER))]
+    Operator = Annotated[ShoalService, Depends(role(Role.OPERATOR))]
+    v1 = APIRouter(prefix="/v1")
+
+    @v1.post("/workloads/apply", tags=["workloads"])
+    async def apply(body: ApplyRequest, svc: Operator) -> ApplyResult:
+        """Create or update workloads from documents, all or nothing; dry_run returns the plan."""
+        specs = parse_workload_documents(body.documents, body.source)
+        return await svc.apply(specs, dry_run=body.dry_run)
+
+    @v1.get("/workloads", tags=["workloads"])
+    async def list_workloads(svc: Viewer, namespace: str | None = None) -> list[Workload]:
+        """List workloads."""
+        return await svc.list_workloads(namespace)
+
+    @v1.get("/workloads/{namespace}/{name}", tags=["workloads"])
+    async def get_workload(namespace: str, name: str, svc: Viewer) -> Workload:
+        """Get one workload."""
+        return await svc.get_workload(name, namespace)
+
+    @v1.post("/workloads/{namespace}/{name}/scale", tags=["workloads"])
+    async def scale(namespace: str, name: str, body: ScaleRequest, svc: Operator) -> Workload:
+        """Set a workload's replica count."""
+        return await svc.scale(name, body.replicas, namespace)
+
+    @v1.delete("/workloads/{namespace}/{name}", tags=["workloads"])
+    async def delete_workload(namespace: str, name: str, svc: Operator) -> Workload:
+        """Delete a workload: its instances are stopped, then it is removed."""
+        return await svc.delete_workload(name, namespace)
+
+    @v1.get("/instances", tags=["instances"])
+    async def list_instances(
+        svc: Viewer,
+        namespace: str | None = None,
+        workload: str | None = None,
+        node: str | None = None,
+    ) -> list[Instance]:
+        """List instances, filtered by namespace, workload and node."""
+        return await svc.list_instances(namespace, workload, node)
+
+    @v1.get("/instances/{namespace}/{name}", tags=["instances"])
+    async def get_instance(namespace: str, name: str, svc: Viewer) -> Instance:
+        """Get one instance."""
+        return await svc.get_instance(name, namespace)
+
+    @v1.get("/instances/{namespace}/{name}/explain", tags=["instances"])
+    async def explain(namespace: str, name: str, svc: Viewer) -> Explanation:
+        """Explain why an instance is pending, failing or running where it is."""
+        return await svc.explain(name, namespace)
+
+    @v1.get("/nodes", tags=["nodes"])
+    async def list_nodes(svc: Viewer) -> list[Node]:
+        """List nodes."""
+        return await svc.list_nodes()
+
+    @v1.get("/nodes/{name}", tags=["nodes"])
+    async def get_node(name: str, svc: Viewer) -> Node:
+        """Get one node."""
+        return await svc.get_node(name)
+
+    @v1.post("/nodes/{name}/cordon", tags=["nodes"])
+    async def cordon(name: str, svc: Operator) -> Node:
+        """Stop placing new instances on a node."""
+        return await svc.cordon(name)
+
+    @v1.post("/nodes/{name}/uncordon", tags=["nodes"])
+    async def uncordon(name: str, svc: Operator) -> Node:
+        """Allow placements on a node again."""
+        return await svc.uncordon(name)
+
+    @v1.post("/nodes/{name}/drain", tags=["nodes"])
+    async def drain(name: str, svc: Operator) -> Node:
+        """Cordon a node and move its instances elsewhere, replacement first."""
+        return await svc.drain(name)
+
+    @v1.get("/events", tags=["events"])
+    async def list_events(
+        svc: Viewer,
+        limit: Annotated[int, Query(ge=1, le=5000)] = 100,
+        kind: str | None = None,
+        name: str | None = None,
+        namespace: str | None = None,
+    ) -> list[Event]:
+        """List the latest events, oldest first."""
+        return await svc.list_events(limit=limit, kind=kind, name=name, namespace=namespace)
+
+    @v1.get("/events/stream", tags=["events"], response_class=EventStream)
+    async def stream_events(svc: Viewer) -> EventStream:
+        """Stream events as server-sent events (``event: shoal-event``) from now on."""
+        return EventStream(svc, heartbeat)
+
+    app.include_router(v1)
+    app.add_middleware(BodyLimit)
+    return app
+
+
+class EventStream(Response):
+    """Server-sent events of the event log, with comment heartbeats.
+
+    A Response whose ``__call__`` owns its task group (rather than an async
+    generator, which cannot safely hold one across ``yield``): one task relays
+    events, one sends heartbeats, one ends everything when the client leaves.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(self, service: ShoalService, heartbeat: float) -> None:
+        super().__init__(
+            media_type=self.media_type,
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
+        self.service = service
+        self.heartbeat = heartbeat
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        lock = anyio.Lock()
+
+        async def chunk(text: str) -> None:
+            async with lock:
+                await send({"type": "http.response.body", "body": text.encode(), "more_body": True})
+
+        async with anyio.create_task_group() as tg:
+
+            async def until_disconnect() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                tg.cancel_scope.cancel()
+
+            async def beat() -> None:
+                while True:
+                    await anyio.sleep(self.heartbeat)
+                    await chunk(": heartbeat\n\n")
+
+            async def relay() -> None:
+                async for event in self.service.watch_events():
+                    data = event.model_dump_json()
+                    await chunk(f"id: {event.id}\nevent: shoal-event\ndata: {data}\n\n")
+
+            tg.start_soon(until_disconnect)
+            tg.start_soon(beat)
+            tg.start_soon(relay)
+            await chunk(": connected\n\n")

@@ -1,0 +1,333 @@
+"""Who is calling: the server's signature policy and the client's signing auth.
+
+Server side, :class:`RequestVerifier` turns a request into a
+:class:`Principal` or an ``Unauthenticated`` error whose ``details['reason']``
+is one of ``missing_signature``, ``malformed_signature``, ``unknown_key``,
+``bad_signature``, ``digest_mismatch``, ``stale``, ``replayed`` or
+``insufficient_coverage``. The policy, checked cheapest first:
+
+1. a signature must cover ``@method``, ``content-digest`` and the target,
+   either as ``@target-uri`` or as ``@authority`` + ``@path`` + ``@query``;
+2. ``alg``, when present, must be ``ed25519``; ``keyid``, ``created`` and
+   ``nonce`` are required, and the key id must be authorized;
+3. ``created`` must be within ±60 s of the server clock (injectable);
+4. the ed25519 signature must verify, then Content-Digest must match the body;
+5. the ``(keyid, nonce)`` pair must be new. It is remembered only after all
+   of the above passed (so forged requests cannot fill the cache) and only
+   until ``created + 60 s``, after which a replay is refused as stale anyway.
+
+Client side, :class:`SignedAuth` is an ``httpx.Auth`` that adds
+Content-Digest and signs ``("@method" "@target-uri" "content-digest")``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import secrets
+import threading
+import time
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from nacl.signing import VerifyKey
+
+from shoal.api._digest import check_content_digest, content_digest
+from shoal.api._httpsig import (
+    ALGORITHM,
+    HeadersLike,
+    ParsedSignature,
+    RequestParts,
+    SignatureError,
+    SignatureParams,
+    parse_signatures,
+    sign_request,
+    verify_signature,
+)
+from shoal.api._keys import KeyPair, Role
+from shoal.interfaces import Forbidden, InvalidInput, Unauthenticated, Unavailable
+
+__all__ = [
+    "CLIENT_COMPONENTS",
+    "Clock",
+    "KeyLookup",
+    "Principal",
+    "ReplayCache",
+    "RequestVerifier",
+    "SignedAuth",
+    "target_uri_from_scope",
+]
+
+KeyLookup = Callable[[str], tuple[Role, VerifyKey] | None]
+"""Map a key id to ``(role, public key)``, or ``None`` when it is not authorized."""
+Clock = Callable[[], float]
+"""Seconds since the epoch, like ``time.time``."""
+
+CLIENT_COMPONENTS = ("@method", "@target-uri", "content-digest")
+"""What :class:`SignedAuth` covers."""
+_ALWAYS_REQUIRED = ("@method", "content-digest")
+_TARGET_CHOICES = (("@target-uri",), ("@authority", "@path", "@query"))
+_MAX_NONCE_LENGTH = 256
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller."""
+
+    key_id: str
+    role: Role
+
+    def require(self, required: Role) -> None:
+        """Check that this caller's role allows an action needing ``required``.
+
+        Raises:
+            Forbidden: the role is below ``required``.
+        """
+        if not self.role.allows(required):
+            raise Forbidden(
+                f"key {self.key_id!r} has role {self.role.value}, and this action needs "
+                f"{required.value}: ask an admin to change its line in authorized_keys",
+                key_id=self.key_id,
+                role=self.role.value,
+                required=required.value,
+            )
+
+
+class ReplayCache:
+    """Remembers ``(key id, nonce)`` pairs until they expire; bounded and thread-safe."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self.max_entries = max_entries
+        self._expiry: dict[tuple[str, str], float] = {}
+        self._heap: list[tuple[float, tuple[str, str]]] = []
+        self._lock = threading.Lock()  # FastAPI may run sync dependencies in threads
+
+    def __len__(self) -> int:
+        return len(self._expiry)
+
+    def remember(self, key: tuple[str, str], expires_at: float, now: float) -> bool:
+        """Record ``key`` until ``expires_at``; return ``False`` if it is already known.
+
+        Raises:
+            Unavailable: the cache is full of unexpired entries. Refusing is
+                safer than forgetting a nonce that could then be replayed.
+        """
+        with self._lock:
+            # Strictly before now: at now == created + skew the request is still fresh.
+            while self._heap and self._heap[0][0] < now:
+                _, old = heapq.heappop(self._heap)
+                del self._expiry[old]
+            if key in self._expiry:
+                return False
+            if len(self._expiry) >= self.max_entries:
+                raise Unavailable(
+                    f"more than {self.max_entries} signed requests arrived within the replay "
+                    "window; retry in a minute",
+                    reason="replay_cache_full",
+                )
+            self._expiry[key] = expires_at
+            heapq.heappush(self._heap, (expires_at, key))
+            return True
+
+
+def _reject(reason: str, message: str, **details: Any) -> Unauthenticated:
+    return Unauthenticated(message, reason=reason, **details)
+
+
+def _covers(signature: ParsedSignature) -> bool:
+    covered = set(signature.components)
+    return set(_ALWAYS_REQUIRED) <= covered and any(
+        set(choice) <= covered for choice in _TARGET_CHOICES
+    )
+
+
+class RequestVerifier:
+    """Checks RFC 9421 signatures on incoming requests against Shoal's policy.
+
+    Args:
+        keys: The key lookup, e.g. ``AuthorizedKeys.lookup``.
+        clock: The time source.
+        max_skew: How far (seconds) ``created`` may be from the server clock.
+        replay_cache: Where nonces are remembered; one per server process.
+    """
+
+    def __init__(
+        self,
+        keys: KeyLookup,
+        *,
+        clock: Clock = time.time,
+        max_skew: float = 60.0,
+        replay_cache: ReplayCache | None = None,
+    ) -> None:
+        self._keys = keys
+        self._clock = clock
+        self.max_skew = max_skew
+        self._replay = ReplayCache() if replay_cache is None else replay_cache
+
+    def verify(self, method: str, target_uri: str, headers: HeadersLike, body: bytes) -> Principal:
+        """Authenticate one request.
+
+        Args:
+            method: The request method, as received.
+            target_uri: The full URI the client addressed (see :func:`target_uri_from_scope`).
+            headers: The request header fields.
+            body: The request content, exactly as received.
+
+        Returns:
+            The caller.
+
+        Raises:
+            Unauthenticated: the signature is missing or unacceptable;
+                ``details['reason']`` says which check failed.
+            Unavailable: the replay cache is full.
+        """
+        try:
+            return self._verify(RequestParts.build(method, target_uri, headers, body))
+        except SignatureError as exc:
+            raise _reject(exc.reason, exc.message) from exc
+
+    def _verify(self, request: RequestParts) -> Principal:
+        signature_input = request.fields.get("signature-input")
+        signature_value = request.fields.get("signature")
+        if signature_input is None or signature_value is None:
+            raise _reject(
+                "missing_signature",
+                "the request is not signed: send Signature-Input and Signature headers "
+                "(RFC 9421, ed25519), as the shoal CLI does with the key from `shoal keys init`",
+            )
+        candidates = parse_signatures(signature_input, signature_value)
+        signature = next((sig for sig in candidates if _covers(sig)), None)
+        if signature is None:
+            covered = "; ".join(
+                f"{s.label}: {' '.join(s.components) or '(nothing)'}" for s in candidates
+            )
+            raise _reject(
+                "insufficient_coverage",
+                f"no signature covers enough of the request ({covered}); sign "
+                '("@method" "@target-uri" "content-digest"), or "@authority" "@path" "@query" '
+                "in place of @target-uri",
+            )
+        params = signature.params
+        alg, key_id, created, nonce = (params.get(k) for k in ("alg", "keyid", "created", "nonce"))
+        if alg is not None and alg != ALGORITHM:
+            raise _reject("bad_signature", f"alg {alg!r} is not accepted; sign with {ALGORITHM}")
+        if not isinstance(key_id, str) or not isinstance(created, int):
+            raise _reject("malformed_signature", "the signature needs keyid and created parameters")
+        if not isinstance(nonce, str) or not 0 < len(nonce) <= _MAX_NONCE_LENGTH:
+            raise _reject(
+                "malformed_signature",
+                f"the signature needs a nonce parameter of 1-{_MAX_NONCE_LENGTH} characters, "
+                "fresh for every request",
+            )
+        entry = self._keys(key_id)
+        if entry is None:
+            raise _reject(
+                "unknown_key",
+                f"key id {key_id!r} is not authorized on this server: an admin adds "
+                f"`ROLE {key_id} PUBLIC-KEY` to <data-dir>/authorized_keys",
+                key_id=key_id,
+            )
+        role, verify_key = entry
+        now = self._clock()
+        self._check_fresh(created, params.get("expires"), now)
+        if "content-digest" not in request.fields:
+            raise _reject(
+                "digest_mismatch", "the request has no Content-Digest header; send sha-256=:...:"
+            )
+        verify_signature(request, signature, verify_key)
+        check_content_digest(request.fields["content-digest"], request.body)
+        if not self._replay.remember((key_id, nonce), created + self.max_skew, now):
+            raise _reject(
+                "replayed",
+                f"nonce {nonce!r} was already used by key {key_id!r}: this request is a "
+                "replay; a client must sign every request afresh",
+                key_id=key_id,
+            )
+        return Principal(key_id, role)
+
+    def _check_fresh(self, created: int, expires: object, now: float) -> None:
+        age = round(now - created)
+        if abs(now - created) > self.max_skew:
+            when = f"{age} s ago" if age > 0 else f"{-age} s in the future"
+            raise _reject(
+                "stale",
+                f"request created {when}; the server accepts ±{self.max_skew:g} s: "
+                "check the client's clock",
+                age_seconds=age,
+            )
+        if isinstance(expires, int) and expires <= now:
+            raise _reject(
+                "stale", f"the signature expired {round(now - expires)} s ago; sign again"
+            )
+
+
+def target_uri_from_scope(scope: Mapping[str, Any]) -> str:
+    """Rebuild the URI a client addressed from an ASGI HTTP scope.
+
+    Uses the ``Host`` header and the undecoded ``raw_path`` so that the result
+    matches what the client signed byte for byte (Starlette's ``request.url``
+    re-encodes the decoded path, which can differ).
+    """
+    headers = {bytes(name).lower(): bytes(value) for name, value in scope.get("headers", [])}
+    host = headers.get(b"host", b"").decode("latin-1")
+    if not host:
+        server_host, server_port = scope.get("server") or ("localhost", None)
+        host = server_host if server_port is None else f"{server_host}:{server_port}"
+    raw_path = scope.get("raw_path")
+    path = raw_path.decode("latin-1") if raw_path else quote(str(scope.get("path", "/")))
+    query = bytes(scope.get("query_string", b"")).decode("latin-1")
+    return f"{scope.get('scheme', 'http')}://{host}{path}" + (f"?{query}" if query else "")
+
+
+def _new_nonce() -> str:
+    return secrets.token_urlsafe(16)
+
+
+class SignedAuth(httpx.Auth):
+    """Signs every httpx request with a Shoal key pair (sync and async clients).
+
+    Args:
+        keypair: The caller's key pair (see ``load_keypair``).
+        clock: The time source for ``created``.
+        nonce: Makes a fresh nonce per request.
+        label: The signature label.
+    """
+
+    requires_request_body = True
+
+    def __init__(
+        self,
+        keypair: KeyPair,
+        *,
+        clock: Clock = time.time,
+        nonce: Callable[[], str] = _new_nonce,
+        label: str = "sig1",
+    ) -> None:
+        self._keypair = keypair
+        self._clock = clock
+        self._nonce = nonce
+        self._label = label
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        """Add Content-Digest, Signature-Input and Signature, then send."""
+        body = request.content
+        request.headers["Content-Digest"] = content_digest(body)
+        parts = RequestParts.build(
+            request.method, str(request.url), request.headers.multi_items(), body
+        )
+        params = SignatureParams(
+            created=int(self._clock()), keyid=self._keypair.key_id, nonce=self._nonce()
+        )
+        try:
+            signed = sign_request(
+                parts, CLIENT_COMPONENTS, params, self._keypair.signing_key, label=self._label
+            )
+        except SignatureError as exc:
+            raise InvalidInput(
+                f"cannot sign {request.method} {request.url}: {exc.message}"
+            ) from exc
+        request.headers["Signature-Input"] = signed.signature_input
+        request.headers["Signature"] = signed.signature
+        yield request

@@ -1,0 +1,217 @@
+"""ShoalClient: the Service protocol over signed HTTP, for the CLI and remote front doors.
+
+Every request is signed with the caller's ed25519 key (:class:`SignedAuth`);
+every error the server returns becomes the same :class:`ShoalError` subclass
+the in-process service would have raised, so callers cannot tell the two
+apart. A server that cannot be reached is :class:`Unavailable` with a hint.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import httpx
+from pydantic import TypeAdapter, ValidationError
+
+from shoal.interfaces import (
+    ApplyResult,
+    ErrorBody,
+    Event,
+    Explanation,
+    Instance,
+    InternalError,
+    Node,
+    Unavailable,
+    Workload,
+    WorkloadSpec,
+    error_from_body,
+)
+
+from ._auth import SignedAuth
+from ._keys import KeyPair
+
+__all__ = ["DEFAULT_SERVER", "ShoalClient"]
+
+DEFAULT_SERVER = "http://127.0.0.1:7070"
+USER_AGENT = "shoal-cli/0.1"
+
+T = TypeVar("T")
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    try:
+        body = ErrorBody.model_validate(response.json()["error"])
+    except (ValueError, KeyError, TypeError, ValidationError):
+        raise InternalError(
+            f"server answered {response.status_code} without a Shoal error body: "
+            f"{response.text[:200]!r}",
+            status=response.status_code,
+        ) from None
+    raise error_from_body(body)
+
+
+class ShoalClient:
+    """A remote :class:`~shoal.interfaces.Service` reached over the signed REST API."""
+
+    def __init__(
+        self,
+        server: str,
+        keypair: KeyPair,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        user_agent: str = USER_AGENT,
+    ) -> None:
+        self.server = server.rstrip("/")
+        self._http = httpx.AsyncClient(
+            base_url=self.server,
+            auth=SignedAuth(keypair),
+            timeout=timeout,
+            transport=transport,
+            headers={"user-agent": user_agent},
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        model: type[T] | TypeAdapter[T],
+        *,
+        json_body: Any = None,
+        params: dict[str, Any] | None = None,
+    ) -> T:
+        clean = {k: v for k, v in (params or {}).items() if v is not None}
+        try:
+            response = await self._http.request(method, path, json=json_body, params=clean)
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
+        _raise_for(response)
+        adapter = model if isinstance(model, TypeAdapter) else TypeAdapter(model)
+        return adapter.validate_json(response.content)
+
+    def _unreachable(self, exc: Exception) -> Unavailable:
+        return Unavailable(
+            f"cannot reach the shoal server at {self.server} ({type(exc).__name__}): is "
+            "`shoal agent` running there? Point at another with --server or SHOAL_SERVER",
+            server=self.server,
+        )
+
+    async def apply_documents(
+        self, documents: Sequence[Any], *, dry_run: bool = False, source: str = "request"
+    ) -> ApplyResult:
+        """Apply raw documents; the server validates them (all or nothing)."""
+        body = {"documents": list(documents), "dry_run": dry_run, "source": source}
+        return await self._call("POST", "/v1/workloads/apply", ApplyResult, json_body=body)
+
+    async def apply(self, specs: Sequence[WorkloadSpec], *, dry_run: bool = False) -> ApplyResult:
+        """Create or update workloads, all or nothing; with ``dry_run`` only plan."""
+        documents = [spec.model_dump(mode="json") for spec in specs]
+        return await self.apply_documents(documents, dry_run=dry_run)
+
+    async def list_workloads(self, namespace: str | None = None) -> list[Workload]:
+        """Return workloads, of one namespace or all."""
+        return await self._call("GET", "/v1/workloads", _WORKLOADS, params={"namespace": namespace})
+
+    async def get_workload(self, name: str, namespace: str = "default") -> Workload:
+        """Return one workload."""
+        return await self._call("GET", f"/v1/workloads/{namespace}/{name}", Workload)
+
+    async def scale(self, name: str, replicas: int, namespace: str = "default") -> Workload:
+        """Set a workload's replica count."""
+        path = f"/v1/workloads/{namespace}/{name}/scale"
+        return await self._call("POST", path, Workload, json_body={"replicas": replicas})
+
+    async def delete_workload(self, name: str, namespace: str = "default") -> Workload:
+        """Mark a workload for deletion."""
+        return await self._call("DELETE", f"/v1/workloads/{namespace}/{name}", Workload)
+
+    async def list_instances(
+        self, namespace: str | None = None, workload: str | None = None, node: str | None = None
+    ) -> list[Instance]:
+        """Return instances, filtered by namespace, workload and node."""
+        params = {"namespace": namespace, "workload": workload, "node": node}
+        return await self._call("GET", "/v1/instances", _INSTANCES, params=params)
+
+    async def get_instance(self, name: str, namespace: str = "default") -> Instance:
+        """Return one instance."""
+        return await self._call("GET", f"/v1/instances/{namespace}/{name}", Instance)
+
+    async def explain(self, name: str, namespace: str = "default") -> Explanation:
+        """Say why an instance is where it is."""
+        path = f"/v1/instances/{namespace}/{name}/explain"
+        return await self._call("GET", path, Explanation)
+
+    async def list_nodes(self) -> list[Node]:
+        """Return every node."""
+        return await self._call("GET", "/v1/nodes", _NODES)
+
+    async def get_node(self, name: str) -> Node:
+        """Return one node."""
+        return await self._call("GET", f"/v1/nodes/{name}", Node)
+
+    async def cordon(self, name: str) -> Node:
+        """Stop placing new instances on a node."""
+        return await self._call("POST", f"/v1/nodes/{name}/cordon", Node)
+
+    async def uncordon(self, name: str) -> Node:
+        """Allow placements on a node again."""
+        return await self._call("POST", f"/v1/nodes/{name}/uncordon", Node)
+
+    async def drain(self, name: str) -> Node:
+        """Cordon a node and move its instances elsewhere."""
+        return await self._call("POST", f"/v1/nodes/{name}/drain", Node)
+
+    async def list_events(
+        self,
+        *,
+        limit: int = 100,
+        kind: str | None = None,
+        name: str | None = None,
+        namespace: str | None = None,
+    ) -> list[Event]:
+        """Return the latest events, oldest first."""
+        params = {"limit": limit, "kind": kind, "name": name, "namespace": namespace}
+        return await self._call("GET", "/v1/events", _EVENTS, params=params)
+
+    async def watch_events(self) -> AsyncIterator[Event]:
+        """Yield events from the server-sent event stream until cancelled."""
+        try:
+            async with self._http.stream("GET", "/v1/events/stream", timeout=None) as response:
+                if not response.is_success:
+                    await response.aread()
+                    _raise_for(response)
+                data: list[str] = []
+                async for line in response.aiter_lines():
+                    if line.startswith("data:"):
+                        data.append(line[5:].strip())
+                    elif not line and data:
+                        yield Event.model_validate(json.loads("\n".join(data)))
+                        data = []
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
+
+
+_WORKLOADS: TypeAdapter[list[Workload]] = TypeAdapter(list[Workload])
+_INSTANCES: TypeAdapter[list[Instance]] = TypeAdapter(list[Instance])
+_NODES: TypeAdapter[list[Node]] = TypeAdapter(list[Node])
+_EVENTS: TypeAdapter[list[Event]] = TypeAdapter(list[Event])

@@ -1,0 +1,96 @@
+"""Serve an ASGI app with uvicorn inside an anyio task group.
+
+The listening socket is bound here, before uvicorn starts, so that a busy
+port is a clear :class:`Unavailable` error instead of uvicorn's own exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import socket
+from collections.abc import Generator
+
+import anyio
+import uvicorn
+from anyio.abc import TaskStatus
+from starlette.types import ASGIApp
+
+from shoal.interfaces import InvalidInput, Unavailable
+
+__all__ = ["bind", "parse_addr", "serve_api"]
+
+
+def parse_addr(addr: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` (``[v6]:PORT`` for IPv6).
+
+    Raises:
+        InvalidInput: the address is not HOST:PORT with a port 0-65535.
+    """
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise InvalidInput(f"address {addr!r} is not HOST:PORT, e.g. 127.0.0.1:7070", address=addr)
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def bind(addr: str) -> socket.socket:
+    """Bind and listen on ``addr``.
+
+    Raises:
+        Unavailable: the port is taken or the address is not ours.
+    """
+    host, port = parse_addr(addr)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        hint = (
+            "another process (another shoal agent?) listens there: stop it or pick "
+            "another address with --api-addr"
+            if exc.errno == errno.EADDRINUSE
+            else "check the address with --api-addr"
+        )
+        raise Unavailable(
+            f"cannot listen on {addr}: {exc.strerror or exc}; {hint}", address=addr
+        ) from None
+    return sock
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its signal handling (the agent owns signals), reporting startup."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.listening = anyio.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self.listening.set()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+async def serve_api(
+    app: ASGIApp,
+    sock: socket.socket,
+    *,
+    task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` on the bound ``sock`` until cancelled; report the port once listening."""
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    server = _Server(config)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve, [sock])
+        with anyio.fail_after(30):
+            await server.listening.wait()
+        task_status.started(sock.getsockname()[1])
+        try:
+            await anyio.sleep_forever()
+        finally:
+            server.should_exit = True

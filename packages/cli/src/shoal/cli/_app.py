@@ -1,0 +1,447 @@
+"""The `shoal` command: thin wrappers over the signed REST client.
+
+Every command but `agent` and `keys` talks to a server over the signed REST
+API only. Errors print one line — what was wrong and what to do — and exit
+non-zero; a traceback reaches the terminal only with SHOAL_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import anyio
+import typer
+from rich.console import Console
+
+from shoal.api import (
+    DEFAULT_SERVER,
+    ShoalClient,
+    default_home,
+    init_keypair,
+    load_keypair,
+    run_agent,
+)
+from shoal.core.node import NodeConfig
+from shoal.interfaces import InvalidInput, NodeRole, ShoalError
+
+from ._files import load_documents
+from ._output import Format, render
+
+__all__ = ["app", "main"]
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="shoal",
+    help="Shoal: run containers on one machine or many. Talks to a shoal agent over signed HTTP.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+keys_app = typer.Typer(help="Manage your ed25519 signing key.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+class _Settings:
+    server: str = DEFAULT_SERVER
+    home: Path | None = None
+
+
+settings = _Settings()
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print one error line and exit."""
+    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    raise typer.Exit(code)
+
+
+def run(call: Callable[[], Awaitable[T]]) -> T:
+    """Run ``call`` on anyio, turning every ShoalError into one clear line."""
+    try:
+        return anyio.run(call)
+    except ShoalError as exc:
+        fail(exc.message)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def client() -> ShoalClient:
+    """Return a signed client for the configured server."""
+    return ShoalClient(settings.server, load_keypair(settings.home or default_home()))
+
+
+async def with_client(use: Callable[[ShoalClient], Awaitable[T]]) -> T:
+    """Run ``use`` with a client that is closed afterwards."""
+    async with client() as shoal:
+        return await use(shoal)
+
+
+@app.callback()
+def options(
+    server: Annotated[
+        str, typer.Option(envvar="SHOAL_SERVER", help="Server URL.")
+    ] = DEFAULT_SERVER,
+    home: Annotated[
+        Path | None,
+        typer.Option(envvar="SHOAL_HOME", help="Where your key lives [default: ~/.config/shoal]."),
+    ] = None,
+) -> None:
+    """Shoal: run containers on one machine or many."""
+    settings.server = server
+    settings.home = home
+
+
+# --- keys ----------------------------------------------------------------
+
+
+@keys_app.command("init")
+def keys_init(
+    key_id: Annotated[str | None, typer.Option(help="Key id [default: user@host].")] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing key.")] = False,
+) -> None:
+    """Create your ed25519 key pair (mode 0600) under $SHOAL_HOME."""
+    home = settings.home or default_home()
+    try:
+        pair = init_keypair(home, key_id, force=force)
+    except ShoalError as exc:
+        fail(exc.message)
+    out.print(f"created key {pair.key_id} in {home}")
+    line = f"operator {pair.public_line}"
+    out.print(
+        f"authorize it on a server: echo '{line}' >> <data-dir>/authorized_keys", markup=False
+    )
+
+
+@keys_app.command("show")
+def keys_show() -> None:
+    """Print your key id and public key (an authorized_keys line without its role)."""
+    try:
+        pair = load_keypair(settings.home or default_home())
+    except ShoalError as exc:
+        fail(exc.message)
+    out.print(pair.public_line, markup=False, highlight=False)
+
+
+# --- agent ---------------------------------------------------------------
+
+
+DEFAULT_DATA_DIR = Path.home() / ".local/share/shoal"
+
+
+class StateChoice(StrEnum):
+    """State backends."""
+
+    SQLITE = "sqlite"
+    MEMORY = "memory"
+
+
+class RuntimeChoice(StrEnum):
+    """Container runtimes."""
+
+    MOCK = "mock"
+
+
+def _labels(values: list[str]) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"label {value!r} is not KEY=VALUE")
+        labels[key] = val
+    return labels
+
+
+@app.command()
+def agent(
+    data_dir: Annotated[
+        Path, typer.Option(help="Where state, node key and authorized_keys live.")
+    ] = DEFAULT_DATA_DIR,
+    api_addr: Annotated[str, typer.Option(help="REST API listen address.")] = "127.0.0.1:7070",
+    runtime: Annotated[RuntimeChoice, typer.Option(help="Container runtime.")] = RuntimeChoice.MOCK,
+    state: Annotated[StateChoice, typer.Option(help="State store.")] = StateChoice.SQLITE,
+    name: Annotated[str | None, typer.Option(help="Node name [default: host name].")] = None,
+    role: Annotated[NodeRole, typer.Option(help="server, worker or both.")] = NodeRole.BOTH,
+    label: Annotated[
+        list[str] | None, typer.Option(help="Node label KEY=VALUE (repeatable).")
+    ] = None,
+) -> None:
+    """Run a Shoal node: its control loop, node loop and REST API, until SIGTERM or Ctrl-C."""
+    logging.basicConfig(
+        level=os.environ.get("SHOAL_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        fields: dict[str, Any] = {
+            "data_dir": data_dir,
+            "api_addr": api_addr,
+            "runtime": runtime.value,
+            "state": state.value,
+            "role": role,
+            "labels": _labels(label or []),
+        }
+        if name:
+            fields["name"] = name
+        config = NodeConfig(**fields)
+    except ShoalError as exc:
+        fail(exc.message)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            await tg.start(run_agent, config, settings.home or default_home())
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    logging.getLogger("shoal.agent").info(
+                        "%s: shutting down", signal.Signals(signum).name
+                    )
+                    tg.cancel_scope.cancel()
+                    return
+
+    run(main)
+
+
+# --- workloads -----------------------------------------------------------
+
+Namespace = Annotated[str, typer.Option("--namespace", "-n", help="Namespace.")]
+
+
+@app.command()
+def apply(
+    file: Annotated[
+        str, typer.Option("--file", "-f", help="Workload file (YAML/JSON), - for stdin.")
+    ],
+    dry_run: Annotated[bool, typer.Option(help="Only show what would change.")] = False,
+) -> None:
+    """Create or update workloads from a file, all documents or none."""
+
+    async def call(shoal: ShoalClient) -> None:
+        documents, source = load_documents(file)
+        result = await shoal.apply_documents(documents, dry_run=dry_run, source=source)
+        prefix = "(dry run) " if dry_run else ""
+        for change in result.plan.changes:
+            verb = {"create": "created", "update": "updated", "unchanged": "unchanged"}[
+                change.action.value
+            ]
+            if dry_run:
+                verb = {"create": "would create", "update": "would update"}.get(
+                    change.action.value, verb
+                )
+            impact = []
+            if change.instances_to_create:
+                impact.append(f"+{change.instances_to_create} instance(s)")
+            if change.instances_to_delete:
+                impact.append(f"-{change.instances_to_delete} instance(s)")
+            if change.instances_to_replace:
+                impact.append(f"{change.instances_to_replace} replaced")
+            suffix = f" ({', '.join(impact)})" if impact else ""
+            out.print(
+                f"{prefix}workload {change.namespace}/{change.name} {verb}{suffix}", highlight=False
+            )
+            if dry_run and change.action.value == "update":
+                for field in change.changes:
+                    out.print(
+                        f"    {field.path}: {field.old!r} → {field.new!r}",
+                        highlight=False,
+                        markup=False,
+                    )
+        if dry_run:
+            out.print(f"plan {result.plan.id}", highlight=False)
+
+    run(lambda: with_client(call))
+
+
+class Kind(StrEnum):
+    """What `get` lists."""
+
+    WORKLOADS = "workloads"
+    INSTANCES = "instances"
+    NODES = "nodes"
+
+
+_ALIASES = {
+    "workload": "workloads",
+    "wl": "workloads",
+    "instance": "instances",
+    "inst": "instances",
+    "node": "nodes",
+}
+
+
+@app.command()
+def get(
+    kind: Annotated[str, typer.Argument(help="workloads, instances or nodes.")],
+    output: Annotated[
+        Format, typer.Option("--output", "-o", help="table, json or yaml.")
+    ] = Format.TABLE,
+    namespace: Annotated[
+        str | None, typer.Option("--namespace", "-n", help="Only this namespace.")
+    ] = None,
+    workload: Annotated[str | None, typer.Option(help="Instances of this workload.")] = None,
+    node: Annotated[str | None, typer.Option(help="Instances on this node.")] = None,
+) -> None:
+    """List workloads, instances or nodes."""
+    chosen = _ALIASES.get(kind, kind)
+    if chosen not in {k.value for k in Kind}:
+        fail(f"cannot get {kind!r}: choose workloads, instances or nodes", 2)
+
+    async def call(shoal: ShoalClient) -> None:
+        items: Any
+        if chosen == "workloads":
+            items = await shoal.list_workloads(namespace)
+        elif chosen == "instances":
+            items = await shoal.list_instances(namespace, workload, node)
+        else:
+            items = await shoal.list_nodes()
+        render(out, items, output, chosen)
+
+    run(lambda: with_client(call))
+
+
+@app.command()
+def describe(
+    kind: Annotated[str, typer.Argument(help="workload, instance or node.")],
+    name: Annotated[str, typer.Argument(help="Its name.")],
+    namespace: Namespace = "default",
+) -> None:
+    """Show one object in full (YAML), with its latest events."""
+    chosen = _ALIASES.get(kind, kind)
+
+    async def call(shoal: ShoalClient) -> None:
+        obj: Any
+        if chosen == "workloads":
+            obj = await shoal.get_workload(name, namespace)
+            events = await shoal.list_events(
+                kind="Workload", name=name, namespace=namespace, limit=10
+            )
+        elif chosen == "instances":
+            obj = await shoal.get_instance(name, namespace)
+            events = await shoal.list_events(
+                kind="Instance", name=name, namespace=namespace, limit=10
+            )
+        elif chosen == "nodes":
+            obj = await shoal.get_node(name)
+            events = await shoal.list_events(kind="Node", name=name, limit=10)
+        else:
+            fail(f"cannot describe {kind!r}: choose workload, instance or node", 2)
+        render(out, obj, Format.YAML, chosen)
+        out.print("events:")
+        render(out, events, Format.TABLE, "events")
+
+    run(lambda: with_client(call))
+
+
+@app.command()
+def scale(
+    name: Annotated[str, typer.Argument(help="Workload name.")],
+    replicas: Annotated[int, typer.Argument(help="New replica count.")],
+    namespace: Namespace = "default",
+) -> None:
+    """Set a workload's replica count."""
+
+    async def call(shoal: ShoalClient) -> None:
+        workload = await shoal.scale(name, replicas, namespace)
+        out.print(f"workload {workload.key} scaled to {workload.spec.replicas}", highlight=False)
+
+    run(lambda: with_client(call))
+
+
+@app.command()
+def delete(
+    name: Annotated[str, typer.Argument(help="Workload name.")], namespace: Namespace = "default"
+) -> None:
+    """Delete a workload: its instances are stopped, then it is removed."""
+
+    async def call(shoal: ShoalClient) -> None:
+        workload = await shoal.delete_workload(name, namespace)
+        out.print(f"workload {workload.key} deleting", highlight=False)
+
+    run(lambda: with_client(call))
+
+
+@app.command()
+def events(
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Keep printing new events.")] = False,
+    limit: Annotated[int, typer.Option(help="How many recent events.")] = 50,
+    output: Annotated[Format, typer.Option("--output", "-o")] = Format.TABLE,
+) -> None:
+    """Show recent events; with --watch, follow new ones until Ctrl-C."""
+
+    async def call(shoal: ShoalClient) -> None:
+        render(out, await shoal.list_events(limit=limit), output, "events")
+        if watch:
+            async for event in shoal.watch_events():
+                render(out, [event], output, "events")
+
+    run(lambda: with_client(call))
+
+
+def _node_command(action: str) -> Callable[[str], None]:
+    def command(node: Annotated[str, typer.Argument(help="Node name.")]) -> None:
+        async def call(shoal: ShoalClient) -> None:
+            result = await getattr(shoal, action)(node)
+            out.print(
+                f"node {result.name} {action}ed"
+                if action != "drain"
+                else f"node {result.name} draining",
+                highlight=False,
+            )
+
+        run(lambda: with_client(call))
+
+    command.__doc__ = {
+        "cordon": "Stop placing new instances on a node.",
+        "uncordon": "Allow placements on a node again (ends a drain).",
+        "drain": "Cordon a node and move its instances elsewhere, replacement first.",
+    }[action]
+    return command
+
+
+for _action in ("cordon", "uncordon", "drain"):
+    app.command(_action)(_node_command(_action))
+
+
+@app.command()
+def explain(
+    instance: Annotated[str, typer.Argument(help="Instance name.")],
+    namespace: Namespace = "default",
+) -> None:
+    """Explain why an instance is pending, failing or running where it is."""
+
+    async def call(shoal: ShoalClient) -> None:
+        result = await shoal.explain(instance, namespace)
+        out.print(f"{result.instance.key}: {result.summary}", highlight=False, markup=False)
+        for detail in result.details:
+            out.print(f"  - {detail}", highlight=False, markup=False)
+        if result.events:
+            out.print("recent events:")
+            render(out, result.events, Format.TABLE, "events")
+
+    run(lambda: with_client(call))
+
+
+def main() -> None:
+    """Entry point of the `shoal` command."""
+    if os.environ.get("SHOAL_DEBUG") == "1":
+        app()
+        return
+    try:
+        app()
+    except SystemExit:
+        raise
+    except Exception as exc:  # a bug: say so in one line, never a traceback
+        err.print(
+            f"[bold red]internal error:[/] {type(exc).__name__}: {exc} "
+            "(rerun with SHOAL_DEBUG=1 for details)"
+        )
+        raise SystemExit(70) from None

@@ -1,0 +1,135 @@
+"""Render Shoal objects as tables (rich), JSON or YAML."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+from shoal.interfaces import Event, Instance, Node, Workload, format_cpu, format_memory
+
+__all__ = ["Format", "age", "render"]
+
+
+class Format(StrEnum):
+    """Output formats of `get`."""
+
+    TABLE = "table"
+    JSON = "json"
+    YAML = "yaml"
+
+
+def age(when: datetime | None, now: datetime | None = None) -> str:
+    """Return a compact age like 5s, 3m, 2h, 4d."""
+    if when is None:
+        return "-"
+    seconds = int(((now or datetime.now(UTC)) - when).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{max(seconds, 0)}s"
+
+
+def _plain(items: Sequence[BaseModel] | BaseModel) -> Any:
+    if isinstance(items, BaseModel):
+        return items.model_dump(mode="json")
+    return [item.model_dump(mode="json") for item in items]
+
+
+def _workloads(items: Sequence[Workload]) -> Table:
+    table = Table("NAMESPACE", "NAME", "READY", "PHASE", "GENERATION", "AGE", box=None)
+    for w in items:
+        ready = f"{w.status.ready_replicas}/{w.spec.replicas}"
+        table.add_row(
+            w.namespace, w.name, ready, w.status.phase.value, str(w.generation), age(w.created_at)
+        )
+    return table
+
+
+def _instances(items: Sequence[Instance]) -> Table:
+    table = Table(
+        "NAMESPACE",
+        "NAME",
+        "WORKLOAD",
+        "NODE",
+        "STATE",
+        "READY",
+        "RESTARTS",
+        "REASON",
+        "AGE",
+        box=None,
+    )
+    for i in items:
+        state = i.state.value + (" (deleting)" if i.deleting else "")
+        table.add_row(
+            i.namespace,
+            i.name,
+            i.workload,
+            i.node or "-",
+            state,
+            "yes" if i.ready else "no",
+            str(i.restart_count),
+            i.reason,
+            age(i.created_at),
+        )
+    return table
+
+
+def _nodes(items: Sequence[Node]) -> Table:
+    table = Table(
+        "NAME", "ROLE", "STATE", "SCHEDULING", "CPU", "MEMORY", "RUNTIME", "API", box=None
+    )
+    for n in items:
+        scheduling = "draining" if n.draining else "cordoned" if n.cordoned else "enabled"
+        table.add_row(
+            n.name,
+            n.role.value,
+            n.state.value,
+            scheduling,
+            format_cpu(n.allocatable.cpu),
+            format_memory(n.allocatable.memory),
+            n.runtime,
+            n.addresses.get("api", "-"),
+        )
+    return table
+
+
+def _events(items: Sequence[Event]) -> Table:
+    table = Table("TIME", "TYPE", "OBJECT", "REASON", "ACTOR", "MESSAGE", box=None)
+    for e in items:
+        table.add_row(
+            f"{e.time:%H:%M:%S}",
+            e.type.value,
+            str(e.object),
+            e.reason,
+            f"{e.actor.id} ({e.actor.via})",
+            e.message,
+        )
+    return table
+
+
+def render(console: Console, items: Sequence[BaseModel], fmt: Format, kind: str) -> None:
+    """Print ``items`` of ``kind`` (workloads, instances, nodes, events) in ``fmt``."""
+    if fmt == Format.JSON:
+        console.print_json(json.dumps(_plain(items)))
+        return
+    if fmt == Format.YAML:
+        console.print(yaml.safe_dump(_plain(items), sort_keys=False), end="", markup=False)
+        return
+    if not items:
+        console.print(f"no {kind} found")
+        return
+    builders: dict[str, Any] = {
+        "workloads": _workloads,
+        "instances": _instances,
+        "nodes": _nodes,
+        "events": _events,
+    }
+    console.print(builders[kind](items))

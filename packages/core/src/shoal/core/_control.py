@@ -1,0 +1,406 @@
+"""The control loop: workloads → instances → placements, on the leader server.
+
+One pass reads every workload, instance and node, then for each workload:
+
+* deletes it once all its instances are gone (``deleting`` set by the service);
+* restarts finished instances on their node per restart policy, with
+  exponential backoff (``not_before``), reported as ``CrashLoopBackOff``;
+* marks instances of failed nodes ``lost`` (their replacement is created below);
+* replaces instances whose template is outdated (recreate; rollouts come later);
+* keeps ``replicas`` healthy instances: creates the missing ones, removes
+  surplus unplaced ones first, then the newest;
+* moves instances off draining nodes: a replacement elsewhere first, the old
+  one stopped only while the workload keeps enough running instances;
+* places pending instances with the scheduler, recording per-node reasons
+  for those that fit nowhere;
+* writes the workload's observed status.
+
+The pass writes only what differs from what it read, so a second pass over an
+unchanged world writes nothing: the loop is level-triggered and idempotent.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import defaultdict
+from datetime import timedelta
+
+import anyio
+from anyio.abc import TaskStatus
+
+from shoal.interfaces import (
+    PLACED_STATES,
+    Actor,
+    Clock,
+    EventType,
+    GossipState,
+    Instance,
+    InstanceState,
+    Node,
+    NodeUsage,
+    ObjectRef,
+    PlacementRequest,
+    RestartPolicy,
+    RevisionConflict,
+    Scheduler,
+    StateStore,
+    Workload,
+)
+
+from ._repo import INSTANCES, NODES, WORKLOADS, Repository, Stored, instance_key, workload_key
+from ._status import workload_status
+from ._wake import run_level_triggered
+
+__all__ = ["ControlLoop"]
+
+ACTOR = Actor(id="control-loop", via="control-loop")
+_FINISHED = frozenset({InstanceState.STOPPED, InstanceState.FAILED})
+# A run this long resets the restart backoff, as in Kubernetes.
+_BACKOFF_RESET = timedelta(minutes=10)
+
+
+class ControlLoop:
+    """Turns desired state into placed instances. Run on exactly one server at a time."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        scheduler: Scheduler,
+        clock: Clock,
+        *,
+        resync: float = 5.0,
+        backoff_base: float = 1.0,
+        backoff_cap: float = 300.0,
+        keep_events: int = 5000,
+    ) -> None:
+        self.repo = Repository(store, clock)
+        self.store = store
+        self.scheduler = scheduler
+        self.clock = clock
+        self.resync = resync
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.keep_events = keep_events
+        self.passes = 0
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Reconcile on every change of workloads, instances or nodes, and every ``resync`` s."""
+        await run_level_triggered(
+            self.store,
+            self.clock,
+            [WORKLOADS, INSTANCES, NODES],
+            self.resync,
+            self.reconcile_once,
+            task_status=task_status,
+        )
+
+    def backoff(self, restart_count: int) -> float:
+        """Return the delay before restart number ``restart_count + 1``."""
+        return float(min(self.backoff_base * 2**restart_count, self.backoff_cap))
+
+    async def reconcile_once(self) -> bool:
+        """Run one pass; return True if another pass should follow at once."""
+        self.passes += 1
+        workloads = await self.repo.list_workloads()
+        instances = await self.repo.list_instances()
+        nodes = {stored.value.name: stored.value for stored in await self.repo.list_nodes()}
+        by_workload: dict[str, list[Stored[Instance]]] = defaultdict(list)
+        for stored in instances:
+            by_workload[f"{stored.value.namespace}/{stored.value.workload}"].append(stored)
+
+        pass_ = _Pass(self, nodes)
+        for stored_workload in workloads:
+            await pass_.workload(stored_workload, by_workload.pop(stored_workload.value.key, []))
+        for orphans in by_workload.values():  # instances whose workload is gone
+            for stored in orphans:
+                await pass_.remove(stored, "WorkloadDeleted", "its workload no longer exists")
+        await pass_.schedule(instances)
+        for stored_workload in workloads:
+            await pass_.write_status(stored_workload)
+        if self.passes % 100 == 0:
+            await self.repo.prune_events(self.keep_events)
+        return pass_.again
+
+
+class _Pass:
+    """The state of one reconcile pass."""
+
+    def __init__(self, loop: ControlLoop, nodes: dict[str, Node]) -> None:
+        self.loop = loop
+        self.repo = loop.repo
+        self.nodes = nodes
+        self.now = loop.clock.now()
+        self.again = False
+        self.pending: list[tuple[Workload, Stored[Instance] | None, Instance]] = []
+        self.current: dict[str, dict[str, Instance]] = {}
+        self.unschedulable: dict[str, str] = {}
+
+    async def _write(self, stored: Stored[Instance], updated: Instance) -> bool:
+        if updated == stored.value:
+            return True
+        try:
+            await self.repo.put(stored.key, updated, expected_revision=stored.revision)
+        except RevisionConflict:
+            self.again = True
+            return False
+        return True
+
+    async def remove(self, stored: Stored[Instance], reason: str, message: str) -> None:
+        """Ask an instance to go: unplaced ones are deleted, placed ones stopped by their node."""
+        inst = stored.value
+        node = self.nodes.get(inst.node or "")
+        gone_node = node is None or node.state in (GossipState.FAILED, GossipState.LEFT)
+        if inst.node is None or (inst.state == InstanceState.LOST and gone_node):
+            try:
+                await self.loop.store.delete(stored.key, expected_revision=stored.revision)
+            except RevisionConflict:
+                self.again = True
+            return
+        if not inst.deleting:
+            updated = inst.model_copy(
+                update={"deleting": True, "reason": reason, "message": message}
+            )
+            await self._write(stored, updated)
+
+    async def workload(
+        self, stored_workload: Stored[Workload], owned: list[Stored[Instance]]
+    ) -> None:
+        workload = stored_workload.value
+        if workload.deleting:
+            for stored in owned:
+                await self.remove(stored, "WorkloadDeleting", "its workload is being deleted")
+            if not owned:
+                await self._delete_workload(stored_workload)
+            return
+
+        live: list[Stored[Instance]] = []
+        for stored in owned:
+            inst = await self._lifecycle(workload, stored)
+            if inst is None:
+                continue
+            if inst.deleting:
+                node = self.nodes.get(inst.node or "")
+                if inst.state == InstanceState.LOST and (
+                    node is None or node.state == GossipState.LEFT
+                ):
+                    await self.remove(stored, "NodeLost", "its node left the cluster")
+                continue
+            if inst.template != workload.spec.template:
+                await self.remove(stored, "TemplateChanged", "replaced by the current template")
+                continue
+            live.append(Stored(inst, stored.key, stored.revision, stored.created))
+
+        draining = {n for n, node in self.nodes.items() if node.draining}
+        healthy = [s for s in live if s.value.node not in draining]
+        evicting = [s for s in live if s.value.node in draining]
+        want = workload.spec.replicas
+
+        for _ in range(want - len(healthy)):
+            self.pending.append((workload, None, self._new_instance(workload)))
+        if len(healthy) > want:
+            # Unplaced first, then newest first.
+            surplus = sorted(healthy, key=lambda s: (s.value.node is not None, -s.created))
+            for stored in surplus[: len(healthy) - want]:
+                await self.remove(stored, "ScaledDown", f"replicas lowered to {want}")
+            healthy = surplus[len(healthy) - want :]
+        for stored in healthy:
+            if stored.value.node is None:
+                self.pending.append((workload, stored, stored.value))
+
+        running = sum(1 for s in healthy if s.value.state == InstanceState.RUNNING)
+        running_evicting = sum(1 for s in evicting if s.value.state == InstanceState.RUNNING)
+        for stored in sorted(evicting, key=lambda s: s.created):
+            is_running = stored.value.state == InstanceState.RUNNING
+            if running + running_evicting - (1 if is_running else 0) >= want or not is_running:
+                await self.remove(stored, "Drained", f"moved off draining node {stored.value.node}")
+                running_evicting -= 1 if is_running else 0
+        self.current[workload.key] = {s.value.name: s.value for s in live}
+
+    async def _lifecycle(self, workload: Workload, stored: Stored[Instance]) -> Instance | None:
+        """Apply node loss and restart policy to one instance; return it as it now stands."""
+        inst = stored.value
+        if inst.deleting:
+            return inst
+        node = self.nodes.get(inst.node or "")
+        if inst.node is not None and inst.state != InstanceState.LOST:
+            if node is None or node.state == GossipState.FAILED:
+                why = "is gone" if node is None else "failed"
+                lost = inst.transition(InstanceState.LOST, "NodeLost", f"node {inst.node} {why}")
+                # Deleting: if the node comes back, its node loop stops the stale copy.
+                lost = lost.model_copy(update={"deleting": True, "ready": False})
+                if await self._write(stored, lost):
+                    await self.repo.record(
+                        _ref(inst), "NodeLost", lost.message, ACTOR, event_type=EventType.WARNING
+                    )
+                return lost
+        if inst.state in _FINISHED and inst.node is not None:
+            if self._should_restart(workload, inst):
+                restarted = self._restart(inst)
+                if not await self._write(stored, restarted):
+                    return None
+                return restarted
+        return inst
+
+    def _should_restart(self, workload: Workload, inst: Instance) -> bool:
+        policy = workload.spec.restart_policy
+        if policy == RestartPolicy.ALWAYS:
+            return True
+        return policy == RestartPolicy.ON_FAILURE and inst.state == InstanceState.FAILED
+
+    def _restart(self, inst: Instance) -> Instance:
+        count = inst.restart_count
+        ran = (inst.finished_at - inst.started_at) if inst.finished_at and inst.started_at else None
+        streak = 0 if ran is not None and ran >= _BACKOFF_RESET else count
+        delay = self.loop.backoff(streak)
+        restarted = inst.transition(
+            InstanceState.SCHEDULED,
+            "CrashLoopBackOff" if streak else "Restarting",
+            f"exited with code {inst.exit_code}; restarting in {delay:g}s",
+        )
+        return restarted.model_copy(
+            update={
+                "restart_count": count + 1,
+                "not_before": self.now + timedelta(seconds=delay),
+                "ready": False,
+            }
+        )
+
+    def _new_instance(self, workload: Workload) -> Instance:
+        uid = secrets.token_hex(8)
+        return Instance(
+            name=f"{workload.name}-{uid[:5]}",
+            namespace=workload.namespace,
+            uid=uid,
+            workload=workload.name,
+            workload_uid=workload.uid,
+            generation=workload.generation,
+            template=workload.spec.template,
+            restart_policy=workload.spec.restart_policy,
+            reason="Created",
+            created_at=self.now,
+        )
+
+    async def schedule(self, instances: list[Stored[Instance]]) -> None:
+        """Place every pending instance collected by the workload passes."""
+        if not self.pending:
+            return
+        usage: dict[str, NodeUsage] = defaultdict(NodeUsage)
+        for stored in instances:
+            inst = stored.value
+            if inst.node is None or inst.state == InstanceState.LOST:
+                continue
+            if inst.state not in PLACED_STATES and inst.state not in _FINISHED:
+                continue
+            used = usage[inst.node]
+            requests = inst.template.requests()
+            used.cpu += requests.cpu
+            used.memory += requests.memory
+            used.pods += 1
+            used.host_ports |= inst.template.host_ports()
+            group = f"{inst.namespace}/{inst.workload}"
+            used.groups[group] = used.groups.get(group, 0) + 1
+
+        requests_by_key: list[PlacementRequest] = []
+        for workload, _, inst in self.pending:
+            need = workload.spec.template.requests()
+            requests_by_key.append(
+                PlacementRequest(
+                    instance=inst.key,
+                    group=workload.key,
+                    cpu=need.cpu,
+                    memory=need.memory,
+                    host_ports=frozenset(workload.spec.template.host_ports()),
+                    constraints=workload.spec.placement.constraints,
+                    strategy=workload.spec.placement.strategy,
+                )
+            )
+        result = self.loop.scheduler.place(requests_by_key, list(self.nodes.values()), usage)
+
+        placed: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        unplaced: dict[str, tuple[Workload, str]] = {}
+        for workload, existing, inst in self.pending:
+            node = result.assigned.get(inst.key)
+            if node is not None:
+                updated = inst.transition(InstanceState.SCHEDULED, "Scheduled", f"placed on {node}")
+                updated = updated.model_copy(update={"node": node, "schedule_failure": None})
+                placed[workload.key][node] += 1
+            else:
+                failure = result.failed[inst.key]
+                updated = inst.model_copy(
+                    update={
+                        "reason": "Unschedulable",
+                        "message": failure.message,
+                        "schedule_failure": failure,
+                    }
+                )
+                unplaced[workload.key] = (workload, failure.message)
+            self.current.setdefault(workload.key, {})[inst.name] = updated
+            if existing is None:
+                try:
+                    key = instance_key(inst.namespace, inst.name)
+                    await self.repo.put(key, updated, expected_revision=0)
+                except RevisionConflict:  # a name clash of random suffixes: retry
+                    self.again = True
+            else:
+                await self._write(existing, updated)
+
+        for workload_ref, per_node in placed.items():
+            namespace, name = workload_ref.split("/", 1)
+            total = sum(per_node.values())
+            where = ", ".join(f"{n} ({count})" for n, count in sorted(per_node.items()))
+            await self.repo.record(
+                ObjectRef(kind="Workload", namespace=namespace, name=name),
+                "Scheduled",
+                f"placed {total} instance(s) on {where}",
+                ACTOR,
+            )
+        for workload, message in unplaced.values():
+            self.unschedulable[workload.key] = message
+            reported = any(
+                c.type == "Scheduled" and not c.status and c.message == message
+                for c in workload.status.conditions
+            )
+            if reported:
+                continue  # said already: do not repeat the event every pass
+            await self.repo.record(
+                ObjectRef(kind="Workload", namespace=workload.namespace, name=workload.name),
+                "FailedScheduling",
+                message,
+                ACTOR,
+                event_type=EventType.WARNING,
+            )
+
+    async def write_status(self, stored_workload: Stored[Workload]) -> None:
+        workload = stored_workload.value
+        instances = list(self.current.get(workload.key, {}).values())
+        status = workload_status(workload, instances, self.unschedulable.get(workload.key))
+        if status == workload.status:
+            return
+        updated = workload.model_copy(update={"status": status})
+        try:
+            await self.repo.put(
+                stored_workload.key, updated, expected_revision=stored_workload.revision
+            )
+        except RevisionConflict:
+            self.again = True
+
+    async def _delete_workload(self, stored_workload: Stored[Workload]) -> None:
+        workload = stored_workload.value
+        try:
+            await self.loop.store.delete(
+                workload_key(workload.namespace, workload.name),
+                expected_revision=stored_workload.revision,
+            )
+        except RevisionConflict:
+            self.again = True
+            return
+        await self.repo.record(
+            ObjectRef(kind="Workload", namespace=workload.namespace, name=workload.name),
+            "Deleted",
+            "all instances stopped; workload removed",
+            ACTOR,
+        )
+
+
+def _ref(inst: Instance) -> ObjectRef:
+    return ObjectRef(kind="Instance", namespace=inst.namespace, name=inst.name)

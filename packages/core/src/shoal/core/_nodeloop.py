@@ -1,0 +1,292 @@
+"""The node loop: this node's assigned instances → pods in the container runtime.
+
+Every pass lists the instances placed on this node and the pods the runtime
+holds, matched by instance uid, and moves each pair one step towards what the
+instance record asks for:
+
+* ``scheduled`` (and its restart time reached): pull images, create and start
+  the pod, report ``starting`` then ``running``;
+* ``running`` whose pod exited: report ``stopped`` (all exit codes 0) or
+  ``failed``; whose pod vanished: report ``failed`` (ContainerMissing);
+* ``deleting`` or ``lost``: stop and remove the pod, then delete the record;
+* a pod that no instance claims (an orphan): stop and remove it.
+
+So after a restart of the agent the first pass *adopts* every pod the runtime
+still runs (no second copy is started) and removes the ones nobody wants.
+Restart decisions belong to the control loop; this loop only reports.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+from anyio.abc import TaskStatus
+
+from shoal.interfaces import (
+    Actor,
+    Clock,
+    ContainerRuntime,
+    EventType,
+    ImageError,
+    Instance,
+    InstanceState,
+    Node,
+    NotFound,
+    ObjectRef,
+    PodSpec,
+    PodStatus,
+    RevisionConflict,
+    ShoalError,
+    StateStore,
+)
+
+from ._repo import INSTANCES, Repository, Stored, node_key
+from ._wake import run_level_triggered
+
+__all__ = ["NodeLoop"]
+
+log = logging.getLogger(__name__)
+
+
+class NodeLoop:
+    """Runs the instances the control loop placed on this node."""
+
+    def __init__(
+        self,
+        node: Node,
+        store: StateStore,
+        runtime: ContainerRuntime,
+        clock: Clock,
+        *,
+        resync: float = 2.0,
+        heartbeat: float = 10.0,
+        stop_grace: float = 10.0,
+        concurrency: int = 8,
+    ) -> None:
+        self.node = node
+        self.name = node.name
+        self.repo = Repository(store, clock)
+        self.store = store
+        self.runtime = runtime
+        self.clock = clock
+        self.resync = resync
+        self.heartbeat = heartbeat
+        self.stop_grace = stop_grace
+        self.actor = Actor(id=node.name, via="node-loop")
+        self._limiter = anyio.CapacityLimiter(concurrency)
+        self._again = False
+        self._adopting = True
+        self.passes = 0
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Register the node, then reconcile on every instance change and every ``resync`` s."""
+        await self.register()
+        async with anyio.create_task_group() as tg:
+            await tg.start(
+                lambda task_status: run_level_triggered(
+                    self.store,
+                    self.clock,
+                    [INSTANCES],
+                    self.resync,
+                    self.reconcile_once,
+                    task_status=task_status,
+                )
+            )
+            tg.start_soon(self._heartbeat)
+            task_status.started()
+
+    async def register(self) -> Node:
+        """Create or refresh this node's record, keeping operator flags (cordon, drain)."""
+        now = self.clock.now()
+        existing = await self.repo.get_node(self.name)
+        fresh = self.node.model_copy(update={"heartbeat_at": now})
+        if existing is None:
+            try:
+                await self.repo.put(node_key(self.name), fresh, expected_revision=0)
+            except RevisionConflict:
+                return await self.register()
+            await self.repo.record(_node_ref(self.name), "Registered", "node joined", self.actor)
+            return fresh
+
+        def refresh(current: Node) -> Node:
+            return fresh.model_copy(
+                update={"cordoned": current.cordoned, "draining": current.draining}
+            )
+
+        return await self.repo.update(node_key(self.name), Node, refresh)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await self.clock.sleep(self.heartbeat)
+            await self.repo.update(node_key(self.name), Node, self._beat)
+
+    def _beat(self, node: Node) -> Node:
+        return node.model_copy(update={"heartbeat_at": self.clock.now()})
+
+    async def reconcile_once(self) -> bool:
+        """Run one pass; return True if another should follow at once."""
+        self.passes += 1
+        self._again = False
+        mine = [s for s in await self.repo.list_instances() if s.value.node == self.name]
+        pods = {pod.uid: pod for pod in await self.runtime.list()}
+        adopted = sum(
+            1 for s in mine if s.value.state == InstanceState.RUNNING and s.value.uid in pods
+        )
+        async with anyio.create_task_group() as tg:
+            for stored in mine:
+                tg.start_soon(self._guarded_sync, stored, pods.pop(stored.value.uid, None))
+            for orphan in pods.values():
+                tg.start_soon(self._remove_orphan, orphan)
+        if self._adopting:
+            self._adopting = False
+            if adopted:
+                await self.repo.record(
+                    _node_ref(self.name),
+                    "Adopted",
+                    f"adopted {adopted} running instance(s) after restart",
+                    self.actor,
+                )
+        return self._again
+
+    async def _guarded_sync(self, stored: Stored[Instance], pod: PodStatus | None) -> None:
+        async with self._limiter:
+            try:
+                await self._sync(stored, pod)
+            except RevisionConflict:
+                self._again = True  # the record changed under us: the next pass re-reads it
+            except Exception:
+                log.exception("node loop: syncing instance %s failed", stored.value.key)
+
+    async def _sync(self, stored: Stored[Instance], pod: PodStatus | None) -> None:
+        inst = stored.value
+        if inst.deleting or inst.state == InstanceState.LOST:
+            await self._teardown(stored, pod)
+        elif inst.state == InstanceState.SCHEDULED:
+            if inst.not_before is not None and self.clock.now() < inst.not_before:
+                return  # backing off; a later pass starts it
+            await self._start(stored, pod)
+        elif inst.state == InstanceState.STARTING:
+            if pod is not None and pod.running:
+                await self._report_running(stored, pod)
+            else:
+                await self._start(stored, pod)
+        elif inst.state == InstanceState.RUNNING:
+            await self._watch_running(stored, pod)
+        elif inst.state == InstanceState.STOPPING and pod is not None:
+            await self.runtime.stop(inst.uid, self.stop_grace)
+
+    async def _start(self, stored: Stored[Instance], pod: PodStatus | None) -> None:
+        inst = stored.value
+        if pod is not None:  # leftovers of an earlier run
+            await self.runtime.remove(inst.uid)
+        images = ", ".join(sorted({c.image for c in inst.template.containers}))
+        starting = inst.transition(InstanceState.STARTING, "Starting", f"preparing {images}")
+        revision = await self.repo.put(stored.key, starting, expected_revision=stored.revision)
+        try:
+            for container in inst.template.containers:
+                await self.runtime.ensure_image(container.image)
+            await self.runtime.create(
+                PodSpec(
+                    uid=inst.uid,
+                    name=inst.name,
+                    namespace=inst.namespace,
+                    workload=inst.workload,
+                    containers=list(inst.template.containers),
+                )
+            )
+            status = await self.runtime.start(inst.uid)
+        except ShoalError as exc:
+            await self.runtime.remove(inst.uid)
+            reason = "ImagePullFailed" if isinstance(exc, ImageError) else "StartFailed"
+            failed = starting.transition(InstanceState.FAILED, reason, exc.message)
+            failed = failed.model_copy(update={"finished_at": self.clock.now(), "ready": False})
+            await self.repo.put(stored.key, failed, expected_revision=revision)
+            await self.repo.record(
+                _ref(inst), reason, exc.message, self.actor, event_type=EventType.WARNING
+            )
+            return
+        await self._report_running(Stored(starting, stored.key, revision, stored.created), status)
+
+    async def _report_running(self, stored: Stored[Instance], pod: PodStatus) -> None:
+        inst = stored.value
+        running = inst.transition(InstanceState.RUNNING, "Started", "all containers running")
+        running = running.model_copy(
+            update={
+                "container_ids": {c.name: c.id for c in pod.containers},
+                "started_at": self.clock.now(),
+                "finished_at": None,
+                "exit_code": None,
+                "not_before": None,
+                # Readiness probes come with the real runtime; until then running means ready.
+                "ready": True,
+            }
+        )
+        await self.repo.put(stored.key, running, expected_revision=stored.revision)
+        await self.repo.record(_ref(inst), "Started", f"started on {self.name}", self.actor)
+
+    async def _watch_running(self, stored: Stored[Instance], pod: PodStatus | None) -> None:
+        inst = stored.value
+        if pod is None:
+            message = "its containers are gone from the runtime (was the node restarted?)"
+            finished = inst.transition(InstanceState.FAILED, "ContainerMissing", message)
+        elif pod.exited:
+            for container in pod.containers:  # a pod finishes as a whole
+                if container.state != "exited":
+                    await self.runtime.stop(inst.uid, self.stop_grace)
+                    break
+            codes = {c.name: c.exit_code for c in pod.containers if c.exit_code is not None}
+            worst = next((code for code in codes.values() if code != 0), 0)
+            shown = ", ".join(f"{name} exited {code}" for name, code in codes.items())
+            if worst == 0:
+                finished = inst.transition(InstanceState.STOPPED, "Completed", shown)
+            else:
+                finished = inst.transition(InstanceState.FAILED, "Error", shown)
+            finished = finished.model_copy(update={"exit_code": worst})
+        else:
+            return
+        finished = finished.model_copy(update={"finished_at": self.clock.now(), "ready": False})
+        await self.repo.put(stored.key, finished, expected_revision=stored.revision)
+        kind = EventType.NORMAL if finished.state == InstanceState.STOPPED else EventType.WARNING
+        await self.repo.record(
+            _ref(inst), finished.reason, finished.message, self.actor, event_type=kind
+        )
+
+    async def _teardown(self, stored: Stored[Instance], pod: PodStatus | None) -> None:
+        inst = stored.value
+        if pod is not None:
+            try:
+                await self.runtime.stop(inst.uid, self.stop_grace)
+            except NotFound:
+                pass
+            await self.runtime.remove(inst.uid)
+        try:
+            await self.store.delete(stored.key, expected_revision=stored.revision)
+        except RevisionConflict:
+            self._again = True
+            return
+        why = f": {inst.message}" if inst.message else ""
+        await self.repo.record(_ref(inst), "Removed", f"stopped and removed{why}", self.actor)
+
+    async def _remove_orphan(self, pod: PodStatus) -> None:
+        async with self._limiter:
+            try:
+                await self.runtime.stop(pod.uid, self.stop_grace)
+                await self.runtime.remove(pod.uid)
+            except ShoalError:
+                log.exception("node loop: removing orphan pod %s failed", pod.name)
+                return
+        await self.repo.record(
+            ObjectRef(kind="Instance", namespace=pod.namespace, name=pod.name),
+            "OrphanRemoved",
+            f"pod {pod.name} had no instance record on {self.name}; removed it",
+            self.actor,
+        )
+
+
+def _ref(inst: Instance) -> ObjectRef:
+    return ObjectRef(kind="Instance", namespace=inst.namespace, name=inst.name)
+
+
+def _node_ref(name: str) -> ObjectRef:
+    return ObjectRef(kind="Node", name=name)

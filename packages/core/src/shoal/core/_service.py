@@ -1,0 +1,317 @@
+"""ShoalService: the in-process implementation of the Service protocol.
+
+Front doors call this and nothing else. It validates, reads and writes desired
+state in the store, and records every change as an event naming the actor —
+it never touches containers; the loops do that.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime
+
+from shoal.interfaces import (
+    Actor,
+    ApplyResult,
+    ChangeAction,
+    Clock,
+    Compare,
+    CompareTarget,
+    Conflict,
+    Event,
+    EventKind,
+    EventType,
+    Explanation,
+    Instance,
+    InvalidInput,
+    InvalidSpec,
+    Node,
+    NotFound,
+    ObjectRef,
+    PutOp,
+    StateStore,
+    Workload,
+    WorkloadSpec,
+)
+
+from ._explain import explain_instance
+from ._plan import make_plan, plan_change
+from ._repo import EVENTS, Repository, node_key, workload_key
+
+__all__ = ["ShoalService"]
+
+SYSTEM = Actor(id="system", via="system")
+
+
+class ShoalService:
+    """The service layer over a state store, acting as one :class:`Actor`."""
+
+    def __init__(self, store: StateStore, clock: Clock, actor: Actor = SYSTEM) -> None:
+        self.store = store
+        self.clock = clock
+        self.actor = actor
+        self.repo = Repository(store, clock)
+
+    def with_actor(self, actor: Actor) -> ShoalService:
+        """Return the same service acting as ``actor`` (for events and audit)."""
+        return ShoalService(self.store, self.clock, actor)
+
+    # --- workloads -------------------------------------------------------
+
+    async def apply(self, specs: Sequence[WorkloadSpec], *, dry_run: bool = False) -> ApplyResult:
+        """Create or update workloads in one transaction; see :class:`Service`."""
+        keys = [spec.key for spec in specs]
+        if len(set(keys)) != len(keys):
+            dup = next(k for k in keys if keys.count(k) > 1)
+            raise InvalidSpec(f"workload {dup} appears twice in one apply; keep one", workload=dup)
+        current = [await self.repo.get_workload(s.namespace, s.name) for s in specs]
+        for stored in current:
+            if stored is not None and stored.value.deleting:
+                raise Conflict(
+                    f"workload {stored.value.key} is being deleted; wait until `shoal get "
+                    "workloads` no longer lists it, then apply again",
+                    workload=stored.value.key,
+                )
+        changes = [
+            plan_change(spec, None if stored is None else stored.value)
+            for spec, stored in zip(specs, current, strict=True)
+        ]
+        basis = [("", 0) if s is None else (s.value.uid, s.value.generation) for s in current]
+        plan = make_plan(changes, basis)
+        if dry_run:
+            return ApplyResult(plan=plan, applied=False)
+
+        now = self.clock.now()
+        compares: list[Compare] = []
+        ops: list[PutOp] = []
+        results: list[Workload] = []
+        for spec, stored, change in zip(specs, current, changes, strict=True):
+            key = workload_key(spec.namespace, spec.name)
+            if stored is None:
+                workload = Workload(
+                    spec=spec, uid=secrets.token_hex(8), created_at=now, updated_at=now
+                )
+            elif change.action == ChangeAction.UPDATE:
+                workload = stored.value.model_copy(
+                    update={
+                        "spec": spec,
+                        "generation": stored.value.generation + 1,
+                        "updated_at": now,
+                    }
+                )
+            else:
+                results.append(stored.value)
+                continue
+            compares.append(
+                Compare(key, CompareTarget.MOD_REVISION, 0 if stored is None else stored.revision)
+            )
+            ops.append(PutOp(key, workload.model_dump_json().encode()))
+            verb = "created" if stored is None else f"updated to generation {workload.generation}"
+            fields = ", ".join(c.path for c in change.changes[:8]) if stored else ""
+            event = self.repo.new_event(
+                _workload_ref(spec.namespace, spec.name),
+                "Created" if stored is None else "Updated",
+                f"{verb} by {self.actor.id}" + (f" ({fields})" if fields else ""),
+                self.actor,
+            )
+            ops.append(self.repo.event_op(event))
+            results.append(workload)
+        if ops:
+            outcome = await self.store.txn(compares, ops)
+            if not outcome.succeeded:
+                raise Conflict(
+                    "a workload changed while this apply ran; nothing was applied: run it again"
+                )
+        return ApplyResult(plan=plan, applied=True, workloads=results)
+
+    async def list_workloads(self, namespace: str | None = None) -> list[Workload]:
+        """Return workloads, of one namespace or all."""
+        return [stored.value for stored in await self.repo.list_workloads(namespace)]
+
+    async def get_workload(self, name: str, namespace: str = "default") -> Workload:
+        """Return one workload."""
+        stored = await self.repo.get_workload(namespace, name)
+        if stored is None:
+            raise _not_found("workload", namespace, name, "shoal get workloads")
+        return stored.value
+
+    async def scale(self, name: str, replicas: int, namespace: str = "default") -> Workload:
+        """Set a workload's replica count."""
+        if not 0 <= replicas <= 10_000:
+            raise InvalidInput(
+                f"replicas must be between 0 and 10000, got {replicas}", field="replicas"
+            )
+
+        def change(workload: Workload) -> Workload | None:
+            if workload.deleting:
+                raise Conflict(f"workload {workload.key} is being deleted; it cannot be scaled")
+            if workload.spec.replicas == replicas:
+                return None
+            spec = workload.spec.model_copy(update={"replicas": replicas})
+            return workload.model_copy(
+                update={
+                    "spec": spec,
+                    "generation": workload.generation + 1,
+                    "updated_at": self.clock.now(),
+                }
+            )
+
+        before = await self.get_workload(name, namespace)
+        workload = await self._update_workload(namespace, name, change)
+        if workload.spec.replicas != before.spec.replicas:
+            await self._event(
+                _workload_ref(namespace, name),
+                "Scaled",
+                f"replicas {before.spec.replicas} → {replicas} by {self.actor.id}",
+            )
+        return workload
+
+    async def delete_workload(self, name: str, namespace: str = "default") -> Workload:
+        """Mark a workload for deletion."""
+
+        def change(workload: Workload) -> Workload | None:
+            return None if workload.deleting else workload.model_copy(update={"deleting": True})
+
+        workload = await self._update_workload(namespace, name, change)
+        await self._event(
+            _workload_ref(namespace, name),
+            "Deleting",
+            f"deletion requested by {self.actor.id}; stopping its instances",
+        )
+        return workload
+
+    async def _update_workload(
+        self, namespace: str, name: str, change: Callable[[Workload], Workload | None]
+    ) -> Workload:
+        try:
+            return await self.repo.update(workload_key(namespace, name), Workload, change)
+        except NotFound:
+            raise _not_found("workload", namespace, name, "shoal get workloads") from None
+
+    # --- instances -------------------------------------------------------
+
+    async def list_instances(
+        self, namespace: str | None = None, workload: str | None = None, node: str | None = None
+    ) -> list[Instance]:
+        """Return instances, filtered by namespace, workload and node."""
+        return [
+            stored.value
+            for stored in await self.repo.list_instances(namespace)
+            if (workload is None or stored.value.workload == workload)
+            and (node is None or stored.value.node == node)
+        ]
+
+    async def get_instance(self, name: str, namespace: str = "default") -> Instance:
+        """Return one instance."""
+        stored = await self.repo.get_instance(namespace, name)
+        if stored is None:
+            raise _not_found("instance", namespace, name, "shoal get instances")
+        return stored.value
+
+    async def explain(self, name: str, namespace: str = "default") -> Explanation:
+        """Say why an instance is where it is."""
+        instance = await self.get_instance(name, namespace)
+        node = None if instance.node is None else await self.repo.get_node(instance.node)
+        workload = await self.repo.get_workload(namespace, instance.workload)
+        events = [
+            e
+            for e in await self.repo.list_events()
+            if e.object.namespace == namespace
+            and (
+                (e.object.kind == "Instance" and e.object.name == name)
+                or (e.object.kind == "Workload" and e.object.name == instance.workload)
+            )
+        ]
+        return explain_instance(
+            instance,
+            None if node is None else node.value,
+            None if workload is None else workload.value,
+            events[-10:],
+            self.clock.now(),
+        )
+
+    # --- nodes -----------------------------------------------------------
+
+    async def list_nodes(self) -> list[Node]:
+        """Return every node."""
+        return [stored.value for stored in await self.repo.list_nodes()]
+
+    async def get_node(self, name: str) -> Node:
+        """Return one node."""
+        stored = await self.repo.get_node(name)
+        if stored is None:
+            raise NotFound(f"node {name!r} not found: list nodes with `shoal get nodes`", node=name)
+        return stored.value
+
+    async def cordon(self, name: str) -> Node:
+        """Stop placing new instances on a node."""
+        return await self._set_node_flags(name, cordoned=True, reason="Cordoned")
+
+    async def uncordon(self, name: str) -> Node:
+        """Allow placements on a node again, ending any drain."""
+        return await self._set_node_flags(name, cordoned=False, draining=False, reason="Uncordoned")
+
+    async def drain(self, name: str) -> Node:
+        """Cordon a node and move its instances elsewhere."""
+        return await self._set_node_flags(name, cordoned=True, draining=True, reason="Draining")
+
+    async def _set_node_flags(self, name: str, *, reason: str, **flags: bool) -> Node:
+        await self.get_node(name)  # a clear NotFound first
+        node = await self.repo.update(
+            node_key(name), Node, lambda current: current.model_copy(update=flags)
+        )
+        await self._event(
+            ObjectRef(kind="Node", name=name), reason, f"{reason.lower()} by {self.actor.id}"
+        )
+        return node
+
+    # --- events ----------------------------------------------------------
+
+    async def list_events(
+        self,
+        *,
+        limit: int = 100,
+        kind: str | None = None,
+        name: str | None = None,
+        namespace: str | None = None,
+    ) -> list[Event]:
+        """Return the latest events, oldest first, optionally about one object."""
+        if limit < 1:
+            raise InvalidInput(f"limit must be at least 1, got {limit}", field="limit")
+        events = [
+            e
+            for e in await self.repo.list_events()
+            if (kind is None or e.object.kind.lower() == kind.lower())
+            and (name is None or e.object.name == name)
+            and (namespace is None or e.object.namespace == namespace)
+        ]
+        return events[-limit:]
+
+    async def watch_events(self) -> AsyncIterator[Event]:
+        """Yield events as they are recorded, from now on."""
+        async for change in self.store.watch(EVENTS):
+            if change.kind == EventKind.PUT:
+                yield Event.model_validate_json(change.kv.value)
+
+    async def _event(
+        self, obj: ObjectRef, reason: str, message: str, event_type: EventType = EventType.NORMAL
+    ) -> Event:
+        return await self.repo.record(obj, reason, message, self.actor, event_type=event_type)
+
+    def now(self) -> datetime:
+        """Return the service clock's time."""
+        return self.clock.now()
+
+
+def _workload_ref(namespace: str, name: str) -> ObjectRef:
+    return ObjectRef(kind="Workload", namespace=namespace, name=name)
+
+
+def _not_found(kind: str, namespace: str, name: str, hint: str) -> NotFound:
+    return NotFound(
+        f"{kind} {namespace}/{name} not found: list them with `{hint}`",
+        kind=kind,
+        namespace=namespace,
+        name=name,
+    )

@@ -1,0 +1,220 @@
+"""The composition root: the one place that picks concrete implementations.
+
+``build_node(config)`` turns a :class:`NodeConfig` into a :class:`ShoalNode`
+holding a store, a runtime, a cluster manager, a scheduler and a clock, and
+the service layer over them. ``ShoalNode.run`` starts what the node's role
+needs: the control loop (on servers, while this node holds the leader lease)
+and the node loop (on workers). No other module of ``shoal.core`` imports an
+implementation package.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Literal
+
+import anyio
+from anyio.abc import TaskStatus
+from pydantic import BaseModel, Field
+
+from shoal.cluster import StaticCluster
+from shoal.interfaces import (
+    Capacity,
+    Clock,
+    ClusterManager,
+    ContainerRuntime,
+    InvalidInput,
+    Node,
+    NodeRole,
+    StateStore,
+    Unavailable,
+)
+from shoal.runtime import MockRuntime
+from shoal.state import MemoryStore, SqliteStore
+
+from ._clock import SystemClock
+from ._control import ControlLoop
+from ._nodeloop import NodeLoop
+from ._scheduler import DefaultScheduler
+from ._service import ShoalService
+
+__all__ = ["NodeConfig", "ShoalNode", "build_node", "host_capacity", "prepare_data_dir"]
+
+log = logging.getLogger(__name__)
+
+LEADER_ELECTION = "control-loop"
+
+
+class NodeConfig(BaseModel):
+    """How to assemble a node. Every field has a default that runs one machine."""
+
+    data_dir: Path
+    """Where the node keeps its state, keys and authorized_keys."""
+    name: str = Field(default_factory=socket.gethostname)
+    """Node name; the host name by default."""
+    role: NodeRole = NodeRole.BOTH
+    """server (control loop), worker (runs instances) or both."""
+    runtime: Literal["mock"] = "mock"
+    """Container runtime; 'mock' until the OCI runtime lands."""
+    state: Literal["sqlite", "memory"] = "sqlite"
+    """State store: durable SQLite in the data dir, or memory (lost on exit)."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    """Node labels for placement constraints."""
+    capacity: Capacity | None = None
+    """Override the detected capacity (mainly for tests and simulations)."""
+    api_addr: str = "127.0.0.1:7070"
+    """Address the REST API listens on, published in the node record."""
+    control_resync: float = 5.0
+    """Seconds between timer-driven control loop passes."""
+    node_resync: float = 2.0
+    """Seconds between timer-driven node loop passes."""
+    leader_ttl: float = 10.0
+    """Seconds the leader lease lives without renewal."""
+
+
+def host_capacity() -> Capacity:
+    """Detect this machine's CPU count and memory."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    memory = 0
+    with contextlib.suppress(OSError), open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemTotal:"):
+                memory = int(line.split()[1]) * 1024
+                break
+    return Capacity.model_construct(cpu=(cpus or 1) * 1000, memory=memory, pods=110)
+
+
+def prepare_data_dir(path: Path) -> Path:
+    """Create the data dir (0700) and prove it is writable.
+
+    Raises:
+        Unavailable: it cannot be created or written, naming the path and the fix.
+    """
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        probe = path / ".write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise Unavailable(
+            f"data dir {path} is not writable ({exc.strerror or exc}): choose another "
+            "with --data-dir or fix its permissions",
+            path=str(path),
+        ) from None
+    return path.resolve()
+
+
+def node_id(data_dir: Path) -> str:
+    """Return this node's stable id: the fingerprint of its ed25519 key, made on first use."""
+    from nacl.signing import SigningKey  # local: only the composition root needs it
+
+    key_file = data_dir / "node.key"
+    if key_file.exists():
+        seed = key_file.read_bytes()
+        if len(seed) != 32:
+            raise InvalidInput(f"{key_file} is corrupt (expected a 32-byte seed): remove it")
+        key = SigningKey(seed)
+    else:
+        key = SigningKey.generate()
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(bytes(key))
+    return hashlib.sha256(bytes(key.verify_key)).hexdigest()[:16]
+
+
+class ShoalNode:
+    """A running node: its parts, its service, and the loops its role needs."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        store: StateStore,
+        runtime: ContainerRuntime,
+        cluster: ClusterManager,
+        clock: Clock,
+        node: Node,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.runtime = runtime
+        self.cluster = cluster
+        self.clock = clock
+        self.node = node
+        self.scheduler = DefaultScheduler()
+        self.service = ShoalService(store, clock)
+        self.control = ControlLoop(store, self.scheduler, clock, resync=config.control_resync)
+        self.node_loop = NodeLoop(node, store, runtime, clock, resync=config.node_resync)
+        self.ready = anyio.Event()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run the node's loops until cancelled; closes its parts on the way out."""
+        async with contextlib.AsyncExitStack() as stack:
+            for part in (self.store, self.runtime, self.cluster):
+                if isinstance(part, contextlib.AbstractAsyncContextManager):
+                    await stack.enter_async_context(part)
+                else:
+                    stack.push_async_callback(part.aclose)
+            async with anyio.create_task_group() as tg:
+                if self.config.role in (NodeRole.WORKER, NodeRole.BOTH):
+                    await tg.start(self.node_loop.run)
+                if self.config.role in (NodeRole.SERVER, NodeRole.BOTH):
+                    await tg.start(self._lead)
+                self.ready.set()
+                task_status.started()
+
+    async def _lead(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Campaign for the leader lease, then run the control loop while holding it."""
+        ttl = self.config.leader_ttl
+        lease = await self.store.grant_lease(ttl)
+        task_status.started()
+        leadership = await self.store.campaign(LEADER_ELECTION, self.node.name, lease)
+        log.info("%s leads the control loop (lease %s)", self.node.name, lease)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._keep_lease, lease, ttl)
+                await tg.start(self.control.run)
+        finally:
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await self.store.resign(leadership)
+
+    async def _keep_lease(self, lease: int, ttl: float) -> None:
+        while True:
+            await self.clock.sleep(ttl / 3)
+            await self.store.keepalive(lease)
+
+
+def build_node(config: NodeConfig, *, clock: Clock | None = None) -> ShoalNode:
+    """Assemble a node from ``config``.
+
+    Raises:
+        Unavailable: the data dir cannot be written.
+    """
+    data_dir = prepare_data_dir(config.data_dir)
+    clock = clock or SystemClock()
+    store: StateStore
+    if config.state == "sqlite":
+        store = SqliteStore(data_dir / "state.db", clock=clock)
+    else:
+        store = MemoryStore(clock=clock)
+    runtime = MockRuntime(clock)
+    capacity = config.capacity or host_capacity()
+    ident = node_id(data_dir)
+    node = Node(
+        name=config.name,
+        node_id=ident,
+        addresses={"api": config.api_addr},
+        role=config.role,
+        labels=config.labels,
+        capacity=capacity,
+        allocatable=capacity,
+        runtime=runtime.name,
+    )
+    cluster = StaticCluster(
+        config.name, tags={"id": ident, "role": config.role.value, "api": config.api_addr}
+    )
+    return ShoalNode(config, store, runtime, cluster, clock, node)

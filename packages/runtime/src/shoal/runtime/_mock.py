@@ -1,0 +1,398 @@
+"""MockRuntime: an in-memory ContainerRuntime with fault injection.
+
+The fake that tests and benchmarks use. Nothing runs: containers are records
+whose state follows the calls made on them, so it is cheap (thousands of pods
+cost a few megabytes) and deterministic.
+
+Behaviour without faults:
+
+* ``ensure_image`` succeeds for any reference, with a digest derived from it.
+* ``create`` makes containers in state *created* with id
+  ``mock-<pod uid>-<container name>``; a second pod with the same uid is a
+  :class:`~shoal.interfaces.Conflict`.
+* ``start`` makes them *running*, sets ``started_at`` from the clock and writes
+  the log line ``started <container>``. Starting an exited container starts it
+  again (as a restart would); starting a running one changes nothing.
+* ``stop`` makes every container *exited* with code 143 (SIGTERM) at once,
+  created ones included; exited ones keep their code.
+* ``remove`` forgets the pod (running or not); a missing pod is a no-op.
+* ``logs`` honours ``since`` and ``tail``; with ``follow`` it waits on an anyio
+  event for new lines until the container exits, the pod goes or the runtime
+  closes (details in ``_logs``).
+* ``exec`` on a running container returns exit code 0 with the command joined
+  by spaces as stdout (``time_limit`` is accepted and ignored); on a container
+  that is not running it raises Conflict.
+* ``stats`` returns zeros (see :meth:`MockRuntime.set_stats`).
+
+Faults (:class:`~shoal.runtime.Fault`, armed through ``faults=`` or
+``runtime.faults.add``) are matched by image reference and/or container name:
+
+* ``Fault.image_missing(image)``: ``ensure_image`` and ``create`` raise
+  ImageError naming the image.
+* ``Fault.create_fails(...)``: ``create`` raises RuntimeFailure with the
+  fault's message and keeps nothing.
+* ``Fault.exits(after=s, exit_code=n)``: a started container exits with ``n``
+  once ``s`` seconds of the runtime's clock have passed (``after=0``: it
+  crashes right away). The exit is evaluated lazily whenever the pod is
+  looked at (inspect, list, start, stop, exec, stats, logs), comparing the
+  clock's ``monotonic()`` with the deadline; ``finished_at`` is
+  ``started_at + s``. No background task is involved, so with a manual clock
+  the outcome depends on the clock alone: ``clock.advance(s)`` and the next
+  ``inspect`` shows the exit. A log follower sleeps on the clock until the
+  deadline so that it ends on time too.
+* ``Fault.slow_start(seconds=s)``: ``start`` sleeps ``s`` on the clock before
+  the container runs (it stays *created* meanwhile).
+* ``Fault.ignores_sigterm()``: ``stop`` sleeps its whole grace on the clock,
+  then the container exits with 137 (SIGKILL).
+
+Test hooks, all synchronous: :meth:`MockRuntime.kill` (a running container
+exits now), :meth:`MockRuntime.write_log`, :meth:`MockRuntime.set_exec_result`,
+:meth:`MockRuntime.set_stats` and :meth:`MockRuntime.simulate_restart`
+(keep or lose every pod, as a node restart or a wiped host would).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Self
+
+import anyio
+import anyio.lowlevel
+
+from shoal.interfaces import (
+    Clock,
+    Conflict,
+    ContainerState,
+    ContainerStats,
+    ExecResult,
+    ImageError,
+    ImageInfo,
+    LogLine,
+    NotFound,
+    PodSpec,
+    PodStatus,
+    RuntimeFailure,
+)
+
+from ._faults import Fault, FaultKind, Faults
+from ._logs import read_logs
+from ._records import SIGKILL_EXIT, SIGTERM_EXIT, ContainerRecord, PodRecord, SystemClock
+
+__all__ = ["MockRuntime"]
+
+
+class MockRuntime:
+    """An in-memory, deterministic ContainerRuntime with fault injection.
+
+    Args:
+        clock: Source of time for timestamps and time-based faults; the system
+            clock by default. Pass a manual clock to drive faults from a test.
+        faults: Faults armed from the start; more can be added to ``faults``.
+
+    Attributes:
+        name: Always ``"mock"``.
+        faults: The armed faults; ``runtime.faults.add(Fault...)`` arms one more.
+
+    """
+
+    name: str = "mock"
+
+    def __init__(self, clock: Clock | None = None, *, faults: Iterable[Fault] = ()) -> None:
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.faults = Faults(faults)
+        self._pods: dict[str, PodRecord] = {}
+        self._images: dict[str, ImageInfo] = {}
+        self._exec_results: dict[str, ExecResult] = {}
+        self._stats: dict[str, ContainerStats] = {}
+        self._closed = False
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @property
+    def pulled_images(self) -> frozenset[str]:
+        """Return the references ``ensure_image`` has made available so far."""
+        return frozenset(self._images)
+
+    async def ensure_image(self, image: str) -> ImageInfo:
+        """Make ``image`` available; succeeds unless an IMAGE_MISSING fault matches.
+
+        Raises:
+            ImageError: the reference is empty or an injected fault says it is missing.
+
+        """
+        await anyio.lowlevel.checkpoint()
+        self._check_image(image, container=None)
+        info = self._images.get(image)
+        if info is None:
+            digest = hashlib.sha256(image.encode()).hexdigest()
+            info = ImageInfo(reference=image, digest=f"sha256:{digest}")
+            self._images[image] = info
+        return info
+
+    async def create(self, pod: PodSpec) -> PodStatus:
+        """Create the pod's containers in state created.
+
+        Raises:
+            Conflict: a pod with this uid exists already.
+            ImageError: an injected fault says a container's image is missing.
+            RuntimeFailure: an injected fault fails a container, or two share a name.
+
+        """
+        await anyio.lowlevel.checkpoint()
+        if pod.uid in self._pods:
+            message = f"a pod with uid {pod.uid!r} exists already: remove it or use a new uid"
+            raise Conflict(message, uid=pod.uid)
+        names = [c.name for c in pod.containers]
+        if len(set(names)) != len(names):
+            message = f"pod {pod.uid!r} names a container twice ({names}): make names unique"
+            raise RuntimeFailure(message, uid=pod.uid)
+        for container in pod.containers:
+            self._check_image(container.image, container=container.name)
+            fault = self.faults.fire(FaultKind.CREATE_FAILS, container.image, container.name)
+            if fault is not None:
+                raise RuntimeFailure(fault.message, uid=pod.uid, container=container.name)
+        record = PodRecord(pod)
+        self._pods[pod.uid] = record
+        return record.status()
+
+    async def start(self, uid: str) -> PodStatus:
+        """Start every container that is not running, honouring SLOW_START and EXITS.
+
+        Raises:
+            NotFound: no such pod (or it was removed during a slow start).
+
+        """
+        await anyio.lowlevel.checkpoint()
+        pod = self._get(uid)
+        pod.settle(self.clock.monotonic())
+        for container in pod.containers.values():
+            if container.state == ContainerState.RUNNING:
+                continue
+            image, name = container.spec.image, container.name
+            slow = self.faults.fire(FaultKind.SLOW_START, image, name)
+            if slow is not None:
+                await self.clock.sleep(slow.seconds)
+                if pod.removed:
+                    raise NotFound(f"pod {uid!r} was removed while it was starting", uid=uid)
+            exits = self.faults.fire(FaultKind.EXITS, image, name)
+            container.run(self.clock.now(), self.clock.monotonic(), exits)
+        pod.settle(self.clock.monotonic())
+        return pod.status()
+
+    async def stop(self, uid: str, grace: float) -> PodStatus:
+        """Stop every container: exit 143 now, or 137 after ``grace`` if it ignores SIGTERM.
+
+        Raises:
+            NotFound: no such pod (or it was removed during the grace period).
+
+        """
+        await anyio.lowlevel.checkpoint()
+        pod = self._get(uid)
+        pod.settle(self.clock.monotonic())
+        stubborn: list[ContainerRecord] = []
+        for container in pod.containers.values():
+            if container.state == ContainerState.EXITED:
+                continue
+            if container.state == ContainerState.RUNNING and self.faults.fire(
+                FaultKind.IGNORES_SIGTERM, container.spec.image, container.name
+            ):
+                stubborn.append(container)
+            else:
+                container.finish(self.clock.now(), SIGTERM_EXIT)
+        if stubborn:
+            await self.clock.sleep(grace)
+            if pod.removed:
+                raise NotFound(f"pod {uid!r} was removed while it was stopping", uid=uid)
+            pod.settle(self.clock.monotonic())
+            for container in stubborn:
+                if container.state != ContainerState.EXITED:
+                    message = f"killed: SIGTERM ignored for the {grace:g}s grace period"
+                    container.finish(self.clock.now(), SIGKILL_EXIT, message)
+        return pod.status()
+
+    async def remove(self, uid: str) -> None:
+        """Forget the pod, whatever its state; a missing pod is a no-op."""
+        await anyio.lowlevel.checkpoint()
+        pod = self._pods.pop(uid, None)
+        if pod is not None:
+            pod.forget()
+
+    async def inspect(self, uid: str) -> PodStatus:
+        """Return the pod's status after settling due injected exits.
+
+        Raises:
+            NotFound: no such pod.
+
+        """
+        await anyio.lowlevel.checkpoint()
+        pod = self._get(uid)
+        pod.settle(self.clock.monotonic())
+        return pod.status()
+
+    async def list(self) -> Sequence[PodStatus]:
+        """Return every pod, in creation order, after settling due injected exits."""
+        await anyio.lowlevel.checkpoint()
+        now = self.clock.monotonic()
+        for pod in self._pods.values():
+            pod.settle(now)
+        return [pod.status() for pod in self._pods.values()]
+
+    def logs(
+        self,
+        uid: str,
+        container: str,
+        *,
+        follow: bool = False,
+        tail: int | None = None,
+        since: datetime | None = None,
+    ) -> AsyncIterator[LogLine]:
+        """Yield the container's lines; with ``follow``, new ones until it exits.
+
+        Raises:
+            NotFound: no such pod or container (on first iteration).
+
+        """
+
+        def find() -> tuple[PodRecord, ContainerRecord]:
+            pod = self._get(uid)
+            return pod, pod.container(container)
+
+        return read_logs(
+            find, self.clock, lambda: self._closed, follow=follow, tail=tail, since=since
+        )
+
+    async def exec(
+        self, uid: str, container: str, command: Sequence[str], time_limit: float = 30
+    ) -> ExecResult:
+        """Return the configured result for the container (default: exit 0, echo).
+
+        Raises:
+            NotFound: no such pod or container.
+            Conflict: the container is not running.
+
+        """
+        await anyio.lowlevel.checkpoint()
+        record = self._get(uid).container(container)
+        record.settle(self.clock.monotonic())
+        if record.state != ContainerState.RUNNING:
+            raise Conflict(
+                f"container {container!r} of pod {uid!r} is {record.state.value}, not running: "
+                "start it before exec",
+                uid=uid,
+                container=container,
+            )
+        configured = self._exec_results.get(container)
+        if configured is not None:
+            return configured.model_copy()
+        return ExecResult(exit_code=0, stdout=" ".join(command))
+
+    async def stats(self, uid: str) -> Sequence[ContainerStats]:
+        """Return configured stats for running containers and zeros for the rest.
+
+        Raises:
+            NotFound: no such pod.
+
+        """
+        await anyio.lowlevel.checkpoint()
+        pod = self._get(uid)
+        pod.settle(self.clock.monotonic())
+        return [record.stats(self._stats.get(record.name)) for record in pod.containers.values()]
+
+    async def aclose(self) -> None:
+        """End every log follower; the pods stay (closing never stops containers)."""
+        await anyio.lowlevel.checkpoint()
+        self._closed = True
+        for pod in self._pods.values():
+            pod.wake()
+
+    def kill(self, uid: str, container: str, exit_code: int = SIGKILL_EXIT) -> None:
+        """Make a running container exit now with ``exit_code``, as a crash or OOM would.
+
+        Raises:
+            NotFound: no such pod or container.
+            Conflict: the container is not running.
+
+        """
+        record = self._get(uid).container(container)
+        record.settle(self.clock.monotonic())
+        if record.state != ContainerState.RUNNING:
+            raise Conflict(
+                f"container {container!r} of pod {uid!r} is {record.state.value}: "
+                "only a running container can be killed",
+                uid=uid,
+                container=container,
+            )
+        record.finish(self.clock.now(), exit_code, f"killed with exit code {exit_code}")
+
+    def write_log(self, uid: str, container: str, text: str, *, stream: str = "stdout") -> None:
+        """Record that the container wrote ``text`` (split into lines) on ``stream``.
+
+        Raises:
+            NotFound: no such pod or container.
+
+        """
+        self._get(uid).container(container).append_log(self.clock.now(), stream, text)
+
+    def set_exec_result(self, container: str, result: ExecResult | None) -> None:
+        """Make ``exec`` in containers named ``container`` return ``result``; None resets."""
+        if result is None:
+            self._exec_results.pop(container, None)
+        else:
+            self._exec_results[container] = result
+
+    def set_stats(self, container: str, stats: ContainerStats | None) -> None:
+        """Make ``stats`` report ``stats`` for running containers named ``container``."""
+        if stats is None:
+            self._stats.pop(container, None)
+        else:
+            self._stats[container] = stats
+
+    def simulate_restart(self, *, keep_pods: bool = True, keep_running: bool = True) -> None:
+        """Simulate the runtime (or the host) restarting under the node.
+
+        Args:
+            keep_pods: False forgets every pod, as a wiped host would; ``list``
+                then returns nothing. Pulled images are kept either way.
+            keep_running: With ``keep_pods``, False turns running containers
+                into exited ones (code 137, message "lost in a runtime restart"),
+                as a host reboot would; True keeps them running, as when only
+                the node process restarted.
+
+        """
+        if not keep_pods:
+            for pod in self._pods.values():
+                pod.forget()
+            self._pods.clear()
+            return
+        if keep_running:
+            return
+        for pod in self._pods.values():
+            pod.settle(self.clock.monotonic())
+            pod.kill_running(self.clock.now(), SIGKILL_EXIT, "lost in a runtime restart")
+
+    def _check_image(self, image: str, *, container: str | None) -> None:
+        if not image:
+            raise ImageError("the image reference is empty: name an image such as 'busybox:1.36'")
+        if self.faults.fire(FaultKind.IMAGE_MISSING, image, container) is not None:
+            raise ImageError(
+                f"image {image!r} not found: the registry has no such repository or tag",
+                image=image,
+            )
+
+    def _get(self, uid: str) -> PodRecord:
+        pod = self._pods.get(uid)
+        if pod is None:
+            raise NotFound(f"no pod with uid {uid!r} in the mock runtime", uid=uid)
+        return pod

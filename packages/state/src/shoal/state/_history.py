@@ -1,0 +1,231 @@
+"""The event history and the watchers that read it.
+
+Watch design
+------------
+Every committed change is appended to a **history**: an ordered log of
+:class:`~shoal.interfaces.WatchEvent`, addressed by a :class:`Position` —
+``(revision, seq)``, where ``seq`` numbers the events of one revision (a
+transaction changes several keys at one revision). The history is the only
+source watchers read; there are no per-watcher queues to overflow.
+
+A :class:`Watcher` owns a position and reads the history forward from it in
+bounded batches, so a watcher that falls a million events behind catches up
+batch by batch, never skipping or repeating an event. When it has read
+everything, it sleeps on a :class:`Notifier` — an ``anyio.Event`` that the
+store sets after each commit and then replaces. The watcher takes the current
+event *before* it reads, so a commit that lands between the read and the wait
+still wakes it: no lost wake-ups, and no polling.
+
+Because a watcher's state is just a position, resuming after a restart is the
+same operation as falling behind: a new watcher starts at
+``(start_revision, 0)`` and reads what the durable history holds.
+
+The history is bounded. :class:`EventLog` keeps the last ``keep`` revisions in
+memory (the whole history of ``MemoryStore``; a cache of the recent tail in
+``SqliteStore``); a position older than what is kept raises
+:class:`~shoal.interfaces.Compacted` (or, for SQLite, falls back to the table).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import NamedTuple, Self
+
+import anyio
+
+from shoal.interfaces import Compacted, WatchEvent
+
+__all__ = [
+    "READ_BATCH",
+    "Batch",
+    "EventLog",
+    "Notifier",
+    "Position",
+    "ReadHistory",
+    "Watcher",
+    "compacted_error",
+]
+
+READ_BATCH = 512
+"""Most events one watcher read returns."""
+
+_SCAN_LIMIT = 16_384
+"""Most history entries one in-memory read looks at, so a narrow watcher far
+behind cannot stall the event loop in a single read."""
+
+
+class Position(NamedTuple):
+    """A place in the history: the next event to read is the first at or after it."""
+
+    revision: int
+    seq: int
+
+
+class Batch(NamedTuple):
+    """What one read of the history returns."""
+
+    events: list[WatchEvent]
+    """Matching events, in order."""
+    position: Position
+    """Where the next read starts."""
+    more: bool
+    """Whether the history already holds events past ``position``."""
+
+
+ReadHistory = Callable[[str, Position], Awaitable[Batch]]
+"""A store's read function: ``(prefix, position) -> Batch``."""
+
+
+def compacted_error(requested: int, floor: int) -> Compacted:
+    """Return the error for a watch that asks for history at or before ``floor``."""
+    return Compacted(
+        f"cannot watch from revision {requested}: history up to revision {floor} has been "
+        "compacted; list the keys again and watch from the revision that list returns",
+        requested=requested,
+        compacted=floor,
+    )
+
+
+class Notifier:
+    """Wakes every waiter once per commit, without losing a wake-up.
+
+    Waiters call :meth:`changed` *before* checking for news and wait on the
+    event it returns; the store calls :meth:`notify` after every commit.
+    """
+
+    def __init__(self) -> None:
+        self._event: anyio.Event | None = None
+        self._closed = False
+
+    def changed(self) -> anyio.Event:
+        """Return the event the next :meth:`notify` sets (already set once closed)."""
+        if self._event is None:
+            self._event = anyio.Event()
+            if self._closed:
+                self._event.set()
+        return self._event
+
+    def notify(self) -> None:
+        """Wake everyone waiting on the current event."""
+        if self._event is not None:
+            self._event.set()
+            self._event = None
+
+    def close(self) -> None:
+        """Wake every waiter now and from now on (the store is closing)."""
+        self._closed = True
+        self.notify()
+
+
+class EventLog:
+    """The history of the last ``keep`` revisions, in memory.
+
+    Holds every event with revision in ``(floor, head]``. Old revisions are
+    dropped in chunks (once the log holds ``keep`` plus an eighth of it), so
+    appending stays amortised O(1).
+    """
+
+    def __init__(self, keep: int, *, revision: int = 0) -> None:
+        """Create an empty log for a store at ``revision``.
+
+        Args:
+            keep: How many revisions to keep at least.
+            revision: The store's current revision; the log starts after it.
+
+        """
+        self._keep = keep
+        self._slack = max(1, keep // 8)
+        self._entries: list[tuple[int, int, WatchEvent]] = []
+        self._floor = revision
+        self._head = revision
+
+    @property
+    def floor(self) -> int:
+        """Return the newest revision no longer (or never) held: the log starts after it."""
+        return self._floor
+
+    @property
+    def head(self) -> int:
+        """Return the newest revision appended."""
+        return self._head
+
+    def append(self, revision: int, events: Sequence[WatchEvent]) -> None:
+        """Append the events of one new revision, dropping the oldest if over size."""
+        self._entries.extend((revision, seq, event) for seq, event in enumerate(events))
+        self._head = revision
+        if revision - self._floor > self._keep + self._slack:
+            self.discard_through(revision - self._keep)
+
+    def discard_through(self, revision: int) -> None:
+        """Forget every event with revision ``<= revision``."""
+        revision = min(revision, self._head)
+        if revision <= self._floor:
+            return
+        del self._entries[: bisect_left(self._entries, (revision + 1, 0))]
+        self._floor = revision
+
+    def read(self, prefix: str, position: Position, limit: int = READ_BATCH) -> Batch:
+        """Return events under ``prefix`` from ``position`` on.
+
+        The caller must check that ``position.revision > floor`` first.
+        """
+        entries = self._entries
+        index = bisect_left(entries, position)
+        stop = min(len(entries), index + _SCAN_LIMIT)
+        found: list[WatchEvent] = []
+        while index < stop:
+            revision, seq, event = entries[index]
+            index += 1
+            if event.kv.key.startswith(prefix):
+                found.append(event)
+                if len(found) >= limit:
+                    return Batch(found, Position(revision, seq + 1), index < len(entries))
+        if index < len(entries):
+            revision, seq, _ = entries[index]
+            return Batch(found, Position(revision, seq), True)
+        return Batch(found, max(position, Position(self._head + 1, 0)), False)
+
+
+class Watcher:
+    """An async iterator over the history under one prefix; see the module docstring."""
+
+    def __init__(
+        self, read: ReadHistory, notifier: Notifier, prefix: str, start_revision: int
+    ) -> None:
+        """Create a watcher.
+
+        Args:
+            read: The store's history read function.
+            notifier: The store's commit notifier.
+            prefix: Only keys starting with this are reported.
+            start_revision: The first revision to report.
+
+        """
+        self._read = read
+        self._notifier = notifier
+        self._prefix = prefix
+        self._position = Position(max(start_revision, 1), 0)
+        self._pending: deque[WatchEvent] = deque()
+        self._stopped = False
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> WatchEvent:
+        while not self._pending:
+            if self._stopped:
+                raise StopAsyncIteration
+            changed = self._notifier.changed()
+            batch = await self._read(self._prefix, self._position)
+            self._position = batch.position
+            self._pending.extend(batch.events)
+            if not batch.events and not batch.more:
+                await changed.wait()
+        return self._pending.popleft()
+
+    async def aclose(self) -> None:
+        """Stop the iteration; later ``__anext__`` calls end it."""
+        self._stopped = True
+        self._pending.clear()

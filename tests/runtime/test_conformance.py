@@ -1,0 +1,280 @@
+"""ContainerRuntime conformance: what every runtime promises, written against the protocol only.
+
+Each implementation contributes one entry to ``HARNESSES``: an async context
+manager factory that yields a :class:`Harness` (the runtime, an image that
+exists, one that does not, a long-running command, and a way to make a running
+container write a line to its log). The factory receives the pytest request, so
+a real runtime can ask for ``tmp_path`` or skip when its binary is missing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+
+import anyio
+import pytest
+
+from shoal.interfaces import (
+    Conflict,
+    Container,
+    ContainerRuntime,
+    ContainerState,
+    ImageError,
+    LogLine,
+    NotFound,
+    PodSpec,
+)
+from shoal.runtime import Fault, MockRuntime
+
+pytestmark = pytest.mark.anyio
+
+WAIT = 10.0
+"""Upper bound, in seconds, on any wait in these tests."""
+GRACE = 2.0
+"""Grace period given to stop."""
+
+
+@dataclass(frozen=True)
+class Harness:
+    """One runtime under test and what the suite needs to know to drive it."""
+
+    runtime: ContainerRuntime
+    image: str
+    """An image that exists (ensure_image succeeds)."""
+    missing_image: str
+    """An image that does not exist (ensure_image raises ImageError)."""
+    command: list[str] | None
+    """A command that keeps the container running until it is stopped."""
+    write_line: Callable[[str, str, str], Awaitable[None]]
+    """``write_line(uid, container, text)``: make a running container log ``text``."""
+
+
+@asynccontextmanager
+async def mock_harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
+    missing = "registry.test/missing:1"
+    async with MockRuntime(faults=[Fault.image_missing(missing)]) as runtime:
+
+        async def write_line(uid: str, container: str, text: str) -> None:
+            runtime.write_log(uid, container, text)
+
+        yield Harness(runtime, "busybox:1.36", missing, ["sleep", "3600"], write_line)
+
+
+HARNESSES: dict[str, Callable[[pytest.FixtureRequest], AbstractAsyncContextManager[Harness]]] = {
+    "mock": mock_harness,
+}
+
+
+@pytest.fixture(params=sorted(HARNESSES))
+async def harness(request: pytest.FixtureRequest, anyio_backend: str) -> AsyncIterator[Harness]:
+    async with HARNESSES[request.param](request) as harness:
+        await harness.runtime.ensure_image(harness.image)
+        try:
+            yield harness
+        finally:
+            for pod in await harness.runtime.list():
+                await harness.runtime.remove(pod.uid)
+
+
+def pod_spec(harness: Harness, *containers: str) -> PodSpec:
+    """Return a pod with a fresh uid and the named long-running containers."""
+    uid = uuid.uuid4().hex
+    return PodSpec(
+        uid=uid,
+        name=f"web-{uid[:6]}",
+        namespace="default",
+        workload="web",
+        containers=[
+            Container(name=name, image=harness.image, command=harness.command)
+            for name in containers or ("main",)
+        ],
+    )
+
+
+async def collect(lines: AsyncIterator[LogLine]) -> list[str]:
+    with anyio.fail_after(WAIT):
+        return [line.line async for line in lines]
+
+
+async def test_implements_the_protocol(harness: Harness) -> None:
+    assert isinstance(harness.runtime, ContainerRuntime)
+    assert harness.runtime.name
+
+
+async def test_ensure_image_returns_its_reference_and_a_stable_digest(harness: Harness) -> None:
+    first = await harness.runtime.ensure_image(harness.image)
+    second = await harness.runtime.ensure_image(harness.image)
+    assert first.reference == harness.image
+    assert first.digest
+    assert second.digest == first.digest
+
+
+async def test_ensure_missing_image_raises_image_error_naming_it(harness: Harness) -> None:
+    with pytest.raises(ImageError) as caught:
+        await harness.runtime.ensure_image(harness.missing_image)
+    assert harness.missing_image in str(caught.value)
+
+
+async def test_pod_lifecycle(harness: Harness) -> None:
+    runtime = harness.runtime
+    spec = pod_spec(harness, "app", "sidecar")
+
+    created = await runtime.create(spec)
+    assert created.uid == spec.uid
+    assert [c.name for c in created.containers] == ["app", "sidecar"]
+    assert all(c.state == ContainerState.CREATED for c in created.containers)
+    assert all(c.id for c in created.containers)
+    assert len({c.id for c in created.containers}) == 2
+
+    started = await runtime.start(spec.uid)
+    assert started.running
+    assert all(c.started_at is not None for c in started.containers)
+    inspected = await runtime.inspect(spec.uid)
+    assert inspected.running
+    assert [c.id for c in inspected.containers] == [c.id for c in created.containers]
+
+    stopped = await runtime.stop(spec.uid, GRACE)
+    assert not stopped.running
+    for container in stopped.containers:
+        assert container.state == ContainerState.EXITED
+        assert container.exit_code in (143, 137)  # SIGTERM, or SIGKILL after the grace
+        assert container.finished_at is not None
+    assert (await runtime.inspect(spec.uid)).exited
+
+    await runtime.remove(spec.uid)
+    with pytest.raises(NotFound):
+        await runtime.inspect(spec.uid)
+
+
+async def test_create_with_an_existing_uid_raises_conflict(harness: Harness) -> None:
+    spec = pod_spec(harness)
+    await harness.runtime.create(spec)
+    await harness.runtime.start(spec.uid)
+    with pytest.raises(Conflict):
+        await harness.runtime.create(spec)
+    assert (await harness.runtime.inspect(spec.uid)).running
+
+
+async def test_list_sees_every_pod_until_removed(harness: Harness) -> None:
+    first, second = pod_spec(harness), pod_spec(harness)
+    await harness.runtime.create(first)
+    await harness.runtime.create(second)
+    await harness.runtime.start(second.uid)
+
+    listed = {pod.uid: pod for pod in await harness.runtime.list()}
+    assert {first.uid, second.uid} <= set(listed)
+    assert listed[first.uid].name == first.name
+    assert listed[first.uid].namespace == "default"
+    assert listed[second.uid].running
+
+    await harness.runtime.remove(first.uid)
+    assert first.uid not in {pod.uid for pod in await harness.runtime.list()}
+
+
+async def test_remove_of_a_missing_pod_is_a_no_op(harness: Harness) -> None:
+    await harness.runtime.remove("no-such-pod")
+    spec = pod_spec(harness)
+    await harness.runtime.create(spec)
+    await harness.runtime.remove(spec.uid)
+    await harness.runtime.remove(spec.uid)
+
+
+async def test_operations_on_a_missing_pod_raise_not_found(harness: Harness) -> None:
+    runtime = harness.runtime
+    with pytest.raises(NotFound):
+        await runtime.start("no-such-pod")
+    with pytest.raises(NotFound):
+        await runtime.stop("no-such-pod", GRACE)
+    with pytest.raises(NotFound):
+        await runtime.stats("no-such-pod")
+    with pytest.raises(NotFound):
+        await runtime.exec("no-such-pod", "main", ["true"])
+
+
+async def test_logs_honour_tail_since_and_follow(harness: Harness) -> None:
+    runtime = harness.runtime
+    spec = pod_spec(harness)
+    await runtime.create(spec)
+    await runtime.start(spec.uid)
+    await harness.write_line(spec.uid, "main", "first-line")
+    await harness.write_line(spec.uid, "main", "second-line")
+
+    everything = await collect(runtime.logs(spec.uid, "main"))
+    assert everything.index("first-line") < everything.index("second-line")
+    assert await collect(runtime.logs(spec.uid, "main", tail=1)) == ["second-line"]
+    assert await collect(runtime.logs(spec.uid, "main", tail=0)) == []
+    future = (await runtime.inspect(spec.uid)).containers[0].started_at
+    assert future is not None
+    assert await collect(runtime.logs(spec.uid, "main", since=future + timedelta(days=1))) == []
+
+    send, receive = anyio.create_memory_object_stream[str](100)
+    async with anyio.create_task_group() as group:
+
+        async def follow() -> None:
+            async with send:
+                async for line in runtime.logs(spec.uid, "main", follow=True):
+                    await send.send(line.line)
+
+        group.start_soon(follow)
+        await harness.write_line(spec.uid, "main", "followed-line")
+        # Written while the follower starts: it comes as history or as a new line.
+        with anyio.fail_after(WAIT), receive:
+            while await receive.receive() != "followed-line":
+                pass
+            # Now the follower is past its history: this line can only be followed.
+            await harness.write_line(spec.uid, "main", "later-line")
+            assert await receive.receive() == "later-line"
+        group.cancel_scope.cancel()
+
+
+async def test_logs_of_a_missing_container_raise_not_found(harness: Harness) -> None:
+    spec = pod_spec(harness)
+    await harness.runtime.create(spec)
+    with pytest.raises(NotFound):
+        await collect(harness.runtime.logs(spec.uid, "no-such-container"))
+    with pytest.raises(NotFound):
+        await collect(harness.runtime.logs("no-such-pod", "main"))
+
+
+async def test_exec_runs_in_a_running_container(harness: Harness) -> None:
+    spec = pod_spec(harness)
+    await harness.runtime.create(spec)
+    await harness.runtime.start(spec.uid)
+    result = await harness.runtime.exec(spec.uid, "main", ["echo", "hello-exec"])
+    assert result.exit_code == 0
+    assert "hello-exec" in result.stdout
+
+
+async def test_exec_in_a_container_that_is_not_running_raises_conflict(harness: Harness) -> None:
+    spec = pod_spec(harness)
+    await harness.runtime.create(spec)
+    with pytest.raises(Conflict):
+        await harness.runtime.exec(spec.uid, "main", ["true"])
+    await harness.runtime.start(spec.uid)
+    await harness.runtime.stop(spec.uid, GRACE)
+    with pytest.raises(Conflict):
+        await harness.runtime.exec(spec.uid, "main", ["true"])
+
+
+async def test_exec_in_a_missing_container_raises_not_found(harness: Harness) -> None:
+    spec = pod_spec(harness)
+    await harness.runtime.create(spec)
+    await harness.runtime.start(spec.uid)
+    with pytest.raises(NotFound):
+        await harness.runtime.exec(spec.uid, "no-such-container", ["true"])
+
+
+async def test_stats_report_every_container(harness: Harness) -> None:
+    spec = pod_spec(harness, "app", "sidecar")
+    await harness.runtime.create(spec)
+    await harness.runtime.start(spec.uid)
+    stats = await harness.runtime.stats(spec.uid)
+    assert [s.name for s in stats] == ["app", "sidecar"]
+    for entry in stats:
+        assert entry.cpu_millicores >= 0
+        assert entry.memory_bytes >= 0
+        assert entry.pids >= 0
