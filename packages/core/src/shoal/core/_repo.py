@@ -5,7 +5,7 @@ Key layout (values are JSON)::
     /workloads/{namespace}/{name}   Workload
     /instances/{namespace}/{name}   Instance
     /nodes/{name}                   Node
-    /events/{micros}-{random}       Event, ordered by time
+    /events/{micros}-{seq}-{random} Event, ordered by time
 
 Every write that depends on what was read is a compare-and-swap on the
 key's ``mod_revision``; a lost race raises :class:`RevisionConflict` and the
@@ -14,6 +14,7 @@ caller re-reads. :meth:`Repository.update` wraps that loop for single keys.
 
 from __future__ import annotations
 
+import itertools
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ NODES = "/nodes/"
 EVENTS = "/events/"
 
 M = TypeVar("M", bound=BaseModel)
+_SEQUENCE = itertools.count()
 
 
 def workload_key(namespace: str, name: str) -> str:
@@ -177,8 +179,11 @@ class Repository:
     ) -> Event:
         """Build an event stamped with this repository's clock (not yet stored)."""
         now = self.clock.now()
+        micros = int(now.timestamp() * 1_000_000)
         return Event(
-            id=f"{int(now.timestamp() * 1_000_000):017d}-{secrets.token_hex(3)}",
+            # Time orders events across processes; the counter orders those of one
+            # process within one microsecond (or under a clock that stands still).
+            id=f"{micros:017d}-{next(_SEQUENCE):09d}-{secrets.token_hex(2)}",
             time=now,
             type=event_type,
             object=obj,

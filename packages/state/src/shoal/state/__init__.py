@@ -1,1 +1,40 @@
-"""shoal.state (placeholder until built)."""
+"""shoal.state: StateStore implementations — in memory, and SQLite on one server.
+
+Both implement :class:`shoal.interfaces.StateStore` in full, on etcd v3's
+model: store-wide revisions, per-key ``create_revision``/``mod_revision``/
+``version``, compare-and-swap, transactions, watches that never skip or repeat
+an event, leases, and leader election on leases.
+
+* :class:`MemoryStore` — everything in memory; the fake that tests and
+  benchmarks use. Fast: dict plus sorted key list.
+* :class:`SqliteStore` — one SQLite file in WAL mode with ``synchronous=FULL``;
+  a write is on disk when it returns, and data, revisions, history and leases
+  survive a restart or a crash.
+
+Both are async context managers::
+
+    async with SqliteStore(data_dir / "state.db") as store:
+        revision = await store.put("/workloads/web", b"{...}")
+        async for event in store.watch("/workloads/", revision):
+            ...
+
+Watch design: every change is appended to a bounded history (``history_size``
+revisions, 100 000 by default) that watchers read forward from their own
+position, woken by an in-process notification after each commit; see
+``shoal.state._history``. The SQLite schema is described in
+``shoal.state._sqlite_db``.
+"""
+
+from ._base import DEFAULT_HISTORY_SIZE, SystemClock
+from ._keys import ELECTION_PREFIX
+from ._memory import MemoryStore
+from ._sqlite import DEFAULT_RECENT_HISTORY, SqliteStore
+
+__all__ = [
+    "DEFAULT_HISTORY_SIZE",
+    "DEFAULT_RECENT_HISTORY",
+    "ELECTION_PREFIX",
+    "MemoryStore",
+    "SqliteStore",
+    "SystemClock",
+]

@@ -139,7 +139,7 @@ class StoreBase(ABC):
         with anyio.CancelScope() as scope:
             self._sweeper = scope
             task_status.started()
-            while not self._closed:
+            while True:
                 # Take the wake-up event before reading deadlines: a lease
                 # granted in between then still wakes this loop.
                 granted = self._leases.granted.changed()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Sequence
+from itertools import pairwise
 
 from shoal.interfaces import DeleteOp, InvalidInput, PutOp
 
@@ -91,7 +92,7 @@ def check_txn_ops(ops: Sequence[PutOp | DeleteOp]) -> None:
         elif not op.prefix:
             check_key(op.key)
     put_keys.sort()
-    for before, after in zip(put_keys, put_keys[1:], strict=False):
+    for before, after in pairwise(put_keys):
         if before == after:
             raise InvalidInput(
                 f"transaction puts {after!r} twice; put each key at most once", key=after

@@ -45,7 +45,7 @@ from ._base import DEFAULT_HISTORY_SIZE, StoreBase
 from ._history import READ_BATCH, Batch, EventLog, Position, compacted_error
 from ._keys import check_key
 from ._leases import check_ttl, lease_not_found
-from ._mutation import check_expected, check_lease, choose_txn_branch
+from ._mutation import Mutation, check_expected, check_lease, choose_txn_branch
 from ._sqlite_db import Database, database_error, open_database
 
 __all__ = ["SqliteStore"]
@@ -186,11 +186,8 @@ class SqliteStore(StoreBase):
                 self._leases.add(record.id, record.ttl, remaining=0.0)
             raise
 
-    def _publish(self, committed: Sequence[object]) -> None:
-        from ._mutation import Mutation
-
+    def _publish(self, committed: Sequence[Mutation]) -> None:
         for mutation in committed:
-            assert isinstance(mutation, Mutation)
             self._recent.append(mutation.revision, mutation.events)
             self._revision = mutation.revision
         if committed:

@@ -75,9 +75,7 @@ def database_error(path: Path, exc: sqlite3.Error) -> Unavailable:
     """Translate a SQLite error into Unavailable, naming the file and what to do."""
     text = str(exc)
     if "locked" in text or "busy" in text:
-        advice = (
-            "another process has it open; stop that process, or give this one its own data dir"
-        )
+        advice = "another process has it open; stop that process, or give this one its own data dir"
     elif "not a database" in text or "malformed" in text:
         advice = "the file is not a usable SQLite database; move it away or restore a backup"
     elif "full" in text:
@@ -154,9 +152,7 @@ def _prepare(conn: sqlite3.Connection, path: Path) -> tuple[int, int, list[Store
                 f"this Shoal needs {SCHEMA_VERSION}; use a Shoal release that matches it",
                 path=str(path),
             )
-        leases = [
-            StoredLease(*row) for row in conn.execute("SELECT id, ttl, deadline FROM leases")
-        ]
+        leases = [StoredLease(*row) for row in conn.execute("SELECT id, ttl, deadline FROM leases")]
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

@@ -1,0 +1,309 @@
+from datetime import timedelta
+
+import anyio
+import pytest
+
+from shoal.interfaces import (
+    Conflict,
+    GossipState,
+    InstanceState,
+    InvalidInput,
+    Node,
+    NotFound,
+    PodSpec,
+    WorkloadPhase,
+)
+from shoal.runtime import Fault, MockRuntime
+from tests.core.support import Cluster, spec
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_apply_places_and_runs_every_replica(cluster: Cluster) -> None:
+    await cluster.add_node("n1")
+    await cluster.service.apply([spec(replicas=3)])
+    await cluster.settle()
+    instances = await cluster.service.list_instances()
+    assert len(instances) == 3
+    assert {i.state for i in instances} == {InstanceState.RUNNING}
+    assert {i.node for i in instances} == {"n1"}
+    assert all(i.ready and i.container_ids for i in instances)
+    workload = await cluster.workload()
+    assert workload.status.ready_replicas == 3
+    assert workload.status.phase == WorkloadPhase.RUNNING
+    assert workload.status.observed_generation == workload.generation
+    assert len(await cluster.runtimes["n1"].list()) == 3
+
+
+async def test_a_second_pass_over_a_settled_world_writes_nothing(cluster: Cluster) -> None:
+    await cluster.add_node("n1")
+    await cluster.service.apply([spec(replicas=2)])
+    await cluster.settle()
+    before = await cluster.store.revision()
+    await cluster.control.reconcile_once()
+    await cluster.control.reconcile_once()
+    await cluster.nodes["n1"].reconcile_once()
+    assert await cluster.store.revision() == before
+
+
+async def test_scale_down_removes_the_newest_first(cluster: Cluster) -> None:
+    await cluster.add_node("n1")
+    await cluster.service.apply([spec(replicas=1)])
+    await cluster.settle()
+    (oldest,) = await cluster.service.list_instances()
+    await cluster.service.scale("web", 3)
+    await cluster.settle()
+    assert len(await cluster.service.list_instances()) == 3
+    await cluster.service.scale("web", 1)
+    await cluster.settle()
+    (kept,) = await cluster.service.list_instances()
+    assert kept.uid == oldest.uid
+    assert [p.uid for p in await cluster.runtimes["n1"].list()] == [oldest.uid]
+
+
+async def test_crashing_instance_restarts_with_exponential_backoff(cluster: Cluster) -> None:
+    runtime = MockRuntime(cluster.clock, faults=[Fault.exits(after=0, exit_code=3, image="crash")])
+    await cluster.add_node("n1", runtime)
+    await cluster.service.apply([spec(replicas=1, image="crash")])
+    await cluster.settle()
+    (inst,) = await cluster.service.list_instances()
+    # Started, exited 3 at once, and is waiting out its first backoff (1 s).
+    assert inst.state == InstanceState.SCHEDULED
+    assert inst.restart_count == 1
+    assert inst.exit_code == 3
+    assert inst.not_before == cluster.clock.now() + timedelta(seconds=1)
+    cluster.clock.advance(1)
+    await cluster.settle()
+    (inst,) = await cluster.service.list_instances()
+    assert inst.restart_count == 2
+    assert inst.reason == "CrashLoopBackOff"
+    assert "restarting in 2s" in inst.message
+    workload = await cluster.workload()
+    assert workload.status.phase == WorkloadPhase.DEGRADED
+    explanation = await cluster.service.explain(inst.name)
+    assert "CrashLoopBackOff" in explanation.summary
+    assert "last exit code 3" in explanation.summary
+
+
+async def test_backoff_is_capped(cluster: Cluster) -> None:
+    assert cluster.control.backoff(0) == 1
+    assert cluster.control.backoff(3) == 8
+    assert cluster.control.backoff(30) == 300
+
+
+async def test_restart_policy_never_leaves_a_failed_instance_failed(cluster: Cluster) -> None:
+    runtime = MockRuntime(cluster.clock, faults=[Fault.exits(after=0, exit_code=1, image="once")])
+    await cluster.add_node("n1", runtime)
+    await cluster.service.apply([spec(replicas=1, image="once", restart_policy="Never")])
+    await cluster.settle()
+    (inst,) = await cluster.service.list_instances()
+    assert inst.state == InstanceState.FAILED
+    assert inst.restart_count == 0
+    explanation = await cluster.service.explain(inst.name)
+    assert "it will not be restarted" in explanation.details[0]
+
+
+async def test_on_failure_does_not_restart_a_clean_exit(cluster: Cluster) -> None:
+    runtime = MockRuntime(cluster.clock, faults=[Fault.exits(after=0, exit_code=0, image="job")])
+    await cluster.add_node("n1", runtime)
+    await cluster.service.apply([spec(replicas=1, image="job", restart_policy="OnFailure")])
+    await cluster.settle()
+    (inst,) = await cluster.service.list_instances()
+    assert inst.state == InstanceState.STOPPED
+    assert inst.exit_code == 0
+
+
+async def test_image_missing_fails_the_instance_with_a_clear_event(cluster: Cluster) -> None:
+    runtime = MockRuntime(cluster.clock, faults=[Fault.image_missing("nope")])
+    await cluster.add_node("n1", runtime)
+    await cluster.service.apply([spec(replicas=1, image="nope"), spec("ok", replicas=1)])
+    await cluster.settle()
+    by_workload = {i.workload: i for i in await cluster.service.list_instances()}
+    assert by_workload["ok"].state == InstanceState.RUNNING  # nothing else disturbed
+    broken = by_workload["web"]
+    assert broken.restart_count >= 1
+    events = await cluster.service.list_events(kind="Instance", name=broken.name)
+    assert any(e.reason == "ImagePullFailed" and "nope" in e.message for e in events)
+
+
+async def test_delete_stops_everything_then_removes_the_workload(cluster: Cluster) -> None:
+    await cluster.add_node("n1")
+    await cluster.service.apply([spec(replicas=2)])
+    await cluster.settle()
+    deleting = await cluster.service.delete_workload("web")
+    assert deleting.deleting
+    with pytest.raises(Conflict, match="being deleted"):
+        await cluster.service.apply([spec(replicas=2)])
+    await cluster.settle()
+    assert await cluster.service.list_instances() == []
+    assert await cluster.runtimes["n1"].list() == []
+    with pytest.raises(NotFound, match="shoal get workloads"):
+        await cluster.workload()
+    reasons = [e.reason for e in await cluster.service.list_events(kind="Workload")]
+    assert reasons[-1] == "Deleted"
+
+
+async def test_unschedulable_instances_say_why_per_node(cluster: Cluster) -> None:
+    await cluster.add_node("small", cpu="1")
+    await cluster.add_node("closed", cordoned=True)
+    big = spec(replicas=1)
+    big = big.model_copy(
+        update={
+            "template": big.template.model_validate(
+                {
+                    "containers": [
+                        {"name": "main", "image": "x", "resources": {"requests": {"cpu": "2"}}}
+                    ]
+                }
+            )
+        }
+    )
+    await cluster.service.apply([big])
+    await cluster.settle()
+    (inst,) = await cluster.service.list_instances()
+    assert inst.state == InstanceState.PENDING
+    explanation = await cluster.service.explain(inst.name)
+    assert explanation.summary.startswith("pending: no node can run it (0/2 nodes fit")
+    assert "node closed: node is cordoned" in explanation.details
+    assert "node small: insufficient cpu: requests 2, free 1 of 1" in explanation.details
+    await cluster.settle()
+    failed = [e for e in await cluster.service.list_events() if e.reason == "FailedScheduling"]
+    assert len(failed) == 1  # reported once, not on every pass
+
+
+async def test_failed_node_loses_its_instances_and_they_move(cluster: Cluster) -> None:
+    await cluster.add_node("a")
+    await cluster.service.apply([spec(replicas=2)])
+    await cluster.settle()
+    await cluster.add_node("b")
+    await cluster.control.repo.update(
+        "/nodes/a", Node, lambda n: n.model_copy(update={"state": GossipState.FAILED})
+    )
+    del cluster.nodes["a"]  # a failed node's loop is gone with it
+    await cluster.settle()
+    instances = await cluster.service.list_instances()
+    lost = [i for i in instances if i.state == InstanceState.LOST]
+    running = [i for i in instances if i.state == InstanceState.RUNNING]
+    assert len(lost) == 2 and all(i.deleting for i in lost)
+    assert len(running) == 2 and {i.node for i in running} == {"b"}
+
+
+async def test_drain_starts_replacements_before_stopping(cluster: Cluster) -> None:
+    await cluster.add_node("a")
+    await cluster.service.apply([spec(replicas=2)])
+    await cluster.settle()
+    old = {i.uid for i in await cluster.service.list_instances()}
+    await cluster.service.drain("a")
+    await cluster.settle()
+    # Nowhere to go: the old instances keep running.
+    assert {i.uid for i in await cluster.service.list_instances()} >= old
+    assert len(await cluster.runtimes["a"].list()) == 2
+    await cluster.add_node("b")
+    await cluster.settle()
+    instances = await cluster.service.list_instances()
+    assert {i.node for i in instances} == {"b"}
+    assert not old & {i.uid for i in instances}
+    assert await cluster.runtimes["a"].list() == []
+    node = await cluster.service.uncordon("a")
+    assert not node.cordoned and not node.draining
+
+
+async def test_template_change_replaces_instances(cluster: Cluster) -> None:
+    await cluster.add_node("n1")
+    await cluster.service.apply([spec(replicas=2)])
+    await cluster.settle()
+    old = {i.uid for i in await cluster.service.list_instances()}
+    result = await cluster.service.apply([spec(replicas=2, image="busybox:2")])
+    assert result.plan.changes[0].instances_to_replace == 2
+    await cluster.settle()
+    instances = await cluster.service.list_instances()
+    assert len(instances) == 2 and not old & {i.uid for i in instances}
+    assert {i.template.containers[0].image for i in instances} == {"busybox:2"}
+
+
+async def test_restarted_node_loop_adopts_running_pods_and_removes_orphans(
+    cluster: Cluster,
+) -> None:
+    loop = await cluster.add_node("n1")
+    await cluster.service.apply([spec(replicas=2)])
+    await cluster.settle()
+    runtime = cluster.runtimes["n1"]
+    pods_before = {p.uid: [c.id for c in p.containers] for p in await runtime.list()}
+    orphan = spec("ghost", replicas=1)
+    await runtime.create(
+        PodSpec(
+            uid="orphan",
+            name="ghost-x",
+            namespace="default",
+            workload="ghost",
+            containers=list(orphan.template.containers),
+        )
+    )
+    # A new node loop over the same runtime: what an agent restart looks like.
+    cluster.nodes["n1"] = type(loop)(loop.node, cluster.store, runtime, cluster.clock)
+    await cluster.settle()
+    pods_after = {p.uid: [c.id for c in p.containers] for p in await runtime.list()}
+    assert pods_after == pods_before
+    reasons = {e.reason for e in await cluster.service.list_events()}
+    assert {"Adopted", "OrphanRemoved"} <= reasons
+
+
+async def test_pods_lost_by_the_runtime_are_restarted(cluster: Cluster) -> None:
+    await cluster.add_node("n1")
+    await cluster.service.apply([spec(replicas=1)])
+    await cluster.settle()
+    cluster.runtimes["n1"].simulate_restart(keep_pods=False)
+    await cluster.settle()
+    (inst,) = await cluster.service.list_instances()
+    assert inst.restart_count == 1
+    cluster.clock.advance(1)
+    await cluster.settle()
+    (inst,) = await cluster.service.list_instances()
+    assert inst.state == InstanceState.RUNNING
+    assert len(await cluster.runtimes["n1"].list()) == 1
+
+
+async def test_dry_run_plans_without_writing(cluster: Cluster) -> None:
+    before = await cluster.store.revision()
+    result = await cluster.service.apply([spec(replicas=2)], dry_run=True)
+    assert not result.applied
+    assert result.plan.changes[0].action == "create"
+    assert result.plan.changes[0].instances_to_create == 2
+    assert await cluster.store.revision() == before
+    again = await cluster.service.apply([spec(replicas=2)], dry_run=True)
+    assert again.plan.id == result.plan.id
+    await cluster.service.apply([spec(replicas=2)])
+    update = await cluster.service.apply([spec(replicas=5)], dry_run=True)
+    change = update.plan.changes[0]
+    assert change.action == "update" and change.instances_to_create == 3
+    assert [(c.path, c.old, c.new) for c in change.changes] == [("replicas", 2, 5)]
+    unchanged = await cluster.service.apply([spec(replicas=2)])
+    assert unchanged.plan.changes[0].action == "unchanged"
+    assert (await cluster.workload()).generation == 1
+
+
+async def test_service_errors_name_the_problem(cluster: Cluster) -> None:
+    with pytest.raises(NotFound, match="workload default/nope not found"):
+        await cluster.service.scale("nope", 1)
+    await cluster.service.apply([spec()])
+    with pytest.raises(InvalidInput, match="replicas must be between 0 and 10000"):
+        await cluster.service.scale("web", -1)
+    with pytest.raises(NotFound, match="node 'x' not found"):
+        await cluster.service.cordon("x")
+
+
+async def test_running_loops_converge_on_watch_events(cluster: Cluster) -> None:
+    """The real run() loops, woken by store watches (the manual clock never moves)."""
+    node_loop = await cluster.add_node("n1")
+    async with anyio.create_task_group() as tg:
+        await tg.start(cluster.control.run)
+        await tg.start(node_loop.run)
+        await cluster.service.apply([spec(replicas=3)])
+        with anyio.fail_after(10):
+            async for change in cluster.store.watch("/workloads/"):
+                workload = await cluster.workload()
+                if workload.status.ready_replicas == 3:
+                    break
+                del change
+        assert len(await cluster.runtimes["n1"].list()) == 3
+        tg.cancel_scope.cancel()
