@@ -18,8 +18,6 @@ Routes (all JSON; errors are ``{"error": {"code", "message", "details"}}``)::
 The caller's key id becomes the actor of every event its request causes.
 """
 
-from __future__ import annotations
-
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any

@@ -48,8 +48,9 @@ app = typer.Typer(
 keys_app = typer.Typer(help="Manage your ed25519 signing key.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# Piped output gets wide lines rather than rich's 80-column default.
+out = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
 class _Settings:
@@ -72,8 +73,24 @@ def run(call: Callable[[], Awaitable[T]]) -> T:
         return anyio.run(call)
     except ShoalError as exc:
         fail(exc.message)
+    except BaseExceptionGroup as group:  # raised out of a task group
+        first = _first_shoal_error(group)
+        if first is None:
+            raise
+        fail(first.message)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+
+
+def _first_shoal_error(group: BaseExceptionGroup[BaseException]) -> ShoalError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, ShoalError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first_shoal_error(exc)
+            if found is not None:
+                return found
+    return None
 
 
 def client() -> ShoalClient:

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-from shoal.interfaces import Event, Instance, Node, Workload, format_cpu, format_memory
+from shoal.interfaces import Event, Instance, Node, Workload, format_cpu
 
 __all__ = ["Format", "age", "render"]
 
@@ -35,6 +35,16 @@ def age(when: datetime | None, now: datetime | None = None) -> str:
         if seconds >= size:
             return f"{seconds // size}{unit}"
     return f"{max(seconds, 0)}s"
+
+
+def human_memory(size: int) -> str:
+    """Return ``size`` bytes rounded to one decimal in the largest fitting binary unit."""
+    value = float(size)
+    for unit in ("", "Ki", "Mi", "Gi", "Ti"):
+        if value < 1024 or unit == "Ti":
+            return f"{value:.0f}{unit}" if unit == "" or value >= 100 else f"{value:.1f}{unit}"
+        value /= 1024
+    return str(size)  # pragma: no cover - the loop always returns
 
 
 def _plain(items: Sequence[BaseModel] | BaseModel) -> Any:
@@ -94,7 +104,7 @@ def _nodes(items: Sequence[Node]) -> Table:
             n.state.value,
             scheduling,
             format_cpu(n.allocatable.cpu),
-            format_memory(n.allocatable.memory),
+            human_memory(n.allocatable.memory),
             n.runtime,
             n.addresses.get("api", "-"),
         )

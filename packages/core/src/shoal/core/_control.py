@@ -98,8 +98,8 @@ class ControlLoop:
         """Return the delay before restart number ``restart_count + 1``."""
         return float(min(self.backoff_base * 2**restart_count, self.backoff_cap))
 
-    async def reconcile_once(self) -> bool:
-        """Run one pass; return True if another pass should follow at once."""
+    async def reconcile_once(self) -> float | None:
+        """Run one pass; return 0 if another should follow at once, else None."""
         self.passes += 1
         workloads = await self.repo.list_workloads()
         instances = await self.repo.list_instances()
@@ -119,7 +119,7 @@ class ControlLoop:
             await pass_.write_status(stored_workload)
         if self.passes % 100 == 0:
             await self.repo.prune_events(self.keep_events)
-        return pass_.again
+        return 0 if pass_.again else None
 
 
 class _Pass:

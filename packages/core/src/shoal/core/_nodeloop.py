@@ -124,10 +124,15 @@ class NodeLoop:
     def _beat(self, node: Node) -> Node:
         return node.model_copy(update={"heartbeat_at": self.clock.now()})
 
-    async def reconcile_once(self) -> bool:
-        """Run one pass; return True if another should follow at once."""
+    async def reconcile_once(self) -> float | None:
+        """Run one pass; return seconds until the next one it needs, or None.
+
+        0 means at once (a write lost a race); a positive delay is the end of
+        the earliest restart backoff among this node's instances.
+        """
         self.passes += 1
         self._again = False
+        now = self.clock.now()
         mine = [s for s in await self.repo.list_instances() if s.value.node == self.name]
         pods = {pod.uid: pod for pod in await self.runtime.list()}
         adopted = sum(
@@ -147,7 +152,16 @@ class NodeLoop:
                     f"adopted {adopted} running instance(s) after restart",
                     self.actor,
                 )
-        return self._again
+        if self._again:
+            return 0
+        waits = [
+            (s.value.not_before - now).total_seconds()
+            for s in mine
+            if s.value.state == InstanceState.SCHEDULED
+            and s.value.not_before is not None
+            and s.value.not_before > now
+        ]
+        return min(waits) if waits else None
 
     async def _guarded_sync(self, stored: Stored[Instance], pod: PodStatus | None) -> None:
         async with self._limiter:

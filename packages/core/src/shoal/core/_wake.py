@@ -17,16 +17,18 @@ async def run_level_triggered(
     clock: Clock,
     prefixes: Sequence[str],
     resync: float,
-    reconcile: Callable[[], Awaitable[bool]],
+    reconcile: Callable[[], Awaitable[float | None]],
     *,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run ``reconcile`` after any change under ``prefixes``, and at least every ``resync`` s.
 
-    ``reconcile`` returns True when it wants another pass right away (it lost a
-    race, or made changes that need a follow-up). Watches start before the
-    first pass, so no change can slip between a read and the next wake-up.
-    Changes that arrive during a pass coalesce into one more pass.
+    ``reconcile`` returns how soon it wants another pass: ``0`` for right away
+    (it lost a race, or made changes that need a follow-up), a number of
+    seconds for a timer of its own (a backoff ending), or None for "when
+    something changes". Watches start before the first pass, so no change can
+    slip between a read and the next wake-up; changes that arrive during a pass
+    coalesce into one more pass.
     """
     changed = anyio.Event()
 
@@ -43,9 +45,23 @@ async def run_level_triggered(
         task_status.started()
         while True:
             changed = anyio.Event()
-            again = await reconcile()
-            if not again:
+            delay = await reconcile()
+            if delay is None:
                 await changed.wait()
+            elif delay > 0:
+                await _wait_either(changed, clock, delay)
+
+
+async def _wait_either(changed: anyio.Event, clock: Clock, delay: float) -> None:
+    async with anyio.create_task_group() as waiter:
+
+        async def timer() -> None:
+            await clock.sleep(delay)
+            waiter.cancel_scope.cancel()
+
+        waiter.start_soon(timer)
+        await changed.wait()
+        waiter.cancel_scope.cancel()
 
 
 async def _watch_from(

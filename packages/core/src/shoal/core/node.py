@@ -15,6 +15,7 @@ import hashlib
 import logging
 import os
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Literal
 
@@ -153,12 +154,10 @@ class ShoalNode:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run the node's loops until cancelled; closes its parts on the way out."""
-        async with contextlib.AsyncExitStack() as stack:
-            for part in (self.store, self.runtime, self.cluster):
-                if isinstance(part, contextlib.AbstractAsyncContextManager):
-                    await stack.enter_async_context(part)
-                else:
-                    stack.push_async_callback(part.aclose)
+        # Nested `async with`, not an AsyncExitStack: the stack rewrites the
+        # __context__ of the CancelledError it passes along, which can make a
+        # cycle that anyio's task group then walks forever.
+        async with _opened(self.store), _opened(self.runtime), _opened(self.cluster):
             async with anyio.create_task_group() as tg:
                 if self.config.role in (NodeRole.WORKER, NodeRole.BOTH):
                     await tg.start(self.node_loop.run)
@@ -186,6 +185,20 @@ class ShoalNode:
         while True:
             await self.clock.sleep(ttl / 3)
             await self.store.keepalive(lease)
+
+
+@contextlib.asynccontextmanager
+async def _opened(part: StateStore | ContainerRuntime | ClusterManager) -> AsyncIterator[None]:
+    """Enter ``part`` if it is an async context manager, else close it on the way out."""
+    if isinstance(part, contextlib.AbstractAsyncContextManager):
+        async with part:
+            yield
+        return
+    try:
+        yield
+    finally:
+        with anyio.CancelScope(shield=True):
+            await part.aclose()
 
 
 def build_node(config: NodeConfig, *, clock: Clock | None = None) -> ShoalNode:

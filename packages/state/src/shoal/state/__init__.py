@@ -25,7 +25,7 @@ position, woken by an in-process notification after each commit; see
 ``shoal.state._sqlite_db``.
 """
 
-from ._base import DEFAULT_HISTORY_SIZE, SystemClock
+from ._base import DEFAULT_HISTORY_SIZE
 from ._keys import ELECTION_PREFIX
 from ._memory import MemoryStore
 from ._sqlite import DEFAULT_RECENT_HISTORY, SqliteStore
@@ -36,5 +36,4 @@ __all__ = [
     "ELECTION_PREFIX",
     "MemoryStore",
     "SqliteStore",
-    "SystemClock",
 ]

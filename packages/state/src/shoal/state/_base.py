@@ -91,10 +91,12 @@ class StoreBase(ABC):
     # -- lifecycle -------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        if self._stack is not None:
+            raise RuntimeError(f"{self!r} is already open; enter it once")
         stack = AsyncExitStack()
+        stack.push_async_callback(self.aclose)
         try:
             await self._open()
-            stack.push_async_callback(self.aclose)
             group = await stack.enter_async_context(anyio.create_task_group())
             await group.start(self._sweep_leases)
         except BaseException:
@@ -114,8 +116,15 @@ class StoreBase(ABC):
             self._sweeper.cancel()
         if stack is None:
             await self.aclose()
-        else:
+            return
+        try:
             await stack.__aexit__(exc_type, exc, traceback)
+        except BaseExceptionGroup as group:
+            # The task group wraps what the ``async with`` body raised; the
+            # caller should see that error itself, as from any other resource.
+            if exc is None or group.exceptions != (exc,):
+                raise
+            # Returning lets the body's exception propagate unchanged.
 
     async def aclose(self) -> None:
         """Stop the sweeper, wake watchers and release the backend. Idempotent."""

@@ -95,7 +95,10 @@ class SqliteStore(StoreBase):
         self._check_open()
         if self._db is not None:
             return
-        conn, revision, floor, leases = await anyio.to_thread.run_sync(open_database, self._path)
+        # Shielded: a connection opened must be kept, so that aclose() closes it.
+        with anyio.CancelScope(shield=True):
+            opened = await anyio.to_thread.run_sync(open_database, self._path)
+        conn, revision, floor, leases = opened
         self._db = Database(
             conn,
             revision=revision,
@@ -121,7 +124,7 @@ class SqliteStore(StoreBase):
 
     async def _read_history(self, prefix: str, position: Position) -> Batch:
         await anyio.lowlevel.checkpoint()
-        self._check_open()
+        self._require_open()
         if position.revision > self._recent.floor:
             return self._recent.read(prefix, position)
         async with self._lock:
