@@ -239,7 +239,7 @@ def create_app(
         """List the latest events, oldest first."""
         return await svc.list_events(limit=limit, kind=kind, name=name, namespace=namespace)
 
-    @v1.get("/events/stream", tags=["events"], response_class=EventStream)
+    @v1.get("/events/stream", tags=["events"], response_class=EventStream, status_code=200)
     async def stream_events(svc: Viewer) -> EventStream:
         """Stream events as server-sent events (``event: shoal-event``) from now on."""
         return EventStream(svc, heartbeat)
@@ -264,6 +264,8 @@ class EventStream(Response):
             media_type=self.media_type,
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
         )
+        # A stream has no length; Response would declare 0 for its empty body.
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
         self.service = service
         self.heartbeat = heartbeat
 

@@ -82,9 +82,17 @@ async def serve_api(
     *,
     task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``app`` on the bound ``sock`` until cancelled; report the port once listening."""
+    """Serve ``app`` on the bound ``sock`` until cancelled; report the port once listening.
+
+    Takes ownership of ``sock``: it is closed when serving ends.
+    """
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     server = _Server(config)
+    with sock:
+        await _serve(server, sock, task_status)
+
+
+async def _serve(server: _Server, sock: socket.socket, task_status: TaskStatus[int]) -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(server.serve, [sock])
         with anyio.fail_after(30):

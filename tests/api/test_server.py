@@ -1,0 +1,299 @@
+"""The REST API over a real uvicorn server on loopback, driven by signed clients."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import anyio
+import httpx
+import pytest
+import requests
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from http_message_signatures import HTTPMessageSigner, algorithms
+from nacl.signing import SigningKey
+
+from shoal.api import (
+    AuthorizedKey,
+    AuthorizedKeys,
+    KeyPair,
+    RequestVerifier,
+    Role,
+    ShoalClient,
+    SignedAuth,
+    bind,
+    create_app,
+    serve_api,
+)
+from shoal.core import ShoalService, SystemClock
+from shoal.interfaces import Forbidden, InvalidSpec, NotFound, RequestTooLarge
+from shoal.state import MemoryStore
+
+pytestmark = pytest.mark.anyio
+
+HELLO = {
+    "name": "hello",
+    "replicas": 2,
+    "template": {"containers": [{"name": "web", "image": "busybox"}]},
+}
+
+
+def keypair(name: str, seed: int) -> KeyPair:
+    return KeyPair(name, SigningKey(bytes([seed]) * 32))
+
+
+ADMIN, OPERATOR, VIEWER, STRANGER = (
+    keypair("admin@test", 1),
+    keypair("operator@test", 2),
+    keypair("viewer@test", 3),
+    keypair("stranger@test", 4),
+)
+
+
+@dataclass
+class Server:
+    url: str
+    service: ShoalService
+
+    def client(self, key: KeyPair, **auth: object) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url, auth=SignedAuth(key, **auth))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Server]:
+    keys = AuthorizedKeys(
+        {
+            k.key_id: AuthorizedKey(role, k.key_id, k.verify_key)
+            for k, role in ((ADMIN, Role.ADMIN), (OPERATOR, Role.OPERATOR), (VIEWER, Role.VIEWER))
+        }
+    )
+    clock = SystemClock()
+    async with MemoryStore(clock=clock) as store, anyio.create_task_group() as tg:
+        service = ShoalService(store, clock)
+        app = create_app(service, RequestVerifier(keys.lookup), heartbeat=0.2)
+        port = await tg.start(serve_api, app, bind("127.0.0.1:0"))
+        yield Server(f"http://127.0.0.1:{port}", service)
+        tg.cancel_scope.cancel()
+
+
+async def error_of(response: httpx.Response) -> dict[str, object]:
+    body = response.json()
+    assert isinstance(body, dict)
+    error = body["error"]
+    assert isinstance(error, dict)
+    return error
+
+
+async def test_signed_requests_reach_the_service(server: Server) -> None:
+    async with server.client(OPERATOR) as http:
+        response = await http.post("/v1/workloads/apply", json={"documents": [HELLO]})
+        assert response.status_code == 200, response.text
+        assert response.json()["plan"]["changes"][0]["action"] == "create"
+        listed = await http.get("/v1/workloads")
+        assert [w["spec"]["name"] for w in listed.json()] == ["hello"]
+    events = await server.service.list_events(kind="Workload")
+    assert events[-1].actor.id == "operator@test"
+    assert events[-1].actor.via == "rest"
+
+
+async def test_unsigned_request_is_refused(server: Server) -> None:
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        response = await http.get("/v1/workloads")
+    assert response.status_code == 401
+    error = await error_of(response)
+    assert error["code"] == "unauthenticated"
+    assert error["details"] == {"reason": "missing_signature"}
+
+
+async def test_unknown_key_is_refused(server: Server) -> None:
+    async with server.client(STRANGER) as http:
+        response = await http.get("/v1/nodes")
+    assert response.status_code == 401
+    error = await error_of(response)
+    assert error["details"]["reason"] == "unknown_key"  # type: ignore[index]
+    assert "authorized_keys" in str(error["message"])
+
+
+async def test_tampered_target_is_a_bad_signature(server: Server) -> None:
+    def retarget(request: httpx.Request) -> httpx.Response:  # pragma: no cover - unused
+        raise AssertionError
+
+    del retarget
+    signed = httpx.Request("GET", f"{server.url}/v1/workloads")
+    flow = SignedAuth(VIEWER).auth_flow(signed)
+    request = next(flow)
+    tampered = httpx.Request("GET", f"{server.url}/v1/nodes", headers=request.headers)
+    async with httpx.AsyncClient() as http:
+        response = await http.send(tampered)
+    assert response.status_code == 401
+    assert (await error_of(response))["details"] == {"reason": "bad_signature"}
+
+
+async def test_body_changed_after_signing_is_a_digest_mismatch(server: Server) -> None:
+    body = json.dumps({"documents": [HELLO]}).encode()
+    request = next(
+        SignedAuth(OPERATOR).auth_flow(
+            httpx.Request("POST", f"{server.url}/v1/workloads/apply", content=body)
+        )
+    )
+    changed = body.replace(b'"replicas": 2', b'"replicas": 9')
+    headers = dict(request.headers)
+    headers["content-length"] = str(len(changed))
+    async with httpx.AsyncClient() as http:
+        response = await http.post(
+            f"{server.url}/v1/workloads/apply", content=changed, headers=headers
+        )
+    assert response.status_code == 401
+    assert (await error_of(response))["details"] == {"reason": "digest_mismatch"}
+    assert await server.service.list_workloads() == []
+
+
+async def test_stale_request_is_refused(server: Server) -> None:
+    async with server.client(VIEWER, clock=lambda: time.time() - 120) as http:
+        response = await http.get("/v1/nodes")
+    assert response.status_code == 401
+    error = await error_of(response)
+    assert error["details"]["reason"] == "stale"  # type: ignore[index]
+    assert "clock" in str(error["message"])
+
+
+async def test_replayed_request_is_refused(server: Server) -> None:
+    async with server.client(VIEWER, nonce=lambda: "always-the-same") as http:
+        first = await http.get("/v1/nodes")
+        second = await http.get("/v1/nodes")
+    assert first.status_code == 200
+    assert second.status_code == 401
+    assert (await error_of(second))["details"]["reason"] == "replayed"  # type: ignore[index]
+
+
+async def test_viewer_cannot_change_anything(server: Server) -> None:
+    async with server.client(VIEWER) as http:
+        read = await http.get("/v1/workloads")
+        write = await http.post("/v1/workloads/apply", json={"documents": [HELLO]})
+    assert read.status_code == 200
+    assert write.status_code == 403
+    error = await error_of(write)
+    assert error["code"] == "forbidden"
+    assert "needs operator" in str(error["message"])
+    async with ShoalClient(server.url, VIEWER) as client:
+        with pytest.raises(Forbidden):
+            await client.scale("hello", 3)
+
+
+async def test_oversized_requests_are_refused(server: Server) -> None:
+    big = {"documents": [HELLO], "padding": "x" * (1 << 20)}
+    async with server.client(ADMIN) as http:
+        response = await http.post("/v1/workloads/apply", json=big)
+        assert response.status_code == 413
+        assert (await error_of(response))["code"] == "request_too_large"
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(20):
+                yield b"x" * 65536
+
+        streamed = await http.post("/v1/workloads/apply", content=chunks())
+        assert streamed.status_code == 413
+    async with ShoalClient(server.url, ADMIN) as client:
+        many = [dict(HELLO, name=f"w{i}", labels={"pad": "y" * 60}) for i in range(20000)]
+        with pytest.raises(RequestTooLarge):
+            await client.apply_documents(many)
+    assert await server.service.list_workloads() == []
+
+
+async def test_invalid_documents_are_refused_whole(server: Server) -> None:
+    bad = dict(HELLO, name="second", replicas=-1)
+    async with ShoalClient(server.url, OPERATOR) as client:
+        with pytest.raises(
+            InvalidSpec, match=r"app.yaml: document 2 \(workload 'second'\): field replicas"
+        ):
+            await client.apply_documents([HELLO, bad], source="app.yaml")
+        with pytest.raises(NotFound):
+            await client.get_workload("hello")
+
+
+async def test_client_round_trips_every_call(server: Server) -> None:
+    async with ShoalClient(server.url, OPERATOR) as client:
+        plan = await client.apply_documents([HELLO], dry_run=True)
+        assert not plan.applied
+        await client.apply_documents([HELLO])
+        assert (await client.scale("hello", 5)).spec.replicas == 5
+        assert (await client.get_workload("hello")).generation == 2
+        assert await client.list_instances() == []  # no control loop runs here
+        assert (await client.delete_workload("hello")).deleting
+        reasons = [e.reason for e in await client.list_events(kind="Workload")]
+        assert reasons == ["Created", "Scaled", "Deleting"]
+        with pytest.raises(NotFound, match="node 'ghost' not found"):
+            await client.cordon("ghost")
+
+
+async def test_events_stream_as_server_sent_events(server: Server) -> None:
+    async with ShoalClient(server.url, OPERATOR) as client, anyio.create_task_group() as tg:
+        received: list[str] = []
+        subscribed = anyio.Event()
+
+        async def follow() -> None:
+            async for event in client.watch_events():
+                received.append(event.reason)
+                return
+
+        async def apply_when_subscribed() -> None:
+            # The stream subscribes on the server before its first byte; poll until
+            # an apply is seen rather than guessing when that happened.
+            with anyio.fail_after(10):
+                while not received:
+                    await client.scale("hello", len(received) + 3)
+                    await anyio.sleep(0.05)
+            subscribed.set()
+
+        await client.apply_documents([HELLO])
+        tg.start_soon(follow)
+        tg.start_soon(apply_when_subscribed)
+        with anyio.fail_after(15):
+            await subscribed.wait()
+    assert received == ["Scaled"]
+
+
+async def test_health_and_openapi_need_no_signature(server: Server) -> None:
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        assert (await http.get("/healthz")).json() == {"status": "ok"}
+        assert (await http.get("/readyz")).status_code == 200
+        schema = (await http.get("/openapi.json")).json()
+    assert "/v1/workloads/apply" in schema["paths"]
+    spec = schema["components"]["schemas"]["Workload"]["properties"]["generation"]
+    assert spec["description"].startswith("Incremented on every change")
+
+
+async def test_a_request_signed_by_an_independent_implementation_is_accepted(
+    server: Server,
+) -> None:
+    """http-message-signatures (not our code) signs; the live server accepts."""
+    seed = bytes([2]) * 32  # OPERATOR's key
+
+    class Resolver:
+        def resolve_private_key(self, key_id: str) -> Ed25519PrivateKey:
+            return Ed25519PrivateKey.from_private_bytes(seed)
+
+        def resolve_public_key(self, key_id: str) -> None:  # pragma: no cover - signer only
+            raise AssertionError
+
+    body = json.dumps({"documents": [HELLO]}).encode()
+    request = requests.Request(
+        "POST",
+        f"{server.url}/v1/workloads/apply",
+        data=body,
+        headers={"content-type": "application/json"},
+    ).prepare()
+    signer = HTTPMessageSigner(signature_algorithm=algorithms.ED25519, key_resolver=Resolver())
+    signer.sign(
+        request,
+        key_id=OPERATOR.key_id,
+        covered_component_ids=("@method", "@target-uri", "content-digest"),
+        nonce="independent-1",
+        include_alg=True,
+        body=body,  # the library computes Content-Digest itself
+    )
+    response = await anyio.to_thread.run_sync(requests.Session().send, request)
+    assert response.status_code == 200, response.text
+    assert [w.name for w in await server.service.list_workloads()] == ["hello"]
