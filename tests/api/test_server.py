@@ -12,7 +12,7 @@ import httpx
 import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from http_message_signatures import HTTPMessageSigner, algorithms
+from http_message_signatures import HTTPMessageSigner, MappingKeyResolver, algorithms
 from nacl.signing import SigningKey
 
 from shoal.api import (
@@ -271,13 +271,6 @@ async def test_a_request_signed_by_an_independent_implementation_is_accepted(
     """http-message-signatures (not our code) signs; the live server accepts."""
     seed = bytes([2]) * 32  # OPERATOR's key
 
-    class Resolver:
-        def resolve_private_key(self, key_id: str) -> Ed25519PrivateKey:
-            return Ed25519PrivateKey.from_private_bytes(seed)
-
-        def resolve_public_key(self, key_id: str) -> None:  # pragma: no cover - signer only
-            raise AssertionError
-
     body = json.dumps({"documents": [HELLO]}).encode()
     request = requests.Request(
         "POST",
@@ -285,7 +278,13 @@ async def test_a_request_signed_by_an_independent_implementation_is_accepted(
         data=body,
         headers={"content-type": "application/json"},
     ).prepare()
-    signer = HTTPMessageSigner(signature_algorithm=algorithms.ED25519, key_resolver=Resolver())
+    signer = HTTPMessageSigner(
+        signature_algorithm=algorithms.ED25519,
+        key_resolver=MappingKeyResolver(
+            public_keys={},
+            private_keys={OPERATOR.key_id: Ed25519PrivateKey.from_private_bytes(seed)},
+        ),
+    )
     signer.sign(
         request,
         key_id=OPERATOR.key_id,
