@@ -50,7 +50,8 @@ app.add_typer(keys_app, name="keys")
 
 # Piped output gets wide lines rather than rich's 80-column default.
 out = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+# An error is one line, however long: never wrapped.
+err = Console(stderr=True, soft_wrap=True)
 
 
 class _Settings:

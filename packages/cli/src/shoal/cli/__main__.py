@@ -1,0 +1,5 @@
+"""`python -m shoal.cli` runs the shoal command."""
+
+from . import main
+
+main()
