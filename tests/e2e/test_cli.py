@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,19 +17,21 @@ pytestmark = pytest.mark.slow
 EXAMPLE = Path(__file__).parents[2] / "examples" / "hello.yaml"
 
 
-def wait_for(agent: Agent, what: str, predicate: object, timeout: float = 30.0) -> object:
+def wait_for(
+    agent: Agent, what: str, predicate: Callable[[Any], bool], timeout: float = 30.0
+) -> Any:
     """Poll `shoal get` (bounded) until ``predicate`` holds for its JSON."""
     deadline = time.monotonic() + timeout
     last: object = None
     while time.monotonic() < deadline:
         last = agent.json("get", what)
-        if callable(predicate) and predicate(last):
+        if predicate(last):
             return last
         time.sleep(0.2)  # noqa: TID251 - polling a subprocess, bounded by the deadline
     raise AssertionError(f"timed out waiting on {what}; last saw {last}")
 
 
-def all_running(instances: object) -> bool:
+def all_running(instances: Any) -> bool:
     return (
         isinstance(instances, list)
         and len(instances) == 3
@@ -44,7 +48,7 @@ def test_apply_get_and_survive_sigkill(agent: Agent) -> None:
     assert "workload default/hello created" in agent.cli("apply", "-f", str(EXAMPLE)).stdout
 
     before = wait_for(agent, "instances", all_running)
-    names = sorted(i["name"] for i in before)  # type: ignore[union-attr]
+    names = sorted(i["name"] for i in before)
     table = agent.cli("get", "instances").stdout
     assert table.count("running") == 3
 
@@ -56,7 +60,7 @@ def test_apply_get_and_survive_sigkill(agent: Agent) -> None:
     assert [w["spec"]["name"] for w in workloads] == ["hello"]
     # The mock runtime lost its containers with the process: they restart in place.
     again = wait_for(agent, "instances", all_running)
-    assert sorted(i["name"] for i in again) == names  # type: ignore[union-attr]
+    assert sorted(i["name"] for i in again) == names
 
     nodes = agent.json("get", "nodes")
     assert [(n["name"], n["state"]) for n in nodes] == [("e2e-node", "alive")]
@@ -85,7 +89,7 @@ def test_operations_and_explain(agent: Agent) -> None:
             and any(i["state"] == "pending" and i["schedule_failure"] for i in items)
         ),
     )
-    stuck = next(i for i in pending if i["state"] == "pending")  # type: ignore[union-attr]
+    stuck = next(i for i in pending if i["state"] == "pending")
     why = agent.cli("explain", stuck["name"]).stdout
     assert "node e2e-node: node is cordoned" in why
     agent.cli("uncordon", "e2e-node")

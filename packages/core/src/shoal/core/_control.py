@@ -24,6 +24,7 @@ from __future__ import annotations
 import secrets
 from collections import defaultdict
 from datetime import timedelta
+from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
@@ -32,6 +33,8 @@ from shoal.interfaces import (
     PLACED_STATES,
     Actor,
     Clock,
+    Compare,
+    CompareTarget,
     EventType,
     GossipState,
     Instance,
@@ -40,6 +43,7 @@ from shoal.interfaces import (
     NodeUsage,
     ObjectRef,
     PlacementRequest,
+    PutOp,
     RestartPolicy,
     RevisionConflict,
     Scheduler,
@@ -54,6 +58,7 @@ from ._wake import run_level_triggered
 __all__ = ["ControlLoop"]
 
 ACTOR = Actor(id="control-loop", via="control-loop")
+TXN_OPS = 128
 _FINISHED = frozenset({InstanceState.STOPPED, InstanceState.FAILED})
 # A run this long resets the restart backoff, as in Kubernetes.
 _BACKOFF_RESET = timedelta(minutes=10)
@@ -109,6 +114,7 @@ class ControlLoop:
             by_workload[f"{stored.value.namespace}/{stored.value.workload}"].append(stored)
 
         pass_ = _Pass(self, nodes)
+        pass_.taken.update(stored.value.key for stored in instances)
         for stored_workload in workloads:
             await pass_.workload(stored_workload, by_workload.pop(stored_workload.value.key, []))
         for orphans in by_workload.values():  # instances whose workload is gone
@@ -131,9 +137,13 @@ class _Pass:
         self.nodes = nodes
         self.now = loop.clock.now()
         self.again = False
-        self.pending: list[tuple[Workload, Stored[Instance] | None, Instance]] = []
+        # (workload, stored instance or None for a new one, instance key, uid)
+        self.pending: list[tuple[Workload, Stored[Instance] | None, str, str]] = []
         self.current: dict[str, dict[str, Instance]] = {}
         self.unschedulable: dict[str, str] = {}
+        self._prototypes: dict[str, Instance] = {}
+        self.taken: set[str] = set()
+        """Instance keys that exist or were handed out in this pass."""
 
     async def _write(self, stored: Stored[Instance], updated: Instance) -> bool:
         if updated == stored.value:
@@ -196,7 +206,9 @@ class _Pass:
         want = workload.spec.replicas
 
         for _ in range(want - len(healthy)):
-            self.pending.append((workload, None, self._new_instance(workload)))
+            uid = self._fresh_uid(workload)
+            key = f"{workload.namespace}/{workload.name}-{uid[:5]}"
+            self.pending.append((workload, None, key, uid))
         if len(healthy) > want:
             # Unplaced first, then newest first.
             surplus = sorted(healthy, key=lambda s: (s.value.node is not None, -s.created))
@@ -205,7 +217,7 @@ class _Pass:
             healthy = surplus[len(healthy) - want :]
         for stored in healthy:
             if stored.value.node is None:
-                self.pending.append((workload, stored, stored.value))
+                self.pending.append((workload, stored, stored.value.key, stored.value.uid))
 
         running = sum(1 for s in healthy if s.value.state == InstanceState.RUNNING)
         running_evicting = sum(1 for s in evicting if s.value.state == InstanceState.RUNNING)
@@ -265,19 +277,35 @@ class _Pass:
             }
         )
 
-    def _new_instance(self, workload: Workload) -> Instance:
-        uid = secrets.token_hex(8)
-        return Instance(
-            name=f"{workload.name}-{uid[:5]}",
-            namespace=workload.namespace,
-            uid=uid,
-            workload=workload.name,
-            workload_uid=workload.uid,
-            generation=workload.generation,
-            template=workload.spec.template,
-            restart_policy=workload.spec.restart_policy,
-            reason="Created",
-            created_at=self.now,
+    def _fresh_uid(self, workload: Workload) -> str:
+        """Return a uid whose 5-character name suffix no instance of this pass uses."""
+        while True:
+            uid = secrets.token_hex(8)
+            key = f"{workload.namespace}/{workload.name}-{uid[:5]}"
+            if key not in self.taken:
+                self.taken.add(key)
+                return uid
+
+    def _new_instance(self, workload: Workload, uid: str, **status: Any) -> Instance:
+        # A validated prototype per workload, copied per instance: the control
+        # loop creates thousands of instances per pass, and validating each
+        # template again would dominate the pass.
+        proto = self._prototypes.get(workload.key)
+        if proto is None:
+            proto = Instance(
+                name=workload.name,
+                namespace=workload.namespace,
+                uid="",
+                workload=workload.name,
+                workload_uid=workload.uid,
+                generation=workload.generation,
+                template=workload.spec.template,
+                restart_policy=workload.spec.restart_policy,
+                created_at=self.now,
+            )
+            self._prototypes[workload.key] = proto
+        return proto.model_copy(
+            update={"name": f"{workload.name}-{uid[:5]}", "uid": uid, "container_ids": {}, **status}
         )
 
     async def schedule(self, instances: list[Stored[Instance]]) -> None:
@@ -292,57 +320,73 @@ class _Pass:
             if inst.state not in PLACED_STATES and inst.state not in _FINISHED:
                 continue
             used = usage[inst.node]
-            requests = inst.template.requests()
-            used.cpu += requests.cpu
-            used.memory += requests.memory
+            need = inst.template.requests()
+            used.cpu += need.cpu
+            used.memory += need.memory
             used.pods += 1
             used.host_ports |= inst.template.host_ports()
             group = f"{inst.namespace}/{inst.workload}"
             used.groups[group] = used.groups.get(group, 0) + 1
 
-        requests_by_key: list[PlacementRequest] = []
-        for workload, _, inst in self.pending:
-            need = workload.spec.template.requests()
-            requests_by_key.append(
+        shapes: dict[str, tuple[int, int, frozenset[tuple[int, str]]]] = {}
+        requests: list[PlacementRequest] = []
+        for workload, _, key, _ in self.pending:
+            if workload.key not in shapes:
+                need = workload.spec.template.requests()
+                ports = frozenset(workload.spec.template.host_ports())
+                shapes[workload.key] = (need.cpu, need.memory, ports)
+            cpu, memory, ports = shapes[workload.key]
+            requests.append(
                 PlacementRequest(
-                    instance=inst.key,
+                    instance=key,
                     group=workload.key,
-                    cpu=need.cpu,
-                    memory=need.memory,
-                    host_ports=frozenset(workload.spec.template.host_ports()),
+                    cpu=cpu,
+                    memory=memory,
+                    host_ports=ports,
                     constraints=workload.spec.placement.constraints,
                     strategy=workload.spec.placement.strategy,
                 )
             )
-        result = self.loop.scheduler.place(requests_by_key, list(self.nodes.values()), usage)
+        result = self.loop.scheduler.place(requests, list(self.nodes.values()), usage)
 
         placed: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         unplaced: dict[str, tuple[Workload, str]] = {}
-        for workload, existing, inst in self.pending:
-            node = result.assigned.get(inst.key)
+        created: list[Instance] = []
+        for workload, existing, key, uid in self.pending:
+            node = result.assigned.get(key)
+            failure = None if node is not None else result.failed[key]
             if node is not None:
-                updated = inst.transition(InstanceState.SCHEDULED, "Scheduled", f"placed on {node}")
-                updated = updated.model_copy(update={"node": node, "schedule_failure": None})
                 placed[workload.key][node] += 1
+                status: dict[str, Any] = {
+                    "state": InstanceState.SCHEDULED,
+                    "node": node,
+                    "reason": "Scheduled",
+                    "message": f"placed on {node}",
+                    "schedule_failure": None,
+                }
             else:
-                failure = result.failed[inst.key]
-                updated = inst.model_copy(
-                    update={
-                        "reason": "Unschedulable",
-                        "message": failure.message,
-                        "schedule_failure": failure,
-                    }
-                )
+                assert failure is not None
                 unplaced[workload.key] = (workload, failure.message)
-            self.current.setdefault(workload.key, {})[inst.name] = updated
+                status = {
+                    "reason": "Unschedulable",
+                    "message": failure.message,
+                    "schedule_failure": failure,
+                }
             if existing is None:
-                try:
-                    key = instance_key(inst.namespace, inst.name)
-                    await self.repo.put(key, updated, expected_revision=0)
-                except RevisionConflict:  # a name clash of random suffixes: retry
-                    self.again = True
+                updated = self._new_instance(workload, uid, **status)
+                self.current.setdefault(workload.key, {})[updated.name] = updated
+                created.append(updated)
             else:
+                if node is not None:
+                    updated = existing.value.transition(
+                        InstanceState.SCHEDULED, "Scheduled", f"placed on {node}"
+                    ).model_copy(update={"node": node, "schedule_failure": None})
+                else:
+                    updated = existing.value.model_copy(update=status)
+                self.current.setdefault(workload.key, {})[updated.name] = updated
                 await self._write(existing, updated)
+
+        await self._create(created)
 
         for workload_ref, per_node in placed.items():
             namespace, name = workload_ref.split("/", 1)
@@ -369,6 +413,26 @@ class _Pass:
                 ACTOR,
                 event_type=EventType.WARNING,
             )
+
+    async def _create(self, instances: list[Instance]) -> None:
+        """Write new instances in create-only transactions of at most TXN_OPS each.
+
+        Batching makes placing thousands of instances cost a few transactions
+        rather than thousands of round trips; TXN_OPS stays within etcd's
+        default limit of operations per transaction.
+        """
+        for start in range(0, len(instances), TXN_OPS):
+            chunk = instances[start : start + TXN_OPS]
+            keys = [instance_key(i.namespace, i.name) for i in chunk]
+            outcome = await self.loop.store.txn(
+                [Compare(key, CompareTarget.MOD_REVISION, 0) for key in keys],
+                [
+                    PutOp(key, i.model_dump_json().encode())
+                    for key, i in zip(keys, chunk, strict=True)
+                ],
+            )
+            if not outcome.succeeded:  # a clash of random names: the next pass makes new ones
+                self.again = True
 
     async def write_status(self, stored_workload: Stored[Workload]) -> None:
         workload = stored_workload.value

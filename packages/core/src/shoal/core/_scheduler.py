@@ -76,14 +76,6 @@ def _fit_reason(node: Node, used: NodeUsage, request: PlacementRequest) -> str |
     return None
 
 
-def _utilisation(node: Node, used: NodeUsage, request: PlacementRequest) -> float:
-    alloc = node.allocatable
-    cpu = (used.cpu + request.cpu) / alloc.cpu if alloc.cpu else 0.0
-    memory = (used.memory + request.memory) / alloc.memory if alloc.memory else 0.0
-    pods = (used.pods + 1) / alloc.pods if alloc.pods else 0.0
-    return (cpu + memory + pods) / 3
-
-
 def _summary(total: int, reasons: Mapping[str, str]) -> str:
     kinds = Counter(reason.split(":")[0].split(" (")[0] for reason in reasons.values())
     parts = ", ".join(f"{count} {kind}" for kind, count in kinds.most_common())
@@ -101,10 +93,7 @@ class DefaultScheduler:
     ) -> Placements:
         """Place ``requests`` on ``nodes``; see the module docstring for the rules."""
         result = Placements()
-        ordered = sorted(nodes, key=lambda n: n.name)
-        used: dict[str, NodeUsage] = {
-            n.name: _copy(usage.get(n.name, NodeUsage())) for n in ordered
-        }
+        state = _State(sorted(nodes, key=lambda n: n.name), usage)
         batches: dict[_BatchKey, list[PlacementRequest]] = defaultdict(list)
         for request in requests:
             key = (
@@ -119,54 +108,119 @@ class DefaultScheduler:
         # Sorted, so the answer depends on what is asked, not on the order it is asked in.
         for key in sorted(batches):
             batch = sorted(batches[key], key=lambda r: r.instance)
-            self._place_batch(batch, ordered, used, result)
+            if batch[0].strategy == PlacementStrategy.SPREAD:
+                state.place_spread(batch, result)
+            else:
+                state.place_binpack(batch, result)
         return result
 
-    def _place_batch(
-        self,
-        batch: list[PlacementRequest],
-        nodes: list[Node],
-        used: dict[str, NodeUsage],
-        result: Placements,
-    ) -> None:
-        shape = batch[0]
-        reasons: dict[str, str] = {}
-        heap: list[tuple[tuple[float, ...], str]] = []
-        by_name: dict[str, Node] = {}
-        for node in nodes:
-            reason = _static_reason(node, shape) or _fit_reason(node, used[node.name], shape)
-            if reason is not None:
-                reasons[node.name] = reason
-                continue
-            by_name[node.name] = node
-            heap.append((self._score(node, used[node.name], shape), node.name))
-        heapq.heapify(heap)
-        for request in batch:
-            if not heap:
-                result.failed[request.instance] = ScheduleFailure(
-                    message=_summary(len(nodes), reasons), nodes=dict(reasons)
-                )
-                continue
-            _, name = heapq.heappop(heap)
-            node, node_used = by_name[name], used[name]
-            node_used.cpu += request.cpu
-            node_used.memory += request.memory
-            node_used.pods += 1
-            node_used.host_ports |= request.host_ports
-            node_used.groups[request.group] = node_used.groups.get(request.group, 0) + 1
-            result.assigned[request.instance] = name
-            reason = _fit_reason(node, node_used, shape)
-            if reason is None:
-                heapq.heappush(heap, (self._score(node, node_used, shape), name))
-            else:
-                reasons[name] = reason
 
-    @staticmethod
-    def _score(node: Node, used: NodeUsage, request: PlacementRequest) -> tuple[float, ...]:
-        util = _utilisation(node, used, request)
-        if request.strategy == PlacementStrategy.SPREAD:
-            return (float(used.groups.get(request.group, 0)), util)
-        return (-util,)
+class _State:
+    """Usage and candidate heaps for one ``place`` call."""
+
+    def __init__(self, nodes: list[Node], usage: Mapping[str, NodeUsage]) -> None:
+        self.nodes = nodes
+        self.by_name = {n.name: n for n in nodes}
+        self.used = {n.name: _copy(usage.get(n.name, NodeUsage())) for n in nodes}
+        self.version = dict.fromkeys(self.by_name, 0)
+        self._static: dict[tuple[tuple[str, str], ...], tuple[list[Node], dict[str, str]]] = {}
+        self._fullest: dict[tuple[tuple[str, str], ...], list[tuple[float, str, int]]] = {}
+
+    def static(self, shape: PlacementRequest) -> tuple[list[Node], dict[str, str]]:
+        """Return the nodes passing the static filters for ``shape``, and the others' reasons."""
+        key = tuple(sorted(shape.constraints.items()))
+        if key not in self._static:
+            eligible: list[Node] = []
+            reasons: dict[str, str] = {}
+            for node in self.nodes:
+                reason = _static_reason(node, shape)
+                if reason is None:
+                    eligible.append(node)
+                else:
+                    reasons[node.name] = reason
+            self._static[key] = (eligible, reasons)
+        return self._static[key]
+
+    def fullness(self, name: str) -> float:
+        node, used = self.by_name[name], self.used[name]
+        alloc = node.allocatable
+        cpu = used.cpu / alloc.cpu if alloc.cpu else 0.0
+        memory = used.memory / alloc.memory if alloc.memory else 0.0
+        pods = used.pods / alloc.pods if alloc.pods else 1.0
+        return (cpu + memory + pods) / 3
+
+    def assign(self, name: str, request: PlacementRequest, result: Placements) -> None:
+        used = self.used[name]
+        used.cpu += request.cpu
+        used.memory += request.memory
+        used.pods += 1
+        used.host_ports |= request.host_ports
+        used.groups[request.group] = used.groups.get(request.group, 0) + 1
+        self.version[name] += 1
+        result.assigned[request.instance] = name
+
+    def fail(self, batch: list[PlacementRequest], result: Placements) -> None:
+        """Record, for every request of ``batch``, why each node refuses it."""
+        shape = batch[0]
+        eligible, static_reasons = self.static(shape)
+        reasons = dict(static_reasons)
+        for node in eligible:
+            reasons[node.name] = _fit_reason(node, self.used[node.name], shape) or "no room left"
+        failure = ScheduleFailure(message=_summary(len(self.nodes), reasons), nodes=reasons)
+        for request in batch:
+            result.failed[request.instance] = failure
+
+    def place_binpack(self, batch: list[PlacementRequest], result: Placements) -> None:
+        """Fullest node first, from a heap shared by every batch with the same constraints.
+
+        Entries carry the node's version; an entry made stale by a later
+        placement is skipped. Nodes that cannot take this batch's shape are set
+        aside for the rest of the batch and put back afterwards.
+        """
+        shape = batch[0]
+        key = tuple(sorted(shape.constraints.items()))
+        heap = self._fullest.get(key)
+        if heap is None:
+            heap = [(-self.fullness(n.name), n.name, 0) for n in self.static(shape)[0]]
+            heapq.heapify(heap)
+            self._fullest[key] = heap
+        set_aside: list[tuple[float, str, int]] = []
+        for index, request in enumerate(batch):
+            while heap:
+                entry = heapq.heappop(heap)
+                _, name, version = entry
+                if version != self.version[name]:
+                    continue
+                if _fit_reason(self.by_name[name], self.used[name], shape) is not None:
+                    set_aside.append(entry)
+                    continue
+                self.assign(name, request, result)
+                heapq.heappush(heap, (-self.fullness(name), name, self.version[name]))
+                break
+            else:
+                self.fail(batch[index:], result)
+                break
+        for entry in set_aside:
+            heapq.heappush(heap, entry)
+
+    def place_spread(self, batch: list[PlacementRequest], result: Placements) -> None:
+        """Fewest instances of the workload first, then the emptiest node."""
+        shape = batch[0]
+        heap = [
+            (self.used[n.name].groups.get(shape.group, 0), self.fullness(n.name), n.name)
+            for n in self.static(shape)[0]
+            if _fit_reason(n, self.used[n.name], shape) is None
+        ]
+        heapq.heapify(heap)
+        for index, request in enumerate(batch):
+            if not heap:
+                self.fail(batch[index:], result)
+                return
+            _, _, name = heapq.heappop(heap)
+            self.assign(name, request, result)
+            if _fit_reason(self.by_name[name], self.used[name], shape) is None:
+                count = self.used[name].groups[shape.group]
+                heapq.heappush(heap, (count, self.fullness(name), name))
 
 
 def _copy(usage: NodeUsage) -> NodeUsage:

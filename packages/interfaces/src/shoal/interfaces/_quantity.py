@@ -13,6 +13,7 @@ millicores. Code that builds a model from millicores it already holds passes
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from decimal import Decimal, InvalidOperation
@@ -86,11 +87,13 @@ def parse_memory(value: Any) -> int:
     return int(scaled)
 
 
+@functools.lru_cache(maxsize=4096)  # serialisation calls these for every stored quantity
 def format_cpu(millicores: int) -> str:
     """Format millicores canonically: whole cores as ``"2"``, else ``"1500m"``."""
     return str(millicores // 1000) if millicores % 1000 == 0 else f"{millicores}m"
 
 
+@functools.lru_cache(maxsize=4096)
 def format_memory(size: int) -> str:
     """Format bytes with the largest binary suffix that divides them exactly."""
     for suffix, factor in sorted(_BINARY.items(), key=lambda item: -item[1]):
