@@ -27,8 +27,19 @@ from shoal.api import (
     create_app,
     serve_api,
 )
-from shoal.core import ShoalService, SystemClock
-from shoal.interfaces import Forbidden, InvalidSpec, NotFound, RequestTooLarge
+from shoal.core import ControlLoop, DefaultScheduler, LocalNode, NodeLoop, ShoalService, SystemClock
+from shoal.interfaces import (
+    Capacity,
+    Forbidden,
+    InstanceState,
+    InvalidInput,
+    InvalidSpec,
+    Node,
+    NotFound,
+    ObjectRef,
+    RequestTooLarge,
+)
+from shoal.runtime import MockRuntime
 from shoal.state import MemoryStore
 
 pytestmark = pytest.mark.anyio
@@ -296,3 +307,70 @@ async def test_a_request_signed_by_an_independent_implementation_is_accepted(
     response = await anyio.to_thread.run_sync(requests.Session().send, request)
     assert response.status_code == 200, response.text
     assert [w.name for w in await server.service.list_workloads()] == ["hello"]
+
+
+@pytest.fixture
+async def live() -> AsyncIterator[Server]:
+    """A server whose node runs: control and node loops over a MockRuntime."""
+    keys = AuthorizedKeys(
+        {
+            k.key_id: AuthorizedKey(role, k.key_id, k.verify_key)
+            for k, role in ((OPERATOR, Role.OPERATOR), (VIEWER, Role.VIEWER))
+        }
+    )
+    clock = SystemClock()
+    capacity = Capacity.model_validate({"cpu": "4", "memory": "8Gi"})
+    node = Node(name="n1", capacity=capacity, allocatable=capacity)
+    runtime = MockRuntime(clock)
+    async with MemoryStore(clock=clock) as store, anyio.create_task_group() as tg:
+        service = ShoalService(store, clock, local=LocalNode("n1", runtime))
+        await tg.start(ControlLoop(store, DefaultScheduler(), clock).run)
+        await tg.start(NodeLoop(node, store, runtime, clock).run)
+        app = create_app(service, RequestVerifier(keys.lookup))
+        port = await tg.start(serve_api, app, bind("127.0.0.1:0"))
+        yield Server(f"http://127.0.0.1:{port}", service)
+        tg.cancel_scope.cancel()
+
+
+async def running_instance(client: ShoalClient) -> str:
+    await client.apply_documents([dict(HELLO, replicas=1)])
+    with anyio.fail_after(10):
+        while True:
+            instances = await client.list_instances()
+            if instances and instances[0].state == InstanceState.RUNNING:
+                return instances[0].name
+            await anyio.sleep(0.05)
+
+
+async def test_logs_exec_and_stats_reach_the_node_runtime(live: Server) -> None:
+    async with ShoalClient(live.url, OPERATOR) as client:
+        name = await running_instance(client)
+        lines = [line.line async for line in client.logs(name)]
+        assert lines == ["started web"]
+        result = await client.exec(name, ["echo", "hi"])
+        assert (result.exit_code, result.stdout) == (0, "echo hi")
+        (stat,) = await client.stats(name)
+        assert stat.name == "web"
+        with pytest.raises(NotFound, match="has no container 'nope'; it has web"):
+            await client.exec(name, ["true"], container="nope")
+        with pytest.raises(InvalidInput, match="exec needs a command"):
+            await live.service.exec(name, [])
+    async with ShoalClient(live.url, VIEWER) as viewer:
+        assert [line.line async for line in viewer.logs(name, tail=1)] == ["started web"]
+        with pytest.raises(Forbidden):
+            await viewer.exec(name, ["true"])
+    reasons = [e.reason for e in await live.service.list_events(kind="Instance", name=name)]
+    assert "Exec" in reasons
+
+
+async def test_front_doors_can_record_audit_events(live: Server) -> None:
+    async with ShoalClient(live.url, OPERATOR) as client:
+        event = await client.record_event(
+            ObjectRef(kind="Workload", namespace="default", name="hello"),
+            "ToolCalled",
+            "list_workloads",
+            details={"tool": "list_workloads"},
+        )
+    assert event.actor.id == "operator@test"
+    stored = await live.service.list_events(kind="Workload", name="hello")
+    assert stored[-1].details == {"tool": "list_workloads"}

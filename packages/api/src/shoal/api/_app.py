@@ -19,7 +19,8 @@ The caller's key id becomes the actor of every event its request causes.
 """
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from typing import Annotated, Any
 
 import anyio
@@ -33,13 +34,18 @@ from shoal.core import ShoalService
 from shoal.interfaces import (
     Actor,
     ApplyResult,
+    ContainerStats,
     Event,
+    EventType,
+    ExecResult,
     Explanation,
     Forbidden,
     Instance,
     InternalError,
     InvalidInput,
+    LogLine,
     Node,
+    ObjectRef,
     ShoalError,
     Workload,
     parse_workload_documents,
@@ -49,7 +55,15 @@ from ._auth import Principal, RequestVerifier, target_uri_from_scope
 from ._keys import Role
 from ._limits import BodyLimit, body_too_large, too_large_error
 
-__all__ = ["ApplyRequest", "EventStream", "ScaleRequest", "create_app"]
+__all__ = [
+    "ApplyRequest",
+    "EventRequest",
+    "EventStream",
+    "ExecRequest",
+    "LogStream",
+    "ScaleRequest",
+    "create_app",
+]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +79,32 @@ class ApplyRequest(BaseModel):
     """Only return the plan; change nothing."""
     source: str = "request"
     """Where the documents came from (e.g. a file name), for error messages."""
+
+
+class ExecRequest(BaseModel):
+    """Body of an exec."""
+
+    command: list[str] = Field(min_length=1)
+    """The command and its arguments."""
+    container: str | None = None
+    """Which container; the first one by default."""
+    time_limit: float = Field(default=30, gt=0, le=600)
+    """Seconds before the command is killed."""
+
+
+class EventRequest(BaseModel):
+    """Body of a recorded event (front doors auditing their own calls)."""
+
+    object: ObjectRef
+    """What the event is about."""
+    reason: str = Field(min_length=1, max_length=64)
+    """One-word cause."""
+    message: str = Field(max_length=4096)
+    """What happened."""
+    type: EventType = EventType.NORMAL
+    """Normal or Warning."""
+    details: dict[str, str] = Field(default_factory=dict)
+    """Extra context."""
 
 
 class ScaleRequest(BaseModel):
@@ -203,6 +243,42 @@ def create_app(
         """Explain why an instance is pending, failing or running where it is."""
         return await svc.explain(name, namespace)
 
+    @v1.get(
+        "/instances/{namespace}/{name}/logs",
+        tags=["instances"],
+        response_class=LogStream,
+        status_code=200,
+    )
+    async def logs(
+        namespace: str,
+        name: str,
+        svc: Viewer,
+        container: str | None = None,
+        tail: Annotated[int | None, Query(ge=0)] = None,
+        since: datetime | None = None,
+        follow: bool = False,
+    ) -> LogStream:
+        """Stream an instance's log lines as JSON lines (LogLine); follow keeps the stream open."""
+        lines = svc.logs(
+            name, namespace, container=container, tail=tail, since=since, follow=follow
+        )
+        first = await anext(aiter(lines), None)  # errors (NotFound, ...) become JSON, not a stream
+        return LogStream(first, lines)
+
+    @v1.post("/instances/{namespace}/{name}/exec", tags=["instances"])
+    async def exec_command(
+        namespace: str, name: str, body: ExecRequest, svc: Operator
+    ) -> ExecResult:
+        """Run a command in a running instance's container."""
+        return await svc.exec(
+            name, body.command, namespace, container=body.container, time_limit=body.time_limit
+        )
+
+    @v1.get("/instances/{namespace}/{name}/stats", tags=["instances"])
+    async def stats(namespace: str, name: str, svc: Viewer) -> list[ContainerStats]:
+        """Resource use of a running instance's containers."""
+        return await svc.stats(name, namespace)
+
     @v1.get("/nodes", tags=["nodes"])
     async def list_nodes(svc: Viewer) -> list[Node]:
         """List nodes."""
@@ -239,6 +315,13 @@ def create_app(
         """List the latest events, oldest first."""
         return await svc.list_events(limit=limit, kind=kind, name=name, namespace=namespace)
 
+    @v1.post("/events", tags=["events"])
+    async def record_event(body: EventRequest, svc: Operator) -> Event:
+        """Record an event as the caller (front doors use it to audit their calls)."""
+        return await svc.record_event(
+            body.object, body.reason, body.message, event_type=body.type, details=body.details
+        )
+
     @v1.get("/events/stream", tags=["events"], response_class=EventStream, status_code=200)
     async def stream_events(svc: Viewer) -> EventStream:
         """Stream events as server-sent events (``event: shoal-event``) from now on."""
@@ -247,6 +330,40 @@ def create_app(
     app.include_router(v1)
     app.add_middleware(BodyLimit)
     return app
+
+
+class LogStream(Response):
+    """Log lines as JSON lines, streamed as the runtime yields them."""
+
+    media_type = "application/x-ndjson"
+
+    def __init__(self, first: LogLine | None, rest: AsyncIterator[LogLine]) -> None:
+        super().__init__(media_type=self.media_type)
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
+        self.first = first
+        self.rest = rest
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+
+        async def line(item: LogLine) -> None:
+            data = item.model_dump_json().encode() + b"\n"
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+
+        async with anyio.create_task_group() as tg:
+
+            async def until_disconnect() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(until_disconnect)
+            if self.first is not None:
+                await line(self.first)
+                async for item in self.rest:
+                    await line(item)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            tg.cancel_scope.cancel()
 
 
 class EventStream(Response):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -18,12 +19,17 @@ from pydantic import TypeAdapter, ValidationError
 
 from shoal.interfaces import (
     ApplyResult,
+    ContainerStats,
     ErrorBody,
     Event,
+    EventType,
+    ExecResult,
     Explanation,
     Instance,
     InternalError,
+    LogLine,
     Node,
+    ObjectRef,
     Unavailable,
     Workload,
     WorkloadSpec,
@@ -161,6 +167,73 @@ class ShoalClient:
         path = f"/v1/instances/{namespace}/{name}/explain"
         return await self._call("GET", path, Explanation)
 
+    async def logs(
+        self,
+        name: str,
+        namespace: str = "default",
+        *,
+        container: str | None = None,
+        tail: int | None = None,
+        since: datetime | None = None,
+        follow: bool = False,
+    ) -> AsyncIterator[LogLine]:
+        """Yield an instance's log lines; with ``follow``, until cancelled or the container ends."""
+        params = {
+            "container": container,
+            "tail": tail,
+            "since": None if since is None else since.isoformat(),
+            "follow": follow or None,
+        }
+        clean = {k: v for k, v in params.items() if v is not None}
+        path = f"/v1/instances/{namespace}/{name}/logs"
+        try:
+            async with self._http.stream("GET", path, params=clean, timeout=None) as response:
+                if not response.is_success:
+                    await response.aread()
+                    _raise_for(response)
+                async for line in response.aiter_lines():
+                    if line:
+                        yield LogLine.model_validate_json(line)
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
+
+    async def exec(
+        self,
+        name: str,
+        command: Sequence[str],
+        namespace: str = "default",
+        *,
+        container: str | None = None,
+        time_limit: float = 30,
+    ) -> ExecResult:
+        """Run a command in a running instance's container."""
+        body = {"command": list(command), "container": container, "time_limit": time_limit}
+        path = f"/v1/instances/{namespace}/{name}/exec"
+        return await self._call("POST", path, ExecResult, json_body=body)
+
+    async def stats(self, name: str, namespace: str = "default") -> list[ContainerStats]:
+        """Return the resource use of a running instance's containers."""
+        return await self._call("GET", f"/v1/instances/{namespace}/{name}/stats", _STATS)
+
+    async def record_event(
+        self,
+        obj: ObjectRef,
+        reason: str,
+        message: str,
+        *,
+        event_type: EventType = EventType.NORMAL,
+        details: dict[str, str] | None = None,
+    ) -> Event:
+        """Record an event as the caller."""
+        body = {
+            "object": obj.model_dump(mode="json"),
+            "reason": reason,
+            "message": message,
+            "type": event_type.value,
+            "details": details or {},
+        }
+        return await self._call("POST", "/v1/events", Event, json_body=body)
+
     async def list_nodes(self) -> list[Node]:
         """Return every node."""
         return await self._call("GET", "/v1/nodes", _NODES)
@@ -215,3 +288,4 @@ _WORKLOADS: TypeAdapter[list[Workload]] = TypeAdapter(list[Workload])
 _INSTANCES: TypeAdapter[list[Instance]] = TypeAdapter(list[Instance])
 _NODES: TypeAdapter[list[Node]] = TypeAdapter(list[Node])
 _EVENTS: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
+_STATS: TypeAdapter[list[ContainerStats]] = TypeAdapter(list[ContainerStats])

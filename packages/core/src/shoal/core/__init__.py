@@ -10,11 +10,12 @@ from ._nodeloop import NodeLoop
 from ._plan import diff_fields
 from ._repo import Repository, Stored
 from ._scheduler import DefaultScheduler
-from ._service import ShoalService
+from ._service import LocalNode, ShoalService
 
 __all__ = [
     "ControlLoop",
     "DefaultScheduler",
+    "LocalNode",
     "ManualClock",
     "NodeLoop",
     "Repository",

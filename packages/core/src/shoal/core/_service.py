@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from shoal.interfaces import (
@@ -19,18 +20,24 @@ from shoal.interfaces import (
     Compare,
     CompareTarget,
     Conflict,
+    ContainerRuntime,
+    ContainerStats,
     Event,
     EventKind,
     EventType,
+    ExecResult,
     Explanation,
     Instance,
+    InstanceState,
     InvalidInput,
     InvalidSpec,
+    LogLine,
     Node,
     NotFound,
     ObjectRef,
     PutOp,
     StateStore,
+    Unavailable,
     Workload,
     WorkloadSpec,
 )
@@ -39,23 +46,39 @@ from ._explain import explain_instance
 from ._plan import make_plan, plan_change
 from ._repo import EVENTS, Repository, node_key, workload_key
 
-__all__ = ["ShoalService"]
+__all__ = ["LocalNode", "ShoalService"]
 
 SYSTEM = Actor(id="system", via="system")
+
+
+@dataclass(frozen=True)
+class LocalNode:
+    """The node this service runs on: its name and runtime, for logs, exec and stats."""
+
+    name: str
+    runtime: ContainerRuntime
 
 
 class ShoalService:
     """The service layer over a state store, acting as one :class:`Actor`."""
 
-    def __init__(self, store: StateStore, clock: Clock, actor: Actor = SYSTEM) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        clock: Clock,
+        actor: Actor = SYSTEM,
+        *,
+        local: LocalNode | None = None,
+    ) -> None:
         self.store = store
         self.clock = clock
         self.actor = actor
+        self.local = local
         self.repo = Repository(store, clock)
 
     def with_actor(self, actor: Actor) -> ShoalService:
         """Return the same service acting as ``actor`` (for events and audit)."""
-        return ShoalService(self.store, self.clock, actor)
+        return ShoalService(self.store, self.clock, actor, local=self.local)
 
     # --- workloads -------------------------------------------------------
 
@@ -229,6 +252,92 @@ class ShoalService:
             None if workload is None else workload.value,
             events[-10:],
             self.clock.now(),
+        )
+
+    async def _running_pod(
+        self, name: str, namespace: str, container: str | None
+    ) -> tuple[ContainerRuntime, Instance, str]:
+        """Return the runtime holding a started instance, the instance, and a container name."""
+        inst = await self.get_instance(name, namespace)
+        if not inst.container_ids:
+            raise Conflict(
+                f"instance {inst.key} has no containers yet (state {inst.state.value}): "
+                f"see `shoal explain {inst.name}`",
+                instance=inst.key,
+            )
+        names = [c.name for c in inst.template.containers]
+        chosen = container or names[0]
+        if chosen not in names:
+            raise NotFound(
+                f"instance {inst.key} has no container {chosen!r}; it has {', '.join(names)}",
+                instance=inst.key,
+                container=chosen,
+            )
+        if self.local is None or inst.node != self.local.name:
+            raise Unavailable(
+                f"instance {inst.key} runs on node {inst.node}, which this server cannot reach "
+                "yet: run the command against that node's agent",
+                node=inst.node,
+            )
+        return self.local.runtime, inst, chosen
+
+    async def logs(
+        self,
+        name: str,
+        namespace: str = "default",
+        *,
+        container: str | None = None,
+        tail: int | None = None,
+        since: datetime | None = None,
+        follow: bool = False,
+    ) -> AsyncIterator[LogLine]:
+        """Yield an instance's log lines from the runtime of its node."""
+        if tail is not None and tail < 0:
+            raise InvalidInput(f"tail must be 0 or more, got {tail}", field="tail")
+        runtime, inst, chosen = await self._running_pod(name, namespace, container)
+        async for line in runtime.logs(inst.uid, chosen, follow=follow, tail=tail, since=since):
+            yield line
+
+    async def exec(
+        self,
+        name: str,
+        command: Sequence[str],
+        namespace: str = "default",
+        *,
+        container: str | None = None,
+        time_limit: float = 30,
+    ) -> ExecResult:
+        """Run a command in a running instance's container."""
+        if not command:
+            raise InvalidInput("exec needs a command, e.g. `shoal exec web-1 -- ls /`")
+        runtime, inst, chosen = await self._running_pod(name, namespace, container)
+        if inst.state != InstanceState.RUNNING:
+            raise Conflict(f"instance {inst.key} is {inst.state.value}, not running")
+        result = await runtime.exec(inst.uid, chosen, list(command), time_limit)
+        await self._event(
+            ObjectRef(kind="Instance", namespace=namespace, name=name),
+            "Exec",
+            f"{self.actor.id} ran {command[0]!r} in {chosen} (exit {result.exit_code})",
+        )
+        return result
+
+    async def stats(self, name: str, namespace: str = "default") -> list[ContainerStats]:
+        """Return the resource use of a running instance's containers."""
+        runtime, inst, _ = await self._running_pod(name, namespace, None)
+        return list(await runtime.stats(inst.uid))
+
+    async def record_event(
+        self,
+        obj: ObjectRef,
+        reason: str,
+        message: str,
+        *,
+        event_type: EventType = EventType.NORMAL,
+        details: dict[str, str] | None = None,
+    ) -> Event:
+        """Record an event as this service's actor."""
+        return await self.repo.record(
+            obj, reason, message, self.actor, event_type=event_type, details=details
         )
 
     # --- nodes -----------------------------------------------------------

@@ -42,7 +42,7 @@ from ._clock import SystemClock
 from ._control import ControlLoop
 from ._nodeloop import NodeLoop
 from ._scheduler import DefaultScheduler
-from ._service import ShoalService
+from ._service import LocalNode, ShoalService
 
 __all__ = ["NodeConfig", "ShoalNode", "build_node", "host_capacity", "prepare_data_dir"]
 
@@ -147,7 +147,7 @@ class ShoalNode:
         self.clock = clock
         self.node = node
         self.scheduler = DefaultScheduler()
-        self.service = ShoalService(store, clock)
+        self.service = ShoalService(store, clock, local=LocalNode(node.name, runtime))
         self.control = ControlLoop(store, self.scheduler, clock, resync=config.control_resync)
         self.node_loop = NodeLoop(node, store, runtime, clock, resync=config.node_resync)
         self.ready = anyio.Event()

@@ -8,15 +8,17 @@ work the same against a local agent or a remote cluster.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import Field
 
 from ._base import Model
-from ._event import Event
+from ._event import Event, EventType, ObjectRef
 from ._instance import Instance, ScheduleFailure
 from ._node import Node
+from ._runtime import ContainerStats, ExecResult, LogLine
 from ._workload import Workload, WorkloadSpec
 
 __all__ = [
@@ -189,4 +191,62 @@ class Service(Protocol):
 
     async def explain(self, name: str, namespace: str = "default") -> Explanation:
         """Say why an instance is pending, failing or running where it is. Raises NotFound."""
+        ...
+
+    def logs(
+        self,
+        name: str,
+        namespace: str = "default",
+        *,
+        container: str | None = None,
+        tail: int | None = None,
+        since: datetime | None = None,
+        follow: bool = False,
+    ) -> AsyncIterator[LogLine]:
+        """Yield an instance's log lines (its first container unless ``container``).
+
+        Raises:
+            NotFound: no such instance or container.
+            Conflict: the instance has no containers (not started yet).
+            Unavailable: its node cannot be reached.
+        """
+        ...
+
+    async def exec(
+        self,
+        name: str,
+        command: Sequence[str],
+        namespace: str = "default",
+        *,
+        container: str | None = None,
+        time_limit: float = 30,
+    ) -> ExecResult:
+        """Run ``command`` in a running instance's container and return its result.
+
+        Raises:
+            NotFound: no such instance or container.
+            Conflict: the instance is not running.
+            Unavailable: its node cannot be reached.
+        """
+        ...
+
+    async def stats(self, name: str, namespace: str = "default") -> list[ContainerStats]:
+        """Return the resource use of a running instance's containers.
+
+        Raises:
+            NotFound: no such instance.
+            Conflict: the instance is not running.
+        """
+        ...
+
+    async def record_event(
+        self,
+        obj: ObjectRef,
+        reason: str,
+        message: str,
+        *,
+        event_type: EventType = EventType.NORMAL,
+        details: dict[str, str] | None = None,
+    ) -> Event:
+        """Record an event as the caller (front doors audit their calls with it)."""
         ...
