@@ -11,6 +11,7 @@ RUNTIME ?= mock
 .PHONY: bootstrap run test lint format bench clean
 
 bootstrap:
+	@scripts/system-deps.sh
 	@scripts/bootstrap.sh
 
 run: bootstrap

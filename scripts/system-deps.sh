@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Debian packages Shoal's real parts and their tests use. Idempotent: installs
+# only what is missing, and only as root (without root it says what to install).
+set -euo pipefail
+
+packages=(
+    runc                          # OCI runtime the default node drives
+    busybox-static                # the example/test image is built from it
+    umoci skopeo docker-registry  # build, push and serve test images on loopback
+    containernetworking-plugins   # bridge, host-local, portmap for bridge networking
+    iproute2 iptables             # network namespaces, veths, port publishing
+)
+
+missing=()
+for package in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
+        || missing+=("$package")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "system-deps: missing Debian packages: ${missing[*]}" >&2
+    echo "system-deps: install them as root (apt-get install ${missing[*]}) or use --runtime mock" >&2
+    exit 0
+fi
+echo "system-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
