@@ -11,6 +11,12 @@ instance record asks for:
 * ``deleting`` or ``lost``: stop and remove the pod, then delete the record;
 * a pod that no instance claims (an orphan): stop and remove it.
 
+Beside the passes, a probe task checks liveness and readiness probes of the
+running instances (see :mod:`shoal.core._probes`): readiness flips the
+instance's ``ready`` flag; a failed liveness probe stops the pod and reports
+the instance ``failed`` (LivenessProbeFailed), so the control loop restarts it
+per its restart policy.
+
 So after a restart of the agent the first pass *adopts* every pod the runtime
 still runs (no second copy is started) and removes the ones nobody wants.
 Restart decisions belong to the control loop; this loop only reports.
@@ -36,11 +42,13 @@ from shoal.interfaces import (
     ObjectRef,
     PodSpec,
     PodStatus,
+    Probe,
     RevisionConflict,
     ShoalError,
     StateStore,
 )
 
+from ._probes import ProbeTracker, run_check
 from ._repo import INSTANCES, Repository, Stored, node_key
 from ._wake import run_level_triggered
 
@@ -63,6 +71,7 @@ class NodeLoop:
         heartbeat: float = 10.0,
         stop_grace: float = 10.0,
         concurrency: int = 8,
+        probe_tick: float = 1.0,
     ) -> None:
         self.node = node
         self.name = node.name
@@ -78,6 +87,9 @@ class NodeLoop:
         self._again = False
         self._adopting = True
         self.passes = 0
+        self.probe_tick = probe_tick
+        self.probes = ProbeTracker()
+        self._running: dict[str, Stored[Instance]] = {}
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Register the node, then reconcile on every instance change and every ``resync`` s."""
@@ -94,6 +106,7 @@ class NodeLoop:
                 )
             )
             tg.start_soon(self._heartbeat)
+            tg.start_soon(self._probe_loop)
             task_status.started()
 
     async def register(self) -> Node:
@@ -134,6 +147,8 @@ class NodeLoop:
         self._again = False
         now = self.clock.now()
         mine = [s for s in await self.repo.list_instances() if s.value.node == self.name]
+        self._running = {s.value.uid: s for s in mine if s.value.state == InstanceState.RUNNING}
+        self.probes.forget(set(self._running))
         pods = {pod.uid: pod for pod in await self.runtime.list()}
         adopted = sum(
             1 for s in mine if s.value.state == InstanceState.RUNNING and s.value.uid in pods
@@ -232,8 +247,8 @@ class NodeLoop:
                 "finished_at": None,
                 "exit_code": None,
                 "not_before": None,
-                # Readiness probes come with the real runtime; until then running means ready.
-                "ready": True,
+                # With readiness probes, ready waits for them to pass.
+                "ready": not any(c.readiness_probe for c in inst.template.containers),
             }
         )
         await self.repo.put(stored.key, running, expected_revision=stored.revision)
@@ -281,6 +296,72 @@ class NodeLoop:
             return
         why = f": {inst.message}" if inst.message else ""
         await self.repo.record(_ref(inst), "Removed", f"stopped and removed{why}", self.actor)
+
+    async def _probe_loop(self) -> None:
+        while True:
+            await self.clock.sleep(self.probe_tick)
+            await self.probe_once()
+
+    async def probe_once(self) -> None:
+        """Run every due probe of this node's running instances and act on the verdicts."""
+        now, mono = self.clock.now(), self.clock.monotonic()
+        async with anyio.create_task_group() as tg:
+            for stored in list(self._running.values()):
+                due = self.probes.due(stored.value, now, mono)
+                if due:
+                    tg.start_soon(self._probe_instance, stored, due, mono)
+
+    async def _probe_instance(
+        self, stored: Stored[Instance], due: list[tuple[str, str, Probe]], mono: float
+    ) -> None:
+        inst = stored.value
+        async with self._limiter:
+            try:
+                pod = await self.runtime.inspect(inst.uid)
+            except NotFound:
+                return  # the next reconcile pass reports the missing pod
+            for container, kind, probe in due:
+                ok, message = await run_check(probe, self.runtime, pod, container)
+                self.probes.observe(inst.uid, container, kind, probe, ok, message, mono)
+        failing = self.probes.failing_liveness(inst)
+        ready = self.probes.ready(inst)
+        if failing is not None:
+            await self._kill_unhealthy(stored, *failing)
+        elif ready != inst.ready:
+            await self._set_ready(stored, ready)
+
+    async def _set_ready(self, stored: Stored[Instance], ready: bool) -> None:
+        inst = stored.value
+
+        def change(current: Instance) -> Instance | None:
+            if current.uid != inst.uid or current.state != InstanceState.RUNNING:
+                return None
+            return current.model_copy(update={"ready": ready})
+
+        await self.repo.update(stored.key, Instance, change)
+        verb = "passes its readiness probes" if ready else "failed its readiness probe"
+        kind = EventType.NORMAL if ready else EventType.WARNING
+        await self.repo.record(
+            _ref(inst), "Ready" if ready else "NotReady", verb, self.actor, event_type=kind
+        )
+
+    async def _kill_unhealthy(self, stored: Stored[Instance], container: str, message: str) -> None:
+        inst = stored.value
+        await self.runtime.stop(inst.uid, self.stop_grace)
+        why = f"liveness probe of {container} failed: {message}"
+
+        def change(current: Instance) -> Instance | None:
+            if current.uid != inst.uid or current.state != InstanceState.RUNNING:
+                return None
+            failed = current.transition(InstanceState.FAILED, "LivenessProbeFailed", why)
+            return failed.model_copy(update={"finished_at": self.clock.now(), "ready": False})
+
+        await self.repo.update(stored.key, Instance, change)
+        self._running.pop(inst.uid, None)
+        self.probes.forget(set(self._running))
+        await self.repo.record(
+            _ref(inst), "Unhealthy", why, self.actor, event_type=EventType.WARNING
+        )
 
     async def _remove_orphan(self, pod: PodStatus) -> None:
         async with self._limiter:

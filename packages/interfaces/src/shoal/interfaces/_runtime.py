@@ -84,6 +84,8 @@ class PodStatus(Model):
     """The instance namespace."""
     containers: list[ContainerStatus]
     """Its containers, in creation order."""
+    ip: str | None = None
+    """Address its network namespace answers on (127.0.0.1 with host networking)."""
 
     @property
     def running(self) -> bool:

@@ -1,0 +1,115 @@
+"""Liveness and readiness probes driven by a manual clock against the mock runtime."""
+
+import anyio
+import anyio.abc
+import pytest
+
+from shoal.core._probes import run_check
+from shoal.interfaces import ExecResult, InstanceState, PodStatus, Probe, WorkloadSpec
+from tests.core.support import Cluster
+
+pytestmark = pytest.mark.anyio
+
+
+def probed(kind: str, **probe: object) -> WorkloadSpec:
+    check = {"exec": {"command": ["check"]}, "period_seconds": 1, **probe}
+    return WorkloadSpec.model_validate(
+        {
+            "name": "web",
+            "replicas": 1,
+            "template": {"containers": [{"name": "main", "image": "busybox", kind: check}]},
+        }
+    )
+
+
+async def instance_state(cluster: Cluster) -> tuple[InstanceState, bool, int]:
+    (inst,) = await cluster.service.list_instances()
+    return inst.state, inst.ready, inst.restart_count
+
+
+async def test_readiness_gates_ready_until_the_probe_passes(cluster: Cluster) -> None:
+    loop = await cluster.add_node("n1")
+    runtime = cluster.runtimes["n1"]
+    runtime.set_exec_result("main", ExecResult(exit_code=1, stderr="not yet"))
+    await cluster.service.apply([probed("readiness_probe", failure_threshold=1)])
+    await cluster.settle()
+    assert await instance_state(cluster) == (InstanceState.RUNNING, False, 0)
+    await loop.probe_once()
+    assert (await instance_state(cluster))[1] is False
+    assert (await cluster.workload()).status.ready_replicas == 0
+
+    runtime.set_exec_result("main", ExecResult(exit_code=0))
+    cluster.clock.advance(1)
+    await loop.probe_once()
+    await cluster.settle()
+    assert await instance_state(cluster) == (InstanceState.RUNNING, True, 0)
+    assert (await cluster.workload()).status.ready_replicas == 1
+
+    runtime.set_exec_result("main", ExecResult(exit_code=1))
+    cluster.clock.advance(1)
+    await loop.probe_once()
+    assert (await instance_state(cluster))[1] is False
+    reasons = [e.reason for e in await cluster.service.list_events(kind="Instance")]
+    assert reasons[-2:] == ["Ready", "NotReady"]
+
+
+async def test_failed_liveness_restarts_the_instance(cluster: Cluster) -> None:
+    loop = await cluster.add_node("n1")
+    runtime = cluster.runtimes["n1"]
+    await cluster.service.apply([probed("liveness_probe", failure_threshold=2)])
+    await cluster.settle()
+    runtime.set_exec_result("main", ExecResult(exit_code=3, stdout="sick"))
+    await loop.probe_once()  # one failure: under the threshold
+    assert (await instance_state(cluster))[0] == InstanceState.RUNNING
+    cluster.clock.advance(1)
+    await loop.probe_once()  # second failure: the pod is stopped, reported failed
+    (inst,) = await cluster.service.list_instances()
+    assert inst.state == InstanceState.FAILED
+    assert inst.reason == "LivenessProbeFailed"
+    assert "exec exited 3 sick" in inst.message
+    await cluster.settle()  # the control loop restarts it (backoff 1 s)
+    runtime.set_exec_result("main", None)
+    cluster.clock.advance(1)
+    await cluster.settle()
+    assert await instance_state(cluster) == (InstanceState.RUNNING, True, 1)
+
+
+async def test_probes_wait_for_their_initial_delay(cluster: Cluster) -> None:
+    loop = await cluster.add_node("n1")
+    cluster.runtimes["n1"].set_exec_result("main", ExecResult(exit_code=1))
+    await cluster.service.apply(
+        [probed("liveness_probe", failure_threshold=1, initial_delay_seconds=30)]
+    )
+    await cluster.settle()
+    await loop.probe_once()
+    assert (await instance_state(cluster))[0] == InstanceState.RUNNING
+    cluster.clock.advance(30)
+    await loop.probe_once()
+    assert (await instance_state(cluster))[0] == InstanceState.FAILED
+
+
+async def test_http_and_tcp_probes_against_a_real_listener(cluster: Cluster) -> None:
+    """The pod answers on 127.0.0.1 (host networking): a real socket server stands in."""
+
+    async def serve(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            await stream.receive(1024)
+            await stream.send(b"HTTP/1.0 204 No Content\r\n\r\n")
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    pod = PodStatus(uid="u", name="p", namespace="default", containers=[], ip="127.0.0.1")
+    runtime = cluster.runtimes.get("n1") or (await cluster.add_node("n1")).runtime
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, serve)
+        http = Probe.model_validate({"http_get": {"port": port, "path": "/healthz"}})
+        assert await run_check(http, runtime, pod, "main") == (
+            True,
+            "HTTP GET /healthz answered 204",
+        )
+        tcp = Probe.model_validate({"tcp_socket": {"port": port}})
+        assert (await run_check(tcp, runtime, pod, "main"))[0]
+        tg.cancel_scope.cancel()
+    closed = Probe.model_validate({"tcp_socket": {"port": port}})
+    ok, message = await run_check(closed, runtime, pod, "main")
+    assert not ok and message.startswith("connection failed")
