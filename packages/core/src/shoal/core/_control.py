@@ -21,16 +21,13 @@ unchanged world writes nothing: the loop is level-triggered and idempotent.
 
 from __future__ import annotations
 
-import secrets
 from collections import defaultdict
-from datetime import timedelta
 from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
 
 from shoal.interfaces import (
-    PLACED_STATES,
     Actor,
     Clock,
     Compare,
@@ -40,18 +37,18 @@ from shoal.interfaces import (
     Instance,
     InstanceState,
     Node,
-    NodeUsage,
     ObjectRef,
     PlacementRequest,
     PutOp,
-    RestartPolicy,
     RevisionConflict,
     Scheduler,
     StateStore,
     Workload,
 )
 
+from ._placement import InstanceFactory, node_usage
 from ._repo import INSTANCES, NODES, WORKLOADS, Repository, Stored, instance_key, workload_key
+from ._restarts import restart, should_restart
 from ._status import workload_status
 from ._wake import run_level_triggered
 
@@ -60,8 +57,6 @@ __all__ = ["ControlLoop"]
 ACTOR = Actor(id="control-loop", via="control-loop")
 TXN_OPS = 128
 _FINISHED = frozenset({InstanceState.STOPPED, InstanceState.FAILED})
-# A run this long resets the restart backoff, as in Kubernetes.
-_BACKOFF_RESET = timedelta(minutes=10)
 
 
 class ControlLoop:
@@ -114,7 +109,7 @@ class ControlLoop:
             by_workload[f"{stored.value.namespace}/{stored.value.workload}"].append(stored)
 
         pass_ = _Pass(self, nodes)
-        pass_.taken.update(stored.value.key for stored in instances)
+        pass_.factory.taken.update(stored.value.key for stored in instances)
         for stored_workload in workloads:
             await pass_.workload(stored_workload, by_workload.pop(stored_workload.value.key, []))
         for orphans in by_workload.values():  # instances whose workload is gone
@@ -141,9 +136,7 @@ class _Pass:
         self.pending: list[tuple[Workload, Stored[Instance] | None, str, str]] = []
         self.current: dict[str, dict[str, Instance]] = {}
         self.unschedulable: dict[str, str] = {}
-        self._prototypes: dict[str, Instance] = {}
-        self.taken: set[str] = set()
-        """Instance keys that exist or were handed out in this pass."""
+        self.factory = InstanceFactory(self.now)
 
     async def _write(self, stored: Stored[Instance], updated: Instance) -> bool:
         if updated == stored.value:
@@ -206,7 +199,7 @@ class _Pass:
         want = workload.spec.replicas
 
         for _ in range(want - len(healthy)):
-            uid = self._fresh_uid(workload)
+            uid = self.factory.fresh_uid(workload)
             key = f"{workload.namespace}/{workload.name}-{uid[:5]}"
             self.pending.append((workload, None, key, uid))
         if len(healthy) > want:
@@ -246,88 +239,18 @@ class _Pass:
                     )
                 return lost
         if inst.state in _FINISHED and inst.node is not None:
-            if self._should_restart(workload, inst):
-                restarted = self._restart(inst)
+            if should_restart(workload.spec.restart_policy, inst):
+                restarted = restart(inst, self.now, self.loop.backoff)
                 if not await self._write(stored, restarted):
                     return None
                 return restarted
         return inst
 
-    def _should_restart(self, workload: Workload, inst: Instance) -> bool:
-        policy = workload.spec.restart_policy
-        if policy == RestartPolicy.ALWAYS:
-            return True
-        return policy == RestartPolicy.ON_FAILURE and inst.state == InstanceState.FAILED
-
-    def _restart(self, inst: Instance) -> Instance:
-        count = inst.restart_count
-        ran = (inst.finished_at - inst.started_at) if inst.finished_at and inst.started_at else None
-        streak = 0 if ran is not None and ran >= _BACKOFF_RESET else count
-        delay = self.loop.backoff(streak)
-        restarted = inst.transition(
-            InstanceState.SCHEDULED,
-            "CrashLoopBackOff" if streak else "Restarting",
-            f"exited with code {inst.exit_code}; restarting in {delay:g}s",
-        )
-        return restarted.model_copy(
-            update={
-                "restart_count": count + 1,
-                "not_before": self.now + timedelta(seconds=delay),
-                "ready": False,
-            }
-        )
-
-    def _fresh_uid(self, workload: Workload) -> str:
-        """Return a uid whose 5-character name suffix no instance of this pass uses."""
-        while True:
-            uid = secrets.token_hex(8)
-            key = f"{workload.namespace}/{workload.name}-{uid[:5]}"
-            if key not in self.taken:
-                self.taken.add(key)
-                return uid
-
-    def _new_instance(self, workload: Workload, uid: str, **status: Any) -> Instance:
-        # A validated prototype per workload, copied per instance: the control
-        # loop creates thousands of instances per pass, and validating each
-        # template again would dominate the pass.
-        proto = self._prototypes.get(workload.key)
-        if proto is None:
-            proto = Instance(
-                name=workload.name,
-                namespace=workload.namespace,
-                uid="",
-                workload=workload.name,
-                workload_uid=workload.uid,
-                generation=workload.generation,
-                template=workload.spec.template,
-                restart_policy=workload.spec.restart_policy,
-                created_at=self.now,
-            )
-            self._prototypes[workload.key] = proto
-        return proto.model_copy(
-            update={"name": f"{workload.name}-{uid[:5]}", "uid": uid, "container_ids": {}, **status}
-        )
-
     async def schedule(self, instances: list[Stored[Instance]]) -> None:
         """Place every pending instance collected by the workload passes."""
         if not self.pending:
             return
-        usage: dict[str, NodeUsage] = defaultdict(NodeUsage)
-        for stored in instances:
-            inst = stored.value
-            if inst.node is None or inst.state == InstanceState.LOST:
-                continue
-            if inst.state not in PLACED_STATES and inst.state not in _FINISHED:
-                continue
-            used = usage[inst.node]
-            need = inst.template.requests()
-            used.cpu += need.cpu
-            used.memory += need.memory
-            used.pods += 1
-            used.host_ports |= inst.template.host_ports()
-            group = f"{inst.namespace}/{inst.workload}"
-            used.groups[group] = used.groups.get(group, 0) + 1
-
+        usage = node_usage(stored.value for stored in instances)
         shapes: dict[str, tuple[int, int, frozenset[tuple[int, str]]]] = {}
         requests: list[PlacementRequest] = []
         for workload, _, key, _ in self.pending:
@@ -373,7 +296,7 @@ class _Pass:
                     "schedule_failure": failure,
                 }
             if existing is None:
-                updated = self._new_instance(workload, uid, **status)
+                updated = self.factory.new(workload, uid, **status)
                 self.current.setdefault(workload.key, {})[updated.name] = updated
                 created.append(updated)
             else:
