@@ -183,6 +183,10 @@ def _all_subclasses(cls: type[ShoalError]) -> list[type[ShoalError]]:
 
 def error_from_body(body: ErrorBody) -> ShoalError:
     """Rebuild the most specific :class:`ShoalError` for a wire error body."""
-    by_code = {cls.code: cls for cls in _all_subclasses(ShoalError)}
+    # Parents come before children, so a subclass that keeps its parent's code
+    # (a private refinement in some package) never shadows the public class.
+    by_code: dict[str, type[ShoalError]] = {}
+    for candidate in _all_subclasses(ShoalError):
+        by_code.setdefault(candidate.code, candidate)
     cls = by_code.get(body.code, ShoalError)
     return cls(body.message, **body.details)
