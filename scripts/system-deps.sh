@@ -9,6 +9,9 @@ packages=(
     umoci skopeo docker-registry  # build, push and serve test images on loopback
     containernetworking-plugins   # bridge, host-local, portmap for bridge networking
     iproute2 iptables             # network namespaces, veths, port publishing
+    etcd-server                   # EtcdStore for highly available servers; tests start real etcd
+    etcd-client                   # etcdctl, which EtcdStore's errors point operators to
+    serf                          # gossip membership: SerfCluster supervises `serf agent`
 )
 
 missing=()
@@ -27,3 +30,17 @@ echo "system-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+
+# Debian's serf package enables a system-wide agent on serf's default ports
+# (7946 gossip, 7373 RPC), the ones Shoal's own supervised agents default to:
+# when we installed it, keep that unit off (an operator's existing serf is theirs).
+if [[ " ${missing[*]} " == *" serf "* ]] && [ -d /run/systemd/system ]; then
+    systemctl disable --now serf.service >/dev/null 2>&1 || true
+fi
+
+# Debian's etcd-server package likewise starts a system-wide etcd on 2379. Shoal's
+# tests start their own etcd on free ports, and a production etcd is the
+# operator's to configure: when we installed it, keep that unit off.
+if [[ " ${missing[*]} " == *" etcd-server "* ]] && [ -d /run/systemd/system ]; then
+    systemctl disable --now etcd.service >/dev/null 2>&1 || true
+fi

@@ -1,4 +1,9 @@
-"""The StateStore conformance suite: every implementation, through the protocol only."""
+"""The StateStore conformance suite: every implementation, through the protocol only.
+
+Revisions are compared with ``base``, the store's revision when a test starts:
+a fresh in-process store is at 0, while etcd's revision is shared by every
+test of the session (each test has a key prefix of its own).
+"""
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -13,6 +18,7 @@ from shoal.interfaces import (
     EventKind,
     InvalidInput,
     KeyValue,
+    ListResult,
     NotFound,
     PutOp,
     RevisionConflict,
@@ -54,51 +60,57 @@ async def test_store_implements_the_protocol(store: StateStore) -> None:
     assert isinstance(store, StateStore)
 
 
-async def test_empty_store_is_at_revision_zero(store: StateStore) -> None:
-    assert await store.revision() == 0
+async def test_a_new_store_holds_no_keys(store: StateStore) -> None:
+    base = await store.revision()
     assert await store.get("/missing") is None
     listing = await store.list("/")
     assert listing.items == []
-    assert listing.revision == 0
+    assert listing.revision == base
+    assert (await store.list("")).items == []
+    assert await store.revision() == base  # reads do not move the revision
 
 
 async def test_put_then_get_returns_the_value(store: StateStore) -> None:
+    base = await store.revision()
     revision = await store.put("/a", b"one")
-    assert revision == 1
-    assert await store.get("/a") == KeyValue("/a", b"one", 1, 1, 1)
+    assert revision == base + 1
+    assert await store.get("/a") == KeyValue("/a", b"one", base + 1, base + 1, 1)
 
 
 async def test_revisions_and_versions_follow_every_change(store: StateStore) -> None:
-    assert await store.put("/a", b"1") == 1
-    assert await store.put("/a", b"2") == 2
-    assert await store.put("/b", b"x") == 3
+    base = await store.revision()
+    assert await store.put("/a", b"1") == base + 1
+    assert await store.put("/a", b"2") == base + 2
+    assert await store.put("/b", b"x") == base + 3
     assert await store.get("/a") == KeyValue(
-        "/a", b"2", create_revision=1, mod_revision=2, version=2
+        "/a", b"2", create_revision=base + 1, mod_revision=base + 2, version=2
     )
-    assert await store.delete("/a") == 4
+    assert await store.delete("/a") == base + 4
     assert await store.get("/a") is None
     # Re-created: a new life, with a new create revision and version 1.
-    assert await store.put("/a", b"3") == 5
+    assert await store.put("/a", b"3") == base + 5
     assert await store.get("/a") == KeyValue(
-        "/a", b"3", create_revision=5, mod_revision=5, version=1
+        "/a", b"3", create_revision=base + 5, mod_revision=base + 5, version=1
     )
-    assert await store.revision() == 5
+    assert await store.revision() == base + 5
 
 
 async def test_delete_of_a_missing_key_returns_none_and_keeps_the_revision(
     store: StateStore,
 ) -> None:
-    await store.put("/a", b"1")
+    written = await store.put("/a", b"1")
     assert await store.delete("/missing") is None
-    assert await store.revision() == 1
+    assert await store.revision() == written
 
 
 async def test_create_if_absent_succeeds_once(store: StateStore) -> None:
-    assert await store.put("/lock", b"me", expected_revision=0) == 1
+    created = await store.put("/lock", b"me", expected_revision=0)
+    assert created == await store.revision()
     with pytest.raises(RevisionConflict) as caught:
         await store.put("/lock", b"you", expected_revision=0)
-    assert caught.value.details == {"key": "/lock", "expected": 0, "actual": 1}
-    assert (await store.get("/lock")) == KeyValue("/lock", b"me", 1, 1, 1)
+    assert caught.value.details == {"key": "/lock", "expected": 0, "actual": created}
+    assert (await store.get("/lock")) == KeyValue("/lock", b"me", created, created, 1)
+    assert await store.revision() == created
 
 
 async def test_compare_and_swap_update_needs_the_current_revision(store: StateStore) -> None:
@@ -127,12 +139,13 @@ async def test_delete_with_expected_revision(store: StateStore) -> None:
 
 
 async def test_list_returns_keys_under_the_prefix_sorted(store: StateStore) -> None:
+    base = await store.revision()
     for key in ["/b", "/ab/1", "/a/2", "/a", "/a/1", "/ab", "/a/10"]:
         await store.put(key, key.encode())
     under_a = await store.list("/a/")
     assert [kv.key for kv in under_a.items] == ["/a/1", "/a/10", "/a/2"]
     assert [kv.value for kv in under_a.items] == [b"/a/1", b"/a/10", b"/a/2"]
-    assert under_a.revision == 7
+    assert under_a.revision == base + 7
     assert [kv.key for kv in (await store.list("/ab/")).items] == ["/ab/1"]
     assert [kv.key for kv in (await store.list("/a")).items] == [
         "/a",
@@ -147,10 +160,11 @@ async def test_list_returns_keys_under_the_prefix_sorted(store: StateStore) -> N
 
 
 async def test_list_revision_moves_with_writes(store: StateStore) -> None:
+    base = await store.revision()
     await store.put("/x/1", b"1")
     await store.put("/y/1", b"1")
     listing = await store.list("/x/")
-    assert listing.revision == await store.revision() == 2
+    assert listing.revision == await store.revision() == base + 2
 
 
 # -- transactions ------------------------------------------------------------------
@@ -179,18 +193,18 @@ async def test_txn_success_applies_every_op_at_one_revision(store: StateStore) -
 
 
 async def test_txn_failure_runs_the_failure_branch(store: StateStore) -> None:
-    await store.put("/guard", b"g")
+    guard = await store.put("/guard", b"g")
     result = await store.txn(
         [Compare("/guard", CompareTarget.VALUE, b"other")],
         [PutOp("/ok", b"1")],
         [PutOp("/failed", b"1"), PutOp("/also", b"2")],
     )
     assert not result.succeeded
-    assert result.revision == 2
+    assert result.revision == guard + 1
     assert await store.get("/ok") is None
     failed, also = await store.get("/failed"), await store.get("/also")
     assert failed is not None and also is not None
-    assert failed.mod_revision == also.mod_revision == 2
+    assert failed.mod_revision == also.mod_revision == guard + 1
 
 
 async def test_txn_compares_on_a_missing_key(store: StateStore) -> None:
@@ -204,20 +218,22 @@ async def test_txn_compares_on_a_missing_key(store: StateStore) -> None:
 
 
 async def test_txn_delete_prefix_removes_a_range(store: StateStore) -> None:
+    base = await store.revision()
     for key in ["/r/1", "/r/2", "/r/3", "/rx", "/s"]:
         await store.put(key, b"v")
     result = await store.txn([], [DeleteOp("/r/", prefix=True)])
     assert result.succeeded and result.deleted == 3
-    assert result.revision == 6
+    assert result.revision == base + 6
     assert [kv.key for kv in (await store.list("")).items] == ["/rx", "/s"]
 
 
 async def test_txn_rejects_a_key_touched_twice(store: StateStore) -> None:
+    base = await store.revision()
     with pytest.raises(InvalidInput):
         await store.txn([], [PutOp("/a", b"1"), PutOp("/a", b"2")])
     with pytest.raises(InvalidInput):
         await store.txn([], [PutOp("/d/a", b"1"), DeleteOp("/d/", prefix=True)])
-    assert await store.revision() == 0
+    assert await store.revision() == base
 
 
 # -- watch -------------------------------------------------------------------------
@@ -292,6 +308,7 @@ async def test_slow_watcher_gets_every_event_in_order(store: StateStore) -> None
 
 
 async def test_concurrent_writers_and_watchers_agree(store: StateStore) -> None:
+    base = await store.revision()
     watchers = [store.watch("/c/") for _ in range(3)]
 
     async def write(worker: int) -> None:
@@ -303,18 +320,19 @@ async def test_concurrent_writers_and_watchers_agree(store: StateStore) -> None:
             group.start_soon(write, worker)
     streams = [await take(watcher, 200) for watcher in watchers]
     revisions = [[e.revision for e in stream] for stream in streams]
-    assert revisions[0] == list(range(1, 201))
+    assert revisions[0] == list(range(base + 1, base + 201))
     assert revisions[0] == revisions[1] == revisions[2]
 
 
 async def test_watch_from_a_compacted_revision_raises(store: StateStore, compact: Compact) -> None:
+    base = await store.revision()
     for i in range(10):
         await store.put("/h/k", str(i).encode())
-    await compact(store, 6)
+    await compact(store, base + 6)
     with pytest.raises(Compacted), anyio.fail_after(WAIT):
-        await anext(store.watch("/h/", 3))
-    (event,) = await take(store.watch("/h/", 6), 1)
-    assert (event.revision, event.kv.value) == (6, b"5")
+        await anext(store.watch("/h/", base + 3))
+    (event,) = await take(store.watch("/h/", base + 6), 1)
+    assert (event.revision, event.kv.value) == (base + 6, b"5")
 
 
 # -- leases --------------------------------------------------------------------------
@@ -324,12 +342,13 @@ async def test_lease_expiry_deletes_its_keys(store: StateStore) -> None:
     lease = await store.grant_lease(0.3)
     await store.put("/lease/a", b"a", lease=lease)
     await store.put("/lease/b", b"b", lease=lease)
-    await store.put("/lease/kept", b"k")
+    kept = await store.put("/lease/kept", b"k")
     events = store.watch("/lease/")
     first, second = await take(events, 2)
     assert {first.kv.key, second.kv.key} == {"/lease/a", "/lease/b"}
     assert first.kind is second.kind is EventKind.DELETE
-    assert second.revision == first.revision + 1  # one revision per key
+    # New revisions after the puts: one per key in process, one for all on etcd.
+    assert kept < first.revision <= second.revision <= first.revision + 1
     assert [kv.key for kv in (await store.list("/lease/")).items] == ["/lease/kept"]
     with pytest.raises(NotFound):
         await store.keepalive(lease)
@@ -338,11 +357,12 @@ async def test_lease_expiry_deletes_its_keys(store: StateStore) -> None:
 
 
 async def test_put_with_an_unknown_lease_is_refused(store: StateStore) -> None:
+    base = await store.revision()
     with pytest.raises(NotFound):
         await store.put("/k", b"v", lease=987654)
     with pytest.raises(NotFound):
         await store.txn([], [PutOp("/k", b"v", lease=987654)])
-    assert await store.revision() == 0
+    assert await store.revision() == base
 
 
 async def test_keepalive_keeps_a_lease_alive(store: StateStore) -> None:
@@ -370,7 +390,7 @@ async def test_keepalive_keeps_a_lease_alive(store: StateStore) -> None:
 async def test_revoke_deletes_keys_now(store: StateStore) -> None:
     lease = await store.grant_lease(60)
     await store.put("/rv/a", b"a", lease=lease)
-    await store.put("/rv/b", b"b", lease=lease)
+    written = await store.put("/rv/b", b"b", lease=lease)
     events = store.watch("/rv/")
     await store.revoke(lease)
     deletes = await take(events, 2)
@@ -378,12 +398,14 @@ async def test_revoke_deletes_keys_now(store: StateStore) -> None:
         (EventKind.DELETE, "/rv/a"),
         (EventKind.DELETE, "/rv/b"),
     ]
-    assert await store.revision() == 4
+    revoked = await store.revision()
+    assert written < deletes[0].revision <= deletes[1].revision == revoked
+    assert await store.list("/rv/") == ListResult([], revoked)
     with pytest.raises(NotFound):
         await store.keepalive(lease)
     await store.revoke(lease)  # a no-op now
     await store.revoke(424242)
-    assert await store.revision() == 4
+    assert await store.revision() == revoked
 
 
 async def test_put_without_lease_detaches_the_key(store: StateStore) -> None:

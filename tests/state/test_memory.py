@@ -137,3 +137,24 @@ async def test_bad_input_is_refused_with_a_message(make_store: StoreFactory) -> 
             await store.compact(5)
     with pytest.raises(InvalidInput, match="history_size"):
         MemoryStore(history_size=0)
+
+
+async def test_a_new_store_starts_at_revision_zero(make_store: StoreFactory) -> None:
+    async with make_store() as store:
+        assert await store.revision() == 0
+        assert (await store.list("")).revision == 0
+        assert await store.put("/a", b"1") == 1
+
+
+async def test_a_lease_ends_with_one_revision_per_key(make_store: StoreFactory) -> None:
+    # In process, each key of an ended lease is deleted at its own revision
+    # (etcd deletes them all at one revision; the conformance suite allows both).
+    async with make_store() as store:
+        lease = await store.grant_lease(60)
+        await store.put("/l/a", b"a", lease=lease)
+        await store.put("/l/b", b"b", lease=lease)
+        events = store.watch("/l/")
+        await store.revoke(lease)
+        deletes = await take(events, 2)
+        assert [(e.kv.key, e.revision) for e in deletes] == [("/l/a", 3), ("/l/b", 4)]
+        assert await store.revision() == 4

@@ -14,8 +14,9 @@ interchangeable:
   behind the reader falls, and again after a restart of the store when resumed
   from the revision after the last one it saw.
 * Leases expire when their holder stops renewing them; keys attached to an
-  expired lease are deleted (one revision per key). Leader election is built
-  on leases.
+  expired lease are deleted — etcd in one revision, the embedded stores one
+  revision per key; watchers see every delete either way. Leader election is
+  built on leases.
 """
 
 from __future__ import annotations
