@@ -6,7 +6,7 @@ UV := uv
 
 DATA_DIR ?= $(HOME)/.local/share/shoal
 API_ADDR ?= 127.0.0.1:7070
-RUNTIME ?= mock
+RUNTIME ?= runc
 
 .PHONY: bootstrap run test lint format bench clean
 

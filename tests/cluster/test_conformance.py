@@ -14,12 +14,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 
 import anyio
 import pytest
 
 from shoal.cluster import StaticCluster
 from shoal.interfaces import ClusterManager, GossipState, MemberEvent, MemberEventKind
+from tests.cluster.serf_support import SerfNodes
 
 pytestmark = pytest.mark.anyio
 
@@ -34,10 +36,18 @@ async def static_cluster(request: pytest.FixtureRequest) -> AsyncIterator[Cluste
         yield cluster
 
 
+@asynccontextmanager
+async def serf_cluster(request: pytest.FixtureRequest) -> AsyncIterator[ClusterManager]:
+    root: Path = request.getfixturevalue("serf_root")  # skips if serf is not installed
+    async with SerfNodes(root).make(NODE, tags=INITIAL_TAGS) as cluster:
+        yield cluster
+
+
 HARNESSES: dict[
     str, Callable[[pytest.FixtureRequest], AbstractAsyncContextManager[ClusterManager]]
 ] = {
     "static": static_cluster,
+    "serf": serf_cluster,
 }
 
 

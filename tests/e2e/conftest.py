@@ -24,6 +24,7 @@ class Agent:
     data_dir: Path
     home: Path
     env: dict[str, str]
+    runtime: str = "mock"
     process: subprocess.Popen[str] | None = None
     url: str = ""
     log: list[str] = field(default_factory=list)
@@ -41,6 +42,8 @@ class Agent:
                 "127.0.0.1:0",
                 "--name",
                 "e2e-node",
+                "--runtime",
+                self.runtime,
                 *extra,
             ],
             env=self.env,

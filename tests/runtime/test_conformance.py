@@ -64,8 +64,15 @@ async def mock_harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]
         yield Harness(runtime, "busybox:1.36", missing, ["sleep", "3600"], write_line)
 
 
+def runc_harness(request: pytest.FixtureRequest) -> AbstractAsyncContextManager[Harness]:
+    from tests.runtime.oci.harness import runc_harness as harness
+
+    return harness(request)
+
+
 HARNESSES: dict[str, Callable[[pytest.FixtureRequest], AbstractAsyncContextManager[Harness]]] = {
     "mock": mock_harness,
+    "runc": runc_harness,
 }
 
 

@@ -2,14 +2,15 @@
 
 Public surface:
 
-* :func:`create_app` / :func:`run_agent` — the server side;
+* :func:`create_app` / :func:`run_agent` — the server side (other front doors
+  join the agent as an :data:`AgentMount`);
 * :class:`ShoalClient` — the Service protocol over signed HTTP;
 * :class:`RequestVerifier`, :class:`SignedAuth` — the signature policy and signer;
 * key files: :func:`init_keypair`, :func:`load_keypair`, :func:`default_home`,
   :func:`ensure_authorized_keys`, :class:`Role`.
 """
 
-from ._agent import AuthorizedKeysFile, run_agent
+from ._agent import AgentContext, AgentMount, AuthorizedKeysFile, run_agent
 from ._app import ApplyRequest, ScaleRequest, create_app
 from ._auth import Principal, ReplayCache, RequestVerifier, SignedAuth, target_uri_from_scope
 from ._client import DEFAULT_SERVER, ShoalClient
@@ -34,6 +35,8 @@ __all__ = [
     "AUTHORIZED_KEYS_FILE",
     "DEFAULT_SERVER",
     "MAX_BODY_BYTES",
+    "AgentContext",
+    "AgentMount",
     "ApplyRequest",
     "AuthorizedKey",
     "AuthorizedKeys",

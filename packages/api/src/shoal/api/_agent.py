@@ -3,17 +3,26 @@
 Start-up checks come first and fail with a clear error before anything runs:
 the API address must be free, the data dir writable, the authorized_keys
 file valid (created on first start, authorizing the local user as admin).
+
+Other front doors join the agent through ``mounts``: factories that get an
+:class:`AgentContext` and, while their context is entered, serve an ASGI app
+at a path of the API (``shoal.mcp`` mounts the MCP endpoint at ``/mcp``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
 from anyio.abc import TaskStatus
 from nacl.signing import VerifyKey
+from starlette.types import ASGIApp
 
+from shoal.core import ShoalService
 from shoal.core.node import NodeConfig, ShoalNode, build_node
 from shoal.interfaces import ShoalError
 
@@ -28,7 +37,7 @@ from ._keys import (
 )
 from ._server import bind, serve_api
 
-__all__ = ["AuthorizedKeysFile", "run_agent"]
+__all__ = ["AgentContext", "AgentMount", "AuthorizedKeysFile", "run_agent"]
 
 log = logging.getLogger("shoal.agent")
 
@@ -64,13 +73,43 @@ class AuthorizedKeysFile:
         return self.keys.lookup(key_id)
 
 
+@dataclass(frozen=True)
+class AgentContext:
+    """What the agent hands a mounted front door."""
+
+    service: ShoalService
+    """The node's service layer (bind the caller with ``with_actor``)."""
+    keys: Callable[[str], tuple[Role, VerifyKey] | None]
+    """The live authorized_keys lookup: key id → (role, public key)."""
+    api_addr: str
+    """The address the API listens on, HOST:PORT."""
+
+
+AgentMount = Callable[[AgentContext], AbstractAsyncContextManager[tuple[str, ASGIApp]]]
+"""Enters a front door's lifetime and yields ``(path, ASGI app)`` to serve until it exits."""
+
+
+@asynccontextmanager
+async def _mounted(
+    mounts: Sequence[AgentMount], context: AgentContext
+) -> AsyncIterator[list[tuple[str, ASGIApp]]]:
+    # Nested `async with` rather than an AsyncExitStack, for the reason in
+    # shoal.core.node.ShoalNode.run.
+    if not mounts:
+        yield []
+        return
+    async with mounts[0](context) as first, _mounted(mounts[1:], context) as rest:
+        yield [first, *rest]
+
+
 async def run_agent(
     config: NodeConfig,
     home: Path,
     *,
+    mounts: Sequence[AgentMount] = (),
     task_status: TaskStatus[ShoalNode] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run a node and its API until cancelled.
+    """Run a node and its API (with ``mounts`` served beside it) until cancelled.
 
     Raises:
         Unavailable: the API address is taken, or the data dir is not writable.
@@ -95,7 +134,8 @@ async def run_agent(
             key_id,
             home,
         )
-    verifier = RequestVerifier(AuthorizedKeysFile(path, keys).lookup)
+    lookup = AuthorizedKeysFile(path, keys).lookup
+    verifier = RequestVerifier(lookup)
 
     async def ready() -> bool:
         if not node.ready.is_set():
@@ -106,8 +146,9 @@ async def run_agent(
             return False
         return True
 
-    app = create_app(node.service, verifier, ready=ready)
-    async with anyio.create_task_group() as tg:
+    context = AgentContext(node.service, lookup, config.api_addr)
+    async with _mounted(mounts, context) as routes, anyio.create_task_group() as tg:
+        app = create_app(node.service, verifier, ready=ready, mounts=routes)
         await tg.start(node.run)
         await tg.start(serve_api, app, sock)
         log.info(

@@ -18,8 +18,9 @@ Routes (all JSON; errors are ``{"error": {"code", "message", "details"}}``)::
 The caller's key id becomes the actor of every event its request causes.
 """
 
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -28,7 +29,8 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
-from starlette.types import Receive, Scope, Send
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shoal.core import ShoalService
 from shoal.interfaces import (
@@ -40,6 +42,8 @@ from shoal.interfaces import (
     ExecResult,
     Explanation,
     Forbidden,
+    ImageInfo,
+    ImageProgress,
     Instance,
     InternalError,
     InvalidInput,
@@ -107,6 +111,22 @@ class EventRequest(BaseModel):
     """Extra context."""
 
 
+class PullRequest(BaseModel):
+    """Body of an image pull."""
+
+    reference: str = Field(min_length=1)
+    """Image reference, e.g. 127.0.0.1:5000/busybox:1.36."""
+
+
+class ImportRequest(BaseModel):
+    """Body of an image import."""
+
+    path: str = Field(min_length=1)
+    """Path on the node of an OCI layout directory or a docker-save tarball."""
+    reference: str | None = None
+    """Name to give the image (default: from the layout or archive)."""
+
+
 class ScaleRequest(BaseModel):
     """Body of a scale."""
 
@@ -124,8 +144,13 @@ def create_app(
     *,
     ready: ReadyCheck | None = None,
     heartbeat: float = 15.0,
+    mounts: Sequence[tuple[str, ASGIApp]] = (),
 ) -> FastAPI:
-    """Build the ASGI app (wrapped in the 1 MiB body limit) for ``service``."""
+    """Build the ASGI app (wrapped in the 1 MiB body limit) for ``service``.
+
+    ``mounts`` are ``(path, ASGI app)`` pairs served at exactly ``path`` (e.g.
+    the MCP endpoint at ``/mcp``); they authenticate requests themselves.
+    """
     app = FastAPI(
         title="Shoal",
         version="0.1.0",
@@ -189,6 +214,8 @@ def create_app(
                 )
             agent = request.headers.get("user-agent", "")
             via = "cli" if agent.startswith("shoal-cli") else "rest"
+            if agent.startswith("shoal-mcp"):
+                via = "mcp"
             return service.with_actor(Actor(id=principal.key_id, via=via))
 
         return dependency
@@ -279,6 +306,31 @@ def create_app(
         """Resource use of a running instance's containers."""
         return await svc.stats(name, namespace)
 
+    @v1.get("/images", tags=["images"])
+    async def list_images(svc: Viewer) -> list[ImageInfo]:
+        """List the images on this node."""
+        return await svc.list_images()
+
+    @v1.post("/images/pull", tags=["images"], response_class=JsonLines, status_code=200)
+    async def pull_image(body: PullRequest, svc: Operator) -> JsonLines:
+        """Pull an image; streams progress lines, then one line with the image."""
+        return JsonLines(_pull_lines(svc, body.reference))
+
+    @v1.post("/images/import", tags=["images"])
+    async def import_image(body: ImportRequest, svc: Operator) -> list[ImageInfo]:
+        """Import an OCI layout directory or docker-save tarball from a path on this node."""
+        return await svc.import_image(body.path, body.reference)
+
+    @v1.delete("/images", tags=["images"])
+    async def remove_image(svc: Operator, reference: str) -> list[ImageInfo]:
+        """Forget an image reference (its data stays until gc)."""
+        return await svc.remove_image(reference)
+
+    @v1.post("/images/gc", tags=["images"])
+    async def gc_images(svc: Operator) -> dict[str, int]:
+        """Free the space no image needs."""
+        return {"freed_bytes": await svc.gc_images()}
+
     @v1.get("/nodes", tags=["nodes"])
     async def list_nodes(svc: Viewer) -> list[Node]:
         """List nodes."""
@@ -328,8 +380,52 @@ def create_app(
         return EventStream(svc, heartbeat)
 
     app.include_router(v1)
+    for path, mounted in mounts:
+        # A Route whose endpoint is not a function serves it as a raw ASGI app.
+        app.router.routes.append(Route(path, mounted, include_in_schema=False))
     app.add_middleware(BodyLimit)
     return app
+
+
+async def _pull_lines(svc: ShoalService, reference: str) -> AsyncIterator[bytes]:
+    """Run a pull, yielding each progress step and then the result as JSON lines."""
+    send, receive = anyio.create_memory_object_stream[bytes](1000)
+
+    def progress(step: ImageProgress) -> None:
+        with contextlib.suppress(anyio.WouldBlock):  # a slow reader loses steps, not the pull
+            send.send_nowait(b'{"progress":' + step.model_dump_json().encode() + b"}\n")
+
+    async def pull() -> None:
+        async with send:
+            try:
+                info = await svc.pull_image(reference, progress=progress)
+                await send.send(b'{"image":' + info.model_dump_json().encode() + b"}\n")
+            except ShoalError as exc:
+                body = exc.to_body().model_dump_json().encode()
+                await send.send(b'{"error":' + body + b"}\n")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(pull)
+        async with receive:
+            async for line in receive:
+                yield line
+
+
+class JsonLines(Response):
+    """A stream of JSON lines from an async iterator of encoded lines."""
+
+    media_type = "application/x-ndjson"
+
+    def __init__(self, lines: AsyncIterator[bytes]) -> None:
+        super().__init__(media_type=self.media_type)
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
+        self.lines = lines
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        async for line in self.lines:
+            await send({"type": "http.response.body", "body": line, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 class LogStream(Response):

@@ -9,7 +9,7 @@ apart. A server that cannot be reached is :class:`Unavailable` with a hint.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -25,6 +25,8 @@ from shoal.interfaces import (
     EventType,
     ExecResult,
     Explanation,
+    ImageInfo,
+    ImageProgress,
     Instance,
     InternalError,
     LogLine,
@@ -234,6 +236,49 @@ class ShoalClient:
         }
         return await self._call("POST", "/v1/events", Event, json_body=body)
 
+    async def list_images(self) -> list[ImageInfo]:
+        """Return the images on the server's node."""
+        return await self._call("GET", "/v1/images", _IMAGES)
+
+    async def pull_image(
+        self, reference: str, *, progress: Callable[[ImageProgress], object] | None = None
+    ) -> ImageInfo:
+        """Pull an image onto the server's node, reporting each step to ``progress``."""
+        try:
+            async with self._http.stream(
+                "POST", "/v1/images/pull", json={"reference": reference}, timeout=None
+            ) as response:
+                if not response.is_success:
+                    await response.aread()
+                    _raise_for(response)
+                async for line in response.aiter_lines():
+                    if not line:
+                        continue
+                    item = json.loads(line)
+                    if "progress" in item and progress is not None:
+                        progress(ImageProgress.model_validate(item["progress"]))
+                    elif "image" in item:
+                        return ImageInfo.model_validate(item["image"])
+                    elif "error" in item:
+                        raise error_from_body(ErrorBody.model_validate(item["error"]))
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
+        raise InternalError(f"the server ended the pull of {reference} without a result")
+
+    async def import_image(self, path: str, reference: str | None = None) -> list[ImageInfo]:
+        """Import an image from a path on the server's node."""
+        body = {"path": path, "reference": reference}
+        return await self._call("POST", "/v1/images/import", _IMAGES, json_body=body)
+
+    async def remove_image(self, reference: str) -> list[ImageInfo]:
+        """Forget an image reference."""
+        return await self._call("DELETE", "/v1/images", _IMAGES, params={"reference": reference})
+
+    async def gc_images(self) -> int:
+        """Free the space no image needs; return the bytes freed."""
+        result = await self._call("POST", "/v1/images/gc", _FREED)
+        return result["freed_bytes"]
+
     async def list_nodes(self) -> list[Node]:
         """Return every node."""
         return await self._call("GET", "/v1/nodes", _NODES)
@@ -288,4 +333,6 @@ _WORKLOADS: TypeAdapter[list[Workload]] = TypeAdapter(list[Workload])
 _INSTANCES: TypeAdapter[list[Instance]] = TypeAdapter(list[Instance])
 _NODES: TypeAdapter[list[Node]] = TypeAdapter(list[Node])
 _EVENTS: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
+_IMAGES: TypeAdapter[list[ImageInfo]] = TypeAdapter(list[ImageInfo])
+_FREED: TypeAdapter[dict[str, int]] = TypeAdapter(dict[str, int])
 _STATS: TypeAdapter[list[ContainerStats]] = TypeAdapter(list[ContainerStats])

@@ -7,6 +7,7 @@ non-zero; a traceback reaches the terminal only with SHOAL_DEBUG=1.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -20,10 +21,12 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import anyio
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
 from shoal.api import (
     DEFAULT_SERVER,
+    Role,
     ShoalClient,
     default_home,
     init_keypair,
@@ -31,7 +34,8 @@ from shoal.api import (
     run_agent,
 )
 from shoal.core.node import NodeConfig
-from shoal.interfaces import InvalidInput, NodeRole, ShoalError, format_cpu
+from shoal.interfaces import ImageProgress, InvalidInput, NodeRole, ShoalError, format_cpu
+from shoal.mcp import create_token, mcp_mount, parse_ttl, serve_stdio
 
 from ._files import load_documents
 from ._output import Format, human_memory, render
@@ -49,6 +53,12 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="Manage your ed25519 signing key.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+images_app = typer.Typer(help="Manage the images of the server's node.", no_args_is_help=True)
+app.add_typer(images_app, name="images")
+token_app = typer.Typer(
+    help="Bearer tokens for the agent's MCP endpoint (/mcp).", no_args_is_help=True
+)
+app.add_typer(token_app, name="token")
 
 # Piped output gets wide lines rather than rich's 80-column default.
 out = Console(width=None if sys.stdout.isatty() else 200)
@@ -169,7 +179,17 @@ class StateChoice(StrEnum):
 class RuntimeChoice(StrEnum):
     """Container runtimes."""
 
+    RUNC = "runc"
+    CRUN = "crun"
+    YOUKI = "youki"
     MOCK = "mock"
+
+
+class NetworkChoice(StrEnum):
+    """Pod networking of OCI runtimes."""
+
+    BRIDGE = "bridge"
+    HOST = "host"
 
 
 def _labels(values: list[str]) -> dict[str, str]:
@@ -188,7 +208,15 @@ def agent(
         Path, typer.Option(help="Where state, node key and authorized_keys live.")
     ] = DEFAULT_DATA_DIR,
     api_addr: Annotated[str, typer.Option(help="REST API listen address.")] = "127.0.0.1:7070",
-    runtime: Annotated[RuntimeChoice, typer.Option(help="Container runtime.")] = RuntimeChoice.MOCK,
+    runtime: Annotated[
+        RuntimeChoice, typer.Option(help="Container runtime (mock runs nothing).")
+    ] = RuntimeChoice.RUNC,
+    network: Annotated[
+        NetworkChoice, typer.Option(help="Pod networking: CNI bridge or the host's.")
+    ] = NetworkChoice.BRIDGE,
+    registry: Annotated[
+        str | None, typer.Option(help="Default registry host[:port] for unqualified images.")
+    ] = None,
     state: Annotated[StateChoice, typer.Option(help="State store.")] = StateChoice.SQLITE,
     name: Annotated[str | None, typer.Option(help="Node name [default: host name].")] = None,
     role: Annotated[NodeRole, typer.Option(help="server, worker or both.")] = NodeRole.BOTH,
@@ -207,6 +235,8 @@ def agent(
             "data_dir": data_dir,
             "api_addr": api_addr,
             "runtime": runtime.value,
+            "network": network.value,
+            "default_registry": registry,
             "state": state.value,
             "role": role,
             "labels": _labels(label or []),
@@ -219,7 +249,8 @@ def agent(
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:
-            await tg.start(run_agent, config, settings.home or default_home())
+            serve = functools.partial(run_agent, mounts=[mcp_mount()])
+            await tg.start(serve, config, settings.home or default_home())
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for signum in signals:
                     logging.getLogger("shoal.agent").info(
@@ -540,6 +571,135 @@ def top(
                     str(stat.pids),
                 )
         out.print(table if targets else "no running instances")
+
+    run(lambda: with_client(call))
+
+
+# --- MCP -----------------------------------------------------------------
+
+
+@app.command("mcp")
+def mcp_stdio(
+    read_only: Annotated[
+        bool, typer.Option("--read-only", help="Expose only the read and planning tools.")
+    ] = False,
+) -> None:
+    """Serve Shoal's MCP tools on stdin/stdout for an MCP client, acting with your key."""
+    logging.basicConfig(
+        level=os.environ.get("SHOAL_LOG_LEVEL", "WARNING").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,  # stdout carries the protocol
+    )
+    home = settings.home or default_home()
+    run(lambda: serve_stdio(settings.server, home, read_only=read_only))
+
+
+@token_app.command("create")
+def token_create(
+    role: Annotated[Role, typer.Option(help="What the token may do.")] = Role.VIEWER,
+    ttl: Annotated[str, typer.Option(help="Lifetime: 15m, 1h, 7d (1m to 30d).")] = "1h",
+) -> None:
+    """Print a bearer token (an EdDSA JWT signed with your key) for the agent's /mcp endpoint."""
+    try:
+        keypair = load_keypair(settings.home or default_home())
+        token = create_token(keypair, role, parse_ttl(ttl))
+    except ShoalError as exc:
+        fail(exc.message)
+    print(token)
+    err.print(
+        f"token for key {keypair.key_id}, role {role.value}, valid for {ttl}: the agent accepts "
+        f"it while authorized_keys gives that key role {role.value} or higher",
+        highlight=False,
+    )
+
+
+# --- images --------------------------------------------------------------
+
+
+@images_app.command("list")
+def images_list(
+    output: Annotated[Format, typer.Option("--output", "-o")] = Format.TABLE,
+) -> None:
+    """List the images on the node."""
+
+    async def call(shoal: ShoalClient) -> None:
+        images = await shoal.list_images()
+        if output != Format.TABLE:
+            render(out, images, output, "images")
+            return
+        table = Table("REFERENCE", "DIGEST", "SIZE", box=None)
+        for image in images:
+            table.add_row(image.reference, image.digest[:19], human_memory(image.size))
+        out.print(table if images else "no images")
+
+    run(lambda: with_client(call))
+
+
+@images_app.command("pull")
+def images_pull(reference: Annotated[str, typer.Argument(help="Image reference.")]) -> None:
+    """Pull an image onto the node, with a progress bar."""
+
+    async def call(shoal: ShoalClient) -> None:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            console=err,
+            transient=True,
+        ) as bar:
+            tasks: dict[str, TaskID] = {}
+
+            def step(progress: ImageProgress) -> None:
+                if progress.digest not in tasks:
+                    label = f"{progress.kind} {progress.digest.removeprefix('sha256:')[:12]}"
+                    tasks[progress.digest] = bar.add_task(label, total=progress.total or None)
+                bar.update(
+                    tasks[progress.digest],
+                    completed=progress.completed,
+                    description=f"{progress.kind} {progress.digest[7:19]} {progress.status}",
+                )
+
+            info = await shoal.pull_image(reference, progress=step)
+        out.print(f"pulled {info.reference} ({info.digest})", highlight=False)
+
+    run(lambda: with_client(call))
+
+
+@images_app.command("import")
+def images_import(
+    path: Annotated[str, typer.Argument(help="OCI layout dir or docker-save tarball on the node.")],
+    reference: Annotated[str | None, typer.Option(help="Name to give the image.")] = None,
+) -> None:
+    """Import an image from a path on the node (an OCI layout or a `docker save` tarball)."""
+    # The server reads the path: make a relative one mean what the user meant here.
+    local = Path(path)
+    where = str(local.resolve()) if local.exists() else path
+
+    async def call(shoal: ShoalClient) -> None:
+        for info in await shoal.import_image(where, reference):
+            out.print(f"imported {info.reference} ({info.digest})", highlight=False)
+
+    run(lambda: with_client(call))
+
+
+@images_app.command("rm")
+def images_rm(reference: Annotated[str, typer.Argument(help="Image reference.")]) -> None:
+    """Forget an image reference (free its space with `shoal images gc`)."""
+
+    async def call(shoal: ShoalClient) -> None:
+        for info in await shoal.remove_image(reference):
+            out.print(f"removed {info.reference}", highlight=False)
+
+    run(lambda: with_client(call))
+
+
+@images_app.command("gc")
+def images_gc() -> None:
+    """Free the space of blobs and layers no image needs."""
+
+    async def call(shoal: ShoalClient) -> None:
+        freed = await shoal.gc_images()
+        out.print(f"freed {human_memory(freed)}", highlight=False)
 
     run(lambda: with_client(call))
 

@@ -142,4 +142,7 @@ def render(console: Console, items: Sequence[BaseModel], fmt: Format, kind: str)
         "nodes": _nodes,
         "events": _events,
     }
+    if kind not in builders:
+        console.print_json(json.dumps(_plain(items)))
+        return
     console.print(builders[kind](items))

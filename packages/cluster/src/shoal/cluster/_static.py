@@ -7,68 +7,26 @@ cluster would, so the control loop reads node metadata the same way in both
 cases, and it refuses to join anyone: growing past one node takes the serf
 cluster manager.
 
-Events fan out to any number of subscribers. Each :meth:`StaticCluster.events`
-call registers its subscriber *immediately* (not on first iteration) on an
-anyio memory object stream with an unbounded buffer (only ``set_tags`` and
-``leave`` produce events, so a slow reader holds at most what it was sent),
-and :meth:`StaticCluster.aclose` ends every iterator cleanly.
+Events fan out to any number of subscribers through
+:class:`~shoal.cluster._fanout.EventFanout`: each :meth:`StaticCluster.events`
+call registers its subscriber *immediately* (not on first iteration), only
+``set_tags`` and ``leave`` produce events, and :meth:`StaticCluster.aclose`
+ends every iterator cleanly.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
-import anyio
 import anyio.lowlevel
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from shoal.interfaces import GossipState, Member, MemberEvent, MemberEventKind, Unavailable
 
-__all__ = ["MemberEvents", "StaticCluster"]
+from ._fanout import EventFanout, MemberEvents
 
-
-class MemberEvents:
-    """One subscriber's stream of membership events; an async iterator.
-
-    Iteration ends when the cluster manager closes. Close it early with
-    :meth:`aclose` (or ``async with``) to unsubscribe.
-    """
-
-    def __init__(self, receive: MemoryObjectReceiveStream[MemberEvent]) -> None:
-        self._receive = receive
-
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> MemberEvent:
-        try:
-            return await self._receive.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            self._receive.close()
-            raise StopAsyncIteration from None
-
-    async def aclose(self) -> None:
-        """Unsubscribe: iteration ends and the cluster stops sending to this stream."""
-        self._receive.close()
-        await anyio.lowlevel.checkpoint()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    def __del__(self) -> None:
-        # An abandoned iterator unsubscribes, like a finalized async generator.
-        self._receive.close()
+__all__ = ["StaticCluster"]
 
 
 class StaticCluster:
@@ -90,8 +48,7 @@ class StaticCluster:
         self._member = Member(
             name=name, address=address, state=GossipState.ALIVE, tags=dict(tags or {})
         )
-        self._subscribers: list[MemoryObjectSendStream[MemberEvent]] = []
-        self._closed = False
+        self._fanout = EventFanout()
 
     async def __aenter__(self) -> Self:
         return self
@@ -121,12 +78,7 @@ class StaticCluster:
             (at once, if it is closed already).
 
         """
-        send, receive = anyio.create_memory_object_stream[MemberEvent](math.inf)
-        if self._closed:
-            send.close()
-        else:
-            self._subscribers.append(send)
-        return MemberEvents(receive)
+        return self._fanout.subscribe()
 
     async def set_tags(self, tags: dict[str, str]) -> None:
         """Merge ``tags`` into this node's tags and emit an UPDATED event.
@@ -173,23 +125,11 @@ class StaticCluster:
     async def aclose(self) -> None:
         """End every event iterator; later calls to ``aclose`` do nothing."""
         await anyio.lowlevel.checkpoint()
-        self._closed = True
-        subscribers, self._subscribers = self._subscribers, []
-        for send in subscribers:
-            send.close()
+        self._fanout.close()
 
     def _check_open(self, action: str) -> None:
-        if self._closed:
+        if self._fanout.closed:
             raise Unavailable(f"cannot {action}: the static cluster manager is closed")
 
     def _emit(self, kind: MemberEventKind) -> None:
-        event = MemberEvent(kind=kind, members=[self._member.model_copy(deep=True)])
-        alive: list[MemoryObjectSendStream[MemberEvent]] = []
-        for send in self._subscribers:
-            try:
-                send.send_nowait(event)
-            except anyio.BrokenResourceError:
-                send.close()  # the subscriber closed its end: drop it
-            else:
-                alive.append(send)
-        self._subscribers = alive
+        self._fanout.emit(MemberEvent(kind=kind, members=[self._member.model_copy(deep=True)]))

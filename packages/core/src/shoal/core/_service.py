@@ -11,6 +11,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from shoal.interfaces import (
     Actor,
@@ -27,6 +28,9 @@ from shoal.interfaces import (
     EventType,
     ExecResult,
     Explanation,
+    ImageInfo,
+    ImageManager,
+    ImageProgress,
     Instance,
     InstanceState,
     InvalidInput,
@@ -57,6 +61,7 @@ class LocalNode:
 
     name: str
     runtime: ContainerRuntime
+    images: ImageManager | None = None
 
 
 class ShoalService:
@@ -325,6 +330,76 @@ class ShoalService:
         """Return the resource use of a running instance's containers."""
         runtime, inst, _ = await self._running_pod(name, namespace, None)
         return list(await runtime.stats(inst.uid))
+
+    def _images(self) -> ImageManager:
+        if self.local is None or self.local.images is None:
+            runtime = "none" if self.local is None else self.local.runtime.name
+            raise Unavailable(
+                f"this node's runtime ({runtime}) keeps no images; images need an OCI "
+                "runtime such as --runtime runc"
+            )
+        return self.local.images
+
+    async def list_images(self) -> list[ImageInfo]:
+        """Return the images on this node."""
+        return list(await self._images().list())
+
+    async def pull_image(
+        self, reference: str, *, progress: Callable[[ImageProgress], object] | None = None
+    ) -> ImageInfo:
+        """Pull an image onto this node, reporting progress."""
+
+        def relay(step: Any) -> None:
+            if progress is not None:
+                progress(
+                    ImageProgress(
+                        digest=step.digest,
+                        kind=step.kind,
+                        status=step.status,
+                        completed=step.completed,
+                        total=step.total,
+                    )
+                )
+
+        info = await self._images().pull(reference, progress=relay)
+        await self._event(ObjectRef(kind="Image", name=reference), "Pulled", f"{info.digest}")
+        return info
+
+    async def import_image(self, path: str, reference: str | None = None) -> list[ImageInfo]:
+        """Import an image from a path on this node."""
+        infos = list(await self._images().import_path(path, reference))
+        names = ", ".join(i.reference for i in infos)
+        await self._event(ObjectRef(kind="Image", name=names or path), "Imported", f"from {path}")
+        return infos
+
+    async def remove_image(self, reference: str) -> list[ImageInfo]:
+        """Forget an image reference unless an instance on this node uses it."""
+        users = [
+            i.key
+            for i in await self.list_instances()
+            if not i.deleting
+            and (self.local is None or i.node == self.local.name)
+            and any(c.image == reference for c in i.template.containers)
+        ]
+        if users:
+            raise Conflict(
+                f"image {reference} is used by {', '.join(users[:5])}: delete or change "
+                "those workloads first",
+                image=reference,
+            )
+        removed = list(await self._images().remove(reference))
+        await self._event(ObjectRef(kind="Image", name=reference), "Removed", "reference removed")
+        return removed
+
+    async def gc_images(self) -> int:
+        """Free the blobs and layers no image reference needs."""
+        freed = int(await self._images().gc())
+        await self._event(
+            ObjectRef(kind="Node", name=self.local.name if self.local else "-"),
+            "ImagesCollected",
+            f"freed {freed} bytes",
+        )
+        return freed
 
     async def record_event(
         self,

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import shutil
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -29,13 +30,16 @@ from shoal.interfaces import (
     Clock,
     ClusterManager,
     ContainerRuntime,
+    ImageManager,
     InvalidInput,
     Node,
     NodeRole,
+    NotFound,
+    ShoalError,
     StateStore,
     Unavailable,
 )
-from shoal.runtime import MockRuntime
+from shoal.runtime import ImageStore, MockRuntime, OciCliRuntime, pod_networking
 from shoal.state import MemoryStore, SqliteStore
 
 from ._clock import SystemClock
@@ -60,8 +64,14 @@ class NodeConfig(BaseModel):
     """Node name; the host name by default."""
     role: NodeRole = NodeRole.BOTH
     """server (control loop), worker (runs instances) or both."""
-    runtime: Literal["mock"] = "mock"
-    """Container runtime; 'mock' until the OCI runtime lands."""
+    runtime: Literal["runc", "crun", "youki", "mock"] = "runc"
+    """Container runtime: an OCI runtime CLI (runc, crun, youki), or 'mock' (nothing runs)."""
+    network: Literal["bridge", "host"] = "bridge"
+    """Pod networking for OCI runtimes: a CNI bridge with ports published on 127.0.0.1, or host."""
+    bridge_subnet: str = "198.18.0.0/24"
+    """Subnet of the CNI bridge."""
+    default_registry: str | None = None
+    """Registry (host[:port]) for unqualified image names; None: they must be imported."""
     state: Literal["sqlite", "memory"] = "sqlite"
     """State store: durable SQLite in the data dir, or memory (lost on exit)."""
     labels: dict[str, str] = Field(default_factory=dict)
@@ -139,15 +149,18 @@ class ShoalNode:
         cluster: ClusterManager,
         clock: Clock,
         node: Node,
+        *,
+        images: ImageManager | None = None,
     ) -> None:
         self.config = config
+        self.images = images
         self.store = store
         self.runtime = runtime
         self.cluster = cluster
         self.clock = clock
         self.node = node
         self.scheduler = DefaultScheduler()
-        self.service = ShoalService(store, clock, local=LocalNode(node.name, runtime))
+        self.service = ShoalService(store, clock, local=LocalNode(node.name, runtime, images))
         self.control = ControlLoop(store, self.scheduler, clock, resync=config.control_resync)
         self.node_loop = NodeLoop(node, store, runtime, clock, resync=config.node_resync)
         self.ready = anyio.Event()
@@ -167,19 +180,29 @@ class ShoalNode:
                 task_status.started()
 
     async def _lead(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Campaign for the leader lease, then run the control loop while holding it."""
-        ttl = self.config.leader_ttl
-        lease = await self.store.grant_lease(ttl)
+        """Campaign for the leader lease, run the control loop while holding it, and repeat.
+
+        The lease is kept alive from the moment it is granted — also while the
+        campaign waits for a previous leader's lease to run out. If it is lost
+        (the store was unreachable for longer than its ttl), the control loop
+        stops and the node campaigns again with a new lease.
+        """
         task_status.started()
-        leadership = await self.store.campaign(LEADER_ELECTION, self.node.name, lease)
-        log.info("%s leads the control loop (lease %s)", self.node.name, lease)
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._keep_lease, lease, ttl)
-                await tg.start(self.control.run)
-        finally:
-            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                await self.store.resign(leadership)
+        ttl = self.config.leader_ttl
+        while True:
+            lease = await self.store.grant_lease(ttl)
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._keep_lease, lease, ttl)
+                    leadership = await self.store.campaign(LEADER_ELECTION, self.node.name, lease)
+                    log.info("%s leads the control loop (lease %s)", self.node.name, lease)
+                    try:
+                        await self.control.run()
+                    finally:
+                        with anyio.CancelScope(shield=True), contextlib.suppress(ShoalError):
+                            await self.store.resign(leadership)
+            except* NotFound:
+                log.warning("%s lost its leader lease; campaigning again", self.node.name)
 
     async def _keep_lease(self, lease: int, ttl: float) -> None:
         while True:
@@ -214,7 +237,7 @@ def build_node(config: NodeConfig, *, clock: Clock | None = None) -> ShoalNode:
         store = SqliteStore(data_dir / "state.db", clock=clock)
     else:
         store = MemoryStore(clock=clock)
-    runtime = MockRuntime(clock)
+    runtime, images = _runtime(config, data_dir, clock)
     capacity = config.capacity or host_capacity()
     ident = node_id(data_dir)
     node = Node(
@@ -230,4 +253,34 @@ def build_node(config: NodeConfig, *, clock: Clock | None = None) -> ShoalNode:
     cluster = StaticCluster(
         config.name, tags={"id": ident, "role": config.role.value, "api": config.api_addr}
     )
-    return ShoalNode(config, store, runtime, cluster, clock, node)
+    return ShoalNode(config, store, runtime, cluster, clock, node, images=images)
+
+
+def _runtime(
+    config: NodeConfig, data_dir: Path, clock: Clock
+) -> tuple[ContainerRuntime, ImageManager | None]:
+    """Build the configured runtime; an OCI one needs root and its binary, said plainly."""
+    if config.runtime == "mock":
+        return MockRuntime(clock), None
+    if os.geteuid() != 0:
+        raise Unavailable(
+            f"the {config.runtime} runtime needs root (it creates cgroups, mounts and network "
+            "namespaces): run the agent as root, or start it with --runtime mock",
+            runtime=config.runtime,
+        )
+    if shutil.which(config.runtime) is None:
+        raise Unavailable(
+            f"{config.runtime} is not installed: `apt-get install {config.runtime}` (or run "
+            "`make run`, which installs it), or start the agent with --runtime mock",
+            runtime=config.runtime,
+        )
+    images = ImageStore(data_dir / "images", default_registry=config.default_registry)
+    network = (
+        pod_networking("bridge", data_dir, subnet=config.bridge_subnet)
+        if config.network == "bridge"
+        else None
+    )
+    runtime = OciCliRuntime(
+        images, data_dir / "runtime", binary=config.runtime, clock=clock, network=network
+    )
+    return runtime, images

@@ -7,9 +7,10 @@ so a node can find its pods again after a restart (:meth:`ContainerRuntime.list`
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from pydantic import Field
@@ -24,6 +25,8 @@ __all__ = [
     "ContainerStatus",
     "ExecResult",
     "ImageInfo",
+    "ImageManager",
+    "ImageProgress",
     "LogLine",
     "PodSpec",
     "PodStatus",
@@ -142,6 +145,71 @@ class ContainerStats(Model):
     """Current memory use."""
     pids: int = 0
     """Number of processes."""
+
+
+class ImageProgress(Model):
+    """One step of pulling an image, for progress bars."""
+
+    digest: str
+    """The blob this is about."""
+    kind: str
+    """manifest, config or layer."""
+    status: str
+    """cached, downloading, downloaded or unpacked."""
+    completed: int = 0
+    """Bytes held so far."""
+    total: int = 0
+    """Bytes the blob has."""
+
+
+class _ProgressLike(Protocol):
+    @property
+    def digest(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def completed(self) -> int: ...
+    @property
+    def total(self) -> int: ...
+
+
+@runtime_checkable
+class ImageManager(Protocol):
+    """The images of a node, as an operator manages them (``shoal images``)."""
+
+    async def list(self) -> Sequence[ImageInfo]:
+        """Return every image the node holds."""
+        ...
+
+    async def pull(
+        self, reference: str, *, progress: Callable[[_ProgressLike], object] | None = None
+    ) -> ImageInfo:
+        """Pull ``reference`` from its registry, reporting each step to ``progress``.
+
+        Raises:
+            ImageError: it cannot be found, fetched or verified.
+        """
+        ...
+
+    async def import_path(
+        self, path: Path | str, reference: str | None = None
+    ) -> Sequence[ImageInfo]:
+        """Import an OCI image layout directory or a ``docker save`` tarball.
+
+        Raises:
+            ImageError: the path is not an image.
+        """
+        ...
+
+    async def remove(self, reference: str) -> Sequence[ImageInfo]:
+        """Forget ``reference`` (its blobs stay until ``gc``). Raises NotFound."""
+        ...
+
+    async def gc(self, *, in_use: Iterable[str] = ()) -> int:
+        """Free what no image (nor ``in_use`` digest) needs; return the bytes freed."""
+        ...
 
 
 @runtime_checkable

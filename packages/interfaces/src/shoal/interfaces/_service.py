@@ -7,7 +7,7 @@ work the same against a local agent or a remote cluster.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
@@ -18,7 +18,7 @@ from ._base import Model
 from ._event import Event, EventType, ObjectRef
 from ._instance import Instance, ScheduleFailure
 from ._node import Node
-from ._runtime import ContainerStats, ExecResult, LogLine
+from ._runtime import ContainerStats, ExecResult, ImageInfo, ImageProgress, LogLine
 from ._workload import Workload, WorkloadSpec
 
 __all__ = [
@@ -237,6 +237,28 @@ class Service(Protocol):
             NotFound: no such instance.
             Conflict: the instance is not running.
         """
+        ...
+
+    async def list_images(self) -> list[ImageInfo]:
+        """Return the images on the server's node. Raises Unavailable without an image store."""
+        ...
+
+    async def pull_image(
+        self, reference: str, *, progress: Callable[[ImageProgress], object] | None = None
+    ) -> ImageInfo:
+        """Pull an image onto the server's node. Raises ImageError, Unavailable."""
+        ...
+
+    async def import_image(self, path: str, reference: str | None = None) -> list[ImageInfo]:
+        """Import an OCI layout directory or `docker save` tarball at ``path`` on the node."""
+        ...
+
+    async def remove_image(self, reference: str) -> list[ImageInfo]:
+        """Forget an image reference. Raises NotFound, Conflict (in use)."""
+        ...
+
+    async def gc_images(self) -> int:
+        """Free the space of images no reference or instance needs; return bytes freed."""
         ...
 
     async def record_event(

@@ -2,10 +2,65 @@
 
 :class:`MockRuntime` runs pods in memory, deterministically, with injectable
 faults (:class:`Fault`, :class:`FaultKind`, :class:`Faults`); it is the fake
-that tests and benchmarks use. The OCI CLI runtime (runc) joins it later.
+that tests and benchmarks use. :class:`OciCliRuntime` runs real containers
+through runc (or crun, youki), with an optional :class:`NetworkHook`.
+
+Images: :class:`ImageStore` pulls (OCI distribution API), imports (OCI
+layouts, ``docker save``), verifies, caches and unpacks images; it is the
+:class:`ImageSource` that gives a runtime a :class:`PreparedImage`.
+
+Pod networking: :func:`pod_networking` picks :class:`HostNetworking` or
+:class:`BridgeNetworking` (a network namespace per pod, attached to a bridge
+by :class:`CniNetwork` through the CNI plugins, host ports published).
 """
 
+from ._cni import DEFAULT_PLUGIN_DIRS, CniNetwork
+from ._cni_cache import PodNetwork
 from ._faults import Fault, FaultKind, Faults
+from ._image_api import ImageConfig, ImageSource, PreparedImage
+from ._images import LOOPBACK_REGISTRIES, ImageStore
 from ._mock import MockRuntime
+from ._netns import create_netns, delete_netns, netns_exists, netns_name, netns_path
+from ._oci import NetworkHook, OciCliRuntime
+from ._podnet import (
+    BridgeNetworking,
+    HostNetworking,
+    NetworkMode,
+    PodNetworking,
+    pod_networking,
+    pod_ports,
+)
+from ._pull import ProgressCallback, PullProgress
+from ._reference import ImageReference, parse_reference
 
-__all__ = ["Fault", "FaultKind", "Faults", "MockRuntime"]
+__all__ = [
+    "DEFAULT_PLUGIN_DIRS",
+    "LOOPBACK_REGISTRIES",
+    "BridgeNetworking",
+    "CniNetwork",
+    "Fault",
+    "FaultKind",
+    "Faults",
+    "HostNetworking",
+    "ImageConfig",
+    "ImageReference",
+    "ImageSource",
+    "ImageStore",
+    "MockRuntime",
+    "NetworkHook",
+    "NetworkMode",
+    "OciCliRuntime",
+    "PodNetwork",
+    "PodNetworking",
+    "PreparedImage",
+    "ProgressCallback",
+    "PullProgress",
+    "create_netns",
+    "delete_netns",
+    "netns_exists",
+    "netns_name",
+    "netns_path",
+    "parse_reference",
+    "pod_networking",
+    "pod_ports",
+]

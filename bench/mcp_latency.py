@@ -1,0 +1,158 @@
+"""Benchmark: latency of ``list_workloads`` through MCP, over stdio and HTTP, against in-process.
+
+Starts a real ``shoal agent`` (mock runtime, memory state) in a temporary
+directory and stores 100 workloads in it, then times one call per transport
+per round, alternating the three in one loop so machine noise hits them all:
+
+* in-process — ``ShoalService.list_workloads()`` over a MemoryStore holding
+  the same 100 workloads, in this process: the floor;
+* HTTP — the MCP tool ``list_workloads`` over streamable HTTP at the agent's
+  ``/mcp`` with an operator bearer token (the agent's MCP server calls its
+  in-process service, and records the call's audit event);
+* stdio — the same tool through a ``shoal mcp`` subprocess, which reaches the
+  agent over signed REST (one more process and HTTP hop than HTTP).
+
+It prints p50 and p99 per transport, their ratios to in-process, and what MCP
+over HTTP adds at p50 (aim: under 5 ms). Run with ``uv run python bench/mcp_latency.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import anyio
+import httpx2
+
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+from shoal.api import Role, ShoalClient, init_keypair, load_keypair
+from shoal.core import ShoalService, SystemClock
+from shoal.interfaces import WorkloadSpec
+from shoal.mcp import create_token
+from shoal.state import MemoryStore
+
+READY = "ready: API on http://"
+
+
+def workloads(count: int) -> list[WorkloadSpec]:
+    return [
+        WorkloadSpec.model_validate(
+            {
+                "name": f"app-{i:03d}",
+                "replicas": 0,  # stored, not running: the bench measures reads
+                "labels": {"team": "bench"},
+                "template": {"containers": [{"name": "main", "image": "registry.local/app:1"}]},
+            }
+        )
+        for i in range(count)
+    ]
+
+
+def start_agent(root: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+    """Start `shoal agent` and return it with its URL once it is ready."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "shoal.cli", "agent", "--data-dir", str(root / "data")]
+        + ["--api-addr", "127.0.0.1:0", "--state", "memory", "--name", "bench"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    for line in process.stderr:
+        if READY in line:
+            # Keep draining its log so that a full pipe never blocks the agent.
+            threading.Thread(target=process.stderr.read, daemon=True).start()
+            return process, "http://" + line.split(READY, 1)[1].split(",", 1)[0]
+    raise SystemExit("the agent exited before it was ready")
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+async def measure(rounds: int, count: int, root: Path, env: dict[str, str], url: str) -> None:
+    keypair = load_keypair(root / "home")
+    specs = workloads(count)
+    async with ShoalClient(url, keypair) as rest:
+        await rest.apply(specs)
+    clock = SystemClock()
+    token = create_token(keypair, Role.OPERATOR, 3600)
+    stdio = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "shoal.cli", "mcp"],
+        env={"SHOAL_HOME": env["SHOAL_HOME"], "SHOAL_SERVER": url},
+    )
+    async with (
+        MemoryStore(clock=clock) as store,
+        httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http,
+        Client(streamable_http_client(f"{url}/mcp", http_client=http)) as over_http,
+        Client(stdio) as over_stdio,
+    ):
+        service = ShoalService(store, clock)
+        await service.apply(specs)
+
+        async def in_process() -> None:
+            assert len(await service.list_workloads()) == count
+
+        def tool(client: Client) -> Callable[[], Awaitable[None]]:
+            async def call() -> None:
+                result = await client.call_tool("list_workloads", {})
+                assert not result.is_error and result.structured_content is not None
+                assert len(result.structured_content["workloads"]) == count
+
+            return call
+
+        calls = {"in-process": in_process, "http": tool(over_http), "stdio": tool(over_stdio)}
+        samples: dict[str, list[float]] = {name: [] for name in calls}
+        for round_ in range(rounds + 10):  # the first 10 rounds warm up
+            for name, call in calls.items():
+                start = time.perf_counter()
+                await call()
+                if round_ >= 10:
+                    samples[name].append(time.perf_counter() - start)
+
+    base50 = statistics.median(samples["in-process"])
+    base99 = percentile(samples["in-process"], 0.99)
+    print(f"list_workloads with {count} workloads stored, {rounds} calls per transport")
+    for name, taken in samples.items():
+        p50, p99 = statistics.median(taken), percentile(taken, 0.99)
+        print(
+            f"{name:>10}  p50 {p50 * 1000:7.2f} ms  p99 {p99 * 1000:7.2f} ms"
+            f"  ratio p50 {p50 / base50:6.1f}  p99 {p99 / base99:6.1f}"
+        )
+    added = (statistics.median(samples["http"]) - base50) * 1000
+    print(f"MCP over HTTP adds {added:.2f} ms at p50 (aim: < 5 ms)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=300, help="calls per transport")
+    parser.add_argument("--workloads", type=int, default=100, help="workloads stored")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="shoal-bench-") as tmp:
+        root = Path(tmp)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
+        env |= {"SHOAL_HOME": str(root / "home"), "SHOAL_LOG_LEVEL": "INFO"}
+        init_keypair(root / "home", "bench@local")
+        agent, url = start_agent(root, env)
+        try:
+            anyio.run(measure, args.rounds, args.workloads, root, env, url)
+        finally:
+            agent.terminate()
+            agent.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()

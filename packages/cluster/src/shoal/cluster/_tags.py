@@ -1,0 +1,114 @@
+"""How a node describes itself in gossip tags, and how to read it back.
+
+Serf carries each member's tags in its gossip metadata, which memberlist caps
+at 512 bytes (Serf's encoding: one magic byte, then a msgpack map). So the
+keys are short and only what the control loop needs before it reaches the
+node over gRPC travels here:
+
+=========  ==============================================
+``id``     node id (fingerprint of its ed25519 key)
+``role``   ``server``, ``worker`` or ``both``
+``api``    REST API address, ``host:port``
+``grpc``   node-to-node gRPC address, ``host:port``
+``cpu``    capacity, millicores (``4000m``)
+``mem``    capacity, bytes
+``pods``   capacity, instances
+``l.KEY``  one per node label
+=========  ==============================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import msgpack
+
+from shoal.interfaces import Capacity, InvalidInput, Member, Node, NodeRole
+
+__all__ = ["LABEL_PREFIX", "MAX_TAGS_BYTES", "check_tags", "node_from_member", "node_tags"]
+
+MAX_TAGS_BYTES = 512
+"""memberlist's limit on a member's metadata, which holds the encoded tags."""
+
+LABEL_PREFIX = "l."
+"""Tag key prefix for node labels."""
+
+_ADDRESS_TAGS = ("api", "grpc")
+
+
+def node_tags(node: Node) -> dict[str, str]:
+    """Return the tags that publish ``node``: id, role, addresses, capacity, labels."""
+    tags = {
+        "id": node.node_id,
+        "role": node.role.value,
+        "cpu": f"{node.capacity.cpu}m",
+        "mem": str(node.capacity.memory),
+        "pods": str(node.capacity.pods),
+    }
+    tags.update({key: node.addresses[key] for key in _ADDRESS_TAGS if key in node.addresses})
+    tags.update({f"{LABEL_PREFIX}{key}": value for key, value in node.labels.items()})
+    return tags
+
+
+def node_from_member(member: Member) -> Node:
+    """Return the :class:`~shoal.interfaces.Node` a member's tags describe.
+
+    Tags it does not know are ignored; missing ones take the model's defaults.
+
+    Raises:
+        InvalidInput: a tag holds a value the model rejects (e.g. an unknown role).
+
+    """
+    tags = member.tags
+    try:
+        capacity = Capacity.model_validate(
+            {
+                key: value
+                for key, value in (
+                    ("cpu", tags.get("cpu")),
+                    ("memory", tags.get("mem")),
+                    ("pods", tags.get("pods")),
+                )
+                if value is not None
+            }
+        )
+        return Node(
+            name=member.name,
+            node_id=tags.get("id", ""),
+            addresses={key: tags[key] for key in _ADDRESS_TAGS if key in tags},
+            role=NodeRole(tags.get("role", NodeRole.BOTH.value)),
+            labels={
+                key.removeprefix(LABEL_PREFIX): value
+                for key, value in tags.items()
+                if key.startswith(LABEL_PREFIX)
+            },
+            capacity=capacity,
+            allocatable=capacity,
+            state=member.state,
+        )
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise InvalidInput(
+            f"member {member.name!r} publishes tags that do not describe a node: {exc}",
+            member=member.name,
+        ) from exc
+
+
+def check_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    """Return ``tags`` as a dict if Serf can carry them.
+
+    Raises:
+        InvalidInput: a key or value is not a string, or the encoded tags
+            exceed :data:`MAX_TAGS_BYTES`.
+
+    """
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
+        raise InvalidInput("tags must map strings to strings", field="tags")
+    size = 1 + len(msgpack.packb(dict(tags)))
+    if size > MAX_TAGS_BYTES:
+        raise InvalidInput(
+            f"tags take {size} bytes encoded; serf carries at most {MAX_TAGS_BYTES}: "
+            "use fewer or shorter labels",
+            field="tags",
+            size=size,
+        )
+    return dict(tags)

@@ -1,0 +1,46 @@
+"""Tool argument types shared by the tools: the field descriptions agents read."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+__all__ = ["InstanceName", "Namespace", "NodeName", "OptionalNamespace", "PlanId", "WorkloadName"]
+
+WorkloadName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=63,
+        description="Workload name (a DNS label, e.g. 'web'); list_workloads shows them.",
+    ),
+]
+InstanceName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=127,
+        description="Instance name, e.g. 'web-3f2a1'; list_instances shows them.",
+    ),
+]
+NodeName = Annotated[
+    str,
+    Field(min_length=1, max_length=253, description="Node name; list_nodes shows them."),
+]
+Namespace = Annotated[
+    str,
+    Field(min_length=1, max_length=63, description="Namespace of the object."),
+]
+OptionalNamespace = Annotated[
+    str | None,
+    Field(max_length=63, description="Only this namespace; all namespaces when omitted."),
+]
+PlanId = Annotated[
+    str | None,
+    Field(
+        max_length=64,
+        description="The plan_id of a plan made for exactly this change (plan_workload or "
+        "plan_drain). Required for destructive changes unless the user confirms when asked.",
+    ),
+]

@@ -1,0 +1,254 @@
+"""The gate every tool call passes: caller, role check, audit event, error translation.
+
+A tool body runs inside ``async with gate.call(ctx, Role.OPERATOR, target) as
+call:`` and talks to ``call.service`` only. The gate
+
+1. finds the caller (:mod:`shoal.mcp._caller`) and refuses a role below the
+   tool's, before anything else happens;
+2. hands the body the service bound to that caller;
+3. records one ``McpToolCall`` event per call about the caller's key (object
+   kind ``Key``, so ``list_events(kind="Key", name=KEY-ID)`` is one caller's
+   trail, and the events of workloads and instances stay about them), with
+   the object the tool touched, the tool's arguments as sent (secrets
+   redacted), the outcome (ok, error or refused) and how a destructive change
+   was confirmed;
+4. turns a :class:`ShoalError` into a tool error whose text starts with the
+   error code and says what to change, so the agent can correct the call.
+
+Auditing happens after the call, so the event says how it ended. Calls that
+never reach a tool body — arguments that fail the input schema, an unknown
+tool — are audited by :meth:`Gate.middleware`, which also drops pydantic's
+documentation links from argument errors. A call that cannot be audited (a
+viewer key reading over REST may not write events) still returns its result;
+changes are recorded by the service layer itself anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from shoal.api import Role
+from shoal.interfaces import EventType, NotFound, ObjectRef, Service, ShoalError
+
+from ._caller import Caller, ServiceFactory, caller_from_request, caller_of
+from ._redact import REDACTED, redact_json
+
+__all__ = ["AUDIT_KIND", "AUDIT_REASON", "CLUSTER", "Call", "Gate", "Refused", "render_error"]
+
+log = logging.getLogger("shoal.mcp")
+
+AUDIT_REASON = "McpToolCall"
+"""The reason of the event recorded for every tool call."""
+CLUSTER = ObjectRef(kind="Cluster", name="cluster")
+"""The target of calls that are about no one object."""
+AUDIT_KIND = "Key"
+"""Audit events are about the caller's key: ObjectRef(kind="Key", name=KEY-ID)."""
+_MAX_ARGUMENTS = 2000
+
+_LIST_HINTS = {
+    "workload": "call list_workloads to see which exist",
+    "instance": "call list_instances to see which exist",
+}
+
+
+@dataclass
+class _Reached:
+    """Set by the gate when a tools/call reached a tool body (which audits it)."""
+
+    reached: bool = False
+
+
+_REACHED: ContextVar[_Reached | None] = ContextVar("shoal_mcp_reached", default=None)
+_DOCS_LINK = "For further information visit https://errors.pydantic.dev"
+
+
+class Refused(ToolError):
+    """The gate refused a call on policy: a role too low, or a destructive change unconfirmed."""
+
+
+@dataclass
+class Call:
+    """One tool call in progress."""
+
+    caller: Caller
+    """Who is calling."""
+    service: Service
+    """The service, acting as the caller."""
+    notes: dict[str, str] = field(default_factory=dict)
+    """Extra facts for the audit event (e.g. how a change was confirmed)."""
+
+
+def _arguments_text(arguments: Mapping[str, Any]) -> str:
+    clean = dict(redact_json(dict(arguments)))
+    manifest = clean.get("manifest")
+    if isinstance(manifest, str):  # YAML text: redact its parsed documents instead
+        try:
+            clean["manifest"] = redact_json(list(yaml.safe_load_all(manifest)))
+        except yaml.YAMLError:
+            clean["manifest"] = f"{REDACTED} (unparseable YAML, {len(manifest)} characters)"
+    text = json.dumps(clean, sort_keys=True, default=str)
+    return text if len(text) <= _MAX_ARGUMENTS else text[: _MAX_ARGUMENTS - 3] + "..."
+
+
+def render_error(exc: ShoalError) -> str:
+    """Return the tool-error text for ``exc``: its code, its message and a hint."""
+    text = f"{exc.code}: {exc.message}"
+    if isinstance(exc, NotFound):
+        kind = str(exc.details.get("kind", ""))
+        hint = _LIST_HINTS.get(
+            kind, "call list_nodes to see which exist" if "node" in exc.details else ""
+        )
+        if hint:
+            text += f" ({hint})"
+    return text
+
+
+class Gate:
+    """Runs tool calls for one MCP server.
+
+    Args:
+        services: Returns the service acting as a caller.
+        default_caller: The caller when the transport carries no token (stdio, in-process).
+    """
+
+    def __init__(self, services: ServiceFactory, default_caller: Caller) -> None:
+        self.services = services
+        self.default_caller = default_caller
+
+    def caller(self, ctx: Context[Any, Any]) -> Caller:
+        """Return who is calling in ``ctx``."""
+        return caller_of(ctx, self.default_caller)
+
+    @asynccontextmanager
+    async def call(
+        self, ctx: Context[Any, Any], required: Role, target: ObjectRef = CLUSTER
+    ) -> AsyncIterator[Call]:
+        """Run one tool call about ``target`` that needs ``required``; see the module docs.
+
+        Raises:
+            Refused: the caller's role is below ``required``.
+            ToolError: the service raised a :class:`ShoalError` (rendered for the agent).
+        """
+        params = _request_params(ctx)
+        tool = str(params.get("name", "tool"))
+        arguments = params.get("arguments")
+        caller = self.caller(ctx)
+        call = Call(caller, self.services(caller))
+        marker = _REACHED.get()
+        if marker is not None:
+            marker.reached = True
+        if not caller.allows(required):
+            await self._audit(call, tool, arguments, target, "refused", "forbidden")
+            raise Refused(
+                f"forbidden: {tool} changes the cluster and needs role {required.value}; key "
+                f"{caller.key_id!r} is a {caller.role.value} here. Use the read tools, or ask "
+                "an admin for a token with --role operator"
+            )
+        try:
+            yield call
+        except ShoalError as exc:
+            await self._audit(call, tool, arguments, target, "error", exc.code)
+            raise ToolError(render_error(exc)) from exc
+        except Refused as exc:
+            await self._audit(call, tool, arguments, target, "refused", str(exc)[:200])
+            raise
+        except ToolError as exc:
+            await self._audit(call, tool, arguments, target, "error", str(exc)[:200])
+            raise
+        await self._audit(call, tool, arguments, target, "ok", "")
+
+    def middleware(self) -> Any:
+        """Return the server middleware that audits tools/call requests no tool body saw."""
+
+        async def audit_unreached(
+            ctx: ServerRequestContext[Any, Any], call_next: CallNext
+        ) -> HandlerResult:
+            if ctx.method != "tools/call":
+                return await call_next(ctx)
+            marker = _Reached()
+            token = _REACHED.set(marker)
+            try:
+                result = await call_next(ctx)
+            finally:
+                _REACHED.reset(token)
+            if marker.reached or not isinstance(result, dict) or not result.get("isError"):
+                return result  # audited by the gate, or an input_required round
+            result = _without_docs_links(result)
+            params = ctx.params or {}
+            caller = caller_from_request(ctx.request, self.default_caller)
+            text = " ".join(
+                str(block.get("text", ""))
+                for block in result.get("content", [])
+                if isinstance(block, dict)
+            )
+            await self._audit(
+                Call(caller, self.services(caller)),
+                str(params.get("name", "tool")),
+                params.get("arguments"),
+                CLUSTER,
+                "error",
+                text[:200],
+            )
+            return result
+
+        return audit_unreached
+
+    async def _audit(
+        self,
+        call: Call,
+        tool: str,
+        arguments: Any,
+        target: ObjectRef,
+        outcome: str,
+        error: str,
+    ) -> None:
+        details = {
+            "tool": tool,
+            "target": str(target),
+            "arguments": _arguments_text(arguments if isinstance(arguments, Mapping) else {}),
+            "outcome": outcome,
+            "role": call.caller.role.value,
+            **call.notes,
+        }
+        if error:
+            details["error"] = error
+        about = "" if target == CLUSTER else f" on {target}"
+        message = f"{tool}{about} by {call.caller.key_id} over MCP: {outcome}"
+        kind = EventType.WARNING if outcome == "refused" else EventType.NORMAL
+        key = ObjectRef(kind=AUDIT_KIND, name=call.caller.key_id)
+        try:
+            await call.service.record_event(
+                key, AUDIT_REASON, message, event_type=kind, details=details
+            )
+        except ShoalError as exc:
+            log.warning("could not record the audit event of %s: %s", tool, exc)
+
+
+def _without_docs_links(result: dict[str, Any]) -> dict[str, Any]:
+    """Drop pydantic's documentation links from argument errors: noise in an agent's context."""
+    content = []
+    for block in result.get("content", []):
+        if isinstance(block, dict) and isinstance(block.get("text"), str):
+            lines = block["text"].splitlines()
+            block = {**block, "text": "\n".join(ln for ln in lines if _DOCS_LINK not in ln)}
+        content.append(block)
+    return {**result, "content": content}
+
+
+def _request_params(ctx: Context[Any, Any]) -> Mapping[str, Any]:
+    try:
+        params = ctx.request_context.params
+    except ValueError:  # outside a request
+        return {}
+    return params if isinstance(params, Mapping) else {}

@@ -1,0 +1,216 @@
+"""Plans for changes, and the rule that destructive changes need one.
+
+Deleting a workload, draining a node and scaling a workload to zero (by
+``scale_workload`` or by applying ``replicas: 0``) stop instances that nothing
+replaces. Such a call goes through only with
+
+* the ``plan_id`` of a plan made for *that exact change* by ``plan_workload``
+  (or ``plan_drain``), or
+* the user's explicit yes to an elicitation, when the client supports it.
+
+Plan ids are digests of the action, its parameters and the identity and
+version of the object as it is now (a workload's uid and generation; a
+node's id, flags and the instances on it). No plan is stored anywhere: the
+destructive tool recomputes the id and refuses a mismatch, so a plan goes
+stale the moment its object changes, and a plan for one change cannot
+authorise another. Apply plans use the service's own dry-run plan id, which
+digests the field changes and the state they start from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from mcp.server.mcpserver import AcceptedElicitation, Context, ElicitationResult
+from shoal.interfaces import (
+    PLACED_STATES,
+    ApplyResult,
+    ChangeAction,
+    PlannedChange,
+    Service,
+    WorkloadSpec,
+)
+
+from ._audit import Refused
+from ._redact import redact_plan
+from ._views import Model
+
+__all__ = [
+    "ChangePlan",
+    "Confirm",
+    "Decision",
+    "apply_plan",
+    "check_confirmed",
+    "delete_plan",
+    "drain_plan",
+    "scale_plan",
+    "supports_elicitation",
+]
+
+Action = Literal["apply", "scale", "delete", "drain"]
+Decision = Literal["plan", "ask", "missing", "not_needed"]
+"""How a resolver settled a destructive call before its body runs."""
+
+
+class ChangePlan(Model):
+    """What a change would do, and the id that authorises exactly that change."""
+
+    plan_id: str
+    """Pass this as plan_id to the tool in next_step. It stops matching once the object changes."""
+    action: Action
+    """apply, scale, delete or drain."""
+    target: str
+    """What changes, e.g. 'workload default/web' or 'node n1'."""
+    summary: str
+    """One sentence: what happens."""
+    destructive: bool
+    """True when instances stop without replacement; the change then needs this plan_id."""
+    instances_stopped: list[str] = Field(default_factory=list)
+    """Instances that stop (for delete, drain and scale to zero)."""
+    changes: list[PlannedChange] = Field(default_factory=list)
+    """For apply: the field-by-field diff per workload (secret values redacted)."""
+    next_step: str
+    """The call that makes this change."""
+
+
+class Confirm(BaseModel):
+    """The user's answer to a destructive change."""
+
+    confirm: bool = Field(description="Yes: make this change now. It cannot be undone.")
+
+
+def _digest(*parts: Any) -> str:
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+async def _live_instances(service: Service, name: str, namespace: str) -> list[str]:
+    instances = await service.list_instances(namespace, name)
+    return sorted(i.name for i in instances if not i.deleting)
+
+
+async def delete_plan(service: Service, name: str, namespace: str) -> ChangePlan:
+    """Plan deleting a workload. Raises NotFound."""
+    workload = await service.get_workload(name, namespace)
+    stopped = await _live_instances(service, name, namespace)
+    return ChangePlan(
+        plan_id=_digest("delete", namespace, name, workload.uid, workload.generation),
+        action="delete",
+        target=f"workload {namespace}/{name}",
+        summary=f"delete workload {namespace}/{name}: its {len(stopped)} instance(s) stop and "
+        "are removed, then the workload is gone",
+        destructive=True,
+        instances_stopped=stopped,
+        next_step=f"delete_workload(name={name!r}, namespace={namespace!r}, plan_id=<plan_id>)",
+    )
+
+
+async def scale_plan(service: Service, name: str, namespace: str, replicas: int) -> ChangePlan:
+    """Plan scaling a workload. Raises NotFound."""
+    workload = await service.get_workload(name, namespace)
+    current = workload.spec.replicas
+    destructive = replicas == 0 and current > 0
+    stopped = await _live_instances(service, name, namespace) if destructive else []
+    return ChangePlan(
+        plan_id=_digest("scale", namespace, name, workload.uid, workload.generation, replicas),
+        action="scale",
+        target=f"workload {namespace}/{name}",
+        summary=f"scale workload {namespace}/{name} from {current} to {replicas} replica(s)"
+        + (": every instance stops" if destructive else ""),
+        destructive=destructive,
+        instances_stopped=stopped,
+        next_step=f"scale_workload(name={name!r}, namespace={namespace!r}, "
+        f"replicas={replicas}, plan_id=<plan_id>)",
+    )
+
+
+async def drain_plan(service: Service, node_name: str) -> ChangePlan:
+    """Plan draining a node. Raises NotFound."""
+    node = await service.get_node(node_name)
+    placed = [i for i in await service.list_instances(node=node_name) if i.state in PLACED_STATES]
+    moved = sorted(f"{i.namespace}/{i.name}" for i in placed)
+    uids = sorted(i.uid for i in placed)
+    return ChangePlan(
+        plan_id=_digest("drain", node.name, node.node_id, node.cordoned, node.draining, uids),
+        action="drain",
+        target=f"node {node.name}",
+        summary=f"drain node {node.name}: it is cordoned and its {len(moved)} instance(s) stop "
+        "there and are re-created elsewhere, replacement first, where capacity allows",
+        destructive=True,
+        instances_stopped=moved,
+        next_step=f"drain_node(name={node.name!r}, plan_id=<plan_id>)",
+    )
+
+
+def _zeroes(change: PlannedChange) -> bool:
+    return change.action == ChangeAction.UPDATE and any(
+        c.path == "replicas" and c.new == 0 and (c.old or 0) > 0 for c in change.changes
+    )
+
+
+def apply_plan(result: ApplyResult, specs: Sequence[WorkloadSpec]) -> ChangePlan:
+    """Describe a dry-run apply; it is destructive when it scales a workload to zero."""
+    plan = redact_plan(result.plan)
+    zeroed = [f"{c.namespace}/{c.name}" for c in plan.changes if _zeroes(c)]
+    verbs = [f"{c.action.value} {c.namespace}/{c.name}" for c in plan.changes]
+    summary = "apply: " + ", ".join(verbs)
+    if zeroed:
+        summary += f"; scales {', '.join(zeroed)} to zero (every instance stops)"
+    return ChangePlan(
+        plan_id=plan.id,
+        action="apply",
+        target=", ".join(f"workload {s.key}" for s in specs),
+        summary=summary,
+        destructive=bool(zeroed),
+        changes=plan.changes,
+        next_step="apply_workload(<the same workload or manifest>, plan_id=<plan_id>)",
+    )
+
+
+def supports_elicitation(ctx: Context[Any, Any]) -> bool:
+    """Return whether the client can answer a form elicitation (to confirm a change)."""
+    try:
+        capabilities = ctx.client_capabilities
+    except ValueError:  # outside a request
+        return False
+    elicitation = None if capabilities is None else capabilities.elicitation
+    return elicitation is not None and (elicitation.form is not None or elicitation.url is None)
+
+
+def check_confirmed(plan: ChangePlan, plan_id: str | None, outcome: ElicitationResult[Any]) -> str:
+    """Return how a change is authorised ('plan', 'elicitation' or 'not destructive').
+
+    Raises:
+        Refused: the plan id does not match the change as it is now, the user
+            declined, or a destructive change came with neither plan nor confirmation.
+    """
+    if plan_id is not None:
+        if plan_id != plan.plan_id:
+            raise Refused(
+                f"stale_plan: plan {plan_id!r} does not authorise this change to {plan.target} "
+                "as it is now (the plan was for another change, or the object changed since): "
+                "make a new plan, review it, and pass its plan_id"
+            )
+        return "plan"
+    if not plan.destructive:
+        return "not destructive"
+    data = outcome.data if isinstance(outcome, AcceptedElicitation) else None
+    if isinstance(data, Confirm):
+        if data.confirm:
+            return "elicitation"
+        raise Refused(f"not_confirmed: the user did not confirm: {plan.summary}. Nothing changed")
+    if not isinstance(outcome, AcceptedElicitation):
+        answer = "declined" if outcome.action == "decline" else "cancelled"
+        raise Refused(
+            f"not_confirmed: the user {answer} the confirmation to {plan.summary}. Nothing changed"
+        )
+    tool = "plan_drain" if plan.action == "drain" else f"plan_workload(action={plan.action!r})"
+    raise Refused(
+        f"plan_required: this would {plan.summary}. It is destructive: call {tool} for exactly "
+        "this change, review the plan with the user, then call again with its plan_id"
+    )

@@ -1,0 +1,170 @@
+"""Keep secret values out of everything an agent sees.
+
+A container env variable is secret when its *name* looks like one (PASSWORD,
+TOKEN, SECRET, KEY, CREDENTIAL, ...); a value of any variable that is a URL
+with a password (``postgres://app:hunter2@db/app``) has that password hidden.
+Redaction is structural — it rewrites the ``env`` maps of workloads,
+instances and plan diffs — plus a scrub of the known secret values out of
+free text such as log lines.
+
+Redacted values read :data:`REDACTED`. An agent that reads a workload, edits
+it and applies it back sends :data:`REDACTED` where the secrets were;
+:func:`restore_secrets` puts the stored values back, so a round trip never
+overwrites a secret with the placeholder.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from shoal.interfaces import (
+    Explanation,
+    FieldChange,
+    Instance,
+    InvalidInput,
+    Plan,
+    Workload,
+    WorkloadSpec,
+)
+
+__all__ = [
+    "REDACTED",
+    "is_secret_name",
+    "redact_env",
+    "redact_json",
+    "redact_model",
+    "redact_plan",
+    "restore_secrets",
+    "scrub",
+    "secret_values",
+]
+
+REDACTED = "<redacted>"
+"""What a secret value reads as in tool outputs and resources."""
+
+_SECRET_NAME = re.compile(
+    r"pass|pwd|secret|token|key|credential|auth|cookie|session|private|cert|salt|signature|dsn",
+    re.IGNORECASE,
+)
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/:@\s]*:)(?P<password>[^@\s/]+)(?=@)")
+_MIN_SCRUB_LENGTH = 4  # shorter values ("1", "on") would blank out ordinary text
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def is_secret_name(name: str) -> bool:
+    """Return whether an env variable called ``name`` holds a secret."""
+    return bool(_SECRET_NAME.search(name))
+
+
+def _redact_value(name: str, value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    if is_secret_name(name):
+        return REDACTED
+    return _URL_PASSWORD.sub(lambda m: m.group("head") + REDACTED, value)
+
+
+def redact_env(env: Mapping[str, Any]) -> dict[str, Any]:
+    """Return ``env`` with its secret values replaced by :data:`REDACTED`."""
+    return {name: _redact_value(name, value) for name, value in env.items()}
+
+
+def redact_json(value: Any) -> Any:
+    """Redact every ``env`` map inside a JSON-like value (dicts, lists, scalars)."""
+    if isinstance(value, dict):
+        return {
+            key: redact_env(item) if key == "env" and isinstance(item, dict) else redact_json(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [redact_json(item) for item in value]
+    return value
+
+
+def redact_model(model: M) -> M:
+    """Return a copy of a Workload, Instance, Explanation, ... with its env secrets redacted."""
+    return type(model).model_validate(redact_json(model.model_dump(mode="json")))
+
+
+_ENV_LEAF = re.compile(r"\.env\.(?P<name>[^.\[\]]+)$")
+
+
+def _redact_change(change: FieldChange) -> FieldChange:
+    leaf = _ENV_LEAF.search(change.path)
+    if leaf is not None:
+        name = leaf.group("name")
+        old, new = _redact_value(name, change.old), _redact_value(name, change.new)
+    elif change.path.endswith(".env"):
+        old = redact_env(change.old) if isinstance(change.old, dict) else change.old
+        new = redact_env(change.new) if isinstance(change.new, dict) else change.new
+    else:
+        old, new = redact_json(change.old), redact_json(change.new)
+    return change.model_copy(update={"old": old, "new": new})
+
+
+def redact_plan(plan: Plan) -> Plan:
+    """Return ``plan`` with secret values in its field changes redacted."""
+    changes = [
+        planned.model_copy(update={"changes": [_redact_change(c) for c in planned.changes]})
+        for planned in plan.changes
+    ]
+    return plan.model_copy(update={"changes": changes})
+
+
+def secret_values(sources: Iterable[Workload | Instance | Explanation]) -> set[str]:
+    """Return the secret values the env maps of ``sources`` hold (to scrub from text)."""
+    found: set[str] = set()
+    for source in sources:
+        if isinstance(source, Explanation):
+            source = source.instance
+        template = source.spec.template if isinstance(source, Workload) else source.template
+        for container in template.containers:
+            for name, value in container.env.items():
+                if is_secret_name(name):
+                    found.add(value)
+                found.update(m.group("password") for m in _URL_PASSWORD.finditer(value))
+    return {value for value in found if len(value) >= _MIN_SCRUB_LENGTH}
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """Replace every occurrence of a secret value in ``text`` with :data:`REDACTED`."""
+    for value in sorted(secrets, key=len, reverse=True):
+        if value in text:
+            text = text.replace(value, REDACTED)
+    return _URL_PASSWORD.sub(lambda m: m.group("head") + REDACTED, text)
+
+
+def restore_secrets(spec: WorkloadSpec, stored: Workload | None) -> WorkloadSpec:
+    """Put stored secret values back where ``spec`` carries :data:`REDACTED`.
+
+    Raises:
+        InvalidInput: a value is :data:`REDACTED` but no stored value exists to
+            restore (a new workload, container or variable).
+    """
+    if not any(REDACTED in value for c in spec.template.containers for value in c.env.values()):
+        return spec
+    previous = {} if stored is None else {c.name: c for c in stored.spec.template.containers}
+    containers = []
+    for container in spec.template.containers:
+        env = dict(container.env)
+        for name, value in container.env.items():
+            if REDACTED not in value:
+                continue
+            old = previous.get(container.name)
+            original = None if old is None else old.env.get(name)
+            if original is None or _redact_value(name, original) != value:
+                raise InvalidInput(
+                    f"env {name} of container {container.name!r} in workload {spec.key} is "
+                    f"{value!r}, a value Shoal hid from you, and there is no stored value to keep: "
+                    "pass the real value, or leave the variable out",
+                    field=f"template.containers[{container.name}].env.{name}",
+                )
+            env[name] = original
+        containers.append(container.model_copy(update={"env": env}))
+    template = spec.template.model_copy(update={"containers": containers})
+    return spec.model_copy(update={"template": template})

@@ -1,0 +1,327 @@
+"""The planning tools (read-only) and the change tools (operator role).
+
+``plan_workload`` and ``plan_drain`` show what a change would do and return
+the plan id that authorises it. The change tools apply, scale, delete,
+cordon, uncordon and drain; the destructive ones refuse to run without a
+matching plan id or the user's confirmation (see :mod:`shoal.mcp._plans`).
+In ``--read-only`` mode only the planning tools are registered.
+
+No ``from __future__ import annotations`` here: the SDK evaluates tool
+annotations in this module's globals, and the ``Resolve(...)`` markers name
+resolvers that are local to :func:`register_change_tools`.
+"""
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal
+
+import yaml
+from mcp_types import ToolAnnotations
+from pydantic import Field
+
+from mcp.server.mcpserver import Context, Elicit, ElicitationResult, MCPServer, Resolve
+from shoal.api import Role
+from shoal.interfaces import (
+    InvalidInput,
+    InvalidSpec,
+    Node,
+    NotFound,
+    ObjectRef,
+    Service,
+    ShoalError,
+    WorkloadSpec,
+    parse_workload_documents,
+)
+
+from ._args import Namespace, NodeName, PlanId, WorkloadName
+from ._audit import Call, Gate
+from ._plans import (
+    ChangePlan,
+    Confirm,
+    Decision,
+    apply_plan,
+    check_confirmed,
+    delete_plan,
+    drain_plan,
+    scale_plan,
+    supports_elicitation,
+)
+from ._redact import restore_secrets
+from ._tools_read import READ
+from ._views import Applied, NodeChanged, WorkloadChanged, WorkloadSummary, node_summaries
+
+__all__ = ["CHANGE_TOOLS", "register_change_tools"]
+
+CHANGE_TOOLS = frozenset(
+    {
+        "apply_workload",
+        "scale_workload",
+        "delete_workload",
+        "cordon_node",
+        "uncordon_node",
+        "drain_node",
+    }
+)
+"""Tools that change the cluster: hidden from viewers and absent in read-only mode."""
+
+_MAX_MANIFEST = 256 * 1024
+_CHANGE = ToolAnnotations(
+    read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+)
+_DESTRUCTIVE = _CHANGE.model_copy(update={"destructive_hint": True})
+
+WorkloadArg = Annotated[
+    WorkloadSpec | None,
+    Field(description="One workload as a JSON object (the Shoal workload schema)."),
+]
+ManifestArg = Annotated[
+    str | None,
+    Field(
+        description="Workload YAML, one or more documents (e.g. the text of examples/hello.yaml)."
+    ),
+]
+
+
+async def workload_specs(
+    service: Service, workload: WorkloadSpec | None, manifest: str | None
+) -> list[WorkloadSpec]:
+    """Return the specs to apply, with redacted secrets restored from the stored workloads.
+
+    Raises:
+        InvalidInput: neither or both of ``workload`` and ``manifest``, or a bad manifest.
+    """
+    if (workload is None) == (manifest is None):
+        raise InvalidInput(
+            "pass exactly one of workload (a JSON object) or manifest (YAML text)",
+            field="workload",
+        )
+    if manifest is not None:
+        if len(manifest) > _MAX_MANIFEST:
+            raise InvalidInput(f"manifest is over {_MAX_MANIFEST} characters: split it")
+        try:
+            documents = [d for d in yaml.safe_load_all(manifest) if d is not None]
+        except yaml.YAMLError as exc:
+            raise InvalidSpec(f"manifest is not valid YAML: {exc}") from None
+        specs = parse_workload_documents(documents, "manifest")
+    else:
+        assert workload is not None
+        specs = [workload]
+    restored = []
+    for spec in specs:
+        try:
+            stored = await service.get_workload(spec.name, spec.namespace)
+        except NotFound:
+            stored = None
+        restored.append(restore_secrets(spec, stored))
+    return restored
+
+
+def _workload_ref(name: str, namespace: str) -> ObjectRef:
+    return ObjectRef(kind="Workload", namespace=namespace, name=name)
+
+
+def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool) -> None:
+    """Register the planning tools, and unless ``read_only`` the change tools."""
+
+    async def decide(
+        ctx: Context, plan_id: str | None, make: Callable[[Service], Awaitable[ChangePlan]]
+    ) -> Decision | Elicit[Confirm]:
+        """Settle a destructive call before its body: by plan, by asking the user, or not."""
+        caller = gate.caller(ctx)
+        if plan_id is not None:
+            return "plan"
+        if not caller.allows(Role.OPERATOR) or not supports_elicitation(ctx):
+            return "missing"  # the body refuses with what to do instead
+        try:
+            plan = await make(gate.services(caller))
+        except ShoalError:
+            return "not_needed"  # the body reports the error
+        if not plan.destructive:
+            return "not_needed"
+        return Elicit(f"Shoal will {plan.summary}. This cannot be undone. Go ahead?", Confirm)
+
+    async def confirm_apply(
+        ctx: Context, workload: WorkloadSpec | None, manifest: str | None, plan_id: str | None
+    ) -> Decision | Elicit[Confirm]:
+        async def make(service: Service) -> ChangePlan:
+            specs = await workload_specs(service, workload, manifest)
+            return apply_plan(await service.apply(specs, dry_run=True), specs)
+
+        return await decide(ctx, plan_id, make)
+
+    async def confirm_scale(
+        ctx: Context, name: str, namespace: str, replicas: int, plan_id: str | None
+    ) -> Decision | Elicit[Confirm]:
+        return await decide(ctx, plan_id, lambda s: scale_plan(s, name, namespace, replicas))
+
+    async def confirm_delete(
+        ctx: Context, name: str, namespace: str, plan_id: str | None
+    ) -> Decision | Elicit[Confirm]:
+        return await decide(ctx, plan_id, lambda s: delete_plan(s, name, namespace))
+
+    async def confirm_drain(
+        ctx: Context, name: str, plan_id: str | None
+    ) -> Decision | Elicit[Confirm]:
+        return await decide(ctx, plan_id, lambda s: drain_plan(s, name))
+
+    @server.tool(annotations=READ)
+    async def plan_workload(
+        ctx: Context,
+        action: Annotated[
+            Literal["apply", "scale", "delete"],
+            Field(description="apply a workload/manifest, scale one, or delete one."),
+        ] = "apply",
+        workload: WorkloadArg = None,
+        manifest: ManifestArg = None,
+        name: Annotated[str | None, Field(description="For scale and delete.")] = None,
+        namespace: Namespace = "default",
+        replicas: Annotated[
+            int | None, Field(ge=0, le=10_000, description="For scale: the new count.")
+        ] = None,
+    ) -> ChangePlan:
+        """Plan a change without making it.
+
+        Shows the field-by-field diff an apply would make, or what a scale or delete would stop.
+
+        Returns the plan_id that delete_workload, scale_workload (to 0) and apply_workload (to 0
+        replicas) require.
+        """
+        async with gate.call(ctx, Role.VIEWER) as call:
+            if action == "apply":
+                specs = await workload_specs(call.service, workload, manifest)
+                return apply_plan(await call.service.apply(specs, dry_run=True), specs)
+            if name is None:
+                raise InvalidInput(f"plan_workload(action={action!r}) needs name", field="name")
+            if action == "delete":
+                return await delete_plan(call.service, name, namespace)
+            if replicas is None:
+                raise InvalidInput("plan_workload(action='scale') needs replicas", field="replicas")
+            return await scale_plan(call.service, name, namespace, replicas)
+
+    @server.tool(annotations=READ)
+    async def plan_drain(name: NodeName, ctx: Context) -> ChangePlan:
+        """Plan draining a node: which instances would stop there and move elsewhere.
+
+        Returns the plan_id drain_node requires.
+        """
+        async with gate.call(ctx, Role.VIEWER, ObjectRef(kind="Node", name=name)) as call:
+            return await drain_plan(call.service, name)
+
+    if read_only:
+        return
+
+    @server.tool(annotations=_DESTRUCTIVE)
+    async def apply_workload(
+        ctx: Context,
+        confirmation: Annotated[ElicitationResult[Any], Resolve(confirm_apply)],
+        workload: WorkloadArg = None,
+        manifest: ManifestArg = None,
+        plan_id: PlanId = None,
+    ) -> Applied:
+        """Create or update workloads, all or nothing (the control loop then converges).
+
+        Pass a plan_id from plan_workload to apply exactly what was reviewed; scaling a workload to
+        0 replicas this way needs one.
+        """
+        async with gate.call(ctx, Role.OPERATOR) as call:
+            specs = await workload_specs(call.service, workload, manifest)
+            plan = apply_plan(await call.service.apply(specs, dry_run=True), specs)
+            how = _confirmed(call, plan, plan_id, confirmation)
+            result = await call.service.apply(specs)
+        return Applied(
+            plan_id=plan.plan_id,
+            summary=plan.summary,
+            confirmed=how,
+            changes=plan.changes,
+            workloads=[WorkloadSummary.of(w) for w in result.workloads],
+        )
+
+    @server.tool(annotations=_DESTRUCTIVE)
+    async def scale_workload(
+        name: WorkloadName,
+        replicas: Annotated[int, Field(ge=0, le=10_000, description="The new replica count.")],
+        ctx: Context,
+        confirmation: Annotated[ElicitationResult[Any], Resolve(confirm_scale)],
+        namespace: Namespace = "default",
+        plan_id: PlanId = None,
+    ) -> WorkloadChanged:
+        """Set a workload's replica count.
+
+        Scaling to 0 stops every instance and needs a plan_id from plan_workload(action='scale') or
+        the user's confirmation.
+        """
+        async with gate.call(ctx, Role.OPERATOR, _workload_ref(name, namespace)) as call:
+            plan = await scale_plan(call.service, name, namespace, replicas)
+            how = _confirmed(call, plan, plan_id, confirmation)
+            workload = await call.service.scale(name, replicas, namespace)
+        return WorkloadChanged(
+            summary=plan.summary, confirmed=how, workload=WorkloadSummary.of(workload)
+        )
+
+    @server.tool(annotations=_DESTRUCTIVE)
+    async def delete_workload(
+        name: WorkloadName,
+        ctx: Context,
+        confirmation: Annotated[ElicitationResult[Any], Resolve(confirm_delete)],
+        namespace: Namespace = "default",
+        plan_id: PlanId = None,
+    ) -> WorkloadChanged:
+        """Delete a workload: its instances stop and are removed, then it is gone.
+
+        Needs a plan_id from plan_workload(action='delete') or the user's confirmation.
+        """
+        async with gate.call(ctx, Role.OPERATOR, _workload_ref(name, namespace)) as call:
+            plan = await delete_plan(call.service, name, namespace)
+            how = _confirmed(call, plan, plan_id, confirmation)
+            workload = await call.service.delete_workload(name, namespace)
+        return WorkloadChanged(
+            summary=plan.summary, confirmed=how, workload=WorkloadSummary.of(workload)
+        )
+
+    async def flag_node(
+        ctx: Context, name: str, change: Callable[[Service], Awaitable[Node]], summary: str
+    ) -> NodeChanged:
+        async with gate.call(ctx, Role.OPERATOR, ObjectRef(kind="Node", name=name)) as call:
+            node = await change(call.service)
+            instances = await call.service.list_instances(node=name)
+        (usage,) = node_summaries([node], instances)
+        return NodeChanged(summary=summary, confirmed="not destructive", node=usage)
+
+    @server.tool(annotations=_CHANGE)
+    async def cordon_node(name: NodeName, ctx: Context) -> NodeChanged:
+        """Stop placing new instances on a node; what runs there keeps running."""
+        summary = f"node {name} cordoned: no new instances are placed there"
+        return await flag_node(ctx, name, lambda s: s.cordon(name), summary)
+
+    @server.tool(annotations=_CHANGE)
+    async def uncordon_node(name: NodeName, ctx: Context) -> NodeChanged:
+        """Allow placements on a node again (this also ends a drain)."""
+        summary = f"node {name} uncordoned: instances may be placed there again"
+        return await flag_node(ctx, name, lambda s: s.uncordon(name), summary)
+
+    @server.tool(annotations=_DESTRUCTIVE)
+    async def drain_node(
+        name: NodeName,
+        ctx: Context,
+        confirmation: Annotated[ElicitationResult[Any], Resolve(confirm_drain)],
+        plan_id: PlanId = None,
+    ) -> NodeChanged:
+        """Cordon a node and move its instances elsewhere, replacement first.
+
+        Needs a plan_id from plan_drain or the user's confirmation.
+        """
+        async with gate.call(ctx, Role.OPERATOR, ObjectRef(kind="Node", name=name)) as call:
+            plan = await drain_plan(call.service, name)
+            how = _confirmed(call, plan, plan_id, confirmation)
+            node = await call.service.drain(name)
+            instances = await call.service.list_instances(node=name)
+        (summary,) = node_summaries([node], instances)
+        return NodeChanged(summary=plan.summary, confirmed=how, node=summary)
+
+
+def _confirmed(
+    call: Call, plan: ChangePlan, plan_id: str | None, confirmation: ElicitationResult[Any]
+) -> str:
+    how = check_confirmed(plan, plan_id, confirmation)
+    call.notes["confirmed"] = how
+    call.notes["plan_id"] = plan.plan_id
+    return how

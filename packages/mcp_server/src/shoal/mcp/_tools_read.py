@@ -1,0 +1,330 @@
+"""The read tools: look at nodes, workloads, instances, events and logs; explain failures.
+
+All are read-only (viewer role) and idempotent. Outputs are compact views
+with secret env values redacted; log lines are scrubbed of the secret values
+the instance's env holds, filtered and capped so one call cannot flood an
+agent's context.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from mcp_types import ToolAnnotations
+from pydantic import Field
+
+from mcp.server.mcpserver import Context, MCPServer
+from shoal.api import Role
+from shoal.interfaces import (
+    Conflict,
+    InstanceState,
+    InvalidInput,
+    LogLine,
+    NotFound,
+    ObjectRef,
+    Unavailable,
+    WorkloadPhase,
+)
+
+from ._args import InstanceName, Namespace, NodeName, OptionalNamespace, WorkloadName
+from ._audit import AUDIT_REASON, Gate
+from ._redact import redact_model, scrub, secret_values
+from ._views import (
+    ClusterStatus,
+    ContainerStatsList,
+    Diagnosis,
+    EventList,
+    InstanceList,
+    InstanceSummary,
+    LogResult,
+    NodeDetail,
+    NodeList,
+    WorkloadDetail,
+    WorkloadList,
+    WorkloadSummary,
+    count_by,
+    node_summaries,
+)
+
+__all__ = ["READ", "register_read_tools"]
+
+READ = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
+"""Annotations of every tool that only looks."""
+
+_MAX_LINE = 2000
+_SCAN_LIMIT = 50_000  # lines a grep looks through, newest first
+_EXPLAIN_LOG_LINES = 20
+_MAX_PROBLEMS = 20
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(value: str | None, now: datetime) -> datetime | None:
+    """Parse '10s', '5m', '2h', '1d' or an ISO 8601 time.
+
+    Raises:
+        InvalidInput: neither form.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if text[:-1].isdigit() and text[-1:] in _UNITS:
+        return now - timedelta(seconds=int(text[:-1]) * _UNITS[text[-1]])
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(
+            f"since {value!r} is neither a duration (10s, 5m, 2h, 1d) nor an ISO 8601 time",
+            field="since",
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _matches(line: str, alternatives: list[str]) -> bool:
+    lowered = line.lower()
+    return any(alternative in lowered for alternative in alternatives)
+
+
+def _cap(lines: list[LogLine], max_bytes: int) -> list[LogLine]:
+    """Keep the newest lines whose text fits in ``max_bytes``."""
+    total, start = 0, len(lines)
+    while start > 0:
+        size = len(lines[start - 1].line.encode()) + 1
+        if total + size > max_bytes:
+            break
+        total += size
+        start -= 1
+    return lines[start:]
+
+
+def register_read_tools(server: MCPServer[Any], gate: Gate) -> None:
+    """Register the read tools on ``server``."""
+
+    @server.tool(annotations=READ)
+    async def cluster_status(ctx: Context) -> ClusterStatus:
+        """Start here: the cluster at a glance.
+
+        Nodes and their load, workloads per phase, instances per state, and the problems that
+        need attention (with the tool to call next).
+        """
+        async with gate.call(ctx, Role.VIEWER) as call:
+            nodes = await call.service.list_nodes()
+            workloads = await call.service.list_workloads()
+            instances = await call.service.list_instances()
+        problems = [f"node {n.name} is {n.state.value}" for n in nodes if n.state.value != "alive"]
+        problems += [f"node {n.name} is cordoned" for n in nodes if n.cordoned]
+        problems += [
+            f"workload {w.key} is {w.status.phase.value}: {w.status.ready_replicas}/"
+            f"{w.spec.replicas} ready (get_workload)"
+            for w in workloads
+            if w.status.phase not in (WorkloadPhase.RUNNING, WorkloadPhase.DELETING)
+        ]
+        problems += [
+            f"instance {i.key} is {i.state.value}: {i.reason} {i.message}".rstrip()
+            + " (explain_instance)"
+            for i in instances
+            if i.state in (InstanceState.FAILED, InstanceState.PENDING, InstanceState.LOST)
+            or (i.restart_count and i.state != InstanceState.RUNNING)
+        ]
+        return ClusterStatus(
+            healthy=not problems,
+            problems=problems[:_MAX_PROBLEMS],
+            nodes=node_summaries(nodes, instances),
+            workloads_by_phase=count_by(w.status.phase.value for w in workloads),
+            instances_by_state=count_by(i.state.value for i in instances),
+        )
+
+    @server.tool(annotations=READ)
+    async def list_nodes(ctx: Context) -> NodeList:
+        """List every node with its state, flags and requested/allocatable resources."""
+        async with gate.call(ctx, Role.VIEWER) as call:
+            nodes = await call.service.list_nodes()
+            instances = await call.service.list_instances()
+        return NodeList(nodes=node_summaries(nodes, instances))
+
+    @server.tool(annotations=READ)
+    async def get_node(name: NodeName, ctx: Context) -> NodeDetail:
+        """Show one node in full: addresses, labels, capacity, state, and its instances."""
+        async with gate.call(ctx, Role.VIEWER, ObjectRef(kind="Node", name=name)) as call:
+            node = await call.service.get_node(name)
+            instances = await call.service.list_instances(node=name)
+        (usage,) = node_summaries([node], instances)
+        return NodeDetail(
+            node=node, usage=usage, instances=[InstanceSummary.of(i) for i in instances]
+        )
+
+    @server.tool(annotations=READ)
+    async def list_workloads(ctx: Context, namespace: OptionalNamespace = None) -> WorkloadList:
+        """List workloads: phase, desired and ready replicas, generation, images."""
+        async with gate.call(ctx, Role.VIEWER) as call:
+            workloads = await call.service.list_workloads(namespace)
+        return WorkloadList(workloads=[WorkloadSummary.of(w) for w in workloads])
+
+    @server.tool(annotations=READ)
+    async def get_workload(
+        name: WorkloadName, ctx: Context, namespace: Namespace = "default"
+    ) -> WorkloadDetail:
+        """Show one workload in full (spec, status, conditions) with its instances.
+
+        Secret env values read '<redacted>'; applying the spec back unchanged keeps their stored
+        values.
+        """
+        ref = ObjectRef(kind="Workload", namespace=namespace, name=name)
+        async with gate.call(ctx, Role.VIEWER, ref) as call:
+            workload = await call.service.get_workload(name, namespace)
+            instances = await call.service.list_instances(namespace, name)
+        return WorkloadDetail.of(workload, instances)
+
+    @server.tool(annotations=READ)
+    async def list_instances(
+        ctx: Context,
+        namespace: OptionalNamespace = None,
+        workload: Annotated[str | None, Field(description="Only this workload's.")] = None,
+        node: Annotated[str | None, Field(description="Only those on this node.")] = None,
+        state: Annotated[InstanceState | None, Field(description="Only this state.")] = None,
+    ) -> InstanceList:
+        """List instances (replicas) with node, state, readiness, restarts and last exit code."""
+        async with gate.call(ctx, Role.VIEWER) as call:
+            found = await call.service.list_instances(namespace, workload, node)
+        chosen = [i for i in found if state is None or i.state == state]
+        return InstanceList(
+            instances=[InstanceSummary.of(i) for i in chosen],
+            by_state=count_by(i.state.value for i in found),
+        )
+
+    @server.tool(annotations=READ)
+    async def list_events(
+        ctx: Context,
+        limit: Annotated[int, Field(ge=1, le=500, description="Most events to return.")] = 50,
+        kind: Annotated[
+            str | None, Field(description="Only about this kind: Workload, Instance or Node.")
+        ] = None,
+        name: Annotated[
+            str | None, Field(description="Only about the object of this name.")
+        ] = None,
+        namespace: OptionalNamespace = None,
+        warnings_only: Annotated[bool, Field(description="Only Warning events.")] = False,
+        include_audit: Annotated[
+            bool, Field(description=f"Include {AUDIT_REASON} audit events of MCP calls.")
+        ] = False,
+    ) -> EventList:
+        """List the latest events (oldest first): what happened, to what, by whom and why."""
+        async with gate.call(ctx, Role.VIEWER) as call:
+            found = await call.service.list_events(
+                limit=5000, kind=kind, name=name, namespace=namespace
+            )
+        events = [
+            e
+            for e in found
+            if (include_audit or e.reason != AUDIT_REASON)
+            and (not warnings_only or e.type.value == "Warning")
+        ]
+        return EventList(events=events[-limit:])
+
+    @server.tool(annotations=READ)
+    async def get_logs(
+        instance: InstanceName,
+        ctx: Context,
+        namespace: Namespace = "default",
+        container: Annotated[
+            str | None, Field(description="Container name; the first one when omitted.")
+        ] = None,
+        tail: Annotated[
+            int, Field(ge=1, le=5000, description="At most this many (matching) lines, newest.")
+        ] = 100,
+        since: Annotated[
+            str | None,
+            Field(description="Only lines since a duration ago ('10m', '2h') or an ISO time."),
+        ] = None,
+        grep: Annotated[
+            str | None,
+            Field(
+                max_length=200,
+                description="Only lines containing this text (case-insensitive); separate "
+                "alternatives with '|', e.g. 'error|panic'.",
+            ),
+        ] = None,
+        max_bytes: Annotated[
+            int, Field(ge=256, le=262_144, description="Cap on the total size of the lines.")
+        ] = 16_384,
+    ) -> LogResult:
+        """Read an instance's recent log lines, filtered by text and capped in size.
+
+        Secret values from the instance's env are redacted.
+        """
+        ref = ObjectRef(kind="Instance", namespace=namespace, name=instance)
+        async with gate.call(ctx, Role.VIEWER, ref) as call:
+            inst = await call.service.get_instance(instance, namespace)
+            start = parse_since(since, datetime.now(UTC))
+            alternatives = [a.lower() for a in (grep or "").split("|") if a]
+            kept: deque[LogLine] = deque(maxlen=tail)
+            matched = 0
+            stream = call.service.logs(
+                instance,
+                namespace,
+                container=container,
+                tail=_SCAN_LIMIT if alternatives else tail,
+                since=start,
+            )
+            async for line in stream:
+                if not alternatives or _matches(line.line, alternatives):
+                    matched += 1
+                    kept.append(line)
+        secrets = secret_values([inst])
+        clean = [
+            line.model_copy(update={"line": scrub(line.line, secrets)[:_MAX_LINE]}) for line in kept
+        ]
+        lines = _cap(clean, max_bytes)
+        truncated = matched > len(lines) if alternatives else len(kept) > len(lines)
+        note = f"{matched} line(s) matched {grep!r}; " if alternatives else ""
+        if truncated:
+            note += f"showing the newest {len(lines)}: raise tail or max_bytes, or narrow grep"
+        return LogResult(
+            instance=instance,
+            container=container,
+            lines=lines,
+            truncated=truncated,
+            note=note.rstrip("; "),
+        )
+
+    @server.tool(annotations=READ)
+    async def explain_instance(
+        name: InstanceName, ctx: Context, namespace: Namespace = "default"
+    ) -> Diagnosis:
+        """Explain why an instance is pending, failing or running where it is.
+
+        Combines the scheduler's reason per node, the restart history, and the instance's last
+        events and log lines.
+        """
+        ref = ObjectRef(kind="Instance", namespace=namespace, name=name)
+        async with gate.call(ctx, Role.VIEWER, ref) as call:
+            explanation = await call.service.explain(name, namespace)
+            log_tail: list[str] = []
+            logs_note = ""
+            try:
+                lines = call.service.logs(name, namespace, tail=_EXPLAIN_LOG_LINES)
+                log_tail.extend([line.line[:_MAX_LINE] async for line in lines])
+            except (Conflict, NotFound, Unavailable) as exc:
+                logs_note = f"no logs: {exc.message}"
+        secrets = secret_values([explanation])
+        clean = redact_model(explanation)
+        return Diagnosis(
+            instance=InstanceSummary.of(clean.instance),
+            summary=clean.summary,
+            details=clean.details,
+            schedule_failure=clean.schedule_failure,
+            events=clean.events,
+            log_tail=[scrub(line, secrets) for line in log_tail],
+            logs_note=logs_note,
+        )
+
+    @server.tool(annotations=READ)
+    async def instance_stats(
+        name: InstanceName, ctx: Context, namespace: Namespace = "default"
+    ) -> ContainerStatsList:
+        """Show the CPU (millicores), memory (bytes) and processes of a running instance."""
+        ref = ObjectRef(kind="Instance", namespace=namespace, name=name)
+        async with gate.call(ctx, Role.VIEWER, ref) as call:
+            stats = await call.service.stats(name, namespace)
+        return ContainerStatsList(containers=stats)

@@ -1,0 +1,345 @@
+"""What the tools return: compact pydantic views, sized for an agent's context.
+
+Lists return one-line summaries (an agent asks for the full object when it
+needs it); full objects have their secrets redacted. Field docstrings become
+the tools' output schema descriptions.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+from pydantic import ConfigDict, Field
+
+from shoal.interfaces import (
+    PLACED_STATES,
+    ContainerStats,
+    Event,
+    Instance,
+    InstanceState,
+    LogLine,
+    Node,
+    PlannedChange,
+    ScheduleFailure,
+    Workload,
+    WorkloadPhase,
+    format_cpu,
+    format_memory,
+)
+
+from ._redact import redact_model
+from ._schema import SelfContained
+
+__all__ = [
+    "Applied",
+    "ClusterStatus",
+    "ContainerStatsList",
+    "Diagnosis",
+    "EventList",
+    "InstanceList",
+    "InstanceSummary",
+    "LogResult",
+    "NodeChanged",
+    "NodeDetail",
+    "NodeList",
+    "NodeSummary",
+    "WorkloadChanged",
+    "WorkloadDetail",
+    "WorkloadList",
+    "WorkloadSummary",
+    "count_by",
+    "node_summaries",
+]
+
+
+class Model(SelfContained):
+    """A view: attribute docstrings describe its fields in a self-contained output schema."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+
+class InstanceSummary(Model):
+    """One replica, in one line."""
+
+    name: str
+    """Instance name (use it with explain_instance and get_logs)."""
+    namespace: str
+    """Namespace."""
+    workload: str
+    """The workload it belongs to."""
+    node: str | None
+    """The node it is placed on; null while pending."""
+    state: InstanceState
+    """pending, scheduled, starting, running, stopping, stopped, failed or lost."""
+    ready: bool
+    """Running and passing its readiness probes."""
+    restart_count: int
+    """Restarts on its node."""
+    exit_code: int | None
+    """Exit code of the last finished run."""
+    reason: str
+    """One-word cause of the current state."""
+    message: str
+    """What to know about the current state."""
+
+    @classmethod
+    def of(cls, inst: Instance) -> InstanceSummary:
+        """Summarise ``inst``."""
+        return cls(
+            name=inst.name,
+            namespace=inst.namespace,
+            workload=inst.workload,
+            node=inst.node,
+            state=inst.state,
+            ready=inst.ready,
+            restart_count=inst.restart_count,
+            exit_code=inst.exit_code,
+            reason=inst.reason,
+            message=inst.message,
+        )
+
+
+class InstanceList(Model):
+    """Instances matching a filter."""
+
+    instances: list[InstanceSummary]
+    """The instances, by namespace and name."""
+    by_state: dict[str, int]
+    """How many are in each state."""
+
+
+class WorkloadSummary(Model):
+    """One workload, in one line."""
+
+    name: str
+    """Workload name."""
+    namespace: str
+    """Namespace."""
+    phase: WorkloadPhase
+    """pending, progressing, running, degraded or deleting."""
+    replicas: int
+    """Desired instances."""
+    ready_replicas: int
+    """Instances running and ready."""
+    generation: int
+    """Spec version; observed_generation below it means a change is still rolling out."""
+    observed_generation: int
+    """The generation the control loop last acted on."""
+    images: list[str]
+    """Container images."""
+    deleting: bool
+    """Deletion requested; its instances are stopping."""
+
+    @classmethod
+    def of(cls, workload: Workload) -> WorkloadSummary:
+        """Summarise ``workload``."""
+        return cls(
+            name=workload.name,
+            namespace=workload.namespace,
+            phase=workload.status.phase,
+            replicas=workload.spec.replicas,
+            ready_replicas=workload.status.ready_replicas,
+            generation=workload.generation,
+            observed_generation=workload.status.observed_generation,
+            images=[c.image for c in workload.spec.template.containers],
+            deleting=workload.deleting,
+        )
+
+
+class WorkloadList(Model):
+    """Workloads, by namespace and name."""
+
+    workloads: list[WorkloadSummary]
+    """One line per workload."""
+
+
+class WorkloadDetail(Model):
+    """A workload in full (secret env values redacted) and its instances."""
+
+    workload: Workload
+    """Spec, identity, generation and status.
+
+    Secret env values read '<redacted>'; applying them back unchanged keeps the stored values.
+    """
+    instances: list[InstanceSummary]
+    """Its instances."""
+
+    @classmethod
+    def of(cls, workload: Workload, instances: Iterable[Instance]) -> WorkloadDetail:
+        """Build the detail view, redacting secrets."""
+        return cls(
+            workload=redact_model(workload), instances=[InstanceSummary.of(i) for i in instances]
+        )
+
+
+class NodeSummary(Model):
+    """One node and what is placed on it."""
+
+    name: str
+    """Node name."""
+    state: str
+    """Gossip state: alive, suspect, failed or left."""
+    role: str
+    """server, worker or both."""
+    schedulable: bool
+    """Whether new instances may be placed here."""
+    cordoned: bool
+    """No new placements."""
+    draining: bool
+    """Instances are being moved off."""
+    cpu: str = Field(description="CPU requested / allocatable, e.g. '1500m / 4'.")
+    memory: str = Field(description="Memory requested / allocatable, e.g. '1Gi / 8Gi'.")
+    instances: int
+    """Instances placed here."""
+
+
+def node_summaries(nodes: Sequence[Node], instances: Sequence[Instance]) -> list[NodeSummary]:
+    """Summarise ``nodes`` with the requests of the instances placed on each."""
+    cpu: Counter[str] = Counter()
+    memory: Counter[str] = Counter()
+    count: Counter[str] = Counter()
+    for inst in instances:
+        if inst.node is None or inst.state not in PLACED_STATES:
+            continue
+        requests = inst.template.requests()
+        cpu[inst.node] += requests.cpu
+        memory[inst.node] += requests.memory
+        count[inst.node] += 1
+    return [
+        NodeSummary(
+            name=n.name,
+            state=n.state.value,
+            role=n.role.value,
+            schedulable=n.schedulable,
+            cordoned=n.cordoned,
+            draining=n.draining,
+            cpu=f"{format_cpu(cpu[n.name])} / {format_cpu(n.allocatable.cpu)}",
+            memory=f"{format_memory(memory[n.name])} / {format_memory(n.allocatable.memory)}",
+            instances=count[n.name],
+        )
+        for n in nodes
+    ]
+
+
+class NodeList(Model):
+    """Every node."""
+
+    nodes: list[NodeSummary]
+    """One line per node."""
+
+
+class NodeDetail(Model):
+    """A node in full and the instances placed on it."""
+
+    node: Node
+    """The node record: addresses, labels, capacity, state."""
+    usage: NodeSummary
+    """Requested versus allocatable resources."""
+    instances: list[InstanceSummary]
+    """Instances on this node."""
+
+
+class ClusterStatus(Model):
+    """The cluster at a glance: start here."""
+
+    healthy: bool
+    """True when no problem below needs attention."""
+    problems: list[str]
+    """What needs attention, most important first (at most 20)."""
+    nodes: list[NodeSummary]
+    """Every node with its load."""
+    workloads_by_phase: dict[str, int]
+    """Workload count per phase."""
+    instances_by_state: dict[str, int]
+    """Instance count per state."""
+
+
+class EventList(Model):
+    """Events, oldest first."""
+
+    events: list[Event]
+    """What happened, who did it (actor) and why (reason, message)."""
+
+
+class LogResult(Model):
+    """The last log lines of one container, filtered and capped."""
+
+    instance: str
+    """Instance name."""
+    container: str | None
+    """Container the lines come from (null: the first one)."""
+    lines: list[LogLine]
+    """Matching lines, oldest first; secret values are redacted."""
+    truncated: bool
+    """True when older matching lines were left out to respect tail or max_bytes."""
+    note: str = ""
+    """What was filtered or left out, and how to see more."""
+
+
+class Diagnosis(Model):
+    """Why an instance is where it is: state, scheduler reasons, events and logs together."""
+
+    instance: InstanceSummary
+    """The instance."""
+    summary: str
+    """One sentence: its state and why."""
+    details: list[str]
+    """Supporting facts and suggested fixes, most important first."""
+    schedule_failure: ScheduleFailure | None
+    """For a pending instance: why each node was rejected."""
+    events: list[Event]
+    """Its latest events (and its workload's), newest last."""
+    log_tail: list[str]
+    """Its last log lines (secret values redacted)."""
+    logs_note: str = ""
+    """Why there are no log lines, when there are none."""
+
+
+class ContainerStatsList(Model):
+    """Resource use of a running instance's containers."""
+
+    containers: list[ContainerStats]
+    """One entry per container."""
+
+
+class WorkloadChanged(Model):
+    """A change made to one workload."""
+
+    summary: str
+    """What was done."""
+    confirmed: str
+    """How the change was authorised: 'plan', 'elicitation' or 'not destructive'."""
+    workload: WorkloadSummary
+    """The workload after the change (the control loop converges from here)."""
+
+
+class NodeChanged(Model):
+    """A change made to one node."""
+
+    summary: str
+    """What was done."""
+    confirmed: str
+    """How the change was authorised: 'plan', 'elicitation' or 'not destructive'."""
+    node: NodeSummary
+    """The node after the change."""
+
+
+class Applied(Model):
+    """The outcome of an apply."""
+
+    plan_id: str
+    """The id of the plan that was applied."""
+    summary: str
+    """What was done."""
+    confirmed: str
+    """How the apply was authorised: 'plan', 'elicitation' or 'not destructive'."""
+    changes: list[PlannedChange]
+    """Per workload: create, update or unchanged, with the changed fields (secrets redacted)."""
+    workloads: list[WorkloadSummary]
+    """The stored workloads (list_instances shows their instances as they converge)."""
+
+
+def count_by(values: Iterable[str]) -> dict[str, int]:
+    """Return how often each value occurs, sorted by value."""
+    return dict(sorted(Counter(values).items()))

@@ -1,0 +1,337 @@
+"""The node's image store: pull, import, unpack, list, remove and collect images.
+
+On disk, under ``root``::
+
+    images.json              reference -> manifest digest (+ size, source, time)
+    blobs/sha256/<hex>       verified blobs: indexes, manifests, configs, layers
+    incoming/                partial downloads and imports in progress
+    layers/<diff id hex>/    unpacked layers, overlayfs-ready, shared by images
+
+:meth:`ImageStore.prepare` is what the OCI runtime calls
+(:class:`~shoal.runtime.ImageSource`): it finds the image locally or pulls it,
+unpacks whatever layers are not unpacked yet, and returns their directories
+with the image config. Blobs that went missing (deleted as corrupt, or by
+hand) are fetched again for a pulled image; an imported one must be imported
+again. An unqualified name (``busybox``) resolves to the configured default
+registry; without one it must have been imported, since Shoal never reaches
+out to Docker Hub on its own.
+
+``remove`` only forgets a reference; ``gc`` frees the blobs and layers that
+no remaining reference (and nothing passed as ``in_use``) reaches. Blocking
+file work runs in worker threads; see :mod:`._image_index` for how
+concurrent operations and ``gc`` stay out of each other's way.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable, Collection, Iterable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+import httpx
+
+from shoal.interfaces import ImageError, ImageInfo, NotFound
+
+from ._archive import read_archive
+from ._blobs import BlobStore, MissingBlob
+from ._image_api import PreparedImage
+from ._image_index import ImageIndexFile, ImageRecord, KeyedLocks, SharedExclusive
+from ._layers import ImageContent
+from ._pull import ProgressCallback, PullProgress, pull_image
+from ._reference import ImageReference, parse_reference
+from ._registry import RegistryClient
+
+__all__ = ["LOOPBACK_REGISTRIES", "ImageStore"]
+
+LOOPBACK_REGISTRIES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+"""Registries spoken to over plain HTTP unless told otherwise (any port)."""
+
+
+class ImageStore:
+    """Images on this node, kept under ``root``; implements :class:`~shoal.runtime.ImageSource`.
+
+    Args:
+        root: Directory that holds everything (created if missing).
+        default_registry: ``host[:port]`` for unqualified names like ``busybox``;
+            None means they must be imported.
+        insecure_registries: Registries (``host`` for any port, or ``host:port``)
+            spoken to over plain HTTP; default: loopback.
+        credentials: ``(user, password)`` by registry, for basic auth and token services.
+        timeout: Seconds any single network operation may take.
+        concurrent_downloads: Blobs fetched at once by one pull.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        default_registry: str | None = None,
+        insecure_registries: Collection[str] = LOOPBACK_REGISTRIES,
+        credentials: Mapping[str, tuple[str, str]] | None = None,
+        timeout: float = 30.0,
+        concurrent_downloads: int = 3,
+    ) -> None:
+        self.root = root
+        self.default_registry = default_registry
+        self.insecure_registries = frozenset(insecure_registries)
+        self._credentials = dict(credentials or {})
+        self._timeout = timeout
+        self._concurrency = concurrent_downloads
+        self._blobs = BlobStore(root)
+        self._locks = KeyedLocks()
+        self._content = ImageContent(root, self._blobs, self._locks)
+        self._index = ImageIndexFile(root / "images.json")
+        self._gate = SharedExclusive()
+        self._ready = False
+
+    async def prepare(self, reference: str) -> PreparedImage:
+        """Make ``reference`` available and unpacked, pulling it if it is not here.
+
+        Raises:
+            InvalidInput: ``reference`` is not a valid image reference.
+            ImageError: it is not here and cannot be pulled, or fails verification
+                or unpacking.
+        """
+        async with self._gate.shared():
+            await self._setup()
+            record = self._find(reference, await self._load())
+            if record is None:
+                record = await self._pull(self._pullable(reference, local_miss=True), None)
+            try:
+                layers, config = await self._content.layers(record.digest, record.reference)
+            except MissingBlob:
+                if record.source != "registry":
+                    raise
+                record = await self._pull(parse_reference(record.reference), None)
+                layers, config = await self._content.layers(record.digest, record.reference)
+            return PreparedImage(
+                reference=reference, digest=record.digest, config=config.config, layers=layers
+            )
+
+    async def pull(self, reference: str, *, progress: ProgressCallback | None = None) -> ImageInfo:
+        """Pull ``reference`` from its registry (even if present: tags move) and unpack it.
+
+        Args:
+            reference: The image; unqualified names use the default registry.
+            progress: Called as blobs download and layers unpack.
+
+        Raises:
+            InvalidInput: ``reference`` is not a valid image reference.
+            ImageError: it names no registry, or the pull or unpacking failed.
+        """
+        async with self._gate.shared():
+            await self._setup()
+            record = await self._pull(self._pullable(reference, local_miss=False), progress)
+            return _info(record)
+
+    async def import_path(self, path: Path | str, reference: str | None = None) -> list[ImageInfo]:
+        """Import the images of an OCI layout directory or a ``docker save`` tarball.
+
+        Args:
+            path: The directory or tar file (plain or gzip-compressed).
+            reference: Name to import under; picks one image if there are several.
+
+        Returns:
+            One entry per reference recorded.
+
+        Raises:
+            InvalidInput: ``reference`` is not a valid image reference.
+            ImageError: ``not an image: ...``, an unnamed image without
+                ``reference``, or a blob or layer that fails verification.
+        """
+        wanted = parse_reference(reference) if reference is not None else None
+        source = Path(path)
+        async with self._gate.shared():
+            await self._setup()
+            found = await anyio.to_thread.run_sync(read_archive, source, self._blobs, wanted)
+            records: list[ImageRecord] = []
+            for image in found:
+                manifest = await self._content.manifest(image.digest, str(source))
+                size = await anyio.to_thread.run_sync(self._blobs.size, image.digest)
+                size += manifest.config.size + sum(layer.size for layer in manifest.layers)
+                for name in image.names:
+                    record = ImageRecord(
+                        reference=name,
+                        digest=image.digest,
+                        index_digest=image.index_digest,
+                        size=size,
+                        source=image.source,
+                        added=datetime.now(UTC),
+                    )
+                    await self._content.layers(record.digest, record.reference)
+                    records.append(record)
+            await self._save(records)
+            return [_info(record) for record in records]
+
+    async def list(self) -> builtins.list[ImageInfo]:
+        """Return every image reference in the store, sorted by reference."""
+        await self._setup()
+        return [_info(record) for _, record in sorted((await self._load()).items())]
+
+    async def info(self, reference: str) -> ImageInfo:
+        """Return what the store holds under ``reference`` (never pulls).
+
+        Raises:
+            NotFound: it is not in the store.
+        """
+        await self._setup()
+        record = self._find(reference, await self._load())
+        if record is None:
+            raise NotFound(f"image {reference} is not in the image store", reference=reference)
+        return _info(record)
+
+    async def remove(self, reference: str) -> builtins.list[ImageInfo]:
+        """Forget ``reference`` (or every reference to a manifest digest ``sha256:...``).
+
+        Its blobs and layers stay until :meth:`gc`.
+
+        Returns:
+            The entries removed.
+
+        Raises:
+            NotFound: nothing matches.
+        """
+        async with self._gate.shared(), self._index.lock:
+            await self._setup()
+            records = await self._load()
+            if reference.startswith("sha256:"):
+                doomed = [r for r in records.values() if reference in (r.digest, r.index_digest)]
+            else:
+                found = self._find(reference, records)
+                doomed = [found] if found is not None else []
+            if not doomed:
+                raise NotFound(f"image {reference} is not in the image store", reference=reference)
+            for record in doomed:
+                del records[record.reference]
+            await anyio.to_thread.run_sync(self._index.save, records)
+            return [_info(record) for record in doomed]
+
+    async def gc(self, *, in_use: Iterable[str] = ()) -> int:
+        """Delete the blobs and unpacked layers that no image references.
+
+        Args:
+            in_use: Manifest digests or references whose content must stay even
+                if no longer listed (e.g. images of running containers).
+
+        Returns:
+            The number of bytes freed.
+        """
+        async with self._gate.exclusive():
+            await self._setup()
+            records = await self._load()
+            roots = {record.digest for record in records.values()}
+            roots |= {r.index_digest for r in records.values() if r.index_digest}
+            for item in in_use:
+                found = None if item.startswith("sha256:") else self._find(item, records)
+                if found is not None or item.startswith("sha256:"):
+                    roots.add(found.digest if found else item)
+            return await anyio.to_thread.run_sync(self._content.sweep, roots)
+
+    # -- internals ---------------------------------------------------------------
+
+    async def _setup(self) -> None:
+        if not self._ready:
+            await anyio.to_thread.run_sync(self._content.setup)
+            self._ready = True
+
+    async def _load(self) -> dict[str, ImageRecord]:
+        return await anyio.to_thread.run_sync(self._index.load)
+
+    async def _save(self, new: Iterable[ImageRecord]) -> None:
+        async with self._index.lock:
+            records = await self._load()
+            records.update({record.reference: record for record in new})
+            await anyio.to_thread.run_sync(self._index.save, records)
+
+    def _find(self, text: str, records: Mapping[str, ImageRecord]) -> ImageRecord | None:
+        """Look ``text`` up: as qualified by the default registry, then as written."""
+        bare = parse_reference(text)
+        keys = [str(parse_reference(text, default_registry=self.default_registry)), str(bare)]
+        for key in keys:
+            if key in records:
+                return records[key]
+        if bare.digest:  # pinned: any tag of the same repository with that digest will do
+            for record in records.values():
+                name = parse_reference(record.reference).name
+                if bare.digest in (record.digest, record.index_digest) and name in {
+                    parse_reference(key).name for key in keys
+                }:
+                    return record
+        return None
+
+    def _pullable(self, text: str, *, local_miss: bool) -> ImageReference:
+        reference = parse_reference(text, default_registry=self.default_registry)
+        if reference.registry is None:
+            why = "is not in the local image store and" if local_miss else "cannot be pulled: it"
+            raise ImageError(
+                f"image {text} {why} names no registry (and no default registry is configured); "
+                "import it (shoal images import PATH) or name a registry "
+                f"(e.g. 127.0.0.1:5000/{reference.repository}:{reference.tag or 'latest'})",
+                reference=text,
+            )
+        return reference
+
+    async def _pull(
+        self, reference: ImageReference, progress: ProgressCallback | None
+    ) -> ImageRecord:
+        registry = reference.registry
+        assert registry is not None
+        host = registry.rsplit(":", 1)[0] if not registry.endswith("]") else registry
+        insecure = registry in self.insecure_registries or host in self.insecure_registries
+        async with httpx.AsyncClient(
+            timeout=httpx.Timeout(self._timeout),
+            follow_redirects=True,
+            headers={"User-Agent": "shoal-image-store"},
+        ) as http:
+            client = RegistryClient(
+                http,
+                registry=registry,
+                api_host=reference.api_host,
+                repository=reference.repository,
+                insecure=insecure,
+                credentials=self._credentials.get(registry),
+            )
+            pulled = await pull_image(
+                client,
+                reference,
+                self._blobs,
+                self._locks,
+                progress=progress or _ignore,
+                concurrency=self._concurrency,
+            )
+        manifest = pulled.manifest
+        record = ImageRecord(
+            reference=str(reference),
+            digest=pulled.digest,
+            index_digest=pulled.index_digest,
+            size=pulled.manifest_size + manifest.config.size + sum(x.size for x in manifest.layers),
+            source="registry",
+            added=datetime.now(UTC),
+        )
+        # Recorded only once it unpacks: a broken image must not look pulled.
+        await self._content.layers(record.digest, record.reference, _unpacked(record, progress))
+        await self._save([record])
+        return record
+
+
+def _info(record: ImageRecord) -> ImageInfo:
+    return ImageInfo(reference=record.reference, digest=record.digest, size=record.size)
+
+
+def _ignore(_: PullProgress) -> None:
+    return None
+
+
+def _unpacked(
+    record: ImageRecord, progress: ProgressCallback | None
+) -> Callable[[str, int], object] | None:
+    if progress is None:
+        return None
+
+    def report(digest: str, size: int) -> None:
+        progress(PullProgress(record.reference, digest, "layer", "unpacked", size, size))
+
+    return report

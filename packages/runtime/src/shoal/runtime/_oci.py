@@ -1,0 +1,382 @@
+"""OciCliRuntime: real containers through an OCI runtime CLI (runc; crun and youki alike).
+
+One pod is the containers of one instance. For each pod the runtime
+
+1. asks the :class:`~shoal.runtime.ImageSource` for every image (before
+   anything is written, so a missing image leaves nothing behind);
+2. creates the pod's directory atomically (``pods/.new-*`` with ``pod.json``,
+   renamed into ``pods/<uid>``: a second pod with the uid is a Conflict, and
+   a crash never leaves a pod without its record);
+3. gets the pod a network: none of its own in host mode (no hook), else the
+   hook's network namespace, which every container joins by path;
+4. builds each container's bundle and rootfs and lets its shim run ``runc
+   create`` (see :mod:`._shim` for why a shim and how the exit code is kept).
+
+If any step fails, everything done so far is undone and the error raised.
+``start`` is ``runc start``; ``stop`` is SIGTERM, ``grace`` seconds on the
+runtime's clock, then SIGKILL, waiting for the shims to record the exits;
+``remove`` is ``runc delete --force`` per container, the network hook's
+detach, then the pod directory, unmounting the rootfs first.
+
+Every fact lives on disk (:mod:`._ocifiles`) or in the runtime's state
+directory, never only in this object, so a new object on the same root (the
+agent restarted after SIGKILL) lists the same pods, running ones running and
+exited ones with their exit codes, and the node loop adopts them by uid.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import anyio
+import anyio.lowlevel
+
+from shoal.interfaces import (
+    Clock,
+    Conflict,
+    ContainerState,
+    ContainerStats,
+    ExecResult,
+    ImageInfo,
+    LogLine,
+    NotFound,
+    PodSpec,
+    PodStatus,
+    RuntimeFailure,
+    Unavailable,
+)
+
+from ._image_api import ImageSource
+from ._ociexec import measure_stats, run_exec
+from ._ocifiles import PodFiles, PodRecord, StartRecord, write_json
+from ._ocilogs import read_log
+from ._ocinet import NetworkHook, pod_ports
+from ._ocipod import ContainerOps, NodeSettings
+from ._records import SystemClock
+from ._rootfs import RootfsStrategy, remove_tree
+from ._runc import RuncCli
+
+__all__ = ["NetworkHook", "OciCliRuntime"]
+
+
+class OciCliRuntime:
+    """A ContainerRuntime that runs real containers with an OCI runtime CLI.
+
+    Args:
+        images: Turns image references into unpacked layers and image configs.
+        root: Directory for pods (bundles, rootfs, logs, records).
+        binary: The OCI runtime: ``runc``, ``crun`` or ``youki`` (name or path).
+        state_root: The runtime's ``--root``; ``<root>/runc`` by default.
+        clock: Time for stop's grace period and timestamps; the system clock by default.
+        allow_host_paths: Whether host paths may be mounted (reserved: containers
+            declare no volumes yet).
+        network: Pod networking hook; None for host networking.
+        pids_limit: Most processes per container (0: no limit).
+        read_only_rootfs: Mount every container's rootfs read-only.
+        rootfs: ``auto`` (overlayfs, else a copy), ``overlay`` or ``copy``.
+        log_max_bytes: Rotate a container's log at this size.
+        log_max_files: Log files kept per container, the current one included.
+        stats_interval: Seconds over which ``stats`` measures CPU use.
+
+    Raises:
+        Unavailable: not root, or the binary is not installed.
+
+    """
+
+    def __init__(
+        self,
+        images: ImageSource,
+        root: Path,
+        *,
+        binary: str = "runc",
+        state_root: Path | None = None,
+        clock: Clock | None = None,
+        allow_host_paths: bool = False,
+        network: NetworkHook | None = None,
+        pids_limit: int = 1024,
+        read_only_rootfs: bool = False,
+        rootfs: RootfsStrategy = "auto",
+        log_max_bytes: int = 10 * 1024 * 1024,
+        log_max_files: int = 3,
+        stats_interval: float = 0.1,
+    ) -> None:
+        if os.geteuid() != 0:
+            raise Unavailable(
+                f"the {Path(binary).name} runtime needs root (cgroups, mounts, namespaces): "
+                "run the agent as root, or with --runtime mock"
+            )
+        self.name = Path(binary).name
+        self.root = root
+        self.images = images
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.allow_host_paths = allow_host_paths
+        self.network = network
+        self.stats_interval = stats_interval
+        self.runc = RuncCli(binary, state_root if state_root is not None else root / "runc")
+        self.files = PodFiles(root)
+        self.ops = ContainerOps(
+            self.runc,
+            self.files,
+            NodeSettings(pids_limit, read_only_rootfs, rootfs, log_max_bytes, log_max_files),
+        )
+        self._locks: dict[str, anyio.Lock] = {}
+        self._closed = False
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def ensure_image(self, image: str) -> ImageInfo:
+        """Make ``image`` available through the image source.
+
+        Raises:
+            ImageError: it does not exist or cannot be fetched or unpacked.
+
+        """
+        prepared = await self.images.prepare(image)
+        return ImageInfo(reference=image, digest=prepared.digest)
+
+    async def create(self, pod: PodSpec) -> PodStatus:
+        """Create the pod's containers (not started).
+
+        Raises:
+            Conflict: a pod with this uid exists already.
+            ImageError: an image is missing; nothing was created.
+            RuntimeFailure: a container could not be created; nothing is left behind.
+
+        """
+        names = [c.name for c in pod.containers]
+        if len(set(names)) != len(names):
+            raise RuntimeFailure(f"pod {pod.uid!r} names a container twice ({names})")
+        directory = self.files.directory(pod.uid)
+        async with self._lock(pod.uid):
+            if directory.exists():
+                raise Conflict(f"a pod with uid {pod.uid!r} exists already", uid=pod.uid)
+            prepared = {c.name: await self.images.prepare(c.image) for c in pod.containers}
+            record = PodRecord(spec=pod, created_at=self.clock.now())
+            await anyio.to_thread.run_sync(self.files.create, record)
+            try:
+                if self.network is not None:
+                    record.network_attached = True
+                    self.files.save(record)  # before attach: a crash still detaches
+                    attachment = await self.network.attach(pod.uid, pod_ports(pod))
+                    record.ip = attachment.ip
+                    record.netns = str(attachment.netns_path or "") or None
+                else:
+                    record.ip = "127.0.0.1"
+                await anyio.to_thread.run_sync(self.files.write_etc, record)
+                self.files.save(record)
+                for container in pod.containers:
+                    await self.ops.create(record, container.name, prepared[container.name])
+                record.complete = True
+                self.files.save(record)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await self._destroy(pod.uid)
+                raise
+            return await self.ops.status(record, self.ops.assume(record, "created"))
+
+    async def start(self, uid: str) -> PodStatus:
+        """Start every container that is not running; an exited one is created anew.
+
+        Raises:
+            NotFound: no such pod.
+            RuntimeFailure: a container could not be started.
+
+        """
+        async with self._lock(uid):
+            record = self._record(uid)
+            status = await self.ops.status(record)
+            for container in status.containers:
+                files = self.files.container(uid, container.name)
+                if container.state == ContainerState.RUNNING:
+                    continue
+                if container.state == ContainerState.EXITED:
+                    await self.ops.destroy(uid, container.name)
+                    for stale in (files.exit, files.started, files.init_pid):
+                        stale.unlink(missing_ok=True)
+                    await self.ops.spawn_shim(uid, container.name, files)
+                elif container.state != ContainerState.CREATED:
+                    raise RuntimeFailure(
+                        f"container {container.name!r} of pod {uid!r} is {container.message}: "
+                        "remove the pod and create it again",
+                        uid=uid,
+                    )
+                await self.runc.start(container.id)
+                write_json(files.started, StartRecord(started_at=self.clock.now()))
+            # Every container was running or has just been started (an exit shows in exit.json).
+            return await self.ops.status(record, self.ops.assume(record, "running"))
+
+    async def stop(self, uid: str, grace: float) -> PodStatus:
+        """SIGTERM every live container, SIGKILL what still runs after ``grace`` seconds.
+
+        Raises:
+            NotFound: no such pod.
+            RuntimeFailure: a container survived SIGKILL.
+
+        """
+        async with self._lock(uid):
+            record = self._record(uid)
+            status = await self.ops.status(record)
+            live = [
+                c
+                for c in status.containers
+                if c.state in (ContainerState.RUNNING, ContainerState.CREATED)
+            ]
+            await self.ops.stop(uid, live, grace, self.clock)
+            return await self.ops.status(record)
+
+    async def remove(self, uid: str) -> None:
+        """Delete the pod's containers, network, rootfs, logs and records; missing is fine.
+
+        Raises:
+            RuntimeFailure: something could not be removed (the message says what).
+
+        """
+        if not self.files.exists(uid):
+            await anyio.lowlevel.checkpoint()
+            return
+        lock = self._lock(uid)
+        async with lock:
+            await self._destroy(uid)
+        if not lock.statistics().tasks_waiting:
+            self._locks.pop(uid, None)
+
+    async def inspect(self, uid: str) -> PodStatus:
+        """Return the pod's status.
+
+        Raises:
+            NotFound: no such pod.
+
+        """
+        return await self.ops.status(self._record(uid))
+
+    async def list(self) -> Sequence[PodStatus]:
+        """Return every pod under the root, oldest first, with one ``runc list``."""
+        states = await self.runc.states()
+        records = [record for uid in self.files.uids() if (record := self.files.load(uid))]
+        records.sort(key=lambda record: record.created_at)
+        await anyio.to_thread.run_sync(self.files.sweep)
+        return [await self.ops.status(record, states) for record in records]
+
+    def logs(
+        self,
+        uid: str,
+        container: str,
+        *,
+        follow: bool = False,
+        tail: int | None = None,
+        since: datetime | None = None,
+    ) -> AsyncIterator[LogLine]:
+        """Yield the container's log lines; with ``follow``, new ones until it exits.
+
+        Raises:
+            NotFound: no such pod or container (on first iteration).
+
+        """
+        return self._logs(uid, container, follow=follow, tail=tail, since=since)
+
+    async def _logs(
+        self, uid: str, container: str, *, follow: bool, tail: int | None, since: datetime | None
+    ) -> AsyncIterator[LogLine]:
+        self._container_spec(self._record(uid), container)
+        files = self.files.container(uid, container)
+        directory = self.files.directory(uid)
+
+        def finished() -> bool:
+            if self._closed or not directory.exists():
+                return True
+            return files.init_pid.exists() and files.ended()
+
+        async for line in read_log(files.log, finished, follow=follow, tail=tail, since=since):
+            yield line
+
+    async def exec(
+        self, uid: str, container: str, command: Sequence[str], time_limit: float = 30
+    ) -> ExecResult:
+        """Run ``command`` in the running container (no TTY); kill it after ``time_limit``.
+
+        A command that outlives ``time_limit`` is SIGKILLed and gives exit
+        code 137; one that is not in the image gives 127, as in a shell.
+
+        Raises:
+            NotFound: no such pod or container.
+            Conflict: the container is not running.
+
+        """
+        record = self._record(uid)
+        self._container_spec(record, container)
+        status = await self.ops.status(record)
+        current = next(c for c in status.containers if c.name == container)
+        if current.state != ContainerState.RUNNING:
+            raise Conflict(
+                f"container {container!r} of pod {uid!r} is {current.state.value}, not running: "
+                "start it before exec",
+                uid=uid,
+                container=container,
+            )
+        files = self.files.container(uid, container)
+        return await run_exec(self.runc, current.id, files.directory, command, time_limit)
+
+    async def stats(self, uid: str) -> Sequence[ContainerStats]:
+        """Return CPU (over ``stats_interval``), memory and pids of each container.
+
+        Raises:
+            NotFound: no such pod.
+
+        """
+        record = self._record(uid)
+        paths = {c.name: self.ops.cgroup(uid, c.name) for c in record.spec.containers}
+        return await measure_stats(paths, self.stats_interval)
+
+    async def aclose(self) -> None:
+        """End log followers; containers keep running (they belong to their shims)."""
+        self._closed = True
+        await self.ops.launcher.aclose()
+
+    def _lock(self, uid: str) -> anyio.Lock:
+        return self._locks.setdefault(uid, anyio.Lock())
+
+    def _record(self, uid: str) -> PodRecord:
+        record = self.files.load(uid)
+        if record is None:
+            raise NotFound(f"no pod with uid {uid!r} in the {self.name} runtime", uid=uid)
+        return record
+
+    @staticmethod
+    def _container_spec(record: PodRecord, name: str) -> None:
+        if name not in {c.name for c in record.spec.containers}:
+            names = ", ".join(c.name for c in record.spec.containers)
+            raise NotFound(
+                f"pod {record.spec.uid!r} has no container {name!r} (it has {names})",
+                uid=record.spec.uid,
+                container=name,
+            )
+
+    async def _destroy(self, uid: str) -> None:
+        directory = self.files.directory(uid)
+        if not directory.exists():
+            return
+        record = self.files.load(uid)
+        if record is not None:
+            names = [c.name for c in record.spec.containers]
+        else:
+            containers = directory / "containers"
+            names = sorted(p.name for p in containers.iterdir()) if containers.is_dir() else []
+        for name in names:
+            await self.ops.destroy(uid, name)
+        if self.network is not None and (record is None or record.network_attached):
+            await self.network.detach(uid)
+        await anyio.to_thread.run_sync(remove_tree, directory)

@@ -1,0 +1,389 @@
+"""The per-container shim: creates one container, keeps its output and records its exit.
+
+Why a shim: a container's stdout and stderr must outlive the agent. If they
+were pipes to the agent, SIGKILLing the agent would leave the container
+writing into broken pipes, and nobody would be left to learn its exit code
+(only a parent can ``waitpid`` a process). So every container gets a small
+detached process of its own, like containerd's shim:
+
+1. The agent starts ``python -I -S _shim.py <container dir>/shim.json``
+   (stdlib only, run as a script so it does not import Shoal, pydantic or
+   anyio and starts in a few milliseconds) and reads its stdout. (In fact
+   one shim is started ahead with ``--standby`` and given the path on its
+   stdin, see :mod:`._shimlaunch`.)
+2. The shim forks, calls ``setsid()`` and forks again, so it belongs to no
+   session and no process group of the agent's, and is reparented to init:
+   killing the agent, its process group or its terminal does not reach it.
+3. It makes itself a *child subreaper* (``PR_SET_CHILD_SUBREAPER``) and runs
+   ``runc create`` with stdin on /dev/null and stdout/stderr on two pipes it
+   holds. The container's init process inherits those pipes. When ``runc
+   create`` exits, the orphaned init is reparented to the nearest subreaper:
+   the shim. The shim is thus the container's parent and the one process that
+   can ``waitpid`` it: the exit status comes from the kernel, not from
+   polling ``runc state`` after the fact.
+4. It answers the agent with one JSON line (``{"ok": true, "pid": N}``, or
+   ``{"ok": false, "error": "<runc's message>"}``) and closes its stdout: the
+   agent reads to EOF and never depends on the shim again.
+5. Then it loops: lines from the pipes become JSON lines
+   (``{"time", "stream", "line"}``) in ``<pod dir>/<container>.log``, rotated
+   by size (``.log.1``, ``.log.2``, ...); a pidfd of the container's init (and
+   a one-second fallback timer) wakes it to reap children.
+6. When init has exited, the shim drains the pipes (every other process of
+   the container died with init, since it is PID 1 of its namespace), then
+   writes ``exit.json`` (exit code, 128+signal for a signal, finish time, and
+   whether the cgroup's ``oom_kill`` counter rose) atomically (write to a
+   temporary file, ``rename``), and exits. Writing the exit file last means
+   a reader that sees it also sees every log line.
+
+The agent starts the container later with ``runc start``; the shim does not
+care who does. If the shim itself is killed, the container keeps running but
+its exit code is lost: the runtime then reports exit code 255 and says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import select
+import selectors
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+__all__ = ["RotatingLog", "main", "process_start_time"]
+
+_PR_SET_CHILD_SUBREAPER = 36
+_MAX_LINE = 16 * 1024
+"""A longer line is cut into pieces of this many bytes."""
+_DRAIN_SECONDS = 2.0
+"""How long to wait for the pipes to close after the container exited."""
+_CREATE_SECONDS = 120.0
+"""How long ``runc create`` may take."""
+
+
+class RotatingLog:
+    """JSON-lines log file rotated by size: ``path``, ``path.1``, ... ``path.<files-1>``.
+
+    Args:
+        path: The current file.
+        max_bytes: Rotate before a write would make the current file larger.
+        max_files: How many files to keep, the current one included.
+
+    """
+
+    def __init__(self, path: Path, max_bytes: int, max_files: int) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.max_files = max(1, max_files)
+        self._file: BinaryIO | None = None
+        self._size = 0
+
+    def write(self, stream: str, lines: list[bytes]) -> None:
+        """Append ``lines`` (without newlines) of ``stream`` as JSON lines, now.
+
+        A write that fails (disk full, pod directory gone) drops the lines:
+        the shim must live on, or the container would get EPIPE on its output.
+        """
+        now = datetime.now(UTC).isoformat(timespec="microseconds")
+        records = b"".join(
+            json.dumps(
+                {"time": now, "stream": stream, "line": raw.decode("utf-8", "replace")},
+                ensure_ascii=False,
+            ).encode()
+            + b"\n"
+            for raw in lines
+        )
+        try:
+            if self._file is None:
+                self._file = open(self.path, "ab", buffering=0)
+                self._size = self._file.tell()
+            if self._size and self._size + len(records) > self.max_bytes:
+                self._rotate()
+            assert self._file is not None
+            self._file.write(records)
+            self._size += len(records)
+        except OSError:
+            self.close()
+
+    def _rotate(self) -> None:
+        self.close()
+        for index in range(self.max_files - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{index}")
+            newer = (
+                self.path if index == 1 else self.path.with_name(f"{self.path.name}.{index - 1}")
+            )
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(newer, older)
+        if self.max_files == 1:
+            self.path.unlink(missing_ok=True)
+        self._file = open(self.path, "ab", buffering=0)
+        self._size = 0
+
+    def close(self) -> None:
+        """Close the current file (the next write opens it again)."""
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
+
+
+class _Splitter:
+    """Cuts one pipe's bytes into lines."""
+
+    def __init__(self, stream: str) -> None:
+        self.stream = stream
+        self.pending = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self.pending += data
+        *lines, self.pending = self.pending.split(b"\n")
+        while len(self.pending) > _MAX_LINE:
+            lines.append(self.pending[:_MAX_LINE])
+            self.pending = self.pending[_MAX_LINE:]
+        return lines
+
+    def flush(self) -> list[bytes]:
+        rest, self.pending = self.pending, b""
+        return [rest] if rest else []
+
+
+def _detach() -> None:
+    """Double-fork and ``setsid`` so that the agent's death does not reach us."""
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    os.chdir("/")
+
+
+def _runc_error(runc_log: Path, fallback: bytes) -> str:
+    """Return runc's last error message from its JSON log, else from its stderr."""
+    message = ""
+    with contextlib.suppress(OSError):
+        for line in runc_log.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict) and record.get("level") in ("error", "fatal"):
+                    message = str(record.get("msg", ""))
+    return message or fallback.decode("utf-8", "replace").strip() or "runc create failed"
+
+
+def _answer(reply: dict[str, Any], diagnostics: Path) -> None:
+    """Send the one-line reply to the agent and stop writing to its pipe."""
+    sys.stdout.write(json.dumps(reply) + "\n")
+    sys.stdout.flush()
+    fd = os.open(diagnostics, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def _read_available(fd: int) -> bytes:
+    try:
+        return os.read(fd, 65536)
+    except BlockingIOError:
+        return b""
+
+
+def _exit_status(status: int) -> tuple[int, int | None]:
+    if os.WIFSIGNALED(status):
+        signal = os.WTERMSIG(status)
+        return 128 + signal, signal
+    return os.WEXITSTATUS(status), None
+
+
+def _oom_kills(path: str | None) -> int:
+    if not path:
+        return 0
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path(path).read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                return int(value)
+    return 0
+
+
+def _supervise(config: dict[str, Any], pid: int, pipes: dict[int, _Splitter]) -> None:
+    """Log the container's output until its init exits, then record the exit."""
+    log = RotatingLog(Path(config["log"]), int(config["max_bytes"]), int(config["max_files"]))
+    selector = selectors.DefaultSelector()
+    for fd in pipes:
+        os.set_blocking(fd, False)
+        selector.register(fd, selectors.EVENT_READ)
+    pidfd: int | None = None
+    with contextlib.suppress(OSError, AttributeError):
+        pidfd = os.pidfd_open(pid)
+        selector.register(pidfd, selectors.EVENT_READ)
+    status: int | None = None
+    drain_until: float | None = None
+    while pipes:
+        fired = False
+        timeout = 1.0 if drain_until is None else max(0.0, drain_until - time.monotonic())
+        for key, _ in selector.select(timeout):
+            fd = key.fd
+            if fd == pidfd:
+                fired = True
+                continue
+            if fd not in pipes:
+                continue
+            data = _read_available(fd)
+            splitter = pipes[fd]
+            lines = splitter.feed(data) if data else splitter.flush()
+            if lines:
+                log.write(splitter.stream, lines)
+            if not data:
+                selector.unregister(fd)
+                os.close(fd)
+                del pipes[fd]
+        if status is None:
+            status = _reap(pid)
+            if (status is not None or fired) and pidfd is not None:
+                # Reaped, or not ours to reap: the one-second timer polls from now on.
+                selector.unregister(pidfd)
+                os.close(pidfd)
+                pidfd = None
+            if status is not None:
+                drain_until = time.monotonic() + _DRAIN_SECONDS
+        elif drain_until is not None and time.monotonic() >= drain_until:
+            for splitter in pipes.values():
+                lines = splitter.flush()
+                if lines:
+                    log.write(splitter.stream, lines)
+            break
+    while status is None:  # the pipes closed before init exited: wait for it
+        status = _reap(pid, block=True)
+        if status is None:
+            select.select([], [], [], 1.0)
+    log.close()
+    code, signal = _exit_status(status)
+    record = {
+        "exit_code": code,
+        "signal": signal,
+        "finished_at": datetime.now(UTC).isoformat(timespec="microseconds"),
+        "oom_killed": _oom_kills(config.get("oom_file")) > 0,
+    }
+    exit_file = Path(config["exit_file"])
+    temporary = exit_file.with_name(exit_file.name + ".tmp")
+    with contextlib.suppress(OSError):  # the pod may be gone already
+        temporary.write_text(json.dumps(record))
+        os.replace(temporary, exit_file)
+
+
+def _reap(pid: int, *, block: bool = False) -> int | None:
+    """Reap every exited child; return the container init's wait status once it is reaped."""
+    found: int | None = None
+    while True:
+        try:
+            child, status = os.waitpid(-1, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            # No children left. If init was not ours to reap, its status is lost: 255.
+            if found is not None or _alive(pid):
+                return found
+            return 255 << 8
+        if child == 0:
+            return found
+        if child == pid:
+            found = status
+            if block:
+                return found
+
+
+def process_start_time(pid: int) -> str:
+    """Return the start time of process ``pid`` in clock ticks after boot.
+
+    Returns "" when the process is gone or a zombie (exited, not yet reaped).
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            # The command name (field 2) may hold spaces: count from its closing paren.
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return ""
+    if len(fields) < 20 or fields[0] in (b"Z", b"X"):
+        return ""
+    return fields[19].decode()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def main(argv: list[str]) -> int:
+    """Run the shim for the container described by the JSON file ``argv[1]``.
+
+    With ``--standby`` instead, wait for that file's path on stdin first
+    (the runtime keeps one shim started ahead); EOF there means: not needed.
+    """
+    path = sys.stdin.readline().strip() if argv[1] == "--standby" else argv[1]
+    if not path:
+        return 0
+    config: dict[str, Any] = json.loads(Path(path).read_text())
+    _detach()
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    # pid and start time (field 22 of /proc/<pid>/stat): a reused pid does not match.
+    Path(config["shim_pid_file"]).write_text(f"{os.getpid()} {process_start_time(os.getpid())}")
+    out_read, out_write = os.pipe()
+    err_read, err_write = os.pipe()
+    runc_log = Path(config["runc_log"])
+    command = [
+        config["runtime"],
+        "--root",
+        config["state_root"],
+        "--log",
+        str(runc_log),
+        "--log-format",
+        "json",
+        "create",
+        "--bundle",
+        config["bundle"],
+        "--pid-file",
+        config["pid_file"],
+        config["id"],
+    ]
+    error = ""
+    try:
+        create = subprocess.run(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=out_write,
+            stderr=err_write,
+            timeout=_CREATE_SECONDS,
+            check=False,
+        )
+        returncode = create.returncode
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        returncode, error = -1, f"{config['runtime']} create: {exc}"
+    os.close(out_write)
+    os.close(err_write)
+    pipes = {out_read: _Splitter("stdout"), err_read: _Splitter("stderr")}
+    if returncode != 0:
+        os.set_blocking(err_read, False)
+        stderr = _read_available(err_read)
+        if returncode > 0:
+            error = _runc_error(runc_log, stderr)
+        _answer({"ok": False, "error": error}, Path(config["diagnostics"]))
+        return 1
+    pid = int(Path(config["pid_file"]).read_text().strip())
+    _answer({"ok": True, "pid": pid, "shim_pid": os.getpid()}, Path(config["diagnostics"]))
+    _supervise(config, pid, pipes)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,102 @@
+"""Starting container shims quickly: one is always kept warm for the next container.
+
+Starting a shim costs an interpreter start and its imports, tens of
+milliseconds that every container create would wait for. So after each
+launch the :class:`ShimLauncher` starts the next shim in *standby*
+(``_shim.py --standby``): it starts, imports, and blocks reading one line
+from its stdin. The next create writes the container's ``shim.json`` path to
+it and closes its stdin; from there on it is an ordinary shim (it detaches,
+creates the container, answers and keeps the logs). A standby shim holds
+nothing yet: if the agent dies, its stdin reaches EOF and it simply exits;
+:meth:`ShimLauncher.aclose` does the same on purpose. Creates running at the
+same time take the one standby shim or start a shim of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import anyio
+from anyio.abc import ByteReceiveStream, Process
+
+__all__ = ["ShimLauncher"]
+
+SHIM = Path(__file__).with_name("_shim.py")
+
+
+async def _read_all(stream: ByteReceiveStream | None) -> bytes:
+    if stream is None:
+        return b""
+    chunks = [chunk async for chunk in stream]
+    return b"".join(chunks)
+
+
+class ShimLauncher:
+    """Launches shims, keeping one warm.
+
+    Args:
+        python: The interpreter that runs the shims.
+
+    """
+
+    def __init__(self, python: str) -> None:
+        self.python = python
+        self._standby: Process | None = None
+        self._closed = False
+
+    async def _spawn(self) -> Process:
+        command = [self.python, "-I", "-S", str(SHIM), "--standby"]
+        return await anyio.open_process(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+
+    async def launch(self, config: Path) -> tuple[dict[str, object], str]:
+        """Hand ``config`` to a shim and wait for its answer (``runc create`` is done then).
+
+        Returns:
+            The shim's answer (``{}`` if it gave none) and what it wrote to stderr.
+
+        """
+        process, self._standby = self._standby, None
+        if process is None or process.returncode is not None:
+            if process is not None:
+                await process.aclose()
+            process = await self._spawn()
+        try:
+            assert process.stdin is not None
+            await process.stdin.send(f"{config}\n".encode())
+            await process.stdin.aclose()
+            output: dict[str, bytes] = {}
+
+            async def read(name: str, stream: ByteReceiveStream | None) -> None:
+                output[name] = await _read_all(stream)
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(read, "stdout", process.stdout)
+                group.start_soon(read, "stderr", process.stderr)
+            await process.wait()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await process.aclose()
+        if not self._closed and self._standby is None:
+            self._standby = await self._spawn()
+        answer: dict[str, object] = {}
+        for line in output["stdout"].decode(errors="replace").splitlines():
+            try:
+                answer = json.loads(line)
+            except ValueError:
+                continue
+        return answer, output["stderr"].decode(errors="replace").strip()
+
+    async def aclose(self) -> None:
+        """Let the standby shim go (it exits on EOF) and wait for it."""
+        self._closed = True
+        process, self._standby = self._standby, None
+        if process is not None:
+            with anyio.CancelScope(shield=True):
+                if process.stdin is not None:
+                    await process.stdin.aclose()
+                await process.wait()
+                await process.aclose()

@@ -1,0 +1,60 @@
+"""Reading Serf's members and events as Shoal's, and what a reconnect reports."""
+
+from __future__ import annotations
+
+from shoal.cluster import SerfMember
+from shoal.cluster._serf_membership import event_kind, membership_changes, to_member
+from shoal.interfaces import GossipState, Member, MemberEventKind
+
+ALIVE, FAILED, LEFT = GossipState.ALIVE, GossipState.FAILED, GossipState.LEFT
+
+
+def member(name: str, state: GossipState = ALIVE, **tags: str) -> Member:
+    return Member(name=name, address=f"127.0.0.1:{len(name)}", state=state, tags=tags)
+
+
+def test_serf_statuses_map_to_gossip_states() -> None:
+    states = {
+        status: to_member(SerfMember("n", "::1", 7946, status)).state
+        for status in ("alive", "leaving", "left", "failed", "none")
+    }
+    assert states == {
+        "alive": ALIVE,
+        "leaving": LEFT,
+        "left": LEFT,
+        "failed": FAILED,
+        "none": GossipState.SUSPECT,
+    }
+    assert to_member(SerfMember("n", "::1", 7946, "alive")).address == "[::1]:7946"
+
+
+def test_reaping_raises_no_event() -> None:
+    assert event_kind("member-failed") == MemberEventKind.FAILED
+    assert event_kind("member-reap") is None
+
+
+def test_a_reconnect_reports_only_what_changed() -> None:
+    known = {m.name: m for m in (member("same"), member("tagged"), member("back", FAILED))}
+    current = [
+        member("same"),
+        member("tagged", zone="b"),
+        member("back"),
+        member("new"),
+        member("gone", LEFT),
+    ]
+    assert membership_changes(known, current) == {
+        MemberEventKind.UPDATED: [member("tagged", zone="b")],
+        MemberEventKind.JOINED: [member("back"), member("new")],
+        MemberEventKind.LEFT: [member("gone", LEFT)],
+    }
+
+
+def test_members_a_restarted_agent_has_not_met_yet_raise_nothing() -> None:
+    known = {m.name: m for m in (member("self"), member("peer"))}
+    assert membership_changes(known, [member("self")]) == {}
+
+
+def test_the_restarted_node_itself_rejoins() -> None:
+    known = {"self": member("self")}
+    changes = membership_changes(known, [member("self")], rejoined="self")
+    assert changes == {MemberEventKind.JOINED: [member("self")]}

@@ -1,0 +1,67 @@
+"""ShoalNode assembly: leadership of the control loop, and the composition root's checks."""
+
+from pathlib import Path
+
+import anyio
+import pytest
+from anyio.lowlevel import checkpoint
+from anyio import wait_all_tasks_blocked
+
+from shoal.cluster import StaticCluster
+from shoal.core import ManualClock
+from shoal.core.node import NodeConfig, ShoalNode, build_node
+from shoal.interfaces import NodeRole, Unavailable
+from shoal.runtime import MockRuntime
+from shoal.state import MemoryStore
+from tests.core.support import make_node
+
+pytestmark = pytest.mark.anyio
+
+
+def server(name: str, tmp: Path, store: MemoryStore, clock: ManualClock) -> ShoalNode:
+    config = NodeConfig(data_dir=tmp, name=name, role=NodeRole.SERVER, runtime="mock")
+    return ShoalNode(config, store, MockRuntime(clock), StaticCluster(name), clock, make_node(name))
+
+
+async def advance(clock: ManualClock, seconds: float, step: float = 1.0) -> None:
+    """Move the clock in steps, letting every woken task run before the next one."""
+    moved = 0.0
+    while moved < seconds:
+        clock.advance(step)
+        moved += step
+        await wait_all_tasks_blocked()
+
+
+async def test_a_waiting_candidate_keeps_its_lease_and_takes_over(tmp_path: Path) -> None:
+    clock = ManualClock()
+    store = MemoryStore(clock=clock)
+    async with store:
+        first = server("first", tmp_path / "a", store, clock)
+        second = server("second", tmp_path / "b", store, clock)
+        async with anyio.create_task_group() as tg:
+            first_scope = anyio.CancelScope()
+
+            async def run_first() -> None:
+                with first_scope:
+                    await first._lead()
+
+            tg.start_soon(run_first)
+            await wait_all_tasks_blocked()
+            assert await store.leader("control-loop") == "first"
+            tg.start_soon(second._lead)
+            # Far longer than the leader ttl (10 s): the waiting candidate's lease must live.
+            await advance(clock, 60)
+            assert await store.leader("control-loop") == "first"
+            first_scope.cancel()  # the leader stops (and resigns)
+            with anyio.fail_after(10):
+                while await store.leader("control-loop") != "second":
+                    await advance(clock, 1)
+                    await checkpoint()
+            tg.cancel_scope.cancel()
+
+
+def test_an_oci_runtime_without_root_or_binary_says_what_is_missing(tmp_path: Path) -> None:
+    config = NodeConfig(data_dir=tmp_path, runtime="youki")  # not installed here
+    with pytest.raises(Unavailable, match=r"youki is not installed|needs root") as caught:
+        build_node(config)
+    assert "--runtime mock" in caught.value.message

@@ -1,0 +1,108 @@
+"""Redaction: which values are secret, and how they are hidden and restored."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from shoal.interfaces import (
+    ChangeAction,
+    FieldChange,
+    InvalidInput,
+    Plan,
+    PlannedChange,
+    Workload,
+    WorkloadSpec,
+)
+from shoal.mcp import REDACTED
+from shoal.mcp._redact import (
+    is_secret_name,
+    redact_json,
+    redact_model,
+    redact_plan,
+    restore_secrets,
+    scrub,
+    secret_values,
+)
+from tests.mcp.support import HELLO
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def stored(spec: WorkloadSpec) -> Workload:
+    return Workload(spec=spec, uid="u1", created_at=NOW, updated_at=NOW)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["DB_PASSWORD", "api_key", "GITHUB_TOKEN", "SECRET", "AWS_ACCESS_KEY_ID", "SESSION_COOKIE"],
+)
+def test_secret_names(name: str) -> None:
+    assert is_secret_name(name)
+
+
+@pytest.mark.parametrize("name", ["GREETING", "PORT", "LOG_LEVEL", "DATABASE_URL"])
+def test_ordinary_names(name: str) -> None:
+    assert not is_secret_name(name)
+
+
+def test_env_maps_are_redacted_anywhere_in_a_document() -> None:
+    document = {"spec": HELLO, "env": {"TOKEN": "t0k3n"}, "labels": {"TOKEN": "kept"}}
+    redacted = redact_json(document)
+    env = redacted["spec"]["template"]["containers"][0]["env"]
+    assert env == {
+        "GREETING": "hi",
+        "DB_PASSWORD": REDACTED,
+        "DATABASE_URL": f"postgres://app:{REDACTED}@db:5432/app",
+    }
+    assert redacted["env"] == {"TOKEN": REDACTED}
+    assert redacted["labels"] == {"TOKEN": "kept"}  # only env maps hold secrets
+    workload = redact_model(stored(WorkloadSpec.model_validate(HELLO)))
+    assert workload.spec.template.containers[0].env["DB_PASSWORD"] == REDACTED
+
+
+def test_plans_redact_changed_secret_fields() -> None:
+    changes = [
+        FieldChange(path="template.containers[0].env.DB_PASSWORD", old="a-secret", new="b-sec"),
+        FieldChange(path="template.containers[0].env", old={}, new={"API_KEY": "k-secret"}),
+        FieldChange(path="template.containers", old=[], new=[{"env": {"TOKEN": "t-secret"}}]),
+        FieldChange(path="replicas", old=1, new=2),
+    ]
+    plan = Plan(
+        id="p",
+        changes=[
+            PlannedChange(action=ChangeAction.UPDATE, namespace="d", name="w", changes=changes)
+        ],
+    )
+    rendered = redact_plan(plan).model_dump_json()
+    assert "secret" not in rendered
+    assert '"old":1,"new":2' in rendered
+
+
+def test_secret_values_are_scrubbed_from_text() -> None:
+    workload = stored(WorkloadSpec.model_validate(HELLO))
+    secrets = secret_values([workload])
+    assert secrets == {"hunter2-secret", "s3cr3t-pw"}
+    line = "login hunter2-secret to postgres://app:s3cr3t-pw@db and mysql://u:other@x"
+    assert scrub(line, secrets) == (
+        f"login {REDACTED} to postgres://app:{REDACTED}@db and mysql://u:{REDACTED}@x"
+    )
+
+
+def test_restore_puts_stored_values_back() -> None:
+    spec = WorkloadSpec.model_validate(HELLO)
+    current = stored(spec)
+    edited = WorkloadSpec.model_validate(
+        redact_json(spec.model_dump(mode="json")) | {"replicas": 5}
+    )
+    restored = restore_secrets(edited, current)
+    assert restored.template.containers[0].env == spec.template.containers[0].env
+    assert restored.replicas == 5
+    assert restore_secrets(spec, None) is spec  # nothing redacted: unchanged
+    with pytest.raises(InvalidInput, match="no stored value to keep"):
+        restore_secrets(edited, None)
+    moved = edited.model_dump(mode="json")
+    moved["template"]["containers"][0]["env"]["DATABASE_URL"] = f"postgres://app:{REDACTED}@new"
+    with pytest.raises(InvalidInput, match="env DATABASE_URL of container 'web'"):
+        restore_secrets(WorkloadSpec.model_validate(moved), current)

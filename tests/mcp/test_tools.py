@@ -1,0 +1,430 @@
+"""Every tool through the SDK's in-memory client, against a live in-process cluster."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp_types import ElicitRequestParams, ElicitResult
+
+from mcp import Client
+from shoal.interfaces import NotFound
+from shoal.mcp import AUDIT_REASON, CHANGE_TOOLS
+from tests.mcp.support import HELLO, OPERATOR, VIEWER, Live, call, eventually, refused
+
+pytestmark = pytest.mark.anyio
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "hello.yaml"
+READ_TOOLS = {
+    "cluster_status",
+    "list_nodes",
+    "get_node",
+    "list_workloads",
+    "get_workload",
+    "list_instances",
+    "list_events",
+    "get_logs",
+    "explain_instance",
+    "instance_stats",
+    "plan_workload",
+    "plan_drain",
+}
+
+
+async def running(client: Client, workload: str, count: int) -> list[dict[str, Any]]:
+    """Wait until ``workload`` has ``count`` running instances; return them."""
+
+    async def check() -> list[dict[str, Any]] | None:
+        found = (await call(client, "list_instances", workload=workload))["instances"]
+        ok = len(found) == count and all(i["state"] == "running" for i in found)
+        return found if ok else None
+
+    return await eventually(check)
+
+
+async def test_lists_every_tool_with_schemas_and_annotations(live: Live) -> None:
+    async with Client(live.server()) as client:
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+    assert set(tools) == READ_TOOLS | CHANGE_TOOLS
+    for name in READ_TOOLS:
+        annotations = tools[name].annotations
+        assert annotations is not None and annotations.read_only_hint, name
+    for name in ("delete_workload", "drain_node", "scale_workload", "apply_workload"):
+        annotations = tools[name].annotations
+        assert annotations is not None
+        assert (annotations.read_only_hint, annotations.destructive_hint) == (False, True)
+    cordon = tools["cordon_node"].annotations
+    assert cordon is not None and cordon.destructive_hint is False and cordon.idempotent_hint
+    assert all(tool.output_schema for tool in tools.values())
+    # Self-contained output schemas: clients validate results without resolving references.
+    assert all("$ref" not in json.dumps(tool.output_schema) for tool in tools.values())
+    assert all(tool.description for tool in tools.values())
+    logs = tools["get_logs"].input_schema["properties"]
+    assert "case-insensitive" in logs["grep"]["description"]
+    assert logs["max_bytes"]["maximum"] == 262_144
+    # The resolver-filled confirmation is not an argument an agent can pass.
+    assert "confirmation" not in tools["delete_workload"].input_schema["properties"]
+
+
+async def test_deploys_an_example_and_reads_it_back(live: Live) -> None:
+    async with Client(live.server()) as client:
+        applied = await call(client, "apply_workload", manifest=EXAMPLE.read_text())
+        assert applied["summary"] == "apply: create default/hello"
+        assert applied["confirmed"] == "not destructive"
+        instances = await running(client, "hello", 3)
+
+        workloads = (await call(client, "list_workloads"))["workloads"]
+        assert [(w["name"], w["replicas"], w["images"]) for w in workloads] == [
+            ("hello", 3, ["busybox:1.36"])
+        ]
+        detail = await call(client, "get_workload", name="hello")
+        assert detail["workload"]["spec"]["template"]["containers"][0]["ports"][0] == {
+            "container_port": 8080,
+            "host_port": None,
+            "protocol": "tcp",
+            "name": None,
+        }
+        assert {i["name"] for i in detail["instances"]} == {i["name"] for i in instances}
+        node = await call(client, "get_node", name="n1")
+        assert node["usage"]["instances"] == 3
+        assert node["usage"]["cpu"] == "300m / 4"
+        nodes = (await call(client, "list_nodes"))["nodes"]
+        assert [(n["name"], n["schedulable"]) for n in nodes] == [("n1", True)]
+        only = await call(client, "list_instances", state="running", namespace="default")
+        assert only["by_state"] == {"running": 3}
+
+        async def healthy() -> dict[str, Any] | None:
+            status = await call(client, "cluster_status")
+            return status if status["healthy"] else None
+
+        status = await eventually(healthy)
+        assert status["workloads_by_phase"] == {"running": 1}
+        stats = await call(client, "instance_stats", name=instances[0]["name"])
+        assert [s["name"] for s in stats["containers"]] == ["web"]
+
+
+async def test_cluster_status_names_problems(live: Live) -> None:
+    big = {
+        "name": "big",
+        "template": {
+            "containers": [
+                {"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "64"}}}
+            ]
+        },
+    }
+    async with Client(live.server()) as client:
+        await call(client, "apply_workload", workload=big)
+        await call(client, "cordon_node", name="n1")
+
+        async def pending() -> dict[str, Any] | None:
+            status = await call(client, "cluster_status")
+            return status if any("pending" in p for p in status["problems"]) else None
+
+        status = await eventually(pending)
+    assert not status["healthy"]
+    assert "node n1 is cordoned" in status["problems"]
+    assert any(p.startswith("instance default/big-") for p in status["problems"])
+
+
+async def test_explains_a_pending_instance_with_the_schedulers_reasons(live: Live) -> None:
+    big = {
+        "name": "big",
+        "template": {
+            "containers": [
+                {"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "64"}}}
+            ]
+        },
+    }
+    async with Client(live.server()) as client:
+        await call(client, "apply_workload", workload=big)
+
+        async def placed() -> str | None:
+            found = (await call(client, "list_instances", workload="big"))["instances"]
+            return found[0]["name"] if found else None
+
+        name = await eventually(placed)
+
+        async def explained() -> dict[str, Any] | None:
+            diagnosis = await call(client, "explain_instance", name=name)
+            return diagnosis if diagnosis["schedule_failure"] else None
+
+        diagnosis = await eventually(explained)
+    assert diagnosis["summary"].startswith("pending: no node can run it")
+    assert "cpu" in diagnosis["schedule_failure"]["nodes"]["n1"]
+    assert diagnosis["logs_note"].startswith("no logs:")
+    assert diagnosis["log_tail"] == []
+
+
+async def test_bad_arguments_say_what_to_change_and_change_nothing(live: Live) -> None:
+    async with Client(live.server()) as client:
+        await call(client, "apply_workload", workload=HELLO)
+        wrong_type = await refused(client, "scale_workload", name="hello", replicas="many")
+        assert "replicas" in wrong_type and "valid integer" in wrong_type
+        assert "errors.pydantic.dev" not in wrong_type
+        negative = await refused(client, "scale_workload", name="hello", replicas=-1)
+        assert "replicas" in negative and "greater than or equal to 0" in negative
+        missing = await refused(client, "get_workload")
+        assert "name" in missing and "required" in missing.lower()
+        unknown = await refused(client, "get_workload", name="ghost")
+        assert unknown.endswith(
+            "not_found: workload default/ghost not found: list them with `shoal get workloads` "
+            "(call list_workloads to see which exist)"
+        )
+        assert "not_found" in await refused(client, "scale_workload", name="ghost", replicas=2)
+        assert "call list_instances" in await refused(client, "explain_instance", name="nope")
+        assert "call list_nodes" in await refused(client, "cordon_node", name="nope")
+
+        malformed = dict(HELLO, name="other", replicas=1, colour="blue")
+        text = await refused(client, "apply_workload", workload=malformed)
+        assert "colour" in text and "Extra inputs are not permitted" in text
+        no_containers = {"name": "empty", "template": {"containers": []}}
+        assert "containers" in await refused(client, "apply_workload", workload=no_containers)
+        both = await refused(client, "apply_workload", workload=HELLO, manifest="name: x")
+        assert "pass exactly one of workload" in both
+        assert "pass exactly one" in await refused(client, "plan_workload")
+        bad_yaml = await refused(client, "apply_workload", manifest="name: [unclosed")
+        assert "invalid_spec: manifest is not valid YAML" in bad_yaml
+        second_bad = EXAMPLE.read_text() + "\n---\nname: second\nreplicas: -3\n"
+        half = await refused(client, "apply_workload", manifest=second_bad)
+        assert "manifest: document 2 (workload 'second'): field replicas" in half
+        assert "plan_workload(action='scale') needs replicas" in await refused(
+            client, "plan_workload", action="scale", name="hello"
+        )
+        since = await refused(client, "get_logs", instance="x", since="yesterday")
+        assert "not_found" in since  # the instance is checked first
+        unknown_tool = await refused(client, "launch_missiles")
+        assert "Unknown tool" in unknown_tool
+
+        # The server still answers, and nothing of the refused calls was applied.
+        names = [w["name"] for w in (await call(client, "list_workloads"))["workloads"]]
+        assert names == ["hello"]
+    with pytest.raises(NotFound):
+        await live.service.get_workload("other")
+    assert (await live.service.get_workload("hello")).spec.replicas == 2
+
+
+async def test_log_since_must_be_a_duration_or_time(live: Live) -> None:
+    async with Client(live.server()) as client:
+        await call(client, "apply_workload", workload=dict(HELLO, replicas=1))
+        (instance,) = await running(client, "hello", 1)
+        text = await refused(client, "get_logs", instance=instance["name"], since="yesterday")
+    assert "invalid_input: since 'yesterday' is neither a duration" in text
+
+
+async def test_get_logs_filters_caps_and_scrubs(live: Live) -> None:
+    async with Client(live.server()) as client:
+        await call(client, "apply_workload", workload=dict(HELLO, replicas=1))
+        (instance,) = await running(client, "hello", 1)
+        stored = await live.service.get_instance(instance["name"])
+        for n in range(300):
+            level = "ERROR" if n % 10 == 0 else "info"
+            live.runtime.write_log(stored.uid, "web", f"{level} request {n:03d} " + "x" * 50)
+        live.runtime.write_log(stored.uid, "web", "panic: login failed for hunter2-secret")
+        live.runtime.write_log(stored.uid, "web", "dial postgres://app:s3cr3t-pw@db:5432/app")
+
+        tail = await call(client, "get_logs", instance=instance["name"], tail=5)
+        assert [line["line"] for line in tail["lines"]][-2:] == [
+            "panic: login failed for <redacted>",
+            "dial postgres://app:<redacted>@db:5432/app",
+        ]
+        grep = await call(client, "get_logs", instance=instance["name"], grep="error|PANIC")
+        assert len(grep["lines"]) == 31
+        assert grep["note"] == "31 line(s) matched 'error|PANIC'"
+        capped = await call(
+            client, "get_logs", instance=instance["name"], grep="error", max_bytes=500
+        )
+        assert capped["truncated"]
+        assert sum(len(line["line"]) + 1 for line in capped["lines"]) <= 500
+        assert capped["lines"][-1]["line"].startswith("ERROR request 290")
+        assert "raise tail or max_bytes" in capped["note"]
+        recent = await call(client, "get_logs", instance=instance["name"], since="1h", tail=2)
+        assert len(recent["lines"]) == 2
+        rendered = json.dumps([tail, grep, capped, recent])
+    assert "hunter2-secret" not in rendered and "s3cr3t-pw" not in rendered
+
+
+async def test_secrets_never_appear_and_survive_a_round_trip(live: Live) -> None:
+    async with Client(live.server()) as client:
+        plan = await call(client, "plan_workload", workload=HELLO)
+        await call(client, "apply_workload", workload=HELLO, plan_id=plan["plan_id"])
+        (instance, _) = await running(client, "hello", 2)
+        outputs = [
+            plan,
+            await call(client, "get_workload", name="hello"),
+            await call(client, "explain_instance", name=instance["name"]),
+            await call(client, "list_events", include_audit=True, limit=500),
+        ]
+        # An agent edits what it read and applies it back, placeholders and all.
+        spec = outputs[1]["workload"]["spec"]
+        env = spec["template"]["containers"][0]["env"]
+        assert env == {
+            "GREETING": "hi",
+            "DB_PASSWORD": "<redacted>",
+            "DATABASE_URL": "postgres://app:<redacted>@db:5432/app",
+        }
+        spec["replicas"] = 3
+        replan = await call(client, "plan_workload", workload=spec)
+        assert [c["path"] for c in replan["changes"][0]["changes"]] == ["replicas"]
+        outputs.append(await call(client, "apply_workload", workload=spec))
+        # A placeholder with nothing stored behind it is refused, not stored.
+        fresh = dict(spec, name="fresh")
+        text = await refused(client, "apply_workload", workload=fresh)
+        assert "env DB_PASSWORD of container 'web' in workload default/fresh" in text
+    rendered = json.dumps(outputs)
+    assert "hunter2-secret" not in rendered and "s3cr3t-pw" not in rendered
+    stored = await live.service.get_workload("hello")
+    assert stored.spec.replicas == 3
+    assert stored.spec.template.containers[0].env["DB_PASSWORD"] == "hunter2-secret"
+    assert "s3cr3t-pw" in stored.spec.template.containers[0].env["DATABASE_URL"]
+
+
+async def test_destructive_calls_need_a_plan_for_exactly_that_change(live: Live) -> None:
+    async with Client(live.server()) as client:
+        await call(client, "apply_workload", workload=HELLO)
+        text = await refused(client, "delete_workload", name="hello")
+        assert "plan_required" in text and "plan_workload(action='delete')" in text
+        assert "plan_id" in text
+        assert not (await live.service.get_workload("hello")).deleting
+
+        to_zero = await call(client, "plan_workload", action="scale", name="hello", replicas=0)
+        assert to_zero["destructive"] and len(to_zero["instances_stopped"]) == 2
+        assert "plan_required" in await refused(client, "scale_workload", name="hello", replicas=0)
+        wrong = await refused(
+            client, "scale_workload", name="hello", replicas=0, plan_id="0123456789abcdef"
+        )
+        assert "stale_plan" in wrong
+        up = await call(client, "scale_workload", name="hello", replicas=3)
+        assert up["confirmed"] == "not destructive" and up["workload"]["replicas"] == 3
+        # The workload changed since the plan: the old plan no longer authorises anything.
+        stale = await refused(
+            client, "scale_workload", name="hello", replicas=0, plan_id=to_zero["plan_id"]
+        )
+        assert "stale_plan" in stale
+        assert (await live.service.get_workload("hello")).spec.replicas == 3
+
+        zero_spec = dict(HELLO, replicas=0)
+        assert "plan_required" in await refused(client, "apply_workload", workload=zero_spec)
+        planned = await call(client, "plan_workload", workload=zero_spec)
+        assert planned["destructive"] and "to zero" in planned["summary"]
+        delete = await call(client, "plan_workload", action="delete", name="hello")
+        # A plan for one change does not authorise another.
+        assert "stale_plan" in await refused(
+            client, "apply_workload", workload=zero_spec, plan_id=delete["plan_id"]
+        )
+        done = await call(client, "apply_workload", workload=zero_spec, plan_id=planned["plan_id"])
+        assert done["confirmed"] == "plan"
+
+        delete = await call(client, "plan_workload", action="delete", name="hello")
+        assert delete["next_step"].startswith("delete_workload(name='hello'")
+        deleted = await call(client, "delete_workload", name="hello", plan_id=delete["plan_id"])
+        assert deleted["workload"]["deleting"] and deleted["confirmed"] == "plan"
+
+        async def gone() -> bool | None:
+            names = [w["name"] for w in (await call(client, "list_workloads"))["workloads"]]
+            return True if not names else None
+
+        await eventually(gone)
+
+
+async def test_nodes_cordon_uncordon_and_drain_with_a_plan(live: Live) -> None:
+    async with Client(live.server()) as client:
+        await call(client, "apply_workload", workload=HELLO)
+        await running(client, "hello", 2)
+        cordoned = await call(client, "cordon_node", name="n1")
+        assert cordoned["node"]["cordoned"] and not cordoned["node"]["schedulable"]
+        uncordoned = await call(client, "uncordon_node", name="n1")
+        assert not uncordoned["node"]["cordoned"]
+        assert "plan_required" in await refused(client, "drain_node", name="n1")
+        plan = await call(client, "plan_drain", name="n1")
+        assert len(plan["instances_stopped"]) == 2
+        drained = await call(client, "drain_node", name="n1", plan_id=plan["plan_id"])
+        assert drained["node"]["draining"] and drained["confirmed"] == "plan"
+        again = await refused(client, "drain_node", name="n1", plan_id=plan["plan_id"])
+        assert "stale_plan" in again  # the node changed: draining now
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_the_user_can_confirm_or_decline_by_elicitation(live: Live, mode: str) -> None:
+    answers: list[str] = []
+    questions: list[str] = []
+
+    async def answer(context: Any, params: ElicitRequestParams) -> ElicitResult:
+        questions.append(params.message)
+        action = answers.pop(0)
+        content = {"confirm": True} if action == "accept" else None
+        return ElicitResult(action=action, content=content)
+
+    async with Client(live.server(), mode=mode, elicitation_callback=answer) as client:
+        await call(client, "apply_workload", workload=HELLO)
+        await running(client, "hello", 2)  # a question that changes between rounds is re-asked
+        answers.append("decline")
+        text = await refused(client, "delete_workload", name="hello")
+        assert "not_confirmed: the user declined" in text
+        assert not (await live.service.get_workload("hello")).deleting
+        answers.append("accept")
+        deleted = await call(client, "delete_workload", name="hello")
+    assert deleted["confirmed"] == "elicitation"
+    assert questions[0].startswith("Shoal will delete workload default/hello: its 2 instance(s)")
+    assert (await live.service.get_workload("hello")).deleting
+
+
+async def test_read_only_mode_exposes_only_read_tools(live: Live) -> None:
+    async with Client(live.server(read_only=True)) as client:
+        names = {tool.name for tool in (await client.list_tools()).tools}
+        assert names == READ_TOOLS
+        assert "Unknown tool" in await refused(client, "apply_workload", workload=HELLO)
+        plan = await call(client, "plan_workload", workload=HELLO)
+    assert plan["action"] == "apply"
+    assert await live.service.list_workloads() == []
+
+
+async def test_a_viewer_sees_read_tools_only_and_is_refused_changes(live: Live) -> None:
+    async with Client(live.server(OPERATOR)) as operator:
+        await call(operator, "apply_workload", workload=HELLO)
+    async with Client(live.server(VIEWER)) as viewer:
+        names = {tool.name for tool in (await viewer.list_tools()).tools}
+        assert names == READ_TOOLS
+        text = await refused(viewer, "delete_workload", name="hello", plan_id="whatever")
+        assert text.endswith(
+            "forbidden: delete_workload changes the cluster and needs role operator; key "
+            "'viewer@test' is a viewer here. Use the read tools, or ask an admin for a token "
+            "with --role operator"
+        )
+        assert (await call(viewer, "get_workload", name="hello"))["workload"]["spec"]
+    assert not (await live.service.get_workload("hello")).deleting
+
+
+async def test_every_call_is_audited_with_caller_and_redacted_arguments(live: Live) -> None:
+    async with Client(live.server()) as client:
+        await call(client, "apply_workload", workload=HELLO)
+        await refused(client, "get_workload", name="ghost")
+        await refused(client, "delete_workload", name="hello")
+        await refused(client, "scale_workload", name="hello", replicas=-1)
+        await call(client, "list_workloads")
+    events = await live.service.list_events(kind="Key", name="operator@test")
+    assert all(e.reason == AUDIT_REASON and e.actor.id == "operator@test" for e in events)
+    assert all(e.actor.via == "mcp" for e in events)
+    seen = [(e.details["tool"], e.details["outcome"]) for e in events]
+    assert seen == [
+        ("apply_workload", "ok"),
+        ("get_workload", "error"),
+        ("delete_workload", "refused"),
+        ("scale_workload", "error"),
+        ("list_workloads", "ok"),
+    ]
+    apply, missing, delete, negative, _ = events
+    assert "hunter2-secret" not in apply.details["arguments"]
+    assert (
+        json.loads(apply.details["arguments"])["workload"]["template"]["containers"][0]["env"][
+            "DB_PASSWORD"
+        ]
+        == "<redacted>"
+    )
+    assert missing.details["error"] == "not_found"
+    assert missing.details["target"] == "workload/default/ghost"
+    assert delete.type.value == "Warning" and delete.details["error"].startswith("plan_required")
+    assert "greater than or equal to 0" in negative.details["error"]
+    audit_free = await live.service.list_events(kind="Workload", name="hello")
+    assert AUDIT_REASON not in {e.reason for e in audit_free}
