@@ -6,9 +6,17 @@ per round, alternating the three in one loop so machine noise hits them all:
 
 * in-process — ``ShoalService.list_workloads()`` over a MemoryStore holding
   the same 100 workloads, in this process: the floor;
-* HTTP — the MCP tool ``list_workloads`` over streamable HTTP at the agent's
-  ``/mcp`` with an operator bearer token (the agent's MCP server calls its
-  in-process service, and records the call's audit event);
+* mcp-direct — the MCP server's tool call (``MCPServer.call_tool``) over that
+  same service, in this process: what the MCP layer itself adds (the gate,
+  the audit event, the views, the result conversion), without a transport;
+* rest — ``list_workloads`` over the agent's signed REST API (``ShoalClient``):
+  one HTTP hop to the same in-process service, for reference;
+* http-raw — the MCP tool ``list_workloads`` over streamable HTTP at the
+  agent's ``/mcp`` with an operator bearer token, as one plain JSON-RPC POST
+  (2026-07-28 protocol): what the agent's MCP endpoint costs (bearer check,
+  tool call, its audit event, the views, the transport);
+* http — the same through the MCP SDK's client, which also validates every
+  result against the tool's output schema;
 * stdio — the same tool through a ``shoal mcp`` subprocess, which reaches the
   agent over signed REST (one more process and HTTP hop than HTTP).
 
@@ -30,18 +38,35 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
+import httpx
 import httpx2
-
-from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
+from mcp_types import InputRequiredResult
+
+from mcp import Client
 from shoal.api import Role, ShoalClient, init_keypair, load_keypair
 from shoal.core import ShoalService, SystemClock
 from shoal.interfaces import WorkloadSpec
-from shoal.mcp import create_token
+from shoal.mcp import build_server, create_token, in_process
 from shoal.state import MemoryStore
 
 READY = "ready: API on http://"
+PROTOCOL = "2026-07-28"
+RAW_CALL = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "tools/call",
+    "params": {
+        "name": "list_workloads",
+        "arguments": {},
+        "_meta": {
+            "io.modelcontextprotocol/protocolVersion": PROTOCOL,
+            "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "1"},
+            "io.modelcontextprotocol/clientCapabilities": {},
+        },
+    },
+}
 
 
 def workloads(count: int) -> list[WorkloadSpec]:
@@ -61,8 +86,11 @@ def workloads(count: int) -> list[WorkloadSpec]:
 def start_agent(root: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
     """Start `shoal agent` and return it with its URL once it is ready."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "shoal.cli", "agent", "--data-dir", str(root / "data")]
-        + ["--api-addr", "127.0.0.1:0", "--state", "memory", "--name", "bench"],
+        [
+            *(sys.executable, "-m", "shoal.cli", "agent", "--data-dir", str(root / "data")),
+            *("--api-addr", "127.0.0.1:0", "--state", "memory", "--runtime", "mock"),
+            *("--name", "bench"),
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -85,8 +113,8 @@ def percentile(samples: list[float], fraction: float) -> float:
 async def measure(rounds: int, count: int, root: Path, env: dict[str, str], url: str) -> None:
     keypair = load_keypair(root / "home")
     specs = workloads(count)
-    async with ShoalClient(url, keypair) as rest:
-        await rest.apply(specs)
+    async with ShoalClient(url, keypair) as setup:
+        await setup.apply(specs)
     clock = SystemClock()
     token = create_token(keypair, Role.OPERATOR, 3600)
     stdio = StdioServerParameters(
@@ -94,16 +122,26 @@ async def measure(rounds: int, count: int, root: Path, env: dict[str, str], url:
         args=["-m", "shoal.cli", "mcp"],
         env={"SHOAL_HOME": env["SHOAL_HOME"], "SHOAL_SERVER": url},
     )
+    raw_headers = {
+        "Authorization": f"Bearer {token}",
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": PROTOCOL,
+        "MCP-Method": "tools/call",
+        "MCP-Name": "list_workloads",
+    }
     async with (
+        ShoalClient(url, keypair) as rest,
         MemoryStore(clock=clock) as store,
+        httpx.AsyncClient(base_url=url, headers=raw_headers) as raw,
         httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http,
         Client(streamable_http_client(f"{url}/mcp", http_client=http)) as over_http,
         Client(stdio) as over_stdio,
     ):
         service = ShoalService(store, clock)
         await service.apply(specs)
+        direct = build_server(in_process(service))
 
-        async def in_process() -> None:
+        async def service_call() -> None:
             assert len(await service.list_workloads()) == count
 
         def tool(client: Client) -> Callable[[], Awaitable[None]]:
@@ -114,7 +152,26 @@ async def measure(rounds: int, count: int, root: Path, env: dict[str, str], url:
 
             return call
 
-        calls = {"in-process": in_process, "http": tool(over_http), "stdio": tool(over_stdio)}
+        async def raw_http() -> None:
+            response = await raw.post("/mcp", json=RAW_CALL)
+            response.raise_for_status()
+            assert len(response.json()["result"]["structuredContent"]["workloads"]) == count
+
+        async def mcp_direct() -> None:
+            result = await direct.call_tool("list_workloads", {})
+            assert not isinstance(result, InputRequiredResult) and not result.is_error
+
+        async def over_rest() -> None:
+            assert len(await rest.list_workloads()) == count
+
+        calls = {
+            "in-process": service_call,
+            "mcp-direct": mcp_direct,
+            "rest": over_rest,
+            "http-raw": raw_http,
+            "http": tool(over_http),
+            "stdio": tool(over_stdio),
+        }
         samples: dict[str, list[float]] = {name: [] for name in calls}
         for round_ in range(rounds + 10):  # the first 10 rounds warm up
             for name, call in calls.items():
@@ -132,8 +189,12 @@ async def measure(rounds: int, count: int, root: Path, env: dict[str, str], url:
             f"{name:>10}  p50 {p50 * 1000:7.2f} ms  p99 {p99 * 1000:7.2f} ms"
             f"  ratio p50 {p50 / base50:6.1f}  p99 {p99 / base99:6.1f}"
         )
-    added = (statistics.median(samples["http"]) - base50) * 1000
-    print(f"MCP over HTTP adds {added:.2f} ms at p50 (aim: < 5 ms)")
+    ms = {name: statistics.median(taken) * 1000 for name, taken in samples.items()}
+    base = ms["in-process"]
+    print(f"MCP over HTTP adds {ms['http-raw'] - base:.2f} ms at p50 (aim: < 5 ms):")
+    print(f"  the MCP layer {ms['mcp-direct'] - base:.2f} ms, the HTTP hop the rest")
+    print(f"  (REST adds {ms['rest'] - base:.2f} ms for the same call over HTTP)")
+    print(f"the SDK client adds {ms['http'] - ms['http-raw']:.2f} ms more (result validation)")
 
 
 def main() -> None:

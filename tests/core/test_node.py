@@ -4,8 +4,8 @@ from pathlib import Path
 
 import anyio
 import pytest
-from anyio.lowlevel import checkpoint
 from anyio import wait_all_tasks_blocked
+from anyio.lowlevel import checkpoint
 
 from shoal.cluster import StaticCluster
 from shoal.core import ManualClock

@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
+
+from shoal.runtime import ImageStore, OciCliRuntime, pod_networking
 
 READY = "ready: API on http://"
 
@@ -109,3 +112,18 @@ def agent(tmp_path: Path) -> Iterator[Agent]:
             handle.process.kill()
             handle.process.wait(timeout=30)
         handle._close()
+    if handle.runtime != "mock" and (handle.data_dir / "runtime").exists():
+        anyio.run(remove_pods, handle.data_dir)
+
+
+async def remove_pods(data_dir: Path) -> None:
+    """Remove every pod an agent left under ``data_dir``, through the runtime's own code.
+
+    Containers outlive their agent by design, so a failed test would leave
+    them running (mounts, network namespaces, port rules) without this.
+    """
+    images = ImageStore(data_dir / "images")
+    network = pod_networking("bridge", data_dir)
+    async with OciCliRuntime(images, data_dir / "runtime", network=network) as runtime:
+        for pod in await runtime.list():
+            await runtime.remove(pod.uid)

@@ -217,6 +217,12 @@ def agent(
     registry: Annotated[
         str | None, typer.Option(help="Default registry host[:port] for unqualified images.")
     ] = None,
+    bridge: Annotated[
+        str, typer.Option(help="CNI bridge name (one per node on a host).")
+    ] = "shoal0",
+    bridge_subnet: Annotated[
+        str, typer.Option(help="CNI bridge subnet (one per node on a host).")
+    ] = "198.18.0.0/24",
     state: Annotated[StateChoice, typer.Option(help="State store.")] = StateChoice.SQLITE,
     name: Annotated[str | None, typer.Option(help="Node name [default: host name].")] = None,
     role: Annotated[NodeRole, typer.Option(help="server, worker or both.")] = NodeRole.BOTH,
@@ -237,6 +243,8 @@ def agent(
             "runtime": runtime.value,
             "network": network.value,
             "default_registry": registry,
+            "bridge": bridge,
+            "bridge_subnet": bridge_subnet,
             "state": state.value,
             "role": role,
             "labels": _labels(label or []),

@@ -68,8 +68,10 @@ class NodeConfig(BaseModel):
     """Container runtime: an OCI runtime CLI (runc, crun, youki), or 'mock' (nothing runs)."""
     network: Literal["bridge", "host"] = "bridge"
     """Pod networking for OCI runtimes: a CNI bridge with ports published on 127.0.0.1, or host."""
+    bridge: str = "shoal0"
+    """Name of the CNI bridge. Two nodes on one host need different bridges and subnets."""
     bridge_subnet: str = "198.18.0.0/24"
-    """Subnet of the CNI bridge."""
+    """Subnet of the CNI bridge (addresses are handed out per data dir)."""
     default_registry: str | None = None
     """Registry (host[:port]) for unqualified image names; None: they must be imported."""
     state: Literal["sqlite", "memory"] = "sqlite"
@@ -276,7 +278,7 @@ def _runtime(
         )
     images = ImageStore(data_dir / "images", default_registry=config.default_registry)
     network = (
-        pod_networking("bridge", data_dir, subnet=config.bridge_subnet)
+        pod_networking("bridge", data_dir, bridge=config.bridge, subnet=config.bridge_subnet)
         if config.network == "bridge"
         else None
     )

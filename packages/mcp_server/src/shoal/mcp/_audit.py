@@ -35,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from shoal.api import Role
@@ -166,9 +166,12 @@ class Gate:
         except ToolError as exc:
             await self._audit(call, tool, arguments, target, "error", str(exc)[:200])
             raise
+        except Exception:  # a bug: the SDK reports a generic error and logs it
+            await self._audit(call, tool, arguments, target, "error", "internal error")
+            raise
         await self._audit(call, tool, arguments, target, "ok", "")
 
-    def middleware(self) -> Any:
+    def middleware(self) -> ServerMiddleware[Any]:
         """Return the server middleware that audits tools/call requests no tool body saw."""
 
         async def audit_unreached(

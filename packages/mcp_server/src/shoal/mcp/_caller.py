@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
@@ -25,6 +25,7 @@ from shoal.interfaces import Actor, Service
 
 __all__ = [
     "ROLE_CLAIM",
+    "ActsAs",
     "Caller",
     "ServiceFactory",
     "caller_from_request",
@@ -55,18 +56,17 @@ ServiceFactory = Callable[[Caller], Service]
 """Returns the service a tool call runs against, acting as the caller."""
 
 
-def in_process(service: Any) -> ServiceFactory:
-    """Bind an in-process ``ShoalService``: each call acts as its caller (for events and audit).
+class ActsAs(Protocol):
+    """A service that can act as another actor: ``shoal.core.ShoalService``."""
 
-    Args:
-        service: A ``shoal.core.ShoalService`` (anything with ``with_actor``).
-    """
+    def with_actor(self, actor: Actor) -> Service:
+        """Return the same service acting as ``actor``."""
+        ...
 
-    def bind(caller: Caller) -> Service:
-        bound: Service = service.with_actor(Actor(id=caller.key_id, via="mcp"))
-        return bound
 
-    return bind
+def in_process(service: ActsAs) -> ServiceFactory:
+    """Bind an in-process ``ShoalService``: each call acts as its caller (for events and audit)."""
+    return lambda caller: service.with_actor(Actor(id=caller.key_id, via="mcp"))
 
 
 def remote(service: Service) -> ServiceFactory:

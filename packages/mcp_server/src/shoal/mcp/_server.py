@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 from mcp_types import SubscribeRequestParams, UnsubscribeRequestParams
 
-from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from shoal.api import Role
 
@@ -62,7 +62,7 @@ class McpSettings:
     """The server name clients see."""
 
 
-def _viewer_filter(gate: Gate) -> Any:
+def _viewer_filter(gate: Gate) -> ServerMiddleware[Any]:
     """Middleware that hides the change tools from callers who may not use them."""
 
     async def middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:

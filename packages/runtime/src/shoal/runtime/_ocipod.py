@@ -1,10 +1,11 @@
 """Container-level work of :class:`~shoal.runtime.OciCliRuntime`: create, status, destroy.
 
 A container is created by its shim (see :mod:`._shim`): the runtime writes
-the bundle and ``shim.json``, hands that file to a shim (one is kept started
-ahead, see :mod:`._shimlaunch`) and reads its one-line answer. The answer comes once ``runc create`` is done,
-from a process that is already detached, so nothing of the container depends
-on the agent afterwards.
+the bundle and ``shim.json``, hands that file to a shim (one is kept
+started ahead, see :mod:`._shimlaunch`) and reads its one-line answer.
+The answer comes once ``runc create`` is done, from a process that is
+already detached, so nothing of the container depends on the agent
+afterwards.
 
 A container's status is derived, in this order, from
 
