@@ -31,6 +31,8 @@ format: bootstrap
 
 bench: bootstrap
 	$(UV) run python bench/scheduler.py
+	$(UV) run python bench/start_latency.py
+	$(UV) run python bench/mcp_latency.py
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache

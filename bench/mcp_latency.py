@@ -40,11 +40,11 @@ from pathlib import Path
 import anyio
 import httpx
 import httpx2
+from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import InputRequiredResult
 
-from mcp import Client
 from shoal.api import Role, ShoalClient, init_keypair, load_keypair
 from shoal.core import ShoalService, SystemClock
 from shoal.interfaces import WorkloadSpec

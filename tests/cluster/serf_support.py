@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import pytest
 
 from shoal.cluster import MemberEvents, SerfCluster, new_gossip_key, new_join_token
 from shoal.interfaces import GossipState, Member, MemberEvent, MemberEventKind
@@ -29,10 +28,6 @@ WAIT = 10.0
 """Bound on a membership change that gossip spreads (serf coalesces events for up to 3 s)."""
 FAILURE_WAIT = 30.0
 """Bound on failure detection (local profile: suspicion, then coalescing; ~8 s here)."""
-
-requires_serf = pytest.mark.skipif(
-    SERF is None, reason="serf is not installed: apt-get install serf (scripts/system-deps.sh)"
-)
 
 
 def free_port() -> int:
@@ -98,11 +93,16 @@ class SerfNodes:
     async def cluster(
         self, *names: str, tags: dict[str, dict[str, str]] | None = None, **overrides: Any
     ) -> AsyncIterator[list[SerfCluster]]:
-        """Start one agent per name; every later one joins the first."""
+        """Start one agent per name; each joins all the earlier ones.
+
+        Joining every earlier member (not just the first) makes each pair
+        exchange state over TCP, so the test does not wait on UDP gossip, which
+        a loaded machine may drop (memberlist's periodic full sync is 15 s away).
+        """
         async with AsyncExitStack() as stack:
             started: list[SerfCluster] = []
             for name in names:
-                join = [self.binds[names[0]]] if started else []
+                join = [self.binds[node.name] for node in started]
                 node = self.make(name, tags=(tags or {}).get(name), join=join, **overrides)
                 started.append(await stack.enter_async_context(node))
             yield started

@@ -134,7 +134,9 @@ def test_httpd_from_a_loopback_registry_on_runc(
     assert httpx.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 200  # still serving
     agent.start()
     (after,) = poll(ready)
-    assert after["uid"] == uid and after["restart_count"] == 0  # adopted, not restarted
+    history = agent.cli("events", "--limit", "200").stdout
+    assert after["uid"] == uid, history
+    assert after["restart_count"] == 0, history  # adopted, not restarted
     pid_after = json.loads(
         subprocess.run(
             ["runc", "--root", str(agent.data_dir / "runtime" / "runc"), "state", f"{uid}-web"],

@@ -10,11 +10,11 @@ from typing import Any
 import anyio
 import pytest
 import yaml
+from mcp import Client
 from mcp.client.session import IncomingMessage
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types import ResourceUpdatedNotification, TextResourceContents
 
-from mcp import Client
 from shoal.interfaces import WorkloadSpec
 from shoal.mcp import ONTOLOGY_ENV, McpSettings, Ontology, build_server, in_process
 from shoal.mcp import _ontology as ontology_module

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from mcp import Client
+
 from shoal.mcp import AUDIT_REASON
 from shoal.runtime import Fault
 from tests.mcp.support import Live, call, eventually, refused

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mcp import Client
 from mcp_types import ElicitRequestParams, ElicitResult
 
-from mcp import Client
 from shoal.interfaces import NotFound
 from shoal.mcp import AUDIT_REASON, CHANGE_TOOLS
 from tests.mcp.support import HELLO, OPERATOR, VIEWER, Live, call, eventually, refused

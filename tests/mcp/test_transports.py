@@ -12,12 +12,12 @@ from pathlib import Path
 import httpx
 import httpx2
 import pytest
+from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from nacl.signing import SigningKey
 
-from mcp import Client
 from shoal.api import KeyPair, Role, init_keypair, load_keypair
 from shoal.mcp import CHANGE_TOOLS, create_token
 from tests.e2e.conftest import Agent

@@ -34,10 +34,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
-
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
+
 from shoal.api import Role
 from shoal.interfaces import EventType, NotFound, ObjectRef, Service, ShoalError
 

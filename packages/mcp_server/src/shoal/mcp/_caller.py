@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp.server.mcpserver import Context
+
 from shoal.api import Role
 from shoal.interfaces import Actor, Service
 

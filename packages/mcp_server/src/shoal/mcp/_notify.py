@@ -28,11 +28,11 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
-from mcp_types import EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
-
 from mcp.server.context import ServerRequestContext
 from mcp.server.session import ServerSession
 from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated, ServerEvent
+from mcp_types import EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
+
 from shoal.interfaces import Event, NotFound, Service, ShoalError
 
 from ._audit import AUDIT_REASON

@@ -24,9 +24,9 @@ import json
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from mcp.server.mcpserver import AcceptedElicitation, Context, ElicitationResult
 from pydantic import BaseModel, Field
 
-from mcp.server.mcpserver import AcceptedElicitation, Context, ElicitationResult
 from shoal.interfaces import (
     PLACED_STATES,
     ApplyResult,

@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from pydantic import Field
-
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.prompts.base import Message, UserMessage
+from pydantic import Field
+
 from shoal.interfaces import ShoalError
 
 from ._audit import Gate

@@ -24,6 +24,7 @@ from typing import Any
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 from mcp.server.mcpserver.resources import FunctionResource
+
 from shoal.interfaces import NotFound, Service, ShoalError
 
 from ._audit import AUDIT_REASON, Gate

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from mcp_types import SubscribeRequestParams, UnsubscribeRequestParams
-
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
+from mcp_types import SubscribeRequestParams, UnsubscribeRequestParams
+
 from shoal.api import Role
 
 from ._audit import Gate

@@ -15,10 +15,10 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 import yaml
+from mcp.server.mcpserver import Context, Elicit, ElicitationResult, MCPServer, Resolve
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
-from mcp.server.mcpserver import Context, Elicit, ElicitationResult, MCPServer, Resolve
 from shoal.api import Role
 from shoal.interfaces import (
     InvalidInput,

@@ -12,10 +12,10 @@ from collections import deque
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
+from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
-from mcp.server.mcpserver import Context, MCPServer
 from shoal.api import Role
 from shoal.interfaces import (
     Conflict,
