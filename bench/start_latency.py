@@ -189,15 +189,26 @@ class RuncFloor:
         return elapsed
 
     async def remove(self, name: str) -> None:
-        """Delete the container, unmount its rootfs and remove its bundle."""
+        """Delete the container (if any), unmount its rootfs and remove its bundle."""
+        # Not checked: after a failed start there may be no container to delete.
         await anyio.run_process(
-            ["runc", "--root", str(self.state), "delete", "--force", name], check=True
+            ["runc", "--root", str(self.state), "delete", "--force", name], check=False
         )
         bundle = self.root / name
-        if _libc.umount2(os.fsencode(bundle / "rootfs"), 0) != 0:
+        rootfs = bundle / "rootfs"
+        if rootfs.is_mount() and _libc.umount2(os.fsencode(rootfs), 0) != 0:
             code = ctypes.get_errno()
-            raise OSError(code, f"umount {bundle / 'rootfs'}: {os.strerror(code)}")
-        shutil.rmtree(bundle)
+            raise OSError(code, f"umount {rootfs}: {os.strerror(code)}")
+        if bundle.exists():
+            shutil.rmtree(bundle)
+
+    async def round(self, name: str) -> float:
+        """Start the container, remove it again; return the seconds the start took."""
+        try:
+            return await self.start(name)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.remove(name)
 
 
 def mount_overlay(layers: list[Path], upper: Path, work: Path, target: Path) -> None:
@@ -221,6 +232,9 @@ async def running_node(data_dir: Path) -> AsyncIterator[ShoalNode]:
         try:
             yield node
         finally:
+            with anyio.CancelScope(shield=True):  # containers outlive the node: remove them
+                for pod in await node.runtime.list():
+                    await node.runtime.remove(pod.uid)
             tg.cancel_scope.cancel()
 
 
@@ -230,19 +244,20 @@ async def main(rounds: int) -> None:
         layout = build_image(work / "layout")
         async with running_node(work / "node") as node:
             await node.service.import_image(str(layout), IMAGE)
-            assert isinstance(node.images, ImageStore)
+            if not isinstance(node.images, ImageStore):
+                raise RuntimeError("a runc node without an image store")
             prepared = await node.images.prepare(IMAGE)
             floor = RuncFloor(work / "floor", prepared.layers)
             shoal_times: list[float] = []
             floor_times: list[float] = []
             for number in range(rounds + 1):  # round 0 warms both up and is not counted
-                shoal = await through_shoal(node, f"start-{number}")
-                name = f"floor-{number}"
-                try:
-                    direct = await floor.start(name)
-                finally:
-                    with anyio.CancelScope(shield=True):
-                        await floor.remove(name)
+                # Who goes first alternates, so neither always follows the other's cleanup.
+                if number % 2:
+                    direct = await floor.round(f"floor-{number}")
+                    shoal = await through_shoal(node, f"start-{number}")
+                else:
+                    shoal = await through_shoal(node, f"start-{number}")
+                    direct = await floor.round(f"floor-{number}")
                 if number:
                     shoal_times.append(shoal)
                     floor_times.append(direct)

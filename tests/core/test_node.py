@@ -65,3 +65,16 @@ def test_an_oci_runtime_without_root_or_binary_says_what_is_missing(tmp_path: Pa
     with pytest.raises(Unavailable, match=r"youki is not installed|needs root") as caught:
         build_node(config)
     assert "--runtime mock" in caught.value.message
+
+
+def test_host_paths_are_refused_unless_the_node_config_allows_them(tmp_path: Path) -> None:
+    for allowed in (False, True):
+        config = NodeConfig(
+            data_dir=tmp_path / str(allowed),
+            runtime="mock",
+            state="memory",
+            allow_host_paths=allowed,
+        )
+        runtime = build_node(config).runtime
+        assert isinstance(runtime, MockRuntime)
+        assert runtime.allow_host_paths is allowed

@@ -23,10 +23,14 @@ from shoal.interfaces import (
     Container,
     ContainerRuntime,
     ContainerState,
+    Forbidden,
+    HostPathVolume,
     ImageError,
     LogLine,
     NotFound,
     PodSpec,
+    Volume,
+    VolumeMount,
 )
 from shoal.runtime import Fault, MockRuntime
 
@@ -285,3 +289,23 @@ async def test_stats_report_every_container(harness: Harness) -> None:
         assert entry.cpu_millicores >= 0
         assert entry.memory_bytes >= 0
         assert entry.pids >= 0
+
+
+async def test_a_host_path_volume_is_refused_by_default_and_nothing_is_created(
+    harness: Harness,
+) -> None:
+    spec = pod_spec(harness)
+    mount = VolumeMount(name="host", mount_path="/host")
+    spec = PodSpec(
+        uid=spec.uid,
+        name=spec.name,
+        namespace=spec.namespace,
+        workload=spec.workload,
+        containers=[spec.containers[0].model_copy(update={"volume_mounts": [mount]})],
+        volumes=[Volume(name="host", host_path=HostPathVolume(path="/"))],
+    )
+    with pytest.raises(Forbidden, match="host path volumes are disabled on this node: start the"):
+        await harness.runtime.create(spec)
+    with pytest.raises(NotFound):
+        await harness.runtime.inspect(spec.uid)
+    assert spec.uid not in {pod.uid for pod in await harness.runtime.list()}

@@ -22,12 +22,16 @@ from shoal.interfaces import (
     ContainerRuntime,
     ContainerState,
     ContainerStats,
+    EmptyDirVolume,
     ExecResult,
+    Forbidden,
+    HostPathVolume,
     ImageError,
     NotFound,
     PodSpec,
     PodStatus,
     RuntimeFailure,
+    Volume,
 )
 from shoal.runtime import Fault, FaultKind, Faults, MockRuntime
 
@@ -144,6 +148,19 @@ async def test_a_pod_naming_a_container_twice_is_refused(runtime: MockRuntime) -
     with pytest.raises(RuntimeFailure, match="twice"):
         await runtime.create(spec("pod-1", ("main", "app:1"), ("main", "app:2")))
     assert await runtime.list() == []
+
+
+async def test_volumes_are_accepted_and_host_paths_only_where_allowed() -> None:
+    volumes = [
+        Volume(name="scratch", empty_dir=EmptyDirVolume()),
+        Volume(name="host", host_path=HostPathVolume(path="/no/such/path")),
+    ]
+    pod = spec().model_copy(update={"volumes": volumes})
+    with pytest.raises(Forbidden, match="start the agent with --allow-host-paths"):
+        await MockRuntime().create(pod)
+    # Nothing is mounted, so a missing path is no reason to refuse.
+    created = await MockRuntime(allow_host_paths=True).create(pod)
+    assert created.containers[0].state == ContainerState.CREATED
 
 
 async def test_stop_exits_with_sigterm_code_and_start_restarts(runtime: MockRuntime) -> None:

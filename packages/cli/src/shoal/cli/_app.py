@@ -229,6 +229,12 @@ def agent(
     label: Annotated[
         list[str] | None, typer.Option(help="Node label KEY=VALUE (repeatable).")
     ] = None,
+    allow_host_paths: Annotated[
+        bool,
+        typer.Option(
+            "--allow-host-paths", help="Let workloads mount paths of this machine (host_path)."
+        ),
+    ] = False,
 ) -> None:
     """Run a Shoal node: its control loop, node loop and REST API, until SIGTERM or Ctrl-C."""
     logging.basicConfig(
@@ -248,6 +254,7 @@ def agent(
             "state": state.value,
             "role": role,
             "labels": _labels(label or []),
+            "allow_host_paths": allow_host_paths,
         }
         if name:
             fields["name"] = name

@@ -55,11 +55,20 @@ def explain_instance(
             summary = "pending: waiting for the control loop to place it"
     elif state == InstanceState.SCHEDULED and inst.not_before and inst.not_before > now:
         wait = (inst.not_before - now).total_seconds()
+        last = (
+            f"last exit code {inst.exit_code}"
+            if inst.exit_code is not None
+            else f"last failure: {inst.message.rsplit('; restarting', 1)[0]}"
+        )
         summary = (
             f"waiting {wait:.0f}s to restart {where} ({inst.reason}): "
-            f"restarted {inst.restart_count} time(s), last exit code {inst.exit_code}"
+            f"restarted {inst.restart_count} time(s), {last}"
         )
-        details.append("the container keeps exiting: read its logs and events to find out why")
+        details.append(
+            "the container keeps exiting: read its logs and events to find out why"
+            if inst.exit_code is not None
+            else "it keeps failing before it runs: the events say why (image, command, limits)"
+        )
     elif state == InstanceState.SCHEDULED:
         summary = f"placed {where}; waiting for that node to start it"
     elif state == InstanceState.STARTING:

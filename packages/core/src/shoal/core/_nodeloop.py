@@ -222,6 +222,7 @@ class NodeLoop:
                     namespace=inst.namespace,
                     workload=inst.workload,
                     containers=list(inst.template.containers),
+                    volumes=list(inst.template.volumes),
                 )
             )
             status = await self.runtime.start(inst.uid)
@@ -266,7 +267,11 @@ class NodeLoop:
                     break
             codes = {c.name: c.exit_code for c in pod.containers if c.exit_code is not None}
             worst = next((code for code in codes.values() if code != 0), 0)
-            shown = ", ".join(f"{name} exited {code}" for name, code in codes.items())
+            notes = {c.name: c.message for c in pod.containers if c.message}
+            shown = ", ".join(
+                f"{name} exited {code}" + (f" ({notes[name]})" if name in notes else "")
+                for name, code in codes.items()
+            )
             if worst == 0:
                 finished = inst.transition(InstanceState.STOPPED, "Completed", shown)
             else:

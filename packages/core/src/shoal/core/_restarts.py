@@ -31,10 +31,14 @@ def restart(inst: Instance, now: datetime, backoff: Callable[[int], float]) -> I
     ran = (inst.finished_at - inst.started_at) if inst.finished_at and inst.started_at else None
     streak = 0 if ran is not None and ran >= BACKOFF_RESET else count
     delay = backoff(streak)
+    if inst.exit_code is not None:
+        why = f"exited with code {inst.exit_code}"
+    else:  # it never ran: the image could not be pulled, the start failed, ...
+        why = f"{inst.reason}: {inst.message}" if inst.message else inst.reason
     restarted = inst.transition(
         InstanceState.SCHEDULED,
         "CrashLoopBackOff" if streak else "Restarting",
-        f"exited with code {inst.exit_code}; restarting in {delay:g}s",
+        f"{why}; restarting in {delay:g}s",
     )
     return restarted.model_copy(
         update={

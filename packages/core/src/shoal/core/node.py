@@ -74,6 +74,8 @@ class NodeConfig(BaseModel):
     """Subnet of the CNI bridge (addresses are handed out per data dir)."""
     default_registry: str | None = None
     """Registry (host[:port]) for unqualified image names; None: they must be imported."""
+    allow_host_paths: bool = False
+    """Let workloads mount paths of this machine (host_path volumes); refused when False."""
     state: Literal["sqlite", "memory"] = "sqlite"
     """State store: durable SQLite in the data dir, or memory (lost on exit)."""
     labels: dict[str, str] = Field(default_factory=dict)
@@ -263,7 +265,7 @@ def _runtime(
 ) -> tuple[ContainerRuntime, ImageManager | None]:
     """Build the configured runtime; an OCI one needs root and its binary, said plainly."""
     if config.runtime == "mock":
-        return MockRuntime(clock), None
+        return MockRuntime(clock, allow_host_paths=config.allow_host_paths), None
     if os.geteuid() != 0:
         raise Unavailable(
             f"the {config.runtime} runtime needs root (it creates cgroups, mounts and network "
@@ -277,12 +279,15 @@ def _runtime(
             runtime=config.runtime,
         )
     images = ImageStore(data_dir / "images", default_registry=config.default_registry)
-    network = (
-        pod_networking("bridge", data_dir, bridge=config.bridge, subnet=config.bridge_subnet)
-        if config.network == "bridge"
-        else None
+    network = pod_networking(
+        config.network, data_dir, bridge=config.bridge, subnet=config.bridge_subnet
     )
     runtime = OciCliRuntime(
-        images, data_dir / "runtime", binary=config.runtime, clock=clock, network=network
+        images,
+        data_dir / "runtime",
+        binary=config.runtime,
+        clock=clock,
+        network=network,
+        allow_host_paths=config.allow_host_paths,
     )
     return runtime, images

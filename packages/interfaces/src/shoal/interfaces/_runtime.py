@@ -11,12 +11,12 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ._base import Model
-from ._workload import Container
+from ._workload import Container, Volume, check_volumes
 
 __all__ = [
     "ContainerRuntime",
@@ -46,6 +46,13 @@ class PodSpec(Model):
     """The workload's name."""
     containers: list[Container] = Field(min_length=1)
     """The containers to create, in order."""
+    volumes: list[Volume] = Field(default_factory=list)
+    """The pod's volumes, which its containers mount by name."""
+
+    @model_validator(mode="after")
+    def _mounts_name_volumes(self) -> Self:
+        check_volumes(self.containers, self.volumes)
+        return self
 
 
 class ContainerState(StrEnum):

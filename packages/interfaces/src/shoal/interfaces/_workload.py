@@ -7,11 +7,13 @@ the status the control loop observes.
 
 from __future__ import annotations
 
+import posixpath
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal, Self
 
-from pydantic import ConfigDict, Field, StringConstraints, model_validator
+from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from ._base import Model
 from ._quantity import Cpu, Memory
@@ -19,7 +21,9 @@ from ._quantity import Cpu, Memory
 __all__ = [
     "Condition",
     "Container",
+    "EmptyDirVolume",
     "ExecAction",
+    "HostPathVolume",
     "HttpGetAction",
     "Name",
     "Placement",
@@ -31,6 +35,8 @@ __all__ = [
     "Resources",
     "RestartPolicy",
     "TcpSocketAction",
+    "Volume",
+    "VolumeMount",
     "Workload",
     "WorkloadPhase",
     "WorkloadSpec",
@@ -147,6 +153,110 @@ class Probe(Spec):
         return self
 
 
+def _absolute_path(path: str, what: str) -> str:
+    """Return ``path`` if it is absolute and has no '..'; raise ValueError saying the fix."""
+    if not path.startswith("/"):
+        raise ValueError(f"{what} {path!r} is relative: give an absolute path such as '/data'")
+    if ".." in path.split("/"):
+        raise ValueError(f"{what} {path!r} contains '..': write the path without it")
+    return path
+
+
+class EmptyDirVolume(Spec):
+    """Scratch space that starts empty when the instance is created and is deleted with it.
+
+    Every container of the pod that mounts it sees the same files; they survive
+    container restarts, not the instance.
+    """
+
+    size_limit: Memory = 0
+    """Most bytes it may hold; 0 means no limit (a directory on the node's disk). A limit is
+    enforced: the volume is then a tmpfs of that size, its contents use the node's memory, and
+    a write past the limit fails with 'No space left on device'."""
+
+
+class HostPathVolume(Spec):
+    """A file or directory of the node, mounted as it is (writes reach the node).
+
+    Only nodes whose agent runs with --allow-host-paths accept it; any other node
+    fails the instance with a message saying so.
+    """
+
+    path: str
+    """Absolute path on the node, without '..'; it must exist when the instance is created."""
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, path: str) -> str:
+        return _absolute_path(path, "host path")
+
+
+class Volume(Spec):
+    """Storage that the containers of a pod can mount. Exactly one source is set."""
+
+    name: Name
+    """Unique within the pod; a container's volume_mounts name it."""
+    empty_dir: EmptyDirVolume | None = None
+    """Scratch space created empty with the instance and deleted with it."""
+    host_path: HostPathVolume | None = None
+    """A path of the node (only where the node allows host paths)."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        sources = [s for s in (self.empty_dir, self.host_path) if s is not None]
+        if len(sources) != 1:
+            raise ValueError(
+                f"volume {self.name!r} needs exactly one of empty_dir or host_path "
+                "(write 'empty_dir: {}' for scratch space)"
+            )
+        return self
+
+
+class VolumeMount(Spec):
+    """Where a pod volume appears inside one container."""
+
+    name: Name
+    """The volume to mount: the name of one of the template's volumes."""
+    mount_path: str
+    """Absolute path inside the container, without '..'; unique within the container."""
+    read_only: bool = False
+    """Mount read-only: writes through this mount fail."""
+
+    @field_validator("mount_path")
+    @classmethod
+    def _absolute(cls, path: str) -> str:
+        _absolute_path(path, "mount_path")
+        if posixpath.normpath(path) in ("/", "//"):
+            raise ValueError("mount_path '/' would hide the image: mount the volume on a directory")
+        return path
+
+
+def check_volumes(containers: Sequence[Container], volumes: Sequence[Volume]) -> None:
+    """Check that volume names are unique and that every mount names a volume.
+
+    Raises:
+        ValueError: a volume name is used twice or a mount names no volume of the pod.
+
+    """
+    names: set[str] = set()
+    for volume in volumes:
+        if volume.name in names:
+            raise ValueError(
+                f"volume name {volume.name!r} is used twice: give each volume of the pod "
+                "its own name"
+            )
+        names.add(volume.name)
+    for container in containers:
+        for mount in container.volume_mounts:
+            if mount.name not in names:
+                defined = ", ".join(sorted(names)) or "none"
+                raise ValueError(
+                    f"container {container.name!r} mounts volume {mount.name!r}, which the "
+                    f"pod does not define (its volumes: {defined}): add it to the template's "
+                    "volumes or correct the name"
+                )
+
+
 class Container(Spec):
     """One container of a pod."""
 
@@ -170,6 +280,21 @@ class Container(Spec):
     """Restart the container when this fails."""
     readiness_probe: Probe | None = None
     """The instance counts as ready only while this passes."""
+    volume_mounts: list[VolumeMount] = Field(default_factory=list)
+    """Pod volumes mounted into this container, each at its own mount_path."""
+
+    @model_validator(mode="after")
+    def _unique_mount_paths(self) -> Self:
+        seen: set[str] = set()
+        for mount in self.volume_mounts:
+            path = posixpath.normpath(mount.mount_path)
+            if path in seen:
+                raise ValueError(
+                    f"container {self.name!r} mounts two volumes at {path!r}: give each "
+                    "mount its own mount_path"
+                )
+            seen.add(path)
+        return self
 
 
 class PodTemplate(Spec):
@@ -179,6 +304,8 @@ class PodTemplate(Spec):
     """At least one container; names must be unique."""
     labels: dict[str, str] = Field(default_factory=dict)
     """Labels copied onto every instance."""
+    volumes: list[Volume] = Field(default_factory=list)
+    """Volumes the containers can mount by name; names must be unique."""
 
     @model_validator(mode="after")
     def _unique_names(self) -> Self:
@@ -200,6 +327,7 @@ class PodTemplate(Spec):
                         f"host port {port.host_port}/{port.protocol} is published twice in one pod"
                     )
                 ports.add((port.host_port, port.protocol))
+        check_volumes(self.containers, self.volumes)
         return self
 
     def requests(self) -> ResourceList:

@@ -139,6 +139,11 @@ class _Files:
             raise _not_an_image(self.path, f"{name} is not JSON ({exc})") from exc
 
 
+def _one_line(exc: BaseException) -> str:
+    """Return an exception's message on one line (tarfile's span several)."""
+    return " ".join(str(exc).split())
+
+
 @contextmanager
 def _open(path: Path) -> Iterator[_Files]:
     if path.is_dir():
@@ -150,13 +155,14 @@ def _open(path: Path) -> Iterator[_Files]:
         tar = tarfile.open(path, "r:*")
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise _not_an_image(
-            path, f"neither an OCI image layout directory nor a docker save tarball ({exc})"
+            path,
+            f"neither an OCI image layout directory nor a docker save tarball ({_one_line(exc)})",
         ) from exc
     with tar:
         try:
             files = _Files(path, tar)
         except (tarfile.TarError, OSError, EOFError) as exc:
-            raise _not_an_image(path, f"a damaged tar archive ({exc})") from exc
+            raise _not_an_image(path, f"a damaged tar archive ({_one_line(exc)})") from exc
         yield files
 
 

@@ -22,6 +22,9 @@ request is set) → CPU shares (1024 per core, at least 2), ``limits.memory``
 → memory limit (and the same memory+swap limit where the kernel accounts
 swap, so a container cannot swap past its limit), and a pids limit.
 
+The pod's volumes are bind-mounted where the container's ``volume_mounts``
+say (see :mod:`._volumes`), after the pod's /etc files.
+
 Namespaces: pid, ipc, uts and mount of its own; the network namespace is
 joined by path (the pod's pinned namespace) or, in host mode, not created at
 all. Each container is in cgroup ``/shoal/<container id>``.
@@ -36,6 +39,7 @@ from typing import Any
 from shoal.interfaces import Container, Resources, RuntimeFailure
 
 from ._image_api import ImageConfig
+from ._volumes import volume_mounts
 
 __all__ = [
     "DEFAULT_CAPABILITIES",
@@ -120,6 +124,8 @@ class BundleOptions:
         swap_accounting: Whether memory+swap can be limited on this host.
         files: Host files bind-mounted read-only (destination → source),
             e.g. the pod's /etc/hosts and /etc/resolv.conf.
+        volumes: Where each pod volume is mounted from (volume name → host path):
+            its emptyDir directory or its host path.
 
     """
 
@@ -130,6 +136,7 @@ class BundleOptions:
     read_only_rootfs: bool = False
     swap_accounting: bool = False
     files: dict[str, Path] = field(default_factory=dict)
+    volumes: dict[str, Path] = field(default_factory=dict)
 
 
 def process_args(container: Container, image: ImageConfig) -> list[str]:
@@ -273,7 +280,8 @@ def build_config(
         options: Pod- and node-level settings.
 
     Raises:
-        RuntimeFailure: no program to run, a relative working dir, or an unknown user.
+        RuntimeFailure: no program to run, a relative working dir, an unknown user,
+            or a volume mount without a volume.
 
     """
     cwd = container.working_dir or image.working_dir or "/"
@@ -305,6 +313,7 @@ def build_config(
                 "options": ["rbind", "ro", "nosuid", "nodev", "noexec"],
             }
         )
+    mounts.extend(volume_mounts(container, options.volumes))
     return {
         "ociVersion": "1.0.2",
         "process": {

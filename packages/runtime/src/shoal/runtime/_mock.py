@@ -9,7 +9,11 @@ Behaviour without faults:
 * ``ensure_image`` succeeds for any reference, with a digest derived from it.
 * ``create`` makes containers in state *created* with id
   ``mock-<pod uid>-<container name>``; a second pod with the same uid is a
-  :class:`~shoal.interfaces.Conflict`.
+  :class:`~shoal.interfaces.Conflict`. Volumes are accepted and ignored,
+  except that a host path volume is refused with
+  :class:`~shoal.interfaces.Forbidden` unless the runtime was made with
+  ``allow_host_paths=True``, as a real node refuses it (whether the path
+  exists is not checked: nothing is mounted).
 * ``start`` makes them *running*, sets ``started_at`` from the clock and writes
   the log line ``started <container>``. Starting an exited container starts it
   again (as a restart would); starting a running one changes nothing.
@@ -80,6 +84,7 @@ from shoal.interfaces import (
 from ._faults import Fault, FaultKind, Faults
 from ._logs import read_logs
 from ._records import SIGKILL_EXIT, SIGTERM_EXIT, ContainerRecord, PodRecord, SystemClock
+from ._volumes import check_host_paths
 
 __all__ = ["MockRuntime"]
 
@@ -91,6 +96,7 @@ class MockRuntime:
         clock: Source of time for timestamps and time-based faults; the system
             clock by default. Pass a manual clock to drive faults from a test.
         faults: Faults armed from the start; more can be added to ``faults``.
+        allow_host_paths: Accept pods with host path volumes (refused otherwise).
 
     Attributes:
         name: Always ``"mock"``.
@@ -100,8 +106,15 @@ class MockRuntime:
 
     name: str = "mock"
 
-    def __init__(self, clock: Clock | None = None, *, faults: Iterable[Fault] = ()) -> None:
+    def __init__(
+        self,
+        clock: Clock | None = None,
+        *,
+        faults: Iterable[Fault] = (),
+        allow_host_paths: bool = False,
+    ) -> None:
         self.clock: Clock = clock if clock is not None else SystemClock()
+        self.allow_host_paths = allow_host_paths
         self.faults = Faults(faults)
         self._pods: dict[str, PodRecord] = {}
         self._images: dict[str, ImageInfo] = {}
@@ -146,6 +159,7 @@ class MockRuntime:
 
         Raises:
             Conflict: a pod with this uid exists already.
+            Forbidden: the pod has a host path volume and host paths are not allowed.
             ImageError: an injected fault says a container's image is missing.
             RuntimeFailure: an injected fault fails a container, or two share a name.
 
@@ -158,6 +172,7 @@ class MockRuntime:
         if len(set(names)) != len(names):
             message = f"pod {pod.uid!r} names a container twice ({names}): make names unique"
             raise RuntimeFailure(message, uid=pod.uid)
+        check_host_paths(pod, self.allow_host_paths, must_exist=False)
         for container in pod.containers:
             self._check_image(container.image, container=container.name)
             fault = self.faults.fire(FaultKind.CREATE_FAILS, container.image, container.name)

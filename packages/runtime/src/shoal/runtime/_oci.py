@@ -2,13 +2,16 @@
 
 One pod is the containers of one instance. For each pod the runtime
 
-1. asks the :class:`~shoal.runtime.ImageSource` for every image (before
-   anything is written, so a missing image leaves nothing behind);
+1. refuses host path volumes unless the node allows them (see
+   :mod:`._volumes`), then asks the :class:`~shoal.runtime.ImageSource` for
+   every image (before anything is written, so a refused pod or a missing
+   image leaves nothing behind);
 2. creates the pod's directory atomically (``pods/.new-*`` with ``pod.json``,
    renamed into ``pods/<uid>``: a second pod with the uid is a Conflict, and
    a crash never leaves a pod without its record);
 3. gets the pod a network: none of its own in host mode (no hook), else the
-   hook's network namespace, which every container joins by path;
+   hook's network namespace, which every container joins by path, and makes
+   its emptyDir volumes in the pod directory;
 4. builds each container's bundle and rootfs and lets its shim run ``runc
    create`` (see :mod:`._shim` for why a shim and how the exit code is kept).
 
@@ -16,7 +19,8 @@ If any step fails, everything done so far is undone and the error raised.
 ``start`` is ``runc start``; ``stop`` is SIGTERM, ``grace`` seconds on the
 runtime's clock, then SIGKILL, waiting for the shims to record the exits;
 ``remove`` is ``runc delete --force`` per container, the network hook's
-detach, then the pod directory, unmounting the rootfs first.
+detach, then the pod directory (emptyDir volumes included), unmounting the
+rootfs and size-limited volumes first. Host paths are never deleted.
 
 Every fact lives on disk (:mod:`._ocifiles`) or in the runtime's state
 directory, never only in this object, so a new object on the same root (the
@@ -60,6 +64,7 @@ from ._ocipod import ContainerOps, NodeSettings
 from ._records import SystemClock
 from ._rootfs import RootfsStrategy, remove_tree
 from ._runc import RuncCli
+from ._volumes import check_host_paths, prepare_volumes
 
 __all__ = ["NetworkHook", "OciCliRuntime"]
 
@@ -73,8 +78,8 @@ class OciCliRuntime:
         binary: The OCI runtime: ``runc``, ``crun`` or ``youki`` (name or path).
         state_root: The runtime's ``--root``; ``<root>/runc`` by default.
         clock: Time for stop's grace period and timestamps; the system clock by default.
-        allow_host_paths: Whether host paths may be mounted (reserved: containers
-            declare no volumes yet).
+        allow_host_paths: Whether pods may mount host path volumes; without it,
+            ``create`` refuses a pod that declares one.
         network: Pod networking hook; None for host networking.
         pids_limit: Most processes per container (0: no limit).
         read_only_rootfs: Mount every container's rootfs read-only.
@@ -153,6 +158,8 @@ class OciCliRuntime:
 
         Raises:
             Conflict: a pod with this uid exists already.
+            Forbidden: the pod has a host path volume and host paths are not allowed.
+            InvalidInput: a host path does not exist on this node.
             ImageError: an image is missing; nothing was created.
             RuntimeFailure: a container could not be created; nothing is left behind.
 
@@ -160,6 +167,7 @@ class OciCliRuntime:
         names = [c.name for c in pod.containers]
         if len(set(names)) != len(names):
             raise RuntimeFailure(f"pod {pod.uid!r} names a container twice ({names})")
+        check_host_paths(pod, self.allow_host_paths)
         directory = self.files.directory(pod.uid)
         async with self._lock(pod.uid):
             if directory.exists():
@@ -177,6 +185,7 @@ class OciCliRuntime:
                 else:
                     record.ip = "127.0.0.1"
                 await anyio.to_thread.run_sync(self.files.write_etc, record)
+                await anyio.to_thread.run_sync(prepare_volumes, directory, pod.volumes)
                 self.files.save(record)
                 for container in pod.containers:
                     await self.ops.create(record, container.name, prepared[container.name])

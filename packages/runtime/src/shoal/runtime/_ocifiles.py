@@ -8,6 +8,7 @@ every :class:`~shoal.interfaces.PodStatus` from disk and ``runc list``::
       pod.json                 spec, created time, network (written by the agent)
       <container>.log[.N]      JSON-lines logs, rotated (written by the shim)
       etc/hosts, etc/resolv.conf, etc/hostname   bind-mounted into every container
+      volumes/<name>/          an emptyDir volume (a tmpfs when size-limited)
       containers/<name>/
         config.json rootfs/ upper/ work/    the OCI bundle and its rootfs
         shim.json shim.pid shim.err runc.log init.pid

@@ -49,6 +49,7 @@ from ._ocifiles import (
 from ._rootfs import RootfsStrategy, prepare_rootfs
 from ._runc import RuncCli, RuncState
 from ._shimlaunch import ShimLauncher
+from ._volumes import volume_sources
 
 __all__ = ["ContainerOps", "NodeSettings", "wait_until"]
 
@@ -108,7 +109,8 @@ class ContainerOps:
         files = self.files.container(record.spec.uid, name)
         files.directory.mkdir(parents=True, exist_ok=True)
         rootfs, _ = prepare_rootfs(image.layers, files.directory, self.settings.rootfs)
-        etc = self.files.directory(record.spec.uid) / "etc"
+        pod_directory = self.files.directory(record.spec.uid)
+        etc = pod_directory / "etc"
         options = BundleOptions(
             hostname=record.spec.name,
             cgroups_path=self.cgroup(record.spec.uid, name),
@@ -117,6 +119,7 @@ class ContainerOps:
             read_only_rootfs=self.settings.read_only_rootfs,
             swap_accounting=detect_cgroups().swap_accounting(),
             files={f"/etc/{n}": etc / n for n in ("hosts", "resolv.conf", "hostname")},
+            volumes=volume_sources(pod_directory, record.spec.volumes),
         )
         write_json(files.config, build_config(spec, image.config, rootfs, options))
         return files
