@@ -1,0 +1,114 @@
+"""The `shoal` command's shared parts: the typer apps, consoles, settings and error handling.
+
+Every command but `agent`, `keys`, `mcp` and `token` talks to a server over the
+signed REST API only. Errors print one line — what was wrong and what to do —
+and exit non-zero; a traceback reaches the terminal only with SHOAL_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, NoReturn, TypeVar
+
+import anyio
+import typer
+from rich.console import Console
+
+from shoal.api import (
+    DEFAULT_SERVER,
+    ShoalClient,
+    default_home,
+    load_keypair,
+)
+from shoal.interfaces import ShoalError
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="shoal",
+    help="Shoal: run containers on one machine or many. Talks to a shoal agent over signed HTTP.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+keys_app = typer.Typer(help="Manage your ed25519 signing key.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+images_app = typer.Typer(help="Manage the images of the server's node.", no_args_is_help=True)
+app.add_typer(images_app, name="images")
+token_app = typer.Typer(
+    help="Bearer tokens for the agent's MCP endpoint (/mcp).", no_args_is_help=True
+)
+app.add_typer(token_app, name="token")
+
+# Piped output gets wide lines rather than rich's 80-column default.
+out = Console(width=None if sys.stdout.isatty() else 200)
+# An error is one line, however long: never wrapped.
+err = Console(stderr=True, soft_wrap=True)
+
+
+class _Settings:
+    server: str = DEFAULT_SERVER
+    home: Path | None = None
+
+
+settings = _Settings()
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print one error line and exit."""
+    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    raise typer.Exit(code)
+
+
+def run(call: Callable[[], Awaitable[T]]) -> T:
+    """Run ``call`` on anyio, turning every ShoalError into one clear line."""
+    try:
+        return anyio.run(call)
+    except ShoalError as exc:
+        fail(exc.message)
+    except BaseExceptionGroup as group:  # raised out of a task group
+        first = _first_shoal_error(group)
+        if first is None:
+            raise
+        fail(first.message)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def _first_shoal_error(group: BaseExceptionGroup[BaseException]) -> ShoalError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, ShoalError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first_shoal_error(exc)
+            if found is not None:
+                return found
+    return None
+
+
+def client() -> ShoalClient:
+    """Return a signed client for the configured server."""
+    return ShoalClient(settings.server, load_keypair(settings.home or default_home()))
+
+
+async def with_client(use: Callable[[ShoalClient], Awaitable[T]]) -> T:
+    """Run ``use`` with a client that is closed afterwards."""
+    async with client() as shoal:
+        return await use(shoal)
+
+
+@app.callback()
+def options(
+    server: Annotated[
+        str, typer.Option(envvar="SHOAL_SERVER", help="Server URL.")
+    ] = DEFAULT_SERVER,
+    home: Annotated[
+        Path | None,
+        typer.Option(envvar="SHOAL_HOME", help="Where your key lives [default: ~/.config/shoal]."),
+    ] = None,
+) -> None:
+    """Shoal: run containers on one machine or many."""
+    settings.server = server
+    settings.home = home

@@ -1,0 +1,171 @@
+"""`shoal keys` and `shoal agent`: the local key pair, and running a node."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import signal
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+import typer
+
+from shoal.api import (
+    default_home,
+    init_keypair,
+    load_keypair,
+    run_agent,
+)
+from shoal.core.node import NodeConfig
+from shoal.interfaces import InvalidInput, NodeRole, ShoalError
+from shoal.mcp import mcp_mount
+
+from ._base import app, fail, keys_app, out, run, settings
+
+# --- keys ----------------------------------------------------------------
+
+
+@keys_app.command("init")
+def keys_init(
+    key_id: Annotated[str | None, typer.Option(help="Key id [default: user@host].")] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing key.")] = False,
+) -> None:
+    """Create your ed25519 key pair (mode 0600) under $SHOAL_HOME."""
+    home = settings.home or default_home()
+    try:
+        pair = init_keypair(home, key_id, force=force)
+    except ShoalError as exc:
+        fail(exc.message)
+    out.print(f"created key {pair.key_id} in {home}")
+    line = f"operator {pair.public_line}"
+    out.print(
+        f"authorize it on a server: echo '{line}' >> <data-dir>/authorized_keys", markup=False
+    )
+
+
+@keys_app.command("show")
+def keys_show() -> None:
+    """Print your key id and public key (an authorized_keys line without its role)."""
+    try:
+        pair = load_keypair(settings.home or default_home())
+    except ShoalError as exc:
+        fail(exc.message)
+    out.print(pair.public_line, markup=False, highlight=False)
+
+
+# --- agent ---------------------------------------------------------------
+
+
+DEFAULT_DATA_DIR = Path.home() / ".local/share/shoal"
+
+
+class StateChoice(StrEnum):
+    """State backends."""
+
+    SQLITE = "sqlite"
+    MEMORY = "memory"
+
+
+class RuntimeChoice(StrEnum):
+    """Container runtimes."""
+
+    RUNC = "runc"
+    CRUN = "crun"
+    YOUKI = "youki"
+    MOCK = "mock"
+
+
+class NetworkChoice(StrEnum):
+    """Pod networking of OCI runtimes."""
+
+    BRIDGE = "bridge"
+    HOST = "host"
+
+
+def _labels(values: list[str]) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"label {value!r} is not KEY=VALUE")
+        labels[key] = val
+    return labels
+
+
+@app.command()
+def agent(
+    data_dir: Annotated[
+        Path, typer.Option(help="Where state, node key and authorized_keys live.")
+    ] = DEFAULT_DATA_DIR,
+    api_addr: Annotated[str, typer.Option(help="REST API listen address.")] = "127.0.0.1:7070",
+    runtime: Annotated[
+        RuntimeChoice, typer.Option(help="Container runtime (mock runs nothing).")
+    ] = RuntimeChoice.RUNC,
+    network: Annotated[
+        NetworkChoice, typer.Option(help="Pod networking: CNI bridge or the host's.")
+    ] = NetworkChoice.BRIDGE,
+    registry: Annotated[
+        str | None, typer.Option(help="Default registry host[:port] for unqualified images.")
+    ] = None,
+    bridge: Annotated[
+        str, typer.Option(help="CNI bridge name (one per node on a host).")
+    ] = "shoal0",
+    bridge_subnet: Annotated[
+        str, typer.Option(help="CNI bridge subnet (one per node on a host).")
+    ] = "198.18.0.0/24",
+    state: Annotated[StateChoice, typer.Option(help="State store.")] = StateChoice.SQLITE,
+    name: Annotated[str | None, typer.Option(help="Node name [default: host name].")] = None,
+    role: Annotated[NodeRole, typer.Option(help="server, worker or both.")] = NodeRole.BOTH,
+    label: Annotated[
+        list[str] | None, typer.Option(help="Node label KEY=VALUE (repeatable).")
+    ] = None,
+    allow_host_paths: Annotated[
+        bool,
+        typer.Option(
+            "--allow-host-paths", help="Let workloads mount paths of this machine (host_path)."
+        ),
+    ] = False,
+) -> None:
+    """Run a Shoal node: its control loop, node loop and REST API, until SIGTERM or Ctrl-C."""
+    logging.basicConfig(
+        level=os.environ.get("SHOAL_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        fields: dict[str, Any] = {
+            "data_dir": data_dir,
+            "api_addr": api_addr,
+            "runtime": runtime.value,
+            "network": network.value,
+            "default_registry": registry,
+            "bridge": bridge,
+            "bridge_subnet": bridge_subnet,
+            "state": state.value,
+            "role": role,
+            "labels": _labels(label or []),
+            "allow_host_paths": allow_host_paths,
+        }
+        if name:
+            fields["name"] = name
+        config = NodeConfig(**fields)
+    except ShoalError as exc:
+        fail(exc.message)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            serve = functools.partial(run_agent, mounts=[mcp_mount()])
+            await tg.start(serve, config, settings.home or default_home())
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    logging.getLogger("shoal.agent").info(
+                        "%s: shutting down", signal.Signals(signum).name
+                    )
+                    tg.cancel_scope.cancel()
+                    return
+
+    run(main)

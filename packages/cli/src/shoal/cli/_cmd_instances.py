@@ -1,0 +1,114 @@
+"""Instance commands that reach the node's runtime: logs, exec, top."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from shoal.api import (
+    ShoalClient,
+)
+from shoal.interfaces import InvalidInput, format_cpu
+
+from ._base import app, out, run, with_client
+from ._output import human_memory
+
+Namespace = Annotated[str, typer.Option("--namespace", "-n", help="Namespace.")]
+
+
+def _since(value: str | None) -> datetime | None:
+    """Parse --since: a duration like 10s, 5m, 2h, or an ISO 8601 time."""
+    if value is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if value[:-1].isdigit() and value[-1] in units:
+        return datetime.now(UTC) - timedelta(seconds=int(value[:-1]) * units[value[-1]])
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(
+            f"--since {value!r} is neither a duration (10s, 5m, 2h, 1d) nor an ISO 8601 time"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@app.command()
+def logs(
+    instance: Annotated[str, typer.Argument(help="Instance name.")],
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
+    ] = False,
+    tail: Annotated[int | None, typer.Option(help="Only the last N lines.")] = None,
+    since: Annotated[str | None, typer.Option(help="Only lines since 10s/5m/2h or a time.")] = None,
+    container: Annotated[str | None, typer.Option("--container", "-c", help="Container.")] = None,
+    namespace: Namespace = "default",
+) -> None:
+    """Print an instance's log lines."""
+
+    async def call(shoal: ShoalClient) -> None:
+        lines = shoal.logs(
+            instance, namespace, container=container, tail=tail, since=_since(since), follow=follow
+        )
+        async for line in lines:
+            stream = sys.stderr if line.stream == "stderr" else sys.stdout
+            print(line.line, file=stream, flush=follow)
+
+    run(lambda: with_client(call))
+
+
+@app.command("exec")
+def exec_command(
+    instance: Annotated[str, typer.Argument(help="Instance name.")],
+    command: Annotated[list[str], typer.Argument(help="The command, after --.")],
+    container: Annotated[str | None, typer.Option("--container", "-c", help="Container.")] = None,
+    namespace: Namespace = "default",
+    time_limit: Annotated[
+        float, typer.Option(help="Kill the command after this many seconds.")
+    ] = 30,
+) -> None:
+    """Run a command in a running instance (`shoal exec web-1 -- ls /`); exits with its code."""
+
+    async def call(shoal: ShoalClient) -> int:
+        result = await shoal.exec(
+            instance, command, namespace, container=container, time_limit=time_limit
+        )
+        sys.stdout.write(result.stdout)
+        sys.stderr.write(result.stderr)
+        return result.exit_code
+
+    code = run(lambda: with_client(call))
+    raise typer.Exit(code)
+
+
+@app.command()
+def top(
+    instance: Annotated[
+        str | None, typer.Argument(help="One instance; all running by default.")
+    ] = None,
+    namespace: Namespace = "default",
+) -> None:
+    """Show CPU, memory and process counts of running instances."""
+
+    async def call(shoal: ShoalClient) -> None:
+        if instance is not None:
+            targets = [await shoal.get_instance(instance, namespace)]
+        else:
+            targets = [i for i in await shoal.list_instances() if i.state.value == "running"]
+        table = Table("NAMESPACE", "INSTANCE", "CONTAINER", "CPU", "MEMORY", "PIDS", box=None)
+        for inst in targets:
+            for stat in await shoal.stats(inst.name, inst.namespace):
+                table.add_row(
+                    inst.namespace,
+                    inst.name,
+                    stat.name,
+                    format_cpu(stat.cpu_millicores),
+                    human_memory(stat.memory_bytes),
+                    str(stat.pids),
+                )
+        out.print(table if targets else "no running instances")
+
+    run(lambda: with_client(call))
