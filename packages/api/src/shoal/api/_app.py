@@ -18,19 +18,17 @@ Routes (all JSON; errors are ``{"error": {"code", "message", "details"}}``)::
 The caller's key id becomes the actor of every event its request causes.
 """
 
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
-import anyio
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from shoal.core import ShoalService
 from shoal.interfaces import (
@@ -43,11 +41,9 @@ from shoal.interfaces import (
     Explanation,
     Forbidden,
     ImageInfo,
-    ImageProgress,
     Instance,
     InternalError,
     InvalidInput,
-    LogLine,
     Node,
     ObjectRef,
     ShoalError,
@@ -58,6 +54,7 @@ from shoal.interfaces import (
 from ._auth import Principal, RequestVerifier, target_uri_from_scope
 from ._keys import Role
 from ._limits import BodyLimit, body_too_large, too_large_error
+from ._streams import EventStream, JsonLines, LogStream, pull_lines
 
 __all__ = [
     "ApplyRequest",
@@ -314,7 +311,7 @@ def create_app(
     @v1.post("/images/pull", tags=["images"], response_class=JsonLines, status_code=200)
     async def pull_image(body: PullRequest, svc: Operator) -> JsonLines:
         """Pull an image; streams progress lines, then one line with the image."""
-        return JsonLines(_pull_lines(svc, body.reference))
+        return JsonLines(pull_lines(svc, body.reference))
 
     @v1.post("/images/import", tags=["images"])
     async def import_image(body: ImportRequest, svc: Operator) -> list[ImageInfo]:
@@ -385,129 +382,3 @@ def create_app(
         app.router.routes.append(Route(path, mounted, include_in_schema=False))
     app.add_middleware(BodyLimit)
     return app
-
-
-async def _pull_lines(svc: ShoalService, reference: str) -> AsyncIterator[bytes]:
-    """Run a pull, yielding each progress step and then the result as JSON lines."""
-    send, receive = anyio.create_memory_object_stream[bytes](1000)
-
-    def progress(step: ImageProgress) -> None:
-        with contextlib.suppress(anyio.WouldBlock):  # a slow reader loses steps, not the pull
-            send.send_nowait(b'{"progress":' + step.model_dump_json().encode() + b"}\n")
-
-    async def pull() -> None:
-        async with send:
-            try:
-                info = await svc.pull_image(reference, progress=progress)
-                await send.send(b'{"image":' + info.model_dump_json().encode() + b"}\n")
-            except ShoalError as exc:
-                body = exc.to_body().model_dump_json().encode()
-                await send.send(b'{"error":' + body + b"}\n")
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(pull)
-        async with receive:
-            async for line in receive:
-                yield line
-
-
-class JsonLines(Response):
-    """A stream of JSON lines from an async iterator of encoded lines."""
-
-    media_type = "application/x-ndjson"
-
-    def __init__(self, lines: AsyncIterator[bytes]) -> None:
-        super().__init__(media_type=self.media_type)
-        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
-        self.lines = lines
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-        async for line in self.lines:
-            await send({"type": "http.response.body", "body": line, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-class LogStream(Response):
-    """Log lines as JSON lines, streamed as the runtime yields them."""
-
-    media_type = "application/x-ndjson"
-
-    def __init__(self, first: LogLine | None, rest: AsyncIterator[LogLine]) -> None:
-        super().__init__(media_type=self.media_type)
-        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
-        self.first = first
-        self.rest = rest
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-
-        async def line(item: LogLine) -> None:
-            data = item.model_dump_json().encode() + b"\n"
-            await send({"type": "http.response.body", "body": data, "more_body": True})
-
-        async with anyio.create_task_group() as tg:
-
-            async def until_disconnect() -> None:
-                while (await receive())["type"] != "http.disconnect":
-                    pass
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(until_disconnect)
-            if self.first is not None:
-                await line(self.first)
-                async for item in self.rest:
-                    await line(item)
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            tg.cancel_scope.cancel()
-
-
-class EventStream(Response):
-    """Server-sent events of the event log, with comment heartbeats.
-
-    A Response whose ``__call__`` owns its task group (rather than an async
-    generator, which cannot safely hold one across ``yield``): one task relays
-    events, one sends heartbeats, one ends everything when the client leaves.
-    """
-
-    media_type = "text/event-stream"
-
-    def __init__(self, service: ShoalService, heartbeat: float) -> None:
-        super().__init__(
-            media_type=self.media_type,
-            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
-        )
-        # A stream has no length; Response would declare 0 for its empty body.
-        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
-        self.service = service
-        self.heartbeat = heartbeat
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-        lock = anyio.Lock()
-
-        async def chunk(text: str) -> None:
-            async with lock:
-                await send({"type": "http.response.body", "body": text.encode(), "more_body": True})
-
-        async with anyio.create_task_group() as tg:
-
-            async def until_disconnect() -> None:
-                while (await receive())["type"] != "http.disconnect":
-                    pass
-                tg.cancel_scope.cancel()
-
-            async def beat() -> None:
-                while True:
-                    await anyio.sleep(self.heartbeat)
-                    await chunk(": heartbeat\n\n")
-
-            async def relay() -> None:
-                async for event in self.service.watch_events():
-                    data = event.model_dump_json()
-                    await chunk(f"id: {event.id}\nevent: shoal-event\ndata: {data}\n\n")
-
-            tg.start_soon(until_disconnect)
-            tg.start_soon(beat)
-            tg.start_soon(relay)
-            await chunk(": connected\n\n")

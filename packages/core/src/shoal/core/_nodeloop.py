@@ -267,9 +267,15 @@ class NodeLoop:
                     break
             codes = {c.name: c.exit_code for c in pod.containers if c.exit_code is not None}
             worst = next((code for code in codes.values() if code != 0), 0)
-            notes = {c.name: c.message for c in pod.containers if c.message}
+            # The runtime's note adds what the code alone does not say (OOMKilled, a
+            # lost exit code); notes that only restate the exit are left out.
+            notes = {
+                c.name: c.message
+                for c in pod.containers
+                if c.message and not c.message.startswith("exited")
+            }
             shown = ", ".join(
-                f"{name} exited {code}" + (f" ({notes[name]})" if name in notes else "")
+                f"{name} exited {code}" + (f": {notes[name]}" if name in notes else "")
                 for name, code in codes.items()
             )
             if worst == 0:
