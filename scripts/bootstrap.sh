@@ -16,6 +16,14 @@ if ! command -v uv >/dev/null 2>&1; then
         || python3 -m pip install --quiet --break-system-packages uv
 fi
 
+# pip may have put uv in ~/.local/bin (a --user install); the Makefile adds it
+# to PATH too, so later `uv run` calls find it.
+export PATH="$HOME/.local/bin:$PATH"
+if ! command -v uv >/dev/null 2>&1; then
+    echo "bootstrap: uv was installed but is not on PATH; check 'python3 -m pip show uv'" >&2
+    exit 1
+fi
+
 # Never let uv try to download a Python build: this network has none to give.
 export UV_PYTHON_DOWNLOADS=never
 uv sync --all-packages --locked --quiet
