@@ -106,7 +106,9 @@ def options(
     ] = DEFAULT_SERVER,
     home: Annotated[
         Path | None,
-        typer.Option(envvar="SHOAL_HOME", help="Where your key lives [default: ~/.config/shoal]."),
+        typer.Option(
+            envvar="SHOAL_HOME", help="Where your key lives \\[default: ~/.config/shoal]."
+        ),
     ] = None,
 ) -> None:
     """Shoal: run containers on one machine or many."""

@@ -31,7 +31,7 @@ from ._base import app, fail, keys_app, out, run, settings
 
 @keys_app.command("init")
 def keys_init(
-    key_id: Annotated[str | None, typer.Option(help="Key id [default: user@host].")] = None,
+    key_id: Annotated[str | None, typer.Option(help="Key id \\[default: user@host].")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing key.")] = False,
 ) -> None:
     """Create your ed25519 key pair (mode 0600) under $SHOAL_HOME."""
@@ -118,7 +118,7 @@ def agent(
         str, typer.Option(help="CNI bridge subnet (one per node on a host).")
     ] = "198.18.0.0/24",
     state: Annotated[StateChoice, typer.Option(help="State store.")] = StateChoice.SQLITE,
-    name: Annotated[str | None, typer.Option(help="Node name [default: host name].")] = None,
+    name: Annotated[str | None, typer.Option(help="Node name \\[default: host name].")] = None,
     role: Annotated[NodeRole, typer.Option(help="server, worker or both.")] = NodeRole.BOTH,
     label: Annotated[
         list[str] | None, typer.Option(help="Node label KEY=VALUE (repeatable).")

@@ -41,6 +41,7 @@ from shoal.interfaces import (
     PlacementRequest,
     PutOp,
     RevisionConflict,
+    ScheduleFailure,
     Scheduler,
     StateStore,
     Workload,
@@ -56,6 +57,7 @@ __all__ = ["ControlLoop"]
 
 ACTOR = Actor(id="control-loop", via="control-loop")
 TXN_OPS = 128
+_NOT_PLACED = ScheduleFailure(message="the scheduler neither placed nor explained it")
 _FINISHED = frozenset({InstanceState.STOPPED, InstanceState.FAILED})
 
 
@@ -179,8 +181,6 @@ class _Pass:
         live: list[Stored[Instance]] = []
         for stored in owned:
             inst = await self._lifecycle(workload, stored)
-            if inst is None:
-                continue
             if inst.deleting:
                 node = self.nodes.get(inst.node or "")
                 if inst.state == InstanceState.LOST and (
@@ -221,7 +221,7 @@ class _Pass:
                 running_evicting -= 1 if is_running else 0
         self.current[workload.key] = {s.value.name: s.value for s in live}
 
-    async def _lifecycle(self, workload: Workload, stored: Stored[Instance]) -> Instance | None:
+    async def _lifecycle(self, workload: Workload, stored: Stored[Instance]) -> Instance:
         """Apply node loss and restart policy to one instance; return it as it now stands."""
         inst = stored.value
         if inst.deleting:
@@ -241,9 +241,9 @@ class _Pass:
         if inst.state in _FINISHED and inst.node is not None:
             if should_restart(workload.spec.restart_policy, inst):
                 restarted = restart(inst, self.now, self.loop.backoff)
-                if not await self._write(stored, restarted):
-                    return None
-                return restarted
+                # A lost race keeps the instance as read: it still counts
+                # as a replica (no replacement), and the next pass retries.
+                return restarted if await self._write(stored, restarted) else inst
         return inst
 
     async def schedule(self, instances: list[Stored[Instance]]) -> None:
@@ -277,7 +277,7 @@ class _Pass:
         created: list[Instance] = []
         for workload, existing, key, uid in self.pending:
             node = result.assigned.get(key)
-            failure = None if node is not None else result.failed[key]
+            failure = None if node is not None else result.failed.get(key, _NOT_PLACED)
             if node is not None:
                 placed[workload.key][node] += 1
                 status: dict[str, Any] = {

@@ -24,6 +24,7 @@ Restart decisions belong to the control loop; this loop only reports.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import anyio
@@ -202,8 +203,12 @@ class NodeLoop:
                 await self._start(stored, pod)
         elif inst.state == InstanceState.RUNNING:
             await self._watch_running(stored, pod)
-        elif inst.state == InstanceState.STOPPING and pod is not None:
-            await self.runtime.stop(inst.uid, self.stop_grace)
+        elif inst.state == InstanceState.STOPPING:
+            if pod is not None:
+                await self.runtime.stop(inst.uid, self.stop_grace)
+            else:  # nothing left to stop
+                stopped = inst.transition(InstanceState.STOPPED, "Stopped", "its pod is gone")
+                await self.repo.put(stored.key, stopped, expected_revision=stored.revision)
 
     async def _start(self, stored: Stored[Instance], pod: PodStatus | None) -> None:
         inst = stored.value
@@ -325,6 +330,16 @@ class NodeLoop:
     async def _probe_instance(
         self, stored: Stored[Instance], due: list[tuple[str, str, Probe]], mono: float
     ) -> None:
+        try:
+            await self._probe_and_act(stored, due, mono)
+        except RevisionConflict:
+            pass  # the record changed under us: the next round probes what it is now
+        except Exception:  # a probe must never take the node loop down with it
+            log.exception("node loop: probing instance %s failed", stored.value.key)
+
+    async def _probe_and_act(
+        self, stored: Stored[Instance], due: list[tuple[str, str, Probe]], mono: float
+    ) -> None:
         inst = stored.value
         async with self._limiter:
             try:
@@ -358,7 +373,8 @@ class NodeLoop:
 
     async def _kill_unhealthy(self, stored: Stored[Instance], container: str, message: str) -> None:
         inst = stored.value
-        await self.runtime.stop(inst.uid, self.stop_grace)
+        with contextlib.suppress(NotFound):  # it may have exited meanwhile
+            await self.runtime.stop(inst.uid, self.stop_grace)
         why = f"liveness probe of {container} failed: {message}"
 
         def change(current: Instance) -> Instance | None:
