@@ -48,14 +48,21 @@ async def pull_lines(svc: ShoalService, reference: str) -> AsyncIterator[bytes]:
                 yield line
 
 
-class JsonLines(Response):
+class _Stream(Response):
+    """A Response whose body is streamed by ``__call__``: it declares no length."""
+
+    def __init__(self, headers: dict[str, str] | None = None) -> None:
+        super().__init__(media_type=self.media_type, headers=headers)
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
+
+
+class JsonLines(_Stream):
     """A stream of JSON lines from an async iterator of encoded lines."""
 
     media_type = "application/x-ndjson"
 
     def __init__(self, lines: AsyncIterator[bytes]) -> None:
-        super().__init__(media_type=self.media_type)
-        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
+        super().__init__()
         self.lines = lines
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -65,14 +72,13 @@ class JsonLines(Response):
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-class LogStream(Response):
+class LogStream(_Stream):
     """Log lines as JSON lines, streamed as the runtime yields them."""
 
     media_type = "application/x-ndjson"
 
     def __init__(self, first: LogLine | None, rest: AsyncIterator[LogLine]) -> None:
-        super().__init__(media_type=self.media_type)
-        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
+        super().__init__()
         self.first = first
         self.rest = rest
 
@@ -99,7 +105,7 @@ class LogStream(Response):
             tg.cancel_scope.cancel()
 
 
-class EventStream(Response):
+class EventStream(_Stream):
     """Server-sent events of the event log, with comment heartbeats.
 
     A Response whose ``__call__`` owns its task group (rather than an async
@@ -110,12 +116,7 @@ class EventStream(Response):
     media_type = "text/event-stream"
 
     def __init__(self, service: ShoalService, heartbeat: float) -> None:
-        super().__init__(
-            media_type=self.media_type,
-            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
-        )
-        # A stream has no length; Response would declare 0 for its empty body.
-        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
+        super().__init__(headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
         self.service = service
         self.heartbeat = heartbeat
 

@@ -483,10 +483,6 @@ class ShoalService:
     ) -> Event:
         return await self.repo.record(obj, reason, message, self.actor, event_type=event_type)
 
-    def now(self) -> datetime:
-        """Return the service clock's time."""
-        return self.clock.now()
-
 
 def _workload_ref(namespace: str, name: str) -> ObjectRef:
     return ObjectRef(kind="Workload", namespace=namespace, name=name)
