@@ -8,7 +8,7 @@ DATA_DIR ?= $(HOME)/.local/share/shoal
 API_ADDR ?= 127.0.0.1:7070
 RUNTIME ?= runc
 
-.PHONY: bootstrap run test lint format bench clean
+.PHONY: bootstrap run test lint format bench proto clean
 
 bootstrap:
 	@scripts/system-deps.sh
@@ -24,6 +24,11 @@ lint: bootstrap
 
 test: lint
 	$(UV) run pytest
+
+proto: bootstrap
+	$(UV) run python -m grpc_tools.protoc -Ipackages/cluster/proto \
+		--python_out=packages/cluster/src/shoal/cluster/_pb \
+		--pyi_out=packages/cluster/src/shoal/cluster/_pb packages/cluster/proto/shoal_node.proto
 
 format: bootstrap
 	$(UV) run ruff format .

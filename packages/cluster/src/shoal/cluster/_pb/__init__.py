@@ -1,0 +1,1 @@
+"""Generated protobuf messages of ``proto/shoal_node.proto`` (``make proto``); do not edit."""
