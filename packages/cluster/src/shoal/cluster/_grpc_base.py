@@ -1,0 +1,150 @@
+"""The plumbing both gRPC services share: a signed client channel and the server.
+
+:class:`NodeChannel` is one node's connection to another: every call is
+signed (:func:`~shoal.cluster._nodeauth.sign_call`) and every failure comes
+back as a :class:`~shoal.interfaces.ShoalError`. :func:`authenticate` is the
+server side of the same check, and :func:`serve_grpc` runs a ``grpc.aio``
+server for the services a node offers until cancelled.
+
+Services are registered as generic handlers over the protobuf messages of
+``proto/shoal_node.proto`` rather than through protoc's ``_pb2_grpc``
+modules: those are untyped, and the handlers here are a few lines each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, TypeVar
+
+import anyio
+import grpc
+import grpc.aio
+from anyio.abc import TaskStatus
+from google.protobuf.message import Message
+
+from shoal.interfaces import ShoalError, Unavailable
+
+from ._grpc_errors import abort_with, error_from_rpc
+from ._nodeauth import Caller, CallVerifier, NodeIdentity, sign_call
+
+__all__ = ["NodeChannel", "authenticate", "serve_grpc"]
+
+Reply = TypeVar("Reply", bound=Message)
+
+PACKAGE = "shoal.cluster.v1"
+
+
+class NodeChannel:
+    """Signed calls from this node to the node at ``address`` (``host:port``)."""
+
+    def __init__(
+        self, identity: NodeIdentity, token: str, address: str, *, timeout: float = 10.0
+    ) -> None:
+        self.identity = identity
+        self.address = address
+        self.timeout = timeout
+        self._token = token
+        self._channel = grpc.aio.insecure_channel(address)
+
+    async def unary(
+        self, method: str, request: Message, reply: type[Reply], *, deadline: float | None = None
+    ) -> Reply:
+        """Call a unary ``method`` (``/shoal.cluster.v1.State/Get``) and return its reply.
+
+        ``deadline`` (seconds) overrides the channel's default for this call.
+
+        Raises:
+            ShoalError: the error the server raised, or Unavailable when it
+                cannot be reached.
+        """
+        body = request.SerializeToString(deterministic=True)
+        call = self._channel.unary_unary(
+            method, request_serializer=_identity, response_deserializer=reply.FromString
+        )
+        try:
+            result: Reply = await call(
+                body,
+                metadata=sign_call(self.identity, self._token, method, body),
+                timeout=self.timeout if deadline is None else deadline,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc, self.address) from None
+        return result
+
+    async def stream(
+        self, method: str, request: Message, reply: type[Reply]
+    ) -> AsyncIterator[Reply]:
+        """Call a server-streaming ``method`` and yield its replies until it ends.
+
+        Raises:
+            ShoalError: as :meth:`unary`; raised from the iteration.
+        """
+        body = request.SerializeToString(deterministic=True)
+        call = self._channel.unary_stream(
+            method, request_serializer=_identity, response_deserializer=reply.FromString
+        )
+        responses = call(body, metadata=sign_call(self.identity, self._token, method, body))
+        try:
+            async for item in responses:
+                yield item
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc, self.address) from None
+        finally:
+            responses.cancel()
+
+    async def aclose(self) -> None:
+        """Close the connection."""
+        with anyio.CancelScope(shield=True):
+            await self._channel.close()
+
+
+def _identity(body: bytes) -> bytes:
+    return body
+
+
+async def authenticate(
+    verifier: CallVerifier,
+    context: grpc.aio.ServicerContext[Any, Any],
+    method: str,
+    request: Message,
+) -> Caller:
+    """Return the authenticated caller of ``method``, or abort the call with why not."""
+    try:
+        return verifier.verify(
+            context.invocation_metadata() or (),
+            method,
+            request.SerializeToString(deterministic=True),
+        )
+    except ShoalError as exc:
+        await abort_with(context, exc)
+
+
+async def serve_grpc(
+    address: str,
+    handlers: Sequence[grpc.GenericRpcHandler],
+    *,
+    grace: float = 2.0,
+    task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``handlers`` on ``address`` until cancelled; report the bound port.
+
+    Raises:
+        Unavailable: the address cannot be bound (taken, or not on this host).
+    """
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server.add_generic_rpc_handlers(tuple(handlers))
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise Unavailable(
+            f"cannot listen for node-to-node gRPC on {address} ({exc}): choose a free "
+            "address with --grpc-addr",
+            address=address,
+        ) from None
+    await server.start()
+    try:
+        task_status.started(port)
+        await anyio.sleep_forever()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await server.stop(grace)

@@ -1,0 +1,233 @@
+"""Authentication of node-to-node calls: the node's ed25519 key and the join token.
+
+Every gRPC call between nodes carries six metadata entries::
+
+    shoal-node       the caller's node name
+    shoal-key        its ed25519 public key (URL-safe base64)
+    shoal-time       unix seconds when the call was signed
+    shoal-nonce      16 random bytes (hex), never accepted twice
+    shoal-signature  ed25519 signature of the call string (URL-safe base64)
+    shoal-token-mac  HMAC-SHA256 of the call string keyed by the join token
+
+The call string binds all of it to one call::
+
+    "shoal-node-call-v1", method, node, key, time, nonce, sha256(request) joined by newlines
+
+So the signature proves the caller holds the node key whose fingerprint is
+its node id, the MAC proves it was given the cluster's join token (which never
+travels), and neither can be replayed (nonce, ``max_skew`` window) or moved
+to another request (digest). The receiving side then decides whether *that*
+node may do what it asks (a server checks the node record that binds the
+name to the key; a worker checks that the caller is a server in gossip).
+
+Written here rather than taken from a library: gRPC's own auth is TLS or
+bearer tokens, and neither signs requests with a key the node already has.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey, VerifyKey
+
+from shoal.interfaces import InvalidInput, Unauthenticated
+
+__all__ = [
+    "CallVerifier",
+    "Caller",
+    "NodeIdentity",
+    "fingerprint",
+    "sign_call",
+]
+
+_PREFIX = "shoal-node-call-v1"
+_NODE, _KEY, _TIME, _NONCE, _SIG, _MAC = (
+    "shoal-node",
+    "shoal-key",
+    "shoal-time",
+    "shoal-nonce",
+    "shoal-signature",
+    "shoal-token-mac",
+)
+_FIX_TOKEN = (
+    "start the node with the join token of this cluster (the file `shoal cluster init` wrote)"
+)
+
+
+def fingerprint(public_key: bytes) -> str:
+    """Return the node id of ``public_key``: the first 16 hex digits of its SHA-256."""
+    return hashlib.sha256(public_key).hexdigest()[:16]
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass(frozen=True)
+class NodeIdentity:
+    """A node's name and ed25519 key: who it is to the other nodes."""
+
+    name: str
+    key: SigningKey
+
+    @property
+    def public_key(self) -> bytes:
+        """The raw 32-byte public key."""
+        return bytes(self.key.verify_key)
+
+    @property
+    def node_id(self) -> str:
+        """The fingerprint of the public key, stable across restarts."""
+        return fingerprint(self.public_key)
+
+    @classmethod
+    def load_or_create(cls, name: str, key_file: Path) -> NodeIdentity:
+        """Load the key seed from ``key_file`` (mode 0600), creating it on first use.
+
+        Raises:
+            InvalidInput: the file exists but does not hold a 32-byte seed.
+        """
+        if key_file.exists():
+            seed = key_file.read_bytes()
+            if len(seed) != 32:
+                raise InvalidInput(
+                    f"{key_file} is corrupt (expected a 32-byte seed): restore it from a "
+                    "backup, or remove it to give this node a new identity",
+                    path=str(key_file),
+                )
+            return cls(name, SigningKey(seed))
+        key = SigningKey.generate()
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(bytes(key))
+        return cls(name, key)
+
+
+def _call_string(method: str, node: str, key: str, at: str, nonce: str, request: bytes) -> bytes:
+    digest = hashlib.sha256(request).hexdigest()
+    return "\n".join((_PREFIX, method, node, key, at, nonce, digest)).encode()
+
+
+def sign_call(
+    identity: NodeIdentity, token: str, method: str, request: bytes, *, now: float | None = None
+) -> list[tuple[str, str]]:
+    """Return the metadata that authenticates ``identity`` calling ``method`` with ``request``.
+
+    ``request`` is the serialized request message; ``method`` the full gRPC
+    method path (``/shoal.cluster.v1.State/Get``).
+    """
+    key = _b64(identity.public_key)
+    at = str(int(time.time() if now is None else now))
+    nonce = secrets.token_hex(16)
+    message = _call_string(method, identity.name, key, at, nonce, request)
+    signature = identity.key.sign(message).signature
+    mac = hmac.new(token.encode(), message, hashlib.sha256).digest()
+    return [
+        (_NODE, identity.name),
+        (_KEY, key),
+        (_TIME, at),
+        (_NONCE, nonce),
+        (_SIG, _b64(signature)),
+        (_MAC, _b64(mac)),
+    ]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """A node whose call was authenticated."""
+
+    name: str
+    node_id: str
+    public_key: bytes
+
+
+class CallVerifier:
+    """Checks the metadata of incoming calls against the join token.
+
+    Args:
+        token: the cluster's join token.
+        max_skew: seconds a call's time may differ from ours (and how long
+            its nonce is remembered).
+        now: the wall clock, replaceable in tests.
+    """
+
+    def __init__(
+        self, token: str, *, max_skew: float = 60.0, now: Callable[[], float] = time.time
+    ) -> None:
+        if not token:
+            raise InvalidInput("the join token is empty: " + _FIX_TOKEN, field="join_token")
+        self._token = token.encode()
+        self._max_skew = max_skew
+        self._now = now
+        self._seen: dict[str, float] = {}
+
+    def verify(
+        self, metadata: Iterable[tuple[str, str | bytes]], method: str, request: bytes
+    ) -> Caller:
+        """Return the caller of ``method`` if ``metadata`` authenticates ``request``.
+
+        Raises:
+            Unauthenticated: metadata missing or malformed, a wrong join token,
+                a bad signature, a time outside the allowed skew, or a replay.
+        """
+        fields = {k: v for k, v in metadata if isinstance(v, str)}
+        missing = [k for k in (_NODE, _KEY, _TIME, _NONCE, _SIG, _MAC) if not fields.get(k)]
+        if missing:
+            raise Unauthenticated(
+                f"not an authenticated Shoal node call (missing {', '.join(missing)}): "
+                "only Shoal nodes of this cluster may call this port",
+                method=method,
+            )
+        node, key, at, nonce = fields[_NODE], fields[_KEY], fields[_TIME], fields[_NONCE]
+        try:
+            public = _unb64(key)
+            signature = _unb64(fields[_SIG])
+            mac = _unb64(fields[_MAC])
+            signed_at = int(at)
+        except (binascii.Error, ValueError):
+            raise Unauthenticated(
+                f"call from {node!r} has malformed auth metadata", node=node
+            ) from None
+        now = self._now()
+        if abs(now - signed_at) > self._max_skew:
+            raise Unauthenticated(
+                f"call from {node!r} was signed {now - signed_at:+.0f}s away from this "
+                f"node's clock (allowed ±{self._max_skew:.0f}s): synchronise the clocks (NTP)",
+                node=node,
+            )
+        message = _call_string(method, node, key, at, nonce, request)
+        expected = hmac.new(self._token, message, hashlib.sha256).digest()
+        if not hmac.compare_digest(mac, expected):
+            raise Unauthenticated(
+                f"node {node!r} presented a wrong join token: {_FIX_TOKEN}", node=node
+            )
+        try:
+            VerifyKey(public).verify(message, signature)
+        except (BadSignatureError, ValueError):
+            raise Unauthenticated(
+                f"call from {node!r} has a bad signature for its key", node=node
+            ) from None
+        self._remember(nonce, now)
+        return Caller(node, fingerprint(public), public)
+
+    def _remember(self, nonce: str, now: float) -> None:
+        if nonce in self._seen:
+            raise Unauthenticated("replayed call: its nonce was seen before", nonce=nonce)
+        horizon = 2 * self._max_skew
+        if len(self._seen) > 4096:
+            self._seen = {n: t for n, t in self._seen.items() if now - t <= horizon}
+        self._seen[nonce] = now
