@@ -24,7 +24,7 @@ from starlette.types import ASGIApp
 
 from shoal.core import ShoalService
 from shoal.core.node import NodeConfig, ShoalNode, build_node
-from shoal.interfaces import ShoalError
+from shoal.interfaces import NodeRole, ShoalError
 
 from ._app import create_app
 from ._auth import RequestVerifier
@@ -111,10 +111,16 @@ async def run_agent(
 ) -> None:
     """Run a node and its API (with ``mounts`` served beside it) until cancelled.
 
+    A worker serves no API: it has no store of its own (it reaches the
+    cluster state through a server), so operators use a server's API.
+
     Raises:
         Unavailable: the API address is taken, or the data dir is not writable.
         InvalidInput: authorized_keys or the local key pair is invalid.
     """
+    if config.role == NodeRole.WORKER:
+        await _run_worker(config, task_status=task_status)
+        return
     sock = bind(config.api_addr)
     try:
         host = config.api_addr.rpartition(":")[0]
@@ -158,5 +164,20 @@ async def run_agent(
             data_dir,
             node.runtime.name,
             config.state,
+        )
+        task_status.started(node)
+
+
+async def _run_worker(
+    config: NodeConfig, *, task_status: TaskStatus[ShoalNode] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    node = build_node(config)
+    async with anyio.create_task_group() as tg:
+        await tg.start(node.run)
+        log.info(
+            "shoal worker %s ready: data in %s, runtime %s; no API on workers, use a server's",
+            config.name,
+            config.data_dir,
+            node.runtime.name,
         )
         task_status.started(node)

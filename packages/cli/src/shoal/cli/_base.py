@@ -1,6 +1,6 @@
 """The `shoal` command's shared parts: the typer apps, consoles, settings and error handling.
 
-Every command but `agent`, `keys`, `mcp` and `token` talks to a server over the
+Every command but `agent`, `cluster`, `keys`, `mcp` and `token` talks to a server over the
 signed REST API only. Errors print one line — what was wrong and what to do —
 and exit non-zero; a traceback reaches the terminal only with SHOAL_DEBUG=1.
 """
@@ -41,6 +41,8 @@ token_app = typer.Typer(
     help="Bearer tokens for the agent's MCP endpoint (/mcp).", no_args_is_help=True
 )
 app.add_typer(token_app, name="token")
+cluster_app = typer.Typer(help="Create a cluster's shared secrets.", no_args_is_help=True)
+app.add_typer(cluster_app, name="cluster")
 
 # Piped output gets wide lines rather than rich's 80-column default.
 out = Console(width=None if sys.stdout.isatty() else 200)

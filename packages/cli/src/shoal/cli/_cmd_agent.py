@@ -68,6 +68,15 @@ class StateChoice(StrEnum):
 
     SQLITE = "sqlite"
     MEMORY = "memory"
+    ETCD = "etcd"
+
+
+class GossipProfile(StrEnum):
+    """Serf timing profiles: how fast failures are detected, for which network."""
+
+    LOCAL = "local"
+    LAN = "lan"
+    WAN = "wan"
 
 
 class RuntimeChoice(StrEnum):
@@ -84,6 +93,11 @@ class NetworkChoice(StrEnum):
 
     BRIDGE = "bridge"
     HOST = "host"
+
+
+def _addresses(values: list[str]) -> list[str]:
+    """Split repeated and comma-separated address options into one list."""
+    return [a.strip() for value in values for a in value.split(",") if a.strip()]
 
 
 def _labels(values: list[str]) -> dict[str, str]:
@@ -129,8 +143,40 @@ def agent(
             "--allow-host-paths", help="Let workloads mount paths of this machine (host_path)."
         ),
     ] = False,
+    etcd: Annotated[
+        list[str] | None,
+        typer.Option(help="etcd endpoint HOST:PORT for --state etcd (repeatable or a,b,c)."),
+    ] = None,
+    join_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="The cluster's join token (from `shoal cluster init`); clusters the node."
+        ),
+    ] = None,
+    gossip_key_file: Annotated[
+        Path | None, typer.Option(help="The cluster's Serf gossip key (from `shoal cluster init`).")
+    ] = None,
+    bind: Annotated[
+        str | None, typer.Option(help="Gossip address HOST[:PORT] \\[default: 127.0.0.1:7946].")
+    ] = None,
+    grpc_addr: Annotated[
+        str | None,
+        typer.Option(help="Node-to-node gRPC address \\[default: the bind host, port 7947]."),
+    ] = None,
+    join: Annotated[
+        list[str] | None,
+        typer.Option(help="Serf address of a node in the cluster (repeatable or a,b,c)."),
+    ] = None,
+    gossip_profile: Annotated[
+        GossipProfile | None,
+        typer.Option(help="Serf timing \\[default: local on loopback, else lan]."),
+    ] = None,
 ) -> None:
-    """Run a Shoal node: its control loop, node loop and REST API, until SIGTERM or Ctrl-C."""
+    """Run a Shoal node until SIGTERM or Ctrl-C: control loop and API, node loop, or both.
+
+    Alone it runs one machine. With --join-token-file and --gossip-key-file it
+    joins a cluster (Serf gossip, node-to-node gRPC); see docs/cluster.md.
+    """
     logging.basicConfig(
         level=os.environ.get("SHOAL_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -149,6 +195,13 @@ def agent(
             "role": role,
             "labels": _labels(label or []),
             "allow_host_paths": allow_host_paths,
+            "etcd": _addresses(etcd or []),
+            "join_token_file": join_token_file,
+            "gossip_key_file": gossip_key_file,
+            "bind": bind,
+            "grpc_addr": grpc_addr,
+            "join": _addresses(join or []),
+            "gossip_profile": None if gossip_profile is None else gossip_profile.value,
         }
         if name:
             fields["name"] = name

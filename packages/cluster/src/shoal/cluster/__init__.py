@@ -8,9 +8,22 @@ Both return :class:`MemberEvents` iterators from ``events()``.
 :func:`new_gossip_key` and :func:`new_join_token` make a cluster's secrets
 (``shoal cluster init``); :func:`node_tags` and :func:`node_from_member`
 publish a node in gossip tags and read it back.
+
+Node-to-node gRPC: every call is signed with the caller's
+:class:`NodeIdentity` (its ed25519 key; :func:`fingerprint` is its node id)
+and the join token, and checked by a :class:`CallVerifier`, which names the
+:class:`Caller`. :class:`NodeChannel` makes such calls and :func:`serve_grpc`
+serves them. Servers serve :class:`StateGateway`, a worker's scoped view of
+the cluster state; a worker's node loop uses it through :class:`RemoteStore`,
+the StateStore of a node that keeps none.
 """
 
 from ._fanout import MemberEvents
+from ._grpc_base import NodeChannel, serve_grpc
+from ._grpc_pods import PodGateway, RemotePods
+from ._grpc_remote_store import RemoteStore
+from ._grpc_state import StateGateway
+from ._nodeauth import Caller, CallVerifier, NodeIdentity, fingerprint
 from ._secrets import check_gossip_key, new_gossip_key, new_join_token
 from ._serf import SerfCluster
 from ._serf_records import (
@@ -28,22 +41,32 @@ from ._static import StaticCluster
 from ._tags import check_tags, node_from_member, node_tags
 
 __all__ = [
+    "CallVerifier",
+    "Caller",
     "MemberEventRecord",
     "MemberEvents",
+    "NodeChannel",
+    "NodeIdentity",
+    "PodGateway",
     "QueryEventRecord",
     "QueryRecord",
+    "RemotePods",
+    "RemoteStore",
     "SerfCluster",
     "SerfEventRecord",
     "SerfMember",
     "SerfProtocolError",
     "SerfRpcClient",
     "SerfSubscription",
+    "StateGateway",
     "StaticCluster",
     "UserEventRecord",
     "check_gossip_key",
     "check_tags",
+    "fingerprint",
     "new_gossip_key",
     "new_join_token",
     "node_from_member",
     "node_tags",
+    "serve_grpc",
 ]

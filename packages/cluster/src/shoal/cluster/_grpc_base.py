@@ -34,6 +34,22 @@ Reply = TypeVar("Reply", bound=Message)
 PACKAGE = "shoal.cluster.v1"
 
 
+# Pings on idle connections, so a watch through a partition fails within
+# seconds instead of hanging; the server accepts pings that often.
+_KEEPALIVE = [
+    ("grpc.keepalive_time_ms", 5000),
+    ("grpc.keepalive_timeout_ms", 5000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+_SERVER_OPTIONS = [
+    ("grpc.so_reuseport", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 4000),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+
+
 class NodeChannel:
     """Signed calls from this node to the node at ``address`` (``host:port``)."""
 
@@ -44,7 +60,7 @@ class NodeChannel:
         self.address = address
         self.timeout = timeout
         self._token = token
-        self._channel = grpc.aio.insecure_channel(address)
+        self._channel = grpc.aio.insecure_channel(address, options=_KEEPALIVE)
 
     async def unary(
         self, method: str, request: Message, reply: type[Reply], *, deadline: float | None = None
@@ -131,7 +147,7 @@ async def serve_grpc(
     Raises:
         Unavailable: the address cannot be bound (taken, or not on this host).
     """
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(options=_SERVER_OPTIONS)
     server.add_generic_rpc_handlers(tuple(handlers))
     try:
         port = server.add_insecure_port(address)

@@ -209,18 +209,22 @@ class CallVerifier:
                 f"node's clock (allowed ±{self._max_skew:.0f}s): synchronise the clocks (NTP)",
                 node=node,
             )
+        # The signature first: a call altered in transit is reported as
+        # such, and only an intact call with a bad MAC means a wrong token.
         message = _call_string(method, node, key, at, nonce, request)
+        try:
+            VerifyKey(public).verify(message, signature)
+        except (BadSignatureError, ValueError):
+            raise Unauthenticated(
+                f"call from {node!r} has a bad signature for its key (altered in transit, "
+                "or signed for another request)",
+                node=node,
+            ) from None
         expected = hmac.new(self._token, message, hashlib.sha256).digest()
         if not hmac.compare_digest(mac, expected):
             raise Unauthenticated(
                 f"node {node!r} presented a wrong join token: {_FIX_TOKEN}", node=node
             )
-        try:
-            VerifyKey(public).verify(message, signature)
-        except (BadSignatureError, ValueError):
-            raise Unauthenticated(
-                f"call from {node!r} has a bad signature for its key", node=node
-            ) from None
         self._remember(nonce, now)
         return Caller(node, fingerprint(public), public)
 

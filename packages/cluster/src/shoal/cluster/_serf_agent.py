@@ -86,6 +86,19 @@ def timing_profile(bind: str, profile: str | None) -> str:
     return profile
 
 
+def tied_to_parent(argv: list[str]) -> list[str]:
+    """Return ``argv`` run so that the kernel kills it when this process dies.
+
+    A node killed with SIGKILL must look failed to the cluster; a serf agent
+    left running would keep gossiping that it is alive. ``setpriv`` (util-linux,
+    essential on Debian) sets the parent-death signal, which survives the exec.
+    """
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return argv
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv]
+
+
 def _write_private(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` readable by its owner only, replacing it atomically."""
     partial = path.with_name(path.name + ".partial")
@@ -207,7 +220,7 @@ class AgentProcess:
         """
         try:
             process = await anyio.open_process(
-                config.argv(),
+                tied_to_parent(config.argv()),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,

@@ -39,6 +39,7 @@ from shoal.interfaces import (
     Node,
     NotFound,
     ObjectRef,
+    PodAccess,
     PutOp,
     StateStore,
     Unavailable,
@@ -74,16 +75,19 @@ class ShoalService:
         actor: Actor = SYSTEM,
         *,
         local: LocalNode | None = None,
+        remote: Callable[[Node], PodAccess] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.actor = actor
         self.local = local
+        self.remote = remote
+        """Reaches the pods of other nodes (over gRPC in a cluster); None: only local ones."""
         self.repo = Repository(store, clock)
 
     def with_actor(self, actor: Actor) -> ShoalService:
         """Return the same service acting as ``actor`` (for events and audit)."""
-        return ShoalService(self.store, self.clock, actor, local=self.local)
+        return ShoalService(self.store, self.clock, actor, local=self.local, remote=self.remote)
 
     # --- workloads -------------------------------------------------------
 
@@ -261,8 +265,8 @@ class ShoalService:
 
     async def _running_pod(
         self, name: str, namespace: str, container: str | None
-    ) -> tuple[ContainerRuntime, Instance, str]:
-        """Return the runtime holding a started instance, the instance, and a container name."""
+    ) -> tuple[PodAccess, Instance, str]:
+        """Return the pods of the node holding a started instance, the instance, a container."""
         inst = await self.get_instance(name, namespace)
         if not inst.container_ids:
             raise Conflict(
@@ -278,13 +282,16 @@ class ShoalService:
                 instance=inst.key,
                 container=chosen,
             )
-        if self.local is None or inst.node != self.local.name:
+        if self.local is not None and inst.node == self.local.name:
+            return self.local.runtime, inst, chosen
+        node = None if inst.node is None else await self.repo.get_node(inst.node)
+        if self.remote is None or node is None:
             raise Unavailable(
-                f"instance {inst.key} runs on node {inst.node}, which this server cannot reach "
-                "yet: run the command against that node's agent",
+                f"instance {inst.key} runs on node {inst.node}, which this server cannot reach: "
+                "run the command against that node's agent",
                 node=inst.node,
             )
-        return self.local.runtime, inst, chosen
+        return self.remote(node.value), inst, chosen
 
     async def logs(
         self,

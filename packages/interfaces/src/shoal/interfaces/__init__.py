@@ -40,6 +40,7 @@ from ._runtime import (
     ImageManager,
     ImageProgress,
     LogLine,
+    PodAccess,
     PodSpec,
     PodStatus,
 )
@@ -156,6 +157,7 @@ __all__ = [
     "Placements",
     "Plan",
     "PlannedChange",
+    "PodAccess",
     "PodSpec",
     "PodStatus",
     "PodTemplate",

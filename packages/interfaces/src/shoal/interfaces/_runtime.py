@@ -3,6 +3,11 @@
 A runtime works on **pods**: the containers of one instance, created together
 and sharing one network namespace. A pod is identified by the instance's uid,
 so a node can find its pods again after a restart (:meth:`ContainerRuntime.list`).
+
+:class:`PodAccess` is the part of a runtime that looks into running pods
+(logs, exec, stats): what the service layer needs for a pod on any node. A
+local :class:`ContainerRuntime` provides it, and so does a client that
+reaches the runtime of another node.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ __all__ = [
     "ImageManager",
     "ImageProgress",
     "LogLine",
+    "PodAccess",
     "PodSpec",
     "PodStatus",
 ]
@@ -315,4 +321,56 @@ class ContainerRuntime(Protocol):
 
     async def aclose(self) -> None:
         """Release what the runtime holds open (not the containers)."""
+        ...
+
+
+@runtime_checkable
+class PodAccess(Protocol):
+    """Logs, exec and stats of the pods on one node, local or reached over the network.
+
+    Every :class:`ContainerRuntime` satisfies it. An implementation that
+    reaches another node also raises Unavailable when that node cannot be
+    reached, and passes on the errors the node's runtime raised.
+    """
+
+    def logs(
+        self,
+        uid: str,
+        container: str,
+        *,
+        follow: bool = False,
+        tail: int | None = None,
+        since: datetime | None = None,
+    ) -> AsyncIterator[LogLine]:
+        """Yield a container's log lines, oldest first; with ``follow``, keep yielding new ones.
+
+        ``since`` keeps the lines written at or after it, then ``tail`` the
+        last ``tail`` of those. With ``follow`` the iterator ends once the
+        container exits; closing it early stops the reading.
+
+        Raises:
+            NotFound: no such pod or container (on first iteration).
+
+        """
+        ...
+
+    async def exec(
+        self, uid: str, container: str, command: Sequence[str], time_limit: float = 30
+    ) -> ExecResult:
+        """Run ``command`` in a running container; kill it after ``time_limit`` seconds.
+
+        Raises:
+            NotFound: no such pod or container.
+            Conflict: the container is not running.
+
+        """
+        ...
+
+    async def stats(self, uid: str) -> Sequence[ContainerStats]:
+        """Return resource use of the pod's containers.
+
+        Raises:
+            NotFound: no such pod.
+
+        """
         ...

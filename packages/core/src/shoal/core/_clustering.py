@@ -1,0 +1,236 @@
+"""The clustered parts of a node: Serf membership and node-to-node gRPC.
+
+Part of the composition root (with :mod:`shoal.core.node`). A node joins a
+cluster when it is given the cluster's secrets (``shoal cluster init``): the
+gossip key encrypts Serf, the join token authenticates every gRPC call. Then
+
+* every node runs a ``serf agent`` (:class:`~shoal.cluster.SerfCluster`) and
+  publishes itself in its tags, gRPC address included;
+* servers serve the ``State`` service: each worker's scoped view of the
+  store (:class:`~shoal.cluster.StateGateway`);
+* nodes that run instances serve the ``Pods`` service (logs, exec, stats)
+  to servers of the same cluster (:class:`~shoal.cluster.PodGateway`);
+* workers keep no store: their node loop uses a
+  :class:`~shoal.cluster.RemoteStore` over any alive server found in gossip,
+  moving to another one when theirs stops answering.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+
+from shoal.cluster import (
+    Caller,
+    CallVerifier,
+    NodeChannel,
+    NodeIdentity,
+    PodGateway,
+    RemotePods,
+    RemoteStore,
+    SerfCluster,
+    StateGateway,
+    check_gossip_key,
+)
+from shoal.interfaces import (
+    ContainerRuntime,
+    Forbidden,
+    GossipState,
+    InvalidInput,
+    Member,
+    Node,
+    NodeRole,
+    PodAccess,
+    StateStore,
+    Unavailable,
+)
+
+__all__ = ["Clustering", "advertised_host", "read_secret", "with_port"]
+
+GOSSIP_PORT = 7946
+GRPC_PORT = 7947
+_SERVING = (NodeRole.SERVER.value, NodeRole.BOTH.value)
+_REACHABLE = (GossipState.ALIVE, GossipState.SUSPECT)
+
+
+def read_secret(path: Path, what: str) -> str:
+    """Return the stripped text of a secret file.
+
+    Raises:
+        InvalidInput: it cannot be read or is empty, naming the file and the fix.
+    """
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise InvalidInput(
+            f"cannot read the {what} from {path} ({exc.strerror or exc}): create the cluster's "
+            "secrets with `shoal cluster init` and pass their paths",
+            path=str(path),
+        ) from None
+    if not text:
+        raise InvalidInput(f"the {what} file {path} is empty", path=str(path))
+    return text
+
+
+def with_port(address: str, default_port: int, *, field: str) -> str:
+    """Return ``address`` as ``host:port``, adding ``default_port`` when it has none.
+
+    Raises:
+        InvalidInput: the port is not a number.
+    """
+    host, sep, port = address.rpartition(":")
+    if not sep or "]" in port:
+        return f"{address}:{default_port}"
+    if not port.isdigit():
+        raise InvalidInput(f"{field} {address!r} is not HOST[:PORT]", field=field)
+    return f"{host}:{port}"
+
+
+def advertised_host(host: str) -> str:
+    """Return the address others reach ``host`` at: itself, or this machine's if unspecified."""
+    try:
+        unspecified = ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        unspecified = False
+    return socket.gethostbyname(socket.gethostname()) if unspecified else host
+
+
+def _free_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class Clustering:
+    """One node's membership in a cluster: its identity, secrets, gossip and gRPC.
+
+    Args:
+        identity: the node's name and key.
+        token: the cluster's join token.
+        gossip_key: the cluster's Serf encryption key (base64 of 32 bytes).
+        data_dir: the node's data dir (Serf keeps its snapshot under it).
+        bind: gossip address ``host[:port]``.
+        grpc_addr: gRPC listen address, ``host:port``; by default the bind host, port 7947.
+        join: Serf addresses of nodes already in the cluster.
+        profile: Serf timing profile (local, lan, wan); by default from ``bind``.
+    """
+
+    def __init__(
+        self,
+        identity: NodeIdentity,
+        token: str,
+        gossip_key: str,
+        data_dir: Path,
+        *,
+        bind: str,
+        grpc_addr: str | None = None,
+        join: Sequence[str] = (),
+        profile: str | None = None,
+    ) -> None:
+        self.identity = identity
+        self.token = token
+        self.gossip_key = check_gossip_key(gossip_key, field="gossip key")
+        self.data_dir = data_dir
+        self.bind = with_port(bind, GOSSIP_PORT, field="--bind")
+        bind_host = self.bind.rpartition(":")[0]
+        self.grpc_addr = with_port(grpc_addr or bind_host, GRPC_PORT, field="--grpc-addr")
+        grpc_host, _, grpc_port = self.grpc_addr.rpartition(":")
+        self.advertised_grpc = f"{advertised_host(grpc_host)}:{grpc_port}"
+        self.join = [with_port(a, GOSSIP_PORT, field="--join") for a in join]
+        self.profile = profile
+        self.verifier = CallVerifier(token)
+        self._serf: SerfCluster | None = None
+        self._pods: dict[str, RemotePods] = {}
+
+    def serf(self, node: Node, tags: dict[str, str]) -> SerfCluster:
+        """Return the Serf cluster manager for ``node``, publishing ``tags``."""
+        if self._serf is None:
+            serf_dir = self.data_dir / "serf"
+            serf_dir.mkdir(mode=0o700, exist_ok=True)
+            self._serf = SerfCluster(
+                node.name,
+                serf_dir,
+                bind=self.bind,
+                rpc_addr=f"127.0.0.1:{_free_loopback_port()}",
+                rpc_auth=secrets.token_urlsafe(24),
+                encrypt_key=self.gossip_key,
+                tags=tags,
+                join=self.join,
+                profile=self.profile,
+            )
+        return self._serf
+
+    async def _members(self) -> Sequence[Member]:
+        if self._serf is None:
+            raise Unavailable("the node has not joined its cluster yet")
+        return await self._serf.members()
+
+    async def server_addresses(self) -> list[str]:
+        """Return the gRPC addresses of the servers gossip knows alive (for a RemoteStore)."""
+        return [
+            m.tags["grpc"]
+            for m in await self._members()
+            if m.state in _REACHABLE and m.tags.get("role") in _SERVING and "grpc" in m.tags
+        ]
+
+    async def authorize_server(self, caller: Caller) -> None:
+        """Allow ``caller`` if gossip knows it as a reachable server of this cluster.
+
+        Raises:
+            Forbidden: it is not one.
+        """
+        for member in await self._members():
+            if (
+                member.tags.get("id") == caller.node_id
+                and member.tags.get("role") in _SERVING
+                and member.state in _REACHABLE
+            ):
+                return
+        raise Forbidden(
+            f"node {caller.name!r} (id {caller.node_id}) is not a server of this cluster in "
+            "gossip: only servers may reach a node's pods",
+            node=caller.name,
+        )
+
+    def remote_store(self) -> RemoteStore:
+        """Return a worker's store: the State service of any alive server."""
+        return RemoteStore(self.identity, self.token, self.server_addresses)
+
+    def handlers(
+        self, store: StateStore | None, runtime: ContainerRuntime | None
+    ) -> list[grpc.GenericRpcHandler]:
+        """Return the gRPC services this node offers: State for servers, Pods for runners."""
+        served: list[grpc.GenericRpcHandler] = []
+        if store is not None:
+            served.append(StateGateway(store, self.verifier).handler())
+        if runtime is not None:
+            served.append(PodGateway(runtime, self.verifier, self.authorize_server).handler())
+        return served
+
+    def pods_of(self, node: Node) -> PodAccess:
+        """Return logs/exec/stats of the pods on ``node``, reached over gRPC.
+
+        Raises:
+            Unavailable: the node publishes no gRPC address.
+        """
+        address = node.addresses.get("grpc")
+        if not address:
+            raise Unavailable(
+                f"node {node.name} publishes no gRPC address, so its pods cannot be reached",
+                node=node.name,
+            )
+        if address not in self._pods:
+            self._pods[address] = RemotePods(NodeChannel(self.identity, self.token, address))
+        return self._pods[address]
+
+    async def aclose(self) -> None:
+        """Close the channels opened to other nodes."""
+        pods, self._pods = list(self._pods.values()), {}
+        for remote in pods:
+            await remote.aclose()
