@@ -1,5 +1,6 @@
 """ShoalNode assembly: leadership of the control loop, and the composition root's checks."""
 
+from contextlib import aclosing
 from pathlib import Path
 
 import anyio
@@ -38,7 +39,11 @@ async def test_a_waiting_candidate_keeps_its_lease_and_takes_over(tmp_path: Path
     async with store:
         first = server("first", tmp_path / "a", store, clock)
         second = server("second", tmp_path / "b", store, clock)
-        async with anyio.create_task_group() as tg:
+        async with (
+            aclosing(first.cluster),
+            aclosing(second.cluster),
+            anyio.create_task_group() as tg,
+        ):
             first_scope = anyio.CancelScope()
 
             async def run_first() -> None:

@@ -6,6 +6,8 @@ Everything here works against the protocols of ``shoal.interfaces``; only
 
 from ._clock import ManualClock, SystemClock
 from ._control import ControlLoop
+from ._fence import Deposed, FencedStore
+from ._membership import MembershipSync
 from ._nodeloop import NodeLoop
 from ._plan import diff_fields
 from ._repo import Repository, Stored
@@ -15,8 +17,11 @@ from ._service import LocalNode, ShoalService
 __all__ = [
     "ControlLoop",
     "DefaultScheduler",
+    "Deposed",
+    "FencedStore",
     "LocalNode",
     "ManualClock",
+    "MembershipSync",
     "NodeLoop",
     "Repository",
     "ShoalService",

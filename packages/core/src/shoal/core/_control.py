@@ -5,7 +5,8 @@ One pass reads every workload, instance and node, then for each workload:
 * deletes it once all its instances are gone (``deleting`` set by the service);
 * restarts finished instances on their node per restart policy, with
   exponential backoff (``not_before``), reported as ``CrashLoopBackOff``;
-* marks instances of failed nodes ``lost`` (their replacement is created below);
+* marks instances of failed nodes ``lost`` (their replacement is created below),
+  and deletes those of nodes that left the cluster (replaced the same way);
 * replaces instances whose template is outdated (recreate; rollouts come later);
 * keeps ``replicas`` healthy instances: creates the missing ones, removes
   surplus unplaced ones first, then the newest;
@@ -150,16 +151,31 @@ class _Pass:
             return False
         return True
 
+    def _node_left(self, inst: Instance) -> bool:
+        node = self.nodes.get(inst.node or "")
+        return node is not None and node.state == GossipState.LEFT
+
     async def remove(self, stored: Stored[Instance], reason: str, message: str) -> None:
-        """Ask an instance to go: unplaced ones are deleted, placed ones stopped by their node."""
+        """Ask an instance to go: placed ones are stopped by their node, others deleted.
+
+        Deleted at once are unplaced instances, instances of a node that left
+        (nobody is there to stop them), and lost instances of a failed node.
+        """
         inst = stored.value
         node = self.nodes.get(inst.node or "")
         gone_node = node is None or node.state in (GossipState.FAILED, GossipState.LEFT)
-        if inst.node is None or (inst.state == InstanceState.LOST and gone_node):
+        if (
+            inst.node is None
+            or self._node_left(inst)
+            or (inst.state == InstanceState.LOST and gone_node)
+        ):
             try:
                 await self.loop.store.delete(stored.key, expected_revision=stored.revision)
             except RevisionConflict:
                 self.again = True
+                return
+            if inst.node is not None:
+                await self.repo.record(_ref(inst), reason, f"removed: {message}", ACTOR)
             return
         if not inst.deleting:
             updated = inst.model_copy(
@@ -182,11 +198,10 @@ class _Pass:
         for stored in owned:
             inst = await self._lifecycle(workload, stored)
             if inst.deleting:
-                node = self.nodes.get(inst.node or "")
-                if inst.state == InstanceState.LOST and (
-                    node is None or node.state == GossipState.LEFT
-                ):
-                    await self.remove(stored, "NodeLost", "its node left the cluster")
+                if self._node_left(inst):
+                    await self.remove(stored, "NodeLeft", f"node {inst.node} left the cluster")
+                elif inst.state == InstanceState.LOST and inst.node not in self.nodes:
+                    await self.remove(stored, "NodeLost", f"node {inst.node} is gone")
                 continue
             if inst.template != workload.spec.template:
                 await self.remove(stored, "TemplateChanged", "replaced by the current template")
@@ -226,6 +241,10 @@ class _Pass:
         inst = stored.value
         if inst.deleting:
             return inst
+        if self._node_left(inst):
+            # Not a failure: the node went away on purpose. The caller deletes the
+            # record, and a replacement is placed elsewhere.
+            return inst.model_copy(update={"deleting": True})
         node = self.nodes.get(inst.node or "")
         if inst.node is not None and inst.state != InstanceState.LOST:
             if node is None or node.state == GossipState.FAILED:

@@ -20,6 +20,12 @@ per its restart policy.
 So after a restart of the agent the first pass *adopts* every pod the runtime
 still runs (no second copy is started) and removes the ones nobody wants.
 Restart decisions belong to the control loop; this loop only reports.
+
+While the store (or the server that proxies it) cannot be reached, passes
+fail before they act and are retried with a backoff: containers keep running,
+and nothing is torn down because it could not be read.
+Registering waits for the store the same way; a refused join token or role
+(Unauthenticated, Forbidden) stops the loop with the server's message.
 """
 
 from __future__ import annotations
@@ -47,8 +53,10 @@ from shoal.interfaces import (
     RevisionConflict,
     ShoalError,
     StateStore,
+    Unavailable,
 )
 
+from ._backoff import Backoff
 from ._probes import ProbeTracker, run_check
 from ._repo import INSTANCES, Repository, Stored, node_key
 from ._wake import run_level_triggered
@@ -93,8 +101,17 @@ class NodeLoop:
         self._running: dict[str, Stored[Instance]] = {}
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Register the node, then reconcile on every instance change and every ``resync`` s."""
-        await self.register()
+        """Register the node, then reconcile on every instance change and every ``resync`` s.
+
+        Registering is retried while the store (or the server proxying it) is
+        unreachable; the loop is started once the node is registered.
+
+        Raises:
+            Unauthenticated: the server refused this node's credentials (join token).
+            Forbidden: the server does not let this node register.
+
+        """
+        await self.register_when_reachable()
         async with anyio.create_task_group() as tg:
             await tg.start(
                 lambda task_status: run_level_triggered(
@@ -130,10 +147,35 @@ class NodeLoop:
 
         return await self.repo.update(node_key(self.name), Node, refresh)
 
+    async def register_when_reachable(self) -> None:
+        """Register, waiting out an unreachable store with a backoff; other errors propagate."""
+        backoff = Backoff(self.clock)
+        while True:
+            try:
+                await self.register()
+                return
+            except Unavailable as exc:
+                log.warning(
+                    "node loop: cannot register node %s yet (%s); retrying in %g s",
+                    self.name,
+                    exc,
+                    backoff.delay,
+                )
+            await backoff.wait()
+
     async def _heartbeat(self) -> None:
+        """Refresh ``heartbeat_at`` every ``heartbeat`` s; a failed beat is logged, not fatal."""
         while True:
             await self.clock.sleep(self.heartbeat)
-            await self.repo.update(node_key(self.name), Node, self._beat)
+            try:
+                await self.repo.update(node_key(self.name), Node, self._beat)
+            except ShoalError as exc:
+                log.warning(
+                    "node loop: heartbeat of node %s failed (%s); the next one is in %g s",
+                    self.name,
+                    exc,
+                    self.heartbeat,
+                )
 
     def _beat(self, node: Node) -> Node:
         return node.model_copy(update={"heartbeat_at": self.clock.now()})
@@ -185,6 +227,9 @@ class NodeLoop:
                 await self._sync(stored, pod)
             except RevisionConflict:
                 self._again = True  # the record changed under us: the next pass re-reads it
+            except Unavailable as exc:  # the store went away mid-pass: no traceback per instance
+                log.warning("node loop: syncing instance %s stopped: %s", stored.value.key, exc)
+                self._again = True
             except Exception:
                 log.exception("node loop: syncing instance %s failed", stored.value.key)
 

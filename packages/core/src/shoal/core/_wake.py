@@ -1,15 +1,36 @@
-"""Level-triggered loop plumbing: wake on store changes or a timer, then re-read."""
+"""Level-triggered loop plumbing: wake on store changes or a timer, then re-read.
+
+A store that cannot be reached does not end the loop. A pass that raises
+:class:`~shoal.interfaces.Unavailable` is logged and tried again after a
+backoff (1 s, doubling to 10 s). A watch that fails, or falls behind the
+history the store keeps, is restarted after a backoff from the store's
+revision at that time, and then wakes a pass, since what changed meanwhile
+went unseen. Nothing acts on what it could not read: the control loop
+schedules nothing while its store is down, and the node loop leaves its
+containers running. A :class:`~shoal.core._fence.Deposed` error is the
+exception: it ends the loop, because a deposed leader must stop, not retry.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
 
-from shoal.interfaces import Clock, StateStore
+from shoal.interfaces import Clock, Compacted, StateStore, Unavailable
 
-__all__ = ["run_level_triggered"]
+from ._backoff import Backoff
+from ._fence import Deposed
+
+__all__ = ["Trigger", "run_level_triggered"]
+
+log = logging.getLogger(__name__)
+
+Trigger = Callable[[Callable[[], None]], Coroutine[Any, Any, None]]
+"""A task that calls the given wake-up function whenever something outside the store changed."""
 
 
 async def run_level_triggered(
@@ -19,6 +40,7 @@ async def run_level_triggered(
     resync: float,
     reconcile: Callable[[], Awaitable[float | None]],
     *,
+    triggers: Sequence[Trigger] = (),
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run ``reconcile`` after any change under ``prefixes``, and at least every ``resync`` s.
@@ -28,24 +50,48 @@ async def run_level_triggered(
     seconds for a timer of its own (a backoff ending), or None for "when
     something changes". Watches start before the first pass, so no change can
     slip between a read and the next wake-up; changes that arrive during a pass
-    coalesce into one more pass.
+    coalesce into one more pass. Each of ``triggers`` runs as a task beside the
+    watches, waking a pass on changes the store does not see.
+
+    Raises:
+        Deposed: a pass found that its leader's term is over.
+
     """
     changed = anyio.Event()
+
+    def wake() -> None:
+        changed.set()
 
     async def tick() -> None:
         while True:
             await clock.sleep(resync)
-            changed.set()
+            wake()
 
     async with anyio.create_task_group() as tg:
-        start = await store.revision()
+        start = await _current_revision(store, Backoff(clock))
         for prefix in prefixes:
-            tg.start_soon(_watch_from, store, prefix, start + 1, lambda: changed.set())
+            tg.start_soon(_keep_watching, store, clock, prefix, start + 1, wake)
+        for trigger in triggers:
+            tg.start_soon(trigger, wake)
         tg.start_soon(tick)
         task_status.started()
+        backoff = Backoff(clock)
         while True:
             changed = anyio.Event()
-            delay = await reconcile()
+            try:
+                delay = await reconcile()
+            except Deposed:
+                raise
+            except Unavailable as exc:
+                log.warning(
+                    "%s failed, so it changed nothing (%s); retrying in %g s",
+                    getattr(reconcile, "__qualname__", "a reconcile pass"),
+                    exc,
+                    backoff.delay,
+                )
+                await backoff.wait()
+                continue
+            backoff.reset()
             if delay is None:
                 await changed.wait()
             elif delay > 0:
@@ -64,8 +110,30 @@ async def _wait_either(changed: anyio.Event, clock: Clock, delay: float) -> None
         waiter.cancel_scope.cancel()
 
 
-async def _watch_from(
-    store: StateStore, prefix: str, start: int, on_change: Callable[[], None]
+async def _keep_watching(
+    store: StateStore, clock: Clock, prefix: str, start: int, on_change: Callable[[], None]
 ) -> None:
-    async for _ in store.watch(prefix, start):
-        on_change()
+    """Call ``on_change`` for every change under ``prefix``; outlive failures of the watch."""
+    backoff = Backoff(clock)
+    while True:
+        try:
+            async for _ in store.watch(prefix, start):
+                backoff.reset()
+                on_change()
+        except (Unavailable, Compacted) as exc:
+            log.warning(
+                "the watch on %s failed (%s); restarting it in %g s", prefix, exc, backoff.delay
+            )
+        await backoff.wait()
+        start = await _current_revision(store, backoff) + 1
+        on_change()  # what changed while the watch was down went unseen
+
+
+async def _current_revision(store: StateStore, backoff: Backoff) -> int:
+    """Return the store's revision, retrying with ``backoff`` while it is unreachable."""
+    while True:
+        try:
+            return await store.revision()
+        except Unavailable as exc:
+            log.warning("cannot read the store revision (%s); retrying in %g s", exc, backoff.delay)
+            await backoff.wait()

@@ -3,15 +3,15 @@
 ``build_node(config)`` turns a :class:`NodeConfig` into a :class:`ShoalNode`
 holding a store, a runtime, a cluster manager, a scheduler and a clock, and
 the service layer over them. ``ShoalNode.run`` starts what the node's role
-needs: the control loop (on servers, while this node holds the leader lease)
-and the node loop (on workers). No other module of ``shoal.core`` imports an
+needs: the control loop and the membership sync (on servers, while this node
+holds the leader lease, writing through a store fenced by that term) and the
+node loop (on workers). No other module of ``shoal.core`` imports an
 implementation package.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import shutil
@@ -24,7 +24,7 @@ import anyio
 from anyio.abc import TaskStatus
 from pydantic import BaseModel, Field
 
-from shoal.cluster import StaticCluster
+from shoal.cluster import NodeIdentity, StaticCluster, node_tags, serve_grpc
 from shoal.interfaces import (
     Capacity,
     Clock,
@@ -40,10 +40,14 @@ from shoal.interfaces import (
     Unavailable,
 )
 from shoal.runtime import ImageStore, MockRuntime, OciCliRuntime, pod_networking
-from shoal.state import MemoryStore, SqliteStore
+from shoal.state import EtcdStore, MemoryStore, SqliteStore
 
+from ._backoff import Backoff
 from ._clock import SystemClock
+from ._clustering import Clustering, read_secret
 from ._control import ControlLoop
+from ._fence import FencedStore
+from ._membership import MembershipSync
 from ._nodeloop import NodeLoop
 from ._scheduler import DefaultScheduler
 from ._service import LocalNode, ShoalService
@@ -76,8 +80,22 @@ class NodeConfig(BaseModel):
     """Registry (host[:port]) for unqualified image names; None: they must be imported."""
     allow_host_paths: bool = False
     """Let workloads mount paths of this machine (host_path volumes); refused when False."""
-    state: Literal["sqlite", "memory"] = "sqlite"
-    """State store: durable SQLite in the data dir, or memory (lost on exit)."""
+    state: Literal["sqlite", "memory", "etcd"] = "sqlite"
+    """State store of a server: SQLite in the data dir, memory (lost on exit), or etcd."""
+    etcd: list[str] = Field(default_factory=list)
+    """etcd endpoints (host:port) for ``state="etcd"``: servers sharing one cluster state."""
+    join_token_file: Path | None = None
+    """File holding the cluster's join token; with the gossip key, the node joins a cluster."""
+    gossip_key_file: Path | None = None
+    """File holding the cluster's Serf gossip key (``shoal cluster init`` writes both)."""
+    bind: str | None = None
+    """Gossip address HOST[:PORT] (port 7946 by default); 127.0.0.1 when clustered without it."""
+    grpc_addr: str | None = None
+    """Node-to-node gRPC listen address; the bind host, port 7947, by default."""
+    join: list[str] = Field(default_factory=list)
+    """Serf addresses of nodes already in the cluster."""
+    gossip_profile: Literal["local", "lan", "wan"] | None = None
+    """Serf timing profile; 'local' for loopback binds and 'lan' otherwise by default."""
     labels: dict[str, str] = Field(default_factory=dict)
     """Node labels for placement constraints."""
     capacity: Capacity | None = None
@@ -126,20 +144,7 @@ def prepare_data_dir(path: Path) -> Path:
 
 def node_id(data_dir: Path) -> str:
     """Return this node's stable id: the fingerprint of its ed25519 key, made on first use."""
-    from nacl.signing import SigningKey  # local: only the composition root needs it
-
-    key_file = data_dir / "node.key"
-    if key_file.exists():
-        seed = key_file.read_bytes()
-        if len(seed) != 32:
-            raise InvalidInput(f"{key_file} is corrupt (expected a 32-byte seed): remove it")
-        key = SigningKey(seed)
-    else:
-        key = SigningKey.generate()
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(bytes(key))
-    return hashlib.sha256(bytes(key.verify_key)).hexdigest()[:16]
+    return NodeIdentity.load_or_create("", data_dir / "node.key").node_id
 
 
 class ShoalNode:
@@ -155,8 +160,10 @@ class ShoalNode:
         node: Node,
         *,
         images: ImageManager | None = None,
+        clustering: Clustering | None = None,
     ) -> None:
         self.config = config
+        self.clustering = clustering
         self.images = images
         self.store = store
         self.runtime = runtime
@@ -164,54 +171,130 @@ class ShoalNode:
         self.clock = clock
         self.node = node
         self.scheduler = DefaultScheduler()
-        self.service = ShoalService(store, clock, local=LocalNode(node.name, runtime, images))
-        self.control = ControlLoop(store, self.scheduler, clock, resync=config.control_resync)
+        self.service = ShoalService(
+            store,
+            clock,
+            local=LocalNode(node.name, runtime, images),
+            remote=None if clustering is None else clustering.pods_of,
+        )
+        self.control: ControlLoop | None = None
+        """The control loop of this node's current term as leader; None when not leading."""
         self.node_loop = NodeLoop(node, store, runtime, clock, resync=config.node_resync)
         self.ready = anyio.Event()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Run the node's loops until cancelled; closes its parts on the way out."""
+        """Run the node's loops until cancelled; closes its parts on the way out.
+
+        A clustered node also serves node-to-node gRPC, and leaves the cluster
+        gracefully when it stops (its instances move elsewhere, without a
+        failure); a node that is killed is seen failed instead.
+        """
+        serves = self.config.role in (NodeRole.SERVER, NodeRole.BOTH)
+        runs = self.config.role in (NodeRole.WORKER, NodeRole.BOTH)
         # Nested `async with`, not an AsyncExitStack: the stack rewrites the
         # __context__ of the CancelledError it passes along, which can make a
         # cycle that anyio's task group then walks forever.
         async with _opened(self.store), _opened(self.runtime), _opened(self.cluster):
-            async with anyio.create_task_group() as tg:
-                if self.config.role in (NodeRole.WORKER, NodeRole.BOTH):
-                    await tg.start(self.node_loop.run)
-                if self.config.role in (NodeRole.SERVER, NodeRole.BOTH):
-                    await tg.start(self._lead)
-                self.ready.set()
-                task_status.started()
+            try:
+                async with anyio.create_task_group() as tg:
+                    if self.clustering is not None:
+                        handlers = self.clustering.handlers(
+                            self.store if serves else None, self.runtime if runs else None
+                        )
+                        await tg.start(serve_grpc, self.clustering.grpc_addr, handlers)
+                    if runs:
+                        await tg.start(self.node_loop.run)
+                    elif self.clustering is not None:
+                        # A server-only node runs no instances, but is listed with its role.
+                        tg.start_soon(self.node_loop.register_when_reachable)
+                    if serves:
+                        await tg.start(self._lead)
+                    self.ready.set()
+                    task_status.started()
+            finally:
+                if self.clustering is not None:
+                    await self._leave(self.clustering)
+
+    async def _leave(self, clustering: Clustering) -> None:
+        """Leave the cluster gracefully (bounded), and close channels to other nodes."""
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(10):
+                try:
+                    await self.cluster.leave()
+                    log.info("%s left the cluster", self.node.name)
+                except ShoalError as exc:
+                    log.warning("%s could not leave gracefully: %s", self.node.name, exc)
+            await clustering.aclose()
 
     async def _lead(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Campaign for the leader lease, run the control loop while holding it, and repeat.
+        """Campaign for the leader lease, run the leader's loops while holding it, and repeat.
 
         The lease is kept alive from the moment it is granted — also while the
         campaign waits for a previous leader's lease to run out. If it is lost
         (the store was unreachable for longer than its ttl), the control loop
-        stops and the node campaigns again with a new lease.
+        stops and the node campaigns again with a new lease. If the store
+        cannot be reached, or the term was taken over (``Deposed``), the
+        term ends too, and the node campaigns again after a backoff (1 s,
+        doubling to 10 s, reset once it leads again): no scheduling happens
+        meanwhile, and the agent keeps running.
         """
         task_status.started()
-        ttl = self.config.leader_ttl
+        backoff = Backoff(self.clock)
         while True:
-            lease = await self.store.grant_lease(ttl)
             try:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._keep_lease, lease, ttl)
-                    leadership = await self.store.campaign(LEADER_ELECTION, self.node.name, lease)
-                    log.info("%s leads the control loop (lease %s)", self.node.name, lease)
-                    try:
-                        await self.control.run()
-                    finally:
-                        with anyio.CancelScope(shield=True), contextlib.suppress(ShoalError):
-                            await self.store.resign(leadership)
+                await self._term(backoff)
             except* NotFound:
                 log.warning("%s lost its leader lease; campaigning again", self.node.name)
+            except* Unavailable as group:
+                log.warning(
+                    "%s stops leading: %s; campaigning again in %g s",
+                    self.node.name,
+                    "; ".join(_messages(group)),
+                    backoff.delay,
+                )
+                await backoff.wait()
+
+    async def _term(self, backoff: Backoff) -> None:
+        """Win the election, then run the leader's loops on writes fenced by that term.
+
+        Returns never; it raises when the term ends (NotFound: the lease is
+        gone; Unavailable: the store is unreachable, or the term was taken over).
+        """
+        ttl = self.config.leader_ttl
+        lease = await self.store.grant_lease(ttl)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._keep_lease, lease, ttl)
+            leadership = await self.store.campaign(LEADER_ELECTION, self.node.name, lease)
+            backoff.reset()
+            log.info("%s leads the control loop (lease %s)", self.node.name, lease)
+            fenced = FencedStore(self.store, leadership)
+            self.control = ControlLoop(
+                fenced, self.scheduler, self.clock, resync=self.config.control_resync
+            )
+            membership = MembershipSync(
+                fenced, self.cluster, self.clock, resync=self.config.control_resync
+            )
+            try:
+                tg.start_soon(membership.run)
+                await self.control.run()
+            finally:
+                self.control = None
+                with anyio.CancelScope(shield=True), contextlib.suppress(ShoalError):
+                    await self.store.resign(leadership)
 
     async def _keep_lease(self, lease: int, ttl: float) -> None:
         while True:
             await self.clock.sleep(ttl / 3)
             await self.store.keepalive(lease)
+
+
+def _messages(group: BaseExceptionGroup[Unavailable]) -> list[str]:
+    """Return the messages of the errors in ``group`` and its nested groups."""
+    return [
+        message
+        for exc in group.exceptions
+        for message in (_messages(exc) if isinstance(exc, BaseExceptionGroup) else [str(exc)])
+    ]
 
 
 @contextlib.asynccontextmanager
@@ -233,31 +316,105 @@ def build_node(config: NodeConfig, *, clock: Clock | None = None) -> ShoalNode:
 
     Raises:
         Unavailable: the data dir cannot be written.
+        InvalidInput: the configuration does not hold together (e.g. a worker
+            without cluster secrets), or a secret file cannot be read.
     """
+    check_config(config)
     data_dir = prepare_data_dir(config.data_dir)
     clock = clock or SystemClock()
-    store: StateStore
-    if config.state == "sqlite":
-        store = SqliteStore(data_dir / "state.db", clock=clock)
-    else:
-        store = MemoryStore(clock=clock)
+    identity = NodeIdentity.load_or_create(config.name, data_dir / "node.key")
+    clustering = _clustering(config, data_dir, identity)
     runtime, images = _runtime(config, data_dir, clock)
     capacity = config.capacity or host_capacity()
-    ident = node_id(data_dir)
+    addresses = {} if config.role == NodeRole.WORKER else {"api": config.api_addr}
+    if clustering is not None:
+        addresses["grpc"] = clustering.advertised_grpc
     node = Node(
         name=config.name,
-        node_id=ident,
-        addresses={"api": config.api_addr},
+        node_id=identity.node_id,
+        addresses=addresses,
         role=config.role,
         labels=config.labels,
         capacity=capacity,
         allocatable=capacity,
         runtime=runtime.name,
     )
-    cluster = StaticCluster(
-        config.name, tags={"id": ident, "role": config.role.value, "api": config.api_addr}
+    cluster: ClusterManager
+    store: StateStore
+    if clustering is None:
+        cluster = StaticCluster(config.name, tags=node_tags(node))
+        store = _store(config, data_dir, clock)
+    else:
+        cluster = clustering.serf(node, node_tags(node))
+        if config.role == NodeRole.WORKER:
+            store = clustering.remote_store()
+        else:
+            store = _store(config, data_dir, clock)
+    return ShoalNode(
+        config, store, runtime, cluster, clock, node, images=images, clustering=clustering
     )
-    return ShoalNode(config, store, runtime, cluster, clock, node, images=images)
+
+
+def check_config(config: NodeConfig) -> None:
+    """Refuse a configuration whose parts do not fit together, saying what to change.
+
+    Raises:
+        InvalidInput: naming the options at fault.
+    """
+    secrets = (config.join_token_file, config.gossip_key_file)
+    clustered = any(path is not None for path in secrets)
+    if clustered and None in secrets:
+        raise InvalidInput(
+            "a clustered node needs both --join-token-file and --gossip-key-file "
+            "(`shoal cluster init` writes them)"
+        )
+    if not clustered:
+        given = [
+            flag
+            for flag, value in (
+                ("--bind", config.bind),
+                ("--grpc-addr", config.grpc_addr),
+                ("--join", config.join),
+            )
+            if value
+        ]
+        if given:
+            raise InvalidInput(
+                f"{', '.join(given)} cluster the node, which needs the cluster's secrets: "
+                "add --join-token-file and --gossip-key-file (`shoal cluster init` writes them)"
+            )
+        if config.role == NodeRole.WORKER:
+            raise InvalidInput(
+                "a worker runs the instances of a cluster's servers: give it --join-token-file, "
+                "--gossip-key-file and --join SERVER:7946 (see docs/cluster.md)"
+            )
+    if config.state == "etcd" and not config.etcd:
+        raise InvalidInput("--state etcd needs the etcd endpoints: --etcd HOST:PORT[,HOST:PORT]")
+    if config.etcd and config.state != "etcd":
+        raise InvalidInput(f"--etcd is only used with --state etcd (not {config.state})")
+
+
+def _clustering(config: NodeConfig, data_dir: Path, identity: NodeIdentity) -> Clustering | None:
+    if config.join_token_file is None or config.gossip_key_file is None:
+        return None
+    return Clustering(
+        identity,
+        read_secret(config.join_token_file, "join token"),
+        read_secret(config.gossip_key_file, "gossip key"),
+        data_dir,
+        bind=config.bind or "127.0.0.1",
+        grpc_addr=config.grpc_addr,
+        join=config.join,
+        profile=config.gossip_profile,
+    )
+
+
+def _store(config: NodeConfig, data_dir: Path, clock: Clock) -> StateStore:
+    if config.state == "etcd":
+        return EtcdStore(config.etcd)
+    if config.state == "memory":
+        return MemoryStore(clock=clock)
+    return SqliteStore(data_dir / "state.db", clock=clock)
 
 
 def _runtime(

@@ -1,0 +1,169 @@
+"""Gossip → node records: the leader copies each member's gossip state into ``Node.state``.
+
+The cluster manager (Serf, or the one-node static cluster) knows who is
+alive; the control loop reads node records. :class:`MembershipSync` joins the
+two on the leader: at start, on every membership event, on every change of a
+node record and every ``resync`` seconds it reads the members and, for each
+node record, the state it should have:
+
+* the member of the same name and node id (its ``id`` tag): that member's
+  state — alive, suspect, failed or left;
+* a member of the same name but another id: ``failed`` — another machine
+  took the name, and the record's machine is not heard from;
+* no member of that name: ``failed`` (a record already ``left`` stays left).
+
+A record changes only along ``NODE_TRANSITIONS`` (so a left node becomes
+alive again, never failed), by compare-and-swap, with an event per change
+(NodeAlive, NodeSuspect, NodeFailed, NodeLeft). Members without a record are
+left alone: a node registers itself. What a state means for instances is the
+control loop's business: it replaces the instances of failed nodes and drops
+those of nodes that left; a suspect node keeps its instances.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import anyio
+from anyio.abc import TaskStatus
+
+from shoal.interfaces import (
+    NODE_TRANSITIONS,
+    Actor,
+    Clock,
+    ClusterManager,
+    EventType,
+    GossipState,
+    Member,
+    Node,
+    NotFound,
+    ObjectRef,
+    StateStore,
+)
+
+from ._repo import NODES, Repository, Stored
+from ._wake import run_level_triggered
+
+__all__ = ["MembershipSync", "gossip_state"]
+
+log = logging.getLogger(__name__)
+
+ACTOR = Actor(id="membership", via="control-loop")
+_REASONS = {
+    GossipState.ALIVE: "NodeAlive",
+    GossipState.SUSPECT: "NodeSuspect",
+    GossipState.FAILED: "NodeFailed",
+    GossipState.LEFT: "NodeLeft",
+}
+_WARN = frozenset({GossipState.SUSPECT, GossipState.FAILED})
+
+
+def gossip_state(node: Node, member: Member | None) -> tuple[GossipState, str]:
+    """Return the state gossip gives ``node`` (its member by name, or None), and why."""
+    if member is None:
+        if node.state == GossipState.LEFT:
+            return GossipState.LEFT, f"node {node.name} left the cluster"
+        return GossipState.FAILED, f"node {node.name} is not a member of the cluster"
+    member_id = member.tags.get("id", "")
+    if member_id != node.node_id:
+        return GossipState.FAILED, (
+            f"the member named {node.name} has node id {member_id!r}, not {node.node_id!r}: "
+            "another machine uses the name, and this node is not heard from; give one of "
+            "them another name"
+        )
+    return member.state, f"gossip reports node {node.name} {member.state.value}"
+
+
+class MembershipSync:
+    """Keeps ``Node.state`` of every node record equal to what gossip says. Run on the leader.
+
+    Args:
+        store: The store holding the node records (fenced by leadership, on a leader).
+        cluster: Who is in the cluster, and in which state.
+        clock: Time source for the resync timer and event times.
+        resync: Seconds between syncs when nothing happens.
+
+    """
+
+    def __init__(
+        self, store: StateStore, cluster: ClusterManager, clock: Clock, *, resync: float = 5.0
+    ) -> None:
+        self.store = store
+        self.repo = Repository(store, clock)
+        self.cluster = cluster
+        self.clock = clock
+        self.resync = resync
+        self.passes = 0
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Sync now, then on membership events, node record changes and every ``resync`` s.
+
+        An unreachable store or cluster manager is waited out (see
+        :mod:`shoal.core._wake`).
+
+        Raises:
+            Deposed: the store is fenced by a leadership that ended.
+
+        """
+        events = self.cluster.events()  # subscribed from here on: no change slips by
+
+        async def on_events(wake: Callable[[], None]) -> None:
+            async for _ in events:
+                wake()
+
+        try:
+            await run_level_triggered(
+                self.store,
+                self.clock,
+                [NODES],
+                self.resync,
+                self.sync_once,
+                triggers=[on_events],
+                task_status=task_status,
+            )
+        finally:
+            await _unsubscribe(events)
+
+    async def sync_once(self) -> None:
+        """Bring every node record's state in line with the current members."""
+        self.passes += 1
+        members = {member.name: member for member in await self.cluster.members()}
+        if not members:  # a cluster always holds this node: this is no view of it
+            log.warning("the cluster manager reports no members, not even this node; waiting")
+            return
+        for stored in await self.repo.list_nodes():
+            await self._sync_node(stored, members.get(stored.value.name))
+
+    async def _sync_node(self, stored: Stored[Node], member: Member | None) -> None:
+        def change(node: Node) -> Node | None:
+            state, _ = gossip_state(node, member)
+            if state == node.state or state not in NODE_TRANSITIONS[node.state]:
+                return None
+            return node.model_copy(update={"state": state})
+
+        try:
+            updated = await self.repo.update(stored.key, Node, change)
+        except NotFound:
+            return  # the record was removed meanwhile
+        before = stored.value.state
+        if updated.state == before:
+            return
+        _, why = gossip_state(stored.value, member)
+        message = f"{before.value} → {updated.state.value}: {why}"
+        log.log(logging.WARNING if updated.state in _WARN else logging.INFO, "%s", message)
+        await self.repo.record(
+            ObjectRef(kind="Node", name=updated.name),
+            _REASONS[updated.state],
+            message,
+            ACTOR,
+            event_type=EventType.WARNING if updated.state in _WARN else EventType.NORMAL,
+        )
+
+
+async def _unsubscribe(events: AsyncIterator[object]) -> None:
+    """Close a membership subscription, if it can be closed (the cluster managers' can)."""
+    aclose = getattr(events, "aclose", None)
+    if aclose is not None:
+        with anyio.CancelScope(shield=True):
+            await aclose()
