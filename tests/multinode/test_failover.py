@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,7 @@ def test_three_nodes_spread_and_survive_a_killed_worker(cluster: LocalCluster) -
     w2 = cluster.add("w2", "worker", join=[server])
     cluster.start(w1, w2)
 
-    def three_alive() -> list[dict[str, object]] | None:
+    def three_alive() -> list[dict[str, Any]] | None:
         nodes = cluster.listing(server, "nodes")
         alive = [n for n in nodes if n["state"] == "alive"]
         return nodes if len(alive) == 3 else None
