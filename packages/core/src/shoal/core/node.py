@@ -324,7 +324,14 @@ def build_node(config: NodeConfig, *, clock: Clock | None = None) -> ShoalNode:
     clock = clock or SystemClock()
     identity = NodeIdentity.load_or_create(config.name, data_dir / "node.key")
     clustering = _clustering(config, data_dir, identity)
-    runtime, images = _runtime(config, data_dir, clock)
+    runtime: ContainerRuntime
+    images: ImageManager | None
+    if config.role == NodeRole.SERVER:
+        # A server-only node runs no instances: no node loop, no Pods service.
+        # Its runtime is an inert stand-in, so a server needs neither root nor runc.
+        runtime, images = MockRuntime(clock), None
+    else:
+        runtime, images = _runtime(config, data_dir, clock)
     capacity = config.capacity or host_capacity()
     addresses = {} if config.role == NodeRole.WORKER else {"api": config.api_addr}
     if clustering is not None:
@@ -337,7 +344,7 @@ def build_node(config: NodeConfig, *, clock: Clock | None = None) -> ShoalNode:
         labels=config.labels,
         capacity=capacity,
         allocatable=capacity,
-        runtime=runtime.name,
+        runtime="none" if config.role == NodeRole.SERVER else runtime.name,
     )
     cluster: ClusterManager
     store: StateStore
