@@ -35,8 +35,9 @@ T = TypeVar("T")
 
 POLL = 0.1
 """Seconds between two looks while waiting; every wait has its own deadline."""
-_BLOCKS = itertools.count(20)
-"""Loopback blocks (127.N.0.0/16) handed to clusters, one each, so no two share an address."""
+_BLOCKS = (20 + (os.getpid() + n) % 200 for n in itertools.count())
+"""Loopback blocks (127.N.0.0/16) handed to clusters, one each, so no two share an address
+(offset by the pid, so test runs side by side on one machine do not collide either)."""
 
 
 @dataclass
