@@ -24,8 +24,9 @@ call until:
   rounds where that happened (the last member took over 1 s);
 * every other events(): every other member's ``events()`` delivered an
   ``updated`` event carrying it, which is what a subscriber such as the
-  control loop waits for. Serf's agent holds member events until none came
-  for 1 s; the bench prints how much later than ``members()`` they came.
+  leader's MembershipSync waits for. Serf's agent holds member events until
+  none came for 1 s; the bench prints how much later than ``members()``
+  they came.
 
 Each line prints the p50 and max over the rounds, and its p50's ratio to the
 floor's p50; one warm-up round is not counted. The aim: half the others see a
@@ -34,10 +35,12 @@ log3(32), some 3, ticks). Every agent is stopped on exit, also on Ctrl-C,
 SIGTERM or an error.
 
 The default, 32 members, is the largest N whose push/pull interval stays
-15 s, so a run takes about a minute (each round with a straggler adds up to
-15 s). On 2 cores, 64 members start in about 5 s and 128 in about 25 s, but
-then nearly every round waits for a straggler (up to 30 and 45 s), and 128
-agents load the machine enough to make the floor four times slower.
+15 s, so a run takes about a minute: in about a third of the rounds a
+straggler keeps the round going some seconds longer (up to about one
+push/pull interval, now and then more). On 2 cores, 64 members start in about 5 s and
+128 in about 25 s, but then nearly every round waits for a straggler, at
+push/pull syncs 30 and 45 s apart, and 128 agents load the machine enough to
+make the floor four times slower.
 
 Run with ``make bench`` or ``uv run python bench/gossip.py [--nodes N] [--rounds R]``.
 """

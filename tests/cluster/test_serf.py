@@ -179,3 +179,21 @@ def test_bad_settings_are_refused_naming_the_field(
     with pytest.raises(InvalidInput, match=field) as caught:
         SerfCluster("solo", tmp_path, **arguments)  # type: ignore[arg-type]
     assert caught.value.details["field"] == field
+
+
+async def test_closing_early_then_exiting_in_a_cancelled_scope_stops_cleanly(
+    serf_root: Path,
+) -> None:
+    # aclose() before the `async with` ends, in a scope being cancelled (how a
+    # node shuts down on SIGTERM): the exit must still stop the agent and its group.
+    node = SerfNodes(serf_root).make("node-a")
+    with anyio.CancelScope() as scope:
+        async with node:
+            pid = node.agent_pid
+            await node.aclose()
+            scope.cancel()
+            await anyio.sleep_forever()
+    assert scope.cancelled_caught
+    assert pid is not None
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)

@@ -198,7 +198,10 @@ class SerfCluster:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.aclose()
+        # Shielded: in a cancelled scope, a checkpoint inside aclose() would
+        # raise before the task group is exited, leaving its cancel scope open.
+        with anyio.CancelScope(shield=True):
+            await self.aclose()
         await self._exit_group(exc_type, exc, tb)
 
     async def _exit_group(
