@@ -38,6 +38,8 @@ bench: bootstrap
 	$(UV) run python bench/scheduler.py
 	$(UV) run python bench/start_latency.py
 	$(UV) run python bench/mcp_latency.py
+	$(UV) run python bench/gossip.py
+	$(UV) run python bench/failover.py
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache
