@@ -374,3 +374,22 @@ async def test_front_doors_can_record_audit_events(live: Server) -> None:
     assert event.actor.id == "operator@test"
     stored = await live.service.list_events(kind="Workload", name="hello")
     assert stored[-1].details == {"tool": "list_workloads"}
+
+
+async def test_readyz_says_why_a_node_is_not_ready() -> None:
+    clock = SystemClock()
+    async with MemoryStore(clock=clock) as store:
+        why: list[str | None] = ["cannot reach etcd at 127.0.0.1:2379"]
+
+        async def ready() -> str | None:
+            return why[0]
+
+        app = create_app(ShoalService(store, clock), RequestVerifier(lambda _: None), ready=ready)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://node") as http:
+            down = await http.get("/readyz")
+            why[0] = None
+            up = await http.get("/readyz")
+    assert down.status_code == 503
+    assert down.json() == {"status": "not ready", "reason": "cannot reach etcd at 127.0.0.1:2379"}
+    assert (up.status_code, up.json()) == (200, {"status": "ready"})

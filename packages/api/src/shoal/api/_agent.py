@@ -143,14 +143,14 @@ async def run_agent(
     lookup = AuthorizedKeysFile(path, keys).lookup
     verifier = RequestVerifier(lookup)
 
-    async def ready() -> bool:
+    async def ready() -> str | None:
         if not node.ready.is_set():
-            return False
+            return "starting"
         try:
             await node.store.revision()
-        except ShoalError:
-            return False
-        return True
+        except ShoalError as exc:
+            return exc.message
+        return None
 
     context = AgentContext(node.service, lookup, config.api_addr)
     async with _mounted(mounts, context) as routes, anyio.create_task_group() as tg:

@@ -68,7 +68,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ReadyCheck = Callable[[], Awaitable[bool]]
+ReadyCheck = Callable[[], Awaitable[str | None]]
+"""Returns None when the node is ready, else why it is not (served by /readyz)."""
 
 
 class ApplyRequest(BaseModel):
@@ -184,8 +185,10 @@ def create_app(
     @app.get("/readyz", tags=["health"])
     async def readyz() -> JSONResponse:
         """Readiness: the node's loops run and its store answers."""
-        ok = True if ready is None else await ready()
-        return JSONResponse({"status": "ready" if ok else "starting"}, 200 if ok else 503)
+        why = None if ready is None else await ready()
+        if why is None:
+            return JSONResponse({"status": "ready"}, 200)
+        return JSONResponse({"status": "not ready", "reason": why}, 503)
 
     async def authenticate(request: Request) -> Principal:
         if body_too_large(request.scope):
