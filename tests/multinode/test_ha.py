@@ -231,6 +231,8 @@ def test_a_server_without_etcd_reports_it_and_resumes(
 
     etcd.stop()
     wait_until("/readyz to answer 503", lambda: readyz(server) == 503, 60, cluster.logs)
+    reason = httpx.get(f"{server.api}/readyz", timeout=15).json()["reason"]
+    assert f"cannot reach etcd at {etcd.endpoint}" in reason, reason
     error = wait_until("the API to fail", lambda: api_error(cluster, server), 60, cluster.logs)
     assert isinstance(error, Unavailable), error
     assert error.http_status == 503
