@@ -20,7 +20,7 @@ from shoal.api import (
     load_keypair,
     run_agent,
 )
-from shoal.core.node import NodeConfig
+from shoal.core.node import NodeConfig, ShoalNode
 from shoal.interfaces import InvalidInput, NodeRole, ShoalError
 from shoal.mcp import mcp_mount
 
@@ -212,12 +212,14 @@ def agent(
     async def main() -> None:
         async with anyio.create_task_group() as tg:
             serve = functools.partial(run_agent, mounts=[mcp_mount()])
-            await tg.start(serve, config, settings.home or default_home())
+            node: ShoalNode = await tg.start(serve, config, settings.home or default_home())
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for signum in signals:
                     logging.getLogger("shoal.agent").info(
                         "%s: shutting down", signal.Signals(signum).name
                     )
+                    # Leave first, while the node runs: once cancelled it cannot announce it.
+                    await node.leave()
                     tg.cancel_scope.cancel()
                     return
 

@@ -60,8 +60,8 @@ def find_serf_binary(binary: str) -> str:
     if found is None:
         raise Unavailable(
             f"the serf binary {binary!r} was not found (looked on PATH and as a path): "
-            "install it with `apt-get install serf` (scripts/system-deps.sh does) "
-            "or pass serf_binary= the path of a serf executable",
+            "install it with `apt-get install serf` (scripts/system-deps.sh does), "
+            "or put a serf executable on the PATH",
             binary=binary,
         )
     return found
@@ -228,7 +228,7 @@ class AgentProcess:
         except OSError as exc:
             raise Unavailable(
                 f"cannot run the serf binary {config.binary!r}: {exc.strerror or exc}; "
-                "install it with `apt-get install serf` or pass serf_binary=",
+                "install it with `apt-get install serf` (scripts/system-deps.sh does)",
                 binary=config.binary,
             ) from exc
         return cls(process, config.name)

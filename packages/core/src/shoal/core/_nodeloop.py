@@ -41,6 +41,7 @@ from shoal.interfaces import (
     Clock,
     ContainerRuntime,
     EventType,
+    Forbidden,
     ImageError,
     Instance,
     InstanceState,
@@ -53,6 +54,7 @@ from shoal.interfaces import (
     RevisionConflict,
     ShoalError,
     StateStore,
+    Unauthenticated,
     Unavailable,
 )
 
@@ -99,6 +101,8 @@ class NodeLoop:
         self.probe_tick = probe_tick
         self.probes = ProbeTracker()
         self._running: dict[str, Stored[Instance]] = {}
+        self.refused: ShoalError | None = None
+        """Why the cluster refused to register this node (Unauthenticated, Forbidden), if it did."""
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Register the node, then reconcile on every instance change and every ``resync`` s.
@@ -148,12 +152,18 @@ class NodeLoop:
         return await self.repo.update(node_key(self.name), Node, refresh)
 
     async def register_when_reachable(self) -> None:
-        """Register, waiting out an unreachable store with a backoff; other errors propagate."""
+        """Register, waiting out an unreachable store with a backoff; other errors propagate.
+
+        A refusal (Unauthenticated, Forbidden) is also kept in :attr:`refused`.
+        """
         backoff = Backoff(self.clock)
         while True:
             try:
                 await self.register()
                 return
+            except (Unauthenticated, Forbidden) as exc:
+                self.refused = exc
+                raise
             except Unavailable as exc:
                 log.warning(
                     "node loop: cannot register node %s yet (%s); retrying in %g s",

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskStatus
 from pydantic import BaseModel, Field
 
@@ -181,13 +182,17 @@ class ShoalNode:
         """The control loop of this node's current term as leader; None when not leading."""
         self.node_loop = NodeLoop(node, store, runtime, clock, resync=config.node_resync)
         self.ready = anyio.Event()
+        self._left = False
+        self._lease: int | None = None
+        """The lease of the current (or last) term as leader, revoked before the next."""
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run the node's loops until cancelled; closes its parts on the way out.
 
-        A clustered node also serves node-to-node gRPC, and leaves the cluster
-        gracefully when it stops (its instances move elsewhere, without a
-        failure); a node that is killed is seen failed instead.
+        A clustered node also serves node-to-node gRPC. To stop it gracefully,
+        call :meth:`leave` first, then cancel: the others see it left (its
+        instances move elsewhere, without a failure). A node that is killed, or
+        cancelled without leaving, is seen failed instead.
         """
         serves = self.config.role in (NodeRole.SERVER, NodeRole.BOTH)
         runs = self.config.role in (NodeRole.WORKER, NodeRole.BOTH)
@@ -213,18 +218,36 @@ class ShoalNode:
                     task_status.started()
             finally:
                 if self.clustering is not None:
-                    await self._leave(self.clustering)
+                    with anyio.CancelScope(shield=True):
+                        await self.clustering.aclose()
 
-    async def _leave(self, clustering: Clustering) -> None:
-        """Leave the cluster gracefully (bounded), and close channels to other nodes."""
-        with anyio.CancelScope(shield=True):
-            with anyio.move_on_after(10):
-                try:
-                    await self.cluster.leave()
-                    log.info("%s left the cluster", self.node.name)
-                except ShoalError as exc:
-                    log.warning("%s could not leave gracefully: %s", self.node.name, exc)
-            await clustering.aclose()
+    async def leave(self) -> None:
+        """Leave the cluster gracefully, while the node still runs; then cancel :meth:`run`.
+
+        The others see this node left, not failed. It must happen before the
+        cancel: cancelling :meth:`run` also stops the supervision of the node's
+        serf agent, after which no leave can be announced. Bounded (10 s), and
+        never raises; it does nothing on a node that is not clustered, left
+        already, or was refused by the cluster: the name a refused node gossips
+        under may be another node's (a reused --name), and a leave under that
+        name would take that node out. Its serf agent is only stopped, so
+        gossip sees the short-lived member failed.
+        """
+        if self.clustering is None or self._left or self.node_loop.refused is not None:
+            await anyio.lowlevel.checkpoint()
+            return
+        self._left = True
+        with anyio.CancelScope(shield=True), anyio.move_on_after(10) as bounded:
+            try:
+                await self.cluster.leave()
+                log.info("%s left the cluster", self.node.name)
+            except ShoalError as exc:
+                log.warning("%s could not leave gracefully: %s", self.node.name, exc)
+        if bounded.cancelled_caught:
+            log.warning(
+                "%s could not leave the cluster within 10 s: the others see it failed",
+                self.node.name,
+            )
 
     async def _lead(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Campaign for the leader lease, run the leader's loops while holding it, and repeat.
@@ -261,7 +284,8 @@ class ShoalNode:
         gone; Unavailable: the store is unreachable, or the term was taken over).
         """
         ttl = self.config.leader_ttl
-        lease = await self.store.grant_lease(ttl)
+        await self._revoke_stale_lease()
+        lease = self._lease = await self.store.grant_lease(ttl)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._keep_lease, lease, ttl)
             leadership = await self.store.campaign(LEADER_ELECTION, self.node.name, lease)
@@ -281,6 +305,22 @@ class ShoalNode:
                 self.control = None
                 with anyio.CancelScope(shield=True), contextlib.suppress(ShoalError):
                     await self.store.resign(leadership)
+
+    async def _revoke_stale_lease(self) -> None:
+        """Revoke the lease of the previous term, and the election key held by it.
+
+        A term that ended because the store was unreachable could not resign;
+        without this, the node's next campaign would wait behind its own old
+        election key until that lease ran out.
+
+        Raises:
+            Unavailable: the store is still unreachable.
+        """
+        if self._lease is None:
+            return
+        with contextlib.suppress(NotFound):  # it ran out meanwhile
+            await self.store.revoke(self._lease)
+        self._lease = None
 
     async def _keep_lease(self, lease: int, ttl: float) -> None:
         while True:
@@ -387,7 +427,8 @@ def check_config(config: NodeConfig) -> None:
         ]
         if given:
             raise InvalidInput(
-                f"{', '.join(given)} cluster the node, which needs the cluster's secrets: "
+                f"{', '.join(given)} {'clusters' if len(given) == 1 else 'cluster'} the node, "
+                "which needs the cluster's secrets: "
                 "add --join-token-file and --gossip-key-file (`shoal cluster init` writes them)"
             )
         if config.role == NodeRole.WORKER:
