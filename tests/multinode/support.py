@@ -52,6 +52,8 @@ class NodeProcess:
     env: dict[str, str]
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+    wrap: list[str] = field(default_factory=list)
+    """A command the agent runs under, e.g. ``["ip", "netns", "exec", NAME]``."""
 
     @property
     def api(self) -> str:
@@ -68,7 +70,7 @@ class NodeProcess:
         assert self.process is None or self.process.poll() is not None, f"{self.name} runs"
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "shoal.cli", "agent", *self.args],
+            [*self.wrap, sys.executable, "-m", "shoal.cli", "agent", *self.args],
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -129,8 +131,12 @@ class LocalCluster:
         secrets: Sequence[str] | None = None,
         ip: str | None = None,
         env: dict[str, str] | None = None,
+        wrap: Sequence[str] = (),
     ) -> NodeProcess:
-        """Describe a node (not started): its own address, data dir and log."""
+        """Describe a node (not started): its own address, data dir and log.
+
+        ``wrap`` is a command the agent runs under (``ip netns exec NAME``).
+        """
         ip = ip or f"127.{self.block}.0.{next(self._next_host)}"
         data_dir = self.root / name
         args = [
@@ -151,7 +157,14 @@ class LocalCluster:
             *extra,
         ]
         node = NodeProcess(
-            name, role, ip, data_dir, args, {**self.env, **(env or {})}, self.root / f"{name}.log"
+            name,
+            role,
+            ip,
+            data_dir,
+            args,
+            {**self.env, **(env or {})},
+            self.root / f"{name}.log",
+            wrap=list(wrap),
         )
         self.nodes[name] = node
         return node

@@ -13,8 +13,9 @@ modules: those are untyped, and the handlers here are a few lines each.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from typing import Any, TypeVar
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar, cast
 
 import anyio
 import grpc
@@ -30,6 +31,7 @@ from ._nodeauth import Caller, CallVerifier, NodeIdentity, sign_call
 __all__ = ["NodeChannel", "authenticate", "serve_grpc"]
 
 Reply = TypeVar("Reply", bound=Message)
+T = TypeVar("T")
 
 PACKAGE = "shoal.cluster.v1"
 
@@ -71,20 +73,20 @@ class NodeChannel:
 
         Raises:
             ShoalError: the error the server raised, or Unavailable when it
-                cannot be reached.
+                cannot be reached (or this channel was closed during the call).
         """
         body = request.SerializeToString(deterministic=True)
-        call = self._channel.unary_unary(
+        stub = self._channel.unary_unary(
             method, request_serializer=_identity, response_deserializer=reply.FromString
         )
-        try:
-            result: Reply = await call(
-                body,
-                metadata=sign_call(self.identity, self._token, method, body),
-                timeout=self.timeout if deadline is None else deadline,
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise error_from_rpc(exc, self.address) from None
+        call = stub(
+            body,
+            metadata=sign_call(self.identity, self._token, method, body),
+            timeout=self.timeout if deadline is None else deadline,
+        )
+        done = anyio.Event()
+        call.add_done_callback(_setter(done))
+        result: Reply = await self._outcome(call, done, call)
         return result
 
     async def stream(
@@ -96,22 +98,57 @@ class NodeChannel:
             ShoalError: as :meth:`unary`; raised from the iteration.
         """
         body = request.SerializeToString(deterministic=True)
-        call = self._channel.unary_stream(
+        stub = self._channel.unary_stream(
             method, request_serializer=_identity, response_deserializer=reply.FromString
         )
-        responses = call(body, metadata=sign_call(self.identity, self._token, method, body))
+        call = stub(body, metadata=sign_call(self.identity, self._token, method, body))
         try:
-            async for item in responses:
-                yield item
+            while True:
+                read = asyncio.ensure_future(call.read())
+                done = anyio.Event()
+                read.add_done_callback(_setter(done))
+                item: object = await self._outcome(read, done, call)
+                if item is grpc.aio.EOF:
+                    return
+                yield cast(Reply, item)
+        finally:
+            call.cancel()
+
+    async def _outcome(self, pending: Awaitable[T], done: anyio.Event, call: grpc.aio.Call) -> T:
+        """Wait for ``pending`` (``done`` is set when it is) and return its outcome.
+
+        The caller waits on an anyio event, not on grpc's future: grpc.aio
+        answers a cancellation by raising a CancelledError of its own, which
+        anyio would not recognise as its cancel scope's and let escape it.
+        So cancelling the caller cancels the call the anyio way, and a call
+        that grpc cancelled itself (its channel was closed, e.g. by a
+        RemoteStore dropping a server another call found gone) becomes
+        Unavailable, which callers retry, instead of a bare cancellation.
+        """
+        try:
+            await done.wait()
+        except anyio.get_cancelled_exc_class():
+            call.cancel()
+            raise
+        try:
+            return await pending  # settled: returns or raises at once
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc, self.address) from None
-        finally:
-            responses.cancel()
+        except asyncio.CancelledError:
+            raise Unavailable(
+                f"the call to {self.address} was cancelled: its channel was closed",
+                target=self.address,
+            ) from None
 
     async def aclose(self) -> None:
         """Close the connection."""
         with anyio.CancelScope(shield=True):
             await self._channel.close()
+
+
+def _setter(event: anyio.Event) -> Callable[[object], None]:
+    """Return a done-callback that sets ``event``."""
+    return lambda _: event.set()
 
 
 def _identity(body: bytes) -> bytes:
