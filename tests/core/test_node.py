@@ -6,12 +6,13 @@ from pathlib import Path
 import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
+from anyio.abc import TaskStatus
 from anyio.lowlevel import checkpoint
 
 from shoal.cluster import StaticCluster
 from shoal.core import ManualClock
 from shoal.core.node import NodeConfig, ShoalNode, build_node
-from shoal.interfaces import NodeRole, Unavailable
+from shoal.interfaces import InternalError, NodeRole, Unavailable
 from shoal.runtime import MockRuntime
 from shoal.state import MemoryStore
 from tests.core.support import make_node
@@ -83,3 +84,20 @@ def test_host_paths_are_refused_unless_the_node_config_allows_them(tmp_path: Pat
         runtime = build_node(config).runtime
         assert isinstance(runtime, MockRuntime)
         assert runtime.allow_host_paths is allowed
+
+
+async def test_a_node_whose_node_loop_ends_stops_instead_of_idling(tmp_path: Path) -> None:
+    clock = ManualClock()
+    config = NodeConfig(data_dir=tmp_path, name="n1", role=NodeRole.WORKER, runtime="mock")
+    store = MemoryStore(clock=clock)
+    node = ShoalNode(config, store, MockRuntime(clock), StaticCluster("n1"), clock, make_node("n1"))
+
+    async def ends_at_once(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+
+    node.node_loop.run = ends_at_once  # type: ignore[method-assign]
+    with pytest.raises(ExceptionGroup) as raised:
+        await node.run()
+    (error,) = raised.value.exceptions
+    assert isinstance(error, InternalError)
+    assert error.message.startswith("the node loop of node n1 stopped unexpectedly")

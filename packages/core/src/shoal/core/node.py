@@ -16,7 +16,7 @@ import logging
 import os
 import shutil
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Literal
 
@@ -32,6 +32,7 @@ from shoal.interfaces import (
     ClusterManager,
     ContainerRuntime,
     ImageManager,
+    InternalError,
     InvalidInput,
     Node,
     NodeRole,
@@ -208,18 +209,36 @@ class ShoalNode:
                         )
                         await tg.start(serve_grpc, self.clustering.grpc_addr, handlers)
                     if runs:
-                        await tg.start(self.node_loop.run)
+                        await tg.start(self._forever, "node loop", self.node_loop.run)
                     elif self.clustering is not None:
                         # A server-only node runs no instances, but is listed with its role.
                         tg.start_soon(self.node_loop.register_when_reachable)
                     if serves:
-                        await tg.start(self._lead)
+                        await tg.start(self._forever, "leader campaign", self._lead)
                     self.ready.set()
                     task_status.started()
             finally:
                 if self.clustering is not None:
                     with anyio.CancelScope(shield=True):
                         await self.clustering.aclose()
+
+    async def _forever(
+        self,
+        what: str,
+        loop: Callable[..., Awaitable[None]],
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run ``loop``, which never returns; if it does, stop the node rather than idle.
+
+        A node whose loop ended would still gossip that it is alive while
+        doing nothing; failing makes it visible (and restartable).
+        """
+        await loop(task_status=task_status)
+        raise InternalError(
+            f"the {what} of node {self.node.name} stopped unexpectedly; the agent stops "
+            "so that it can be restarted (please report this)"
+        )
 
     async def leave(self) -> None:
         """Leave the cluster gracefully, while the node still runs; then cancel :meth:`run`.
