@@ -25,7 +25,7 @@ import anyio.lowlevel
 from anyio.abc import TaskStatus
 from pydantic import BaseModel, Field
 
-from shoal.cluster import NodeIdentity, StaticCluster, node_tags, serve_grpc
+from shoal.cluster import NodeIdentity, StaticCluster, check_gossip_key, node_tags, serve_grpc
 from shoal.interfaces import (
     Capacity,
     Clock,
@@ -379,10 +379,11 @@ def build_node(config: NodeConfig, *, clock: Clock | None = None) -> ShoalNode:
             without cluster secrets), or a secret file cannot be read.
     """
     check_config(config)
+    secrets = _cluster_secrets(config)  # read before anything is written
     data_dir = prepare_data_dir(config.data_dir)
     clock = clock or SystemClock()
     identity = NodeIdentity.load_or_create(config.name, data_dir / "node.key")
-    clustering = _clustering(config, data_dir, identity)
+    clustering = None if secrets is None else _clustering(config, data_dir, identity, *secrets)
     runtime: ContainerRuntime
     images: ImageManager | None
     if config.role == NodeRole.SERVER:
@@ -461,13 +462,22 @@ def check_config(config: NodeConfig) -> None:
         raise InvalidInput(f"--etcd is only used with --state etcd (not {config.state})")
 
 
-def _clustering(config: NodeConfig, data_dir: Path, identity: NodeIdentity) -> Clustering | None:
+def _cluster_secrets(config: NodeConfig) -> tuple[str, str] | None:
+    """Return the join token and the gossip key, checked; None for a node alone."""
     if config.join_token_file is None or config.gossip_key_file is None:
         return None
+    token = read_secret(config.join_token_file, "join token")
+    key = check_gossip_key(read_secret(config.gossip_key_file, "gossip key"), field="gossip key")
+    return token, key
+
+
+def _clustering(
+    config: NodeConfig, data_dir: Path, identity: NodeIdentity, token: str, gossip_key: str
+) -> Clustering:
     return Clustering(
         identity,
-        read_secret(config.join_token_file, "join token"),
-        read_secret(config.gossip_key_file, "gossip key"),
+        token,
+        gossip_key,
         data_dir,
         bind=config.bind or "127.0.0.1",
         grpc_addr=config.grpc_addr,
