@@ -1,4 +1,13 @@
-"""Fixtures that start real `shoal agent` processes and run the real `shoal` CLI."""
+"""Fixtures that start real `shoal agent` processes and run the real `shoal` CLI.
+
+Every `shoal` CLI call is a fresh Python process that imports all of Shoal,
+about 1.5 s before it does anything. Tests therefore *wait* through the
+signed REST API from this process (:meth:`Agent.wait_for`, :meth:`Agent.until`,
+the same JSON `shoal get -o json` prints), polling every :data:`POLL` seconds
+under a deadline, and keep the CLI for what they check; independent CLI reads
+can run side by side (:meth:`Agent.cli_side_by_side`). Tests that need no
+fresh agent share one per module (:func:`agent_in`).
+"""
 
 from __future__ import annotations
 
@@ -7,17 +16,74 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import pytest
+from scripts.build_busybox_image import build_busybox_layout
 
+from shoal.api import ShoalClient, load_keypair
 from shoal.runtime import ImageStore, OciCliRuntime, pod_networking
 
 READY = "ready: API on http://"
+POLL = 0.05
+"""Seconds between two looks while waiting; every wait is bounded by its own deadline."""
+
+T = TypeVar("T")
+
+
+async def listing(client: ShoalClient, kind: str) -> list[Any]:
+    """Return what `shoal get KIND -o json` (or `shoal events --limit 500 -o json`) prints."""
+    items: list[Any]
+    if kind == "workloads":
+        items = await client.list_workloads()
+    elif kind == "instances":
+        items = await client.list_instances()
+    elif kind == "nodes":
+        items = await client.list_nodes()
+    elif kind == "events":
+        items = await client.list_events(limit=500)
+    else:
+        raise ValueError(f"cannot list {kind!r}")
+    return [item.model_dump(mode="json") for item in items]
+
+
+async def poll(probe: Callable[[], Awaitable[T | None]]) -> T:
+    """Return the first truthy result of ``probe``, tried every POLL seconds.
+
+    It never gives up on its own: callers bound it with a deadline.
+    """
+    while True:
+        found = await probe()
+        if found:
+            return found
+        await anyio.sleep(POLL)  # poll interval; the caller's deadline bounds the loop
+
+
+async def poll_within(within: float, probe: Callable[[], Awaitable[T | None]]) -> T | None:
+    """:func:`poll` for ``within`` seconds at most; None if ``probe`` never came true."""
+    with anyio.move_on_after(within):
+        return await poll(probe)
+    return None
+
+
+def until(what: str, check: Callable[[], T | None], timeout: float = 60.0) -> T:
+    """Return ``check()`` once it is truthy; fail after ``timeout`` seconds."""
+
+    async def looking() -> T | None:
+        async def probe() -> T | None:
+            return check()
+
+        return await poll_within(timeout, probe)
+
+    found = anyio.run(looking)
+    if found is None:
+        raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+    return found
 
 
 @dataclass
@@ -80,6 +146,16 @@ class Agent:
             self.process.stderr.close()
         self.process = None
 
+    def cleanup(self) -> None:
+        """Kill the agent if it still runs and remove every pod it left behind."""
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait(timeout=30)
+            self._close()
+        if self.runtime != "mock" and (self.data_dir / "runtime").exists():
+            anyio.run(remove_pods, self.data_dir)
+
     def cli(
         self, *args: str, check: bool = True, stdin: str | None = None
     ) -> subprocess.CompletedProcess[str]:
@@ -98,22 +174,133 @@ class Agent:
     def json(self, *args: str) -> Any:
         return json.loads(self.cli(*args, "-o", "json").stdout)
 
+    def cli_side_by_side(
+        self, *calls: Sequence[str], check: bool = True
+    ) -> list[subprocess.CompletedProcess[str]]:
+        """Run independent `shoal` calls at the same time; return their results in order.
 
-@pytest.fixture
-def agent(tmp_path: Path) -> Iterator[Agent]:
-    home = tmp_path / "home"
+        For reads that do not depend on each other: each call still is its own
+        `shoal` process, but their Python start-ups overlap.
+        """
+        started = [
+            (
+                list(args),
+                subprocess.Popen(
+                    [sys.executable, "-m", "shoal.cli", *args],
+                    env=self.env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                ),
+            )
+            for args in calls
+        ]
+        results = []
+        try:
+            for args, process in started:
+                stdout, stderr = process.communicate(timeout=60)
+                results.append(
+                    subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
+                )
+        finally:
+            for _, process in started:
+                if process.poll() is None:
+                    process.kill()
+                    process.communicate()
+        if check:
+            for result in results:
+                assert result.returncode == 0, (
+                    f"shoal {' '.join(result.args)} failed:\n{result.stderr}"
+                )
+        return results
+
+    def client(self) -> ShoalClient:
+        """Return a signed API client for the running agent, with the CLI's key."""
+        assert self.url, "the agent is not started"
+        return ShoalClient(self.url, load_keypair(self.home))
+
+    def api(self, call: Callable[[ShoalClient], Awaitable[T]]) -> T:
+        """Make one call through the signed API, from this process."""
+
+        async def calling() -> T:
+            async with self.client() as client:
+                return await call(client)
+
+        return anyio.run(calling)
+
+    def read(self, kind: str) -> list[Any]:
+        """Return the JSON `shoal get KIND -o json` prints, read through the API."""
+        return self.api(lambda client: listing(client, kind))
+
+    def until(
+        self,
+        what: str,
+        probe: Callable[[ShoalClient], Awaitable[T | None]],
+        timeout: float = 60.0,
+    ) -> T:
+        """Return ``probe(client)`` once it is truthy, asking the API every POLL seconds."""
+
+        async def looking() -> T | None:
+            async with self.client() as client:
+                return await poll_within(timeout, lambda: probe(client))
+
+        found = anyio.run(looking)
+        if found is None:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        return found
+
+    def wait_for(self, kind: str, check: Callable[[Any], T | None], timeout: float = 60.0) -> T:
+        """Return ``check(items)`` once it is truthy, ``items`` being what `get KIND` lists.
+
+        On time out the message shows the last listing, which says what did not happen.
+        """
+        seen: list[Any] = []
+
+        async def looking() -> T | None:
+            async with self.client() as client:
+
+                async def probe() -> T | None:
+                    seen[:] = [await listing(client, kind)]
+                    return check(seen[0])
+
+                return await poll_within(timeout, probe)
+
+        found = anyio.run(looking)
+        if found is None:
+            raise AssertionError(f"timed out after {timeout:g}s waiting on {kind}; last saw {seen}")
+        return found
+
+
+@contextmanager
+def agent_in(root: Path) -> Iterator[Agent]:
+    """An agent handle whose data and SHOAL_HOME live under ``root``; cleaned up on exit.
+
+    Whatever happens in between, the agent process is killed and the pods it
+    started are removed (containers outlive their agent by design).
+    """
+    home = root / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
     env["SHOAL_HOME"] = str(home)
     env["SHOAL_LOG_LEVEL"] = "INFO"
-    handle = Agent(tmp_path / "data", home, env)
-    yield handle
-    if handle.process is not None:
-        if handle.process.poll() is None:
-            handle.process.kill()
-            handle.process.wait(timeout=30)
-        handle._close()
-    if handle.runtime != "mock" and (handle.data_dir / "runtime").exists():
-        anyio.run(remove_pods, handle.data_dir)
+    handle = Agent(root / "data", home, env)
+    try:
+        yield handle
+    finally:
+        handle.cleanup()
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[Agent]:
+    """A fresh, not yet started agent handle for one test."""
+    with agent_in(tmp_path) as handle:
+        yield handle
+
+
+@pytest.fixture(scope="session")
+def busybox_layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The busybox:1.36 OCI layout, built once for the whole session (read-only to tests)."""
+    return build_busybox_layout(tmp_path_factory.mktemp("layout") / "busybox", "1.36").layout
 
 
 async def remove_pods(data_dir: Path) -> None:

@@ -2,41 +2,37 @@
 
 from __future__ import annotations
 
+import json
 import signal
-import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Agent
+from tests.e2e.conftest import Agent, agent_in
 
 pytestmark = pytest.mark.slow
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "hello.yaml"
 
 
-def wait_for(
-    agent: Agent, what: str, predicate: Callable[[Any], bool], timeout: float = 30.0
-) -> Any:
-    """Poll `shoal get` (bounded) until ``predicate`` holds for its JSON."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        last = agent.json("get", what)
-        if predicate(last):
-            return last
-        time.sleep(0.2)  # noqa: TID251 - polling a subprocess, bounded by the deadline
-    raise AssertionError(f"timed out waiting on {what}; last saw {last}")
+@pytest.fixture(scope="module")
+def idle_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
+    """One started agent (mock runtime) for the tests that must leave it without workloads."""
+    with agent_in(tmp_path_factory.mktemp("idle-agent")) as handle:
+        handle.start()
+        yield handle
 
 
-def all_running(instances: Any) -> bool:
-    return (
+def all_running(instances: Any) -> list[Any] | None:
+    """Return the instances if they are the three of hello, all running."""
+    ok = (
         isinstance(instances, list)
         and len(instances) == 3
         and all(i["state"] == "running" for i in instances)
     )
+    return instances if ok else None
 
 
 def test_apply_get_and_survive_sigkill(agent: Agent) -> None:
@@ -47,19 +43,21 @@ def test_apply_get_and_survive_sigkill(agent: Agent) -> None:
     assert agent.json("get", "workloads") == []
     assert "workload default/hello created" in agent.cli("apply", "-f", str(EXAMPLE)).stdout
 
-    before = wait_for(agent, "instances", all_running)
+    before = agent.wait_for("instances", all_running)
     names = sorted(i["name"] for i in before)
     table = agent.cli("get", "instances").stdout
     assert table.count("running") == 3
 
     agent.kill(signal.SIGKILL)
     agent.start()
-    after = agent.json("get", "instances")
+    listed, workloaded = agent.cli_side_by_side(
+        ("get", "instances", "-o", "json"), ("get", "workloads", "-o", "json")
+    )
+    after, workloads = json.loads(listed.stdout), json.loads(workloaded.stdout)
     assert sorted(i["name"] for i in after) == names  # same instances, none duplicated
-    workloads = agent.json("get", "workloads")
     assert [w["spec"]["name"] for w in workloads] == ["hello"]
     # The mock runtime lost its containers with the process: they restart in place.
-    again = wait_for(agent, "instances", all_running)
+    again = agent.wait_for("instances", all_running)
     assert sorted(i["name"] for i in again) == names
 
     nodes = agent.json("get", "nodes")
@@ -69,43 +67,37 @@ def test_apply_get_and_survive_sigkill(agent: Agent) -> None:
 def test_operations_and_explain(agent: Agent) -> None:
     agent.start()
     agent.cli("apply", "-f", str(EXAMPLE))
-    wait_for(agent, "instances", all_running)
+    agent.wait_for("instances", all_running)
     assert "scaled to 1" in agent.cli("scale", "hello", "1").stdout
-    wait_for(agent, "instances", lambda items: isinstance(items, list) and len(items) == 1)
-    (instance,) = agent.json("get", "instances")
-    explained = agent.cli("explain", instance["name"]).stdout
-    assert "running on node e2e-node" in explained
-
-    described = agent.cli("describe", "workload", "hello").stdout
-    assert "replicas: 1" in described and "Scaled" in described
+    (instance,) = agent.wait_for("instances", lambda items: items if len(items) == 1 else None)
+    explained, described = agent.cli_side_by_side(
+        ("explain", instance["name"]), ("describe", "workload", "hello")
+    )
+    assert "running on node e2e-node" in explained.stdout
+    assert "replicas: 1" in described.stdout and "Scaled" in described.stdout
 
     assert "cordoned" in agent.cli("cordon", "e2e-node").stdout
     agent.cli("scale", "hello", "2")
-    pending = wait_for(
-        agent,
+    stuck = agent.wait_for(
         "instances",
-        lambda items: (
-            isinstance(items, list)
-            and any(i["state"] == "pending" and i["schedule_failure"] for i in items)
+        lambda items: next(
+            (i for i in items if i["state"] == "pending" and i["schedule_failure"]), None
         ),
     )
-    stuck = next(i for i in pending if i["state"] == "pending")
     why = agent.cli("explain", stuck["name"]).stdout
     assert "node e2e-node: node is cordoned" in why
     agent.cli("uncordon", "e2e-node")
-    wait_for(
-        agent,
+    agent.wait_for(
         "instances",
-        lambda items: (
-            isinstance(items, list)
-            and len(items) == 2
-            and all(i["state"] == "running" for i in items)
-        ),
+        lambda items: len(items) == 2 and all(i["state"] == "running" for i in items),
     )
     assert "deleting" in agent.cli("delete", "hello").stdout
-    wait_for(agent, "workloads", lambda items: items == [])
-    assert agent.json("get", "instances") == []
-    events = agent.cli("events", "--limit", "100").stdout
+    agent.wait_for("workloads", lambda items: items == [])
+    listed, logged = agent.cli_side_by_side(
+        ("get", "instances", "-o", "json"), ("events", "--limit", "100")
+    )
+    assert json.loads(listed.stdout) == []
+    events = logged.stdout
     for reason in ("Created", "Scaled", "Cordoned", "Uncordoned", "Deleting", "Deleted"):
         assert reason in events
     assert "(cli)" in events  # the actor's front door is recorded
@@ -130,10 +122,9 @@ def test_operations_and_explain(agent: Agent) -> None:
     ],
 )
 def test_bad_files_are_refused_whole_with_one_clear_line(
-    agent: Agent, tmp_path: Path, content: str, expected: str
+    idle_agent: Agent, tmp_path: Path, content: str, expected: str
 ) -> None:
-    if agent.process is None:
-        agent.start()
+    agent = idle_agent
     bad = tmp_path / "bad.yaml"
     bad.write_text(content)
     result = agent.cli("apply", "-f", str(bad), check=False)
@@ -141,7 +132,9 @@ def test_bad_files_are_refused_whole_with_one_clear_line(
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-    assert agent.json("get", "workloads") == []  # nothing of it applied
+    # Nothing of it applied. Read through the API: `shoal get workloads -o json`
+    # itself is checked in test_apply_get_and_survive_sigkill.
+    assert agent.read("workloads") == []
 
 
 def test_client_errors_without_a_server_or_key(agent: Agent, tmp_path: Path) -> None:

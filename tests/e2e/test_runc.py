@@ -13,16 +13,15 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from scripts.build_busybox_image import build_busybox_layout
 
-from tests.e2e.conftest import Agent
+from shoal.api import ShoalClient
+from tests.e2e.conftest import Agent, until
 from tests.runtime.images.support import LoopbackRegistry
 
 pytestmark = [
@@ -42,27 +41,16 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def registry(tmp_path_factory: pytest.TempPathFactory, busybox_layout: Path) -> Iterator[str]:
     missing = LoopbackRegistry.missing()
     if missing:
         pytest.skip(missing)
-    built = build_busybox_layout(tmp_path_factory.mktemp("layout") / "busybox", "1.36")
     server = LoopbackRegistry(tmp_path_factory.mktemp("registry"))
     server.start()
     try:
-        yield server.push(built.layout, "1.36")
+        yield server.push(busybox_layout, "1.36")
     finally:
         server.stop()
-
-
-def poll(check: Any, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.3)  # noqa: TID251 - polling processes outside this one, bounded
-    raise AssertionError("timed out")
 
 
 def leftovers(data_dir: Path, uid: str) -> list[str]:
@@ -105,22 +93,31 @@ def test_httpd_from_a_loopback_registry_on_runc(
     )
     agent.cli("apply", "-f", str(workload))
 
-    def ready() -> Any:
-        items = agent.json("get", "instances")
+    def ready(items: list[Any]) -> Any:
         return items if items and items[0]["state"] == "running" and items[0]["ready"] else None
 
-    (instance,) = poll(ready)
+    (instance,) = agent.wait_for("instances", ready)
     name, uid = instance["name"], instance["uid"]
     page = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
     assert page.status_code == 200 and "busybox" in page.text
 
+    async def served(client: ShoalClient) -> bool:
+        return any(["response:200" in log.line async for log in client.logs(name, tail=20)])
+
     # httpd -v logs to stderr (the CLI keeps the streams apart), through the log shim.
-    poll(lambda: "response:200" in agent.cli("logs", name, "--tail", "20").stderr)
-    assert agent.cli("exec", name, "--", "cat", "/etc/passwd").stdout.startswith("root:")
-    failing = agent.cli("exec", name, "--", "sh", "-c", "exit 7", check=False)
+    agent.until("httpd to log its response", served)
+    logs, passwd, failing, top = agent.cli_side_by_side(
+        ("logs", name, "--tail", "20"),
+        ("exec", name, "--", "cat", "/etc/passwd"),
+        ("exec", name, "--", "sh", "-c", "exit 7"),
+        ("top",),
+        check=False,
+    )
+    assert logs.returncode == 0, logs.stderr
+    assert "response:200" in logs.stderr and "response:200" not in logs.stdout
+    assert passwd.returncode == 0 and passwd.stdout.startswith("root:"), passwd
     assert failing.returncode == 7
-    top = agent.cli("top").stdout
-    assert name in top
+    assert top.returncode == 0 and name in top.stdout, top
 
     pid_before = json.loads(
         subprocess.run(
@@ -133,8 +130,15 @@ def test_httpd_from_a_loopback_registry_on_runc(
     agent.kill(signal.SIGKILL)
     assert httpx.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 200  # still serving
     agent.start()
-    (after,) = poll(ready)
+
+    async def adopted(client: ShoalClient) -> bool:
+        return any(e.reason == "Adopted" for e in await client.list_events(limit=200))
+
+    # The stored instance says running all along: the Adopted event says the new agent saw it.
+    agent.until("the restarted agent to adopt its pod", adopted)
+    (after,) = agent.wait_for("instances", ready)
     history = agent.cli("events", "--limit", "200").stdout
+    assert "Adopted" in history
     assert after["uid"] == uid, history
     assert after["restart_count"] == 0, history  # adopted, not restarted
     pid_after = json.loads(
@@ -146,11 +150,10 @@ def test_httpd_from_a_loopback_registry_on_runc(
         ).stdout
     )["pid"]
     assert pid_after == pid_before
-    assert "Adopted" in agent.cli("events", "--limit", "200").stdout
 
     agent.cli("delete", "httpd")
-    poll(lambda: agent.json("get", "workloads") == [])
-    poll(lambda: not leftovers(agent.data_dir, uid), timeout=30)
+    agent.wait_for("workloads", lambda items: items == [])
+    until("nothing left of the pod", lambda: not leftovers(agent.data_dir, uid), timeout=30)
     assert leftovers(agent.data_dir, uid) == []
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{port}/", timeout=2)

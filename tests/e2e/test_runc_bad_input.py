@@ -9,7 +9,9 @@ must fail with one clear line and exit code 1, recording nothing.
 
 The bad workloads use ``restart_policy: Never`` so their failed status stays
 put to be read; the agent uses host networking, since none of this concerns
-the network.
+the network. One agent and its healthy workload serve the whole module: each
+test applies its own bad workload (named after the case) and deletes it, so
+the healthy instance must come through every case in turn untouched.
 """
 
 from __future__ import annotations
@@ -20,15 +22,15 @@ import shutil
 import socket
 import subprocess
 import tarfile
-import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from scripts.build_busybox_image import build_busybox_layout
 
-from tests.e2e.conftest import Agent
+from shoal.api import ShoalClient
+from tests.e2e.conftest import Agent, agent_in, until
 
 pytestmark = [
     pytest.mark.slow,
@@ -96,21 +98,6 @@ def free_port() -> int:
         return port
 
 
-def poll(check: Any, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.3)  # noqa: TID251 - polling processes outside this one, bounded
-    raise AssertionError("timed out")
-
-
-@pytest.fixture(scope="module")
-def layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_busybox_layout(tmp_path_factory.mktemp("layout") / "busybox", "1.36").layout
-
-
 def workload(name: str, container: dict[str, Any], **fields: Any) -> str:
     document = {
         "kind": "Workload",
@@ -122,46 +109,87 @@ def workload(name: str, container: dict[str, Any], **fields: Any) -> str:
     return json.dumps(document)
 
 
-def instance_of(agent: Agent, name: str) -> dict[str, Any] | None:
-    found = [i for i in agent.json("get", "instances") if i["workload"] == name]
+def instance_in(instances: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
+    found = [i for i in instances if i["workload"] == name]
     return found[0] if found else None
 
 
-def events_about(agent: Agent, instance: str) -> list[dict[str, Any]]:
+def events_about(events: list[dict[str, Any]], instance: str) -> list[dict[str, Any]]:
     return [
-        e
-        for e in agent.json("events", "--limit", "500")
-        if e["object"]["kind"] == "Instance" and e["object"]["name"] == instance
+        e for e in events if e["object"]["kind"] == "Instance" and e["object"]["name"] == instance
     ]
 
 
-def start_with_healthy_workload(agent: Agent, layout: Path) -> dict[str, Any]:
-    """Start a runc agent, import the image, run a healthy workload; return its instance."""
-    agent.runtime = "runc"
-    agent.start("--network", "host")
-    agent.cli("images", "import", str(layout), "--reference", IMAGE)
-    agent.cli(
-        "apply", "-f", "-", stdin=workload("healthy", {"image": IMAGE, "command": LONG_RUNNING})
-    )
+@dataclass(frozen=True)
+class Node:
+    """The module's runc agent and its healthy instance, as first seen running."""
 
-    def running() -> dict[str, Any] | None:
-        found = instance_of(agent, "healthy")
-        return found if found and found["state"] == "running" else None
-
-    instance: dict[str, Any] = poll(running)
-    return instance
+    agent: Agent
+    healthy: dict[str, Any]
 
 
-def assert_undisturbed(agent: Agent, healthy: dict[str, Any]) -> None:
-    """The healthy instance is the same one, still running, never restarted, still usable."""
-    now = instance_of(agent, "healthy")
-    assert now is not None
-    assert (now["uid"], now["state"], now["restart_count"]) == (healthy["uid"], "running", 0)
-    assert agent.cli("exec", healthy["name"], "--", "cat", "/etc/shoal-image").stdout.startswith(
-        "busybox built by"
-    )
-    warnings = [e for e in events_about(agent, healthy["name"]) if e["type"] == "Warning"]
+@pytest.fixture(scope="module")
+def shared_node(tmp_path_factory: pytest.TempPathFactory, busybox_layout: Path) -> Iterator[Node]:
+    """Start a runc agent, import the image, run a healthy workload; removed after the module."""
+    with agent_in(tmp_path_factory.mktemp("runc-agent")) as agent:
+        agent.runtime = "runc"
+        agent.start("--network", "host")
+        agent.cli("images", "import", str(busybox_layout), "--reference", IMAGE)
+        agent.cli(
+            "apply",
+            "-f",
+            "-",
+            stdin=workload("healthy", {"image": IMAGE, "command": LONG_RUNNING}),
+        )
+
+        def running(items: list[dict[str, Any]]) -> dict[str, Any] | None:
+            found = instance_in(items, "healthy")
+            return found if found and found["state"] == "running" else None
+
+        yield Node(agent, agent.wait_for("instances", running))
+
+
+@pytest.fixture
+def node(shared_node: Node) -> Iterator[Node]:
+    """The shared node; whatever workload a test left on it (failing half way) is deleted."""
+    yield shared_node
+
+    async def delete_leftovers(client: ShoalClient) -> None:
+        for left in await client.list_workloads():
+            if left.name != "healthy" and not left.deleting:
+                await client.delete_workload(left.name, left.namespace)
+
+    shared_node.agent.api(delete_leftovers)
+
+
+def assert_undisturbed(
+    healthy: dict[str, Any],
+    instances: list[dict[str, Any]],
+    events: list[dict[str, Any]],
+    exec_stdout: str,
+) -> None:
+    """The healthy instance is the same one, still running, never restarted, still usable.
+
+    ``instances`` and ``events`` are what `get instances` and `events` list;
+    ``exec_stdout`` is what `exec <healthy> -- cat /etc/shoal-image` printed.
+    """
+    now = instance_in(instances, "healthy")
+    assert now is not None, "the healthy instance is gone"
+    assert (now["uid"], now["state"], now["restart_count"]) == (healthy["uid"], "running", 0), now
+    assert exec_stdout.startswith("busybox built by"), exec_stdout
+    warnings = [e for e in events_about(events, healthy["name"]) if e["type"] == "Warning"]
     assert warnings == []
+
+
+def assert_undisturbed_by_api(agent: Agent, healthy: dict[str, Any]) -> None:
+    """assert_undisturbed, with everything seen through the signed REST API."""
+
+    async def cat(client: ShoalClient) -> str:
+        done = await client.exec(healthy["name"], ["cat", "/etc/shoal-image"])
+        assert done.exit_code == 0, done
+        return done.stdout
+
+    assert_undisturbed(healthy, agent.read("instances"), agent.read("events"), agent.api(cat))
 
 
 def pod_dirs(agent: Agent, uid: str) -> list[str]:
@@ -181,38 +209,48 @@ def runc_containers(agent: Agent, uid: str) -> list[str]:
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS), ids=list(BAD_INPUTS))
-def test_bad_workload_fails_its_instance_only(agent: Agent, layout: Path, case: str) -> None:
+def test_bad_workload_fails_its_instance_only(node: Node, case: str) -> None:
+    agent, healthy = node.agent, node.healthy
     bad = BAD_INPUTS[case]
+    name = f"bad-{case}"
     port = str(free_port())  # bound and closed again: nobody listens on it
     container = json.loads(json.dumps(bad.container).replace(CLOSED_PORT, port))
     says = tuple(text.replace(CLOSED_PORT, port) for text in bad.says)
-    healthy = start_with_healthy_workload(agent, layout)
 
-    agent.cli("apply", "-f", "-", stdin=workload("bad", container, restart_policy="Never"))
+    agent.cli("apply", "-f", "-", stdin=workload(name, container, restart_policy="Never"))
 
-    def failed() -> dict[str, Any] | None:
-        found = instance_of(agent, "bad")
+    def failed(items: list[dict[str, Any]]) -> dict[str, Any] | None:
+        found = instance_in(items, name)
         return found if found and found["state"] == "failed" else None
 
-    instance: dict[str, Any] = poll(failed)
+    agent.wait_for("instances", failed)
+    # What the CLI shows once it has failed (restart_policy Never: it stays so).
+    listed, logged, cat = agent.cli_side_by_side(
+        ("get", "instances", "-o", "json"),
+        ("events", "--limit", "500", "-o", "json"),
+        ("exec", healthy["name"], "--", "cat", "/etc/shoal-image"),
+    )
+    instances, events = json.loads(listed.stdout), json.loads(logged.stdout)
+    instance = instance_in(instances, name)
+    assert instance is not None and instance["state"] == "failed", instance
     assert instance["reason"] == bad.reason
     for text in says:
         assert text in instance["message"]
     assert instance["exit_code"] == bad.exit_code
     assert not instance["ready"]
-    warnings = [e for e in events_about(agent, instance["name"]) if e["type"] == "Warning"]
+    warnings = [e for e in events_about(events, instance["name"]) if e["type"] == "Warning"]
     assert [e["reason"] for e in warnings] == [bad.reason]
     assert warnings[0]["message"] == instance["message"]
     if not bad.leaves_pod:  # a failed start leaves nothing behind in the runtime
         assert pod_dirs(agent, instance["uid"]) == []
         assert runc_containers(agent, instance["uid"]) == []
-    assert_undisturbed(agent, healthy)
+    assert_undisturbed(healthy, instances, events, cat.stdout)
 
-    agent.cli("delete", "bad")
-    poll(lambda: instance_of(agent, "bad") is None)
-    poll(lambda: not pod_dirs(agent, instance["uid"]), timeout=30)
+    agent.cli("delete", name)
+    agent.wait_for("instances", lambda items: instance_in(items, name) is None)
+    until("its pod directory to go", lambda: not pod_dirs(agent, instance["uid"]), timeout=30)
     assert runc_containers(agent, instance["uid"]) == []
-    assert_undisturbed(agent, healthy)
+    assert_undisturbed_by_api(agent, healthy)
 
 
 def random_bytes(path: Path) -> Path:
@@ -235,10 +273,8 @@ def tar_without_image(path: Path) -> Path:
         pytest.param(random_bytes, id="random-bytes"),
     ],
 )
-def test_importing_a_file_that_is_not_an_image(
-    agent: Agent, layout: Path, tmp_path: Path, make_file: Any
-) -> None:
-    healthy = start_with_healthy_workload(agent, layout)
+def test_importing_a_file_that_is_not_an_image(node: Node, tmp_path: Path, make_file: Any) -> None:
+    agent, healthy = node.agent, node.healthy
     before = agent.json("images", "list")
     junk: Path = make_file(tmp_path / "junk.tar")
 
@@ -248,5 +284,5 @@ def test_importing_a_file_that_is_not_an_image(
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith(f"error: not an image: {junk}")
     assert agent.json("images", "list") == before
-    assert_undisturbed(agent, healthy)
+    assert_undisturbed_by_api(agent, healthy)
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr

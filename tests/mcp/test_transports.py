@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import httpx2
@@ -20,7 +21,7 @@ from nacl.signing import SigningKey
 
 from shoal.api import KeyPair, Role, init_keypair, load_keypair
 from shoal.mcp import CHANGE_TOOLS, create_token
-from tests.e2e.conftest import Agent
+from tests.e2e.conftest import Agent, agent_in
 from tests.mcp.support import HELLO, call, eventually, refused
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -42,14 +43,9 @@ MCP_HEADERS = {"accept": "application/json, text/event-stream"}
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
     """One real `shoal agent` process (memory state, mock runtime) for this module."""
-    root = tmp_path_factory.mktemp("mcp-agent")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
-    env["SHOAL_HOME"] = str(root / "home")
-    env["SHOAL_LOG_LEVEL"] = "INFO"
-    handle = Agent(root / "data", root / "home", env)
-    handle.start("--state", "memory")
-    yield handle
-    handle.kill()
+    with agent_in(tmp_path_factory.mktemp("mcp-agent")) as handle:
+        handle.start("--state", "memory")
+        yield handle
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +95,12 @@ async def raw_post(agent: Agent, headers: dict[str, str]) -> httpx.Response:
         )
 
 
+async def events_of(agent: Agent) -> list[Any]:
+    """The agent's latest events, as `shoal events -o json` lists them (read through the API)."""
+    async with agent.client() as client:
+        return [e.model_dump(mode="json") for e in await client.list_events(limit=200)]
+
+
 async def wait_running(client: Client, workload: str, count: int) -> None:
     async def check() -> bool | None:
         found = await call(client, "list_instances", workload=workload, state="running")
@@ -119,7 +121,7 @@ async def test_stdio_server_drives_a_real_agent(agent: Agent) -> None:
         plan = await call(client, "plan_workload", action="delete", name="hello")
         deleted = await call(client, "delete_workload", name="hello", plan_id=plan["plan_id"])
         assert deleted["workload"]["deleting"]
-    events = agent.json("events", "--limit", "200")
+    events = await events_of(agent)
     audit = [e for e in events if e["reason"] == "McpToolCall"]
     key_id = load_keypair(agent.home).key_id
     assert {(e["actor"]["id"], e["actor"]["via"]) for e in audit} == {(key_id, "mcp")}
@@ -157,7 +159,7 @@ async def test_http_with_an_operator_token(agent: Agent) -> None:
         detail = await call(client, "get_workload", name="web")
     env = detail["workload"]["spec"]["template"]["containers"][0]["env"]
     assert env["DB_PASSWORD"] == "<redacted>"
-    events = agent.json("events", "--limit", "200")
+    events = await events_of(agent)
     applied = [e for e in events if e["details"].get("tool") == "apply_workload"]
     assert applied and applied[-1]["actor"]["via"] == "mcp"
 
