@@ -51,7 +51,6 @@ import argparse
 import logging
 import math
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -63,8 +62,13 @@ from pathlib import Path
 
 import anyio
 
-from shoal.cluster import MemberEvents, SerfCluster, new_gossip_key, new_join_token
-from shoal.interfaces import GossipState, Member, MemberEventKind, ShoalError
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script, only bench/ is on the path
+    sys.path.insert(0, str(ROOT))
+
+from shoal.cluster import MemberEvents, SerfCluster, new_gossip_key, new_join_token  # noqa: E402
+from shoal.interfaces import GossipState, Member, MemberEventKind, ShoalError  # noqa: E402
+from tests.cluster.serf_support import free_port  # noqa: E402
 
 TAG = "bench"
 """The tag each round changes."""
@@ -80,21 +84,6 @@ MAX_ROUNDS = 100
 
 class GossipStalled(Exception):
     """A round's tag change did not reach every member in time."""
-
-
-def free_port() -> int:
-    """Return a port free for both TCP and UDP on 127.0.0.1 (gossip uses both)."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port: int = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port on 127.0.0.1")
 
 
 def push_pull_interval(nodes: int) -> float:
