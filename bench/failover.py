@@ -57,6 +57,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script, only bench/ is on the path
     sys.path.insert(0, str(ROOT))
 
+from bench.common import bounded  # noqa: E402
+
 from shoal.interfaces import Event, GossipState, Instance, InstanceState  # noqa: E402
 from tests.multinode.support import (  # noqa: E402
     LocalCluster,
@@ -250,16 +252,6 @@ def report(workers: int, replicas: int, results: list[Round]) -> None:
     print(f"detection    (kill → NodeFailed, the floor)        median {ms(detection)}")
     print(f"rescheduling (NodeFailed → last replacement runs)  median {ms(rescheduling)}")
     print(f"ratio (rescheduling / detection): {rescheduling / detection:.2f}  (aim: < {AIM:.2f})")
-
-
-def bounded(name: str, low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        value = int(text)
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{name} must be {low} to {high}")
-        return value
-
-    return parse
 
 
 def exit_on_signal(signum: int, frame: FrameType | None) -> None:

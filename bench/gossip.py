@@ -66,6 +66,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script, only bench/ is on the path
     sys.path.insert(0, str(ROOT))
 
+from bench.common import bounded  # noqa: E402
+
 from shoal.cluster import MemberEvents, SerfCluster, new_gossip_key, new_join_token  # noqa: E402
 from shoal.interfaces import GossipState, Member, MemberEventKind, ShoalError  # noqa: E402
 from tests.cluster.serf_support import free_port  # noqa: E402
@@ -337,16 +339,6 @@ async def measure(nodes: int, rounds: int, poll: float) -> int | None:
     assert outcome is not None
     report(nodes, *outcome)
     return None
-
-
-def bounded(name: str, low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        value = int(text)
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{name} must be {low} to {high}")
-        return value
-
-    return parse
 
 
 def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:

@@ -28,6 +28,7 @@ from scripts.build_busybox_image import build_busybox_layout
 
 from shoal.api import ShoalClient, load_keypair
 from shoal.runtime import ImageStore, OciCliRuntime, pod_networking
+from tests.shoal_cli import run_shoal
 
 READY = "ready: API on http://"
 POLL = 0.05
@@ -159,17 +160,7 @@ class Agent:
     def cli(
         self, *args: str, check: bool = True, stdin: str | None = None
     ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [sys.executable, "-m", "shoal.cli", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            input=stdin,
-            timeout=60,
-        )
-        if check:
-            assert result.returncode == 0, f"shoal {' '.join(args)} failed:\n{result.stderr}"
-        return result
+        return run_shoal(self.env, *args, check=check, stdin=stdin)
 
     def json(self, *args: str) -> Any:
         return json.loads(self.cli(*args, "-o", "json").stdout)

@@ -30,6 +30,7 @@ import anyio
 
 from shoal.api import ShoalClient, init_keypair, load_keypair
 from shoal.cluster import new_gossip_key, new_join_token
+from tests.shoal_cli import run_shoal
 
 T = TypeVar("T")
 
@@ -220,17 +221,7 @@ class LocalCluster:
         self, server: NodeProcess, *args: str, check: bool = True, stdin: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         """Run the real `shoal` CLI against ``server``."""
-        result = subprocess.run(
-            [sys.executable, "-m", "shoal.cli", *args],
-            env={**self.env, "SHOAL_SERVER": server.api},
-            capture_output=True,
-            text=True,
-            input=stdin,
-            timeout=60,
-        )
-        if check:
-            assert result.returncode == 0, f"shoal {' '.join(args)} failed:\n{result.stderr}"
-        return result
+        return run_shoal({**self.env, "SHOAL_SERVER": server.api}, *args, check=check, stdin=stdin)
 
     def close(self) -> None:
         """Kill every node (their serf agents die with them)."""
