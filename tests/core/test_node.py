@@ -12,9 +12,9 @@ from anyio.lowlevel import checkpoint
 from shoal.cluster import StaticCluster
 from shoal.core import ManualClock
 from shoal.core.node import NodeConfig, ShoalNode, build_node
-from shoal.interfaces import InternalError, NodeRole, Unavailable
+from shoal.interfaces import InternalError, InvalidInput, NodeRole, Unavailable
 from shoal.runtime import MockRuntime
-from shoal.state import MemoryStore
+from shoal.state import EtcdStore, MemoryStore
 from tests.core.support import make_node
 
 pytestmark = pytest.mark.anyio
@@ -101,3 +101,25 @@ async def test_a_node_whose_node_loop_ends_stops_instead_of_idling(tmp_path: Pat
     (error,) = raised.value.exceptions
     assert isinstance(error, InternalError)
     assert error.message.startswith("the node loop of node n1 stopped unexpectedly")
+
+
+def test_servers_on_etcd_use_the_configured_key_prefix(tmp_path: Path) -> None:
+    config = NodeConfig(
+        data_dir=tmp_path,
+        name="s1",
+        role=NodeRole.SERVER,
+        runtime="mock",
+        state="etcd",
+        etcd=["127.0.0.1:2379"],
+        etcd_prefix="/team-a",
+    )
+    store = build_node(config).store
+    assert isinstance(store, EtcdStore)
+    assert repr(store) == "EtcdStore('127.0.0.1:2379', prefix='/team-a')"
+
+
+def test_cluster_options_without_the_cluster_secrets_are_refused(tmp_path: Path) -> None:
+    config = NodeConfig(data_dir=tmp_path / "d", name="w1", role=NodeRole.WORKER, runtime="mock")
+    with pytest.raises(InvalidInput, match="a worker runs the instances of a cluster's servers"):
+        build_node(config)
+    assert not (tmp_path / "d").exists()

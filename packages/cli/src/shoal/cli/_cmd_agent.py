@@ -147,6 +147,9 @@ def agent(
         list[str] | None,
         typer.Option(help="etcd endpoint HOST:PORT for --state etcd (repeatable or a,b,c)."),
     ] = None,
+    etcd_prefix: Annotated[
+        str, typer.Option(help="Key prefix in etcd: one per cluster sharing an etcd.")
+    ] = "/shoal",
     join_token_file: Annotated[
         Path | None,
         typer.Option(
@@ -196,6 +199,7 @@ def agent(
             "labels": _labels(label or []),
             "allow_host_paths": allow_host_paths,
             "etcd": _addresses(etcd or []),
+            "etcd_prefix": etcd_prefix,
             "join_token_file": join_token_file,
             "gossip_key_file": gossip_key_file,
             "bind": bind,

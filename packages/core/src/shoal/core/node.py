@@ -86,6 +86,8 @@ class NodeConfig(BaseModel):
     """State store of a server: SQLite in the data dir, memory (lost on exit), or etcd."""
     etcd: list[str] = Field(default_factory=list)
     """etcd endpoints (host:port) for ``state="etcd"``: servers sharing one cluster state."""
+    etcd_prefix: str = "/shoal"
+    """Key prefix in etcd; clusters sharing one etcd need different prefixes."""
     join_token_file: Path | None = None
     """File holding the cluster's join token; with the gossip key, the node joins a cluster."""
     gossip_key_file: Path | None = None
@@ -488,7 +490,7 @@ def _clustering(
 
 def _store(config: NodeConfig, data_dir: Path, clock: Clock) -> StateStore:
     if config.state == "etcd":
-        return EtcdStore(config.etcd)
+        return EtcdStore(config.etcd, prefix=config.etcd_prefix)
     if config.state == "memory":
         return MemoryStore(clock=clock)
     return SqliteStore(data_dir / "state.db", clock=clock)
