@@ -123,7 +123,7 @@ async def two_nodes(cluster: Cluster) -> tuple[FakeCluster, MembershipSync]:
     gossip = FakeCluster(
         *[FakeCluster.member(loop.node) for loop in cluster.nodes.values()],
     )
-    return gossip, MembershipSync(cluster.store, gossip, cluster.clock)
+    return gossip, MembershipSync(cluster.store, gossip, cluster.clock, absent_grace=0)
 
 
 async def test_a_suspect_node_keeps_its_instances_until_it_is_declared_failed(
@@ -211,3 +211,19 @@ async def test_the_static_one_node_cluster_keeps_its_node_alive_until_it_leaves(
         await static.leave()
         await eventually(in_state(cluster, "solo", GossipState.LEFT))
         tg.cancel_scope.cancel()
+
+
+async def test_a_new_leader_does_not_fail_nodes_missing_from_its_first_view(
+    cluster: Cluster,
+) -> None:
+    for name in ("a", "b"):
+        await cluster.add_node(name, node_id=f"id-{name}")
+    # The new leader's gossip has only heard of a so far.
+    gossip = FakeCluster(FakeCluster.member(cluster.nodes["a"].node))
+    sync = MembershipSync(cluster.store, gossip, cluster.clock, absent_grace=30)
+    await sync.sync_once()
+    assert await node_state(cluster, "b") == GossipState.ALIVE
+    cluster.clock.advance(31)  # settled: still absent, so nobody answers for b
+    await sync.sync_once()
+    assert await node_state(cluster, "b") == GossipState.FAILED
+    await gossip.aclose()

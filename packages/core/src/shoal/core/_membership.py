@@ -10,7 +10,12 @@ node record, the state it should have:
   state — alive, suspect, failed or left;
 * a member of the same name but another id: ``failed`` — another machine
   took the name, and the record's machine is not heard from;
-* no member of that name: ``failed`` (a record already ``left`` stays left).
+* no member of that name: ``failed`` (a record already ``left`` stays left) —
+  but only once the sync has run for ``absent_grace`` seconds: a leader that
+  just started may not have heard of every member yet, and must not declare
+  the whole cluster failed on a partial view. (Serf keeps failed and left
+  members for a day, so a member that is absent from a settled view is a
+  record nobody answers for, e.g. a node renamed since.)
 
 A record changes only along ``NODE_TRANSITIONS`` (so a left node becomes
 alive again, never failed), by compare-and-swap, with an event per change
@@ -59,11 +64,18 @@ _REASONS = {
 _WARN = frozenset({GossipState.SUSPECT, GossipState.FAILED})
 
 
-def gossip_state(node: Node, member: Member | None) -> tuple[GossipState, str]:
-    """Return the state gossip gives ``node`` (its member by name, or None), and why."""
+def gossip_state(
+    node: Node, member: Member | None, *, settled: bool = True
+) -> tuple[GossipState, str]:
+    """Return the state gossip gives ``node`` (its member by name, or None), and why.
+
+    Before the view is ``settled``, an absent member changes nothing.
+    """
     if member is None:
         if node.state == GossipState.LEFT:
             return GossipState.LEFT, f"node {node.name} left the cluster"
+        if not settled:
+            return node.state, f"node {node.name} is not in gossip yet"
         return GossipState.FAILED, f"node {node.name} is not a member of the cluster"
     member_id = member.tags.get("id", "")
     if member_id != node.node_id:
@@ -83,13 +95,23 @@ class MembershipSync:
         cluster: Who is in the cluster, and in which state.
         clock: Time source for the resync timer and event times.
         resync: Seconds between syncs when nothing happens.
+        absent_grace: Seconds after start before a record without a member
+            is declared failed (the view of a new leader may be partial).
 
     """
 
     def __init__(
-        self, store: StateStore, cluster: ClusterManager, clock: Clock, *, resync: float = 5.0
+        self,
+        store: StateStore,
+        cluster: ClusterManager,
+        clock: Clock,
+        *,
+        resync: float = 5.0,
+        absent_grace: float = 30.0,
     ) -> None:
         self.store = store
+        self.absent_grace = absent_grace
+        self._since = clock.now()
         self.repo = Repository(store, clock)
         self.cluster = cluster
         self.clock = clock
@@ -132,12 +154,13 @@ class MembershipSync:
         if not members:  # a cluster always holds this node: this is no view of it
             log.warning("the cluster manager reports no members, not even this node; waiting")
             return
+        settled = (self.clock.now() - self._since).total_seconds() >= self.absent_grace
         for stored in await self.repo.list_nodes():
-            await self._sync_node(stored, members.get(stored.value.name))
+            await self._sync_node(stored, members.get(stored.value.name), settled)
 
-    async def _sync_node(self, stored: Stored[Node], member: Member | None) -> None:
+    async def _sync_node(self, stored: Stored[Node], member: Member | None, settled: bool) -> None:
         def change(node: Node) -> Node | None:
-            state, _ = gossip_state(node, member)
+            state, _ = gossip_state(node, member, settled=settled)
             if state == node.state or state not in NODE_TRANSITIONS[node.state]:
                 return None
             return node.model_copy(update={"state": state})
@@ -149,7 +172,7 @@ class MembershipSync:
         before = stored.value.state
         if updated.state == before:
             return
-        _, why = gossip_state(stored.value, member)
+        _, why = gossip_state(stored.value, member, settled=settled)
         message = f"{before.value} → {updated.state.value}: {why}"
         log.log(logging.WARNING if updated.state in _WARN else logging.INFO, "%s", message)
         await self.repo.record(
