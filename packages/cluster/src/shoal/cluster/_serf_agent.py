@@ -95,6 +95,10 @@ def tied_to_parent(argv: list[str]) -> list[str]:
     """
     setpriv = shutil.which("setpriv")
     if setpriv is None:
+        log.warning(
+            "setpriv (util-linux) is missing: the serf agent may outlive this process if it "
+            "is killed, and keep gossiping that the node is alive"
+        )
         return argv
     return [setpriv, "--pdeathsig", "KILL", "--", *argv]
 

@@ -92,12 +92,31 @@ def with_port(address: str, default_port: int, *, field: str) -> str:
 
 
 def advertised_host(host: str) -> str:
-    """Return the address others reach ``host`` at: itself, or this machine's if unspecified."""
+    """Return the address others reach ``host`` at: itself, or this machine's if unspecified.
+
+    Raises:
+        InvalidInput: ``host`` is unspecified (0.0.0.0) and the host name does
+            not resolve to an address other nodes can reach.
+    """
     try:
         unspecified = ipaddress.ip_address(host).is_unspecified
     except ValueError:
         unspecified = False
-    return socket.gethostbyname(socket.gethostname()) if unspecified else host
+    if not unspecified:
+        return host
+    name = socket.gethostname()
+    try:
+        found = socket.gethostbyname(name)
+    except OSError:
+        found = ""
+    if not found or ipaddress.ip_address(found).is_loopback:
+        raise InvalidInput(
+            f"gRPC listens on {host}, and this machine's name {name!r} resolves to "
+            f"{found or 'nothing'}, which other nodes cannot reach: give the address they "
+            "should use with --grpc-addr HOST:PORT",
+            field="grpc_addr",
+        )
+    return found
 
 
 def _free_loopback_port() -> int:
