@@ -8,11 +8,21 @@ import pytest
 from anyio import wait_all_tasks_blocked
 from anyio.abc import TaskStatus
 from anyio.lowlevel import checkpoint
+from nacl.signing import SigningKey
 
-from shoal.cluster import StaticCluster
+from shoal.cluster import NodeIdentity, StaticCluster, new_gossip_key
 from shoal.core import ManualClock
+from shoal.core._clustering import Clustering
 from shoal.core.node import NodeConfig, ShoalNode, build_node
-from shoal.interfaces import InternalError, InvalidInput, NodeRole, Unavailable
+from shoal.interfaces import (
+    Container,
+    GossipState,
+    InternalError,
+    InvalidInput,
+    NodeRole,
+    PodSpec,
+    Unavailable,
+)
 from shoal.runtime import MockRuntime
 from shoal.state import EtcdStore, MemoryStore
 from tests.core.support import make_node
@@ -123,3 +133,41 @@ def test_cluster_options_without_the_cluster_secrets_are_refused(tmp_path: Path)
     with pytest.raises(InvalidInput, match="a worker runs the instances of a cluster's servers"):
         build_node(config)
     assert not (tmp_path / "d").exists()
+
+
+async def test_a_node_that_leaves_its_cluster_stops_its_pods(tmp_path: Path) -> None:
+    clock = ManualClock()
+    config = NodeConfig(data_dir=tmp_path, name="w1", role=NodeRole.WORKER, runtime="mock")
+    runtime = MockRuntime(clock)
+    for uid in ("pod-1", "pod-2"):
+        await runtime.create(
+            PodSpec(
+                uid=uid,
+                name=f"web-{uid}",
+                namespace="default",
+                workload="web",
+                containers=[Container(name="main", image="app:1")],
+            )
+        )
+        await runtime.start(uid)
+    clustering = Clustering(
+        NodeIdentity("w1", SigningKey.generate()),
+        "token",
+        new_gossip_key(),
+        tmp_path,
+        bind="127.0.0.1",
+    )
+    cluster = StaticCluster("w1")
+    node = ShoalNode(
+        config,
+        MemoryStore(clock=clock),
+        runtime,
+        cluster,
+        clock,
+        make_node("w1"),
+        clustering=clustering,
+    )
+    await node.leave()
+    assert await runtime.list() == []
+    assert (await cluster.local_node()).state == GossipState.LEFT
+    await cluster.aclose()

@@ -245,7 +245,8 @@ class ShoalNode:
     async def leave(self) -> None:
         """Leave the cluster gracefully, while the node still runs; then cancel :meth:`run`.
 
-        The others see this node left, not failed. It must happen before the
+        The others see this node left, not failed, and its pods are stopped:
+        their replacements run elsewhere. It must happen before the
         cancel: cancelling :meth:`run` also stops the supervision of the node's
         serf agent, after which no leave can be announced. Bounded (10 s), and
         never raises; it does nothing on a node that is not clustered, left
@@ -269,6 +270,35 @@ class ShoalNode:
                 "%s could not leave the cluster within 10 s: the others see it failed",
                 self.node.name,
             )
+        if self.config.role != NodeRole.SERVER:
+            await self._stop_pods()
+
+    async def _stop_pods(self) -> None:
+        """Stop and remove this node's pods: having left, its instances run elsewhere.
+
+        Containers outlive their agent (a runc pod belongs to its shim), so a
+        node that left without this would keep running copies of replicas
+        that now also run on other nodes. Bounded by the stop grace.
+        """
+        grace = self.node_loop.stop_grace
+
+        async def stop(uid: str) -> None:
+            with contextlib.suppress(ShoalError):  # e.g. it stopped already
+                await self.runtime.stop(uid, grace)
+            with contextlib.suppress(ShoalError):
+                await self.runtime.remove(uid)
+
+        with anyio.CancelScope(shield=True), anyio.move_on_after(grace + 10):
+            try:
+                pods = await self.runtime.list()
+            except ShoalError as exc:
+                log.warning("%s cannot list its pods to stop them: %s", self.node.name, exc)
+                return
+            async with anyio.create_task_group() as tg:
+                for pod in pods:
+                    tg.start_soon(stop, pod.uid)
+            if pods:
+                log.info("%s stopped its %d pod(s) on leaving", self.node.name, len(pods))
 
     async def _lead(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Campaign for the leader lease, run the leader's loops while holding it, and repeat.
