@@ -5,7 +5,7 @@ Every gRPC call between nodes carries six metadata entries::
     shoal-node       the caller's node name
     shoal-key        its ed25519 public key (URL-safe base64)
     shoal-time       unix seconds when the call was signed
-    shoal-nonce      16 random bytes (hex), never accepted twice
+    shoal-nonce      16 random bytes (hex), accepted once per receiving process
     shoal-signature  ed25519 signature of the call string (URL-safe base64)
     shoal-token-mac  HMAC-SHA256 of the call string keyed by the join token
 
@@ -15,10 +15,15 @@ The call string binds all of it to one call::
 
 So the signature proves the caller holds the node key whose fingerprint is
 its node id, the MAC proves it was given the cluster's join token (which never
-travels), and neither can be replayed (nonce, ``max_skew`` window) or moved
-to another request (digest). The receiving side then decides whether *that*
-node may do what it asks (a server checks the node record that binds the
-name to the key; a worker checks that the caller is a server in gossip).
+travels), and neither can be moved to another request (digest) or replayed
+to the same process (nonce) or later than the ``max_skew`` window. The call
+string does not name the receiver, so within that window a captured call
+could be replayed to another node; every write a worker makes is a
+compare-and-swap, which such a replay cannot win twice. The receiving side
+then decides whether *that* node may do what it asks (a server checks the
+node record that binds the name to the key; a worker checks that gossip
+lists the caller as a server — a role any holder of the join token can
+claim: the token is the trust boundary).
 
 Written here rather than taken from a library: gRPC's own auth is TLS or
 bearer tokens, and neither signs requests with a key the node already has.
