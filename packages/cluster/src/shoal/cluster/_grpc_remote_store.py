@@ -35,7 +35,9 @@ from shoal.interfaces import (
     Leadership,
     ListResult,
     PutOp,
+    ShoalError,
     TxnResult,
+    Unauthenticated,
     Unavailable,
     WatchEvent,
 )
@@ -78,6 +80,8 @@ class RemoteStore:
         # Address -> when it last failed (a counter): servers that failed longest
         # ago, or never, are tried first.
         self._failed: dict[str, int] = {}
+        self._refused: set[str] = set()
+        """Servers that refused this node's credentials since they last answered it."""
         self._failures = itertools.count()
         self._closed = False
 
@@ -139,8 +143,29 @@ class RemoteStore:
         except Unavailable:
             await self._drop(channel)
             raise
+        except Unauthenticated as exc:
+            raise await self._refused_by(channel, exc) from None
         self._failed.pop(channel.address, None)
+        self._refused.discard(channel.address)
         return result
+
+    async def _refused_by(self, channel: NodeChannel, refusal: Unauthenticated) -> ShoalError:
+        """Return what a refusal by one server means: try another, or give up.
+
+        One server refusing may be that server's fault (started with another
+        cluster's join token); when every known server refuses, the fault is
+        this node's, and the refusal stands.
+        """
+        self._refused.add(channel.address)
+        await self._drop(channel)
+        others = set(await self._servers()) - self._refused
+        if not others:
+            return refusal
+        return Unavailable(
+            f"server {channel.address} refused this node ({refusal.message}); "
+            "trying another server",
+            target=channel.address,
+        )
 
     # -- StateStore --------------------------------------------------------------
 

@@ -1,0 +1,32 @@
+"""A worker refused by one server tries another; refused by all, it stops."""
+
+from __future__ import annotations
+
+import pytest
+
+from shoal.cluster import RemoteStore
+from shoal.interfaces import Unauthenticated, Unavailable
+from shoal.state import MemoryStore
+from tests.cluster.test_grpc_state import TOKEN, dump, identity, known, node_record, serving
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_server_with_another_token_is_skipped_for_one_that_accepts() -> None:
+    async with MemoryStore() as store, serving(store, "another cluster's token") as rogue:
+        async with serving(store) as good:
+            ident = identity("w1")
+            async with RemoteStore(ident, TOKEN, known(rogue, good)) as remote:
+                with pytest.raises(Unavailable, match=f"server {rogue} refused this node"):
+                    await remote.revision()
+                await remote.put("/nodes/w1", dump(node_record(ident)), expected_revision=0)
+                assert remote.server == good
+
+
+async def test_a_node_refused_by_every_server_gets_the_refusal() -> None:
+    async with MemoryStore() as store, serving(store) as first, serving(store) as second:
+        async with RemoteStore(identity("w1"), "a wrong token", known(first, second)) as remote:
+            with pytest.raises(Unavailable, match="trying another server"):
+                await remote.revision()
+            with pytest.raises(Unauthenticated, match="presented a wrong join token"):
+                await remote.revision()
