@@ -9,9 +9,11 @@ checked one by one; the worker's real node loop runs over a RemoteStore.
 from __future__ import annotations
 
 import functools
+import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
@@ -26,20 +28,23 @@ from shoal.cluster import (
     StateGateway,
     serve_grpc,
 )
-from shoal.cluster._grpc_state import WorkerScope
-from shoal.core import ManualClock, NodeLoop
+from shoal.cluster._grpc_state import INSTANCE_STATUS_FIELDS, WorkerScope, Write
+from shoal.core import ControlLoop, DefaultScheduler, ManualClock, NodeLoop, ShoalService
 from shoal.interfaces import (
     Actor,
     Capacity,
     Container,
     Event,
     EventKind,
+    ExecResult,
     Forbidden,
+    GossipState,
     Instance,
     InstanceState,
     InvalidInput,
     KeyValue,
     Node,
+    NodeRole,
     ObjectRef,
     PodTemplate,
     PutOp,
@@ -49,6 +54,7 @@ from shoal.interfaces import (
     Unauthenticated,
     Unavailable,
     WatchEvent,
+    WorkloadSpec,
 )
 from shoal.runtime import MockRuntime
 from shoal.state import MemoryStore, SqliteStore
@@ -72,9 +78,17 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 
 
 @asynccontextmanager
-async def serving(store: StateStore, token: str = TOKEN) -> AsyncIterator[str]:
+async def serving(
+    store: StateStore,
+    token: str = TOKEN,
+    *,
+    events_per_minute: int = 600,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> AsyncIterator[str]:
     """Serve a StateGateway over ``store`` on a loopback port; stop it on exit."""
-    gateway = StateGateway(store, CallVerifier(token))
+    gateway = StateGateway(
+        store, CallVerifier(token), events_per_minute=events_per_minute, monotonic=monotonic
+    )
     async with anyio.create_task_group() as tg:
         # grace 0: stopping ends open watches at once, as a dying server would.
         port = await tg.start(
@@ -246,6 +260,109 @@ async def test_a_worker_node_loop_runs_its_instances_through_a_server(store: Sta
     assert {e.actor.id for e in events} == {"w1"}
 
 
+async def test_every_report_of_the_real_node_loop_passes_the_policy(
+    store: StateStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The control loop on the server's store, the node loop through it, pass by pass.
+
+    The instance starts, turns ready, fails its liveness probe, is restarted
+    after a backoff, crashes and is deleted: every status the node loop reports
+    on the way must be written, not refused.
+    """
+    clock = ManualClock()
+    runtime = MockRuntime(clock)
+    control = ControlLoop(store, DefaultScheduler(), clock)
+    service = ShoalService(store, clock, Actor(id="tester", via="test"))
+    ident = identity("w1")
+    check = {"exec": {"command": ["check"]}, "period_seconds": 1, "failure_threshold": 1}
+    container = {"name": "main", "image": "busybox", "readiness_probe": check}
+    container["liveness_probe"] = check
+    web = WorkloadSpec.model_validate(
+        {"name": "web", "replicas": 1, "template": {"containers": [container]}}
+    )
+    async with serving(store) as address, RemoteStore(ident, TOKEN, known(address)) as remote:
+        loop = NodeLoop(node_record(ident), remote, runtime, clock)
+
+        async def settle() -> Instance | None:
+            for _ in range(30):
+                before = await store.revision()
+                await control.reconcile_once()
+                await loop.reconcile_once()
+                if await store.revision() == before:
+                    found = await service.list_instances()
+                    return found[0] if found else None
+            raise AssertionError("the cluster did not settle in 30 rounds")
+
+        await loop.register()
+        await service.apply([web])
+        running = await settle()
+        assert running is not None
+        assert (running.state, running.ready, running.node) == (InstanceState.RUNNING, False, "w1")
+        await loop.probe_once()  # both probes pass: ready
+        assert (await service.get_instance(running.name)).ready
+
+        runtime.set_exec_result("main", ExecResult(exit_code=1, stdout="sick"))
+        clock.advance(1)
+        await loop.probe_once()  # the liveness probe fails: killed, reported failed
+        runtime.set_exec_result("main", None)
+        backing_off = await settle()
+        assert backing_off is not None and backing_off.not_before is not None
+        clock.advance(1)
+        restarted = await settle()
+        assert restarted is not None
+        assert (restarted.state, restarted.restart_count, restarted.not_before) == (
+            InstanceState.RUNNING,
+            1,
+            None,
+        )
+
+        runtime.kill(restarted.uid, "main", exit_code=1)
+        crashed = await settle()
+        assert crashed is not None
+        assert (crashed.reason, crashed.exit_code) == ("CrashLoopBackOff", 1)
+        await service.delete_workload("web")
+        assert await settle() is None
+        assert list(await runtime.list()) == []
+
+    events = [Event.model_validate_json(kv.value) for kv in (await store.list("/events/")).items]
+    assert [e.reason for e in events if e.actor.id == "w1"] == [
+        "Registered",
+        "Started",
+        "Ready",
+        "Unhealthy",
+        "Started",
+        "Error",
+        "Removed",
+    ]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.parametrize("path", ["direct", "through a server"])
+async def test_re_registering_keeps_the_operators_flags_and_the_gossip_state(
+    store: StateStore, path: str
+) -> None:
+    ident = identity("w1")
+    clock = ManualClock()
+    async with serving(store) as address, RemoteStore(ident, TOKEN, known(address)) as remote:
+        loop_store: StateStore = store if path == "direct" else remote
+        loop = NodeLoop(node_record(ident), loop_store, MockRuntime(clock), clock)
+        await loop.register()
+        kv = await store.get("/nodes/w1")
+        assert kv is not None
+        # The operator cordons and drains the node; the membership sync finds it suspect.
+        decided = Node.model_validate_json(kv.value).model_copy(
+            update={"cordoned": True, "draining": True, "state": GossipState.SUSPECT}
+        )
+        await store.put("/nodes/w1", dump(decided), expected_revision=kv.mod_revision)
+        clock.advance(30)
+        await loop.register()  # the node process restarted
+    again = await store.get("/nodes/w1")
+    assert again is not None
+    node = Node.model_validate_json(again.value)
+    assert (node.cordoned, node.draining, node.state) == (True, True, GossipState.SUSPECT)
+    assert node.heartbeat_at == clock.now()
+
+
 async def test_watch_forwards_the_callers_instances_and_deletes_key_only(
     store: StateStore,
 ) -> None:
@@ -299,10 +416,17 @@ def test_registering_and_recording_events_always_create_the_key() -> None:
     caller = Caller(ident.name, ident.node_id, ident.public_key)
     record = dump(node_record(ident))
     # Unconditional writes become creates: a record another key made meanwhile survives.
-    assert WorkerScope(caller, None).check_put("/nodes/w1", record, None, None) == 0
-    assert WorkerScope(caller, ident.node_id).check_put("/nodes/w1", record, None, None) is None
+    assert WorkerScope(caller, None).check_put("/nodes/w1", record, None, None) == Write(record, 0)
     registered = WorkerScope(caller, ident.node_id)
-    assert registered.check_put("/events/1", dump(event("w1")), None, None) == 0
+    event_value = dump(event("w1"))
+    assert registered.check_put("/events/1", event_value, None, None) == Write(event_value, 0)
+    # Once registered, the record is only ever updated with compare-and-swap.
+    stored = KeyValue("/nodes/w1", record, 2, 5, 1)
+    with pytest.raises(Forbidden, match="must update /nodes/w1 with compare-and-swap"):
+        registered.check_put("/nodes/w1", record, None, stored)
+    with pytest.raises(RevisionConflict, match="is at revision 5, not 4"):
+        registered.check_put("/nodes/w1", record, 4, stored)
+    assert registered.check_put("/nodes/w1", record, 5, stored) == Write(record, 5)
 
 
 # --- refusals -------------------------------------------------------------------
@@ -347,6 +471,122 @@ async def test_a_node_reports_status_but_cannot_move_create_or_replace_instances
     assert current is not None and current.mod_revision == after
     assert Instance.model_validate_json(current.value).state == InstanceState.STARTING
     assert await store.get(ikey("new")) is None
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (
+            {
+                "workload": "other",
+                "template": PodTemplate(containers=[Container(name="main", image="evil")]),
+                "state": InstanceState.STARTING,
+            },
+            "workload, template",
+        ),
+        ({"name": "renamed"}, "name"),
+        ({"deleting": True, "generation": 2}, "generation, deleting"),
+    ],
+)
+async def test_a_node_may_change_only_the_status_of_its_instance(
+    store: StateStore, change: dict[str, object], named: str
+) -> None:
+    mine = instance("mine", "w1")
+    revision = await place(store, mine)
+    async with serving(store) as address, worker("w1", address) as remote:
+        message = (
+            rf"node 'w1' may only report the status of {ikey('mine')} \(state, reason, .*\); "
+            rf"it tried to change {named}$"
+        )
+        changed = dump(mine.model_copy(update=change))
+        with pytest.raises(Forbidden, match=message):
+            await remote.put(ikey("mine"), changed, expected_revision=revision)
+    current = await store.get(ikey("mine"))
+    assert current is not None and current.mod_revision == revision
+
+
+async def test_a_node_may_change_every_status_field_of_its_instance(store: StateStore) -> None:
+    mine = instance("mine", "w1").model_copy(update={"not_before": START})
+    revision = await place(store, mine)
+    status: dict[str, object] = {
+        "state": InstanceState.RUNNING,
+        "reason": "Started",
+        "message": "all containers running",
+        "ready": True,
+        "restart_count": 1,
+        "exit_code": 0,
+        "container_ids": {"main": "c-1"},
+        "started_at": START + timedelta(minutes=1),
+        "finished_at": START + timedelta(minutes=2),
+        "not_before": None,
+    }
+    assert set(status) == set(INSTANCE_STATUS_FIELDS)
+    reported = mine.model_copy(update=status)
+    async with serving(store) as address, worker("w1", address) as remote:
+        after = await remote.put(ikey("mine"), dump(reported), expected_revision=revision)
+    current = await store.get(ikey("mine"))
+    assert current is not None and current.mod_revision == after
+    assert Instance.model_validate_json(current.value) == reported
+
+
+async def test_an_instance_is_reported_under_its_own_key_only(store: StateStore) -> None:
+    misfiled = instance("other", "w1")
+    revision = await store.put(ikey("mine"), dump(misfiled))
+    async with serving(store) as address, worker("w1", address) as remote:
+        starting = misfiled.transition(InstanceState.STARTING, "Starting")
+        message = (
+            f"{ikey('mine')} holds the instance default/mine, but the document written to it "
+            "is default/other"
+        )
+        with pytest.raises(Forbidden, match=message):
+            await remote.put(ikey("mine"), dump(starting), expected_revision=revision)
+    current = await store.get(ikey("mine"))
+    assert current is not None and current.mod_revision == revision
+
+
+async def test_a_node_rewriting_its_record_keeps_the_operators_and_the_clusters_fields(
+    store: StateStore,
+) -> None:
+    async with serving(store) as address, worker("w1", address) as remote:
+        kv = await store.get("/nodes/w1")
+        assert kv is not None
+        # Cordoned and drained by the operator, failed by the membership sync.
+        decided = Node.model_validate_json(kv.value).model_copy(
+            update={
+                "cordoned": True,
+                "draining": True,
+                "state": GossipState.FAILED,
+                "role": NodeRole.WORKER,
+            }
+        )
+        await store.put("/nodes/w1", dump(decided), expected_revision=kv.mod_revision)
+        mine = await remote.get("/nodes/w1")
+        assert mine is not None
+        claimed = Node.model_validate_json(mine.value).model_copy(
+            update={
+                "cordoned": False,
+                "draining": False,
+                "state": GossipState.ALIVE,
+                "role": NodeRole.BOTH,
+                "labels": {"zone": "b"},
+                "heartbeat_at": START,
+            }
+        )
+        with pytest.raises(Forbidden, match="a node must update /nodes/w1 with compare-and-swap"):
+            await remote.put("/nodes/w1", dump(claimed))
+        with pytest.raises(RevisionConflict, match=f"is at revision {mine.mod_revision}, not 1"):
+            await remote.put("/nodes/w1", dump(claimed), expected_revision=1)
+        revision = await remote.put("/nodes/w1", dump(claimed), expected_revision=mine.mod_revision)
+        read_back = await remote.get("/nodes/w1")
+    assert read_back is not None and read_back.mod_revision == revision
+    kept = Node.model_validate_json(read_back.value)
+    assert (kept.cordoned, kept.draining, kept.state, kept.role) == (
+        True,
+        True,
+        GossipState.FAILED,
+        NodeRole.WORKER,
+    )
+    assert (kept.labels, kept.heartbeat_at) == ({"zone": "b"}, START)
 
 
 async def test_a_node_may_keep_only_its_own_record(store: StateStore) -> None:
@@ -423,6 +663,28 @@ async def test_events_are_recorded_only_as_the_caller_and_only_once(store: State
     assert [(kv.key, kv.mod_revision) for kv in events] == [("/events/1", revision)]
 
 
+async def test_a_node_records_a_limited_number_of_events_a_minute(store: StateStore) -> None:
+    now = 1000.0
+    async with (
+        serving(store, events_per_minute=3, monotonic=lambda: now) as address,
+        worker("w1", address) as remote,
+        worker("w2", address) as other,
+    ):
+        for n in range(3):
+            await remote.put(f"/events/w1-{n}", dump(event("w1")))
+        too_many = "node 'w1' records too many events: at most 3 a minute"
+        with pytest.raises(Forbidden, match=too_many):
+            await remote.put("/events/w1-3", dump(event("w1")))
+        await other.put("/events/w2-0", dump(event("w2")))  # each node has its own budget
+        now += 59
+        with pytest.raises(Forbidden, match=too_many):
+            await remote.put("/events/w1-3", dump(event("w1")))
+        now += 1  # the first three left the window; the refused ones never counted
+        await remote.put("/events/w1-3", dump(event("w1")))
+    keys = sorted(kv.key for kv in (await store.list("/events/")).items)
+    assert keys == ["/events/w1-0", "/events/w1-1", "/events/w1-2", "/events/w1-3", "/events/w2-0"]
+
+
 async def test_keys_outside_the_scope_are_forbidden(store: StateStore) -> None:
     await store.put("/workloads/default/web", b"{}")
     async with serving(store) as address, worker("w1", address) as remote:
@@ -486,10 +748,11 @@ async def test_revision_conflicts_arrive_as_revision_conflicts(store: StateStore
             await remote.put(ikey("mine"), dump(mine), expected_revision=first)
         with pytest.raises(RevisionConflict):
             await remote.delete(ikey("mine"), expected_revision=first)
-        # The node registers once: a second create loses in the store itself.
+        # The node registers once: a second create is a conflict.
         record = await remote.get("/nodes/w1")
         assert record is not None
-        with pytest.raises(RevisionConflict, match="already exists"):
+        created = f"is at revision {record.mod_revision}, not 0"
+        with pytest.raises(RevisionConflict, match=created):
             await remote.put("/nodes/w1", record.value, expected_revision=0)
 
 

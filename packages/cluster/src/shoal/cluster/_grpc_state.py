@@ -5,16 +5,31 @@ Workers keep no store. Their node loop runs against a
 :class:`StateGateway` answers from the server's own store — within the
 caller's scope only, decided per call by :class:`WorkerScope`::
 
-    key or prefix        Get           List / Watch        Put                        Delete
-    /nodes/{caller}      yes           -                   its own Node document      -
-    /instances/...       if assigned   assigned ones only  assigned, CAS, same uid    assigned, CAS
-    /events/...          -             -                   a new key, actor = caller  -
+    key or prefix     Get          List / Watch   Put                            Delete
+    /nodes/{caller}   yes          -              create (registering); then     -
+                                                  CAS, and the server keeps
+                                                  cordoned, draining, state and
+                                                  role as stored
+    /instances/...    if assigned  assigned only  assigned, CAS, same uid, node  assigned, CAS
+                                                  and key; status fields only
+    /events/...       -            -              a new key, actor = caller,     -
+                                                  at most 600 a minute
     Revision: any authenticated caller.     Everything else: Forbidden.
 
 "Assigned" means the Instance document's ``node`` is the caller's name. The
 caller's identity is checked first: its node record ``/nodes/{name}`` binds
 the name to the key that registered it, so another key presenting that name
 is refused, and a key that has not registered may only register.
+
+A node reports; the control loop and the operator decide. So a node may
+change only the :data:`INSTANCE_STATUS_FIELDS` of an instance placed on it
+(anything else — what it runs, where, under which name — is refused, naming
+the fields it tried to change), and when it rewrites its own node record the
+server keeps :data:`NODE_CLUSTER_FIELDS` as stored: the write succeeds (the
+node loop's heartbeat and re-registration keep working) but cannot uncordon,
+undrain, revive or promote the node. Events are capped per node
+(``events_per_minute`` of :class:`StateGateway`), so one node cannot flood
+the store.
 
 A worker's Watch of ``/instances/`` forwards PUT events of the instances
 assigned to it, and DELETE events *key only* (an empty value, as every delete
@@ -28,9 +43,11 @@ the revisions it receives; it resumes after the last one it saw as usual.
 from __future__ import annotations
 
 import logging
+import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import grpc
 import grpc.aio
@@ -58,13 +75,50 @@ from ._grpc_errors import abort_with
 from ._nodeauth import Caller, CallVerifier
 from ._pb import shoal_node_pb2 as pb
 
-__all__ = ["SERVICE", "StateGateway", "WorkerScope"]
+__all__ = [
+    "EVENTS_PER_MINUTE",
+    "INSTANCE_STATUS_FIELDS",
+    "NODE_CLUSTER_FIELDS",
+    "SERVICE",
+    "StateGateway",
+    "WorkerScope",
+    "Write",
+]
 
 SERVICE = f"{PACKAGE}.State"
 
 NODES = "/nodes/"
 INSTANCES = "/instances/"
 EVENTS = "/events/"
+
+# What a node reports about an instance it runs (shoal.core._nodeloop, _probes):
+# Instance.transition sets state, reason and message; the reports add ready,
+# exit_code, container_ids, started_at and finished_at, and starting a pod clears
+# not_before (the restart backoff it waited out). restart_count is status too,
+# though the control loop is the one that counts. Everything else says what to
+# run, where and as whom: the control loop's.
+INSTANCE_STATUS_FIELDS = (
+    "state",
+    "reason",
+    "message",
+    "ready",
+    "restart_count",
+    "exit_code",
+    "container_ids",
+    "started_at",
+    "finished_at",
+    "not_before",
+)
+
+# Fields of a node record that are not the node's to say: cordon and drain are
+# the operator's, the gossip state is written by the leader's membership sync,
+# and the role is what the node registered as. A node rewriting its record gets
+# them kept as stored.
+NODE_CLUSTER_FIELDS = ("cordoned", "draining", "state", "role")
+
+# Events one node may record per minute: far above what a node loop reports
+# (an event per instance change), low enough that a node cannot flood the store.
+EVENTS_PER_MINUTE = 600
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +150,13 @@ def _assigned_to(value: bytes | None, node: str) -> bool:
         return Instance.model_validate_json(value).node == node
     except ValidationError:
         return False
+
+
+class Write(NamedTuple):
+    """What an allowed Put writes: the value (maybe rewritten) and its expected revision."""
+
+    value: bytes
+    expected_revision: int | None
 
 
 @dataclass(frozen=True)
@@ -172,40 +233,24 @@ class WorkerScope:
 
     def check_put(
         self, key: str, value: bytes, expected_revision: int | None, current: KeyValue | None
-    ) -> int | None:
-        """Allow a Put; return the ``expected_revision`` to write with.
+    ) -> Write:
+        """Allow a Put; return what to write and the ``expected_revision`` to write it with.
 
-        ``current`` is the key's value now; it matters for instances only.
-        Registering and recording an event always create the key (0).
+        ``current`` is the key's value now; it matters for instances and the
+        caller's node record. Registering and recording an event always create
+        the key (0). A registered node's rewrite of its own record keeps
+        :data:`NODE_CLUSTER_FIELDS` as stored.
 
         Raises:
             InvalidInput: the value is not the document the key holds.
-            RevisionConflict: an instance is not at ``expected_revision``.
+            RevisionConflict: an instance or the node record is not at ``expected_revision``.
             Forbidden: anything outside the caller's scope.
         """
         if key == self.node_key:
-            node = _parse(key, value, Node)
-            if node.name != self.caller.name or node.node_id != self.caller.node_id:
-                raise Forbidden(
-                    f"{key} must hold this node's own record (name {self.caller.name!r}, "
-                    f"node_id {self.caller.node_id!r}), not name {node.name!r} and "
-                    f"node_id {node.node_id!r}",
-                    key=key,
-                )
-            # Registering creates the record: never overwrite one another key made meanwhile.
-            return 0 if self.registered_id is None else expected_revision
+            return self._check_own_record(key, value, expected_revision, current)
         if key.startswith(INSTANCES):
-            replaced = self._assigned_current("write", key, expected_revision, current)
-            new = _parse(key, value, Instance)
-            old = _parse(key, replaced.value, Instance)
-            if new.node != self.caller.name or new.uid != old.uid:
-                raise Forbidden(
-                    f"node {self.caller.name!r} may only report the status of {key} "
-                    f"(uid {old.uid}, on {self.caller.name}); it may not move it to node "
-                    f"{new.node!r} or give it another uid ({new.uid})",
-                    key=key,
-                )
-            return expected_revision
+            self._check_status_report(key, value, expected_revision, current)
+            return Write(value, expected_revision)
         if key.startswith(EVENTS) and len(key) > len(EVENTS):
             if expected_revision not in (None, 0):
                 raise Forbidden(
@@ -220,8 +265,65 @@ class WorkerScope:
                     f"(actor.id {self.caller.name!r}), not as {event.actor.id!r}",
                     key=key,
                 )
-            return 0
+            return Write(value, 0)
         raise self._outside("write", key)
+
+    def _check_own_record(
+        self, key: str, value: bytes, expected_revision: int | None, current: KeyValue | None
+    ) -> Write:
+        node = _parse(key, value, Node)
+        if node.name != self.caller.name or node.node_id != self.caller.node_id:
+            raise Forbidden(
+                f"{key} must hold this node's own record (name {self.caller.name!r}, "
+                f"node_id {self.caller.node_id!r}), not name {node.name!r} and "
+                f"node_id {node.node_id!r}",
+                key=key,
+            )
+        if self.registered_id is None:
+            # Registering creates the record: never overwrite one another key made meanwhile.
+            return Write(value, 0)
+        self._at_revision("update", key, expected_revision, current)
+        if current is None:
+            return Write(value, 0)  # removed since: writing it again registers anew
+        stored = _parse(key, current.value, Node)
+        kept = node.model_copy(update={f: getattr(stored, f) for f in NODE_CLUSTER_FIELDS})
+        return Write(value if kept == node else kept.model_dump_json().encode(), expected_revision)
+
+    def _check_status_report(
+        self, key: str, value: bytes, expected_revision: int | None, current: KeyValue | None
+    ) -> None:
+        name = self.caller.name
+        replaced = self._assigned_current("write", key, expected_revision, current)
+        new = _parse(key, value, Instance)
+        old = _parse(key, replaced.value, Instance)
+        if new.node != name or new.uid != old.uid:
+            raise Forbidden(
+                f"node {name!r} may only report the status of {key} "
+                f"(uid {old.uid}, on {name}); it may not move it to node "
+                f"{new.node!r} or give it another uid ({new.uid})",
+                key=key,
+            )
+        if old.model_copy(update={f: getattr(new, f) for f in INSTANCE_STATUS_FIELDS}) != new:
+            changed = [
+                field
+                for field in Instance.model_fields
+                if field not in INSTANCE_STATUS_FIELDS
+                and getattr(old, field) != getattr(new, field)
+            ]
+            raise Forbidden(
+                f"node {name!r} may only report the status of {key} "
+                f"({', '.join(INSTANCE_STATUS_FIELDS)}); it tried to change "
+                f"{', '.join(changed)}",
+                key=key,
+                fields=changed,
+            )
+        if f"{INSTANCES}{new.key}" != key:
+            raise Forbidden(
+                f"{key} holds the instance {key.removeprefix(INSTANCES)}, but the document "
+                f"written to it is {new.key} (namespace/name): a node reports an instance "
+                "under its own key only",
+                key=key,
+            )
 
     def check_delete(
         self, key: str, expected_revision: int | None, current: KeyValue | None
@@ -255,6 +357,25 @@ class WorkerScope:
         self, verb: str, key: str, expected_revision: int | None, current: KeyValue | None
     ) -> KeyValue:
         """Return ``current`` if the caller may ``verb`` it at ``expected_revision``."""
+        self._at_revision(verb, key, expected_revision, current)
+        if current is None:
+            raise Forbidden(
+                f"nodes do not create instances ({key}): the control loop places them",
+                key=key,
+            )
+        if not self.sees(current.value):
+            raise Forbidden(
+                f"{key} is not assigned to node {self.caller.name!r}: a node may {verb} "
+                "only the instances placed on it",
+                key=key,
+            )
+        return current
+
+    @staticmethod
+    def _at_revision(
+        verb: str, key: str, expected_revision: int | None, current: KeyValue | None
+    ) -> None:
+        """Require compare-and-swap, and that ``current`` is at ``expected_revision``."""
         if expected_revision is None:
             raise Forbidden(
                 f"a node must {verb} {key} with compare-and-swap: pass expected_revision "
@@ -269,25 +390,14 @@ class WorkerScope:
             raise RevisionConflict(
                 f"{key!r} {state}, not {expected_revision}", key=key, expected=expected_revision
             )
-        if current is None:
-            raise Forbidden(
-                f"nodes do not create instances ({key}): the control loop places them",
-                key=key,
-            )
-        if not self.sees(current.value):
-            raise Forbidden(
-                f"{key} is not assigned to node {self.caller.name!r}: a node may {verb} "
-                "only the instances placed on it",
-                key=key,
-            )
-        return current
 
     def _outside(self, action: str, key: str) -> Forbidden:
         name = self.caller.name
         return Forbidden(
             f"node {name!r} may not {action} {key}: a node's scope is its own record "
-            f"({self.node_key}), the instances assigned to it ({INSTANCES}...) and new "
-            f"events ({EVENTS}...); everything else goes through a server",
+            f"({self.node_key}), the status of the instances assigned to it "
+            f"({INSTANCES}...) and new events ({EVENTS}...); everything else goes "
+            "through a server",
             key=key,
             node=name,
         )
@@ -299,11 +409,29 @@ class StateGateway:
     Every call is authenticated, then checked by a :class:`WorkerScope`; store
     errors (RevisionConflict, Unavailable, Compacted, ...) reach the caller as
     the same ShoalError class.
+
+    Args:
+        store: The server's store.
+        verifier: Checks the join token and signature of every call.
+        events_per_minute: How many events one node may record in any 60 s;
+            beyond that its event writes are Forbidden until the window moves on.
+        monotonic: The time source of that window.
     """
 
-    def __init__(self, store: StateStore, verifier: CallVerifier) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        verifier: CallVerifier,
+        *,
+        events_per_minute: int = EVENTS_PER_MINUTE,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._store = store
         self._verifier = verifier
+        self._events_per_minute = events_per_minute
+        self._monotonic = monotonic
+        self._recorded: dict[str, deque[float]] = {}
+        """Node name → when its last (up to ``events_per_minute``) events were allowed."""
 
     def handler(self) -> grpc.GenericRpcHandler:
         """Return the generic handler to pass to :func:`~shoal.cluster.serve_grpc`."""
@@ -378,10 +506,33 @@ class StateGateway:
 
     async def _put(self, scope: WorkerScope, request: pb.PutRequest) -> pb.PutReply:
         expected = request.expected_revision if request.HasField("expected_revision") else None
-        current = await self._store.get(request.key) if request.key.startswith(INSTANCES) else None
-        expected = scope.check_put(request.key, request.value, expected, current)
-        revision = await self._store.put(request.key, request.value, expected_revision=expected)
+        key = request.key
+        needs_current = key.startswith(INSTANCES) or (
+            key == scope.node_key and scope.registered_id is not None
+        )
+        current = await self._store.get(key) if needs_current else None
+        write = scope.check_put(key, request.value, expected, current)
+        if key.startswith(EVENTS):
+            self._count_event(scope.caller.name)
+        revision = await self._store.put(
+            key, write.value, expected_revision=write.expected_revision
+        )
         return pb.PutReply(revision=revision)
+
+    def _count_event(self, node: str) -> None:
+        """Admit one more event of ``node`` within the sliding minute, or refuse it."""
+        now = self._monotonic()
+        recent = self._recorded.setdefault(node, deque())
+        while recent and recent[0] <= now - 60.0:
+            recent.popleft()
+        if len(recent) >= self._events_per_minute:
+            raise Forbidden(
+                f"node {node!r} records too many events: at most {self._events_per_minute} "
+                "a minute; this one is dropped",
+                node=node,
+                limit=self._events_per_minute,
+            )
+        recent.append(now)
 
     async def _delete(self, scope: WorkerScope, request: pb.DeleteRequest) -> pb.DeleteReply:
         expected = request.expected_revision if request.HasField("expected_revision") else None

@@ -132,7 +132,11 @@ class NodeLoop:
             task_status.started()
 
     async def register(self) -> Node:
-        """Create or refresh this node's record, keeping operator flags (cordon, drain)."""
+        """Create or refresh this node's record, keeping operator flags (cordon, drain).
+
+        A refresh also keeps the record's gossip state: only the leader's
+        membership sync moves it (a failed node is alive again once gossip says so).
+        """
         now = self.clock.now()
         existing = await self.repo.get_node(self.name)
         fresh = self.node.model_copy(update={"heartbeat_at": now})
@@ -146,7 +150,11 @@ class NodeLoop:
 
         def refresh(current: Node) -> Node:
             return fresh.model_copy(
-                update={"cordoned": current.cordoned, "draining": current.draining}
+                update={
+                    "cordoned": current.cordoned,
+                    "draining": current.draining,
+                    "state": current.state,
+                }
             )
 
         return await self.repo.update(node_key(self.name), Node, refresh)
