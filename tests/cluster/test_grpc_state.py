@@ -28,7 +28,7 @@ from shoal.cluster import (
     StateGateway,
     serve_grpc,
 )
-from shoal.cluster._grpc_state import INSTANCE_STATUS_FIELDS, WorkerScope, Write
+from shoal.cluster._worker_scope import INSTANCE_STATUS_FIELDS, WorkerScope, Write
 from shoal.core import ControlLoop, DefaultScheduler, ManualClock, NodeLoop, ShoalService
 from shoal.interfaces import (
     Actor,
