@@ -8,10 +8,15 @@ Public surface:
 * :class:`RequestVerifier`, :class:`SignedAuth` — the signature policy and signer;
 * key files: :func:`init_keypair`, :func:`load_keypair`, :func:`default_home`,
   :func:`ensure_authorized_keys`, :class:`Role`.
+
+The server side is imported on first use (see ``_LAZY``).
 """
 
-from ._agent import AgentContext, AgentMount, AuthorizedKeysFile, run_agent
-from ._app import ApplyRequest, ScaleRequest, create_app
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
 from ._auth import Principal, ReplayCache, RequestVerifier, SignedAuth, target_uri_from_scope
 from ._client import DEFAULT_SERVER, ShoalClient
 from ._keys import (
@@ -29,7 +34,34 @@ from ._keys import (
     parse_authorized_keys,
 )
 from ._limits import MAX_BODY_BYTES
-from ._server import bind, parse_addr, serve_api
+
+if TYPE_CHECKING:
+    from ._agent import AgentContext, AgentMount, AuthorizedKeysFile, run_agent
+    from ._app import ApplyRequest, ScaleRequest, create_app
+    from ._server import bind, parse_addr, serve_api
+
+# The server side (FastAPI, uvicorn, the whole node) is imported on first use,
+# so that a `shoal` CLI command, which only needs the signed client, starts fast.
+_LAZY = {
+    "AgentContext": "._agent",
+    "AgentMount": "._agent",
+    "AuthorizedKeysFile": "._agent",
+    "run_agent": "._agent",
+    "ApplyRequest": "._app",
+    "ScaleRequest": "._app",
+    "create_app": "._app",
+    "bind": "._server",
+    "parse_addr": "._server",
+    "serve_api": "._server",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module, __name__), name)
+
 
 __all__ = [
     "AUTHORIZED_KEYS_FILE",

@@ -18,11 +18,8 @@ from shoal.api import (
     default_home,
     init_keypair,
     load_keypair,
-    run_agent,
 )
-from shoal.core.node import NodeConfig, ShoalNode
 from shoal.interfaces import InvalidInput, NodeRole, ShoalError
-from shoal.mcp import mcp_mount
 
 from ._base import app, fail, keys_app, out, run, settings
 
@@ -180,6 +177,11 @@ def agent(
     Alone it runs one machine. With --join-token-file and --gossip-key-file it
     joins a cluster (Serf gossip, node-to-node gRPC); see docs/cluster.md.
     """
+    # The node and its front doors load here, not when any `shoal` command starts.
+    from shoal.api import run_agent
+    from shoal.core.node import NodeConfig, ShoalNode
+    from shoal.mcp import mcp_mount
+
     logging.basicConfig(
         level=os.environ.get("SHOAL_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

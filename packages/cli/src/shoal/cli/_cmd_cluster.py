@@ -8,8 +8,6 @@ from typing import Annotated
 
 import typer
 
-from shoal.cluster import new_gossip_key, new_join_token
-
 from ._base import cluster_app, fail, out
 
 TOKEN_FILE = "join-token"
@@ -28,6 +26,8 @@ def cluster_init(
     Give both files to every node: `shoal agent --join-token-file DIR/join-token
     --gossip-key-file DIR/gossip-key`.
     """
+    from shoal.cluster import new_gossip_key, new_join_token  # gRPC and all: on use only
+
     files = {TOKEN_FILE: new_join_token(), GOSSIP_KEY_FILE: new_gossip_key()}
     existing = [name for name in files if (out_dir / name).exists()]
     if existing and not force:

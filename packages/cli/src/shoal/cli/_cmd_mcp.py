@@ -15,7 +15,6 @@ from shoal.api import (
     load_keypair,
 )
 from shoal.interfaces import ShoalError
-from shoal.mcp import create_token, parse_ttl, serve_stdio
 
 from ._base import app, err, fail, run, settings, token_app
 
@@ -29,6 +28,8 @@ def mcp_stdio(
     ] = False,
 ) -> None:
     """Serve Shoal's MCP tools on stdin/stdout for an MCP client, acting with your key."""
+    from shoal.mcp import serve_stdio  # the MCP SDK loads on use, not with every command
+
     logging.basicConfig(
         level=os.environ.get("SHOAL_LOG_LEVEL", "WARNING").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -44,6 +45,8 @@ def token_create(
     ttl: Annotated[str, typer.Option(help="Lifetime: 15m, 1h, 7d (1m to 30d).")] = "1h",
 ) -> None:
     """Print a bearer token (an EdDSA JWT signed with your key) for the agent's /mcp endpoint."""
+    from shoal.mcp import create_token, parse_ttl
+
     try:
         keypair = load_keypair(settings.home or default_home())
         token = create_token(keypair, role, parse_ttl(ttl))
