@@ -30,3 +30,14 @@ async def test_a_node_refused_by_every_server_gets_the_refusal() -> None:
                 await remote.revision()
             with pytest.raises(Unauthenticated, match="presented a wrong join token"):
                 await remote.revision()
+
+
+async def test_a_watch_refused_by_one_server_moves_on_like_a_call() -> None:
+    async with MemoryStore() as store, serving(store, "another cluster's token") as rogue:
+        async with serving(store) as good:
+            async with RemoteStore(identity("w1"), TOKEN, known(rogue, good)) as remote:
+                with pytest.raises(Unavailable, match=f"server {rogue} refused this node"):
+                    async for _ in remote.watch("/instances/"):
+                        pass
+                assert await remote.revision() >= 0
+                assert remote.server == good

@@ -9,7 +9,15 @@ import pytest
 
 from shoal.core import ControlLoop, DefaultScheduler, ManualClock, NodeLoop
 from shoal.core.node import NodeConfig, ShoalNode
-from shoal.interfaces import InstanceState, NodeRole, StateStore, Unauthenticated
+from shoal.interfaces import (
+    Container,
+    Forbidden,
+    InstanceState,
+    NodeRole,
+    PodSpec,
+    StateStore,
+    Unauthenticated,
+)
 from shoal.runtime import MockRuntime
 from shoal.state import MemoryStore
 from tests.core.support import Cluster, FakeCluster, FlakyStore, eventually, make_node, spec
@@ -191,3 +199,29 @@ async def test_a_deposed_leader_stops_its_control_loop_and_campaigns_again(
             await eventually(holds(lambda: node.control is not None), clock)
             assert await store.leader("control-loop") == "s1"
             tg.cancel_scope.cancel()
+
+
+async def test_events_the_store_refuses_are_dropped_and_the_node_loop_goes_on(
+    cluster: Cluster,
+) -> None:
+    loop = await cluster.add_node("a")
+    runtime = cluster.runtimes["a"]
+    orphan = await runtime.create(
+        PodSpec(
+            uid="orphan",
+            name="old-1",
+            namespace="default",
+            workload="old",
+            containers=[Container(name="main", image="busybox")],
+        )
+    )
+
+    async def refuse(*_: object, **__: object) -> None:
+        raise Forbidden("node a records too many events: at most 600 a minute")
+
+    loop.repo.record = refuse  # type: ignore[method-assign,assignment]
+    await cluster.service.apply([spec(replicas=2)])
+    await cluster.settle()
+    states = [i.state for i in await cluster.service.list_instances()]
+    assert states == [InstanceState.RUNNING, InstanceState.RUNNING]
+    assert orphan.uid not in {pod.uid for pod in await runtime.list()}  # removed all the same

@@ -261,6 +261,8 @@ class RemoteStore:
         except Unavailable:
             await self._drop(channel)
             raise
+        except Unauthenticated as exc:
+            raise await self._refused_by(channel, exc) from None
 
     async def txn(
         self,

@@ -145,7 +145,7 @@ class NodeLoop:
                 await self.repo.put(node_key(self.name), fresh, expected_revision=0)
             except RevisionConflict:
                 return await self.register()
-            await self.repo.record(_node_ref(self.name), "Registered", "node joined", self.actor)
+            await self._record(_node_ref(self.name), "Registered", "node joined", self.actor)
             return fresh
 
         def refresh(current: Node) -> Node:
@@ -158,6 +158,25 @@ class NodeLoop:
             )
 
         return await self.repo.update(node_key(self.name), Node, refresh)
+
+    async def _record(
+        self,
+        obj: ObjectRef,
+        reason: str,
+        message: str,
+        actor: Actor,
+        *,
+        event_type: EventType = EventType.NORMAL,
+    ) -> None:
+        """Record an event; one that cannot be written is logged and dropped, never fatal.
+
+        Events are the audit trail, not the state: a store that refuses one
+        (a server's cap on events per node) or is down must not stop the loop.
+        """
+        try:
+            await self.repo.record(obj, reason, message, actor, event_type=event_type)
+        except ShoalError as exc:
+            log.warning("node loop: event %s about %s dropped: %s", reason, obj.name, exc)
 
     async def register_when_reachable(self) -> None:
         """Register, waiting out an unreachable store with a backoff; other errors propagate.
@@ -222,7 +241,7 @@ class NodeLoop:
         if self._adopting:
             self._adopting = False
             if adopted:
-                await self.repo.record(
+                await self._record(
                     _node_ref(self.name),
                     "Adopted",
                     f"adopted {adopted} running instance(s) after restart",
@@ -300,7 +319,7 @@ class NodeLoop:
             failed = starting.transition(InstanceState.FAILED, reason, exc.message)
             failed = failed.model_copy(update={"finished_at": self.clock.now(), "ready": False})
             await self.repo.put(stored.key, failed, expected_revision=revision)
-            await self.repo.record(
+            await self._record(
                 _ref(inst), reason, exc.message, self.actor, event_type=EventType.WARNING
             )
             return
@@ -321,7 +340,7 @@ class NodeLoop:
             }
         )
         await self.repo.put(stored.key, running, expected_revision=stored.revision)
-        await self.repo.record(_ref(inst), "Started", f"started on {self.name}", self.actor)
+        await self._record(_ref(inst), "Started", f"started on {self.name}", self.actor)
 
     async def _watch_running(self, stored: Stored[Instance], pod: PodStatus | None) -> None:
         inst = stored.value
@@ -356,7 +375,7 @@ class NodeLoop:
         finished = finished.model_copy(update={"finished_at": self.clock.now(), "ready": False})
         await self.repo.put(stored.key, finished, expected_revision=stored.revision)
         kind = EventType.NORMAL if finished.state == InstanceState.STOPPED else EventType.WARNING
-        await self.repo.record(
+        await self._record(
             _ref(inst), finished.reason, finished.message, self.actor, event_type=kind
         )
 
@@ -374,7 +393,7 @@ class NodeLoop:
             self._again = True
             return
         why = f": {inst.message}" if inst.message else ""
-        await self.repo.record(_ref(inst), "Removed", f"stopped and removed{why}", self.actor)
+        await self._record(_ref(inst), "Removed", f"stopped and removed{why}", self.actor)
 
     async def _probe_loop(self) -> None:
         while True:
@@ -430,7 +449,7 @@ class NodeLoop:
         await self.repo.update(stored.key, Instance, change)
         verb = "passes its readiness probes" if ready else "failed its readiness probe"
         kind = EventType.NORMAL if ready else EventType.WARNING
-        await self.repo.record(
+        await self._record(
             _ref(inst), "Ready" if ready else "NotReady", verb, self.actor, event_type=kind
         )
 
@@ -449,7 +468,7 @@ class NodeLoop:
         await self.repo.update(stored.key, Instance, change)
         self._running.pop(inst.uid, None)
         self.probes.forget(set(self._running))
-        await self.repo.record(
+        await self._record(
             _ref(inst), "Unhealthy", why, self.actor, event_type=EventType.WARNING
         )
 
@@ -461,7 +480,7 @@ class NodeLoop:
             except ShoalError:
                 log.exception("node loop: removing orphan pod %s failed", pod.name)
                 return
-        await self.repo.record(
+        await self._record(
             ObjectRef(kind="Instance", namespace=pod.namespace, name=pod.name),
             "OrphanRemoved",
             f"pod {pod.name} had no instance record on {self.name}; removed it",

@@ -186,6 +186,8 @@ class ShoalNode:
         self.node_loop = NodeLoop(node, store, runtime, clock, resync=config.node_resync)
         self.ready = anyio.Event()
         self._left = False
+        self._loops: list[anyio.CancelScope] = []
+        """The scopes of the node loop and the campaign, cancelled when the node leaves."""
         self._lease: int | None = None
         """The lease of the current (or last) term as leader, revoked before the next."""
 
@@ -236,7 +238,11 @@ class ShoalNode:
         A node whose loop ended would still gossip that it is alive while
         doing nothing; failing makes it visible (and restartable).
         """
-        await loop(task_status=task_status)
+        with anyio.CancelScope() as scope:
+            self._loops.append(scope)
+            await loop(task_status=task_status)
+        if scope.cancel_called:
+            return  # stopped on purpose: the node is leaving
         raise InternalError(
             f"the {what} of node {self.node.name} stopped unexpectedly; the agent stops "
             "so that it can be restarted (please report this)"
@@ -259,6 +265,11 @@ class ShoalNode:
             await anyio.lowlevel.checkpoint()
             return
         self._left = True
+        # The loops stop first: the node loop would otherwise report the pods
+        # stopped below as failed (and start a restarted one behind our back),
+        # and a leading server resigns, so another takes over at once.
+        for scope in self._loops:
+            scope.cancel()
         with anyio.CancelScope(shield=True), anyio.move_on_after(10) as bounded:
             try:
                 await self.cluster.leave()
