@@ -468,9 +468,7 @@ class NodeLoop:
         await self.repo.update(stored.key, Instance, change)
         self._running.pop(inst.uid, None)
         self.probes.forget(set(self._running))
-        await self._record(
-            _ref(inst), "Unhealthy", why, self.actor, event_type=EventType.WARNING
-        )
+        await self._record(_ref(inst), "Unhealthy", why, self.actor, event_type=EventType.WARNING)
 
     async def _remove_orphan(self, pod: PodStatus) -> None:
         async with self._limiter:
