@@ -254,9 +254,10 @@ class ShoalNode:
         The others see this node left, not failed, and its pods are stopped:
         their replacements run elsewhere. It must happen before the
         cancel: cancelling :meth:`run` also stops the supervision of the node's
-        serf agent, after which no leave can be announced. Bounded (10 s), and
-        never raises; it does nothing on a node that is not clustered, left
-        already, or was refused by the cluster: the name a refused node gossips
+        serf agent, after which no leave can be announced. Bounded (10 s for the
+        leave, the stop grace and 10 s more for the pods), and never raises; it
+        does nothing on a node that is not clustered, left already, or was
+        refused by the cluster: the name a refused node gossips
         under may be another node's (a reused --name), and a leave under that
         name would take that node out. Its serf agent is only stopped, so
         gossip sees the short-lived member failed.
