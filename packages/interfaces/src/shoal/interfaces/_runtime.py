@@ -5,9 +5,9 @@ and sharing one network namespace. A pod is identified by the instance's uid,
 so a node can find its pods again after a restart (:meth:`ContainerRuntime.list`).
 
 :class:`PodAccess` is the part of a runtime that looks into running pods
-(logs, exec, stats): what the service layer needs for a pod on any node. A
-local :class:`ContainerRuntime` provides it, and so does a client that
-reaches the runtime of another node.
+(logs, exec, stats): what the service layer needs for a pod on any node.
+:class:`ContainerRuntime` extends it, and a client that reaches the runtime
+of another node implements it.
 """
 
 from __future__ import annotations
@@ -226,7 +226,59 @@ class ImageManager(Protocol):
 
 
 @runtime_checkable
-class ContainerRuntime(Protocol):
+class PodAccess(Protocol):
+    """Logs, exec and stats of the pods on one node, local or reached over the network.
+
+    :class:`ContainerRuntime` extends it. An implementation that
+    reaches another node also raises Unavailable when that node cannot be
+    reached, and passes on the errors the node's runtime raised.
+    """
+
+    def logs(
+        self,
+        uid: str,
+        container: str,
+        *,
+        follow: bool = False,
+        tail: int | None = None,
+        since: datetime | None = None,
+    ) -> AsyncIterator[LogLine]:
+        """Yield a container's log lines, oldest first; with ``follow``, keep yielding new ones.
+
+        ``since`` keeps the lines written at or after it, then ``tail`` the
+        last ``tail`` of those. With ``follow`` the iterator ends once the
+        container exits; closing it early stops the reading.
+
+        Raises:
+            NotFound: no such pod or container (on first iteration).
+
+        """
+        ...
+
+    async def exec(
+        self, uid: str, container: str, command: Sequence[str], time_limit: float = 30
+    ) -> ExecResult:
+        """Run ``command`` in a running container; kill it after ``time_limit`` seconds.
+
+        Raises:
+            NotFound: no such pod or container.
+            Conflict: the container is not running.
+
+        """
+        ...
+
+    async def stats(self, uid: str) -> Sequence[ContainerStats]:
+        """Return resource use of the pod's containers.
+
+        Raises:
+            NotFound: no such pod.
+
+        """
+        ...
+
+
+@runtime_checkable
+class ContainerRuntime(PodAccess, Protocol):
     """Runs pods on this node. Every method may raise RuntimeFailure."""
 
     name: str
@@ -286,91 +338,6 @@ class ContainerRuntime(Protocol):
         """Return every pod this runtime holds, for adoption after a restart."""
         ...
 
-    def logs(
-        self,
-        uid: str,
-        container: str,
-        *,
-        follow: bool = False,
-        tail: int | None = None,
-        since: datetime | None = None,
-    ) -> AsyncIterator[LogLine]:
-        """Yield a container's log lines; with ``follow``, keep yielding new ones."""
-        ...
-
-    async def exec(
-        self, uid: str, container: str, command: Sequence[str], time_limit: float = 30
-    ) -> ExecResult:
-        """Run ``command`` in a running container; kill it after ``time_limit`` seconds.
-
-        Raises:
-            NotFound: no such pod or container.
-            Conflict: the container is not running.
-
-        """
-        ...
-
-    async def stats(self, uid: str) -> Sequence[ContainerStats]:
-        """Return resource use of the pod's containers.
-
-        Raises:
-            NotFound: no such pod.
-
-        """
-        ...
-
     async def aclose(self) -> None:
         """Release what the runtime holds open (not the containers)."""
-        ...
-
-
-@runtime_checkable
-class PodAccess(Protocol):
-    """Logs, exec and stats of the pods on one node, local or reached over the network.
-
-    Every :class:`ContainerRuntime` satisfies it. An implementation that
-    reaches another node also raises Unavailable when that node cannot be
-    reached, and passes on the errors the node's runtime raised.
-    """
-
-    def logs(
-        self,
-        uid: str,
-        container: str,
-        *,
-        follow: bool = False,
-        tail: int | None = None,
-        since: datetime | None = None,
-    ) -> AsyncIterator[LogLine]:
-        """Yield a container's log lines, oldest first; with ``follow``, keep yielding new ones.
-
-        ``since`` keeps the lines written at or after it, then ``tail`` the
-        last ``tail`` of those. With ``follow`` the iterator ends once the
-        container exits; closing it early stops the reading.
-
-        Raises:
-            NotFound: no such pod or container (on first iteration).
-
-        """
-        ...
-
-    async def exec(
-        self, uid: str, container: str, command: Sequence[str], time_limit: float = 30
-    ) -> ExecResult:
-        """Run ``command`` in a running container; kill it after ``time_limit`` seconds.
-
-        Raises:
-            NotFound: no such pod or container.
-            Conflict: the container is not running.
-
-        """
-        ...
-
-    async def stats(self, uid: str) -> Sequence[ContainerStats]:
-        """Return resource use of the pod's containers.
-
-        Raises:
-            NotFound: no such pod.
-
-        """
         ...
