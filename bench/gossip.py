@@ -70,7 +70,7 @@ from bench.common import bounded  # noqa: E402
 
 from shoal.cluster import MemberEvents, SerfCluster, new_gossip_key, new_join_token  # noqa: E402
 from shoal.interfaces import GossipState, Member, MemberEventKind, ShoalError  # noqa: E402
-from tests.cluster.serf_support import free_port  # noqa: E402
+from tests.ports import free_tcp_udp_port  # noqa: E402
 
 TAG = "bench"
 """The tag each round changes."""
@@ -111,12 +111,12 @@ async def serf_cluster(root: Path, nodes: int) -> AsyncIterator[list[SerfCluster
         started: list[SerfCluster] = []
         binds: list[str] = []
         for index in range(nodes):
-            bind = f"127.0.0.1:{free_port()}"
+            bind = f"127.0.0.1:{free_tcp_udp_port()}"
             cluster = SerfCluster(
                 f"node-{index:03d}",
                 root / f"node-{index:03d}",
                 bind=bind,
-                rpc_addr=f"127.0.0.1:{free_port()}",
+                rpc_addr=f"127.0.0.1:{free_tcp_udp_port()}",
                 rpc_auth=rpc_auth,
                 encrypt_key=gossip_key,
                 tags={TAG: "start"},

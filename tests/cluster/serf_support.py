@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -22,27 +21,13 @@ import anyio
 
 from shoal.cluster import MemberEvents, SerfCluster, new_gossip_key, new_join_token
 from shoal.interfaces import GossipState, Member, MemberEvent, MemberEventKind
+from tests.ports import free_tcp_udp_port
 
 SERF = shutil.which("serf")
 WAIT = 10.0
 """Bound on a membership change that gossip spreads (serf coalesces events for up to 3 s)."""
 FAILURE_WAIT = 30.0
 """Bound on failure detection (local profile: suspicion, then coalescing; ~8 s here)."""
-
-
-def free_port() -> int:
-    """Return a port free for both TCP and UDP on 127.0.0.1 (gossip uses both)."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port: int = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port on 127.0.0.1")
 
 
 def kill_agents_under(root: Path) -> list[int]:
@@ -76,8 +61,8 @@ class SerfNodes:
 
     def make(self, name: str, **overrides: Any) -> SerfCluster:
         """Return a SerfCluster for ``name`` on fresh ports (not started)."""
-        self.binds[name] = f"127.0.0.1:{free_port()}"
-        self.rpc_addrs[name] = f"127.0.0.1:{free_port()}"
+        self.binds[name] = f"127.0.0.1:{free_tcp_udp_port()}"
+        self.rpc_addrs[name] = f"127.0.0.1:{free_tcp_udp_port()}"
         settings: dict[str, Any] = {
             "bind": self.binds[name],
             "rpc_addr": self.rpc_addrs[name],

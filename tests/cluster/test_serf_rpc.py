@@ -15,7 +15,8 @@ from anyio.abc import SocketAttribute, SocketStream
 from shoal.cluster import QueryEventRecord, QueryRecord, SerfRpcClient, UserEventRecord
 from shoal.cluster._serf_wire import tidy_error
 from shoal.interfaces import Forbidden, Unavailable
-from tests.cluster.serf_support import WAIT, SerfNodes, free_port
+from tests.cluster.serf_support import WAIT, SerfNodes
+from tests.ports import free_tcp_udp_port
 
 pytestmark = pytest.mark.anyio
 
@@ -79,7 +80,7 @@ async def test_a_stopped_stream_leaves_the_connection_usable(serf_root: Path) ->
 
 
 async def test_an_unreachable_agent_is_unavailable() -> None:
-    address = f"127.0.0.1:{free_port()}"
+    address = f"127.0.0.1:{free_tcp_udp_port()}"
     with pytest.raises(Unavailable, match=f"cannot reach the serf agent's RPC at {address}"):
         async with SerfRpcClient.connect(address, auth_key="x"):
             pass

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 
 from shoal.api import ShoalClient
 from tests.e2e.conftest import Agent, until
+from tests.ports import free_port
 from tests.runtime.images.support import LoopbackRegistry
 
 pytestmark = [
@@ -31,13 +31,6 @@ pytestmark = [
         shutil.which("runc") is None, reason="runc missing: run scripts/system-deps.sh"
     ),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")

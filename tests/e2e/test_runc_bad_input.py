@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tarfile
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ import pytest
 
 from shoal.api import ShoalClient
 from tests.e2e.conftest import Agent, agent_in, until
+from tests.ports import free_port
 
 pytestmark = [
     pytest.mark.slow,
@@ -89,13 +89,6 @@ BAD_INPUTS = {
         leaves_pod=True,
     ),
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def workload(name: str, container: dict[str, Any], **fields: Any) -> str:

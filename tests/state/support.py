@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -21,6 +20,8 @@ import urllib.request
 from pathlib import Path
 
 from aetcd import Client, rpc
+
+from tests.ports import free_port
 
 __all__ = ["EtcdMember", "etcd_missing", "free_port", "revoke_every_lease"]
 
@@ -33,13 +34,6 @@ def etcd_missing() -> str | None:
     if shutil.which("etcd") is None:
         return "etcd is missing: install etcd-server (scripts/system-deps.sh does)"
     return None
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class EtcdMember:

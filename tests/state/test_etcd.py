@@ -21,7 +21,8 @@ from shoal.interfaces import (
     WatchEvent,
 )
 from shoal.state import EtcdStore
-from tests.state.support import EtcdMember, etcd_missing, free_port
+from tests.ports import free_port
+from tests.state.support import EtcdMember, etcd_missing
 
 pytestmark = pytest.mark.anyio
 

@@ -14,7 +14,6 @@ import contextlib
 import ipaddress
 import secrets
 import shlex
-import socket
 from pathlib import Path
 
 import anyio
@@ -64,14 +63,6 @@ def ipam_reservations(network: CniNetwork) -> list[str]:
         return []
     names = (p.name for p in directory.iterdir())
     return sorted(n for n in names if n != "lock" and not n.startswith("last_reserved_ip"))
-
-
-def free_port() -> int:
-    """Return a TCP port nothing on 127.0.0.1 listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def in_subnet(ip: str) -> bool:

@@ -18,12 +18,12 @@ from shoal.runtime import (
     delete_netns,
     netns_exists,
 )
+from tests.ports import free_port
 from tests.runtime.net.support import (
     BRIDGE,
     SUBNET,
     PodHarness,
     chains_mentioning,
-    free_port,
     get_page,
     in_netns,
     in_subnet,

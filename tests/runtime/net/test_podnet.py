@@ -18,7 +18,8 @@ from shoal.runtime import (
     pod_networking,
     pod_ports,
 )
-from tests.runtime.net.support import PodHarness, free_port, in_subnet, ipam_reservations, nat_rules
+from tests.ports import free_port
+from tests.runtime.net.support import PodHarness, in_subnet, ipam_reservations, nat_rules
 
 pytestmark = pytest.mark.anyio
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ import pytest
 from shoal.interfaces import Container, Port
 from shoal.runtime import DEFAULT_PLUGIN_DIRS, HostNetworking, pod_networking
 from shoal.runtime._ocinet import NetworkHook
+from tests.ports import free_port
 from tests.runtime.oci.harness import IMAGE, RuntimeFactory, new_pod
 from tests.runtime.oci.support import WAIT
 
@@ -29,13 +29,6 @@ pytestmark = pytest.mark.anyio
 BRIDGE = "shoal-oci0"
 SUBNET = "198.19.251.0/24"
 HOSTPORT_CHAINS = ("CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-SETMARK", "CNI-HOSTPORT-MASQ")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def httpd(port: int) -> Container:
