@@ -146,11 +146,6 @@ def prepare_data_dir(path: Path) -> Path:
     return path.resolve()
 
 
-def node_id(data_dir: Path) -> str:
-    """Return this node's stable id: the fingerprint of its ed25519 key, made on first use."""
-    return NodeIdentity.load_or_create("", data_dir / "node.key").node_id
-
-
 class ShoalNode:
     """A running node: its parts, its service, and the loops its role needs."""
 
