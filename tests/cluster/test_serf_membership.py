@@ -29,8 +29,20 @@ def test_serf_statuses_map_to_gossip_states() -> None:
 
 
 def test_reaping_raises_no_event() -> None:
-    assert event_kind("member-failed") == MemberEventKind.FAILED
-    assert event_kind("member-reap") is None
+    assert event_kind("member-failed", member("n", FAILED)) == MemberEventKind.FAILED
+    assert event_kind("member-reap", member("n", FAILED)) is None
+
+
+def test_a_failed_member_that_said_goodbye_has_left() -> None:
+    # Its tags said "bye" before Serf's leave intent, which memberlist overtook.
+    bye = to_member(SerfMember("n", "::1", 7946, "failed", {"id": "x", "bye": "1"}))
+    assert bye.state == LEFT
+    assert event_kind("member-failed", bye) == MemberEventKind.LEFT
+    crashed = to_member(SerfMember("n", "::1", 7946, "failed", {"id": "x"}))
+    assert crashed.state == FAILED
+    assert event_kind("member-failed", crashed) == MemberEventKind.FAILED
+    # A member still alive that began leaving is alive until Serf says otherwise.
+    assert to_member(SerfMember("n", "::1", 7946, "alive", {"bye": "1"})).state == ALIVE
 
 
 def test_a_reconnect_reports_only_what_changed() -> None:

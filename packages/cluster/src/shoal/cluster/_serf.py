@@ -56,7 +56,7 @@ from ._serf_records import MemberEventRecord, SerfEventRecord
 from ._serf_rpc import SerfRpcClient
 from ._serf_supervisor import AgentSupervisor, SystemClock
 from ._serf_wire import split_host_port
-from ._tags import check_tags
+from ._tags import LEAVING_TAG, check_tags
 
 __all__ = ["SerfCluster"]
 
@@ -302,6 +302,10 @@ class SerfCluster:
             await anyio.lowlevel.checkpoint()
             return
         client = await self._rpc("leave")
+        # Say goodbye in the tags first: a leader that sees this node failed
+        # before Serf's leave intent reaches it still knows it left.
+        await client.update_tags({LEAVING_TAG: "1"})
+        self._tags[LEAVING_TAG] = "1"
         members = [to_member(member) for member in await client.members()]
         self._leaving = True
         assert self._supervisor is not None  # _rpc() checked
@@ -344,12 +348,16 @@ class SerfCluster:
             for member in members:
                 self._known.pop(member.name, None)
             return
-        kind = event_kind(record.event)
-        if kind is MemberEventKind.LEFT and self._leaving:
-            # leave() announces this node's departure itself, once.
-            members = [member for member in members if member.name != self._name]
-        if kind is not None and members:
-            self._emit(kind, members)
+        by_kind: dict[MemberEventKind, list[Member]] = {}
+        for member in members:
+            kind = event_kind(record.event, member)
+            if kind is None:
+                continue
+            if kind is MemberEventKind.LEFT and self._leaving and member.name == self._name:
+                continue  # leave() announces this node's departure itself, once.
+            by_kind.setdefault(kind, []).append(member)
+        for kind, some in by_kind.items():
+            self._emit(kind, some)
 
     async def _resync(self, client: SerfRpcClient, *, restarted: bool) -> None:
         """Tell subscribers what changed while no agent was streaming events."""

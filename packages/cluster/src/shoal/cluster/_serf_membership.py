@@ -12,6 +12,13 @@ failed      failed
 (other)     suspect
 ==========  ==========
 
+A ``failed`` member whose last tags carry ``bye`` (:data:`LEAVING_TAG`) is
+``left``: it announced its leave in its tags before asking Serf to leave, and
+Serf's leave intent was overtaken by memberlist's own goodbye or by its
+failure detector (both travel separately; Serf turns such a member ``left``
+when the intent arrives late, but a leader acting in between would replace
+the node's instances with warnings, as after a crash).
+
 Serf keeps memberlist's suspicion to itself (a suspect member stays
 ``alive`` until declared ``failed``), so no ``suspect`` event comes from it.
 ``member-join``, ``member-update``, ``member-leave`` and ``member-failed``
@@ -31,6 +38,7 @@ from collections.abc import Iterable, Mapping
 from shoal.interfaces import GossipState, Member, MemberEventKind
 
 from ._serf_records import SerfMember
+from ._tags import LEAVING_TAG
 
 __all__ = ["MEMBER_EVENTS", "event_kind", "membership_changes", "to_member"]
 
@@ -60,12 +68,20 @@ _KIND_OF_STATE = {
 def to_member(member: SerfMember) -> Member:
     """Return ``member`` as a :class:`~shoal.interfaces.Member`."""
     state = _STATES.get(member.status, GossipState.SUSPECT)
+    if state is GossipState.FAILED and member.tags.get(LEAVING_TAG):
+        state = GossipState.LEFT
     return Member(name=member.name, address=member.address, state=state, tags=member.tags)
 
 
-def event_kind(event: str) -> MemberEventKind | None:
-    """Return the kind of a Serf member event, or None for one that raises no event."""
-    return _KINDS.get(event)
+def event_kind(event: str, member: Member) -> MemberEventKind | None:
+    """Return the kind of a Serf member event for ``member``, or None if it raises none.
+
+    ``member-failed`` of a member that said goodbye (see :func:`to_member`) is ``left``.
+    """
+    kind = _KINDS.get(event)
+    if kind is MemberEventKind.FAILED and member.state is GossipState.LEFT:
+        return MemberEventKind.LEFT
+    return kind
 
 
 def membership_changes(

@@ -14,6 +14,7 @@ node over gRPC travels here:
 ``mem``    capacity, bytes
 ``pods``   capacity, instances
 ``l.KEY``  one per node label
+``bye``    ``1`` once the node has begun a graceful leave
 =========  ==============================================
 """
 
@@ -25,13 +26,23 @@ import msgpack
 
 from shoal.interfaces import Capacity, InvalidInput, Member, Node, NodeRole
 
-__all__ = ["LABEL_PREFIX", "MAX_TAGS_BYTES", "check_tags", "node_from_member", "node_tags"]
+__all__ = [
+    "LABEL_PREFIX",
+    "LEAVING_TAG",
+    "MAX_TAGS_BYTES",
+    "check_tags",
+    "node_from_member",
+    "node_tags",
+]
 
 MAX_TAGS_BYTES = 512
 """memberlist's limit on a member's metadata, which holds the encoded tags."""
 
 LABEL_PREFIX = "l."
 """Tag key prefix for node labels."""
+
+LEAVING_TAG = "bye"
+"""Set (to ``1``) by a node just before it leaves: see :mod:`shoal.cluster._serf_membership`."""
 
 _ADDRESS_TAGS = ("api", "grpc")
 
