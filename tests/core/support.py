@@ -302,7 +302,9 @@ class FakeCluster:
         return receive
 
     async def set_tags(self, tags: dict[str, str]) -> None:
-        raise NotImplementedError
+        """Merge ``tags`` into the local member's (the first given), as an update."""
+        local = await self.local_node()
+        self.set(local.model_copy(update={"tags": {**local.tags, **tags}}), MemberEventKind.UPDATED)
 
     async def join(self, addresses: Sequence[str]) -> int:
         raise NotImplementedError

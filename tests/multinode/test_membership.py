@@ -301,6 +301,66 @@ def test_a_wrong_join_token_is_refused_and_leaves_no_member_behind(
     assert not [e for e in new if e["object"]["name"] == "wt"], new
 
 
+def test_a_server_with_another_join_token_is_refused_before_it_serves(
+    shared: Nodes, tmp_path: Path
+) -> None:
+    before = stored_state(shared)
+    token = tmp_path / "other-join-token"
+    token.write_text(new_join_token() + "\n")
+    node = shared.cluster.add(
+        "st", "server", join=[shared.srv], secrets=shared.cluster.secret_args(token=token)
+    )
+
+    code, output, listed = refused(shared, node)
+
+    assert code == 1, output
+    assert error_lines(output) == [
+        "error: server srv of the cluster refuses this server: node 'st' presented a wrong "
+        "join token: start the node with the join token of this cluster (the file `shoal "
+        "cluster init` wrote)"
+    ], output
+    assert "Traceback" not in output
+    assert "st" not in listed
+    # It left gossip on its way out: gone, not failed.
+    wait_until(
+        "the server's serf agent to see st left",
+        lambda: serf_members(shared.srv).get("st") == "left",
+        TIMEOUT,
+        lambda: str(serf_members(shared.srv)),
+    )
+    assert stored_state(shared) == before
+
+
+def test_a_second_server_with_its_own_store_is_refused_and_the_first_keeps_leading(
+    shared: Nodes,
+) -> None:
+    before = stored_state(shared)
+    seen = shared.event_ids()
+    # Same secrets, but its own SQLite state: a second cluster state in one cluster.
+    node = shared.cluster.add("s2", "server", join=[shared.srv])
+
+    code, output, listed = refused(shared, node)
+
+    assert code == 1, output
+    (line,) = error_lines(output)
+    assert line.startswith("error: server(s) srv of the cluster keep another cluster state "), line
+    assert "servers of one cluster share one etcd (--state etcd" in line, line
+    assert "Traceback" not in output
+    assert "s2" not in listed
+    wait_until(
+        "the server's serf agent to see s2 left",
+        lambda: serf_members(shared.srv).get("s2") == "left",
+        TIMEOUT,
+        lambda: str(serf_members(shared.srv)),
+    )
+    # The cluster's own server still schedules from the cluster's state.
+    shared.apply(pinned("after-s2", 1, "b"))
+    steady(shared, "after-s2", {"w2": 1})
+    shared.delete("after-s2")
+    assert stored_state(shared) == before
+    assert not [e for e in shared.events_since(seen) if e["object"]["name"] == "s2"]
+
+
 def test_a_wrong_gossip_key_cannot_join(shared: Nodes, tmp_path: Path) -> None:
     before = stored_state(shared)
     key = tmp_path / "other-gossip-key"

@@ -21,7 +21,7 @@ the StateStore of a node that keeps none.
 from ._fanout import MemberEvents
 from ._grpc_base import NodeChannel, serve_grpc
 from ._grpc_pods import PodGateway, RemotePods
-from ._grpc_remote_store import RemoteStore
+from ._grpc_remote_store import RemoteStore, check_accepted
 from ._grpc_state import StateGateway
 from ._nodeauth import Caller, CallVerifier, NodeIdentity, fingerprint
 from ._secrets import check_gossip_key, new_gossip_key, new_join_token
@@ -38,9 +38,10 @@ from ._serf_records import (
 from ._serf_rpc import SerfRpcClient
 from ._serf_subscription import SerfSubscription
 from ._static import StaticCluster
-from ._tags import check_tags, node_from_member, node_tags
+from ._tags import CLUSTER_ID_TAG, check_tags, node_from_member, node_tags
 
 __all__ = [
+    "CLUSTER_ID_TAG",
     "CallVerifier",
     "Caller",
     "MemberEventRecord",
@@ -61,6 +62,7 @@ __all__ = [
     "StateGateway",
     "StaticCluster",
     "UserEventRecord",
+    "check_accepted",
     "check_gossip_key",
     "check_tags",
     "fingerprint",

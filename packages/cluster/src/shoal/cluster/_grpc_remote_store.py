@@ -47,7 +47,7 @@ from ._grpc_state import SERVICE
 from ._nodeauth import NodeIdentity
 from ._pb import shoal_node_pb2 as pb
 
-__all__ = ["RemoteStore"]
+__all__ = ["RemoteStore", "check_accepted"]
 
 Reply = TypeVar("Reply", bound=Message)
 
@@ -343,3 +343,22 @@ class RemoteStore:
 
 def _kv(kv: pb.KeyValue) -> KeyValue:
     return KeyValue(kv.key, kv.value, kv.create_revision, kv.mod_revision, 0)
+
+
+async def check_accepted(
+    identity: NodeIdentity, token: str, address: str, *, deadline: float = 5.0
+) -> None:
+    """Return if the server at ``address`` accepts calls signed by ``identity`` with ``token``.
+
+    The cheapest signed call (``Revision``) checks the join token and the
+    signature only, not whether the caller is registered.
+
+    Raises:
+        Unauthenticated: it refuses them (e.g. it holds another join token).
+        Unavailable: it cannot be reached within ``deadline`` seconds.
+    """
+    channel = NodeChannel(identity, token, address, timeout=deadline)
+    try:
+        await channel.unary(f"/{SERVICE}/Revision", pb.RevisionRequest(), pb.RevisionReply)
+    finally:
+        await channel.aclose()

@@ -14,6 +14,7 @@ node over gRPC travels here:
 ``mem``    capacity, bytes
 ``pods``   capacity, instances
 ``l.KEY``  one per node label
+``cid``    servers: the id of the cluster state they keep
 ``bye``    ``1`` once the node has begun a graceful leave
 =========  ==============================================
 """
@@ -27,6 +28,7 @@ import msgpack
 from shoal.interfaces import Capacity, InvalidInput, Member, Node, NodeRole
 
 __all__ = [
+    "CLUSTER_ID_TAG",
     "LABEL_PREFIX",
     "LEAVING_TAG",
     "MAX_TAGS_BYTES",
@@ -40,6 +42,9 @@ MAX_TAGS_BYTES = 512
 
 LABEL_PREFIX = "l."
 """Tag key prefix for node labels."""
+
+CLUSTER_ID_TAG = "cid"
+"""A server's cluster id: see :mod:`shoal.core._admission`."""
 
 LEAVING_TAG = "bye"
 """Set (to ``1``) by a node just before it leaves: see :mod:`shoal.cluster._serf_membership`."""

@@ -30,6 +30,7 @@ from shoal.interfaces import (
     Capacity,
     Clock,
     ClusterManager,
+    Conflict,
     ContainerRuntime,
     ImageManager,
     InternalError,
@@ -39,11 +40,13 @@ from shoal.interfaces import (
     NotFound,
     ShoalError,
     StateStore,
+    Unauthenticated,
     Unavailable,
 )
 from shoal.runtime import ImageStore, MockRuntime, OciCliRuntime, pod_networking
 from shoal.state import EtcdStore, MemoryStore, SqliteStore
 
+from ._admission import admit_server, check_cluster_id
 from ._backoff import Backoff
 from ._clock import SystemClock
 from ._clustering import Clustering, read_secret
@@ -185,6 +188,8 @@ class ShoalNode:
         """The scopes of the node loop and the campaign, cancelled when the node leaves."""
         self._lease: int | None = None
         """The lease of the current (or last) term as leader, revoked before the next."""
+        self._cluster_id_checked = clustering is None
+        """Whether this server's store was found to hold the cluster's state (see _admission)."""
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run the node's loops until cancelled; closes its parts on the way out.
@@ -202,6 +207,8 @@ class ShoalNode:
         async with _opened(self.store), _opened(self.runtime), _opened(self.cluster):
             try:
                 async with anyio.create_task_group() as tg:
+                    if self.clustering is not None and serves:
+                        await self._admit(self.clustering)
                     if self.clustering is not None:
                         handlers = self.clustering.handlers(
                             self.store if serves else None, self.runtime if runs else None
@@ -220,6 +227,30 @@ class ShoalNode:
                 if self.clustering is not None:
                     with anyio.CancelScope(shield=True):
                         await self.clustering.aclose()
+
+    async def _admit(self, clustering: Clustering) -> None:
+        """Refuse to serve for a cluster this server is not of; it leaves gossip first.
+
+        Raises:
+            Conflict: another alive server keeps another cluster state.
+            Unauthenticated: the cluster's servers refuse this node's join token.
+        """
+        try:
+            self._cluster_id_checked = await admit_server(
+                self.store, self.cluster, clustering.identity, clustering.token
+            )
+        except (Conflict, Unauthenticated):
+            await self._leave_refused()
+            raise
+
+    async def _leave_refused(self) -> None:
+        """Leave gossip gracefully (bounded, never raising): this server was refused."""
+        self._left = True
+        with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+            try:
+                await self.cluster.leave()
+            except ShoalError as exc:
+                log.warning("%s could not leave gracefully: %s", self.node.name, exc)
 
     async def _forever(
         self,
@@ -343,6 +374,13 @@ class ShoalNode:
         """
         ttl = self.config.leader_ttl
         await self._revoke_stale_lease()
+        if not self._cluster_id_checked:
+            try:
+                await check_cluster_id(self.store, self.cluster, self.node.name)
+            except Conflict:
+                await self._leave_refused()
+                raise
+            self._cluster_id_checked = True
         lease = self._lease = await self.store.grant_lease(ttl)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._keep_lease, lease, ttl)
