@@ -59,12 +59,12 @@ async def test_a_waiting_candidate_keeps_its_lease_and_takes_over(tmp_path: Path
 
             async def run_first() -> None:
                 with first_scope:
-                    await first._lead()
+                    await first.leader.run()
 
             tg.start_soon(run_first)
             await wait_all_tasks_blocked()
             assert await store.leader("control-loop") == "first"
-            tg.start_soon(second._lead)
+            tg.start_soon(second.leader.run)
             # Far longer than the leader ttl (10 s): the waiting candidate's lease must live.
             await advance(clock, 60)
             assert await store.leader("control-loop") == "first"

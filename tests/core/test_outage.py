@@ -161,7 +161,7 @@ async def test_a_server_that_loses_its_store_stops_leading_and_leads_again_after
         flaky = FlakyStore(store)
         node = server("s1", tmp_path, flaky, clock)
         async with aclosing(node.cluster), anyio.create_task_group() as tg:
-            tg.start_soon(node._lead)
+            tg.start_soon(node.leader.run)
             await eventually(holds(lambda: node.control is not None))
 
             flaky.go_down()
@@ -184,7 +184,7 @@ async def test_a_deposed_leader_stops_its_control_loop_and_campaigns_again(
     async with MemoryStore(clock=clock) as store:
         node = server("s1", tmp_path, store, clock)
         async with aclosing(node.cluster), anyio.create_task_group() as tg:
-            tg.start_soon(node._lead)
+            tg.start_soon(node.leader.run)
             await eventually(holds(lambda: node.control is not None))
 
             # Another server takes over behind s1's back (s1's lease is still alive).

@@ -3,10 +3,10 @@
 ``build_node(config)`` turns a :class:`NodeConfig` into a :class:`ShoalNode`
 holding a store, a runtime, a cluster manager, a scheduler and a clock, and
 the service layer over them. ``ShoalNode.run`` starts what the node's role
-needs: the control loop and the membership sync (on servers, while this node
-holds the leader lease, writing through a store fenced by that term) and the
-node loop (on workers). No other module of ``shoal.core`` imports an
-implementation package.
+needs: the leader campaign with the control loop and the membership sync (on
+servers, see :mod:`shoal.core._leader`) and the node loop (on workers). Only
+the composition root — this module, with :mod:`~shoal.core._clustering` and
+:mod:`~shoal.core._admission` — imports implementation packages.
 """
 
 from __future__ import annotations
@@ -15,29 +15,23 @@ import contextlib
 import logging
 import os
 import shutil
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Literal
 
 import anyio
 import anyio.lowlevel
 from anyio.abc import TaskStatus
-from pydantic import BaseModel, Field
 
 from shoal.cluster import NodeIdentity, StaticCluster, check_gossip_key, node_tags, serve_grpc
 from shoal.interfaces import (
-    Capacity,
     Clock,
     ClusterManager,
     Conflict,
     ContainerRuntime,
     ImageManager,
     InternalError,
-    InvalidInput,
     Node,
     NodeRole,
-    NotFound,
     ShoalError,
     StateStore,
     Unauthenticated,
@@ -47,12 +41,11 @@ from shoal.runtime import ImageStore, MockRuntime, OciCliRuntime, pod_networking
 from shoal.state import EtcdStore, MemoryStore, SqliteStore
 
 from ._admission import admit_server, check_cluster_id
-from ._backoff import Backoff
 from ._clock import SystemClock
 from ._clustering import Clustering, read_secret
+from ._config import NodeConfig, check_config, host_capacity, prepare_data_dir
 from ._control import ControlLoop
-from ._fence import FencedStore
-from ._membership import MembershipSync
+from ._leader import Leader
 from ._nodeloop import NodeLoop
 from ._scheduler import DefaultScheduler
 from ._service import LocalNode, ShoalService
@@ -60,93 +53,6 @@ from ._service import LocalNode, ShoalService
 __all__ = ["NodeConfig", "ShoalNode", "build_node", "host_capacity", "prepare_data_dir"]
 
 log = logging.getLogger(__name__)
-
-LEADER_ELECTION = "control-loop"
-
-
-class NodeConfig(BaseModel):
-    """How to assemble a node. Every field has a default that runs one machine."""
-
-    data_dir: Path
-    """Where the node keeps its state, keys and authorized_keys."""
-    name: str = Field(default_factory=socket.gethostname)
-    """Node name; the host name by default."""
-    role: NodeRole = NodeRole.BOTH
-    """server (control loop), worker (runs instances) or both."""
-    runtime: Literal["runc", "crun", "youki", "mock"] = "runc"
-    """Container runtime: an OCI runtime CLI (runc, crun, youki), or 'mock' (nothing runs)."""
-    network: Literal["bridge", "host"] = "bridge"
-    """Pod networking for OCI runtimes: a CNI bridge with ports published on 127.0.0.1, or host."""
-    bridge: str = "shoal0"
-    """Name of the CNI bridge. Two nodes on one host need different bridges and subnets."""
-    bridge_subnet: str = "198.18.0.0/24"
-    """Subnet of the CNI bridge (addresses are handed out per data dir)."""
-    default_registry: str | None = None
-    """Registry (host[:port]) for unqualified image names; None: they must be imported."""
-    allow_host_paths: bool = False
-    """Let workloads mount paths of this machine (host_path volumes); refused when False."""
-    state: Literal["sqlite", "memory", "etcd"] = "sqlite"
-    """State store of a server: SQLite in the data dir, memory (lost on exit), or etcd."""
-    etcd: list[str] = Field(default_factory=list)
-    """etcd endpoints (host:port) for ``state="etcd"``: servers sharing one cluster state."""
-    etcd_prefix: str = "/shoal"
-    """Key prefix in etcd; clusters sharing one etcd need different prefixes."""
-    join_token_file: Path | None = None
-    """File holding the cluster's join token; with the gossip key, the node joins a cluster."""
-    gossip_key_file: Path | None = None
-    """File holding the cluster's Serf gossip key (``shoal cluster init`` writes both)."""
-    bind: str | None = None
-    """Gossip address HOST[:PORT] (port 7946 by default); 127.0.0.1 when clustered without it."""
-    grpc_addr: str | None = None
-    """Node-to-node gRPC listen address; the bind host, port 7947, by default."""
-    join: list[str] = Field(default_factory=list)
-    """Serf addresses of nodes already in the cluster."""
-    gossip_profile: Literal["local", "lan", "wan"] | None = None
-    """Serf timing profile; 'local' for loopback binds and 'lan' otherwise by default."""
-    labels: dict[str, str] = Field(default_factory=dict)
-    """Node labels for placement constraints."""
-    capacity: Capacity | None = None
-    """Override the detected capacity (mainly for tests and simulations)."""
-    api_addr: str = "127.0.0.1:7070"
-    """Address the REST API listens on, published in the node record."""
-    control_resync: float = 5.0
-    """Seconds between timer-driven control loop passes."""
-    node_resync: float = 2.0
-    """Seconds between timer-driven node loop passes."""
-    leader_ttl: float = 10.0
-    """Seconds the leader lease lives without renewal."""
-
-
-def host_capacity() -> Capacity:
-    """Detect this machine's CPU count and memory."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    memory = 0
-    with contextlib.suppress(OSError), open("/proc/meminfo") as meminfo:
-        for line in meminfo:
-            if line.startswith("MemTotal:"):
-                memory = int(line.split()[1]) * 1024
-                break
-    return Capacity.model_construct(cpu=(cpus or 1) * 1000, memory=memory, pods=110)
-
-
-def prepare_data_dir(path: Path) -> Path:
-    """Create the data dir (0700) and prove it is writable.
-
-    Raises:
-        Unavailable: it cannot be created or written, naming the path and the fix.
-    """
-    try:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        probe = path / ".write-test"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as exc:
-        raise Unavailable(
-            f"data dir {path} is not writable ({exc.strerror or exc}): choose another "
-            "with --data-dir or fix its permissions",
-            path=str(path),
-        ) from None
-    return path.resolve()
 
 
 class ShoalNode:
@@ -179,17 +85,28 @@ class ShoalNode:
             local=LocalNode(node.name, runtime, images),
             remote=None if clustering is None else clustering.pods_of,
         )
-        self.control: ControlLoop | None = None
-        """The control loop of this node's current term as leader; None when not leading."""
+        self.leader = Leader(
+            node.name,
+            store,
+            cluster,
+            self.scheduler,
+            clock,
+            ttl=config.leader_ttl,
+            resync=config.control_resync,
+            before_term=self._before_term,
+        )
         self.node_loop = NodeLoop(node, store, runtime, clock, resync=config.node_resync)
         self.ready = anyio.Event()
         self._left = False
         self._loops: list[anyio.CancelScope] = []
         """The scopes of the node loop and the campaign, cancelled when the node leaves."""
-        self._lease: int | None = None
-        """The lease of the current (or last) term as leader, revoked before the next."""
         self._cluster_id_checked = clustering is None
         """Whether this server's store was found to hold the cluster's state (see _admission)."""
+
+    @property
+    def control(self) -> ControlLoop | None:
+        """The control loop of this node's current term as leader; None when not leading."""
+        return self.leader.control
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run the node's loops until cancelled; closes its parts on the way out.
@@ -220,7 +137,7 @@ class ShoalNode:
                         # A server-only node runs no instances, but is listed with its role.
                         tg.start_soon(self.node_loop.register_when_reachable)
                     if serves:
-                        await tg.start(self._forever, "leader campaign", self._lead)
+                        await tg.start(self._forever, "leader campaign", self.leader.run)
                     self.ready.set()
                     task_status.started()
             finally:
@@ -338,99 +255,22 @@ class ShoalNode:
             if pods:
                 log.info("%s stopped its %d pod(s) on leaving", self.node.name, len(pods))
 
-    async def _lead(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Campaign for the leader lease, run the leader's loops while holding it, and repeat.
-
-        The lease is kept alive from the moment it is granted — also while the
-        campaign waits for a previous leader's lease to run out. If it is lost
-        (the store was unreachable for longer than its ttl), the control loop
-        stops and the node campaigns again with a new lease. If the store
-        cannot be reached, or the term was taken over (``Deposed``), the
-        term ends too, and the node campaigns again after a backoff (1 s,
-        doubling to 10 s, reset once it leads again): no scheduling happens
-        meanwhile, and the agent keeps running.
-        """
-        task_status.started()
-        backoff = Backoff(self.clock)
-        while True:
-            try:
-                await self._term(backoff)
-            except* NotFound:
-                log.warning("%s lost its leader lease; campaigning again", self.node.name)
-            except* Unavailable as group:
-                log.warning(
-                    "%s stops leading: %s; campaigning again in %g s",
-                    self.node.name,
-                    "; ".join(_messages(group)),
-                    backoff.delay,
-                )
-                await backoff.wait()
-
-    async def _term(self, backoff: Backoff) -> None:
-        """Win the election, then run the leader's loops on writes fenced by that term.
-
-        Returns never; it raises when the term ends (NotFound: the lease is
-        gone; Unavailable: the store is unreachable, or the term was taken over).
-        """
-        ttl = self.config.leader_ttl
-        await self._revoke_stale_lease()
-        if not self._cluster_id_checked:
-            try:
-                await check_cluster_id(self.store, self.cluster, self.node.name)
-            except Conflict:
-                await self._leave_refused()
-                raise
-            self._cluster_id_checked = True
-        lease = self._lease = await self.store.grant_lease(ttl)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._keep_lease, lease, ttl)
-            leadership = await self.store.campaign(LEADER_ELECTION, self.node.name, lease)
-            backoff.reset()
-            log.info("%s leads the control loop (lease %s)", self.node.name, lease)
-            fenced = FencedStore(self.store, leadership)
-            self.control = ControlLoop(
-                fenced, self.scheduler, self.clock, resync=self.config.control_resync
-            )
-            membership = MembershipSync(
-                fenced, self.cluster, self.clock, resync=self.config.control_resync
-            )
-            try:
-                tg.start_soon(membership.run)
-                await self.control.run()
-            finally:
-                self.control = None
-                with anyio.CancelScope(shield=True), contextlib.suppress(ShoalError):
-                    await self.store.resign(leadership)
-
-    async def _revoke_stale_lease(self) -> None:
-        """Revoke the lease of the previous term, and the election key held by it.
-
-        A term that ended because the store was unreachable could not resign;
-        without this, the node's next campaign would wait behind its own old
-        election key until that lease ran out.
+    async def _before_term(self) -> None:
+        """Before each term: a server whose cluster id went unchecked at start checks it now.
 
         Raises:
-            Unavailable: the store is still unreachable.
+            Conflict: another alive server keeps another cluster state (this
+                server then leaves gossip).
+            Unavailable: the store cannot be reached.
         """
-        if self._lease is None:
+        if self._cluster_id_checked:
             return
-        with contextlib.suppress(NotFound):  # it ran out meanwhile
-            await self.store.revoke(self._lease)
-        self._lease = None
-
-    async def _keep_lease(self, lease: int, ttl: float) -> None:
-        while True:
-            await self.clock.sleep(ttl / 3)
-            await self.store.keepalive(lease)
-
-
-def _messages(group: BaseExceptionGroup[Unavailable]) -> list[str]:
-    """Return the messages of the errors in ``group`` and its nested groups."""
-    return [
-        message
-        for exc in group.exceptions
-        for message in (_messages(exc) if isinstance(exc, BaseExceptionGroup) else [str(exc)])
-    ]
+        try:
+            await check_cluster_id(self.store, self.cluster, self.node.name)
+        except Conflict:
+            await self._leave_refused()
+            raise
+        self._cluster_id_checked = True
 
 
 @contextlib.asynccontextmanager
@@ -497,46 +337,6 @@ def build_node(config: NodeConfig, *, clock: Clock | None = None) -> ShoalNode:
     return ShoalNode(
         config, store, runtime, cluster, clock, node, images=images, clustering=clustering
     )
-
-
-def check_config(config: NodeConfig) -> None:
-    """Refuse a configuration whose parts do not fit together, saying what to change.
-
-    Raises:
-        InvalidInput: naming the options at fault.
-    """
-    secrets = (config.join_token_file, config.gossip_key_file)
-    clustered = any(path is not None for path in secrets)
-    if clustered and None in secrets:
-        raise InvalidInput(
-            "a clustered node needs both --join-token-file and --gossip-key-file "
-            "(`shoal cluster init` writes them)"
-        )
-    if not clustered:
-        given = [
-            flag
-            for flag, value in (
-                ("--bind", config.bind),
-                ("--grpc-addr", config.grpc_addr),
-                ("--join", config.join),
-            )
-            if value
-        ]
-        if given:
-            raise InvalidInput(
-                f"{', '.join(given)} {'clusters' if len(given) == 1 else 'cluster'} the node, "
-                "which needs the cluster's secrets: "
-                "add --join-token-file and --gossip-key-file (`shoal cluster init` writes them)"
-            )
-        if config.role == NodeRole.WORKER:
-            raise InvalidInput(
-                "a worker runs the instances of a cluster's servers: give it --join-token-file, "
-                "--gossip-key-file and --join SERVER:7946 (see docs/cluster.md)"
-            )
-    if config.state == "etcd" and not config.etcd:
-        raise InvalidInput("--state etcd needs the etcd endpoints: --etcd HOST:PORT[,HOST:PORT]")
-    if config.etcd and config.state != "etcd":
-        raise InvalidInput(f"--etcd is only used with --state etcd (not {config.state})")
 
 
 def _cluster_secrets(config: NodeConfig) -> tuple[str, str] | None:

@@ -1,0 +1,143 @@
+"""How a node is configured: :class:`NodeConfig`, and the checks before anything starts.
+
+Part of the composition root (:mod:`shoal.core.node` builds the node from it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from shoal.interfaces import Capacity, InvalidInput, NodeRole, Unavailable
+
+__all__ = ["NodeConfig", "check_config", "host_capacity", "prepare_data_dir"]
+
+
+class NodeConfig(BaseModel):
+    """How to assemble a node. Every field has a default that runs one machine."""
+
+    data_dir: Path
+    """Where the node keeps its state, keys and authorized_keys."""
+    name: str = Field(default_factory=socket.gethostname)
+    """Node name; the host name by default."""
+    role: NodeRole = NodeRole.BOTH
+    """server (control loop), worker (runs instances) or both."""
+    runtime: Literal["runc", "crun", "youki", "mock"] = "runc"
+    """Container runtime: an OCI runtime CLI (runc, crun, youki), or 'mock' (nothing runs)."""
+    network: Literal["bridge", "host"] = "bridge"
+    """Pod networking for OCI runtimes: a CNI bridge with ports published on 127.0.0.1, or host."""
+    bridge: str = "shoal0"
+    """Name of the CNI bridge. Two nodes on one host need different bridges and subnets."""
+    bridge_subnet: str = "198.18.0.0/24"
+    """Subnet of the CNI bridge (addresses are handed out per data dir)."""
+    default_registry: str | None = None
+    """Registry (host[:port]) for unqualified image names; None: they must be imported."""
+    allow_host_paths: bool = False
+    """Let workloads mount paths of this machine (host_path volumes); refused when False."""
+    state: Literal["sqlite", "memory", "etcd"] = "sqlite"
+    """State store of a server: SQLite in the data dir, memory (lost on exit), or etcd."""
+    etcd: list[str] = Field(default_factory=list)
+    """etcd endpoints (host:port) for ``state="etcd"``: servers sharing one cluster state."""
+    etcd_prefix: str = "/shoal"
+    """Key prefix in etcd; clusters sharing one etcd need different prefixes."""
+    join_token_file: Path | None = None
+    """File holding the cluster's join token; with the gossip key, the node joins a cluster."""
+    gossip_key_file: Path | None = None
+    """File holding the cluster's Serf gossip key (``shoal cluster init`` writes both)."""
+    bind: str | None = None
+    """Gossip address HOST[:PORT] (port 7946 by default); 127.0.0.1 when clustered without it."""
+    grpc_addr: str | None = None
+    """Node-to-node gRPC listen address; the bind host, port 7947, by default."""
+    join: list[str] = Field(default_factory=list)
+    """Serf addresses of nodes already in the cluster."""
+    gossip_profile: Literal["local", "lan", "wan"] | None = None
+    """Serf timing profile; 'local' for loopback binds and 'lan' otherwise by default."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    """Node labels for placement constraints."""
+    capacity: Capacity | None = None
+    """Override the detected capacity (mainly for tests and simulations)."""
+    api_addr: str = "127.0.0.1:7070"
+    """Address the REST API listens on, published in the node record."""
+    control_resync: float = 5.0
+    """Seconds between timer-driven control loop passes."""
+    node_resync: float = 2.0
+    """Seconds between timer-driven node loop passes."""
+    leader_ttl: float = 10.0
+    """Seconds the leader lease lives without renewal."""
+
+
+def host_capacity() -> Capacity:
+    """Detect this machine's CPU count and memory."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    memory = 0
+    with contextlib.suppress(OSError), open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemTotal:"):
+                memory = int(line.split()[1]) * 1024
+                break
+    return Capacity.model_construct(cpu=(cpus or 1) * 1000, memory=memory, pods=110)
+
+
+def prepare_data_dir(path: Path) -> Path:
+    """Create the data dir (0700) and prove it is writable.
+
+    Raises:
+        Unavailable: it cannot be created or written, naming the path and the fix.
+    """
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        probe = path / ".write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise Unavailable(
+            f"data dir {path} is not writable ({exc.strerror or exc}): choose another "
+            "with --data-dir or fix its permissions",
+            path=str(path),
+        ) from None
+    return path.resolve()
+
+
+def check_config(config: NodeConfig) -> None:
+    """Refuse a configuration whose parts do not fit together, saying what to change.
+
+    Raises:
+        InvalidInput: naming the options at fault.
+    """
+    secrets = (config.join_token_file, config.gossip_key_file)
+    clustered = any(path is not None for path in secrets)
+    if clustered and None in secrets:
+        raise InvalidInput(
+            "a clustered node needs both --join-token-file and --gossip-key-file "
+            "(`shoal cluster init` writes them)"
+        )
+    if not clustered:
+        given = [
+            flag
+            for flag, value in (
+                ("--bind", config.bind),
+                ("--grpc-addr", config.grpc_addr),
+                ("--join", config.join),
+            )
+            if value
+        ]
+        if given:
+            raise InvalidInput(
+                f"{', '.join(given)} {'clusters' if len(given) == 1 else 'cluster'} the node, "
+                "which needs the cluster's secrets: "
+                "add --join-token-file and --gossip-key-file (`shoal cluster init` writes them)"
+            )
+        if config.role == NodeRole.WORKER:
+            raise InvalidInput(
+                "a worker runs the instances of a cluster's servers: give it --join-token-file, "
+                "--gossip-key-file and --join SERVER:7946 (see docs/cluster.md)"
+            )
+    if config.state == "etcd" and not config.etcd:
+        raise InvalidInput("--state etcd needs the etcd endpoints: --etcd HOST:PORT[,HOST:PORT]")
+    if config.etcd and config.state != "etcd":
+        raise InvalidInput(f"--etcd is only used with --state etcd (not {config.state})")
