@@ -1,20 +1,25 @@
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import anyio
 import pytest
+from anyio import wait_all_tasks_blocked
 
+from shoal.core._repo import only_heartbeat
 from shoal.interfaces import (
     Conflict,
+    EventKind,
     GossipState,
     InstanceState,
     InvalidInput,
+    KeyValue,
     Node,
     NotFound,
     PodSpec,
+    WatchEvent,
     WorkloadPhase,
 )
 from shoal.runtime import Fault, MockRuntime
-from tests.core.support import Cluster, spec
+from tests.core.support import Cluster, eventually, make_node, spec
 
 pytestmark = pytest.mark.anyio
 
@@ -307,3 +312,51 @@ async def test_running_loops_converge_on_watch_events(cluster: Cluster) -> None:
                 del change
         assert len(await cluster.runtimes["n1"].list()) == 3
         tg.cancel_scope.cancel()
+
+
+async def test_a_heartbeat_wakes_no_pass_but_a_cordon_does(cluster: Cluster) -> None:
+    """Heartbeats rewrite node records every few seconds; the leader sleeps through them."""
+    await cluster.add_node("n1")
+    key = "/nodes/n1"
+    async with anyio.create_task_group() as tg:
+        await tg.start(cluster.control.run)
+        await wait_all_tasks_blocked()  # the first pass is done; the manual clock never moves
+        passes = cluster.control.passes
+
+        def beat(node: Node) -> Node:
+            return node.model_copy(update={"heartbeat_at": cluster.clock.now()})
+
+        cluster.clock.advance(3)
+        await cluster.control.repo.update(key, Node, beat)
+        await wait_all_tasks_blocked()
+        assert cluster.control.passes == passes
+
+        await cluster.control.repo.update(
+            key, Node, lambda node: node.model_copy(update={"cordoned": True})
+        )
+
+        async def woken() -> bool:
+            return cluster.control.passes > passes
+
+        await eventually(woken)
+        tg.cancel_scope.cancel()
+
+
+def test_only_a_change_of_heartbeat_alone_counts_as_a_heartbeat() -> None:
+    node = make_node("n1")
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def put(before: Node | None, after: Node, key: str = "/nodes/n1") -> WatchEvent:
+        value = after.model_dump_json().encode()
+        prev = None if before is None else before.model_dump_json().encode()
+        return WatchEvent(EventKind.PUT, KeyValue(key, value, 1, 2, 1), prev)
+
+    beat = node.model_copy(update={"heartbeat_at": at})
+    assert only_heartbeat(put(node, beat))
+    later = beat.model_copy(update={"heartbeat_at": at + timedelta(seconds=10)})
+    assert only_heartbeat(put(beat, later))
+    assert not only_heartbeat(put(beat, beat.model_copy(update={"cordoned": True})))
+    assert not only_heartbeat(put(None, beat))  # created: the loops must see it
+    assert not only_heartbeat(put(node, beat, key="/instances/default/web-1"))
+    deleted = WatchEvent(EventKind.DELETE, KeyValue("/nodes/n1", b"", 0, 3, 0), b"{}")
+    assert not only_heartbeat(deleted)

@@ -49,7 +49,16 @@ from shoal.interfaces import (
 )
 
 from ._placement import InstanceFactory, node_usage
-from ._repo import INSTANCES, NODES, WORKLOADS, Repository, Stored, instance_key, workload_key
+from ._repo import (
+    INSTANCES,
+    NODES,
+    WORKLOADS,
+    Repository,
+    Stored,
+    instance_key,
+    only_heartbeat,
+    workload_key,
+)
 from ._restarts import restart, should_restart
 from ._status import workload_status
 from ._wake import run_level_triggered
@@ -87,13 +96,17 @@ class ControlLoop:
         self.passes = 0
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Reconcile on every change of workloads, instances or nodes, and every ``resync`` s."""
+        """Reconcile on every change of workloads, instances or nodes, and every ``resync`` s.
+
+        A node's heartbeat alone wakes no pass.
+        """
         await run_level_triggered(
             self.store,
             self.clock,
             [WORKLOADS, INSTANCES, NODES],
             self.resync,
             self.reconcile_once,
+            ignore=only_heartbeat,
             task_status=task_status,
         )
 

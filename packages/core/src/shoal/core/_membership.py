@@ -47,7 +47,7 @@ from shoal.interfaces import (
     StateStore,
 )
 
-from ._repo import NODES, Repository, Stored
+from ._repo import NODES, Repository, Stored, only_heartbeat
 from ._wake import run_level_triggered
 
 __all__ = ["MembershipSync", "gossip_state"]
@@ -142,6 +142,7 @@ class MembershipSync:
                 self.resync,
                 self.sync_once,
                 triggers=[on_events],
+                ignore=only_heartbeat,
                 task_status=task_status,
             )
         finally:

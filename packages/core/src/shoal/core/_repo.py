@@ -7,6 +7,10 @@ Key layout (values are JSON)::
     /nodes/{name}                   Node
     /events/{micros}-{seq}-{random} Event, ordered by time
 
+A node's ``heartbeat_at`` changes every few seconds and means nothing to
+the leader's loops: :func:`only_heartbeat` tells them which changes to sleep
+through.
+
 Every write that depends on what was read is a compare-and-swap on the
 key's ``mod_revision``; a lost race raises :class:`RevisionConflict` and the
 caller re-reads. :meth:`Repository.update` wraps that loop for single keys.
@@ -15,6 +19,7 @@ caller re-reads. :meth:`Repository.update` wraps that loop for single keys.
 from __future__ import annotations
 
 import itertools
+import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +31,7 @@ from shoal.interfaces import (
     Actor,
     Clock,
     Event,
+    EventKind,
     EventType,
     Instance,
     Node,
@@ -34,6 +40,7 @@ from shoal.interfaces import (
     PutOp,
     RevisionConflict,
     StateStore,
+    WatchEvent,
     Workload,
 )
 
@@ -46,6 +53,7 @@ __all__ = [
     "Stored",
     "instance_key",
     "node_key",
+    "only_heartbeat",
     "workload_key",
 ]
 
@@ -224,3 +232,25 @@ class Repository:
         for kv in excess:
             await self.store.delete(kv.key)
         return len(excess)
+
+
+def only_heartbeat(event: WatchEvent) -> bool:
+    """Return whether ``event`` changed nothing of a node record but its ``heartbeat_at``.
+
+    False whenever it cannot tell (a delete, no previous value, not JSON).
+    """
+    if (
+        event.kind is not EventKind.PUT
+        or event.prev_value is None
+        or not event.kv.key.startswith(NODES)
+    ):
+        return False
+    try:
+        before, after = json.loads(event.prev_value), json.loads(event.kv.value)
+    except ValueError:
+        return False
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return False
+    before.pop("heartbeat_at", None)
+    after.pop("heartbeat_at", None)
+    return bool(before == after)

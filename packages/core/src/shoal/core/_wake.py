@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
-from shoal.interfaces import Clock, Compacted, StateStore, Unavailable
+from shoal.interfaces import Clock, Compacted, StateStore, Unavailable, WatchEvent
 
 from ._backoff import Backoff
 from ._fence import Deposed
@@ -41,6 +41,7 @@ async def run_level_triggered(
     reconcile: Callable[[], Awaitable[float | None]],
     *,
     triggers: Sequence[Trigger] = (),
+    ignore: Callable[[WatchEvent], bool] | None = None,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run ``reconcile`` after any change under ``prefixes``, and at least every ``resync`` s.
@@ -51,7 +52,8 @@ async def run_level_triggered(
     something changes". Watches start before the first pass, so no change can
     slip between a read and the next wake-up; changes that arrive during a pass
     coalesce into one more pass. Each of ``triggers`` runs as a task beside the
-    watches, waking a pass on changes the store does not see.
+    watches, waking a pass on changes the store does not see. A change for
+    which ``ignore`` returns True wakes nothing (e.g. a node's heartbeat).
 
     Raises:
         Deposed: a pass found that its leader's term is over.
@@ -70,7 +72,7 @@ async def run_level_triggered(
     async with anyio.create_task_group() as tg:
         start = await _current_revision(store, Backoff(clock))
         for prefix in prefixes:
-            tg.start_soon(_keep_watching, store, clock, prefix, start + 1, wake)
+            tg.start_soon(_keep_watching, store, clock, prefix, start + 1, wake, ignore)
         for trigger in triggers:
             tg.start_soon(trigger, wake)
         tg.start_soon(tick)
@@ -111,15 +113,21 @@ async def _wait_either(changed: anyio.Event, clock: Clock, delay: float) -> None
 
 
 async def _keep_watching(
-    store: StateStore, clock: Clock, prefix: str, start: int, on_change: Callable[[], None]
+    store: StateStore,
+    clock: Clock,
+    prefix: str,
+    start: int,
+    on_change: Callable[[], None],
+    ignore: Callable[[WatchEvent], bool] | None,
 ) -> None:
-    """Call ``on_change`` for every change under ``prefix``; outlive failures of the watch."""
+    """Call ``on_change`` for every change under ``prefix`` not ignored; outlive watch failures."""
     backoff = Backoff(clock)
     while True:
         try:
-            async for _ in store.watch(prefix, start):
+            async for event in store.watch(prefix, start):
                 backoff.reset()
-                on_change()
+                if ignore is None or not ignore(event):
+                    on_change()
         except (Unavailable, Compacted) as exc:
             log.warning(
                 "the watch on %s failed (%s); restarting it in %g s", prefix, exc, backoff.delay
