@@ -99,8 +99,9 @@ async def test_a_graceful_leave_is_seen_as_left_not_failed(serf_root: Path) -> N
                         break
         assert kinds[-1] == MemberEventKind.LEFT
         assert {m.name: m.state for m in await a.members()}["node-b"] == GossipState.LEFT
-        # It said goodbye in its tags before leaving (Serf's tag update returns
-        # once one member has it), so even a "failed" would read as left.
+        # It said goodbye in its tags before leaving, so even a "failed" would
+        # read as left. (Serf's tag update returns once it was gossiped out, not
+        # once a member has it; in a three-node cluster at rest, one has.)
         views = [{m.name: m.tags for m in await x.members()}["node-b"] for x in (a, c)]
         assert any(tags.get("bye") == "1" for tags in views), views
         assert (await b.local_node()).state == GossipState.LEFT

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from shoal.cluster import SerfMember
+from pathlib import Path
+
+import pytest
+
+from shoal.cluster import MemberEventRecord, SerfCluster, SerfMember
 from shoal.cluster._serf_membership import event_kind, membership_changes, to_member
 from shoal.interfaces import GossipState, Member, MemberEventKind
 
@@ -70,3 +74,22 @@ def test_the_restarted_node_itself_rejoins() -> None:
     known = {"self": member("self")}
     changes = membership_changes(known, [member("self")], rejoined="self")
     assert changes == {MemberEventKind.JOINED: [member("self")]}
+
+
+@pytest.mark.anyio
+async def test_one_failed_batch_splits_into_left_and_failed_and_skips_this_leaving_node(
+    tmp_path: Path,
+) -> None:
+    cluster = SerfCluster("me", tmp_path, rpc_auth="secret")
+    async with cluster.events() as events:
+        cluster._leaving = True  # as leave() sets it: this node announces its own LEFT
+        batch = (
+            SerfMember("bye", "127.0.0.2", 7946, "failed", {"bye": "1"}),
+            SerfMember("crashed", "127.0.0.3", 7946, "failed", {}),
+            SerfMember("me", "127.0.0.1", 7946, "left", {"bye": "1"}),
+        )
+        cluster._on_member_event(MemberEventRecord("member-failed", batch))
+        cluster._on_member_event(MemberEventRecord("member-leave", batch[2:]))
+        await cluster.aclose()  # ends the iteration
+        seen = [(e.kind, [m.name for m in e.members]) async for e in events]
+    assert seen == [(MemberEventKind.LEFT, ["bye"]), (MemberEventKind.FAILED, ["crashed"])]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgpack
 import pytest
 
 from shoal.cluster import check_tags, node_from_member, node_tags
@@ -67,3 +68,24 @@ def test_tags_over_serfs_limit_are_refused_with_their_size() -> None:
         InvalidInput, match=r"tags take \d+ bytes encoded; serf carries at most 512"
     ):
         check_tags({f"l.label-{i}": "v" * 20 for i in range(20)})
+
+
+def test_room_is_kept_for_the_cluster_id_and_the_goodbye() -> None:
+    def fill(size: int) -> dict[str, str]:
+        return {"id": "x" * 64, "l.pad": "p" * size}
+
+    largest = max(n for n in range(512) if _fits(fill(n)))
+    tags = check_tags(fill(largest))
+    # What is added after start still fits Serf's 512 bytes.
+    later = {**tags, "cid": "0123456789abcdef", "bye": "1"}
+    assert 1 + len(msgpack.packb(later)) <= 512
+    with pytest.raises(InvalidInput, match="use fewer or shorter labels"):
+        check_tags(fill(largest + 1))
+
+
+def _fits(tags: dict[str, str]) -> bool:
+    try:
+        check_tags(tags)
+    except InvalidInput:
+        return False
+    return True

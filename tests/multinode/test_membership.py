@@ -343,7 +343,8 @@ def test_a_second_server_with_its_own_store_is_refused_and_the_first_keeps_leadi
 
     assert code == 1, output
     (line,) = error_lines(output)
-    assert line.startswith("error: server(s) srv of the cluster keep another cluster state "), line
+    assert line.startswith("error: server(s) srv (cluster id "), line
+    assert "keep another cluster state than this server, whose store was created just now" in line
     assert "servers of one cluster share one etcd (--state etcd" in line, line
     assert "Traceback" not in output
     assert "s2" not in listed

@@ -38,10 +38,11 @@ from ._serf_records import (
 from ._serf_rpc import SerfRpcClient
 from ._serf_subscription import SerfSubscription
 from ._static import StaticCluster
-from ._tags import CLUSTER_ID_TAG, check_tags, node_from_member, node_tags
+from ._tags import CLUSTER_ID_TAG, LEAVING_TAG, check_tags, node_from_member, node_tags
 
 __all__ = [
     "CLUSTER_ID_TAG",
+    "LEAVING_TAG",
     "CallVerifier",
     "Caller",
     "MemberEventRecord",

@@ -45,6 +45,7 @@ from shoal.interfaces import (
     Member,
     MemberEvent,
     MemberEventKind,
+    ShoalError,
     Unavailable,
 )
 
@@ -302,14 +303,18 @@ class SerfCluster:
             await anyio.lowlevel.checkpoint()
             return
         client = await self._rpc("leave")
-        # Say goodbye in the tags first: a leader that sees this node failed
-        # before Serf's leave intent reaches it still knows it left.
-        await client.update_tags({LEAVING_TAG: "1"})
-        self._tags[LEAVING_TAG] = "1"
         members = [to_member(member) for member in await client.members()]
         self._leaving = True
         assert self._supervisor is not None  # _rpc() checked
         self._supervisor.expect_exit()
+        # Say goodbye in the tags first: a leader that sees this node failed
+        # before Serf's leave intent reaches it still knows it left. Best
+        # effort: the leave itself must happen whatever becomes of the tag.
+        try:
+            await client.update_tags({LEAVING_TAG: "1"})
+            self._tags[LEAVING_TAG] = "1"
+        except ShoalError as exc:
+            log.warning("serf agent %s: cannot tag its leave (%s); leaving anyway", self._name, exc)
         try:
             await client.leave()
         finally:

@@ -49,6 +49,9 @@ CLUSTER_ID_TAG = "cid"
 LEAVING_TAG = "bye"
 """Set (to ``1``) by a node just before it leaves: see :mod:`shoal.cluster._serf_membership`."""
 
+_LATER_TAGS = {CLUSTER_ID_TAG: "0" * 16, LEAVING_TAG: "1"}
+"""Tags published after start, at their largest: :func:`check_tags` keeps room for them."""
+
 _ADDRESS_TAGS = ("api", "grpc")
 
 
@@ -110,7 +113,10 @@ def node_from_member(member: Member) -> Node:
 
 
 def check_tags(tags: Mapping[str, str]) -> dict[str, str]:
-    """Return ``tags`` as a dict if Serf can carry them.
+    """Return ``tags`` as a dict if Serf can carry them, with room left for ``cid`` and ``bye``.
+
+    Those two are added later (at admission and on leaving), and must never
+    be what tips a node's tags over the limit.
 
     Raises:
         InvalidInput: a key or value is not a string, or the encoded tags
@@ -119,7 +125,7 @@ def check_tags(tags: Mapping[str, str]) -> dict[str, str]:
     """
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
         raise InvalidInput("tags must map strings to strings", field="tags")
-    size = 1 + len(msgpack.packb(dict(tags)))
+    size = 1 + len(msgpack.packb({**_LATER_TAGS, **tags}))
     if size > MAX_TAGS_BYTES:
         raise InvalidInput(
             f"tags take {size} bytes encoded; serf carries at most {MAX_TAGS_BYTES}: "

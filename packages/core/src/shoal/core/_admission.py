@@ -5,28 +5,34 @@ Two mistakes make a server that gossips with a cluster without being of it:
 * **Another store.** Every store holds a cluster id, created by the first
   server that uses it (key ``/cluster/id``), and each server publishes it as
   its ``cid`` tag. A server whose store holds another id keeps a second,
-  separate cluster state — on SQLite every server has its own (more than one
-  server needs etcd), and a wrong ``--etcd-prefix`` does the same on etcd.
-  Its leader would schedule the same workers from another state.
+  separate cluster state — on SQLite (or in memory) every server has its
+  own, so more than one server needs etcd, and a wrong ``--etcd-prefix``
+  does the same on etcd. Its leader would schedule the same workers from
+  another state.
 * **Another join token.** The cluster's servers refuse its calls, and it
   would refuse the workers' calls in turn.
 
-:func:`admit_server` checks both once the node has joined gossip (a join
-exchanges the full member list, tags included) and before it serves
-anything. A server that fails leaves gossip gracefully and stops with an
-error saying what to fix; the running servers are not disturbed. The check
-runs at start only: two misconfigured servers started at the same instant
-may each miss the other's tag. Part of the composition root (with
-:mod:`shoal.core.node`): it reaches other servers over gRPC.
+:func:`admit_server` checks both once the node is in gossip and before it
+serves anything, against the alive servers it knows then (with ``--join``,
+every member: a join exchanges the full member list; a server restarted
+without ``--join`` may not have met the others again yet, and then passes).
+A server that is refused is told what to fix; the running servers are not
+disturbed. Servers that are leaving (tag ``bye``) are not asked, and a
+conflict is looked at twice, a gossip round apart, before it stands — so a
+misconfigured server that starts beside a good one and leaves again does not
+take the good one with it. The check runs at start only. Part of the
+composition root (with :mod:`shoal.core.node`): it reaches other servers
+over gRPC.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Sequence
 
-from shoal.cluster import CLUSTER_ID_TAG, NodeIdentity, check_accepted
+import anyio
+
+from shoal.cluster import CLUSTER_ID_TAG, LEAVING_TAG, NodeIdentity, check_accepted
 from shoal.interfaces import (
     ClusterManager,
     Conflict,
@@ -34,21 +40,23 @@ from shoal.interfaces import (
     Member,
     NodeRole,
     RevisionConflict,
+    ShoalError,
     StateStore,
     Unauthenticated,
-    Unavailable,
 )
 
-__all__ = ["CLUSTER_ID_KEY", "admit_server", "check_cluster_id", "cluster_id"]
+__all__ = ["CLUSTER_ID_KEY", "admit_server", "cluster_id"]
 
 log = logging.getLogger(__name__)
 
 CLUSTER_ID_KEY = "/cluster/id"
 _SERVING = (NodeRole.SERVER.value, NodeRole.BOTH.value)
+_TOKEN_CHECK = 5.0
+"""Seconds the token check waits for the other servers' answers, all together."""
 
 
-async def cluster_id(store: StateStore) -> str:
-    """Return the id of the cluster state in ``store``, creating it on first use.
+async def cluster_id(store: StateStore) -> tuple[str, bool]:
+    """Return the id of the cluster state in ``store``, and whether this call created it.
 
     Raises:
         Unavailable: the store cannot be reached.
@@ -56,97 +64,108 @@ async def cluster_id(store: StateStore) -> str:
     while True:
         stored = await store.get(CLUSTER_ID_KEY)
         if stored is not None:
-            return stored.value.decode()
+            return stored.value.decode(), False
+        new = secrets.token_hex(8)
         try:
-            await store.put(CLUSTER_ID_KEY, secrets.token_hex(8).encode(), expected_revision=0)
+            await store.put(CLUSTER_ID_KEY, new.encode(), expected_revision=0)
         except RevisionConflict:
             continue  # another server created it first: read theirs
+        return new, True
 
 
 async def admit_server(
-    store: StateStore, cluster: ClusterManager, identity: NodeIdentity, token: str
-) -> bool:
-    """Check this server's join token and cluster id against the servers already alive.
+    store: StateStore,
+    cluster: ClusterManager,
+    identity: NodeIdentity,
+    token: str,
+    *,
+    recheck: float = 2.0,
+) -> None:
+    """Check this server's join token, then publish its cluster id and compare it.
 
-    Returns whether the cluster id was checked too: not when the store cannot
-    be reached yet (then :func:`check_cluster_id` must pass before this
-    server leads).
-
-    Raises:
-        Conflict: another alive server keeps another cluster state.
-        Unauthenticated: the alive servers refuse this node's join token.
-        Unavailable: the cluster manager cannot be reached.
-    """
-    await _check_token(identity, token, await _servers(cluster, identity.name))
-    try:
-        own = await cluster_id(store)
-    except Unavailable as exc:
-        log.warning("cannot check the cluster id while the store is unreachable: %s", exc)
-        return False
-    await _publish(cluster, identity.name, own)
-    return True
-
-
-async def check_cluster_id(store: StateStore, cluster: ClusterManager, name: str) -> None:
-    """Publish the store's cluster id as this server's tag; refuse if others keep another.
+    ``recheck``: seconds before a conflict is looked at again.
 
     Raises:
-        Conflict: another alive server keeps another cluster state.
+        Unauthenticated: the alive servers that answer all refuse this
+            node's join token (then no cluster id is published).
+        Conflict: other alive servers keep another cluster state.
         Unavailable: the store or the cluster manager cannot be reached.
     """
-    await _publish(cluster, name, await cluster_id(store))
-
-
-async def _publish(cluster: ClusterManager, name: str, own: str) -> None:
+    await _check_token(identity, token, await _servers(cluster, identity))
+    own, created = await cluster_id(store)
     await cluster.set_tags({CLUSTER_ID_TAG: own})
-    others = await _servers(cluster, name)
-    strangers = sorted(m.name for m in others if m.tags.get(CLUSTER_ID_TAG, own) != own)
+    strangers = await _strangers(cluster, identity, own)
     if strangers:
+        await anyio.sleep(recheck)
+        strangers = await _strangers(cluster, identity, own)
+    if strangers:
+        listed = ", ".join(f"{m.name} (cluster id {m.tags[CLUSTER_ID_TAG]})" for m in strangers)
         raise Conflict(
-            f"server(s) {', '.join(strangers)} of the cluster keep another cluster state than "
-            f"this server's (cluster id {own}): servers of one cluster share one etcd "
-            "(--state etcd --etcd HOST:PORT, same --etcd-prefix); a server on SQLite must be "
-            "the cluster's only one",
+            f"server(s) {listed} keep another cluster state than this server, whose store "
+            f"{'was created just now' if created else 'holds cluster id ' + own}: servers of "
+            "one cluster share one etcd (--state etcd --etcd HOST:PORT, same --etcd-prefix); "
+            "a server on SQLite or in memory must be the cluster's only one",
             cluster_id=own,
-            servers=strangers,
+            servers=[m.name for m in strangers],
         )
 
 
-async def _servers(cluster: ClusterManager, name: str) -> list[Member]:
-    """Return the alive servers other than ``name``."""
+async def _servers(cluster: ClusterManager, identity: NodeIdentity) -> list[Member]:
+    """Return the alive servers other than this node that are not leaving."""
     return [
         m
         for m in await cluster.members()
-        if m.name != name and m.state == GossipState.ALIVE and m.tags.get("role") in _SERVING
+        if m.tags.get("id") != identity.node_id
+        and m.state == GossipState.ALIVE
+        and m.tags.get("role") in _SERVING
+        and not m.tags.get(LEAVING_TAG)
     ]
 
 
-async def _check_token(identity: NodeIdentity, token: str, servers: Sequence[Member]) -> None:
+async def _strangers(cluster: ClusterManager, identity: NodeIdentity, own: str) -> list[Member]:
+    """Return the servers that publish a cluster id other than ``own``."""
+    servers = await _servers(cluster, identity)
+    return sorted(
+        (m for m in servers if m.tags.get(CLUSTER_ID_TAG, own) != own), key=lambda m: m.name
+    )
+
+
+async def _check_token(identity: NodeIdentity, token: str, servers: list[Member]) -> None:
     """Refuse if the servers that answer all refuse this node's join token.
 
-    Servers that cannot be reached (still starting, or partitioned) prove
-    nothing either way; one that accepts is enough.
+    Asks them all at once, for :data:`_TOKEN_CHECK` seconds at most. Servers
+    that do not answer (still starting, partitioned, or failing otherwise)
+    prove nothing either way; one that accepts is enough.
     """
-    refusals: list[tuple[str, str]] = []
-    for server in (s for s in servers if "grpc" in s.tags):
+    accepted: list[str] = []
+    refusals: dict[str, str] = {}
+
+    async def ask(server: Member) -> None:
         try:
-            await check_accepted(identity, token, server.tags["grpc"])
-        except Unavailable as exc:
-            log.info("cannot check the join token with server %s: %s", server.name, exc)
-            continue
+            await check_accepted(identity, token, server.tags["grpc"], deadline=_TOKEN_CHECK)
         except Unauthenticated as exc:
-            refusals.append((server.name, exc.message))
-            continue
+            refusals[server.name] = exc.message
+        except ShoalError as exc:  # Unavailable, or an error of the server's own
+            log.info("cannot check the join token with server %s: %s", server.name, exc)
+        else:
+            accepted.append(server.name)
+
+    with anyio.move_on_after(_TOKEN_CHECK + 1):
+        async with anyio.create_task_group() as tg:
+            for server in servers:
+                if "grpc" in server.tags:
+                    tg.start_soon(ask, server)
+    if accepted:
         if refusals:
             log.warning(
-                "server(s) %s refuse this node's join token, but %s accepts it",
-                ", ".join(name for name, _ in refusals),
-                server.name,
+                "server(s) %s refuse this node's join token, but %s accept it",
+                ", ".join(sorted(refusals)),
+                ", ".join(sorted(accepted)),
             )
         return
     if refusals:
-        name, why = refusals[0]
+        name = min(refusals)
         raise Unauthenticated(
-            f"server {name} of the cluster refuses this server: {why}",
-            servers=[name for name, _ in refusals],
+            f"server {name} of the cluster refuses this server: {refusals[name]}",
+            servers=sorted(refusals),
         )

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 
 import anyio
 import anyio.lowlevel
@@ -41,10 +40,6 @@ log = logging.getLogger(__name__)
 LEADER_ELECTION = "control-loop"
 
 
-async def _nothing() -> None:
-    await anyio.lowlevel.checkpoint()
-
-
 class Leader:
     """Campaigns for the leader lease of ``store`` and leads while it holds it.
 
@@ -56,8 +51,6 @@ class Leader:
         clock: time source.
         ttl: seconds the leader lease lives without renewal.
         resync: seconds between timer-driven passes of the leader's loops.
-        before_term: awaited before each campaign; what it raises, other
-            than NotFound and Unavailable, ends :meth:`run`.
     """
 
     def __init__(
@@ -70,7 +63,6 @@ class Leader:
         *,
         ttl: float,
         resync: float,
-        before_term: Callable[[], Awaitable[None]] = _nothing,
     ) -> None:
         self.name = name
         self.store = store
@@ -79,7 +71,6 @@ class Leader:
         self.clock = clock
         self.ttl = ttl
         self.resync = resync
-        self._before_term = before_term
         self.control: ControlLoop | None = None
         """The control loop of the current term; None when not leading."""
         self._lease: int | None = None
@@ -120,7 +111,6 @@ class Leader:
         gone; Unavailable: the store is unreachable, or the term was taken over).
         """
         await self._revoke_stale_lease()
-        await self._before_term()
         lease = self._lease = await self.store.grant_lease(self.ttl)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._keep_lease, lease)

@@ -26,7 +26,6 @@ from shoal.cluster import NodeIdentity, StaticCluster, check_gossip_key, node_ta
 from shoal.interfaces import (
     Clock,
     ClusterManager,
-    Conflict,
     ContainerRuntime,
     ImageManager,
     InternalError,
@@ -34,13 +33,12 @@ from shoal.interfaces import (
     NodeRole,
     ShoalError,
     StateStore,
-    Unauthenticated,
     Unavailable,
 )
 from shoal.runtime import ImageStore, MockRuntime, OciCliRuntime, pod_networking
 from shoal.state import EtcdStore, MemoryStore, SqliteStore
 
-from ._admission import admit_server, check_cluster_id
+from ._admission import admit_server
 from ._clock import SystemClock
 from ._clustering import Clustering, read_secret
 from ._config import NodeConfig, check_config, host_capacity, prepare_data_dir
@@ -93,15 +91,12 @@ class ShoalNode:
             clock,
             ttl=config.leader_ttl,
             resync=config.control_resync,
-            before_term=self._before_term,
         )
         self.node_loop = NodeLoop(node, store, runtime, clock, resync=config.node_resync)
         self.ready = anyio.Event()
         self._left = False
         self._loops: list[anyio.CancelScope] = []
         """The scopes of the node loop and the campaign, cancelled when the node leaves."""
-        self._cluster_id_checked = clustering is None
-        """Whether this server's store was found to hold the cluster's state (see _admission)."""
 
     @property
     def control(self) -> ControlLoop | None:
@@ -149,22 +144,30 @@ class ShoalNode:
         """Refuse to serve for a cluster this server is not of; it leaves gossip first.
 
         Raises:
-            Conflict: another alive server keeps another cluster state.
+            Conflict: other alive servers keep another cluster state.
             Unauthenticated: the cluster's servers refuse this node's join token.
+            Unavailable: the store or the serf agent cannot be reached.
         """
         try:
-            self._cluster_id_checked = await admit_server(
-                self.store, self.cluster, clustering.identity, clustering.token
-            )
-        except (Conflict, Unauthenticated):
-            await self._leave_refused()
+            await admit_server(self.store, self.cluster, clustering.identity, clustering.token)
+        except ShoalError:
+            await self._leave_refused(clustering)
             raise
 
-    async def _leave_refused(self) -> None:
-        """Leave gossip gracefully (bounded, never raising): this server was refused."""
+    async def _leave_refused(self, clustering: Clustering) -> None:
+        """Leave gossip gracefully (bounded, never raising): this server was refused.
+
+        Not under a name another node holds: that node would be seen leaving.
+        """
         self._left = True
         with anyio.CancelScope(shield=True), anyio.move_on_after(10):
             try:
+                if any(
+                    m.name == self.node.name and m.tags.get("id") != clustering.identity.node_id
+                    for m in await self.cluster.members()
+                ):
+                    log.warning("%s is another node's name: not leaving under it", self.node.name)
+                    return
                 await self.cluster.leave()
             except ShoalError as exc:
                 log.warning("%s could not leave gracefully: %s", self.node.name, exc)
@@ -254,23 +257,6 @@ class ShoalNode:
                     tg.start_soon(stop, pod.uid)
             if pods:
                 log.info("%s stopped its %d pod(s) on leaving", self.node.name, len(pods))
-
-    async def _before_term(self) -> None:
-        """Before each term: a server whose cluster id went unchecked at start checks it now.
-
-        Raises:
-            Conflict: another alive server keeps another cluster state (this
-                server then leaves gossip).
-            Unavailable: the store cannot be reached.
-        """
-        if self._cluster_id_checked:
-            return
-        try:
-            await check_cluster_id(self.store, self.cluster, self.node.name)
-        except Conflict:
-            await self._leave_refused()
-            raise
-        self._cluster_id_checked = True
 
 
 @contextlib.asynccontextmanager
