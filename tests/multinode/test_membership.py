@@ -269,66 +269,48 @@ def test_agent_configuration_errors_are_one_line_and_start_nothing(tmp_path: Pat
                 process.communicate()
 
 
+WRONG_TOKEN = (
+    "node '{name}' presented a wrong join token: start the node with the join token of this "
+    "cluster (the file `shoal cluster init` wrote)"
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "role", "error", "gone"),
+    [
+        # A worker is refused by the server it registers with; its agent then stops.
+        ("wt", "worker", WRONG_TOKEN, {"failed", "left"}),
+        # A server asks the cluster's servers before it serves, and leaves when refused.
+        ("st", "server", "server srv of the cluster refuses this server: " + WRONG_TOKEN, {"left"}),
+    ],
+)
 def test_a_wrong_join_token_is_refused_and_leaves_no_member_behind(
-    shared: Nodes, tmp_path: Path
+    shared: Nodes, tmp_path: Path, name: str, role: str, error: str, gone: set[str]
 ) -> None:
     before = stored_state(shared)
     seen = shared.event_ids()
     token = tmp_path / "other-join-token"
     token.write_text(new_join_token() + "\n")
     node = shared.cluster.add(
-        "wt", "worker", join=[shared.srv], secrets=shared.cluster.secret_args(token=token)
+        name, role, join=[shared.srv], secrets=shared.cluster.secret_args(token=token)
     )
 
     code, output, listed = refused(shared, node)
 
     assert code == 1, output
-    assert error_lines(output) == [
-        "error: node 'wt' presented a wrong join token: start the node with the join token "
-        "of this cluster (the file `shoal cluster init` wrote)"
-    ], output
+    assert error_lines(output) == ["error: " + error.format(name=name)], output
     assert "Traceback" not in output
-    assert "wt" not in listed
+    assert name not in listed
     # It gossiped with the right key for a moment; once gone, gossip does not call it alive.
     wait_until(
-        "the server's serf agent to see wt gone",
-        lambda: serf_members(shared.srv).get("wt", "gone") != "alive",
+        f"the server's serf agent to see {name} {' or '.join(sorted(gone))}",
+        lambda: serf_members(shared.srv).get(name) in gone,
         TIMEOUT,
         lambda: str(serf_members(shared.srv)),
     )
     assert stored_state(shared) == before
     new = shared.events_since(seen)
-    assert not [e for e in new if e["object"]["name"] == "wt"], new
-
-
-def test_a_server_with_another_join_token_is_refused_before_it_serves(
-    shared: Nodes, tmp_path: Path
-) -> None:
-    before = stored_state(shared)
-    token = tmp_path / "other-join-token"
-    token.write_text(new_join_token() + "\n")
-    node = shared.cluster.add(
-        "st", "server", join=[shared.srv], secrets=shared.cluster.secret_args(token=token)
-    )
-
-    code, output, listed = refused(shared, node)
-
-    assert code == 1, output
-    assert error_lines(output) == [
-        "error: server srv of the cluster refuses this server: node 'st' presented a wrong "
-        "join token: start the node with the join token of this cluster (the file `shoal "
-        "cluster init` wrote)"
-    ], output
-    assert "Traceback" not in output
-    assert "st" not in listed
-    # It left gossip on its way out: gone, not failed.
-    wait_until(
-        "the server's serf agent to see st left",
-        lambda: serf_members(shared.srv).get("st") == "left",
-        TIMEOUT,
-        lambda: str(serf_members(shared.srv)),
-    )
-    assert stored_state(shared) == before
+    assert not [e for e in new if e["object"]["name"] == name], new
 
 
 def test_a_second_server_with_its_own_store_is_refused_and_the_first_keeps_leading(
