@@ -2,6 +2,7 @@
 
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
+from datetime import timedelta
 
 import anyio
 import pytest
@@ -226,4 +227,72 @@ async def test_a_new_leader_does_not_fail_nodes_missing_from_its_first_view(
     cluster.clock.advance(31)  # settled: still absent, so nobody answers for b
     await sync.sync_once()
     assert await node_state(cluster, "b") == GossipState.FAILED
+    await gossip.aclose()
+
+
+async def test_a_node_alive_in_gossip_but_silent_is_suspect_until_it_reports_again(
+    cluster: Cluster,
+) -> None:
+    """Its node loop cannot reach the cluster state: no new instances, but it keeps its own."""
+    clock = cluster.clock
+    for name in ("a", "b"):
+        await cluster.add_node(name, node_id=f"id-{name}")
+    gossip = FakeCluster(*(FakeCluster.member(loop.node) for loop in cluster.nodes.values()))
+    sync = MembershipSync(cluster.store, gossip, clock, silent_after=40)
+    await cluster.service.apply([spec(replicas=2, placement={"strategy": "spread"})])
+    await cluster.settle()
+    placed_on_b = {i.uid for i in await instances(cluster) if i.node == "b"}
+    assert len(placed_on_b) == 1
+    await sync.sync_once()
+
+    async def beat(name: str) -> None:
+        await cluster.control.repo.update(
+            f"/nodes/{name}", Node, lambda n: n.model_copy(update={"heartbeat_at": clock.now()})
+        )
+
+    clock.advance(30)
+    await beat("a")
+    await sync.sync_once()
+    assert await node_state(cluster, "b") == GossipState.ALIVE  # 30 s: not yet
+    clock.advance(15)
+    await sync.sync_once()
+    assert await node_state(cluster, "a") == GossipState.ALIVE  # it beat 15 s ago
+    assert await node_state(cluster, "b") == GossipState.SUSPECT
+    event = (await cluster.service.list_events(kind="Node", name="b"))[-1]
+    assert (event.reason, event.type) == ("NodeSuspect", EventType.WARNING)
+    assert "alive in gossip but has not reported for 45 s" in event.message
+
+    # New replicas go elsewhere; what b runs stays where it is.
+    await cluster.service.scale("web", 4)
+    await cluster.settle()
+    now = await instances(cluster)
+    assert {i.uid for i in now if i.node == "b"} == placed_on_b
+    assert sorted(i.node or "-" for i in now) == ["a", "a", "a", "b"]
+
+    await beat("b")
+    await sync.sync_once()
+    assert await node_state(cluster, "b") == GossipState.ALIVE
+    await gossip.aclose()
+
+
+async def test_silence_is_timed_by_the_leader_and_server_only_nodes_never_beat(
+    cluster: Cluster,
+) -> None:
+    long_ago = cluster.clock.now() - timedelta(hours=1)  # e.g. another machine's clock
+    await cluster.control.repo.put(
+        "/nodes/w", make_node("w", node_id="id-w", heartbeat_at=long_ago)
+    )
+    await cluster.control.repo.put(
+        "/nodes/s", make_node("s", node_id="id-s", role="server", heartbeat_at=long_ago)
+    )
+    gossip = FakeCluster(
+        *(FakeCluster.member(make_node(n, node_id=f"id-{n}")) for n in ("w", "s"))
+    )
+    sync = MembershipSync(cluster.store, gossip, cluster.clock, silent_after=40)
+    await sync.sync_once()  # a new leader: it starts counting now
+    assert await node_state(cluster, "w") == GossipState.ALIVE
+    cluster.clock.advance(41)
+    await sync.sync_once()
+    assert await node_state(cluster, "w") == GossipState.SUSPECT
+    assert await node_state(cluster, "s") == GossipState.ALIVE
     await gossip.aclose()

@@ -17,6 +17,16 @@ node record, the state it should have:
   members for a day, so a member that is absent from a settled view is a
   record nobody answers for, e.g. a node renamed since.)
 
+One more thing makes an alive node ``suspect``: silence. A node that runs
+instances refreshes its record's ``heartbeat_at`` every 10 s (through a
+server, for a worker); one whose heartbeat has not changed for
+``silent_after`` seconds while gossip still calls it alive cannot reach the
+cluster state (e.g. its gRPC path is blocked): it gets no new instances
+until it reports again, and keeps those it has. Silence is timed on this
+leader's own monotonic clock from when it saw the value change, so clock
+skew between machines does not matter, and a new leader starts counting
+afresh. Server-only nodes do not beat and are never silent.
+
 A record changes only along ``NODE_TRANSITIONS`` (so a left node becomes
 alive again, never failed), by compare-and-swap, with an event per change
 (NodeAlive, NodeSuspect, NodeFailed, NodeLeft). Members without a record are
@@ -29,6 +39,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 
 import anyio
 from anyio.abc import TaskStatus
@@ -42,6 +53,7 @@ from shoal.interfaces import (
     GossipState,
     Member,
     Node,
+    NodeRole,
     NotFound,
     ObjectRef,
     StateStore,
@@ -97,6 +109,8 @@ class MembershipSync:
         resync: Seconds between syncs when nothing happens.
         absent_grace: Seconds after start before a record without a member
             is declared failed (the view of a new leader may be partial).
+        silent_after: Seconds without a new heartbeat after which an alive
+            node that runs instances is suspect.
 
     """
 
@@ -108,9 +122,13 @@ class MembershipSync:
         *,
         resync: float = 5.0,
         absent_grace: float = 30.0,
+        silent_after: float = 40.0,
     ) -> None:
         self.store = store
         self.absent_grace = absent_grace
+        self.silent_after = silent_after
+        self._beats: dict[str, tuple[datetime | None, float]] = {}
+        """Per node: the last ``heartbeat_at`` seen, and when (monotonic) it was first seen."""
         self._since = clock.now()
         self.repo = Repository(store, clock)
         self.cluster = cluster
@@ -156,12 +174,43 @@ class MembershipSync:
             log.warning("the cluster manager reports no members, not even this node; waiting")
             return
         settled = (self.clock.now() - self._since).total_seconds() >= self.absent_grace
-        for stored in await self.repo.list_nodes():
-            await self._sync_node(stored, members.get(stored.value.name), settled)
+        records = await self.repo.list_nodes()
+        names = {stored.value.name for stored in records}
+        for name in set(self._beats) - names:
+            del self._beats[name]
+        for stored in records:
+            silence = self._silence(stored.value)
+            await self._sync_node(stored, members.get(stored.value.name), settled, silence)
 
-    async def _sync_node(self, stored: Stored[Node], member: Member | None, settled: bool) -> None:
+    def _silence(self, node: Node) -> float:
+        """Return for how long ``node``'s heartbeat has not changed, as seen here (0: beating)."""
+        if node.role == NodeRole.SERVER or node.heartbeat_at is None:
+            return 0.0
+        now = self.clock.monotonic()
+        seen = self._beats.get(node.name)
+        if seen is None or seen[0] != node.heartbeat_at:
+            self._beats[node.name] = (node.heartbeat_at, now)
+            return 0.0
+        return now - seen[1]
+
+    def _state(
+        self, node: Node, member: Member | None, settled: bool, silence: float
+    ) -> tuple[GossipState, str]:
+        """Return the state ``node`` should have, and why: gossip's, or suspect when silent."""
+        state, why = gossip_state(node, member, settled=settled)
+        if state == GossipState.ALIVE and silence >= self.silent_after:
+            return GossipState.SUSPECT, (
+                f"node {node.name} is alive in gossip but has not reported for {silence:.0f} s: "
+                "its node loop cannot reach the cluster state (see its log; is its gRPC port "
+                "reachable from the servers and theirs from it?)"
+            )
+        return state, why
+
+    async def _sync_node(
+        self, stored: Stored[Node], member: Member | None, settled: bool, silence: float
+    ) -> None:
         def change(node: Node) -> Node | None:
-            state, _ = gossip_state(node, member, settled=settled)
+            state, _ = self._state(node, member, settled, silence)
             if state == node.state or state not in NODE_TRANSITIONS[node.state]:
                 return None
             return node.model_copy(update={"state": state})
@@ -173,7 +222,7 @@ class MembershipSync:
         before = stored.value.state
         if updated.state == before:
             return
-        _, why = gossip_state(stored.value, member, settled=settled)
+        _, why = self._state(stored.value, member, settled, silence)
         message = f"{before.value} → {updated.state.value}: {why}"
         log.log(logging.WARNING if updated.state in _WARN else logging.INFO, "%s", message)
         await self.repo.record(
