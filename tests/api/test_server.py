@@ -27,17 +27,21 @@ from shoal.api import (
     create_app,
     serve_api,
 )
+from shoal.cluster import StaticCluster
 from shoal.core import ControlLoop, DefaultScheduler, LocalNode, NodeLoop, ShoalService, SystemClock
 from shoal.interfaces import (
     Capacity,
     Forbidden,
+    GossipState,
     InstanceState,
     InvalidInput,
     InvalidSpec,
+    Member,
     Node,
     NotFound,
     ObjectRef,
     RequestTooLarge,
+    Unavailable,
 )
 from shoal.runtime import MockRuntime
 from shoal.state import MemoryStore
@@ -49,6 +53,10 @@ HELLO = {
     "replicas": 2,
     "template": {"containers": [{"name": "web", "image": "busybox"}]},
 }
+
+
+GOSSIP_TAGS = {"id": "f" * 64, "role": "both", "api": "127.0.0.1:7070"}
+"""The tags the test server's one-node cluster manager publishes."""
 
 
 def keypair(name: str, seed: int) -> KeyPair:
@@ -81,8 +89,13 @@ async def server() -> AsyncIterator[Server]:
         }
     )
     clock = SystemClock()
-    async with MemoryStore(clock=clock) as store, anyio.create_task_group() as tg:
-        service = ShoalService(store, clock)
+    gossip = StaticCluster("n1", "127.0.0.1:7946", tags=GOSSIP_TAGS)
+    async with (
+        MemoryStore(clock=clock) as store,
+        gossip,
+        anyio.create_task_group() as tg,
+    ):
+        service = ShoalService(store, clock, members=gossip.members)
         app = create_app(service, RequestVerifier(keys.lookup), heartbeat=0.2)
         port = await tg.start(serve_api, app, bind("127.0.0.1:0"))
         yield Server(f"http://127.0.0.1:{port}", service)
@@ -116,6 +129,32 @@ async def test_unsigned_request_is_refused(server: Server) -> None:
     error = await error_of(response)
     assert error["code"] == "unauthenticated"
     assert error["details"] == {"reason": "missing_signature"}
+
+
+async def test_a_viewer_lists_the_gossip_members(server: Server) -> None:
+    async with server.client(VIEWER) as http:
+        response = await http.get("/v1/members")
+    assert response.status_code == 200, response.text
+    assert response.json() == [
+        {"name": "n1", "address": "127.0.0.1:7946", "state": "alive", "tags": GOSSIP_TAGS}
+    ]
+    async with ShoalClient(server.url, VIEWER) as client:
+        assert await client.list_members() == [
+            Member(name="n1", address="127.0.0.1:7946", state=GossipState.ALIVE, tags=GOSSIP_TAGS)
+        ]
+
+
+async def test_members_need_a_signature(server: Server) -> None:
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        unsigned = await http.get("/v1/members")
+    async with server.client(STRANGER) as http:
+        unknown = await http.get("/v1/members")
+    assert (unsigned.status_code, unknown.status_code) == (401, 401)
+    assert (await error_of(unsigned))["details"] == {"reason": "missing_signature"}
+    assert (await error_of(unknown))["details"] == {
+        "reason": "unknown_key",
+        "key_id": "stranger@test",
+    }
 
 
 async def test_unknown_key_is_refused(server: Server) -> None:
@@ -361,6 +400,12 @@ async def test_logs_exec_and_stats_reach_the_node_runtime(live: Server) -> None:
             await viewer.exec(name, ["true"])
     reasons = [e.reason for e in await live.service.list_events(kind="Instance", name=name)]
     assert "Exec" in reasons
+
+
+async def test_a_service_without_a_cluster_manager_says_so(live: Server) -> None:
+    async with ShoalClient(live.url, VIEWER) as client:
+        with pytest.raises(Unavailable, match="this service has no cluster manager"):
+            await client.list_members()
 
 
 async def test_front_doors_can_record_audit_events(live: Server) -> None:

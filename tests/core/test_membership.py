@@ -285,9 +285,7 @@ async def test_silence_is_timed_by_the_leader_and_server_only_nodes_never_beat(
     await cluster.control.repo.put(
         "/nodes/s", make_node("s", node_id="id-s", role="server", heartbeat_at=long_ago)
     )
-    gossip = FakeCluster(
-        *(FakeCluster.member(make_node(n, node_id=f"id-{n}")) for n in ("w", "s"))
-    )
+    gossip = FakeCluster(*(FakeCluster.member(make_node(n, node_id=f"id-{n}")) for n in ("w", "s")))
     sync = MembershipSync(cluster.store, gossip, cluster.clock, silent_after=40)
     await sync.sync_once()  # a new leader: it starts counting now
     assert await node_state(cluster, "w") == GossipState.ALIVE

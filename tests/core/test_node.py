@@ -10,7 +10,7 @@ from anyio.abc import TaskStatus
 from anyio.lowlevel import checkpoint
 from nacl.signing import SigningKey
 
-from shoal.cluster import NodeIdentity, StaticCluster, new_gossip_key
+from shoal.cluster import NodeIdentity, StaticCluster, new_gossip_key, node_tags
 from shoal.core import ManualClock
 from shoal.core._clustering import Clustering
 from shoal.core.node import NodeConfig, ShoalNode, build_node
@@ -171,3 +171,15 @@ async def test_a_node_that_leaves_its_cluster_stops_its_pods(tmp_path: Path) -> 
     assert await runtime.list() == []
     assert (await cluster.local_node()).state == GossipState.LEFT
     await cluster.aclose()
+
+
+async def test_a_nodes_service_lists_the_members_its_cluster_manager_knows(tmp_path: Path) -> None:
+    clock = ManualClock()
+    config = NodeConfig(data_dir=tmp_path, name="n1", runtime="mock")
+    node = make_node("n1", node_id="c" * 64)
+    gossip = StaticCluster("n1", tags=node_tags(node))
+    async with MemoryStore(clock=clock) as store, gossip:
+        shoal = ShoalNode(config, store, MockRuntime(clock), gossip, clock, node)
+        (member,) = await shoal.service.list_members()
+    assert (member.name, member.state) == ("n1", GossipState.ALIVE)
+    assert (member.tags["id"], member.tags["role"]) == ("c" * 64, "both")

@@ -14,6 +14,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp_types import CallToolResult, TextContent
 
 from shoal.api import Role
+from shoal.cluster import StaticCluster, node_tags
 from shoal.core import ControlLoop, DefaultScheduler, LocalNode, NodeLoop, ShoalService, SystemClock
 from shoal.interfaces import Capacity, Node
 from shoal.mcp import Caller, McpSettings, build_server, in_process
@@ -61,13 +62,14 @@ class Live:
 
 @asynccontextmanager
 async def live_cluster() -> AsyncIterator[Live]:
-    """Run a cluster until the context exits."""
+    """Run a cluster (one node, its own StaticCluster member) until the context exits."""
     clock = SystemClock()
     capacity = Capacity.model_validate({"cpu": "4", "memory": "8Gi"})
     node = Node(name="n1", capacity=capacity, allocatable=capacity, runtime="mock")
     runtime = MockRuntime(clock)
-    async with MemoryStore(clock=clock) as store, anyio.create_task_group() as tg:
-        service = ShoalService(store, clock, local=LocalNode("n1", runtime))
+    gossip = StaticCluster("n1", "127.0.0.1:7946", tags=node_tags(node))
+    async with MemoryStore(clock=clock) as store, gossip, anyio.create_task_group() as tg:
+        service = ShoalService(store, clock, local=LocalNode("n1", runtime), members=gossip.members)
         await tg.start(ControlLoop(store, DefaultScheduler(), clock, resync=0.5).run)
         await tg.start(NodeLoop(node, store, runtime, clock, resync=0.5).run)
         yield Live(service, runtime)

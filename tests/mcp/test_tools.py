@@ -21,6 +21,7 @@ READ_TOOLS = {
     "cluster_status",
     "list_nodes",
     "get_node",
+    "list_members",
     "list_workloads",
     "get_workload",
     "list_instances",
@@ -103,6 +104,21 @@ async def test_deploys_an_example_and_reads_it_back(live: Live) -> None:
         assert status["workloads_by_phase"] == {"running": 1}
         stats = await call(client, "instance_stats", name=instances[0]["name"])
         assert [s["name"] for s in stats["containers"]] == ["web"]
+
+
+async def test_list_members_shows_the_gossip_view_and_is_audited(live: Live) -> None:
+    async with Client(live.server(VIEWER)) as client:
+        members = (await call(client, "list_members"))["members"]
+    assert [(m["name"], m["address"], m["state"]) for m in members] == [
+        ("n1", "127.0.0.1:7946", "alive")
+    ]
+    assert (members[0]["tags"]["role"], members[0]["tags"]["mem"]) == ("both", str(8 << 30))
+    (audit,) = await live.service.list_events(kind="Key", name="viewer@test")
+    assert (audit.reason, audit.details["tool"], audit.details["outcome"]) == (
+        AUDIT_REASON,
+        "list_members",
+        "ok",
+    )
 
 
 async def test_cluster_status_names_problems(live: Live) -> None:

@@ -113,6 +113,13 @@ async def test_stdio_server_drives_a_real_agent(agent: Agent) -> None:
     async with stdio(agent) as client:
         tools = {tool.name for tool in (await client.list_tools()).tools}
         assert CHANGE_TOOLS <= tools
+        # The agent's own cluster manager, through its REST API: a node alone is its one member.
+        (member,) = (await call(client, "list_members"))["members"]
+        assert (member["name"], member["state"], member["tags"]["role"]) == (
+            "e2e-node",
+            "alive",
+            "both",
+        )
         applied = await call(client, "apply_workload", manifest=EXAMPLE.read_text())
         assert applied["summary"] == "apply: create default/hello"
         await wait_running(client, "hello", 3)

@@ -11,6 +11,7 @@ Routes (all JSON; errors are ``{"error": {"code", "message", "details"}}``)::
     GET    /v1/instances[?namespace=&workload=&node=]         viewer
     GET    /v1/instances/{ns}/{name}[/explain]                viewer
     GET    /v1/nodes, /v1/nodes/{name}                        viewer
+    GET    /v1/members   (gossip view of this node)           viewer
     POST   /v1/nodes/{name}/{cordon|uncordon|drain}           operator
     GET    /v1/events[?limit=&kind=&name=&namespace=]         viewer
     GET    /v1/events/stream   (server-sent events)           viewer
@@ -44,6 +45,7 @@ from shoal.interfaces import (
     Instance,
     InternalError,
     InvalidInput,
+    Member,
     Node,
     ObjectRef,
     ShoalError,
@@ -340,6 +342,11 @@ def create_app(
     async def get_node(name: str, svc: Viewer) -> Node:
         """Get one node."""
         return await svc.get_node(name)
+
+    @v1.get("/members", tags=["nodes"])
+    async def list_members(svc: Viewer) -> list[Member]:
+        """List the gossip members this node knows, with nodes that have no record."""
+        return await svc.list_members()
 
     @v1.post("/nodes/{name}/cordon", tags=["nodes"])
     async def cordon(name: str, svc: Operator) -> Node:

@@ -30,6 +30,7 @@ from shoal.interfaces import (
     Instance,
     InternalError,
     LogLine,
+    Member,
     Node,
     ObjectRef,
     Unavailable,
@@ -287,6 +288,10 @@ class ShoalClient:
         """Return one node."""
         return await self._call("GET", f"/v1/nodes/{name}", Node)
 
+    async def list_members(self) -> list[Member]:
+        """Return the gossip members the server's node knows, sorted by name."""
+        return await self._call("GET", "/v1/members", _MEMBERS)
+
     async def cordon(self, name: str) -> Node:
         """Stop placing new instances on a node."""
         return await self._call("POST", f"/v1/nodes/{name}/cordon", Node)
@@ -332,6 +337,7 @@ class ShoalClient:
 _WORKLOADS: TypeAdapter[list[Workload]] = TypeAdapter(list[Workload])
 _INSTANCES: TypeAdapter[list[Instance]] = TypeAdapter(list[Instance])
 _NODES: TypeAdapter[list[Node]] = TypeAdapter(list[Node])
+_MEMBERS: TypeAdapter[list[Member]] = TypeAdapter(list[Member])
 _EVENTS: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
 _IMAGES: TypeAdapter[list[ImageInfo]] = TypeAdapter(list[ImageInfo])
 _FREED: TypeAdapter[dict[str, int]] = TypeAdapter(dict[str, int])

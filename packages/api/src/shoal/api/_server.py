@@ -102,3 +102,9 @@ async def _serve(server: _Server, sock: socket.socket, task_status: TaskStatus[i
             await anyio.sleep_forever()
         finally:
             server.should_exit = True
+            # Cancelled, uvicorn skips its graceful shutdown: close what it leaves open
+            # (keep-alive connections, event streams) rather than leak their sockets.
+            for task in server.server_state.tasks:
+                task.cancel()
+            for connection in server.server_state.connections:
+                connection.transport.close()

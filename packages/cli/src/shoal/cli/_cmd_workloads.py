@@ -1,4 +1,7 @@
-"""Workload, node and event commands: apply, get, describe, scale, delete, events, explain."""
+"""Workload, node and event commands.
+
+apply, get, members, describe, scale, delete, events, cordon/uncordon/drain, explain.
+"""
 
 from __future__ import annotations
 
@@ -109,6 +112,20 @@ def get(
         else:
             items = await shoal.list_nodes()
         render(out, items, output, chosen)
+
+    run(lambda: with_client(call))
+
+
+@app.command()
+def members(
+    output: Annotated[
+        Format, typer.Option("--output", "-o", help="table, json or yaml.")
+    ] = Format.TABLE,
+) -> None:
+    """List the server's gossip members, registered as nodes or not."""
+
+    async def call(shoal: ShoalClient) -> None:
+        render(out, await shoal.list_members(), output, "members")
 
     run(lambda: with_client(call))
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-from shoal.interfaces import Event, Instance, Node, Workload, format_cpu
+from shoal.interfaces import Event, Instance, Member, Node, Workload, format_cpu
 
 __all__ = ["Format", "age", "render"]
 
@@ -111,6 +111,20 @@ def _nodes(items: Sequence[Node]) -> Table:
     return table
 
 
+def _members(items: Sequence[Member]) -> Table:
+    table = Table("NAME", "ADDRESS", "STATE", "ROLE", "ID", "GRPC", box=None)
+    for m in items:
+        table.add_row(
+            m.name,
+            m.address,
+            m.state.value,
+            m.tags.get("role", "-"),
+            m.tags.get("id", "-")[:12],
+            m.tags.get("grpc", "-"),
+        )
+    return table
+
+
 def _events(items: Sequence[Event]) -> Table:
     table = Table("TIME", "TYPE", "OBJECT", "REASON", "ACTOR", "MESSAGE", box=None)
     for e in items:
@@ -126,7 +140,7 @@ def _events(items: Sequence[Event]) -> Table:
 
 
 def render(console: Console, items: Sequence[BaseModel], fmt: Format, kind: str) -> None:
-    """Print ``items`` of ``kind`` (workloads, instances, nodes, events) in ``fmt``."""
+    """Print ``items`` of ``kind`` (workloads, instances, nodes, members, events) in ``fmt``."""
     if fmt == Format.JSON:
         console.print_json(json.dumps(_plain(items)))
         return
@@ -140,6 +154,7 @@ def render(console: Console, items: Sequence[BaseModel], fmt: Format, kind: str)
         "workloads": _workloads,
         "instances": _instances,
         "nodes": _nodes,
+        "members": _members,
         "events": _events,
     }
     if kind not in builders:

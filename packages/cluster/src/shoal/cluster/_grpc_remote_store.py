@@ -118,8 +118,8 @@ class RemoteStore:
             if not addresses:
                 raise Unavailable(
                     "no server is known yet: this worker reaches the cluster state through a "
-                    "server; join the cluster (--join) and check that a server is alive in "
-                    "`shoal members`",
+                    "server; join the cluster (--join) and check with `shoal --server "
+                    "http://SERVER:7070 members` that this worker and an alive server are listed",
                     node=self._identity.name,
                 )
             # sorted() is stable: among servers that never failed, the given order holds.

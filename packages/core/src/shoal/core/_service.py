@@ -8,7 +8,7 @@ it never touches containers; the loops do that.
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -36,6 +36,7 @@ from shoal.interfaces import (
     InvalidInput,
     InvalidSpec,
     LogLine,
+    Member,
     Node,
     NotFound,
     ObjectRef,
@@ -76,6 +77,7 @@ class ShoalService:
         *,
         local: LocalNode | None = None,
         remote: Callable[[Node], PodAccess] | None = None,
+        members: Callable[[], Awaitable[Sequence[Member]]] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -83,11 +85,20 @@ class ShoalService:
         self.local = local
         self.remote = remote
         """Reaches the pods of other nodes (over gRPC in a cluster); None: only local ones."""
+        self.members = members
+        """Returns the gossip members (the cluster manager's view); None: no cluster manager."""
         self.repo = Repository(store, clock)
 
     def with_actor(self, actor: Actor) -> ShoalService:
         """Return the same service acting as ``actor`` (for events and audit)."""
-        return ShoalService(self.store, self.clock, actor, local=self.local, remote=self.remote)
+        return ShoalService(
+            self.store,
+            self.clock,
+            actor,
+            local=self.local,
+            remote=self.remote,
+            members=self.members,
+        )
 
     # --- workloads -------------------------------------------------------
 
@@ -434,6 +445,20 @@ class ShoalService:
         if stored is None:
             raise NotFound(f"node {name!r} not found: list nodes with `shoal get nodes`", node=name)
         return stored.value
+
+    async def list_members(self) -> list[Member]:
+        """Return the gossip members this node knows, sorted by name.
+
+        Raises:
+            Unavailable: this service was built without a cluster manager.
+
+        """
+        if self.members is None:
+            raise Unavailable(
+                "this service has no cluster manager, so it knows no gossip members: "
+                "run `shoal members` against a running agent's API"
+            )
+        return sorted(await self.members(), key=lambda member: member.name)
 
     async def cordon(self, name: str) -> Node:
         """Stop placing new instances on a node."""

@@ -82,6 +82,7 @@ class ShoalNode:
             clock,
             local=LocalNode(node.name, runtime, images),
             remote=None if clustering is None else clustering.pods_of,
+            members=cluster.members,
         )
         self.leader = Leader(
             node.name,

@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 from pydantic import Field
 
 from ._base import Model
+from ._cluster import Member
 from ._event import Event, EventType, ObjectRef
 from ._instance import Instance, ScheduleFailure
 from ._node import Node
@@ -156,6 +157,19 @@ class Service(Protocol):
 
     async def get_node(self, name: str) -> Node:
         """Return one node. Raises NotFound."""
+        ...
+
+    async def list_members(self) -> list[Member]:
+        """Return the gossip members this node's cluster manager knows, sorted by name.
+
+        Each has its name, gossip address, state and tags. Members without a node
+        record are listed too (e.g. a node refused at registration); on a node
+        alone, the list holds just itself.
+
+        Raises:
+            Unavailable: the service has no cluster manager to ask.
+
+        """
         ...
 
     async def cordon(self, name: str) -> Node:

@@ -1,4 +1,4 @@
-"""The read tools: look at nodes, workloads, instances, events and logs; explain failures.
+"""The read tools: look at nodes, members, workloads, instances, events, logs; explain failures.
 
 All are read-only (viewer role) and idempotent. Outputs are compact views
 with secret env values redacted; log lines are scrubbed of the secret values
@@ -39,6 +39,7 @@ from ._views import (
     InstanceList,
     InstanceSummary,
     LogResult,
+    MemberList,
     NodeDetail,
     NodeList,
     WorkloadDetail,
@@ -153,6 +154,17 @@ def register_read_tools(server: MCPServer[Any], gate: Gate) -> None:
         return NodeDetail(
             node=node, usage=usage, instances=[InstanceSummary.of(i) for i in instances]
         )
+
+    @server.tool(annotations=READ)
+    async def list_members(ctx: Context) -> MemberList:
+        """List the gossip members the server's node knows: address, state and tags.
+
+        State is alive, suspect, failed or left. Unlike list_nodes, it includes members that
+        have no node record, e.g. a node refused at registration.
+        """
+        async with gate.call(ctx, Role.VIEWER) as call:
+            members = await call.service.list_members()
+        return MemberList(members=members)
 
     @server.tool(annotations=READ)
     async def list_workloads(ctx: Context, namespace: OptionalNamespace = None) -> WorkloadList:

@@ -19,6 +19,7 @@ from shoal.interfaces import (
     Instance,
     InstanceState,
     LogLine,
+    Member,
     Node,
     PlannedChange,
     ScheduleFailure,
@@ -40,6 +41,7 @@ __all__ = [
     "InstanceList",
     "InstanceSummary",
     "LogResult",
+    "MemberList",
     "NodeChanged",
     "NodeDetail",
     "NodeList",
@@ -227,6 +229,13 @@ class NodeList(Model):
 
     nodes: list[NodeSummary]
     """One line per node."""
+
+
+class MemberList(Model):
+    """The gossip members the server's node knows, sorted by name."""
+
+    members: list[Member]
+    """Each with its gossip address, state and tags (id, role, api, grpc, capacity, l.LABEL)."""
 
 
 class NodeDetail(Model):

@@ -1,0 +1,68 @@
+"""ShoalService's view of gossip membership: list_members."""
+
+import pytest
+
+from shoal.cluster import StaticCluster
+from shoal.core import ManualClock, ShoalService
+from shoal.interfaces import Actor, GossipState, Member, Unavailable
+from shoal.state import MemoryStore
+from tests.core.support import Cluster, FakeCluster
+
+pytestmark = pytest.mark.anyio
+
+
+def member(name: str, state: GossipState = GossipState.ALIVE, **tags: str) -> Member:
+    return Member(name=name, address=f"198.18.0.{len(name)}:7946", state=state, tags=tags)
+
+
+async def test_list_members_returns_the_gossip_view_sorted_by_name(cluster: Cluster) -> None:
+    await cluster.add_node("worker1")
+    # "refused" gossips but never registered: only the members list shows it.
+    gossip = FakeCluster(
+        member("worker1", role="worker", id="b" * 64),
+        member("server", role="server", id="a" * 64, grpc="198.18.0.6:7947"),
+        member("refused", GossipState.FAILED, role="worker"),
+    )
+    service = ShoalService(cluster.store, cluster.clock, members=gossip.members)
+
+    members = await service.list_members()
+
+    assert [(m.name, m.state) for m in members] == [
+        ("refused", GossipState.FAILED),
+        ("server", GossipState.ALIVE),
+        ("worker1", GossipState.ALIVE),
+    ]
+    assert members[1].tags == {"role": "server", "id": "a" * 64, "grpc": "198.18.0.6:7947"}
+    assert [n.name for n in await service.list_nodes()] == ["worker1"]
+
+
+async def test_a_node_alone_lists_just_itself() -> None:
+    clock = ManualClock()
+    async with (
+        MemoryStore(clock=clock) as store,
+        StaticCluster("n1", "127.0.0.1:7946", tags={"role": "both"}) as static,
+    ):
+        service = ShoalService(store, clock, members=static.members)
+        assert await service.list_members() == [
+            Member(
+                name="n1", address="127.0.0.1:7946", state=GossipState.ALIVE, tags={"role": "both"}
+            )
+        ]
+        await static.leave()
+        (left,) = await service.list_members()
+    assert left.state == GossipState.LEFT
+
+
+async def test_the_members_provider_survives_a_change_of_actor() -> None:
+    clock = ManualClock()
+    async with MemoryStore(clock=clock) as store, StaticCluster("n1") as static:
+        service = ShoalService(store, clock, members=static.members)
+        as_caller = service.with_actor(Actor(id="viewer@test", via="rest"))
+        assert [m.name for m in await as_caller.list_members()] == ["n1"]
+
+
+async def test_without_a_cluster_manager_list_members_is_unavailable(cluster: Cluster) -> None:
+    with pytest.raises(Unavailable, match="this service has no cluster manager"):
+        await cluster.service.list_members()
+    with pytest.raises(Unavailable):
+        await cluster.service.with_actor(Actor(id="x", via="test")).list_members()
