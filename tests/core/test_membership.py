@@ -238,7 +238,8 @@ async def test_a_node_alive_in_gossip_but_silent_is_suspect_until_it_reports_aga
     for name in ("a", "b"):
         await cluster.add_node(name, node_id=f"id-{name}")
     gossip = FakeCluster(*(FakeCluster.member(loop.node) for loop in cluster.nodes.values()))
-    sync = MembershipSync(cluster.store, gossip, clock, silent_after=40)
+    # Passes are run by hand here, far apart: a resync that long keeps them "regular".
+    sync = MembershipSync(cluster.store, gossip, clock, resync=60, silent_after=40)
     await cluster.service.apply([spec(replicas=2, placement={"strategy": "spread"})])
     await cluster.settle()
     placed_on_b = {i.uid for i in await instances(cluster) if i.node == "b"}
@@ -286,7 +287,7 @@ async def test_silence_is_timed_by_the_leader_and_server_only_nodes_never_beat(
         "/nodes/s", make_node("s", node_id="id-s", role="server", heartbeat_at=long_ago)
     )
     gossip = FakeCluster(*(FakeCluster.member(make_node(n, node_id=f"id-{n}")) for n in ("w", "s")))
-    sync = MembershipSync(cluster.store, gossip, cluster.clock, silent_after=40)
+    sync = MembershipSync(cluster.store, gossip, cluster.clock, resync=60, silent_after=40)
     await sync.sync_once()  # a new leader: it starts counting now
     assert await node_state(cluster, "w") == GossipState.ALIVE
     cluster.clock.advance(41)
@@ -294,3 +295,94 @@ async def test_silence_is_timed_by_the_leader_and_server_only_nodes_never_beat(
     assert await node_state(cluster, "w") == GossipState.SUSPECT
     assert await node_state(cluster, "s") == GossipState.ALIVE
     await gossip.aclose()
+
+
+async def test_a_new_leader_keeps_a_silent_node_suspect_until_it_beats(cluster: Cluster) -> None:
+    await cluster.add_node("w", node_id="id-w")
+    gossip = FakeCluster(FakeCluster.member(cluster.nodes["w"].node))
+    first = MembershipSync(cluster.store, gossip, cluster.clock, resync=60, silent_after=40)
+    await first.sync_once()
+    cluster.clock.advance(41)
+    await first.sync_once()
+    assert await node_state(cluster, "w") == GossipState.SUSPECT
+
+    # The next term's sync starts counting afresh, but w is not alive to it yet.
+    second = MembershipSync(cluster.store, gossip, cluster.clock, resync=60, silent_after=40)
+    await second.sync_once()
+    assert await node_state(cluster, "w") == GossipState.SUSPECT
+    await cluster.nodes["w"].register()  # it reports again (a re-registration beats too)
+    await second.sync_once()
+    assert await node_state(cluster, "w") == GossipState.ALIVE
+    await gossip.aclose()
+
+
+async def test_a_pause_in_the_passes_is_not_taken_for_silence(cluster: Cluster) -> None:
+    await cluster.add_node("w", node_id="id-w")
+    gossip = FakeCluster(FakeCluster.member(cluster.nodes["w"].node))
+    sync = MembershipSync(cluster.store, gossip, cluster.clock, resync=5, silent_after=40)
+    await sync.sync_once()
+    cluster.clock.advance(41)  # the sync could not run meanwhile (its store was down, say)
+    await sync.sync_once()
+    assert await node_state(cluster, "w") == GossipState.ALIVE
+    for _ in range(8):  # 40 s of regular passes, and w never beat
+        cluster.clock.advance(5)
+        await sync.sync_once()
+    assert await node_state(cluster, "w") == GossipState.SUSPECT
+    await gossip.aclose()
+
+
+async def test_what_a_silent_node_never_started_moves_and_what_it_runs_stays(
+    cluster: Cluster,
+) -> None:
+    for name in ("a", "b"):
+        await cluster.add_node(name, node_id=f"id-{name}")
+    await cluster.service.apply([spec(name="runs", replicas=2, placement={"strategy": "spread"})])
+    await cluster.settle()
+    # b's node loop stops reaching the store: what is placed on it now is never started.
+    b = cluster.nodes.pop("b")
+    await cluster.service.apply([spec(name="new", replicas=2, placement={"strategy": "spread"})])
+    await cluster.settle()
+    on_b = {i.workload: i.state for i in await instances(cluster) if i.node == "b"}
+    assert on_b == {"runs": InstanceState.RUNNING, "new": InstanceState.SCHEDULED}
+
+    gossip = FakeCluster(FakeCluster.member(cluster.nodes["a"].node), FakeCluster.member(b.node))
+    sync = MembershipSync(cluster.store, gossip, cluster.clock, resync=60, silent_after=40)
+    await sync.sync_once()
+    cluster.clock.advance(41)
+    await cluster.nodes["a"].register()  # a beats; b does not
+    await sync.sync_once()
+    assert await node_state(cluster, "b") == GossipState.SUSPECT
+    await cluster.settle()
+
+    now = await instances(cluster)
+    running = sorted((i.workload, i.node or "-") for i in now if i.state == InstanceState.RUNNING)
+    assert running == [("new", "a"), ("new", "a"), ("runs", "a"), ("runs", "b")]
+    (lost,) = [i for i in now if i.state == InstanceState.LOST]
+    assert (lost.workload, lost.node) == ("new", "b")
+    assert lost.message == "node b is suspect and has not started it"
+    await gossip.aclose()
+
+
+async def test_real_node_loops_that_beat_are_never_silent(cluster: Cluster) -> None:
+    """Minutes of manual time at uneven steps: heartbeats keep both nodes alive."""
+    loops = [
+        NodeLoop(
+            make_node(n, node_id=f"id-{n}"),
+            cluster.store,
+            MockRuntime(cluster.clock),
+            cluster.clock,
+        )
+        for n in ("a", "b")
+    ]
+    gossip = FakeCluster(*(FakeCluster.member(loop.node) for loop in loops))
+    sync = MembershipSync(cluster.store, gossip, cluster.clock, silent_after=40)
+    async with aclosing(gossip), anyio.create_task_group() as tg:
+        for loop in loops:
+            await start_node_loop(tg, loop)
+        await tg.start(sync.run)
+        for step in [1, 7, 13, 3] * 8:
+            cluster.clock.advance(step)
+            await anyio.wait_all_tasks_blocked()
+        assert sync.passes > 15  # 192 s of manual time: far beyond silent_after
+        assert [await node_state(cluster, n) for n in ("a", "b")] == [GossipState.ALIVE] * 2
+        tg.cancel_scope.cancel()

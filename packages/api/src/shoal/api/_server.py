@@ -103,8 +103,11 @@ async def _serve(server: _Server, sock: socket.socket, task_status: TaskStatus[i
         finally:
             server.should_exit = True
             # Cancelled, uvicorn skips its graceful shutdown: close what it leaves open
-            # (keep-alive connections, event streams) rather than leak their sockets.
-            for task in server.server_state.tasks:
+            # (its listener, keep-alive connections, event streams) rather than leak
+            # their sockets, before `with sock` closes the descriptor under them.
+            for listener in list(server.servers):
+                listener.close()
+            for task in list(server.server_state.tasks):
                 task.cancel()
-            for connection in server.server_state.connections:
+            for connection in list(server.server_state.connections):
                 connection.transport.close()

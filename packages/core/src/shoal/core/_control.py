@@ -71,6 +71,23 @@ _NOT_PLACED = ScheduleFailure(message="the scheduler neither placed nor explaine
 _FINISHED = frozenset({InstanceState.STOPPED, InstanceState.FAILED})
 
 
+def _lost_because(node: Node | None, inst: Instance) -> str | None:
+    """Return why ``inst`` is lost with its node (which it is placed on), or None if it is not.
+
+    An instance of a failed or vanished node is lost; so is one that a
+    suspect node (silent, or unsure in gossip) has not even started: moving
+    it costs nothing, and if that node starts it after all, the instance's
+    record tells it to stop the copy.
+    """
+    if node is None:
+        return "is gone"
+    if node.state == GossipState.FAILED:
+        return "failed"
+    if node.state == GossipState.SUSPECT and inst.state == InstanceState.SCHEDULED:
+        return "is suspect and has not started it"
+    return None
+
+
 class ControlLoop:
     """Turns desired state into placed instances. Run on exactly one server at a time."""
 
@@ -260,8 +277,8 @@ class _Pass:
             return inst.model_copy(update={"deleting": True})
         node = self.nodes.get(inst.node or "")
         if inst.node is not None and inst.state != InstanceState.LOST:
-            if node is None or node.state == GossipState.FAILED:
-                why = "is gone" if node is None else "failed"
+            why = _lost_because(node, inst)
+            if why is not None:
                 lost = inst.transition(InstanceState.LOST, "NodeLost", f"node {inst.node} {why}")
                 # Deleting: if the node comes back, its node loop stops the stale copy.
                 lost = lost.model_copy(update={"deleting": True, "ready": False})

@@ -92,7 +92,7 @@ def explain_instance(
         shown = f"{node.state.value}" + (f", {', '.join(flags)}" if flags else "")
         details.append(f"node {node.name} is {shown}")
         if node.state != GossipState.ALIVE:
-            details.append(f"node {node.name} is not alive: its instances cannot run")
+            details.append(f"node {node.name} is not alive: no new instances are placed on it")
     elif inst.node is not None:
         details.append(f"node {inst.node} is not registered")
     if workload is not None:

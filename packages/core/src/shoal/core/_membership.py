@@ -3,8 +3,8 @@
 The cluster manager (Serf, or the one-node static cluster) knows who is
 alive; the control loop reads node records. :class:`MembershipSync` joins the
 two on the leader: at start, on every membership event, on every change of a
-node record and every ``resync`` seconds it reads the members and, for each
-node record, the state it should have:
+node record (but a heartbeat) and every ``resync`` seconds it reads the
+members and, for each node record, the state it should have:
 
 * the member of the same name and node id (its ``id`` tag): that member's
   state — alive, suspect, failed or left;
@@ -22,10 +22,12 @@ instances refreshes its record's ``heartbeat_at`` every 10 s (through a
 server, for a worker); one whose heartbeat has not changed for
 ``silent_after`` seconds while gossip still calls it alive cannot reach the
 cluster state (e.g. its gRPC path is blocked): it gets no new instances
-until it reports again, and keeps those it has. Silence is timed on this
-leader's own monotonic clock from when it saw the value change, so clock
-skew between machines does not matter, and a new leader starts counting
-afresh. Server-only nodes do not beat and are never silent.
+until it reports again, and keeps those it runs (the control loop moves
+those it never started). Silence is timed on this leader's own monotonic
+clock from when it saw the value change, so clock skew between machines
+does not matter; a new leader (or one whose passes paused) starts counting
+afresh, but keeps a suspect node suspect until it sees it beat. Server-only
+nodes do not beat and are never silent.
 
 A record changes only along ``NODE_TRANSITIONS`` (so a left node becomes
 alive again, never failed), by compare-and-swap, with an event per change
@@ -100,7 +102,7 @@ def gossip_state(
 
 
 class MembershipSync:
-    """Keeps ``Node.state`` of every node record equal to what gossip says. Run on the leader.
+    """Keeps ``Node.state`` of every node record what gossip (and silence) say. Run on the leader.
 
     Args:
         store: The store holding the node records (fenced by leadership, on a leader).
@@ -127,8 +129,10 @@ class MembershipSync:
         self.store = store
         self.absent_grace = absent_grace
         self.silent_after = silent_after
-        self._beats: dict[str, tuple[datetime | None, float]] = {}
-        """Per node: the last ``heartbeat_at`` seen, and when (monotonic) it was first seen."""
+        self._beats: dict[str, tuple[datetime, float, bool]] = {}
+        """Per node: the last ``heartbeat_at`` seen, since when (monotonic), and whether
+        this sync ever saw it change."""
+        self._last_pass: float | None = None
         self._since = clock.now()
         self.repo = Repository(store, clock)
         self.cluster = cluster
@@ -175,42 +179,70 @@ class MembershipSync:
             return
         settled = (self.clock.now() - self._since).total_seconds() >= self.absent_grace
         records = await self.repo.list_nodes()
+        self._watch_the_clock()
         names = {stored.value.name for stored in records}
         for name in set(self._beats) - names:
             del self._beats[name]
         for stored in records:
-            silence = self._silence(stored.value)
-            await self._sync_node(stored, members.get(stored.value.name), settled, silence)
+            await self._sync_node(stored, members.get(stored.value.name), settled)
 
-    def _silence(self, node: Node) -> float:
-        """Return for how long ``node``'s heartbeat has not changed, as seen here (0: beating)."""
+    def _watch_the_clock(self) -> None:
+        """Start counting silence afresh after a gap in this sync's own passes.
+
+        Passes come every ``resync`` s; a much longer gap (the store was
+        unreachable, say) is no evidence that the nodes were silent — they
+        may have beaten meanwhile without this sync seeing it.
+        """
+        now = self.clock.monotonic()
+        if self._last_pass is not None and now - self._last_pass > 3 * self.resync:
+            self._beats = {name: (at, now, seen) for name, (at, _, seen) in self._beats.items()}
+        self._last_pass = now
+
+    def _silence(self, node: Node) -> tuple[float, bool]:
+        """Return for how long ``node``'s heartbeat has not changed here, and whether it ever did.
+
+        (0, True) for a node that does not beat (server-only, or no heartbeat yet).
+        """
         if node.role == NodeRole.SERVER or node.heartbeat_at is None:
-            return 0.0
+            return 0.0, True
         now = self.clock.monotonic()
         seen = self._beats.get(node.name)
-        if seen is None or seen[0] != node.heartbeat_at:
-            self._beats[node.name] = (node.heartbeat_at, now)
-            return 0.0
-        return now - seen[1]
+        if seen is None:
+            self._beats[node.name] = (node.heartbeat_at, now, False)
+            return 0.0, False
+        at, since, changed = seen
+        if at != node.heartbeat_at:
+            self._beats[node.name] = (node.heartbeat_at, now, True)
+            return 0.0, True
+        return now - since, changed
 
-    def _state(
-        self, node: Node, member: Member | None, settled: bool, silence: float
-    ) -> tuple[GossipState, str]:
-        """Return the state ``node`` should have, and why: gossip's, or suspect when silent."""
+    def _state(self, node: Node, member: Member | None, settled: bool) -> tuple[GossipState, str]:
+        """Return the state ``node`` should have, and why: gossip's, or suspect when silent.
+
+        A node that is suspect already stays so until this sync has seen it
+        beat: a new leader, which starts counting afresh, must not make a
+        silent node alive (and schedulable) for another ``silent_after`` s.
+        """
         state, why = gossip_state(node, member, settled=settled)
-        if state == GossipState.ALIVE and silence >= self.silent_after:
+        if state != GossipState.ALIVE:
+            return state, why
+        silence, beating = self._silence(node)
+        if silence >= self.silent_after:
             return GossipState.SUSPECT, (
                 f"node {node.name} is alive in gossip but has not reported for {silence:.0f} s: "
                 "its node loop cannot reach the cluster state (see its log; is its gRPC port "
                 "reachable from the servers and theirs from it?)"
             )
+        if node.state == GossipState.SUSPECT and not beating:
+            return GossipState.SUSPECT, f"node {node.name} has not reported again yet"
         return state, why
 
-    async def _sync_node(
-        self, stored: Stored[Node], member: Member | None, settled: bool, silence: float
-    ) -> None:
+    async def _sync_node(self, stored: Stored[Node], member: Member | None, settled: bool) -> None:
+        why = ""
+
         def change(node: Node) -> Node | None:
-            state, _ = self._state(node, member, settled, silence)
+            nonlocal why
+            state, why = self._state(node, member, settled)
             if state == node.state or state not in NODE_TRANSITIONS[node.state]:
                 return None
             return node.model_copy(update={"state": state})
@@ -222,7 +254,6 @@ class MembershipSync:
         before = stored.value.state
         if updated.state == before:
             return
-        _, why = self._state(stored.value, member, settled, silence)
         message = f"{before.value} → {updated.state.value}: {why}"
         log.log(logging.WARNING if updated.state in _WARN else logging.INFO, "%s", message)
         await self.repo.record(

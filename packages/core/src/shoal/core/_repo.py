@@ -7,9 +7,9 @@ Key layout (values are JSON)::
     /nodes/{name}                   Node
     /events/{micros}-{seq}-{random} Event, ordered by time
 
-A node's ``heartbeat_at`` changes every few seconds and means nothing to
-the leader's loops: :func:`only_heartbeat` tells them which changes to sleep
-through.
+A node's ``heartbeat_at`` changes every 10 s; no pass of the leader's
+loops needs to run for it (the membership sync times silence on its resync
+timer): :func:`only_heartbeat` tells them which changes to sleep through.
 
 Every write that depends on what was read is a compare-and-swap on the
 key's ``mod_revision``; a lost race raises :class:`RevisionConflict` and the

@@ -455,8 +455,8 @@ class ShoalService:
         """
         if self.members is None:
             raise Unavailable(
-                "this service has no cluster manager, so it knows no gossip members: "
-                "run `shoal members` against a running agent's API"
+                "this service has no cluster manager, so it knows no gossip members: it was "
+                "built without one (an agent's service always has one)"
             )
         return sorted(await self.members(), key=lambda member: member.name)
 

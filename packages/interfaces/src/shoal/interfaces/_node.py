@@ -73,7 +73,7 @@ class Node(Model):
     allocatable: Capacity = Capacity()
     """What the scheduler may hand out (capacity minus reserved)."""
     state: GossipState = GossipState.ALIVE
-    """Membership state from gossip."""
+    """Membership state from gossip; ``suspect`` also when alive in gossip but silent."""
     cordoned: bool = False
     """No new instances are placed on a cordoned node."""
     draining: bool = False

@@ -235,7 +235,8 @@ class MemberList(Model):
     """The gossip members the server's node knows, sorted by name."""
 
     members: list[Member]
-    """Each with its gossip address, state and tags (id, role, api, grpc, capacity, l.LABEL)."""
+    """Each with its gossip address, state and tags (id, role, api, grpc, cpu, mem, pods,
+    l.LABEL; cid on servers; bye while leaving)."""
 
 
 class NodeDetail(Model):
