@@ -34,6 +34,9 @@ LOCAL = ["--gossip-profile", "local"]
 SERF_REJOIN = 90.0
 """Seconds for a healed node to be alive again: gossip finds it by its own probes, a
 push/pull sync (15 s apart in the local profile) or Serf's reconnect of failed members (30 s)."""
+SILENT = 90.0
+"""Seconds for a silent worker to be suspect: 40 s without a heartbeat, then the leader's
+next pass, with room for a loaded machine."""
 WATCH_FAILED = re.compile(r"the watch on \S+ failed")
 """What a node loop logs when its watch of the state breaks (keepalive or a dropped server)."""
 
@@ -70,6 +73,21 @@ class SplitNetwork:
     def inside(self) -> list[str]:
         """The command that runs a process in the namespace."""
         return ["ip", "netns", "exec", self.netns]
+
+    def block_tcp(self, address: str, *, on: bool = True) -> None:
+        """Drop (or, ``on=False``, stop dropping) TCP from the namespace to ``address``.
+
+        The rule lives in the namespace's own netfilter table and goes with it.
+        """
+        host, _, port = address.rpartition(":")
+        rule = ["OUTPUT", "-p", "tcp", "-d", host, "--dport", port, "-j", "DROP"]
+        subprocess.run(
+            [*self.inside, "iptables", "-A" if on else "-D", *rule],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        )
 
     def cut(self) -> None:
         """Partition the namespace: its end of the link goes down."""
@@ -225,4 +243,63 @@ def test_partitioned_worker_heals_without_duplicate_replicas(
     assert not stale & {i["name"] for i in instances}, instances
     assert all(i["state"] == "running" and not i["deleting"] for i in instances), instances
     assert states() == {"srv": "alive", "w1": "alive", "w2": "alive"}
+    assert all(node.exited() is None for node in (server, w1, w2)), cluster.logs()
+
+
+def test_a_worker_whose_grpc_is_blocked_is_suspect_and_gets_no_new_work(
+    split: SplitNetwork, cluster: LocalCluster
+) -> None:
+    """Gossip still reaches w2, its calls to the server do not: it falls silent."""
+    if shutil.which("iptables") is None:
+        pytest.skip("iptables is not installed (scripts/system-deps.sh installs it)")
+    server = cluster.add("srv", "server", ip=split.address(1), extra=LOCAL)
+    cluster.start(server)
+    w1 = cluster.add("w1", "worker", join=[server], ip=split.address(3), extra=LOCAL)
+    w2 = cluster.add(
+        "w2", "worker", join=[server], ip=split.address(2), extra=LOCAL, wrap=split.inside
+    )
+    cluster.start(w1, w2)
+
+    def states() -> dict[str, str]:
+        return {n["name"]: n["state"] for n in cluster.listing(server, "nodes")}
+
+    wait_until("three alive nodes", lambda: set(states().values()) == {"alive"}, 60, cluster.logs)
+    cluster.cli(server, "apply", "-f", "-", stdin=workload_yaml("web", 2))
+    wait_until(
+        "a replica on each worker",
+        lambda: running_by_node(cluster.listing(server, "instances"), "web") == {"w1": 1, "w2": 1},
+        60,
+        cluster.logs,
+    )
+
+    grpc = f"{split.address(1)}:7947"
+    split.block_tcp(grpc)
+    # 40 s of silence, then the leader's next pass (5 s apart).
+    wait_until("w2 suspect", lambda: states()["w2"] == "suspect", SILENT, cluster.logs)
+    assert states()["w1"] == "alive"
+    reasons = [
+        e["message"]
+        for e in cluster.listing(server, "events")
+        if (e["reason"], e["object"]["name"]) == ("NodeSuspect", "w2")
+    ]
+    assert reasons and "alive in gossip but has not reported for" in reasons[-1], reasons
+
+    # New work goes to w1 only; w2 keeps what it runs.
+    cluster.cli(server, "scale", "web", "4")
+    wait_until(
+        "the new replicas on w1",
+        lambda: running_by_node(cluster.listing(server, "instances"), "web") == {"w1": 3, "w2": 1},
+        60,
+        cluster.logs,
+    )
+
+    split.block_tcp(grpc, on=False)
+    wait_until("w2 alive again", lambda: states()["w2"] == "alive", 60, cluster.logs)
+    cluster.cli(server, "scale", "web", "6")
+    wait_until(
+        "w2 takes new work again",
+        lambda: running_by_node(cluster.listing(server, "instances"), "web") == {"w1": 3, "w2": 3},
+        60,
+        cluster.logs,
+    )
     assert all(node.exited() is None for node in (server, w1, w2)), cluster.logs()
