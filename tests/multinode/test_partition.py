@@ -23,7 +23,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.multinode.support import LocalCluster, running_by_node, wait_until, workload_yaml
+from tests.multinode.support import (
+    LocalCluster,
+    NodeProcess,
+    running_by_node,
+    wait_until,
+    workload_yaml,
+)
 
 # More than the default per-test timeout: on a loaded machine, starting three
 # agents, a failure, and Serf's reconnect after the heal add up.
@@ -153,9 +159,10 @@ def split(cluster: LocalCluster) -> Iterator[SplitNetwork]:
         assert not left, f"left behind: {left}"
 
 
-def test_partitioned_worker_heals_without_duplicate_replicas(
+def three_nodes(
     split: SplitNetwork, cluster: LocalCluster
-) -> None:
+) -> tuple[NodeProcess, NodeProcess, NodeProcess]:
+    """Start srv and w1 on the host end and w2 in the namespace; wait until all are alive."""
     server = cluster.add("srv", "server", ip=split.address(1), extra=LOCAL)
     cluster.start(server)
     w1 = cluster.add("w1", "worker", join=[server], ip=split.address(3), extra=LOCAL)
@@ -163,23 +170,42 @@ def test_partitioned_worker_heals_without_duplicate_replicas(
         "w2", "worker", join=[server], ip=split.address(2), extra=LOCAL, wrap=split.inside
     )
     cluster.start(w1, w2)
-
-    def states() -> dict[str, str]:
-        return {n["name"]: n["state"] for n in cluster.listing(server, "nodes")}
-
     wait_until(
         "three alive nodes",
-        lambda: states() == {"srv": "alive", "w1": "alive", "w2": "alive"},
+        lambda: node_states(cluster, server) == {"srv": "alive", "w1": "alive", "w2": "alive"},
         60,
         cluster.logs,
     )
-    cluster.cli(server, "apply", "-f", "-", stdin=workload_yaml("web", 4))
+    return server, w1, w2
+
+
+def node_states(cluster: LocalCluster, server: NodeProcess) -> dict[str, str]:
+    """Each node record's state, by name, as ``server`` lists them."""
+    return {n["name"]: n["state"] for n in cluster.listing(server, "nodes")}
+
+
+def run_web(
+    cluster: LocalCluster, server: NodeProcess, replicas: int, want: dict[str, int]
+) -> None:
+    """Apply or scale workload ``web`` to ``replicas``; wait until it runs as ``want``."""
+    cluster.cli(server, "apply", "-f", "-", stdin=workload_yaml("web", replicas))
     wait_until(
-        "4 replicas over both workers",
-        lambda: running_by_node(cluster.listing(server, "instances"), "web") == {"w1": 2, "w2": 2},
+        f"web running as {want}",
+        lambda: running_by_node(cluster.listing(server, "instances"), "web") == want,
         60,
         cluster.logs,
     )
+
+
+def test_partitioned_worker_heals_without_duplicate_replicas(
+    split: SplitNetwork, cluster: LocalCluster
+) -> None:
+    server, w1, w2 = three_nodes(split, cluster)
+
+    def states() -> dict[str, str]:
+        return node_states(cluster, server)
+
+    run_web(cluster, server, 4, {"w1": 2, "w2": 2})
     stale = {i["name"] for i in cluster.listing(server, "instances") if i["node"] == "w2"}
     assert len(stale) == 2, stale
     watch_failures = len(WATCH_FAILED.findall(w2.log()))
@@ -252,25 +278,12 @@ def test_a_worker_whose_grpc_is_blocked_is_suspect_and_gets_no_new_work(
     """Gossip still reaches w2, its calls to the server do not: it falls silent."""
     if shutil.which("iptables") is None:
         pytest.skip("iptables is not installed (scripts/system-deps.sh installs it)")
-    server = cluster.add("srv", "server", ip=split.address(1), extra=LOCAL)
-    cluster.start(server)
-    w1 = cluster.add("w1", "worker", join=[server], ip=split.address(3), extra=LOCAL)
-    w2 = cluster.add(
-        "w2", "worker", join=[server], ip=split.address(2), extra=LOCAL, wrap=split.inside
-    )
-    cluster.start(w1, w2)
+    server, w1, w2 = three_nodes(split, cluster)
 
     def states() -> dict[str, str]:
-        return {n["name"]: n["state"] for n in cluster.listing(server, "nodes")}
+        return node_states(cluster, server)
 
-    wait_until("three alive nodes", lambda: set(states().values()) == {"alive"}, 60, cluster.logs)
-    cluster.cli(server, "apply", "-f", "-", stdin=workload_yaml("web", 2))
-    wait_until(
-        "a replica on each worker",
-        lambda: running_by_node(cluster.listing(server, "instances"), "web") == {"w1": 1, "w2": 1},
-        60,
-        cluster.logs,
-    )
+    run_web(cluster, server, 2, {"w1": 1, "w2": 1})
 
     grpc = f"{split.address(1)}:7947"
     split.block_tcp(grpc)
@@ -285,21 +298,9 @@ def test_a_worker_whose_grpc_is_blocked_is_suspect_and_gets_no_new_work(
     assert reasons and "alive in gossip but has not reported for" in reasons[-1], reasons
 
     # New work goes to w1 only; w2 keeps what it runs.
-    cluster.cli(server, "scale", "web", "4")
-    wait_until(
-        "the new replicas on w1",
-        lambda: running_by_node(cluster.listing(server, "instances"), "web") == {"w1": 3, "w2": 1},
-        60,
-        cluster.logs,
-    )
+    run_web(cluster, server, 4, {"w1": 3, "w2": 1})
 
     split.block_tcp(grpc, on=False)
     wait_until("w2 alive again", lambda: states()["w2"] == "alive", 60, cluster.logs)
-    cluster.cli(server, "scale", "web", "6")
-    wait_until(
-        "w2 takes new work again",
-        lambda: running_by_node(cluster.listing(server, "instances"), "web") == {"w1": 3, "w2": 3},
-        60,
-        cluster.logs,
-    )
+    run_web(cluster, server, 6, {"w1": 3, "w2": 3})  # w2 takes new work again
     assert all(node.exited() is None for node in (server, w1, w2)), cluster.logs()
