@@ -1,5 +1,6 @@
 """ShoalNode assembly: leadership of the control loop, and the composition root's checks."""
 
+import socket
 from contextlib import aclosing
 from pathlib import Path
 
@@ -10,7 +11,14 @@ from anyio.abc import TaskStatus
 from anyio.lowlevel import checkpoint
 from nacl.signing import SigningKey
 
-from shoal.cluster import NodeIdentity, StaticCluster, new_gossip_key, node_tags
+from shoal.cluster import (
+    NodeIdentity,
+    SerfCluster,
+    StaticCluster,
+    check_listenable,
+    new_gossip_key,
+    node_tags,
+)
 from shoal.core import ManualClock
 from shoal.core._clustering import Clustering
 from shoal.core.node import NodeConfig, ShoalNode, build_node
@@ -183,3 +191,40 @@ async def test_a_nodes_service_lists_the_members_its_cluster_manager_knows(tmp_p
         (member,) = await shoal.service.list_members()
     assert (member.name, member.state) == ("n1", GossipState.ALIVE)
     assert (member.tags["id"], member.tags["role"]) == ("c" * 64, "both")
+
+
+async def test_a_taken_grpc_port_stops_the_node_before_it_joins_gossip(tmp_path: Path) -> None:
+    token, key = tmp_path / "join-token", tmp_path / "gossip-key"
+    token.write_text("token\n")
+    key.write_text(new_gossip_key() + "\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        grpc_addr = f"127.0.0.1:{taken.getsockname()[1]}"
+        config = NodeConfig(
+            data_dir=tmp_path / "d",
+            name="s1",
+            role=NodeRole.SERVER,
+            runtime="mock",
+            state="memory",
+            join_token_file=token,
+            gossip_key_file=key,
+            grpc_addr=grpc_addr,
+        )
+        node = build_node(config)
+        refused = f"cannot listen for node-to-node gRPC on {grpc_addr}"
+        with pytest.raises(Unavailable, match=refused):
+            await node.run()
+    # Its serf agent never started: gossip never saw it.
+    assert isinstance(node.cluster, SerfCluster)
+    assert node.cluster.agent_pid is None
+    assert not (tmp_path / "d" / "serf" / "serf.json").exists()
+
+
+def test_check_listenable_names_the_address_and_the_reason() -> None:
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    check_listenable(f"127.0.0.1:{port}")  # nothing listens there: fine
+    with pytest.raises(Unavailable, match=r"on 198\.18\.255\.254:7947 \(Cannot assign requested"):
+        check_listenable("198.18.255.254:7947")  # not an address of this machine

@@ -19,7 +19,7 @@ the StateStore of a node that keeps none.
 """
 
 from ._fanout import MemberEvents
-from ._grpc_base import NodeChannel, serve_grpc
+from ._grpc_base import NodeChannel, check_listenable, serve_grpc
 from ._grpc_pods import PodGateway, RemotePods
 from ._grpc_remote_store import RemoteStore, check_accepted
 from ._grpc_state import StateGateway
@@ -65,6 +65,7 @@ __all__ = [
     "UserEventRecord",
     "check_accepted",
     "check_gossip_key",
+    "check_listenable",
     "check_tags",
     "fingerprint",
     "new_gossip_key",

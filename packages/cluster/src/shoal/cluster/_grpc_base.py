@@ -14,6 +14,7 @@ modules: those are untyped, and the handlers here are a few lines each.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar, cast
 
@@ -27,8 +28,9 @@ from shoal.interfaces import ShoalError, Unavailable
 
 from ._grpc_errors import abort_with, error_from_rpc
 from ._nodeauth import Caller, CallVerifier, NodeIdentity, sign_call
+from ._serf_wire import split_host_port
 
-__all__ = ["NodeChannel", "authenticate", "serve_grpc"]
+__all__ = ["NodeChannel", "authenticate", "check_listenable", "serve_grpc"]
 
 Reply = TypeVar("Reply", bound=Message)
 T = TypeVar("T")
@@ -189,11 +191,7 @@ async def serve_grpc(
     try:
         port = server.add_insecure_port(address)
     except RuntimeError as exc:
-        raise Unavailable(
-            f"cannot listen for node-to-node gRPC on {address} ({exc}): choose a free "
-            "address with --grpc-addr",
-            address=address,
-        ) from None
+        raise _cannot_listen(address, str(exc)) from None
     await server.start()
     try:
         task_status.started(port)
@@ -201,3 +199,36 @@ async def serve_grpc(
     finally:
         with anyio.CancelScope(shield=True):
             await server.stop(grace)
+
+
+def check_listenable(address: str) -> None:
+    """Refuse early if gRPC could not listen on ``address`` now (``host:port``).
+
+    A node checks this before it joins gossip, so that a taken port does not
+    show the others a member that dies a moment later. (gRPC itself binds
+    only when serving starts, which may be some seconds later: a process
+    taking the port meanwhile is still caught then.)
+
+    Raises:
+        Unavailable: the port is taken, or the host is not an address of this machine.
+    """
+    host, port = split_host_port(address, field="--grpc-addr")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise _cannot_listen(address, exc.strerror or str(exc)) from None
+    family, kind, proto, _, sockaddr = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does
+        try:
+            probe.bind(sockaddr)
+        except OSError as exc:
+            raise _cannot_listen(address, exc.strerror or str(exc)) from None
+
+
+def _cannot_listen(address: str, why: str) -> Unavailable:
+    return Unavailable(
+        f"cannot listen for node-to-node gRPC on {address} ({why}): choose a free "
+        "address with --grpc-addr",
+        address=address,
+    )

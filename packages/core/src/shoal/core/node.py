@@ -22,7 +22,14 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import TaskStatus
 
-from shoal.cluster import NodeIdentity, StaticCluster, check_gossip_key, node_tags, serve_grpc
+from shoal.cluster import (
+    NodeIdentity,
+    StaticCluster,
+    check_gossip_key,
+    check_listenable,
+    node_tags,
+    serve_grpc,
+)
 from shoal.interfaces import (
     Clock,
     ClusterManager,
@@ -114,6 +121,8 @@ class ShoalNode:
         """
         serves = self.config.role in (NodeRole.SERVER, NodeRole.BOTH)
         runs = self.config.role in (NodeRole.WORKER, NodeRole.BOTH)
+        if self.clustering is not None:
+            check_listenable(self.clustering.grpc_addr)  # before gossip sees this node
         # Nested `async with`, not an AsyncExitStack: the stack rewrites the
         # __context__ of the CancelledError it passes along, which can make a
         # cycle that anyio's task group then walks forever.
