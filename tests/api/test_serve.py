@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Iterator
 
 import anyio
 import httpx
@@ -33,7 +34,31 @@ async def hello(request: Request) -> Response:
 APP = Starlette(routes=[Route("/forever", forever), Route("/hello", hello)])
 
 
-async def test_cancelling_the_server_ends_open_streams_and_frees_the_loop_for_the_next() -> None:
+class Recorded(logging.Handler):
+    """Keeps the records of a logger that does not propagate (uvicorn's own)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def uvicorn_errors() -> Iterator[list[logging.LogRecord]]:
+    """What uvicorn logs as errors meanwhile."""
+    handler, logger = Recorded(), logging.getLogger("uvicorn.error")
+    logger.addHandler(handler)
+    try:
+        yield handler.records
+    finally:
+        logger.removeHandler(handler)
+
+
+async def test_cancelling_the_server_ends_open_streams_and_frees_the_loop_for_the_next(
+    uvicorn_errors: list[logging.LogRecord],
+) -> None:
     async with httpx.AsyncClient(timeout=5) as client:
         async with anyio.create_task_group() as tg:
             port = await tg.start(serve_api, APP, bind("127.0.0.1:0"))
@@ -51,3 +76,5 @@ async def test_cancelling_the_server_ends_open_streams_and_frees_the_loop_for_th
             reply = await client.get(f"http://127.0.0.1:{port}/hello")
             assert reply.text == "hello"
             tg.cancel_scope.cancel()
+    # The stream ended as a client disconnect ends it: no error, no traceback.
+    assert [r.getMessage() for r in uvicorn_errors if r.levelno >= logging.ERROR] == []

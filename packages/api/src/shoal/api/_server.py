@@ -6,6 +6,7 @@ port is a clear :class:`Unavailable` error instead of uvicorn's own exit.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import socket
@@ -102,12 +103,25 @@ async def _serve(server: _Server, sock: socket.socket, task_status: TaskStatus[i
             await anyio.sleep_forever()
         finally:
             server.should_exit = True
-            # Cancelled, uvicorn skips its graceful shutdown: close what it leaves open
-            # (its listener, keep-alive connections, event streams) rather than leak
-            # their sockets, before `with sock` closes the descriptor under them.
-            for listener in list(server.servers):
-                listener.close()
-            for task in list(server.server_state.tasks):
-                task.cancel()
-            for connection in list(server.server_state.connections):
-                connection.transport.close()
+            with anyio.CancelScope(shield=True):
+                await _close(server)
+
+
+async def _close(server: _Server) -> None:
+    """Close what uvicorn leaves open when cancelled (it skips its graceful shutdown).
+
+    Its listener, keep-alive connections and event streams would otherwise
+    leak their sockets, and ``with sock`` would close the descriptor under
+    the listener. Closed connections end their requests as a client
+    disconnect would (streams stop quietly); a request still running a
+    second later is cancelled.
+    """
+    for listener in list(server.servers):
+        listener.close()
+    for connection in list(server.server_state.connections):
+        connection.transport.close()
+    running = set(server.server_state.tasks)
+    if running:
+        _, running = await asyncio.wait(running, timeout=1)
+    for task in running:
+        task.cancel()
