@@ -256,6 +256,11 @@ def wait_until(
     return result
 
 
+def node_states(cluster: LocalCluster, via: NodeProcess) -> dict[str, str]:
+    """Each node record's gossip state, by name, as ``via`` reports it."""
+    return {n["name"]: n["state"] for n in cluster.listing(via, "nodes")}
+
+
 def running_by_node(instances: list[dict[str, Any]], workload: str) -> dict[str, int]:
     """Count the running instances of ``workload`` per node."""
     counts: dict[str, int] = {}

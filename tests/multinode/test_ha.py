@@ -22,11 +22,12 @@ from shoal.interfaces import ShoalError, Unavailable
 from tests.multinode.support import (
     LocalCluster,
     NodeProcess,
+    node_states,
     running_by_node,
     wait_until,
     workload_yaml,
 )
-from tests.state.support import EtcdMember, etcd_missing
+from tests.state.support import EtcdMember, running_etcd
 
 pytestmark = pytest.mark.slow
 
@@ -39,15 +40,8 @@ TAKEOVER = 60.0
 @pytest.fixture
 def etcd() -> Iterator[EtcdMember]:
     """A single-member etcd of this test's own, on a free loopback port."""
-    reason = etcd_missing()
-    if reason is not None:
-        pytest.skip(reason)
-    member = EtcdMember("shoal-ha")
-    try:
-        member.start()
+    with running_etcd("shoal-ha") as member:
         yield member
-    finally:
-        member.remove()
 
 
 def on_etcd(etcd: EtcdMember) -> list[str]:
@@ -82,11 +76,6 @@ def terms(server: NodeProcess) -> int:
 def leaders(servers: list[NodeProcess]) -> list[NodeProcess]:
     """The servers that won the election at least once."""
     return [server for server in servers if terms(server)]
-
-
-def node_states(cluster: LocalCluster, via: NodeProcess) -> dict[str, str]:
-    """Each node record's gossip state, as ``via`` reports it."""
-    return {n["name"]: n["state"] for n in cluster.listing(via, "nodes")}
 
 
 def replicas_of(cluster: LocalCluster, via: NodeProcess, workload: str) -> list[dict[str, Any]]:

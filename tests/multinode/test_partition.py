@@ -26,6 +26,7 @@ import pytest
 from tests.multinode.support import (
     LocalCluster,
     NodeProcess,
+    node_states,
     running_by_node,
     wait_until,
     workload_yaml,
@@ -177,11 +178,6 @@ def three_nodes(
         cluster.logs,
     )
     return server, w1, w2
-
-
-def node_states(cluster: LocalCluster, server: NodeProcess) -> dict[str, str]:
-    """Each node record's state, by name, as ``server`` lists them."""
-    return {n["name"]: n["state"] for n in cluster.listing(server, "nodes")}
 
 
 def run_web(

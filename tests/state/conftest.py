@@ -20,7 +20,7 @@ import pytest
 
 from shoal.interfaces import StateStore
 from shoal.state import EtcdStore, MemoryStore, SqliteStore
-from tests.state.support import EtcdMember, etcd_missing, revoke_every_lease
+from tests.state.support import revoke_every_lease, running_etcd
 
 Compact = Callable[[StateStore, int], Awaitable[None]]
 
@@ -33,15 +33,8 @@ def anyio_backend() -> str:
 @pytest.fixture(scope="session")
 def etcd_endpoint() -> Iterator[str]:
     """Start one etcd for the session (skip without etcd); return its client endpoint."""
-    reason = etcd_missing()
-    if reason is not None:
-        pytest.skip(reason)
-    member = EtcdMember()
-    try:
-        member.start()
+    with running_etcd() as member:
         yield member.endpoint
-    finally:
-        member.remove()
 
 
 @asynccontextmanager

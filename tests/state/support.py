@@ -17,13 +17,16 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from aetcd import Client, rpc
 
 from tests.ports import free_port
 
-__all__ = ["EtcdMember", "etcd_missing", "free_port", "revoke_every_lease"]
+__all__ = ["EtcdMember", "etcd_missing", "free_port", "revoke_every_lease", "running_etcd"]
 
 READY_WITHIN = 20.0  # seconds for etcd to elect itself leader and answer /health
 _SHM = Path("/dev/shm")
@@ -34,6 +37,20 @@ def etcd_missing() -> str | None:
     if shutil.which("etcd") is None:
         return "etcd is missing: install etcd-server (scripts/system-deps.sh does)"
     return None
+
+
+@contextmanager
+def running_etcd(name: str = "shoal-test") -> Iterator[EtcdMember]:
+    """Start an :class:`EtcdMember` (skip the test without etcd); remove it on exit."""
+    reason = etcd_missing()
+    if reason is not None:
+        pytest.skip(reason)
+    member = EtcdMember(name)
+    try:
+        member.start()
+        yield member
+    finally:
+        member.remove()
 
 
 class EtcdMember:

@@ -22,7 +22,7 @@ from shoal.interfaces import (
 )
 from shoal.state import EtcdStore
 from tests.ports import free_port
-from tests.state.support import EtcdMember, etcd_missing
+from tests.state.support import EtcdMember, running_etcd
 
 pytestmark = pytest.mark.anyio
 
@@ -57,15 +57,8 @@ async def one_event_loop(anyio_backend: str) -> AsyncIterator[None]:
 @pytest.fixture
 def own_etcd() -> Iterator[EtcdMember]:
     """A private etcd member, for tests that stop it."""
-    reason = etcd_missing()
-    if reason is not None:
-        pytest.skip(reason)
-    member = EtcdMember("shoal-own")
-    try:
-        member.start()
+    with running_etcd("shoal-own") as member:
         yield member
-    finally:
-        member.remove()
 
 
 # -- an etcd that is not there ------------------------------------------------
