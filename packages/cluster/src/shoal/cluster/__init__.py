@@ -38,7 +38,14 @@ from ._serf_records import (
 from ._serf_rpc import SerfRpcClient
 from ._serf_subscription import SerfSubscription
 from ._static import StaticCluster
-from ._tags import CLUSTER_ID_TAG, LEAVING_TAG, check_tags, node_from_member, node_tags
+from ._tags import (
+    CLUSTER_ID_TAG,
+    LEAVING_TAG,
+    check_tags,
+    is_server,
+    node_from_member,
+    node_tags,
+)
 
 __all__ = [
     "CLUSTER_ID_TAG",
@@ -68,6 +75,7 @@ __all__ = [
     "check_listenable",
     "check_tags",
     "fingerprint",
+    "is_server",
     "new_gossip_key",
     "new_join_token",
     "node_from_member",

@@ -33,6 +33,7 @@ __all__ = [
     "LEAVING_TAG",
     "MAX_TAGS_BYTES",
     "check_tags",
+    "is_server",
     "node_from_member",
     "node_tags",
 ]
@@ -53,6 +54,7 @@ _LATER_TAGS = {CLUSTER_ID_TAG: "0" * 16, LEAVING_TAG: "1"}
 """Tags published after start, at their largest: :func:`check_tags` keeps room for them."""
 
 _ADDRESS_TAGS = ("api", "grpc")
+_SERVER_ROLES = (NodeRole.SERVER.value, NodeRole.BOTH.value)
 
 
 def node_tags(node: Node) -> dict[str, str]:
@@ -67,6 +69,11 @@ def node_tags(node: Node) -> dict[str, str]:
     tags.update({key: node.addresses[key] for key in _ADDRESS_TAGS if key in node.addresses})
     tags.update({f"{LABEL_PREFIX}{key}": value for key, value in node.labels.items()})
     return tags
+
+
+def is_server(member: Member) -> bool:
+    """Return whether ``member``'s ``role`` tag says it serves (role server or both)."""
+    return member.tags.get("role") in _SERVER_ROLES
 
 
 def node_from_member(member: Member) -> Node:

@@ -32,13 +32,12 @@ import secrets
 
 import anyio
 
-from shoal.cluster import CLUSTER_ID_TAG, LEAVING_TAG, NodeIdentity, check_accepted
+from shoal.cluster import CLUSTER_ID_TAG, LEAVING_TAG, NodeIdentity, check_accepted, is_server
 from shoal.interfaces import (
     ClusterManager,
     Conflict,
     GossipState,
     Member,
-    NodeRole,
     RevisionConflict,
     ShoalError,
     StateStore,
@@ -50,7 +49,6 @@ __all__ = ["CLUSTER_ID_KEY", "admit_server", "cluster_id"]
 log = logging.getLogger(__name__)
 
 CLUSTER_ID_KEY = "/cluster/id"
-_SERVING = (NodeRole.SERVER.value, NodeRole.BOTH.value)
 _TOKEN_CHECK = 5.0
 """Seconds the token check waits for the other servers' answers, all together."""
 
@@ -117,7 +115,7 @@ async def _servers(cluster: ClusterManager, identity: NodeIdentity) -> list[Memb
         for m in await cluster.members()
         if m.tags.get("id") != identity.node_id
         and m.state == GossipState.ALIVE
-        and m.tags.get("role") in _SERVING
+        and is_server(m)
         and not m.tags.get(LEAVING_TAG)
     ]
 

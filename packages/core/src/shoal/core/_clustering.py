@@ -36,6 +36,7 @@ from shoal.cluster import (
     SerfCluster,
     StateGateway,
     check_gossip_key,
+    is_server,
 )
 from shoal.interfaces import (
     ContainerRuntime,
@@ -44,7 +45,6 @@ from shoal.interfaces import (
     InvalidInput,
     Member,
     Node,
-    NodeRole,
     PodAccess,
     StateStore,
     Unavailable,
@@ -54,7 +54,6 @@ __all__ = ["Clustering", "advertised_host", "read_secret", "with_port"]
 
 GOSSIP_PORT = 7946
 GRPC_PORT = 7947
-_SERVING = (NodeRole.SERVER.value, NodeRole.BOTH.value)
 _REACHABLE = (GossipState.ALIVE, GossipState.SUSPECT)
 
 
@@ -195,7 +194,7 @@ class Clustering:
         return [
             m.tags["grpc"]
             for m in await self._members()
-            if m.state in _REACHABLE and m.tags.get("role") in _SERVING and "grpc" in m.tags
+            if m.state in _REACHABLE and is_server(m) and "grpc" in m.tags
         ]
 
     async def authorize_server(self, caller: Caller) -> None:
@@ -207,7 +206,7 @@ class Clustering:
         for member in await self._members():
             if (
                 member.tags.get("id") == caller.node_id
-                and member.tags.get("role") in _SERVING
+                and is_server(member)
                 and member.state in _REACHABLE
             ):
                 return
