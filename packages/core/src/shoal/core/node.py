@@ -161,23 +161,14 @@ class ShoalNode:
         try:
             await admit_server(self.store, self.cluster, clustering.identity, clustering.token)
         except ShoalError:
-            await self._leave_refused(clustering)
+            await self._leave_refused()
             raise
 
-    async def _leave_refused(self, clustering: Clustering) -> None:
-        """Leave gossip gracefully (bounded, never raising): this server was refused.
-
-        Not under a name another node holds: that node would be seen leaving.
-        """
+    async def _leave_refused(self) -> None:
+        """Leave gossip gracefully (bounded, never raising): this server was refused."""
         self._left = True
         with anyio.CancelScope(shield=True), anyio.move_on_after(10):
             try:
-                if any(
-                    m.name == self.node.name and m.tags.get("id") != clustering.identity.node_id
-                    for m in await self.cluster.members()
-                ):
-                    log.warning("%s is another node's name: not leaving under it", self.node.name)
-                    return
                 await self.cluster.leave()
             except ShoalError as exc:
                 log.warning("%s could not leave gracefully: %s", self.node.name, exc)
