@@ -27,7 +27,9 @@ import pytest
 from scripts.build_busybox_image import build_busybox_layout
 
 from shoal.api import ShoalClient, load_keypair
-from shoal.runtime import ImageStore, OciCliRuntime, pod_networking
+from shoal.core.node import reset_data_dir
+from shoal.interfaces import NODE_KEY_FILE
+from tests.runtime.images.support import LoopbackRegistry
 from tests.shoal_cli import run_shoal
 
 READY = "ready: API on http://"
@@ -135,10 +137,13 @@ class Agent:
                 return process
         raise AssertionError("agent exited before it was ready:\n" + "".join(self.log))
 
-    def kill(self, sig: int = signal.SIGKILL) -> int:
+    def kill(self, sig: int = signal.SIGKILL, timeout: float = 30.0) -> int:
+        """Send ``sig`` and wait for the agent to exit; what it logged meanwhile joins ``log``."""
         assert self.process is not None
         self.process.send_signal(sig)
-        code = self.process.wait(timeout=30)
+        _, rest = self.process.communicate(timeout=timeout)
+        self.log.extend(rest.splitlines(keepends=True))
+        code = self.process.returncode
         self._close()
         return code
 
@@ -154,7 +159,7 @@ class Agent:
                 self.process.kill()
                 self.process.wait(timeout=30)
             self._close()
-        if self.runtime != "mock" and (self.data_dir / "runtime").exists():
+        if self.runtime != "mock":
             anyio.run(remove_pods, self.data_dir)
 
     def cli(
@@ -294,14 +299,47 @@ def busybox_layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_busybox_layout(tmp_path_factory.mktemp("layout") / "busybox", "1.36").layout
 
 
-async def remove_pods(data_dir: Path) -> None:
-    """Remove every pod an agent left under ``data_dir``, through the runtime's own code.
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory, busybox_layout: Path) -> Iterator[str]:
+    missing = LoopbackRegistry.missing()
+    if missing:
+        pytest.skip(missing)
+    server = LoopbackRegistry(tmp_path_factory.mktemp("registry"))
+    server.start()
+    try:
+        yield server.push(busybox_layout, "1.36")
+    finally:
+        server.stop()
 
-    Containers outlive their agent by design, so a failed test would leave
-    them running (mounts, network namespaces, port rules) without this.
+
+def leftovers(data_dir: Path, uid: str) -> list[str]:
+    """Everything the runtime could leave behind for one pod."""
+    found = []
+    runc = subprocess.run(
+        ["runc", "--root", str(data_dir / "runtime" / "runc"), "list", "-q"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    found += [f"runc container {c}" for c in runc if c.startswith(uid)]
+    pods = data_dir / "runtime" / "pods"
+    if pods.exists():
+        found += [f"pod dir {p.name}" for p in pods.iterdir() if p.name.startswith(uid)]
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    found += [f"netns {line}" for line in netns.splitlines() if uid[:12] in line]
+    rules = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
+    found += [f"iptables {line}" for line in rules.splitlines() if uid in line]
+    mounts = Path("/proc/mounts").read_text()
+    found += [f"mount {line}" for line in mounts.splitlines() if uid in line]
+    return found
+
+
+async def remove_pods(data_dir: Path) -> None:
+    """Remove every pod an agent left under ``data_dir`` and free its bridge.
+
+    Through ``shoal node reset``'s own code: containers outlive their agent by
+    design, so a failed test would leave them running (mounts, network
+    namespaces, port rules, a bridge) without this.
     """
-    images = ImageStore(data_dir / "images")
-    network = pod_networking("bridge", data_dir)
-    async with OciCliRuntime(images, data_dir / "runtime", network=network) as runtime:
-        for pod in await runtime.list():
-            await runtime.remove(pod.uid)
+    if (data_dir / NODE_KEY_FILE).is_file():
+        await reset_data_dir(data_dir, grace=1.0)

@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,8 @@ import httpx
 import pytest
 
 from shoal.api import ShoalClient
-from tests.e2e.conftest import Agent, until
+from tests.e2e.conftest import Agent, leftovers, until
 from tests.ports import free_port
-from tests.runtime.images.support import LoopbackRegistry
 
 pytestmark = [
     pytest.mark.slow,
@@ -31,41 +29,6 @@ pytestmark = [
         shutil.which("runc") is None, reason="runc missing: run scripts/system-deps.sh"
     ),
 ]
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory, busybox_layout: Path) -> Iterator[str]:
-    missing = LoopbackRegistry.missing()
-    if missing:
-        pytest.skip(missing)
-    server = LoopbackRegistry(tmp_path_factory.mktemp("registry"))
-    server.start()
-    try:
-        yield server.push(busybox_layout, "1.36")
-    finally:
-        server.stop()
-
-
-def leftovers(data_dir: Path, uid: str) -> list[str]:
-    """Everything the runtime could leave behind for one pod."""
-    found = []
-    runc = subprocess.run(
-        ["runc", "--root", str(data_dir / "runtime" / "runc"), "list", "-q"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.split()
-    found += [f"runc container {c}" for c in runc if c.startswith(uid)]
-    pods = data_dir / "runtime" / "pods"
-    if pods.exists():
-        found += [f"pod dir {p.name}" for p in pods.iterdir() if p.name.startswith(uid)]
-    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    found += [f"netns {line}" for line in netns.splitlines() if uid[:12] in line]
-    rules = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
-    found += [f"iptables {line}" for line in rules.splitlines() if uid in line]
-    mounts = Path("/proc/mounts").read_text()
-    found += [f"mount {line}" for line in mounts.splitlines() if uid in line]
-    return found
 
 
 def test_httpd_from_a_loopback_registry_on_runc(

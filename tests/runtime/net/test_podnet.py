@@ -11,6 +11,7 @@ from shoal.runtime import (
     BridgeNetworking,
     CniNetwork,
     HostNetworking,
+    HostNetworks,
     PodNetwork,
     PodNetworking,
     netns_exists,
@@ -76,7 +77,10 @@ async def test_host_networking_cannot_map_a_port_to_another() -> None:
 
 def test_the_mode_comes_from_configuration(tmp_path: Path) -> None:
     assert isinstance(pod_networking("host", tmp_path), HostNetworking)
-    bridge = pod_networking("bridge", tmp_path, bridge="shoal9", subnet="198.18.9.0/24")
+    registry = HostNetworks(tmp_path / "registry")
+    bridge = pod_networking(
+        "bridge", tmp_path, bridge="shoal9", subnet="198.18.9.0/24", registry=registry
+    )
     assert isinstance(bridge, BridgeNetworking)
     assert isinstance(bridge.network, CniNetwork)
     assert (bridge.network.bridge, bridge.network.gateway) == ("shoal9", "198.18.9.1")

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from shoal.interfaces import Container, Port
-from shoal.runtime import DEFAULT_PLUGIN_DIRS, HostNetworking, pod_networking
+from shoal.runtime import DEFAULT_PLUGIN_DIRS, HostNetworking, HostNetworks, pod_networking
 from shoal.runtime._ocinet import NetworkHook
 from tests.ports import free_port
 from tests.runtime.oci.harness import IMAGE, RuntimeFactory, new_pod
@@ -103,7 +103,10 @@ def bridge_host() -> Iterator[None]:
 async def test_bridge_networking_publishes_a_container_port(
     make_runtime: RuntimeFactory, tmp_path: Path, bridge_host: None
 ) -> None:
-    network = pod_networking("bridge", tmp_path / "net", bridge=BRIDGE, subnet=SUBNET)
+    registry = HostNetworks(tmp_path / "registry")
+    network = pod_networking(
+        "bridge", tmp_path / "net", bridge=BRIDGE, subnet=SUBNET, registry=registry
+    )
     async with make_runtime(network=network) as runtime:
         host_port = free_port()
         web = httpd(80).model_copy(update={"ports": [Port(container_port=80, host_port=host_port)]})

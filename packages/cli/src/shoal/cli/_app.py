@@ -4,12 +4,28 @@ from __future__ import annotations
 
 import os
 
-from . import _cmd_agent, _cmd_cluster, _cmd_images, _cmd_instances, _cmd_mcp, _cmd_workloads
+from . import (
+    _cmd_agent,
+    _cmd_cluster,
+    _cmd_images,
+    _cmd_instances,
+    _cmd_mcp,
+    _cmd_node,
+    _cmd_workloads,
+)
 from ._base import app, err
 
 __all__ = ["app", "main"]
 
-_COMMANDS = (_cmd_agent, _cmd_cluster, _cmd_images, _cmd_instances, _cmd_mcp, _cmd_workloads)
+_COMMANDS = (
+    _cmd_agent,
+    _cmd_cluster,
+    _cmd_images,
+    _cmd_instances,
+    _cmd_mcp,
+    _cmd_node,
+    _cmd_workloads,
+)
 """Imported for their side effect: each registers its commands on ``app``."""
 
 

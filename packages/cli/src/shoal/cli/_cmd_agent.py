@@ -123,11 +123,18 @@ def agent(
         str | None, typer.Option(help="Default registry host[:port] for unqualified images.")
     ] = None,
     bridge: Annotated[
-        str, typer.Option(help="CNI bridge name (one per node on a host).")
-    ] = "shoal0",
+        str | None,
+        typer.Option(
+            help="CNI bridge name \\[default: the data dir's own, else the first free shoalN]."
+        ),
+    ] = None,
     bridge_subnet: Annotated[
-        str, typer.Option(help="CNI bridge subnet (one per node on a host).")
-    ] = "198.18.0.0/24",
+        str | None,
+        typer.Option(
+            help="CNI bridge subnet \\[default: the data dir's own, else the first free "
+            "198.18.N.0/24]."
+        ),
+    ] = None,
     state: Annotated[StateChoice, typer.Option(help="State store.")] = StateChoice.SQLITE,
     name: Annotated[str | None, typer.Option(help="Node name \\[default: host name].")] = None,
     role: Annotated[NodeRole, typer.Option(help="server, worker or both.")] = NodeRole.BOTH,
@@ -224,8 +231,9 @@ def agent(
                     logging.getLogger("shoal.agent").info(
                         "%s: shutting down", signal.Signals(signum).name
                     )
-                    # Leave first, while the node runs: once cancelled it cannot announce it.
-                    await node.leave()
+                    # Leave, or finish deleting, while the node runs: once
+                    # cancelled it can neither announce a leave nor stop a pod.
+                    await node.shutdown()
                     tg.cancel_scope.cancel()
                     return
 

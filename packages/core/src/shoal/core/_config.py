@@ -31,10 +31,12 @@ class NodeConfig(BaseModel):
     """Container runtime: an OCI runtime CLI (runc, crun, youki), or 'mock' (nothing runs)."""
     network: Literal["bridge", "host"] = "bridge"
     """Pod networking for OCI runtimes: a CNI bridge with ports published on 127.0.0.1, or host."""
-    bridge: str = "shoal0"
-    """Name of the CNI bridge. Two nodes on one host need different bridges and subnets."""
-    bridge_subnet: str = "198.18.0.0/24"
-    """Subnet of the CNI bridge (addresses are handed out per data dir)."""
+    bridge: str | None = None
+    """Name of the CNI bridge; None: the data dir's own, or the first free ``shoalN``.
+    Bridges are owned host-wide: another node's is refused, naming its owner."""
+    bridge_subnet: str | None = None
+    """Subnet of the CNI bridge; None: the data dir's own, or the first free
+    ``198.18.N.0/24``. One that overlaps another node's is refused."""
     default_registry: str | None = None
     """Registry (host[:port]) for unqualified image names; None: they must be imported."""
     allow_host_paths: bool = False

@@ -31,9 +31,11 @@ from shoal.cluster import (
     serve_grpc,
 )
 from shoal.interfaces import (
+    NODE_KEY_FILE,
     Clock,
     ClusterManager,
     ContainerRuntime,
+    DataDirLock,
     ImageManager,
     InternalError,
     Node,
@@ -41,6 +43,7 @@ from shoal.interfaces import (
     ShoalError,
     StateStore,
     Unavailable,
+    agent_pid,
 )
 from shoal.runtime import ImageStore, MockRuntime, OciCliRuntime, pod_networking
 from shoal.state import EtcdStore, MemoryStore, SqliteStore
@@ -52,10 +55,21 @@ from ._config import NodeConfig, check_config, host_capacity, prepare_data_dir
 from ._control import ControlLoop
 from ._leader import Leader
 from ._nodeloop import NodeLoop
+from ._repo import Repository
+from ._reset import ResetReport, reset_data_dir
 from ._scheduler import DefaultScheduler
 from ._service import LocalNode, ShoalService
+from ._shutdown import finish_deletions, report_survivors
 
-__all__ = ["NodeConfig", "ShoalNode", "build_node", "host_capacity", "prepare_data_dir"]
+__all__ = [
+    "NodeConfig",
+    "ResetReport",
+    "ShoalNode",
+    "build_node",
+    "host_capacity",
+    "prepare_data_dir",
+    "reset_data_dir",
+]
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +137,11 @@ class ShoalNode:
         runs = self.config.role in (NodeRole.WORKER, NodeRole.BOTH)
         if self.clustering is not None:
             check_listenable(self.clustering.grpc_addr)  # before gossip sees this node
+        self.config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with DataDirLock(self.config.data_dir):
+            await self._run(serves, runs, task_status)
+
+    async def _run(self, serves: bool, runs: bool, task_status: TaskStatus[None]) -> None:
         # Nested `async with`, not an AsyncExitStack: the stack rewrites the
         # __context__ of the CancelledError it passes along, which can make a
         # cycle that anyio's task group then walks forever.
@@ -194,6 +213,28 @@ class ShoalNode:
             f"the {what} of node {self.node.name} stopped unexpectedly; the agent stops "
             "so that it can be restarted (please report this)"
         )
+
+    async def shutdown(self) -> None:
+        """Stop gracefully, while the node still runs; then cancel :meth:`run`.
+
+        A clustered node leaves the cluster (:meth:`leave`). A node alone
+        finishes the deletions in flight first — its loops stop and remove the
+        pods being deleted, bounded by the stop grace — and logs one line per
+        workload whose pods keep running after it (see :mod:`._shutdown`).
+        Never raises.
+        """
+        if self.clustering is not None:
+            await self.leave()
+            return
+        if self.config.role == NodeRole.SERVER or not self.ready.is_set():
+            await anyio.lowlevel.checkpoint()
+            return
+        repo = Repository(self.store, self.clock)
+        with anyio.CancelScope(shield=True):
+            await finish_deletions(
+                repo, self.node.name, self.clock, within=self.node_loop.stop_grace + 5
+            )
+            await report_survivors(repo, self.runtime, self.node.name, self.config.data_dir)
 
     async def leave(self) -> None:
         """Leave the cluster gracefully, while the node still runs; then cancel :meth:`run`.
@@ -285,8 +326,16 @@ def build_node(config: NodeConfig, *, clock: Clock | None = None) -> ShoalNode:
     check_config(config)
     secrets = _cluster_secrets(config)  # read before anything is written
     data_dir = prepare_data_dir(config.data_dir)
+    pid = agent_pid(data_dir)
+    if pid is not None:
+        raise Unavailable(
+            f"another shoal agent (pid {pid}) runs on data dir {data_dir}: stop it first, "
+            "or give this one another --data-dir",
+            data_dir=str(data_dir),
+            pid=pid,
+        )
     clock = clock or SystemClock()
-    identity = NodeIdentity.load_or_create(config.name, data_dir / "node.key")
+    identity = NodeIdentity.load_or_create(config.name, data_dir / NODE_KEY_FILE)
     clustering = None if secrets is None else _clustering(config, data_dir, identity, *secrets)
     runtime: ContainerRuntime
     images: ImageManager | None

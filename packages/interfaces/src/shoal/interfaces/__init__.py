@@ -6,6 +6,7 @@ imports from them.
 
 from ._clock import Clock
 from ._cluster import ClusterManager, Member, MemberEvent, MemberEventKind
+from ._datadir import DATA_DIR_LOCK, NODE_KEY_FILE, DataDirLock, agent_pid
 from ._documents import describe_validation_error, parse_workload_documents
 from ._errors import (
     Compacted,
@@ -93,7 +94,9 @@ from ._workload import (
 )
 
 __all__ = [
+    "DATA_DIR_LOCK",
     "INSTANCE_TRANSITIONS",
+    "NODE_KEY_FILE",
     "NODE_TRANSITIONS",
     "PLACED_STATES",
     "Actor",
@@ -113,6 +116,7 @@ __all__ = [
     "ContainerStats",
     "ContainerStatus",
     "Cpu",
+    "DataDirLock",
     "DeleteOp",
     "EmptyDirVolume",
     "ErrorBody",
@@ -186,6 +190,7 @@ __all__ = [
     "WorkloadPhase",
     "WorkloadSpec",
     "WorkloadStatus",
+    "agent_pid",
     "describe_validation_error",
     "error_from_body",
     "format_cpu",

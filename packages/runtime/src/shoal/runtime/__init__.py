@@ -11,12 +11,15 @@ layouts, ``docker save``), verifies, caches and unpacks images; it is the
 
 Pod networking: :func:`pod_networking` picks :class:`HostNetworking` or
 :class:`BridgeNetworking` (a network namespace per pod, attached to a bridge
-by :class:`CniNetwork` through the CNI plugins, host ports published).
+by :class:`CniNetwork` through the CNI plugins, host ports published). Each
+data dir's bridge and subnet are its own, claimed in the host's registry
+(:class:`HostNetworks`), so two nodes on one host never collide.
 """
 
 from ._cni import DEFAULT_PLUGIN_DIRS, CniNetwork
 from ._cni_cache import PodNetwork
 from ._faults import Fault, FaultKind, Faults
+from ._hostnet import HOST_NETWORKS_DIR, HostNetworks, NetworkClaim
 from ._image_api import ImageConfig, ImageSource, PreparedImage
 from ._images import LOOPBACK_REGISTRIES, ImageStore
 from ._mock import MockRuntime
@@ -27,6 +30,7 @@ from ._podnet import (
     HostNetworking,
     NetworkMode,
     PodNetworking,
+    claimed_networking,
     pod_networking,
     pod_ports,
 )
@@ -35,6 +39,7 @@ from ._reference import ImageReference, parse_reference
 
 __all__ = [
     "DEFAULT_PLUGIN_DIRS",
+    "HOST_NETWORKS_DIR",
     "LOOPBACK_REGISTRIES",
     "BridgeNetworking",
     "CniNetwork",
@@ -42,11 +47,13 @@ __all__ = [
     "FaultKind",
     "Faults",
     "HostNetworking",
+    "HostNetworks",
     "ImageConfig",
     "ImageReference",
     "ImageSource",
     "ImageStore",
     "MockRuntime",
+    "NetworkClaim",
     "NetworkHook",
     "NetworkMode",
     "OciCliRuntime",
@@ -55,6 +62,7 @@ __all__ = [
     "PreparedImage",
     "ProgressCallback",
     "PullProgress",
+    "claimed_networking",
     "create_netns",
     "delete_netns",
     "netns_exists",

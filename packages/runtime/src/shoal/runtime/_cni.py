@@ -24,7 +24,8 @@ reach the outside world. (The bridge plugin turns on ``net.ipv4.ip_forward``
 as every CNI bridge does; without a default route that forwards nothing.)
 
 Two pods cannot publish the same host port: the attachment records of this
-network and a test bind on the host address catch it before any rule exists.
+network, those of the other nodes on the host (``neighbours``) and a test
+bind on the host address catch it before any rule exists.
 Plugin invocation itself, and why it is done directly, is in
 :mod:`._cni_exec`.
 """
@@ -34,7 +35,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,13 +52,41 @@ from ._cni_cache import (
 )
 from ._cni_exec import CNI_VERSION, CniCommand, PluginCall, invoke_plugin
 
-__all__ = ["DEFAULT_PLUGIN_DIRS", "CniNetwork"]
+__all__ = ["DEFAULT_PLUGIN_DIRS", "CniNetwork", "check_bridge"]
 
 DEFAULT_PLUGIN_DIRS = (Path("/usr/lib/cni"), Path("/opt/cni/bin"))
 """Debian's plugin directory first, then the upstream default."""
 
+Neighbours = Callable[[], Awaitable[Sequence[tuple[str, Sequence[AttachmentRecord]]]]]
+"""Returns the attachment records of the other nodes on the host, each with its data dir."""
+
 _IFNAME = "eth0"
 _LINK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
+
+
+def check_bridge(bridge: str, subnet: str) -> ipaddress.IPv4Network:
+    """Return ``subnet`` parsed, once ``bridge`` and ``subnet`` are known to be usable.
+
+    Raises:
+        InvalidInput: the bridge name is not an interface name, or the subnet
+            is not an IPv4 subnet of at least four addresses.
+
+    """
+    if not _LINK_NAME.match(bridge):
+        raise InvalidInput(
+            f"bridge name {bridge!r} is not a valid interface name: use 1-15 letters, "
+            "digits, '_', '.' or '-'",
+            field="bridge",
+        )
+    try:
+        network = ipaddress.IPv4Network(subnet)
+    except ValueError as exc:
+        raise InvalidInput(f"invalid network setting: {exc}", field="subnet") from exc
+    if network.prefixlen > 30:
+        raise InvalidInput(
+            f"subnet {subnet} is too small: pods need at least a /30", field="subnet"
+        )
+    return network
 
 
 class CniNetwork:
@@ -75,6 +104,9 @@ class CniNetwork:
             leaving the subnet. Off by default: pods reach only the subnet
             and the host.
         timeout: Seconds one plugin invocation may take.
+        neighbours: Returns the attachment records of the other nodes on this
+            host (with their data dirs), so that a host port one of them
+            publishes is refused here too; None when there are none to ask.
 
     Raises:
         InvalidInput: a setting is not valid; the message names it.
@@ -91,22 +123,13 @@ class CniNetwork:
         host_ip: str = "127.0.0.1",
         outbound: bool = False,
         timeout: float = 30.0,
+        neighbours: Neighbours | None = None,
     ) -> None:
-        if not _LINK_NAME.match(bridge):
-            raise InvalidInput(
-                f"bridge name {bridge!r} is not a valid interface name: use 1-15 letters, "
-                "digits, '_', '.' or '-'",
-                field="bridge",
-            )
+        network = check_bridge(bridge, subnet)
         try:
-            network = ipaddress.IPv4Network(subnet)
             ipaddress.IPv4Address(host_ip or "0.0.0.0")
         except ValueError as exc:
-            raise InvalidInput(f"invalid network setting: {exc}", field="subnet/host_ip") from exc
-        if network.prefixlen > 30:
-            raise InvalidInput(
-                f"subnet {subnet} is too small: pods need at least a /30", field="subnet"
-            )
+            raise InvalidInput(f"invalid network setting: {exc}", field="host_ip") from exc
         self.root = root
         self.bridge = bridge
         self.subnet = network
@@ -115,6 +138,7 @@ class CniNetwork:
         self.host_ip = host_ip
         self.outbound = outbound
         self.timeout = timeout
+        self.neighbours = neighbours
         self._records = RecordStore(root / "pods")
         self._lock = anyio.Lock()
 
@@ -196,7 +220,8 @@ class CniNetwork:
                         return old.attachment(self.bridge)
                 await self._delete(old)
             others = [r for r in await self._records.all() if r.pod_uid != pod_uid]
-            check_host_ports(mappings, others)
+            elsewhere = [] if self.neighbours is None or not mappings else await self.neighbours()
+            check_host_ports(mappings, others, elsewhere=elsewhere)
             record = AttachmentRecord(
                 pod_uid, str(netns_path), _IFNAME, self.network_config(), mappings
             )

@@ -216,13 +216,18 @@ class RecordStore:
 
 
 def check_host_ports(
-    mappings: Sequence[dict[str, Any]], others: Sequence[AttachmentRecord]
+    mappings: Sequence[dict[str, Any]],
+    others: Sequence[AttachmentRecord],
+    *,
+    elsewhere: Sequence[tuple[str, Sequence[AttachmentRecord]]] = (),
 ) -> None:
     """Fail if another pod or a host process holds a host port in ``mappings``.
 
     Args:
         mappings: The new pod's portmap ``portMappings``.
         others: The records of the other pods attached to the network.
+        elsewhere: The records of the pods of other nodes on this host, each
+            list with the data dir of its node.
 
     Raises:
         RuntimeFailure: a port is taken; ``details`` has ``reason``
@@ -241,6 +246,17 @@ def check_host_ports(
                     host_port=mapping["hostPort"],
                     holder=other.pod_uid,
                 )
+        for data_dir, records in elsewhere:
+            for other in records:
+                if any(_same_host_port(mapping, theirs) for theirs in other.port_mappings):
+                    raise RuntimeFailure(
+                        f"host port {where} is already published by pod {other.pod_uid} of "
+                        f"the node on data dir {data_dir}: pick another host_port",
+                        reason="host_port_in_use",
+                        host_port=mapping["hostPort"],
+                        holder=other.pod_uid,
+                        data_dir=data_dir,
+                    )
         if not _bindable(mapping["hostIP"], mapping["hostPort"], mapping["protocol"]):
             raise RuntimeFailure(
                 f"host port {where} is in use by a process on the node: pick another host_port",

@@ -21,11 +21,13 @@ from typing import Literal, Protocol, runtime_checkable
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 
 from shoal.interfaces import InvalidInput, PodSpec, Port
 
 from ._cni import CniNetwork
-from ._cni_cache import PodNetwork
+from ._cni_cache import AttachmentRecord, PodNetwork
+from ._hostnet import HostNetworks, NetworkClaim, attachments_of
 from ._netns import create_netns, delete_netns, netns_path
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "HostNetworking",
     "NetworkMode",
     "PodNetworking",
+    "claimed_networking",
     "pod_networking",
     "pod_ports",
 ]
@@ -156,20 +159,56 @@ def pod_networking(
     mode: str,
     data_dir: Path,
     *,
-    bridge: str = "shoal0",
-    subnet: str = "198.18.0.0/24",
+    bridge: str | None = None,
+    subnet: str | None = None,
+    registry: HostNetworks | None = None,
 ) -> PodNetworking:
     """Return the networking for ``mode``; bridge state lives under ``data_dir``.
 
+    In bridge mode the data dir's network is claimed in the host's registry
+    (see :mod:`._hostnet`): the one it has, the one asked for, or a free one.
+
+    Args:
+        mode: ``host`` or ``bridge``.
+        data_dir: The node's data dir.
+        bridge: The bridge asked for; None for the data dir's own or a free one.
+        subnet: The subnet asked for; None for the data dir's own or a free one.
+        registry: The host's network registry; the real one by default.
+
     Raises:
         InvalidInput: the mode is unknown or a bridge setting is invalid.
+        Conflict: the bridge or subnet belongs to another node on this host.
 
     """
     if mode == "host":
         return HostNetworking()
     if mode == "bridge":
-        return BridgeNetworking(CniNetwork(data_dir / "cni", bridge=bridge, subnet=subnet))
+        registry = registry if registry is not None else HostNetworks()
+        claim = registry.claim(data_dir, bridge=bridge, subnet=subnet)
+        return BridgeNetworking(_cni_network(claim, registry))
     raise InvalidInput(f"unknown network mode {mode!r}: use 'host' or 'bridge'", field="network")
+
+
+def claimed_networking(data_dir: Path, registry: HostNetworks | None = None) -> PodNetworking:
+    """Return the bridge networking ``data_dir`` has claimed, or host networking if none.
+
+    For cleaning up after a node (``shoal node reset``): it claims nothing new.
+    """
+    registry = registry if registry is not None else HostNetworks()
+    claim = registry.owned_by(data_dir)
+    if claim is None:
+        return HostNetworking()
+    return BridgeNetworking(_cni_network(claim, registry))
+
+
+def _cni_network(claim: NetworkClaim, registry: HostNetworks) -> CniNetwork:
+    async def neighbours() -> list[tuple[str, list[AttachmentRecord]]]:
+        claims = await anyio.to_thread.run_sync(registry.neighbours, claim.data_dir)
+        return [(str(c.data_dir), await attachments_of(c).all()) for c in claims]
+
+    return CniNetwork(
+        claim.data_dir / "cni", bridge=claim.bridge, subnet=claim.subnet, neighbours=neighbours
+    )
 
 
 def pod_ports(pod: PodSpec) -> list[Port]:
