@@ -1,5 +1,6 @@
 """ShoalNode assembly: leadership of the control loop, and the composition root's checks."""
 
+import os
 import socket
 from contextlib import aclosing
 from pathlib import Path
@@ -102,6 +103,21 @@ def test_host_paths_are_refused_unless_the_node_config_allows_them(tmp_path: Pat
         runtime = build_node(config).runtime
         assert isinstance(runtime, MockRuntime)
         assert runtime.allow_host_paths is allowed
+
+
+async def test_one_agent_per_data_dir_the_second_is_refused_naming_the_first(
+    tmp_path: Path,
+) -> None:
+    config = NodeConfig(data_dir=tmp_path, runtime="mock", state="memory")
+    first = build_node(config)
+    async with anyio.create_task_group() as tg:
+        await tg.start(first.run)
+        with pytest.raises(Unavailable) as caught:
+            build_node(config)
+        assert f"another shoal agent (pid {os.getpid()}) runs on data dir" in caught.value.message
+        assert "another --data-dir" in caught.value.message
+        tg.cancel_scope.cancel()
+    build_node(config)  # free again once the first has stopped
 
 
 async def test_a_node_whose_node_loop_ends_stops_instead_of_idling(tmp_path: Path) -> None:
