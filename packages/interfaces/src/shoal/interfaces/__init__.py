@@ -2,96 +2,230 @@
 
 Depends on pydantic only. Every other package imports from here; nothing here
 imports from them.
+
+Every name is imported from its module on first use (PEP 562), so a
+program pays only for the models it touches: `shoal get workloads` builds
+the workload models, not the store's or the runtime's.
 """
 
-from ._clock import Clock
-from ._cluster import ClusterManager, Member, MemberEvent, MemberEventKind
-from ._datadir import DATA_DIR_LOCK, NODE_KEY_FILE, DataDirLock, agent_pid
-from ._documents import describe_validation_error, parse_workload_documents
-from ._errors import (
-    Compacted,
-    Conflict,
-    ErrorBody,
-    Forbidden,
-    ImageError,
-    InternalError,
-    InvalidInput,
-    InvalidSpec,
-    InvalidTransition,
-    NotFound,
-    RequestTooLarge,
-    RevisionConflict,
-    RuntimeFailure,
-    ShoalError,
-    Unauthenticated,
-    Unavailable,
-    error_from_body,
-)
-from ._event import Actor, Event, EventType, ObjectRef
-from ._instance import INSTANCE_TRANSITIONS, PLACED_STATES, Instance, InstanceState, ScheduleFailure
-from ._node import NODE_TRANSITIONS, Capacity, GossipState, Node, NodeRole
-from ._quantity import Cpu, Memory, format_cpu, format_memory, parse_cpu, parse_memory
-from ._runtime import (
-    ContainerRuntime,
-    ContainerState,
-    ContainerStats,
-    ContainerStatus,
-    ExecResult,
-    ImageInfo,
-    ImageManager,
-    ImageProgress,
-    LogLine,
-    PodAccess,
-    PodSpec,
-    PodStatus,
-)
-from ._scheduler import NodeUsage, PlacementRequest, Placements, Scheduler
-from ._service import (
-    ApplyResult,
-    ChangeAction,
-    Explanation,
-    FieldChange,
-    Plan,
-    PlannedChange,
-    Service,
-)
-from ._store import (
-    Compare,
-    CompareTarget,
-    DeleteOp,
-    EventKind,
-    KeyValue,
-    Leadership,
-    ListResult,
-    PutOp,
-    StateStore,
-    TxnResult,
-    WatchEvent,
-)
-from ._workload import (
-    Condition,
-    Container,
-    EmptyDirVolume,
-    ExecAction,
-    HostPathVolume,
-    HttpGetAction,
-    Name,
-    Placement,
-    PlacementStrategy,
-    PodTemplate,
-    Port,
-    Probe,
-    ResourceList,
-    Resources,
-    RestartPolicy,
-    TcpSocketAction,
-    Volume,
-    VolumeMount,
-    Workload,
-    WorkloadPhase,
-    WorkloadSpec,
-    WorkloadStatus,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._clock import Clock
+    from ._cluster import ClusterManager, Member, MemberEvent, MemberEventKind
+    from ._datadir import DATA_DIR_LOCK, NODE_KEY_FILE, DataDirLock, agent_pid
+    from ._documents import describe_validation_error, parse_workload_documents
+    from ._errors import (
+        Compacted,
+        Conflict,
+        ErrorBody,
+        Forbidden,
+        ImageError,
+        InternalError,
+        InvalidInput,
+        InvalidSpec,
+        InvalidTransition,
+        NotFound,
+        RequestTooLarge,
+        RevisionConflict,
+        RuntimeFailure,
+        ShoalError,
+        Unauthenticated,
+        Unavailable,
+        error_from_body,
+    )
+    from ._event import Actor, Event, EventType, ObjectRef
+    from ._instance import (
+        INSTANCE_TRANSITIONS,
+        PLACED_STATES,
+        Instance,
+        InstanceState,
+        ScheduleFailure,
+    )
+    from ._node import NODE_TRANSITIONS, Capacity, GossipState, Node, NodeRole
+    from ._quantity import Cpu, Memory, format_cpu, format_memory, parse_cpu, parse_memory
+    from ._runtime import (
+        ContainerRuntime,
+        ContainerState,
+        ContainerStats,
+        ContainerStatus,
+        ExecResult,
+        ImageInfo,
+        ImageManager,
+        ImageProgress,
+        LogLine,
+        PodAccess,
+        PodSpec,
+        PodStatus,
+    )
+    from ._scheduler import NodeUsage, PlacementRequest, Placements, Scheduler
+    from ._service import (
+        ApplyResult,
+        ChangeAction,
+        Explanation,
+        FieldChange,
+        Plan,
+        PlannedChange,
+        Service,
+    )
+    from ._store import (
+        Compare,
+        CompareTarget,
+        DeleteOp,
+        EventKind,
+        KeyValue,
+        Leadership,
+        ListResult,
+        PutOp,
+        StateStore,
+        TxnResult,
+        WatchEvent,
+    )
+    from ._workload import (
+        Condition,
+        Container,
+        EmptyDirVolume,
+        ExecAction,
+        HostPathVolume,
+        HttpGetAction,
+        Name,
+        Placement,
+        PlacementStrategy,
+        PodTemplate,
+        Port,
+        Probe,
+        ResourceList,
+        Resources,
+        RestartPolicy,
+        TcpSocketAction,
+        Volume,
+        VolumeMount,
+        Workload,
+        WorkloadPhase,
+        WorkloadSpec,
+        WorkloadStatus,
+    )
+
+_LAZY = {
+    "Clock": "._clock",
+    "ClusterManager": "._cluster",
+    "Member": "._cluster",
+    "MemberEvent": "._cluster",
+    "MemberEventKind": "._cluster",
+    "DATA_DIR_LOCK": "._datadir",
+    "NODE_KEY_FILE": "._datadir",
+    "DataDirLock": "._datadir",
+    "agent_pid": "._datadir",
+    "describe_validation_error": "._documents",
+    "parse_workload_documents": "._documents",
+    "Compacted": "._errors",
+    "Conflict": "._errors",
+    "ErrorBody": "._errors",
+    "Forbidden": "._errors",
+    "ImageError": "._errors",
+    "InternalError": "._errors",
+    "InvalidInput": "._errors",
+    "InvalidSpec": "._errors",
+    "InvalidTransition": "._errors",
+    "NotFound": "._errors",
+    "RequestTooLarge": "._errors",
+    "RevisionConflict": "._errors",
+    "RuntimeFailure": "._errors",
+    "ShoalError": "._errors",
+    "Unauthenticated": "._errors",
+    "Unavailable": "._errors",
+    "error_from_body": "._errors",
+    "Actor": "._event",
+    "Event": "._event",
+    "EventType": "._event",
+    "ObjectRef": "._event",
+    "INSTANCE_TRANSITIONS": "._instance",
+    "PLACED_STATES": "._instance",
+    "Instance": "._instance",
+    "InstanceState": "._instance",
+    "ScheduleFailure": "._instance",
+    "NODE_TRANSITIONS": "._node",
+    "Capacity": "._node",
+    "GossipState": "._node",
+    "Node": "._node",
+    "NodeRole": "._node",
+    "Cpu": "._quantity",
+    "Memory": "._quantity",
+    "format_cpu": "._quantity",
+    "format_memory": "._quantity",
+    "parse_cpu": "._quantity",
+    "parse_memory": "._quantity",
+    "ContainerRuntime": "._runtime",
+    "ContainerState": "._runtime",
+    "ContainerStats": "._runtime",
+    "ContainerStatus": "._runtime",
+    "ExecResult": "._runtime",
+    "ImageInfo": "._runtime",
+    "ImageManager": "._runtime",
+    "ImageProgress": "._runtime",
+    "LogLine": "._runtime",
+    "PodAccess": "._runtime",
+    "PodSpec": "._runtime",
+    "PodStatus": "._runtime",
+    "NodeUsage": "._scheduler",
+    "PlacementRequest": "._scheduler",
+    "Placements": "._scheduler",
+    "Scheduler": "._scheduler",
+    "ApplyResult": "._service",
+    "ChangeAction": "._service",
+    "Explanation": "._service",
+    "FieldChange": "._service",
+    "Plan": "._service",
+    "PlannedChange": "._service",
+    "Service": "._service",
+    "Compare": "._store",
+    "CompareTarget": "._store",
+    "DeleteOp": "._store",
+    "EventKind": "._store",
+    "KeyValue": "._store",
+    "Leadership": "._store",
+    "ListResult": "._store",
+    "PutOp": "._store",
+    "StateStore": "._store",
+    "TxnResult": "._store",
+    "WatchEvent": "._store",
+    "Condition": "._workload",
+    "Container": "._workload",
+    "EmptyDirVolume": "._workload",
+    "ExecAction": "._workload",
+    "HostPathVolume": "._workload",
+    "HttpGetAction": "._workload",
+    "Name": "._workload",
+    "Placement": "._workload",
+    "PlacementStrategy": "._workload",
+    "PodTemplate": "._workload",
+    "Port": "._workload",
+    "Probe": "._workload",
+    "ResourceList": "._workload",
+    "Resources": "._workload",
+    "RestartPolicy": "._workload",
+    "TcpSocketAction": "._workload",
+    "Volume": "._workload",
+    "VolumeMount": "._workload",
+    "Workload": "._workload",
+    "WorkloadPhase": "._workload",
+    "WorkloadSpec": "._workload",
+    "WorkloadStatus": "._workload",
+}
+"""Where each public name lives."""
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
 
 __all__ = [
     "DATA_DIR_LOCK",

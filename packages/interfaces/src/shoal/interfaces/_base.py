@@ -11,6 +11,8 @@ class Model(BaseModel):
     """A pydantic model whose attribute docstrings describe its fields.
 
     The descriptions land in the OpenAPI and MCP schemas that agents read.
+    Validators are built on first use, not at import, so a process pays only
+    for the models it validates (a `shoal get` one or two).
     """
 
-    model_config = ConfigDict(use_attribute_docstrings=True)
+    model_config = ConfigDict(use_attribute_docstrings=True, defer_build=True)

@@ -53,7 +53,9 @@ Name = Annotated[
 class Spec(Model):
     """Base of user-written models: unknown fields are an error, not ignored."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, use_attribute_docstrings=True, defer_build=True
+    )
 
 
 class RestartPolicy(StrEnum):
