@@ -9,7 +9,7 @@ Public surface:
 * key files: :func:`init_keypair`, :func:`load_keypair`, :func:`default_home`,
   :func:`ensure_authorized_keys`, :class:`Role`.
 
-The server side is imported on first use (see ``_LAZY``).
+Every part is imported on first use (see ``_LAZY``).
 """
 
 from __future__ import annotations
@@ -17,31 +17,34 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from ._auth import Principal, ReplayCache, RequestVerifier, SignedAuth, target_uri_from_scope
-from ._client import DEFAULT_SERVER, ShoalClient
-from ._keys import (
-    AUTHORIZED_KEYS_FILE,
-    AuthorizedKey,
-    AuthorizedKeys,
-    KeyPair,
-    Role,
-    default_home,
-    default_key_id,
-    ensure_authorized_keys,
-    init_keypair,
-    load_authorized_keys,
-    load_keypair,
-    parse_authorized_keys,
-)
-from ._limits import MAX_BODY_BYTES
+from ._defaults import DEFAULT_SERVER
 
 if TYPE_CHECKING:
     from ._agent import AgentContext, AgentMount, AuthorizedKeysFile, run_agent
     from ._app import ApplyRequest, ScaleRequest, create_app
+    from ._auth import Principal, ReplayCache, RequestVerifier, SignedAuth, target_uri_from_scope
+    from ._client import ShoalClient
+    from ._keys import (
+        AUTHORIZED_KEYS_FILE,
+        AuthorizedKey,
+        AuthorizedKeys,
+        KeyPair,
+        Role,
+        default_home,
+        default_key_id,
+        ensure_authorized_keys,
+        init_keypair,
+        load_authorized_keys,
+        load_keypair,
+        parse_authorized_keys,
+    )
+    from ._limits import MAX_BODY_BYTES
     from ._server import bind, parse_addr, serve_api
 
-# The server side (FastAPI, uvicorn, the whole node) is imported on first use,
-# so that a `shoal` CLI command, which only needs the signed client, starts fast.
+# Every part is imported on first use: a `shoal` command loads the key files
+# and the signed client (httpx) only when it runs, and never the server side
+# (FastAPI, Starlette, uvicorn, the node), so `shoal --help` and `shoal get`
+# start fast. tests/cli/test_imports.py guards this.
 _LAZY = {
     "AgentContext": "._agent",
     "AgentMount": "._agent",
@@ -50,6 +53,25 @@ _LAZY = {
     "ApplyRequest": "._app",
     "ScaleRequest": "._app",
     "create_app": "._app",
+    "Principal": "._auth",
+    "ReplayCache": "._auth",
+    "RequestVerifier": "._auth",
+    "SignedAuth": "._auth",
+    "target_uri_from_scope": "._auth",
+    "ShoalClient": "._client",
+    "AUTHORIZED_KEYS_FILE": "._keys",
+    "AuthorizedKey": "._keys",
+    "AuthorizedKeys": "._keys",
+    "KeyPair": "._keys",
+    "Role": "._keys",
+    "default_home": "._keys",
+    "default_key_id": "._keys",
+    "ensure_authorized_keys": "._keys",
+    "init_keypair": "._keys",
+    "load_authorized_keys": "._keys",
+    "load_keypair": "._keys",
+    "parse_authorized_keys": "._keys",
+    "MAX_BODY_BYTES": "._limits",
     "bind": "._server",
     "parse_addr": "._server",
     "serve_api": "._server",

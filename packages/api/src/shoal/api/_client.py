@@ -12,39 +12,38 @@ import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import httpx
 from pydantic import TypeAdapter, ValidationError
 
-from shoal.interfaces import (
-    ApplyResult,
-    ContainerStats,
-    ErrorBody,
-    Event,
-    EventType,
-    ExecResult,
-    Explanation,
-    ImageInfo,
-    ImageProgress,
-    Instance,
-    InternalError,
-    LogLine,
-    Member,
-    Node,
-    ObjectRef,
-    Unavailable,
-    Workload,
-    WorkloadSpec,
-    error_from_body,
-)
+from shoal import interfaces
+from shoal.interfaces import ErrorBody, EventType, InternalError, Unavailable, error_from_body
 
 from ._auth import SignedAuth
+from ._defaults import DEFAULT_SERVER
 from ._keys import KeyPair
+
+if TYPE_CHECKING:
+    from shoal.interfaces import (
+        ApplyResult,
+        ContainerStats,
+        Event,
+        ExecResult,
+        Explanation,
+        ImageInfo,
+        ImageProgress,
+        Instance,
+        LogLine,
+        Member,
+        Node,
+        ObjectRef,
+        Workload,
+        WorkloadSpec,
+    )
 
 __all__ = ["DEFAULT_SERVER", "ShoalClient"]
 
-DEFAULT_SERVER = "http://127.0.0.1:7070"
 USER_AGENT = "shoal-cli/0.1"
 
 T = TypeVar("T")
@@ -104,7 +103,7 @@ class ShoalClient:
         self,
         method: str,
         path: str,
-        model: type[T] | TypeAdapter[T],
+        model: type[T],
         *,
         json_body: Any = None,
         params: dict[str, Any] | None = None,
@@ -115,7 +114,7 @@ class ShoalClient:
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from None
         _raise_for(response)
-        adapter = model if isinstance(model, TypeAdapter) else TypeAdapter(model)
+        adapter: TypeAdapter[T] = _adapter(model)
         return adapter.validate_json(response.content)
 
     def _unreachable(self, exc: Exception) -> Unavailable:
@@ -130,7 +129,9 @@ class ShoalClient:
     ) -> ApplyResult:
         """Apply raw documents; the server validates them (all or nothing)."""
         body = {"documents": list(documents), "dry_run": dry_run, "source": source}
-        return await self._call("POST", "/v1/workloads/apply", ApplyResult, json_body=body)
+        return await self._call(
+            "POST", "/v1/workloads/apply", interfaces.ApplyResult, json_body=body
+        )
 
     async def apply(self, specs: Sequence[WorkloadSpec], *, dry_run: bool = False) -> ApplyResult:
         """Create or update workloads, all or nothing; with ``dry_run`` only plan."""
@@ -139,36 +140,38 @@ class ShoalClient:
 
     async def list_workloads(self, namespace: str | None = None) -> list[Workload]:
         """Return workloads, of one namespace or all."""
-        return await self._call("GET", "/v1/workloads", _WORKLOADS, params={"namespace": namespace})
+        return await self._call(
+            "GET", "/v1/workloads", list[interfaces.Workload], params={"namespace": namespace}
+        )
 
     async def get_workload(self, name: str, namespace: str = "default") -> Workload:
         """Return one workload."""
-        return await self._call("GET", f"/v1/workloads/{namespace}/{name}", Workload)
+        return await self._call("GET", f"/v1/workloads/{namespace}/{name}", interfaces.Workload)
 
     async def scale(self, name: str, replicas: int, namespace: str = "default") -> Workload:
         """Set a workload's replica count."""
         path = f"/v1/workloads/{namespace}/{name}/scale"
-        return await self._call("POST", path, Workload, json_body={"replicas": replicas})
+        return await self._call("POST", path, interfaces.Workload, json_body={"replicas": replicas})
 
     async def delete_workload(self, name: str, namespace: str = "default") -> Workload:
         """Mark a workload for deletion."""
-        return await self._call("DELETE", f"/v1/workloads/{namespace}/{name}", Workload)
+        return await self._call("DELETE", f"/v1/workloads/{namespace}/{name}", interfaces.Workload)
 
     async def list_instances(
         self, namespace: str | None = None, workload: str | None = None, node: str | None = None
     ) -> list[Instance]:
         """Return instances, filtered by namespace, workload and node."""
         params = {"namespace": namespace, "workload": workload, "node": node}
-        return await self._call("GET", "/v1/instances", _INSTANCES, params=params)
+        return await self._call("GET", "/v1/instances", list[interfaces.Instance], params=params)
 
     async def get_instance(self, name: str, namespace: str = "default") -> Instance:
         """Return one instance."""
-        return await self._call("GET", f"/v1/instances/{namespace}/{name}", Instance)
+        return await self._call("GET", f"/v1/instances/{namespace}/{name}", interfaces.Instance)
 
     async def explain(self, name: str, namespace: str = "default") -> Explanation:
         """Say why an instance is where it is."""
         path = f"/v1/instances/{namespace}/{name}/explain"
-        return await self._call("GET", path, Explanation)
+        return await self._call("GET", path, interfaces.Explanation)
 
     async def logs(
         self,
@@ -196,7 +199,7 @@ class ShoalClient:
                     _raise_for(response)
                 async for line in response.aiter_lines():
                     if line:
-                        yield LogLine.model_validate_json(line)
+                        yield interfaces.LogLine.model_validate_json(line)
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from None
 
@@ -212,11 +215,13 @@ class ShoalClient:
         """Run a command in a running instance's container."""
         body = {"command": list(command), "container": container, "time_limit": time_limit}
         path = f"/v1/instances/{namespace}/{name}/exec"
-        return await self._call("POST", path, ExecResult, json_body=body)
+        return await self._call("POST", path, interfaces.ExecResult, json_body=body)
 
     async def stats(self, name: str, namespace: str = "default") -> list[ContainerStats]:
         """Return the resource use of a running instance's containers."""
-        return await self._call("GET", f"/v1/instances/{namespace}/{name}/stats", _STATS)
+        return await self._call(
+            "GET", f"/v1/instances/{namespace}/{name}/stats", list[interfaces.ContainerStats]
+        )
 
     async def record_event(
         self,
@@ -235,11 +240,11 @@ class ShoalClient:
             "type": event_type.value,
             "details": details or {},
         }
-        return await self._call("POST", "/v1/events", Event, json_body=body)
+        return await self._call("POST", "/v1/events", interfaces.Event, json_body=body)
 
     async def list_images(self) -> list[ImageInfo]:
         """Return the images on the server's node."""
-        return await self._call("GET", "/v1/images", _IMAGES)
+        return await self._call("GET", "/v1/images", list[interfaces.ImageInfo])
 
     async def pull_image(
         self, reference: str, *, progress: Callable[[ImageProgress], object] | None = None
@@ -257,9 +262,9 @@ class ShoalClient:
                         continue
                     item = json.loads(line)
                     if "progress" in item and progress is not None:
-                        progress(ImageProgress.model_validate(item["progress"]))
+                        progress(interfaces.ImageProgress.model_validate(item["progress"]))
                     elif "image" in item:
-                        return ImageInfo.model_validate(item["image"])
+                        return interfaces.ImageInfo.model_validate(item["image"])
                     elif "error" in item:
                         raise error_from_body(ErrorBody.model_validate(item["error"]))
         except httpx.TransportError as exc:
@@ -269,40 +274,44 @@ class ShoalClient:
     async def import_image(self, path: str, reference: str | None = None) -> list[ImageInfo]:
         """Import an image from a path on the server's node."""
         body = {"path": path, "reference": reference}
-        return await self._call("POST", "/v1/images/import", _IMAGES, json_body=body)
+        return await self._call(
+            "POST", "/v1/images/import", list[interfaces.ImageInfo], json_body=body
+        )
 
     async def remove_image(self, reference: str) -> list[ImageInfo]:
         """Forget an image reference."""
-        return await self._call("DELETE", "/v1/images", _IMAGES, params={"reference": reference})
+        return await self._call(
+            "DELETE", "/v1/images", list[interfaces.ImageInfo], params={"reference": reference}
+        )
 
     async def gc_images(self) -> int:
         """Free the space no image needs; return the bytes freed."""
-        result = await self._call("POST", "/v1/images/gc", _FREED)
+        result = await self._call("POST", "/v1/images/gc", dict[str, int])
         return result["freed_bytes"]
 
     async def list_nodes(self) -> list[Node]:
         """Return every node."""
-        return await self._call("GET", "/v1/nodes", _NODES)
+        return await self._call("GET", "/v1/nodes", list[interfaces.Node])
 
     async def get_node(self, name: str) -> Node:
         """Return one node."""
-        return await self._call("GET", f"/v1/nodes/{name}", Node)
+        return await self._call("GET", f"/v1/nodes/{name}", interfaces.Node)
 
     async def list_members(self) -> list[Member]:
         """Return the gossip members the server's node knows, sorted by name."""
-        return await self._call("GET", "/v1/members", _MEMBERS)
+        return await self._call("GET", "/v1/members", list[interfaces.Member])
 
     async def cordon(self, name: str) -> Node:
         """Stop placing new instances on a node."""
-        return await self._call("POST", f"/v1/nodes/{name}/cordon", Node)
+        return await self._call("POST", f"/v1/nodes/{name}/cordon", interfaces.Node)
 
     async def uncordon(self, name: str) -> Node:
         """Allow placements on a node again."""
-        return await self._call("POST", f"/v1/nodes/{name}/uncordon", Node)
+        return await self._call("POST", f"/v1/nodes/{name}/uncordon", interfaces.Node)
 
     async def drain(self, name: str) -> Node:
         """Cordon a node and move its instances elsewhere."""
-        return await self._call("POST", f"/v1/nodes/{name}/drain", Node)
+        return await self._call("POST", f"/v1/nodes/{name}/drain", interfaces.Node)
 
     async def list_events(
         self,
@@ -314,7 +323,7 @@ class ShoalClient:
     ) -> list[Event]:
         """Return the latest events, oldest first."""
         params = {"limit": limit, "kind": kind, "name": name, "namespace": namespace}
-        return await self._call("GET", "/v1/events", _EVENTS, params=params)
+        return await self._call("GET", "/v1/events", list[interfaces.Event], params=params)
 
     async def watch_events(self) -> AsyncIterator[Event]:
         """Yield events from the server-sent event stream until cancelled."""
@@ -328,17 +337,18 @@ class ShoalClient:
                     if line.startswith("data:"):
                         data.append(line[5:].strip())
                     elif not line and data:
-                        yield Event.model_validate(json.loads("\n".join(data)))
+                        yield interfaces.Event.model_validate(json.loads("\n".join(data)))
                         data = []
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from None
 
 
-_WORKLOADS: TypeAdapter[list[Workload]] = TypeAdapter(list[Workload])
-_INSTANCES: TypeAdapter[list[Instance]] = TypeAdapter(list[Instance])
-_NODES: TypeAdapter[list[Node]] = TypeAdapter(list[Node])
-_MEMBERS: TypeAdapter[list[Member]] = TypeAdapter(list[Member])
-_EVENTS: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
-_IMAGES: TypeAdapter[list[ImageInfo]] = TypeAdapter(list[ImageInfo])
-_FREED: TypeAdapter[dict[str, int]] = TypeAdapter(dict[str, int])
-_STATS: TypeAdapter[list[ContainerStats]] = TypeAdapter(list[ContainerStats])
+_ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
+
+
+def _adapter(model: Any) -> TypeAdapter[Any]:
+    """Return the validator of ``model``, built on first use: one command needs one."""
+    adapter = _ADAPTERS.get(model)
+    if adapter is None:
+        adapter = _ADAPTERS[model] = TypeAdapter(model)
+    return adapter

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from . import (
     _cmd_agent,
@@ -31,6 +32,9 @@ _COMMANDS = (
 
 def main() -> None:
     """Entry point of the `shoal` command."""
+    # httpx imports its own command line (click, pygments, rich.syntax) whenever
+    # click is installed; the shoal command never runs it, so skip that import.
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]  # None: not importable
     if os.environ.get("SHOAL_DEBUG") == "1":
         app()
         return

@@ -10,19 +10,16 @@ from __future__ import annotations
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
-import anyio
 import typer
 from rich.console import Console
 
-from shoal.api import (
-    DEFAULT_SERVER,
-    ShoalClient,
-    default_home,
-    load_keypair,
-)
-from shoal.interfaces import ShoalError
+from shoal.api._defaults import DEFAULT_SERVER
+
+if TYPE_CHECKING:
+    from shoal.api import ShoalClient
+    from shoal.interfaces import ShoalError
 
 T = TypeVar("T")
 
@@ -66,6 +63,10 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 def run(call: Callable[[], Awaitable[T]]) -> T:
     """Run ``call`` on anyio, turning every ShoalError into one clear line."""
+    import anyio
+
+    from shoal.interfaces import ShoalError
+
     try:
         return anyio.run(call)
     except ShoalError as exc:
@@ -80,6 +81,8 @@ def run(call: Callable[[], Awaitable[T]]) -> T:
 
 
 def _first_shoal_error(group: BaseExceptionGroup[BaseException]) -> ShoalError | None:
+    from shoal.interfaces import ShoalError
+
     for exc in group.exceptions:
         if isinstance(exc, ShoalError):
             return exc
@@ -92,6 +95,8 @@ def _first_shoal_error(group: BaseExceptionGroup[BaseException]) -> ShoalError |
 
 def client() -> ShoalClient:
     """Return a signed client for the configured server."""
+    from shoal.api import ShoalClient, default_home, load_keypair
+
     return ShoalClient(settings.server, load_keypair(settings.home or default_home()))
 
 

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
 from rich.table import Table
-
-from shoal.api import (
-    ShoalClient,
-)
-from shoal.interfaces import ImageProgress
 
 from ._base import err, images_app, out, run, with_client
 from ._output import Format, human_memory, render
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
+
+    from shoal.api import ShoalClient
+    from shoal.interfaces import ImageProgress
 
 # --- images --------------------------------------------------------------
 
@@ -42,6 +42,7 @@ def images_list(
 @images_app.command("pull")
 def images_pull(reference: Annotated[str, typer.Argument(help="Image reference.")]) -> None:
     """Pull an image onto the node, with a progress bar."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
     async def call(shoal: ShoalClient) -> None:
         with Progress(

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import sys
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from shoal.api import (
-    ShoalClient,
-)
-from shoal.interfaces import InvalidInput, format_cpu
-
 from ._base import app, out, run, with_client
 from ._output import human_memory
+
+if TYPE_CHECKING:
+    from shoal.api import ShoalClient
 
 Namespace = Annotated[str, typer.Option("--namespace", "-n", help="Namespace.")]
 
@@ -24,6 +22,8 @@ def _since(value: str | None) -> datetime | None:
     """Parse --since: a duration like 10s, 5m, 2h, or an ISO 8601 time."""
     if value is None:
         return None
+    from shoal.interfaces import InvalidInput
+
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     if value[:-1].isdigit() and value[-1] in units:
         return datetime.now(UTC) - timedelta(seconds=int(value[:-1]) * units[value[-1]])
@@ -92,6 +92,7 @@ def top(
     namespace: Namespace = "default",
 ) -> None:
     """Show CPU, memory and process counts of running instances."""
+    from shoal.interfaces import format_cpu
 
     async def call(shoal: ShoalClient) -> None:
         if instance is not None:

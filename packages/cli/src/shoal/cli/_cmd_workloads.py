@@ -7,17 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from shoal.api import (
-    ShoalClient,
-)
-
 from ._base import app, fail, out, run, with_client
-from ._files import load_documents
 from ._output import Format, render
+
+if TYPE_CHECKING:
+    from shoal.api import ShoalClient
 
 # --- workloads -----------------------------------------------------------
 
@@ -32,6 +30,7 @@ def apply(
     dry_run: Annotated[bool, typer.Option(help="Only show what would change.")] = False,
 ) -> None:
     """Create or update workloads from a file, all documents or none."""
+    from ._files import load_documents  # YAML: on use only
 
     async def call(shoal: ShoalClient) -> None:
         documents, source = load_documents(file)

@@ -6,14 +6,15 @@ import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
-from pydantic import BaseModel
-from rich.console import Console
 from rich.table import Table
 
-from shoal.interfaces import Event, Instance, Member, Node, Workload, format_cpu
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+    from rich.console import Console
+
+    from shoal.interfaces import Event, Instance, Member, Node, Workload
 
 __all__ = ["Format", "age", "render"]
 
@@ -48,6 +49,8 @@ def human_memory(size: int) -> str:
 
 
 def _plain(items: Sequence[BaseModel] | BaseModel) -> Any:
+    from pydantic import BaseModel
+
     if isinstance(items, BaseModel):
         return items.model_dump(mode="json")
     return [item.model_dump(mode="json") for item in items]
@@ -93,6 +96,8 @@ def _instances(items: Sequence[Instance]) -> Table:
 
 
 def _nodes(items: Sequence[Node]) -> Table:
+    from shoal.interfaces import format_cpu
+
     table = Table(
         "NAME", "ROLE", "STATE", "SCHEDULING", "CPU", "MEMORY", "RUNTIME", "API", box=None
     )
@@ -145,6 +150,8 @@ def render(console: Console, items: Sequence[BaseModel], fmt: Format, kind: str)
         console.print_json(json.dumps(_plain(items)))
         return
     if fmt == Format.YAML:
+        import yaml
+
         console.print(yaml.safe_dump(_plain(items), sort_keys=False), end="", markup=False)
         return
     if not items:

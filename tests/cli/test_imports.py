@@ -1,0 +1,84 @@
+"""What the `shoal` command imports: no server side, no unused models, no httpx CLI.
+
+A command's start-up time is mostly imports, so this checks the imports
+themselves rather than timing anything: a fresh interpreter runs the real
+entry point (``shoal.cli.main``) for ``--help`` and for ``get workloads``
+against a server that is not there, then reports ``sys.modules``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from shoal.api import init_keypair
+
+SERVER_SIDE = (
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "mcp",
+    "shoal.api._app",
+    "shoal.api._agent",
+    "shoal.api._server",
+    "shoal.api._limits",
+    "shoal.core",
+    "shoal.state",
+    "shoal.runtime",
+    "shoal.cluster",
+    "shoal.mcp",
+    "grpc",
+)
+"""Never on a client command's path."""
+
+_REPORT = """
+import json, sys
+from shoal.cli import main
+try:
+    main()
+except SystemExit:
+    pass
+sys.stdout.flush()
+modules = sorted(name for name, module in sys.modules.items() if module is not None)
+print("\\nMODULES " + json.dumps(modules), file=sys.stderr)
+"""
+
+
+def imported(tmp_path: Path, *args: str) -> tuple[set[str], subprocess.CompletedProcess[str]]:
+    """Run ``shoal ARGS`` in a fresh interpreter; return the modules it imported, and the run."""
+    home = tmp_path / "home"
+    init_keypair(home, "test@imports")
+    env = {"SHOAL_HOME": str(home), "SHOAL_SERVER": "http://127.0.0.1:9", "PATH": "/usr/bin"}
+    done = subprocess.run(
+        [sys.executable, "-c", _REPORT, *args], env=env, capture_output=True, text=True, timeout=60
+    )
+    line = done.stderr.rpartition("MODULES ")[2]
+    assert line, f"shoal {' '.join(args)} reported no modules:\n{done.stderr}"
+    return set(json.loads(line)), done
+
+
+def loaded(modules: set[str], names: tuple[str, ...]) -> list[str]:
+    """Return which of ``names`` (or their submodules) are in ``modules``."""
+    return sorted(m for m in modules for n in names if m == n or m.startswith(f"{n}."))
+
+
+def test_help_loads_no_server_side_no_client_and_no_models(tmp_path: Path) -> None:
+    modules, done = imported(tmp_path, "--help")
+    assert "List workloads, instances or nodes." in done.stdout
+    assert loaded(modules, SERVER_SIDE) == []
+    assert loaded(modules, ("httpx", "httpcore", "shoal.api._client", "shoal.api._auth")) == []
+    assert loaded(modules, ("shoal.interfaces._workload", "shoal.interfaces._service")) == []
+
+
+def test_get_workloads_loads_the_client_and_nothing_of_the_server(tmp_path: Path) -> None:
+    modules, done = imported(tmp_path, "get", "workloads")
+    assert "cannot reach the shoal server at http://127.0.0.1:9" in done.stderr
+    assert loaded(modules, SERVER_SIDE) == []
+    # httpx imports its own CLI (click, pygments) when click is installed.
+    assert loaded(modules, ("httpx._main", "click", "pygments")) == []
+    # Models of other objects are neither imported nor built.
+    others = ("_store", "_runtime", "_scheduler", "_cluster", "_service", "_documents")
+    assert loaded(modules, tuple(f"shoal.interfaces.{m}" for m in others)) == []
+    assert "yaml" not in modules  # for -o yaml and apply only
