@@ -40,6 +40,7 @@ bench: bootstrap
 	$(UV) run python bench/mcp_latency.py
 	$(UV) run python bench/gossip.py
 	$(UV) run python bench/failover.py
+	$(UV) run python bench/cli_latency.py
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache
