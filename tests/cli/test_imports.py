@@ -42,6 +42,9 @@ except SystemExit:
     pass
 sys.stdout.flush()
 modules = sorted(name for name, module in sys.modules.items() if module is not None)
+if "shoal.interfaces._fielddocs" in sys.modules:
+    from shoal.interfaces import fields_described
+    modules.append(f"fields_described={fields_described()}")
 print("\\nMODULES " + json.dumps(modules), file=sys.stderr)
 """
 
@@ -70,6 +73,8 @@ def test_help_loads_no_server_side_no_client_and_no_models(tmp_path: Path) -> No
     assert loaded(modules, SERVER_SIDE) == []
     assert loaded(modules, ("httpx", "httpcore", "shoal.api._client", "shoal.api._auth")) == []
     assert loaded(modules, ("shoal.interfaces._workload", "shoal.interfaces._service")) == []
+    # Plain help: typer's rich help loads rich's markdown and syntax modules.
+    assert loaded(modules, ("pydantic", "rich", "anyio", "nacl")) == []
 
 
 def test_get_workloads_loads_the_client_and_nothing_of_the_server(tmp_path: Path) -> None:
@@ -82,3 +87,11 @@ def test_get_workloads_loads_the_client_and_nothing_of_the_server(tmp_path: Path
     others = ("_store", "_runtime", "_scheduler", "_cluster", "_service", "_documents")
     assert loaded(modules, tuple(f"shoal.interfaces.{m}" for m in others)) == []
     assert "yaml" not in modules  # for -o yaml and apply only
+    # A client serves no schema: its models skip reading their field docstrings.
+    assert "fields_described=False" in modules
+
+
+def test_the_commands_that_serve_schemas_keep_the_field_descriptions(tmp_path: Path) -> None:
+    for args in (("agent", "--help"), ("--server", "http://127.0.0.1:9", "mcp", "--help")):
+        modules, _ = imported(tmp_path / args[0], *args)
+        assert "fields_described=False" not in modules, args

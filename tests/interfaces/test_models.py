@@ -26,7 +26,9 @@ from shoal.interfaces import (
     RestartPolicy,
     ShoalError,
     WorkloadSpec,
+    describe_fields,
     error_from_body,
+    fields_described,
     format_cpu,
     format_memory,
     parse_cpu,
@@ -424,3 +426,12 @@ def test_every_public_model_field_has_a_schema_description() -> None:
                     if not prop.get("description"):
                         missing.append(f"{name}.{field}")
     assert not missing, f"fields without a description: {sorted(set(missing))}"
+
+
+def test_field_docs_cannot_be_switched_off_once_models_exist() -> None:
+    assert fields_described()  # every process but a short-lived client keeps them
+    assert WorkloadSpec.model_json_schema()["properties"]["name"]["description"]
+    describe_fields(True)  # no change: fine
+    with pytest.raises(RuntimeError, match="before any Shoal model is imported"):
+        describe_fields(False)
+    assert fields_described()

@@ -29,7 +29,6 @@ if TYPE_CHECKING:
         AuthorizedKey,
         AuthorizedKeys,
         KeyPair,
-        Role,
         default_home,
         default_key_id,
         ensure_authorized_keys,
@@ -39,6 +38,7 @@ if TYPE_CHECKING:
         parse_authorized_keys,
     )
     from ._limits import MAX_BODY_BYTES
+    from ._roles import Role
     from ._server import bind, parse_addr, serve_api
 
 # Every part is imported on first use: a `shoal` command loads the key files
@@ -63,7 +63,7 @@ _LAZY = {
     "AuthorizedKey": "._keys",
     "AuthorizedKeys": "._keys",
     "KeyPair": "._keys",
-    "Role": "._keys",
+    "Role": "._roles",
     "default_home": "._keys",
     "default_key_id": "._keys",
     "ensure_authorized_keys": "._keys",

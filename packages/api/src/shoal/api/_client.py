@@ -82,6 +82,9 @@ class ShoalClient:
             timeout=timeout,
             transport=transport,
             headers={"user-agent": user_agent},
+            # Plain http needs no TLS: skip loading the CA bundle (a tenth of a
+            # second of every `shoal` command); https verifies as usual.
+            verify=not self.server.startswith("http://"),
         )
 
     async def __aenter__(self) -> Self:

@@ -28,12 +28,13 @@ import socket
 import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 from nacl.signing import SigningKey, VerifyKey
 
 from shoal.interfaces import Conflict, InvalidInput
+
+from ._roles import Role
 
 __all__ = [
     "AUTHORIZED_KEYS_FILE",
@@ -57,24 +58,6 @@ PUBLIC_KEY_FILE = "id_ed25519.pub"
 AUTHORIZED_KEYS_FILE = "authorized_keys"
 _KEY_ID = re.compile(r"[A-Za-z0-9._@:+=-]{1,128}")
 _KEY_ID_RULE = "1-128 characters from letters, digits and . _ @ : + = -"
-
-
-class Role(StrEnum):
-    """What a key may do. Each role includes everything below it."""
-
-    ADMIN = "admin"
-    """Everything, including changing who is authorized."""
-    OPERATOR = "operator"
-    """Create, change and delete workloads; cordon and drain nodes."""
-    VIEWER = "viewer"
-    """Read state, logs and events."""
-
-    def allows(self, required: Role) -> bool:
-        """Return whether this role may do what ``required`` may (admin > operator > viewer)."""
-        return _RANK[self] >= _RANK[required]
-
-
-_RANK = {Role.VIEWER: 0, Role.OPERATOR: 1, Role.ADMIN: 2}
 
 
 def _b64(data: bytes) -> str:

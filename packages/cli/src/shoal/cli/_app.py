@@ -29,12 +29,21 @@ _COMMANDS = (
 )
 """Imported for their side effect: each registers its commands on ``app``."""
 
+_SERVES_SCHEMAS = {"agent", "mcp"}
+"""Commands that serve schemas (OpenAPI, MCP tools), whose descriptions come from field docs."""
+
 
 def main() -> None:
     """Entry point of the `shoal` command."""
     # httpx imports its own command line (click, pygments, rich.syntax) whenever
     # click is installed; the shoal command never runs it, so skip that import.
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]  # None: not importable
+    if not set(sys.argv[1:]) & _SERVES_SCHEMAS:  # anywhere: `shoal --server X mcp` serves too
+        # A client call prints answers and serves no schema: its models need
+        # not read their field docstrings (see shoal.interfaces._fielddocs).
+        from shoal.interfaces import describe_fields
+
+        describe_fields(False)
     if os.environ.get("SHOAL_DEBUG") == "1":
         app()
         return

@@ -10,41 +10,69 @@ from __future__ import annotations
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar, cast
 
 import typer
-from rich.console import Console
 
-from shoal.api._defaults import DEFAULT_SERVER
+from shoal.api import DEFAULT_SERVER
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from shoal.api import ShoalClient
     from shoal.interfaces import ShoalError
 
 T = TypeVar("T")
 
+# Help is plain text (rich_markup_mode=None): typer's rich help loads rich's
+# markdown, syntax and traceback modules, a third of a second of `shoal --help`.
 app = typer.Typer(
     name="shoal",
     help="Shoal: run containers on one machine or many. Talks to a shoal agent over signed HTTP.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,
 )
-keys_app = typer.Typer(help="Manage your ed25519 signing key.", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Manage your ed25519 signing key.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(keys_app, name="keys")
-images_app = typer.Typer(help="Manage the images of the server's node.", no_args_is_help=True)
+images_app = typer.Typer(
+    help="Manage the images of the server's node.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(images_app, name="images")
 token_app = typer.Typer(
-    help="Bearer tokens for the agent's MCP endpoint (/mcp).", no_args_is_help=True
+    help="Bearer tokens for the agent's MCP endpoint (/mcp).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 app.add_typer(token_app, name="token")
-cluster_app = typer.Typer(help="Create a cluster's shared secrets.", no_args_is_help=True)
+cluster_app = typer.Typer(
+    help="Create a cluster's shared secrets.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(cluster_app, name="cluster")
 
+
+class _LazyConsole:
+    """A rich Console made on first use: `shoal --help` never loads rich."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return getattr(self._console, name)
+
+
 # Piped output gets wide lines rather than rich's 80-column default.
-out = Console(width=None if sys.stdout.isatty() else 200)
+out = cast("Console", _LazyConsole(width=None if sys.stdout.isatty() else 200))
 # An error is one line, however long: never wrapped.
-err = Console(stderr=True, soft_wrap=True)
+err = cast("Console", _LazyConsole(stderr=True, soft_wrap=True))
 
 
 class _Settings:
@@ -113,9 +141,7 @@ def options(
     ] = DEFAULT_SERVER,
     home: Annotated[
         Path | None,
-        typer.Option(
-            envvar="SHOAL_HOME", help="Where your key lives \\[default: ~/.config/shoal]."
-        ),
+        typer.Option(envvar="SHOAL_HOME", help="Where your key lives [default: ~/.config/shoal]."),
     ] = None,
 ) -> None:
     """Shoal: run containers on one machine or many."""

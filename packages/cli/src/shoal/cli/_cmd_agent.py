@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import functools
-import logging
 import os
-import signal
 import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-import anyio
 import typer
 
-from shoal.api import (
-    default_home,
-    init_keypair,
-    load_keypair,
-)
+# Light on purpose: every `shoal` command imports this module to register
+# `agent` and `keys`; the node, the key files and anyio load when those run.
 from shoal.interfaces import InvalidInput, NodeRole, ShoalError
 
 from ._base import app, fail, keys_app, out, run, settings
@@ -28,10 +21,12 @@ from ._base import app, fail, keys_app, out, run, settings
 
 @keys_app.command("init")
 def keys_init(
-    key_id: Annotated[str | None, typer.Option(help="Key id \\[default: user@host].")] = None,
+    key_id: Annotated[str | None, typer.Option(help="Key id [default: user@host].")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing key.")] = False,
 ) -> None:
     """Create your ed25519 key pair (mode 0600) under $SHOAL_HOME."""
+    from shoal.api import default_home, init_keypair
+
     home = settings.home or default_home()
     try:
         pair = init_keypair(home, key_id, force=force)
@@ -47,6 +42,8 @@ def keys_init(
 @keys_app.command("show")
 def keys_show() -> None:
     """Print your key id and public key (an authorized_keys line without its role)."""
+    from shoal.api import default_home, load_keypair
+
     try:
         pair = load_keypair(settings.home or default_home())
     except ShoalError as exc:
@@ -125,18 +122,18 @@ def agent(
     bridge: Annotated[
         str | None,
         typer.Option(
-            help="CNI bridge name \\[default: the data dir's own, else the first free shoalN]."
+            help="CNI bridge name [default: the data dir's own, else the first free shoalN]."
         ),
     ] = None,
     bridge_subnet: Annotated[
         str | None,
         typer.Option(
-            help="CNI bridge subnet \\[default: the data dir's own, else the first free "
+            help="CNI bridge subnet [default: the data dir's own, else the first free "
             "198.18.N.0/24]."
         ),
     ] = None,
     state: Annotated[StateChoice, typer.Option(help="State store.")] = StateChoice.SQLITE,
-    name: Annotated[str | None, typer.Option(help="Node name \\[default: host name].")] = None,
+    name: Annotated[str | None, typer.Option(help="Node name [default: host name].")] = None,
     role: Annotated[NodeRole, typer.Option(help="server, worker or both.")] = NodeRole.BOTH,
     label: Annotated[
         list[str] | None, typer.Option(help="Node label KEY=VALUE (repeatable).")
@@ -164,11 +161,11 @@ def agent(
         Path | None, typer.Option(help="The cluster's Serf gossip key (from `shoal cluster init`).")
     ] = None,
     bind: Annotated[
-        str | None, typer.Option(help="Gossip address HOST[:PORT] \\[default: 127.0.0.1:7946].")
+        str | None, typer.Option(help="Gossip address HOST[:PORT] [default: 127.0.0.1:7946].")
     ] = None,
     grpc_addr: Annotated[
         str | None,
-        typer.Option(help="Node-to-node gRPC address \\[default: the bind host, port 7947]."),
+        typer.Option(help="Node-to-node gRPC address [default: the bind host, port 7947]."),
     ] = None,
     join: Annotated[
         list[str] | None,
@@ -176,7 +173,7 @@ def agent(
     ] = None,
     gossip_profile: Annotated[
         GossipProfile | None,
-        typer.Option(help="Serf timing \\[default: local on loopback, else lan]."),
+        typer.Option(help="Serf timing [default: local on loopback, else lan]."),
     ] = None,
 ) -> None:
     """Run a Shoal node until SIGTERM or Ctrl-C: control loop and API, node loop, or both.
@@ -185,7 +182,13 @@ def agent(
     joins a cluster (Serf gossip, node-to-node gRPC); see docs/cluster.md.
     """
     # The node and its front doors load here, not when any `shoal` command starts.
-    from shoal.api import run_agent
+    import functools
+    import logging
+    import signal
+
+    import anyio
+
+    from shoal.api import default_home, run_agent
     from shoal.core.node import NodeConfig, ShoalNode
     from shoal.mcp import mcp_mount
 

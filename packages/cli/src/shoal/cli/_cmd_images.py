@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from ._base import err, images_app, out, run, with_client
 from ._output import Format, human_memory, render
@@ -31,6 +30,8 @@ def images_list(
         if output != Format.TABLE:
             render(out, images, output, "images")
             return
+        from rich.table import Table  # rich loads when a table is printed
+
         table = Table("REFERENCE", "DIGEST", "SIZE", box=None)
         for image in images:
             table.add_row(image.reference, image.digest[:19], human_memory(image.size))

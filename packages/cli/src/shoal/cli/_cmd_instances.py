@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from ._base import app, out, run, with_client
 from ._output import human_memory
@@ -99,6 +98,8 @@ def top(
             targets = [await shoal.get_instance(instance, namespace)]
         else:
             targets = [i for i in await shoal.list_instances() if i.state.value == "running"]
+        from rich.table import Table  # rich loads when a table is printed
+
         table = Table("NAMESPACE", "INSTANCE", "CONTAINER", "CPU", "MEMORY", "PIDS", box=None)
         for inst in targets:
             for stat in await shoal.stats(inst.name, inst.namespace):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from typing import Annotated
@@ -23,6 +22,8 @@ def mcp_stdio(
     ] = False,
 ) -> None:
     """Serve Shoal's MCP tools on stdin/stdout for an MCP client, acting with your key."""
+    import logging
+
     from shoal.api import default_home
     from shoal.mcp import serve_stdio  # the MCP SDK loads on use, not with every command
 

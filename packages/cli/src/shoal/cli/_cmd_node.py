@@ -9,7 +9,9 @@ import typer
 
 from ._base import app, out, run
 
-node_app = typer.Typer(help="This host's node: clean up after it.", no_args_is_help=True)
+node_app = typer.Typer(
+    help="This host's node: clean up after it.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(node_app, name="node")
 
 

@@ -8,11 +8,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from rich.table import Table
-
 if TYPE_CHECKING:
     from pydantic import BaseModel
     from rich.console import Console
+    from rich.table import Table
 
     from shoal.interfaces import Event, Instance, Member, Node, Workload
 
@@ -57,6 +56,8 @@ def _plain(items: Sequence[BaseModel] | BaseModel) -> Any:
 
 
 def _workloads(items: Sequence[Workload]) -> Table:
+    from rich.table import Table  # rich loads when a table is printed
+
     table = Table("NAMESPACE", "NAME", "READY", "PHASE", "GENERATION", "AGE", box=None)
     for w in items:
         ready = f"{w.status.ready_replicas}/{w.spec.replicas}"
@@ -67,6 +68,8 @@ def _workloads(items: Sequence[Workload]) -> Table:
 
 
 def _instances(items: Sequence[Instance]) -> Table:
+    from rich.table import Table  # rich loads when a table is printed
+
     table = Table(
         "NAMESPACE",
         "NAME",
@@ -96,6 +99,8 @@ def _instances(items: Sequence[Instance]) -> Table:
 
 
 def _nodes(items: Sequence[Node]) -> Table:
+    from rich.table import Table  # rich loads when a table is printed
+
     from shoal.interfaces import format_cpu
 
     table = Table(
@@ -117,6 +122,8 @@ def _nodes(items: Sequence[Node]) -> Table:
 
 
 def _members(items: Sequence[Member]) -> Table:
+    from rich.table import Table  # rich loads when a table is printed
+
     table = Table("NAME", "ADDRESS", "STATE", "ROLE", "ID", "GRPC", box=None)
     for m in items:
         table.add_row(
@@ -131,6 +138,8 @@ def _members(items: Sequence[Member]) -> Table:
 
 
 def _events(items: Sequence[Event]) -> Table:
+    from rich.table import Table  # rich loads when a table is printed
+
     table = Table("TIME", "TYPE", "OBJECT", "REASON", "ACTOR", "MESSAGE", box=None)
     for e in items:
         table.add_row(

@@ -18,10 +18,10 @@ if TYPE_CHECKING:
     from ._cluster import ClusterManager, Member, MemberEvent, MemberEventKind
     from ._datadir import DATA_DIR_LOCK, NODE_KEY_FILE, DataDirLock, agent_pid
     from ._documents import describe_validation_error, parse_workload_documents
+    from ._errorbody import ErrorBody
     from ._errors import (
         Compacted,
         Conflict,
-        ErrorBody,
         Forbidden,
         ImageError,
         InternalError,
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         error_from_body,
     )
     from ._event import Actor, Event, EventType, ObjectRef
+    from ._fielddocs import describe_fields, fields_described
     from ._instance import (
         INSTANCE_TRANSITIONS,
         PLACED_STATES,
@@ -45,8 +46,9 @@ if TYPE_CHECKING:
         InstanceState,
         ScheduleFailure,
     )
-    from ._node import NODE_TRANSITIONS, Capacity, GossipState, Node, NodeRole
+    from ._node import NODE_TRANSITIONS, Capacity, GossipState, Node
     from ._quantity import Cpu, Memory, format_cpu, format_memory, parse_cpu, parse_memory
+    from ._roles import NodeRole
     from ._runtime import (
         ContainerRuntime,
         ContainerState,
@@ -110,6 +112,8 @@ if TYPE_CHECKING:
     )
 
 _LAZY = {
+    "describe_fields": "._fielddocs",
+    "fields_described": "._fielddocs",
     "Clock": "._clock",
     "ClusterManager": "._cluster",
     "Member": "._cluster",
@@ -123,7 +127,7 @@ _LAZY = {
     "parse_workload_documents": "._documents",
     "Compacted": "._errors",
     "Conflict": "._errors",
-    "ErrorBody": "._errors",
+    "ErrorBody": "._errorbody",
     "Forbidden": "._errors",
     "ImageError": "._errors",
     "InternalError": "._errors",
@@ -151,7 +155,7 @@ _LAZY = {
     "Capacity": "._node",
     "GossipState": "._node",
     "Node": "._node",
-    "NodeRole": "._node",
+    "NodeRole": "._roles",
     "Cpu": "._quantity",
     "Memory": "._quantity",
     "format_cpu": "._quantity",
@@ -325,8 +329,10 @@ __all__ = [
     "WorkloadSpec",
     "WorkloadStatus",
     "agent_pid",
+    "describe_fields",
     "describe_validation_error",
     "error_from_body",
+    "fields_described",
     "format_cpu",
     "format_memory",
     "parse_cpu",

@@ -19,20 +19,22 @@ the same failure their own way from those three fields::
     ├── RuntimeFailure          500  the container runtime failed an operation
     │   └── ImageError          500  an image could not be found, pulled or unpacked
     └── InternalError           500  a bug: reported, never swallowed
+
+Free of pydantic (the wire form, :class:`~shoal.interfaces.ErrorBody`, lives
+in its own module), so a program can catch these errors without building any
+model: the `shoal` command's ``--help`` among them.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import Field
-
-from ._base import Model
+if TYPE_CHECKING:
+    from ._errorbody import ErrorBody
 
 __all__ = [
     "Compacted",
     "Conflict",
-    "ErrorBody",
     "Forbidden",
     "ImageError",
     "InternalError",
@@ -50,17 +52,6 @@ __all__ = [
 ]
 
 
-class ErrorBody(Model):
-    """The wire form of a :class:`ShoalError` (REST bodies, MCP tool errors)."""
-
-    code: str
-    """Stable machine-readable error code, e.g. ``not_found``."""
-    message: str
-    """What went wrong and what to do about it."""
-    details: dict[str, Any] = Field(default_factory=dict)
-    """Structured context: the field, the object, the reason."""
-
-
 class ShoalError(Exception):
     """Root of every error Shoal raises on purpose."""
 
@@ -74,6 +65,8 @@ class ShoalError(Exception):
 
     def to_body(self) -> ErrorBody:
         """Return the wire form of this error."""
+        from ._errorbody import ErrorBody  # pydantic: only when an error goes on the wire
+
         return ErrorBody(code=self.code, message=self.message, details=self.details)
 
     def __str__(self) -> str:

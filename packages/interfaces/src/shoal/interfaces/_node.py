@@ -12,16 +12,9 @@ from pydantic import Field
 
 from ._base import Model
 from ._quantity import Cpu, Memory
+from ._roles import NodeRole
 
 __all__ = ["NODE_TRANSITIONS", "Capacity", "GossipState", "Node", "NodeRole"]
-
-
-class NodeRole(StrEnum):
-    """What a node does: servers schedule, workers run containers."""
-
-    SERVER = "server"
-    WORKER = "worker"
-    BOTH = "both"
 
 
 class GossipState(StrEnum):

@@ -16,6 +16,7 @@ from typing import Annotated, Literal, Self
 from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from ._base import Model
+from ._fielddocs import fields_described
 from ._quantity import Cpu, Memory
 
 __all__ = [
@@ -54,7 +55,10 @@ class Spec(Model):
     """Base of user-written models: unknown fields are an error, not ignored."""
 
     model_config = ConfigDict(
-        extra="forbid", frozen=True, use_attribute_docstrings=True, defer_build=True
+        extra="forbid",
+        frozen=True,
+        use_attribute_docstrings=fields_described(),
+        defer_build=True,
     )
 
 
