@@ -16,7 +16,9 @@ One pod is the containers of one instance. For each pod the runtime
    create`` (see :mod:`._shim` for why a shim and how the exit code is kept).
 
 If any step fails, everything done so far is undone and the error raised.
-``start`` is ``runc start``; ``stop`` is SIGTERM, ``grace`` seconds on the
+``start`` is ``runc start`` (of a pod this object has just created, without
+asking ``runc state`` first: its containers are created; one that died
+meanwhile makes ``runc start`` fail); ``stop`` is SIGTERM, ``grace`` seconds on the
 runtime's clock, then SIGKILL, waiting for the shims to record the exits;
 ``remove`` is ``runc delete --force`` per container, the network hook's
 detach, then the pod directory (emptyDir volumes included), unmounting the
@@ -130,6 +132,8 @@ class OciCliRuntime:
             NodeSettings(pids_limit, read_only_rootfs, rootfs, log_max_bytes, log_max_files),
         )
         self._locks: dict[str, anyio.Lock] = {}
+        self._fresh: set[str] = set()
+        """Pods this object created and has not touched since: their containers are created."""
         self._closed = False
 
     async def __aenter__(self) -> Self:
@@ -191,6 +195,7 @@ class OciCliRuntime:
                     await self.ops.create(record, container.name, prepared[container.name])
                 record.complete = True
                 self.files.save(record)
+                self._fresh.add(pod.uid)
             except BaseException:
                 with anyio.CancelScope(shield=True):
                     await self._destroy(pod.uid)
@@ -207,7 +212,11 @@ class OciCliRuntime:
         """
         async with self._lock(uid):
             record = self._record(uid)
-            status = await self.ops.status(record)
+            if uid in self._fresh:  # just created here: no need to ask runc what it is
+                self._fresh.discard(uid)
+                status = await self.ops.status(record, self.ops.assume(record, "created"))
+            else:
+                status = await self.ops.status(record)
             for container in status.containers:
                 files = self.files.container(uid, container.name)
                 if container.state == ContainerState.RUNNING:
@@ -225,6 +234,8 @@ class OciCliRuntime:
                     )
                 await self.runc.start(container.id)
                 write_json(files.started, StartRecord(started_at=self.clock.now()))
+            # Only now, so that its start does not compete with this pod's for the CPU.
+            await self.ops.launcher.replenish()
             # Every container was running or has just been started (an exit shows in exit.json).
             return await self.ops.status(record, self.ops.assume(record, "running"))
 
@@ -237,6 +248,7 @@ class OciCliRuntime:
 
         """
         async with self._lock(uid):
+            self._fresh.discard(uid)
             record = self._record(uid)
             status = await self.ops.status(record)
             live = [
@@ -273,7 +285,10 @@ class OciCliRuntime:
         return await self.ops.status(self._record(uid))
 
     async def list(self) -> Sequence[PodStatus]:
-        """Return every pod under the root, oldest first, with one ``runc list``."""
+        """Return every pod under the root, oldest first, with one ``runc list`` (if any)."""
+        if not self.files.uids():  # an idle node's every pass: nothing to ask runc about
+            await anyio.to_thread.run_sync(self.files.sweep)
+            return []
         states = await self.runc.states()
         records = [record for uid in self.files.uids() if (record := self.files.load(uid))]
         records.sort(key=lambda record: record.created_at)
@@ -375,6 +390,7 @@ class OciCliRuntime:
             )
 
     async def _destroy(self, uid: str) -> None:
+        self._fresh.discard(uid)
         directory = self.files.directory(uid)
         if not directory.exists():
             return

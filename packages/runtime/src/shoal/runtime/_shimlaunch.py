@@ -1,15 +1,19 @@
 """Starting container shims quickly: one is always kept warm for the next container.
 
 Starting a shim costs an interpreter start and its imports, tens of
-milliseconds that every container create would wait for. So after each
-launch the :class:`ShimLauncher` starts the next shim in *standby*
-(``_shim.py --standby``): it starts, imports, and blocks reading one line
-from its stdin. The next create writes the container's ``shim.json`` path to
-it and closes its stdin; from there on it is an ordinary shim (it detaches,
-creates the container, answers and keeps the logs). A standby shim holds
+milliseconds that every container create would wait for. So the
+:class:`ShimLauncher` keeps the next shim in *standby* (``_shim.py
+--standby``): it starts, imports, and blocks reading one line from its
+stdin. The next create writes the container's ``shim.json`` path to it and
+closes its stdin; from there on it is an ordinary shim (it detaches, creates
+the container, answers and keeps the logs). The runtime calls
+:meth:`ShimLauncher.replenish` for the next standby shim once the pod has
+started, not before: the new interpreter's start would compete for the CPU
+with this pod's ``runc create`` and ``runc start``. A standby shim holds
 nothing yet: if the agent dies, its stdin reaches EOF and it simply exits;
 :meth:`ShimLauncher.aclose` does the same on purpose. Creates running at the
-same time take the one standby shim or start a shim of their own.
+same time, or a pod's second container, take the one standby shim or start
+a shim of their own.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ class ShimLauncher:
     def __init__(self, python: str) -> None:
         self.python = python
         self._standby: Process | None = None
+        self._replenishing = False
         self._closed = False
 
     async def _spawn(self) -> Process:
@@ -51,6 +56,22 @@ class ShimLauncher:
         return await anyio.open_process(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
+
+    async def replenish(self) -> None:
+        """Start the next standby shim, unless one is there or on its way."""
+        if self._closed or self._standby is not None or self._replenishing:
+            return
+        self._replenishing = True
+        try:
+            self._standby = await self._spawn()
+        finally:
+            self._replenishing = False
+        if self.closed():  # closed while it started: let it go as aclose would have
+            await self.aclose()
+
+    def closed(self) -> bool:
+        """Return whether :meth:`aclose` was called (no standby shim is started then)."""
+        return self._closed
 
     async def launch(self, config: Path) -> tuple[dict[str, object], str]:
         """Hand ``config`` to a shim and wait for its answer (``runc create`` is done then).
@@ -80,8 +101,6 @@ class ShimLauncher:
         finally:
             with anyio.CancelScope(shield=True):
                 await process.aclose()
-        if not self._closed and self._standby is None:
-            self._standby = await self._spawn()
         answer: dict[str, object] = {}
         for line in output["stdout"].decode(errors="replace").splitlines():
             try:
