@@ -17,8 +17,10 @@ mount, the config and ``runc run -d``.
 The two alternate, one of each per round after one warm-up round of each
 (first unpack, first shim), so machine noise hits both; every round deletes
 what it started and waits until it is gone. Prints both medians and their
-ratio (the aim is under 1.5). Needs root and runc. Run with ``make bench``
-or ``uv run python bench/start_latency.py [--rounds N]``.
+ratio (the aim is under 1.5), then where Shoal's time goes: the median of
+each phase between marks taken on the way (see :class:`Marks`). Needs root
+and runc. Run with ``make bench`` or ``uv run python bench/start_latency.py
+[--rounds N]``.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from shoal.interfaces import (
     WatchEvent,
     WorkloadSpec,
 )
-from shoal.runtime import ImageStore
+from shoal.runtime import ImageStore, OciCliRuntime
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = "busybox:1.36"
@@ -114,13 +116,81 @@ def running(name: str) -> Callable[[WatchEvent], bool]:
     return match
 
 
-async def through_shoal(node: ShoalNode, name: str) -> float:
+PHASES = (
+    ("applied", "placed", "control loop: apply → instance placed"),
+    ("placed", "image", "node loop: wake-up, pod list, 'starting'"),
+    ("image", "create", "image lookup"),
+    ("create", "shim", "pod directory, rootfs, bundle"),
+    ("shim", "created", "shim: runc create"),
+    ("created", "start", "after the shim's answer"),
+    ("start", "runc start", "start: pod record, status"),
+    ("runc start", "runc started", "runc start"),
+    ("runc started", "started", "start: record, next standby shim"),
+    ("started", "running", "'running' written and seen"),
+)
+"""Shoal's path as (from mark, to mark, what happens in between)."""
+
+
+class Marks:
+    """When one Shoal round passed each step of its path (``time.perf_counter`` values).
+
+    ``applied``, ``placed`` and ``running`` are taken by the bench (the
+    instance's first and its ``running`` change as the store's watch shows
+    them); the others by wrappers around the runtime's steps: ``image`` when
+    the node loop asks for the image, ``create`` and ``start`` when it
+    creates and starts the pod, ``shim`` and ``created`` around the shim's
+    ``runc create``, ``runc start`` and ``runc started`` around that
+    command, ``started`` when ``start`` returns.
+    """
+
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+
+    def mark(self, name: str) -> None:
+        """Note the first time ``name`` is reached this round."""
+        self.times.setdefault(name, time.perf_counter())
+
+    def time_calls(self, owner: object, method: str, before: str, after: str) -> None:
+        """Mark ``before`` when ``owner.method`` is called and ``after`` when it returns."""
+        original = getattr(owner, method)
+
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            self.mark(before)
+            try:
+                return await original(*args, **kwargs)
+            finally:
+                self.mark(after)
+
+        setattr(owner, method, timed)  # on the object: the node loop calls through it
+
+    def instrument(self, runtime: OciCliRuntime) -> None:
+        """Wrap the runtime's steps on Shoal's path."""
+        self.time_calls(runtime, "ensure_image", "image", "image done")
+        self.time_calls(runtime, "create", "create", "create done")
+        self.time_calls(runtime.ops.launcher, "launch", "shim", "created")
+        self.time_calls(runtime, "start", "start", "started")
+        self.time_calls(runtime.runc, "start", "runc start", "runc started")
+
+    def phases(self) -> dict[str, float]:
+        """Return the seconds of each phase of :data:`PHASES` this round."""
+        return {label: self.times[end] - self.times[begin] for begin, end, label in PHASES}
+
+
+async def through_shoal(node: ShoalNode, name: str, marks: Marks) -> float:
     """Apply a one-replica workload, return seconds until it runs, then delete it."""
+    marks.times.clear()
     start = await node.store.revision() + 1
-    began = time.perf_counter()
+    reached = running(name)
+
+    def placed_or_running(event: WatchEvent) -> bool:
+        marks.mark("placed")  # the only instances under way are this workload's
+        return reached(event)
+
+    marks.mark("applied")
     await node.service.apply([workload(name)])
-    event = await watch_until(node.store, "/instances/default/", start, running(name))
-    elapsed = time.perf_counter() - began
+    event = await watch_until(node.store, "/instances/default/", start, placed_or_running)
+    marks.mark("running")
+    elapsed = marks.times["running"] - marks.times["applied"]
 
     await node.service.delete_workload(name)
     await watch_until(
@@ -246,26 +316,36 @@ async def main(rounds: int) -> None:
             await node.service.import_image(str(layout), IMAGE)
             if not isinstance(node.images, ImageStore):
                 raise RuntimeError("a runc node without an image store")
+            if not isinstance(node.runtime, OciCliRuntime):
+                raise RuntimeError("a runc node without the OCI runtime")
             prepared = await node.images.prepare(IMAGE)
             floor = RuncFloor(work / "floor", prepared.layers)
+            marks = Marks()
+            marks.instrument(node.runtime)
             shoal_times: list[float] = []
             floor_times: list[float] = []
+            phases: dict[str, list[float]] = {label: [] for _, _, label in PHASES}
             for number in range(rounds + 1):  # round 0 warms both up and is not counted
                 # Who goes first alternates, so neither always follows the other's cleanup.
                 if number % 2:
                     direct = await floor.round(f"floor-{number}")
-                    shoal = await through_shoal(node, f"start-{number}")
+                    shoal = await through_shoal(node, f"start-{number}", marks)
                 else:
-                    shoal = await through_shoal(node, f"start-{number}")
+                    shoal = await through_shoal(node, f"start-{number}", marks)
                     direct = await floor.round(f"floor-{number}")
                 if number:
                     shoal_times.append(shoal)
                     floor_times.append(direct)
+                    for label, seconds in marks.phases().items():
+                        phases[label].append(seconds)
     shoal_median, floor_median = statistics.median(shoal_times), statistics.median(floor_times)
     print(f"one busybox container on runc, host networking, {rounds} rounds")
     print(f"shoal apply → running   median {shoal_median * 1000:7.1f} ms")
     print(f"runc run -d of a bundle median {floor_median * 1000:7.1f} ms")
     print(f"ratio (shoal / runc run -d): {shoal_median / floor_median:.2f}  (aim: < 1.5)")
+    print("where shoal's time goes (median of each phase, ms; medians need not add up):")
+    for label, times in phases.items():
+        print(f"  {label:<44} {statistics.median(times) * 1000:6.1f}")
 
 
 def rounds_arg(text: str) -> int:
