@@ -5,7 +5,8 @@ One pod is the containers of one instance. For each pod the runtime
 1. refuses host path volumes unless the node allows them (see
    :mod:`._volumes`), then asks the :class:`~shoal.runtime.ImageSource` for
    every image (before anything is written, so a refused pod or a missing
-   image leaves nothing behind);
+   image leaves nothing behind; what ``ensure_image`` prepared since the
+   last ``create`` is taken as it is);
 2. creates the pod's directory atomically (``pods/.new-*`` with ``pod.json``,
    renamed into ``pods/<uid>``: a second pod with the uid is a Conflict, and
    a crash never leaves a pod without its record);
@@ -57,7 +58,7 @@ from shoal.interfaces import (
     Unavailable,
 )
 
-from ._image_api import ImageSource
+from ._image_api import ImageSource, PreparedImage
 from ._ociexec import measure_stats, run_exec
 from ._ocifiles import PodFiles, PodRecord, StartRecord, write_json
 from ._ocilogs import read_log
@@ -132,6 +133,8 @@ class OciCliRuntime:
             NodeSettings(pids_limit, read_only_rootfs, rootfs, log_max_bytes, log_max_files),
         )
         self._locks: dict[str, anyio.Lock] = {}
+        self._ensured: dict[str, PreparedImage] = {}
+        """Images ``ensure_image`` prepared since the last ``create``, which takes them."""
         self._fresh: set[str] = set()
         """Pods this object created and has not touched since: their containers are created."""
         self._closed = False
@@ -155,6 +158,7 @@ class OciCliRuntime:
 
         """
         prepared = await self.images.prepare(image)
+        self._ensured[image] = prepared
         return ImageInfo(reference=image, digest=prepared.digest)
 
     async def create(self, pod: PodSpec) -> PodStatus:
@@ -176,7 +180,12 @@ class OciCliRuntime:
         async with self._lock(pod.uid):
             if directory.exists():
                 raise Conflict(f"a pod with uid {pod.uid!r} exists already", uid=pod.uid)
-            prepared = {c.name: await self.images.prepare(c.image) for c in pod.containers}
+            # The node loop has just ensured the images: take what that prepared.
+            ensured, self._ensured = self._ensured, {}
+            prepared = {
+                c.name: ensured.get(c.image) or await self.images.prepare(c.image)
+                for c in pod.containers
+            }
             record = PodRecord(spec=pod, created_at=self.clock.now())
             await anyio.to_thread.run_sync(self.files.create, record)
             try:
@@ -188,9 +197,7 @@ class OciCliRuntime:
                     record.netns = str(attachment.netns_path or "") or None
                 else:
                     record.ip = "127.0.0.1"
-                await anyio.to_thread.run_sync(self.files.write_etc, record)
-                await anyio.to_thread.run_sync(prepare_volumes, directory, pod.volumes)
-                self.files.save(record)
+                await anyio.to_thread.run_sync(self._lay_out, record)
                 for container in pod.containers:
                     await self.ops.create(record, container.name, prepared[container.name])
                 record.complete = True
@@ -369,6 +376,12 @@ class OciCliRuntime:
         """End log followers; containers keep running (they belong to their shims)."""
         self._closed = True
         await self.ops.launcher.aclose()
+
+    def _lay_out(self, record: PodRecord) -> None:
+        """Write the pod's /etc files, make its volumes, save its record (blocking)."""
+        self.files.write_etc(record)
+        prepare_volumes(self.files.directory(record.spec.uid), record.spec.volumes)
+        self.files.save(record)
 
     def _lock(self, uid: str) -> anyio.Lock:
         return self._locks.setdefault(uid, anyio.Lock())
