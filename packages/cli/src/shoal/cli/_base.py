@@ -61,12 +61,25 @@ class _LazyConsole:
         self._options = options
         self._console: Console | None = None
 
-    def __getattr__(self, name: str) -> Any:
+    def resolve(self) -> Console:
+        """Return the Console itself, made now if need be."""
         if self._console is None:
             from rich.console import Console
 
             self._console = Console(**self._options)
-        return getattr(self._console, name)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.resolve(), name)
+
+
+def real_console(console: Console) -> Console:
+    """Return the rich Console behind ``out`` or ``err``, for APIs that take the object itself.
+
+    rich's ``Progress`` enters its console as a context manager and checks its
+    type, which a stand-in cannot do.
+    """
+    return cast("_LazyConsole", console).resolve() if isinstance(console, _LazyConsole) else console
 
 
 # Piped output gets wide lines rather than rich's 80-column default.

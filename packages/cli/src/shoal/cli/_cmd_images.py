@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ._base import err, images_app, out, run, with_client
+from ._base import err, images_app, out, real_console, run, with_client
 from ._output import Format, human_memory, render
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ def images_pull(reference: Annotated[str, typer.Argument(help="Image reference."
             TextColumn("{task.description}"),
             BarColumn(),
             DownloadColumn(),
-            console=err,
+            console=real_console(err),
             transient=True,
         ) as bar:
             tasks: dict[str, TaskID] = {}
