@@ -8,6 +8,7 @@ from shoal.core._repo import only_heartbeat
 from shoal.interfaces import (
     Conflict,
     EventKind,
+    EventType,
     GossipState,
     InstanceState,
     InvalidInput,
@@ -360,3 +361,40 @@ def test_only_a_change_of_heartbeat_alone_counts_as_a_heartbeat() -> None:
     assert not only_heartbeat(put(node, beat, key="/instances/default/web-1"))
     deleted = WatchEvent(EventKind.DELETE, KeyValue("/nodes/n1", b"", 0, 3, 0), b"{}")
     assert not only_heartbeat(deleted)
+
+
+async def test_a_stuck_teardown_backs_off_says_so_once_and_finishes_when_it_can(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    await cluster.add_node("n1")
+    await cluster.service.apply([spec(replicas=1)])
+    await cluster.settle()
+    (inst,) = await cluster.service.list_instances()
+    stuck = cluster.runtimes["n1"].faults.add(
+        Fault.remove_fails(message='CNI plugin loopback DEL failed: unknown FS magic on "x"')
+    )
+    await cluster.service.delete_workload("web")
+    loop = cluster.nodes["n1"]
+    await cluster.control.reconcile_once()  # marks the instance deleting
+    delays = [await loop.reconcile_once() for _ in range(5)]
+
+    # No retry until its backoff is up: the pass asks to be run again then.
+    assert delays[0] == pytest.approx(2.0)
+    assert len(await cluster.runtimes["n1"].list()) == 1
+    cluster.clock.advance(2.0)
+    assert await loop.reconcile_once() == pytest.approx(4.0)  # tried again, doubled
+    events = await cluster.service.list_events(kind="Instance", name=inst.name)
+    failed = [e for e in events if e.reason == "TeardownFailed"]
+    assert len(failed) == 1  # once per kind of failure, not per try
+    assert "unknown FS magic" in failed[0].message and "shoal node reset" in failed[0].message
+    assert failed[0].type == EventType.WARNING
+    explained = await cluster.service.explain(inst.name)
+    assert any(e.reason == "TeardownFailed" for e in explained.events)
+    warnings = [r for r in caplog.records if "cannot remove the pod" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].exc_info is None  # one line, no traceback
+
+    cluster.runtimes["n1"].faults.remove(stuck)
+    cluster.clock.advance(4.0)
+    await cluster.settle()
+    assert await cluster.service.list_instances() == []
+    assert await cluster.runtimes["n1"].list() == []

@@ -12,6 +12,7 @@ import pytest
 
 from shoal.interfaces import InvalidInput, NotFound, Port, RuntimeFailure
 from shoal.runtime import (
+    BridgeNetworking,
     CniNetwork,
     PodNetwork,
     create_netns,
@@ -134,6 +135,24 @@ async def test_teardown_after_the_namespace_is_gone_still_frees_everything(
 
     assert uid not in await nat_rules()
     assert ipam_reservations(pods.network) == []
+
+
+async def test_teardown_with_a_stale_netns_file_frees_everything_and_removes_it(
+    pods: PodHarness,
+) -> None:
+    # As in a container restarted with a /run that is no tmpfs: the namespace's
+    # mount is gone, its file stays, and CNI plugins refuse the file.
+    uid, net = await pods.attach([Port(container_port=80, host_port=free_port())])
+    assert net.netns_path is not None
+    await anyio.run_process(["umount", str(net.netns_path)])
+    assert net.netns_path.exists() and not await netns_exists(uid)
+
+    await BridgeNetworking(pods.network).detach(uid)
+
+    assert uid not in await nat_rules()
+    assert ipam_reservations(pods.network) == []
+    assert await pods.network.attached() == []
+    assert not net.netns_path.exists()
 
 
 async def test_a_new_network_object_on_the_same_root_tears_down_old_pods(

@@ -9,6 +9,9 @@ instance record asks for:
 * ``running`` whose pod exited: report ``stopped`` (all exit codes 0) or
   ``failed``; whose pod vanished: report ``failed`` (ContainerMissing);
 * ``deleting`` or ``lost``: stop and remove the pod, then delete the record;
+  a removal that fails is retried with a backoff (2 s doubling to 5 min),
+  logged in one line and recorded as a ``TeardownFailed`` event on the
+  instance (which ``explain`` shows) once per kind of failure, not per try;
 * a pod that no instance claims (an orphan): stop and remove it.
 
 Beside the passes, a probe task checks liveness and readiness probes of the
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import dataclass
 
 import anyio
 from anyio.abc import TaskStatus
@@ -67,6 +71,22 @@ __all__ = ["NodeLoop"]
 
 log = logging.getLogger(__name__)
 
+_TEARDOWN_RETRY_FIRST = 2.0
+"""Seconds before the first retry of a failed pod removal; doubles per failure."""
+_TEARDOWN_RETRY_CAP = 300.0
+"""The longest wait between two tries of a failed pod removal."""
+
+
+@dataclass
+class _StuckTeardown:
+    """A pod whose removal keeps failing: when to try again, and what failed last."""
+
+    failures: int
+    retry_at: float
+    """On the loop's monotonic clock."""
+    failure: str
+    """The last error, to log and record each kind of failure once."""
+
 
 class NodeLoop:
     """Runs the instances the control loop placed on this node."""
@@ -101,6 +121,8 @@ class NodeLoop:
         self.probe_tick = probe_tick
         self.probes = ProbeTracker()
         self._running: dict[str, Stored[Instance]] = {}
+        self._stuck: dict[str, _StuckTeardown] = {}
+        """Instances whose pod removal failed, by uid."""
         self.refused: ShoalError | None = None
         """Why the cluster refused to register this node (Unauthenticated, Forbidden), if it did."""
 
@@ -229,6 +251,8 @@ class NodeLoop:
         mine = [s for s in await self.repo.list_instances() if s.value.node == self.name]
         self._running = {s.value.uid: s for s in mine if s.value.state == InstanceState.RUNNING}
         self.probes.forget(set(self._running))
+        for uid in set(self._stuck) - {s.value.uid for s in mine}:
+            del self._stuck[uid]
         pods = {pod.uid: pod for pod in await self.runtime.list()}
         adopted = sum(
             1 for s in mine if s.value.state == InstanceState.RUNNING and s.value.uid in pods
@@ -256,6 +280,8 @@ class NodeLoop:
             and s.value.not_before is not None
             and s.value.not_before > now
         ]
+        mono = self.clock.monotonic()
+        waits += [max(stuck.retry_at - mono, 0.0) for stuck in self._stuck.values()]
         return min(waits) if waits else None
 
     async def _guarded_sync(self, stored: Stored[Instance], pod: PodStatus | None) -> None:
@@ -273,6 +299,9 @@ class NodeLoop:
     async def _sync(self, stored: Stored[Instance], pod: PodStatus | None) -> None:
         inst = stored.value
         if inst.deleting or inst.state == InstanceState.LOST:
+            stuck = self._stuck.get(inst.uid)
+            if stuck is not None and self.clock.monotonic() < stuck.retry_at:
+                return  # backing off; the pass's delay brings the next try
             await self._teardown(stored, pod)
         elif inst.state == InstanceState.SCHEDULED:
             if inst.not_before is not None and self.clock.now() < inst.not_before:
@@ -383,10 +412,15 @@ class NodeLoop:
         inst = stored.value
         if pod is not None:
             try:
-                await self.runtime.stop(inst.uid, self.stop_grace)
-            except NotFound:
-                pass
-            await self.runtime.remove(inst.uid)
+                with contextlib.suppress(NotFound):
+                    await self.runtime.stop(inst.uid, self.stop_grace)
+                await self.runtime.remove(inst.uid)
+            except (RevisionConflict, Unavailable):
+                raise
+            except ShoalError as exc:
+                await self._teardown_failed(inst, exc)
+                return
+            self._stuck.pop(inst.uid, None)
         try:
             await self.store.delete(stored.key, expected_revision=stored.revision)
         except RevisionConflict:
@@ -394,6 +428,31 @@ class NodeLoop:
             return
         why = f": {inst.message}" if inst.message else ""
         await self._record(_ref(inst), "Removed", f"stopped and removed{why}", self.actor)
+
+    async def _teardown_failed(self, inst: Instance, exc: ShoalError) -> None:
+        """Back off before the next try; say what is stuck once per kind of failure."""
+        previous = self._stuck.get(inst.uid)
+        failures = 1 if previous is None else previous.failures + 1
+        delay = min(_TEARDOWN_RETRY_FIRST * 2 ** (failures - 1), _TEARDOWN_RETRY_CAP)
+        failure = f"{type(exc).__name__}: {exc.message}"
+        self._stuck[inst.uid] = _StuckTeardown(failures, self.clock.monotonic() + delay, failure)
+        if previous is not None and previous.failure == failure:
+            log.debug("node loop: removing %s failed again (%d times)", inst.key, failures)
+            return
+        log.warning(
+            "node loop: cannot remove the pod of %s (retrying in %g s, then less often): %s",
+            inst.key,
+            delay,
+            exc.message,
+        )
+        message = (
+            f"cannot remove its pod on {self.name}: {exc.message}. Retrying with a backoff; "
+            f"if it stays stuck, stop the agent on {self.name} and run `shoal node reset "
+            "--data-dir DIR` there, which removes what that node left running"
+        )
+        await self._record(
+            _ref(inst), "TeardownFailed", message, self.actor, event_type=EventType.WARNING
+        )
 
     async def _probe_loop(self) -> None:
         while True:

@@ -51,6 +51,7 @@ from ._cni_cache import (
     check_pod_uid,
 )
 from ._cni_exec import CNI_VERSION, CniCommand, PluginCall, invoke_plugin
+from ._netns import is_mounted_netns
 
 __all__ = ["DEFAULT_PLUGIN_DIRS", "CniNetwork", "check_bridge"]
 
@@ -338,7 +339,12 @@ class CniNetwork:
         """
         network = record.network
         plugins: list[dict[str, Any]] = list(network["plugins"])
-        call = PluginCall(command, record.pod_uid, record.netns_path, record.ifname)
+        netns = record.netns_path
+        if command == "DEL" and netns and not is_mounted_netns(Path(netns)):
+            # The namespace is gone (maybe a stale file is left): DEL without
+            # one, as the CNI spec allows, still frees addresses and port rules.
+            netns = ""
+        call = PluginCall(command, record.pod_uid, netns, record.ifname)
         previous = record.result
         for plugin in reversed(plugins) if command == "DEL" else plugins:
             config = {**plugin, "cniVersion": network["cniVersion"], "name": network["name"]}

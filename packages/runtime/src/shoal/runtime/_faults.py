@@ -34,6 +34,8 @@ class FaultKind(StrEnum):
     """``start`` takes ``seconds`` of the runtime's clock for this container."""
     IGNORES_SIGTERM = "ignores_sigterm"
     """``stop`` waits the whole grace period, then SIGKILLs: exit code 137."""
+    REMOVE_FAILS = "remove_fails"
+    """``remove`` raises RuntimeFailure with the fault's message; the pod stays."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,7 +48,8 @@ class Fault:
         container: Only containers with this name (in any pod).
         seconds: EXITS: delay after start; SLOW_START: how long start takes.
         exit_code: EXITS: the code the container exits with.
-        message: CREATE_FAILS: the error message; EXITS: the container status message.
+        message: CREATE_FAILS, REMOVE_FAILS: the error message; EXITS: the container
+            status message.
         times: How many times the fault fires before it disarms; ``None`` is forever.
 
     """
@@ -138,6 +141,24 @@ class Fault:
     ) -> Fault:
         """Make matching containers ignore SIGTERM, so ``stop`` uses its whole grace."""
         return cls(kind=FaultKind.IGNORES_SIGTERM, image=image, container=container, times=times)
+
+    @classmethod
+    def remove_fails(
+        cls,
+        *,
+        image: str | None = None,
+        container: str | None = None,
+        message: str = "injected fault: remove failed",
+        times: int | None = None,
+    ) -> Fault:
+        """Make ``remove`` of pods with a matching container raise RuntimeFailure(``message``)."""
+        return cls(
+            kind=FaultKind.REMOVE_FAILS,
+            image=image,
+            container=container,
+            message=message,
+            times=times,
+        )
 
     def matches(self, kind: FaultKind, image: str | None, container: str | None) -> bool:
         """Return whether this fault applies to an operation on ``image``/``container``."""

@@ -48,6 +48,8 @@ Faults (:class:`~shoal.runtime.Fault`, armed through ``faults=`` or
   the container runs (it stays *created* meanwhile).
 * ``Fault.ignores_sigterm()``: ``stop`` sleeps its whole grace on the clock,
   then the container exits with 137 (SIGKILL).
+* ``Fault.remove_fails(...)``: ``remove`` raises RuntimeFailure with the
+  fault's message and keeps the pod (a teardown that is stuck).
 
 Test hooks, all synchronous: :meth:`MockRuntime.kill` (a running container
 exits now), :meth:`MockRuntime.write_log`, :meth:`MockRuntime.set_exec_result`,
@@ -238,11 +240,22 @@ class MockRuntime:
         return pod.status()
 
     async def remove(self, uid: str) -> None:
-        """Forget the pod, whatever its state; a missing pod is a no-op."""
+        """Forget the pod, whatever its state; a missing pod is a no-op.
+
+        Raises:
+            RuntimeFailure: an injected ``remove_fails`` fault matched; the pod stays.
+
+        """
         await anyio.lowlevel.checkpoint()
-        pod = self._pods.pop(uid, None)
-        if pod is not None:
-            pod.forget()
+        pod = self._pods.get(uid)
+        if pod is None:
+            return
+        for container in pod.spec.containers:
+            fault = self.faults.fire(FaultKind.REMOVE_FAILS, container.image, container.name)
+            if fault is not None:
+                raise RuntimeFailure(fault.message, uid=uid)
+        del self._pods[uid]
+        pod.forget()
 
     async def inspect(self, uid: str) -> PodStatus:
         """Return the pod's status after settling due injected exits.

@@ -12,7 +12,8 @@ inside has exited. (A CniNetwork takes any namespace path, so a runtime may
 pin the namespace elsewhere instead, e.g. under its pod directory.)
 
 Both operations are idempotent: creating an existing namespace returns it,
-deleting a missing one does nothing.
+deleting a missing one does nothing, and a stale file with no namespace
+mounted on it counts as missing (it is removed).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import anyio
+import anyio.to_thread
 
 from shoal.interfaces import RuntimeFailure
 
@@ -29,6 +31,7 @@ __all__ = [
     "NETNS_DIR",
     "create_netns",
     "delete_netns",
+    "is_mounted_netns",
     "netns_exists",
     "netns_name",
     "netns_path",
@@ -60,6 +63,22 @@ def netns_path(pod_uid: str) -> Path:
     return NETNS_DIR / netns_name(pod_uid)
 
 
+def is_mounted_netns(path: Path) -> bool:
+    """Return whether ``path`` is a mounted network namespace, not a plain or missing file.
+
+    A file under ``/var/run/netns`` whose mount is gone (a crash between
+    creating the file and mounting on it, or a container whose ``/run`` kept
+    the file when its mount namespace went away) is not one: CNI plugins
+    refuse it ("unknown FS magic"), so teardown treats it as gone.
+    """
+    try:
+        mounted, directory = path.stat(), path.parent.stat()
+    except OSError:
+        return False
+    # The bind mount puts the file on nsfs, a device of its own.
+    return mounted.st_dev != directory.st_dev
+
+
 async def netns_exists(pod_uid: str) -> bool:
     """Return whether the pod's network namespace is mounted.
 
@@ -70,13 +89,8 @@ async def netns_exists(pod_uid: str) -> bool:
         InvalidInput: ``pod_uid`` is not a valid pod uid.
 
     """
-    path = anyio.Path(netns_path(pod_uid))
-    try:
-        mounted, directory = await path.stat(), await path.parent.stat()
-    except FileNotFoundError:
-        return False
-    # The bind mount puts the file on nsfs, a device of its own.
-    return mounted.st_dev != directory.st_dev
+    path = netns_path(pod_uid)
+    return await anyio.to_thread.run_sync(is_mounted_netns, path)
 
 
 async def create_netns(pod_uid: str) -> Path:
@@ -115,6 +129,9 @@ async def delete_netns(pod_uid: str) -> None:
     """
     path = netns_path(pod_uid)
     if not await anyio.Path(path).exists():
+        return
+    if not await netns_exists(pod_uid):  # a stale file: nothing is mounted on it
+        await anyio.Path(path).unlink(missing_ok=True)
         return
     await _ip("netns", "delete", path.name, check=False)
     if await anyio.Path(path).exists():
