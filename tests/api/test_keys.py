@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
 
+from shoal.api._agent import AuthorizedKeysFile
 from shoal.api._keys import (
     AuthorizedKeys,
     Role,
@@ -123,12 +126,17 @@ def test_parse_authorized_keys() -> None:
         (f"operator bob@desk {PUBLIC}", "key id 'bob@desk' is already on line 2"),
     ],
 )
-def test_authorized_keys_errors_name_file_and_line(line: str, problem: str) -> None:
-    text = f"# header\nviewer bob@desk {PUBLIC}\n\n{line}\n"
-    with pytest.raises(InvalidInput) as caught:
-        parse_authorized_keys(text, "/data/authorized_keys")
-    assert caught.value.message.startswith(f"/data/authorized_keys:4: {problem}")
-    assert caught.value.details == {"path": "/data/authorized_keys", "line": 4}
+def test_a_bad_authorized_keys_line_is_skipped_naming_file_line_and_fix(
+    line: str, problem: str
+) -> None:
+    text = f"# header\nviewer bob@desk {PUBLIC}\n\n{line}\nadmin carol@desk {PUBLIC}\n"
+    keys = parse_authorized_keys(text, "/data/authorized_keys")
+    (skipped,) = keys.problems
+    assert skipped.message.startswith(f"/data/authorized_keys:4: {problem}")
+    assert skipped.details == {"path": "/data/authorized_keys", "line": 4}
+    # The valid lines around it take effect; a repeated key id keeps its first line.
+    assert sorted(keys) == ["bob@desk", "carol@desk"]
+    assert keys["bob@desk"].role is Role.VIEWER
 
 
 def test_load_authorized_keys_refuses_a_file_others_can_write(tmp_path: Path) -> None:
@@ -169,3 +177,30 @@ def test_ensure_authorized_keys_keeps_an_existing_file(tmp_path: Path) -> None:
     assert not created
     assert list(keys) == ["bob@desk"]
     assert not (tmp_path / "home").exists()
+
+
+def test_an_edited_authorized_keys_takes_its_good_lines_and_names_the_bad_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "authorized_keys"
+    path.write_text(f"admin alice@laptop {PUBLIC}\n")
+    path.chmod(0o600)
+    watched = AuthorizedKeysFile(path, load_authorized_keys(path))
+    assert watched.lookup("bob@desk") is None
+
+    # The edit from the docs' step when no key existed yet: a bare role, then the right line.
+    path.write_text(f"admin alice@laptop {PUBLIC}\noperator \noperator bob@desk {PUBLIC}\n")
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 1_000_000_000))
+    found = watched.lookup("bob@desk")
+    assert found is not None and found[0] is Role.OPERATOR
+    assert watched.lookup("alice@laptop") is not None
+    skipped = [r.getMessage() for r in caplog.records if "skipped a line" in r.getMessage()]
+    assert len(skipped) == 1
+    assert f"{path}:2: expected `ROLE KEY-ID PUBLIC-KEY` (3 fields), found 1" in skipped[0]
+    assert "shoal keys init" in skipped[0]
+
+    # An edit that cannot be read at all keeps the keys in force.
+    path.chmod(0o666)
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 2_000_000_000))
+    assert watched.lookup("bob@desk") is not None
+    assert any("keeping the previous keys" in r.getMessage() for r in caplog.records)

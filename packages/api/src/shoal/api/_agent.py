@@ -45,8 +45,10 @@ log = logging.getLogger("shoal.agent")
 class AuthorizedKeysFile:
     """authorized_keys that follows edits of its file: reloaded when its mtime changes.
 
-    A broken edit is logged and the last good keys stay in force, so a typo
-    cannot lock every client out of a running agent.
+    A bad line is skipped and logged with its line number and the fix, while
+    the file's valid lines take effect; an edit that cannot be read at all (the
+    file removed, or made writable by others) is logged and the last keys stay
+    in force, so a typo cannot lock every client out of a running agent.
     """
 
     def __init__(self, path: Path, keys: AuthorizedKeys) -> None:
@@ -68,9 +70,16 @@ class AuthorizedKeysFile:
             try:
                 self.keys = load_authorized_keys(self.path)
                 log.info("reloaded %s: %d key(s)", self.path, len(self.keys))
+                log_skipped_lines(self.keys)
             except ShoalError as exc:
                 log.error("ignoring the edit of %s, keeping the previous keys: %s", self.path, exc)
         return self.keys.lookup(key_id)
+
+
+def log_skipped_lines(keys: AuthorizedKeys) -> None:
+    """Log each line of authorized_keys that was skipped, with its number and the fix."""
+    for problem in keys.problems:
+        log.error("skipped a line of authorized_keys: %s", problem.message)
 
 
 @dataclass(frozen=True)
@@ -140,6 +149,7 @@ async def run_agent(
             key_id,
             home,
         )
+    log_skipped_lines(keys)
     lookup = AuthorizedKeysFile(path, keys).lookup
     verifier = RequestVerifier(lookup)
 

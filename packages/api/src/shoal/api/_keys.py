@@ -26,7 +26,7 @@ import os
 import re
 import socket
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -241,10 +241,17 @@ class AuthorizedKey:
 class AuthorizedKeys(Mapping[str, AuthorizedKey]):
     """The parsed authorized_keys file: a read-only mapping of key id to entry."""
 
-    def __init__(self, entries: Mapping[str, AuthorizedKey], source: str = "<memory>") -> None:
+    def __init__(
+        self,
+        entries: Mapping[str, AuthorizedKey],
+        source: str = "<memory>",
+        problems: Sequence[InvalidInput] = (),
+    ) -> None:
         self._entries = dict(entries)
         self.source = source
         """Where the entries came from (a path), for messages."""
+        self.problems = tuple(problems)
+        """The lines that were skipped, each error naming its file, line and fix."""
 
     def __getitem__(self, key_id: str) -> AuthorizedKey:
         return self._entries[key_id]
@@ -264,51 +271,65 @@ class AuthorizedKeys(Mapping[str, AuthorizedKey]):
 def parse_authorized_keys(text: str, source: str = "authorized_keys") -> AuthorizedKeys:
     """Parse authorized_keys text: ``ROLE KEY-ID PUBLIC-KEY`` per line.
 
-    Raises:
-        InvalidInput: a line is invalid or a key id repeats; the message names
-            ``source``, the line number and the fix.
+    A bad line is skipped, not the whole file: the valid lines take effect and
+    each bad one is kept in :attr:`AuthorizedKeys.problems`, as an error whose
+    message names ``source``, the line number and the fix (a line repeating an
+    earlier key id is such a line: the first one counts).
     """
     entries: dict[str, AuthorizedKey] = {}
     first_seen: dict[str, int] = {}
-    role_names = [role.value for role in Role]
-    roles = ", ".join(role_names)
+    problems: list[InvalidInput] = []
     for number, line in _content_lines(text):
+        try:
+            entry = _parse_line(line, first_seen)
+        except ValueError as exc:
+            problems.append(InvalidInput(f"{source}:{number}: {exc}", path=source, line=number))
+            continue
+        first_seen[entry.key_id] = number
+        entries[entry.key_id] = entry
+    return AuthorizedKeys(entries, source, problems)
 
-        def fail(problem: str, number: int = number) -> InvalidInput:
-            return InvalidInput(f"{source}:{number}: {problem}", path=source, line=number)
 
-        fields = line.split()
-        if len(fields) != 3:
-            raise fail(
-                f"expected `ROLE KEY-ID PUBLIC-KEY` (3 fields), found {len(fields)}; "
-                "e.g. `operator alice@laptop <base64 public key>`"
-            )
-        role_text, key_id, key_text = fields
-        if role_text not in role_names:
-            raise fail(f"unknown role {role_text!r}; use one of {roles}")
-        if not _KEY_ID.fullmatch(key_id):
-            raise fail(f"key id {key_id!r} is not valid: use {_KEY_ID_RULE}")
-        raw = _decode_key(key_text)
-        if raw is None:
-            raise fail(
-                "the public key is not a base64 32-byte ed25519 key; copy the second "
-                "field of the client's id_ed25519.pub"
-            )
-        if key_id in first_seen:
-            raise fail(
-                f"key id {key_id!r} is already on line {first_seen[key_id]}; "
-                "key ids must be unique: remove or rename one"
-            )
-        first_seen[key_id] = number
-        entries[key_id] = AuthorizedKey(Role(role_text), key_id, VerifyKey(raw))
-    return AuthorizedKeys(entries, source)
+def _parse_line(line: str, first_seen: Mapping[str, int]) -> AuthorizedKey:
+    """Parse one authorized_keys line.
+
+    Raises:
+        ValueError: what is wrong with it and the fix.
+    """
+    role_names = [role.value for role in Role]
+    fields = line.split()
+    if len(fields) != 3:
+        raise ValueError(
+            f"expected `ROLE KEY-ID PUBLIC-KEY` (3 fields), found {len(fields)}; "
+            "e.g. `operator alice@laptop <base64 public key>` (`shoal keys show` prints "
+            "KEY-ID PUBLIC-KEY; `shoal keys init` first if you have no key)"
+        )
+    role_text, key_id, key_text = fields
+    if role_text not in role_names:
+        raise ValueError(f"unknown role {role_text!r}; use one of {', '.join(role_names)}")
+    if not _KEY_ID.fullmatch(key_id):
+        raise ValueError(f"key id {key_id!r} is not valid: use {_KEY_ID_RULE}")
+    raw = _decode_key(key_text)
+    if raw is None:
+        raise ValueError(
+            "the public key is not a base64 32-byte ed25519 key; copy the second "
+            "field of the client's id_ed25519.pub"
+        )
+    if key_id in first_seen:
+        raise ValueError(
+            f"key id {key_id!r} is already on line {first_seen[key_id]}; "
+            "key ids must be unique: remove or rename one"
+        )
+    return AuthorizedKey(Role(role_text), key_id, VerifyKey(raw))
 
 
 def load_authorized_keys(path: Path) -> AuthorizedKeys:
     """Read and parse an authorized_keys file.
 
+    Bad lines are skipped (see :func:`parse_authorized_keys`).
+
     Raises:
-        InvalidInput: the file is missing, writable by other users, or invalid.
+        InvalidInput: the file is missing or writable by other users.
     """
     if not path.is_file():
         raise InvalidInput(
