@@ -1,0 +1,232 @@
+"""A cache of one key prefix, fed by the store's watch: the informer pattern.
+
+A loop that re-lists the store on every change pays for the whole world per
+change. An :class:`Informer` lists its prefix once, at a revision, then applies
+the watch's events from the next revision on, in order, so a loop reads a
+local cache and a change costs what it touches:
+
+* **Gaps.** A watch that fails (the store went away) or that asks for history
+  the store has compacted is not resumed blindly: the informer lists again
+  and replaces its cache, telling its listeners about every key that changed
+  or vanished meanwhile, as if they had seen each event.
+* **Freshness.** :attr:`revision` is the store revision the cache reflects.
+  A loop that has written at revision ``r`` under the prefix waits with
+  :meth:`caught_up` before it decides again, so it never acts on a view older
+  than its own last write.
+* **Indexes.** :meth:`add_index` keeps a secondary index (instances by
+  workload, by node) up to date, so "the instances on node n" costs the
+  size of the answer.
+* **Listeners** get ``(key, old, new)`` for every change (``None`` for absent),
+  synchronously and in revision order; a work queue's ``add`` is the usual one.
+
+A value that cannot be decoded is logged and treated as absent: one bad
+record never stops the cache.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from typing import Generic, TypeVar
+
+import anyio
+import anyio.lowlevel
+from anyio.abc import TaskStatus
+
+from shoal.interfaces import (
+    Clock,
+    Compacted,
+    EventKind,
+    KeyValue,
+    StateStore,
+    Unavailable,
+    WatchEvent,
+)
+
+from ._backoff import Backoff
+
+__all__ = ["Informer", "Listener"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+Listener = Callable[[str, T | None, T | None], None]
+"""Called with ``(key, old, new)`` for each change; ``None`` stands for absent."""
+
+
+class Informer(Generic[T]):
+    """The objects under one prefix, kept current by a watch.
+
+    Args:
+        store: The store to list and watch.
+        prefix: The key prefix (e.g. ``/instances/``).
+        decode: Turns a stored value into an object; raises ValueError (or a
+            pydantic ValidationError, a ValueError) for a bad one.
+        clock: Time for the backoff after the store goes away.
+
+    """
+
+    def __init__(
+        self, store: StateStore, prefix: str, decode: Callable[[bytes], T], clock: Clock
+    ) -> None:
+        self.store = store
+        self.prefix = prefix
+        self.decode = decode
+        self.clock = clock
+        self.revision = 0
+        """The store revision this cache reflects (0 before the first list)."""
+        self.synced = anyio.Event()
+        """Set once the first list is in the cache."""
+        self.relists = 0
+        """How many times the cache was rebuilt after a gap (a metric)."""
+        self._objects: dict[str, T] = {}
+        self._listeners: list[Listener[T]] = []
+        self._indexers: dict[str, Callable[[T], Iterable[str]]] = {}
+        self._indexes: dict[str, dict[str, set[str]]] = {}
+        self._waiters: list[tuple[int, anyio.Event]] = []
+
+    # --- reading ---------------------------------------------------------
+
+    def get(self, key: str) -> T | None:
+        """Return the object at ``key``, or None."""
+        return self._objects.get(key)
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._objects)
+
+    def values(self) -> list[T]:
+        """Return every cached object (a copy of the list; the objects are shared)."""
+        return list(self._objects.values())
+
+    def by_index(self, index: str, value: str) -> list[T]:
+        """Return the objects whose ``index`` function yields ``value``.
+
+        Raises:
+            KeyError: no index of that name.
+
+        """
+        keys = self._indexes[index].get(value, set())
+        return [self._objects[key] for key in sorted(keys)]
+
+    async def caught_up(self, revision: int) -> None:
+        """Wait until the cache reflects ``revision`` (a write under this prefix)."""
+        if self.revision >= revision:
+            await anyio.lowlevel.checkpoint()
+            return
+        reached = anyio.Event()
+        self._waiters.append((revision, reached))
+        await reached.wait()
+
+    # --- wiring ----------------------------------------------------------
+
+    def listen(self, listener: Listener[T]) -> None:
+        """Call ``listener(key, old, new)`` on every change from now on."""
+        self._listeners.append(listener)
+
+    def add_index(self, name: str, values: Callable[[T], Iterable[str]]) -> None:
+        """Keep an index ``name`` from each object to the strings ``values`` gives."""
+        self._indexers[name] = values
+        index: dict[str, set[str]] = {}
+        for key, obj in self._objects.items():
+            for value in values(obj):
+                index.setdefault(value, set()).add(key)
+        self._indexes[name] = index
+
+    # --- running ---------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """List, then follow the watch; relist after any gap. Started once the first list is in.
+
+        Never returns; cancel it to stop. A store that cannot be reached is
+        waited out with a backoff (1 s doubling to 10 s), the cache kept as it was.
+        """
+        backoff = Backoff(self.clock)
+        started = False
+        while True:
+            try:
+                listed = await self.store.list(self.prefix)
+                self._replace(listed.items, listed.revision)
+                if not started:
+                    started = True
+                    self.synced.set()
+                    task_status.started()
+                backoff.reset()
+                async for event in self.store.watch(self.prefix, listed.revision + 1):
+                    self._apply(event)
+            except Compacted:
+                log.info("cache of %s fell behind the store's history: listing again", self.prefix)
+            except Unavailable as exc:
+                log.warning(
+                    "cache of %s lost its store (%s); listing again in %g s",
+                    self.prefix,
+                    exc,
+                    backoff.delay,
+                )
+                await backoff.wait()
+            self.relists += 1
+
+    def _replace(self, items: list[KeyValue], revision: int) -> None:
+        """Make the cache what a list at ``revision`` says, telling listeners the differences."""
+        fresh: dict[str, T] = {}
+        for kv in items:
+            obj = self._decoded(kv.key, kv.value)
+            if obj is not None:
+                fresh[kv.key] = obj
+        for key in [k for k in self._objects if k not in fresh]:
+            self._set(key, None)
+        for key, obj in fresh.items():
+            if self._objects.get(key) != obj:
+                self._set(key, obj)
+        self._advance(revision)
+
+    def _apply(self, event: WatchEvent) -> None:
+        key = event.kv.key
+        if event.kind == EventKind.DELETE:
+            self._set(key, None)
+        else:
+            self._set(key, self._decoded(key, event.kv.value))
+        self._advance(event.revision)
+
+    def _set(self, key: str, new: T | None) -> None:
+        old = self._objects.get(key)
+        if old is None and new is None:
+            return
+        for name, values in self._indexers.items():
+            index = self._indexes[name]
+            if old is not None:
+                for value in values(old):
+                    keys = index.get(value)
+                    if keys is not None:
+                        keys.discard(key)
+                        if not keys:
+                            del index[value]
+            if new is not None:
+                for value in values(new):
+                    index.setdefault(value, set()).add(key)
+        if new is None:
+            del self._objects[key]
+        else:
+            self._objects[key] = new
+        for listener in self._listeners:
+            listener(key, old, new)
+
+    def _advance(self, revision: int) -> None:
+        self.revision = max(self.revision, revision)
+        waiting = []
+        for wanted, reached in self._waiters:
+            if wanted <= self.revision:
+                reached.set()
+            else:
+                waiting.append((wanted, reached))
+        self._waiters = waiting
+
+    def _decoded(self, key: str, value: bytes) -> T | None:
+        try:
+            return self.decode(value)
+        except ValueError as exc:
+            log.error("cache of %s: ignoring %s, which cannot be read: %s", self.prefix, key, exc)
+            return None

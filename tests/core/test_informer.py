@@ -1,0 +1,153 @@
+"""The informer: a prefix's cache fed by list-then-watch, on memory, SQLite and a real etcd.
+
+Every wait is bounded; changes are awaited through the cache's own
+``caught_up``, never by sleeping.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from shoal.core._clock import SystemClock
+from shoal.core._informer import Informer
+from shoal.interfaces import StateStore, WatchEvent
+from shoal.state import EtcdStore, MemoryStore, SqliteStore
+from tests.state.conftest import isolated_etcd_store
+from tests.state.support import running_etcd
+
+pytestmark = pytest.mark.anyio
+
+PREFIX = "/things/"
+
+
+@pytest.fixture(scope="module")
+def etcd_endpoint() -> Iterator[str]:
+    with running_etcd() as member:
+        yield member.endpoint
+
+
+@pytest.fixture(params=["memory", "sqlite", "etcd"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StateStore]:
+    if request.param == "memory":
+        async with MemoryStore() as memory:
+            yield memory
+    elif request.param == "sqlite":
+        async with SqliteStore(tmp_path / "state.db", recent_history=8) as sqlite:
+            yield sqlite
+    else:
+        async with isolated_etcd_store(request.getfixturevalue("etcd_endpoint")) as etcd:
+            yield etcd
+
+
+def decode(value: bytes) -> dict[str, str]:
+    data = json.loads(value)
+    if not isinstance(data, dict):
+        raise ValueError("not an object")
+    return data
+
+
+async def put(store: StateStore, name: str, **fields: str) -> int:
+    return await store.put(f"{PREFIX}{name}", json.dumps(fields).encode())
+
+
+async def test_the_cache_lists_then_follows_every_change_in_order(store: StateStore) -> None:
+    await put(store, "a", node="n1")
+    await put(store, "b", node="n2")
+    await store.put("/elsewhere/x", b"{}")
+    informer = Informer(store, PREFIX, decode, SystemClock())
+    informer.add_index("node", lambda thing: [thing["node"]])
+    seen: list[tuple[str, str | None, str | None]] = []
+    informer.listen(
+        lambda key, old, new: seen.append(
+            (key, None if old is None else old["node"], None if new is None else new["node"])
+        )
+    )
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            await tg.start(informer.run)
+            assert sorted(informer) == [f"{PREFIX}a", f"{PREFIX}b"]
+            assert [t["node"] for t in informer.by_index("node", "n1")] == ["n1"]
+
+            await put(store, "a", node="n2")
+            await put(store, "c", node="n1")
+            last = await store.delete(f"{PREFIX}b")
+            assert last is not None
+            await informer.caught_up(last)
+            assert informer.revision >= last
+            assert sorted(informer) == [f"{PREFIX}a", f"{PREFIX}c"]
+            assert informer.by_index("node", "n2") == [{"node": "n2"}]
+            assert informer.by_index("node", "n1") == [{"node": "n1"}]
+            tg.cancel_scope.cancel()
+    assert seen == [
+        (f"{PREFIX}a", None, "n1"),
+        (f"{PREFIX}b", None, "n2"),
+        (f"{PREFIX}a", "n1", "n2"),
+        (f"{PREFIX}c", None, "n1"),
+        (f"{PREFIX}b", "n2", None),
+    ]
+
+
+async def test_a_record_that_cannot_be_read_is_absent_not_fatal(store: StateStore) -> None:
+    await store.put(f"{PREFIX}bad", b"[1, 2]")
+    informer = Informer(store, PREFIX, decode, SystemClock())
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            await tg.start(informer.run)
+            assert informer.get(f"{PREFIX}bad") is None
+            revision = await put(store, "good", node="n1")
+            await informer.caught_up(revision)
+            assert list(informer) == [f"{PREFIX}good"]
+            tg.cancel_scope.cancel()
+
+
+async def test_a_watch_that_falls_behind_compacted_history_relists_and_misses_nothing(
+    store: StateStore,
+) -> None:
+    """The cache's watch is cut off; the history it needs is compacted; it relists.
+
+    Listeners then hear, as changes, exactly what happened while it was cut
+    off: an update, a delete and a create.
+    """
+    assert isinstance(store, MemoryStore | SqliteStore | EtcdStore)
+    await put(store, "keep", node="n1")
+    await put(store, "gone", node="n1")
+    await put(store, "moved", node="n1")
+    informer = Informer(store, PREFIX, decode, SystemClock())
+    seen: list[tuple[str, bool, bool]] = []
+    informer.listen(lambda key, old, new: seen.append((key, old is not None, new is not None)))
+    cut = anyio.Event()
+    real_watch = store.watch
+
+    async def watch_after_a_gap(
+        prefix: str, start_revision: int | None = None
+    ) -> AsyncIterator[WatchEvent]:
+        if not cut.is_set():  # the first watch: stalls, then finds its history compacted
+            await cut.wait()
+            await store.compact(await store.revision())
+        async for event in real_watch(prefix, start_revision):
+            yield event
+
+    store.watch = watch_after_a_gap  # type: ignore[method-assign]
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            await tg.start(informer.run)
+            seen.clear()
+            await put(store, "moved", node="n2")
+            await store.delete(f"{PREFIX}gone")
+            last = await put(store, "new", node="n3")
+            cut.set()
+            await informer.caught_up(last)
+            assert informer.relists == 1
+            assert sorted(informer) == [f"{PREFIX}keep", f"{PREFIX}moved", f"{PREFIX}new"]
+            assert informer.get(f"{PREFIX}moved") == {"node": "n2"}
+            tg.cancel_scope.cancel()
+    assert sorted(seen) == [
+        (f"{PREFIX}gone", True, False),
+        (f"{PREFIX}moved", True, True),
+        (f"{PREFIX}new", False, True),
+    ]

@@ -1,0 +1,96 @@
+"""The work queue: one pass per burst of changes, one worker per key, retries that back off."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+from anyio import wait_all_tasks_blocked
+
+from shoal.core._clock import ManualClock
+from shoal.core._workqueue import QueueClosed, WorkQueue
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_key_added_many_times_is_handed_out_once() -> None:
+    queue = WorkQueue(ManualClock())
+    for key in ("a", "b", "a", "a", "b", "c"):
+        queue.add(key)
+    assert len(queue) == 3
+    assert [await queue.get() for _ in range(3)] == ["a", "b", "c"]
+    assert len(queue) == 0
+
+
+async def test_a_key_added_while_in_progress_waits_for_done_then_comes_back() -> None:
+    queue = WorkQueue(ManualClock())
+    queue.add("a")
+    assert await queue.get() == "a"
+    queue.add("a")  # a change while a worker has it
+    queue.add("b")
+    assert await queue.get() == "b"  # never "a" twice at once
+    assert len(queue) == 0
+    queue.done("a")
+    assert await queue.get() == "a"  # the change is not lost
+
+
+async def test_a_worker_waits_for_a_key_and_close_ends_it() -> None:
+    queue = WorkQueue(ManualClock())
+    got: list[str] = []
+
+    async def worker() -> None:
+        try:
+            while True:
+                key = await queue.get()
+                got.append(key)
+                queue.done(key)
+        except QueueClosed:
+            got.append("closed")
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker)
+            await wait_all_tasks_blocked()
+            queue.add("x")
+            await wait_all_tasks_blocked()
+            assert got == ["x"]
+            queue.close()
+    assert got == ["x", "closed"]
+
+
+async def test_retries_back_off_per_key_and_forget_resets_them() -> None:
+    clock = ManualClock()
+    queue = WorkQueue(clock, first=1.0, cap=4.0)
+    delays = [queue.retry("a") for _ in range(4)]
+    assert delays == [1.0, 2.0, 4.0, 4.0]
+    assert queue.failures("a") == 4
+    queue.forget("a")
+    assert queue.retry("a") == 1.0
+    assert queue.retry("b") == 1.0  # every key has its own backoff
+
+
+async def test_a_delayed_key_is_handed_out_when_the_clock_reaches_it() -> None:
+    clock = ManualClock()
+    queue = WorkQueue(clock)
+    queue.add_after("later", 10.0)
+    got: list[str] = []
+
+    async def worker() -> None:
+        got.append(await queue.get())
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker)
+            await wait_all_tasks_blocked()
+            clock.advance(9.0)
+            await wait_all_tasks_blocked()
+            assert got == []
+            clock.advance(1.0)
+    assert got == ["later"]
+
+
+async def test_the_token_bucket_spaces_out_a_storm_of_retries() -> None:
+    clock = ManualClock()
+    queue = WorkQueue(clock, first=0.0, rate=10.0, burst=5)
+    delays = [queue.retry(f"k{i}") for i in range(8)]
+    assert delays[:5] == [0.0] * 5  # the burst
+    assert delays[5:] == pytest.approx([0.1, 0.2, 0.3])  # then ten a second
