@@ -55,6 +55,7 @@ from shoal.interfaces import (
     Unavailable,
     WatchEvent,
     WorkloadSpec,
+    event_key,
 )
 from shoal.runtime import MockRuntime
 from shoal.state import MemoryStore, SqliteStore
@@ -158,14 +159,20 @@ def dump(model: Instance | Node | Event) -> bytes:
     return model.model_dump_json().encode()
 
 
-def event(actor: str) -> Event:
+def event(actor: str, event_id: str = "1") -> Event:
     return Event(
+        id=event_id,
         time=START,
         object=ObjectRef(kind="Node", name=actor),
         reason="Tested",
         message="a test event",
         actor=Actor(id=actor, via="node-loop"),
     )
+
+
+def filed(actor: str, event_id: str = "1") -> str:
+    """The key an event of ``actor`` is filed under: its object's prefix, then its id."""
+    return event_key("Node", None, actor, event_id)
 
 
 async def place(store: StateStore, inst: Instance) -> int:
@@ -255,7 +262,8 @@ async def test_a_worker_node_loop_runs_its_instances_through_a_server(store: Sta
     other = await store.get(ikey("web-2"))
     assert other is not None
     assert Instance.model_validate_json(other.value).state == InstanceState.SCHEDULED
-    events = [Event.model_validate_json(kv.value) for kv in (await store.list("/events/")).items]
+    stored = (await store.list("/events/")).items
+    events = sorted((Event.model_validate_json(kv.value) for kv in stored), key=lambda e: e.id)
     assert [e.reason for e in events] == ["Registered", "Started", "Removed"]
     assert {e.actor.id for e in events} == {"w1"}
 
@@ -324,7 +332,8 @@ async def test_every_report_of_the_real_node_loop_passes_the_policy(
         assert await settle() is None
         assert list(await runtime.list()) == []
 
-    events = [Event.model_validate_json(kv.value) for kv in (await store.list("/events/")).items]
+    stored = (await store.list("/events/")).items
+    events = sorted((Event.model_validate_json(kv.value) for kv in stored), key=lambda e: e.id)
     assert [e.reason for e in events if e.actor.id == "w1"] == [
         "Registered",
         "Started",
@@ -419,7 +428,7 @@ def test_registering_and_recording_events_always_create_the_key() -> None:
     assert WorkerScope(caller, None).check_put("/nodes/w1", record, None, None) == Write(record, 0)
     registered = WorkerScope(caller, ident.node_id)
     event_value = dump(event("w1"))
-    assert registered.check_put("/events/1", event_value, None, None) == Write(event_value, 0)
+    assert registered.check_put(filed("w1"), event_value, None, None) == Write(event_value, 0)
     # Once registered, the record is only ever updated with compare-and-swap.
     stored = KeyValue("/nodes/w1", record, 2, 5, 1)
     with pytest.raises(Forbidden, match="must update /nodes/w1 with compare-and-swap"):
@@ -647,20 +656,25 @@ async def test_an_unregistered_key_may_only_register(store: StateStore) -> None:
 
 
 async def test_events_are_recorded_only_as_the_caller_and_only_once(store: StateStore) -> None:
+    key = filed("w1")
     async with serving(store) as address, worker("w1", address) as remote:
         with pytest.raises(Forbidden, match="only record events it did itself"):
-            await remote.put("/events/1", dump(event("w2")))
-        revision = await remote.put("/events/1", dump(event("w1")))
-        with pytest.raises(RevisionConflict, match="already exists"):
+            await remote.put(filed("w2"), dump(event("w2")))
+        with pytest.raises(
+            Forbidden, match=f"filed under its object and id: /events/1 should be {key}"
+        ):
             await remote.put("/events/1", dump(event("w1")))
+        revision = await remote.put(key, dump(event("w1")))
+        with pytest.raises(RevisionConflict, match="already exists"):
+            await remote.put(key, dump(event("w1")))
         with pytest.raises(Forbidden, match="events are only ever created"):
-            await remote.put("/events/1", dump(event("w1")), expected_revision=revision)
-        with pytest.raises(Forbidden, match="may not read /events/1"):
-            await remote.get("/events/1")
-        with pytest.raises(Forbidden, match="may not delete /events/1"):
-            await remote.delete("/events/1")
+            await remote.put(key, dump(event("w1")), expected_revision=revision)
+        with pytest.raises(Forbidden, match=f"may not read {key}"):
+            await remote.get(key)
+        with pytest.raises(Forbidden, match=f"may not delete {key}"):
+            await remote.delete(key)
     events = (await store.list("/events/")).items
-    assert [(kv.key, kv.mod_revision) for kv in events] == [("/events/1", revision)]
+    assert [(kv.key, kv.mod_revision) for kv in events] == [(key, revision)]
 
 
 async def test_a_node_records_a_limited_number_of_events_a_minute(store: StateStore) -> None:
@@ -671,18 +685,18 @@ async def test_a_node_records_a_limited_number_of_events_a_minute(store: StateSt
         worker("w2", address) as other,
     ):
         for n in range(3):
-            await remote.put(f"/events/w1-{n}", dump(event("w1")))
+            await remote.put(filed("w1", f"e{n}"), dump(event("w1", f"e{n}")))
         too_many = "node 'w1' records too many events: at most 3 a minute"
         with pytest.raises(Forbidden, match=too_many):
-            await remote.put("/events/w1-3", dump(event("w1")))
-        await other.put("/events/w2-0", dump(event("w2")))  # each node has its own budget
+            await remote.put(filed("w1", "e3"), dump(event("w1", "e3")))
+        await other.put(filed("w2", "e0"), dump(event("w2", "e0")))  # each node has its own budget
         now += 59
         with pytest.raises(Forbidden, match=too_many):
-            await remote.put("/events/w1-3", dump(event("w1")))
+            await remote.put(filed("w1", "e3"), dump(event("w1", "e3")))
         now += 1  # the first three left the window; the refused ones never counted
-        await remote.put("/events/w1-3", dump(event("w1")))
+        await remote.put(filed("w1", "e3"), dump(event("w1", "e3")))
     keys = sorted(kv.key for kv in (await store.list("/events/")).items)
-    assert keys == ["/events/w1-0", "/events/w1-1", "/events/w1-2", "/events/w1-3", "/events/w2-0"]
+    assert keys == [filed("w1", f"e{n}") for n in range(4)] + [filed("w2", "e0")]
 
 
 async def test_keys_outside_the_scope_are_forbidden(store: StateStore) -> None:

@@ -13,6 +13,7 @@ caller's scope only, decided per call by :class:`WorkerScope`::
     /instances/...    if assigned  assigned only  assigned, CAS, same uid, node  assigned, CAS
                                                   and key; status fields only
     /events/...       -            -              a new key, actor = caller,     -
+                                                  filed under its object,
                                                   at most 600 a minute
     Revision: any authenticated caller.     Everything else: Forbidden.
 
@@ -48,6 +49,9 @@ from typing import NamedTuple, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from shoal.interfaces import (
+    EVENTS,
+    INSTANCES,
+    NODES,
     Event,
     EventKind,
     Forbidden,
@@ -58,6 +62,7 @@ from shoal.interfaces import (
     RevisionConflict,
     Unauthenticated,
     WatchEvent,
+    event_key,
 )
 
 from ._nodeauth import Caller
@@ -74,9 +79,6 @@ __all__ = [
     "parse_document",
 ]
 
-NODES = "/nodes/"
-INSTANCES = "/instances/"
-EVENTS = "/events/"
 
 # What a node reports about an instance it runs (shoal.core._nodeloop, _probes):
 # Instance.transition sets state, reason and message; the reports add ready,
@@ -239,6 +241,13 @@ class WorkerScope:
                     key=key,
                 )
             event = parse_document(key, value, Event)
+            about = event.object
+            filed = event_key(about.kind, about.namespace, about.name, event.id)
+            if key != filed:
+                raise Forbidden(
+                    f"an event is filed under its object and id: {key} should be {filed}",
+                    key=key,
+                )
             if event.actor.id != self.caller.name:
                 raise Forbidden(
                     f"node {self.caller.name!r} may only record events it did itself "

@@ -101,6 +101,7 @@ class ControlLoop:
         backoff_base: float = 1.0,
         backoff_cap: float = 300.0,
         keep_events: int = 5000,
+        keep_events_for: float = 7 * 24 * 3600.0,
     ) -> None:
         self.repo = Repository(store, clock)
         self.store = store
@@ -110,6 +111,7 @@ class ControlLoop:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.keep_events = keep_events
+        self.keep_events_for = keep_events_for
         self.passes = 0
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -152,7 +154,7 @@ class ControlLoop:
         for stored_workload in workloads:
             await pass_.write_status(stored_workload)
         if self.passes % 100 == 0:
-            await self.repo.prune_events(self.keep_events)
+            await self.repo.prune_events(self.keep_events, self.keep_events_for)
         return 0 if pass_.again else None
 
 

@@ -1,11 +1,16 @@
 """Typed access to the state store: key layout, encoding, CAS updates, events.
 
-Key layout (values are JSON)::
+The key layout is a contract with the worker scope, so it lives in
+:mod:`shoal.interfaces._layout` (values are JSON)::
 
-    /workloads/{namespace}/{name}   Workload
-    /instances/{namespace}/{name}   Instance
-    /nodes/{name}                   Node
-    /events/{micros}-{seq}-{random} Event, ordered by time
+    /workloads/{namespace}/{name}                      Workload
+    /instances/{namespace}/{name}                      Instance
+    /nodes/{name}                                      Node
+    /events/{kind}/{namespace|-}/{name}/{micros}-{seq}-{random}
+                                                       Event, under its object, by time
+
+Events are read per object (or per kind), and pruned by count and age from
+their keys alone.
 
 A node's ``heartbeat_at`` changes every 10 s; no pass of the leader's
 loops needs to run for it (the membership sync times silence on its resync
@@ -28,8 +33,13 @@ from typing import Generic, TypeVar
 from pydantic import BaseModel
 
 from shoal.interfaces import (
+    EVENTS,
+    INSTANCES,
+    NODES,
+    WORKLOADS,
     Actor,
     Clock,
+    DeleteOp,
     Event,
     EventKind,
     EventType,
@@ -42,6 +52,12 @@ from shoal.interfaces import (
     StateStore,
     WatchEvent,
     Workload,
+    event_id_of,
+    event_key,
+    event_prefix,
+    instance_key,
+    node_key,
+    workload_key,
 )
 
 __all__ = [
@@ -51,34 +67,16 @@ __all__ = [
     "WORKLOADS",
     "Repository",
     "Stored",
+    "event_store_key",
     "instance_key",
     "node_key",
     "only_heartbeat",
     "workload_key",
 ]
 
-WORKLOADS = "/workloads/"
-INSTANCES = "/instances/"
-NODES = "/nodes/"
-EVENTS = "/events/"
 
 M = TypeVar("M", bound=BaseModel)
 _SEQUENCE = itertools.count()
-
-
-def workload_key(namespace: str, name: str) -> str:
-    """Return the store key of a workload."""
-    return f"{WORKLOADS}{namespace}/{name}"
-
-
-def instance_key(namespace: str, name: str) -> str:
-    """Return the store key of an instance."""
-    return f"{INSTANCES}{namespace}/{name}"
-
-
-def node_key(name: str) -> str:
-    """Return the store key of a node."""
-    return f"{NODES}{name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,8 +201,8 @@ class Repository:
 
     @staticmethod
     def event_op(event: Event) -> PutOp:
-        """Return the transaction operation that stores ``event``."""
-        return PutOp(f"{EVENTS}{event.id}", event.model_dump_json().encode())
+        """Return the transaction operation that stores ``event``, filed under its object."""
+        return PutOp(event_store_key(event), event.model_dump_json().encode())
 
     async def record(
         self,
@@ -218,20 +216,66 @@ class Repository:
     ) -> Event:
         """Persist an event and return it."""
         event = self.new_event(obj, reason, message, actor, event_type=event_type, details=details)
-        await self.put(f"{EVENTS}{event.id}", event)
+        await self.put(event_store_key(event), event)
         return event
 
-    async def list_events(self) -> list[Event]:
-        """Return every stored event, oldest first."""
-        return [stored.value for stored in await self._list(EVENTS, Event)]
+    async def list_events(
+        self, kind: str | None = None, namespace: str | None = None, name: str | None = None
+    ) -> list[Event]:
+        """Return the events about one object (or of one kind, or all), oldest first.
 
-    async def prune_events(self, keep: int) -> int:
-        """Delete all but the newest ``keep`` events; return how many were deleted."""
+        Reads only the object's (or the kind's) prefix, never every event. With
+        ``kind`` and ``name`` but no ``namespace``, the kind's events of that name
+        in any namespace.
+        """
+        exact = name is not None and (
+            namespace is not None or (kind or "").lower() in _UNNAMESPACED_KINDS
+        )
+        prefix = event_prefix(kind, namespace, name if exact else None)
+        result = await self.store.list(prefix)
+        events = []
+        for kv in sorted(result.items, key=lambda kv: event_id_of(kv.key)):
+            event = Event.model_validate_json(kv.value)
+            if name is None or event.object.name == name:
+                events.append(event)
+        return events
+
+    async def prune_events(self, keep: int, max_age: float | None = None) -> int:
+        """Delete all but the newest ``keep`` events, and any older than ``max_age`` s.
+
+        Reads only the keys' event ids (which start with the time), never the
+        events; deletes in transactions of up to :data:`DELETE_BATCH` keys.
+        Returns how many were deleted.
+        """
         result = await self.store.list(EVENTS)
-        excess = result.items[: max(len(result.items) - keep, 0)]
-        for kv in excess:
-            await self.store.delete(kv.key)
-        return len(excess)
+        keys = sorted((kv.key for kv in result.items), key=event_id_of)
+        doomed = keys[: max(len(keys) - keep, 0)]
+        if max_age is not None:
+            cutoff = int((self.clock.now().timestamp() - max_age) * 1_000_000)
+            doomed += [k for k in keys[len(doomed) :] if _micros(event_id_of(k)) < cutoff]
+        for start in range(0, len(doomed), DELETE_BATCH):
+            batch = doomed[start : start + DELETE_BATCH]
+            await self.store.txn([], [DeleteOp(key) for key in batch])
+        return len(doomed)
+
+
+DELETE_BATCH = 128
+"""Most keys one pruning transaction deletes."""
+
+_UNNAMESPACED_KINDS = frozenset({"node", "key", "cluster"})
+"""Kinds of objects without a namespace: their events are filed under ``-``."""
+
+
+def event_store_key(event: Event) -> str:
+    """Return the key ``event`` is stored at: under the object it is about."""
+    obj = event.object
+    return event_key(obj.kind, obj.namespace, obj.name, event.id)
+
+
+def _micros(event_id: str) -> int:
+    """Return the time (µs since the epoch) an event id starts with; 0 if it has none."""
+    head = event_id.split("-", 1)[0]
+    return int(head) if head.isdigit() else 0
 
 
 def only_heartbeat(event: WatchEvent) -> bool:

@@ -257,15 +257,13 @@ class ShoalService:
         instance = await self.get_instance(name, namespace)
         node = None if instance.node is None else await self.repo.get_node(instance.node)
         workload = await self.repo.get_workload(namespace, instance.workload)
-        events = [
-            e
-            for e in await self.repo.list_events()
-            if e.object.namespace == namespace
-            and (
-                (e.object.kind == "Instance" and e.object.name == name)
-                or (e.object.kind == "Workload" and e.object.name == instance.workload)
-            )
-        ]
+        events = sorted(
+            [
+                *await self.repo.list_events("Instance", namespace, name),
+                *await self.repo.list_events("Workload", namespace, instance.workload),
+            ],
+            key=lambda e: e.id,
+        )
         return explain_instance(
             instance,
             None if node is None else node.value,
@@ -497,7 +495,7 @@ class ShoalService:
             raise InvalidInput(f"limit must be at least 1, got {limit}", field="limit")
         events = [
             e
-            for e in await self.repo.list_events()
+            for e in await self.repo.list_events(kind, namespace, name)
             if (kind is None or e.object.kind.lower() == kind.lower())
             and (name is None or e.object.name == name)
             and (namespace is None or e.object.namespace == namespace)

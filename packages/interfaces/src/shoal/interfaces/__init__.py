@@ -46,6 +46,18 @@ if TYPE_CHECKING:
         InstanceState,
         ScheduleFailure,
     )
+    from ._layout import (
+        EVENTS,
+        INSTANCES,
+        NODES,
+        WORKLOADS,
+        event_id_of,
+        event_key,
+        event_prefix,
+        instance_key,
+        node_key,
+        workload_key,
+    )
     from ._node import NODE_TRANSITIONS, Capacity, GossipState, Node
     from ._quantity import Cpu, Memory, format_cpu, format_memory, parse_cpu, parse_memory
     from ._roles import NodeRole
@@ -112,6 +124,16 @@ if TYPE_CHECKING:
     )
 
 _LAZY = {
+    "EVENTS": "._layout",
+    "INSTANCES": "._layout",
+    "NODES": "._layout",
+    "WORKLOADS": "._layout",
+    "event_id_of": "._layout",
+    "event_key": "._layout",
+    "event_prefix": "._layout",
+    "instance_key": "._layout",
+    "node_key": "._layout",
+    "workload_key": "._layout",
     "describe_fields": "._fielddocs",
     "fields_described": "._fielddocs",
     "Clock": "._clock",
@@ -233,10 +255,14 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "DATA_DIR_LOCK",
+    "EVENTS",
+    "INSTANCES",
     "INSTANCE_TRANSITIONS",
+    "NODES",
     "NODE_KEY_FILE",
     "NODE_TRANSITIONS",
     "PLACED_STATES",
+    "WORKLOADS",
     "Actor",
     "ApplyResult",
     "Capacity",
@@ -332,10 +358,16 @@ __all__ = [
     "describe_fields",
     "describe_validation_error",
     "error_from_body",
+    "event_id_of",
+    "event_key",
+    "event_prefix",
     "fields_described",
     "format_cpu",
     "format_memory",
+    "instance_key",
+    "node_key",
     "parse_cpu",
     "parse_memory",
     "parse_workload_documents",
+    "workload_key",
 ]
