@@ -152,19 +152,26 @@ def merged_view(layers: list[Path], mountpoint: Path) -> Iterator[Path]:
         subprocess.run(["umount", str(mountpoint)], check=True)
 
 
-def _free_port() -> int:
+def _free_port(address: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((address, 0))
         port: int = sock.getsockname()[1]
         return port
 
 
 class LoopbackRegistry:
-    """Debian's ``docker-registry`` on 127.0.0.1, with ``skopeo`` to push layouts into it."""
+    """Debian's ``docker-registry`` on 127.0.0.1, with ``skopeo`` to push layouts into it.
 
-    def __init__(self, root: Path) -> None:
+    ``address`` puts it on another address of this host; ``tls`` (certificate
+    and key PEM files) makes it serve HTTPS.
+    """
+
+    def __init__(
+        self, root: Path, *, address: str = "127.0.0.1", tls: tuple[Path, Path] | None = None
+    ) -> None:
         self.root = root
-        self.host = f"127.0.0.1:{_free_port()}"
+        self.host = f"{address}:{_free_port(address)}"
+        self.tls = tls
         self._ready = threading.Event()
         self._log: list[str] = []
         self._process: subprocess.Popen[str] | None = None
@@ -186,6 +193,11 @@ class LoopbackRegistry:
             "log:\n  level: info\n  accesslog:\n    disabled: true\n"
             f"storage:\n  filesystem:\n    rootdirectory: {self.root / 'data'}\n"
             f"http:\n  addr: {self.host}\n  secret: shoal-tests\n"
+            + (
+                ""
+                if self.tls is None
+                else f"  tls:\n    certificate: {self.tls[0]}\n    key: {self.tls[1]}\n"
+            )
         )
         self._process = subprocess.Popen(
             ["docker-registry", "serve", str(config)],

@@ -309,9 +309,9 @@ def create_app(
         return await svc.stats(name, namespace)
 
     @v1.get("/images", tags=["images"])
-    async def list_images(svc: Viewer) -> list[ImageInfo]:
-        """List the images on this node."""
-        return await svc.list_images()
+    async def list_images(svc: Viewer, node: str | None = None) -> list[ImageInfo]:
+        """List the images on a node: this one by default, or any node of the cluster."""
+        return await svc.list_images(node)
 
     @v1.post("/images/pull", tags=["images"], response_class=JsonLines, status_code=200)
     async def pull_image(body: PullRequest, svc: Operator) -> JsonLines:

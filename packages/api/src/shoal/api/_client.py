@@ -245,9 +245,11 @@ class ShoalClient:
         }
         return await self._call("POST", "/v1/events", interfaces.Event, json_body=body)
 
-    async def list_images(self) -> list[ImageInfo]:
-        """Return the images on the server's node."""
-        return await self._call("GET", "/v1/images", list[interfaces.ImageInfo])
+    async def list_images(self, node: str | None = None) -> list[ImageInfo]:
+        """Return the images on ``node`` (the server's own by default)."""
+        return await self._call(
+            "GET", "/v1/images", list[interfaces.ImageInfo], params={"node": node}
+        )
 
     async def pull_image(
         self, reference: str, *, progress: Callable[[ImageProgress], object] | None = None

@@ -119,6 +119,17 @@ def agent(
     registry: Annotated[
         str | None, typer.Option(help="Default registry host[:port] for unqualified images.")
     ] = None,
+    insecure_registry: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Registry HOST[:PORT] spoken to over plain HTTP, on a trusted network only "
+            "(repeatable; loopback registries always are)."
+        ),
+    ] = None,
+    registry_ca: Annotated[
+        Path | None,
+        typer.Option(help="PEM file of a private CA that registries' certificates chain to."),
+    ] = None,
     bridge: Annotated[
         str | None,
         typer.Option(
@@ -204,6 +215,8 @@ def agent(
             "runtime": runtime.value,
             "network": network.value,
             "default_registry": registry,
+            "insecure_registries": insecure_registry or [],
+            "registry_ca": registry_ca,
             "bridge": bridge,
             "bridge_subnet": bridge_subnet,
             "state": state.value,

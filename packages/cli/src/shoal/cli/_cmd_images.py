@@ -19,14 +19,18 @@ if TYPE_CHECKING:
 # --- images --------------------------------------------------------------
 
 
+@images_app.command("ls", hidden=True)
 @images_app.command("list")
 def images_list(
     output: Annotated[Format, typer.Option("--output", "-o")] = Format.TABLE,
+    node: Annotated[
+        str | None, typer.Option(help="The node whose images to list [default: the server's].")
+    ] = None,
 ) -> None:
-    """List the images on the node."""
+    """List the images on the server's node, or on any node of the cluster (--node)."""
 
     async def call(shoal: ShoalClient) -> None:
-        images = await shoal.list_images()
+        images = await shoal.list_images(node)
         if output != Format.TABLE:
             render(out, images, output, "images")
             return

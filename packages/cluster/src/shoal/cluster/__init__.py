@@ -15,11 +15,14 @@ and the join token, and checked by a :class:`CallVerifier`, which names the
 :class:`Caller`. :class:`NodeChannel` makes such calls and :func:`serve_grpc`
 serves them. Servers serve :class:`StateGateway`, a worker's scoped view of
 the cluster state; a worker's node loop uses it through :class:`RemoteStore`,
-the StateStore of a node that keeps none.
+the StateStore of a node that keeps none. Nodes that keep images serve
+:class:`ImageGateway`, and a worker fetches an image it lacks from a server
+through :class:`RemoteImages`.
 """
 
 from ._fanout import MemberEvents
 from ._grpc_base import NodeChannel, check_listenable, serve_grpc
+from ._grpc_images import ImageGateway, RemoteImages
 from ._grpc_pods import PodGateway, RemotePods
 from ._grpc_remote_store import RemoteStore, check_accepted
 from ._grpc_state import StateGateway
@@ -52,6 +55,7 @@ __all__ = [
     "LEAVING_TAG",
     "CallVerifier",
     "Caller",
+    "ImageGateway",
     "MemberEventRecord",
     "MemberEvents",
     "NodeChannel",
@@ -59,6 +63,7 @@ __all__ = [
     "PodGateway",
     "QueryEventRecord",
     "QueryRecord",
+    "RemoteImages",
     "RemotePods",
     "RemoteStore",
     "SerfCluster",

@@ -10,6 +10,9 @@ gossip key encrypts Serf, the join token authenticates every gRPC call. Then
   store (:class:`~shoal.cluster.StateGateway`);
 * nodes that run instances serve the ``Pods`` service (logs, exec, stats)
   to servers of the same cluster (:class:`~shoal.cluster.PodGateway`);
+* nodes that keep images serve the ``Images`` service to the cluster's
+  nodes (:class:`~shoal.cluster.ImageGateway`), and a worker's image store
+  fetches an image it lacks from the servers (:meth:`Clustering.image_peers`);
 * workers keep no store: their node loop uses a
   :class:`~shoal.cluster.RemoteStore` over any alive server found in gossip,
   moving to another one when theirs stops answering.
@@ -28,9 +31,11 @@ import grpc
 from shoal.cluster import (
     Caller,
     CallVerifier,
+    ImageGateway,
     NodeChannel,
     NodeIdentity,
     PodGateway,
+    RemoteImages,
     RemotePods,
     RemoteStore,
     SerfCluster,
@@ -42,6 +47,8 @@ from shoal.interfaces import (
     ContainerRuntime,
     Forbidden,
     GossipState,
+    ImagePeer,
+    ImageShare,
     InvalidInput,
     Member,
     Node,
@@ -165,6 +172,7 @@ class Clustering:
         self.verifier = CallVerifier(token)
         self._serf: SerfCluster | None = None
         self._pods: dict[str, RemotePods] = {}
+        self._images: dict[str, RemoteImages] = {}
 
     def serf(self, node: Node, tags: dict[str, str]) -> SerfCluster:
         """Return the Serf cluster manager for ``node``, publishing ``tags``."""
@@ -216,19 +224,81 @@ class Clustering:
             node=caller.name,
         )
 
+    async def authorize_member(self, caller: Caller) -> None:
+        """Allow ``caller`` if gossip knows it as a reachable member of this cluster.
+
+        Raises:
+            Forbidden: it is not one.
+        """
+        for member in await self._members():
+            if member.tags.get("id") == caller.node_id and member.state in _REACHABLE:
+                return
+        raise Forbidden(
+            f"node {caller.name!r} (id {caller.node_id}) is not a member of this cluster in "
+            "gossip: only members may fetch a node's images",
+            node=caller.name,
+        )
+
+    async def image_peers(self) -> list[ImagePeer]:
+        """Return the servers to fetch an image from: alive in gossip, not this node.
+
+        Raises:
+            Unavailable: the node has not joined its cluster yet.
+        """
+        peers = []
+        for member in await self._members():
+            address = member.tags.get("grpc")
+            if (
+                member.state not in _REACHABLE
+                or not is_server(member)
+                or not address
+                or member.tags.get("id") == self.identity.node_id
+            ):
+                continue
+            if address not in self._images:
+                channel = NodeChannel(self.identity, self.token, address, timeout=60.0)
+                self._images[address] = RemoteImages(channel)
+            peers.append(ImagePeer(member.name, self._images[address]))
+        return peers
+
+    def images_of(self, node: Node) -> ImageShare:
+        """Return the images of ``node``, reached over gRPC.
+
+        Raises:
+            Unavailable: the node publishes no gRPC address.
+        """
+        address = node.addresses.get("grpc")
+        if not address:
+            raise Unavailable(
+                f"node {node.name} publishes no gRPC address, so its images cannot be listed",
+                node=node.name,
+            )
+        if address not in self._images:
+            channel = NodeChannel(self.identity, self.token, address, timeout=60.0)
+            self._images[address] = RemoteImages(channel)
+        return self._images[address]
+
     def remote_store(self) -> RemoteStore:
         """Return a worker's store: the State service of any alive server."""
         return RemoteStore(self.identity, self.token, self.server_addresses)
 
     def handlers(
-        self, store: StateStore | None, runtime: ContainerRuntime | None
+        self,
+        store: StateStore | None,
+        runtime: ContainerRuntime | None,
+        images: ImageShare | None = None,
     ) -> list[grpc.GenericRpcHandler]:
-        """Return the gRPC services this node offers: State for servers, Pods for runners."""
+        """Return the gRPC services this node offers.
+
+        State for servers, Pods for runners, Images for nodes that keep images.
+        """
         served: list[grpc.GenericRpcHandler] = []
         if store is not None:
             served.append(StateGateway(store, self.verifier).handler())
         if runtime is not None:
             served.append(PodGateway(runtime, self.verifier, self.authorize_server).handler())
+        if images is not None:
+            served.append(ImageGateway(images, self.verifier, self.authorize_member).handler())
         return served
 
     def pods_of(self, node: Node) -> PodAccess:
@@ -252,3 +322,6 @@ class Clustering:
         pods, self._pods = list(self._pods.values()), {}
         for remote in pods:
             await remote.aclose()
+        images, self._images = list(self._images.values()), {}
+        for share in images:
+            await share.aclose()

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from shoal.interfaces import Capacity, InvalidInput, NodeRole, Unavailable
+from shoal.runtime import check_registry_host, registry_tls
 
 __all__ = ["NodeConfig", "check_config", "host_capacity", "prepare_data_dir"]
 
@@ -39,6 +40,11 @@ class NodeConfig(BaseModel):
     ``198.18.N.0/24``. One that overlaps another node's is refused."""
     default_registry: str | None = None
     """Registry (host[:port]) for unqualified image names; None: they must be imported."""
+    insecure_registries: list[str] = Field(default_factory=list)
+    """Registries (HOST for any port, or HOST:PORT) spoken to over plain HTTP, besides
+    loopback ones: only for a trusted network."""
+    registry_ca: Path | None = None
+    """PEM file of a private CA that registries' TLS certificates may chain to."""
     allow_host_paths: bool = False
     """Let workloads mount paths of this machine (host_path volumes); refused when False."""
     state: Literal["sqlite", "memory", "etcd"] = "sqlite"
@@ -109,7 +115,8 @@ def check_config(config: NodeConfig) -> None:
     """Refuse a configuration whose parts do not fit together, saying what to change.
 
     Raises:
-        InvalidInput: naming the options at fault.
+        InvalidInput: naming the options at fault (an --insecure-registry that is
+            not HOST[:PORT], a --registry-ca that cannot be read or parsed, ...).
     """
     secrets = (config.join_token_file, config.gossip_key_file)
     clustered = any(path is not None for path in secrets)
@@ -139,6 +146,10 @@ def check_config(config: NodeConfig) -> None:
                 "a worker runs the instances of a cluster's servers: give it --join-token-file, "
                 "--gossip-key-file and --join SERVER:7946 (see docs/cluster.md)"
             )
+    for registry in config.insecure_registries:
+        check_registry_host(registry, field="--insecure-registry")
+    if config.registry_ca is not None:
+        registry_tls(config.registry_ca)  # unreadable or not a certificate: refused now
     if config.state == "etcd" and not config.etcd:
         raise InvalidInput("--state etcd needs the etcd endpoints: --etcd HOST:PORT[,HOST:PORT]")
     if config.etcd and config.state != "etcd":

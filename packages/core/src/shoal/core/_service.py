@@ -31,6 +31,7 @@ from shoal.interfaces import (
     ImageInfo,
     ImageManager,
     ImageProgress,
+    ImageShare,
     Instance,
     InstanceState,
     InvalidInput,
@@ -78,6 +79,7 @@ class ShoalService:
         local: LocalNode | None = None,
         remote: Callable[[Node], PodAccess] | None = None,
         members: Callable[[], Awaitable[Sequence[Member]]] | None = None,
+        remote_images: Callable[[Node], ImageShare] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -87,6 +89,8 @@ class ShoalService:
         """Reaches the pods of other nodes (over gRPC in a cluster); None: only local ones."""
         self.members = members
         """Returns the gossip members (the cluster manager's view); None: no cluster manager."""
+        self.remote_images = remote_images
+        """Reaches the images of other nodes (over gRPC in a cluster); None: only local ones."""
         self.repo = Repository(store, clock)
 
     def with_actor(self, actor: Actor) -> ShoalService:
@@ -98,6 +102,7 @@ class ShoalService:
             local=self.local,
             remote=self.remote,
             members=self.members,
+            remote_images=self.remote_images,
         )
 
     # --- workloads -------------------------------------------------------
@@ -356,9 +361,23 @@ class ShoalService:
             )
         return self.local.images
 
-    async def list_images(self) -> list[ImageInfo]:
-        """Return the images on this node."""
-        return list(await self._images().list())
+    async def list_images(self, node: str | None = None) -> list[ImageInfo]:
+        """Return the images on ``node`` (this node by default), reached through its Images service.
+
+        Raises:
+            NotFound: no such node.
+            Unavailable: it keeps no images, or cannot be reached.
+        """
+        if node is None or (self.local is not None and node == self.local.name):
+            return list(await self._images().list())
+        record = await self.repo.get_node(node)
+        if record is None:
+            raise NotFound(f"node {node} is not in the cluster: see `shoal get nodes`", node=node)
+        if self.remote_images is None:
+            raise Unavailable(
+                f"this server cannot reach node {node}'s images: it is not clustered", node=node
+            )
+        return list(await self.remote_images(record.value).list())
 
     async def pull_image(
         self, reference: str, *, progress: Callable[[ImageProgress], object] | None = None

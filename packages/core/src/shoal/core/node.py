@@ -36,7 +36,7 @@ from shoal.interfaces import (
     ClusterManager,
     ContainerRuntime,
     DataDirLock,
-    ImageManager,
+    ImagePeers,
     InternalError,
     Node,
     NodeRole,
@@ -45,7 +45,13 @@ from shoal.interfaces import (
     Unavailable,
     agent_pid,
 )
-from shoal.runtime import ImageStore, MockRuntime, OciCliRuntime, pod_networking
+from shoal.runtime import (
+    LOOPBACK_REGISTRIES,
+    ImageStore,
+    MockRuntime,
+    OciCliRuntime,
+    pod_networking,
+)
 from shoal.state import EtcdStore, MemoryStore, SqliteStore
 
 from ._admission import admit_server
@@ -86,7 +92,7 @@ class ShoalNode:
         clock: Clock,
         node: Node,
         *,
-        images: ImageManager | None = None,
+        images: ImageStore | None = None,
         clustering: Clustering | None = None,
     ) -> None:
         self.config = config
@@ -104,6 +110,7 @@ class ShoalNode:
             local=LocalNode(node.name, runtime, images),
             remote=None if clustering is None else clustering.pods_of,
             members=cluster.members,
+            remote_images=None if clustering is None else clustering.images_of,
         )
         self.leader = Leader(
             node.name,
@@ -152,7 +159,9 @@ class ShoalNode:
                         await self._admit(self.clustering)
                     if self.clustering is not None:
                         handlers = self.clustering.handlers(
-                            self.store if serves else None, self.runtime if runs else None
+                            self.store if serves else None,
+                            self.runtime if runs else None,
+                            self.images,
                         )
                         await tg.start(serve_grpc, self.clustering.grpc_addr, handlers)
                     if runs:
@@ -338,13 +347,16 @@ def build_node(config: NodeConfig, *, clock: Clock | None = None) -> ShoalNode:
     identity = NodeIdentity.load_or_create(config.name, data_dir / NODE_KEY_FILE)
     clustering = None if secrets is None else _clustering(config, data_dir, identity, *secrets)
     runtime: ContainerRuntime
-    images: ImageManager | None
+    images: ImageStore | None
+    peers = None if clustering is None else clustering.image_peers
     if config.role == NodeRole.SERVER:
         # A server-only node runs no instances: no node loop, no Pods service.
         # Its runtime is an inert stand-in, so a server needs neither root nor runc.
-        runtime, images = MockRuntime(clock), None
+        # It keeps images (without unpacking them) to share with its workers.
+        runtime = MockRuntime(clock)
+        images = _images(config, data_dir, None, unpack=False) if clustering else None
     else:
-        runtime, images = _runtime(config, data_dir, clock)
+        runtime, images = _runtime(config, data_dir, clock, peers)
     capacity = config.capacity or host_capacity()
     addresses = {} if config.role == NodeRole.WORKER else {"api": config.api_addr}
     if clustering is not None:
@@ -407,9 +419,27 @@ def _store(config: NodeConfig, data_dir: Path, clock: Clock) -> StateStore:
     return SqliteStore(data_dir / "state.db", clock=clock)
 
 
+def _images(
+    config: NodeConfig, data_dir: Path, peers: ImagePeers | None, *, unpack: bool = True
+) -> ImageStore:
+    """The node's image store, with the registries settings of ``config``.
+
+    Raises:
+        InvalidInput: the registry CA file cannot be read or parsed.
+    """
+    return ImageStore(
+        data_dir / "images",
+        default_registry=config.default_registry,
+        insecure_registries=LOOPBACK_REGISTRIES | set(config.insecure_registries),
+        registry_ca=config.registry_ca,
+        peers=peers,
+        unpack=unpack,
+    )
+
+
 def _runtime(
-    config: NodeConfig, data_dir: Path, clock: Clock
-) -> tuple[ContainerRuntime, ImageManager | None]:
+    config: NodeConfig, data_dir: Path, clock: Clock, peers: ImagePeers | None
+) -> tuple[ContainerRuntime, ImageStore | None]:
     """Build the configured runtime; an OCI one needs root and its binary, said plainly."""
     if config.runtime == "mock":
         return MockRuntime(clock, allow_host_paths=config.allow_host_paths), None
@@ -425,7 +455,7 @@ def _runtime(
             "`make run`, which installs it), or start the agent with --runtime mock",
             runtime=config.runtime,
         )
-    images = ImageStore(data_dir / "images", default_registry=config.default_registry)
+    images = _images(config, data_dir, peers)
     network = pod_networking(
         config.network, data_dir, bridge=config.bridge, subnet=config.bridge_subnet
     )

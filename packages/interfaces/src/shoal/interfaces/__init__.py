@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     )
     from ._event import Actor, Event, EventType, ObjectRef
     from ._fielddocs import describe_fields, fields_described
+    from ._imageshare import ImagePeer, ImagePeers, ImageShare, SharedManifest
     from ._instance import (
         INSTANCE_TRANSITIONS,
         PLACED_STATES,
@@ -190,6 +191,10 @@ _LAZY = {
     "ContainerStatus": "._runtime",
     "ExecResult": "._runtime",
     "ImageInfo": "._runtime",
+    "ImagePeer": "._imageshare",
+    "ImagePeers": "._imageshare",
+    "ImageShare": "._imageshare",
+    "SharedManifest": "._imageshare",
     "ImageManager": "._runtime",
     "ImageProgress": "._runtime",
     "LogLine": "._runtime",
@@ -298,7 +303,10 @@ __all__ = [
     "ImageError",
     "ImageInfo",
     "ImageManager",
+    "ImagePeer",
+    "ImagePeers",
     "ImageProgress",
+    "ImageShare",
     "Instance",
     "InstanceState",
     "InternalError",
@@ -341,6 +349,7 @@ __all__ = [
     "ScheduleFailure",
     "Scheduler",
     "Service",
+    "SharedManifest",
     "ShoalError",
     "StateStore",
     "TcpSocketAction",

@@ -253,8 +253,13 @@ class Service(Protocol):
         """
         ...
 
-    async def list_images(self) -> list[ImageInfo]:
-        """Return the images on the server's node. Raises Unavailable without an image store."""
+    async def list_images(self, node: str | None = None) -> list[ImageInfo]:
+        """Return the images on ``node`` (the server's own by default).
+
+        Raises:
+            NotFound: no such node.
+            Unavailable: the node keeps no images (no OCI runtime), or cannot be reached.
+        """
         ...
 
     async def pull_image(

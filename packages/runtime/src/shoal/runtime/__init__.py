@@ -36,6 +36,7 @@ from ._podnet import (
 )
 from ._pull import ProgressCallback, PullProgress
 from ._reference import ImageReference, parse_reference
+from ._registry import check_registry_host, registry_tls
 
 __all__ = [
     "DEFAULT_PLUGIN_DIRS",
@@ -62,6 +63,7 @@ __all__ = [
     "PreparedImage",
     "ProgressCallback",
     "PullProgress",
+    "check_registry_host",
     "claimed_networking",
     "create_netns",
     "delete_netns",
@@ -71,4 +73,5 @@ __all__ = [
     "parse_reference",
     "pod_networking",
     "pod_ports",
+    "registry_tls",
 ]

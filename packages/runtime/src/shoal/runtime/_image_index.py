@@ -34,7 +34,7 @@ from shoal.interfaces import ImageError
 
 __all__ = ["ImageIndexFile", "ImageRecord", "KeyedLocks", "SharedExclusive"]
 
-ImageSourceKind = Literal["registry", "oci-layout", "docker-archive"]
+ImageSourceKind = Literal["registry", "cluster", "oci-layout", "docker-archive"]
 
 
 class ImageRecord(BaseModel):
@@ -49,7 +49,8 @@ class ImageRecord(BaseModel):
     size: int
     """Bytes of the manifest, config and layer blobs."""
     source: ImageSourceKind
-    """How it arrived: pulled from a registry, or imported from a layout or archive."""
+    """How it arrived: pulled from a registry or a server of the cluster, or imported
+    from a layout or archive."""
     added: datetime
     """When it was pulled or imported."""
 

@@ -16,6 +16,13 @@ again. An unqualified name (``busybox``) resolves to the configured default
 registry; without one it must have been imported, since Shoal never reaches
 out to Docker Hub on its own.
 
+In a cluster, a store is given its ``peers`` (the servers): an image that is
+not here is asked of them first (:mod:`._peers`), then of its registry, so
+an image imported on a server reaches every worker with no registry at all.
+When every source fails, the error names each one and why. A store also
+shares what it holds (:class:`~shoal.interfaces.ImageShare`), which is what a
+server serves to its workers.
+
 ``remove`` only forgets a reference; ``gc`` frees the blobs and layers that
 no remaining reference (and nothing passed as ``in_use``) reaches. Blocking
 file work runs in worker threads; see :mod:`._image_index` for how
@@ -25,7 +32,8 @@ concurrent operations and ``gc`` stay out of each other's way.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Collection, Iterable, Mapping
+import ssl
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,16 +41,34 @@ import anyio
 import anyio.to_thread
 import httpx
 
-from shoal.interfaces import ImageError, ImageInfo, NotFound
+from shoal.interfaces import (
+    ImageError,
+    ImageInfo,
+    ImagePeer,
+    ImagePeers,
+    InvalidInput,
+    NotFound,
+    SharedManifest,
+    ShoalError,
+)
 
 from ._archive import read_archive
 from ._blobs import BlobStore, MissingBlob
 from ._image_api import PreparedImage
-from ._image_index import ImageIndexFile, ImageRecord, KeyedLocks, SharedExclusive
+from ._image_index import (
+    ImageIndexFile,
+    ImageRecord,
+    ImageSourceKind,
+    KeyedLocks,
+    SharedExclusive,
+)
 from ._layers import ImageContent
-from ._pull import ProgressCallback, PullProgress, pull_image
+from ._peers import fetch_from_peer
+from ._pull import ProgressCallback, PulledImage, PullProgress, pull_image
 from ._reference import ImageReference, parse_reference
-from ._registry import RegistryClient
+from ._registry import RegistryClient, registry_tls
+
+_SHARE_CHUNK = 1 << 20
 
 __all__ = ["LOOPBACK_REGISTRIES", "ImageStore"]
 
@@ -62,6 +88,13 @@ class ImageStore:
         credentials: ``(user, password)`` by registry, for basic auth and token services.
         timeout: Seconds any single network operation may take.
         concurrent_downloads: Blobs fetched at once by one pull.
+        registry_ca: A PEM file of CA certificates trusted for registries, besides
+            the system's.
+        peers: The nodes to fetch an image from before its registry (the servers).
+        unpack: Unpack layers (False on a node that only keeps and shares images).
+
+    Raises:
+        InvalidInput: ``registry_ca`` cannot be read or holds no certificate.
     """
 
     def __init__(
@@ -73,6 +106,9 @@ class ImageStore:
         credentials: Mapping[str, tuple[str, str]] | None = None,
         timeout: float = 30.0,
         concurrent_downloads: int = 3,
+        registry_ca: Path | None = None,
+        peers: ImagePeers | None = None,
+        unpack: bool = True,
     ) -> None:
         self.root = root
         self.default_registry = default_registry
@@ -80,6 +116,11 @@ class ImageStore:
         self._credentials = dict(credentials or {})
         self._timeout = timeout
         self._concurrency = concurrent_downloads
+        self._tls: ssl.SSLContext | bool = True
+        if registry_ca is not None:
+            self._tls = registry_tls(registry_ca)
+        self._peers = peers
+        self._unpack = unpack
         self._blobs = BlobStore(root)
         self._locks = KeyedLocks()
         self._content = ImageContent(root, self._blobs, self._locks)
@@ -99,17 +140,33 @@ class ImageStore:
             await self._setup()
             record = self._find(reference, await self._load())
             if record is None:
-                record = await self._pull(self._pullable(reference, local_miss=True), None)
+                record = await self._fetch(reference)
             try:
                 layers, config = await self._content.layers(record.digest, record.reference)
             except MissingBlob:
-                if record.source != "registry":
+                if record.source not in ("registry", "cluster"):
                     raise
-                record = await self._pull(parse_reference(record.reference), None)
+                record = await self._fetch(record.reference)
                 layers, config = await self._content.layers(record.digest, record.reference)
             return PreparedImage(
                 reference=reference, digest=record.digest, config=config.config, layers=layers
             )
+
+    async def ensure(self, reference: str) -> ImageInfo:
+        """Make ``reference`` available as :meth:`prepare` does, without returning its layers.
+
+        On a store that does not unpack, this only brings its blobs here.
+
+        Raises:
+            InvalidInput: ``reference`` is not a valid image reference.
+            ImageError: it is not here and no source could provide it.
+        """
+        async with self._gate.shared():
+            await self._setup()
+            record = self._find(reference, await self._load())
+            if record is None:
+                record = await self._fetch(reference)
+            return _info(record)
 
     async def pull(self, reference: str, *, progress: ProgressCallback | None = None) -> ImageInfo:
         """Pull ``reference`` from its registry (even if present: tags move) and unpack it.
@@ -161,7 +218,7 @@ class ImageStore:
                         source=image.source,
                         added=datetime.now(UTC),
                     )
-                    await self._content.layers(record.digest, record.reference)
+                    await self._check_content(record, None)
                     records.append(record)
             await self._save(records)
             return [_info(record) for record in records]
@@ -230,7 +287,139 @@ class ImageStore:
                     roots.add(found.digest if found else item)
             return await anyio.to_thread.run_sync(self._content.sweep, roots)
 
+    # -- sharing with other nodes ------------------------------------------------
+
+    async def shared_manifest(self, reference: str) -> SharedManifest:
+        """Return the platform manifest of ``reference`` as stored (never pulls).
+
+        Raises:
+            NotFound: it is not in the store, or its manifest blob is missing.
+            InvalidInput: ``reference`` is not a valid image reference.
+        """
+        await self._setup()
+        record = self._find(reference, await self._load())
+        if record is None:
+            raise NotFound(f"image {reference} is not in the image store", reference=reference)
+        try:
+            data = await anyio.to_thread.run_sync(
+                lambda: self._blobs.read(record.digest, source=record.reference)
+            )
+            index = b""
+            if record.index_digest is not None:
+                digest = record.index_digest
+                index = await anyio.to_thread.run_sync(
+                    lambda: self._blobs.read(digest, source=record.reference)
+                )
+        except MissingBlob as exc:
+            raise NotFound(exc.message, reference=reference) from None
+        return SharedManifest(record.reference, record.digest, data, index)
+
+    async def shared_blob(self, digest: str, offset: int = 0) -> AsyncIterator[bytes]:
+        """Yield the bytes of a cached blob from ``offset`` on, in 1 MiB chunks.
+
+        Raises:
+            InvalidInput: ``digest`` is not a sha256 digest, or ``offset`` is past its end.
+            NotFound: the blob is not cached.
+        """
+        await self._setup()
+        try:
+            path = self._blobs.path(digest)
+        except ImageError as exc:
+            raise InvalidInput(exc.message, field="digest") from None
+        async with self._gate.shared():  # gc waits until the blob is sent
+            try:
+                handle = await anyio.to_thread.run_sync(path.open, "rb")
+            except FileNotFoundError:
+                raise NotFound(f"blob {digest} is not in the image store", digest=digest) from None
+            try:
+                size = path.stat().st_size
+                if not 0 <= offset <= size:
+                    raise InvalidInput(
+                        f"offset {offset} is outside blob {digest} ({size} bytes)", field="offset"
+                    )
+                handle.seek(offset)
+                while chunk := await anyio.to_thread.run_sync(handle.read, _SHARE_CHUNK):
+                    yield chunk
+            finally:
+                handle.close()
+
     # -- internals ---------------------------------------------------------------
+
+    async def _fetch(self, text: str) -> ImageRecord:
+        """Get an image that is not here: from the peers, then its registry.
+
+        Raises:
+            ImageError: no source has it, naming each one tried and why it failed.
+        """
+        failures: builtins.list[str] = []
+        for peer in await self._peer_list(failures):
+            try:
+                return await self._from_peer(peer, text)
+            except NotFound:
+                failures.append(f"server {peer.name}: does not have it")
+            except ShoalError as exc:
+                failures.append(f"server {peer.name}: {exc.message}")
+        reference = parse_reference(text, default_registry=self.default_registry)
+        if reference.registry is None:
+            if not failures and self._peers is None:
+                raise self._unnamed(text, reference, local_miss=True)
+            failures.append("registry: none (the name has no registry host and no default is set)")
+        else:
+            try:
+                return await self._pull(reference, None)
+            except ImageError as exc:
+                if not failures and self._peers is None:
+                    raise
+                failures.append(f"registry {reference.registry}: {exc.message}")
+        raise ImageError(
+            f"image {text} is not on this node and no source could provide it: "
+            + "; ".join(f"[{n}] {why}" for n, why in enumerate(failures, 1))
+            + ". Import it on a server (shoal images import PATH) or pull it there "
+            "(shoal images pull REF), or make a registry that has it reachable",
+            reference=text,
+            sources=failures,
+        )
+
+    async def _peer_list(self, failures: builtins.list[str]) -> builtins.list[ImagePeer]:
+        if self._peers is None:
+            return []
+        try:
+            peers = list(await self._peers())
+        except ShoalError as exc:
+            failures.append(f"servers: cannot list them ({exc.message})")
+            return []
+        if not peers:
+            failures.append("servers: none is alive in gossip")
+        return peers
+
+    async def _from_peer(self, peer: ImagePeer, text: str) -> ImageRecord:
+        pulled = await fetch_from_peer(
+            peer, text, self._blobs, self._locks, progress=_ignore, concurrency=self._concurrency
+        )
+        reference = str(parse_reference(text, default_registry=self.default_registry))
+        record = _record(reference, pulled, "cluster")
+        await self._check_content(record, None)
+        await self._save([record])
+        return record
+
+    async def _check_content(self, record: ImageRecord, progress: ProgressCallback | None) -> None:
+        """Unpack the image's layers; without unpacking, check its blobs are all here.
+
+        Raises:
+            MissingBlob: a blob is not cached.
+            ImageError: it is inconsistent, corrupt, or cannot be unpacked.
+        """
+        if self._unpack:
+            await self._content.layers(record.digest, record.reference, _unpacked(record, progress))
+            return
+        manifest = await self._content.manifest(record.digest, record.reference)
+        for descriptor in (manifest.config, *manifest.layers):
+            if not await anyio.to_thread.run_sync(self._blobs.has, descriptor.digest):
+                raise MissingBlob(
+                    f"blob {descriptor.digest} of {record.reference} is missing from the "
+                    "image store; pull or import the image again",
+                    digest=descriptor.digest,
+                )
 
     async def _setup(self) -> None:
         if not self._ready:
@@ -265,14 +454,17 @@ class ImageStore:
     def _pullable(self, text: str, *, local_miss: bool) -> ImageReference:
         reference = parse_reference(text, default_registry=self.default_registry)
         if reference.registry is None:
-            why = "is not in the local image store and" if local_miss else "cannot be pulled: it"
-            raise ImageError(
-                f"image {text} {why} names no registry (and no default registry is configured); "
-                "import it (shoal images import PATH) or name a registry "
-                f"(e.g. 127.0.0.1:5000/{reference.repository}:{reference.tag or 'latest'})",
-                reference=text,
-            )
+            raise self._unnamed(text, reference, local_miss=local_miss)
         return reference
+
+    def _unnamed(self, text: str, reference: ImageReference, *, local_miss: bool) -> ImageError:
+        why = "is not in the local image store and" if local_miss else "cannot be pulled: it"
+        return ImageError(
+            f"image {text} {why} names no registry (and no default registry is configured); "
+            "import it (shoal images import PATH) or name a registry "
+            f"(e.g. 127.0.0.1:5000/{reference.repository}:{reference.tag or 'latest'})",
+            reference=text,
+        )
 
     async def _pull(
         self, reference: ImageReference, progress: ProgressCallback | None
@@ -282,6 +474,7 @@ class ImageStore:
         host = registry.rsplit(":", 1)[0] if not registry.endswith("]") else registry
         insecure = registry in self.insecure_registries or host in self.insecure_registries
         async with httpx.AsyncClient(
+            verify=self._tls,
             timeout=httpx.Timeout(self._timeout),
             follow_redirects=True,
             headers={"User-Agent": "shoal-image-store"},
@@ -302,19 +495,23 @@ class ImageStore:
                 progress=progress or _ignore,
                 concurrency=self._concurrency,
             )
-        manifest = pulled.manifest
-        record = ImageRecord(
-            reference=str(reference),
-            digest=pulled.digest,
-            index_digest=pulled.index_digest,
-            size=pulled.manifest_size + manifest.config.size + sum(x.size for x in manifest.layers),
-            source="registry",
-            added=datetime.now(UTC),
-        )
+        record = _record(str(reference), pulled, "registry")
         # Recorded only once it unpacks: a broken image must not look pulled.
-        await self._content.layers(record.digest, record.reference, _unpacked(record, progress))
+        await self._check_content(record, progress)
         await self._save([record])
         return record
+
+
+def _record(reference: str, pulled: PulledImage, source: ImageSourceKind) -> ImageRecord:
+    manifest = pulled.manifest
+    return ImageRecord(
+        reference=reference,
+        digest=pulled.digest,
+        index_digest=pulled.index_digest,
+        size=pulled.manifest_size + manifest.config.size + sum(x.size for x in manifest.layers),
+        source=source,
+        added=datetime.now(UTC),
+    )
 
 
 def _info(record: ImageRecord) -> ImageInfo:

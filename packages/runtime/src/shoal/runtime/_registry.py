@@ -22,27 +22,97 @@ not a registry.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import anyio
 import anyio.to_thread
 import httpx
 
-from shoal.interfaces import ImageError
+from shoal.interfaces import ImageError, InvalidInput
 
 from ._blobs import PartialBlob, corrupt_blob_error
 from ._manifest import ACCEPT_MANIFESTS, Descriptor, digest_of
 from ._registry_auth import Challenge, basic_authorization, fetch_token, parse_challenge
 
-__all__ = ["RegistryClient"]
+__all__ = ["RegistryClient", "check_registry_host", "registry_tls"]
 
 MAX_MANIFEST_BYTES = 4 << 20
 """The distribution spec's limit on manifests; anything bigger is refused."""
 BLOB_ATTEMPTS = 4
 """How many times one pull tries a blob before giving up (keeping the partial)."""
 _FLUSH_BYTES = 1 << 20
+
+
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_HOSTNAME = re.compile(rf"(?i)^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")
+
+
+def check_registry_host(value: str, *, field: str) -> str:
+    """Return ``value`` if it is ``HOST[:PORT]`` (a name, an IPv4 address or ``[IPv6]``).
+
+    Raises:
+        InvalidInput: it is not, naming ``field`` and showing the form expected.
+    """
+    host, port = value, ""
+    if value.startswith("["):
+        host, bracket, rest = value[1:].partition("]")
+        ok = bool(bracket) and _is_ip(host, 6) and (not rest or rest.startswith(":"))
+        port = rest[1:] if rest else ""
+    else:
+        if value.count(":") == 1:
+            host, _, port = value.partition(":")
+        ok = bool(_HOSTNAME.match(host)) or _is_ip(host, 4)
+    if ok and value.endswith(":"):
+        ok = False
+    if ok and port:
+        ok = port.isdigit() and 0 < int(port) < 65536
+    if not ok:
+        raise InvalidInput(
+            f"{field} {value!r} is not HOST[:PORT] (e.g. registry.local:5000 or 10.0.0.5): "
+            "give the registry's host and port only, no scheme or path",
+            field=field,
+        )
+    return value
+
+
+def _is_ip(text: str, version: int) -> bool:
+    try:
+        return ipaddress.ip_address(text).version == version
+    except ValueError:
+        return False
+
+
+def registry_tls(ca_file: Path) -> ssl.SSLContext:
+    """Return a TLS context trusting the system's CAs and those in the PEM file ``ca_file``.
+
+    Raises:
+        InvalidInput: the file cannot be read or holds no usable certificate.
+    """
+    context = ssl.create_default_context()
+    try:
+        data = ca_file.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise InvalidInput(
+            f"cannot read the registry CA file {ca_file} ({why}): give a readable PEM file "
+            "with --registry-ca",
+            field="registry_ca",
+        ) from None
+    try:
+        context.load_verify_locations(cadata=data)
+    except (ssl.SSLError, ValueError) as exc:
+        raise InvalidInput(
+            f"the registry CA file {ca_file} holds no usable PEM certificate ({exc}): give the "
+            "CA certificate (-----BEGIN CERTIFICATE-----) with --registry-ca",
+            field="registry_ca",
+        ) from None
+    return context
 
 
 class RegistryClient:
