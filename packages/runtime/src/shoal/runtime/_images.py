@@ -129,12 +129,16 @@ class ImageStore:
         self._ready = False
 
     async def prepare(self, reference: str) -> PreparedImage:
-        """Make ``reference`` available and unpacked, pulling it if it is not here.
+        """Make ``reference`` available and unpacked, fetching it if it is not here.
+
+        A missing image is asked of the peers (the cluster's servers), then of
+        its registry.
 
         Raises:
             InvalidInput: ``reference`` is not a valid image reference.
-            ImageError: it is not here and cannot be pulled, or fails verification
-                or unpacking.
+            ImageError: it is not here and no source could provide it (the
+                message names each source tried and why it failed), or it fails
+                verification or unpacking.
         """
         async with self._gate.shared():
             await self._setup()
