@@ -4,7 +4,7 @@ A real ``docker-registry`` listens on an address of a veth pair made for the
 test (198.19.250.N/32, removed afterwards), so it is not a loopback
 registry: plain HTTP there is refused unless the store lists it as insecure,
 and its TLS certificate (from a CA this test makes) is trusted only with
-``registry_ca``. The agent's flags are checked too: a bad
+``registry_ca``. The agent's settings reach the node's store, and a bad
 ``--insecure-registry`` or ``--registry-ca`` stops it at start with one line.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from scripts.build_busybox_image import BuiltImage
 
+from shoal.core.node import NodeConfig, build_node
 from shoal.interfaces import ImageError
 from shoal.runtime import LOOPBACK_REGISTRIES, ImageStore
 from tests.runtime.images.support import LoopbackRegistry
@@ -187,6 +189,28 @@ async def test_https_with_a_private_ca_needs_the_ca(
         info = await trusting.pull(reference)
         prepared = await trusting.prepare(reference)
     assert info.digest == prepared.digest == busybox.manifest_digest
+
+
+async def test_the_agent_settings_reach_the_node_image_store(
+    tmp_path: Path, plain_registry: str, tls_registry: tuple[str, Path], busybox: BuiltImage
+) -> None:
+    # What `shoal agent --insecure-registry ... --registry-ca ...` builds (runc, host networking).
+    if shutil.which("runc") is None:
+        pytest.skip("runc is not installed")
+    tls_host, ca = tls_registry
+    config = NodeConfig(
+        data_dir=tmp_path / "node",
+        name="n1",
+        network="host",
+        insecure_registries=[plain_registry],
+        registry_ca=ca,
+    )
+    node = build_node(config)
+    assert node.images is not None
+    with anyio.fail_after(WAIT):
+        plain = await node.images.pull(f"{plain_registry}/busybox:latest")
+        secure = await node.images.pull(f"{tls_host}/busybox:latest")
+    assert plain.digest == secure.digest == busybox.manifest_digest
 
 
 @pytest.mark.parametrize(
