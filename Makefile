@@ -41,6 +41,7 @@ bench: bootstrap
 	$(UV) run python bench/gossip.py
 	$(UV) run python bench/failover.py
 	$(UV) run python bench/cli_latency.py
+	$(UV) run python bench/scale.py
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,341 @@
+"""Benchmark: one control-loop pass with 1,000 nodes and N instances placed, on SQLite and etcd.
+
+Shoal's numbers: the real :class:`ControlLoop` (``DefaultScheduler``) on the
+leader, with 1,000 simulated nodes (node records, no node loops) and N
+instances already placed and running (N = 1,000, 10,000 and 100,000 by
+default: workloads of 100 replicas, spread round-robin over the nodes):
+
+* the *idle* pass: nothing to do (the bench checks that it writes nothing);
+* the *place* pass: one new 1-replica workload was applied; the pass creates
+  and places its instance and writes the workload's status.
+
+Their floor: one plain ``store.list("/instances/")`` at the same N, without
+decoding — and, beside it, the time to decode what it returned into
+:class:`Instance` models. Today's pass lists and decodes every workload,
+instance and node, so ``pass / list`` and the decode column show how much
+of the pass is that listing, how much decoding, and how much deciding. The
+three are measured alternately, one of each per round, so machine noise
+hits all; the script prints their medians per store and N, and the growth
+from the smallest N to the largest (aim: flat — at 100,000 within 2x of
+1,000; a pass should cost what changed, not the size of the world).
+
+The world is loaded directly: workloads through ``ShoalService.apply``, then
+instance records made with the control loop's own ``InstanceFactory``,
+marked running on their node, written in transactions of 128; one untimed
+pass then writes the workloads' status. SqliteStore (the embedded default,
+``synchronous=FULL``) lives in a temporary directory; etcd is a fresh
+single member per N on free loopback ports with its data under /dev/shm
+(``tests/state/support.py``), so its fsyncs cost nothing. A size whose load
+exceeds ``--load-limit`` seconds is skipped, and the output says so.
+
+Part two, the workers (``bench/scale_workers.py``, run after part one
+unless ``--node-loops 0``): K real node loops (``NodeLoop.run`` on
+``MockRuntime``) against one SqliteStore in this process, each with
+``--per-node`` running instances; one instance is placed on the first node,
+again and again, and the script counts the instance records that the *other*
+node loops list and decode per change (aim: 0; today every node loop lists
+every instance of the cluster on every change anywhere).
+
+The defaults take about 8 minutes on 2 cores, most of it N = 100,000
+(about a minute to load per store, 20 s per pass); ``--sizes 1000,10000``
+gives a look in one minute. Run with ``make bench`` or ``uv run python
+bench/scale.py [--sizes 1000,10000,100000] [--stores sqlite,etcd] [--rounds 3]
+[--node-loops 100] [--per-node 5]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script, only bench/ is on the path
+    sys.path.insert(0, str(ROOT))
+
+from bench.common import bounded  # noqa: E402
+from bench.scale_workers import measure as measure_workers  # noqa: E402
+
+from shoal.core import ControlLoop, DefaultScheduler, ShoalService, SystemClock  # noqa: E402
+from shoal.core._placement import InstanceFactory  # noqa: E402
+from shoal.core._repo import INSTANCES, Repository, instance_key, node_key  # noqa: E402
+from shoal.interfaces import (  # noqa: E402
+    Capacity,
+    Instance,
+    InstanceState,
+    Node,
+    PutOp,
+    StateStore,
+    Workload,
+    WorkloadSpec,
+)
+from shoal.state import EtcdStore, SqliteStore  # noqa: E402
+
+AIM = 2.0
+"""Aim for the growth of a pass from the smallest N to the largest."""
+TXN_OPS = 128
+"""Operations per load transaction: etcd's default limit."""
+REPLICAS = 100
+"""Replicas per loaded workload."""
+STORES = ("sqlite", "etcd")
+
+
+def workload(name: str, replicas: int) -> WorkloadSpec:
+    return WorkloadSpec.model_validate(
+        {
+            "name": name,
+            "replicas": replicas,
+            "template": {
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": "registry.local/app:1",
+                        "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
+                    }
+                ]
+            },
+        }
+    )
+
+
+def node(index: int, pods: int) -> Node:
+    """Return a simulated node record with room for ``pods`` instances of :func:`workload`."""
+    capacity = Capacity.model_validate({"cpu": "64", "memory": "256Gi", "pods": pods})
+    return Node.model_validate(
+        {
+            "name": f"node-{index:04d}",
+            "capacity": capacity,
+            "allocatable": capacity,
+            "runtime": "mock",
+        }
+    )
+
+
+@asynccontextmanager
+async def open_store(kind: str, clock: SystemClock) -> AsyncIterator[StateStore]:
+    """Yield a fresh, empty store of ``kind``; remove it on exit."""
+    if kind == "sqlite":
+        directory = Path(tempfile.mkdtemp(prefix="shoal-scale-"))
+        try:
+            async with SqliteStore(directory / "state.db", clock=clock) as store:
+                yield store
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+        return
+    from tests.state.support import EtcdMember, etcd_missing  # needs etcd and the test helpers
+
+    reason = etcd_missing()
+    if reason is not None:
+        raise Skipped(reason)
+    member = EtcdMember("shoal-scale")
+    try:
+        await anyio.to_thread.run_sync(member.start)
+        async with EtcdStore(member.endpoint, timeout=60.0) as store:
+            yield store
+    finally:
+        await anyio.to_thread.run_sync(member.remove)
+
+
+class Skipped(Exception):
+    """A size or store was not measured; the message says why."""
+
+
+async def put_all(store: StateStore, items: list[tuple[str, bytes]]) -> None:
+    for start in range(0, len(items), TXN_OPS):
+        chunk = items[start : start + TXN_OPS]
+        await store.txn([], [PutOp(key, value) for key, value in chunk])
+
+
+async def load(
+    store: StateStore, clock: SystemClock, nodes: int, size: int, limit: float
+) -> ControlLoop:
+    """Write ``nodes`` nodes and ``size`` running instances; return a settled control loop.
+
+    Raises:
+        Skipped: loading took longer than ``limit`` seconds.
+
+    """
+    started = time.perf_counter()
+    per_node = -(-size // nodes)
+    await put_all(
+        store,
+        [
+            (node_key(n.name), n.model_dump_json().encode())
+            for n in map(node, range(nodes), [per_node + 50] * nodes)
+        ],
+    )
+    service = ShoalService(store, clock)
+    names = [f"app-{i:05d}" for i in range(-(-size // REPLICAS))]
+    for start in range(0, len(names), 50):  # one apply is one transaction: stay within etcd's limit
+        await service.apply([workload(name, REPLICAS) for name in names[start : start + 50]])
+    repo = Repository(store, clock)
+    factory = InstanceFactory(clock.now())
+    placed = 0
+    batch: list[tuple[str, bytes]] = []
+    for stored in await repo.list_workloads():
+        for _ in range(min(REPLICAS, size - placed)):
+            inst = _running(factory, stored.value, f"node-{placed % nodes:04d}")
+            batch.append((instance_key(inst.namespace, inst.name), inst.model_dump_json().encode()))
+            placed += 1
+        if len(batch) >= 10 * TXN_OPS:
+            await put_all(store, batch)
+            batch.clear()
+            if time.perf_counter() - started > limit:
+                raise Skipped(
+                    f"loading took over {limit:.0f} s (--load-limit) at {placed} of {size}"
+                )
+    await put_all(store, batch)
+    control = ControlLoop(store, DefaultScheduler(), clock)
+    for _ in range(5):  # the first pass writes every workload's status
+        before = await store.revision()
+        await control.reconcile_once()
+        if await store.revision() == before:
+            took = time.perf_counter() - started
+            print(f"  loaded {nodes} nodes and {placed} instances in {took:.1f} s")
+            return control
+    raise RuntimeError("the control loop did not settle on the loaded world in 5 passes")
+
+
+def _running(factory: InstanceFactory, wl: Workload, on: str) -> Instance:
+    uid = factory.fresh_uid(wl)
+    now = factory.now
+    return factory.new(
+        wl,
+        uid,
+        state=InstanceState.RUNNING,
+        node=on,
+        ready=True,
+        reason="Started",
+        message="",
+        started_at=now,
+        container_ids={"main": f"mock-{uid}"},
+    )
+
+
+async def timed(call: Callable[[], Awaitable[Any]]) -> float:
+    started = time.perf_counter()
+    await call()
+    return time.perf_counter() - started
+
+
+@dataclass
+class Figures:
+    """Seconds per round of each measurement, for one store and size."""
+
+    idle: list[float] = field(default_factory=list)
+    place: list[float] = field(default_factory=list)
+    listing: list[float] = field(default_factory=list)
+    decode: list[float] = field(default_factory=list)
+
+
+async def measure(kind: str, nodes: int, size: int, rounds: int, limit: float) -> Figures:
+    clock = SystemClock()
+    figures = Figures()
+    async with open_store(kind, clock) as store:
+        control = await load(store, clock, nodes, size, limit)
+        service = ShoalService(store, clock)
+        for round_ in range(rounds):
+            before = await store.revision()
+            figures.idle.append(await timed(control.reconcile_once))
+            if await store.revision() != before:
+                raise RuntimeError("the idle pass wrote something: the world was not settled")
+            started = time.perf_counter()
+            listing = await store.list(INSTANCES)
+            listed = time.perf_counter()
+            for kv in listing.items:
+                Instance.model_validate_json(kv.value)
+            figures.listing.append(listed - started)
+            figures.decode.append(time.perf_counter() - listed)
+            name = f"probe-{round_}"
+            await service.apply([workload(name, 1)])
+            figures.place.append(await timed(control.reconcile_once))
+            listing = await store.list(f"{INSTANCES}default/{name}-")
+            states = [Instance.model_validate_json(kv.value).state for kv in listing.items]
+            if states != [InstanceState.SCHEDULED]:
+                raise RuntimeError(f"the place pass left {name}'s instances as {states}")
+    return figures
+
+
+def ms(values: list[float]) -> float:
+    return statistics.median(values) * 1000
+
+
+async def control_plane(
+    stores: list[str], sizes: list[int], nodes: int, rounds: int, limit: float
+) -> None:
+    print(f"control loop: {nodes} nodes, workloads of {REPLICAS} replicas, {rounds} rounds")
+    results: dict[tuple[str, int], Figures] = {}
+    skipped: list[str] = []
+    for kind in stores:
+        for size in sizes:
+            print(f"{kind} N={size:,}:", flush=True)
+            try:
+                results[kind, size] = await measure(kind, nodes, size, rounds, limit)
+            except Skipped as why:
+                skipped.append(f"{kind} N={size:,}: {why}")
+                print(f"  skipped: {why}")
+                break  # larger sizes would take longer still
+    print()
+    print(
+        f"{'store':6} {'N':>8} {'idle ms':>9} {'place ms':>9} {'list ms':>9} {'decode ms':>9}"
+        f" {'idle/list':>9}"
+    )
+    for (kind, size), f in results.items():
+        idle, place, listing, decode = ms(f.idle), ms(f.place), ms(f.listing), ms(f.decode)
+        print(
+            f"{kind:6} {size:>8,} {idle:9.1f} {place:9.1f} {listing:9.1f} {decode:9.1f}"
+            f" {idle / listing:9.1f}"
+        )
+    for kind in stores:
+        done = [size for size in sizes if (kind, size) in results]
+        if len(done) < 2:
+            continue
+        low, high = results[kind, done[0]], results[kind, done[-1]]
+        idle, place = ms(high.idle) / ms(low.idle), ms(high.place) / ms(low.place)
+        print(
+            f"{kind}: growth N={done[-1]:,} vs N={done[0]:,}: idle {idle:.1f}x, place {place:.1f}x,"
+            f" list {ms(high.listing) / ms(low.listing):.1f}x  (aim: pass < {AIM:g}x)"
+        )
+    for line in skipped:
+        print(f"skipped {line}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,10000,100000", help="instance counts N")
+    parser.add_argument("--stores", default=",".join(STORES), help="sqlite, etcd or both")
+    parser.add_argument("--nodes", type=bounded("--nodes", 1, 100_000), default=1000)
+    parser.add_argument("--rounds", type=bounded("--rounds", 1, 100), default=3)
+    parser.add_argument(
+        "--load-limit", type=float, default=180.0, help="skip a size whose load takes longer (s)"
+    )
+    parser.add_argument(
+        "--node-loops", type=bounded("--node-loops", 0, 2000), default=100, help="0: skip part two"
+    )
+    parser.add_argument("--per-node", type=bounded("--per-node", 0, 1000), default=5)
+    parser.add_argument("--changes", type=bounded("--changes", 1, 100), default=5)
+    args = parser.parse_args()
+    sizes = sorted(int(s) for s in args.sizes.split(",") if s)
+    stores = [s for s in args.stores.split(",") if s]
+    if not sizes or any(s < 1 for s in sizes):
+        parser.error("--sizes takes positive instance counts, e.g. 1000,10000")
+    if not stores or any(s not in STORES for s in stores):
+        parser.error(f"--stores takes {' and/or '.join(STORES)}, comma-separated")
+    anyio.run(control_plane, stores, sizes, args.nodes, args.rounds, args.load_limit)
+    if args.node_loops:
+        print()
+        anyio.run(measure_workers, args.node_loops, args.per_node, args.changes)
+
+
+if __name__ == "__main__":
+    main()
