@@ -15,7 +15,7 @@ import pytest
 
 from shoal.core._clock import SystemClock
 from shoal.core._informer import Informer
-from shoal.interfaces import StateStore, WatchEvent
+from shoal.interfaces import KeyValue, StateStore, WatchEvent
 from shoal.state import EtcdStore, MemoryStore, SqliteStore
 from tests.state.conftest import isolated_etcd_store
 from tests.state.support import running_etcd
@@ -44,8 +44,8 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
             yield etcd
 
 
-def decode(value: bytes) -> dict[str, str]:
-    data = json.loads(value)
+def decode(kv: KeyValue) -> dict[str, str]:
+    data = json.loads(kv.value)
     if not isinstance(data, dict):
         raise ValueError("not an object")
     return data

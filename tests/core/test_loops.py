@@ -1,9 +1,11 @@
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
 
+from shoal.core import NodeLoop
 from shoal.core._repo import only_heartbeat
 from shoal.interfaces import (
     Conflict,
@@ -13,9 +15,11 @@ from shoal.interfaces import (
     InstanceState,
     InvalidInput,
     KeyValue,
+    ListResult,
     Node,
     NotFound,
     PodSpec,
+    StateStore,
     WatchEvent,
     WorkloadPhase,
 )
@@ -398,3 +402,50 @@ async def test_a_stuck_teardown_backs_off_says_so_once_and_finishes_when_it_can(
     await cluster.settle()
     assert await cluster.service.list_instances() == []
     assert await cluster.runtimes["n1"].list() == []
+
+
+async def test_a_node_loop_reads_its_own_instances_from_its_cache_and_sleeps_through_others(
+    cluster: Cluster,
+) -> None:
+    """The cost of a change elsewhere in the cluster is nothing for this node."""
+    listed: list[str] = []
+
+    class CountingLists:
+        """The cluster's store as this node loop sees it, counting its lists."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(cluster.store, name)
+
+        async def list(self, prefix: str) -> ListResult:
+            listed.append(prefix)
+            return await cluster.store.list(prefix)
+
+    await cluster.add_node("busy")  # its loop never runs: its instances just sit there
+    store = cast(StateStore, CountingLists())
+    mine = NodeLoop(make_node("quiet"), store, MockRuntime(cluster.clock), cluster.clock)
+    async with anyio.create_task_group() as tg:
+        await tg.start(mine.run)
+        await cluster.service.cordon("quiet")
+        await cluster.service.apply([spec(name="elsewhere", replicas=20)])
+        await cluster.control.reconcile_once()  # all 20 placed on "busy"
+        await wait_all_tasks_blocked()
+        passes = mine.passes
+        for replicas in (25, 30):  # changes on another node
+            await cluster.service.scale("elsewhere", replicas)
+            await cluster.control.reconcile_once()
+            await wait_all_tasks_blocked()
+        assert mine.passes == passes  # no pass woke for them
+        assert listed.count("/instances/") == 1  # the cache's first list, and no other
+
+        await cluster.service.uncordon("quiet")
+        await cluster.service.cordon("busy")
+        await cluster.service.apply([spec(name="here", replicas=1)])
+        await cluster.control.reconcile_once()  # placed on "quiet": its loop wakes and runs it
+
+        async def started() -> bool:
+            (inst,) = await cluster.service.list_instances(workload="here")
+            return inst.state == InstanceState.RUNNING
+
+        await eventually(started)
+        assert listed.count("/instances/") == 1
+        tg.cancel_scope.cancel()

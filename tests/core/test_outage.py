@@ -66,8 +66,8 @@ async def test_the_node_loop_keeps_its_containers_through_an_outage_and_resumes(
         flaky.go_down()
         await cluster.service.scale("web", 3)  # the server still takes changes
         await eventually(logged(caplog, "heartbeat of node n1 failed"), cluster.clock)
-        assert "NodeLoop.reconcile_once failed" in caplog.text
-        assert "the watch on /instances/ failed" in caplog.text
+        # Its passes read the cache, kept as last seen while the store is away.
+        assert "cache of /instances/ lost its store" in caplog.text
         pods = await runtime.list()
         assert len(pods) == 2 and all(pod.running for pod in pods)  # kept, though unreadable
         states = [s.value.state for s in await cluster.control.repo.list_instances()]

@@ -44,7 +44,8 @@ push/pull sync (15 s apart in the local profile) or Serf's reconnect of failed m
 SILENT = 90.0
 """Seconds for a silent worker to be suspect: 40 s without a heartbeat, then the leader's
 next pass, with room for a loaded machine."""
-WATCH_FAILED = re.compile(r"the watch on \S+ failed")
+WATCH_FAILED = re.compile(r"the watch on \S+ failed|cache of \S+ lost its store")
+"""A loop's watch broke: the control loop's (_wake) or the node loop's cache (_informer)."""
 """What a node loop logs when its watch of the state breaks (keepalive or a dropped server)."""
 
 

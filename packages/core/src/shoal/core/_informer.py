@@ -61,14 +61,15 @@ class Informer(Generic[T]):
     Args:
         store: The store to list and watch.
         prefix: The key prefix (e.g. ``/instances/``).
-        decode: Turns a stored value into an object; raises ValueError (or a
-            pydantic ValidationError, a ValueError) for a bad one.
+        decode: Turns a stored key and value (with its revisions, for a later
+            compare-and-swap) into an object; raises ValueError (a pydantic
+            ValidationError is one) for a bad one.
         clock: Time for the backoff after the store goes away.
 
     """
 
     def __init__(
-        self, store: StateStore, prefix: str, decode: Callable[[bytes], T], clock: Clock
+        self, store: StateStore, prefix: str, decode: Callable[[KeyValue], T], clock: Clock
     ) -> None:
         self.store = store
         self.prefix = prefix
@@ -138,6 +139,16 @@ class Informer(Generic[T]):
 
     # --- running ---------------------------------------------------------
 
+    async def refresh(self) -> None:
+        """List the prefix once and make the cache what it says (for a caller not running it).
+
+        Raises:
+            Unavailable: the store cannot be reached; the cache is kept as it was.
+
+        """
+        listed = await self.store.list(self.prefix)
+        self._replace(listed.items, listed.revision)
+
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """List, then follow the watch; relist after any gap. Started once the first list is in.
 
@@ -173,7 +184,7 @@ class Informer(Generic[T]):
         """Make the cache what a list at ``revision`` says, telling listeners the differences."""
         fresh: dict[str, T] = {}
         for kv in items:
-            obj = self._decoded(kv.key, kv.value)
+            obj = self._decoded(kv)
             if obj is not None:
                 fresh[kv.key] = obj
         for key in [k for k in self._objects if k not in fresh]:
@@ -188,7 +199,7 @@ class Informer(Generic[T]):
         if event.kind == EventKind.DELETE:
             self._set(key, None)
         else:
-            self._set(key, self._decoded(key, event.kv.value))
+            self._set(key, self._decoded(event.kv))
         self._advance(event.revision)
 
     def _set(self, key: str, new: T | None) -> None:
@@ -224,9 +235,11 @@ class Informer(Generic[T]):
                 waiting.append((wanted, reached))
         self._waiters = waiting
 
-    def _decoded(self, key: str, value: bytes) -> T | None:
+    def _decoded(self, kv: KeyValue) -> T | None:
         try:
-            return self.decode(value)
+            return self.decode(kv)
         except ValueError as exc:
-            log.error("cache of %s: ignoring %s, which cannot be read: %s", self.prefix, key, exc)
+            log.error(
+                "cache of %s: ignoring %s, which cannot be read: %s", self.prefix, kv.key, exc
+            )
             return None

@@ -1,8 +1,11 @@
 """The node loop: this node's assigned instances → pods in the container runtime.
 
-Every pass lists the instances placed on this node and the pods the runtime
-holds, matched by instance uid, and moves each pair one step towards what the
-instance record asks for:
+Every pass takes the instances placed on this node from a cache fed by the
+store's watch (:class:`~shoal.core._informer.Informer`, indexed by node, so a
+pass costs this node's instances, never the cluster's; a worker's watch
+through its server carries only its own instances anyway) and the pods the
+runtime holds, matched by instance uid, and moves each pair one step towards
+what the instance record asks for:
 
 * ``scheduled`` (and its restart time reached): pull images, create and start
   the pod, report ``starting`` then ``running``;
@@ -20,6 +23,12 @@ instance's ``ready`` flag; a failed liveness probe stops the pod and reports
 the instance ``failed`` (LivenessProbeFailed), so the control loop restarts it
 per its restart policy.
 
+A change of an instance on this node wakes a pass; changes elsewhere do not.
+Writes are compare-and-swap on the revision the cache holds, so a cache a
+little behind the store costs a retry, never a wrong write. A pass run
+outside :meth:`NodeLoop.run` (tests drive passes one by one) lists the
+instances first, since no watch feeds the cache then.
+
 So after a restart of the agent the first pass *adopts* every pod the runtime
 still runs (no second copy is started) and removes the ones nobody wants.
 Restart decisions belong to the control loop; this loop only reports.
@@ -35,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
@@ -49,6 +59,7 @@ from shoal.interfaces import (
     ImageError,
     Instance,
     InstanceState,
+    KeyValue,
     Node,
     NotFound,
     ObjectRef,
@@ -63,6 +74,7 @@ from shoal.interfaces import (
 )
 
 from ._backoff import Backoff
+from ._informer import Informer
 from ._probes import ProbeTracker, run_check
 from ._repo import INSTANCES, Repository, Stored, node_key
 from ._wake import run_level_triggered
@@ -123,6 +135,12 @@ class NodeLoop:
         self._running: dict[str, Stored[Instance]] = {}
         self._stuck: dict[str, _StuckTeardown] = {}
         """Instances whose pod removal failed, by uid."""
+        self.instances: Informer[Stored[Instance]] = Informer(
+            store, INSTANCES, _stored_instance, clock
+        )
+        """The instances this node sees, indexed by ``node``: what each pass reads."""
+        self.instances.add_index("node", lambda s: [s.value.node] if s.value.node else [])
+        self._watching = False
         self.refused: ShoalError | None = None
         """Why the cluster refused to register this node (Unauthenticated, Forbidden), if it did."""
 
@@ -139,13 +157,16 @@ class NodeLoop:
         """
         await self.register_when_reachable()
         async with anyio.create_task_group() as tg:
+            await tg.start(self.instances.run)
+            self._watching = True
             await tg.start(
                 lambda task_status: run_level_triggered(
                     self.store,
                     self.clock,
-                    [INSTANCES],
+                    [],
                     self.resync,
                     self.reconcile_once,
+                    triggers=[self._wake_on_my_instances],
                     task_status=task_status,
                 )
             )
@@ -239,16 +260,29 @@ class NodeLoop:
     def _beat(self, node: Node) -> Node:
         return node.model_copy(update={"heartbeat_at": self.clock.now()})
 
+    async def _wake_on_my_instances(self, wake: Callable[[], None]) -> None:
+        """Wake a pass when an instance of this node changes (it is added, updated or goes)."""
+
+        def changed(key: str, old: Stored[Instance] | None, new: Stored[Instance] | None) -> None:
+            if any(s is not None and s.value.node == self.name for s in (old, new)):
+                wake()
+
+        self.instances.listen(changed)
+        await anyio.sleep_forever()
+
     async def reconcile_once(self) -> float | None:
         """Run one pass; return seconds until the next one it needs, or None.
 
-        0 means at once (a write lost a race); a positive delay is the end of
-        the earliest restart backoff among this node's instances.
+        0 means at once (a write lost a race; outside :meth:`run`, where no
+        watch brings the change); a positive delay is the end of the earliest
+        restart or teardown backoff among this node's instances.
         """
         self.passes += 1
         self._again = False
         now = self.clock.now()
-        mine = [s for s in await self.repo.list_instances() if s.value.node == self.name]
+        if not self._watching:
+            await self.instances.refresh()
+        mine = self.instances.by_index("node", self.name)
         self._running = {s.value.uid: s for s in mine if s.value.state == InstanceState.RUNNING}
         self.probes.forget(set(self._running))
         for uid in set(self._stuck) - {s.value.uid for s in mine}:
@@ -272,7 +306,9 @@ class NodeLoop:
                     self.actor,
                 )
         if self._again:
-            return 0
+            # A write lost a race with a newer record: the watch brings it and
+            # wakes the next pass; outside run() nothing would, so go at once.
+            return _RACE_RETRY if self._watching else 0
         waits = [
             (s.value.not_before - now).total_seconds()
             for s in mine
@@ -543,6 +579,17 @@ class NodeLoop:
             f"pod {pod.name} had no instance record on {self.name}; removed it",
             self.actor,
         )
+
+
+_RACE_RETRY = 1.0
+"""Seconds a pass that lost a write race waits at most for the watch to bring the change."""
+
+
+def _stored_instance(kv: KeyValue) -> Stored[Instance]:
+    """Decode an instance record with the revisions a compare-and-swap needs."""
+    return Stored(
+        Instance.model_validate_json(kv.value), kv.key, kv.mod_revision, kv.create_revision
+    )
 
 
 def _ref(inst: Instance) -> ObjectRef:
