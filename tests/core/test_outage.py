@@ -66,8 +66,9 @@ async def test_the_node_loop_keeps_its_containers_through_an_outage_and_resumes(
         flaky.go_down()
         await cluster.service.scale("web", 3)  # the server still takes changes
         await eventually(logged(caplog, "heartbeat of node n1 failed"), cluster.clock)
-        # Its passes read the cache, kept as last seen while the store is away.
+        # Its cache lost the store: passes do not act on it until it lists again.
         assert "cache of /instances/ lost its store" in caplog.text
+        assert "NodeLoop.reconcile_once failed" in caplog.text
         pods = await runtime.list()
         assert len(pods) == 2 and all(pod.running for pod in pods)  # kept, though unreadable
         states = [s.value.state for s in await cluster.control.repo.list_instances()]

@@ -1,6 +1,14 @@
 """The control loop: workloads → instances → placements, on the leader server.
 
-One pass reads every workload, instance and node, then for each workload:
+It reads workloads, instances and nodes from caches fed by the store's watch
+(:class:`~shoal.core._informer.Informer`: listed once when the term starts,
+then followed), so a pass decodes nothing it has seen before; and before a
+pass it waits until the caches reflect its own last writes, so it never acts
+on a view older than what it wrote. A pass run outside :meth:`ControlLoop.run`
+(tests drive passes one by one) lists the three prefixes first.
+
+One pass goes over every workload with its instances and the nodes, then for
+each workload:
 
 * deletes it once all its instances are gone (``deleting`` set by the service);
 * restarts finished instances on their node per restart policy, with
@@ -23,6 +31,7 @@ unchanged world writes nothing: the loop is level-triggered and idempotent.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -45,9 +54,11 @@ from shoal.interfaces import (
     ScheduleFailure,
     Scheduler,
     StateStore,
+    Unavailable,
     Workload,
 )
 
+from ._informer import Informer
 from ._placement import InstanceFactory, node_usage
 from ._repo import (
     INSTANCES,
@@ -55,8 +66,8 @@ from ._repo import (
     WORKLOADS,
     Repository,
     Stored,
+    decoder_of,
     instance_key,
-    only_heartbeat,
     workload_key,
 )
 from ._restarts import restart, should_restart
@@ -113,21 +124,69 @@ class ControlLoop:
         self.keep_events = keep_events
         self.keep_events_for = keep_events_for
         self.passes = 0
+        self.workloads: Informer[Stored[Workload]] = Informer(
+            store, WORKLOADS, decoder_of(Workload), clock
+        )
+        self.instances: Informer[Stored[Instance]] = Informer(
+            store, INSTANCES, decoder_of(Instance), clock
+        )
+        self.nodes: Informer[Stored[Node]] = Informer(store, NODES, decoder_of(Node), clock)
+        self._watching = False
+        self.written: dict[str, int] = {}
+        """The revision of this loop's last write, per prefix: the caches catch up to it."""
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Reconcile on every change of workloads, instances or nodes, and every ``resync`` s.
 
-        A node's heartbeat alone wakes no pass.
+        The caches are listed before the first pass. A node's heartbeat alone
+        wakes no pass.
         """
-        await run_level_triggered(
-            self.store,
-            self.clock,
-            [WORKLOADS, INSTANCES, NODES],
-            self.resync,
-            self.reconcile_once,
-            ignore=only_heartbeat,
-            task_status=task_status,
-        )
+        async with anyio.create_task_group() as tg:
+            await tg.start(self.follow)
+            await tg.start(
+                lambda task_status: run_level_triggered(
+                    self.store,
+                    self.clock,
+                    [],
+                    self.resync,
+                    self.reconcile_once,
+                    triggers=[self._wake_on_changes],
+                    task_status=task_status,
+                )
+            )
+            task_status.started()
+
+    async def follow(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Keep the caches current until cancelled; started once all three are listed.
+
+        While it runs, passes read the caches instead of listing the store.
+        """
+        try:
+            async with anyio.create_task_group() as tg:
+                for informer in (self.workloads, self.instances, self.nodes):
+                    await tg.start(informer.run)
+                self._watching = True
+                task_status.started()
+        finally:
+            self._watching = False
+
+    async def _wake_on_changes(self, wake: Callable[[], None]) -> None:
+        """Wake a pass on any change of the caches but a node's heartbeat."""
+
+        def changed(key: str, old: Stored[Any] | None, new: Stored[Any] | None) -> None:
+            del key
+            if not _only_heartbeat(old, new):
+                wake()
+
+        for informer in (self.workloads, self.instances, self.nodes):
+            informer.listen(changed)
+        await anyio.sleep_forever()
+
+    def wrote(self, key: str, revision: int) -> None:
+        """Note a write of this loop: the next pass waits for the caches to show it."""
+        for prefix in (WORKLOADS, INSTANCES, NODES):
+            if key.startswith(prefix):
+                self.written[prefix] = max(self.written.get(prefix, 0), revision)
 
     def backoff(self, restart_count: int) -> float:
         """Return the delay before restart number ``restart_count + 1``."""
@@ -136,9 +195,17 @@ class ControlLoop:
     async def reconcile_once(self) -> float | None:
         """Run one pass; return 0 if another should follow at once, else None."""
         self.passes += 1
-        workloads = await self.repo.list_workloads()
-        instances = await self.repo.list_instances()
-        nodes = {stored.value.name: stored.value for stored in await self.repo.list_nodes()}
+        caches = ((self.workloads, WORKLOADS), (self.instances, INSTANCES), (self.nodes, NODES))
+        for informer, prefix in caches:
+            if not self._watching:
+                await informer.refresh()
+            elif not informer.following:
+                raise Unavailable(f"the cache of {prefix} lost the store; it lists again first")
+            else:
+                await informer.caught_up(self.written.get(prefix, 0))
+        workloads = sorted(self.workloads.values(), key=lambda s: s.key)
+        instances = sorted(self.instances.values(), key=lambda s: s.key)
+        nodes = {s.value.name: s.value for s in sorted(self.nodes.values(), key=lambda s: s.key)}
         by_workload: dict[str, list[Stored[Instance]]] = defaultdict(list)
         for stored in instances:
             by_workload[f"{stored.value.namespace}/{stored.value.workload}"].append(stored)
@@ -177,10 +244,11 @@ class _Pass:
         if updated == stored.value:
             return True
         try:
-            await self.repo.put(stored.key, updated, expected_revision=stored.revision)
+            revision = await self.repo.put(stored.key, updated, expected_revision=stored.revision)
         except RevisionConflict:
             self.again = True
             return False
+        self.loop.wrote(stored.key, revision)
         return True
 
     def _node_left(self, inst: Instance) -> bool:
@@ -202,10 +270,14 @@ class _Pass:
             or (inst.state == InstanceState.LOST and gone_node)
         ):
             try:
-                await self.loop.store.delete(stored.key, expected_revision=stored.revision)
+                revision = await self.loop.store.delete(
+                    stored.key, expected_revision=stored.revision
+                )
             except RevisionConflict:
                 self.again = True
                 return
+            if revision is not None:
+                self.loop.wrote(stored.key, revision)
             if inst.node is not None:
                 await self.repo.record(_ref(inst), reason, f"removed: {message}", ACTOR)
             return
@@ -407,6 +479,8 @@ class _Pass:
             )
             if not outcome.succeeded:  # a clash of random names: the next pass makes new ones
                 self.again = True
+            else:
+                self.loop.wrote(INSTANCES, outcome.revision)
 
     async def write_status(self, stored_workload: Stored[Workload]) -> None:
         workload = stored_workload.value
@@ -416,28 +490,44 @@ class _Pass:
             return
         updated = workload.model_copy(update={"status": status})
         try:
-            await self.repo.put(
+            revision = await self.repo.put(
                 stored_workload.key, updated, expected_revision=stored_workload.revision
             )
         except RevisionConflict:
             self.again = True
+            return
+        self.loop.wrote(stored_workload.key, revision)
 
     async def _delete_workload(self, stored_workload: Stored[Workload]) -> None:
         workload = stored_workload.value
         try:
-            await self.loop.store.delete(
+            revision = await self.loop.store.delete(
                 workload_key(workload.namespace, workload.name),
                 expected_revision=stored_workload.revision,
             )
         except RevisionConflict:
             self.again = True
             return
+        if revision is not None:
+            self.loop.wrote(stored_workload.key, revision)
         await self.repo.record(
             ObjectRef(kind="Workload", namespace=workload.namespace, name=workload.name),
             "Deleted",
             "all instances stopped; workload removed",
             ACTOR,
         )
+
+
+def _only_heartbeat(old: Stored[Any] | None, new: Stored[Any] | None) -> bool:
+    """Return whether a change of a node record changed nothing but its ``heartbeat_at``."""
+    if old is None or new is None:
+        return False
+    before, after = old.value, new.value
+    if not isinstance(before, Node) or not isinstance(after, Node):
+        return False
+    return before.model_copy(update={"heartbeat_at": None}) == after.model_copy(
+        update={"heartbeat_at": None}
+    )
 
 
 def _ref(inst: Instance) -> ObjectRef:

@@ -9,7 +9,9 @@ local cache and a change costs what it touches:
   the store has compacted is not resumed blindly: the informer lists again
   and replaces its cache, telling its listeners about every key that changed
   or vanished meanwhile, as if they had seen each event.
-* **Freshness.** :attr:`revision` is the store revision the cache reflects.
+* **Freshness.** :attr:`revision` is the store revision the cache reflects;
+  :attr:`following` says whether the watch runs (a loop does not act while
+  it does not: its view may be missing what changed since).
   A loop that has written at revision ``r`` under the prefix waits with
   :meth:`caught_up` before it decides again, so it never acts on a view older
   than its own last write.
@@ -81,6 +83,8 @@ class Informer(Generic[T]):
         """Set once the first list is in the cache."""
         self.relists = 0
         """How many times the cache was rebuilt after a gap (a metric)."""
+        self.following = False
+        """Whether the watch runs: False from a gap until the cache is listed again."""
         self._objects: dict[str, T] = {}
         self._listeners: list[Listener[T]] = []
         self._indexers: dict[str, Callable[[T], Iterable[str]]] = {}
@@ -161,6 +165,7 @@ class Informer(Generic[T]):
             try:
                 listed = await self.store.list(self.prefix)
                 self._replace(listed.items, listed.revision)
+                self.following = True
                 if not started:
                     started = True
                     self.synced.set()
@@ -169,8 +174,10 @@ class Informer(Generic[T]):
                 async for event in self.store.watch(self.prefix, listed.revision + 1):
                     self._apply(event)
             except Compacted:
+                self.following = False
                 log.info("cache of %s fell behind the store's history: listing again", self.prefix)
             except Unavailable as exc:
+                self.following = False
                 log.warning(
                     "cache of %s lost its store (%s); listing again in %g s",
                     self.prefix,

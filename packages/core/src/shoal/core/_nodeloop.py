@@ -59,7 +59,6 @@ from shoal.interfaces import (
     ImageError,
     Instance,
     InstanceState,
-    KeyValue,
     Node,
     NotFound,
     ObjectRef,
@@ -76,7 +75,7 @@ from shoal.interfaces import (
 from ._backoff import Backoff
 from ._informer import Informer
 from ._probes import ProbeTracker, run_check
-from ._repo import INSTANCES, Repository, Stored, node_key
+from ._repo import INSTANCES, Repository, Stored, decoder_of, node_key
 from ._wake import run_level_triggered
 
 __all__ = ["NodeLoop"]
@@ -136,7 +135,7 @@ class NodeLoop:
         self._stuck: dict[str, _StuckTeardown] = {}
         """Instances whose pod removal failed, by uid."""
         self.instances: Informer[Stored[Instance]] = Informer(
-            store, INSTANCES, _stored_instance, clock
+            store, INSTANCES, decoder_of(Instance), clock
         )
         """The instances this node sees, indexed by ``node``: what each pass reads."""
         self.instances.add_index("node", lambda s: [s.value.node] if s.value.node else [])
@@ -282,6 +281,8 @@ class NodeLoop:
         now = self.clock.now()
         if not self._watching:
             await self.instances.refresh()
+        elif not self.instances.following:
+            raise Unavailable("the cache of /instances/ lost the store; it lists again first")
         mine = self.instances.by_index("node", self.name)
         self._running = {s.value.uid: s for s in mine if s.value.state == InstanceState.RUNNING}
         self.probes.forget(set(self._running))
@@ -583,13 +584,6 @@ class NodeLoop:
 
 _RACE_RETRY = 1.0
 """Seconds a pass that lost a write race waits at most for the watch to bring the change."""
-
-
-def _stored_instance(kv: KeyValue) -> Stored[Instance]:
-    """Decode an instance record with the revisions a compare-and-swap needs."""
-    return Stored(
-        Instance.model_validate_json(kv.value), kv.key, kv.mod_revision, kv.create_revision
-    )
 
 
 def _ref(inst: Instance) -> ObjectRef:

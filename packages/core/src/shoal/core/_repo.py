@@ -44,6 +44,7 @@ from shoal.interfaces import (
     EventKind,
     EventType,
     Instance,
+    KeyValue,
     Node,
     NotFound,
     ObjectRef,
@@ -67,6 +68,7 @@ __all__ = [
     "WORKLOADS",
     "Repository",
     "Stored",
+    "decoder_of",
     "event_store_key",
     "instance_key",
     "node_key",
@@ -89,6 +91,17 @@ class Stored(Generic[M]):
     """The key's mod_revision when read."""
     created: int
     """The key's create_revision: orders objects by creation."""
+
+
+def decoder_of(model: type[M]) -> Callable[[KeyValue], Stored[M]]:
+    """Return a decoder of ``model`` records with their revisions (for an informer)."""
+
+    def decode(kv: KeyValue) -> Stored[M]:
+        return Stored(
+            model.model_validate_json(kv.value), kv.key, kv.mod_revision, kv.create_revision
+        )
+
+    return decode
 
 
 class Repository:
