@@ -30,6 +30,7 @@ unchanged world writes nothing: the loop is level-triggered and idempotent.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -72,7 +73,7 @@ from ._repo import (
 )
 from ._restarts import restart, should_restart
 from ._status import workload_status
-from ._wake import run_level_triggered
+from ._wake import run_woken_by
 
 __all__ = ["ControlLoop"]
 
@@ -143,17 +144,8 @@ class ControlLoop:
         """
         async with anyio.create_task_group() as tg:
             await tg.start(self.follow)
-            await tg.start(
-                lambda task_status: run_level_triggered(
-                    self.store,
-                    self.clock,
-                    [],
-                    self.resync,
-                    self.reconcile_once,
-                    triggers=[self._wake_on_changes],
-                    task_status=task_status,
-                )
-            )
+            wakes = functools.partial(run_woken_by, self._wake_on_changes)
+            await tg.start(wakes, self.store, self.clock, self.resync, self.reconcile_once)
             task_status.started()
 
     async def follow(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:

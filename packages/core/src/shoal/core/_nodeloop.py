@@ -43,6 +43,7 @@ Registering waits for the store the same way; a refused join token or role
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -76,7 +77,7 @@ from ._backoff import Backoff
 from ._informer import Informer
 from ._probes import ProbeTracker, run_check
 from ._repo import INSTANCES, Repository, Stored, decoder_of, node_key
-from ._wake import run_level_triggered
+from ._wake import run_woken_by
 
 __all__ = ["NodeLoop"]
 
@@ -158,17 +159,8 @@ class NodeLoop:
         async with anyio.create_task_group() as tg:
             await tg.start(self.instances.run)
             self._watching = True
-            await tg.start(
-                lambda task_status: run_level_triggered(
-                    self.store,
-                    self.clock,
-                    [],
-                    self.resync,
-                    self.reconcile_once,
-                    triggers=[self._wake_on_my_instances],
-                    task_status=task_status,
-                )
-            )
+            wakes = functools.partial(run_woken_by, self._wake_on_my_instances)
+            await tg.start(wakes, self.store, self.clock, self.resync, self.reconcile_once)
             tg.start_soon(self._heartbeat)
             tg.start_soon(self._probe_loop)
             task_status.started()

@@ -25,7 +25,7 @@ from shoal.interfaces import Clock, Compacted, StateStore, Unavailable, WatchEve
 from ._backoff import Backoff
 from ._fence import Deposed
 
-__all__ = ["Trigger", "run_level_triggered"]
+__all__ = ["Trigger", "run_level_triggered", "run_woken_by"]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,25 @@ async def run_level_triggered(
                 await changed.wait()
             elif delay > 0:
                 await _wait_either(changed, clock, delay)
+
+
+async def run_woken_by(
+    trigger: Trigger,
+    store: StateStore,
+    clock: Clock,
+    resync: float,
+    reconcile: Callable[[], Awaitable[float | None]],
+    *,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run ``reconcile`` as :func:`run_level_triggered` does, woken by ``trigger`` alone.
+
+    For a loop whose caches watch the store for it (their listeners are the
+    trigger), so it opens no watch of its own.
+    """
+    await run_level_triggered(
+        store, clock, [], resync, reconcile, triggers=[trigger], task_status=task_status
+    )
 
 
 async def _wait_either(changed: anyio.Event, clock: Clock, delay: float) -> None:
