@@ -8,7 +8,7 @@ DATA_DIR ?= $(HOME)/.local/share/shoal
 API_ADDR ?= 127.0.0.1:7070
 RUNTIME ?= runc
 
-.PHONY: bootstrap run test lint format bench proto clean
+.PHONY: bootstrap run test lint format bench proto image clean
 
 bootstrap:
 	@scripts/system-deps.sh
@@ -24,6 +24,11 @@ lint: bootstrap
 
 test: lint
 	$(UV) run pytest
+
+# The node image for docker-compose.yml (shoal:dev), built without reaching PyPI:
+# a wheelhouse made here, the base image debootstrapped when it cannot be pulled.
+image: bootstrap
+	scripts/build_image.sh
 
 proto: bootstrap
 	$(UV) run python -m grpc_tools.protoc -Ipackages/cluster/proto \

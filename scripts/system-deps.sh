@@ -12,6 +12,8 @@ packages=(
     etcd-server                   # EtcdStore for highly available servers; tests start real etcd
     etcd-client                   # etcdctl, which EtcdStore's errors point operators to
     serf                          # gossip membership: SerfCluster supervises `serf agent`
+    docker.io docker-compose      # the compose cluster (make image, tests/e2e/test_compose_cluster.py)
+    debootstrap                   # its debian:bookworm-slim base where no registry has it
 )
 
 missing=()
@@ -36,6 +38,13 @@ apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # when we installed it, keep that unit off (an operator's existing serf is theirs).
 if [[ " ${missing[*]} " == *" serf "* ]] && [ -d /run/systemd/system ]; then
     systemctl disable --now serf.service >/dev/null 2>&1 || true
+fi
+
+# Debian's docker.io likewise starts a system-wide dockerd (with its iptables
+# rules and docker0 bridge): keep it off when we installed it. The compose test
+# starts a private daemon of its own, and `make image` uses whichever DOCKER_HOST says.
+if [[ " ${missing[*]} " == *" docker.io "* ]] && [ -d /run/systemd/system ]; then
+    systemctl disable --now docker.service docker.socket >/dev/null 2>&1 || true
 fi
 
 # Debian's etcd-server package likewise starts a system-wide etcd on 2379. Shoal's

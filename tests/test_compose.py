@@ -1,7 +1,7 @@
 """docker-compose.yml and the Dockerfile: a 3-node cluster that the real `shoal` CLI accepts.
 
-No Docker engine runs here, so the compose file is checked rather than run.
-Every service's command is parsed by the real CLI without running it (click
+These checks need no Docker engine (tests/e2e/test_compose_cluster.py runs
+the cluster for real). Every service's command is parsed by the real CLI without running it (click
 raises on an unknown option or a bad choice), and the wiring between the
 services — roles, secrets, published ports, data volumes, bridges, the join
 address, the image's EXPOSE — is read from the file itself.
@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
+ENTRYPOINT_SCRIPT = (ROOT / "docker/entrypoint.sh").read_text()
 
 API_PORT, GOSSIP_PORT, GRPC_PORT = 7070, 7946, 7947
 """The agent's default ports: REST API, Serf gossip (tcp and udp), node-to-node gRPC."""
@@ -91,8 +92,30 @@ def test_three_services_one_server_and_two_workers() -> None:
     assert sorted(role(name) or "" for name in SERVICES) == ["server", "worker", "worker"]
     for name, service in SERVICES.items():
         assert service["command"][0] == "agent", f"{name} does not run `shoal agent`"
+
+
+def test_compose_v1_and_v2_both_accept_the_file_and_name_the_project_shoal() -> None:
+    # docker-compose 1.29 (Debian bookworm's) refuses a top-level `name:`; both
+    # read COMPOSE_PROJECT_NAME from the .env beside the file.
+    assert set(COMPOSE) <= {"services", "secrets", "volumes", "networks"} | {
+        key for key in COMPOSE if key.startswith("x-")
+    }
+    dotenv = (ROOT / ".env").read_text().splitlines()
+    assert "COMPOSE_PROJECT_NAME=shoal" in dotenv
+
+
+def test_workers_get_what_runc_needs_and_no_more() -> None:
+    # Not `privileged`: it asks for every capability, and a host whose bounding
+    # set lacks one (CAP_SYS_RESOURCE here) cannot start the container at all.
     for name in workers():
-        assert SERVICES[name].get("privileged") is True, f"{name} runs containers: privileged"
+        service = SERVICES[name]
+        assert "privileged" not in service, f"{name}: privileged"
+        assert set(service["cap_add"]) == {"SYS_ADMIN", "NET_ADMIN"}, name
+        assert service["security_opt"] == ["seccomp=unconfined"], name
+        # A killed worker's netns files must not survive into its next start.
+        assert "/run" in service["tmpfs"], name
+    for name in set(SERVICES) - set(workers()):
+        assert not {"privileged", "cap_add", "security_opt"} & set(SERVICES[name]), name
 
 
 def test_the_command_check_rejects_unknown_options_and_bad_choices() -> None:
@@ -237,8 +260,31 @@ def test_the_dockerfile_exposes_the_ports_the_services_use() -> None:
 
 
 def test_the_image_runs_the_shoal_cli() -> None:
-    # The services' commands start at the subcommand: the entrypoint must be `shoal`.
+    # The services' commands start at the subcommand: the entrypoint ends in `shoal`.
     (line,) = (ln for ln in DOCKERFILE.splitlines() if ln.startswith("ENTRYPOINT"))
     entrypoint = yaml.safe_load(line.removeprefix("ENTRYPOINT"))
-    assert isinstance(entrypoint, list) and Path(entrypoint[0]).name == "shoal"
+    assert isinstance(entrypoint, list) and len(entrypoint) == 1
+    assert f"COPY docker/entrypoint.sh {entrypoint[0]}" in DOCKERFILE
+    assert ENTRYPOINT_SCRIPT.rstrip().endswith('exec shoal "$@"')
+    # `docker compose exec server shoal ...` finds the CLI.
+    assert re.search(r"^ENV PATH=/opt/shoal/\.venv/bin:\$PATH$", DOCKERFILE, re.MULTILINE)
     assert re.search(r"^FROM debian:bookworm-slim\b", DOCKERFILE, re.MULTILINE)
+
+
+def test_the_image_installs_offline_from_the_wheelhouse() -> None:
+    # No index in the build: every Python package comes from build/wheelhouse.
+    installs = re.findall(r"pip install[^&]*", DOCKERFILE)
+    assert installs and all("--no-index" in command for command in installs)
+    assert "uv sync" not in DOCKERFILE and "pip install uv" not in DOCKERFILE
+    assert "COPY build/wheelhouse" in DOCKERFILE
+
+
+def test_the_build_context_holds_only_what_the_build_copies() -> None:
+    ignore = [ln for ln in (ROOT / ".dockerignore").read_text().splitlines() if ln and ln[0] != "#"]
+    assert ignore[0] == "*", ".venv, .git and cluster-secrets/ must stay out of the context"
+    copied = {
+        source.removesuffix("/")
+        for source in re.findall(r"^COPY (?!--from)(\S+)", DOCKERFILE, re.MULTILINE)
+    }
+    allowed = {line.removeprefix("!").removesuffix("/") for line in ignore[1:]}
+    assert all(any(c == a or c.startswith(a + "/") for a in allowed) for c in copied), copied
