@@ -15,7 +15,7 @@ import pytest
 
 from shoal.core._clock import SystemClock
 from shoal.core._informer import Informer
-from shoal.interfaces import KeyValue, StateStore, WatchEvent
+from shoal.interfaces import KeyValue, PutOp, StateStore, WatchEvent
 from shoal.state import EtcdStore, MemoryStore, SqliteStore
 from tests.state.conftest import isolated_etcd_store
 from tests.state.support import running_etcd
@@ -151,3 +151,36 @@ async def test_a_watch_that_falls_behind_compacted_history_relists_and_misses_no
         (f"{PREFIX}moved", True, True),
         (f"{PREFIX}new", False, True),
     ]
+
+
+async def test_caught_up_means_every_event_of_that_revision_is_in_the_cache(
+    store: StateStore,
+) -> None:
+    """A backlog larger than one history read never wakes a waiter on half a transaction."""
+    informer = Informer(store, PREFIX, decode, SystemClock())
+    written = anyio.Event()
+    real_watch = store.watch
+
+    async def watch_after_the_writes(
+        prefix: str, start_revision: int | None = None
+    ) -> AsyncIterator[WatchEvent]:
+        await written.wait()  # so the cache has all of them to catch up on at once
+        async for event in real_watch(prefix, start_revision):
+            yield event
+
+    store.watch = watch_after_the_writes  # type: ignore[method-assign]
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            await tg.start(informer.run)
+            last = 0
+            for start, size in ((0, 400), (400, 128)):  # the second straddles 512 events
+                ops = [
+                    PutOp(f"{PREFIX}{n:05d}", json.dumps({"n": str(n)}).encode())
+                    for n in range(start, start + size)
+                ]
+                for chunk in range(0, size, 128):  # etcd's default limit a transaction
+                    last = (await store.txn([], ops[chunk : chunk + 128])).revision
+            written.set()
+            await informer.caught_up(last)
+            assert len(informer) == 528
+            tg.cancel_scope.cancel()

@@ -175,13 +175,17 @@ class EventLog:
         index = bisect_left(entries, position)
         stop = min(len(entries), index + _SCAN_LIMIT)
         found: list[WatchEvent] = []
-        while index < stop:
+        last_revision: int | None = None
+        while index < len(entries):
             revision, seq, event = entries[index]
+            # Stop at the limits, but never inside a revision: a watcher that
+            # has seen part of a transaction sees all of it in the same batch.
+            if (index >= stop or len(found) >= limit) and revision != last_revision:
+                break
             index += 1
+            last_revision = revision
             if event.kv.key.startswith(prefix):
                 found.append(event)
-                if len(found) >= limit:
-                    return Batch(found, Position(revision, seq + 1), index < len(entries))
         if index < len(entries):
             revision, seq, _ = entries[index]
             return Batch(found, Position(revision, seq), True)

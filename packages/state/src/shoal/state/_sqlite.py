@@ -140,7 +140,7 @@ class SqliteStore(StoreBase):
             except sqlite3.Error as exc:
                 raise database_error(self._path, exc) from exc
             head = self._revision
-        if len(events) == READ_BATCH and after is not None:
+        if len(events) >= READ_BATCH and after is not None:
             return Batch(events, after, True)
         return Batch(events, max(position, Position(head + 1, 0)), False)
 

@@ -320,28 +320,36 @@ class Database:
     def read_history(
         self, prefix: str, position: Position, limit: int
     ) -> tuple[list[WatchEvent], Position | None]:
-        """Return up to ``limit`` events under ``prefix`` at or after ``position``.
+        """Return about ``limit`` events under ``prefix`` at or after ``position``.
+
+        A batch never ends inside a revision: the events of a transaction
+        reach a watcher together, so one that has seen a revision has seen
+        all of it. (It may therefore hold more than ``limit`` events.)
 
         Returns:
             The events, and the position just after the last one (None if none).
 
         """
         end = prefix_end(prefix)
-        query = f"SELECT seq, {_HISTORY_COLUMNS} FROM history WHERE (revision, seq) >= (?, ?)"
+        where = "(revision, seq) >= (?, ?)"
         params: list[object] = [position.revision, position.seq]
         if prefix:
-            query += " AND key >= ?"
+            where += " AND key >= ?"
             params.append(prefix)
         if end is not None:
-            query += " AND key < ?"
+            where += " AND key < ?"
             params.append(end)
-        query += " ORDER BY revision, seq LIMIT ?"
-        params.append(limit)
+        query = f"SELECT seq, {_HISTORY_COLUMNS} FROM history WHERE {where}"
+        rows = list(self._conn.execute(f"{query} ORDER BY revision, seq LIMIT ?", [*params, limit]))
+        if len(rows) == limit:  # finish the last revision
+            last_revision, last_seq = rows[-1][1], rows[-1][0]
+            params[:2] = [last_revision, last_seq + 1]
+            rows += self._conn.execute(
+                f"{query} AND revision = ? ORDER BY seq", [*params, last_revision]
+            )
         events: list[WatchEvent] = []
         after: Position | None = None
-        for seq, revision, kind, key, value, create, version, lease, prev in self._conn.execute(
-            query, params
-        ):
+        for seq, revision, kind, key, value, create, version, lease, prev in rows:
             kv = KeyValue(key, value, create, revision, version, lease)
             events.append(WatchEvent(EventKind(kind), kv, prev))
             after = Position(revision, seq + 1)
