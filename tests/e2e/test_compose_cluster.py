@@ -139,7 +139,7 @@ def docker_pids() -> set[tuple[int, str]]:
 
 
 def host_network() -> dict[str, Any]:
-    """What the test must leave as it found: FORWARD's policy, Docker's rules and bridges."""
+    """What the test must leave as found: FORWARD's policy, Docker's rules, bridges, mounts."""
     rules = subprocess.run(["iptables-save"], capture_output=True, text=True, timeout=30).stdout
     docker_rules = sorted(
         re.sub(r"\[\d+:\d+\]", "", line)
@@ -151,7 +151,12 @@ def host_network() -> dict[str, Any]:
     bridges = sorted(
         link["ifname"] for link in links if re.fullmatch(r"docker0|br-[0-9a-f]{12}", link["ifname"])
     )
-    return {"forward": policy and policy.group(1), "docker rules": docker_rules, "bridges": bridges}
+    return {
+        "forward": policy and policy.group(1),
+        "docker rules": docker_rules,
+        "bridges": bridges,
+        "mounts": sorted(mounts_under(CACHE)),
+    }
 
 
 @contextmanager
@@ -225,6 +230,17 @@ def stop_daemon(daemon: subprocess.Popen[bytes] | None, pidfile: Path) -> None:
         until("the private dockerd to stop", lambda: not Path(f"/proc/{pid}").exists(), 40)
     # Shims outlive containerd by a moment.
     until("the private daemon's shims to exit", lambda: not shims_of(CACHE), 30)
+    # dockerd leaves its exec root's netns/default (a mount of the host's network
+    # namespace) behind when it stops.
+    for mountpoint in sorted(mounts_under(CACHE), reverse=True):
+        subprocess.run(["umount", mountpoint], capture_output=True, timeout=30, check=False)
+
+
+def mounts_under(directory: Path) -> list[str]:
+    """Return the mount points at or under ``directory``."""
+    lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    points = [line.split()[4] for line in lines]
+    return [p for p in points if p == str(directory) or p.startswith(f"{directory}/")]
 
 
 def shims_of(exec_root: Path) -> list[int]:
@@ -316,6 +332,10 @@ def compose_cluster(tmp_path: Path) -> None:
         }
         run_shoal(host, "cluster", "init", "--out", str(tmp_path / "cluster-secrets"))
         compose = Compose(tmp_path, env)
+        if run(["docker", "compose", "version"], env, check=False).returncode == 0:
+            # Compose v2 where its plugin is installed: the same file, the same project.
+            v2 = run(["docker", "compose", "config", "--format", "json"], env, cwd=tmp_path)
+            assert json.loads(v2.stdout)["name"] == PROJECT
         try:
             compose("up", "-d", "--no-build", timeout=180)
             lap("up")
