@@ -1,3 +1,4 @@
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -449,3 +450,45 @@ async def test_a_node_loop_reads_its_own_instances_from_its_cache_and_sleeps_thr
         await eventually(started)
         assert listed.count("/instances/") == 1
         tg.cancel_scope.cancel()
+
+
+async def test_a_node_loop_never_acts_on_a_cache_older_than_its_own_last_write(
+    cluster: Cluster,
+) -> None:
+    """A watch that lags (as a worker's, through its server) must not lose a job's exit.
+
+    Acting on a stale record (starting, while the job already ran and exited)
+    once removed the finished pod as a leftover and reported the successful
+    job as a missing container.
+    """
+
+    class LaggingWatch:
+        """The cluster's store, each watch event a little late."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(cluster.store, name)
+
+        async def watch(
+            self, prefix: str, start_revision: int | None = None
+        ) -> AsyncIterator[WatchEvent]:
+            async for event in cluster.store.watch(prefix, start_revision):
+                await anyio.sleep(0.05)  # the fake's lag, in real time
+                yield event
+
+    runtime = MockRuntime(cluster.clock, faults=[Fault.exits(after=0, exit_code=0, image="job")])
+    store = cast(StateStore, LaggingWatch())
+    loop = NodeLoop(make_node("n1"), store, runtime, cluster.clock)
+    await loop.register()
+    await cluster.service.apply([spec(replicas=1, image="job", restart_policy="OnFailure")])
+    await cluster.control.reconcile_once()
+    async with anyio.create_task_group() as tg:
+        await tg.start(loop.run)
+
+        async def finished() -> bool:
+            (inst,) = await cluster.service.list_instances()
+            return inst.state in (InstanceState.STOPPED, InstanceState.FAILED)
+
+        await eventually(finished)  # bounded: 10 s
+        tg.cancel_scope.cancel()
+    (inst,) = await cluster.service.list_instances()
+    assert (inst.state, inst.reason, inst.exit_code) == (InstanceState.STOPPED, "Completed", 0)

@@ -117,14 +117,26 @@ class Informer(Generic[T]):
         keys = self._indexes[index].get(value, set())
         return [self._objects[key] for key in sorted(keys)]
 
-    async def caught_up(self, revision: int) -> None:
-        """Wait until the cache reflects ``revision`` (a write under this prefix)."""
+    async def caught_up(self, revision: int, *, within: float = 30.0) -> None:
+        """Wait until the cache reflects ``revision`` (a write under this prefix).
+
+        Raises:
+            Unavailable: it did not within ``within`` seconds (the store went away).
+
+        """
         if self.revision >= revision:
             await anyio.lowlevel.checkpoint()
             return
         reached = anyio.Event()
         self._waiters.append((revision, reached))
-        await reached.wait()
+        with anyio.move_on_after(within):
+            await reached.wait()
+            return
+        raise Unavailable(
+            f"the cache of {self.prefix} has not shown revision {revision} after {within:g} s "
+            f"(it is at {self.revision}): the store's watch is slow or gone",
+            prefix=self.prefix,
+        )
 
     # --- wiring ----------------------------------------------------------
 

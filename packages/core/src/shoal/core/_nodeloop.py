@@ -24,8 +24,9 @@ the instance ``failed`` (LivenessProbeFailed), so the control loop restarts it
 per its restart policy.
 
 A change of an instance on this node wakes a pass; changes elsewhere do not.
-Writes are compare-and-swap on the revision the cache holds, so a cache a
-little behind the store costs a retry, never a wrong write. A pass run
+A pass first waits for the cache to show this loop's own last write (so it
+never acts on an older view), and every write is compare-and-swap on the
+revision the cache holds, made before any side effect on a pod. A pass run
 outside :meth:`NodeLoop.run` (tests drive passes one by one) lists the
 instances first, since no watch feeds the cache then.
 
@@ -118,7 +119,7 @@ class NodeLoop:
     ) -> None:
         self.node = node
         self.name = node.name
-        self.repo = Repository(store, clock)
+        self.repo = Repository(store, clock, on_write=self._wrote)
         self.store = store
         self.runtime = runtime
         self.clock = clock
@@ -141,6 +142,8 @@ class NodeLoop:
         """The instances this node sees, indexed by ``node``: what each pass reads."""
         self.instances.add_index("node", lambda s: [s.value.node] if s.value.node else [])
         self._watching = False
+        self._written = 0
+        """Revision of this loop's last instance write: a pass waits for its cache to show it."""
         self.refused: ShoalError | None = None
         """Why the cluster refused to register this node (Unauthenticated, Forbidden), if it did."""
 
@@ -251,6 +254,10 @@ class NodeLoop:
     def _beat(self, node: Node) -> Node:
         return node.model_copy(update={"heartbeat_at": self.clock.now()})
 
+    def _wrote(self, key: str, revision: int) -> None:
+        if key.startswith(INSTANCES):
+            self._written = max(self._written, revision)
+
     async def _wake_on_my_instances(self, wake: Callable[[], None]) -> None:
         """Wake a pass when an instance of this node changes (it is added, updated or goes)."""
 
@@ -275,6 +282,8 @@ class NodeLoop:
             await self.instances.refresh()
         elif not self.instances.following:
             raise Unavailable("the cache of /instances/ lost the store; it lists again first")
+        else:  # never act on a view older than this loop's own last write
+            await self.instances.caught_up(self._written)
         mine = self.instances.by_index("node", self.name)
         self._running = {s.value.uid: s for s in mine if s.value.state == InstanceState.RUNNING}
         self.probes.forget(set(self._running))
@@ -352,11 +361,12 @@ class NodeLoop:
 
     async def _start(self, stored: Stored[Instance], pod: PodStatus | None) -> None:
         inst = stored.value
-        if pod is not None:  # leftovers of an earlier run
-            await self.runtime.remove(inst.uid)
         images = ", ".join(sorted({c.image for c in inst.template.containers}))
         starting = inst.transition(InstanceState.STARTING, "Starting", f"preparing {images}")
+        # The record first: a pass on a stale view loses this race before it touches a pod.
         revision = await self.repo.put(stored.key, starting, expected_revision=stored.revision)
+        if pod is not None:  # leftovers of an earlier run
+            await self.runtime.remove(inst.uid)
         try:
             for container in inst.template.containers:
                 await self.runtime.ensure_image(container.image)
@@ -451,7 +461,7 @@ class NodeLoop:
                 return
             self._stuck.pop(inst.uid, None)
         try:
-            await self.store.delete(stored.key, expected_revision=stored.revision)
+            await self.repo.delete(stored.key, expected_revision=stored.revision)
         except RevisionConflict:
             self._again = True
             return

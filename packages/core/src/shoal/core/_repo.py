@@ -107,9 +107,17 @@ def decoder_of(model: type[M]) -> Callable[[KeyValue], Stored[M]]:
 class Repository:
     """The store as Shoal's objects."""
 
-    def __init__(self, store: StateStore, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        clock: Clock,
+        *,
+        on_write: Callable[[str, int], None] | None = None,
+    ) -> None:
         self.store = store
         self.clock = clock
+        self.on_write = on_write
+        """Called with ``(key, revision)`` after each put or delete through this repository."""
 
     async def _get(self, key: str, model: type[M]) -> Stored[M] | None:
         kv = await self.store.get(key)
@@ -152,9 +160,19 @@ class Repository:
 
     async def put(self, key: str, value: BaseModel, expected_revision: int | None = None) -> int:
         """Write ``value`` (CAS when ``expected_revision`` is given); return the revision."""
-        return await self.store.put(
+        revision = await self.store.put(
             key, value.model_dump_json().encode(), expected_revision=expected_revision
         )
+        if self.on_write is not None:
+            self.on_write(key, revision)
+        return revision
+
+    async def delete(self, key: str, expected_revision: int | None = None) -> int | None:
+        """Delete ``key`` (CAS when ``expected_revision`` is given); return the revision or None."""
+        revision = await self.store.delete(key, expected_revision=expected_revision)
+        if revision is not None and self.on_write is not None:
+            self.on_write(key, revision)
+        return revision
 
     async def update(
         self,
