@@ -21,6 +21,7 @@ from shoal.interfaces import (
     ImageInfo,
     ImagePeer,
     ImageShare,
+    NotFound,
     SharedManifest,
     Unavailable,
 )
@@ -41,12 +42,16 @@ class Relay:
         self.corrupt: str | None = None
         """Digest of a blob whose first byte is flipped in transit."""
         self.asked: list[tuple[str, int]] = []
+        self.lost: bool = False
+        """Every blob is gone from the server (it has the manifest still)."""
 
     async def shared_manifest(self, reference: str) -> SharedManifest:
         return await self.inner.shared_manifest(reference)
 
     async def shared_blob(self, digest: str, offset: int = 0) -> AsyncIterator[bytes]:
         self.asked.append((digest, offset))
+        if self.lost:
+            raise NotFound(f"blob {digest} is not in the image store")
         sent = 0
         first = True
         async for chunk in self.inner.shared_blob(digest, offset):
@@ -182,6 +187,18 @@ async def test_every_source_tried_is_named_with_why_it_failed(
     with anyio.fail_after(WAIT), pytest.raises(ImageError) as caught:
         await lonely.prepare("nothere:1")
     assert "servers: none is alive in gossip" in caught.value.message
+    assert "registry: none" in caught.value.message
+
+
+async def test_a_server_that_lost_a_blob_is_named_and_the_next_source_tried(
+    tmp_path: Path, busybox: BuiltImage
+) -> None:
+    server = Relay(await served(tmp_path, busybox))
+    server.lost = True
+    worker = ImageStore(tmp_path / "worker", peers=peers_of(ImagePeer("srv", server)))
+    with anyio.fail_after(WAIT), pytest.raises(ImageError) as caught:
+        await worker.prepare("busybox")
+    assert "server srv: does not have it" in caught.value.message
     assert "registry: none" in caught.value.message
 
 

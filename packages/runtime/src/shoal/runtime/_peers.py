@@ -22,7 +22,7 @@ from typing import Literal
 import anyio
 import anyio.to_thread
 
-from shoal.interfaces import ImageError, ImagePeer, SharedManifest, Unavailable
+from shoal.interfaces import ImageError, ImagePeer, SharedManifest, ShoalError, Unavailable
 
 from ._blobs import BlobStore, PartialBlob, corrupt_blob_error
 from ._image_index import KeyedLocks
@@ -96,9 +96,15 @@ async def fetch_from_peer(
             group.start_soon(fetch, parsed.config, "config")
             for layer in parsed.layers:
                 group.start_soon(fetch, layer, "layer")
-    except* (ImageError, Unavailable) as errors:
-        raise errors.exceptions[0] from None
+    except* ShoalError as errors:
+        raise _first(errors) from None
     return PulledImage(shared.digest, index_digest, parsed, size)
+
+
+def _first(group: BaseExceptionGroup[ShoalError]) -> ShoalError:
+    """Return the first Shoal error of a task group's (possibly nested) exception group."""
+    first = group.exceptions[0]
+    return _first(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def _check_index(shared: SharedManifest, pinned: str, reference: str, source: str) -> None:
