@@ -204,3 +204,16 @@ def test_an_edited_authorized_keys_takes_its_good_lines_and_names_the_bad_one(
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 2_000_000_000))
     assert watched.lookup("bob@desk") is not None
     assert any("keeping the previous keys" in r.getMessage() for r in caplog.records)
+
+
+def test_an_edit_that_leaves_no_valid_key_keeps_the_keys_in_force(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "authorized_keys"
+    path.write_text(f"admin alice@laptop {PUBLIC}\n")
+    path.chmod(0o600)
+    watched = AuthorizedKeysFile(path, load_authorized_keys(path))
+    path.write_text(f"admn alice@laptop {PUBLIC}\n")  # a typo in the only line
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 1_000_000_000))
+    assert watched.lookup("alice@laptop") is not None
+    assert any("leaves no valid key" in r.getMessage() for r in caplog.records)

@@ -94,3 +94,31 @@ async def test_the_token_bucket_spaces_out_a_storm_of_retries() -> None:
     delays = [queue.retry(f"k{i}") for i in range(8)]
     assert delays[:5] == [0.0] * 5  # the burst
     assert delays[5:] == pytest.approx([0.1, 0.2, 0.3])  # then ten a second
+
+
+async def test_every_waiting_worker_is_woken_and_close_ends_them_all() -> None:
+    queue = WorkQueue(ManualClock())
+    got: list[tuple[str, str]] = []
+    ended: list[str] = []
+
+    async def worker(name: str) -> None:
+        try:
+            while True:
+                key = await queue.get()
+                got.append((name, key))
+                await wait_all_tasks_blocked()  # hold the key while the other waits
+                queue.done(key)
+        except QueueClosed:
+            ended.append(name)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker, "a")
+            tg.start_soon(worker, "b")
+            await wait_all_tasks_blocked()
+            queue.add("k1")
+            queue.add("k2")
+            await wait_all_tasks_blocked()
+            assert sorted(key for _, key in got) == ["k1", "k2"]
+            queue.close()
+    assert sorted(ended) == ["a", "b"]

@@ -149,3 +149,36 @@ def test_agents_starting_at_once_never_get_the_same_network(tmp_path: Path) -> N
     assert len(claims) == len(dirs)
     assert len({c.bridge for c in claims}) == len(dirs)
     assert not any(overlaps(a, b) for a in claims for b in claims if a is not b)
+
+
+def test_a_data_dir_from_before_the_registry_cannot_take_a_bridge_someone_owns(
+    tmp_path: Path,
+) -> None:
+    registry = HostNetworks(tmp_path / "registry")
+    owner = registry.claim(data_dir(tmp_path, "owner"))
+    legacy = data_dir(tmp_path, "legacy")
+    (legacy / "cni" / "pods").mkdir(parents=True)
+    record = {
+        "format": 1,
+        "pod_uid": "abc",
+        "netns_path": "/var/run/netns/shoal-abc",
+        "ifname": "eth0",
+        "network": {
+            "cniVersion": "1.0.0",
+            "name": owner.bridge,
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": owner.bridge,
+                    "ipam": {"ranges": [[{"subnet": owner.subnet}]]},
+                }
+            ],
+        },
+        "port_mappings": [],
+        "result": None,
+    }
+    (legacy / "cni" / "pods" / "abc.json").write_text(json.dumps(record))
+    with pytest.raises(Conflict, match=f"but it belongs to the node on data dir {owner.data_dir}"):
+        registry.claim(legacy)
+    assert registry.owned_by(owner.data_dir) == owner  # untouched
+    assert registry.neighbours(legacy) == [owner]

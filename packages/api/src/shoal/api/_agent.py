@@ -47,8 +47,9 @@ class AuthorizedKeysFile:
 
     A bad line is skipped and logged with its line number and the fix, while
     the file's valid lines take effect; an edit that cannot be read at all (the
-    file removed, or made writable by others) is logged and the last keys stay
-    in force, so a typo cannot lock every client out of a running agent.
+    file removed, or made writable by others) or that leaves no valid key is
+    logged and the last keys stay in force, so a typo cannot lock every client
+    out of a running agent.
     """
 
     def __init__(self, path: Path, keys: AuthorizedKeys) -> None:
@@ -68,9 +69,17 @@ class AuthorizedKeysFile:
         if mtime != self._mtime:
             self._mtime = mtime
             try:
-                self.keys = load_authorized_keys(self.path)
-                log.info("reloaded %s: %d key(s)", self.path, len(self.keys))
-                log_skipped_lines(self.keys)
+                keys = load_authorized_keys(self.path)
+                log_skipped_lines(keys)
+                if keys.problems and not keys:
+                    log.error(
+                        "ignoring the edit of %s, which leaves no valid key: keeping the "
+                        "previous keys",
+                        self.path,
+                    )
+                else:
+                    self.keys = keys
+                    log.info("reloaded %s: %d key(s)", self.path, len(self.keys))
             except ShoalError as exc:
                 log.error("ignoring the edit of %s, keeping the previous keys: %s", self.path, exc)
         return self.keys.lookup(key_id)

@@ -274,8 +274,8 @@ class Repository:
     async def prune_events(self, keep: int, max_age: float | None = None) -> int:
         """Delete all but the newest ``keep`` events, and any older than ``max_age`` s.
 
-        Reads only the keys' event ids (which start with the time), never the
-        events; deletes in transactions of up to :data:`DELETE_BATCH` keys.
+        Decides from the keys' event ids alone (they start with the time),
+        decoding no event; deletes in transactions of up to :data:`DELETE_BATCH` keys.
         Returns how many were deleted.
         """
         result = await self.store.list(EVENTS)

@@ -136,7 +136,9 @@ class WorkQueue:
                 self._dirty.discard(key)
                 self._processing.add(key)
                 return key
-            changed = self._changed = anyio.Event()
+            if self._changed.is_set():  # every waiter shares one event until it fires
+                self._changed = anyio.Event()
+            changed = self._changed
             if self._delayed:
                 await self._wait_either(changed, self._delayed[0][0] - self.clock.monotonic())
             else:

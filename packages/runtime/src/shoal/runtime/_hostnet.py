@@ -49,7 +49,13 @@ from shoal.interfaces import Conflict, agent_pid
 from ._cni import check_bridge
 from ._cni_cache import AttachmentRecord, RecordStore
 
-__all__ = ["HOST_NETWORKS_DIR", "HostNetworks", "NetworkClaim", "attachments_of"]
+__all__ = [
+    "HOST_NETWORKS_DIR",
+    "HostNetworks",
+    "NetworkClaim",
+    "attachments_of",
+    "legacy_network",
+]
 
 HOST_NETWORKS_DIR = Path("/var/lib/shoal/networks")
 """The host's registry of bridge networks: one ``<bridge>.json`` per claimed bridge."""
@@ -134,7 +140,19 @@ class HostNetworks:
             check_bridge(bridge or "shoal0", subnet or "198.18.0.0/24")
         with self._locked():
             claims = self._live_claims()
-            mine = claims.pop(data_dir, None) or _legacy_network(data_dir)
+            mine = claims.pop(data_dir, None)
+            if mine is None and (legacy := legacy_network(data_dir)) is not None:
+                for other in claims.values():
+                    if other.bridge == legacy.bridge:
+                        raise Conflict(
+                            f"data dir {data_dir} has pods on bridge {legacy.bridge} from before "
+                            f"bridges were owned host-wide, but it belongs to {other.owner()}: "
+                            f"stop that node, or remove these pods first with `shoal node reset "
+                            f"--data-dir {data_dir}`",
+                            bridge=legacy.bridge,
+                            owner=str(other.data_dir),
+                        )
+                mine = legacy
             if mine is not None and (bridge or mine.bridge, subnet or mine.subnet) == (
                 mine.bridge,
                 mine.subnet,
@@ -227,8 +245,10 @@ class HostNetworks:
         _write_atomic(self.root / f"{claim.bridge}.json", claim.to_json())
         _write_atomic(claim.data_dir / "cni" / _RECORD, claim.to_json())
         if previous is not None and previous.bridge != claim.bridge:
-            with contextlib.suppress(OSError):
-                (self.root / f"{previous.bridge}.json").unlink()
+            entry = self.root / f"{previous.bridge}.json"
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                if NetworkClaim.from_json(entry.read_text()).data_dir == claim.data_dir:
+                    entry.unlink()  # ours: another data dir's claim is never touched
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -344,7 +364,7 @@ def _read_record(data_dir: Path) -> NetworkClaim | None:
     return NetworkClaim(claim.bridge, claim.subnet, data_dir)
 
 
-def _legacy_network(data_dir: Path) -> NetworkClaim | None:
+def legacy_network(data_dir: Path) -> NetworkClaim | None:
     """The network that pods attached before the registry existed were attached to."""
     for path in sorted((data_dir / "cni" / "pods").glob("*.json")):
         try:

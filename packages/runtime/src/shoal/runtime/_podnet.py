@@ -27,7 +27,7 @@ from shoal.interfaces import InvalidInput, PodSpec, Port
 
 from ._cni import CniNetwork
 from ._cni_cache import AttachmentRecord, PodNetwork
-from ._hostnet import HostNetworks, NetworkClaim, attachments_of
+from ._hostnet import HostNetworks, NetworkClaim, attachments_of, legacy_network
 from ._netns import create_netns, delete_netns, netns_path
 
 __all__ = [
@@ -192,10 +192,12 @@ def pod_networking(
 def claimed_networking(data_dir: Path, registry: HostNetworks | None = None) -> PodNetworking:
     """Return the bridge networking ``data_dir`` has claimed, or host networking if none.
 
-    For cleaning up after a node (``shoal node reset``): it claims nothing new.
+    For cleaning up after a node (``shoal node reset``): it claims nothing new,
+    and a data dir from before bridges were claimed gets the bridge its pods
+    were attached to.
     """
     registry = registry if registry is not None else HostNetworks()
-    claim = registry.owned_by(data_dir)
+    claim = registry.owned_by(data_dir) or legacy_network(data_dir)
     if claim is None:
         return HostNetworking()
     return BridgeNetworking(_cni_network(claim, registry))
