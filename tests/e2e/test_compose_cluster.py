@@ -47,6 +47,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path("/var/tmp/shoal-test-docker")
 """The private daemon's home: its data root (images, build cache) survives runs."""
+SUBNET = "198.19.223.0/24"
+"""The compose network's subnet in the test, from the private daemon's pool."""
 PROJECT = "shoale2e"
 """The compose project name the test's ``.env`` gives, apart from a user's ``shoal``."""
 ADDRESS_POOL = "198.19.208.0/20"
@@ -313,14 +315,17 @@ def compose_cluster(tmp_path: Path) -> None:
         assert "built shoal:dev" in built.stderr
         lap("image")
 
-        # The project as a user has it, apart from its name and the API's host port.
+        # The project as a user has it, apart from its name, the API's host port
+        # and its network's subnet (pinned inside 198.18.0.0/15 on any daemon).
         compose_file = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
         assert "name" not in compose_file, "docker-compose 1.29 refuses a top-level name"
+        assert "networks" not in compose_file
         api_port = free_port()
         (tmp_path / "docker-compose.yml").write_text(
             (ROOT / "docker-compose.yml")
             .read_text()
             .replace('"127.0.0.1:7070:7070"', f'"127.0.0.1:{api_port}:7070"')
+            + f"\nnetworks:\n  default:\n    ipam:\n      config: [{{subnet: {SUBNET}}}]\n"
         )
         dotenv = (ROOT / ".env").read_text()
         assert "COMPOSE_PROJECT_NAME=shoal\n" in dotenv
