@@ -21,6 +21,7 @@ build fetches Debian packages from the mirror the base image names).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -141,7 +142,7 @@ def docker_pids() -> set[tuple[int, str]]:
 
 
 def host_network() -> dict[str, Any]:
-    """What the test must leave as found: FORWARD's policy, Docker's rules, bridges, mounts."""
+    """What the test leaves as found: FORWARD policy, Docker rules, bridges, mounts, cgroups."""
     rules = subprocess.run(["iptables-save"], capture_output=True, text=True, timeout=30).stdout
     docker_rules = sorted(
         re.sub(r"\[\d+:\d+\]", "", line)
@@ -158,6 +159,7 @@ def host_network() -> dict[str, Any]:
         "docker rules": docker_rules,
         "bridges": bridges,
         "mounts": sorted(mounts_under(CACHE)),
+        "cgroups": docker_cgroups(),
     }
 
 
@@ -172,6 +174,7 @@ def docker_daemon() -> Iterator[dict[str, str]]:
     if daemon_answers(env):
         yield env
         return
+    cgroups_before = docker_cgroups()
     socket = CACHE / "docker.sock"
     env["DOCKER_HOST"] = f"unix://{socket}"
     pidfile = CACHE / "docker.pid"
@@ -195,6 +198,16 @@ def docker_daemon() -> Iterator[dict[str, str]]:
         yield env
     finally:
         stop_daemon(daemon, pidfile)
+        # dockerd leaves the (empty) cgroup it made per controller behind.
+        for cgroup in set(docker_cgroups()) - set(cgroups_before):
+            with contextlib.suppress(OSError):
+                Path(cgroup).rmdir()
+
+
+def docker_cgroups() -> list[str]:
+    """Return the cgroups Docker files containers under (one per v1 controller, or v2)."""
+    root = Path("/sys/fs/cgroup")
+    return sorted(str(path) for path in [root / "docker", *root.glob("*/docker")] if path.is_dir())
 
 
 @contextmanager
