@@ -244,3 +244,26 @@ def test_check_listenable_names_the_address_and_the_reason() -> None:
     check_listenable(f"127.0.0.1:{port}")  # nothing listens there: fine
     with pytest.raises(Unavailable, match=r"on 198\.18\.255\.254:7947 \(Cannot assign requested"):
         check_listenable("198.18.255.254:7947")  # not an address of this machine
+
+
+def test_a_server_listening_on_every_address_advertises_one_others_reach(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(socket, "gethostname", lambda: "server")
+    monkeypatch.setattr(socket, "gethostbyname", lambda name: "198.18.1.5")
+    token, key = tmp_path / "join-token", tmp_path / "gossip-key"
+    token.write_text("token\n")
+    key.write_text(new_gossip_key() + "\n")
+    config = NodeConfig(
+        data_dir=tmp_path / "d",
+        name="server",
+        role=NodeRole.SERVER,
+        runtime="mock",
+        state="memory",
+        join_token_file=token,
+        gossip_key_file=key,
+        bind="0.0.0.0",
+        api_addr="0.0.0.0:7070",
+    )
+    node = build_node(config).node
+    assert node.addresses == {"api": "198.18.1.5:7070", "grpc": "198.18.1.5:7947"}

@@ -56,7 +56,7 @@ from shoal.state import EtcdStore, MemoryStore, SqliteStore
 
 from ._admission import admit_server
 from ._clock import SystemClock
-from ._clustering import Clustering, read_secret
+from ._clustering import Clustering, advertised_host, read_secret
 from ._config import NodeConfig, check_config, host_capacity, prepare_data_dir
 from ._control import ControlLoop
 from ._leader import Leader
@@ -361,6 +361,9 @@ def build_node(config: NodeConfig, *, clock: Clock | None = None) -> ShoalNode:
     addresses = {} if config.role == NodeRole.WORKER else {"api": config.api_addr}
     if clustering is not None:
         addresses["grpc"] = clustering.advertised_grpc
+        if "api" in addresses:  # 0.0.0.0 is where it listens, not where others reach it
+            api_host, _, api_port = config.api_addr.rpartition(":")
+            addresses["api"] = f"{advertised_host(api_host.strip('[]'))}:{api_port}"
     node = Node(
         name=config.name,
         node_id=identity.node_id,
