@@ -5,9 +5,9 @@ runtime (which names the owner of a host resource, such as a bridge, by its
 data dir and agent pid) and ``shoal node reset`` (which refuses a data dir in
 use). Stdlib only: ``flock`` on ``<data dir>/agent.lock``, which holds the
 agent's pid. A BSD ``flock`` belongs to its open file, not to the process, so
-even the holding process sees its own lock as taken when it looks through a
-second open, and looking never releases it (unlike ``fcntl`` record locks). The
-kernel drops the lock when the agent dies, however it dies.
+it is never released by another open and close of the file in the holding
+process (unlike ``fcntl`` record locks), and the kernel drops it when the
+agent dies, however it dies. Who holds it is read from ``/proc/locks``.
 """
 
 from __future__ import annotations
@@ -31,10 +31,37 @@ marks a directory as a Shoal data dir."""
 def agent_pid(data_dir: Path) -> int | None:
     """Return the pid of the agent running on ``data_dir``, or None if none runs.
 
-    Never takes the lock: a probe that finds it free releases it at once.
+    Reads the kernel's table of locks (``/proc/locks``) rather than probing
+    with a lock of its own, which an agent starting at that instant would
+    find taken. Where that table cannot be read, it probes with a shared
+    lock, released at once.
     """
+    path = data_dir / DATA_DIR_LOCK
     try:
-        fd = os.open(data_dir / DATA_DIR_LOCK, os.O_RDONLY | os.O_CLOEXEC)
+        stat = path.stat()
+        table = Path("/proc/locks").read_text()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return _probe(path)
+    for line in table.splitlines():
+        fields = line.split()
+        if len(fields) < 6 or fields[1] != "FLOCK" or "->" in fields:
+            continue  # not a flock, or a waiter rather than the holder
+        try:
+            major, minor, inode = fields[5].split(":")
+            held = (int(major, 16), int(minor, 16), int(inode))
+        except ValueError:
+            continue
+        if held == (os.major(stat.st_dev), os.minor(stat.st_dev), stat.st_ino):
+            return int(fields[4]) if fields[4].isdigit() else 0
+    return None
+
+
+def _probe(path: Path) -> int | None:
+    """Tell whether ``path`` is flocked by taking a shared lock and releasing it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
     try:
