@@ -14,6 +14,7 @@ import os
 import threading
 from pathlib import Path
 
+import anyio
 import pytest
 
 from shoal.interfaces import Conflict, DataDirLock, InvalidInput
@@ -182,3 +183,33 @@ def test_a_data_dir_from_before_the_registry_cannot_take_a_bridge_someone_owns(
         registry.claim(legacy)
     assert registry.owned_by(owner.data_dir) == owner  # untouched
     assert registry.neighbours(legacy) == [owner]
+
+
+@pytest.mark.anyio
+async def test_publishing_ports_is_one_node_at_a_time_across_the_host(tmp_path: Path) -> None:
+    """Two nodes (two registry objects, as two processes would have) take turns."""
+    first, second = HostNetworks(tmp_path / "registry"), HostNetworks(tmp_path / "registry")
+    order: list[str] = []
+    inside = anyio.Event()
+    release = anyio.Event()
+
+    async def hold() -> None:
+        async with first.ports_held():
+            order.append("first in")
+            inside.set()
+            await release.wait()
+            order.append("first out")
+
+    async def wait_turn() -> None:
+        async with second.ports_held():
+            order.append("second in")
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(hold)
+            await inside.wait()
+            tg.start_soon(wait_turn)
+            await anyio.wait_all_tasks_blocked()
+            assert order == ["first in"]  # the second waits for the lock
+            release.set()
+    assert order == ["first in", "first out", "second in"]

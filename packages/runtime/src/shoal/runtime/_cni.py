@@ -36,6 +36,7 @@ import dataclasses
 import ipaddress
 import re
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,9 @@ class CniNetwork:
         neighbours: Returns the attachment records of the other nodes on this
             host (with their data dirs), so that a host port one of them
             publishes is refused here too; None when there are none to ask.
+        host_lock: Held while a pod's host ports are checked against
+            everyone's and its record written, so that two nodes of this host
+            cannot publish one port at the same instant.
 
     Raises:
         InvalidInput: a setting is not valid; the message names it.
@@ -125,6 +129,7 @@ class CniNetwork:
         outbound: bool = False,
         timeout: float = 30.0,
         neighbours: Neighbours | None = None,
+        host_lock: Callable[[], AbstractAsyncContextManager[None]] | None = None,
     ) -> None:
         network = check_bridge(bridge, subnet)
         try:
@@ -140,6 +145,7 @@ class CniNetwork:
         self.outbound = outbound
         self.timeout = timeout
         self.neighbours = neighbours
+        self.host_lock = host_lock
         self._records = RecordStore(root / "pods")
         self._lock = anyio.Lock()
 
@@ -220,13 +226,15 @@ class CniNetwork:
                     else:
                         return old.attachment(self.bridge)
                 await self._delete(old)
-            others = [r for r in await self._records.all() if r.pod_uid != pod_uid]
-            elsewhere = [] if self.neighbours is None or not mappings else await self.neighbours()
-            check_host_ports(mappings, others, elsewhere=elsewhere)
             record = AttachmentRecord(
                 pod_uid, str(netns_path), _IFNAME, self.network_config(), mappings
             )
-            await self._records.save(record)  # before ADD: a crash still leaves the undo
+            held = self.host_lock() if self.host_lock is not None and mappings else nullcontext()
+            async with held:
+                others = [r for r in await self._records.all() if r.pod_uid != pod_uid]
+                elsewhere = await self.neighbours() if self.neighbours and mappings else []
+                check_host_ports(mappings, others, elsewhere=elsewhere)
+                await self._records.save(record)  # before ADD: a crash still leaves the undo
             try:
                 result = await self._run_chain("ADD", record)
                 record = dataclasses.replace(record, result=result)

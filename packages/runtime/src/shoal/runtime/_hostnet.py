@@ -40,9 +40,12 @@ import ipaddress
 import json
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import anyio
+import anyio.to_thread
 
 from shoal.interfaces import Conflict, agent_pid
 
@@ -179,6 +182,23 @@ class HostNetworks:
             with contextlib.suppress(FileNotFoundError):
                 (data_dir / "cni" / _RECORD).unlink()
             return mine
+
+    @contextlib.asynccontextmanager
+    async def ports_held(self) -> AsyncIterator[None]:
+        """Hold the host's lock on publishing ports, across every node of this host.
+
+        A node checks the host ports its neighbours publish and records its
+        own under it, so two nodes publishing one port at the same instant
+        cannot both pass the check. Held for that check and write only.
+        """
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o755)
+        fd = os.open(self.root / ".ports.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            # Not cancellable: a cancelled wait would leave the thread to take the lock.
+            await anyio.to_thread.run_sync(fcntl.flock, fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def neighbours(self, data_dir: Path) -> list[NetworkClaim]:
         """Return the live claims of every other data dir on this host."""

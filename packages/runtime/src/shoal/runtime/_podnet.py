@@ -209,7 +209,11 @@ def _cni_network(claim: NetworkClaim, registry: HostNetworks) -> CniNetwork:
         return [(str(c.data_dir), await attachments_of(c).all()) for c in claims]
 
     return CniNetwork(
-        claim.data_dir / "cni", bridge=claim.bridge, subnet=claim.subnet, neighbours=neighbours
+        claim.data_dir / "cni",
+        bridge=claim.bridge,
+        subnet=claim.subnet,
+        neighbours=neighbours,
+        host_lock=registry.ports_held,
     )
 
 
