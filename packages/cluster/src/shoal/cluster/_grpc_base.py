@@ -30,7 +30,7 @@ from ._grpc_errors import abort_with, error_from_rpc
 from ._nodeauth import Caller, CallVerifier, NodeIdentity, sign_call
 from ._serf_wire import split_host_port
 
-__all__ = ["NodeChannel", "authenticate", "check_listenable", "serve_grpc"]
+__all__ = ["AdmittingService", "NodeChannel", "authenticate", "check_listenable", "serve_grpc"]
 
 Reply = TypeVar("Reply", bound=Message)
 T = TypeVar("T")
@@ -172,6 +172,32 @@ async def authenticate(
         )
     except ShoalError as exc:
         await abort_with(context, exc)
+
+
+class AdmittingService:
+    """Base of a node-to-node service whose every call is authenticated, then authorized.
+
+    Args:
+        verifier: Checks the caller's node signature and join token.
+        authorize: Admits or refuses an authenticated caller (raises a ShoalError).
+
+    """
+
+    def __init__(
+        self, verifier: CallVerifier, authorize: Callable[[Caller], Awaitable[None]]
+    ) -> None:
+        self._verifier = verifier
+        self._authorize = authorize
+
+    async def _admit(
+        self, context: grpc.aio.ServicerContext[Any, Any], method: str, request: Message
+    ) -> None:
+        """Return once the caller of ``method`` is who it says and may call it; else abort."""
+        caller = await authenticate(self._verifier, context, method, request)
+        try:
+            await self._authorize(caller)
+        except ShoalError as exc:
+            await abort_with(context, exc)
 
 
 async def serve_grpc(

@@ -22,11 +22,10 @@ from typing import Any, Self, TypeAlias
 import anyio
 import grpc
 import grpc.aio
-from google.protobuf.message import Message
 
 from shoal.interfaces import ImageInfo, ImageShare, SharedManifest, ShoalError
 
-from ._grpc_base import PACKAGE, NodeChannel, authenticate
+from ._grpc_base import PACKAGE, AdmittingService, NodeChannel
 from ._grpc_errors import abort_with
 from ._nodeauth import Caller, CallVerifier
 from ._pb import shoal_node_pb2 as pb
@@ -41,7 +40,7 @@ _LIST = f"/{_SERVICE}/List"
 _Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 
-class ImageGateway:
+class ImageGateway(AdmittingService):
     """Serves ``images`` to the nodes ``authorize`` admits.
 
     Args:
@@ -56,9 +55,8 @@ class ImageGateway:
         verifier: CallVerifier,
         authorize: Callable[[Caller], Awaitable[None]],
     ) -> None:
+        super().__init__(verifier, authorize)
         self._images = images
-        self._verifier = verifier
-        self._authorize = authorize
 
     def handler(self) -> grpc.GenericRpcHandler:
         """Return the handler of ``shoal.cluster.v1.Images``, for :func:`serve_grpc`."""
@@ -82,13 +80,6 @@ class ImageGateway:
                 ),
             },
         )
-
-    async def _admit(self, context: _Context, method: str, request: Message) -> None:
-        caller = await authenticate(self._verifier, context, method, request)
-        try:
-            await self._authorize(caller)
-        except ShoalError as exc:
-            await abort_with(context, exc)
 
     async def _manifest(self, request: pb.ManifestRequest, context: _Context) -> pb.ManifestReply:
         await self._admit(context, _MANIFEST, request)

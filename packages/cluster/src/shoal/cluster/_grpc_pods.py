@@ -27,7 +27,6 @@ from typing import Any, Self, TypeAlias
 import anyio
 import grpc
 import grpc.aio
-from google.protobuf.message import Message
 
 from shoal.interfaces import (
     ContainerStats,
@@ -38,7 +37,7 @@ from shoal.interfaces import (
     ShoalError,
 )
 
-from ._grpc_base import PACKAGE, NodeChannel, authenticate
+from ._grpc_base import PACKAGE, AdmittingService, NodeChannel
 from ._grpc_errors import abort_with
 from ._nodeauth import Caller, CallVerifier
 from ._pb import shoal_node_pb2 as pb
@@ -56,7 +55,7 @@ EXEC_DEADLINE_MARGIN = 10.0
 _Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 
-class PodGateway:
+class PodGateway(AdmittingService):
     """Serves ``runtime``'s logs, exec and stats to the nodes ``authorize`` admits.
 
     Every call is authenticated by ``verifier`` (the node key and the join
@@ -76,9 +75,8 @@ class PodGateway:
         verifier: CallVerifier,
         authorize: Callable[[Caller], Awaitable[None]],
     ) -> None:
+        super().__init__(verifier, authorize)
         self._runtime = runtime
-        self._verifier = verifier
-        self._authorize = authorize
 
     def handler(self) -> grpc.GenericRpcHandler:
         """Return the handler of ``shoal.cluster.v1.Pods``, for :func:`serve_grpc`."""
@@ -102,13 +100,6 @@ class PodGateway:
                 ),
             },
         )
-
-    async def _admit(self, context: _Context, method: str, request: Message) -> None:
-        caller = await authenticate(self._verifier, context, method, request)
-        try:
-            await self._authorize(caller)
-        except ShoalError as exc:
-            await abort_with(context, exc)
 
     async def _logs(self, request: pb.LogsRequest, context: _Context) -> None:
         # A coroutine writing to the context rather than an async generator:
