@@ -21,6 +21,7 @@ lint: bootstrap
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run mypy packages tests bench
+	$(UV) run lint-imports
 
 test: lint
 	$(UV) run pytest
