@@ -68,6 +68,7 @@ from ._repo import (
     Repository,
     Stored,
     decoder_of,
+    heartbeat_only,
     instance_key,
     workload_key,
 )
@@ -167,8 +168,12 @@ class ControlLoop:
 
         def changed(key: str, old: Stored[Any] | None, new: Stored[Any] | None) -> None:
             del key
-            if not _only_heartbeat(old, new):
-                wake()
+            before = None if old is None else old.value
+            after = None if new is None else new.value
+            if isinstance(before, Node) and isinstance(after, Node):
+                if heartbeat_only(before, after):
+                    return  # a heartbeat alone wakes no pass
+            wake()
 
         for informer in (self.workloads, self.instances, self.nodes):
             informer.listen(changed)
@@ -508,18 +513,6 @@ class _Pass:
             "all instances stopped; workload removed",
             ACTOR,
         )
-
-
-def _only_heartbeat(old: Stored[Any] | None, new: Stored[Any] | None) -> bool:
-    """Return whether a change of a node record changed nothing but its ``heartbeat_at``."""
-    if old is None or new is None:
-        return False
-    before, after = old.value, new.value
-    if not isinstance(before, Node) or not isinstance(after, Node):
-        return False
-    return before.model_copy(update={"heartbeat_at": None}) == after.model_copy(
-        update={"heartbeat_at": None}
-    )
 
 
 def _ref(inst: Instance) -> ObjectRef:

@@ -24,7 +24,6 @@ caller re-reads. :meth:`Repository.update` wraps that loop for single keys.
 from __future__ import annotations
 
 import itertools
-import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,6 +69,7 @@ __all__ = [
     "Stored",
     "decoder_of",
     "event_store_key",
+    "heartbeat_only",
     "instance_key",
     "node_key",
     "only_heartbeat",
@@ -121,16 +121,11 @@ class Repository:
 
     async def _get(self, key: str, model: type[M]) -> Stored[M] | None:
         kv = await self.store.get(key)
-        if kv is None:
-            return None
-        return Stored(model.model_validate_json(kv.value), key, kv.mod_revision, kv.create_revision)
+        return None if kv is None else decoder_of(model)(kv)
 
     async def _list(self, prefix: str, model: type[M]) -> list[Stored[M]]:
-        result = await self.store.list(prefix)
-        return [
-            Stored(model.model_validate_json(kv.value), kv.key, kv.mod_revision, kv.create_revision)
-            for kv in result.items
-        ]
+        decode = decoder_of(model)
+        return [decode(kv) for kv in (await self.store.list(prefix)).items]
 
     async def get_workload(self, namespace: str, name: str) -> Stored[Workload] | None:
         """Return a workload, or None."""
@@ -312,7 +307,7 @@ def _micros(event_id: str) -> int:
 def only_heartbeat(event: WatchEvent) -> bool:
     """Return whether ``event`` changed nothing of a node record but its ``heartbeat_at``.
 
-    False whenever it cannot tell (a delete, no previous value, not JSON).
+    False whenever it cannot tell (a delete, no previous value, not a node record).
     """
     if (
         event.kind is not EventKind.PUT
@@ -321,11 +316,15 @@ def only_heartbeat(event: WatchEvent) -> bool:
     ):
         return False
     try:
-        before, after = json.loads(event.prev_value), json.loads(event.kv.value)
+        before = Node.model_validate_json(event.prev_value)
+        after = Node.model_validate_json(event.kv.value)
     except ValueError:
         return False
-    if not isinstance(before, dict) or not isinstance(after, dict):
-        return False
-    before.pop("heartbeat_at", None)
-    after.pop("heartbeat_at", None)
-    return bool(before == after)
+    return heartbeat_only(before, after)
+
+
+def heartbeat_only(before: Node, after: Node) -> bool:
+    """Return whether ``after`` differs from ``before`` in ``heartbeat_at`` alone, if at all."""
+    return before.model_copy(update={"heartbeat_at": None}) == after.model_copy(
+        update={"heartbeat_at": None}
+    )

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import anyio
 
-from shoal.interfaces import Clock, ContainerRuntime, InstanceState, ShoalError
+from shoal.interfaces import Clock, ContainerRuntime, ContainerState, InstanceState, ShoalError
 
 from ._repo import Repository
 
@@ -92,7 +92,7 @@ async def report_survivors(
     except ShoalError as exc:
         log.warning("cannot list the pods that keep running: %s", exc)
         return 0
-    running = [pod for pod in pods if any(c.state == "running" for c in pod.containers)]
+    running = [p for p in pods if any(c.state == ContainerState.RUNNING for c in p.containers)]
     by_workload: dict[tuple[str, str], list[str]] = defaultdict(list)
     for pod in running:
         instance = instances.get(pod.uid)
