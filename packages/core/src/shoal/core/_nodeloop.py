@@ -281,7 +281,7 @@ class NodeLoop:
         if not self._watching:
             await self.instances.refresh()
         elif not self.instances.following:
-            raise Unavailable("the cache of /instances/ lost the store; it lists again first")
+            raise Unavailable(f"the cache of {INSTANCES} lost the store; it lists again first")
         else:  # never act on a view older than this loop's own last write
             await self.instances.caught_up(self._written)
         mine = self.instances.by_index("node", self.name)
