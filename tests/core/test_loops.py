@@ -320,14 +320,23 @@ async def test_running_loops_converge_on_watch_events(cluster: Cluster) -> None:
         tg.cancel_scope.cancel()
 
 
-async def test_a_heartbeat_wakes_no_pass_but_a_cordon_does(cluster: Cluster) -> None:
-    """Heartbeats rewrite node records every few seconds; the leader sleeps through them."""
+async def test_a_heartbeat_wakes_nothing_and_a_cordon_wakes_only_the_workloads_on_its_node(
+    cluster: Cluster,
+) -> None:
+    """Heartbeats rewrite node records every few seconds; the leader sleeps through them.
+
+    A change that matters wakes only the workloads it affects: those with an
+    instance on the node.
+    """
     await cluster.add_node("n1")
+    await cluster.add_node("n2", cordoned=True)
+    await cluster.service.apply([spec("on-n1", replicas=1), spec("other", replicas=0)])
+    await cluster.settle()
     key = "/nodes/n1"
     async with anyio.create_task_group() as tg:
         await tg.start(cluster.control.run)
-        await wait_all_tasks_blocked()  # the first pass is done; the manual clock never moves
-        passes = cluster.control.passes
+        await wait_all_tasks_blocked()  # the first batch is done; the manual clock never moves
+        reconciled = cluster.control.reconciled
 
         def beat(node: Node) -> Node:
             return node.model_copy(update={"heartbeat_at": cluster.clock.now()})
@@ -335,16 +344,26 @@ async def test_a_heartbeat_wakes_no_pass_but_a_cordon_does(cluster: Cluster) -> 
         cluster.clock.advance(3)
         await cluster.control.repo.update(key, Node, beat)
         await wait_all_tasks_blocked()
-        assert cluster.control.passes == passes
+        assert cluster.control.reconciled == reconciled
 
+        woken: list[str] = []
+        reconcile = cluster.control.reconcile
+
+        async def spy(keys: Any) -> set[str]:
+            woken.extend(keys)
+            return await reconcile(keys)
+
+        cluster.control.reconcile = spy  # type: ignore[method-assign]
         await cluster.control.repo.update(
             key, Node, lambda node: node.model_copy(update={"cordoned": True})
         )
 
-        async def woken() -> bool:
-            return cluster.control.passes > passes
+        async def reconciled_once() -> bool:
+            return bool(woken)
 
-        await eventually(woken)
+        await eventually(reconciled_once)
+        await wait_all_tasks_blocked()
+        assert woken == ["default/on-n1"]
         tg.cancel_scope.cancel()
 
 

@@ -72,7 +72,8 @@ class NodeConfig(BaseModel):
     api_addr: str = "127.0.0.1:7070"
     """Address the REST API listens on, published in the node record."""
     control_resync: float = 5.0
-    """Seconds between timer-driven control loop passes."""
+    """Seconds between timer-driven membership syncs on the leader (the control loop is
+    woken by what changed, and requeues every workload every 5 minutes)."""
     node_resync: float = 2.0
     """Seconds between timer-driven node loop passes."""
     leader_ttl: float = 10.0

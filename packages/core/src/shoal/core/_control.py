@@ -1,39 +1,41 @@
 """The control loop: workloads → instances → placements, on the leader server.
 
-It reads workloads, instances and nodes from caches fed by the store's watch
-(:class:`~shoal.core._informer.Informer`: listed once when the term starts,
-then followed), so a pass decodes nothing it has seen before; and before a
-pass it waits until the caches reflect its own last writes, so it never acts
-on a view older than what it wrote. A pass run outside :meth:`ControlLoop.run`
-(tests drive passes one by one) lists the three prefixes first.
+It reconciles one workload at a time, in proportion to what changed, the way
+Kubernetes controllers do with informers and work queues:
 
-One pass goes over every workload with its instances and the nodes, then for
-each workload:
+* **Caches.** Workloads, instances and nodes are read from caches fed by the
+  store's watch (:class:`~shoal.core._informer.Informer`), listed once when
+  the leader's term starts. Instances are indexed by workload and by node, and
+  a :class:`~shoal.core._placement.UsageIndex` keeps every node's usage, so
+  nothing is summed over the cluster per change.
+* **A work queue of workload keys** (:class:`~shoal.core._workqueue.WorkQueue`).
+  A change wakes only the workloads it affects: a workload's own change, a
+  change of one of its instances, a change of a node (but its heartbeat) for
+  the workloads with instances there, and — for the workloads waiting for
+  room — any node change or freed slot. Every ``resync`` seconds every
+  workload is queued again, a safety net that normally finds nothing to do.
+* **Decide, then apply.** For each key the decision is a pure function of the
+  workload's snapshot (:func:`~shoal.core._reconcile.decide`); the keys taken
+  in one batch share one scheduler call and :func:`~shoal.core._reconcile.settle`
+  turns its answer into writes. The applier writes only what differs, each a
+  compare-and-swap on the revision read (fenced on the leader's term by the
+  store it is given). A write that loses a race retries its key with a
+  backoff; a store that cannot be reached puts the batch back and waits.
+* **Freshness.** Before a batch it waits until the caches show its own last
+  writes, so it never acts on a view older than what it wrote; it does not act
+  while a cache's watch is down.
 
-* deletes it once all its instances are gone (``deleting`` set by the service);
-* restarts finished instances on their node per restart policy, with
-  exponential backoff (``not_before``), reported as ``CrashLoopBackOff``;
-* marks instances of failed nodes ``lost`` (their replacement is created below),
-  and deletes those of nodes that left the cluster (replaced the same way);
-* replaces instances whose template is outdated (recreate; rollouts come later);
-* keeps ``replicas`` healthy instances: creates the missing ones, removes
-  surplus unplaced ones first, then the newest;
-* moves instances off draining nodes: a replacement elsewhere first, the old
-  one stopped only while the workload keeps enough running instances;
-* places pending instances with the scheduler, recording per-node reasons
-  for those that fit nowhere;
-* writes the workload's observed status.
-
-The pass writes only what differs from what it read, so a second pass over an
-unchanged world writes nothing: the loop is level-triggered and idempotent.
+:meth:`ControlLoop.reconcile_once` reconciles every workload once (tests and
+benches drive passes one by one with it; outside :meth:`run` it lists the
+store first). The loop is level-triggered and idempotent: a second pass over
+an unchanged world writes nothing.
 """
 
 from __future__ import annotations
 
 import functools
-from collections import defaultdict
-from collections.abc import Callable
-from typing import Any
+import logging
+from collections.abc import Iterable, Sequence
 
 import anyio
 from anyio.abc import TaskStatus
@@ -43,24 +45,24 @@ from shoal.interfaces import (
     Clock,
     Compare,
     CompareTarget,
-    EventType,
-    GossipState,
     Instance,
-    InstanceState,
     Node,
     ObjectRef,
-    PlacementRequest,
+    Placements,
     PutOp,
     RevisionConflict,
-    ScheduleFailure,
     Scheduler,
     StateStore,
     Unavailable,
     Workload,
+    WorkloadStatus,
 )
 
+from ._backoff import Backoff
+from ._fence import Deposed
 from ._informer import Informer
-from ._placement import InstanceFactory, node_usage
+from ._placement import InstanceFactory, UsageIndex
+from ._reconcile import Decision, Delete, Note, Write, decide, placement_request, settle
 from ._repo import (
     INSTANCES,
     NODES,
@@ -72,33 +74,20 @@ from ._repo import (
     instance_key,
     workload_key,
 )
-from ._restarts import restart, should_restart
-from ._status import workload_status
-from ._wake import run_woken_by
+from ._workqueue import WorkQueue
 
 __all__ = ["ControlLoop"]
 
+log = logging.getLogger(__name__)
+
 ACTOR = Actor(id="control-loop", via="control-loop")
 TXN_OPS = 128
-_NOT_PLACED = ScheduleFailure(message="the scheduler neither placed nor explained it")
-_FINISHED = frozenset({InstanceState.STOPPED, InstanceState.FAILED})
+BATCH = 256
+"""The most workloads reconciled together (one scheduler call, one status sweep)."""
 
 
-def _lost_because(node: Node | None, inst: Instance) -> str | None:
-    """Return why ``inst`` is lost with its node (which it is placed on), or None if it is not.
-
-    An instance of a failed or vanished node is lost; so is one that a
-    suspect node (silent, or unsure in gossip) has not even started: moving
-    it costs nothing, and if that node starts it after all, the instance's
-    record tells it to stop the copy.
-    """
-    if node is None:
-        return "is gone"
-    if node.state == GossipState.FAILED:
-        return "failed"
-    if node.state == GossipState.SUSPECT and inst.state == InstanceState.SCHEDULED:
-        return "is suspect and has not started it"
-    return None
+def _workload_of(stored: Stored[Instance]) -> str:
+    return f"{stored.value.namespace}/{stored.value.workload}"
 
 
 class ControlLoop:
@@ -110,7 +99,7 @@ class ControlLoop:
         scheduler: Scheduler,
         clock: Clock,
         *,
-        resync: float = 5.0,
+        resync: float = 300.0,
         backoff_base: float = 1.0,
         backoff_cap: float = 300.0,
         keep_events: int = 5000,
@@ -126,6 +115,9 @@ class ControlLoop:
         self.keep_events = keep_events
         self.keep_events_for = keep_events_for
         self.passes = 0
+        """Batches reconciled (a metric; tests wait on it)."""
+        self.reconciled = 0
+        """Workload keys reconciled (a metric)."""
         self.workloads: Informer[Stored[Workload]] = Informer(
             store, WORKLOADS, decoder_of(Workload), clock
         )
@@ -133,21 +125,76 @@ class ControlLoop:
             store, INSTANCES, decoder_of(Instance), clock
         )
         self.nodes: Informer[Stored[Node]] = Informer(store, NODES, decoder_of(Node), clock)
+        self.instances.add_index("workload", lambda s: [_workload_of(s)])
+        self.instances.add_index("node", lambda s: [] if s.value.node is None else [s.value.node])
+        self.usage = UsageIndex()
+        self.queue = WorkQueue(clock, first=0.05, cap=10.0)
+        self.waiting: set[str] = set()
+        """Workloads with an instance that fits nowhere: woken when room may have appeared."""
+        self.workloads.listen(self._workload_changed)
+        self.instances.listen(self._instance_changed)
+        self.nodes.listen(self._node_changed)
         self._watching = False
         self.written: dict[str, int] = {}
         """The revision of this loop's last write, per prefix: the caches catch up to it."""
 
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Reconcile on every change of workloads, instances or nodes, and every ``resync`` s.
+    # --- what wakes which key -----------------------------------------------
 
-        The caches are listed before the first pass. A node's heartbeat alone
-        wakes no pass.
+    def _workload_changed(
+        self, key: str, old: Stored[Workload] | None, new: Stored[Workload] | None
+    ) -> None:
+        del key
+        stored = new if new is not None else old
+        if stored is not None:
+            self.queue.add(stored.value.key)
+
+    def _instance_changed(
+        self, key: str, old: Stored[Instance] | None, new: Stored[Instance] | None
+    ) -> None:
+        del key
+        before = None if old is None else old.value
+        after = None if new is None else new.value
+        stored = new if new is not None else old
+        if stored is not None:
+            self.queue.add(_workload_of(stored))
+        if self.usage.change(before, after):
+            self._wake_waiting()
+
+    def _node_changed(self, key: str, old: Stored[Node] | None, new: Stored[Node] | None) -> None:
+        del key
+        if old is not None and new is not None and heartbeat_only(old.value, new.value):
+            return  # a heartbeat alone wakes nothing
+        node = new if new is not None else old
+        if node is None:
+            return
+        for stored in self.instances.by_index("node", node.value.name):
+            self.queue.add(_workload_of(stored))
+        self._wake_waiting()
+
+    def _wake_waiting(self) -> None:
+        for key in self.waiting:
+            self.queue.add(key)
+
+    def _all_keys(self) -> list[str]:
+        keys = {stored.value.key for stored in self.workloads.values()}
+        keys.update(_workload_of(stored) for stored in self.instances.values())
+        return sorted(keys)
+
+    # --- running ------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Reconcile the workloads woken by changes, and every workload each ``resync`` s.
+
+        The caches are listed before the first batch, and every workload is
+        queued once then.
         """
         async with anyio.create_task_group() as tg:
             await tg.start(self.follow)
-            wakes = functools.partial(run_woken_by, self._wake_on_changes)
-            await tg.start(wakes, self.store, self.clock, self.resync, self.reconcile_once)
+            for key in self._all_keys():
+                self.queue.add(key)
+            tg.start_soon(self._resync)
             task_status.started()
+            await self._work()
 
     async def follow(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Keep the caches current until cancelled; started once all three are listed.
@@ -163,24 +210,49 @@ class ControlLoop:
         finally:
             self._watching = False
 
-    async def _wake_on_changes(self, wake: Callable[[], None]) -> None:
-        """Wake a pass on any change of the caches but a node's heartbeat."""
+    async def _resync(self) -> None:
+        while True:
+            await self.clock.sleep(self.resync)
+            for key in self._all_keys():
+                self.queue.add(key)
 
-        def changed(key: str, old: Stored[Any] | None, new: Stored[Any] | None) -> None:
-            del key
-            before = None if old is None else old.value
-            after = None if new is None else new.value
-            if isinstance(before, Node) and isinstance(after, Node):
-                if heartbeat_only(before, after):
-                    return  # a heartbeat alone wakes no pass
-            wake()
+    async def _work(self) -> None:
+        """Take batches of keys off the queue and reconcile them, until cancelled.
 
-        for informer in (self.workloads, self.instances, self.nodes):
-            informer.listen(changed)
-        await anyio.sleep_forever()
+        Raises:
+            Deposed: the leader's term is over; the loop must stop.
+
+        """
+        backoff = Backoff(self.clock)
+        while True:
+            keys = await self.queue.get_many(BATCH)
+            try:
+                conflicted = await self.reconcile(keys)
+            except Deposed:
+                raise
+            except Unavailable as exc:
+                log.warning(
+                    "the control loop could not reconcile %d workload(s) (%s); "
+                    "they are tried again in %g s",
+                    len(keys),
+                    exc,
+                    backoff.delay,
+                )
+                for key in keys:
+                    self.queue.add(key)  # queued again once done below
+                    self.queue.done(key)
+                await backoff.wait()
+                continue
+            backoff.reset()
+            for key in keys:
+                if key in conflicted:
+                    self.queue.retry(key)
+                else:
+                    self.queue.forget(key)
+                self.queue.done(key)
 
     def wrote(self, key: str, revision: int) -> None:
-        """Note a write of this loop: the next pass waits for the caches to show it."""
+        """Note a write of this loop: the next batch waits for the caches to show it."""
         for prefix in (WORKLOADS, INSTANCES, NODES):
             if key.startswith(prefix):
                 self.written[prefix] = max(self.written.get(prefix, 0), revision)
@@ -190,8 +262,17 @@ class ControlLoop:
         return float(min(self.backoff_base * 2**restart_count, self.backoff_cap))
 
     async def reconcile_once(self) -> float | None:
-        """Run one pass; return 0 if another should follow at once, else None."""
-        self.passes += 1
+        """Reconcile every workload once; return 0 if another pass should follow at once."""
+        await self._fresh()
+        return 0 if await self.reconcile(self._all_keys()) else None
+
+    async def _fresh(self) -> None:
+        """Make sure the caches are no older than this loop's writes (or list them).
+
+        Raises:
+            Unavailable: a cache's watch is down, or the store cannot be read.
+
+        """
         caches = ((self.workloads, WORKLOADS), (self.instances, INSTANCES), (self.nodes, NODES))
         for informer, prefix in caches:
             if not self._watching:
@@ -200,320 +281,165 @@ class ControlLoop:
                 raise Unavailable(f"the cache of {prefix} lost the store; it lists again first")
             else:
                 await informer.caught_up(self.written.get(prefix, 0))
-        workloads = sorted(self.workloads.values(), key=lambda s: s.key)
-        instances = sorted(self.instances.values(), key=lambda s: s.key)
-        nodes = {s.value.name: s.value for s in sorted(self.nodes.values(), key=lambda s: s.key)}
-        by_workload: dict[str, list[Stored[Instance]]] = defaultdict(list)
-        for stored in instances:
-            by_workload[f"{stored.value.namespace}/{stored.value.workload}"].append(stored)
 
-        pass_ = _Pass(self, nodes)
-        pass_.factory.taken.update(stored.value.key for stored in instances)
-        for stored_workload in workloads:
-            await pass_.workload(stored_workload, by_workload.pop(stored_workload.value.key, []))
-        for orphans in by_workload.values():  # instances whose workload is gone
-            for stored in orphans:
-                await pass_.remove(stored, "WorkloadDeleted", "its workload no longer exists")
-        await pass_.schedule(instances)
-        for stored_workload in workloads:
-            await pass_.write_status(stored_workload)
+    async def reconcile(self, keys: Sequence[str]) -> set[str]:
+        """Reconcile the workloads ``namespace/name`` in ``keys``; return those that lost a race.
+
+        Raises:
+            Unavailable: the store could not be reached (some writes may have
+                landed; a later pass finishes the job).
+
+        """
+        await self._fresh()
+        self.passes += 1
+        self.reconciled += len(keys)
+        nodes = {stored.value.name: stored.value for stored in self.nodes.values()}
+        now = self.clock.now()
+
+        def exists(instance: str) -> bool:
+            namespace, name = instance.split("/", 1)
+            return self.instances.get(instance_key(namespace, name)) is not None
+
+        factory = InstanceFactory(now, exists)
+        decisions: list[tuple[str, Decision]] = []
+        for key in keys:
+            namespace, name = key.split("/", 1)
+            decision = decide(
+                self.workloads.get(workload_key(namespace, name)),
+                self.instances.by_index("workload", key),
+                nodes,
+                now=now,
+                backoff=self.backoff,
+                fresh_uid=factory.fresh_uid,
+            )
+            decisions.append((key, decision))
+
+        requests = [
+            placement_request(decision.workload.value, pending.name)
+            for _, decision in decisions
+            if decision.workload is not None
+            for pending in decision.pending
+        ]
+        placements = (
+            self.scheduler.place(requests, list(nodes.values()), self.usage)
+            if requests
+            else Placements()
+        )
+
+        apply = _Applier(self)
+        for key, decision in decisions:
+            await apply.ops(key, decision.ops.values())
+        created: list[tuple[str, Instance]] = []
+        statuses: list[tuple[str, Stored[Workload], WorkloadStatus]] = []
+        for key, decision in decisions:
+            stored_workload = decision.workload
+            if stored_workload is None:
+                self.waiting.discard(key)
+                continue
+            if decision.delete_workload:
+                self.waiting.discard(key)
+                await apply.delete_workload(key, stored_workload)
+                continue
+            new = functools.partial(factory.new, stored_workload.value)
+            settled = settle(decision, placements, new)
+            await apply.ops(key, settled.ops)
+            created.extend((key, inst) for inst in settled.created)
+            await apply.notes(settled.notes)
+            if settled.unschedulable is None:
+                self.waiting.discard(key)
+            else:
+                self.waiting.add(key)
+            if settled.status is not None:
+                statuses.append((key, stored_workload, settled.status))
+        await apply.create(created)
+        for key, stored_workload, status in statuses:
+            await apply.status(key, stored_workload, status)
         if self.passes % 100 == 0:
             await self.repo.prune_events(self.keep_events, self.keep_events_for)
-        return 0 if pass_.again else None
+        return apply.conflicted
 
 
-class _Pass:
-    """The state of one reconcile pass."""
+class _Applier:
+    """Writes one batch's decisions, noting the keys whose writes lost a race."""
 
-    def __init__(self, loop: ControlLoop, nodes: dict[str, Node]) -> None:
+    def __init__(self, loop: ControlLoop) -> None:
         self.loop = loop
         self.repo = loop.repo
-        self.nodes = nodes
-        self.now = loop.clock.now()
-        self.again = False
-        # (workload, stored instance or None for a new one, instance key, uid)
-        self.pending: list[tuple[Workload, Stored[Instance] | None, str, str]] = []
-        self.current: dict[str, dict[str, Instance]] = {}
-        self.unschedulable: dict[str, str] = {}
-        self.factory = InstanceFactory(self.now)
+        self.conflicted: set[str] = set()
 
-    async def _write(self, stored: Stored[Instance], updated: Instance) -> bool:
-        if updated == stored.value:
-            return True
-        try:
-            revision = await self.repo.put(stored.key, updated, expected_revision=stored.revision)
-        except RevisionConflict:
-            self.again = True
-            return False
-        self.loop.wrote(stored.key, revision)
-        return True
-
-    def _node_left(self, inst: Instance) -> bool:
-        node = self.nodes.get(inst.node or "")
-        return node is not None and node.state == GossipState.LEFT
-
-    async def remove(self, stored: Stored[Instance], reason: str, message: str) -> None:
-        """Ask an instance to go: placed ones are stopped by their node, others deleted.
-
-        Deleted at once are unplaced instances, instances of a node that left
-        (nobody is there to stop them), and lost instances of a failed node.
-        """
-        inst = stored.value
-        node = self.nodes.get(inst.node or "")
-        gone_node = node is None or node.state in (GossipState.FAILED, GossipState.LEFT)
-        if (
-            inst.node is None
-            or self._node_left(inst)
-            or (inst.state == InstanceState.LOST and gone_node)
-        ):
+    async def ops(self, key: str, ops: Iterable[Write | Delete]) -> None:
+        for op in ops:
             try:
-                revision = await self.loop.store.delete(
-                    stored.key, expected_revision=stored.revision
-                )
-            except RevisionConflict:
-                self.again = True
-                return
-            if revision is not None:
-                self.loop.wrote(stored.key, revision)
-            if inst.node is not None:
-                await self.repo.record(_ref(inst), reason, f"removed: {message}", ACTOR)
-            return
-        if not inst.deleting:
-            updated = inst.model_copy(
-                update={"deleting": True, "reason": reason, "message": message}
-            )
-            await self._write(stored, updated)
-
-    async def workload(
-        self, stored_workload: Stored[Workload], owned: list[Stored[Instance]]
-    ) -> None:
-        workload = stored_workload.value
-        if workload.deleting:
-            for stored in owned:
-                await self.remove(stored, "WorkloadDeleting", "its workload is being deleted")
-            if not owned:
-                await self._delete_workload(stored_workload)
-            return
-
-        live: list[Stored[Instance]] = []
-        for stored in owned:
-            inst = await self._lifecycle(workload, stored)
-            if inst.deleting:
-                if self._node_left(inst):
-                    await self.remove(stored, "NodeLeft", f"node {inst.node} left the cluster")
-                elif inst.state == InstanceState.LOST and inst.node not in self.nodes:
-                    await self.remove(stored, "NodeLost", f"node {inst.node} is gone")
-                continue
-            if inst.template != workload.spec.template:
-                await self.remove(stored, "TemplateChanged", "replaced by the current template")
-                continue
-            live.append(Stored(inst, stored.key, stored.revision, stored.created))
-
-        draining = {n for n, node in self.nodes.items() if node.draining}
-        healthy = [s for s in live if s.value.node not in draining]
-        evicting = [s for s in live if s.value.node in draining]
-        want = workload.spec.replicas
-
-        for _ in range(want - len(healthy)):
-            uid = self.factory.fresh_uid(workload)
-            key = f"{workload.namespace}/{workload.name}-{uid[:5]}"
-            self.pending.append((workload, None, key, uid))
-        if len(healthy) > want:
-            # Unplaced first, then newest first.
-            surplus = sorted(healthy, key=lambda s: (s.value.node is not None, -s.created))
-            for stored in surplus[: len(healthy) - want]:
-                await self.remove(stored, "ScaledDown", f"replicas lowered to {want}")
-            healthy = surplus[len(healthy) - want :]
-        for stored in healthy:
-            if stored.value.node is None:
-                self.pending.append((workload, stored, stored.value.key, stored.value.uid))
-
-        running = sum(1 for s in healthy if s.value.state == InstanceState.RUNNING)
-        running_evicting = sum(1 for s in evicting if s.value.state == InstanceState.RUNNING)
-        for stored in sorted(evicting, key=lambda s: s.created):
-            is_running = stored.value.state == InstanceState.RUNNING
-            if running + running_evicting - (1 if is_running else 0) >= want or not is_running:
-                await self.remove(stored, "Drained", f"moved off draining node {stored.value.node}")
-                running_evicting -= 1 if is_running else 0
-        self.current[workload.key] = {s.value.name: s.value for s in live}
-
-    async def _lifecycle(self, workload: Workload, stored: Stored[Instance]) -> Instance:
-        """Apply node loss and restart policy to one instance; return it as it now stands."""
-        inst = stored.value
-        if inst.deleting:
-            return inst
-        if self._node_left(inst):
-            # Not a failure: the node went away on purpose. The caller deletes the
-            # record, and a replacement is placed elsewhere.
-            return inst.model_copy(update={"deleting": True})
-        node = self.nodes.get(inst.node or "")
-        if inst.node is not None and inst.state != InstanceState.LOST:
-            why = _lost_because(node, inst)
-            if why is not None:
-                lost = inst.transition(InstanceState.LOST, "NodeLost", f"node {inst.node} {why}")
-                # Deleting: if the node comes back, its node loop stops the stale copy.
-                lost = lost.model_copy(update={"deleting": True, "ready": False})
-                if await self._write(stored, lost):
-                    await self.repo.record(
-                        _ref(inst), "NodeLost", lost.message, ACTOR, event_type=EventType.WARNING
+                if isinstance(op, Write):
+                    revision: int | None = await self.repo.put(
+                        op.stored.key, op.value, expected_revision=op.stored.revision
                     )
-                return lost
-        if inst.state in _FINISHED and inst.node is not None:
-            if should_restart(workload.spec.restart_policy, inst):
-                restarted = restart(inst, self.now, self.loop.backoff)
-                # A lost race keeps the instance as read: it still counts
-                # as a replica (no replacement), and the next pass retries.
-                return restarted if await self._write(stored, restarted) else inst
-        return inst
-
-    async def schedule(self, instances: list[Stored[Instance]]) -> None:
-        """Place every pending instance collected by the workload passes."""
-        if not self.pending:
-            return
-        usage = node_usage(stored.value for stored in instances)
-        shapes: dict[str, tuple[int, int, frozenset[tuple[int, str]]]] = {}
-        requests: list[PlacementRequest] = []
-        for workload, _, key, _ in self.pending:
-            if workload.key not in shapes:
-                need = workload.spec.template.requests()
-                ports = frozenset(workload.spec.template.host_ports())
-                shapes[workload.key] = (need.cpu, need.memory, ports)
-            cpu, memory, ports = shapes[workload.key]
-            requests.append(
-                PlacementRequest(
-                    instance=key,
-                    group=workload.key,
-                    cpu=cpu,
-                    memory=memory,
-                    host_ports=ports,
-                    constraints=workload.spec.placement.constraints,
-                    strategy=workload.spec.placement.strategy,
-                )
-            )
-        result = self.loop.scheduler.place(requests, list(self.nodes.values()), usage)
-
-        placed: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        unplaced: dict[str, tuple[Workload, str]] = {}
-        created: list[Instance] = []
-        for workload, existing, key, uid in self.pending:
-            node = result.assigned.get(key)
-            failure = None if node is not None else result.failed.get(key, _NOT_PLACED)
-            if node is not None:
-                placed[workload.key][node] += 1
-                status: dict[str, Any] = {
-                    "state": InstanceState.SCHEDULED,
-                    "node": node,
-                    "reason": "Scheduled",
-                    "message": f"placed on {node}",
-                    "schedule_failure": None,
-                }
-            else:
-                assert failure is not None
-                unplaced[workload.key] = (workload, failure.message)
-                status = {
-                    "reason": "Unschedulable",
-                    "message": failure.message,
-                    "schedule_failure": failure,
-                }
-            if existing is None:
-                updated = self.factory.new(workload, uid, **status)
-                self.current.setdefault(workload.key, {})[updated.name] = updated
-                created.append(updated)
-            else:
-                if node is not None:
-                    updated = existing.value.transition(
-                        InstanceState.SCHEDULED, "Scheduled", f"placed on {node}"
-                    ).model_copy(update={"node": node, "schedule_failure": None})
                 else:
-                    updated = existing.value.model_copy(update=status)
-                self.current.setdefault(workload.key, {})[updated.name] = updated
-                await self._write(existing, updated)
+                    revision = await self.loop.store.delete(
+                        op.stored.key, expected_revision=op.stored.revision
+                    )
+            except RevisionConflict:
+                self.conflicted.add(key)
+                continue
+            if revision is not None:
+                self.loop.wrote(op.stored.key, revision)
+            if op.note is not None:
+                await self.notes([op.note])
 
-        await self._create(created)
+    async def notes(self, notes: Iterable[Note]) -> None:
+        for note in notes:
+            await self.repo.record(note.obj, note.reason, note.message, ACTOR, event_type=note.type)
 
-        for workload_ref, per_node in placed.items():
-            namespace, name = workload_ref.split("/", 1)
-            total = sum(per_node.values())
-            where = ", ".join(f"{n} ({count})" for n, count in sorted(per_node.items()))
-            await self.repo.record(
-                ObjectRef(kind="Workload", namespace=namespace, name=name),
-                "Scheduled",
-                f"placed {total} instance(s) on {where}",
-                ACTOR,
-            )
-        for workload, message in unplaced.values():
-            self.unschedulable[workload.key] = message
-            reported = any(
-                c.type == "Scheduled" and not c.status and c.message == message
-                for c in workload.status.conditions
-            )
-            if reported:
-                continue  # said already: do not repeat the event every pass
-            await self.repo.record(
-                ObjectRef(kind="Workload", namespace=workload.namespace, name=workload.name),
-                "FailedScheduling",
-                message,
-                ACTOR,
-                event_type=EventType.WARNING,
-            )
-
-    async def _create(self, instances: list[Instance]) -> None:
+    async def create(self, created: list[tuple[str, Instance]]) -> None:
         """Write new instances in create-only transactions of at most TXN_OPS each.
 
         Batching makes placing thousands of instances cost a few transactions
         rather than thousands of round trips; TXN_OPS stays within etcd's
         default limit of operations per transaction.
         """
-        for start in range(0, len(instances), TXN_OPS):
-            chunk = instances[start : start + TXN_OPS]
-            keys = [instance_key(i.namespace, i.name) for i in chunk]
+        for start in range(0, len(created), TXN_OPS):
+            chunk = created[start : start + TXN_OPS]
+            keys = [instance_key(i.namespace, i.name) for _, i in chunk]
             outcome = await self.loop.store.txn(
                 [Compare(key, CompareTarget.MOD_REVISION, 0) for key in keys],
                 [
-                    PutOp(key, i.model_dump_json().encode())
-                    for key, i in zip(keys, chunk, strict=True)
+                    PutOp(key, inst.model_dump_json().encode())
+                    for key, (_, inst) in zip(keys, chunk, strict=True)
                 ],
             )
             if not outcome.succeeded:  # a clash of random names: the next pass makes new ones
-                self.again = True
+                self.conflicted.update(workload for workload, _ in chunk)
             else:
                 self.loop.wrote(INSTANCES, outcome.revision)
 
-    async def write_status(self, stored_workload: Stored[Workload]) -> None:
-        workload = stored_workload.value
-        instances = list(self.current.get(workload.key, {}).values())
-        status = workload_status(workload, instances, self.unschedulable.get(workload.key))
-        if status == workload.status:
-            return
-        updated = workload.model_copy(update={"status": status})
+    async def status(self, key: str, stored: Stored[Workload], status: WorkloadStatus) -> None:
+        updated = stored.value.model_copy(update={"status": status})
         try:
-            revision = await self.repo.put(
-                stored_workload.key, updated, expected_revision=stored_workload.revision
-            )
+            revision = await self.repo.put(stored.key, updated, expected_revision=stored.revision)
         except RevisionConflict:
-            self.again = True
+            self.conflicted.add(key)
             return
-        self.loop.wrote(stored_workload.key, revision)
+        self.loop.wrote(stored.key, revision)
 
-    async def _delete_workload(self, stored_workload: Stored[Workload]) -> None:
-        workload = stored_workload.value
+    async def delete_workload(self, key: str, stored: Stored[Workload]) -> None:
+        workload = stored.value
         try:
-            revision = await self.loop.store.delete(
-                workload_key(workload.namespace, workload.name),
-                expected_revision=stored_workload.revision,
-            )
+            revision = await self.loop.store.delete(stored.key, expected_revision=stored.revision)
         except RevisionConflict:
-            self.again = True
+            self.conflicted.add(key)
             return
         if revision is not None:
-            self.loop.wrote(stored_workload.key, revision)
-        await self.repo.record(
-            ObjectRef(kind="Workload", namespace=workload.namespace, name=workload.name),
-            "Deleted",
-            "all instances stopped; workload removed",
-            ACTOR,
+            self.loop.wrote(stored.key, revision)
+        await self.notes(
+            [
+                Note(
+                    _workload_ref(workload),
+                    "Deleted",
+                    "all instances stopped; workload removed",
+                )
+            ]
         )
 
 
-def _ref(inst: Instance) -> ObjectRef:
-    return ObjectRef(kind="Instance", namespace=inst.namespace, name=inst.name)
+def _workload_ref(workload: Workload) -> ObjectRef:
+    return ObjectRef(kind="Workload", namespace=workload.namespace, name=workload.name)

@@ -50,7 +50,8 @@ class Leader:
         scheduler: places instances, for the control loop.
         clock: time source.
         ttl: seconds the leader lease lives without renewal.
-        resync: seconds between timer-driven passes of the leader's loops.
+        resync: seconds between timer-driven passes of the membership sync (the
+            control loop is woken by what changed, and resyncs every 5 minutes).
     """
 
     def __init__(
@@ -118,7 +119,7 @@ class Leader:
             backoff.reset()
             log.info("%s leads the control loop (lease %s)", self.name, lease)
             fenced = FencedStore(self.store, leadership)
-            self.control = ControlLoop(fenced, self.scheduler, self.clock, resync=self.resync)
+            self.control = ControlLoop(fenced, self.scheduler, self.clock)
             membership = MembershipSync(fenced, self.cluster, self.clock, resync=self.resync)
             try:
                 tg.start_soon(membership.run)

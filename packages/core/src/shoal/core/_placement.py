@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import secrets
-from collections import defaultdict
-from collections.abc import Iterable
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
 from shoal.interfaces import PLACED_STATES, Instance, InstanceState, NodeUsage, Workload
 
-__all__ = ["InstanceFactory", "node_usage"]
+__all__ = ["InstanceFactory", "UsageIndex", "node_usage"]
 
 _HOLDS_ITS_SLOT = PLACED_STATES | {InstanceState.STOPPED, InstanceState.FAILED}
 
@@ -35,6 +35,80 @@ def node_usage(instances: Iterable[Instance]) -> dict[str, NodeUsage]:
     return usage
 
 
+def _holds_a_slot(inst: Instance | None) -> bool:
+    return inst is not None and inst.node is not None and inst.state in _HOLDS_ITS_SLOT
+
+
+class UsageIndex(Mapping[str, NodeUsage]):
+    """What the placed instances take on each node, kept current change by change.
+
+    :meth:`change` is an instance cache's listener: it takes one instance's
+    old and new value, so the usage of every node is known without summing
+    the cluster's instances per placement (what :func:`node_usage` does).
+    Host ports are counted, so one of two instances that (wrongly) share a
+    port can go without freeing it. Read it as a mapping of node name to
+    :class:`NodeUsage`; the scheduler copies what it changes.
+    """
+
+    def __init__(self) -> None:
+        self._usage: dict[str, NodeUsage] = {}
+        self._ports: dict[str, Counter[tuple[int, str]]] = {}
+
+    def __getitem__(self, node: str) -> NodeUsage:
+        return self._usage[node]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._usage)
+
+    def __len__(self) -> int:
+        return len(self._usage)
+
+    def change(self, old: Instance | None, new: Instance | None) -> bool:
+        """Account for one instance changing from ``old`` to ``new`` (None: absent).
+
+        Returns whether it freed a slot (room may have appeared on its node).
+        """
+        if old is not None and new is not None and old.node == new.node:
+            if _holds_a_slot(old) == _holds_a_slot(new) and old.template == new.template:
+                return False  # a status change: the same slot
+        freed = False
+        if old is not None and _holds_a_slot(old):
+            self._add(old, -1)
+            freed = True
+        if new is not None and _holds_a_slot(new):
+            self._add(new, 1)
+        return freed
+
+    def _add(self, inst: Instance, sign: int) -> None:
+        node = inst.node
+        assert node is not None
+        used = self._usage.get(node)
+        if used is None:
+            used = self._usage[node] = NodeUsage()
+            self._ports[node] = Counter()
+        need = inst.template.requests()
+        used.cpu += sign * need.cpu
+        used.memory += sign * need.memory
+        used.pods += sign
+        ports = self._ports[node]
+        for port in inst.template.host_ports():
+            ports[port] += sign
+            if ports[port] > 0:
+                used.host_ports.add(port)
+            else:
+                del ports[port]
+                used.host_ports.discard(port)
+        group = f"{inst.namespace}/{inst.workload}"
+        count = used.groups.get(group, 0) + sign
+        if count > 0:
+            used.groups[group] = count
+        else:
+            used.groups.pop(group, None)
+        if used.pods <= 0:
+            del self._usage[node]
+            del self._ports[node]
+
+
 class InstanceFactory:
     """Makes new instances of workloads with names unique within one pass.
 
@@ -43,10 +117,12 @@ class InstanceFactory:
     validating the same template again for each would dominate it.
     """
 
-    def __init__(self, now: datetime) -> None:
+    def __init__(self, now: datetime, exists: Callable[[str], bool] = lambda key: False) -> None:
         self.now = now
+        self.exists = exists
+        """Whether an instance ``namespace/name`` exists already."""
         self.taken: set[str] = set()
-        """Instance keys (namespace/name) that exist or were handed out."""
+        """Instance keys (namespace/name) handed out by this factory."""
         self._prototypes: dict[str, Instance] = {}
 
     def fresh_uid(self, workload: Workload) -> str:
@@ -54,7 +130,7 @@ class InstanceFactory:
         while True:
             uid = secrets.token_hex(8)
             key = f"{workload.namespace}/{workload.name}-{uid[:5]}"
-            if key not in self.taken:
+            if key not in self.taken and not self.exists(key):
                 self.taken.add(key)
                 return uid
 

@@ -35,6 +35,7 @@ from shoal.interfaces import (
 
 __all__ = ["DefaultScheduler"]
 
+_EMPTY = NodeUsage()
 _BatchKey = tuple[str, int, int, frozenset[tuple[int, str]], tuple[tuple[str, str], ...], str]
 
 
@@ -121,7 +122,9 @@ class _State:
     def __init__(self, nodes: list[Node], usage: Mapping[str, NodeUsage]) -> None:
         self.nodes = nodes
         self.by_name = {n.name: n for n in nodes}
-        self.used = {n.name: _copy(usage.get(n.name, NodeUsage())) for n in nodes}
+        self.usage = usage
+        self.mine: dict[str, NodeUsage] = {}
+        """Copies of the usage of nodes this call placed on (the caller's is never changed)."""
         self.version = dict.fromkeys(self.by_name, 0)
         self._static: dict[tuple[tuple[str, str], ...], tuple[list[Node], dict[str, str]]] = {}
         self._fullest: dict[tuple[tuple[str, str], ...], list[tuple[float, str, int]]] = {}
@@ -141,8 +144,13 @@ class _State:
             self._static[key] = (eligible, reasons)
         return self._static[key]
 
+    def used(self, name: str) -> NodeUsage:
+        """Return what is on node ``name``, with this call's placements."""
+        used = self.mine.get(name)
+        return self.usage.get(name, _EMPTY) if used is None else used
+
     def fullness(self, name: str) -> float:
-        node, used = self.by_name[name], self.used[name]
+        node, used = self.by_name[name], self.used(name)
         alloc = node.allocatable
         cpu = used.cpu / alloc.cpu if alloc.cpu else 0.0
         memory = used.memory / alloc.memory if alloc.memory else 0.0
@@ -150,7 +158,9 @@ class _State:
         return (cpu + memory + pods) / 3
 
     def assign(self, name: str, request: PlacementRequest, result: Placements) -> None:
-        used = self.used[name]
+        used = self.mine.get(name)
+        if used is None:
+            used = self.mine[name] = _copy(self.used(name))
         used.cpu += request.cpu
         used.memory += request.memory
         used.pods += 1
@@ -165,7 +175,7 @@ class _State:
         eligible, static_reasons = self.static(shape)
         reasons = dict(static_reasons)
         for node in eligible:
-            reasons[node.name] = _fit_reason(node, self.used[node.name], shape) or "no room left"
+            reasons[node.name] = _fit_reason(node, self.used(node.name), shape) or "no room left"
         failure = ScheduleFailure(message=_summary(len(self.nodes), reasons), nodes=reasons)
         for request in batch:
             result.failed[request.instance] = failure
@@ -191,7 +201,7 @@ class _State:
                 _, name, version = entry
                 if version != self.version[name]:
                     continue
-                if _fit_reason(self.by_name[name], self.used[name], shape) is not None:
+                if _fit_reason(self.by_name[name], self.used(name), shape) is not None:
                     set_aside.append(entry)
                     continue
                 self.assign(name, request, result)
@@ -207,9 +217,9 @@ class _State:
         """Fewest instances of the workload first, then the emptiest node."""
         shape = batch[0]
         heap = [
-            (self.used[n.name].groups.get(shape.group, 0), self.fullness(n.name), n.name)
+            (self.used(n.name).groups.get(shape.group, 0), self.fullness(n.name), n.name)
             for n in self.static(shape)[0]
-            if _fit_reason(n, self.used[n.name], shape) is None
+            if _fit_reason(n, self.used(n.name), shape) is None
         ]
         heapq.heapify(heap)
         for index, request in enumerate(batch):
@@ -218,8 +228,8 @@ class _State:
                 return
             _, _, name = heapq.heappop(heap)
             self.assign(name, request, result)
-            if _fit_reason(self.by_name[name], self.used[name], shape) is None:
-                count = self.used[name].groups[shape.group]
+            if _fit_reason(self.by_name[name], self.used(name), shape) is None:
+                count = self.used(name).groups[shape.group]
                 heapq.heappush(heap, (count, self.fullness(name), name))
 
 

@@ -144,6 +144,24 @@ class WorkQueue:
             else:
                 await changed.wait()
 
+    async def get_many(self, limit: int) -> list[str]:
+        """Wait for a key, then take it and up to ``limit - 1`` more that are ready now.
+
+        For a worker that handles keys in batches (one scheduling call for
+        many workloads); each key must be given back with :meth:`done`.
+
+        Raises:
+            QueueClosed: the queue was closed.
+
+        """
+        keys = [await self.get()]
+        while self._ready and len(keys) < limit:
+            key = self._ready.popleft()
+            self._dirty.discard(key)
+            self._processing.add(key)
+            keys.append(key)
+        return keys
+
     def done(self, key: str) -> None:
         """Mark ``key``'s pass finished; if it was added meanwhile, it is queued again."""
         self._processing.discard(key)

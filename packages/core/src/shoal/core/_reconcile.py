@@ -1,0 +1,387 @@
+"""What the control loop decides for one workload: pure functions of its snapshot.
+
+The control loop reconciles one workload at a time (its key came out of the
+work queue). :func:`decide` takes the workload as stored (or None once it is
+gone), its instances and the nodes, and returns what to do, with no store and
+no clock of its own; :func:`settle` takes the scheduler's answer for the
+instances the decision left to place and returns the rest: the placements to
+write, the new instances, the events and the workload's status. The loop's
+applier writes what they return. Each is tested as a table of cases
+(``tests/core/test_reconcile.py``).
+
+The rules, per instance (at most one write per instance per decision, so no
+write of a decision conflicts with another of the same decision):
+
+* an instance of a workload that is gone or being deleted is asked to go;
+* an instance of a node that left is deleted (nobody is there to stop it);
+  one of a failed or vanished node is marked ``lost`` and deleting, and once
+  lost on a node that is gone it is deleted; its replacement is placed below;
+* a finished instance is restarted in place per restart policy, with a
+  growing backoff (``not_before``) reported as ``CrashLoopBackOff``;
+* an instance of an outdated template is replaced (recreate);
+* ``replicas`` healthy instances are kept: the missing ones are created,
+  surplus unplaced ones go first, then the newest;
+* instances on a draining node get a replacement elsewhere first; the old one
+  stops only while the workload keeps enough running instances.
+
+"Asked to go" means deleted at once when nothing runs it (unplaced, node
+left, lost on a node that is gone), else marked ``deleting`` for its node
+loop to stop it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from shoal.interfaces import (
+    EventType,
+    GossipState,
+    Instance,
+    InstanceState,
+    Node,
+    ObjectRef,
+    PlacementRequest,
+    Placements,
+    ScheduleFailure,
+    Workload,
+    WorkloadStatus,
+)
+
+from ._repo import Stored
+from ._restarts import restart, should_restart
+from ._status import workload_status
+
+__all__ = [
+    "Decision",
+    "Delete",
+    "Note",
+    "Pending",
+    "Settled",
+    "Write",
+    "decide",
+    "placement_request",
+    "settle",
+]
+
+_FINISHED = frozenset({InstanceState.STOPPED, InstanceState.FAILED})
+_NOT_PLACED = ScheduleFailure(message="the scheduler neither placed nor explained it")
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """An event to record about ``obj``."""
+
+    obj: ObjectRef
+    reason: str
+    message: str
+    type: EventType = EventType.NORMAL
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """Replace an instance as read with ``value`` (compare-and-swap); then record ``note``."""
+
+    stored: Stored[Instance]
+    value: Instance
+    note: Note | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Delete an instance as read (compare-and-swap); then record ``note``."""
+
+    stored: Stored[Instance]
+    note: Note | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """An instance to place: an unplaced one as read, or a new one (``stored`` None)."""
+
+    stored: Stored[Instance] | None
+    name: str
+    uid: str
+
+
+@dataclass(slots=True)
+class Decision:
+    """What :func:`decide` returns for one workload."""
+
+    workload: Stored[Workload] | None
+    ops: dict[str, Write | Delete] = field(default_factory=dict)
+    """Per instance key, its one write or delete."""
+    pending: list[Pending] = field(default_factory=list)
+    live: dict[str, Instance] = field(default_factory=dict)
+    """The workload's live instances by name, as they stand after ``ops``."""
+    delete_workload: bool = False
+    """The workload is being deleted and has no instance left: delete its record."""
+
+
+@dataclass(slots=True)
+class Settled:
+    """What :func:`settle` returns: the rest of the workload's writes."""
+
+    ops: list[Write] = field(default_factory=list)
+    created: list[Instance] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
+    status: WorkloadStatus | None = None
+    """The workload's new status, or None if it is unchanged (or it has no record)."""
+    unschedulable: str | None = None
+    """Why some instance fits nowhere, or None if every one was placed."""
+
+
+def _ref(inst: Instance) -> ObjectRef:
+    return ObjectRef(kind="Instance", namespace=inst.namespace, name=inst.name)
+
+
+def _workload_ref(workload: Workload) -> ObjectRef:
+    return ObjectRef(kind="Workload", namespace=workload.namespace, name=workload.name)
+
+
+def _lost_because(node: Node | None, inst: Instance) -> str | None:
+    """Return why ``inst`` is lost with its node (which it is placed on), or None if it is not.
+
+    An instance of a failed or vanished node is lost; so is one that a
+    suspect node (silent, or unsure in gossip) has not even started: moving
+    it costs nothing, and if that node starts it after all, the instance's
+    record tells it to stop the copy.
+    """
+    if node is None:
+        return "is gone"
+    if node.state == GossipState.FAILED:
+        return "failed"
+    if node.state == GossipState.SUSPECT and inst.state == InstanceState.SCHEDULED:
+        return "is suspect and has not started it"
+    return None
+
+
+class _Deciding:
+    """The working state of one :func:`decide` call."""
+
+    def __init__(self, nodes: Mapping[str, Node], decision: Decision) -> None:
+        self.nodes = nodes
+        self.decision = decision
+
+    def node_left(self, inst: Instance) -> bool:
+        node = self.nodes.get(inst.node or "")
+        return node is not None and node.state == GossipState.LEFT
+
+    def remove(self, stored: Stored[Instance], reason: str, message: str) -> None:
+        """Ask an instance to go; this replaces any other op of the decision on it."""
+        inst = stored.value
+        node = self.nodes.get(inst.node or "")
+        gone_node = node is None or node.state in (GossipState.FAILED, GossipState.LEFT)
+        if (
+            inst.node is None
+            or self.node_left(inst)
+            or (inst.state == InstanceState.LOST and gone_node)
+        ):
+            note = None if inst.node is None else Note(_ref(inst), reason, f"removed: {message}")
+            self.decision.ops[stored.key] = Delete(stored, note)
+        elif not inst.deleting:
+            update = {"deleting": True, "reason": reason, "message": message}
+            self.decision.ops[stored.key] = Write(stored, inst.model_copy(update=update))
+
+    def lifecycle(
+        self,
+        workload: Workload,
+        stored: Stored[Instance],
+        now: datetime,
+        backoff: Callable[[int], float],
+    ) -> Instance:
+        """Apply node loss and restart policy to one instance; return it as it then stands."""
+        inst = stored.value
+        if inst.deleting:
+            return inst
+        if self.node_left(inst):
+            # Not a failure: the node went away on purpose. The caller deletes the
+            # record, and a replacement is placed elsewhere.
+            return inst.model_copy(update={"deleting": True})
+        if inst.node is not None and inst.state != InstanceState.LOST:
+            why = _lost_because(self.nodes.get(inst.node), inst)
+            if why is not None:
+                lost = inst.transition(InstanceState.LOST, "NodeLost", f"node {inst.node} {why}")
+                # Deleting: if the node comes back, its node loop stops the stale copy.
+                lost = lost.model_copy(update={"deleting": True, "ready": False})
+                note = Note(_ref(inst), "NodeLost", lost.message, EventType.WARNING)
+                self.decision.ops[stored.key] = Write(stored, lost, note)
+                return lost
+        if inst.state in _FINISHED and inst.node is not None:
+            if should_restart(workload.spec.restart_policy, inst):
+                restarted = restart(inst, now, backoff)
+                self.decision.ops[stored.key] = Write(stored, restarted)
+                return restarted
+        return inst
+
+
+def decide(
+    workload: Stored[Workload] | None,
+    instances: Sequence[Stored[Instance]],
+    nodes: Mapping[str, Node],
+    *,
+    now: datetime,
+    backoff: Callable[[int], float],
+    fresh_uid: Callable[[Workload], str],
+) -> Decision:
+    """Decide what to do for one workload; see the module docstring for the rules.
+
+    Args:
+        workload: The workload as stored, or None if it is gone.
+        instances: Its instances as stored (those whose workload field names it).
+        nodes: Every node by name.
+        now: The time a restart's backoff counts from.
+        backoff: The delay before restart number ``n + 1``.
+        fresh_uid: A uid for a new instance whose name no instance has.
+
+    """
+    decision = Decision(workload)
+    deciding = _Deciding(nodes, decision)
+    owned = sorted(instances, key=lambda s: s.key)
+    if workload is None or workload.value.deleting:
+        reason, message = (
+            ("WorkloadDeleted", "its workload no longer exists")
+            if workload is None
+            else ("WorkloadDeleting", "its workload is being deleted")
+        )
+        for stored in owned:
+            deciding.remove(stored, reason, message)
+        decision.delete_workload = workload is not None and not owned
+        return decision
+
+    spec = workload.value.spec
+    live: list[tuple[Stored[Instance], Instance]] = []
+    for stored in owned:
+        inst = deciding.lifecycle(workload.value, stored, now, backoff)
+        if inst.deleting:
+            if deciding.node_left(inst):
+                deciding.remove(stored, "NodeLeft", f"node {inst.node} left the cluster")
+            elif inst.state == InstanceState.LOST and inst.node not in nodes:
+                if stored.key not in decision.ops:  # marked lost just now: deleted next time
+                    deciding.remove(stored, "NodeLost", f"node {inst.node} is gone")
+            continue
+        if inst.template != spec.template:
+            deciding.remove(stored, "TemplateChanged", "replaced by the current template")
+            continue
+        live.append((stored, inst))
+
+    def on_draining_node(inst: Instance) -> bool:
+        node = nodes.get(inst.node or "")
+        return node is not None and node.draining
+
+    healthy = [pair for pair in live if not on_draining_node(pair[1])]
+    evicting = [pair for pair in live if on_draining_node(pair[1])]
+    want = spec.replicas
+
+    for _ in range(want - len(healthy)):
+        uid = fresh_uid(workload.value)
+        decision.pending.append(Pending(None, f"{workload.value.name}-{uid[:5]}", uid))
+    if len(healthy) > want:
+        # Unplaced first, then newest first.
+        surplus = sorted(healthy, key=lambda p: (p[1].node is not None, -p[0].created))
+        for stored, _ in surplus[: len(healthy) - want]:
+            deciding.remove(stored, "ScaledDown", f"replicas lowered to {want}")
+        healthy = surplus[len(healthy) - want :]
+    for stored, inst in healthy:
+        if inst.node is None:
+            decision.pending.append(Pending(stored, inst.name, inst.uid))
+
+    running = sum(1 for _, inst in healthy if inst.state == InstanceState.RUNNING)
+    running_evicting = sum(1 for _, inst in evicting if inst.state == InstanceState.RUNNING)
+    for stored, inst in sorted(evicting, key=lambda p: p[0].created):
+        is_running = inst.state == InstanceState.RUNNING
+        if running + running_evicting - (1 if is_running else 0) >= want or not is_running:
+            deciding.remove(stored, "Drained", f"moved off draining node {inst.node}")
+            running_evicting -= 1 if is_running else 0
+    decision.live = {inst.name: inst for _, inst in live}
+    return decision
+
+
+def placement_request(workload: Workload, name: str) -> PlacementRequest:
+    """Return the scheduler's request for instance ``name`` of ``workload``."""
+    template = workload.spec.template
+    need = template.requests()
+    return PlacementRequest(
+        instance=f"{workload.namespace}/{name}",
+        group=workload.key,
+        cpu=need.cpu,
+        memory=need.memory,
+        host_ports=frozenset(template.host_ports()),
+        constraints=workload.spec.placement.constraints,
+        strategy=workload.spec.placement.strategy,
+    )
+
+
+def settle(
+    decision: Decision,
+    placements: Placements,
+    new_instance: Callable[..., Instance],
+) -> Settled:
+    """Turn the scheduler's answer for ``decision.pending`` into writes, events and a status.
+
+    Args:
+        decision: What :func:`decide` returned for a workload that exists.
+        placements: The scheduler's answer, keyed by ``namespace/name``.
+        new_instance: Builds a new instance of the workload from its uid and
+            status fields (``new_instance(uid, **status)``).
+
+    """
+    assert decision.workload is not None
+    workload = decision.workload.value
+    settled = Settled()
+    live = dict(decision.live)
+    per_node: dict[str, int] = {}
+    failure: ScheduleFailure | None = None
+    for pending in decision.pending:
+        node = placements.assigned.get(f"{workload.namespace}/{pending.name}")
+        status: dict[str, Any]
+        if node is not None:
+            per_node[node] = per_node.get(node, 0) + 1
+            status = {
+                "state": InstanceState.SCHEDULED,
+                "node": node,
+                "reason": "Scheduled",
+                "message": f"placed on {node}",
+                "schedule_failure": None,
+            }
+        else:
+            failure = placements.failed.get(f"{workload.namespace}/{pending.name}", _NOT_PLACED)
+            status = {
+                "reason": "Unschedulable",
+                "message": failure.message,
+                "schedule_failure": failure,
+            }
+        if pending.stored is None:
+            created = new_instance(pending.uid, **status)
+            settled.created.append(created)
+            live[created.name] = created
+            continue
+        existing = pending.stored.value
+        if node is not None:
+            updated = existing.transition(
+                InstanceState.SCHEDULED, "Scheduled", f"placed on {node}"
+            ).model_copy(update={"node": node, "schedule_failure": None})
+        else:
+            updated = existing.model_copy(update=status)
+        live[updated.name] = updated
+        if updated != existing:
+            settled.ops.append(Write(pending.stored, updated))
+
+    ref = _workload_ref(workload)
+    if per_node:
+        where = ", ".join(f"{n} ({count})" for n, count in sorted(per_node.items()))
+        total = sum(per_node.values())
+        settled.notes.append(Note(ref, "Scheduled", f"placed {total} instance(s) on {where}"))
+    if failure is not None:
+        settled.unschedulable = failure.message
+        reported = any(
+            c.type == "Scheduled" and not c.status and c.message == failure.message
+            for c in workload.status.conditions
+        )
+        if not reported:  # said already: do not repeat the event every pass
+            settled.notes.append(Note(ref, "FailedScheduling", failure.message, EventType.WARNING))
+    observed = workload_status(workload, list(live.values()), settled.unschedulable)
+    settled.status = None if observed == workload.status else observed
+    return settled

@@ -1,0 +1,314 @@
+"""The control loop's decisions as tables: a workload's snapshot in, actions out. No store."""
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import count
+from typing import Any
+
+import pytest
+
+from shoal.core._placement import InstanceFactory, UsageIndex
+from shoal.core._reconcile import Decision, Delete, Pending, Settled, Write, decide, settle
+from shoal.core._repo import Stored
+from shoal.interfaces import (
+    EventType,
+    GossipState,
+    Instance,
+    InstanceState,
+    Node,
+    Placements,
+    ScheduleFailure,
+    Workload,
+    WorkloadPhase,
+)
+from tests.core.support import make_node, spec
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def workload(replicas: int = 2, **fields: Any) -> Stored[Workload]:
+    value = Workload(
+        name="web",
+        namespace="default",
+        uid="w1",
+        spec=spec(replicas=replicas),
+        created_at=NOW,
+        updated_at=NOW,
+    )
+    return Stored(value.model_copy(update=fields), "/workloads/default/web", 10, 10)
+
+
+def instance(
+    name: str, node: str | None, state: InstanceState, *, rev: int = 20, **fields: Any
+) -> Stored[Instance]:
+    wl = workload().value
+    value = Instance(
+        name=name,
+        namespace="default",
+        uid=f"uid-{name}",
+        workload="web",
+        workload_uid=wl.uid,
+        generation=wl.generation,
+        template=wl.spec.template,
+        restart_policy=wl.spec.restart_policy,
+        node=node,
+        state=state,
+        created_at=NOW,
+        **fields,
+    )
+    return Stored(value, f"/instances/default/{name}", rev, rev)
+
+
+def nodes(**states: GossipState | str) -> dict[str, Node]:
+    """``n1="alive"`` or ``n1="draining"`` → node records."""
+    out = {}
+    for name, state in states.items():
+        if state == "draining":
+            out[name] = make_node(name, draining=True)
+        else:
+            out[name] = make_node(name, state=state)
+    return out
+
+
+@dataclass
+class Case:
+    id: str
+    workload: Stored[Workload] | None
+    instances: Sequence[Stored[Instance]]
+    nodes: dict[str, Node]
+    writes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Instance name → fields its write sets (checked), for each write expected."""
+    deletes: set[str] = field(default_factory=set)
+    new: int = 0
+    placing: set[str] = field(default_factory=set)
+    """Existing unplaced instances to place."""
+    delete_workload: bool = False
+    notes: set[str] = field(default_factory=set)
+    """Reasons of the events the ops record."""
+
+
+R = InstanceState.RUNNING
+CASES = [
+    Case(
+        "settled: nothing to do",
+        workload(2),
+        [instance("a", "n1", R), instance("b", "n1", R)],
+        nodes(n1="alive"),
+    ),
+    Case(
+        "missing replicas are created",
+        workload(3),
+        [instance("a", "n1", R)],
+        nodes(n1="alive"),
+        new=2,
+    ),
+    Case(
+        "an unplaced replica is placed again",
+        workload(1),
+        [instance("a", None, InstanceState.PENDING)],
+        nodes(n1="alive"),
+        placing={"a"},
+    ),
+    Case(
+        "scale down: unplaced first, then newest",
+        workload(1),
+        [
+            instance("old", "n1", R, rev=5),
+            instance("new", "n1", R, rev=9),
+            instance("u", None, InstanceState.PENDING, rev=1),
+        ],
+        nodes(n1="alive"),
+        writes={"new": {"deleting": True, "reason": "ScaledDown"}},
+        deletes={"u"},
+    ),
+    Case(
+        "an instance of a failed node is lost and replaced",
+        workload(1),
+        [instance("a", "n1", R)],
+        nodes(n1=GossipState.FAILED, n2="alive"),
+        writes={"a": {"state": InstanceState.LOST, "deleting": True, "ready": False}},
+        new=1,
+        notes={"NodeLost"},
+    ),
+    Case(
+        "a lost instance of a vanished node is deleted",
+        workload(1),
+        [instance("a", "gone", InstanceState.LOST, deleting=True), instance("b", "n1", R)],
+        nodes(n1="alive"),
+        deletes={"a"},
+        notes={"NodeLost"},
+    ),
+    Case(
+        "a suspect node keeps what it runs but loses what it has not started",
+        workload(2),
+        [instance("a", "n1", R), instance("b", "n1", InstanceState.SCHEDULED)],
+        nodes(n1=GossipState.SUSPECT),
+        writes={"b": {"state": InstanceState.LOST}},
+        new=1,
+        notes={"NodeLost"},
+    ),
+    Case(
+        "an instance of a node that left is deleted and replaced",
+        workload(1),
+        [instance("a", "n1", R)],
+        nodes(n1=GossipState.LEFT, n2="alive"),
+        deletes={"a"},
+        new=1,
+        notes={"NodeLeft"},
+    ),
+    Case(
+        "a finished instance restarts in place with a backoff",
+        workload(1),
+        [instance("a", "n1", InstanceState.FAILED, exit_code=3)],
+        nodes(n1="alive"),
+        writes={
+            "a": {"state": InstanceState.SCHEDULED, "reason": "Restarting", "restart_count": 1}
+        },
+    ),
+    Case(
+        "an outdated template is replaced",
+        workload(1, spec=spec(replicas=1, image="busybox:2")),
+        [instance("a", "n1", R)],
+        nodes(n1="alive"),
+        writes={"a": {"deleting": True, "reason": "TemplateChanged"}},
+        new=1,
+    ),
+    Case(
+        "draining: the replacement first, the running one stays while it is needed",
+        workload(1),
+        [instance("a", "n1", R)],
+        nodes(n1="draining", n2="alive"),
+        new=1,
+    ),
+    Case(
+        "draining: once a replacement runs, the old one goes",
+        workload(1),
+        [instance("a", "n1", R, rev=1), instance("b", "n2", R, rev=2)],
+        nodes(n1="draining", n2="alive"),
+        writes={"a": {"deleting": True, "reason": "Drained"}},
+    ),
+    Case(
+        "a deleting workload asks every instance to go",
+        workload(2, deleting=True),
+        [instance("a", "n1", R), instance("u", None, InstanceState.PENDING)],
+        nodes(n1="alive"),
+        writes={"a": {"deleting": True, "reason": "WorkloadDeleting"}},
+        deletes={"u"},
+    ),
+    Case(
+        "a deleting workload with no instance left is deleted",
+        workload(2, deleting=True),
+        [],
+        nodes(n1="alive"),
+        delete_workload=True,
+    ),
+    Case(
+        "the instances of a workload that is gone are orphans",
+        None,
+        [instance("a", "n1", R), instance("b", "n1", R, deleting=True)],
+        nodes(n1="alive"),
+        writes={"a": {"deleting": True, "reason": "WorkloadDeleted"}},
+    ),
+]
+
+
+def _decide(case: Case) -> Decision:
+    uids = count()
+    return decide(
+        case.workload,
+        case.instances,
+        case.nodes,
+        now=NOW,
+        backoff=lambda n: 2.0**n,
+        fresh_uid=lambda wl: f"{next(uids):05d}{'0' * 11}",
+    )
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_decide(case: Case) -> None:
+    decision = _decide(case)
+    writes = {op.stored.value.name: op for op in decision.ops.values() if isinstance(op, Write)}
+    deletes = {op.stored.value.name for op in decision.ops.values() if isinstance(op, Delete)}
+    assert set(writes) == set(case.writes)
+    for name, fields in case.writes.items():
+        for field_name, value in fields.items():
+            assert getattr(writes[name].value, field_name) == value, (name, field_name)
+        assert writes[name].stored.value.name == name
+    assert deletes == case.deletes
+    assert sum(1 for p in decision.pending if p.stored is None) == case.new
+    assert {p.name for p in decision.pending if p.stored is not None} == case.placing
+    assert decision.delete_workload == case.delete_workload
+    notes = {op.note.reason for op in decision.ops.values() if op.note is not None}
+    assert notes == case.notes
+
+
+def test_a_restart_backoff_grows_with_the_streak() -> None:
+    failing = instance("a", "n1", InstanceState.FAILED, exit_code=1, restart_count=3)
+    decision = _decide(Case("", workload(1), [failing], nodes(n1="alive")))
+    (op,) = decision.ops.values()
+    assert isinstance(op, Write)
+    assert op.value.reason == "CrashLoopBackOff"
+    assert op.value.not_before is not None
+    assert (op.value.not_before - NOW).total_seconds() == 8.0
+
+
+def _settle(decision: Decision, placements: Placements) -> Settled:
+    assert decision.workload is not None
+    new = functools.partial(InstanceFactory(NOW).new, decision.workload.value)
+    return settle(decision, placements, new)
+
+
+def test_settle_places_new_and_existing_and_says_where() -> None:
+    stored = workload(2)
+    unplaced = instance("a", None, InstanceState.PENDING)
+    decision = Decision(
+        stored, pending=[Pending(None, "web-bbbbb", "b" * 16), Pending(unplaced, "a", "uid-a")]
+    )
+    placements = Placements(assigned={"default/web-bbbbb": "n1", "default/a": "n2"})
+    settled = _settle(decision, placements)
+    (created,) = settled.created
+    assert (created.name, created.node, created.state) == (
+        "web-bbbbb",
+        "n1",
+        InstanceState.SCHEDULED,
+    )
+    (write,) = settled.ops
+    assert (write.value.node, write.value.state) == ("n2", InstanceState.SCHEDULED)
+    assert [n.message for n in settled.notes] == ["placed 2 instance(s) on n1 (1), n2 (1)"]
+    assert settled.unschedulable is None
+    assert settled.status is not None and settled.status.scheduled_replicas == 2
+
+
+def test_settle_reports_what_fits_nowhere_once() -> None:
+    failure = ScheduleFailure(
+        message="0/1 nodes fit: 1 insufficient cpu", nodes={"n1": "insufficient cpu"}
+    )
+    decision = Decision(workload(1), pending=[Pending(None, "web-ccccc", "c" * 16)])
+    settled = _settle(decision, Placements(failed={"default/web-ccccc": failure}))
+    assert settled.unschedulable == failure.message
+    assert [(n.reason, n.type) for n in settled.notes] == [("FailedScheduling", EventType.WARNING)]
+    assert settled.created[0].schedule_failure == failure
+    assert settled.status is not None and settled.status.phase == WorkloadPhase.DEGRADED
+
+    # Once the workload's status says so, the same failure records no second event.
+    said = workload(1, status=settled.status)
+    again = _settle(
+        Decision(said, pending=[Pending(None, "web-ddddd", "d" * 16)]),
+        Placements(failed={"default/web-ddddd": failure}),
+    )
+    assert again.notes == []
+    assert again.status is None  # unchanged: nothing to write
+
+
+def test_the_usage_index_follows_changes_and_frees_slots() -> None:
+    usage = UsageIndex()
+    placed = instance("a", "n1", InstanceState.SCHEDULED).value
+    assert usage.change(None, placed) is False
+    assert usage["n1"].pods == 1
+    running = placed.model_copy(update={"state": InstanceState.RUNNING})
+    assert usage.change(placed, running) is False  # a status change keeps its slot
+    assert usage["n1"].groups == {"default/web": 1}
+    assert usage.change(running, None) is True
+    assert "n1" not in usage
