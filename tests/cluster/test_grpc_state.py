@@ -21,6 +21,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from shoal.cluster import (
+    Assignments,
     Caller,
     CallVerifier,
     NodeIdentity,
@@ -29,7 +30,14 @@ from shoal.cluster import (
     serve_grpc,
 )
 from shoal.cluster._worker_scope import INSTANCE_STATUS_FIELDS, WorkerScope, Write
-from shoal.core import ControlLoop, DefaultScheduler, ManualClock, NodeLoop, ShoalService
+from shoal.core import (
+    ControlLoop,
+    DefaultScheduler,
+    ManualClock,
+    NodeLoop,
+    ShoalService,
+    SystemClock,
+)
 from shoal.interfaces import (
     Actor,
     Capacity,
@@ -85,12 +93,24 @@ async def serving(
     *,
     events_per_minute: int = 600,
     monotonic: Callable[[], float] = time.monotonic,
+    streams: bool = True,
 ) -> AsyncIterator[str]:
-    """Serve a StateGateway over ``store`` on a loopback port; stop it on exit."""
+    """Serve a StateGateway over ``store`` on a loopback port; stop it on exit.
+
+    With ``streams`` (as a server runs it), workers' instances come from
+    per-node :class:`Assignments`; without, from the store, filtered per call.
+    """
+    assignments = Assignments(store, SystemClock()) if streams else None
     gateway = StateGateway(
-        store, CallVerifier(token), events_per_minute=events_per_minute, monotonic=monotonic
+        store,
+        CallVerifier(token),
+        events_per_minute=events_per_minute,
+        monotonic=monotonic,
+        assignments=assignments,
     )
     async with anyio.create_task_group() as tg:
+        if assignments is not None:
+            await tg.start(assignments.run)
         # grace 0: stopping ends open watches at once, as a dying server would.
         port = await tg.start(
             functools.partial(serve_grpc, grace=0), "127.0.0.1:0", [gateway.handler()]
@@ -372,10 +392,11 @@ async def test_re_registering_keeps_the_operators_flags_and_the_gossip_state(
     assert node.heartbeat_at == clock.now()
 
 
+@pytest.mark.parametrize("streams", [True, False], ids=["assignments", "filtered-store"])
 async def test_watch_forwards_the_callers_instances_and_deletes_key_only(
-    store: StateStore,
+    store: StateStore, streams: bool
 ) -> None:
-    async with serving(store) as address, worker("w1", address) as remote:
+    async with serving(store, streams=streams) as address, worker("w1", address) as remote:
         start = await remote.revision() + 1
         await place(store, instance("theirs", "w2"))
         await place(store, instance("mine", "w1"))
@@ -393,6 +414,39 @@ async def test_watch_forwards_the_callers_instances_and_deletes_key_only(
     ]
     assert Instance.model_validate_json(seen[0].kv.value).node == "w1"
     assert (seen[1].kv.value, seen[1].revision) == (b"", gone)
+
+
+async def test_a_reconnecting_worker_resumes_its_assignments_without_gaps_or_repeats(
+    store: StateStore,
+) -> None:
+    """The worker's connection goes away, changes happen meanwhile, a new one resumes."""
+    ident = identity("w1")
+    async with serving(store) as address:
+        async with RemoteStore(ident, TOKEN, known(address)) as remote:
+            await remote.put("/nodes/w1", dump(node_record(ident)), expected_revision=0)
+            listed = await remote.list("/instances/")
+            await place(store, instance("a", "w1"))
+            await place(store, instance("theirs", "w2"))
+            await place(store, instance("b", "w1"))
+            with anyio.fail_after(WAIT):
+                async for change in remote.watch("/instances/", listed.revision + 1):
+                    first = change
+                    break  # the connection goes away after one change
+        await store.delete(ikey("a"))
+        await place(store, instance("c", "w1"))
+        rest: list[WatchEvent] = []
+        async with RemoteStore(ident, TOKEN, known(address)) as back:
+            with anyio.fail_after(WAIT):
+                async for change in back.watch("/instances/", first.revision + 1):
+                    rest.append(change)
+                    if len(rest) == 3:
+                        break
+    assert first.kv.key == ikey("a")
+    assert [(e.kind, e.kv.key) for e in rest] == [
+        (EventKind.PUT, ikey("b")),
+        (EventKind.DELETE, ikey("a")),
+        (EventKind.PUT, ikey("c")),
+    ]
 
 
 def test_the_watch_policy_drops_other_nodes_changes_and_hides_moved_instances() -> None:

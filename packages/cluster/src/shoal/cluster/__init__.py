@@ -14,12 +14,15 @@ Node-to-node gRPC: every call is signed with the caller's
 and the join token, and checked by a :class:`CallVerifier`, which names the
 :class:`Caller`. :class:`NodeChannel` makes such calls and :func:`serve_grpc`
 serves them. Servers serve :class:`StateGateway`, a worker's scoped view of
-the cluster state; a worker's node loop uses it through :class:`RemoteStore`,
+the cluster state, with its instances streamed from :class:`Assignments`
+(one watch of the store, a stream per worker); a worker's node loop uses it
+through :class:`RemoteStore`,
 the StateStore of a node that keeps none. Nodes that keep images serve
 :class:`ImageGateway`, and a worker fetches an image it lacks from a server
 through :class:`RemoteImages`.
 """
 
+from ._assignments import Assignments
 from ._fanout import MemberEvents
 from ._grpc_base import NodeChannel, check_listenable, serve_grpc
 from ._grpc_images import ImageGateway, RemoteImages
@@ -53,6 +56,7 @@ from ._tags import (
 __all__ = [
     "CLUSTER_ID_TAG",
     "LEAVING_TAG",
+    "Assignments",
     "CallVerifier",
     "Caller",
     "ImageGateway",

@@ -31,6 +31,7 @@ from shoal.interfaces import (
     StateStore,
 )
 
+from ._assignments import Assignments
 from ._grpc_base import PACKAGE, authenticate
 from ._grpc_errors import abort_with
 from ._nodeauth import CallVerifier
@@ -71,6 +72,11 @@ class StateGateway:
         events_per_minute: How many events one node may record in any 60 s;
             beyond that its event writes are Forbidden until the window moves on.
         monotonic: The time source of that window.
+        assignments: Per-node streams of the instances (run by the caller):
+            a worker's list and watch of ``/instances/`` are answered from
+            them while they follow the store, so a change costs one decode
+            whoever is connected; without them, or while they list again,
+            from the store, filtered per worker.
     """
 
     def __init__(
@@ -80,8 +86,10 @@ class StateGateway:
         *,
         events_per_minute: int = EVENTS_PER_MINUTE,
         monotonic: Callable[[], float] = time.monotonic,
+        assignments: Assignments | None = None,
     ) -> None:
         self._store = store
+        self._assignments = assignments
         self._verifier = verifier
         self._events_per_minute = events_per_minute
         self._monotonic = monotonic
@@ -157,9 +165,20 @@ class StateGateway:
 
     async def _list(self, scope: WorkerScope, request: pb.ListRequest) -> pb.ListReply:
         scope.check_prefix(request.prefix)
+        assignments = self._assignments_for(request.prefix)
+        if assignments is not None:
+            mine = assignments.list(scope.caller.name)
+            return pb.ListReply(items=[_kv(kv) for kv in mine.items], revision=mine.revision)
         result = await self._store.list(request.prefix)
         items = [_kv(kv) for kv in result.items if scope.sees(kv.value)]
         return pb.ListReply(items=items, revision=result.revision)
+
+    def _assignments_for(self, prefix: str) -> Assignments | None:
+        """Return the per-node streams if they can answer for ``prefix`` now."""
+        assignments = self._assignments
+        if prefix != INSTANCES or assignments is None or not assignments.following:
+            return None
+        return assignments
 
     async def _put(self, scope: WorkerScope, request: pb.PutRequest) -> pb.PutReply:
         expected = request.expected_revision if request.HasField("expected_revision") else None
@@ -208,6 +227,11 @@ class StateGateway:
         start = request.start_revision if request.HasField("start_revision") else None
         try:
             scope.check_prefix(request.prefix)
+            assignments = self._assignments_for(request.prefix)
+            if assignments is not None:
+                async for event in assignments.watch(scope.caller.name, start):
+                    yield pb.WatchEvent(kind=_KINDS[event.kind], kv=_kv(event.kv))
+                return
             async for event in self._store.watch(request.prefix, start):
                 forwarded = scope.forward(event)
                 if forwarded is None:

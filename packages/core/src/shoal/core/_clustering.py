@@ -29,6 +29,7 @@ from pathlib import Path
 import grpc
 
 from shoal.cluster import (
+    Assignments,
     Caller,
     CallVerifier,
     ImageGateway,
@@ -44,6 +45,7 @@ from shoal.cluster import (
     is_server,
 )
 from shoal.interfaces import (
+    Clock,
     ContainerRuntime,
     Forbidden,
     GossipState,
@@ -173,6 +175,8 @@ class Clustering:
         self._serf: SerfCluster | None = None
         self._pods: dict[str, RemotePods] = {}
         self._images: dict[str, RemoteImages] = {}
+        self.assignments: Assignments | None = None
+        """A server's per-worker instance streams, made by :meth:`handlers`; run by the caller."""
 
     def serf(self, node: Node, tags: dict[str, str]) -> SerfCluster:
         """Return the Serf cluster manager for ``node``, publishing ``tags``."""
@@ -287,14 +291,20 @@ class Clustering:
         store: StateStore | None,
         runtime: ContainerRuntime | None,
         images: ImageShare | None = None,
+        *,
+        clock: Clock,
     ) -> list[grpc.GenericRpcHandler]:
         """Return the gRPC services this node offers.
 
-        State for servers, Pods for runners, Images for nodes that keep images.
+        State for servers (with :attr:`assignments`, which the caller runs),
+        Pods for runners, Images for nodes that keep images.
         """
         served: list[grpc.GenericRpcHandler] = []
         if store is not None:
-            served.append(StateGateway(store, self.verifier).handler())
+            self.assignments = Assignments(store, clock)
+            served.append(
+                StateGateway(store, self.verifier, assignments=self.assignments).handler()
+            )
         if runtime is not None:
             served.append(PodGateway(runtime, self.verifier, self.authorize_server).handler())
         if images is not None:

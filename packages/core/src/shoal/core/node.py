@@ -162,7 +162,10 @@ class ShoalNode:
                             self.store if serves else None,
                             self.runtime if runs else None,
                             self.images,
+                            clock=self.clock,
                         )
+                        if self.clustering.assignments is not None:
+                            await tg.start(self.clustering.assignments.run)
                         await tg.start(serve_grpc, self.clustering.grpc_addr, handlers)
                     if runs:
                         await tg.start(self._forever, "node loop", self.node_loop.run)
