@@ -45,9 +45,9 @@ from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import InputRequiredResult
 
-from shoal.api import Role, ShoalClient, init_keypair, load_keypair
+from shoal.client import ShoalClient, init_keypair, load_keypair
 from shoal.core import ShoalService, SystemClock
-from shoal.interfaces import WorkloadSpec
+from shoal.interfaces import Role, WorkloadSpec
 from shoal.mcp import build_server, create_token, in_process
 from shoal.state import MemoryStore
 

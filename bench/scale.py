@@ -31,11 +31,15 @@ exceeds ``--load-limit`` seconds is skipped, and the output says so.
 
 Part two, the workers (``bench/scale_workers.py``, run after part one
 unless ``--node-loops 0``): K real node loops (``NodeLoop.run`` on
-``MockRuntime``) against one SqliteStore in this process, each with
+``MockRuntime``) attached through the real gRPC channel (``RemoteStore``,
+loopback, this process) to a server over one SqliteStore, each with
 ``--per-node`` running instances; one instance is placed on the first node,
-again and again, and the script counts the instance records that the *other*
-node loops list and decode per change (aim: 0; today every node loop lists
-every instance of the cluster on every change anywhere).
+again and again, and the script counts the instance records delivered to the
+*other* workers per change (aim: 0), the records the server decodes and the
+process CPU time per change. It does so for two servers in turns, each with
+its own K workers: one runs ``Assignments`` (one decode per change), the
+other filters every worker's watch of the store (a decode per worker and
+change), and prints the CPU ratio of the two.
 
 The defaults take about 8 minutes on 2 cores, most of it N = 100,000
 (about a minute to load per store); ``--sizes 1000,10000``
@@ -368,7 +372,7 @@ def main() -> None:
         "--load-limit", type=float, default=180.0, help="skip a size whose load takes longer (s)"
     )
     parser.add_argument(
-        "--node-loops", type=bounded("--node-loops", 0, 2000), default=100, help="0: skip part two"
+        "--node-loops", type=bounded("--node-loops", 0, 2000), default=500, help="0: skip part two"
     )
     parser.add_argument("--per-node", type=bounded("--per-node", 0, 1000), default=5)
     parser.add_argument("--changes", type=bounded("--changes", 1, 100), default=5)

@@ -42,7 +42,7 @@ from typing import Any
 
 import anyio
 
-from shoal.core.node import NodeConfig, ShoalNode, build_node
+from shoal.agent import NodeConfig, ShoalNode, build_node
 from shoal.interfaces import (
     EventKind,
     Instance,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from nacl.signing import SigningKey
 
-from shoal.api._keys import AuthorizedKey, AuthorizedKeys, KeyPair, Role
+from shoal.client._keys import AuthorizedKey, AuthorizedKeys, KeyPair
+from shoal.interfaces import Role
 
 
 @pytest.fixture

@@ -8,18 +8,12 @@ import anyio
 import httpx
 import pytest
 
-from shoal.api._auth import (
-    CLIENT_COMPONENTS,
-    Principal,
-    ReplayCache,
-    RequestVerifier,
-    SignedAuth,
-    target_uri_from_scope,
-)
-from shoal.api._digest import content_digest
-from shoal.api._httpsig import RequestParts, SignatureParams, sign_request
-from shoal.api._keys import AuthorizedKeys, KeyPair, Role
-from shoal.interfaces import Forbidden, Unauthenticated, Unavailable
+from shoal.api._auth import ReplayCache, RequestVerifier, target_uri_from_scope
+from shoal.client import CLIENT_COMPONENTS, SignedAuth
+from shoal.client._digest import content_digest
+from shoal.client._httpsig import RequestParts, SignatureParams, sign_request
+from shoal.client._keys import AuthorizedKeys, KeyPair
+from shoal.interfaces import Caller, Forbidden, Role, Unauthenticated, Unavailable
 
 T0 = 1_750_000_000
 URL = "http://198.18.0.10:8080/v1/workloads?namespace=default"
@@ -64,7 +58,7 @@ def at(authorized: AuthorizedKeys, now: float = T0) -> RequestVerifier:
 
 def test_accepts_a_signed_request(alice: KeyPair, authorized: AuthorizedKeys) -> None:
     principal = at(authorized).verify("POST", URL, signed_headers(alice), BODY)
-    assert principal == Principal("alice@laptop", Role.OPERATOR)
+    assert principal == Caller("alice@laptop", Role.OPERATOR)
 
 
 def test_accepts_authority_path_query_in_place_of_target_uri(
@@ -236,7 +230,7 @@ def test_role_ordering() -> None:
 
 
 def test_principal_require_raises_forbidden() -> None:
-    viewer = Principal("bob@desk", Role.VIEWER)
+    viewer = Caller("bob@desk", Role.VIEWER)
     viewer.require(Role.VIEWER)
     with pytest.raises(Forbidden) as caught:
         viewer.require(Role.OPERATOR)

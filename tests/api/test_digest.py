@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shoal.api._digest import check_content_digest, content_digest
-from shoal.api._httpsig import SignatureError
+from shoal.client._digest import check_content_digest, content_digest
+from shoal.client._httpsig import SignatureError
 
 # The test body of RFC 9421 Appendix B.2 and its published digests (RFC 9421 B.2, §7.2).
 BODY = b'{"hello": "world"}'

@@ -18,9 +18,10 @@ from http_message_signatures import (
 )
 from nacl.signing import SigningKey, VerifyKey
 
-from shoal.api._auth import CLIENT_COMPONENTS, RequestVerifier
-from shoal.api._digest import content_digest
-from shoal.api._httpsig import (
+from shoal.api._auth import RequestVerifier
+from shoal.client import CLIENT_COMPONENTS
+from shoal.client._digest import content_digest
+from shoal.client._httpsig import (
     RequestParts,
     SignatureError,
     SignatureParams,
@@ -30,7 +31,8 @@ from shoal.api._httpsig import (
     signature_base,
     verify_signature,
 )
-from shoal.api._keys import AuthorizedKeys, KeyPair, Role
+from shoal.client._keys import AuthorizedKeys, KeyPair
+from shoal.interfaces import Role
 
 # --- RFC 9421 Appendix B, copied from the RFC text (B.1.4 key, B.2 request, B.2.6 case) ---
 # B.1.4 test-key-ed25519, PKCS#8 / SPKI DER in base64; the raw keys are the last 32 bytes.

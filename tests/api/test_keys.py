@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from shoal.api._agent import AuthorizedKeysFile
-from shoal.api._keys import (
+from shoal.agent import AuthorizedKeysFile
+from shoal.client._keys import (
     AuthorizedKeys,
-    Role,
     default_home,
     default_key_id,
     ensure_authorized_keys,
@@ -21,7 +20,7 @@ from shoal.api._keys import (
     load_keypair,
     parse_authorized_keys,
 )
-from shoal.interfaces import Conflict, InvalidInput
+from shoal.interfaces import Conflict, InvalidInput, Role
 
 PUBLIC = "JrQLj5P/89iXES9+vFgrIy29clF9CC/oPPsw3c5D0bs="  # RFC 9421 B.1.4, a valid ed25519 key
 

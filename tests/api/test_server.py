@@ -15,18 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from http_message_signatures import HTTPMessageSigner, MappingKeyResolver, algorithms
 from nacl.signing import SigningKey
 
-from shoal.api import (
-    AuthorizedKey,
-    AuthorizedKeys,
-    KeyPair,
-    RequestVerifier,
-    Role,
-    ShoalClient,
-    SignedAuth,
-    bind,
-    create_app,
-    serve_api,
-)
+from shoal.api import RequestVerifier, bind, create_app, serve_api
+from shoal.client import AuthorizedKey, AuthorizedKeys, KeyPair, ShoalClient, SignedAuth
 from shoal.cluster import StaticCluster
 from shoal.core import ControlLoop, DefaultScheduler, LocalNode, NodeLoop, ShoalService, SystemClock
 from shoal.interfaces import (
@@ -41,6 +31,7 @@ from shoal.interfaces import (
     NotFound,
     ObjectRef,
     RequestTooLarge,
+    Role,
     Unavailable,
 )
 from shoal.runtime import MockRuntime

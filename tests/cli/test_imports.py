@@ -13,17 +13,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from shoal.api import init_keypair
+from shoal.client import init_keypair
 
 SERVER_SIDE = (
     "fastapi",
     "starlette",
     "uvicorn",
     "mcp",
-    "shoal.api._app",
-    "shoal.api._agent",
-    "shoal.api._server",
-    "shoal.api._limits",
+    "shoal.api",
+    "shoal.agent",
     "shoal.core",
     "shoal.state",
     "shoal.runtime",
@@ -71,7 +69,8 @@ def test_help_loads_no_server_side_no_client_and_no_models(tmp_path: Path) -> No
     modules, done = imported(tmp_path, "--help")
     assert "List workloads, instances or nodes." in done.stdout
     assert loaded(modules, SERVER_SIDE) == []
-    assert loaded(modules, ("httpx", "httpcore", "shoal.api._client", "shoal.api._auth")) == []
+    client = ("httpx", "httpcore", "shoal.client._client", "shoal.client._signer")
+    assert loaded(modules, client) == []
     assert loaded(modules, ("shoal.interfaces._workload", "shoal.interfaces._service")) == []
     # Plain help: typer's rich help loads rich's markdown and syntax modules.
     assert loaded(modules, ("pydantic", "rich", "anyio", "nacl")) == []

@@ -11,19 +11,11 @@ from pathlib import Path
 import anyio
 import pytest
 
-from shoal.api import (
-    AuthorizedKey,
-    AuthorizedKeys,
-    RequestVerifier,
-    Role,
-    bind,
-    create_app,
-    init_keypair,
-    serve_api,
-)
+from shoal.api import RequestVerifier, bind, create_app, serve_api
+from shoal.client import AuthorizedKey, AuthorizedKeys, init_keypair
 from shoal.cluster import StaticCluster, node_tags
 from shoal.core import ShoalService, SystemClock
-from shoal.interfaces import Capacity, Node
+from shoal.interfaces import Capacity, Node, Role
 from shoal.state import MemoryStore
 from tests.shoal_cli import run_shoal
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import anyio
 import pytest
 
+from shoal.agent import NodeConfig, ShoalNode
 from shoal.core import ControlLoop, DefaultScheduler, ManualClock, NodeLoop
-from shoal.core.node import NodeConfig, ShoalNode
 from shoal.interfaces import (
     Container,
     Forbidden,

@@ -26,8 +26,8 @@ import anyio
 import pytest
 from scripts.build_busybox_image import build_busybox_layout
 
-from shoal.api import ShoalClient, load_keypair
-from shoal.core.node import reset_data_dir
+from shoal.agent import reset_data_dir
+from shoal.client import ShoalClient, load_keypair
 from shoal.interfaces import NODE_KEY_FILE
 from tests.runtime.images.support import LoopbackRegistry
 from tests.shoal_cli import run_shoal

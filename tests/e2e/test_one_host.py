@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
-from shoal.api import ShoalClient
+from shoal.client import ShoalClient
 from shoal.runtime import HostNetworks
 from tests.e2e.conftest import Agent, agent_in, leftovers, until
 from tests.ports import free_port

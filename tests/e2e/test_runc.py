@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from shoal.api import ShoalClient
+from shoal.client import ShoalClient
 from tests.e2e.conftest import Agent, leftovers, until
 from tests.ports import free_port
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from shoal.api import ShoalClient
+from shoal.client import ShoalClient
 from tests.e2e.conftest import Agent, agent_in, until
 from tests.ports import free_port
 

@@ -13,10 +13,9 @@ from mcp import Client
 from mcp.server.mcpserver import MCPServer
 from mcp_types import CallToolResult, TextContent
 
-from shoal.api import Role
 from shoal.cluster import StaticCluster, node_tags
 from shoal.core import ControlLoop, DefaultScheduler, LocalNode, NodeLoop, ShoalService, SystemClock
-from shoal.interfaces import Capacity, Node
+from shoal.interfaces import Capacity, Node, Role
 from shoal.mcp import Caller, McpSettings, build_server, in_process
 from shoal.runtime import MockRuntime
 from shoal.state import MemoryStore

@@ -11,8 +11,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nacl.signing import SigningKey, VerifyKey
 
-from shoal.api import AuthorizedKey, AuthorizedKeys, KeyPair, Role
-from shoal.interfaces import InvalidInput, Unauthenticated
+from shoal.client import AuthorizedKey, AuthorizedKeys, KeyPair
+from shoal.interfaces import InvalidInput, Role, Unauthenticated
 from shoal.mcp import AUDIENCE, TokenVerifier, create_token, parse_ttl
 
 ALICE = KeyPair("alice@laptop", SigningKey(bytes(range(32))))

@@ -19,7 +19,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from nacl.signing import SigningKey
 
-from shoal.api import KeyPair, Role, init_keypair, load_keypair
+from shoal.client import KeyPair, init_keypair, load_keypair
+from shoal.interfaces import Role
 from shoal.mcp import CHANGE_TOOLS, create_token
 from tests.e2e.conftest import Agent, agent_in
 from tests.mcp.support import HELLO, call, eventually, refused

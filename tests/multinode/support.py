@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 import anyio
 
-from shoal.api import ShoalClient, init_keypair, load_keypair
+from shoal.client import ShoalClient, init_keypair, load_keypair
 from shoal.cluster import new_gossip_key, new_join_token
 from tests.shoal_cli import run_shoal
 

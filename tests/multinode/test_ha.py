@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from shoal.api import ShoalClient
+from shoal.client import ShoalClient
 from shoal.interfaces import ShoalError, Unavailable
 from tests.multinode.support import (
     LocalCluster,

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from scripts.build_busybox_image import BuiltImage
 
-from shoal.core.node import NodeConfig, build_node
+from shoal.agent import NodeConfig, build_node
 from shoal.interfaces import ImageError
 from shoal.runtime import LOOPBACK_REGISTRIES, ImageStore
 from tests.runtime.images.support import LoopbackRegistry

@@ -35,12 +35,12 @@ from shoal.core import ShoalService
 from shoal.interfaces import (
     Actor,
     ApplyResult,
+    Caller,
     ContainerStats,
     Event,
     EventType,
     ExecResult,
     Explanation,
-    Forbidden,
     ImageInfo,
     Instance,
     InternalError,
@@ -48,13 +48,13 @@ from shoal.interfaces import (
     Member,
     Node,
     ObjectRef,
+    Role,
     ShoalError,
     Workload,
     parse_workload_documents,
 )
 
-from ._auth import Principal, RequestVerifier, target_uri_from_scope
-from ._keys import Role
+from ._auth import RequestVerifier, target_uri_from_scope
 from ._limits import BodyLimit, body_too_large, too_large_error
 from ._streams import EventStream, JsonLines, LogStream, pull_lines
 
@@ -192,7 +192,7 @@ def create_app(
             return JSONResponse({"status": "ready"}, 200)
         return JSONResponse({"status": "not ready", "reason": why}, 503)
 
-    async def authenticate(request: Request) -> Principal:
+    async def authenticate(request: Request) -> Caller:
         if body_too_large(request.scope):
             raise too_large_error()
         body = await request.body()
@@ -205,20 +205,13 @@ def create_app(
 
     def role(required: Role) -> Callable[[Request], Awaitable[ShoalService]]:
         async def dependency(request: Request) -> ShoalService:
-            principal = await authenticate(request)
-            if not principal.role.allows(required):
-                raise Forbidden(
-                    f"key {principal.key_id!r} has role {principal.role.value}; "
-                    f"{request.method} {request.url.path} needs {required.value} or higher",
-                    key_id=principal.key_id,
-                    role=principal.role.value,
-                    required=required.value,
-                )
+            caller = await authenticate(request)
+            caller.require(required, f"{request.method} {request.url.path}")
             agent = request.headers.get("user-agent", "")
             via = "cli" if agent.startswith("shoal-cli") else "rest"
             if agent.startswith("shoal-mcp"):
                 via = "mcp"
-            return service.with_actor(Actor(id=principal.key_id, via=via))
+            return service.with_actor(Actor(id=caller.key_id, via=via))
 
         return dependency
 

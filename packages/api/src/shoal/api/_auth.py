@@ -1,7 +1,7 @@
-"""Who is calling: the server's signature policy and the client's signing auth.
+"""Who is calling: the server's signature policy for RFC 9421 signed requests.
 
 Server side, :class:`RequestVerifier` turns a request into a
-:class:`Principal` or an ``Unauthenticated`` error whose ``details['reason']``
+:class:`~shoal.interfaces.Caller` or an ``Unauthenticated`` error whose ``details['reason']``
 is one of ``missing_signature``, ``malformed_signature``, ``unknown_key``,
 ``bad_signature``, ``digest_mismatch``, ``stale``, ``replayed`` or
 ``insufficient_coverage``. The policy, checked cheapest first:
@@ -16,83 +16,46 @@ is one of ``missing_signature``, ``malformed_signature``, ``unknown_key``,
    of the above passed (so forged requests cannot fill the cache) and only
    until ``created + 60 s``, after which a replay is refused as stale anyway.
 
-Client side, :class:`SignedAuth` is an ``httpx.Auth`` that adds
-Content-Digest and signs ``("@method" "@target-uri" "content-digest")``.
+The client's side, :class:`shoal.client.SignedAuth`, signs what this
+policy asks for.
 """
 
 from __future__ import annotations
 
 import heapq
-import secrets
 import threading
 import time
-from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 from nacl.signing import VerifyKey
 
-from shoal.api._digest import check_content_digest, content_digest
-from shoal.api._httpsig import (
+from shoal.client import (
     ALGORITHM,
+    Clock,
     HeadersLike,
     ParsedSignature,
     RequestParts,
     SignatureError,
-    SignatureParams,
+    check_content_digest,
     parse_signatures,
-    sign_request,
     verify_signature,
 )
-from shoal.api._keys import KeyPair, Role
-from shoal.interfaces import Forbidden, InvalidInput, Unauthenticated, Unavailable
+from shoal.interfaces import Caller, Role, Unauthenticated, Unavailable
 
 __all__ = [
-    "CLIENT_COMPONENTS",
-    "Clock",
     "KeyLookup",
-    "Principal",
     "ReplayCache",
     "RequestVerifier",
-    "SignedAuth",
     "target_uri_from_scope",
 ]
 
 KeyLookup = Callable[[str], tuple[Role, VerifyKey] | None]
 """Map a key id to ``(role, public key)``, or ``None`` when it is not authorized."""
-Clock = Callable[[], float]
-"""Seconds since the epoch, like ``time.time``."""
-
-CLIENT_COMPONENTS = ("@method", "@target-uri", "content-digest")
-"""What :class:`SignedAuth` covers."""
 _ALWAYS_REQUIRED = ("@method", "content-digest")
 _TARGET_CHOICES = (("@target-uri",), ("@authority", "@path", "@query"))
 _MAX_NONCE_LENGTH = 256
-
-
-@dataclass(frozen=True)
-class Principal:
-    """An authenticated caller."""
-
-    key_id: str
-    role: Role
-
-    def require(self, required: Role) -> None:
-        """Check that this caller's role allows an action needing ``required``.
-
-        Raises:
-            Forbidden: the role is below ``required``.
-        """
-        if not self.role.allows(required):
-            raise Forbidden(
-                f"key {self.key_id!r} has role {self.role.value}, and this action needs "
-                f"{required.value}: ask an admin to change its line in authorized_keys",
-                key_id=self.key_id,
-                role=self.role.value,
-                required=required.value,
-            )
 
 
 class ReplayCache:
@@ -166,7 +129,7 @@ class RequestVerifier:
         self.max_skew = max_skew
         self._replay = ReplayCache() if replay_cache is None else replay_cache
 
-    def verify(self, method: str, target_uri: str, headers: HeadersLike, body: bytes) -> Principal:
+    def verify(self, method: str, target_uri: str, headers: HeadersLike, body: bytes) -> Caller:
         """Authenticate one request.
 
         Args:
@@ -188,7 +151,7 @@ class RequestVerifier:
         except SignatureError as exc:
             raise _reject(exc.reason, exc.message) from exc
 
-    def _verify(self, request: RequestParts) -> Principal:
+    def _verify(self, request: RequestParts) -> Caller:
         signature_input = request.fields.get("signature-input")
         signature_value = request.fields.get("signature")
         if signature_input is None or signature_value is None:
@@ -245,7 +208,7 @@ class RequestVerifier:
                 "replay; a client must sign every request afresh",
                 key_id=key_id,
             )
-        return Principal(key_id, role)
+        return Caller(key_id, role)
 
     def _check_fresh(self, created: int, expires: object, now: float) -> None:
         age = round(now - created)
@@ -279,55 +242,3 @@ def target_uri_from_scope(scope: Mapping[str, Any]) -> str:
     path = raw_path.decode("latin-1") if raw_path else quote(str(scope.get("path", "/")))
     query = bytes(scope.get("query_string", b"")).decode("latin-1")
     return f"{scope.get('scheme', 'http')}://{host}{path}" + (f"?{query}" if query else "")
-
-
-def _new_nonce() -> str:
-    return secrets.token_urlsafe(16)
-
-
-class SignedAuth(httpx.Auth):
-    """Signs every httpx request with a Shoal key pair (sync and async clients).
-
-    Args:
-        keypair: The caller's key pair (see ``load_keypair``).
-        clock: The time source for ``created``.
-        nonce: Makes a fresh nonce per request.
-        label: The signature label.
-    """
-
-    requires_request_body = True
-
-    def __init__(
-        self,
-        keypair: KeyPair,
-        *,
-        clock: Clock = time.time,
-        nonce: Callable[[], str] = _new_nonce,
-        label: str = "sig1",
-    ) -> None:
-        self._keypair = keypair
-        self._clock = clock
-        self._nonce = nonce
-        self._label = label
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        """Add Content-Digest, Signature-Input and Signature, then send."""
-        body = request.content
-        request.headers["Content-Digest"] = content_digest(body)
-        parts = RequestParts.build(
-            request.method, str(request.url), request.headers.multi_items(), body
-        )
-        params = SignatureParams(
-            created=int(self._clock()), keyid=self._keypair.key_id, nonce=self._nonce()
-        )
-        try:
-            signed = sign_request(
-                parts, CLIENT_COMPONENTS, params, self._keypair.signing_key, label=self._label
-            )
-        except SignatureError as exc:
-            raise InvalidInput(
-                f"cannot sign {request.method} {request.url}: {exc.message}"
-            ) from exc
-        request.headers["Signature-Input"] = signed.signature_input
-        request.headers["Signature"] = signed.signature
-        yield request

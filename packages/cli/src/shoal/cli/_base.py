@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar, cast
 
 import typer
 
-from shoal.api import DEFAULT_SERVER
+from shoal.client import DEFAULT_SERVER
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from shoal.api import ShoalClient
+    from shoal.client import ShoalClient
     from shoal.interfaces import ShoalError
 
 T = TypeVar("T")
@@ -136,7 +136,7 @@ def _first_shoal_error(group: BaseExceptionGroup[BaseException]) -> ShoalError |
 
 def client() -> ShoalClient:
     """Return a signed client for the configured server."""
-    from shoal.api import ShoalClient, default_home, load_keypair
+    from shoal.client import ShoalClient, default_home, load_keypair
 
     return ShoalClient(settings.server, load_keypair(settings.home or default_home()))
 

@@ -25,7 +25,7 @@ def keys_init(
     force: Annotated[bool, typer.Option(help="Replace an existing key.")] = False,
 ) -> None:
     """Create your ed25519 key pair (mode 0600) under $SHOAL_HOME."""
-    from shoal.api import default_home, init_keypair
+    from shoal.client import default_home, init_keypair
 
     home = settings.home or default_home()
     try:
@@ -42,7 +42,7 @@ def keys_init(
 @keys_app.command("show")
 def keys_show() -> None:
     """Print your key id and public key (an authorized_keys line without its role)."""
-    from shoal.api import default_home, load_keypair
+    from shoal.client import default_home, load_keypair
 
     try:
         pair = load_keypair(settings.home or default_home())
@@ -199,8 +199,8 @@ def agent(
 
     import anyio
 
-    from shoal.api import default_home, run_agent
-    from shoal.core.node import NodeConfig, ShoalNode
+    from shoal.agent import NodeConfig, ShoalNode, run_agent
+    from shoal.client import default_home
     from shoal.mcp import mcp_mount
 
     logging.basicConfig(

@@ -13,7 +13,7 @@ from ._output import Format, human_memory, render
 if TYPE_CHECKING:
     from rich.progress import TaskID
 
-    from shoal.api import ShoalClient
+    from shoal.client import ShoalClient
     from shoal.interfaces import ImageProgress
 
 # --- images --------------------------------------------------------------

@@ -12,7 +12,7 @@ from ._base import app, out, run, with_client
 from ._output import human_memory
 
 if TYPE_CHECKING:
-    from shoal.api import ShoalClient
+    from shoal.client import ShoalClient
 
 Namespace = Annotated[str, typer.Option("--namespace", "-n", help="Namespace.")]
 

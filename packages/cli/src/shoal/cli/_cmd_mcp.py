@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from shoal.api import Role
+from shoal.interfaces import Role
 
 from ._base import app, err, fail, run, settings, token_app
 
@@ -24,7 +24,7 @@ def mcp_stdio(
     """Serve Shoal's MCP tools on stdin/stdout for an MCP client, acting with your key."""
     import logging
 
-    from shoal.api import default_home
+    from shoal.client import default_home
     from shoal.mcp import serve_stdio  # the MCP SDK loads on use, not with every command
 
     logging.basicConfig(
@@ -42,7 +42,7 @@ def token_create(
     ttl: Annotated[str, typer.Option(help="Lifetime: 15m, 1h, 7d (1m to 30d).")] = "1h",
 ) -> None:
     """Print a bearer token (an EdDSA JWT signed with your key) for the agent's /mcp endpoint."""
-    from shoal.api import default_home, load_keypair
+    from shoal.client import default_home, load_keypair
     from shoal.interfaces import ShoalError
     from shoal.mcp import create_token, parse_ttl
 

@@ -35,7 +35,7 @@ def node_reset(
     it, its bridge. Refused while an agent runs on the data dir. The desired
     state stays: an agent started on the data dir again runs its workloads again.
     """
-    from shoal.core.node import ResetReport, reset_data_dir  # the runtime: on use only
+    from shoal.agent import ResetReport, reset_data_dir  # the runtime: on use only
 
     report: ResetReport = run(lambda: reset_data_dir(data_dir, binary=runtime, grace=grace))
     pods = ", ".join(report.pods) if report.pods else "none"

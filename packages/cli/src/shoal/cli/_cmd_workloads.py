@@ -15,7 +15,7 @@ from ._base import app, fail, out, run, with_client
 from ._output import Format, render
 
 if TYPE_CHECKING:
-    from shoal.api import ShoalClient
+    from shoal.client import ShoalClient
 
 # --- workloads -----------------------------------------------------------
 

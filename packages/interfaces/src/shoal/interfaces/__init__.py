@@ -14,6 +14,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ._access import Caller, Role
     from ._clock import Clock
     from ._cluster import ClusterManager, Member, MemberEvent, MemberEventKind
     from ._datadir import DATA_DIR_LOCK, NODE_KEY_FILE, DataDirLock, agent_pid
@@ -125,6 +126,8 @@ if TYPE_CHECKING:
     )
 
 _LAZY = {
+    "Caller": "._access",
+    "Role": "._access",
     "EVENTS": "._layout",
     "INSTANCES": "._layout",
     "NODES": "._layout",
@@ -270,6 +273,7 @@ __all__ = [
     "WORKLOADS",
     "Actor",
     "ApplyResult",
+    "Caller",
     "Capacity",
     "ChangeAction",
     "Clock",
@@ -345,6 +349,7 @@ __all__ = [
     "Resources",
     "RestartPolicy",
     "RevisionConflict",
+    "Role",
     "RuntimeFailure",
     "ScheduleFailure",
     "Scheduler",

@@ -1,7 +1,7 @@
 """The Service protocol: the one API behind every front door.
 
 Two implementations exist: in-process (``shoal.core.ShoalService``) and the
-signed REST client (``shoal.api.ShoalClient``), so the CLI and ``shoal mcp``
+signed REST client (``shoal.client.ShoalClient``), so the CLI and ``shoal mcp``
 work the same against a local agent or a remote cluster.
 """
 

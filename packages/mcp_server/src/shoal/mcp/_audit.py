@@ -38,8 +38,7 @@ from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, Server
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 
-from shoal.api import Role
-from shoal.interfaces import EventType, NotFound, ObjectRef, Service, ShoalError
+from shoal.interfaces import EventType, NotFound, ObjectRef, Role, Service, ShoalError
 
 from ._caller import Caller, ServiceFactory, caller_from_request, caller_of
 from ._redact import REDACTED, redact_json

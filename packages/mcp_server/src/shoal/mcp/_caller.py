@@ -14,15 +14,13 @@ not make.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp.server.mcpserver import Context
 
-from shoal.api import Role
-from shoal.interfaces import Actor, Service
+from shoal.interfaces import Actor, Caller, Role, Service
 
 __all__ = [
     "ROLE_CLAIM",
@@ -37,20 +35,6 @@ __all__ = [
 
 ROLE_CLAIM = "role"
 """The access-token claim that carries the caller's role."""
-
-
-@dataclass(frozen=True)
-class Caller:
-    """An authenticated caller of the MCP server."""
-
-    key_id: str
-    """The key id that signed the caller's token or REST requests."""
-    role: Role
-    """What the caller may do."""
-
-    def allows(self, required: Role) -> bool:
-        """Return whether this caller's role includes ``required``."""
-        return self.role.allows(required)
 
 
 ServiceFactory = Callable[[Caller], Service]

@@ -1,6 +1,6 @@
 """The agent's MCP endpoint: streamable HTTP at ``/mcp`` behind bearer tokens and an Origin check.
 
-``run_agent(config, home, mounts=[mcp_mount()])`` serves it beside the REST
+``shoal.agent.run_agent(config, home, mounts=[mcp_mount()])`` serves it beside the REST
 API. Every request passes, in order:
 
 1. the bearer gate: ``Authorization: Bearer <token>`` with a token from
@@ -34,10 +34,10 @@ from starlette.authentication import AuthCredentials
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from shoal.api import AgentContext, AgentMount, Role, parse_addr
-from shoal.interfaces import Unauthenticated
+from shoal.core import AgentContext, AgentMount
+from shoal.interfaces import Caller, Role, Unauthenticated
 
-from ._caller import ROLE_CLAIM, Caller, in_process
+from ._caller import ROLE_CLAIM, in_process
 from ._server import McpSettings, build_server
 from ._tokens import TokenVerifier
 
@@ -59,14 +59,13 @@ REALM = "shoal-mcp"
 
 
 def transport_security(
-    api_addr: str, hosts: Sequence[str] = (), origins: Sequence[str] = ()
+    listen: str, hosts: Sequence[str] = (), origins: Sequence[str] = ()
 ) -> TransportSecuritySettings:
-    """Return the Host/Origin allow-lists for an agent listening on ``api_addr``.
+    """Return the Host/Origin allow-lists for an agent listening on host ``listen``.
 
     Loopback is always allowed; so is the host the agent listens on, unless
     that is a wildcard address (then name the hosts clients use in ``hosts``).
     """
-    listen, _ = parse_addr(api_addr)
     names = list(_LOOPBACK)
     if listen not in _WILDCARDS and listen not in ("127.0.0.1", "localhost", "::1"):
         names.append(f"[{listen}]" if ":" in listen else listen)
@@ -178,7 +177,7 @@ def mcp_mount(
         )
         server = build_server(in_process(agent.service), settings)
         security = transport_security(
-            agent.api_addr,
+            agent.api_host,
             _from_env(ALLOWED_HOSTS_ENV) if allowed_hosts is None else allowed_hosts,
             _from_env(ALLOWED_ORIGINS_ENV) if allowed_origins is None else allowed_origins,
         )

@@ -20,7 +20,7 @@ from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, Server
 from mcp.server.mcpserver import MCPServer
 from mcp_types import SubscribeRequestParams, UnsubscribeRequestParams
 
-from shoal.api import Role
+from shoal.interfaces import Role
 
 from ._audit import Gate
 from ._caller import Caller, ServiceFactory, caller_from_request

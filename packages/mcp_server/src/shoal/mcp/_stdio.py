@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shoal.api import Role, ShoalClient, load_keypair
+from shoal.client import ShoalClient, load_keypair
+from shoal.interfaces import Role
 
 from ._caller import Caller, remote
 from ._server import VERSION, McpSettings, build_server

@@ -33,8 +33,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from nacl.signing import VerifyKey
 
-from shoal.api import KeyPair, Role
-from shoal.interfaces import InvalidInput, Unauthenticated
+from shoal.client import KeyPair
+from shoal.interfaces import InvalidInput, Role, Unauthenticated
 
 __all__ = [
     "AUDIENCE",

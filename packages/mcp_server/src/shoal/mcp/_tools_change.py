@@ -19,13 +19,13 @@ from mcp.server.mcpserver import Context, Elicit, ElicitationResult, MCPServer, 
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
-from shoal.api import Role
 from shoal.interfaces import (
     InvalidInput,
     InvalidSpec,
     Node,
     NotFound,
     ObjectRef,
+    Role,
     Service,
     ShoalError,
     WorkloadSpec,

@@ -16,7 +16,6 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
-from shoal.api import Role
 from shoal.interfaces import (
     Conflict,
     InstanceState,
@@ -24,6 +23,7 @@ from shoal.interfaces import (
     LogLine,
     NotFound,
     ObjectRef,
+    Role,
     Unavailable,
     WorkloadPhase,
 )

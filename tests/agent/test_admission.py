@@ -5,8 +5,8 @@ from __future__ import annotations
 import anyio
 import pytest
 
+from shoal.agent._admission import CLUSTER_ID_KEY, admit_server, cluster_id
 from shoal.cluster import CLUSTER_ID_TAG
-from shoal.core._admission import CLUSTER_ID_KEY, admit_server, cluster_id
 from shoal.interfaces import (
     Conflict,
     GossipState,

@@ -20,9 +20,9 @@ from pydantic import TypeAdapter, ValidationError
 from shoal import interfaces
 from shoal.interfaces import ErrorBody, EventType, InternalError, Unavailable, error_from_body
 
-from ._auth import SignedAuth
 from ._defaults import DEFAULT_SERVER
 from ._keys import KeyPair
+from ._signer import SignedAuth
 
 if TYPE_CHECKING:
     from shoal.interfaces import (

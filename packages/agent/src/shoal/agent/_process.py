@@ -4,17 +4,16 @@ Start-up checks come first and fail with a clear error before anything runs:
 the API address must be free, the data dir writable, the authorized_keys
 file valid (created on first start, authorizing the local user as admin).
 
-Other front doors join the agent through ``mounts``: factories that get an
-:class:`AgentContext` and, while their context is entered, serve an ASGI app
-at a path of the API (``shoal.mcp`` mounts the MCP endpoint at ``/mcp``).
+Other front doors join the agent through ``mounts``
+(:data:`~shoal.core.AgentMount`, the contract in :mod:`shoal.core._hosting`):
+``shoal.mcp`` mounts the MCP endpoint at ``/mcp``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -22,22 +21,20 @@ from anyio.abc import TaskStatus
 from nacl.signing import VerifyKey
 from starlette.types import ASGIApp
 
-from shoal.core import ShoalService
-from shoal.core.node import NodeConfig, ShoalNode, build_node
-from shoal.interfaces import NodeRole, ShoalError
-
-from ._app import create_app
-from ._auth import RequestVerifier
-from ._keys import (
+from shoal.api import RequestVerifier, bind, create_app, parse_addr, serve_api
+from shoal.client import (
     AUTHORIZED_KEYS_FILE,
     AuthorizedKeys,
-    Role,
     ensure_authorized_keys,
     load_authorized_keys,
 )
-from ._server import bind, serve_api
+from shoal.core import AgentContext, AgentMount
+from shoal.interfaces import NodeRole, Role, ShoalError
 
-__all__ = ["AgentContext", "AgentMount", "AuthorizedKeysFile", "run_agent"]
+from ._config import NodeConfig
+from ._node import ShoalNode, build_node
+
+__all__ = ["AuthorizedKeysFile", "run_agent"]
 
 log = logging.getLogger("shoal.agent")
 
@@ -91,28 +88,12 @@ def log_skipped_lines(keys: AuthorizedKeys) -> None:
         log.error("skipped a line of authorized_keys: %s", problem.message)
 
 
-@dataclass(frozen=True)
-class AgentContext:
-    """What the agent hands a mounted front door."""
-
-    service: ShoalService
-    """The node's service layer (bind the caller with ``with_actor``)."""
-    keys: Callable[[str], tuple[Role, VerifyKey] | None]
-    """The live authorized_keys lookup: key id → (role, public key)."""
-    api_addr: str
-    """The address the API listens on, HOST:PORT."""
-
-
-AgentMount = Callable[[AgentContext], AbstractAsyncContextManager[tuple[str, ASGIApp]]]
-"""Enters a front door's lifetime and yields ``(path, ASGI app)`` to serve until it exits."""
-
-
 @asynccontextmanager
 async def _mounted(
     mounts: Sequence[AgentMount], context: AgentContext
 ) -> AsyncIterator[list[tuple[str, ASGIApp]]]:
     # Nested `async with` rather than an AsyncExitStack, for the reason in
-    # shoal.core.node.ShoalNode.run.
+    # shoal.agent.ShoalNode.run.
     if not mounts:
         yield []
         return
@@ -171,7 +152,8 @@ async def run_agent(
             return exc.message
         return None
 
-    context = AgentContext(node.service, lookup, config.api_addr)
+    api_host, _ = parse_addr(config.api_addr)
+    context = AgentContext(node.service, lookup, config.api_addr, api_host)
     async with _mounted(mounts, context) as routes, anyio.create_task_group() as tg:
         app = create_app(node.service, verifier, ready=ready, mounts=routes)
         await tg.start(node.run)

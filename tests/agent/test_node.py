@@ -12,6 +12,8 @@ from anyio.abc import TaskStatus
 from anyio.lowlevel import checkpoint
 from nacl.signing import SigningKey
 
+from shoal.agent import NodeConfig, ShoalNode, build_node
+from shoal.agent._clustering import Clustering
 from shoal.cluster import (
     NodeIdentity,
     SerfCluster,
@@ -21,8 +23,6 @@ from shoal.cluster import (
     node_tags,
 )
 from shoal.core import ManualClock
-from shoal.core._clustering import Clustering
-from shoal.core.node import NodeConfig, ShoalNode, build_node
 from shoal.interfaces import (
     Container,
     GossipState,

@@ -5,8 +5,8 @@ holding a store, a runtime, a cluster manager, a scheduler and a clock, and
 the service layer over them. ``ShoalNode.run`` starts what the node's role
 needs: the leader campaign with the control loop and the membership sync (on
 servers, see :mod:`shoal.core._leader`) and the node loop (on workers). Only
-the composition root — this module, with :mod:`~shoal.core._clustering` and
-:mod:`~shoal.core._admission` — imports implementation packages.
+the composition root — this module, with :mod:`~shoal.agent._clustering` and
+:mod:`~shoal.agent._admission` — imports implementation packages.
 """
 
 from __future__ import annotations
@@ -29,6 +29,18 @@ from shoal.cluster import (
     check_listenable,
     node_tags,
     serve_grpc,
+)
+from shoal.core import (
+    ControlLoop,
+    DefaultScheduler,
+    Leader,
+    LocalNode,
+    NodeLoop,
+    Repository,
+    ShoalService,
+    SystemClock,
+    finish_deletions,
+    report_survivors,
 )
 from shoal.interfaces import (
     NODE_KEY_FILE,
@@ -55,17 +67,9 @@ from shoal.runtime import (
 from shoal.state import EtcdStore, MemoryStore, SqliteStore
 
 from ._admission import admit_server
-from ._clock import SystemClock
 from ._clustering import Clustering, advertised_host, read_secret
 from ._config import NodeConfig, check_config, host_capacity, prepare_data_dir
-from ._control import ControlLoop
-from ._leader import Leader
-from ._nodeloop import NodeLoop
-from ._repo import Repository
 from ._reset import ResetReport, reset_data_dir
-from ._scheduler import DefaultScheduler
-from ._service import LocalNode, ShoalService
-from ._shutdown import finish_deletions, report_survivors
 
 __all__ = [
     "NodeConfig",

@@ -21,7 +21,7 @@ disturbed. Servers that are leaving (tag ``bye``) are not asked, and a
 conflict is looked at twice, a gossip round apart, before it stands — so a
 misconfigured server that starts beside a good one and leaves again does not
 take the good one with it. The check runs at start only. Part of the
-composition root (with :mod:`shoal.core.node`): it reaches other servers
+composition root (with :mod:`shoal.agent._node`): it reaches other servers
 over gRPC.
 """
 

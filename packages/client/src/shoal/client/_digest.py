@@ -6,7 +6,7 @@ cannot be swapped. Shoal sends ``sha-256``; on receipt every supported
 algorithm present (``sha-256``, ``sha-512``) must match, unknown ones are
 ignored as RFC 9530 allows, and at least one supported one is required.
 Comparison is constant-time. Failures raise
-:class:`~shoal.api._httpsig.SignatureError` with reason ``digest_mismatch``
+:class:`~shoal.client._httpsig.SignatureError` with reason ``digest_mismatch``
 (or ``malformed_signature`` for an unparsable header).
 """
 
@@ -19,7 +19,7 @@ import hmac
 from http_sfv.dictionary import Dictionary
 from http_sfv.item import Item
 
-from shoal.api._httpsig import MALFORMED, SignatureError, parse_dictionary
+from ._httpsig import MALFORMED, SignatureError, parse_dictionary
 
 __all__ = ["DIGEST_ALGORITHMS", "DIGEST_MISMATCH", "check_content_digest", "content_digest"]
 

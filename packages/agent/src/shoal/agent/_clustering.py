@@ -1,6 +1,6 @@
 """The clustered parts of a node: Serf membership and node-to-node gRPC.
 
-Part of the composition root (with :mod:`shoal.core.node`). A node joins a
+Part of the composition root (with :mod:`shoal.agent._node`). A node joins a
 cluster when it is given the cluster's secrets (``shoal cluster init``): the
 gossip key encrypts Serf, the join token authenticates every gRPC call. Then
 

@@ -1,7 +1,8 @@
 """RFC 9421 HTTP Message Signatures: ed25519 signatures over HTTP requests.
 
-This module is the protocol mechanics only; the policy (which components must be
-covered, clock window, replay, key lookup) lives in :mod:`shoal.api._auth`.
+This module is the protocol mechanics only; the policy (which components
+must be covered, clock window, replay, key lookup) lives in the API
+(``shoal.api.RequestVerifier``).
 
 Design:
 

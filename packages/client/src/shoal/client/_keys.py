@@ -32,9 +32,7 @@ from pathlib import Path
 
 from nacl.signing import SigningKey, VerifyKey
 
-from shoal.interfaces import Conflict, InvalidInput
-
-from ._roles import Role
+from shoal.interfaces import Conflict, InvalidInput, Role
 
 __all__ = [
     "AUTHORIZED_KEYS_FILE",
@@ -43,7 +41,6 @@ __all__ = [
     "AuthorizedKey",
     "AuthorizedKeys",
     "KeyPair",
-    "Role",
     "default_home",
     "default_key_id",
     "ensure_authorized_keys",

@@ -1,6 +1,6 @@
 """How a node is configured: :class:`NodeConfig`, and the checks before anything starts.
 
-Part of the composition root (:mod:`shoal.core.node` builds the node from it).
+Part of the composition root (:mod:`shoal.agent._node` builds the node from it).
 """
 
 from __future__ import annotations

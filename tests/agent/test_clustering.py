@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from shoal.core._clustering import advertised_host, with_port
+from shoal.agent._clustering import advertised_host, with_port
 from shoal.interfaces import InvalidInput
 
 
