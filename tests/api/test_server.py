@@ -20,6 +20,7 @@ from shoal.client import AuthorizedKey, AuthorizedKeys, KeyPair, ShoalClient, Si
 from shoal.cluster import StaticCluster
 from shoal.core import ControlLoop, DefaultScheduler, LocalNode, NodeLoop, ShoalService, SystemClock
 from shoal.interfaces import (
+    VIA_HEADER,
     Capacity,
     Forbidden,
     GossipState,
@@ -33,6 +34,7 @@ from shoal.interfaces import (
     RequestTooLarge,
     Role,
     Unavailable,
+    Via,
 )
 from shoal.runtime import MockRuntime
 from shoal.state import MemoryStore
@@ -111,6 +113,39 @@ async def test_signed_requests_reach_the_service(server: Server) -> None:
     events = await server.service.list_events(kind="Workload")
     assert events[-1].actor.id == "operator@test"
     assert events[-1].actor.via == "rest"
+
+
+async def test_via_is_what_the_signature_covers_never_a_guess(server: Server) -> None:
+    """The CLI and ``shoal mcp`` declare their front door in a signed header; nothing else."""
+
+    async def scale_via(
+        replicas: int, *, headers: dict[str, str] | None = None, via: Via | None = None
+    ) -> str:
+        document = {**HELLO, "replicas": replicas}
+        if via is not None:
+            async with ShoalClient(server.url, OPERATOR, via=via) as client:
+                await client.apply_documents([document])
+        else:
+            async with server.client(OPERATOR) as http:
+                # Added after signing (an httpx event hook runs after auth): not covered.
+                async def add_headers(request: httpx.Request) -> None:
+                    request.headers.update(headers or {})
+
+                http.event_hooks["request"] = [add_headers]
+                response = await http.post("/v1/workloads/apply", json={"documents": [document]})
+                assert response.status_code == 200, response.text
+        events = await server.service.list_events(kind="Workload", name="hello")
+        assert events[-1].reason == "Updated"
+        return str(events[-1].actor.via)
+
+    async with server.client(OPERATOR) as http:
+        await http.post("/v1/workloads/apply", json={"documents": [HELLO]})
+    assert await scale_via(3, via=Via.CLI) == "cli"
+    assert await scale_via(4, via=Via.MCP) == "mcp"
+    assert await scale_via(5) == "rest"
+    assert await scale_via(6, headers={VIA_HEADER: "mcp"}) == "rest"  # unsigned claim
+    # A signed claim of something that does not call the API is not believed either.
+    assert await scale_via(7, via=Via.CONTROL_LOOP) == "rest"
 
 
 async def test_unsigned_request_is_refused(server: Server) -> None:

@@ -29,7 +29,7 @@ from shoal.cluster import (
     StateGateway,
     serve_grpc,
 )
-from shoal.cluster._worker_scope import INSTANCE_STATUS_FIELDS, WorkerScope, Write
+from shoal.cluster._worker_scope import WorkerScope, Write
 from shoal.core import (
     ControlLoop,
     DefaultScheduler,
@@ -39,6 +39,7 @@ from shoal.core import (
     SystemClock,
 )
 from shoal.interfaces import (
+    INSTANCE_STATUS_FIELDS,
     Actor,
     Capacity,
     Container,
@@ -300,7 +301,7 @@ async def test_every_report_of_the_real_node_loop_passes_the_policy(
     clock = ManualClock()
     runtime = MockRuntime(clock)
     control = ControlLoop(store, DefaultScheduler(), clock)
-    service = ShoalService(store, clock, Actor(id="tester", via="test"))
+    service = ShoalService(store, clock, Actor(id="tester", via="rest"))
     ident = identity("w1")
     check = {"exec": {"command": ["check"]}, "period_seconds": 1, "failure_threshold": 1}
     container = {"name": "main", "image": "busybox", "readiness_probe": check}

@@ -18,5 +18,5 @@ async def cluster() -> AsyncIterator[Cluster]:
     clock = ManualClock()
     async with MemoryStore(clock=clock) as store:
         control = ControlLoop(store, DefaultScheduler(), clock)
-        service = ShoalService(store, clock, Actor(id="tester", via="test"))
+        service = ShoalService(store, clock, Actor(id="tester", via="rest"))
         yield Cluster(store, clock, control, service)

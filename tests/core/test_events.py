@@ -14,7 +14,7 @@ from tests.core.support import Cluster, spec
 
 pytestmark = pytest.mark.anyio
 
-ACTOR = Actor(id="tester", via="test")
+ACTOR = Actor(id="tester", via="rest")
 
 
 class CountingStore(MemoryStore):

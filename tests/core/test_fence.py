@@ -179,7 +179,7 @@ async def test_a_control_loop_whose_leadership_was_taken_over_stops_writing(
     store: StateStore,
 ) -> None:
     clock = ManualClock()
-    service = ShoalService(store, clock, Actor(id="tester", via="test"))
+    service = ShoalService(store, clock, Actor(id="tester", via="rest"))
     first = await lead(store, "first")
     control = ControlLoop(FencedStore(store, first), DefaultScheduler(), clock)
     await service.apply([spec(replicas=2)])

@@ -65,4 +65,4 @@ async def test_without_a_cluster_manager_list_members_is_unavailable(cluster: Cl
     with pytest.raises(Unavailable, match="this service has no cluster manager"):
         await cluster.service.list_members()
     with pytest.raises(Unavailable):
-        await cluster.service.with_actor(Actor(id="x", via="test")).list_members()
+        await cluster.service.with_actor(Actor(id="x", via="rest")).list_members()

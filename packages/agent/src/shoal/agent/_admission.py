@@ -41,6 +41,7 @@ from shoal.interfaces import (
     RevisionConflict,
     ShoalError,
     StateStore,
+    Tag,
     Unauthenticated,
 )
 
@@ -113,7 +114,7 @@ async def _servers(cluster: ClusterManager, identity: NodeIdentity) -> list[Memb
     return [
         m
         for m in await cluster.members()
-        if m.tags.get("id") != identity.node_id
+        if m.tags.get(Tag.ID) != identity.node_id
         and m.state == GossipState.ALIVE
         and is_server(m)
         and not m.tags.get(LEAVING_TAG)
@@ -140,7 +141,7 @@ async def _check_token(identity: NodeIdentity, token: str, servers: list[Member]
 
     async def ask(server: Member) -> None:
         try:
-            await check_accepted(identity, token, server.tags["grpc"], deadline=_TOKEN_CHECK)
+            await check_accepted(identity, token, server.tags[Tag.GRPC], deadline=_TOKEN_CHECK)
         except Unauthenticated as exc:
             refusals[server.name] = exc.message
         except ShoalError as exc:  # Unavailable, or an error of the server's own
@@ -151,7 +152,7 @@ async def _check_token(identity: NodeIdentity, token: str, servers: list[Member]
     with anyio.move_on_after(_TOKEN_CHECK + 1):
         async with anyio.create_task_group() as tg:
             for server in servers:
-                if "grpc" in server.tags:
+                if Tag.GRPC in server.tags:
                     tg.start_soon(ask, server)
     if accepted:
         if refusals:

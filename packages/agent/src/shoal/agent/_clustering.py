@@ -56,6 +56,7 @@ from shoal.interfaces import (
     Node,
     PodAccess,
     StateStore,
+    Tag,
     Unavailable,
 )
 
@@ -204,9 +205,9 @@ class Clustering:
     async def server_addresses(self) -> list[str]:
         """Return the gRPC addresses of the servers gossip knows alive (for a RemoteStore)."""
         return [
-            m.tags["grpc"]
+            m.tags[Tag.GRPC]
             for m in await self._members()
-            if m.state in _REACHABLE and is_server(m) and "grpc" in m.tags
+            if m.state in _REACHABLE and is_server(m) and Tag.GRPC in m.tags
         ]
 
     async def authorize_server(self, caller: Caller) -> None:
@@ -217,7 +218,7 @@ class Clustering:
         """
         for member in await self._members():
             if (
-                member.tags.get("id") == caller.node_id
+                member.tags.get(Tag.ID) == caller.node_id
                 and is_server(member)
                 and member.state in _REACHABLE
             ):
@@ -235,7 +236,7 @@ class Clustering:
             Forbidden: it is not one.
         """
         for member in await self._members():
-            if member.tags.get("id") == caller.node_id and member.state in _REACHABLE:
+            if member.tags.get(Tag.ID) == caller.node_id and member.state in _REACHABLE:
                 return
         raise Forbidden(
             f"node {caller.name!r} (id {caller.node_id}) is not a member of this cluster in "
@@ -251,12 +252,12 @@ class Clustering:
         """
         peers = []
         for member in await self._members():
-            address = member.tags.get("grpc")
+            address = member.tags.get(Tag.GRPC)
             if (
                 member.state not in _REACHABLE
                 or not is_server(member)
                 or not address
-                or member.tags.get("id") == self.identity.node_id
+                or member.tags.get(Tag.ID) == self.identity.node_id
             ):
                 continue
             if address not in self._images:
@@ -271,7 +272,7 @@ class Clustering:
         Raises:
             Unavailable: the node publishes no gRPC address.
         """
-        address = node.addresses.get("grpc")
+        address = node.addresses.get(Tag.GRPC)
         if not address:
             raise Unavailable(
                 f"node {node.name} publishes no gRPC address, so its images cannot be listed",
@@ -317,7 +318,7 @@ class Clustering:
         Raises:
             Unavailable: the node publishes no gRPC address.
         """
-        address = node.addresses.get("grpc")
+        address = node.addresses.get(Tag.GRPC)
         if not address:
             raise Unavailable(
                 f"node {node.name} publishes no gRPC address, so its pods cannot be reached",

@@ -54,6 +54,7 @@ from shoal.interfaces import (
     NodeRole,
     ShoalError,
     StateStore,
+    Tag,
     Unavailable,
     agent_pid,
 )
@@ -365,12 +366,12 @@ def build_node(config: NodeConfig, *, clock: Clock | None = None) -> ShoalNode:
     else:
         runtime, images = _runtime(config, data_dir, clock, peers)
     capacity = config.capacity or host_capacity()
-    addresses = {} if config.role == NodeRole.WORKER else {"api": config.api_addr}
+    addresses = {} if config.role == NodeRole.WORKER else {Tag.API: config.api_addr}
     if clustering is not None:
-        addresses["grpc"] = clustering.advertised_grpc
-        if "api" in addresses:  # 0.0.0.0 is where it listens, not where others reach it
+        addresses[Tag.GRPC] = clustering.advertised_grpc
+        if Tag.API in addresses:  # 0.0.0.0 is where it listens, not where others reach it
             api_host, _, api_port = config.api_addr.rpartition(":")
-            addresses["api"] = f"{advertised_host(api_host.strip('[]'))}:{api_port}"
+            addresses[Tag.API] = f"{advertised_host(api_host.strip('[]'))}:{api_port}"
     node = Node(
         name=config.name,
         node_id=identity.node_id,

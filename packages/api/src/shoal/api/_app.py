@@ -33,9 +33,10 @@ from starlette.types import ASGIApp
 
 from shoal.core import ShoalService
 from shoal.interfaces import (
+    DECLARED_VIAS,
+    VIA_HEADER,
     Actor,
     ApplyResult,
-    Caller,
     ContainerStats,
     Event,
     EventType,
@@ -50,11 +51,12 @@ from shoal.interfaces import (
     ObjectRef,
     Role,
     ShoalError,
+    Via,
     Workload,
     parse_workload_documents,
 )
 
-from ._auth import RequestVerifier, target_uri_from_scope
+from ._auth import RequestVerifier, Verified, target_uri_from_scope
 from ._limits import BodyLimit, body_too_large, too_large_error
 from ._streams import EventStream, JsonLines, LogStream, pull_lines
 
@@ -131,11 +133,27 @@ class ScaleRequest(BaseModel):
     """Body of a scale."""
 
     replicas: int
-    """The new replica count, 0-10000."""
+    """The new replica count, 0 to ``shoal.interfaces.MAX_REPLICAS``."""
 
 
 def _error_response(error: ShoalError) -> JSONResponse:
     return JSONResponse({"error": error.to_body().model_dump(mode="json")}, error.http_status)
+
+
+def _via(request: Request, covered: frozenset[str]) -> Via:
+    """Return the front door a signed request declares it came through, else ``rest``.
+
+    The declaration counts only when the signature covers it (a header added
+    on the way is ignored) and names a front door that calls this API.
+    """
+    declared = request.headers.get(VIA_HEADER)
+    if declared is None or VIA_HEADER not in covered:
+        return Via.REST
+    try:
+        via = Via(declared)
+    except ValueError:
+        return Via.REST
+    return via if via in DECLARED_VIAS else Via.REST
 
 
 def create_app(
@@ -192,11 +210,11 @@ def create_app(
             return JSONResponse({"status": "ready"}, 200)
         return JSONResponse({"status": "not ready", "reason": why}, 503)
 
-    async def authenticate(request: Request) -> Caller:
+    async def authenticate(request: Request) -> Verified:
         if body_too_large(request.scope):
             raise too_large_error()
         body = await request.body()
-        return verifier.verify(
+        return verifier.verify_signed(
             request.method,
             target_uri_from_scope(request.scope),
             request.headers.items(),
@@ -205,13 +223,9 @@ def create_app(
 
     def role(required: Role) -> Callable[[Request], Awaitable[ShoalService]]:
         async def dependency(request: Request) -> ShoalService:
-            caller = await authenticate(request)
+            caller, covered = await authenticate(request)
             caller.require(required, f"{request.method} {request.url.path}")
-            agent = request.headers.get("user-agent", "")
-            via = "cli" if agent.startswith("shoal-cli") else "rest"
-            if agent.startswith("shoal-mcp"):
-                via = "mcp"
-            return service.with_actor(Actor(id=caller.key_id, via=via))
+            return service.with_actor(Actor(id=caller.key_id, via=_via(request, covered)))
 
         return dependency
 

@@ -26,7 +26,7 @@ import heapq
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from nacl.signing import VerifyKey
@@ -48,6 +48,7 @@ __all__ = [
     "KeyLookup",
     "ReplayCache",
     "RequestVerifier",
+    "Verified",
     "target_uri_from_scope",
 ]
 
@@ -106,6 +107,13 @@ def _covers(signature: ParsedSignature) -> bool:
     )
 
 
+class Verified(NamedTuple):
+    """An authenticated request: who signed it, and what the signature covered."""
+
+    caller: Caller
+    covered: frozenset[str]
+
+
 class RequestVerifier:
     """Checks RFC 9421 signatures on incoming requests against Shoal's policy.
 
@@ -130,7 +138,13 @@ class RequestVerifier:
         self._replay = ReplayCache() if replay_cache is None else replay_cache
 
     def verify(self, method: str, target_uri: str, headers: HeadersLike, body: bytes) -> Caller:
-        """Authenticate one request.
+        """Authenticate one request; return its caller (see :meth:`verify_signed`)."""
+        return self.verify_signed(method, target_uri, headers, body).caller
+
+    def verify_signed(
+        self, method: str, target_uri: str, headers: HeadersLike, body: bytes
+    ) -> Verified:
+        """Authenticate one request; return its caller and what its signature covered.
 
         Args:
             method: The request method, as received.
@@ -139,7 +153,8 @@ class RequestVerifier:
             body: The request content, exactly as received.
 
         Returns:
-            The caller.
+            The caller, and the components (header names) the signature covered:
+            a header outside them may have been added on the way.
 
         Raises:
             Unauthenticated: the signature is missing or unacceptable;
@@ -151,7 +166,7 @@ class RequestVerifier:
         except SignatureError as exc:
             raise _reject(exc.reason, exc.message) from exc
 
-    def _verify(self, request: RequestParts) -> Caller:
+    def _verify(self, request: RequestParts) -> Verified:
         signature_input = request.fields.get("signature-input")
         signature_value = request.fields.get("signature")
         if signature_input is None or signature_value is None:
@@ -208,7 +223,7 @@ class RequestVerifier:
                 "replay; a client must sign every request afresh",
                 key_id=key_id,
             )
-        return Caller(key_id, role)
+        return Verified(Caller(key_id, role), frozenset(signature.components))
 
     def _check_fresh(self, created: int, expires: object, now: float) -> None:
         age = round(now - created)

@@ -101,7 +101,7 @@ def _instances(items: Sequence[Instance]) -> Table:
 def _nodes(items: Sequence[Node]) -> Table:
     from rich.table import Table  # rich loads when a table is printed
 
-    from shoal.interfaces import format_cpu
+    from shoal.interfaces import Tag, format_cpu
 
     table = Table(
         "NAME", "ROLE", "STATE", "SCHEDULING", "CPU", "MEMORY", "RUNTIME", "API", box=None
@@ -116,7 +116,7 @@ def _nodes(items: Sequence[Node]) -> Table:
             format_cpu(n.allocatable.cpu),
             human_memory(n.allocatable.memory),
             n.runtime,
-            n.addresses.get("api", "-"),
+            n.addresses.get(Tag.API, "-"),
         )
     return table
 
@@ -124,15 +124,17 @@ def _nodes(items: Sequence[Node]) -> Table:
 def _members(items: Sequence[Member]) -> Table:
     from rich.table import Table  # rich loads when a table is printed
 
+    from shoal.interfaces import Tag
+
     table = Table("NAME", "ADDRESS", "STATE", "ROLE", "ID", "GRPC", box=None)
     for m in items:
         table.add_row(
             m.name,
             m.address,
             m.state.value,
-            m.tags.get("role", "-"),
-            m.tags.get("id", "-")[:12],
-            m.tags.get("grpc", "-"),
+            m.tags.get(Tag.ROLE, "-"),
+            m.tags.get(Tag.ID, "-")[:12],
+            m.tags.get(Tag.GRPC, "-"),
         )
     return table
 

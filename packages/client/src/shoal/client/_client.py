@@ -18,7 +18,15 @@ import httpx
 from pydantic import TypeAdapter, ValidationError
 
 from shoal import interfaces
-from shoal.interfaces import ErrorBody, EventType, InternalError, Unavailable, error_from_body
+from shoal.interfaces import (
+    VIA_HEADER,
+    ErrorBody,
+    EventType,
+    InternalError,
+    Unavailable,
+    Via,
+    error_from_body,
+)
 
 from ._defaults import DEFAULT_SERVER
 from ._keys import KeyPair
@@ -74,6 +82,7 @@ class ShoalClient:
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
         user_agent: str = USER_AGENT,
+        via: Via = Via.CLI,
     ) -> None:
         self.server = server.rstrip("/")
         self._http = httpx.AsyncClient(
@@ -81,7 +90,8 @@ class ShoalClient:
             auth=SignedAuth(keypair),
             timeout=timeout,
             transport=transport,
-            headers={"user-agent": user_agent},
+            # Signed with the request: the API records the change as made via it.
+            headers={"user-agent": user_agent, VIA_HEADER: via.value},
             # Plain http needs no TLS: skip loading the CA bundle (a tenth of a
             # second of every `shoal` command); https verifies as usual.
             verify=not self.server.startswith("http://"),

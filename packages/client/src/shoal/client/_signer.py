@@ -1,8 +1,9 @@
 """The client's side of RFC 9421: an ``httpx.Auth`` that signs every request with a Shoal key.
 
 It adds Content-Digest and signs ``("@method" "@target-uri" "content-digest")``
-with the caller's ed25519 key, a ``created`` time and a fresh nonce: what the
-API's verifier (``shoal.api.RequestVerifier``) asks of a request.
+(and the ``shoal-via`` header, when the client declares its front door) with
+the caller's ed25519 key, a ``created`` time and a fresh nonce: what the API's
+verifier (``shoal.api.RequestVerifier``) asks of a request.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable, Generator
 
 import httpx
 
-from shoal.interfaces import InvalidInput
+from shoal.interfaces import VIA_HEADER, InvalidInput
 
 from ._digest import content_digest
 from ._httpsig import RequestParts, SignatureError, SignatureParams, sign_request
@@ -25,7 +26,7 @@ Clock = Callable[[], float]
 """Seconds since the epoch, like ``time.time``."""
 
 CLIENT_COMPONENTS = ("@method", "@target-uri", "content-digest")
-"""What :class:`SignedAuth` covers."""
+"""What :class:`SignedAuth` covers, and :data:`~shoal.interfaces.VIA_HEADER` when sent."""
 
 
 def _new_nonce() -> str:
@@ -67,9 +68,12 @@ class SignedAuth(httpx.Auth):
         params = SignatureParams(
             created=int(self._clock()), keyid=self._keypair.key_id, nonce=self._nonce()
         )
+        components: tuple[str, ...] = CLIENT_COMPONENTS
+        if VIA_HEADER in request.headers:
+            components = (*components, VIA_HEADER)
         try:
             signed = sign_request(
-                parts, CLIENT_COMPONENTS, params, self._keypair.signing_key, label=self._label
+                parts, components, params, self._keypair.signing_key, label=self._label
             )
         except SignatureError as exc:
             raise InvalidInput(

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 
 import msgpack
 
-from shoal.interfaces import Capacity, InvalidInput, Member, Node, NodeRole
+from shoal.interfaces import Capacity, InvalidInput, Member, Node, NodeRole, Tag
 
 __all__ = [
     "CLUSTER_ID_TAG",
@@ -41,30 +41,30 @@ __all__ = [
 MAX_TAGS_BYTES = 512
 """memberlist's limit on a member's metadata, which holds the encoded tags."""
 
-LABEL_PREFIX = "l."
+LABEL_PREFIX = Tag.LABEL_PREFIX
 """Tag key prefix for node labels."""
 
-CLUSTER_ID_TAG = "cid"
-"""A server's cluster id: see :mod:`shoal.core._admission`."""
+CLUSTER_ID_TAG = Tag.CLUSTER_ID
+"""A server's cluster id: see :mod:`shoal.agent._admission`."""
 
-LEAVING_TAG = "bye"
+LEAVING_TAG = Tag.LEAVING
 """Set (to ``1``) by a node just before it leaves: see :mod:`shoal.cluster._serf_membership`."""
 
 _LATER_TAGS = {CLUSTER_ID_TAG: "0" * 16, LEAVING_TAG: "1"}
 """Tags published after start, at their largest: :func:`check_tags` keeps room for them."""
 
-_ADDRESS_TAGS = ("api", "grpc")
+_ADDRESS_TAGS = (Tag.API, Tag.GRPC)
 _SERVER_ROLES = (NodeRole.SERVER.value, NodeRole.BOTH.value)
 
 
 def node_tags(node: Node) -> dict[str, str]:
     """Return the tags that publish ``node``: id, role, addresses, capacity, labels."""
     tags = {
-        "id": node.node_id,
-        "role": node.role.value,
-        "cpu": f"{node.capacity.cpu}m",
-        "mem": str(node.capacity.memory),
-        "pods": str(node.capacity.pods),
+        Tag.ID: node.node_id,
+        Tag.ROLE: node.role.value,
+        Tag.CPU: f"{node.capacity.cpu}m",
+        Tag.MEMORY: str(node.capacity.memory),
+        Tag.PODS: str(node.capacity.pods),
     }
     tags.update({key: node.addresses[key] for key in _ADDRESS_TAGS if key in node.addresses})
     tags.update({f"{LABEL_PREFIX}{key}": value for key, value in node.labels.items()})
@@ -73,7 +73,7 @@ def node_tags(node: Node) -> dict[str, str]:
 
 def is_server(member: Member) -> bool:
     """Return whether ``member``'s ``role`` tag says it serves (role server or both)."""
-    return member.tags.get("role") in _SERVER_ROLES
+    return member.tags.get(Tag.ROLE) in _SERVER_ROLES
 
 
 def node_from_member(member: Member) -> Node:
@@ -91,18 +91,18 @@ def node_from_member(member: Member) -> Node:
             {
                 key: value
                 for key, value in (
-                    ("cpu", tags.get("cpu")),
-                    ("memory", tags.get("mem")),
-                    ("pods", tags.get("pods")),
+                    ("cpu", tags.get(Tag.CPU)),
+                    ("memory", tags.get(Tag.MEMORY)),
+                    ("pods", tags.get(Tag.PODS)),
                 )
                 if value is not None
             }
         )
         return Node(
             name=member.name,
-            node_id=tags.get("id", ""),
+            node_id=tags.get(Tag.ID, ""),
             addresses={key: tags[key] for key in _ADDRESS_TAGS if key in tags},
-            role=NodeRole(tags.get("role", NodeRole.BOTH.value)),
+            role=NodeRole(tags.get(Tag.ROLE, NodeRole.BOTH.value)),
             labels={
                 key.removeprefix(LABEL_PREFIX): value
                 for key, value in tags.items()

@@ -50,7 +50,9 @@ from pydantic import BaseModel, ValidationError
 
 from shoal.interfaces import (
     EVENTS,
+    INSTANCE_STATUS_FIELDS,
     INSTANCES,
+    NODE_CLUSTER_FIELDS,
     NODES,
     Event,
     EventKind,
@@ -79,31 +81,6 @@ __all__ = [
     "parse_document",
 ]
 
-
-# What a node reports about an instance it runs (shoal.core._nodeloop, _probes):
-# Instance.transition sets state, reason and message; the reports add ready,
-# exit_code, container_ids, started_at and finished_at, and starting a pod clears
-# not_before (the restart backoff it waited out). restart_count is status too,
-# though the control loop is the one that counts. Everything else says what to
-# run, where and as whom: the control loop's.
-INSTANCE_STATUS_FIELDS = (
-    "state",
-    "reason",
-    "message",
-    "ready",
-    "restart_count",
-    "exit_code",
-    "container_ids",
-    "started_at",
-    "finished_at",
-    "not_before",
-)
-
-# Fields of a node record that are not the node's to say: cordon and drain are
-# the operator's, the gossip state is written by the leader's membership sync,
-# and the role is what the node registered as. A node rewriting its record gets
-# them kept as stored.
-NODE_CLUSTER_FIELDS = ("cordoned", "draining", "state", "role")
 
 # Events one node may record per minute: far above what a node loop reports
 # (an event per instance change), low enough that a node cannot flood the store.

@@ -54,6 +54,7 @@ from shoal.interfaces import (
     Scheduler,
     StateStore,
     Unavailable,
+    Via,
     Workload,
     WorkloadStatus,
 )
@@ -80,7 +81,7 @@ __all__ = ["ControlLoop"]
 
 log = logging.getLogger(__name__)
 
-ACTOR = Actor(id="control-loop", via="control-loop")
+ACTOR = Actor(id="control-loop", via=Via.CONTROL_LOOP)
 TXN_OPS = 128
 BATCH = 256
 """The most workloads reconciled together (one scheduler call, one status sweep)."""

@@ -59,6 +59,8 @@ from shoal.interfaces import (
     NotFound,
     ObjectRef,
     StateStore,
+    Tag,
+    Via,
 )
 
 from ._repo import NODES, Repository, Stored, only_heartbeat
@@ -68,7 +70,7 @@ __all__ = ["MembershipSync", "gossip_state"]
 
 log = logging.getLogger(__name__)
 
-ACTOR = Actor(id="membership", via="control-loop")
+ACTOR = Actor(id="membership", via=Via.CONTROL_LOOP)
 _REASONS = {
     GossipState.ALIVE: "NodeAlive",
     GossipState.SUSPECT: "NodeSuspect",
@@ -91,7 +93,7 @@ def gossip_state(
         if not settled:
             return node.state, f"node {node.name} is not in gossip yet"
         return GossipState.FAILED, f"node {node.name} is not a member of the cluster"
-    member_id = member.tags.get("id", "")
+    member_id = member.tags.get(Tag.ID, "")
     if member_id != node.node_id:
         return GossipState.FAILED, (
             f"the member named {node.name} has node id {member_id!r}, not {node.node_id!r}: "

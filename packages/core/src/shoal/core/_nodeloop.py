@@ -72,6 +72,7 @@ from shoal.interfaces import (
     StateStore,
     Unauthenticated,
     Unavailable,
+    Via,
 )
 
 from ._backoff import Backoff
@@ -126,7 +127,7 @@ class NodeLoop:
         self.resync = resync
         self.heartbeat = heartbeat
         self.stop_grace = stop_grace
-        self.actor = Actor(id=node.name, via="node-loop")
+        self.actor = Actor(id=node.name, via=Via.NODE_LOOP)
         self._limiter = anyio.CapacityLimiter(concurrency)
         self._again = False
         self._adopting = True

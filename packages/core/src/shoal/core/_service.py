@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from shoal.interfaces import (
+    MAX_REPLICAS,
     Actor,
     ApplyResult,
     ChangeAction,
@@ -45,6 +46,7 @@ from shoal.interfaces import (
     PutOp,
     StateStore,
     Unavailable,
+    Via,
     Workload,
     WorkloadSpec,
 )
@@ -55,7 +57,7 @@ from ._repo import EVENTS, Repository, node_key, workload_key
 
 __all__ = ["LocalNode", "ShoalService"]
 
-SYSTEM = Actor(id="system", via="system")
+SYSTEM = Actor(id="system", via=Via.SYSTEM)
 
 
 @dataclass(frozen=True)
@@ -186,9 +188,9 @@ class ShoalService:
 
     async def scale(self, name: str, replicas: int, namespace: str = "default") -> Workload:
         """Set a workload's replica count."""
-        if not 0 <= replicas <= 10_000:
+        if not 0 <= replicas <= MAX_REPLICAS:
             raise InvalidInput(
-                f"replicas must be between 0 and 10000, got {replicas}", field="replicas"
+                f"replicas must be between 0 and {MAX_REPLICAS}, got {replicas}", field="replicas"
             )
 
         def change(workload: Workload) -> Workload | None:

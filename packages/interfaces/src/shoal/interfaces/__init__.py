@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ._access import Caller, Role
     from ._clock import Clock
-    from ._cluster import ClusterManager, Member, MemberEvent, MemberEventKind
+    from ._cluster import ClusterManager, Member, MemberEvent, MemberEventKind, Tag
     from ._datadir import DATA_DIR_LOCK, NODE_KEY_FILE, DataDirLock, agent_pid
     from ._documents import describe_validation_error, parse_workload_documents
     from ._errorbody import ErrorBody
@@ -38,10 +38,11 @@ if TYPE_CHECKING:
         Unavailable,
         error_from_body,
     )
-    from ._event import Actor, Event, EventType, ObjectRef
+    from ._event import DECLARED_VIAS, VIA_HEADER, Actor, Event, EventType, ObjectRef, Via
     from ._fielddocs import describe_fields, fields_described
     from ._imageshare import ImagePeer, ImagePeers, ImageShare, SharedManifest
     from ._instance import (
+        INSTANCE_STATUS_FIELDS,
         INSTANCE_TRANSITIONS,
         PLACED_STATES,
         Instance,
@@ -60,7 +61,7 @@ if TYPE_CHECKING:
         node_key,
         workload_key,
     )
-    from ._node import NODE_TRANSITIONS, Capacity, GossipState, Node
+    from ._node import NODE_CLUSTER_FIELDS, NODE_TRANSITIONS, Capacity, GossipState, Node
     from ._quantity import Cpu, Memory, format_cpu, format_memory, parse_cpu, parse_memory
     from ._roles import NodeRole
     from ._runtime import (
@@ -101,6 +102,7 @@ if TYPE_CHECKING:
         WatchEvent,
     )
     from ._workload import (
+        MAX_REPLICAS,
         Condition,
         Container,
         EmptyDirVolume,
@@ -126,6 +128,10 @@ if TYPE_CHECKING:
     )
 
 _LAZY = {
+    "INSTANCE_STATUS_FIELDS": "._instance",
+    "NODE_CLUSTER_FIELDS": "._node",
+    "Tag": "._cluster",
+    "MAX_REPLICAS": "._workload",
     "Caller": "._access",
     "Role": "._access",
     "EVENTS": "._layout",
@@ -169,6 +175,9 @@ _LAZY = {
     "Unavailable": "._errors",
     "error_from_body": "._errors",
     "Actor": "._event",
+    "DECLARED_VIAS": "._event",
+    "VIA_HEADER": "._event",
+    "Via": "._event",
     "Event": "._event",
     "EventType": "._event",
     "ObjectRef": "._event",
@@ -263,13 +272,18 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "DATA_DIR_LOCK",
+    "DECLARED_VIAS",
     "EVENTS",
     "INSTANCES",
+    "INSTANCE_STATUS_FIELDS",
     "INSTANCE_TRANSITIONS",
+    "MAX_REPLICAS",
     "NODES",
+    "NODE_CLUSTER_FIELDS",
     "NODE_KEY_FILE",
     "NODE_TRANSITIONS",
     "PLACED_STATES",
+    "VIA_HEADER",
     "WORKLOADS",
     "Actor",
     "ApplyResult",
@@ -357,10 +371,12 @@ __all__ = [
     "SharedManifest",
     "ShoalError",
     "StateStore",
+    "Tag",
     "TcpSocketAction",
     "TxnResult",
     "Unauthenticated",
     "Unavailable",
+    "Via",
     "Volume",
     "VolumeMount",
     "WatchEvent",

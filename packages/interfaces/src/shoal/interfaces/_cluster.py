@@ -4,14 +4,42 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
+from typing import Final, Protocol, runtime_checkable
 
 from pydantic import Field
 
 from ._base import Model
 from ._node import GossipState
 
-__all__ = ["ClusterManager", "Member", "MemberEvent", "MemberEventKind"]
+__all__ = ["ClusterManager", "Member", "MemberEvent", "MemberEventKind", "Tag"]
+
+
+class Tag:
+    """The keys of a node's gossip tags: what ``shoal.cluster`` publishes and its readers read.
+
+    Short, because memberlist caps a member's metadata at 512 bytes.
+    """
+
+    ID: Final = "id"
+    """The node id: the fingerprint of its ed25519 key."""
+    ROLE: Final = "role"
+    """``server``, ``worker`` or ``both``."""
+    API: Final = "api"
+    """The REST API address, ``host:port``."""
+    GRPC: Final = "grpc"
+    """The node-to-node gRPC address, ``host:port``."""
+    CPU: Final = "cpu"
+    """Capacity, millicores (``4000m``)."""
+    MEMORY: Final = "mem"
+    """Capacity, bytes."""
+    PODS: Final = "pods"
+    """Capacity, instances."""
+    LABEL_PREFIX: Final = "l."
+    """Prefix of one tag per node label."""
+    CLUSTER_ID: Final = "cid"
+    """Servers: the id of the cluster state they keep (set at admission)."""
+    LEAVING: Final = "bye"
+    """``1`` once the node has begun a graceful leave."""
 
 
 class Member(Model):
@@ -24,7 +52,7 @@ class Member(Model):
     state: GossipState
     """alive, suspect, failed or left."""
     tags: dict[str, str] = Field(default_factory=dict)
-    """Published metadata: node id, role, API address, capacity, labels."""
+    """Published metadata (keys in :class:`Tag`): node id, role, addresses, capacity, labels."""
 
 
 class MemberEventKind(StrEnum):

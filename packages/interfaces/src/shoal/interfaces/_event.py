@@ -34,13 +34,38 @@ class ObjectRef(Model):
         return f"{self.kind.lower()}/{prefix}{self.name}"
 
 
+class Via(StrEnum):
+    """The front door (or the component) a change came through, for events and the audit."""
+
+    REST = "rest"
+    """The REST API, called by anything that signs its requests."""
+    CLI = "cli"
+    """The ``shoal`` command (it calls the REST API and says so in a signed header)."""
+    MCP = "mcp"
+    """The MCP server: in the agent, or ``shoal mcp`` over stdio (through the REST API)."""
+    CONTROL_LOOP = "control-loop"
+    NODE_LOOP = "node-loop"
+    SYSTEM = "system"
+
+
+VIA_HEADER = "shoal-via"
+"""The request header in which a signed client says which front door it serves.
+
+The REST API believes it only when the request's signature covers it, and
+only for :data:`DECLARED_VIAS`; else the call came via ``rest``.
+"""
+
+DECLARED_VIAS = frozenset({Via.CLI, Via.MCP})
+"""What a signed client may declare in :data:`VIA_HEADER`."""
+
+
 class Actor(Model):
     """Who did something, and through which front door."""
 
     id: str
     """Key id of the caller, or a component name such as 'control-loop'."""
-    via: str
-    """rest, mcp, cli, control-loop, node-loop or system."""
+    via: Via
+    """The front door or component: set by the front door that took the call."""
 
 
 class Event(Model):

@@ -19,7 +19,37 @@ from ._base import Model
 from ._errors import InvalidTransition
 from ._workload import PodTemplate, RestartPolicy
 
-__all__ = ["INSTANCE_TRANSITIONS", "PLACED_STATES", "Instance", "InstanceState", "ScheduleFailure"]
+__all__ = [
+    "INSTANCE_STATUS_FIELDS",
+    "INSTANCE_TRANSITIONS",
+    "PLACED_STATES",
+    "Instance",
+    "InstanceState",
+    "ScheduleFailure",
+]
+
+INSTANCE_STATUS_FIELDS = (
+    "state",
+    "reason",
+    "message",
+    "ready",
+    "restart_count",
+    "exit_code",
+    "container_ids",
+    "started_at",
+    "finished_at",
+    "not_before",
+)
+"""The fields of an instance its node reports, and the only ones a worker may write.
+
+A contract between the node loop (``shoal.core``, which reports them) and the
+servers' worker scope (``shoal.cluster``, which refuses any other change).
+``Instance.transition`` sets state, reason and message; the reports add ready,
+exit_code, container_ids, started_at and finished_at, and starting a pod
+clears not_before (the restart backoff it waited out). restart_count is
+status too, though the control loop is the one that counts. Everything else
+says what to run, where and as whom: the control loop's.
+"""
 
 
 class InstanceState(StrEnum):

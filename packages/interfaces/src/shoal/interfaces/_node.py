@@ -14,7 +14,15 @@ from ._base import Model
 from ._quantity import Cpu, Memory
 from ._roles import NodeRole
 
-__all__ = ["NODE_TRANSITIONS", "Capacity", "GossipState", "Node", "NodeRole"]
+__all__ = ["NODE_CLUSTER_FIELDS", "NODE_TRANSITIONS", "Capacity", "GossipState", "Node", "NodeRole"]
+
+NODE_CLUSTER_FIELDS = ("cordoned", "draining", "state", "role")
+"""Fields of a node record that are not the node's to say, kept as stored when it rewrites it.
+
+Cordon and drain are the operator's, the gossip state is written by the
+leader's membership sync, and the role is what the node registered as. A
+contract between the node loop and the servers' worker scope.
+"""
 
 
 class GossipState(StrEnum):

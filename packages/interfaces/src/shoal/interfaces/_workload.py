@@ -20,6 +20,7 @@ from ._fielddocs import fields_described
 from ._quantity import Cpu, Memory
 
 __all__ = [
+    "MAX_REPLICAS",
     "Condition",
     "Container",
     "EmptyDirVolume",
@@ -43,6 +44,9 @@ __all__ = [
     "WorkloadSpec",
     "WorkloadStatus",
 ]
+
+MAX_REPLICAS = 10_000
+"""The most replicas one workload may ask for (every front door checks the same limit)."""
 
 Name = Annotated[
     str,
@@ -375,7 +379,7 @@ class WorkloadSpec(Spec):
     """Namespace of the workload."""
     labels: dict[str, str] = Field(default_factory=dict)
     """Free-form labels."""
-    replicas: int = Field(default=1, ge=0, le=10_000)
+    replicas: int = Field(default=1, ge=0, le=MAX_REPLICAS)
     """How many instances should run."""
     template: PodTemplate
     """The pod every instance runs."""

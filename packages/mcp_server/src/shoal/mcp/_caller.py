@@ -20,7 +20,7 @@ from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp.server.mcpserver import Context
 
-from shoal.interfaces import Actor, Caller, Role, Service
+from shoal.interfaces import Actor, Caller, Role, Service, Via
 
 __all__ = [
     "ROLE_CLAIM",
@@ -51,7 +51,7 @@ class ActsAs(Protocol):
 
 def in_process(service: ActsAs) -> ServiceFactory:
     """Bind an in-process ``ShoalService``: each call acts as its caller (for events and audit)."""
-    return lambda caller: service.with_actor(Actor(id=caller.key_id, via="mcp"))
+    return lambda caller: service.with_actor(Actor(id=caller.key_id, via=Via.MCP))
 
 
 def remote(service: Service) -> ServiceFactory:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from shoal.client import ShoalClient, load_keypair
-from shoal.interfaces import Role
+from shoal.interfaces import Role, Via
 
 from ._caller import Caller, remote
 from ._server import VERSION, McpSettings, build_server
@@ -21,7 +21,7 @@ from ._server import VERSION, McpSettings, build_server
 __all__ = ["USER_AGENT", "serve_stdio"]
 
 USER_AGENT = f"shoal-mcp/{VERSION}"
-"""Marks REST requests made for MCP calls, so their events say via=mcp."""
+"""Names this program in the REST requests it makes (informational; ``via`` is signed)."""
 
 
 async def serve_stdio(server: str, home: Path, *, read_only: bool = False) -> None:
@@ -39,6 +39,6 @@ async def serve_stdio(server: str, home: Path, *, read_only: bool = False) -> No
     # The agent enforces the key's real role; here the key may try everything
     # it is allowed, or only reads in read-only mode.
     caller = Caller(keypair.key_id, Role.VIEWER if read_only else Role.ADMIN)
-    async with ShoalClient(server, keypair, user_agent=USER_AGENT) as client:
+    async with ShoalClient(server, keypair, user_agent=USER_AGENT, via=Via.MCP) as client:
         mcp = build_server(remote(client), McpSettings(read_only=read_only, default_caller=caller))
         await mcp.run_stdio_async()

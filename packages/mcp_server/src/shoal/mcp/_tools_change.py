@@ -20,6 +20,7 @@ from mcp_types import ToolAnnotations
 from pydantic import Field
 
 from shoal.interfaces import (
+    MAX_REPLICAS,
     InvalidInput,
     InvalidSpec,
     Node,
@@ -175,7 +176,7 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
         name: Annotated[str | None, Field(description="For scale and delete.")] = None,
         namespace: Namespace = "default",
         replicas: Annotated[
-            int | None, Field(ge=0, le=10_000, description="For scale: the new count.")
+            int | None, Field(ge=0, le=MAX_REPLICAS, description="For scale: the new count.")
         ] = None,
     ) -> ChangePlan:
         """Plan a change without making it.
@@ -238,7 +239,9 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
     @server.tool(annotations=_DESTRUCTIVE)
     async def scale_workload(
         name: WorkloadName,
-        replicas: Annotated[int, Field(ge=0, le=10_000, description="The new replica count.")],
+        replicas: Annotated[
+            int, Field(ge=0, le=MAX_REPLICAS, description="The new replica count.")
+        ],
         ctx: Context,
         confirmation: Annotated[ElicitationResult[Any], Resolve(confirm_scale)],
         namespace: Namespace = "default",
