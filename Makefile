@@ -33,8 +33,8 @@ image: bootstrap
 
 proto: bootstrap
 	$(UV) run python -m grpc_tools.protoc -Ipackages/cluster/proto \
-		--python_out=packages/cluster/src/shoal/cluster/_pb \
-		--pyi_out=packages/cluster/src/shoal/cluster/_pb packages/cluster/proto/shoal_node.proto
+		--python_out=packages/cluster/src/shoal/cluster/grpc/_pb \
+		--pyi_out=packages/cluster/src/shoal/cluster/grpc/_pb packages/cluster/proto/shoal_node.proto
 
 format: bootstrap
 	$(UV) run ruff format .

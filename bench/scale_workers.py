@@ -31,7 +31,7 @@ script counts, until nothing has moved for half a second:
   ``/instances/``, each wrapped in a counting view; the aim, and the floor,
   is 0 in both modes, since the server filters either way;
 * the instance records the server decodes: ``Assignments.decoded`` plus the
-  calls of ``shoal.cluster._worker_scope._assigned_to`` with a value (the
+  calls of ``shoal.cluster.grpc._worker_scope._assigned_to`` with a value (the
   gateway's per-worker filter and its checks of the first worker's status
   reports; patched with a counter here, in the bench only). The floor is 1
   per change for ``assignments`` plus the few checks of the first worker's
@@ -84,7 +84,7 @@ if str(ROOT) not in sys.path:  # run as a script, only bench/ is on the path
 
 from bench.common import bounded  # noqa: E402
 
-import shoal.cluster._worker_scope as worker_scope  # noqa: E402
+import shoal.cluster.grpc._worker_scope as worker_scope  # noqa: E402
 from shoal.cluster import (  # noqa: E402
     Assignments,
     CallVerifier,

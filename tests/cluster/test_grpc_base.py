@@ -11,7 +11,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from shoal.cluster import NodeChannel, NodeIdentity, serve_grpc
-from shoal.cluster._pb import shoal_node_pb2 as pb
+from shoal.cluster.grpc._pb import shoal_node_pb2 as pb
 from shoal.interfaces import Unavailable
 
 pytestmark = pytest.mark.anyio

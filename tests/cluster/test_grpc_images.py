@@ -21,8 +21,8 @@ import pytest
 from nacl.signing import SigningKey
 
 from shoal.cluster import ImageGateway, RemoteImages
-from shoal.cluster._grpc_base import NodeChannel, serve_grpc
-from shoal.cluster._nodeauth import Caller, CallVerifier, NodeIdentity
+from shoal.cluster.grpc._grpc_base import NodeChannel, serve_grpc
+from shoal.cluster.grpc._nodeauth import Caller, CallVerifier, NodeIdentity
 from shoal.interfaces import (
     Forbidden,
     ImageError,

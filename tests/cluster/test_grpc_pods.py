@@ -17,10 +17,10 @@ import anyio
 import pytest
 from nacl.signing import SigningKey
 
-import shoal.cluster._grpc_pods as grpc_pods
+import shoal.cluster.grpc._grpc_pods as grpc_pods
 from shoal.cluster import PodGateway, RemotePods
-from shoal.cluster._grpc_base import NodeChannel, serve_grpc
-from shoal.cluster._nodeauth import Caller, CallVerifier, NodeIdentity
+from shoal.cluster.grpc._grpc_base import NodeChannel, serve_grpc
+from shoal.cluster.grpc._nodeauth import Caller, CallVerifier, NodeIdentity
 from shoal.interfaces import (
     Conflict,
     Container,

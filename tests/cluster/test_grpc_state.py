@@ -29,7 +29,7 @@ from shoal.cluster import (
     StateGateway,
     serve_grpc,
 )
-from shoal.cluster._worker_scope import WorkerScope, Write
+from shoal.cluster.grpc._worker_scope import WorkerScope, Write
 from shoal.core import (
     ControlLoop,
     DefaultScheduler,

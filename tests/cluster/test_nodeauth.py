@@ -9,7 +9,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from shoal.cluster import CallVerifier, NodeIdentity, fingerprint
-from shoal.cluster._nodeauth import sign_call
+from shoal.cluster.grpc._nodeauth import sign_call
 from shoal.interfaces import InvalidInput, Unauthenticated
 
 TOKEN = "the-join-token"

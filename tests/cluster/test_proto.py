@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PROTO_DIR = Path("packages/cluster/proto")
 PROTO = PROTO_DIR / "shoal_node.proto"
-GENERATED = ROOT / "packages/cluster/src/shoal/cluster/_pb"
+GENERATED = ROOT / "packages/cluster/src/shoal/cluster/grpc/_pb"
 
 
 @pytest.fixture(scope="module")

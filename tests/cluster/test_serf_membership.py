@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from shoal.cluster import MemberEventRecord, SerfCluster, SerfMember
-from shoal.cluster._serf_membership import event_kind, membership_changes, to_member
+from shoal.cluster.serf._serf_membership import event_kind, membership_changes, to_member
 from shoal.interfaces import GossipState, Member, MemberEventKind
 
 ALIVE, FAILED, LEFT = GossipState.ALIVE, GossipState.FAILED, GossipState.LEFT

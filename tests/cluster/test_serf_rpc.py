@@ -13,7 +13,7 @@ import pytest
 from anyio.abc import SocketAttribute, SocketStream
 
 from shoal.cluster import QueryEventRecord, QueryRecord, SerfRpcClient, UserEventRecord
-from shoal.cluster._serf_wire import tidy_error
+from shoal.cluster.serf._serf_wire import tidy_error
 from shoal.interfaces import Forbidden, Unavailable
 from tests.cluster.serf_support import WAIT, SerfNodes
 from tests.ports import free_tcp_udp_port

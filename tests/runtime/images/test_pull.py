@@ -11,7 +11,7 @@ from scripts.build_busybox_image import ADDED_IN_OPAQUE, HIDDEN_BY_OPAQUE, WHITE
 
 from shoal.interfaces import ImageError
 from shoal.runtime import ImageStore, PullProgress
-from shoal.runtime._manifest import digest_of, host_platform
+from shoal.runtime.images._manifest import digest_of, host_platform
 from tests.runtime.images.fake_registry import FakeRegistry, junk_server
 from tests.runtime.images.support import merged_view
 

@@ -6,8 +6,8 @@ import pytest
 
 from shoal.interfaces import ImageError, InvalidInput
 from shoal.runtime import ImageReference, parse_reference
-from shoal.runtime._manifest import Index, Platform, host_platform, select_platform
-from shoal.runtime._registry_auth import parse_challenge
+from shoal.runtime.images._manifest import Index, Platform, host_platform, select_platform
+from shoal.runtime.images._registry_auth import parse_challenge
 
 DIGEST = "sha256:" + "ab" * 32
 

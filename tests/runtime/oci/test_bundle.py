@@ -8,7 +8,7 @@ import pytest
 
 from shoal.interfaces import Container, Resources, RuntimeFailure
 from shoal.runtime import ImageConfig
-from shoal.runtime._bundle import (
+from shoal.runtime.oci._bundle import (
     DEFAULT_CAPABILITIES,
     BundleOptions,
     build_config,

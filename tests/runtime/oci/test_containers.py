@@ -21,7 +21,7 @@ from shoal.interfaces import (
     Unavailable,
 )
 from shoal.runtime import OciCliRuntime
-from shoal.runtime._records import SystemClock
+from shoal.runtime.mock._records import SystemClock
 from tests.runtime.oci.harness import ENTRY_IMAGE, IMAGE, SLEEPER, RuntimeFactory, new_pod
 from tests.runtime.oci.support import (
     WAIT,

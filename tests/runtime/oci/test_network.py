@@ -19,7 +19,7 @@ import pytest
 
 from shoal.interfaces import Container, Port
 from shoal.runtime import DEFAULT_PLUGIN_DIRS, HostNetworking, HostNetworks, pod_networking
-from shoal.runtime._ocinet import NetworkHook
+from shoal.runtime.oci._ocinet import NetworkHook
 from tests.ports import free_port
 from tests.runtime.oci.harness import IMAGE, RuntimeFactory, new_pod
 from tests.runtime.oci.support import WAIT

@@ -9,7 +9,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from shoal.runtime._rootfs import RootfsStrategy, mounts_under, prepare_rootfs, remove_tree
+from shoal.runtime.oci._rootfs import RootfsStrategy, mounts_under, prepare_rootfs, remove_tree
 from tests.runtime.oci.harness import RuntimeFactory, new_pod
 from tests.runtime.oci.support import missing_requirement
 

@@ -22,27 +22,8 @@ the StateStore of a node that keeps none. Nodes that keep images serve
 through :class:`RemoteImages`.
 """
 
-from ._assignments import Assignments
 from ._fanout import MemberEvents
-from ._grpc_base import NodeChannel, check_listenable, serve_grpc
-from ._grpc_images import ImageGateway, RemoteImages
-from ._grpc_pods import PodGateway, RemotePods
-from ._grpc_remote_store import RemoteStore, check_accepted
-from ._grpc_state import StateGateway
-from ._nodeauth import Caller, CallVerifier, NodeIdentity, fingerprint
 from ._secrets import check_gossip_key, new_gossip_key, new_join_token
-from ._serf import SerfCluster
-from ._serf_records import (
-    MemberEventRecord,
-    QueryEventRecord,
-    QueryRecord,
-    SerfEventRecord,
-    SerfMember,
-    SerfProtocolError,
-    UserEventRecord,
-)
-from ._serf_rpc import SerfRpcClient
-from ._serf_subscription import SerfSubscription
 from ._static import StaticCluster
 from ._tags import (
     CLUSTER_ID_TAG,
@@ -52,6 +33,25 @@ from ._tags import (
     node_from_member,
     node_tags,
 )
+from .grpc._assignments import Assignments
+from .grpc._grpc_base import NodeChannel, check_listenable, serve_grpc
+from .grpc._grpc_images import ImageGateway, RemoteImages
+from .grpc._grpc_pods import PodGateway, RemotePods
+from .grpc._grpc_remote_store import RemoteStore, check_accepted
+from .grpc._grpc_state import StateGateway
+from .grpc._nodeauth import Caller, CallVerifier, NodeIdentity, fingerprint
+from .serf._serf import SerfCluster
+from .serf._serf_records import (
+    MemberEventRecord,
+    QueryEventRecord,
+    QueryRecord,
+    SerfEventRecord,
+    SerfMember,
+    SerfProtocolError,
+    UserEventRecord,
+)
+from .serf._serf_rpc import SerfRpcClient
+from .serf._serf_subscription import SerfSubscription
 
 __all__ = [
     "CLUSTER_ID_TAG",

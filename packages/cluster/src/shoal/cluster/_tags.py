@@ -48,7 +48,7 @@ CLUSTER_ID_TAG = Tag.CLUSTER_ID
 """A server's cluster id: see :mod:`shoal.agent._admission`."""
 
 LEAVING_TAG = Tag.LEAVING
-"""Set (to ``1``) by a node just before it leaves: see :mod:`shoal.cluster._serf_membership`."""
+"""Set (to ``1``) by a node just before it leaves (:mod:`shoal.cluster.serf._serf_membership`)."""
 
 _LATER_TAGS = {CLUSTER_ID_TAG: "0" * 16, LEAVING_TAG: "1"}
 """Tags published after start, at their largest: :func:`check_tags` keeps room for them."""

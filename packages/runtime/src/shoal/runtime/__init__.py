@@ -16,16 +16,18 @@ data dir's bridge and subnet are its own, claimed in the host's registry
 (:class:`HostNetworks`), so two nodes on one host never collide.
 """
 
-from ._cni import DEFAULT_PLUGIN_DIRS, CniNetwork
-from ._cni_cache import PodNetwork
-from ._faults import Fault, FaultKind, Faults
-from ._hostnet import HOST_NETWORKS_DIR, HostNetworks, NetworkClaim
-from ._image_api import ImageConfig, ImageSource, PreparedImage
-from ._images import LOOPBACK_REGISTRIES, ImageStore
-from ._mock import MockRuntime
-from ._netns import create_netns, delete_netns, netns_exists, netns_name, netns_path
-from ._oci import NetworkHook, OciCliRuntime
-from ._podnet import (
+from .images._image_api import ImageConfig, ImageSource, PreparedImage
+from .images._images import LOOPBACK_REGISTRIES, ImageStore
+from .images._pull import ProgressCallback, PullProgress
+from .images._reference import ImageReference, parse_reference
+from .images._registry import check_registry_host, registry_tls
+from .mock._faults import Fault, FaultKind, Faults
+from .mock._mock import MockRuntime
+from .net._cni import DEFAULT_PLUGIN_DIRS, CniNetwork
+from .net._cni_cache import PodNetwork
+from .net._hostnet import HOST_NETWORKS_DIR, HostNetworks, NetworkClaim
+from .net._netns import create_netns, delete_netns, netns_exists, netns_name, netns_path
+from .net._podnet import (
     BridgeNetworking,
     HostNetworking,
     NetworkMode,
@@ -34,9 +36,7 @@ from ._podnet import (
     pod_networking,
     pod_ports,
 )
-from ._pull import ProgressCallback, PullProgress
-from ._reference import ImageReference, parse_reference
-from ._registry import check_registry_host, registry_tls
+from .oci._oci import NetworkHook, OciCliRuntime
 
 __all__ = [
     "DEFAULT_PLUGIN_DIRS",

@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from shoal.interfaces import Container, Resources, RuntimeFailure
+from shoal.runtime.images._image_api import ImageConfig
 
-from ._image_api import ImageConfig
 from ._volumes import volume_mounts
 
 __all__ = [

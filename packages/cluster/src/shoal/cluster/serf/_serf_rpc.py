@@ -4,7 +4,7 @@ Hand-written on purpose: the Serf clients on PyPI are dead (``serf-python``
 is Python 2 only, ``aioserf`` is built on anyio 1), so Shoal speaks the
 protocol itself. It follows Serf's protocol document (``docs/agent/rpc``) and
 its Go reference client (``client/rpc_client.go``); no code is taken from
-either. :mod:`shoal.cluster._serf_wire` holds the framing and dispatch;
+either. :mod:`shoal.cluster.serf._serf_wire` holds the framing and dispatch;
 :class:`SerfRpcClient` adds one method per command: ``members``,
 ``members-filtered``, ``join``, ``leave``, ``force-leave``, ``tags``,
 ``event``, ``respond``, ``stats``, and the subscriptions ``stream``,

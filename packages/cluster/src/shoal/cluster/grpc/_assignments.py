@@ -2,7 +2,7 @@
 
 A worker's node loop lists and watches ``/instances/`` through the State
 service, and sees only the instances placed on it
-(:class:`~shoal.cluster._worker_scope.WorkerScope`). Filtering the store's
+(:class:`~shoal.cluster.grpc._worker_scope.WorkerScope`). Filtering the store's
 own watch per worker would make the server decode every instance change
 once per connected worker. :class:`Assignments` follows the store once,
 decodes each change once, and hands it only to the streams of the nodes it

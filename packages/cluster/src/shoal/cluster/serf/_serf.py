@@ -1,8 +1,8 @@
 """SerfCluster: gossip membership and failure detection from a supervised Serf agent.
 
 Each node runs one ``serf agent`` subprocess (configured by
-:class:`~shoal.cluster._serf_agent.AgentConfig`, kept running by
-:class:`~shoal.cluster._serf_supervisor.AgentSupervisor`) and talks to it over
+:class:`~shoal.cluster.serf._serf_agent.AgentConfig`, kept running by
+:class:`~shoal.cluster.serf._serf_supervisor.AgentSupervisor`) and talks to it over
 Serf's RPC protocol (:class:`~shoal.cluster.SerfRpcClient`).
 
 Every member event the agent streams becomes a
@@ -16,7 +16,7 @@ re-joined the gossip (through the snapshot file, or the addresses of earlier
 successful joins if the snapshot found nobody).
 
 How Serf's statuses and events map onto Shoal's is in
-:mod:`shoal.cluster._serf_membership`.
+:mod:`shoal.cluster.serf._serf_membership`.
 
 :meth:`SerfCluster.leave` is graceful: the agent tells the cluster, which
 sees this node as left (not failed), and exits; the supervisor does not
@@ -38,6 +38,9 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import TaskGroup
 
+from shoal.cluster._fanout import EventFanout, MemberEvents
+from shoal.cluster._secrets import check_gossip_key
+from shoal.cluster._tags import LEAVING_TAG, check_tags
 from shoal.interfaces import (
     Clock,
     GossipState,
@@ -49,15 +52,12 @@ from shoal.interfaces import (
     Unavailable,
 )
 
-from ._fanout import EventFanout, MemberEvents
-from ._secrets import check_gossip_key
 from ._serf_agent import AgentConfig, find_serf_binary, timing_profile
 from ._serf_membership import MEMBER_EVENTS, event_kind, membership_changes, to_member
 from ._serf_records import MemberEventRecord, SerfEventRecord
 from ._serf_rpc import SerfRpcClient
 from ._serf_supervisor import AgentSupervisor, SystemClock
 from ._serf_wire import split_host_port
-from ._tags import LEAVING_TAG, check_tags
 
 __all__ = ["SerfCluster"]
 

@@ -7,7 +7,7 @@ It does two things, both over ``httpx``:
   bytes against the digest asked for and the ``Docker-Content-Digest`` the
   registry claims;
 * :meth:`RegistryClient.fetch_blob` streams a blob into a
-  :class:`~shoal.runtime._blobs.PartialBlob`. If the connection breaks, it
+  :class:`~shoal.runtime.images._blobs.PartialBlob`. If the connection breaks, it
   asks again with ``Range: bytes=<what it has>-`` (a registry that answers
   ``200`` instead of ``206`` gets the download restarted); after a few
   failures it gives up but keeps the partial file, so the next pull resumes.

@@ -1,6 +1,6 @@
 """What the Serf RPC reader hands replies to: one-shot replies and subscriptions.
 
-The reader task of :class:`~shoal.cluster._serf_wire.SerfConnection` owns the
+The reader task of :class:`~shoal.cluster.serf._serf_wire.SerfConnection` owns the
 socket; callers never read it. A plain command waits on a :class:`Reply`. A
 subscription (``stream``, ``monitor``, ``query``) registers a :class:`Feed`,
 whose first reply header acknowledges it and whose later records go into an

@@ -3,7 +3,7 @@
 A worker keeps no store of its own; its node loop gets a :class:`RemoteStore`
 instead, which turns each StateStore call into a signed call of
 ``shoal.cluster.v1.State`` on one server. The server answers within the
-worker's scope (see :mod:`shoal.cluster._grpc_state`).
+worker's scope (see :mod:`shoal.cluster.grpc._grpc_state`).
 
 Server choice: the store keeps using one server while it answers. When a
 call fails with :class:`~shoal.interfaces.Unavailable` it drops that server's

@@ -3,7 +3,7 @@
 Workers keep no store. Their node loop runs against a
 :class:`~shoal.cluster.RemoteStore` that calls this service on a server, and
 :class:`StateGateway` answers from the server's own store, within the
-caller's scope only: :class:`~shoal.cluster._worker_scope.WorkerScope` decides
+caller's scope only: :class:`~shoal.cluster.grpc._worker_scope.WorkerScope` decides
 per call (its module has the table of what a worker may do). The gateway adds
 what needs state across calls: reading the caller's node record, the event
 rate cap per node, and the filtered Watch stream.
@@ -62,7 +62,7 @@ class StateGateway:
     """Serves ``shoal.cluster.v1.State`` from ``store`` to the nodes ``verifier`` admits.
 
     Every call is authenticated, then checked by a
-    :class:`~shoal.cluster._worker_scope.WorkerScope`; store
+    :class:`~shoal.cluster.grpc._worker_scope.WorkerScope`; store
     errors (RevisionConflict, Unavailable, Compacted, ...) reach the caller as
     the same ShoalError class.
 

@@ -57,14 +57,14 @@ from shoal.interfaces import (
     RuntimeFailure,
     Unavailable,
 )
+from shoal.runtime.images._image_api import ImageSource, PreparedImage
+from shoal.runtime.mock._records import SystemClock
 
-from ._image_api import ImageSource, PreparedImage
 from ._ociexec import measure_stats, run_exec
 from ._ocifiles import PodFiles, PodRecord, StartRecord, write_json
 from ._ocilogs import read_log
 from ._ocinet import NetworkHook, pod_ports
 from ._ocipod import ContainerOps, NodeSettings
-from ._records import SystemClock
 from ._rootfs import RootfsStrategy, remove_tree
 from ._runc import RuncCli
 from ._volumes import check_host_paths, prepare_volumes

@@ -35,10 +35,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from shoal.cluster._tags import LEAVING_TAG
 from shoal.interfaces import GossipState, Member, MemberEventKind
 
 from ._serf_records import SerfMember
-from ._tags import LEAVING_TAG
 
 __all__ = ["MEMBER_EVENTS", "event_kind", "membership_changes", "to_member"]
 

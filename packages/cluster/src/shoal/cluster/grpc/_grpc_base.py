@@ -1,7 +1,7 @@
 """The plumbing both gRPC services share: a signed client channel and the server.
 
 :class:`NodeChannel` is one node's connection to another: every call is
-signed (:func:`~shoal.cluster._nodeauth.sign_call`) and every failure comes
+signed (:func:`~shoal.cluster.grpc._nodeauth.sign_call`) and every failure comes
 back as a :class:`~shoal.interfaces.ShoalError`. :func:`authenticate` is the
 server side of the same check, and :func:`serve_grpc` runs a ``grpc.aio``
 server for the services a node offers until cancelled.
@@ -24,11 +24,11 @@ import grpc.aio
 from anyio.abc import TaskStatus
 from google.protobuf.message import Message
 
+from shoal.cluster.serf._serf_wire import split_host_port
 from shoal.interfaces import ShoalError, Unavailable
 
 from ._grpc_errors import abort_with, error_from_rpc
 from ._nodeauth import Caller, CallVerifier, NodeIdentity, sign_call
-from ._serf_wire import split_host_port
 
 __all__ = ["AdmittingService", "NodeChannel", "authenticate", "check_listenable", "serve_grpc"]
 

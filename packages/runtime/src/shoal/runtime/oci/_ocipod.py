@@ -33,10 +33,10 @@ from pathlib import Path
 import anyio
 
 from shoal.interfaces import Clock, ContainerState, ContainerStatus, PodStatus, RuntimeFailure
+from shoal.runtime.images._image_api import PreparedImage
 
 from ._bundle import BundleOptions, build_config
 from ._cgroups import detect_cgroups
-from ._image_api import PreparedImage
 from ._ocifiles import (
     ContainerFiles,
     ExitRecord,

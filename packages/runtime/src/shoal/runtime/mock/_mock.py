@@ -82,11 +82,11 @@ from shoal.interfaces import (
     PodStatus,
     RuntimeFailure,
 )
+from shoal.runtime.oci._volumes import check_host_paths
 
 from ._faults import Fault, FaultKind, Faults
 from ._logs import read_logs
 from ._records import SIGKILL_EXIT, SIGTERM_EXIT, ContainerRecord, PodRecord, SystemClock
-from ._volumes import check_host_paths
 
 __all__ = ["MockRuntime"]
 

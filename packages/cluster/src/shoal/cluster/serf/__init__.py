@@ -1,0 +1,1 @@
+"""SerfCluster: gossip membership and failure detection through a supervised ``serf agent``."""

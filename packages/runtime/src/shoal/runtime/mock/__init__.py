@@ -1,0 +1,1 @@
+"""MockRuntime: the in-memory runtime for tests and benchmarks, with fault injection."""

@@ -1,0 +1,1 @@
+"""Pod networking: CNI bridge networks owned host-wide, network namespaces, host networking."""

@@ -1,0 +1,1 @@
+"""OciCliRuntime: real containers through runc (or crun, youki), one shim per container."""
