@@ -201,7 +201,7 @@ async def test_bad_arguments_say_what_to_change_and_change_nothing(live: Live) -
         assert "pass exactly one of workload" in both
         assert "pass exactly one" in await refused(client, "plan_workload")
         bad_yaml = await refused(client, "apply_workload", manifest="name: [unclosed")
-        assert "invalid_spec: manifest is not valid YAML" in bad_yaml
+        assert "invalid_spec: manifest: line 1, column 16: invalid YAML" in bad_yaml
         second_bad = EXAMPLE.read_text() + "\n---\nname: second\nreplicas: -3\n"
         half = await refused(client, "apply_workload", manifest=second_bad)
         assert "manifest: document 2 (workload 'second'): field replicas" in half

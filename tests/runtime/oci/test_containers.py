@@ -18,10 +18,10 @@ from shoal.interfaces import (
     PodStatus,
     Resources,
     RuntimeFailure,
+    SystemClock,
     Unavailable,
 )
 from shoal.runtime import OciCliRuntime
-from shoal.runtime.mock._records import SystemClock
 from tests.runtime.oci.harness import ENTRY_IMAGE, IMAGE, SLEEPER, RuntimeFactory, new_pod
 from tests.runtime.oci.support import (
     WAIT,

@@ -7,9 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from shoal.interfaces import InvalidSpec
+from shoal.interfaces import InvalidSpec, load_yaml_documents
 
 __all__ = ["load_documents"]
 
@@ -41,16 +39,7 @@ def load_documents(path: str) -> tuple[list[Any], str]:
             ) from None
         documents = loaded if isinstance(loaded, list) else [loaded]
     else:
-        try:
-            documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark
-            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-            raise InvalidSpec(
-                f"{source}: {where}invalid YAML: {exc.problem or exc}; nothing was applied"
-            ) from None
-        except yaml.YAMLError as exc:
-            raise InvalidSpec(f"{source}: invalid YAML: {exc}; nothing was applied") from None
+        documents = load_yaml_documents(text, source)
     if not documents:
         raise InvalidSpec(f"{source}: no documents found: write at least one workload")
     return documents, source

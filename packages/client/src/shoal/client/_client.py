@@ -11,8 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 from pydantic import TypeAdapter, ValidationError
@@ -20,6 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 from shoal import interfaces
 from shoal.interfaces import (
     VIA_HEADER,
+    AsyncClosing,
     ErrorBody,
     EventType,
     InternalError,
@@ -71,7 +71,7 @@ def _raise_for(response: httpx.Response) -> None:
     raise error_from_body(body)
 
 
-class ShoalClient:
+class ShoalClient(AsyncClosing):
     """A remote :class:`~shoal.interfaces.Service` reached over the signed REST API."""
 
     def __init__(
@@ -96,17 +96,6 @@ class ShoalClient:
             # second of every `shoal` command); https verifies as usual.
             verify=not self.server.startswith("http://"),
         )
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the connection pool."""

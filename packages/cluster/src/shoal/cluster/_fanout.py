@@ -14,19 +14,18 @@ cleanly.
 from __future__ import annotations
 
 import math
-from types import TracebackType
 from typing import Self
 
 import anyio
 import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from shoal.interfaces import MemberEvent
+from shoal.interfaces import AsyncClosing, MemberEvent
 
 __all__ = ["EventFanout", "MemberEvents"]
 
 
-class MemberEvents:
+class MemberEvents(AsyncClosing):
     """One subscriber's stream of membership events; an async iterator.
 
     Iteration ends when the cluster manager closes. Close it early with
@@ -50,17 +49,6 @@ class MemberEvents:
         """Unsubscribe: iteration ends and the cluster stops sending to this stream."""
         self._receive.close()
         await anyio.lowlevel.checkpoint()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __del__(self) -> None:
         # An abandoned iterator unsubscribes, like a finalized async generator.

@@ -17,19 +17,24 @@ ends every iterator cleanly.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from types import TracebackType
-from typing import Self
 
 import anyio.lowlevel
 
-from shoal.interfaces import GossipState, Member, MemberEvent, MemberEventKind, Unavailable
+from shoal.interfaces import (
+    AsyncClosing,
+    GossipState,
+    Member,
+    MemberEvent,
+    MemberEventKind,
+    Unavailable,
+)
 
 from ._fanout import EventFanout, MemberEvents
 
 __all__ = ["StaticCluster"]
 
 
-class StaticCluster:
+class StaticCluster(AsyncClosing):
     """A cluster of exactly one node: this one.
 
     Args:
@@ -49,17 +54,6 @@ class StaticCluster:
             name=name, address=address, state=GossipState.ALIVE, tags=dict(tags or {})
         )
         self._fanout = EventFanout()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def local_node(self) -> Member:
         """Return this node, the only member."""

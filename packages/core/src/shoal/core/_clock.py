@@ -1,4 +1,4 @@
-"""Clocks: the system clock, and a manual clock that tests drive.
+"""Clocks: the system clock (the vocabulary's, re-exported), and a manual clock tests drive.
 
 Loops never call ``time`` or ``anyio.sleep`` directly; they take a
 :class:`~shoal.interfaces.Clock`, so a test can move time forward and watch
@@ -9,29 +9,14 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import time
 from datetime import UTC, datetime, timedelta
 
 import anyio
 import anyio.lowlevel
 
+from shoal.interfaces import SystemClock
+
 __all__ = ["ManualClock", "SystemClock"]
-
-
-class SystemClock:
-    """Real time."""
-
-    def now(self) -> datetime:
-        """Return the current UTC time."""
-        return datetime.now(UTC)
-
-    def monotonic(self) -> float:
-        """Return :func:`time.monotonic`."""
-        return time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        """Sleep for real."""
-        await anyio.sleep(seconds)
 
 
 class ManualClock:

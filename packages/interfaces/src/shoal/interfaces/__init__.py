@@ -1,6 +1,7 @@
 """Shoal's shared vocabulary: domain models, the four protocols, the error tree.
 
-Depends on pydantic only. Every other package imports from here; nothing here
+Depends on pydantic only (``SystemClock.sleep`` uses anyio, which every
+async part of Shoal runs on). Every other package imports from here; nothing here
 imports from them.
 
 Every name is imported from its module on first use (PEP 562), so a
@@ -15,10 +16,15 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ._access import Caller, Role
-    from ._clock import Clock
+    from ._clock import Clock, SystemClock
+    from ._closing import AsyncClosing
     from ._cluster import ClusterManager, Member, MemberEvent, MemberEventKind, Tag
     from ._datadir import DATA_DIR_LOCK, NODE_KEY_FILE, DataDirLock, agent_pid
-    from ._documents import describe_validation_error, parse_workload_documents
+    from ._documents import (
+        describe_validation_error,
+        load_yaml_documents,
+        parse_workload_documents,
+    )
     from ._errorbody import ErrorBody
     from ._errors import (
         Compacted,
@@ -147,6 +153,8 @@ _LAZY = {
     "describe_fields": "._fielddocs",
     "fields_described": "._fielddocs",
     "Clock": "._clock",
+    "AsyncClosing": "._closing",
+    "SystemClock": "._clock",
     "ClusterManager": "._cluster",
     "Member": "._cluster",
     "MemberEvent": "._cluster",
@@ -156,6 +164,7 @@ _LAZY = {
     "DataDirLock": "._datadir",
     "agent_pid": "._datadir",
     "describe_validation_error": "._documents",
+    "load_yaml_documents": "._documents",
     "parse_workload_documents": "._documents",
     "Compacted": "._errors",
     "Conflict": "._errors",
@@ -287,6 +296,7 @@ __all__ = [
     "WORKLOADS",
     "Actor",
     "ApplyResult",
+    "AsyncClosing",
     "Caller",
     "Capacity",
     "ChangeAction",
@@ -371,6 +381,7 @@ __all__ = [
     "SharedManifest",
     "ShoalError",
     "StateStore",
+    "SystemClock",
     "Tag",
     "TcpSocketAction",
     "TxnResult",
@@ -395,6 +406,7 @@ __all__ = [
     "format_cpu",
     "format_memory",
     "instance_key",
+    "load_yaml_documents",
     "node_key",
     "parse_cpu",
     "parse_memory",

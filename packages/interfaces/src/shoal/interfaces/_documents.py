@@ -1,4 +1,9 @@
-"""Turn raw documents (parsed YAML or JSON) into validated workload specs, all or nothing."""
+"""Turn YAML text into documents, and raw documents into validated workload specs, all or nothing.
+
+Every front door that takes manifests (the CLI's ``apply -f``, MCP's
+``apply_workload``) reads them here, so they say the same about the same
+mistake.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from pydantic import ValidationError
 from ._errors import InvalidSpec
 from ._workload import WorkloadSpec
 
-__all__ = ["describe_validation_error", "parse_workload_documents"]
+__all__ = ["describe_validation_error", "load_yaml_documents", "parse_workload_documents"]
 
 _FIXES = {
     "extra_forbidden": "remove it (check its spelling against the schema)",
@@ -21,6 +26,28 @@ _FIXES = {
     "too_short": "add at least one entry",
     "value_error": "",
 }
+
+
+def load_yaml_documents(text: str, source: str) -> list[Any]:
+    """Return the documents of YAML ``text`` (empty ones skipped); ``source`` names it in errors.
+
+    Raises:
+        InvalidSpec: the text is not valid YAML; the message names ``source``
+            and, where the parser knows it, the line and column.
+
+    """
+    import yaml  # PyYAML: here, so that the vocabulary's import needs pydantic only
+
+    try:
+        return [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise InvalidSpec(
+            f"{source}: {where}invalid YAML: {exc.problem or exc}; nothing was applied"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise InvalidSpec(f"{source}: invalid YAML: {exc}; nothing was applied") from None
 
 
 def _location(loc: Sequence[int | str]) -> str:

@@ -14,7 +14,6 @@ resolvers that are local to :func:`register_change_tools`.
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
-import yaml
 from mcp.server.mcpserver import Context, Elicit, ElicitationResult, MCPServer, Resolve
 from mcp_types import ToolAnnotations
 from pydantic import Field
@@ -22,7 +21,6 @@ from pydantic import Field
 from shoal.interfaces import (
     MAX_REPLICAS,
     InvalidInput,
-    InvalidSpec,
     Node,
     NotFound,
     ObjectRef,
@@ -30,6 +28,7 @@ from shoal.interfaces import (
     Service,
     ShoalError,
     WorkloadSpec,
+    load_yaml_documents,
     parse_workload_documents,
 )
 
@@ -98,11 +97,7 @@ async def workload_specs(
     if manifest is not None:
         if len(manifest) > _MAX_MANIFEST:
             raise InvalidInput(f"manifest is over {_MAX_MANIFEST} characters: split it")
-        try:
-            documents = [d for d in yaml.safe_load_all(manifest) if d is not None]
-        except yaml.YAMLError as exc:
-            raise InvalidSpec(f"manifest is not valid YAML: {exc}") from None
-        specs = parse_workload_documents(documents, "manifest")
+        specs = parse_workload_documents(load_yaml_documents(manifest, "manifest"), "manifest")
     else:
         assert workload is not None
         specs = [workload]

@@ -11,11 +11,9 @@ then expire lazily only, at the next operation.
 from __future__ import annotations
 
 import logging
-import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
-from datetime import UTC, datetime
 from types import TracebackType
 from typing import Self
 
@@ -32,6 +30,7 @@ from shoal.interfaces import (
     ListResult,
     PutOp,
     ShoalError,
+    SystemClock,
     TxnResult,
     Unavailable,
     WatchEvent,
@@ -41,29 +40,13 @@ from . import _election
 from ._history import Batch, Notifier, Position, Watcher
 from ._leases import LeaseBook, sleep_or_wake
 
-__all__ = ["DEFAULT_HISTORY_SIZE", "StoreBase", "SystemClock"]
+__all__ = ["DEFAULT_HISTORY_SIZE", "StoreBase"]
 
 DEFAULT_HISTORY_SIZE = 100_000
 """How many revisions of history a store keeps for watchers by default."""
 
 _SWEEP_RETRY_SECONDS = 1.0
 _log = logging.getLogger("shoal.state")
-
-
-class SystemClock:
-    """Real time: the default clock of every store."""
-
-    def now(self) -> datetime:
-        """Return the current UTC time."""
-        return datetime.now(UTC)
-
-    def monotonic(self) -> float:
-        """Return :func:`time.monotonic`."""
-        return time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        """Sleep for real."""
-        await anyio.sleep(seconds)
 
 
 class StoreBase(ABC):

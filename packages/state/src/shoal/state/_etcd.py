@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Sequence
-from types import TracebackType
 from typing import Any, Self
 
 from aetcd import rpc
 
 from shoal.interfaces import (
+    AsyncClosing,
     Compacted,
     Compare,
     DeleteOp,
@@ -63,7 +63,7 @@ _LIST_PAGE = 1000
 """Keys per range request when listing; pages are read at one revision."""
 
 
-class EtcdStore:
+class EtcdStore(AsyncClosing):
     """A StateStore kept in etcd v3, reached through ``aetcd``.
 
     Use it as ``async with EtcdStore(["10.0.0.1:2379", "10.0.0.2:2379"]) as
@@ -113,14 +113,6 @@ class EtcdStore:
             await self.aclose()
             raise
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the connection: watches end with Unavailable, so do later calls. Idempotent."""

@@ -16,14 +16,13 @@ arrives is the caller's job (it knows the digest it asked for).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from types import TracebackType
-from typing import Any, Self, TypeAlias
+from typing import Any, TypeAlias
 
 import anyio
 import grpc
 import grpc.aio
 
-from shoal.interfaces import ImageInfo, ImageShare, SharedManifest, ShoalError
+from shoal.interfaces import AsyncClosing, ImageInfo, ImageShare, SharedManifest, ShoalError
 
 from ._grpc_base import PACKAGE, AdmittingService, NodeChannel
 from ._grpc_errors import abort_with
@@ -120,7 +119,7 @@ class ImageGateway(AdmittingService):
         )
 
 
-class RemoteImages:
+class RemoteImages(AsyncClosing):
     """The images of another node, through its Images service: an ImageShare over gRPC.
 
     Owns ``channel``. Besides the errors of the remote store, every method
@@ -136,17 +135,6 @@ class RemoteImages:
     def address(self) -> str:
         """The ``host:port`` of the node's gRPC service."""
         return self._channel.address
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def shared_manifest(self, reference: str) -> SharedManifest:
         """Return the node's platform manifest of ``reference`` (not yet verified).

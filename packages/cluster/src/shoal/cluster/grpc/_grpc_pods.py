@@ -21,14 +21,14 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
-from types import TracebackType
-from typing import Any, Self, TypeAlias
+from typing import Any, TypeAlias
 
 import anyio
 import grpc
 import grpc.aio
 
 from shoal.interfaces import (
+    AsyncClosing,
     ContainerStats,
     ExecResult,
     InvalidInput,
@@ -160,7 +160,7 @@ class PodGateway(AdmittingService):
         )
 
 
-class RemotePods:
+class RemotePods(AsyncClosing):
     """The pods of another node, through its Pods service: a PodAccess over gRPC.
 
     Owns ``channel``: :meth:`aclose` (or leaving ``async with``) closes it.
@@ -176,17 +176,6 @@ class RemotePods:
     def address(self) -> str:
         """The ``host:port`` of the node's gRPC service."""
         return self._channel.address
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def logs(
         self,

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from types import TracebackType
-from typing import Self, TypeVar
+from typing import TypeVar
 
 import anyio
 from google.protobuf.message import Message
 
 from shoal.interfaces import (
+    AsyncClosing,
     Compare,
     DeleteOp,
     EventKind,
@@ -52,7 +52,7 @@ __all__ = ["RemoteStore", "check_accepted"]
 Reply = TypeVar("Reply", bound=Message)
 
 
-class RemoteStore:
+class RemoteStore(AsyncClosing):
     """The StateStore of a worker: the scoped state of the cluster, through a server.
 
     Args:
@@ -92,17 +92,6 @@ class RemoteStore:
     def server(self) -> str | None:
         """The address of the server in use, or None between servers."""
         return None if self._channel is None else self._channel.address
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # -- channel ---------------------------------------------------------------
 

@@ -49,6 +49,7 @@ from shoal.interfaces import (
     MemberEvent,
     MemberEventKind,
     ShoalError,
+    SystemClock,
     Unavailable,
 )
 
@@ -56,7 +57,7 @@ from ._serf_agent import AgentConfig, find_serf_binary, timing_profile
 from ._serf_membership import MEMBER_EVENTS, event_kind, membership_changes, to_member
 from ._serf_records import MemberEventRecord, SerfEventRecord
 from ._serf_rpc import SerfRpcClient
-from ._serf_supervisor import AgentSupervisor, SystemClock
+from ._serf_supervisor import AgentSupervisor
 from ._serf_wire import split_host_port
 
 __all__ = ["SerfCluster"]

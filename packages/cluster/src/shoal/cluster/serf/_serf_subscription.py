@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 import anyio
 
-from shoal.interfaces import Unavailable
+from shoal.interfaces import AsyncClosing, Unavailable
 
 if TYPE_CHECKING:
     from ._serf_wire import SerfConnection
@@ -84,7 +83,7 @@ class Feed:
         self.send.close()
 
 
-class SerfSubscription(Generic[R]):
+class SerfSubscription(AsyncClosing, Generic[R]):
     """Records of one ``stream``, ``monitor`` or ``query``; use with ``async with``.
 
     Iteration ends when the subscription is closed or, for a query, when the
@@ -124,14 +123,6 @@ class SerfSubscription(Generic[R]):
         """
         self._seq = await self._client.subscribe(self._command, self._request, self._feed)
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __aiter__(self) -> Self:
         return self

@@ -20,9 +20,7 @@ once the event stream is subscribed, then ``on_record(record)`` per record.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -33,28 +31,12 @@ from ._serf_agent import AgentConfig, AgentProcess
 from ._serf_records import SerfEventRecord
 from ._serf_rpc import SerfRpcClient
 
-__all__ = ["AgentSupervisor", "SystemClock"]
+__all__ = ["AgentSupervisor"]
 
 log = logging.getLogger("shoal.cluster.serf")
 
 _MAX_BACKOFF = 30.0
 _STABLE_RUN = 60.0  # an agent that ran this long resets the restart backoff
-
-
-class SystemClock:
-    """Real time, the supervisor's default clock."""
-
-    def now(self) -> datetime:
-        """Return the current UTC time."""
-        return datetime.now(UTC)
-
-    def monotonic(self) -> float:
-        """Return :func:`time.monotonic`."""
-        return time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        """Sleep for real."""
-        await anyio.sleep(seconds)
 
 
 class AgentSupervisor:

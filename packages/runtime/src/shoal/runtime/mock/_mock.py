@@ -62,13 +62,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
-from types import TracebackType
-from typing import Self
 
 import anyio
 import anyio.lowlevel
 
 from shoal.interfaces import (
+    AsyncClosing,
     Clock,
     Conflict,
     ContainerState,
@@ -81,17 +80,18 @@ from shoal.interfaces import (
     PodSpec,
     PodStatus,
     RuntimeFailure,
+    SystemClock,
 )
 from shoal.runtime.oci._volumes import check_host_paths
 
 from ._faults import Fault, FaultKind, Faults
 from ._logs import read_logs
-from ._records import SIGKILL_EXIT, SIGTERM_EXIT, ContainerRecord, PodRecord, SystemClock
+from ._records import SIGKILL_EXIT, SIGTERM_EXIT, ContainerRecord, PodRecord
 
 __all__ = ["MockRuntime"]
 
 
-class MockRuntime:
+class MockRuntime(AsyncClosing):
     """An in-memory, deterministic ContainerRuntime with fault injection.
 
     Args:
@@ -123,17 +123,6 @@ class MockRuntime:
         self._exec_results: dict[str, ExecResult] = {}
         self._stats: dict[str, ContainerStats] = {}
         self._closed = False
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     @property
     def pulled_images(self) -> frozenset[str]:

@@ -15,8 +15,7 @@ scheduling involved.
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import anyio
 
@@ -33,28 +32,12 @@ from shoal.interfaces import (
 
 from ._faults import Fault
 
-__all__ = ["ContainerRecord", "PodRecord", "SystemClock"]
+__all__ = ["ContainerRecord", "PodRecord"]
 
 SIGTERM_EXIT = 143
 """Exit code of a process that ended on SIGTERM (128 + 15)."""
 SIGKILL_EXIT = 137
 """Exit code of a process that was SIGKILLed (128 + 9)."""
-
-
-class SystemClock:
-    """Real time; the default clock of the mock runtime."""
-
-    def now(self) -> datetime:
-        """Return the current UTC time."""
-        return datetime.now(UTC)
-
-    def monotonic(self) -> float:
-        """Return :func:`time.monotonic`."""
-        return time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        """Sleep for real."""
-        await anyio.sleep(seconds)
 
 
 class ContainerRecord:

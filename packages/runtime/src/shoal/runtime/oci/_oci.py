@@ -37,13 +37,12 @@ import os
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import anyio
 import anyio.lowlevel
 
 from shoal.interfaces import (
+    AsyncClosing,
     Clock,
     Conflict,
     ContainerState,
@@ -55,10 +54,10 @@ from shoal.interfaces import (
     PodSpec,
     PodStatus,
     RuntimeFailure,
+    SystemClock,
     Unavailable,
 )
 from shoal.runtime.images._image_api import ImageSource, PreparedImage
-from shoal.runtime.mock._records import SystemClock
 
 from ._ociexec import measure_stats, run_exec
 from ._ocifiles import PodFiles, PodRecord, StartRecord, write_json
@@ -72,7 +71,7 @@ from ._volumes import check_host_paths, prepare_volumes
 __all__ = ["NetworkHook", "OciCliRuntime"]
 
 
-class OciCliRuntime:
+class OciCliRuntime(AsyncClosing):
     """A ContainerRuntime that runs real containers with an OCI runtime CLI.
 
     Args:
@@ -138,17 +137,6 @@ class OciCliRuntime:
         self._fresh: set[str] = set()
         """Pods this object created and has not touched since: their containers are created."""
         self._closed = False
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def ensure_image(self, image: str) -> ImageInfo:
         """Make ``image`` available through the image source.
