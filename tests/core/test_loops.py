@@ -1,3 +1,4 @@
+import functools
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -6,7 +7,7 @@ import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
 
-from shoal.core import NodeLoop
+from shoal.core import ControlLoop, DefaultScheduler, NodeLoop
 from shoal.core._repo import only_heartbeat
 from shoal.interfaces import (
     Conflict,
@@ -511,3 +512,49 @@ async def test_a_node_loop_never_acts_on_a_cache_older_than_its_own_last_write(
         tg.cancel_scope.cancel()
     (inst,) = await cluster.service.list_instances()
     assert (inst.state, inst.reason, inst.exit_code) == (InstanceState.STOPPED, "Completed", 0)
+
+
+async def test_a_new_leaders_loop_lists_the_whole_world_before_its_first_decision(
+    cluster: Cluster,
+) -> None:
+    """A term's loop starts from a list, not from the last term's cache or a watch alone.
+
+    What changed while no loop ran (a workload applied, a node cordoned) is in
+    the caches before the first batch is reconciled, and that batch acts on it.
+    """
+    await cluster.add_node("n1")
+    await cluster.add_node("n2")
+    await cluster.service.apply([spec("before", replicas=1)])
+    async with anyio.create_task_group() as tg:  # the first term
+        await tg.start(cluster.control.run)
+        await eventually(functools.partial(_placed, cluster, "before"))
+        tg.cancel_scope.cancel()
+
+    # Nobody leads: changes land in the store unseen by any cache.
+    await cluster.service.apply([spec("meanwhile", replicas=2)])
+    await cluster.service.cordon("n1")
+
+    successor = ControlLoop(cluster.store, DefaultScheduler(), cluster.clock)
+    first_views: list[tuple[set[str], bool]] = []
+    reconcile = successor.reconcile
+
+    async def spy(keys: Any) -> set[str]:
+        if not first_views:
+            names = {s.value.name for s in successor.workloads.values()}
+            n1 = successor.nodes.get("/nodes/n1")
+            first_views.append((names, n1 is not None and n1.value.cordoned))
+        return await reconcile(keys)
+
+    successor.reconcile = spy  # type: ignore[method-assign]
+    async with anyio.create_task_group() as tg:
+        await tg.start(successor.run)
+        await eventually(functools.partial(_placed, cluster, "meanwhile", count=2))
+        tg.cancel_scope.cancel()
+    assert first_views == [({"before", "meanwhile"}, True)]
+    placed = [i for i in await cluster.service.list_instances() if i.workload == "meanwhile"]
+    assert {i.node for i in placed} == {"n2"}  # n1 was cordoned while nobody led
+
+
+async def _placed(cluster: Cluster, workload: str, count: int = 1) -> bool:
+    instances = await cluster.service.list_instances()
+    return sum(1 for i in instances if i.workload == workload and i.node) == count
