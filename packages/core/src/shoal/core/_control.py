@@ -63,7 +63,7 @@ from ._backoff import Backoff
 from ._fence import Deposed
 from ._informer import Informer
 from ._placement import InstanceFactory, UsageIndex
-from ._reconcile import Decision, Delete, Note, Write, decide, placement_request, settle
+from ._reconcile import Decision, Delete, Note, Write, decide, placement_requests, settle
 from ._repo import (
     INSTANCES,
     NODES,
@@ -265,7 +265,7 @@ class ControlLoop:
     async def reconcile_once(self) -> float | None:
         """Reconcile every workload once; return 0 if another pass should follow at once."""
         await self._fresh()
-        return 0 if await self.reconcile(self._all_keys()) else None
+        return 0 if await self._reconcile(self._all_keys()) else None
 
     async def _fresh(self) -> None:
         """Make sure the caches are no older than this loop's writes (or list them).
@@ -292,6 +292,10 @@ class ControlLoop:
 
         """
         await self._fresh()
+        return await self._reconcile(keys)
+
+    async def _reconcile(self, keys: Sequence[str]) -> set[str]:
+        """Reconcile ``keys`` against the caches as they are (see :meth:`reconcile`)."""
         self.passes += 1
         self.reconciled += len(keys)
         nodes = {stored.value.name: stored.value for stored in self.nodes.values()}
@@ -316,10 +320,12 @@ class ControlLoop:
             decisions.append((key, decision))
 
         requests = [
-            placement_request(decision.workload.value, pending.name)
+            request
             for _, decision in decisions
-            if decision.workload is not None
-            for pending in decision.pending
+            if decision.workload is not None and decision.pending
+            for request in placement_requests(
+                decision.workload.value, [pending.name for pending in decision.pending]
+            )
         ]
         placements = (
             self.scheduler.place(requests, list(nodes.values()), self.usage)

@@ -62,7 +62,7 @@ __all__ = [
     "Settled",
     "Write",
     "decide",
-    "placement_request",
+    "placement_requests",
     "settle",
 ]
 
@@ -299,19 +299,27 @@ def decide(
     return decision
 
 
-def placement_request(workload: Workload, name: str) -> PlacementRequest:
-    """Return the scheduler's request for instance ``name`` of ``workload``."""
+def placement_requests(workload: Workload, names: Sequence[str]) -> list[PlacementRequest]:
+    """Return the scheduler's requests for instances ``names`` of ``workload``.
+
+    The template's requests and host ports are worked out once for all of them.
+    """
     template = workload.spec.template
     need = template.requests()
-    return PlacementRequest(
-        instance=f"{workload.namespace}/{name}",
-        group=workload.key,
-        cpu=need.cpu,
-        memory=need.memory,
-        host_ports=frozenset(template.host_ports()),
-        constraints=workload.spec.placement.constraints,
-        strategy=workload.spec.placement.strategy,
-    )
+    ports = frozenset(template.host_ports())
+    placement = workload.spec.placement
+    return [
+        PlacementRequest(
+            instance=f"{workload.namespace}/{name}",
+            group=workload.key,
+            cpu=need.cpu,
+            memory=need.memory,
+            host_ports=ports,
+            constraints=placement.constraints,
+            strategy=placement.strategy,
+        )
+        for name in names
+    ]
 
 
 def settle(
