@@ -5,8 +5,9 @@ networking) runs in this process on a temporary data dir with the busybox
 image from ``scripts/build_busybox_image.py`` imported; the clock starts
 before ``ShoalService.apply`` and stops when the store's watch shows the
 instance ``running`` — the control loop placed it, the node loop prepared
-the image, built the bundle and rootfs, and its shim ran ``runc create`` and
-``runc start``.
+the image, built the bundle and rootfs, and its shim ran ``runc run
+--detach`` (``ContainerRuntime.run``: one runc call, not ``create`` then
+``start``).
 
 Its floor: the same container started by hand — an overlay rootfs over the
 same unpacked layers, a ``config.json`` from ``runc spec`` with the same
@@ -119,14 +120,11 @@ def running(name: str) -> Callable[[WatchEvent], bool]:
 PHASES = (
     ("applied", "placed", "control loop: apply → instance placed"),
     ("placed", "image", "node loop: wake-up, pod list, 'starting'"),
-    ("image", "create", "image lookup"),
-    ("create", "shim", "pod directory, rootfs, bundle"),
-    ("shim", "created", "shim: runc create"),
-    ("created", "start", "after the shim's answer"),
-    ("start", "runc start", "start: pod record, status"),
-    ("runc start", "runc started", "runc start"),
-    ("runc started", "started", "start: record, next standby shim"),
-    ("started", "running", "'running' written and seen"),
+    ("image", "run", "image lookup"),
+    ("run", "shim", "pod directory, rootfs, bundle"),
+    ("shim", "shim answered", "shim: runc run --detach"),
+    ("shim answered", "ran", "pod record, next standby shim, status"),
+    ("ran", "running", "'running' written and seen"),
 )
 """Shoal's path as (from mark, to mark, what happens in between)."""
 
@@ -137,10 +135,9 @@ class Marks:
     ``applied``, ``placed`` and ``running`` are taken by the bench (the
     instance's first and its ``running`` change as the store's watch shows
     them); the others by wrappers around the runtime's steps: ``image`` when
-    the node loop asks for the image, ``create`` and ``start`` when it
-    creates and starts the pod, ``shim`` and ``created`` around the shim's
-    ``runc create``, ``runc start`` and ``runc started`` around that
-    command, ``started`` when ``start`` returns.
+    the node loop asks for the image, ``run`` when it runs the pod, ``shim``
+    and ``shim answered`` around the shim's ``runc run --detach``, ``ran``
+    when ``run`` returns.
     """
 
     def __init__(self) -> None:
@@ -166,10 +163,8 @@ class Marks:
     def instrument(self, runtime: OciCliRuntime) -> None:
         """Wrap the runtime's steps on Shoal's path."""
         self.time_calls(runtime, "ensure_image", "image", "image done")
-        self.time_calls(runtime, "create", "create", "create done")
-        self.time_calls(runtime.ops.launcher, "launch", "shim", "created")
-        self.time_calls(runtime, "start", "start", "started")
-        self.time_calls(runtime.runc, "start", "runc start", "runc started")
+        self.time_calls(runtime, "run", "run", "ran")
+        self.time_calls(runtime.ops.launcher, "launch", "shim", "shim answered")
 
     def phases(self) -> dict[str, float]:
         """Return the seconds of each phase of :data:`PHASES` this round."""

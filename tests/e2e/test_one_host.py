@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -197,18 +198,35 @@ def test_sigterm_finishes_a_deletion_in_flight_and_names_what_keeps_running(
     assert '"status": "running"' in state.stdout, state
 
 
-def standby_shims(parent: int | None = None) -> set[int]:
-    """Return the pids of the standby shims on the host (those ``parent`` started, if given)."""
+def _pipes_of(pid: int) -> set[str]:
+    """Return the pipes (``pipe:[inode]``) among the open files of process ``pid``."""
+    pipes = set()
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("pipe:"):
+                    pipes.add(target)
+    return pipes
+
+
+def standby_shims(agent: int | None = None) -> set[int]:
+    """Return the pids of the standby shims on the host (those of ``agent``, if given).
+
+    A standby shim has detached (its parent is init), so it is ``agent``'s when
+    the pipe it reads its container from is one the agent holds.
+    """
+    held = None if agent is None else _pipes_of(agent)
     found = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
+            stdin = os.readlink(entry / "fd" / "0")
+        except OSError:
             continue
-        if b"--standby" in cmdline and parent in (None, ppid):
+        if b"--standby" in cmdline and (held is None or stdin in held):
             found.add(int(entry.name))
     return found
 

@@ -161,6 +161,26 @@ async def test_pod_lifecycle(harness: Harness) -> None:
         await runtime.inspect(spec.uid)
 
 
+async def test_run_creates_and_starts_a_pod_in_one_call(harness: Harness) -> None:
+    """``run`` is ``create`` then ``start``: every container running, stoppable, restartable."""
+    runtime = harness.runtime
+    spec = pod_spec(harness, "app", "sidecar")
+    ran = await runtime.run(spec)
+    assert ran.uid == spec.uid
+    assert [c.name for c in ran.containers] == ["app", "sidecar"]
+    assert ran.running
+    assert all(c.started_at is not None and c.id for c in ran.containers)
+    inspected = await runtime.inspect(spec.uid)
+    assert inspected.running
+    assert [c.id for c in inspected.containers] == [c.id for c in ran.containers]
+    stopped = await runtime.stop(spec.uid, GRACE)
+    assert all(c.exit_code in (143, 137) for c in stopped.containers)
+    assert (await runtime.start(spec.uid)).running  # an exited pod of run starts again
+    with pytest.raises(Conflict):
+        await runtime.run(spec)
+    await runtime.remove(spec.uid)
+
+
 async def test_create_with_an_existing_uid_raises_conflict(harness: Harness) -> None:
     spec = pod_spec(harness)
     await harness.runtime.create(spec)

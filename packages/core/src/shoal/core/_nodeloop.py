@@ -371,7 +371,7 @@ class NodeLoop:
         try:
             for container in inst.template.containers:
                 await self.runtime.ensure_image(container.image)
-            await self.runtime.create(
+            status = await self.runtime.run(
                 PodSpec(
                     uid=inst.uid,
                     name=inst.name,
@@ -381,7 +381,6 @@ class NodeLoop:
                     volumes=list(inst.template.volumes),
                 )
             )
-            status = await self.runtime.start(inst.uid)
         except ShoalError as exc:
             await self.runtime.remove(inst.uid)
             reason = "ImagePullFailed" if isinstance(exc, ImageError) else "StartFailed"

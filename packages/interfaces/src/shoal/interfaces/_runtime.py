@@ -312,6 +312,21 @@ class ContainerRuntime(PodAccess, Protocol):
         """
         ...
 
+    async def run(self, pod: PodSpec) -> PodStatus:
+        """Create the pod's containers and start them: :meth:`create` then :meth:`start`.
+
+        What the node loop calls for a new instance. A runtime may do it in
+        fewer steps (``runc run`` instead of ``runc create`` then ``runc
+        start``); the outcome is the same.
+
+        Raises:
+            Conflict: a pod with this uid exists already.
+            RuntimeFailure: a container could not be created or started; the
+                pod may be left behind created, for :meth:`remove`.
+
+        """
+        ...
+
     async def stop(self, uid: str, grace: float) -> PodStatus:
         """Stop the pod: SIGTERM, then SIGKILL after ``grace`` seconds.
 

@@ -197,6 +197,11 @@ class MockRuntime(AsyncClosing):
         pod.settle(self.clock.monotonic())
         return pod.status()
 
+    async def run(self, pod: PodSpec) -> PodStatus:
+        """Create the pod's containers, then start them (faults apply to each step)."""
+        await self.create(pod)
+        return await self.start(pod.uid)
+
     async def stop(self, uid: str, grace: float) -> PodStatus:
         """Stop every container: exit 143 now, or 137 after ``grace`` if it ignores SIGTERM.
 

@@ -124,24 +124,32 @@ class ContainerOps:
         write_json(files.config, build_config(spec, image.config, rootfs, options))
         return files
 
-    async def create(self, record: PodRecord, name: str, image: PreparedImage) -> None:
+    async def create(
+        self, record: PodRecord, name: str, image: PreparedImage, *, start: bool = False
+    ) -> None:
         """Build the container's bundle and have its shim ``runc create`` it.
+
+        With ``start``, the shim runs ``runc run --detach`` instead: the
+        container is created and started in one runc call.
 
         Raises:
             RuntimeFailure: the bundle could not be made or runc refused it.
 
         """
         files = await anyio.to_thread.run_sync(self._bundle, record, name, image)
-        await self.spawn_shim(record.spec.uid, name, files)
+        await self.spawn_shim(record.spec.uid, name, files, start=start)
 
-    async def spawn_shim(self, uid: str, name: str, files: ContainerFiles) -> None:
-        """Start the container's shim and wait for ``runc create`` to finish.
+    async def spawn_shim(
+        self, uid: str, name: str, files: ContainerFiles, *, start: bool = False
+    ) -> None:
+        """Start the container's shim and wait for ``runc create`` (``run`` with ``start``).
 
         Raises:
             RuntimeFailure: the shim or runc failed; the message is runc's.
 
         """
         settings = {
+            "start": start,
             "runtime": self.runc.path,
             "state_root": str(self.runc.state_root),
             "id": PodFiles.container_id(uid, name),

@@ -37,7 +37,10 @@ detached process of its own, like containerd's shim:
    a reader that sees it also sees every log line.
 
 The agent starts the container later with ``runc start``; the shim does not
-care who does. If the shim itself is killed, the container keeps running but
+care who does. When the agent asks for it (``"start": true`` in the shim's
+config), the shim runs ``runc run --detach`` instead of ``runc create``: the
+container is created and started in one runc call, and everything above is
+the same. If the shim itself is killed, the container keeps running but
 its exit code is lost: the runtime then reports exit code 255 and says so.
 """
 
@@ -64,7 +67,7 @@ _MAX_LINE = 16 * 1024
 _DRAIN_SECONDS = 2.0
 """How long to wait for the pipes to close after the container exited."""
 _CREATE_SECONDS = 120.0
-"""How long ``runc create`` may take."""
+"""How long ``runc create`` (or ``runc run --detach``) may take."""
 
 
 class RotatingLog:
@@ -359,21 +362,26 @@ def main(argv: list[str]) -> int:
     With ``--standby`` instead, wait for that file's path on stdin first
     (the runtime keeps one shim started ahead); EOF there means: not needed.
     """
+    # Detached and a subreaper before the path comes: a standby shim does the
+    # work that needs no container ahead, so a create waits only for runc.
+    _detach()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     path = sys.stdin.readline().strip() if argv[1] == "--standby" else argv[1]
     if not path:
         return 0
     config: dict[str, Any] = json.loads(Path(path).read_text())
-    _detach()
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     # pid and start time (field 22 of /proc/<pid>/stat): a reused pid does not match.
     Path(config["shim_pid_file"]).write_text(f"{os.getpid()} {process_start_time(os.getpid())}")
     out_read, out_write = os.pipe()
     err_read, err_write = os.pipe()
     runc_log = Path(config["runc_log"])
+    # Started at once when the agent asks (``runc run --detach``: create and
+    # start in one call); else created, for a ``runc start`` of the agent's.
+    verb = ["run", "--detach"] if config.get("start") else ["create"]
     command = [
         config["runtime"],
         "--root",
@@ -382,7 +390,7 @@ def main(argv: list[str]) -> int:
         str(runc_log),
         "--log-format",
         "json",
-        "create",
+        *verb,
         "--bundle",
         config["bundle"],
         "--pid-file",
@@ -393,7 +401,7 @@ def main(argv: list[str]) -> int:
     try:
         returncode = _run_create(command, out_write, err_write)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        returncode, error = -1, f"{config['runtime']} create: {exc}"
+        returncode, error = -1, f"{config['runtime']} {verb[0]}: {exc}"
     os.close(out_write)
     os.close(err_write)
     pipes = {out_read: _Splitter("stdout"), err_read: _Splitter("stderr")}

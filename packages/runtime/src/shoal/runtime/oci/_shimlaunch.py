@@ -4,9 +4,10 @@ Starting a shim costs an interpreter start and its imports, tens of
 milliseconds that every container create would wait for. So the
 :class:`ShimLauncher` keeps the next shim in *standby* (``_shim.py
 --standby``): it starts, imports, and blocks reading one line from its
-stdin. The next create writes the container's ``shim.json`` path to it and
-closes its stdin; from there on it is an ordinary shim (it detaches, creates
-the container, answers and keeps the logs). The runtime calls
+stdin, already detached (double fork, ``setsid``) and a child subreaper.
+The next create writes the container's ``shim.json`` path to it and closes
+its stdin; from there on it is an ordinary shim (it creates the container,
+answers and keeps the logs). The runtime calls
 :meth:`ShimLauncher.replenish` for the next standby shim once the pod has
 started, not before: the new interpreter's start would compete for the CPU
 with this pod's ``runc create`` and ``runc start``. A standby shim holds
@@ -81,14 +82,14 @@ class ShimLauncher:
 
         """
         process, self._standby = self._standby, None
-        if process is None or process.returncode is not None:
+        if process is None or not await self._hand(process, config):
             if process is not None:
                 await process.aclose()
             process = await self._spawn()
+            if not await self._hand(process, config):
+                await process.aclose()
+                return {}, "the shim exited before it was given its container"
         try:
-            assert process.stdin is not None
-            await process.stdin.send(f"{config}\n".encode())
-            await process.stdin.aclose()
             output: dict[str, bytes] = {}
 
             async def read(name: str, stream: ByteReceiveStream | None) -> None:
@@ -108,6 +109,21 @@ class ShimLauncher:
             except ValueError:
                 continue
         return answer, output["stderr"].decode(errors="replace").strip()
+
+    @staticmethod
+    async def _hand(process: Process, config: Path) -> bool:
+        """Give ``process`` (a shim waiting on its stdin) its config; False if it is gone.
+
+        The shim detaches at once (its first process exits), so only a write
+        to the pipe its detached copy reads tells whether that is still there.
+        """
+        assert process.stdin is not None
+        try:
+            await process.stdin.send(f"{config}\n".encode())
+            await process.stdin.aclose()
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            return False
+        return True
 
     async def aclose(self) -> None:
         """Let the standby shim go (it exits on EOF) and wait for it."""
