@@ -577,6 +577,7 @@ async def test_a_node_may_change_every_status_field_of_its_instance(store: State
         "reason": "Started",
         "message": "all containers running",
         "ready": True,
+        "ready_since": START + timedelta(minutes=1),
         "restart_count": 1,
         "exit_code": 0,
         "container_ids": {"main": "c-1"},

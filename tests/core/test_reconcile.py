@@ -3,7 +3,7 @@
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import count
 from typing import Any
 
@@ -19,9 +19,11 @@ from shoal.interfaces import (
     InstanceState,
     Node,
     Placements,
+    Revision,
     ScheduleFailure,
     Workload,
     WorkloadPhase,
+    WorkloadStatus,
 )
 from tests.core.support import make_node, spec
 
@@ -172,7 +174,7 @@ CASES = [
         workload(1, spec=spec(replicas=1, image="busybox:2")),
         [instance("a", "n1", R)],
         nodes(n1="alive"),
-        writes={"a": {"deleting": True, "reason": "TemplateChanged"}},
+        writes={"a": {"deleting": True, "reason": "Replaced"}},  # not ready: counts for nothing
         new=1,
     ),
     Case(
@@ -257,7 +259,7 @@ def test_a_restart_backoff_grows_with_the_streak() -> None:
 def _settle(decision: Decision, placements: Placements) -> Settled:
     assert decision.workload is not None
     new = functools.partial(InstanceFactory(NOW).new, decision.workload.value)
-    return settle(decision, placements, new)
+    return settle(decision, placements, new, NOW)
 
 
 def test_settle_places_new_and_existing_and_says_where() -> None:
@@ -312,3 +314,171 @@ def test_the_usage_index_follows_changes_and_frees_slots() -> None:
     assert usage["n1"].groups == {"default/web": 1}
     assert usage.change(running, None) is True
     assert "n1" not in usage
+
+
+def rolled(replicas: int, image: str = "busybox:2", **update: Any) -> Stored[Workload]:
+    """The workload after an image change, with an update strategy of ``update``."""
+    changed = spec(replicas=replicas, image=image, update=update or {})
+    return workload(replicas, spec=changed, revision=2)
+
+
+def up(
+    name: str, *, rev: int = 20, since: datetime = NOW - timedelta(hours=1), **fields: Any
+) -> Stored[Instance]:
+    """A running instance of the old template on n1, ready for an hour."""
+    return instance(name, "n1", R, rev=rev, ready=True, ready_since=since, **fields)
+
+
+def new_up(
+    name: str, *, rev: int = 30, since: datetime = NOW - timedelta(hours=1)
+) -> Stored[Instance]:
+    """A running, ready instance of the new template (busybox:2) on n1."""
+    stored = up(name, rev=rev, since=since)
+    template = spec(image="busybox:2").template
+    return Stored(stored.value.model_copy(update={"template": template}), stored.key, rev, rev)
+
+
+ROLLING = [
+    Case(
+        "max_unavailable 0: one surge instance first, nothing stops",
+        rolled(3, max_surge=1, max_unavailable=0),
+        [up("a"), up("b"), up("c")],
+        nodes(n1="alive"),
+        new=1,
+    ),
+    Case(
+        "max_unavailable 0: once the surge instance is available, one old one goes",
+        rolled(3, max_surge=1, max_unavailable=0),
+        [up("a", rev=1), up("b", rev=2), up("c", rev=3), new_up("d")],
+        nodes(n1="alive"),
+        writes={"a": {"deleting": True, "reason": "Replaced"}},  # the oldest
+    ),
+    Case(
+        "max_surge 0: one old instance goes first, its replacement comes with it",
+        rolled(3, max_surge=0, max_unavailable=1),
+        [up("a", rev=1), up("b", rev=2), up("c", rev=3)],
+        nodes(n1="alive"),
+        writes={"a": {"deleting": True, "reason": "Replaced"}},
+        new=0,  # the total is at replicas: the new one waits for the old one to go
+    ),
+    Case(
+        "the defaults (25%) on 4 replicas: one surge, one unavailable",
+        rolled(4),
+        [up("a", rev=1), up("b", rev=2), up("c", rev=3), up("d", rev=4)],
+        nodes(n1="alive"),
+        writes={"a": {"deleting": True, "reason": "Replaced"}},
+        new=1,
+    ),
+    Case(
+        "an old instance that is not available goes at once, whatever the budget",
+        rolled(2, max_surge=1, max_unavailable=0),
+        [up("a"), instance("b", "n1", InstanceState.FAILED, exit_code=1)],
+        nodes(n1="alive"),
+        writes={"b": {"deleting": True, "reason": "Replaced"}},
+        new=1,
+    ),
+    Case(
+        "min_ready_seconds: a ready new instance is not yet available, so no old one goes",
+        rolled(2, max_surge=1, max_unavailable=0, min_ready_seconds=30),
+        [up("a", rev=1), up("b", rev=2), new_up("c", since=NOW)],
+        nodes(n1="alive"),
+    ),
+    Case(
+        "paused: nothing is replaced",
+        workload(2, spec=spec(replicas=2, image="busybox:2", paused=True), revision=2),
+        [up("a"), up("b")],
+        nodes(n1="alive"),
+    ),
+    Case(
+        "paused and scaled down: surplus old instances go, nothing is replaced",
+        workload(1, spec=spec(replicas=1, image="busybox:2", paused=True), revision=2),
+        [up("a", rev=1), up("b", rev=2)],
+        nodes(n1="alive"),
+        writes={"a": {"deleting": True, "reason": "ScaledDown"}},
+    ),
+    Case(
+        "recreate: every old instance goes, the new ones wait for them",
+        rolled(2, type="recreate"),
+        [up("a"), up("b")],
+        nodes(n1="alive"),
+        writes={
+            "a": {"deleting": True, "reason": "TemplateChanged"},
+            "b": {"deleting": True, "reason": "TemplateChanged"},
+        },
+    ),
+    Case(
+        "recreate: the new ones start once no old instance is left",
+        rolled(2, type="recreate"),
+        [],
+        nodes(n1="alive"),
+        new=2,
+    ),
+]
+
+
+@pytest.mark.parametrize("case", ROLLING, ids=[c.id for c in ROLLING])
+def test_rolling_update(case: Case) -> None:
+    test_decide(case)
+
+
+def test_min_ready_seconds_asks_to_look_again_when_an_instance_becomes_available() -> None:
+    decision = _decide(
+        Case(
+            "",
+            rolled(2, max_surge=1, max_unavailable=0, min_ready_seconds=30),
+            [up("a", rev=1), up("b", rev=2), new_up("c", since=NOW - timedelta(seconds=10))],
+            nodes(n1="alive"),
+        )
+    )
+    assert decision.recheck == 20.0
+
+
+def test_a_rollout_without_progress_past_its_deadline_fails_and_reverts() -> None:
+    stuck = rolled(
+        2, max_surge=1, max_unavailable=0, progress_deadline_seconds=60, auto_revert=True
+    )
+    earlier = NOW - timedelta(seconds=61)
+    history = [
+        Revision(number=1, template_hash="h1", template=spec().template, created_at=earlier),
+        Revision(
+            number=2, template_hash="h2", template=stuck.value.spec.template, created_at=earlier
+        ),
+    ]
+    status = WorkloadStatus(
+        revision=2,
+        complete_revision=1,
+        replicas=3,
+        updated_replicas=1,
+        available_replicas=2,
+        progress_at=earlier,
+    )
+    failing = Stored(
+        stuck.value.model_copy(update={"revisions": history, "status": status}),
+        stuck.key,
+        stuck.revision,
+        stuck.created,
+    )
+    pending_new = new_up("c")
+    not_ready = Stored(
+        pending_new.value.model_copy(update={"ready": False}), pending_new.key, 30, 30
+    )
+    decision = _decide(
+        Case("", failing, [up("a", rev=1), up("b", rev=2), not_ready], nodes(n1="alive"))
+    )
+    settled = _settle(decision, Placements())
+    assert settled.status is not None
+    progressing = next(c for c in settled.status.conditions if c.type == "Progressing")
+    assert (progressing.status, progressing.reason) == (False, "ProgressDeadlineExceeded")
+    assert [n.reason for n in settled.notes] == ["ProgressDeadlineExceeded"]
+    assert settled.revert_to == 1
+
+
+def test_a_completed_rollout_says_so_and_remembers_its_revision() -> None:
+    done = rolled(2)
+    decision = _decide(Case("", done, [new_up("a"), new_up("b")], nodes(n1="alive")))
+    settled = _settle(decision, Placements())
+    assert settled.status is not None
+    assert (settled.status.updated_replicas, settled.status.available_replicas) == (2, 2)
+    assert settled.status.complete_revision == 2
+    progressing = next(c for c in settled.status.conditions if c.type == "Progressing")
+    assert progressing.reason == "RolloutComplete"

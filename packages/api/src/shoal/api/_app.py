@@ -7,6 +7,8 @@ Routes (all JSON; errors are ``{"error": {"code", "message", "details"}}``)::
     GET    /v1/workloads[?namespace=]                         viewer
     GET    /v1/workloads/{ns}/{name}                          viewer
     POST   /v1/workloads/{ns}/{name}/scale  {replicas}        operator
+    POST   /v1/workloads/{ns}/{name}/rollout/undo  {revision}  operator
+    POST   /v1/workloads/{ns}/{name}/rollout/{pause|resume}   operator
     DELETE /v1/workloads/{ns}/{name}                          operator
     GET    /v1/instances[?namespace=&workload=&node=]         viewer
     GET    /v1/instances/{ns}/{name}[/explain]                viewer
@@ -127,6 +129,13 @@ class ImportRequest(BaseModel):
     """Path on the node of an OCI layout directory or a docker-save tarball."""
     reference: str | None = None
     """Name to give the image (default: from the layout or archive)."""
+
+
+class UndoRequest(BaseModel):
+    """Body of a rollout undo."""
+
+    revision: int | None = Field(default=None, ge=1)
+    """The kept revision to go back to; the one before the current if absent."""
 
 
 class ScaleRequest(BaseModel):
@@ -253,6 +262,21 @@ def create_app(
     async def scale(namespace: str, name: str, body: ScaleRequest, svc: Operator) -> Workload:
         """Set a workload's replica count."""
         return await svc.scale(name, body.replicas, namespace)
+
+    @v1.post("/workloads/{namespace}/{name}/rollout/undo", tags=["workloads"])
+    async def rollout_undo(namespace: str, name: str, body: UndoRequest, svc: Operator) -> Workload:
+        """Roll back to a kept revision (the one before the current by default)."""
+        return await svc.rollout_undo(name, body.revision, namespace)
+
+    @v1.post("/workloads/{namespace}/{name}/rollout/pause", tags=["workloads"])
+    async def pause_rollout(namespace: str, name: str, svc: Operator) -> Workload:
+        """Pause the workload's rollouts: a template change waits until resumed."""
+        return await svc.pause_rollout(name, True, namespace)
+
+    @v1.post("/workloads/{namespace}/{name}/rollout/resume", tags=["workloads"])
+    async def resume_rollout(namespace: str, name: str, svc: Operator) -> Workload:
+        """Resume the workload's rollouts."""
+        return await svc.pause_rollout(name, False, namespace)
 
     @v1.delete("/workloads/{namespace}/{name}", tags=["workloads"])
     async def delete_workload(namespace: str, name: str, svc: Operator) -> Workload:

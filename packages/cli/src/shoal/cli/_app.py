@@ -12,6 +12,7 @@ from . import (
     _cmd_instances,
     _cmd_mcp,
     _cmd_node,
+    _cmd_rollout,
     _cmd_workloads,
 )
 from ._base import app, err
@@ -25,6 +26,7 @@ _COMMANDS = (
     _cmd_instances,
     _cmd_mcp,
     _cmd_node,
+    _cmd_rollout,
     _cmd_workloads,
 )
 """Imported for their side effect: each registers its commands on ``app``."""

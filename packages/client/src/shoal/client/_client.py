@@ -155,6 +155,22 @@ class ShoalClient(AsyncClosing):
         path = f"/v1/workloads/{namespace}/{name}/scale"
         return await self._call("POST", path, interfaces.Workload, json_body={"replicas": replicas})
 
+    async def rollout_undo(
+        self, name: str, revision: int | None = None, namespace: str = "default"
+    ) -> Workload:
+        """Roll back to a kept revision (the one before the current by default)."""
+        path = f"/v1/workloads/{namespace}/{name}/rollout/undo"
+        body = {"revision": revision}
+        return await self._call("POST", path, interfaces.Workload, json_body=body)
+
+    async def pause_rollout(
+        self, name: str, paused: bool = True, namespace: str = "default"
+    ) -> Workload:
+        """Pause a workload's rollouts, or resume them with ``paused=False``."""
+        verb = "pause" if paused else "resume"
+        path = f"/v1/workloads/{namespace}/{name}/rollout/{verb}"
+        return await self._call("POST", path, interfaces.Workload)
+
     async def delete_workload(self, name: str, namespace: str = "default") -> Workload:
         """Mark a workload for deletion."""
         return await self._call("DELETE", f"/v1/workloads/{namespace}/{name}", interfaces.Workload)

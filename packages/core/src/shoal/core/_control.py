@@ -36,6 +36,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 
 import anyio
 from anyio.abc import TaskStatus
@@ -45,6 +46,7 @@ from shoal.interfaces import (
     Clock,
     Compare,
     CompareTarget,
+    EventType,
     Instance,
     Node,
     ObjectRef,
@@ -75,6 +77,7 @@ from ._repo import (
     instance_key,
     workload_key,
 )
+from ._revisions import revision_of, with_template
 from ._workqueue import WorkQueue
 
 __all__ = ["ControlLoop"]
@@ -348,15 +351,19 @@ class ControlLoop:
                 await apply.delete_workload(key, stored_workload)
                 continue
             new = functools.partial(factory.new, stored_workload.value)
-            settled = settle(decision, placements, new)
+            settled = settle(decision, placements, new, now)
             await apply.ops(key, settled.ops)
+            if settled.recheck is not None:
+                self.queue.add_after(key, settled.recheck)
             created.extend((key, inst) for inst in settled.created)
             await apply.notes(settled.notes)
             if settled.unschedulable is None:
                 self.waiting.discard(key)
             else:
                 self.waiting.add(key)
-            if settled.status is not None:
+            if settled.revert_to is not None:
+                await apply.revert(key, stored_workload, settled.revert_to, now)
+            elif settled.status is not None:
                 statuses.append((key, stored_workload, settled.status))
         await apply.create(created)
         for key, stored_workload, status in statuses:
@@ -427,6 +434,27 @@ class _Applier:
             self.conflicted.add(key)
             return
         self.loop.wrote(stored.key, revision)
+
+    async def revert(self, key: str, stored: Stored[Workload], number: int, now: datetime) -> None:
+        """Put the template of revision ``number`` back: the failed rollout is undone."""
+        workload = stored.value
+        target = revision_of(workload, number)
+        failed = workload.revision
+        spec = workload.spec.model_copy(update={"template": target.template})
+        cause = f"auto-revert: revision {failed} made no progress"
+        updated = with_template(workload, spec, now, cause)
+        try:
+            revision = await self.repo.put(stored.key, updated, expected_revision=stored.revision)
+        except RevisionConflict:
+            self.conflicted.add(key)
+            return
+        self.loop.wrote(stored.key, revision)
+        message = (
+            f"revision {failed} made no progress for "
+            f"{workload.spec.update.progress_deadline_seconds} s: rolling back to the template "
+            f"of revision {number} (now revision {updated.revision})"
+        )
+        await self.notes([Note(_workload_ref(workload), "RolledBack", message, EventType.WARNING)])
 
     async def delete_workload(self, key: str, stored: Stored[Workload]) -> None:
         workload = stored.value

@@ -395,6 +395,7 @@ class NodeLoop:
 
     async def _report_running(self, stored: Stored[Instance], pod: PodStatus) -> None:
         inst = stored.value
+        ready = not any(c.readiness_probe for c in inst.template.containers)
         running = inst.transition(InstanceState.RUNNING, "Started", "all containers running")
         running = running.model_copy(
             update={
@@ -404,7 +405,8 @@ class NodeLoop:
                 "exit_code": None,
                 "not_before": None,
                 # With readiness probes, ready waits for them to pass.
-                "ready": not any(c.readiness_probe for c in inst.template.containers),
+                "ready": ready,
+                "ready_since": self.clock.now() if ready else None,
             }
         )
         await self.repo.put(stored.key, running, expected_revision=stored.revision)
@@ -542,7 +544,8 @@ class NodeLoop:
         def change(current: Instance) -> Instance | None:
             if current.uid != inst.uid or current.state != InstanceState.RUNNING:
                 return None
-            return current.model_copy(update={"ready": ready})
+            since = self.clock.now() if ready else None
+            return current.model_copy(update={"ready": ready, "ready_since": since})
 
         await self.repo.update(stored.key, Instance, change)
         verb = "passes its readiness probes" if ready else "failed its readiness probe"

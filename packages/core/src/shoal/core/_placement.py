@@ -145,6 +145,7 @@ class InstanceFactory:
                 workload=workload.name,
                 workload_uid=workload.uid,
                 generation=workload.generation,
+                revision=workload.revision,
                 template=workload.spec.template,
                 restart_policy=workload.spec.restart_policy,
                 created_at=self.now,

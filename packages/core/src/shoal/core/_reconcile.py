@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from shoal.interfaces import (
@@ -46,13 +46,15 @@ from shoal.interfaces import (
     PlacementRequest,
     Placements,
     ScheduleFailure,
+    UpdateType,
     Workload,
+    WorkloadSpec,
     WorkloadStatus,
 )
 
 from ._repo import Stored
 from ._restarts import restart, should_restart
-from ._status import workload_status
+from ._status import available, deadline_at, workload_status
 
 __all__ = [
     "Decision",
@@ -118,6 +120,8 @@ class Decision:
     """The workload's live instances by name, as they stand after ``ops``."""
     delete_workload: bool = False
     """The workload is being deleted and has no instance left: delete its record."""
+    recheck: float | None = None
+    """Seconds after which to decide again even if nothing changes (a ready-for timer)."""
 
 
 @dataclass(slots=True)
@@ -131,6 +135,10 @@ class Settled:
     """The workload's new status, or None if it is unchanged (or it has no record)."""
     unschedulable: str | None = None
     """Why some instance fits nowhere, or None if every one was placed."""
+    recheck: float | None = None
+    """Seconds after which to decide again even if nothing changes (min-ready, deadline)."""
+    revert_to: int | None = None
+    """The rollout failed and reverts: the revision whose template comes back."""
 
 
 def _ref(inst: Instance) -> ObjectRef:
@@ -253,8 +261,13 @@ def decide(
 
     spec = workload.value.spec
     live: list[tuple[Stored[Instance], Instance]] = []
+    old: list[tuple[Stored[Instance], Instance]] = []
+    rolling = spec.update.type == UpdateType.ROLLING
+    outdated_left = False  # for recreate: an instance of an older template still exists
     for stored in owned:
         inst = deciding.lifecycle(workload.value, stored, now, backoff)
+        if inst.template != spec.template:
+            outdated_left = True
         if inst.deleting:
             if deciding.node_left(inst):
                 deciding.remove(stored, "NodeLeft", f"node {inst.node} left the cluster")
@@ -263,7 +276,10 @@ def decide(
                     deciding.remove(stored, "NodeLost", f"node {inst.node} is gone")
             continue
         if inst.template != spec.template:
-            deciding.remove(stored, "TemplateChanged", "replaced by the current template")
+            if rolling:
+                old.append((stored, inst))
+            else:
+                deciding.remove(stored, "TemplateChanged", "replaced by the current template")
             continue
         live.append((stored, inst))
 
@@ -275,7 +291,13 @@ def decide(
     evicting = [pair for pair in live if on_draining_node(pair[1])]
     want = spec.replicas
 
-    for _ in range(want - len(healthy)):
+    if old:
+        missing, kept_old = _roll(deciding, spec, healthy, old, now)
+    elif not rolling and outdated_left:
+        missing, kept_old = 0, []  # recreate: the new template waits until the old is gone
+    else:
+        missing, kept_old = want - len(healthy), []
+    for _ in range(missing):
         uid = fresh_uid(workload.value)
         decision.pending.append(Pending(None, f"{workload.value.name}-{uid[:5]}", uid))
     if len(healthy) > want:
@@ -295,8 +317,67 @@ def decide(
         if running + running_evicting - (1 if is_running else 0) >= want or not is_running:
             deciding.remove(stored, "Drained", f"moved off draining node {inst.node}")
             running_evicting -= 1 if is_running else 0
-    decision.live = {inst.name: inst for _, inst in live}
+    decision.live = {inst.name: inst for _, inst in [*live, *kept_old]}
+    decision.recheck = _next_look(spec, [inst for _, inst in [*live, *kept_old]], now)
     return decision
+
+
+def _roll(
+    deciding: _Deciding,
+    spec: WorkloadSpec,
+    new: list[tuple[Stored[Instance], Instance]],
+    old: list[tuple[Stored[Instance], Instance]],
+    now: datetime,
+) -> tuple[int, list[tuple[Stored[Instance], Instance]]]:
+    """One step of a rolling update; return how many new instances to make, and the old kept.
+
+    Within the budgets: at most ``replicas + max_surge`` instances at once, at
+    least ``replicas - max_unavailable`` available. Old instances that are not
+    available go first (they count for nothing); available ones go while the
+    available count stays above the floor. A paused rollout only keeps the
+    count at ``replicas``: it makes new instances for missing ones and removes
+    surplus old ones, and replaces nothing.
+    """
+    want = spec.replicas
+    total = len(new) + len(old)
+    # Oldest first, so that the instances that go are those of the oldest template.
+    old = sorted(old, key=lambda p: p[0].created)
+    gone: set[str] = set()
+    if spec.paused:
+        for stored, _ in old[: max(0, total - want)]:
+            deciding.remove(stored, "ScaledDown", f"replicas lowered to {want}")
+            gone.add(stored.key)
+        return max(0, want - total), [p for p in old if p[0].key not in gone]
+
+    minimum = spec.replicas - spec.update.unavailable(want)
+    creates = max(0, min(want - len(new), want + spec.update.surge(want) - total))
+    ready_for = spec.update.min_ready_seconds
+    up = sum(1 for _, inst in [*new, *old] if available(inst, ready_for, now))
+    for stored, inst in old:
+        if not available(inst, ready_for, now):
+            deciding.remove(stored, "Replaced", "replaced by the current template (rolling)")
+            gone.add(stored.key)
+    for stored, _ in old:
+        if stored.key in gone or up <= minimum:
+            continue
+        deciding.remove(stored, "Replaced", "replaced by the current template (rolling)")
+        gone.add(stored.key)
+        up -= 1
+    return creates, [p for p in old if p[0].key not in gone]
+
+
+def _next_look(spec: WorkloadSpec, instances: list[Instance], now: datetime) -> float | None:
+    """Return in how many seconds an instance becomes available by time alone, if one will."""
+    ready_for = timedelta(seconds=spec.update.min_ready_seconds)
+    if not ready_for:
+        return None
+    waits = [
+        ((inst.ready_since or inst.started_at or now) + ready_for - now).total_seconds()
+        for inst in instances
+        if inst.state == InstanceState.RUNNING and inst.ready
+    ]
+    pending = [wait for wait in waits if wait > 0]
+    return min(pending) if pending else None
 
 
 def placement_requests(workload: Workload, names: Sequence[str]) -> list[PlacementRequest]:
@@ -326,6 +407,7 @@ def settle(
     decision: Decision,
     placements: Placements,
     new_instance: Callable[..., Instance],
+    now: datetime,
 ) -> Settled:
     """Turn the scheduler's answer for ``decision.pending`` into writes, events and a status.
 
@@ -334,6 +416,7 @@ def settle(
         placements: The scheduler's answer, keyed by ``namespace/name``.
         new_instance: Builds a new instance of the workload from its uid and
             status fields (``new_instance(uid, **status)``).
+        now: The time the rollout's progress and deadline are judged at.
 
     """
     assert decision.workload is not None
@@ -390,6 +473,25 @@ def settle(
         )
         if not reported:  # said already: do not repeat the event every pass
             settled.notes.append(Note(ref, "FailedScheduling", failure.message, EventType.WARNING))
-    observed = workload_status(workload, list(live.values()), settled.unschedulable)
+    observed = workload_status(workload, list(live.values()), settled.unschedulable, now)
     settled.status = None if observed == workload.status else observed
+    settled.recheck = decision.recheck
+    deadline = deadline_at(workload, observed)
+    if deadline is not None and deadline > now:
+        wait = (deadline - now).total_seconds()
+        settled.recheck = wait if settled.recheck is None else min(settled.recheck, wait)
+    if _failed(observed) and not _failed(workload.status):
+        message = next(c.message for c in observed.conditions if c.type == "Progressing")
+        settled.notes.append(Note(ref, "ProgressDeadlineExceeded", message, EventType.WARNING))
+        back = observed.complete_revision
+        if workload.spec.update.auto_revert and back and back != workload.revision:
+            if any(r.number == back for r in workload.revisions):
+                settled.revert_to = back
     return settled
+
+
+def _failed(status: WorkloadStatus) -> bool:
+    return any(
+        c.type == "Progressing" and c.reason == "ProgressDeadlineExceeded"
+        for c in status.conditions
+    )

@@ -54,6 +54,7 @@ from shoal.interfaces import (
 from ._explain import explain_instance
 from ._plan import make_plan, plan_change
 from ._repo import EVENTS, Repository, node_key, workload_key
+from ._revisions import first_revision, revision_of, template_hash, with_template
 
 __all__ = ["LocalNode", "ShoalService"]
 
@@ -140,16 +141,14 @@ class ShoalService:
             key = workload_key(spec.namespace, spec.name)
             if stored is None:
                 workload = Workload(
-                    spec=spec, uid=secrets.token_hex(8), created_at=now, updated_at=now
+                    spec=spec,
+                    uid=secrets.token_hex(8),
+                    created_at=now,
+                    updated_at=now,
+                    revisions=first_revision(spec, now, f"apply by {self.actor.id}"),
                 )
             elif change.action == ChangeAction.UPDATE:
-                workload = stored.value.model_copy(
-                    update={
-                        "spec": spec,
-                        "generation": stored.value.generation + 1,
-                        "updated_at": now,
-                    }
-                )
+                workload = with_template(stored.value, spec, now, f"apply by {self.actor.id}")
             else:
                 results.append(stored.value)
                 continue
@@ -199,13 +198,7 @@ class ShoalService:
             if workload.spec.replicas == replicas:
                 return None
             spec = workload.spec.model_copy(update={"replicas": replicas})
-            return workload.model_copy(
-                update={
-                    "spec": spec,
-                    "generation": workload.generation + 1,
-                    "updated_at": self.clock.now(),
-                }
-            )
+            return with_template(workload, spec, self.clock.now(), "scale")
 
         before = await self.get_workload(name, namespace)
         workload = await self._update_workload(namespace, name, change)
@@ -214,6 +207,59 @@ class ShoalService:
                 _workload_ref(namespace, name),
                 "Scaled",
                 f"replicas {before.spec.replicas} → {replicas} by {self.actor.id}",
+            )
+        return workload
+
+    async def rollout_undo(
+        self, name: str, revision: int | None = None, namespace: str = "default"
+    ) -> Workload:
+        """Roll a workload back to a kept revision's template (the one before, by default).
+
+        The rollback is itself a rollout, under the workload's update strategy,
+        and makes a new revision.
+        """
+        before = await self.get_workload(name, namespace)
+        target = revision_of(before, revision)
+
+        def change(workload: Workload) -> Workload | None:
+            if workload.deleting:
+                raise Conflict(f"workload {workload.key} is being deleted; it cannot roll back")
+            chosen = revision_of(workload, revision)
+            if template_hash(workload.spec.template) == chosen.template_hash:
+                return None  # already runs that template
+            spec = workload.spec.model_copy(update={"template": chosen.template})
+            return with_template(
+                workload, spec, self.clock.now(), f"undo to revision {chosen.number}"
+            )
+
+        workload = await self._update_workload(namespace, name, change)
+        if workload.revision != before.revision:
+            await self._event(
+                _workload_ref(namespace, name),
+                "RolledBack",
+                f"rolling back to the template of revision {target.number} (now revision "
+                f"{workload.revision}) by {self.actor.id}",
+            )
+        return workload
+
+    async def pause_rollout(
+        self, name: str, paused: bool = True, namespace: str = "default"
+    ) -> Workload:
+        """Pause (or resume, with ``paused=False``) a workload's rollouts."""
+
+        def change(workload: Workload) -> Workload | None:
+            if workload.spec.paused == paused:
+                return None
+            spec = workload.spec.model_copy(update={"paused": paused})
+            return with_template(workload, spec, self.clock.now(), "pause")
+
+        before = await self.get_workload(name, namespace)
+        workload = await self._update_workload(namespace, name, change)
+        if workload.spec.paused != before.spec.paused:
+            await self._event(
+                _workload_ref(namespace, name),
+                "RolloutPaused" if paused else "RolloutResumed",
+                f"rollouts {'paused' if paused else 'resumed'} by {self.actor.id}",
             )
         return workload
 

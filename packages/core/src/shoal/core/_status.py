@@ -1,8 +1,9 @@
-"""Derive a workload's observed status from its instances."""
+"""Derive a workload's observed status from its instances, rollout included."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 
 from shoal.interfaces import (
     PLACED_STATES,
@@ -14,21 +15,58 @@ from shoal.interfaces import (
     WorkloadStatus,
 )
 
-__all__ = ["workload_status"]
+__all__ = ["available", "deadline_at", "rollout_complete", "workload_status"]
+
+
+def available(inst: Instance, min_ready_seconds: int, now: datetime) -> bool:
+    """Return whether ``inst`` counts as available: running, ready, for ``min_ready_seconds``.
+
+    An instance that became ready before ``ready_since`` was recorded counts
+    from its start.
+    """
+    if inst.state != InstanceState.RUNNING or not inst.ready:
+        return False
+    since = inst.ready_since or inst.started_at
+    return since is None or since + timedelta(seconds=min_ready_seconds) <= now
+
+
+def rollout_complete(workload: Workload, status: WorkloadStatus) -> bool:
+    """Return whether every instance runs the current template and enough are available."""
+    want = workload.spec.replicas
+    return (
+        status.updated_replicas == want
+        and status.replicas == want
+        and status.available_replicas >= want
+    )
+
+
+def deadline_at(workload: Workload, status: WorkloadStatus) -> datetime | None:
+    """Return when a rollout under way fails for want of progress (None: none is under way)."""
+    if rollout_complete(workload, status) or workload.spec.paused or status.progress_at is None:
+        return None
+    return status.progress_at + timedelta(seconds=workload.spec.update.progress_deadline_seconds)
 
 
 def workload_status(
-    workload: Workload, instances: Sequence[Instance], unschedulable: str | None
+    workload: Workload,
+    instances: Sequence[Instance],
+    unschedulable: str | None,
+    now: datetime,
 ) -> WorkloadStatus:
-    """Summarise ``instances`` (the workload's live ones) into a status.
+    """Summarise ``instances`` (the workload's live ones, old and new templates) into a status.
 
-    Holds no timestamps, so an unchanged world yields an equal status and the
-    control loop writes nothing.
+    Holds the time of the rollout's last progress and nothing else of the
+    clock, so an unchanged world yields an equal status and the control loop
+    writes nothing.
     """
-    want = workload.spec.replicas
+    spec = workload.spec
+    want = spec.replicas
+    previous = workload.status
     scheduled = sum(1 for i in instances if i.node is not None)
     running = sum(1 for i in instances if i.state == InstanceState.RUNNING)
     ready = sum(1 for i in instances if i.state == InstanceState.RUNNING and i.ready)
+    updated = sum(1 for i in instances if i.template == spec.template)
+    ready_enough = sum(1 for i in instances if available(i, spec.update.min_ready_seconds, now))
     crashing = [
         i for i in instances if i.reason == "CrashLoopBackOff" or i.state == InstanceState.FAILED
     ]
@@ -36,7 +74,7 @@ def workload_status(
 
     if workload.deleting:
         phase = WorkloadPhase.DELETING
-    elif ready >= want and len(instances) == want:
+    elif ready >= want and len(instances) == want and updated == want:
         phase = WorkloadPhase.RUNNING
     elif crashing or unschedulable:
         phase = WorkloadPhase.DEGRADED
@@ -45,6 +83,16 @@ def workload_status(
     else:
         phase = WorkloadPhase.PROGRESSING
 
+    counts = WorkloadStatus(
+        replicas=len(instances), updated_replicas=updated, available_replicas=ready_enough
+    )
+    moved = (
+        previous.revision != workload.revision
+        or previous.updated_replicas != updated
+        or previous.available_replicas != ready_enough
+        or previous.replicas != len(instances)
+    )
+    progress_at = now if moved or previous.progress_at is None else previous.progress_at
     conditions = [
         Condition(
             type="Available",
@@ -58,6 +106,7 @@ def workload_status(
             reason="AllPlaced" if unschedulable is None else "Unschedulable",
             message=unschedulable or "",
         ),
+        _progressing(workload, counts, progress_at, now),
     ]
     if crashing:
         names = ", ".join(sorted(i.name for i in crashing)[:5])
@@ -69,6 +118,7 @@ def workload_status(
                 message=f"{len(crashing)} instance(s) failing: {names}",
             )
         )
+    done = rollout_complete(workload, counts)
     return WorkloadStatus(
         observed_generation=workload.generation,
         phase=phase,
@@ -76,5 +126,34 @@ def workload_status(
         scheduled_replicas=scheduled,
         running_replicas=running,
         ready_replicas=ready,
+        updated_replicas=updated,
+        available_replicas=ready_enough,
+        revision=workload.revision,
+        complete_revision=workload.revision if done else previous.complete_revision,
+        progress_at=progress_at,
         conditions=conditions,
     )
+
+
+def _progressing(
+    workload: Workload, counts: WorkloadStatus, progress_at: datetime, now: datetime
+) -> Condition:
+    """The rollout's condition: complete, paused, under way, or out of time."""
+    want = workload.spec.replicas
+    told = (
+        f"revision {workload.revision}: {counts.updated_replicas}/{want} updated, "
+        f"{counts.available_replicas} available"
+    )
+    if rollout_complete(workload, counts):
+        return Condition(type="Progressing", status=True, reason="RolloutComplete", message=told)
+    if workload.spec.paused:
+        return Condition(type="Progressing", status=False, reason="RolloutPaused", message=told)
+    deadline = workload.spec.update.progress_deadline_seconds
+    if now - progress_at > timedelta(seconds=deadline):
+        return Condition(
+            type="Progressing",
+            status=False,
+            reason="ProgressDeadlineExceeded",
+            message=f"{told}; no progress for {deadline} s",
+        )
+    return Condition(type="Progressing", status=True, reason="RollingOut", message=told)

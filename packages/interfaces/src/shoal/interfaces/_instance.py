@@ -33,6 +33,7 @@ INSTANCE_STATUS_FIELDS = (
     "reason",
     "message",
     "ready",
+    "ready_since",
     "restart_count",
     "exit_code",
     "container_ids",
@@ -106,6 +107,8 @@ class Instance(Model):
     """Uid of that workload object."""
     generation: int
     """The workload generation whose template this instance runs."""
+    revision: int = 0
+    """The workload revision (see ``Workload.revisions``) whose template this instance runs."""
     template: PodTemplate
     """The pod this instance runs (a snapshot of the workload's template)."""
     restart_policy: RestartPolicy
@@ -118,6 +121,8 @@ class Instance(Model):
     """Set when the instance should be stopped and removed."""
     ready: bool = False
     """Running and passing its readiness probes."""
+    ready_since: datetime | None = None
+    """When it last became ready (a rollout counts it available ``min_ready_seconds`` later)."""
     restart_count: int = 0
     """How many times it was restarted on its node."""
     exit_code: int | None = None

@@ -132,6 +132,27 @@ class Service(Protocol):
         """Set a workload's replica count. Raises NotFound, InvalidInput."""
         ...
 
+    async def rollout_undo(
+        self, name: str, revision: int | None = None, namespace: str = "default"
+    ) -> Workload:
+        """Roll back to a kept revision's template (the one before the current by default).
+
+        The rollback is a rollout like any other, and makes a new revision.
+
+        Raises:
+            NotFound: no such workload, or the revision is not kept (the
+                message lists the kept ones).
+            Conflict: the workload is being deleted.
+
+        """
+        ...
+
+    async def pause_rollout(
+        self, name: str, paused: bool = True, namespace: str = "default"
+    ) -> Workload:
+        """Pause a workload's rollouts, or resume them with ``paused=False``. Raises NotFound."""
+        ...
+
     async def delete_workload(self, name: str, namespace: str = "default") -> Workload:
         """Mark a workload for deletion; its instances are stopped, then it is removed.
 

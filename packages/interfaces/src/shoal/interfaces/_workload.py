@@ -8,6 +8,7 @@ the status the control loop observes.
 from __future__ import annotations
 
 import posixpath
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
@@ -23,6 +24,7 @@ __all__ = [
     "MAX_REPLICAS",
     "Condition",
     "Container",
+    "CountOrPercent",
     "EmptyDirVolume",
     "ExecAction",
     "HostPathVolume",
@@ -36,7 +38,10 @@ __all__ = [
     "ResourceList",
     "Resources",
     "RestartPolicy",
+    "Revision",
     "TcpSocketAction",
+    "UpdateStrategy",
+    "UpdateType",
     "Volume",
     "VolumeMount",
     "Workload",
@@ -368,6 +373,84 @@ class Placement(Spec):
     """binpack fills the busiest node that fits; spread prefers the emptiest."""
 
 
+class UpdateType(StrEnum):
+    """How a workload moves to a new template."""
+
+    ROLLING = "rolling"
+    """Replace instances a few at a time, within a surge and an unavailability budget."""
+    RECREATE = "recreate"
+    """Stop every old instance, then start the new ones (downtime, never two versions)."""
+
+
+_PERCENT = re.compile(r"(100|[1-9]?[0-9])%")
+
+CountOrPercent = int | str
+"""A count (``2``) or a percentage of the replicas (``"25%"``, 0-100%)."""
+
+
+def _resolve(value: int | str, replicas: int, *, round_up: bool) -> int:
+    if isinstance(value, int):
+        return value
+    share = int(value.rstrip("%")) * replicas
+    return -(-share // 100) if round_up else share // 100
+
+
+class UpdateStrategy(Spec):
+    """How a template change rolls out (Kubernetes' Deployment strategy, Nomad's update block)."""
+
+    type: UpdateType = UpdateType.ROLLING
+    """rolling (the default) or recreate."""
+    max_surge: CountOrPercent = "25%"
+    """How many instances above ``replicas`` a rolling update may run (percentages round up)."""
+    max_unavailable: CountOrPercent = "25%"
+    """How many of ``replicas`` may be unavailable during a rolling update (rounds down)."""
+    min_ready_seconds: int = Field(default=0, ge=0, le=3600)
+    """How long a new instance must stay ready before it counts as available."""
+    progress_deadline_seconds: int = Field(default=600, ge=1, le=86400)
+    """A rollout that makes no progress for this long is marked failed."""
+    auto_revert: bool = False
+    """When a rollout fails, roll back to the last revision that completed."""
+
+    @field_validator("max_surge", "max_unavailable", mode="before")
+    @classmethod
+    def _count_or_percent(cls, value: object) -> int | str:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        if isinstance(value, str) and _PERCENT.fullmatch(value.strip()):
+            return value.strip()
+        raise ValueError(
+            f"{value!r} is neither a count (0 or more) nor a percentage from 0% to 100% "
+            "(e.g. 1 or '25%')"
+        )
+
+    @model_validator(mode="after")
+    def _can_progress(self) -> Self:
+        zero = (0, "0%")
+        if self.type == UpdateType.ROLLING and self.max_surge in zero:
+            if self.max_unavailable in zero:
+                raise ValueError(
+                    "max_surge and max_unavailable are both 0, so a rolling update could "
+                    "never replace an instance: allow a surge (e.g. max_surge: 1) or some "
+                    "unavailability (e.g. max_unavailable: 1)"
+                )
+        return self
+
+    def surge(self, replicas: int) -> int:
+        """Return max_surge as a count of instances for ``replicas``."""
+        return _resolve(self.max_surge, replicas, round_up=True)
+
+    def unavailable(self, replicas: int) -> int:
+        """Return max_unavailable as a count of instances for ``replicas``.
+
+        At least one instance may be replaced at a time when max_surge resolves
+        to 0 (as Kubernetes does), so a small workload still progresses.
+        """
+        count = _resolve(self.max_unavailable, replicas, round_up=False)
+        if count == 0 and self.surge(replicas) == 0:
+            return 1
+        return count
+
+
 class WorkloadSpec(Spec):
     """Desired state of a workload, as written in a Shoal workload file."""
 
@@ -387,6 +470,12 @@ class WorkloadSpec(Spec):
     """Always, OnFailure or Never."""
     placement: Placement = Placement()
     """Node constraints and ranking strategy."""
+    update: UpdateStrategy = UpdateStrategy()
+    """How a template change rolls out."""
+    revision_history_limit: int = Field(default=10, ge=1, le=100)
+    """How many revisions (templates) are kept for ``rollout history`` and ``undo``."""
+    paused: bool = False
+    """A paused rollout makes no progress until resumed; scaling still applies."""
 
     @property
     def key(self) -> str:
@@ -432,8 +521,33 @@ class WorkloadStatus(Model):
     """Instances whose containers run."""
     ready_replicas: int = 0
     """Running instances that pass their readiness probes."""
+    updated_replicas: int = 0
+    """Instances that run the current template (revision)."""
+    available_replicas: int = 0
+    """Ready instances that have stayed ready ``min_ready_seconds``."""
+    revision: int = 0
+    """The revision the instances are being moved to (or run)."""
+    complete_revision: int = 0
+    """The last revision whose rollout completed (what an auto-revert goes back to)."""
+    progress_at: datetime | None = None
+    """When the rollout last made progress (a rollout without any for its deadline failed)."""
     conditions: list[Condition] = Field(default_factory=list)
     """Named observations."""
+
+
+class Revision(Model):
+    """One template a workload has had, kept for ``rollout history`` and ``undo``."""
+
+    number: int
+    """Counts up from 1 with every template change (an undo makes a new one too)."""
+    template_hash: str
+    """A short hash of the template: equal templates, equal hashes."""
+    template: PodTemplate
+    """The template itself, for an undo."""
+    created_at: datetime
+    """When it became the workload's template."""
+    cause: str = ""
+    """What made it: 'apply', 'undo to revision 3', 'auto-revert after ...'."""
 
 
 class Workload(Model):
@@ -451,6 +565,10 @@ class Workload(Model):
     """When the spec last changed."""
     deleting: bool = False
     """Set by delete; the control loop removes the instances, then the workload."""
+    revision: int = 1
+    """The number of the current template's revision."""
+    revisions: list[Revision] = Field(default_factory=list)
+    """The kept revisions, oldest first; the last is the current one."""
     status: WorkloadStatus = WorkloadStatus()
     """Observed by the control loop."""
 

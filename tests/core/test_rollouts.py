@@ -1,0 +1,116 @@
+"""Rollouts through the real loops (MemoryStore, MockRuntime): budgets, history, undo, pause."""
+
+from __future__ import annotations
+
+import pytest
+
+from shoal.interfaces import InstanceState, NotFound, Workload
+from tests.core.support import Cluster, spec
+
+pytestmark = pytest.mark.anyio
+
+
+async def ready_count(cluster: Cluster) -> int:
+    instances = await cluster.service.list_instances()
+    return sum(
+        1 for i in instances if i.state == InstanceState.RUNNING and i.ready and not i.deleting
+    )
+
+
+async def roll(cluster: Cluster, rounds: int = 40) -> list[int]:
+    """Run control and node passes until nothing changes; return the ready counts seen."""
+    seen = []
+    for _ in range(rounds):
+        before = await cluster.store.revision()
+        await cluster.control.reconcile_once()
+        seen.append(await ready_count(cluster))
+        for loop in cluster.nodes.values():
+            await loop.reconcile_once()
+            seen.append(await ready_count(cluster))
+        if await cluster.store.revision() == before:
+            return seen
+    raise AssertionError(f"the rollout did not settle in {rounds} rounds")
+
+
+def images(workload: Workload) -> list[str]:
+    return [r.template.containers[0].image for r in workload.revisions]
+
+
+async def test_a_rolling_update_never_drops_below_replicas_with_max_unavailable_0(
+    cluster: Cluster,
+) -> None:
+    await cluster.add_node("n1")
+    update = {"max_surge": 1, "max_unavailable": 0}
+    await cluster.service.apply([spec(replicas=3, update=update)])
+    await roll(cluster)
+    assert await ready_count(cluster) == 3
+
+    await cluster.service.apply([spec(replicas=3, image="busybox:2", update=update)])
+    seen = await roll(cluster)
+    assert min(seen) >= 3, seen  # never fewer ready than replicas
+    instances = await cluster.service.list_instances()
+    assert {i.template.containers[0].image for i in instances} == {"busybox:2"}
+    assert len(instances) == 3
+    workload = await cluster.workload()
+    assert workload.revision == 2
+    assert (workload.status.updated_replicas, workload.status.available_replicas) == (3, 3)
+    assert workload.status.complete_revision == 2
+    progressing = next(c for c in workload.status.conditions if c.type == "Progressing")
+    assert progressing.reason == "RolloutComplete"
+    assert {i.revision for i in instances} == {2}
+
+
+async def test_history_and_undo_round_trip(cluster: Cluster) -> None:
+    await cluster.add_node("n1")
+    await cluster.service.apply([spec(replicas=2)])
+    await cluster.service.apply([spec(replicas=2, image="busybox:2")])
+    await cluster.service.scale("web", 3)  # scaling makes no revision
+    await roll(cluster)
+    workload = await cluster.workload()
+    assert [r.number for r in workload.revisions] == [1, 2]
+    assert images(workload) == ["busybox", "busybox:2"]
+
+    undone = await cluster.service.rollout_undo("web")
+    assert undone.revision == 3
+    assert undone.spec.template.containers[0].image == "busybox"
+    assert undone.revisions[-1].cause == "undo to revision 1"
+    await roll(cluster)
+    instances = await cluster.service.list_instances()
+    assert {i.template.containers[0].image for i in instances} == {"busybox"}
+    assert len(instances) == 3
+
+    # To a given revision; one that is not kept names those that are.
+    again = await cluster.service.rollout_undo("web", revision=2)
+    assert again.spec.template.containers[0].image == "busybox:2"
+    with pytest.raises(NotFound, match="keeps no revision 9: kept are 1, 2, 3, 4"):
+        await cluster.service.rollout_undo("web", revision=9)
+    events = await cluster.service.list_events(kind="Workload", name="web")
+    assert "RolledBack" in {e.reason for e in events}
+
+
+async def test_history_keeps_only_the_last_revisions(cluster: Cluster) -> None:
+    for tag in range(1, 5):
+        await cluster.service.apply([spec(image=f"busybox:{tag}", revision_history_limit=2)])
+    workload = await cluster.workload()
+    assert [r.number for r in workload.revisions] == [3, 4]
+    with pytest.raises(NotFound, match="kept are 3, 4"):
+        await cluster.service.rollout_undo("web", revision=1)
+
+
+async def test_a_paused_rollout_replaces_nothing_until_resumed(cluster: Cluster) -> None:
+    await cluster.add_node("n1")
+    await cluster.service.apply([spec(replicas=2)])
+    await roll(cluster)
+    await cluster.service.pause_rollout("web")
+    await cluster.service.apply([spec(replicas=2, image="busybox:2", paused=True)])
+    await roll(cluster)
+    instances = await cluster.service.list_instances()
+    assert {i.template.containers[0].image for i in instances} == {"busybox"}
+    workload = await cluster.workload()
+    progressing = next(c for c in workload.status.conditions if c.type == "Progressing")
+    assert progressing.reason == "RolloutPaused"
+
+    await cluster.service.pause_rollout("web", paused=False)
+    await roll(cluster)
+    instances = await cluster.service.list_instances()
+    assert {i.template.containers[0].image for i in instances} == {"busybox:2"}
