@@ -31,6 +31,7 @@ READ_TOOLS = {
     "instance_stats",
     "plan_workload",
     "plan_drain",
+    "get_rollout",
 }
 
 
@@ -52,7 +53,13 @@ async def test_lists_every_tool_with_schemas_and_annotations(live: Live) -> None
     for name in READ_TOOLS:
         annotations = tools[name].annotations
         assert annotations is not None and annotations.read_only_hint, name
-    for name in ("delete_workload", "drain_node", "scale_workload", "apply_workload"):
+    for name in (
+        "delete_workload",
+        "drain_node",
+        "scale_workload",
+        "apply_workload",
+        "undo_rollout",
+    ):
         annotations = tools[name].annotations
         assert annotations is not None
         assert (annotations.read_only_hint, annotations.destructive_hint) == (False, True)
@@ -444,3 +451,31 @@ async def test_every_call_is_audited_with_caller_and_redacted_arguments(live: Li
     assert "greater than or equal to 0" in negative.details["error"]
     audit_free = await live.service.list_events(kind="Workload", name="hello")
     assert AUDIT_REASON not in {e.reason for e in audit_free}
+
+
+async def test_an_agent_follows_a_rollout_and_undoes_it_with_a_plan(live: Live) -> None:
+    async with Client(live.server()) as client:
+        await call(client, "apply_workload", workload=dict(HELLO, replicas=2))
+        await running(client, "hello", 2)
+        changed = dict(
+            HELLO, replicas=2, template={"containers": [{"name": "web", "image": "busybox:2"}]}
+        )
+        await call(client, "apply_workload", workload=changed)
+
+        async def rolled() -> dict[str, Any] | None:
+            view = await call(client, "get_rollout", name="hello")
+            return view if view["state"] == "RolloutComplete" and view["revision"] == 2 else None
+
+        view = await eventually(rolled)
+        assert [r["number"] for r in view["revisions"]] == [1, 2]
+        assert [r["current"] for r in view["revisions"]] == [False, True]
+
+        refused_text = await refused(client, "undo_rollout", name="hello")
+        assert "plan_id" in refused_text  # destructive: it needs a plan (or the user's yes)
+        plan = await call(client, "plan_workload", action="undo", name="hello")
+        assert plan["action"] == "undo" and plan["destructive"]
+        assert "back from revision 2 to the template of revision 1" in plan["summary"]
+        undone = await call(client, "undo_rollout", name="hello", plan_id=plan["plan_id"])
+        assert undone["confirmed"] == "plan"
+        missing = await refused(client, "plan_workload", action="undo", name="hello", revision=9)
+        assert "keeps no revision 9 to roll back to (kept: 1, 2, 3)" in missing

@@ -31,6 +31,7 @@ from shoal.interfaces import (
     PLACED_STATES,
     ApplyResult,
     ChangeAction,
+    NotFound,
     PlannedChange,
     Service,
     WorkloadSpec,
@@ -52,7 +53,7 @@ __all__ = [
     "supports_elicitation",
 ]
 
-Action = Literal["apply", "scale", "delete", "drain"]
+Action = Literal["apply", "scale", "delete", "drain", "undo"]
 Decision = Literal["plan", "ask", "missing", "not_needed"]
 """How a resolver settled a destructive call before its body runs."""
 
@@ -63,7 +64,7 @@ class ChangePlan(Model):
     plan_id: str
     """Pass this as plan_id to the tool in next_step. It stops matching once the object changes."""
     action: Action
-    """apply, scale, delete or drain."""
+    """apply, scale, delete, drain or undo."""
     target: str
     """What changes, e.g. 'workload default/web' or 'node n1'."""
     summary: str
@@ -126,6 +127,38 @@ async def scale_plan(service: Service, name: str, namespace: str, replicas: int)
         instances_stopped=stopped,
         next_step=f"scale_workload(name={name!r}, namespace={namespace!r}, "
         f"replicas={replicas}, plan_id=<plan_id>)",
+    )
+
+
+async def undo_plan(
+    service: Service, name: str, namespace: str, revision: int | None
+) -> ChangePlan:
+    """Plan rolling a workload back to a kept revision. Raises NotFound (naming the kept ones)."""
+    workload = await service.get_workload(name, namespace)
+    kept = {r.number: r for r in workload.revisions}
+    earlier = [r.number for r in workload.revisions if r.number != workload.revision]
+    number = revision if revision is not None else (earlier[-1] if earlier else None)
+    if number is None or number not in kept:
+        listed = ", ".join(str(n) for n in kept) or "none"
+        asked = "an earlier revision" if number is None else f"revision {number}"
+        raise NotFound(
+            f"workload {namespace}/{name} keeps no {asked} to roll back to (kept: {listed})",
+            workload=f"{namespace}/{name}",
+        )
+    target = kept[number]
+    images = ", ".join(c.image for c in target.template.containers)
+    replaced = await _live_instances(service, name, namespace)
+    return ChangePlan(
+        plan_id=_digest("undo", namespace, name, workload.uid, workload.generation, number),
+        action="undo",
+        target=f"workload {namespace}/{name}",
+        summary=f"roll workload {namespace}/{name} back from revision {workload.revision} to "
+        f"the template of revision {number} ({images}): its {len(replaced)} instance(s) are "
+        f"replaced under its update strategy ({workload.spec.update.type.value})",
+        destructive=True,
+        instances_stopped=replaced,
+        next_step=f"undo_rollout(name={name!r}, namespace={namespace!r}, revision={number}, "
+        "plan_id=<plan_id>)",
     )
 
 

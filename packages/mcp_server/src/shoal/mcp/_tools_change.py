@@ -44,6 +44,7 @@ from ._plans import (
     drain_plan,
     scale_plan,
     supports_elicitation,
+    undo_plan,
 )
 from ._redact import restore_secrets
 from ._tools_read import READ
@@ -59,6 +60,7 @@ CHANGE_TOOLS = frozenset(
         "cordon_node",
         "uncordon_node",
         "drain_node",
+        "undo_rollout",
     }
 )
 """Tools that change the cluster: hidden from viewers and absent in read-only mode."""
@@ -154,6 +156,11 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
     ) -> Decision | Elicit[Confirm]:
         return await decide(ctx, plan_id, lambda s: delete_plan(s, name, namespace))
 
+    async def confirm_undo(
+        ctx: Context, name: str, namespace: str, revision: int | None, plan_id: str | None
+    ) -> Decision | Elicit[Confirm]:
+        return await decide(ctx, plan_id, lambda s: undo_plan(s, name, namespace, revision))
+
     async def confirm_drain(
         ctx: Context, name: str, plan_id: str | None
     ) -> Decision | Elicit[Confirm]:
@@ -163,8 +170,11 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
     async def plan_workload(
         ctx: Context,
         action: Annotated[
-            Literal["apply", "scale", "delete"],
-            Field(description="apply a workload/manifest, scale one, or delete one."),
+            Literal["apply", "scale", "delete", "undo"],
+            Field(
+                description="apply a workload/manifest, scale one, delete one, or undo its "
+                "last rollout."
+            ),
         ] = "apply",
         workload: WorkloadArg = None,
         manifest: ManifestArg = None,
@@ -173,13 +183,16 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
         replicas: Annotated[
             int | None, Field(ge=0, le=MAX_REPLICAS, description="For scale: the new count.")
         ] = None,
+        revision: Annotated[
+            int | None, Field(ge=1, description="For undo: the kept revision to go back to.")
+        ] = None,
     ) -> ChangePlan:
         """Plan a change without making it.
 
         Shows the field-by-field diff an apply would make, or what a scale or delete would stop.
 
-        Returns the plan_id that delete_workload, scale_workload (to 0) and apply_workload (to 0
-        replicas) require.
+        Returns the plan_id that delete_workload, scale_workload (to 0), apply_workload (to 0
+        replicas) and undo_rollout require.
         """
         async with gate.call(ctx, Role.VIEWER) as call:
             if action == "apply":
@@ -189,6 +202,8 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
                 raise InvalidInput(f"plan_workload(action={action!r}) needs name", field="name")
             if action == "delete":
                 return await delete_plan(call.service, name, namespace)
+            if action == "undo":
+                return await undo_plan(call.service, name, namespace, revision)
             if replicas is None:
                 raise InvalidInput("plan_workload(action='scale') needs replicas", field="replicas")
             return await scale_plan(call.service, name, namespace, replicas)
@@ -271,6 +286,30 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
             plan = await delete_plan(call.service, name, namespace)
             how = _confirmed(call, plan, plan_id, confirmation)
             workload = await call.service.delete_workload(name, namespace)
+        return WorkloadChanged(
+            summary=plan.summary, confirmed=how, workload=WorkloadSummary.of(workload)
+        )
+
+    @server.tool(annotations=_DESTRUCTIVE)
+    async def undo_rollout(
+        name: WorkloadName,
+        ctx: Context,
+        confirmation: Annotated[ElicitationResult[Any], Resolve(confirm_undo)],
+        namespace: Namespace = "default",
+        revision: Annotated[
+            int | None,
+            Field(ge=1, description="A kept revision (see get_rollout); the previous if omitted."),
+        ] = None,
+        plan_id: PlanId = None,
+    ) -> WorkloadChanged:
+        """Roll a workload back to a kept revision's template: a new rollout, and a new revision.
+
+        Needs a plan_id from plan_workload(action='undo') or the user's confirmation.
+        """
+        async with gate.call(ctx, Role.OPERATOR, _workload_ref(name, namespace)) as call:
+            plan = await undo_plan(call.service, name, namespace, revision)
+            how = _confirmed(call, plan, plan_id, confirmation)
+            workload = await call.service.rollout_undo(name, revision, namespace)
         return WorkloadChanged(
             summary=plan.summary, confirmed=how, workload=WorkloadSummary.of(workload)
         )

@@ -42,6 +42,7 @@ from ._views import (
     MemberList,
     NodeDetail,
     NodeList,
+    RolloutView,
     WorkloadDetail,
     WorkloadList,
     WorkloadSummary,
@@ -135,6 +136,18 @@ def register_read_tools(server: MCPServer[Any], gate: Gate) -> None:
             workloads_by_phase=count_by(w.status.phase.value for w in workloads),
             instances_by_state=count_by(i.state.value for i in instances),
         )
+
+    @server.tool(annotations=READ)
+    async def get_rollout(
+        name: WorkloadName, ctx: Context, namespace: Namespace = "default"
+    ) -> RolloutView:
+        """Show a workload's rollout: its revision, updated and available counts, and state.
+
+        Also lists the kept revisions (rollout history) that undo_rollout can go back to.
+        """
+        ref = ObjectRef(kind="Workload", namespace=namespace, name=name)
+        async with gate.call(ctx, Role.VIEWER, ref) as call:
+            return RolloutView.of(await call.service.get_workload(name, namespace))
 
     @server.tool(annotations=READ)
     async def list_nodes(ctx: Context) -> NodeList:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 
 from pydantic import ConfigDict, Field
 
@@ -353,3 +354,76 @@ class Applied(Model):
 def count_by(values: Iterable[str]) -> dict[str, int]:
     """Return how often each value occurs, sorted by value."""
     return dict(sorted(Counter(values).items()))
+
+
+class RevisionSummary(Model):
+    """One kept revision of a workload."""
+
+    number: int
+    """Revision number; undo_rollout takes it."""
+    current: bool
+    """Whether this is the workload's template now."""
+    template_hash: str
+    """Short hash of the template."""
+    images: list[str]
+    """Its container images."""
+    created_at: datetime
+    """When it became the template."""
+    cause: str
+    """What made it (apply, undo, auto-revert)."""
+
+
+class RolloutView(Model):
+    """Where a workload's rollout stands, and the revisions it can go back to."""
+
+    name: str
+    """Workload name."""
+    namespace: str
+    """Namespace."""
+    revision: int
+    """The current revision (the template instances are moving to)."""
+    replicas: int
+    """Desired instances."""
+    updated_replicas: int
+    """Instances running the current template."""
+    available_replicas: int
+    """Instances ready for at least min_ready_seconds."""
+    total_replicas: int
+    """Instances of any template that are not being deleted."""
+    state: str
+    """RolloutComplete, RollingOut, RolloutPaused, ProgressDeadlineExceeded or Waiting."""
+    message: str
+    """The rollout condition's message."""
+    complete_revision: int
+    """The last revision whose rollout completed."""
+    revisions: list[RevisionSummary]
+    """Kept revisions, oldest first."""
+
+    @classmethod
+    def of(cls, workload: Workload) -> RolloutView:
+        """Describe ``workload``'s rollout."""
+        status = workload.status
+        condition = next((c for c in status.conditions if c.type == "Progressing"), None)
+        return cls(
+            name=workload.name,
+            namespace=workload.namespace,
+            revision=workload.revision,
+            replicas=workload.spec.replicas,
+            updated_replicas=status.updated_replicas,
+            available_replicas=status.available_replicas,
+            total_replicas=status.replicas,
+            state=condition.reason if condition else "Waiting",
+            message=condition.message if condition else "",
+            complete_revision=status.complete_revision,
+            revisions=[
+                RevisionSummary(
+                    number=r.number,
+                    current=r.number == workload.revision,
+                    template_hash=r.template_hash,
+                    images=[c.image for c in r.template.containers],
+                    created_at=r.created_at,
+                    cause=r.cause,
+                )
+                for r in workload.revisions
+            ],
+        )
