@@ -48,6 +48,7 @@ bench: bootstrap
 	$(UV) run python bench/failover.py
 	$(UV) run python bench/cli_latency.py
 	$(UV) run python bench/scale.py
+	$(UV) run python bench/rollout.py
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache
