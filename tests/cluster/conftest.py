@@ -5,11 +5,13 @@ its finalizer SIGKILLs every serf process still running from under it, even
 when the test failed half-way.
 """
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from shoal.interfaces import StateStore
+from shoal.state import MemoryStore, SqliteStore
 from tests.cluster.serf_support import SERF, kill_agents_under
 
 
@@ -27,3 +29,14 @@ def serf_root(tmp_path: Path) -> Iterator[Path]:
     yield root
     leftovers = kill_agents_under(root)
     assert not leftovers, f"serf agents outlived their SerfCluster: {leftovers}"
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StateStore]:
+    """A server's store, empty: a MemoryStore, then a SqliteStore."""
+    if request.param == "memory":
+        async with MemoryStore() as memory:
+            yield memory
+    else:
+        async with SqliteStore(tmp_path / "state.db") as sqlite:
+            yield sqlite

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import anyio
 import pytest
@@ -12,20 +11,9 @@ import pytest
 from shoal.cluster import Assignments
 from shoal.core import ManualClock
 from shoal.interfaces import Compacted, EventKind, StateStore, WatchEvent
-from shoal.state import MemoryStore, SqliteStore
 from tests.cluster.test_grpc_state import WAIT, dump, ikey, instance, place
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StateStore]:
-    if request.param == "memory":
-        async with MemoryStore() as memory:
-            yield memory
-    else:
-        async with SqliteStore(tmp_path / "state.db") as sqlite:
-            yield sqlite
 
 
 @asynccontextmanager

@@ -14,7 +14,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import anyio
 import pytest
@@ -67,24 +66,12 @@ from shoal.interfaces import (
     event_key,
 )
 from shoal.runtime import MockRuntime
-from shoal.state import MemoryStore, SqliteStore
 
 pytestmark = pytest.mark.anyio
 
 TOKEN = "the-join-token"
 START = datetime(2026, 1, 1, tzinfo=UTC)
 WAIT = 10.0
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StateStore]:
-    """The server's store, empty."""
-    if request.param == "memory":
-        async with MemoryStore() as memory:
-            yield memory
-    else:
-        async with SqliteStore(tmp_path / "state.db") as sqlite:
-            yield sqlite
 
 
 @asynccontextmanager
