@@ -2,7 +2,8 @@
 
 ``serf_root`` is where tests put the data dirs of the serf agents they run;
 its finalizer SIGKILLs every serf process still running from under it, even
-when the test failed half-way.
+when the test failed half-way. ``store`` is a server's empty store, once a
+MemoryStore and once a SqliteStore.
 """
 
 from collections.abc import AsyncIterator, Iterator
