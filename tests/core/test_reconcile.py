@@ -482,3 +482,39 @@ def test_a_completed_rollout_says_so_and_remembers_its_revision() -> None:
     assert settled.status.complete_revision == 2
     progressing = next(c for c in settled.status.conditions if c.type == "Progressing")
     assert progressing.reason == "RolloutComplete"
+
+
+def test_a_surge_that_fits_nowhere_lets_the_rollout_go_on_without_one() -> None:
+    """max_unavailable 0, and the surge instance is unschedulable: one old one makes room."""
+    failure = ScheduleFailure(message="0/1 nodes fit: 1 host port 80/tcp already in use")
+    surge = new_up("d")
+    unplaced = surge.value.model_copy(
+        update={
+            "node": None,
+            "state": InstanceState.PENDING,
+            "ready": False,
+            "schedule_failure": failure,
+        }
+    )
+    case = Case(
+        "",
+        rolled(3, max_surge=1, max_unavailable=0),
+        [up("a", rev=1), up("b", rev=2), up("c", rev=3), Stored(unplaced, surge.key, 30, 30)],
+        nodes(n1="alive"),
+    )
+    decision = _decide(case)
+    removed = [op.stored.value.name for op in decision.ops.values()]
+    assert removed == ["a"]  # the oldest makes room
+    assert [p.name for p in decision.pending] == ["d"]  # placed again, now into a's room
+    reasons = [note.reason for note in decision.notes]
+    assert reasons == ["SurgeUnplaceable", "RollingUpdate"]
+    assert "host port 80/tcp already in use" in decision.notes[0].message
+
+
+def test_each_rollout_step_is_one_event() -> None:
+    decision = _decide(ROLLING[0])  # max_unavailable 0: one surge instance
+    assert [(n.reason, n.message) for n in decision.notes] == [
+        ("RollingUpdate", "1 new instance(s), 0 old one(s) stopping; 0 of 3 updated")
+    ]
+    waiting = _decide(ROLLING[5])  # min_ready_seconds not yet passed: no step, no event
+    assert waiting.notes == []

@@ -353,6 +353,7 @@ class ControlLoop:
             new = functools.partial(factory.new, stored_workload.value)
             settled = settle(decision, placements, new, now)
             await apply.ops(key, settled.ops)
+            await apply.notes(decision.notes)
             if settled.recheck is not None:
                 self.queue.add_after(key, settled.recheck)
             created.extend((key, inst) for inst in settled.created)

@@ -122,6 +122,8 @@ class Decision:
     """The workload is being deleted and has no instance left: delete its record."""
     recheck: float | None = None
     """Seconds after which to decide again even if nothing changes (a ready-for timer)."""
+    notes: list[Note] = field(default_factory=list)
+    """Events about the workload: a rollout step, a surge that fits nowhere."""
 
 
 @dataclass(slots=True)
@@ -145,8 +147,10 @@ def _ref(inst: Instance) -> ObjectRef:
     return ObjectRef(kind="Instance", namespace=inst.namespace, name=inst.name)
 
 
-def _workload_ref(workload: Workload) -> ObjectRef:
-    return ObjectRef(kind="Workload", namespace=workload.namespace, name=workload.name)
+def _workload_ref(item: Workload | Instance) -> ObjectRef:
+    """Return the workload an object is, or belongs to."""
+    name = item.name if isinstance(item, Workload) else item.workload
+    return ObjectRef(kind="Workload", namespace=item.namespace, name=name)
 
 
 def _lost_because(node: Node | None, inst: Instance) -> str | None:
@@ -349,8 +353,14 @@ def _roll(
             gone.add(stored.key)
         return max(0, want - total), [p for p in old if p[0].key not in gone]
 
-    minimum = spec.replicas - spec.update.unavailable(want)
-    creates = max(0, min(want - len(new), want + spec.update.surge(want) - total))
+    surge, unavailable = spec.update.surge(want), spec.update.unavailable(want)
+    stuck = next((inst for _, inst in new if inst.schedule_failure is not None), None)
+    if stuck is not None and surge:
+        # The surge fits nowhere (no room, a host port taken everywhere): go on
+        # without one, an old instance making room for each new one.
+        surge, unavailable = 0, max(unavailable, 1)
+    minimum = want - unavailable
+    creates = max(0, min(want - len(new), want + surge - total))
     ready_for = spec.update.min_ready_seconds
     up = sum(1 for _, inst in [*new, *old] if available(inst, ready_for, now))
     for stored, inst in old:
@@ -363,6 +373,22 @@ def _roll(
         deciding.remove(stored, "Replaced", "replaced by the current template (rolling)")
         gone.add(stored.key)
         up -= 1
+    if creates or gone:  # a step: one event each, never one per look
+        ref = _workload_ref(old[0][1])
+        if stuck is not None and stuck.schedule_failure is not None:
+            deciding.decision.notes.append(
+                Note(
+                    ref,
+                    "SurgeUnplaceable",
+                    "the rollout goes on with max_surge 0, an old instance making room for "
+                    f"each new one: {stuck.schedule_failure.message}",
+                    EventType.WARNING,
+                )
+            )
+        step = f"{creates} new instance(s), {len(gone)} old one(s) stopping"
+        deciding.decision.notes.append(
+            Note(ref, "RollingUpdate", f"{step}; {len(new)} of {want} updated")
+        )
     return creates, [p for p in old if p[0].key not in gone]
 
 
