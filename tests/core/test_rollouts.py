@@ -114,3 +114,43 @@ async def test_a_paused_rollout_replaces_nothing_until_resumed(cluster: Cluster)
     await roll(cluster)
     instances = await cluster.service.list_instances()
     assert {i.template.containers[0].image for i in instances} == {"busybox:2"}
+
+
+@pytest.mark.parametrize(
+    ("update", "replicas", "steps"),
+    [
+        (
+            {},
+            4,
+            [
+                "batch 1: start 1, stop 1 old (1/4 updated, 3 old left)",
+                "batch 2: start 1, stop 1 old (2/4 updated, 2 old left)",
+                "batch 3: start 1, stop 1 old (3/4 updated, 1 old left)",
+                "batch 4: start 1, stop 1 old (4/4 updated, 0 old left)",
+            ],
+        ),
+        (
+            {"max_surge": "50%", "max_unavailable": 0},
+            4,
+            [
+                "batch 1: start 2, stop 0 old (2/4 updated, 4 old left)",
+                "batch 2: start 0, stop 2 old (2/4 updated, 2 old left)",
+                "batch 3: start 2, stop 0 old (4/4 updated, 2 old left)",
+                "batch 4: start 0, stop 2 old (4/4 updated, 0 old left)",
+            ],
+        ),
+        ({"type": "recreate"}, 2, ["stop all 2 instance(s)", "then start 2 new instance(s)"]),
+    ],
+    ids=["defaults", "surge only", "recreate"],
+)
+async def test_a_dry_run_says_what_the_rollout_will_do_batch_by_batch(
+    cluster: Cluster, update: dict[str, object], replicas: int, steps: list[str]
+) -> None:
+    await cluster.service.apply([spec(replicas=replicas, update=update)])
+    changed = spec(replicas=replicas, image="busybox:2", update=update)
+    result = await cluster.service.apply([changed], dry_run=True)
+    (change,) = result.plan.changes
+    assert change.rollout == steps
+    paused = spec(replicas=replicas, image="busybox:2", update=update, paused=True)
+    (held,) = (await cluster.service.apply([paused], dry_run=True)).plan.changes
+    assert held.rollout == ["paused: nothing is replaced until `shoal rollout resume`"]

@@ -62,6 +62,8 @@ def apply(
                         highlight=False,
                         markup=False,
                     )
+                for step in change.rollout:
+                    out.print(f"    rollout {step}", highlight=False, markup=False)
         if dry_run:
             out.print(f"plan {result.plan.id}", highlight=False)
 

@@ -6,9 +6,20 @@ import hashlib
 import json
 from typing import Any
 
-from shoal.interfaces import ChangeAction, FieldChange, Plan, PlannedChange, Workload, WorkloadSpec
+from shoal.interfaces import (
+    ChangeAction,
+    FieldChange,
+    Plan,
+    PlannedChange,
+    UpdateType,
+    Workload,
+    WorkloadSpec,
+)
 
-__all__ = ["diff_fields", "make_plan", "plan_change"]
+__all__ = ["diff_fields", "make_plan", "plan_change", "rollout_steps"]
+
+MAX_STEPS = 20
+"""A plan lists at most this many batches of a rollout, then says how many more."""
 
 
 def diff_fields(old: Any, new: Any, path: str = "") -> list[FieldChange]:
@@ -52,7 +63,38 @@ def plan_change(spec: WorkloadSpec, current: Workload | None) -> PlannedChange:
         instances_to_create=max(new - old, 0),
         instances_to_delete=max(old - new, 0),
         instances_to_replace=min(old, new) if template_changed else 0,
+        rollout=rollout_steps(spec, old) if template_changed else [],
     )
+
+
+def rollout_steps(spec: WorkloadSpec, running: int) -> list[str]:
+    """Return the batches a template change of ``spec`` over ``running`` instances goes in.
+
+    The same budgets as the control loop's rolling step, with every new
+    instance assumed to become available before the next batch.
+    """
+    want = spec.replicas
+    if spec.paused:
+        return ["paused: nothing is replaced until `shoal rollout resume`"]
+    if spec.update.type == UpdateType.RECREATE:
+        return [f"stop all {running} instance(s)", f"then start {want} new instance(s)"]
+    surge, unavailable = spec.update.surge(want), spec.update.unavailable(want)
+    steps: list[str] = []
+    updated, old = 0, running
+    while updated < want or old:
+        creates = max(0, min(want - updated, want + surge - (updated + old)))
+        stops = max(0, min(old, updated + old - (want - unavailable)))
+        if not creates and not stops:
+            steps.append("stuck: the budgets allow no step (check max_surge and max_unavailable)")
+            break
+        updated, old = updated + creates, old - stops
+        steps.append(
+            f"batch {len(steps) + 1}: start {creates}, stop {stops} old "
+            f"({updated}/{want} updated, {old} old left)"
+        )
+    if len(steps) > MAX_STEPS:
+        return [*steps[:MAX_STEPS], f"... and {len(steps) - MAX_STEPS} more batch(es)"]
+    return steps
 
 
 def make_plan(changes: list[PlannedChange], basis: list[tuple[str, int]]) -> Plan:

@@ -69,6 +69,9 @@ class PlannedChange(Model):
     """Instances the control loop will remove."""
     instances_to_replace: int = 0
     """Instances re-created because the template changed."""
+    rollout: list[str] = Field(default_factory=list)
+    """For a template change: the rollout's batches, in order (each new instance assumed to
+    become available)."""
 
 
 class Plan(Model):
