@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shoal.interfaces import InstanceState, NotFound, Workload
+from shoal.interfaces import Conflict, InstanceState, NotFound, Workload
 from tests.core.support import Cluster, spec
 
 pytestmark = pytest.mark.anyio
@@ -154,3 +154,36 @@ async def test_a_dry_run_says_what_the_rollout_will_do_batch_by_batch(
     paused = spec(replicas=replicas, image="busybox:2", update=update, paused=True)
     (held,) = (await cluster.service.apply([paused], dry_run=True)).plan.changes
     assert held.rollout == ["paused: nothing is replaced until `shoal rollout resume`"]
+
+
+async def test_canaries_run_beside_the_old_instances_until_promoted(cluster: Cluster) -> None:
+    await cluster.add_node("n1")
+    update = {"canary": 1, "max_surge": 1, "max_unavailable": 0}
+    await cluster.service.apply([spec(replicas=3, update=update)])
+    await roll(cluster)
+    with pytest.raises(Conflict, match="revision 1 of default/web is promoted already"):
+        await cluster.service.promote_rollout("web")
+
+    await cluster.service.apply([spec(replicas=3, image="busybox:2", update=update)])
+    await roll(cluster)
+    images = sorted(i.template.containers[0].image for i in await cluster.service.list_instances())
+    assert images == ["busybox", "busybox", "busybox", "busybox:2"]  # one canary beside 3 old
+    workload = await cluster.workload()
+    progressing = next(c for c in workload.status.conditions if c.type == "Progressing")
+    assert progressing.reason == "AwaitingPromotion"
+    assert "shoal rollout promote web" in progressing.message
+
+    await cluster.service.promote_rollout("web")
+    await roll(cluster)
+    instances = await cluster.service.list_instances()
+    assert {i.template.containers[0].image for i in instances} == {"busybox:2"}
+    assert len(instances) == 3
+    workload = await cluster.workload()
+    assert workload.promoted_revision == 2
+    events = await cluster.service.list_events(kind="Workload", name="web")
+    assert "Promoted" in {e.reason for e in events}
+
+
+def test_more_canaries_than_replicas_is_refused_naming_the_fix() -> None:
+    with pytest.raises(ValueError, match=r"update\.canary is 4 but replicas is 3: use at most 3"):
+        spec(replicas=3, update={"canary": 4})

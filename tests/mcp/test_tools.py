@@ -59,6 +59,7 @@ async def test_lists_every_tool_with_schemas_and_annotations(live: Live) -> None
         "scale_workload",
         "apply_workload",
         "undo_rollout",
+        "promote_rollout",
     ):
         annotations = tools[name].annotations
         assert annotations is not None

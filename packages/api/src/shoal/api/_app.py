@@ -8,7 +8,7 @@ Routes (all JSON; errors are ``{"error": {"code", "message", "details"}}``)::
     GET    /v1/workloads/{ns}/{name}                          viewer
     POST   /v1/workloads/{ns}/{name}/scale  {replicas}        operator
     POST   /v1/workloads/{ns}/{name}/rollout/undo  {revision}  operator
-    POST   /v1/workloads/{ns}/{name}/rollout/{pause|resume}   operator
+    POST   /v1/workloads/{ns}/{name}/rollout/{pause|resume|promote}  operator
     DELETE /v1/workloads/{ns}/{name}                          operator
     GET    /v1/instances[?namespace=&workload=&node=]         viewer
     GET    /v1/instances/{ns}/{name}[/explain]                viewer
@@ -267,6 +267,11 @@ def create_app(
     async def rollout_undo(namespace: str, name: str, body: UndoRequest, svc: Operator) -> Workload:
         """Roll back to a kept revision (the one before the current by default)."""
         return await svc.rollout_undo(name, body.revision, namespace)
+
+    @v1.post("/workloads/{namespace}/{name}/rollout/promote", tags=["workloads"])
+    async def promote_rollout(namespace: str, name: str, svc: Operator) -> Workload:
+        """Promote the current revision's canaries: the rollout replaces the rest."""
+        return await svc.promote_rollout(name, namespace)
 
     @v1.post("/workloads/{namespace}/{name}/rollout/pause", tags=["workloads"])
     async def pause_rollout(namespace: str, name: str, svc: Operator) -> Workload:

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from shoal.interfaces import Workload
 
 rollout_app = typer.Typer(
-    help="Follow, list, undo, pause and resume rollouts (template changes) of a workload.",
+    help="Follow, list, undo, promote, pause and resume rollouts (template changes).",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
@@ -40,7 +40,10 @@ def progress_line(workload: Workload) -> str:
 
 
 def outcome(workload: Workload) -> str | None:
-    """Return how the rollout ended ('complete', 'failed', 'paused'), or None while under way."""
+    """Return where the rollout rests, or None while it is under way.
+
+    'complete', 'failed', 'paused', or 'awaiting' (its canaries wait to be promoted).
+    """
     status = workload.status
     if status.observed_generation < workload.generation or status.revision != workload.revision:
         return None  # the control loop has not looked at the latest change yet
@@ -51,6 +54,7 @@ def outcome(workload: Workload) -> str | None:
         "RolloutComplete": "complete",
         "ProgressDeadlineExceeded": "failed",
         "RolloutPaused": "paused",
+        "AwaitingPromotion": "awaiting",
     }.get(condition.reason)
 
 
@@ -96,6 +100,12 @@ def status(
         )
     if ended == "paused" and watch:
         fail(f"the rollout of {namespace}/{name} is paused: `shoal rollout resume {name}`")
+    if ended == "awaiting":
+        out.print(
+            f"its canaries run: `shoal rollout promote {name}` replaces the rest, "
+            f"`shoal rollout undo {name}` goes back",
+            highlight=False,
+        )
 
 
 @rollout_app.command("history")
@@ -142,6 +152,21 @@ def undo(
         out.print(
             f"{workload.key} rolling back: revision {workload.revision} "
             f"({workload.revisions[-1].cause}); follow with `shoal rollout status {name}`",
+            highlight=False,
+        )
+
+    run(lambda: with_client(call))
+
+
+@rollout_app.command("promote")
+def promote(name: Name, namespace: Namespace = "default") -> None:
+    """Promote the canaries of a rollout: it goes on to replace every old instance."""
+
+    async def call(shoal: ShoalClient) -> None:
+        workload = await shoal.promote_rollout(name, namespace)
+        out.print(
+            f"{workload.key} revision {workload.revision} promoted; follow with "
+            f"`shoal rollout status {name}`",
             highlight=False,
         )
 

@@ -163,6 +163,11 @@ class ShoalClient(AsyncClosing):
         body = {"revision": revision}
         return await self._call("POST", path, interfaces.Workload, json_body=body)
 
+    async def promote_rollout(self, name: str, namespace: str = "default") -> Workload:
+        """Promote the current revision's canaries: the rollout replaces the rest."""
+        path = f"/v1/workloads/{namespace}/{name}/rollout/promote"
+        return await self._call("POST", path, interfaces.Workload)
+
     async def pause_rollout(
         self, name: str, paused: bool = True, namespace: str = "default"
     ) -> Workload:

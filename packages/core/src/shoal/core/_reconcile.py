@@ -54,7 +54,7 @@ from shoal.interfaces import (
 
 from ._repo import Stored
 from ._restarts import restart, should_restart
-from ._status import available, deadline_at, workload_status
+from ._status import available, awaiting_promotion, deadline_at, workload_status
 
 __all__ = [
     "Decision",
@@ -295,7 +295,10 @@ def decide(
     evicting = [pair for pair in live if on_draining_node(pair[1])]
     want = spec.replicas
 
-    if old:
+    if old and awaiting_promotion(workload.value):
+        # Canaries: that many of the new template beside the old, until promoted.
+        missing, kept_old = max(0, spec.update.canary - len(healthy)), old
+    elif old:
         missing, kept_old = _roll(deciding, spec, healthy, old, now)
     elif not rolling and outdated_left:
         missing, kept_old = 0, []  # recreate: the new template waits until the old is gone

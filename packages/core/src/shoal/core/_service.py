@@ -146,6 +146,7 @@ class ShoalService:
                     created_at=now,
                     updated_at=now,
                     revisions=first_revision(spec, now, f"apply by {self.actor.id}"),
+                    promoted_revision=1,  # the first template replaces nothing: no canaries
                 )
             elif change.action == ChangeAction.UPDATE:
                 workload = with_template(stored.value, spec, now, f"apply by {self.actor.id}")
@@ -240,6 +241,37 @@ class ShoalService:
                 f"rolling back to the template of revision {target.number} (now revision "
                 f"{workload.revision}) by {self.actor.id}",
             )
+        return workload
+
+    async def promote_rollout(self, name: str, namespace: str = "default") -> Workload:
+        """Promote the current revision's canaries: its rollout replaces every old instance.
+
+        Raises:
+            NotFound: no such workload.
+            Conflict: no canaries wait (none configured, or already promoted).
+
+        """
+
+        def change(workload: Workload) -> Workload | None:
+            if not workload.spec.update.canary:
+                raise Conflict(
+                    f"workload {workload.key} has no canaries to promote (update.canary is 0)",
+                    workload=workload.key,
+                )
+            if workload.promoted_revision >= workload.revision:
+                raise Conflict(
+                    f"revision {workload.revision} of {workload.key} is promoted already",
+                    workload=workload.key,
+                )
+            return workload.model_copy(update={"promoted_revision": workload.revision})
+
+        workload = await self._update_workload(namespace, name, change)
+        await self._event(
+            _workload_ref(namespace, name),
+            "Promoted",
+            f"canaries of revision {workload.revision} promoted by {self.actor.id}: "
+            "the rollout replaces the rest",
+        )
         return workload
 
     async def pause_rollout(

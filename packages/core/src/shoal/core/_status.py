@@ -15,7 +15,13 @@ from shoal.interfaces import (
     WorkloadStatus,
 )
 
-__all__ = ["available", "deadline_at", "rollout_complete", "workload_status"]
+__all__ = [
+    "available",
+    "awaiting_promotion",
+    "deadline_at",
+    "rollout_complete",
+    "workload_status",
+]
 
 
 def available(inst: Instance, min_ready_seconds: int, now: datetime) -> bool:
@@ -40,9 +46,22 @@ def rollout_complete(workload: Workload, status: WorkloadStatus) -> bool:
     )
 
 
+def awaiting_promotion(workload: Workload) -> bool:
+    """Return whether the current revision's canaries wait for ``shoal rollout promote``."""
+    return bool(workload.spec.update.canary) and workload.promoted_revision < workload.revision
+
+
+def _holding(workload: Workload, status: WorkloadStatus) -> bool:
+    """Return whether a rollout under way waits on purpose (paused, or canaries to promote)."""
+    old_left = status.replicas > status.updated_replicas
+    return workload.spec.paused or (awaiting_promotion(workload) and old_left)
+
+
 def deadline_at(workload: Workload, status: WorkloadStatus) -> datetime | None:
     """Return when a rollout under way fails for want of progress (None: none is under way)."""
-    if rollout_complete(workload, status) or workload.spec.paused or status.progress_at is None:
+    if rollout_complete(workload, status) or _holding(workload, status):
+        return None
+    if status.progress_at is None:
         return None
     return status.progress_at + timedelta(seconds=workload.spec.update.progress_deadline_seconds)
 
@@ -148,6 +167,15 @@ def _progressing(
         return Condition(type="Progressing", status=True, reason="RolloutComplete", message=told)
     if workload.spec.paused:
         return Condition(type="Progressing", status=False, reason="RolloutPaused", message=told)
+    if _holding(workload, counts):
+        canaries = workload.spec.update.canary
+        return Condition(
+            type="Progressing",
+            status=True,
+            reason="AwaitingPromotion",
+            message=f"{told}; {canaries} canary instance(s) run beside the old ones: "
+            f"`shoal rollout promote {workload.name}` replaces the rest, `undo` goes back",
+        )
     deadline = workload.spec.update.progress_deadline_seconds
     if now - progress_at > timedelta(seconds=deadline):
         return Condition(

@@ -150,6 +150,16 @@ class Service(Protocol):
         """
         ...
 
+    async def promote_rollout(self, name: str, namespace: str = "default") -> Workload:
+        """Promote the current revision's canaries: the rollout replaces the rest.
+
+        Raises:
+            NotFound: no such workload.
+            Conflict: no canaries wait (none configured, or already promoted).
+
+        """
+        ...
+
     async def pause_rollout(
         self, name: str, paused: bool = True, namespace: str = "default"
     ) -> Workload:

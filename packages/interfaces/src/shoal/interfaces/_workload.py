@@ -410,6 +410,9 @@ class UpdateStrategy(Spec):
     """A rollout that makes no progress for this long is marked failed."""
     auto_revert: bool = False
     """When a rollout fails, roll back to the last revision that completed."""
+    canary: int = Field(default=0, ge=0, le=MAX_REPLICAS)
+    """Start this many instances of a new template beside the old ones, then wait for
+    ``shoal rollout promote`` before replacing the rest (0: no canaries)."""
 
     @field_validator("max_surge", "max_unavailable", mode="before")
     @classmethod
@@ -476,6 +479,15 @@ class WorkloadSpec(Spec):
     """How many revisions (templates) are kept for ``rollout history`` and ``undo``."""
     paused: bool = False
     """A paused rollout makes no progress until resumed; scaling still applies."""
+
+    @model_validator(mode="after")
+    def _canary_fits(self) -> Self:
+        if self.update.canary > self.replicas:
+            raise ValueError(
+                f"update.canary is {self.update.canary} but replicas is {self.replicas}: "
+                f"use at most {self.replicas} canaries, or 0 for none"
+            )
+        return self
 
     @property
     def key(self) -> str:
@@ -569,6 +581,8 @@ class Workload(Model):
     """The number of the current template's revision."""
     revisions: list[Revision] = Field(default_factory=list)
     """The kept revisions, oldest first; the last is the current one."""
+    promoted_revision: int = 0
+    """The last revision whose canaries were promoted (its rollout may replace every instance)."""
     status: WorkloadStatus = WorkloadStatus()
     """Observed by the control loop."""
 

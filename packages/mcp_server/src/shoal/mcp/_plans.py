@@ -53,7 +53,7 @@ __all__ = [
     "supports_elicitation",
 ]
 
-Action = Literal["apply", "scale", "delete", "drain", "undo"]
+Action = Literal["apply", "scale", "delete", "drain", "undo", "promote"]
 Decision = Literal["plan", "ask", "missing", "not_needed"]
 """How a resolver settled a destructive call before its body runs."""
 
@@ -64,7 +64,7 @@ class ChangePlan(Model):
     plan_id: str
     """Pass this as plan_id to the tool in next_step. It stops matching once the object changes."""
     action: Action
-    """apply, scale, delete, drain or undo."""
+    """apply, scale, delete, drain, undo or promote."""
     target: str
     """What changes, e.g. 'workload default/web' or 'node n1'."""
     summary: str
@@ -159,6 +159,26 @@ async def undo_plan(
         instances_stopped=replaced,
         next_step=f"undo_rollout(name={name!r}, namespace={namespace!r}, revision={number}, "
         "plan_id=<plan_id>)",
+    )
+
+
+async def promote_plan(service: Service, name: str, namespace: str) -> ChangePlan:
+    """Plan promoting a workload's canaries. Raises NotFound."""
+    workload = await service.get_workload(name, namespace)
+    old = [
+        i.name
+        for i in await service.list_instances(namespace, name)
+        if not i.deleting and i.template != workload.spec.template
+    ]
+    return ChangePlan(
+        plan_id=_digest("promote", namespace, name, workload.uid, workload.revision),
+        action="promote",
+        target=f"workload {namespace}/{name}",
+        summary=f"promote the canaries of revision {workload.revision} of {namespace}/{name}: "
+        f"its {len(old)} old instance(s) are replaced under its update strategy",
+        destructive=True,
+        instances_stopped=sorted(old),
+        next_step=f"promote_rollout(name={name!r}, namespace={namespace!r}, plan_id=<plan_id>)",
     )
 
 

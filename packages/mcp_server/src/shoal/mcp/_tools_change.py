@@ -42,6 +42,7 @@ from ._plans import (
     check_confirmed,
     delete_plan,
     drain_plan,
+    promote_plan,
     scale_plan,
     supports_elicitation,
     undo_plan,
@@ -61,6 +62,7 @@ CHANGE_TOOLS = frozenset(
         "uncordon_node",
         "drain_node",
         "undo_rollout",
+        "promote_rollout",
     }
 )
 """Tools that change the cluster: hidden from viewers and absent in read-only mode."""
@@ -161,6 +163,11 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
     ) -> Decision | Elicit[Confirm]:
         return await decide(ctx, plan_id, lambda s: undo_plan(s, name, namespace, revision))
 
+    async def confirm_promote(
+        ctx: Context, name: str, namespace: str, plan_id: str | None
+    ) -> Decision | Elicit[Confirm]:
+        return await decide(ctx, plan_id, lambda s: promote_plan(s, name, namespace))
+
     async def confirm_drain(
         ctx: Context, name: str, plan_id: str | None
     ) -> Decision | Elicit[Confirm]:
@@ -170,10 +177,10 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
     async def plan_workload(
         ctx: Context,
         action: Annotated[
-            Literal["apply", "scale", "delete", "undo"],
+            Literal["apply", "scale", "delete", "undo", "promote"],
             Field(
-                description="apply a workload/manifest, scale one, delete one, or undo its "
-                "last rollout."
+                description="apply a workload/manifest, scale one, delete one, undo its last "
+                "rollout, or promote its canaries."
             ),
         ] = "apply",
         workload: WorkloadArg = None,
@@ -192,7 +199,7 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
         Shows the field-by-field diff an apply would make, or what a scale or delete would stop.
 
         Returns the plan_id that delete_workload, scale_workload (to 0), apply_workload (to 0
-        replicas) and undo_rollout require.
+        replicas), undo_rollout and promote_rollout require.
         """
         async with gate.call(ctx, Role.VIEWER) as call:
             if action == "apply":
@@ -204,6 +211,8 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
                 return await delete_plan(call.service, name, namespace)
             if action == "undo":
                 return await undo_plan(call.service, name, namespace, revision)
+            if action == "promote":
+                return await promote_plan(call.service, name, namespace)
             if replicas is None:
                 raise InvalidInput("plan_workload(action='scale') needs replicas", field="replicas")
             return await scale_plan(call.service, name, namespace, replicas)
@@ -310,6 +319,26 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
             plan = await undo_plan(call.service, name, namespace, revision)
             how = _confirmed(call, plan, plan_id, confirmation)
             workload = await call.service.rollout_undo(name, revision, namespace)
+        return WorkloadChanged(
+            summary=plan.summary, confirmed=how, workload=WorkloadSummary.of(workload)
+        )
+
+    @server.tool(annotations=_DESTRUCTIVE)
+    async def promote_rollout(
+        name: WorkloadName,
+        ctx: Context,
+        confirmation: Annotated[ElicitationResult[Any], Resolve(confirm_promote)],
+        namespace: Namespace = "default",
+        plan_id: PlanId = None,
+    ) -> WorkloadChanged:
+        """Promote a rollout's canaries: the rest of the old instances are replaced.
+
+        Needs a plan_id from plan_workload(action='promote') or the user's confirmation.
+        """
+        async with gate.call(ctx, Role.OPERATOR, _workload_ref(name, namespace)) as call:
+            plan = await promote_plan(call.service, name, namespace)
+            how = _confirmed(call, plan, plan_id, confirmation)
+            workload = await call.service.promote_rollout(name, namespace)
         return WorkloadChanged(
             summary=plan.summary, confirmed=how, workload=WorkloadSummary.of(workload)
         )
