@@ -12,8 +12,9 @@ Every part is imported on first use (see ``_LAZY``).
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from shoal.interfaces import lazy_getattr
 
 if TYPE_CHECKING:
     from ._app import ApplyRequest, ScaleRequest, create_app
@@ -36,11 +37,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module, __name__), name)
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 
 __all__ = [

@@ -18,8 +18,9 @@ signs) all use it. Every part is imported on first use (see ``_LAZY``), so
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from shoal.interfaces import lazy_getattr
 
 from ._defaults import DEFAULT_SERVER
 
@@ -82,11 +83,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module, __name__), name)
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 
 __all__ = [

@@ -11,8 +11,9 @@ the workload models, not the store's or the runtime's.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from ._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from ._access import Caller, Role
@@ -278,13 +279,7 @@ _LAZY = {
 """Where each public name lives."""
 
 
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value  # later lookups skip __getattr__
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 
 __all__ = [
@@ -418,6 +413,7 @@ __all__ = [
     "format_cpu",
     "format_memory",
     "instance_key",
+    "lazy_getattr",
     "load_yaml_documents",
     "node_key",
     "parse_cpu",
