@@ -49,7 +49,6 @@ from shoal.interfaces import (
     EventType,
     Instance,
     Node,
-    ObjectRef,
     Placements,
     PutOp,
     RevisionConflict,
@@ -65,7 +64,16 @@ from ._backoff import Backoff
 from ._fence import Deposed
 from ._informer import Informer
 from ._placement import InstanceFactory, UsageIndex
-from ._reconcile import Decision, Delete, Note, Write, decide, placement_requests, settle
+from ._reconcile import (
+    Decision,
+    Delete,
+    Note,
+    Write,
+    decide,
+    placement_requests,
+    settle,
+    workload_ref,
+)
 from ._repo import (
     INSTANCES,
     NODES,
@@ -455,7 +463,7 @@ class _Applier:
             f"{workload.spec.update.progress_deadline_seconds} s: rolling back to the template "
             f"of revision {number} (now revision {updated.revision})"
         )
-        await self.notes([Note(_workload_ref(workload), "RolledBack", message, EventType.WARNING)])
+        await self.notes([Note(workload_ref(workload), "RolledBack", message, EventType.WARNING)])
 
     async def delete_workload(self, key: str, stored: Stored[Workload]) -> None:
         workload = stored.value
@@ -469,13 +477,9 @@ class _Applier:
         await self.notes(
             [
                 Note(
-                    _workload_ref(workload),
+                    workload_ref(workload),
                     "Deleted",
                     "all instances stopped; workload removed",
                 )
             ]
         )
-
-
-def _workload_ref(workload: Workload) -> ObjectRef:
-    return ObjectRef(kind="Workload", namespace=workload.namespace, name=workload.name)

@@ -66,6 +66,7 @@ __all__ = [
     "decide",
     "placement_requests",
     "settle",
+    "workload_ref",
 ]
 
 _FINISHED = frozenset({InstanceState.STOPPED, InstanceState.FAILED})
@@ -147,7 +148,7 @@ def _ref(inst: Instance) -> ObjectRef:
     return ObjectRef(kind="Instance", namespace=inst.namespace, name=inst.name)
 
 
-def _workload_ref(item: Workload | Instance) -> ObjectRef:
+def workload_ref(item: Workload | Instance) -> ObjectRef:
     """Return the workload an object is, or belongs to."""
     name = item.name if isinstance(item, Workload) else item.workload
     return ObjectRef(kind="Workload", namespace=item.namespace, name=name)
@@ -377,7 +378,7 @@ def _roll(
         gone.add(stored.key)
         up -= 1
     if creates or gone:  # a step: one event each, never one per look
-        ref = _workload_ref(old[0][1])
+        ref = workload_ref(old[0][1])
         if stuck is not None and stuck.schedule_failure is not None:
             deciding.decision.notes.append(
                 Note(
@@ -489,7 +490,7 @@ def settle(
         if updated != existing:
             settled.ops.append(Write(pending.stored, updated))
 
-    ref = _workload_ref(workload)
+    ref = workload_ref(workload)
     if per_node:
         where = ", ".join(f"{n} ({count})" for n, count in sorted(per_node.items()))
         total = sum(per_node.values())

@@ -27,6 +27,7 @@ from shoal.interfaces import (
     Role,
     Service,
     ShoalError,
+    Workload,
     WorkloadSpec,
     load_yaml_documents,
     parse_workload_documents,
@@ -173,6 +174,24 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
     ) -> Decision | Elicit[Confirm]:
         return await decide(ctx, plan_id, lambda s: drain_plan(s, name))
 
+    async def change_workload(
+        ctx: Context,
+        name: str,
+        namespace: str,
+        confirmation: ElicitationResult[Any],
+        plan_id: str | None,
+        plan: Callable[[Service], Awaitable[ChangePlan]],
+        change: Callable[[Service], Awaitable[Workload]],
+    ) -> WorkloadChanged:
+        """Plan a change to one workload, check it is confirmed, make it, and report it."""
+        async with gate.call(ctx, Role.OPERATOR, _workload_ref(name, namespace)) as call:
+            made = await plan(call.service)
+            how = _confirmed(call, made, plan_id, confirmation)
+            workload = await change(call.service)
+        return WorkloadChanged(
+            summary=made.summary, confirmed=how, workload=WorkloadSummary.of(workload)
+        )
+
     @server.tool(annotations=READ)
     async def plan_workload(
         ctx: Context,
@@ -271,12 +290,14 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
         Scaling to 0 stops every instance and needs a plan_id from plan_workload(action='scale') or
         the user's confirmation.
         """
-        async with gate.call(ctx, Role.OPERATOR, _workload_ref(name, namespace)) as call:
-            plan = await scale_plan(call.service, name, namespace, replicas)
-            how = _confirmed(call, plan, plan_id, confirmation)
-            workload = await call.service.scale(name, replicas, namespace)
-        return WorkloadChanged(
-            summary=plan.summary, confirmed=how, workload=WorkloadSummary.of(workload)
+        return await change_workload(
+            ctx,
+            name,
+            namespace,
+            confirmation,
+            plan_id,
+            lambda s: scale_plan(s, name, namespace, replicas),
+            lambda s: s.scale(name, replicas, namespace),
         )
 
     @server.tool(annotations=_DESTRUCTIVE)
@@ -291,12 +312,14 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
 
         Needs a plan_id from plan_workload(action='delete') or the user's confirmation.
         """
-        async with gate.call(ctx, Role.OPERATOR, _workload_ref(name, namespace)) as call:
-            plan = await delete_plan(call.service, name, namespace)
-            how = _confirmed(call, plan, plan_id, confirmation)
-            workload = await call.service.delete_workload(name, namespace)
-        return WorkloadChanged(
-            summary=plan.summary, confirmed=how, workload=WorkloadSummary.of(workload)
+        return await change_workload(
+            ctx,
+            name,
+            namespace,
+            confirmation,
+            plan_id,
+            lambda s: delete_plan(s, name, namespace),
+            lambda s: s.delete_workload(name, namespace),
         )
 
     @server.tool(annotations=_DESTRUCTIVE)
@@ -315,12 +338,14 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
 
         Needs a plan_id from plan_workload(action='undo') or the user's confirmation.
         """
-        async with gate.call(ctx, Role.OPERATOR, _workload_ref(name, namespace)) as call:
-            plan = await undo_plan(call.service, name, namespace, revision)
-            how = _confirmed(call, plan, plan_id, confirmation)
-            workload = await call.service.rollout_undo(name, revision, namespace)
-        return WorkloadChanged(
-            summary=plan.summary, confirmed=how, workload=WorkloadSummary.of(workload)
+        return await change_workload(
+            ctx,
+            name,
+            namespace,
+            confirmation,
+            plan_id,
+            lambda s: undo_plan(s, name, namespace, revision),
+            lambda s: s.rollout_undo(name, revision, namespace),
         )
 
     @server.tool(annotations=_DESTRUCTIVE)
@@ -335,12 +360,14 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
 
         Needs a plan_id from plan_workload(action='promote') or the user's confirmation.
         """
-        async with gate.call(ctx, Role.OPERATOR, _workload_ref(name, namespace)) as call:
-            plan = await promote_plan(call.service, name, namespace)
-            how = _confirmed(call, plan, plan_id, confirmation)
-            workload = await call.service.promote_rollout(name, namespace)
-        return WorkloadChanged(
-            summary=plan.summary, confirmed=how, workload=WorkloadSummary.of(workload)
+        return await change_workload(
+            ctx,
+            name,
+            namespace,
+            confirmation,
+            plan_id,
+            lambda s: promote_plan(s, name, namespace),
+            lambda s: s.promote_rollout(name, namespace),
         )
 
     async def flag_node(
