@@ -479,4 +479,4 @@ async def test_an_agent_follows_a_rollout_and_undoes_it_with_a_plan(live: Live) 
         undone = await call(client, "undo_rollout", name="hello", plan_id=plan["plan_id"])
         assert undone["confirmed"] == "plan"
         missing = await refused(client, "plan_workload", action="undo", name="hello", revision=9)
-        assert "keeps no revision 9 to roll back to (kept: 1, 2, 3)" in missing
+        assert "keeps no revision 9: kept are 1, 2, 3 (see `shoal rollout history`)" in missing

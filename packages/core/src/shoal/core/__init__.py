@@ -14,6 +14,7 @@ from ._membership import MembershipSync
 from ._nodeloop import NodeLoop
 from ._plan import diff_fields
 from ._repo import Repository, Stored
+from ._revisions import revision_of
 from ._scheduler import DefaultScheduler
 from ._service import LocalNode, ShoalService
 from ._shutdown import finish_deletions, report_survivors
@@ -39,4 +40,5 @@ __all__ = [
     "diff_fields",
     "finish_deletions",
     "report_survivors",
+    "revision_of",
 ]

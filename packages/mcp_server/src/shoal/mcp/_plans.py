@@ -27,11 +27,11 @@ from typing import Any, Literal
 from mcp.server.mcpserver import AcceptedElicitation, Context, ElicitationResult
 from pydantic import BaseModel, Field
 
+from shoal.core import revision_of
 from shoal.interfaces import (
     PLACED_STATES,
     ApplyResult,
     ChangeAction,
-    NotFound,
     PlannedChange,
     Service,
     WorkloadSpec,
@@ -133,19 +133,15 @@ async def scale_plan(service: Service, name: str, namespace: str, replicas: int)
 async def undo_plan(
     service: Service, name: str, namespace: str, revision: int | None
 ) -> ChangePlan:
-    """Plan rolling a workload back to a kept revision. Raises NotFound (naming the kept ones)."""
+    """Plan rolling a workload back to a kept revision.
+
+    Raises:
+        NotFound: the revision is not kept (the message, the service's own, lists those that are).
+
+    """
     workload = await service.get_workload(name, namespace)
-    kept = {r.number: r for r in workload.revisions}
-    earlier = [r.number for r in workload.revisions if r.number != workload.revision]
-    number = revision if revision is not None else (earlier[-1] if earlier else None)
-    if number is None or number not in kept:
-        listed = ", ".join(str(n) for n in kept) or "none"
-        asked = "an earlier revision" if number is None else f"revision {number}"
-        raise NotFound(
-            f"workload {namespace}/{name} keeps no {asked} to roll back to (kept: {listed})",
-            workload=f"{namespace}/{name}",
-        )
-    target = kept[number]
+    target = revision_of(workload, revision)
+    number = target.number
     images = ", ".join(c.image for c in target.template.containers)
     replaced = await _live_instances(service, name, namespace)
     return ChangePlan(
