@@ -3,36 +3,16 @@
 from __future__ import annotations
 
 import secrets
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
 from shoal.interfaces import PLACED_STATES, Instance, InstanceState, NodeUsage, Workload
 
-__all__ = ["InstanceFactory", "UsageIndex", "node_usage"]
+__all__ = ["InstanceFactory", "UsageIndex"]
 
 _HOLDS_ITS_SLOT = PLACED_STATES | {InstanceState.STOPPED, InstanceState.FAILED}
-
-
-def node_usage(instances: Iterable[Instance]) -> dict[str, NodeUsage]:
-    """Sum what the placed instances take on each node.
-
-    Finished instances keep their slot: the control loop restarts them in place.
-    """
-    usage: dict[str, NodeUsage] = defaultdict(NodeUsage)
-    for inst in instances:
-        if inst.node is None or inst.state not in _HOLDS_ITS_SLOT:
-            continue
-        used = usage[inst.node]
-        need = inst.template.requests()
-        used.cpu += need.cpu
-        used.memory += need.memory
-        used.pods += 1
-        used.host_ports |= inst.template.host_ports()
-        group = f"{inst.namespace}/{inst.workload}"
-        used.groups[group] = used.groups.get(group, 0) + 1
-    return usage
 
 
 def _holds_a_slot(inst: Instance | None) -> bool:
@@ -44,7 +24,8 @@ class UsageIndex(Mapping[str, NodeUsage]):
 
     :meth:`change` is an instance cache's listener: it takes one instance's
     old and new value, so the usage of every node is known without summing
-    the cluster's instances per placement (what :func:`node_usage` does).
+    the cluster's instances per placement. Finished instances keep their
+    slot: the control loop restarts them in place.
     Host ports are counted, so one of two instances that (wrongly) share a
     port can go without freeing it. Read it as a mapping of node name to
     :class:`NodeUsage`; the scheduler copies what it changes.
