@@ -5,6 +5,8 @@ worker scope (``shoal.cluster``) decides from them what a worker may touch.
 Both import them from here, so the two sides cannot drift apart.
 
 * ``/workloads/<namespace>/<name>``, ``/instances/<namespace>/<name>``,
+  ``/configmaps/<namespace>/<name>``, ``/secrets/<namespace>/<name>`` (its
+  value sealed by the server's store), ``/namespaces/<name>``,
   ``/nodes/<name>``: one JSON document each.
 * ``/events/<kind>/<namespace or ->/<name>/<event id>``: events filed under
   the object they are about, so one object's events are one prefix (what
@@ -19,15 +21,21 @@ Both import them from here, so the two sides cannot drift apart.
 from __future__ import annotations
 
 __all__ = [
+    "CONFIGMAPS",
     "EVENTS",
     "INSTANCES",
+    "NAMESPACES",
     "NODES",
+    "SECRETS",
     "WORKLOADS",
+    "config_map_key",
     "event_id_of",
     "event_key",
     "event_prefix",
     "instance_key",
+    "namespace_key",
     "node_key",
+    "secret_key",
     "workload_key",
 ]
 
@@ -35,6 +43,9 @@ WORKLOADS = "/workloads/"
 INSTANCES = "/instances/"
 NODES = "/nodes/"
 EVENTS = "/events/"
+CONFIGMAPS = "/configmaps/"
+SECRETS = "/secrets/"
+NAMESPACES = "/namespaces/"
 
 _NO_NAMESPACE = "-"
 
@@ -47,6 +58,21 @@ def workload_key(namespace: str, name: str) -> str:
 def instance_key(namespace: str, name: str) -> str:
     """Return the store key of an instance."""
     return f"{INSTANCES}{namespace}/{name}"
+
+
+def config_map_key(namespace: str, name: str) -> str:
+    """Return the store key of a ConfigMap."""
+    return f"{CONFIGMAPS}{namespace}/{name}"
+
+
+def secret_key(namespace: str, name: str) -> str:
+    """Return the store key of a Secret."""
+    return f"{SECRETS}{namespace}/{name}"
+
+
+def namespace_key(name: str) -> str:
+    """Return the store key of a Namespace."""
+    return f"{NAMESPACES}{name}"
 
 
 def node_key(name: str) -> str:

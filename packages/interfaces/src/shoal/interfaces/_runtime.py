@@ -36,7 +36,19 @@ __all__ = [
     "PodAccess",
     "PodSpec",
     "PodStatus",
+    "ProjectedFile",
 ]
+
+
+class ProjectedFile(Model):
+    """One file of a volume whose contents Shoal works out (config_map, secret, downward_api)."""
+
+    path: str
+    """Relative to the volume; may contain directories."""
+    data: bytes
+    """The file's contents."""
+    mode: int = 0o644
+    """Its mode bits."""
 
 
 class PodSpec(Model):
@@ -54,10 +66,16 @@ class PodSpec(Model):
     """The containers to create, in order."""
     volumes: list[Volume] = Field(default_factory=list)
     """The pod's volumes, which its containers mount by name."""
+    init_containers: list[Container] = Field(default_factory=list)
+    """Run one after another, each to exit 0, before ``containers`` start."""
+    files: dict[str, list[ProjectedFile]] = Field(default_factory=dict)
+    """The files of each volume whose contents Shoal works out (see ``Volume.files``), by
+    volume name; the runtime writes them so that a later :meth:`ContainerRuntime.update_files`
+    swaps them all at once."""
 
     @model_validator(mode="after")
     def _mounts_name_volumes(self) -> Self:
-        check_volumes(self.containers, self.volumes)
+        check_volumes([*self.init_containers, *self.containers], self.volumes)
         return self
 
 
@@ -323,6 +341,19 @@ class ContainerRuntime(PodAccess, Protocol):
             Conflict: a pod with this uid exists already.
             RuntimeFailure: a container could not be created or started; the
                 pod may be left behind created, for :meth:`remove`.
+
+        """
+        ...
+
+    async def update_files(self, uid: str, volume: str, files: Sequence[ProjectedFile]) -> None:
+        """Replace the files of one of the pod's file volumes, all at once.
+
+        A container reading the volume sees either every old file or every new
+        one (the kubelet's ``..data`` symlink swap); mounts with a sub_path keep
+        what they had.
+
+        Raises:
+            NotFound: no such pod, or it has no file volume named ``volume``.
 
         """
         ...

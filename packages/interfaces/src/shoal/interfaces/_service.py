@@ -10,23 +10,34 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import Field
 
 from ._base import Model
 from ._cluster import Member
+from ._config import ConfigMap, ConfigMapSpec, Namespace, NamespaceSpec, SecretSpec, SecretView
 from ._event import Event, EventType, ObjectRef
 from ._instance import Instance, ScheduleFailure
 from ._node import Node
 from ._runtime import ContainerStats, ExecResult, ImageInfo, ImageProgress, LogLine
 from ._workload import Workload, WorkloadSpec
 
+ObjectSpec = WorkloadSpec | ConfigMapSpec | SecretSpec | NamespaceSpec
+"""Anything apply takes: a workload, a ConfigMap, a Secret or a Namespace (Shoal's dialect;
+``shoal.kube`` translates Kubernetes documents into these)."""
+
+CONFIG_KINDS = ("ConfigMap", "Secret", "Namespace")
+"""The kinds :meth:`Service.delete_config` deletes."""
+
 __all__ = [
+    "CONFIG_KINDS",
     "ApplyResult",
     "ChangeAction",
     "Explanation",
     "FieldChange",
+    "ManifestSource",
+    "ObjectSpec",
     "Plan",
     "PlannedChange",
     "Service",
@@ -53,14 +64,16 @@ class FieldChange(Model):
 
 
 class PlannedChange(Model):
-    """What apply does to one workload, and what that means for its instances."""
+    """What apply does to one object, and for a workload what that means for its instances."""
 
     action: ChangeAction
     """create, update or unchanged."""
     namespace: str
-    """Workload namespace."""
+    """The object's namespace ('' for a Namespace)."""
     name: str
-    """Workload name."""
+    """The object's name."""
+    kind: str = "Workload"
+    """Workload, ConfigMap, Secret or Namespace (a Secret's values never appear in changes)."""
     changes: list[FieldChange] = Field(default_factory=list)
     """Changed fields (empty when unchanged)."""
     instances_to_create: int = 0
@@ -92,6 +105,39 @@ class ApplyResult(Model):
     """False for a dry run."""
     workloads: list[Workload] = Field(default_factory=list)
     """The stored workloads after apply (empty for a dry run)."""
+    config_maps: list[ConfigMap] = Field(default_factory=list)
+    """The stored ConfigMaps after apply (empty for a dry run)."""
+    secrets: list[SecretView] = Field(default_factory=list)
+    """The stored Secrets after apply, without their values (empty for a dry run)."""
+    namespaces: list[Namespace] = Field(default_factory=list)
+    """The stored Namespaces after apply (empty for a dry run)."""
+    warnings: list[str] = Field(default_factory=list)
+    """What Shoal did not honour in the documents, per object and Kubernetes path."""
+
+
+class ManifestSource(Model):
+    """One file of a watched manifests directory, as the node last read it."""
+
+    path: str
+    """The file's absolute path on the node."""
+    node: str = ""
+    """The node whose agent watches it."""
+    hash: str = ""
+    """SHA-256 of the content last read ('' if it could not be read)."""
+    applied_hash: str = ""
+    """SHA-256 of the content last applied (differs from hash while an error stands)."""
+    applied_at: datetime | None = None
+    """When its objects were last applied."""
+    objects: list[str] = Field(default_factory=list)
+    """The objects it owns, as 'Kind namespace/name'."""
+    error: str = ""
+    """Why the last content was not applied (its last good objects keep running)."""
+    warnings: list[str] = Field(default_factory=list)
+    """What the last applied content has that Shoal does not honour."""
+    conflicts: list[str] = Field(default_factory=list)
+    """Objects it defines that another file owns (the first path in sort order wins)."""
+    skipped: bool = False
+    """Paused by a FILE.skip marker: its objects stay as they are."""
 
 
 class Explanation(Model):
@@ -113,14 +159,66 @@ class Explanation(Model):
 class Service(Protocol):
     """Everything a front door may do. Methods raise ShoalError subclasses only."""
 
-    async def apply(self, specs: Sequence[WorkloadSpec], *, dry_run: bool = False) -> ApplyResult:
-        """Create or update workloads, all or nothing; with ``dry_run`` only plan.
+    async def apply(self, specs: Sequence[ObjectSpec], *, dry_run: bool = False) -> ApplyResult:
+        """Create or update workloads, ConfigMaps, Secrets and Namespaces, all or nothing.
+
+        With ``dry_run`` only plan. Warnings carried by the specs' origins (what a
+        Kubernetes document had that Shoal ignores) come back in the result.
 
         Raises:
-            InvalidSpec: the documents conflict (e.g. the same workload twice).
-            Conflict: a workload is being deleted.
+            InvalidSpec: the documents conflict (e.g. the same object twice).
+            Conflict: a workload is being deleted, or an immutable ConfigMap or
+                Secret would change.
 
         """
+        ...
+
+    async def list_config_maps(self, namespace: str | None = None) -> list[ConfigMap]:
+        """Return ConfigMaps, of one namespace or all."""
+        ...
+
+    async def get_config_map(self, name: str, namespace: str = "default") -> ConfigMap:
+        """Return one ConfigMap. Raises NotFound."""
+        ...
+
+    async def list_secrets(self, namespace: str | None = None) -> list[SecretView]:
+        """Return Secrets, of one namespace or all, without their values."""
+        ...
+
+    async def get_secret(
+        self, name: str, namespace: str = "default", *, show_values: bool = False
+    ) -> SecretView:
+        """Return one Secret; its values only with ``show_values`` (front doors let admins only).
+
+        Raises:
+            NotFound: no such Secret.
+
+        """
+        ...
+
+    async def list_namespaces(self) -> list[Namespace]:
+        """Return the Namespace objects, and an entry for every namespace objects use."""
+        ...
+
+    async def delete_config(
+        self,
+        kind: Literal["ConfigMap", "Secret", "Namespace"],
+        name: str,
+        namespace: str = "default",
+    ) -> None:
+        """Delete a ConfigMap, a Secret or a Namespace (``namespace`` ignored for one).
+
+        Pods that use a deleted ConfigMap or Secret keep what they have; new ones wait for it.
+
+        Raises:
+            NotFound: no such object.
+            Conflict: a Namespace that still holds workloads, ConfigMaps or Secrets.
+
+        """
+        ...
+
+    async def list_manifests(self) -> list[ManifestSource]:
+        """Return the files of this node's watched manifests directories (empty if none)."""
         ...
 
     async def list_workloads(self, namespace: str | None = None) -> list[Workload]:

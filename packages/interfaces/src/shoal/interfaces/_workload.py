@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
 
@@ -21,30 +21,47 @@ from ._fielddocs import fields_described
 from ._quantity import Cpu, Memory
 
 __all__ = [
+    "CONFIG_HASH_ANNOTATION",
+    "MANIFEST_ANNOTATION",
     "MAX_REPLICAS",
+    "ROLL_ON_CONFIG_ANNOTATION",
     "Condition",
+    "ConfigMapVolume",
     "Container",
     "CountOrPercent",
+    "DownwardAPIFile",
+    "DownwardAPIVolume",
     "EmptyDirVolume",
+    "EnvFromSource",
+    "EnvVarSource",
     "ExecAction",
     "HostPathVolume",
     "HttpGetAction",
+    "JobSpec",
+    "KeyRef",
+    "KeyToPath",
     "Name",
+    "Origin",
     "Placement",
     "PlacementStrategy",
     "PodTemplate",
     "Port",
     "Probe",
+    "ProjectedSource",
+    "ProjectedVolume",
+    "ResourceFieldRef",
     "ResourceList",
     "Resources",
     "RestartPolicy",
     "Revision",
+    "SecretVolume",
     "TcpSocketAction",
     "UpdateStrategy",
     "UpdateType",
     "Volume",
     "VolumeMount",
     "Workload",
+    "WorkloadMode",
     "WorkloadPhase",
     "WorkloadSpec",
     "WorkloadStatus",
@@ -59,6 +76,18 @@ Name = Annotated[
 ]
 """A DNS-1123 label of at most 50 characters: lowercase letters, digits and '-'."""
 
+MANIFEST_ANNOTATION = "shoal.dev/manifest"
+"""Annotation naming the manifest file (``node:path``) that owns an object: the watched
+directory prunes only what it owns, never what was applied by hand."""
+
+ROLL_ON_CONFIG_ANNOTATION = "shoal.dev/roll-on-config-change"
+"""A workload annotated ``"true"`` rolls out again when a ConfigMap or Secret its
+environment or files use changes (files change in place without it)."""
+
+CONFIG_HASH_ANNOTATION = "shoal.dev/config-hash"
+"""Set on the template of a workload that rolls on config changes: a hash of the
+ConfigMaps and Secrets it uses, so that their change is a template change."""
+
 
 class Spec(Model):
     """Base of user-written models: unknown fields are an error, not ignored."""
@@ -69,6 +98,19 @@ class Spec(Model):
         use_attribute_docstrings=fields_described(),
         defer_build=True,
     )
+
+
+class Origin(Model):
+    """The Kubernetes manifest an object was translated from, kept for ``get -o yaml`` and diffs."""
+
+    api_version: str
+    """Its apiVersion, e.g. 'apps/v1'."""
+    kind: str
+    """Its kind, e.g. 'Deployment'."""
+    manifest: dict[str, Any] = Field(default_factory=dict)
+    """The document as applied (a Secret's without its data)."""
+    ignored: list[str] = Field(default_factory=list)
+    """Kubernetes paths of the fields Shoal does not honour, each with why."""
 
 
 class RestartPolicy(StrEnum):
@@ -206,6 +248,151 @@ class HostPathVolume(Spec):
         return _absolute_path(path, "host path")
 
 
+_FIELD_PATH = re.compile(
+    r"metadata\.(name|namespace|uid|labels|annotations)"
+    r"|metadata\.(labels|annotations)\['[^']+'\]"
+    r"|spec\.(nodeName|serviceAccountName)|status\.(podIP|podIPs|hostIP|hostIPs)"
+)
+_RESOURCES = ("limits.cpu", "limits.memory", "requests.cpu", "requests.memory")
+
+
+def _relative_file(path: str) -> str:
+    """Return ``path`` if it names a file under a volume; raise ValueError saying the fix."""
+    parts = path.split("/")
+    if path.startswith("/") or ".." in parts or not path or path.startswith(".."):
+        raise ValueError(
+            f"path {path!r} must be relative, without '..' (e.g. 'conf/app.properties')"
+        )
+    return path
+
+
+class KeyToPath(Spec):
+    """One key of a ConfigMap or Secret projected to a file path of its own."""
+
+    key: str
+    """The key whose value the file holds."""
+    path: str
+    """The file's path, relative to the volume (no '..')."""
+    mode: int | None = Field(default=None, ge=0, le=0o777)
+    """The file's mode bits; the volume's default_mode if unset."""
+
+    @field_validator("path")
+    @classmethod
+    def _relative(cls, path: str) -> str:
+        return _relative_file(path)
+
+
+class ConfigMapVolume(Spec):
+    """The keys of a ConfigMap as files; they change in place when the ConfigMap changes."""
+
+    name: Name
+    """The ConfigMap, in the pod's namespace."""
+    items: list[KeyToPath] | None = None
+    """Only these keys, at these paths; every key as a file of its name if unset."""
+    default_mode: int = Field(default=0o644, ge=0, le=0o777)
+    """Mode bits of the files."""
+    optional: bool = False
+    """Start without it (an empty volume) when the ConfigMap or a listed key is missing."""
+
+
+class SecretVolume(Spec):
+    """The keys of a Secret as files (on a tmpfs); they change in place when the Secret does."""
+
+    name: Name
+    """The Secret, in the pod's namespace."""
+    items: list[KeyToPath] | None = None
+    """Only these keys, at these paths; every key as a file of its name if unset."""
+    default_mode: int = Field(default=0o644, ge=0, le=0o777)
+    """Mode bits of the files."""
+    optional: bool = False
+    """Start without it when the Secret or a listed key is missing."""
+
+
+class ResourceFieldRef(Spec):
+    """A container's resource request or limit, as a variable or a file."""
+
+    resource: str
+    """limits.cpu, limits.memory, requests.cpu or requests.memory."""
+    container_name: str | None = None
+    """The container whose resources to read; the variable's own container if unset."""
+    divisor: int = Field(default=1, ge=1)
+    """Divide by this: millicores or bytes (1m of CPU is 1; 1Mi of memory is 1048576)."""
+
+    @field_validator("resource")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in _RESOURCES:
+            raise ValueError(f"resource {value!r} is not one of {', '.join(_RESOURCES)}")
+        return value
+
+
+class DownwardAPIFile(Spec):
+    """A file holding one fact about the pod."""
+
+    path: str
+    """The file's path, relative to the volume (no '..')."""
+    field_path: str | None = None
+    """A pod field: metadata.name, metadata.namespace, metadata.uid, metadata.labels,
+    metadata.annotations (one 'key="value"' per line), or one label or annotation
+    (metadata.labels['app'])."""
+    resource_field_ref: ResourceFieldRef | None = None
+    """A container's resource request or limit (container_name required in a volume)."""
+    mode: int | None = Field(default=None, ge=0, le=0o777)
+    """The file's mode bits; the volume's default_mode if unset."""
+
+    @field_validator("path")
+    @classmethod
+    def _relative(cls, path: str) -> str:
+        return _relative_file(path)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if (self.field_path is None) == (self.resource_field_ref is None):
+            raise ValueError(
+                f"file {self.path!r} needs exactly one of field_path or resource_field_ref"
+            )
+        if self.field_path is not None and not _FIELD_PATH.fullmatch(self.field_path):
+            raise ValueError(f"field_path {self.field_path!r} is not a pod field Shoal knows")
+        return self
+
+
+class DownwardAPIVolume(Spec):
+    """Facts about the pod (its name, labels, resources) as files."""
+
+    items: list[DownwardAPIFile] = Field(default_factory=list)
+    """The files."""
+    default_mode: int = Field(default=0o644, ge=0, le=0o777)
+    """Mode bits of the files."""
+
+
+class ProjectedSource(Spec):
+    """One source of a projected volume: exactly one is set."""
+
+    config_map: ConfigMapVolume | None = None
+    """Keys of a ConfigMap."""
+    secret: SecretVolume | None = None
+    """Keys of a Secret."""
+    downward_api: DownwardAPIVolume | None = None
+    """Facts about the pod."""
+
+    @model_validator(mode="after")
+    def _one(self) -> Self:
+        if sum(s is not None for s in (self.config_map, self.secret, self.downward_api)) != 1:
+            raise ValueError(
+                "a projected source needs exactly one of config_map, secret or downward_api"
+            )
+        return self
+
+
+class ProjectedVolume(Spec):
+    """Several ConfigMaps, Secrets and pod facts as the files of one directory."""
+
+    sources: list[ProjectedSource] = Field(min_length=1)
+    """The sources, merged in order."""
+    default_mode: int = Field(default=0o644, ge=0, le=0o777)
+    """Mode bits of the files."""
+
+
 class Volume(Spec):
     """Storage that the containers of a pod can mount. Exactly one source is set."""
 
@@ -215,16 +402,40 @@ class Volume(Spec):
     """Scratch space created empty with the instance and deleted with it."""
     host_path: HostPathVolume | None = None
     """A path of the node (only where the node allows host paths)."""
+    config_map: ConfigMapVolume | None = None
+    """The keys of a ConfigMap as files."""
+    secret: SecretVolume | None = None
+    """The keys of a Secret as files."""
+    downward_api: DownwardAPIVolume | None = None
+    """Facts about the pod as files."""
+    projected: ProjectedVolume | None = None
+    """Several of the above in one directory."""
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
-        sources = [s for s in (self.empty_dir, self.host_path) if s is not None]
-        if len(sources) != 1:
+        if len(self.sources()) != 1:
             raise ValueError(
-                f"volume {self.name!r} needs exactly one of empty_dir or host_path "
-                "(write 'empty_dir: {}' for scratch space)"
+                f"volume {self.name!r} needs exactly one of empty_dir, host_path, config_map, "
+                "secret, downward_api or projected (write 'empty_dir: {}' for scratch space)"
             )
         return self
+
+    def sources(self) -> list[Spec]:
+        """Return the sources that are set (one, once validated)."""
+        candidates: tuple[Spec | None, ...] = (
+            self.empty_dir,
+            self.host_path,
+            self.config_map,
+            self.secret,
+            self.downward_api,
+            self.projected,
+        )
+        return [s for s in candidates if s is not None]
+
+    @property
+    def files(self) -> bool:
+        """Whether Shoal writes its files (config_map, secret, downward_api or projected)."""
+        return self.empty_dir is None and self.host_path is None
 
 
 class VolumeMount(Spec):
@@ -236,6 +447,14 @@ class VolumeMount(Spec):
     """Absolute path inside the container, without '..'; unique within the container."""
     read_only: bool = False
     """Mount read-only: writes through this mount fail."""
+    sub_path: str | None = None
+    """Mount only this file or directory of the volume (relative, no '..'); such a mount
+    does not follow later changes of a ConfigMap or Secret."""
+
+    @field_validator("sub_path")
+    @classmethod
+    def _relative(cls, path: str | None) -> str | None:
+        return None if path is None else _relative_file(path)
 
     @field_validator("mount_path")
     @classmethod
@@ -272,6 +491,75 @@ def check_volumes(containers: Sequence[Container], volumes: Sequence[Volume]) ->
                 )
 
 
+class KeyRef(Spec):
+    """One key of a ConfigMap or Secret in the pod's namespace."""
+
+    name: Name
+    """The ConfigMap or Secret."""
+    key: str
+    """The key."""
+    optional: bool = False
+    """Leave the variable unset, rather than wait, when the object or key is missing."""
+
+
+class EnvVarSource(Spec):
+    """Where one variable's value comes from: exactly one is set."""
+
+    config_map_key_ref: KeyRef | None = None
+    """A key of a ConfigMap."""
+    secret_key_ref: KeyRef | None = None
+    """A key of a Secret."""
+    field_path: str | None = None
+    """A pod field: metadata.name, metadata.namespace, metadata.uid, metadata.labels['k'],
+    metadata.annotations['k'], spec.nodeName, spec.serviceAccountName, status.podIP,
+    status.hostIP."""
+    resource_field_ref: ResourceFieldRef | None = None
+    """A resource request or limit of this container (or of container_name)."""
+
+    @model_validator(mode="after")
+    def _one(self) -> Self:
+        sources = (
+            self.config_map_key_ref,
+            self.secret_key_ref,
+            self.field_path,
+            self.resource_field_ref,
+        )
+        if sum(s is not None for s in sources) != 1:
+            raise ValueError(
+                "an env_refs entry needs exactly one of config_map_key_ref, secret_key_ref, "
+                "field_path or resource_field_ref"
+            )
+        if self.field_path is not None:
+            if not _FIELD_PATH.fullmatch(self.field_path) or self.field_path in (
+                "metadata.labels",
+                "metadata.annotations",
+            ):
+                raise ValueError(
+                    f"field_path {self.field_path!r} is not a pod field a variable can hold "
+                    "(e.g. metadata.name, metadata.labels['app'], status.podIP)"
+                )
+        return self
+
+
+class EnvFromSource(Spec):
+    """Every key of a ConfigMap or Secret as a variable: exactly one of the two is set."""
+
+    config_map: str | None = None
+    """The ConfigMap's name."""
+    secret: str | None = None
+    """The Secret's name."""
+    prefix: str = ""
+    """Prepended to every key to make the variable's name."""
+    optional: bool = False
+    """Start without these variables when the object is missing (rather than wait)."""
+
+    @model_validator(mode="after")
+    def _one(self) -> Self:
+        if (self.config_map is None) == (self.secret is None):
+            raise ValueError("an env_from entry needs exactly one of config_map or secret")
+        return self
+
+
 class Container(Spec):
     """One container of a pod."""
 
@@ -284,7 +572,12 @@ class Container(Spec):
     args: list[str] | None = None
     """Replaces the image's cmd (Kubernetes semantics)."""
     env: dict[str, str] = Field(default_factory=dict)
-    """Environment variables, added to the image's."""
+    """Environment variables, added to the image's. '$(NAME)' in a value, in command and in
+    args is replaced by the variable NAME when it is defined ('$$' writes a '$')."""
+    env_from: list[EnvFromSource] = Field(default_factory=list)
+    """ConfigMaps and Secrets whose keys all become variables (env and env_refs win)."""
+    env_refs: dict[str, EnvVarSource] = Field(default_factory=dict)
+    """Variables whose values come from a ConfigMap, a Secret or the pod itself."""
     working_dir: str | None = None
     """Working directory; defaults to the image's."""
     ports: list[Port] = Field(default_factory=list)
@@ -295,6 +588,8 @@ class Container(Spec):
     """Restart the container when this fails."""
     readiness_probe: Probe | None = None
     """The instance counts as ready only while this passes."""
+    startup_probe: Probe | None = None
+    """Liveness and readiness wait until this has passed once; failing it restarts."""
     volume_mounts: list[VolumeMount] = Field(default_factory=list)
     """Pod volumes mounted into this container, each at its own mount_path."""
 
@@ -321,11 +616,21 @@ class PodTemplate(Spec):
     """Labels copied onto every instance."""
     volumes: list[Volume] = Field(default_factory=list)
     """Volumes the containers can mount by name; names must be unique."""
+    init_containers: list[Container] = Field(default_factory=list)
+    """Run one after another, each to a successful exit, before the containers start."""
+    annotations: dict[str, str] = Field(default_factory=dict)
+    """Annotations copied onto every instance (and readable through the downward API)."""
+    termination_grace_period_seconds: int | None = Field(default=None, ge=0, le=3600)
+    """Seconds between SIGTERM and SIGKILL when an instance stops; the node's default if unset."""
+    service_account_name: str = ""
+    """Kept for the downward API (spec.serviceAccountName); Shoal has no service accounts."""
+    image_pull_secrets: list[str] = Field(default_factory=list)
+    """Secrets of type kubernetes.io/dockerconfigjson whose credentials pull the images."""
 
     @model_validator(mode="after")
     def _unique_names(self) -> Self:
         seen: set[str] = set()
-        for container in self.containers:
+        for container in [*self.init_containers, *self.containers]:
             if container.name in seen:
                 raise ValueError(
                     f"container name {container.name!r} is used twice: give each container "
@@ -342,16 +647,25 @@ class PodTemplate(Spec):
                         f"host port {port.host_port}/{port.protocol} is published twice in one pod"
                     )
                 ports.add((port.host_port, port.protocol))
-        check_volumes(self.containers, self.volumes)
+        check_volumes([*self.init_containers, *self.containers], self.volumes)
         return self
 
     def requests(self) -> ResourceList:
         """Return the sum of the containers' resource requests."""
         # model_construct: the sums are validated millicores and bytes already, and
         # validating again would read an int CPU as whole cores.
+        # Init containers run one at a time before the others: the pod needs the
+        # larger of the biggest of them and the sum of the rest (as Kubernetes counts).
+        inits = [c.resources.requests for c in self.init_containers]
         return ResourceList.model_construct(
-            cpu=sum(c.resources.requests.cpu for c in self.containers),
-            memory=sum(c.resources.requests.memory for c in self.containers),
+            cpu=max(
+                sum(c.resources.requests.cpu for c in self.containers),
+                max((r.cpu for r in inits), default=0),
+            ),
+            memory=max(
+                sum(c.resources.requests.memory for c in self.containers),
+                max((r.memory for r in inits), default=0),
+            ),
         )
 
     def host_ports(self) -> set[tuple[int, str]]:
@@ -454,6 +768,32 @@ class UpdateStrategy(Spec):
         return count
 
 
+class WorkloadMode(StrEnum):
+    """How many instances a workload wants, and whether they end."""
+
+    REPLICAS = "replicas"
+    """``replicas`` instances, replaced when they go (a Kubernetes Deployment)."""
+    DAEMON = "daemon"
+    """One instance on every node that fits the placement (a DaemonSet)."""
+    JOB = "job"
+    """Instances that run to completion (a Job): see ``job``."""
+
+
+class JobSpec(Spec):
+    """How a run-to-completion workload finishes (Kubernetes' Job)."""
+
+    completions: int = Field(default=1, ge=1, le=MAX_REPLICAS)
+    """How many instances must exit 0 for the job to be complete."""
+    parallelism: int = Field(default=1, ge=0, le=MAX_REPLICAS)
+    """How many instances may run at once (0 suspends the job)."""
+    backoff_limit: int = Field(default=6, ge=0, le=1000)
+    """Failed runs (container restarts included) after which the job fails."""
+    active_deadline_seconds: int | None = Field(default=None, ge=1)
+    """The job fails, and its instances stop, once it has run this long."""
+    ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
+    """Delete the workload this long after it completed or failed; kept if unset."""
+
+
 class WorkloadSpec(Spec):
     """Desired state of a workload, as written in a Shoal workload file."""
 
@@ -479,6 +819,27 @@ class WorkloadSpec(Spec):
     """How many revisions (templates) are kept for ``rollout history`` and ``undo``."""
     paused: bool = False
     """A paused rollout makes no progress until resumed; scaling still applies."""
+    mode: WorkloadMode = WorkloadMode.REPLICAS
+    """replicas (the default), daemon (one per eligible node, replicas ignored) or job."""
+    job: JobSpec | None = None
+    """For mode job: completions, parallelism, backoff and deadlines (defaults if unset)."""
+    annotations: dict[str, str] = Field(default_factory=dict)
+    """Free-form annotations (Shoal's own start with 'shoal.dev/')."""
+    origin: Origin | None = None
+    """The Kubernetes manifest this came from, if any."""
+
+    @model_validator(mode="after")
+    def _mode_fits(self) -> Self:
+        if self.mode == WorkloadMode.JOB and self.restart_policy == RestartPolicy.ALWAYS:
+            raise ValueError("a job's instances must end: set restart_policy to OnFailure or Never")
+        if self.job is not None and self.mode != WorkloadMode.JOB:
+            raise ValueError("job is set but mode is not 'job': set mode: job, or remove job")
+        return self
+
+    @property
+    def job_spec(self) -> JobSpec:
+        """Return ``job``, or the defaults."""
+        return self.job or JobSpec()
 
     @model_validator(mode="after")
     def _canary_fits(self) -> Self:
@@ -503,6 +864,10 @@ class WorkloadPhase(StrEnum):
     RUNNING = "running"
     DEGRADED = "degraded"
     DELETING = "deleting"
+    COMPLETE = "complete"
+    """A job whose completions all exited 0."""
+    FAILED = "failed"
+    """A job past its backoff_limit or its active_deadline_seconds."""
 
 
 class Condition(Model):
@@ -545,6 +910,12 @@ class WorkloadStatus(Model):
     """When the rollout last made progress (a rollout without any for its deadline failed)."""
     conditions: list[Condition] = Field(default_factory=list)
     """Named observations."""
+    succeeded: int = 0
+    """For a job: instances that exited 0."""
+    failed: int = 0
+    """For a job: failed runs, restarts included (the job fails past its backoff_limit)."""
+    finished_at: datetime | None = None
+    """For a job: when it completed or failed."""
 
 
 class Revision(Model):
