@@ -38,6 +38,7 @@ from shoal.interfaces import (
     InvalidInput,
     InvalidSpec,
     LogLine,
+    ManifestSource,
     Member,
     Node,
     NotFound,
@@ -83,6 +84,7 @@ class ShoalService:
         remote: Callable[[Node], PodAccess] | None = None,
         members: Callable[[], Awaitable[Sequence[Member]]] | None = None,
         remote_images: Callable[[Node], ImageShare] | None = None,
+        manifests: Callable[[], list[ManifestSource]] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -94,6 +96,8 @@ class ShoalService:
         """Returns the gossip members (the cluster manager's view); None: no cluster manager."""
         self.remote_images = remote_images
         """Reaches the images of other nodes (over gRPC in a cluster); None: only local ones."""
+        self.manifests = manifests
+        """Returns the files of this node's watched manifests directories; None: none watched."""
         self.repo = Repository(store, clock)
 
     def with_actor(self, actor: Actor) -> ShoalService:
@@ -106,6 +110,7 @@ class ShoalService:
             remote=self.remote,
             members=self.members,
             remote_images=self.remote_images,
+            manifests=self.manifests,
         )
 
     # --- workloads -------------------------------------------------------
@@ -316,6 +321,10 @@ class ShoalService:
             return await self.repo.update(workload_key(namespace, name), Workload, change)
         except NotFound:
             raise _not_found("workload", namespace, name, "shoal get workloads") from None
+
+    async def list_manifests(self) -> list[ManifestSource]:
+        """Return the files of this node's watched manifests directories (empty if none)."""
+        return [] if self.manifests is None else self.manifests()
 
     # --- instances -------------------------------------------------------
 
