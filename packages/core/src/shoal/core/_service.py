@@ -10,17 +10,25 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel
 
 from shoal.interfaces import (
+    CONFIGMAPS,
     MAX_REPLICAS,
+    NAMESPACES,
+    SECRETS,
+    WORKLOADS,
     Actor,
     ApplyResult,
     ChangeAction,
     Clock,
     Compare,
     CompareTarget,
+    ConfigMap,
+    ConfigMapSpec,
     Conflict,
     ContainerRuntime,
     ContainerStats,
@@ -40,24 +48,46 @@ from shoal.interfaces import (
     LogLine,
     ManifestSource,
     Member,
+    Namespace,
+    NamespaceSpec,
     Node,
     NotFound,
     ObjectRef,
+    ObjectSpec,
     PodAccess,
     PutOp,
+    Secret,
+    SecretSpec,
+    SecretView,
     StateStore,
     Unavailable,
     Via,
     Workload,
     WorkloadSpec,
+    config_map_key,
+    namespace_key,
+    secret_key,
 )
 
+from ._configs import (
+    ConfigSpec,
+    StoredConfig,
+    check_immutable,
+    config_store_key,
+    label_of,
+    plan_config,
+    rolls_on_config,
+    stored_config,
+    with_config_hash,
+)
 from ._explain import explain_instance
 from ._plan import make_plan, plan_change
-from ._repo import EVENTS, Repository, node_key, workload_key
+from ._repo import EVENTS, Repository, Stored, node_key, workload_key
 from ._revisions import first_revision, revision_of, template_hash, with_template
 
 __all__ = ["LocalNode", "ShoalService"]
+
+M = TypeVar("M", bound=BaseModel)
 
 SYSTEM = Actor(id="system", via=Via.SYSTEM)
 
@@ -115,13 +145,34 @@ class ShoalService:
 
     # --- workloads -------------------------------------------------------
 
-    async def apply(self, specs: Sequence[WorkloadSpec], *, dry_run: bool = False) -> ApplyResult:
-        """Create or update workloads in one transaction; see :class:`Service`."""
-        keys = [spec.key for spec in specs]
-        if len(set(keys)) != len(keys):
-            dup = next(k for k in keys if keys.count(k) > 1)
-            raise InvalidSpec(f"workload {dup} appears twice in one apply; keep one", workload=dup)
-        current = [await self.repo.get_workload(s.namespace, s.name) for s in specs]
+    async def apply(self, specs: Sequence[ObjectSpec], *, dry_run: bool = False) -> ApplyResult:
+        """Create or update workloads and configuration in one transaction; see :class:`Service`.
+
+        A workload annotated to roll on configuration changes gets a hash of the
+        ConfigMaps and Secrets it uses in its template; when this apply changes
+        one of them, the workloads of that namespace that use it and ask for it
+        are updated in the same transaction (so they roll out).
+        """
+        labels = [label_of(spec) for spec in specs]
+        for label in labels:
+            if labels.count(label) > 1:
+                raise InvalidSpec(f"{label} appears twice in one apply; keep one", object=label)
+        configs: list[ConfigSpec] = [s for s in specs if not isinstance(s, WorkloadSpec)]
+        read = {label_of(s): await self._stored_config(s) for s in configs}
+        current_configs = {label: value for label, (value, _) in read.items()}
+        for config in configs:
+            check_immutable(config, current_configs[label_of(config)])
+        config_changes = {
+            label_of(s): plan_config(s, current_configs[label_of(s)]) for s in configs
+        }
+        lookup = _ConfigLookup(self.repo, [s for s in configs if not isinstance(s, NamespaceSpec)])
+
+        workload_specs = [
+            with_config_hash(s, await lookup.refs(s)) if rolls_on_config(s) else s
+            for s in specs
+            if isinstance(s, WorkloadSpec)
+        ]
+        current = [await self.repo.get_workload(s.namespace, s.name) for s in workload_specs]
         for stored in current:
             if stored is not None and stored.value.deleting:
                 raise Conflict(
@@ -129,34 +180,76 @@ class ShoalService:
                     "workloads` no longer lists it, then apply again",
                     workload=stored.value.key,
                 )
-        changes = [
+        rolled = await self._rolled_by_config(
+            workload_specs,
+            [s for s in configs if config_changes[label_of(s)].action != ChangeAction.UNCHANGED],
+            lookup,
+        )
+        workload_specs += [spec for spec, _ in rolled]
+        current += [stored for _, stored in rolled]
+        workload_changes = [
             plan_change(spec, None if stored is None else stored.value)
-            for spec, stored in zip(specs, current, strict=True)
+            for spec, stored in zip(workload_specs, current, strict=True)
         ]
+        by_label = {label_of(s): c for s, c in zip(workload_specs, workload_changes, strict=True)}
+        by_label |= config_changes
+        changes = [by_label[label] for label in labels]
+        changes += workload_changes[len(workload_specs) - len(rolled) :]
         basis = [("", 0) if s is None else (s.value.uid, s.value.generation) for s in current]
+        basis += [("", 0) if c is None else (c.uid, c.generation) for c in current_configs.values()]
         plan = make_plan(changes, basis)
+        warnings = [
+            f"{label_of(spec)}: {note}"
+            for spec in specs
+            if spec.origin is not None
+            for note in spec.origin.ignored
+        ]
         if dry_run:
-            return ApplyResult(plan=plan, applied=False)
+            return ApplyResult(plan=plan, applied=False, warnings=warnings)
 
         now = self.clock.now()
         compares: list[Compare] = []
         ops: list[PutOp] = []
-        results: list[Workload] = []
-        for spec, stored, change in zip(specs, current, changes, strict=True):
+        result = ApplyResult(plan=plan, applied=True, warnings=warnings)
+        for config in configs:
+            stored_before = current_configs[label_of(config)]
+            key = config_store_key(config)
+            if config_changes[label_of(config)].action == ChangeAction.UNCHANGED:
+                assert stored_before is not None
+                _add_config(result, stored_before)
+                continue
+            value = stored_config(config, stored_before, now)
+            revision = read[label_of(config)][1]
+            compares.append(Compare(key, CompareTarget.MOD_REVISION, revision))
+            ops.append(PutOp(key, value.model_dump_json().encode()))
+            namespace = None if isinstance(config, NamespaceSpec) else config.namespace
+            verb = "created" if stored_before is None else "updated"
+            event = self.repo.new_event(
+                ObjectRef(kind=config.kind, namespace=namespace, name=config.name),
+                "Created" if stored_before is None else "Updated",
+                f"{verb} by {self.actor.id}",  # never the data: a Secret's values stay out
+                self.actor,
+            )
+            ops.append(self.repo.event_op(event))
+            _add_config(result, value)
+        for spec, stored, change in zip(workload_specs, current, workload_changes, strict=True):
             key = workload_key(spec.namespace, spec.name)
+            cause = f"apply by {self.actor.id}"
+            if any(spec is r for r, _ in rolled):
+                cause = f"configuration it uses changed (apply by {self.actor.id})"
             if stored is None:
                 workload = Workload(
                     spec=spec,
                     uid=secrets.token_hex(8),
                     created_at=now,
                     updated_at=now,
-                    revisions=first_revision(spec, now, f"apply by {self.actor.id}"),
+                    revisions=first_revision(spec, now, cause),
                     promoted_revision=1,  # the first template replaces nothing: no canaries
                 )
             elif change.action == ChangeAction.UPDATE:
-                workload = with_template(stored.value, spec, now, f"apply by {self.actor.id}")
+                workload = with_template(stored.value, spec, now, cause)
             else:
-                results.append(stored.value)
+                result.workloads.append(stored.value)
                 continue
             compares.append(
                 Compare(key, CompareTarget.MOD_REVISION, 0 if stored is None else stored.revision)
@@ -171,14 +264,134 @@ class ShoalService:
                 self.actor,
             )
             ops.append(self.repo.event_op(event))
-            results.append(workload)
+            result.workloads.append(workload)
         if ops:
             outcome = await self.store.txn(compares, ops)
             if not outcome.succeeded:
                 raise Conflict(
-                    "a workload changed while this apply ran; nothing was applied: run it again"
+                    "an object changed while this apply ran; nothing was applied: run it again"
                 )
-        return ApplyResult(plan=plan, applied=True, workloads=results)
+        return result
+
+    async def _stored_config(self, spec: ConfigSpec) -> tuple[StoredConfig | None, int]:
+        """Return the stored object of ``spec``'s kind and name and its revision (0: none)."""
+        kv = await self.store.get(config_store_key(spec))
+        if kv is None:
+            return None, 0
+        model: type[StoredConfig] = _STORED_MODELS[spec.kind]
+        return model.model_validate_json(kv.value), kv.mod_revision
+
+    async def _rolled_by_config(
+        self,
+        applied: Sequence[WorkloadSpec],
+        changed: Sequence[ConfigSpec],
+        lookup: _ConfigLookup,
+    ) -> list[tuple[WorkloadSpec, Stored[Workload]]]:
+        """Return the stored workloads (not in this apply) that roll because ``changed`` did."""
+        changed_refs = {
+            (s.namespace, s.kind, s.name) for s in changed if not isinstance(s, NamespaceSpec)
+        }
+        in_apply = {s.key for s in applied}
+        rolled: list[tuple[WorkloadSpec, Stored[Workload]]] = []
+        for namespace in sorted({ns for ns, _, _ in changed_refs}):
+            for stored in await self.repo.list_workloads(namespace):
+                spec = stored.value.spec
+                if spec.key in in_apply or stored.value.deleting or not rolls_on_config(spec):
+                    continue
+                refs = {(namespace, kind, name) for kind, name in spec.template.config_refs()}
+                if refs & changed_refs:
+                    updated = with_config_hash(spec, await lookup.refs(spec))
+                    if updated.template != spec.template:
+                        rolled.append((updated, stored))
+        return rolled
+
+    # --- configuration ---------------------------------------------------
+
+    async def _list_configs(self, prefix: str, namespace: str | None, model: type[M]) -> list[M]:
+        where = prefix if namespace is None else f"{prefix}{namespace}/"
+        return [model.model_validate_json(kv.value) for kv in (await self.store.list(where)).items]
+
+    async def list_config_maps(self, namespace: str | None = None) -> list[ConfigMap]:
+        """Return ConfigMaps, of one namespace or all."""
+        return await self._list_configs(CONFIGMAPS, namespace, ConfigMap)
+
+    async def get_config_map(self, name: str, namespace: str = "default") -> ConfigMap:
+        """Return one ConfigMap. Raises NotFound."""
+        kv = await self.store.get(config_map_key(namespace, name))
+        if kv is None:
+            raise _not_found("configmap", namespace, name, "shoal get configmaps")
+        return ConfigMap.model_validate_json(kv.value)
+
+    async def list_secrets(self, namespace: str | None = None) -> list[SecretView]:
+        """Return Secrets, of one namespace or all, without their values."""
+        return [s.view() for s in await self._list_configs(SECRETS, namespace, Secret)]
+
+    async def get_secret(
+        self, name: str, namespace: str = "default", *, show_values: bool = False
+    ) -> SecretView:
+        """Return one Secret; its values only with ``show_values`` (recorded as an event)."""
+        kv = await self.store.get(secret_key(namespace, name))
+        if kv is None:
+            raise _not_found("secret", namespace, name, "shoal get secrets")
+        secret = Secret.model_validate_json(kv.value)
+        if show_values:
+            await self._event(
+                ObjectRef(kind="Secret", namespace=namespace, name=name),
+                "ValuesShown",
+                f"values shown to {self.actor.id}",
+            )
+        return secret.view(show_values=show_values)
+
+    async def list_namespaces(self) -> list[Namespace]:
+        """Return the Namespace objects, and an entry for every namespace objects use."""
+        stored = {n.spec.name: n for n in await self._list_configs(NAMESPACES, None, Namespace)}
+        used: set[str] = {"default"}
+        for prefix in (WORKLOADS, CONFIGMAPS, SECRETS):
+            keys = (await self.store.list(prefix)).items
+            used |= {kv.key[len(prefix) :].split("/", 1)[0] for kv in keys}
+        epoch = datetime.fromtimestamp(0, tz=UTC)
+        for name in used - set(stored):
+            stored[name] = Namespace(
+                spec=NamespaceSpec(name=name), uid="", created_at=epoch, updated_at=epoch
+            )
+        return [stored[name] for name in sorted(stored)]
+
+    async def delete_config(
+        self,
+        kind: Literal["ConfigMap", "Secret", "Namespace"],
+        name: str,
+        namespace: str = "default",
+    ) -> None:
+        """Delete a ConfigMap, a Secret or an empty Namespace; see :class:`Service`."""
+        if kind == "Namespace":
+            key = namespace_key(name)
+            for prefix, what in (
+                (WORKLOADS, "workloads"),
+                (CONFIGMAPS, "configmaps"),
+                (SECRETS, "secrets"),
+            ):
+                if (await self.store.list(f"{prefix}{name}/")).items:
+                    raise Conflict(
+                        f"namespace {name} still holds {what}: delete them first "
+                        f"(`shoal get {what} -n {name}`)",
+                        namespace=name,
+                    )
+            ref = ObjectRef(kind="Namespace", name=name)
+        else:
+            key = (
+                config_map_key(namespace, name)
+                if kind == "ConfigMap"
+                else secret_key(namespace, name)
+            )
+            ref = ObjectRef(kind=kind, namespace=namespace, name=name)
+        if await self.store.delete(key) is None:
+            where = name if kind == "Namespace" else f"{namespace}/{name}"
+            raise NotFound(
+                f"{kind.lower()} {where} not found: list them with `shoal get {kind.lower()}s`",
+                kind=kind,
+                name=name,
+            )
+        await self._event(ref, "Deleted", f"deleted by {self.actor.id}")
 
     async def list_workloads(self, namespace: str | None = None) -> list[Workload]:
         """Return workloads, of one namespace or all."""
@@ -620,6 +833,53 @@ class ShoalService:
         self, obj: ObjectRef, reason: str, message: str, event_type: EventType = EventType.NORMAL
     ) -> Event:
         return await self.repo.record(obj, reason, message, self.actor, event_type=event_type)
+
+
+_STORED_MODELS: dict[str, type[StoredConfig]] = {
+    "ConfigMap": ConfigMap,
+    "Secret": Secret,
+    "Namespace": Namespace,
+}
+
+
+def _add_config(result: ApplyResult, value: StoredConfig) -> None:
+    if isinstance(value, ConfigMap):
+        result.config_maps.append(value)
+    elif isinstance(value, Secret):
+        result.secrets.append(value.view())
+    else:
+        result.namespaces.append(value)
+
+
+class _ConfigLookup:
+    """ConfigMaps and Secrets by reference: this apply's first, then the store's."""
+
+    def __init__(self, repo: Repository, applying: Sequence[ConfigMapSpec | SecretSpec]) -> None:
+        self.repo = repo
+        self.applying: dict[tuple[str, str, str], ConfigMapSpec | SecretSpec] = {
+            (s.namespace, s.kind, s.name): s for s in applying
+        }
+
+    async def get(self, namespace: str, kind: str, name: str) -> ConfigMapSpec | SecretSpec | None:
+        spec = self.applying.get((namespace, kind, name))
+        if spec is not None:
+            return spec
+        key = (
+            config_map_key(namespace, name) if kind == "ConfigMap" else secret_key(namespace, name)
+        )
+        kv = await self.repo.store.get(key)
+        if kv is None:
+            return None
+        model = ConfigMap if kind == "ConfigMap" else Secret
+        return model.model_validate_json(kv.value).spec
+
+    async def refs(
+        self, spec: WorkloadSpec
+    ) -> dict[tuple[str, str], ConfigMapSpec | SecretSpec | None]:
+        return {
+            (kind, name): await self.get(spec.namespace, kind, name)
+            for kind, name in spec.template.config_refs()
+        }
 
 
 def _workload_ref(namespace: str, name: str) -> ObjectRef:

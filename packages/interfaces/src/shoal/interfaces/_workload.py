@@ -668,6 +668,35 @@ class PodTemplate(Spec):
             ),
         )
 
+    def config_refs(self) -> set[tuple[str, str]]:
+        """Return the ConfigMaps and Secrets the pod uses, as ``(kind, name)`` pairs.
+
+        Through env_from, env_refs, volumes (projected included) and
+        image_pull_secrets; all in the pod's namespace.
+        """
+        refs: set[tuple[str, str]] = {("Secret", name) for name in self.image_pull_secrets}
+        for container in [*self.init_containers, *self.containers]:
+            for source in container.env_from:
+                if source.config_map is not None:
+                    refs.add(("ConfigMap", source.config_map))
+                if source.secret is not None:
+                    refs.add(("Secret", source.secret))
+            for ref in container.env_refs.values():
+                if ref.config_map_key_ref is not None:
+                    refs.add(("ConfigMap", ref.config_map_key_ref.name))
+                if ref.secret_key_ref is not None:
+                    refs.add(("Secret", ref.secret_key_ref.name))
+        for volume in self.volumes:
+            pairs = [(volume.config_map, volume.secret)]
+            if volume.projected is not None:
+                pairs += [(s.config_map, s.secret) for s in volume.projected.sources]
+            for config_map, secret in pairs:
+                if config_map is not None:
+                    refs.add(("ConfigMap", config_map.name))
+                if secret is not None:
+                    refs.add(("Secret", secret.name))
+        return refs
+
     def host_ports(self) -> set[tuple[int, str]]:
         """Return the (port, protocol) pairs this pod publishes on its node."""
         return {
