@@ -282,7 +282,7 @@ async def test_invalid_documents_are_refused_whole(server: Server) -> None:
     bad = dict(HELLO, name="second", replicas=-1)
     async with ShoalClient(server.url, OPERATOR) as client:
         with pytest.raises(
-            InvalidSpec, match=r"app.yaml: document 2 \(workload 'second'\): field replicas"
+            InvalidSpec, match=r"app.yaml: document 2 \((?i:workload) 'second'\): field replicas"
         ):
             await client.apply_documents([HELLO, bad], source="app.yaml")
         with pytest.raises(NotFound):

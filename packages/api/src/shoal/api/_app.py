@@ -3,7 +3,7 @@
 Routes (all JSON; errors are ``{"error": {"code", "message", "details"}}``)::
 
     GET    /healthz, /readyz, /openapi.json                 unauthenticated
-    POST   /v1/workloads/apply          {documents, dry_run}  operator
+    POST   /v1/workloads/apply   {documents, dry_run, strict}  operator (every kind, both dialects)
     GET    /v1/workloads[?namespace=]                         viewer
     GET    /v1/workloads/{ns}/{name}                          viewer
     POST   /v1/workloads/{ns}/{name}/scale  {replicas}        operator
@@ -17,6 +17,7 @@ Routes (all JSON; errors are ``{"error": {"code", "message", "details"}}``)::
     POST   /v1/nodes/{name}/{cordon|uncordon|drain}           operator
     GET    /v1/events[?limit=&kind=&name=&namespace=]         viewer
     GET    /v1/events/stream   (server-sent events)           viewer
+    ConfigMaps, Secrets, Namespaces: see ``_config_routes``
 
 The caller's key id becomes the actor of every event its request causes.
 """
@@ -55,10 +56,11 @@ from shoal.interfaces import (
     ShoalError,
     Via,
     Workload,
-    parse_workload_documents,
 )
+from shoal.kube import parse_documents
 
 from ._auth import RequestVerifier, Verified, target_uri_from_scope
+from ._config_routes import CALLER_STATE, config_router
 from ._limits import BodyLimit, body_too_large, too_large_error
 from ._streams import EventStream, JsonLines, LogStream, pull_lines
 
@@ -79,12 +81,15 @@ ReadyCheck = Callable[[], Awaitable[str | None]]
 
 
 class ApplyRequest(BaseModel):
-    """Body of an apply: raw workload documents, validated all or nothing."""
+    """Body of an apply: raw documents of either dialect, validated all or nothing."""
 
     documents: list[Any] = Field(max_length=1000)
-    """Workload documents as parsed from YAML or JSON."""
+    """Documents as parsed from YAML or JSON: Shoal's (Workload, ConfigMap, Secret, Namespace,
+    told apart by kind) or Kubernetes' (with apiVersion; see docs/kubernetes.md)."""
     dry_run: bool = False
     """Only return the plan; change nothing."""
+    strict: bool = False
+    """Refuse documents with what Shoal would ignore (kinds, fields), instead of warning."""
     source: str = "request"
     """Where the documents came from (e.g. a file name), for error messages."""
 
@@ -234,6 +239,7 @@ def create_app(
         async def dependency(request: Request) -> ShoalService:
             caller, covered = await authenticate(request)
             caller.require(required, f"{request.method} {request.url.path}")
+            setattr(request.state, CALLER_STATE, caller)  # for checks a route adds (show_values)
             return service.with_actor(Actor(id=caller.key_id, via=_via(request, covered)))
 
         return dependency
@@ -244,9 +250,15 @@ def create_app(
 
     @v1.post("/workloads/apply", tags=["workloads"])
     async def apply(body: ApplyRequest, svc: Operator) -> ApplyResult:
-        """Create or update workloads from documents, all or nothing; dry_run returns the plan."""
-        specs = parse_workload_documents(body.documents, body.source)
-        return await svc.apply(specs, dry_run=body.dry_run)
+        """Create or update workloads, ConfigMaps, Secrets and Namespaces from documents.
+
+        All or nothing; dry_run returns the plan. Kubernetes documents are translated, and
+        what Shoal does not honour comes back in warnings (refused with strict).
+        """
+        translation = parse_documents(body.documents, body.source, strict=body.strict)
+        result = await svc.apply(translation.objects, dry_run=body.dry_run)
+        warnings = list(dict.fromkeys([*translation.warnings, *result.warnings]))
+        return result.model_copy(update={"warnings": warnings})
 
     @v1.get("/workloads", tags=["workloads"])
     async def list_workloads(svc: Viewer, namespace: str | None = None) -> list[Workload]:
@@ -423,6 +435,7 @@ def create_app(
         return EventStream(svc, heartbeat)
 
     app.include_router(v1)
+    app.include_router(config_router(role))
     for path, mounted in mounts:
         # A Route whose endpoint is not a function serves it as a raw ASGI app.
         app.router.routes.append(Route(path, mounted, include_in_schema=False))

@@ -28,6 +28,7 @@ from shoal.interfaces import (
     error_from_body,
 )
 
+from ._config import ConfigCalls
 from ._defaults import DEFAULT_SERVER
 from ._keys import KeyPair
 from ._signer import SignedAuth
@@ -46,8 +47,8 @@ if TYPE_CHECKING:
         Member,
         Node,
         ObjectRef,
+        ObjectSpec,
         Workload,
-        WorkloadSpec,
     )
 
 __all__ = ["DEFAULT_SERVER", "ShoalClient"]
@@ -71,7 +72,7 @@ def _raise_for(response: httpx.Response) -> None:
     raise error_from_body(body)
 
 
-class ShoalClient(AsyncClosing):
+class ShoalClient(ConfigCalls, AsyncClosing):
     """A remote :class:`~shoal.interfaces.Service` reached over the signed REST API."""
 
     def __init__(
@@ -127,16 +128,30 @@ class ShoalClient(AsyncClosing):
         )
 
     async def apply_documents(
-        self, documents: Sequence[Any], *, dry_run: bool = False, source: str = "request"
+        self,
+        documents: Sequence[Any],
+        *,
+        dry_run: bool = False,
+        source: str = "request",
+        strict: bool = False,
     ) -> ApplyResult:
-        """Apply raw documents; the server validates them (all or nothing)."""
+        """Apply raw documents of either dialect; the server translates and validates them.
+
+        All or nothing; with ``strict`` what Shoal would ignore is refused, not a warning.
+        """
         body = {"documents": list(documents), "dry_run": dry_run, "source": source}
+        if strict:
+            body["strict"] = True
         return await self._call(
             "POST", "/v1/workloads/apply", interfaces.ApplyResult, json_body=body
         )
 
-    async def apply(self, specs: Sequence[WorkloadSpec], *, dry_run: bool = False) -> ApplyResult:
-        """Create or update workloads, all or nothing; with ``dry_run`` only plan."""
+    async def apply(self, specs: Sequence[ObjectSpec], *, dry_run: bool = False) -> ApplyResult:
+        """Create or update workloads, ConfigMaps, Secrets and Namespaces, all or nothing.
+
+        With ``dry_run`` only plan. The specs travel in Shoal's dialect (a
+        translated Kubernetes document keeps its manifest in ``origin``).
+        """
         documents = [spec.model_dump(mode="json") for spec in specs]
         return await self.apply_documents(documents, dry_run=dry_run)
 
