@@ -35,6 +35,9 @@ proto: bootstrap
 	$(UV) run python -m grpc_tools.protoc -Ipackages/cluster/proto \
 		--python_out=packages/cluster/src/shoal/cluster/grpc/_pb \
 		--pyi_out=packages/cluster/src/shoal/cluster/grpc/_pb packages/cluster/proto/shoal_node.proto
+	$(UV) run python -m grpc_tools.protoc -Ipackages/runtime/proto \
+		--python_out=packages/runtime/src/shoal/runtime/cri/_pb \
+		--pyi_out=packages/runtime/src/shoal/runtime/cri/_pb packages/runtime/proto/cri_api.proto
 
 format: bootstrap
 	$(UV) run ruff format .

@@ -74,9 +74,16 @@ def runc_harness(request: pytest.FixtureRequest) -> AbstractAsyncContextManager[
     return harness(request)
 
 
+def cri_harness(request: pytest.FixtureRequest) -> AbstractAsyncContextManager[Harness]:
+    from tests.runtime.cri.harness import cri_harness as harness
+
+    return harness(request)
+
+
 HARNESSES: dict[str, Callable[[pytest.FixtureRequest], AbstractAsyncContextManager[Harness]]] = {
     "mock": mock_harness,
     "runc": runc_harness,
+    "cri": cri_harness,
 }
 
 

@@ -1,0 +1,709 @@
+"""CriRuntime: pods on containerd (or any CRI v1 runtime) through the Kubernetes CRI.
+
+For each pod the runtime
+
+1. refuses host path volumes unless the node allows them, and makes sure
+   every image is in the runtime's store (``ImageStatus``, else
+   ``PullImage``), before anything is created;
+2. makes the pod's directory under ``root`` (``pods/<uid>``): its emptyDir
+   volumes and the ``logs/`` directory the runtime writes each container's
+   CRI log into;
+3. runs the pod sandbox (``RunPodSandbox``: the runtime's CNI config gives it
+   its network and publishes its host ports), then creates each container in
+   it (``CreateContainer``), and with :meth:`CriRuntime.run` starts each.
+
+A failure undoes everything done so far. ``stop`` is ``StopContainer`` with
+the grace period as its timeout (SIGTERM, then SIGKILL) for every running
+container, keeping the sandbox so the pod can be started again: ``start``
+starts created containers and replaces exited ones (a CRI container runs
+once) in the same sandbox, keeping its address. ``remove`` stops and removes
+the sandbox, which removes its containers, then the pod directory.
+
+Nothing is kept only in this object: pods are found by their labels (see
+:mod:`._cripod`), so a new object (the agent restarted) or a restarted
+containerd lists the same pods and the node loop adopts them by uid. The
+runtime's events API is not used: containerd 1.6 answers UNIMPLEMENTED to
+``GetContainerEvents``, so status is asked for when it is needed.
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from pathlib import Path
+
+import anyio
+import anyio.lowlevel
+
+from shoal.interfaces import (
+    AsyncClosing,
+    Conflict,
+    Container,
+    ContainerStats,
+    ExecResult,
+    ImageError,
+    ImageInfo,
+    LogLine,
+    NotFound,
+    PodSpec,
+    PodStatus,
+    ProjectedFile,
+    RuntimeFailure,
+    ShoalError,
+)
+from shoal.runtime.oci._ociexec import measure_stats
+from shoal.runtime.oci._rootfs import remove_tree
+from shoal.runtime.oci._volumes import check_host_paths, prepare_volumes, volume_sources
+
+from ._client import DEFAULT_ENDPOINT, CriClient, check_cri, pb
+from ._crifiles import write_volume_files
+from ._crilogs import read_cri_log
+from ._cripod import (
+    LABEL_OWNER,
+    LABEL_UID,
+    SPEC_ANNOTATION,
+    container_config,
+    container_status,
+    is_init,
+    ordered,
+    sandbox_config,
+)
+from ._images import CriImages
+
+__all__ = ["CriRuntime"]
+
+
+class _Pod:
+    """What the runtime holds of one pod: its sandbox and containers, in the pod's order."""
+
+    def __init__(
+        self, spec: PodSpec, sandbox: pb.PodSandboxStatus, containers: list[pb.Container]
+    ) -> None:
+        self.spec = spec
+        self.sandbox = sandbox
+        self.inits = [c for c in containers if is_init(c)]
+        self.containers = [c for c in containers if not is_init(c)]
+
+    def container(self, name: str) -> pb.Container:
+        for container in self.containers:
+            if container.metadata.name == name:
+                return container
+        names = ", ".join(c.name for c in self.spec.containers)
+        raise NotFound(
+            f"pod {self.spec.uid!r} has no container {name!r} (it has {names})",
+            uid=self.spec.uid,
+            container=name,
+        )
+
+
+class CriRuntime(AsyncClosing):
+    """A ContainerRuntime over the Kubernetes CRI v1 API (containerd, CRI-O).
+
+    Args:
+        root: Directory for pod directories (emptyDir volumes, CRI logs).
+        endpoint: The runtime's socket, ``unix:///run/containerd/containerd.sock``.
+        owner: The label value that marks this node's pods; two agents sharing
+            one containerd need different owners.
+        allow_host_paths: Whether pods may mount host path volumes.
+        host_network: Run pods in the node's network namespace instead of
+            the runtime's CNI network.
+        host_ip: Host address published ports are bound to.
+        cgroup_parent: The cgroup (cgroupfs driver) pods' containers are put under.
+        stats_interval: Seconds over which ``stats`` measures CPU use.
+        client: A client to use instead of one for ``endpoint``.
+
+    """
+
+    name = "cri"
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        endpoint: str = DEFAULT_ENDPOINT,
+        owner: str = "shoal",
+        allow_host_paths: bool = False,
+        host_network: bool = False,
+        host_ip: str = "127.0.0.1",
+        cgroup_parent: str = "/shoal-cri",
+        stats_interval: float = 0.1,
+        client: CriClient | None = None,
+    ) -> None:
+        self.root = root
+        self.client = client if client is not None else CriClient(endpoint)
+        self.endpoint = self.client.endpoint
+        self.owner = owner
+        self.allow_host_paths = allow_host_paths
+        self.host_network = host_network
+        self.host_ip = host_ip
+        self.cgroup_parent = cgroup_parent
+        self.stats_interval = stats_interval
+        self.images = CriImages(self.client)
+        self._locks: dict[str, anyio.Lock] = {}
+        self._sandboxes: dict[str, str] = {}
+        """Sandbox id by pod uid, as last seen (checked again when the runtime says it is gone)."""
+        self._present: set[str] = set()
+        """Images ``ensure_image`` found since the last ``create``, which need no second look."""
+        self._closed = False
+
+    async def connect(self) -> pb.VersionResponse:
+        """Check that the endpoint answers CRI v1; return its version.
+
+        Raises:
+            Unavailable: it cannot be reached or does not speak CRI v1.
+
+        """
+        return await check_cri(self.client)
+
+    async def __aenter__(self) -> CriRuntime:
+        await self.connect()
+        return self
+
+    async def ensure_image(self, image: str) -> ImageInfo:
+        """Make ``image`` present in the runtime's image store, pulling it if needed.
+
+        Raises:
+            ImageError: it is not there and cannot be pulled (the runtime's reason).
+
+        """
+        info = await self.images.ensure(image)
+        self._present.add(image)
+        return info
+
+    async def create(self, pod: PodSpec) -> PodStatus:
+        """Create the pod's sandbox and containers (not started).
+
+        Raises:
+            Conflict: a pod with this uid exists already.
+            Forbidden: the pod has a host path volume and host paths are not allowed.
+            InvalidInput: a host path does not exist, or a port cannot be published.
+            ImageError: an image is missing and cannot be pulled; nothing was created.
+            RuntimeFailure: the runtime failed; nothing is left behind.
+
+        """
+        return await self._create(pod, start=False)
+
+    async def run(self, pod: PodSpec) -> PodStatus:
+        """Create the pod and start each container as it is created.
+
+        Raises:
+            Conflict, Forbidden, InvalidInput, ImageError: as :meth:`create`.
+            RuntimeFailure: a container could not be created or started;
+                nothing is left behind.
+
+        """
+        return await self._create(pod, start=True)
+
+    async def _create(self, pod: PodSpec, *, start: bool) -> PodStatus:
+        names = [c.name for c in pod.containers]
+        if len(set(names)) != len(names):
+            raise RuntimeFailure(f"pod {pod.uid!r} names a container twice ({names})")
+        check_host_paths(pod, self.allow_host_paths)
+        async with self._lock(pod.uid):
+            if await self._find(pod.uid) is not None:
+                raise Conflict(f"a pod with uid {pod.uid!r} exists already", uid=pod.uid)
+            present, self._present = self._present, set()
+            for image in dict.fromkeys(c.image for c in pod.containers):
+                if image not in present:
+                    await self.images.ensure(image)
+            directory = self._directory(pod.uid)
+            config = sandbox_config(
+                pod,
+                owner=self.owner,
+                log_directory=directory / "logs",
+                cgroup_parent=self.cgroup_parent,
+                host_network=self.host_network,
+                host_ip=self.host_ip,
+            )
+            try:
+                await anyio.to_thread.run_sync(self._lay_out, pod)
+                reply = await self.client.runtime(
+                    "RunPodSandbox",
+                    pb.RunPodSandboxRequest(config=config),
+                    pb.RunPodSandboxResponse,
+                )
+                self._sandboxes[pod.uid] = reply.pod_sandbox_id
+                sources = volume_sources(directory, pod.volumes)
+                if start:
+                    await self._run_inits(reply.pod_sandbox_id, config, pod, sources, [])
+                for index, container in enumerate(pod.containers):
+                    container_id = await self._create_container(
+                        reply.pod_sandbox_id, config, pod, container, str(index), sources
+                    )
+                    if start:
+                        await self._start_container(pod, container.name, container_id)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await self._destroy(pod.uid)
+                raise
+        return await self.inspect(pod.uid)
+
+    async def _create_container(
+        self,
+        sandbox_id: str,
+        config: pb.PodSandboxConfig,
+        pod: PodSpec,
+        container: Container,
+        key: str,
+        sources: dict[str, Path],
+        attempt: int = 0,
+    ) -> str:
+        settings = container_config(
+            pod,
+            container,
+            key,
+            owner=self.owner,
+            volume_sources=sources,
+            host_network=self.host_network,
+            attempt=attempt,
+        )
+        request = pb.CreateContainerRequest(
+            pod_sandbox_id=sandbox_id, config=settings, sandbox_config=config
+        )
+        try:
+            reply = await self.client.runtime(
+                "CreateContainer", request, pb.CreateContainerResponse
+            )
+        except NotFound as exc:  # the image went away since it was ensured
+            image = container.image
+            raise ImageError(f"image {image!r} is not in the runtime: {exc}", image=image) from exc
+        return reply.container_id
+
+    async def _run_inits(
+        self,
+        sandbox_id: str,
+        config: pb.PodSandboxConfig,
+        pod: PodSpec,
+        sources: dict[str, Path],
+        previous: Sequence[pb.Container],
+    ) -> None:
+        """Run the pod's init containers one after another, each to exit 0.
+
+        One that exited 0 before (``previous``) is not run again.
+
+        Raises:
+            RuntimeFailure: one could not start or exited with another code.
+
+        """
+        done = {c.metadata.name: c for c in previous}
+        for index, container in enumerate(pod.init_containers):
+            old = done.get(container.name)
+            attempt = 0
+            if old is not None:
+                status = await self._container_status(old.id)
+                if status.state == pb.CONTAINER_EXITED and status.exit_code == 0:
+                    continue
+                attempt = old.metadata.attempt + 1
+                await self._remove_container(old.id)
+            container_id = await self._create_container(
+                sandbox_id, config, pod, container, f"init-{index}", sources, attempt
+            )
+            await self._start_container(pod, container.name, container_id)
+            while True:
+                status = await self._container_status(container_id)
+                if status.state == pb.CONTAINER_EXITED:
+                    break
+                # CRI 1.6 has no event for an exit (GetContainerEvents is UNIMPLEMENTED): poll.
+                await anyio.sleep(0.05)
+            if status.exit_code != 0:
+                raise RuntimeFailure(
+                    f"init container {container.name!r} of pod {pod.uid!r} exited with code "
+                    f"{status.exit_code} ({status.reason or 'no reason given'}): see its logs",
+                    uid=pod.uid,
+                    container=container.name,
+                    exit_code=status.exit_code,
+                )
+
+    async def _start_container(self, pod: PodSpec, name: str, container_id: str) -> None:
+        try:
+            await self.client.runtime(
+                "StartContainer",
+                pb.StartContainerRequest(container_id=container_id),
+                pb.StartContainerResponse,
+            )
+        except ShoalError as exc:
+            raise RuntimeFailure(
+                f"container {name!r} of pod {pod.uid!r} could not start: {exc.message}",
+                uid=pod.uid,
+                container=name,
+            ) from exc
+
+    async def start(self, uid: str) -> PodStatus:
+        """Start created containers; replace exited ones by new ones in the same sandbox.
+
+        Raises:
+            NotFound: no such pod.
+            RuntimeFailure: the sandbox is gone (remove the pod and create it
+                again) or a container could not be started.
+
+        """
+        async with self._lock(uid):
+            pod = await self._pod(uid)
+            if pod.sandbox.state != pb.SANDBOX_READY:
+                raise RuntimeFailure(
+                    f"the sandbox of pod {uid!r} is not ready (its network is gone): "
+                    "remove the pod and create it again",
+                    uid=uid,
+                )
+            directory = self._directory(uid)
+            config = sandbox_config(
+                pod.spec,
+                owner=self.owner,
+                log_directory=directory / "logs",
+                cgroup_parent=self.cgroup_parent,
+                host_network=self.host_network,
+                host_ip=self.host_ip,
+            )
+            sources = volume_sources(directory, pod.spec.volumes)
+            waiting = [c for c in pod.containers if c.state != pb.CONTAINER_RUNNING]
+            if pod.spec.init_containers and (waiting or len(pod.containers) == 0):
+                await self._run_inits(pod.sandbox.id, config, pod.spec, sources, pod.inits)
+            for index, spec in enumerate(pod.spec.containers):
+                current = next((c for c in pod.containers if c.metadata.name == spec.name), None)
+                if current is not None and current.state == pb.CONTAINER_RUNNING:
+                    continue
+                if current is not None and current.state == pb.CONTAINER_CREATED:
+                    await self._start_container(pod.spec, spec.name, current.id)
+                    continue
+                attempt = 0
+                if current is not None:
+                    attempt = current.metadata.attempt + 1
+                    await self._remove_container(current.id)
+                container_id = await self._create_container(
+                    pod.sandbox.id, config, pod.spec, spec, str(index), sources, attempt
+                )
+                await self._start_container(pod.spec, spec.name, container_id)
+        return await self.inspect(uid)
+
+    async def update_files(self, uid: str, volume: str, files: Sequence[ProjectedFile]) -> None:
+        """Replace the files of one of the pod's file volumes, all at once (see :mod:`._crifiles`).
+
+        Raises:
+            NotFound: no such pod, or it has no file volume named ``volume``.
+
+        """
+        pod = await self._pod(uid)
+        if not any(v.name == volume and v.files for v in pod.spec.volumes):
+            raise NotFound(
+                f"pod {uid!r} has no config_map, secret, downward_api or projected volume "
+                f"named {volume!r}",
+                uid=uid,
+                volume=volume,
+            )
+        target = self._directory(uid) / "volumes" / volume
+        await anyio.to_thread.run_sync(write_volume_files, target, files)
+
+    async def stop(self, uid: str, grace: float) -> PodStatus:
+        """SIGTERM every running container, SIGKILL after ``grace`` seconds (whole seconds, up).
+
+        Raises:
+            NotFound: no such pod.
+
+        """
+        timeout = max(0, math.ceil(grace))
+        async with self._lock(uid):
+            pod = await self._pod(uid)
+            running = [c.id for c in pod.containers if c.state == pb.CONTAINER_RUNNING]
+
+            async def stop_one(container_id: str) -> None:
+                request = pb.StopContainerRequest(container_id=container_id, timeout=timeout)
+                await self.client.runtime(
+                    "StopContainer", request, pb.StopContainerResponse, deadline=timeout + 30
+                )
+
+            async with anyio.create_task_group() as group:
+                for container_id in running:
+                    group.start_soon(stop_one, container_id)
+        return await self.inspect(uid)
+
+    async def remove(self, uid: str) -> None:
+        """Stop and remove the pod's sandbox (and containers), then its directory.
+
+        Removing a missing pod does nothing.
+
+        Raises:
+            RuntimeFailure: the runtime could not remove it (the message says why).
+
+        """
+        lock = self._lock(uid)
+        async with lock:
+            await self._destroy(uid)
+        if not lock.statistics().tasks_waiting:
+            self._locks.pop(uid, None)
+
+    async def inspect(self, uid: str) -> PodStatus:
+        """Return the pod's status.
+
+        Raises:
+            NotFound: no such pod.
+
+        """
+        return await self._status(await self._pod(uid))
+
+    async def list(self) -> Sequence[PodStatus]:
+        """Return every pod of this owner in the runtime, oldest first."""
+        sandboxes = await self._sandbox_list({LABEL_OWNER: self.owner})
+        if not sandboxes:
+            return []
+        reply = await self.client.runtime(
+            "ListContainers",
+            pb.ListContainersRequest(
+                filter=pb.ContainerFilter(label_selector={LABEL_OWNER: self.owner})
+            ),
+            pb.ListContainersResponse,
+        )
+        by_sandbox: dict[str, list[pb.Container]] = {}
+        for container in reply.containers:
+            by_sandbox.setdefault(container.pod_sandbox_id, []).append(container)
+        newest: dict[str, pb.PodSandbox] = {}
+        for sandbox in sorted(sandboxes, key=lambda s: s.created_at):
+            newest[sandbox.labels[LABEL_UID]] = sandbox
+        result = []
+        for uid, sandbox in newest.items():
+            try:
+                status = await self._sandbox_status(sandbox.id)
+            except NotFound:  # removed meanwhile
+                continue
+            self._sandboxes[uid] = sandbox.id
+            pod = _Pod(_spec(status), status, ordered(by_sandbox.get(sandbox.id, [])))
+            result.append(await self._status(pod))
+        return result
+
+    def logs(
+        self,
+        uid: str,
+        container: str,
+        *,
+        follow: bool = False,
+        tail: int | None = None,
+        since: datetime | None = None,
+    ) -> AsyncIterator[LogLine]:
+        """Yield the container's log lines (CRI log format); with ``follow``, until it exits.
+
+        Raises:
+            NotFound: no such pod or container (on first iteration).
+
+        """
+        return self._logs(uid, container, follow=follow, tail=tail, since=since)
+
+    async def _logs(
+        self, uid: str, container: str, *, follow: bool, tail: int | None, since: datetime | None
+    ) -> AsyncIterator[LogLine]:
+        pod = await self._pod(uid)
+        if container not in {c.name for c in pod.spec.containers}:
+            pod.container(container)  # raises NotFound naming the containers
+        path = self._directory(uid) / "logs" / f"{container}.log"
+
+        async def finished() -> bool:
+            if self._closed:
+                return True
+            try:
+                current = (await self._pod(uid)).container(container)
+            except NotFound:
+                return True
+            return current.state == pb.CONTAINER_EXITED
+
+        async for line in read_cri_log(path, finished, follow=follow, tail=tail, since=since):
+            yield line
+
+    async def exec(
+        self, uid: str, container: str, command: Sequence[str], time_limit: float = 30
+    ) -> ExecResult:
+        """Run ``command`` in the running container (``ExecSync``); kill it after ``time_limit``.
+
+        A command that outlives ``time_limit`` gives exit code 137; one that is
+        not in the image gives 127, as in a shell.
+
+        Raises:
+            NotFound: no such pod or container.
+            Conflict: the container is not running.
+
+        """
+        pod = await self._pod(uid)
+        current = pod.container(container)
+        if current.state != pb.CONTAINER_RUNNING:
+            state = container_status(container, await self._container_status(current.id)).state
+            raise Conflict(
+                f"container {container!r} of pod {uid!r} is {state.value}, not running: "
+                "start it before exec",
+                uid=uid,
+                container=container,
+            )
+        seconds = max(1, math.ceil(time_limit))
+        request = pb.ExecSyncRequest(container_id=current.id, cmd=list(command), timeout=seconds)
+        try:
+            reply = await self.client.runtime(
+                "ExecSync", request, pb.ExecSyncResponse, deadline=seconds + 30
+            )
+        except RuntimeFailure as exc:
+            message = exc.message
+            if "timeout" in message.lower() or "deadline" in message.lower():
+                return ExecResult(exit_code=137, stderr=f"killed after {time_limit}s: {message}")
+            if "not found" in message or "no such file" in message:
+                return ExecResult(exit_code=127, stderr=message)
+            if "permission denied" in message:
+                return ExecResult(exit_code=126, stderr=message)
+            raise
+        return ExecResult(
+            exit_code=reply.exit_code,
+            stdout=reply.stdout.decode("utf-8", errors="replace"),
+            stderr=reply.stderr.decode("utf-8", errors="replace"),
+        )
+
+    async def stats(self, uid: str) -> Sequence[ContainerStats]:
+        """Return CPU (over ``stats_interval``), memory and pids of each container.
+
+        Read from the containers' cgroups (``<cgroup_parent>/<container id>``,
+        the cgroupfs driver's layout), as the runc runtime measures them.
+
+        Raises:
+            NotFound: no such pod.
+
+        """
+        pod = await self._pod(uid)
+        ids = {c.metadata.name: c.id for c in pod.containers}
+        paths = {
+            spec.name: f"{self.cgroup_parent.rstrip('/')}/{ids.get(spec.name, 'none')}"
+            for spec in pod.spec.containers
+        }
+        return await measure_stats(paths, self.stats_interval)
+
+    async def aclose(self) -> None:
+        """End log followers and close the connection; pods keep running."""
+        self._closed = True
+        await self.client.aclose()
+
+    # -- helpers --------------------------------------------------------------
+
+    def _directory(self, uid: str) -> Path:
+        return self.root / "pods" / uid
+
+    def _lay_out(self, pod: PodSpec) -> None:
+        directory = self._directory(pod.uid)
+        (directory / "logs").mkdir(parents=True, exist_ok=True)
+        prepare_volumes(directory, pod.volumes)
+        for volume in pod.volumes:
+            if volume.files:
+                files = pod.files.get(volume.name, [])
+                write_volume_files(directory / "volumes" / volume.name, files)
+
+    def _lock(self, uid: str) -> anyio.Lock:
+        return self._locks.setdefault(uid, anyio.Lock())
+
+    async def _sandbox_list(self, labels: dict[str, str]) -> builtins.list[pb.PodSandbox]:
+        reply = await self.client.runtime(
+            "ListPodSandbox",
+            pb.ListPodSandboxRequest(filter=pb.PodSandboxFilter(label_selector=labels)),
+            pb.ListPodSandboxResponse,
+        )
+        return list(reply.items)
+
+    async def _find(self, uid: str) -> str | None:
+        """Return the id of the pod's newest sandbox, or None."""
+        sandboxes = await self._sandbox_list({LABEL_OWNER: self.owner, LABEL_UID: uid})
+        if not sandboxes:
+            self._sandboxes.pop(uid, None)
+            return None
+        newest = max(sandboxes, key=lambda s: s.created_at).id
+        self._sandboxes[uid] = newest
+        return newest
+
+    async def _sandbox_status(self, sandbox_id: str) -> pb.PodSandboxStatus:
+        reply = await self.client.runtime(
+            "PodSandboxStatus",
+            pb.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id),
+            pb.PodSandboxStatusResponse,
+        )
+        return reply.status
+
+    async def _container_status(self, container_id: str) -> pb.ContainerStatus:
+        reply = await self.client.runtime(
+            "ContainerStatus",
+            pb.ContainerStatusRequest(container_id=container_id),
+            pb.ContainerStatusResponse,
+        )
+        return reply.status
+
+    async def _pod(self, uid: str) -> _Pod:
+        """Return the pod's sandbox and containers.
+
+        Raises:
+            NotFound: no such pod.
+
+        """
+        for attempt in range(2):
+            sandbox_id = self._sandboxes.get(uid) if attempt == 0 else await self._find(uid)
+            if sandbox_id is None:
+                continue
+            try:
+                status = await self._sandbox_status(sandbox_id)
+            except NotFound:
+                self._sandboxes.pop(uid, None)
+                continue
+            reply = await self.client.runtime(
+                "ListContainers",
+                pb.ListContainersRequest(
+                    filter=pb.ContainerFilter(
+                        pod_sandbox_id=sandbox_id, label_selector={LABEL_OWNER: self.owner}
+                    )
+                ),
+                pb.ListContainersResponse,
+            )
+            return _Pod(_spec(status), status, ordered(reply.containers))
+        raise NotFound(f"no pod with uid {uid!r} in the CRI runtime at {self.endpoint}", uid=uid)
+
+    async def _status(self, pod: _Pod) -> PodStatus:
+        statuses = [await self._container_status(c.id) for c in pod.containers]
+        ip = "127.0.0.1" if self.host_network else (pod.sandbox.network.ip or None)
+        return PodStatus(
+            uid=pod.spec.uid,
+            name=pod.spec.name,
+            namespace=pod.spec.namespace,
+            containers=[
+                container_status(c.metadata.name, s)
+                for c, s in zip(pod.containers, statuses, strict=True)
+            ],
+            ip=ip,
+        )
+
+    async def _remove_container(self, container_id: str) -> None:
+        try:
+            await self.client.runtime(
+                "RemoveContainer",
+                pb.RemoveContainerRequest(container_id=container_id),
+                pb.RemoveContainerResponse,
+            )
+        except NotFound:
+            await anyio.lowlevel.checkpoint()
+
+    async def _destroy(self, uid: str) -> None:
+        self._sandboxes.pop(uid, None)
+        for sandbox in await self._sandbox_list({LABEL_OWNER: self.owner, LABEL_UID: uid}):
+            for call, request, reply in (
+                ("StopPodSandbox", pb.StopPodSandboxRequest, pb.StopPodSandboxResponse),
+                ("RemovePodSandbox", pb.RemovePodSandboxRequest, pb.RemovePodSandboxResponse),
+            ):
+                try:
+                    await self.client.runtime(call, request(pod_sandbox_id=sandbox.id), reply)
+                except NotFound:
+                    break
+        await anyio.to_thread.run_sync(remove_tree, self._directory(uid))
+
+
+def _spec(status: pb.PodSandboxStatus) -> PodSpec:
+    """Return the pod spec a sandbox carries.
+
+    Raises:
+        RuntimeFailure: it carries none (not created by Shoal).
+
+    """
+    text = status.annotations.get(SPEC_ANNOTATION)
+    if text is None:
+        raise RuntimeFailure(
+            f"sandbox {status.id} is labelled as Shoal's but carries no pod spec: "
+            "remove it with `crictl rmp`",
+            sandbox=status.id,
+        )
+    return PodSpec.model_validate_json(text)

@@ -1,0 +1,268 @@
+"""A private containerd for tests: its own root, state, socket, CNI network and mount namespace.
+
+containerd 1.6 puts its shims' sockets under ``/run/containerd/s`` whatever
+its ``state`` says, so a private instance runs in a mount namespace of its
+own where ``/run/containerd`` is a fresh tmpfs: it never meets the host's
+containerd, nor leaves anything in the host's ``/run``. The namespace is held
+by a small holder process (``unshare -m``), and containerd is entered into
+it (``nsenter``), so it can be stopped and started again in the same
+namespace and find its shims (the restart tests).
+
+Its network is a bridge of its own, :data:`BRIDGE` on :data:`SUBNET`
+(inside 198.18.0.0/15, apart from the subnets the runc and CNI tests use),
+with ``host-local``'s state under the instance's directory. Its pods' cgroups
+go under :data:`CGROUP_PARENT`.
+
+:meth:`PrivateContainerd.close` removes everything, whatever happened: every
+sandbox through CRI, containerd, the holder (and with it the namespace),
+every process left in the cgroups, the cgroups, the bridge and the directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import threading
+from pathlib import Path
+
+import anyio
+import pytest
+from scripts.build_busybox_image import build_busybox_layout
+
+from shoal.runtime.cri._client import CriClient, pb
+from shoal.runtime.cri._pause import write_pause_archive
+from shoal.runtime.cri._setup import containerd_config, import_image, write_cni_conflist
+
+BRIDGE = "shoalcri0"
+SUBNET = "198.19.246.0/24"
+"""Inside 198.18.0.0/15, apart from the runc tests' 198.19.250-251 and the pool 198.18.N."""
+CGROUP_PARENT = "/shoal-cri-test"
+IMAGE = "shoal.local/busybox:test"
+"""The busybox of ``scripts/build_busybox_image.py``, imported into the private containerd."""
+MISSING_IMAGE = "127.0.0.1:1/missing:1"
+"""A reference whose registry refuses at once, on loopback."""
+BOOT_SECONDS = 30.0
+
+
+def missing_requirement() -> str | None:
+    """Return why a private containerd cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "a private containerd needs root"
+    for tool in ("containerd", "containerd-shim-runc-v2", "ctr", "runc", "unshare", "nsenter"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (scripts/system-deps.sh installs it)"
+    if not Path("/bin/busybox").is_file():
+        return "/bin/busybox is missing: apt-get install busybox-static"
+    return None
+
+
+class PrivateContainerd:
+    """One containerd for tests, in a mount namespace of its own.
+
+    Args:
+        directory: Everything of the instance goes here.
+
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.socket = directory / "containerd.sock"
+        self.endpoint = f"unix://{self.socket}"
+        self.cgroup_parent = CGROUP_PARENT
+        self.log = directory / "containerd.log"
+        self._holder: subprocess.Popen[bytes] | None = None
+        self._containerd: subprocess.Popen[bytes] | None = None
+        self._drain: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Write the config and CNI network, start containerd, import the images."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        conf_dir = self.directory / "net.d"
+        write_cni_conflist(conf_dir, BRIDGE, SUBNET, self.directory / "cni")
+        (self.directory / "config.toml").write_text(
+            containerd_config(
+                root=self.directory / "root",
+                state=self.directory / "state",
+                address=self.socket,
+                cni_conf_dir=conf_dir,
+                restrict_oom_score_adj=True,
+                netns_under_state=True,
+            )
+        )
+        # The holder keeps the namespace (and its /run/containerd tmpfs) alive across restarts.
+        script = (
+            "mkdir -p /run/containerd && mount -t tmpfs -o mode=0700 tmpfs /run/containerd "
+            "&& echo ready && exec cat"
+        )
+        self._holder = subprocess.Popen(
+            ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
+        assert self._holder.stdout is not None
+        if self._holder.stdout.readline().strip() != b"ready":
+            raise RuntimeError("the mount namespace for containerd could not be made")
+        self.start_containerd()
+        pause = self.directory / "pause.tar"
+        write_pause_archive(pause)
+        import_image(self.socket, pause)
+        self.import_busybox()
+
+    def import_busybox(self) -> None:
+        """Build the busybox test image and import it as :data:`IMAGE`."""
+        layout = self.directory / "busybox"
+        build_busybox_layout(layout, "test")
+        archive = self.directory / "busybox.tar"
+        subprocess.run(["tar", "-C", str(layout), "-cf", str(archive), "."], check=True)
+        subprocess.run(
+            [*_ctr(self.socket), "import", "--base-name", IMAGE.rsplit(":", 1)[0], str(archive)],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+    def start_containerd(self) -> None:
+        """Start containerd in the namespace; return once it serves (its log says so)."""
+        assert self._holder is not None
+        self.socket.unlink(missing_ok=True)
+        self._containerd = subprocess.Popen(
+            [
+                *_enter(self._holder.pid),
+                "containerd",
+                "--config",
+                str(self.directory / "config.toml"),
+            ],
+            stdin=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        booted = threading.Event()
+        stream = self._containerd.stderr
+        assert stream is not None
+
+        def drain() -> None:
+            with self.log.open("ab") as log:
+                for line in stream:
+                    log.write(line)
+                    log.flush()
+                    if b"containerd successfully booted" in line:
+                        booted.set()
+
+        self._drain = threading.Thread(target=drain, daemon=True)
+        self._drain.start()
+        if not booted.wait(BOOT_SECONDS):
+            tail = self.log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"containerd did not boot in {BOOT_SECONDS}s:\n{tail}")
+
+    def stop_containerd(self) -> None:
+        """Stop containerd (SIGTERM, then SIGKILL); its shims and containers keep running."""
+        process, self._containerd = self._containerd, None
+        if process is None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=15)
+        if self._drain is not None:
+            self._drain.join(timeout=5)
+        if process.stderr is not None:
+            process.stderr.close()
+
+    def close(self) -> None:
+        """Remove every trace of the instance, whatever state it is in."""
+        try:
+            if self._containerd is not None and self._containerd.poll() is None:
+                with contextlib.suppress(Exception):
+                    anyio.run(remove_all_sandboxes, self.endpoint)
+        finally:
+            self.stop_containerd()
+            holder, self._holder = self._holder, None
+            if holder is not None:
+                holder.kill()
+                holder.wait(timeout=15)
+                for pipe in (holder.stdin, holder.stdout):
+                    if pipe is not None:
+                        pipe.close()
+            self._kill_shims()
+            _kill_cgroup(self.cgroup_parent)
+            subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True, check=False)
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _kill_shims(self) -> None:
+        """SIGKILL the shims that served this instance (its socket is on their command line)."""
+        needle = str(self.socket).encode()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"containerd-shim" in cmdline and needle in cmdline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(entry.name), signal.SIGKILL)
+
+
+def _ctr(socket: Path) -> list[str]:
+    return ["ctr", "--address", str(socket), "-n", "k8s.io", "images"]
+
+
+def _enter(pid: int) -> list[str]:
+    return ["nsenter", "-t", str(pid), "-m"]
+
+
+async def remove_all_sandboxes(endpoint: str) -> None:
+    """Stop and remove every sandbox of the runtime at ``endpoint`` (whoever made it)."""
+    client = CriClient(endpoint, timeout=30)
+    try:
+        listed = await client.runtime(
+            "ListPodSandbox", pb.ListPodSandboxRequest(), pb.ListPodSandboxResponse
+        )
+        for sandbox in listed.items:
+            request = pb.StopPodSandboxRequest(pod_sandbox_id=sandbox.id)
+            await client.runtime("StopPodSandbox", request, pb.StopPodSandboxResponse)
+            remove = pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox.id)
+            await client.runtime("RemovePodSandbox", remove, pb.RemovePodSandboxResponse)
+    finally:
+        await client.aclose()
+
+
+def _kill_cgroup(parent: str) -> None:
+    """SIGKILL every process left under ``parent`` in any hierarchy, then remove its cgroups."""
+    roots = [p for p in Path("/sys/fs/cgroup").iterdir() if (p / parent.strip("/")).is_dir()]
+    if (Path("/sys/fs/cgroup") / parent.strip("/") / "cgroup.procs").is_file():
+        roots.append(Path("/sys/fs/cgroup"))
+    for root in roots:
+        top = root / parent.strip("/")
+        for procs in top.rglob("cgroup.procs"):
+            with contextlib.suppress(OSError):
+                for pid in procs.read_text().split():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(pid), signal.SIGKILL)
+    for root in roots:
+        top = root / parent.strip("/")
+        directories = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
+        for directory in [*directories, top]:
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+
+
+def private_containerd(factory: pytest.TempPathFactory) -> PrivateContainerd:
+    """Return a started private containerd (the caller closes it); skip where it cannot run."""
+    reason = missing_requirement()
+    if reason is not None:
+        pytest.skip(reason)
+    # A short path: unix socket paths are limited to 108 bytes.
+    instance = PrivateContainerd(Path(factory.mktemp("ctrd", numbered=True)))
+    try:
+        instance.start()
+    except BaseException:
+        instance.close()
+        raise
+    return instance
