@@ -55,6 +55,8 @@ from anyio.abc import TaskStatus
 from shoal.interfaces import (
     Actor,
     Clock,
+    ConfigMap,
+    ConfigMapSpec,
     ContainerRuntime,
     EventType,
     Forbidden,
@@ -64,19 +66,23 @@ from shoal.interfaces import (
     Node,
     NotFound,
     ObjectRef,
-    PodSpec,
     PodStatus,
     Probe,
     RevisionConflict,
+    Secret,
+    SecretSpec,
     ShoalError,
     StateStore,
     Unauthenticated,
     Unavailable,
     Via,
+    config_map_key,
+    secret_key,
 )
 
 from ._backoff import Backoff
 from ._informer import Informer
+from ._podspec import Configs, MissingConfig, PodFacts, build_pod, files_digest, volume_files
 from ._probes import ProbeTracker, run_check
 from ._repo import INSTANCES, Repository, Stored, decoder_of, node_key
 from ._wake import run_woken_by
@@ -135,6 +141,8 @@ class NodeLoop:
         self.probe_tick = probe_tick
         self.probes = ProbeTracker()
         self._running: dict[str, Stored[Instance]] = {}
+        self._files: dict[str, str] = {}
+        """Digest of the file volumes each running pod was last given, by uid."""
         self._stuck: dict[str, _StuckTeardown] = {}
         """Instances whose pod removal failed, by uid."""
         self.instances: Informer[Stored[Instance]] = Informer(
@@ -288,6 +296,8 @@ class NodeLoop:
         mine = self.instances.by_index("node", self.name)
         self._running = {s.value.uid: s for s in mine if s.value.state == InstanceState.RUNNING}
         self.probes.forget(set(self._running))
+        for uid in set(self._files) - set(self._running):
+            del self._files[uid]
         for uid in set(self._stuck) - {s.value.uid for s in mine}:
             del self._stuck[uid]
         pods = {pod.uid: pod for pod in await self.runtime.list()}
@@ -362,6 +372,11 @@ class NodeLoop:
 
     async def _start(self, stored: Stored[Instance], pod: PodStatus | None) -> None:
         inst = stored.value
+        try:
+            spec = build_pod(inst, await self._configs(inst), self._facts())
+        except MissingConfig as exc:
+            await self._wait_for_config(stored, exc.message)
+            return
         images = ", ".join(sorted({c.image for c in inst.template.containers}))
         starting = inst.transition(InstanceState.STARTING, "Starting", f"preparing {images}")
         # The record first: a pass on a stale view loses this race before it touches a pod.
@@ -369,18 +384,9 @@ class NodeLoop:
         if pod is not None:  # leftovers of an earlier run
             await self.runtime.remove(inst.uid)
         try:
-            for container in inst.template.containers:
+            for container in [*inst.template.init_containers, *inst.template.containers]:
                 await self.runtime.ensure_image(container.image)
-            status = await self.runtime.run(
-                PodSpec(
-                    uid=inst.uid,
-                    name=inst.name,
-                    namespace=inst.namespace,
-                    workload=inst.workload,
-                    containers=list(inst.template.containers),
-                    volumes=list(inst.template.volumes),
-                )
-            )
+            status = await self.runtime.run(spec)
         except ShoalError as exc:
             await self.runtime.remove(inst.uid)
             reason = "ImagePullFailed" if isinstance(exc, ImageError) else "StartFailed"
@@ -391,7 +397,64 @@ class NodeLoop:
                 _ref(inst), reason, exc.message, self.actor, event_type=EventType.WARNING
             )
             return
+        self._files[inst.uid] = files_digest(spec.files)
         await self._report_running(Stored(starting, stored.key, revision, stored.created), status)
+
+    async def _configs(self, inst: Instance) -> Configs:
+        """Read the ConfigMaps and Secrets the instance's pod uses (None for a missing one)."""
+        found: dict[tuple[str, str], ConfigMapSpec | SecretSpec | None] = {}
+        for kind, name in sorted(inst.template.config_refs()):
+            if kind == "ConfigMap":
+                kv = await self.store.get(config_map_key(inst.namespace, name))
+                found[kind, name] = (
+                    None if kv is None else ConfigMap.model_validate_json(kv.value).spec
+                )
+            else:
+                kv = await self.store.get(secret_key(inst.namespace, name))
+                found[kind, name] = (
+                    None if kv is None else Secret.model_validate_json(kv.value).spec
+                )
+        return found
+
+    def _facts(self) -> PodFacts:
+        addresses = self.node.addresses
+        host = next(iter(addresses.values()), "") if addresses else ""
+        return PodFacts(
+            host_ip=host.rsplit(":", 1)[0] if ":" in host else host,
+            node_cpu=self.node.allocatable.cpu or self.node.capacity.cpu,
+            node_memory=self.node.allocatable.memory or self.node.capacity.memory,
+        )
+
+    async def _wait_for_config(self, stored: Stored[Instance], message: str) -> None:
+        """Keep the instance waiting for its configuration; say why once (as an event)."""
+        inst = stored.value
+        reason = "CreateContainerConfigError"
+        if inst.reason == reason and inst.message == message:
+            return  # said already; a later pass starts it once the object exists
+        waiting = inst.model_copy(update={"reason": reason, "message": message})
+        await self.repo.put(stored.key, waiting, expected_revision=stored.revision)
+        await self._record(_ref(inst), reason, message, self.actor, event_type=EventType.WARNING)
+
+    async def _refresh_files(self, inst: Instance) -> None:
+        """Bring a running pod's file volumes up to date with its ConfigMaps and Secrets."""
+        volumes = [v for v in inst.template.volumes if v.files]
+        if not volumes:
+            return
+        try:
+            configs = await self._configs(inst)
+            files = {v.name: volume_files(v, inst, configs, self._facts()) for v in volumes}
+        except MissingConfig:
+            return  # a deleted object: the pod keeps what it has, as in Kubernetes
+        digest = files_digest(files)
+        if self._files.get(inst.uid) == digest:
+            return
+        for volume, content in files.items():
+            await self.runtime.update_files(inst.uid, volume, content)
+        if inst.uid in self._files:  # not just adopted: the content changed
+            await self._record(
+                _ref(inst), "FilesUpdated", "configuration files updated", self.actor
+            )
+        self._files[inst.uid] = digest
 
     async def _report_running(self, stored: Stored[Instance], pod: PodStatus) -> None:
         inst = stored.value
@@ -414,6 +477,9 @@ class NodeLoop:
 
     async def _watch_running(self, stored: Stored[Instance], pod: PodStatus | None) -> None:
         inst = stored.value
+        if pod is not None and not pod.exited:
+            await self._refresh_files(inst)
+            return
         if pod is None:
             message = "its containers are gone from the runtime (was the node restarted?)"
             finished = inst.transition(InstanceState.FAILED, "ContainerMissing", message)
