@@ -12,7 +12,8 @@ Kubernetes controllers do with informers and work queues:
   A change wakes only the workloads it affects: a workload's own change, a
   change of one of its instances, a change of a node (but its heartbeat) for
   the workloads with instances there, and — for the workloads waiting for
-  room — any node change or freed slot. Every ``resync`` seconds every
+  room — any node change or freed slot; a node that comes, goes, or changes
+  its labels, state, cordon or capacity wakes every daemon workload. Every ``resync`` seconds every
   workload is queued again, a safety net that normally finds nothing to do.
 * **Decide, then apply.** For each key the decision is a pure function of the
   workload's snapshot (:func:`~shoal.core._reconcile.decide`); the keys taken
@@ -57,6 +58,7 @@ from shoal.interfaces import (
     Unavailable,
     Via,
     Workload,
+    WorkloadMode,
     WorkloadStatus,
 )
 
@@ -102,6 +104,17 @@ def _workload_of(stored: Stored[Instance]) -> str:
     return f"{stored.value.namespace}/{stored.value.workload}"
 
 
+def _offers_changed(old: Node, new: Node) -> bool:
+    """Whether a node changed in a way that may change which daemons belong on it."""
+    return (
+        old.labels != new.labels
+        or old.state != new.state
+        or old.cordoned != new.cordoned
+        or old.role != new.role
+        or old.allocatable != new.allocatable
+    )
+
+
 class ControlLoop:
     """Turns desired state into placed instances. Run on exactly one server at a time."""
 
@@ -143,6 +156,8 @@ class ControlLoop:
         self.queue = WorkQueue(clock, first=0.05, cap=10.0)
         self.waiting: set[str] = set()
         """Workloads with an instance that fits nowhere: woken when room may have appeared."""
+        self.daemons: set[str] = set()
+        """Daemon workloads: woken when a node comes, goes or changes what it offers."""
         self.workloads.listen(self._workload_changed)
         self.instances.listen(self._instance_changed)
         self.nodes.listen(self._node_changed)
@@ -159,6 +174,10 @@ class ControlLoop:
         stored = new if new is not None else old
         if stored is not None:
             self.queue.add(stored.value.key)
+            if new is not None and new.value.spec.mode == WorkloadMode.DAEMON:
+                self.daemons.add(new.value.key)
+            else:
+                self.daemons.discard(stored.value.key)
 
     def _instance_changed(
         self, key: str, old: Stored[Instance] | None, new: Stored[Instance] | None
@@ -182,6 +201,9 @@ class ControlLoop:
         for stored in self.instances.by_index("node", node.value.name):
             self.queue.add(_workload_of(stored))
         self._wake_waiting()
+        if old is None or new is None or _offers_changed(old.value, new.value):
+            for daemon in self.daemons:  # a node to run on may have come or gone
+                self.queue.add(daemon)
 
     def _wake_waiting(self) -> None:
         for key in self.waiting:
@@ -334,9 +356,7 @@ class ControlLoop:
             request
             for _, decision in decisions
             if decision.workload is not None and decision.pending
-            for request in placement_requests(
-                decision.workload.value, [pending.name for pending in decision.pending]
-            )
+            for request in placement_requests(decision.workload.value, decision.pending)
         ]
         placements = (
             self.scheduler.place(requests, list(nodes.values()), self.usage)
@@ -357,6 +377,9 @@ class ControlLoop:
             if decision.delete_workload:
                 self.waiting.discard(key)
                 await apply.delete_workload(key, stored_workload)
+                continue
+            if decision.expire:
+                await apply.expire(key, stored_workload)
                 continue
             new = functools.partial(factory.new, stored_workload.value)
             settled = settle(decision, placements, new, now)
@@ -464,6 +487,20 @@ class _Applier:
             f"of revision {number} (now revision {updated.revision})"
         )
         await self.notes([Note(workload_ref(workload), "RolledBack", message, EventType.WARNING)])
+
+    async def expire(self, key: str, stored: Stored[Workload]) -> None:
+        """Mark a finished job deleting: its ttl_seconds_after_finished has passed."""
+        workload = stored.value
+        updated = workload.model_copy(update={"deleting": True})
+        try:
+            revision = await self.repo.put(stored.key, updated, expected_revision=stored.revision)
+        except RevisionConflict:
+            self.conflicted.add(key)
+            return
+        self.loop.wrote(stored.key, revision)
+        ttl = workload.spec.job_spec.ttl_seconds_after_finished
+        message = f"finished {ttl} s ago (ttl_seconds_after_finished): deleting it"
+        await self.notes([Note(workload_ref(workload), "Expired", message)])
 
     async def delete_workload(self, key: str, stored: Stored[Workload]) -> None:
         workload = stored.value

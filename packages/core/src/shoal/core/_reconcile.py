@@ -24,6 +24,9 @@ write of a decision conflicts with another of the same decision):
 * instances on a draining node get a replacement elsewhere first; the old one
   stops only while the workload keeps enough running instances.
 
+Workloads of mode ``daemon`` and ``job`` follow the rules of ``_modes``
+instead of the last four.
+
 "Asked to go" means deleted at once when nothing runs it (unplaced, node
 left, lost on a node that is gone), else marked ``deleting`` for its node
 loop to stop it.
@@ -32,29 +35,44 @@ loop to stop it.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from shoal.interfaces import (
     EventType,
-    GossipState,
     Instance,
     InstanceState,
     Node,
-    ObjectRef,
     PlacementRequest,
     Placements,
     ScheduleFailure,
     UpdateType,
     Workload,
+    WorkloadMode,
     WorkloadSpec,
     WorkloadStatus,
 )
 
+from ._decision import (
+    NOT_PLACED,
+    Deciding,
+    Decision,
+    Delete,
+    Note,
+    Pending,
+    Settled,
+    Write,
+    workload_ref,
+)
+from ._modes import decide_daemon, decide_job
 from ._repo import Stored
-from ._restarts import restart, should_restart
-from ._status import available, awaiting_promotion, deadline_at, workload_status
+from ._status import (
+    available,
+    awaiting_promotion,
+    deadline_at,
+    next_available_in,
+    workload_status,
+)
 
 __all__ = [
     "Decision",
@@ -68,166 +86,6 @@ __all__ = [
     "settle",
     "workload_ref",
 ]
-
-_FINISHED = frozenset({InstanceState.STOPPED, InstanceState.FAILED})
-_NOT_PLACED = ScheduleFailure(message="the scheduler neither placed nor explained it")
-
-
-@dataclass(frozen=True, slots=True)
-class Note:
-    """An event to record about ``obj``."""
-
-    obj: ObjectRef
-    reason: str
-    message: str
-    type: EventType = EventType.NORMAL
-
-
-@dataclass(frozen=True, slots=True)
-class Write:
-    """Replace an instance as read with ``value`` (compare-and-swap); then record ``note``."""
-
-    stored: Stored[Instance]
-    value: Instance
-    note: Note | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Delete:
-    """Delete an instance as read (compare-and-swap); then record ``note``."""
-
-    stored: Stored[Instance]
-    note: Note | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Pending:
-    """An instance to place: an unplaced one as read, or a new one (``stored`` None)."""
-
-    stored: Stored[Instance] | None
-    name: str
-    uid: str
-
-
-@dataclass(slots=True)
-class Decision:
-    """What :func:`decide` returns for one workload."""
-
-    workload: Stored[Workload] | None
-    ops: dict[str, Write | Delete] = field(default_factory=dict)
-    """Per instance key, its one write or delete."""
-    pending: list[Pending] = field(default_factory=list)
-    live: dict[str, Instance] = field(default_factory=dict)
-    """The workload's live instances by name, as they stand after ``ops``."""
-    delete_workload: bool = False
-    """The workload is being deleted and has no instance left: delete its record."""
-    recheck: float | None = None
-    """Seconds after which to decide again even if nothing changes (a ready-for timer)."""
-    notes: list[Note] = field(default_factory=list)
-    """Events about the workload: a rollout step, a surge that fits nowhere."""
-
-
-@dataclass(slots=True)
-class Settled:
-    """What :func:`settle` returns: the rest of the workload's writes."""
-
-    ops: list[Write] = field(default_factory=list)
-    created: list[Instance] = field(default_factory=list)
-    notes: list[Note] = field(default_factory=list)
-    status: WorkloadStatus | None = None
-    """The workload's new status, or None if it is unchanged (or it has no record)."""
-    unschedulable: str | None = None
-    """Why some instance fits nowhere, or None if every one was placed."""
-    recheck: float | None = None
-    """Seconds after which to decide again even if nothing changes (min-ready, deadline)."""
-    revert_to: int | None = None
-    """The rollout failed and reverts: the revision whose template comes back."""
-
-
-def _ref(inst: Instance) -> ObjectRef:
-    return ObjectRef(kind="Instance", namespace=inst.namespace, name=inst.name)
-
-
-def workload_ref(item: Workload | Instance) -> ObjectRef:
-    """Return the workload an object is, or belongs to."""
-    name = item.name if isinstance(item, Workload) else item.workload
-    return ObjectRef(kind="Workload", namespace=item.namespace, name=name)
-
-
-def _lost_because(node: Node | None, inst: Instance) -> str | None:
-    """Return why ``inst`` is lost with its node (which it is placed on), or None if it is not.
-
-    An instance of a failed or vanished node is lost; so is one that a
-    suspect node (silent, or unsure in gossip) has not even started: moving
-    it costs nothing, and if that node starts it after all, the instance's
-    record tells it to stop the copy.
-    """
-    if node is None:
-        return "is gone"
-    if node.state == GossipState.FAILED:
-        return "failed"
-    if node.state == GossipState.SUSPECT and inst.state == InstanceState.SCHEDULED:
-        return "is suspect and has not started it"
-    return None
-
-
-class _Deciding:
-    """The working state of one :func:`decide` call."""
-
-    def __init__(self, nodes: Mapping[str, Node], decision: Decision) -> None:
-        self.nodes = nodes
-        self.decision = decision
-
-    def node_left(self, inst: Instance) -> bool:
-        node = self.nodes.get(inst.node or "")
-        return node is not None and node.state == GossipState.LEFT
-
-    def remove(self, stored: Stored[Instance], reason: str, message: str) -> None:
-        """Ask an instance to go; this replaces any other op of the decision on it."""
-        inst = stored.value
-        node = self.nodes.get(inst.node or "")
-        gone_node = node is None or node.state in (GossipState.FAILED, GossipState.LEFT)
-        if (
-            inst.node is None
-            or self.node_left(inst)
-            or (inst.state == InstanceState.LOST and gone_node)
-        ):
-            note = None if inst.node is None else Note(_ref(inst), reason, f"removed: {message}")
-            self.decision.ops[stored.key] = Delete(stored, note)
-        elif not inst.deleting:
-            update = {"deleting": True, "reason": reason, "message": message}
-            self.decision.ops[stored.key] = Write(stored, inst.model_copy(update=update))
-
-    def lifecycle(
-        self,
-        workload: Workload,
-        stored: Stored[Instance],
-        now: datetime,
-        backoff: Callable[[int], float],
-    ) -> Instance:
-        """Apply node loss and restart policy to one instance; return it as it then stands."""
-        inst = stored.value
-        if inst.deleting:
-            return inst
-        if self.node_left(inst):
-            # Not a failure: the node went away on purpose. The caller deletes the
-            # record, and a replacement is placed elsewhere.
-            return inst.model_copy(update={"deleting": True})
-        if inst.node is not None and inst.state != InstanceState.LOST:
-            why = _lost_because(self.nodes.get(inst.node), inst)
-            if why is not None:
-                lost = inst.transition(InstanceState.LOST, "NodeLost", f"node {inst.node} {why}")
-                # Deleting: if the node comes back, its node loop stops the stale copy.
-                lost = lost.model_copy(update={"deleting": True, "ready": False})
-                note = Note(_ref(inst), "NodeLost", lost.message, EventType.WARNING)
-                self.decision.ops[stored.key] = Write(stored, lost, note)
-                return lost
-        if inst.state in _FINISHED and inst.node is not None:
-            if should_restart(workload.spec.restart_policy, inst):
-                restarted = restart(inst, now, backoff)
-                self.decision.ops[stored.key] = Write(stored, restarted)
-                return restarted
-        return inst
 
 
 def decide(
@@ -251,7 +109,7 @@ def decide(
 
     """
     decision = Decision(workload)
-    deciding = _Deciding(nodes, decision)
+    deciding = Deciding(nodes, decision)
     owned = sorted(instances, key=lambda s: s.key)
     if workload is None or workload.value.deleting:
         reason, message = (
@@ -265,6 +123,12 @@ def decide(
         return decision
 
     spec = workload.value.spec
+    if spec.mode == WorkloadMode.DAEMON:
+        decide_daemon(deciding, workload.value, owned, now, backoff, fresh_uid)
+        return decision
+    if spec.mode == WorkloadMode.JOB:
+        decide_job(deciding, workload.value, owned, now, backoff, fresh_uid)
+        return decision
     live: list[tuple[Stored[Instance], Instance]] = []
     old: list[tuple[Stored[Instance], Instance]] = []
     rolling = spec.update.type == UpdateType.ROLLING
@@ -274,11 +138,7 @@ def decide(
         if inst.template != spec.template:
             outdated_left = True
         if inst.deleting:
-            if deciding.node_left(inst):
-                deciding.remove(stored, "NodeLeft", f"node {inst.node} left the cluster")
-            elif inst.state == InstanceState.LOST and inst.node not in nodes:
-                if stored.key not in decision.ops:  # marked lost just now: deleted next time
-                    deciding.remove(stored, "NodeLost", f"node {inst.node} is gone")
+            deciding.going(stored, inst)
             continue
         if inst.template != spec.template:
             if rolling:
@@ -326,12 +186,12 @@ def decide(
             deciding.remove(stored, "Drained", f"moved off draining node {inst.node}")
             running_evicting -= 1 if is_running else 0
     decision.live = {inst.name: inst for _, inst in [*live, *kept_old]}
-    decision.recheck = _next_look(spec, [inst for _, inst in [*live, *kept_old]], now)
+    decision.recheck = next_available_in(spec, [inst for _, inst in [*live, *kept_old]], now)
     return decision
 
 
 def _roll(
-    deciding: _Deciding,
+    deciding: Deciding,
     spec: WorkloadSpec,
     new: list[tuple[Stored[Instance], Instance]],
     old: list[tuple[Stored[Instance], Instance]],
@@ -396,22 +256,8 @@ def _roll(
     return creates, [p for p in old if p[0].key not in gone]
 
 
-def _next_look(spec: WorkloadSpec, instances: list[Instance], now: datetime) -> float | None:
-    """Return in how many seconds an instance becomes available by time alone, if one will."""
-    ready_for = timedelta(seconds=spec.update.min_ready_seconds)
-    if not ready_for:
-        return None
-    waits = [
-        ((inst.ready_since or inst.started_at or now) + ready_for - now).total_seconds()
-        for inst in instances
-        if inst.state == InstanceState.RUNNING and inst.ready
-    ]
-    pending = [wait for wait in waits if wait > 0]
-    return min(pending) if pending else None
-
-
-def placement_requests(workload: Workload, names: Sequence[str]) -> list[PlacementRequest]:
-    """Return the scheduler's requests for instances ``names`` of ``workload``.
+def placement_requests(workload: Workload, pending: Sequence[Pending]) -> list[PlacementRequest]:
+    """Return the scheduler's requests for the ``pending`` instances of ``workload``.
 
     The template's requests and host ports are worked out once for all of them.
     """
@@ -421,15 +267,16 @@ def placement_requests(workload: Workload, names: Sequence[str]) -> list[Placeme
     placement = workload.spec.placement
     return [
         PlacementRequest(
-            instance=f"{workload.namespace}/{name}",
+            instance=f"{workload.namespace}/{p.name}",
             group=workload.key,
             cpu=need.cpu,
             memory=need.memory,
             host_ports=ports,
             constraints=placement.constraints,
             strategy=placement.strategy,
+            node=p.node,
         )
-        for name in names
+        for p in pending
     ]
 
 
@@ -468,7 +315,7 @@ def settle(
                 "schedule_failure": None,
             }
         else:
-            failure = placements.failed.get(f"{workload.namespace}/{pending.name}", _NOT_PLACED)
+            failure = placements.failed.get(f"{workload.namespace}/{pending.name}", NOT_PLACED)
             status = {
                 "reason": "Unschedulable",
                 "message": failure.message,
@@ -503,7 +350,14 @@ def settle(
         )
         if not reported:  # said already: do not repeat the event every pass
             settled.notes.append(Note(ref, "FailedScheduling", failure.message, EventType.WARNING))
-    observed = workload_status(workload, list(live.values()), settled.unschedulable, now)
+    observed = workload_status(
+        workload,
+        list(live.values()),
+        settled.unschedulable,
+        now,
+        desired=decision.desired,
+        job=decision.job,
+    )
     settled.status = None if observed == workload.status else observed
     settled.recheck = decision.recheck
     deadline = deadline_at(workload, observed)

@@ -2,10 +2,12 @@
 
 Filters, in order (the first that rejects a node is its reason): gossip state
 alive, not cordoned, not server-only, placement constraints (node labels),
-pod count, CPU, memory, host ports. Scores: ``binpack`` prefers the node that
-is fullest after placement (CPU, memory and pod count, equally weighted);
-``spread`` prefers the node with fewest instances of the same workload, then
-the emptiest. Ties go to the node name, so placement is deterministic.
+pod count, CPU, memory, host ports. A request pinned to a node (a daemon's
+instance) is checked against that node alone, before the others are placed.
+Scores: ``binpack`` prefers the node that is fullest after placement (CPU,
+memory and pod count, equally weighted); ``spread`` prefers the node with
+fewest instances of the same workload, then the emptiest. Ties go to the node
+name, so placement is deterministic.
 
 Requests of one workload with equal shape are placed as a batch: the static
 filters run once per batch, and the candidate nodes sit in a heap keyed by
@@ -77,6 +79,10 @@ def _fit_reason(node: Node, used: NodeUsage, request: PlacementRequest) -> str |
     return None
 
 
+def _by_instance(request: PlacementRequest) -> str:
+    return request.instance
+
+
 def _summary(total: int, reasons: Mapping[str, str]) -> str:
     kinds = Counter(reason.split(":")[0].split(" (")[0] for reason in reasons.values())
     parts = ", ".join(f"{count} {kind}" for kind, count in kinds.most_common())
@@ -96,7 +102,12 @@ class DefaultScheduler:
         result = Placements()
         state = _State(sorted(nodes, key=lambda n: n.name), usage)
         batches: dict[_BatchKey, list[PlacementRequest]] = defaultdict(list)
+        # Pinned requests first: they have no other node to go to.
+        for request in sorted((r for r in requests if r.node is not None), key=_by_instance):
+            state.place_pinned(request, result)
         for request in requests:
+            if request.node is not None:
+                continue
             key = (
                 request.group,
                 request.cpu,
@@ -179,6 +190,22 @@ class _State:
         failure = ScheduleFailure(message=_summary(len(self.nodes), reasons), nodes=reasons)
         for request in batch:
             result.failed[request.instance] = failure
+
+    def place_pinned(self, request: PlacementRequest, result: Placements) -> None:
+        """Place ``request`` on its pinned node, or say why that node does not fit."""
+        name = request.node
+        assert name is not None
+        node = self.by_name.get(name)
+        if node is None:
+            reason: str | None = "node is not in the cluster"
+        else:
+            reason = _static_reason(node, request) or _fit_reason(node, self.used(name), request)
+        if reason is None:
+            self.assign(name, request, result)
+            return
+        result.failed[request.instance] = ScheduleFailure(
+            message=f"node {name} does not fit: {reason}", nodes={name: reason}
+        )
 
     def place_binpack(self, batch: list[PlacementRequest], result: Placements) -> None:
         """Fullest node first, from a heap shared by every batch with the same constraints.

@@ -81,6 +81,7 @@ from ._configs import (
     with_config_hash,
 )
 from ._explain import explain_instance
+from ._jobs import refuse_job_template_change
 from ._plan import make_plan, plan_change
 from ._repo import EVENTS, Repository, Stored, node_key, workload_key
 from ._revisions import first_revision, revision_of, template_hash, with_template
@@ -180,6 +181,8 @@ class ShoalService:
                     "workloads` no longer lists it, then apply again",
                     workload=stored.value.key,
                 )
+        for spec, stored in zip(workload_specs, current, strict=True):
+            refuse_job_template_change(spec, None if stored is None else stored.value)
         rolled = await self._rolled_by_config(
             workload_specs,
             [s for s in configs if config_changes[label_of(s)].action != ChangeAction.UNCHANGED],

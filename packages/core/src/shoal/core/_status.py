@@ -11,14 +11,19 @@ from shoal.interfaces import (
     Instance,
     InstanceState,
     Workload,
+    WorkloadMode,
     WorkloadPhase,
+    WorkloadSpec,
     WorkloadStatus,
 )
+
+from ._decision import JobProgress
 
 __all__ = [
     "available",
     "awaiting_promotion",
     "deadline_at",
+    "next_available_in",
     "rollout_complete",
     "workload_status",
 ]
@@ -36,14 +41,37 @@ def available(inst: Instance, min_ready_seconds: int, now: datetime) -> bool:
     return since is None or since + timedelta(seconds=min_ready_seconds) <= now
 
 
+def next_available_in(
+    spec: WorkloadSpec, instances: Sequence[Instance], now: datetime
+) -> float | None:
+    """Return in how many seconds an instance becomes available by time alone, if one will."""
+    ready_for = timedelta(seconds=spec.update.min_ready_seconds)
+    if not ready_for:
+        return None
+    waits = [
+        ((inst.ready_since or inst.started_at or now) + ready_for - now).total_seconds()
+        for inst in instances
+        if inst.state == InstanceState.RUNNING and inst.ready
+    ]
+    pending = [wait for wait in waits if wait > 0]
+    return min(pending) if pending else None
+
+
 def rollout_complete(workload: Workload, status: WorkloadStatus) -> bool:
     """Return whether every instance runs the current template and enough are available."""
-    want = workload.spec.replicas
+    want = _wanted(workload, status)
     return (
         status.updated_replicas == want
         and status.replicas == want
         and status.available_replicas >= want
     )
+
+
+def _wanted(workload: Workload, status: WorkloadStatus) -> int:
+    """Return how many instances the workload wants: a daemon's are in its status."""
+    if workload.spec.mode == WorkloadMode.REPLICAS:
+        return workload.spec.replicas
+    return status.desired_replicas
 
 
 def awaiting_promotion(workload: Workload) -> bool:
@@ -59,6 +87,8 @@ def _holding(workload: Workload, status: WorkloadStatus) -> bool:
 
 def deadline_at(workload: Workload, status: WorkloadStatus) -> datetime | None:
     """Return when a rollout under way fails for want of progress (None: none is under way)."""
+    if workload.spec.mode == WorkloadMode.JOB:
+        return None  # a job's template never changes: it has no rollouts
     if rollout_complete(workload, status) or _holding(workload, status):
         return None
     if status.progress_at is None:
@@ -71,15 +101,29 @@ def workload_status(
     instances: Sequence[Instance],
     unschedulable: str | None,
     now: datetime,
+    *,
+    desired: int | None = None,
+    job: JobProgress | None = None,
 ) -> WorkloadStatus:
     """Summarise ``instances`` (the workload's live ones, old and new templates) into a status.
 
     Holds the time of the rollout's last progress and nothing else of the
     clock, so an unchanged world yields an equal status and the control loop
     writes nothing.
+
+    Args:
+        workload: The workload as stored.
+        instances: Its live instances.
+        unschedulable: Why some instance fits nowhere, or None.
+        now: The time progress is judged at.
+        desired: How many instances it wants, if not ``replicas`` (daemon, job).
+        job: A job's counts and outcome.
+
     """
+    if job is not None:
+        return _job_status(workload, instances, unschedulable, desired or 0, job, now)
     spec = workload.spec
-    want = spec.replicas
+    want = spec.replicas if desired is None else desired
     previous = workload.status
     scheduled = sum(1 for i in instances if i.node is not None)
     running = sum(1 for i in instances if i.state == InstanceState.RUNNING)
@@ -103,7 +147,10 @@ def workload_status(
         phase = WorkloadPhase.PROGRESSING
 
     counts = WorkloadStatus(
-        replicas=len(instances), updated_replicas=updated, available_replicas=ready_enough
+        replicas=len(instances),
+        desired_replicas=want,
+        updated_replicas=updated,
+        available_replicas=ready_enough,
     )
     moved = (
         previous.revision != workload.revision
@@ -142,6 +189,7 @@ def workload_status(
         observed_generation=workload.generation,
         phase=phase,
         replicas=len(instances),
+        desired_replicas=want,
         scheduled_replicas=scheduled,
         running_replicas=running,
         ready_replicas=ready,
@@ -158,7 +206,7 @@ def _progressing(
     workload: Workload, counts: WorkloadStatus, progress_at: datetime, now: datetime
 ) -> Condition:
     """The rollout's condition: complete, paused, under way, or out of time."""
-    want = workload.spec.replicas
+    want = counts.desired_replicas
     told = (
         f"revision {workload.revision}: {counts.updated_replicas}/{want} updated, "
         f"{counts.available_replicas} available"
@@ -185,3 +233,60 @@ def _progressing(
             message=f"{told}; no progress for {deadline} s",
         )
     return Condition(type="Progressing", status=True, reason="RollingOut", message=told)
+
+
+def _job_status(
+    workload: Workload,
+    instances: Sequence[Instance],
+    unschedulable: str | None,
+    desired: int,
+    job: JobProgress,
+    now: datetime,
+) -> WorkloadStatus:
+    """A job's status: its counts, and once it finished, its outcome (Complete or Failed)."""
+    previous = workload.status
+    running = sum(1 for i in instances if i.state == InstanceState.RUNNING)
+    ready = sum(1 for i in instances if i.state == InstanceState.RUNNING and i.ready)
+    placed = [i for i in instances if i.node is not None]
+    finished_at = previous.finished_at
+    if workload.deleting:
+        phase = WorkloadPhase.DELETING
+    elif job.finished is not None:
+        phase = WorkloadPhase.COMPLETE if job.finished[0] == "Complete" else WorkloadPhase.FAILED
+        finished_at = finished_at or now
+    elif unschedulable:
+        phase = WorkloadPhase.DEGRADED
+    elif running:
+        phase = WorkloadPhase.RUNNING
+    elif not placed and not job.succeeded and not job.failed:
+        phase = WorkloadPhase.PENDING
+    else:
+        phase = WorkloadPhase.PROGRESSING
+    conditions = [
+        Condition(
+            type="Scheduled",
+            status=unschedulable is None,
+            reason="AllPlaced" if unschedulable is None else "Unschedulable",
+            message=unschedulable or "",
+        )
+    ]
+    if job.finished is not None:
+        kind, reason, message = job.finished
+        conditions.append(Condition(type=kind, status=True, reason=reason, message=message))
+    return WorkloadStatus(
+        observed_generation=workload.generation,
+        phase=phase,
+        replicas=len(instances),
+        desired_replicas=desired,
+        scheduled_replicas=len(placed),
+        running_replicas=running,
+        ready_replicas=ready,
+        updated_replicas=sum(1 for i in instances if i.template == workload.spec.template),
+        available_replicas=ready,
+        revision=workload.revision,
+        complete_revision=workload.revision,
+        conditions=conditions,
+        succeeded=job.succeeded,
+        failed=job.failed,
+        finished_at=finished_at,
+    )

@@ -39,6 +39,9 @@ class PlacementRequest:
     """Node labels that must match."""
     strategy: PlacementStrategy = PlacementStrategy.BINPACK
     """How to rank the nodes that fit."""
+    node: str | None = None
+    """Pinned: only this node is considered (a daemon's instance); its failure names why
+    that node does not fit. None: any node that fits."""
 
 
 @dataclass(slots=True)

@@ -921,6 +921,8 @@ class WorkloadStatus(Model):
     """Summary state."""
     replicas: int = 0
     """Instances that exist and are not being deleted."""
+    desired_replicas: int = 0
+    """Instances wanted: ``replicas``, a daemon's eligible nodes, or a job's active slots."""
     scheduled_replicas: int = 0
     """Instances placed on a node."""
     running_replicas: int = 0
