@@ -873,3 +873,31 @@ async def test_a_watch_breaks_with_unavailable_when_its_server_goes_away(
         # The broken watch dropped the first server: the next call goes to the second.
         assert await remote.revision() == placed
         assert using(remote) == second
+
+
+async def test_a_worker_reads_only_the_configuration_its_own_pods_use(store: StateStore) -> None:
+    uses = instance("mine", "w1").model_copy(
+        update={
+            "template": PodTemplate.model_validate(
+                {
+                    "containers": [
+                        {"name": "main", "image": "busybox", "env_from": [{"secret": "creds"}]}
+                    ],
+                    "volumes": [{"name": "v", "config_map": {"name": "settings"}}],
+                }
+            )
+        }
+    )
+    await place(store, uses)
+    await place(store, instance("theirs", "w2"))
+    for key in ("/configmaps/default/settings", "/secrets/default/creds", "/secrets/default/db"):
+        await store.put(key, b"{}")
+    async with serving(store) as address, worker("w1", address) as remote:
+        assert await remote.get("/configmaps/default/settings") is not None
+        assert await remote.get("/secrets/default/creds") is not None
+        with pytest.raises(Forbidden, match="runs no instance that uses Secret default/db"):
+            await remote.get("/secrets/default/db")
+        with pytest.raises(Forbidden, match="runs no instance that uses Secret other/creds"):
+            await remote.get("/secrets/other/creds")
+        with pytest.raises(Forbidden):
+            await remote.list("/secrets/")

@@ -42,6 +42,7 @@ from ._worker_scope import (
     INSTANCES,
     NODES,
     WorkerScope,
+    is_config_key,
     parse_document,
 )
 
@@ -156,6 +157,10 @@ class StateGateway:
         return scope
 
     async def _get(self, scope: WorkerScope, request: pb.GetRequest) -> pb.GetReply:
+        if is_config_key(request.key):
+            scope.check_config_get(request.key, await self._instances_of(scope.caller.name))
+            kv = await self._store.get(request.key)
+            return pb.GetReply() if kv is None else pb.GetReply(kv=_kv(kv))
         filtered = scope.check_get(request.key)
         kv = await self._store.get(request.key)
         if kv is None or (filtered and not scope.sees(kv.value)):
@@ -172,6 +177,13 @@ class StateGateway:
         result = await self._store.list(request.prefix)
         items = [_kv(kv) for kv in result.items if scope.sees(kv.value)]
         return pb.ListReply(items=items, revision=result.revision)
+
+    async def _instances_of(self, node: str) -> list[bytes]:
+        """Return the documents of the instances assigned to ``node``."""
+        assignments = self._assignments_for(INSTANCES)
+        if assignments is not None:
+            return [kv.value for kv in assignments.list(node).items]
+        return [kv.value for kv in (await self._store.list(INSTANCES)).items]
 
     def _assignments_for(self, prefix: str) -> Assignments | None:
         """Return the per-node streams if they can answer for ``prefix`` now."""

@@ -15,6 +15,9 @@ caller's scope only, decided per call by :class:`WorkerScope`::
     /events/...       -            -              a new key, actor = caller,     -
                                                   filed under its object,
                                                   at most 600 a minute
+    /configmaps/...,  if an instance -            -                              -
+    /secrets/...      assigned to it
+                      uses it
     Revision: any authenticated caller.     Everything else: Forbidden.
 
 "Assigned" means the Instance document's ``node`` is the caller's name. The
@@ -43,17 +46,20 @@ the revisions it receives; it resumes after the last one it saw as usual.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from shoal.interfaces import (
+    CONFIGMAPS,
     EVENTS,
     INSTANCE_STATUS_FIELDS,
     INSTANCES,
     NODE_CLUSTER_FIELDS,
     NODES,
+    SECRETS,
     Event,
     EventKind,
     Forbidden,
@@ -78,6 +84,7 @@ __all__ = [
     "NODE_CLUSTER_FIELDS",
     "WorkerScope",
     "Write",
+    "is_config_key",
     "parse_document",
 ]
 
@@ -100,6 +107,11 @@ def parse_document(key: str, value: bytes, model: type[M]) -> M:
             f"({where}: {first['msg']})",
             key=key,
         ) from None
+
+
+def is_config_key(key: str) -> bool:
+    """Whether ``key`` is a ConfigMap's or a Secret's."""
+    return key.startswith((CONFIGMAPS, SECRETS))
 
 
 def _assigned_to(value: bytes | None, node: str) -> bool:
@@ -176,6 +188,32 @@ class WorkerScope:
         if key.startswith(INSTANCES):
             return True
         raise self._outside("read", key)
+
+    def check_config_get(self, key: str, instances: Iterable[bytes]) -> None:
+        """Allow a Get of a ConfigMap or Secret only if one of ``instances`` uses it.
+
+        ``instances`` are the documents of the instances assigned to the caller,
+        so a worker receives only the configuration its own pods reference.
+
+        Raises:
+            Forbidden: no instance of the caller uses it, or the key is not one.
+        """
+        kind = "ConfigMap" if key.startswith(CONFIGMAPS) else "Secret"
+        parts = key.split("/")
+        namespace, name = (parts[2], parts[3]) if len(parts) == 4 else ("", "")
+        if not namespace or not name:
+            raise self._outside("read", key)
+        for value in instances:
+            if not _assigned_to(value, self.caller.name):
+                continue
+            instance = Instance.model_validate_json(value)
+            if instance.namespace == namespace and (kind, name) in instance.template.config_refs():
+                return
+        raise Forbidden(
+            f"node {self.caller.name!r} runs no instance that uses {kind} {namespace}/{name}: "
+            "a node reads only the configuration of its own pods",
+            key=key,
+        )
 
     def check_prefix(self, prefix: str) -> None:
         """Allow a List or Watch of ``prefix`` (``/instances/`` or a prefix under it).
