@@ -149,7 +149,8 @@ class PrivateContainerd:
                 for line in stream:
                     log.write(line)
                     log.flush()
-                    if b"containerd successfully booted" in line:
+                    # The CRI plugin starts its streaming server last (then says it is ready).
+                    if b"Start streaming server" in line:
                         booted.set()
 
         self._drain = threading.Thread(target=drain, daemon=True)

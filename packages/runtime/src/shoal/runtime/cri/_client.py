@@ -13,6 +13,8 @@ Failures become :class:`~shoal.interfaces.ShoalError`\\ s here, once:
 * ``UNIMPLEMENTED``: :class:`~shoal.interfaces.Unavailable`, the endpoint does
   not speak CRI v1 (an old runtime, or its CRI plugin is disabled);
 * ``NOT_FOUND``: :class:`~shoal.interfaces.NotFound`;
+* containerd's CRI plugin still starting (it answers "server is not
+  initialized yet" for a moment after a restart): :class:`~shoal.interfaces.Unavailable`;
 * anything else: :class:`~shoal.interfaces.RuntimeFailure` with the runtime's message.
 """
 
@@ -45,6 +47,11 @@ _FIX = (
 
 def _serialize(message: Message) -> bytes:
     return message.SerializeToString()
+
+
+def _never_sent(exc: grpc.aio.AioRpcError) -> bool:
+    details = exc.details() or ""
+    return exc.code() == grpc.StatusCode.UNAVAILABLE and "connect" in details
 
 
 def endpoint_target(endpoint: str) -> str:
@@ -90,14 +97,21 @@ class CriClient:
     async def _call(
         self, service: str, name: str, request: Message, reply: type[Reply], deadline: float | None
     ) -> Reply:
-        method = self._method(f"/{service}/{name}", reply)
-        try:
-            result: Reply = await method(
-                request, timeout=deadline if deadline is not None else self.timeout
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise self.translate(exc, name) from exc
-        return result
+        for attempt in range(2):
+            method = self._method(f"/{service}/{name}", reply)
+            try:
+                result: Reply = await method(
+                    request, timeout=deadline if deadline is not None else self.timeout
+                )
+            except grpc.aio.AioRpcError as exc:
+                if attempt == 0 and _never_sent(exc):
+                    # The runtime restarted: a channel in reconnect backoff fails at
+                    # once, a new one connects now. Nothing was sent, so retrying is safe.
+                    await self.aclose()
+                    continue
+                raise self.translate(exc, name) from exc
+            return result
+        raise AssertionError("unreachable")
 
     async def runtime(
         self, name: str, request: Message, reply: type[Reply], *, deadline: float | None = None
@@ -130,6 +144,11 @@ class CriClient:
             return Unavailable(
                 f"the runtime at {self.endpoint} does not implement CRI v1 {call} ({details}): "
                 "use containerd 1.6 or later with its CRI plugin enabled",
+                **where,
+            )
+        if "not initialized yet" in details:  # containerd's CRI plugin is still starting
+            return Unavailable(
+                f"the CRI runtime at {self.endpoint} is starting ({details}): try again shortly",
                 **where,
             )
         if code == grpc.StatusCode.NOT_FOUND:
