@@ -14,5 +14,6 @@ Depends on ``shoal.interfaces`` only (and PyYAML, watchfiles).
 from __future__ import annotations
 
 from ._translate import Translation, parse_documents
+from ._watch import ManifestWatcher, is_manifest_name, manifest_of
 
-__all__ = ["Translation", "parse_documents"]
+__all__ = ["ManifestWatcher", "Translation", "is_manifest_name", "manifest_of", "parse_documents"]

@@ -1,0 +1,345 @@
+"""The watched manifests directory: files in, objects applied and pruned.
+
+:class:`ManifestWatcher` watches directories with inotify (through
+``watchfiles``) and relists them periodically, in case an event was missed.
+A changed file waits a debounce (about a second, from its last change), then
+its content's SHA-256 decides: the same content does nothing. New content is
+parsed (either dialect, see :func:`~shoal.kube.parse_documents`) and applied
+all or nothing through the service; objects the file no longer defines, or
+whose file is deleted, are pruned. The bookkeeping of who owns what lives in
+:mod:`shoal.kube._owners`.
+
+Only ``*.yaml``, ``*.yml`` and ``*.json`` directly in a directory count;
+dotfiles, editor and backup files (``*~``, ``*.swp``, ``*.swo``, ``*.bak``,
+``*.tmp``, vim's ``4913``) and subdirectories are ignored. ``FILE.skip``
+beside ``FILE`` pauses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+from collections.abc import Iterable
+from contextlib import suppress
+
+import anyio
+import watchfiles
+from anyio.abc import TaskStatus
+
+from shoal.interfaces import (
+    Clock,
+    EventType,
+    InvalidSpec,
+    ManifestSource,
+    ObjectRef,
+    Service,
+    ShoalError,
+    SystemClock,
+    load_yaml_documents,
+)
+
+from ._owners import Owners, Ref, Source
+from ._translate import Translation, parse_documents
+
+__all__ = ["MANIFEST_SUFFIXES", "SKIP_SUFFIX", "ManifestWatcher", "is_manifest_name", "manifest_of"]
+
+log = logging.getLogger(__name__)
+
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+"""The file names a watched directory applies."""
+
+SKIP_SUFFIX = ".skip"
+"""``FILE.skip`` beside ``FILE`` pauses it: its objects stay as they are."""
+
+_IGNORED_ENDINGS = ("~", ".swp", ".swo", ".swx", ".bak", ".tmp")
+_IGNORED_NAMES = frozenset({"4913"})  # vim writes it to test that it may create files
+
+
+def is_manifest_name(name: str) -> bool:
+    """Return whether a file called ``name`` is a manifest (not a dotfile, editor or backup)."""
+    if not name or name.startswith(".") or name in _IGNORED_NAMES:
+        return False
+    return name.endswith(MANIFEST_SUFFIXES) and not name.endswith(_IGNORED_ENDINGS)
+
+
+def manifest_of(path: str) -> str | None:
+    """Return the manifest a changed ``path`` concerns: itself, or the file its .skip pauses."""
+    directory, name = os.path.split(path)
+    if name.endswith(SKIP_SUFFIX):
+        name = name.removesuffix(SKIP_SUFFIX)
+    return os.path.join(directory, name) if is_manifest_name(name) else None
+
+
+def _existing(directories: Iterable[str]) -> list[str]:
+    return [directory for directory in directories if os.path.isdir(directory)]
+
+
+def _absolute(path: str) -> str:
+    return os.path.abspath(path)
+
+
+def _digest(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+class ManifestWatcher:
+    """Apply the manifests of ``directories`` through ``service``, and keep them applied.
+
+    Every object applied from a file carries the annotation
+    ``shoal.dev/manifest: NODE:PATH``; only objects whose annotation names one
+    of this watcher's files are ever pruned (one applied by hand never is).
+
+    Args:
+        service: where objects are applied, listed and deleted (act as a
+            system actor, so that events say who changed what).
+        directories: the directories to watch (files directly in them).
+        node_name: this node, the first half of the ownership annotation.
+        clock: the time files are stamped applied at.
+        debounce: seconds a changed file must stay unchanged before it is read.
+        relist: seconds between rescans of the directories (catches missed events).
+        strict: refuse documents with fields Shoal ignores, instead of warning.
+
+    """
+
+    def __init__(
+        self,
+        service: Service,
+        directories: Iterable[str | os.PathLike[str]],
+        node_name: str,
+        *,
+        clock: Clock | None = None,
+        debounce: float = 1.0,
+        relist: float = 30.0,
+        strict: bool = False,
+    ) -> None:
+        self.service = service
+        self.directories = sorted({os.path.abspath(d) for d in directories})
+        self.node_name = node_name
+        self.clock = clock or SystemClock()
+        self.debounce = debounce
+        self.relist = relist
+        self.strict = strict
+        self.owners = Owners(service, node_name, self.clock, self._event)
+        self._due: dict[str, float] = {}
+        """Paths to read, with the time (anyio's clock) from which they may be."""
+        self._wake = anyio.Event()
+        self._lock = anyio.Lock()
+        self.passes = 0
+        """Files read so far (tests and benchmarks wait on it)."""
+
+    def statuses(self) -> list[ManifestSource]:
+        """Return every file of the watched directories, as last read, sorted by path."""
+        return self.owners.statuses()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Apply every file, prune what deleted files left, then follow changes until cancelled.
+
+        Ready (``task_status.started``) once the directories were applied the first time.
+        Never raises for a bad file or an unavailable service: the file's status says why.
+        """
+        async with anyio.create_task_group() as tg:
+            watching = anyio.Event()
+            tg.start_soon(self._watch, watching)
+            await watching.wait()  # changes from here on are seen, even during the first pass
+            await self._first_pass()
+            tg.start_soon(self._relist_forever)
+            task_status.started()
+            await self._process_due_forever()
+
+    # --- scheduling ------------------------------------------------------
+
+    def _touch(self, path: str, delay: float, *, restart: bool = True) -> None:
+        """Read ``path`` once ``delay`` passed; each new change restarts the wait (debounce)."""
+        deadline = anyio.current_time() + delay
+        if restart or path not in self._due:
+            self._due[path] = deadline
+        self._wake.set()
+
+    async def _process_due_forever(self) -> None:
+        while True:
+            now = anyio.current_time()
+            due = sorted(path for path, at in self._due.items() if at <= now)
+            if due:
+                for path in due:
+                    del self._due[path]
+                for path in due:
+                    await self._process(path)
+                continue
+            wait = min(self._due.values(), default=math.inf) - now
+            self._wake = anyio.Event()
+            with anyio.move_on_after(wait):
+                await self._wake.wait()
+
+    async def _watch(self, watching: anyio.Event) -> None:
+        """Turn inotify events into touched paths; falls back to relisting when it cannot watch."""
+        while True:
+            directories = _existing(self.directories)
+            stop = anyio.Event()
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._follow, directories, stop, watching)
+                    try:
+                        await anyio.sleep_forever()
+                    finally:
+                        stop.set()  # the watch thread returns at once, not at its timeout
+            except* (OSError, RuntimeError) as group:
+                log.warning(
+                    "cannot watch %s (%s): relisting every %s s instead",
+                    ", ".join(self.directories),
+                    "; ".join(str(exc) for exc in group.exceptions),
+                    self.relist,
+                )
+            watching.set()
+            await anyio.sleep(self.relist)
+
+    async def _follow(
+        self, directories: list[str], stop: anyio.Event, watching: anyio.Event
+    ) -> None:
+        if not directories:
+            raise FileNotFoundError("no watched directory exists")
+        changes = watchfiles.awatch(
+            *directories,
+            watch_filter=lambda _change, path: manifest_of(path) is not None,
+            recursive=False,
+            stop_event=stop,
+            rust_timeout=1000,
+        )
+        # The inotify watches are made as the first iteration starts, before it waits.
+        watching.set()
+        async for batch in changes:
+            for _change, raw in batch:
+                path = manifest_of(_absolute(raw))
+                if path is not None:
+                    self._touch(path, self.debounce)
+        raise RuntimeError("the watch ended")
+
+    async def _relist_forever(self) -> None:
+        while True:
+            await anyio.sleep(self.relist)
+            await self.relist_once()
+
+    async def relist_once(self) -> None:
+        """Touch every file that changed unseen, retry failed applies and prunes."""
+        async with self._lock:
+            await self.owners.retry_leftovers()
+        for path in sorted(self._scan() | set(self.owners.sources)):
+            source = self.owners.sources.get(path)
+            if source is None or source.retry:
+                self._touch(path, 0 if source else self.debounce, restart=False)
+            elif await self._differs(source):
+                self._touch(path, self.debounce, restart=False)
+
+    def _scan(self) -> set[str]:
+        """Return the manifests in the watched directories (and paused ones whose file is gone)."""
+        found: set[str] = set()
+        for directory in self.directories:
+            try:
+                names = os.listdir(directory)
+            except OSError:
+                continue
+            for name in names:
+                path = manifest_of(os.path.join(directory, name))
+                if path is not None and (name.endswith(SKIP_SUFFIX) or os.path.isfile(path)):
+                    found.add(path)
+        return found
+
+    async def _differs(self, source: Source) -> bool:
+        skipped = await anyio.Path(source.path + SKIP_SUFFIX).exists()
+        if skipped != source.skipped:
+            return True
+        if skipped:
+            return False
+        try:
+            content = await anyio.Path(source.path).read_bytes()
+        except OSError:
+            return True
+        return _digest(content) != source.hash
+
+    # --- reading files ---------------------------------------------------
+
+    async def _first_pass(self) -> None:
+        paths = self._scan()
+        await self.owners.seed(paths)
+        for path in sorted(paths):
+            await self._process(path)
+        await self.owners.retry_leftovers()
+
+    async def _process(self, path: str) -> None:
+        """Read one file and act on it; never raises (the file's status says what went wrong)."""
+        async with self._lock:
+            try:
+                await self._refresh(path)
+            except ShoalError as exc:
+                await self.owners.failed(path, exc.message, retry=True)
+            except Exception as exc:  # a bug must not stop the other files
+                log.exception("manifest %s: unexpected error", path)
+                await self.owners.failed(
+                    path, f"internal error ({type(exc).__name__}); the agent log has the details"
+                )
+            finally:
+                self.passes += 1
+
+    async def _refresh(self, path: str) -> None:
+        skipped = await anyio.Path(path + SKIP_SUFFIX).exists()
+        try:
+            content: bytes | None = await anyio.Path(path).read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            content = None
+        source = self.owners.sources.get(path)
+        if content is None and not skipped:
+            if source is not None:
+                await self.owners.forget(source)
+            return
+        digest = "" if content is None else _digest(content)
+        if source is None:
+            source = self.owners.add(path)
+        if skipped:
+            source.skipped, source.hash = True, digest
+            return
+        resumed, source.skipped = source.skipped, False
+        if digest == source.hash and not resumed and not source.retry:
+            return  # touched, or rewritten with the same content: nothing to do
+        source.hash = digest
+        assert content is not None
+        try:
+            translation = self._parse(path, content)
+        except InvalidSpec as exc:
+            await self.owners.failed(path, exc.message)
+            return
+        desired = {Ref.of(spec): spec for spec in translation.objects}
+        await self.owners.sync(source, desired, translation.warnings, digest)
+
+    def _parse(self, path: str, content: bytes) -> Translation:
+        """Parse a file's documents; raise InvalidSpec naming the file (and line, column)."""
+        try:
+            text = content.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidSpec(
+                f"{path}: not UTF-8 text (byte {exc.start}): save it as UTF-8; nothing was applied"
+            ) from None
+        if path.endswith(".json"):
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise InvalidSpec(
+                    f"{path}: line {exc.lineno}, column {exc.colno}: invalid JSON: {exc.msg}; "
+                    "nothing was applied"
+                ) from None
+            documents = data if isinstance(data, list) else [data]
+        else:
+            documents = load_yaml_documents(text, path)
+        return parse_documents(documents, path, strict=self.strict)
+
+    async def _event(self, path: str, reason: str, message: str, warning: bool = False) -> None:
+        """Record an event about a file, if the service can; never fails the watcher."""
+        with suppress(ShoalError):
+            await self.service.record_event(
+                ObjectRef(kind="Manifest", name=path),
+                reason,
+                message,
+                event_type=EventType.WARNING if warning else EventType.NORMAL,
+                details={"node": self.node_name},
+            )
