@@ -10,6 +10,7 @@ kind that matches wins, and firing it uses up one of its ``times``::
     runtime = MockRuntime(clock, faults=[Fault.image_missing("ghost:1")])
     runtime.faults.add(Fault.exits(after=5, exit_code=3, container="web", times=1))
     runtime.faults.add(Fault.create_fails(image="broken:1", message="no space left"))
+    runtime.faults.add(Fault.init_fails(container="migrate", exit_code=2, message="no db"))
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class FaultKind(StrEnum):
     """``stop`` waits the whole grace period, then SIGKILLs: exit code 137."""
     REMOVE_FAILS = "remove_fails"
     """``remove`` raises RuntimeFailure with the fault's message; the pod stays."""
+    INIT_FAILS = "init_fails"
+    """An init container exits with ``exit_code`` (its log: the message): ``start`` fails."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,7 +52,7 @@ class Fault:
         seconds: EXITS: delay after start; SLOW_START: how long start takes.
         exit_code: EXITS: the code the container exits with.
         message: CREATE_FAILS, REMOVE_FAILS: the error message; EXITS: the container
-            status message.
+            status message; INIT_FAILS: the line the init container logs.
         times: How many times the fault fires before it disarms; ``None`` is forever.
 
     """
@@ -156,6 +159,26 @@ class Fault:
             kind=FaultKind.REMOVE_FAILS,
             image=image,
             container=container,
+            message=message,
+            times=times,
+        )
+
+    @classmethod
+    def init_fails(
+        cls,
+        *,
+        exit_code: int = 1,
+        image: str | None = None,
+        container: str | None = None,
+        message: str = "",
+        times: int | None = None,
+    ) -> Fault:
+        """Make matching init containers exit with ``exit_code``, logging ``message`` on stderr."""
+        return cls(
+            kind=FaultKind.INIT_FAILS,
+            image=image,
+            container=container,
+            exit_code=exit_code,
             message=message,
             times=times,
         )

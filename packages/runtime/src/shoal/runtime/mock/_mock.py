@@ -14,9 +14,16 @@ Behaviour without faults:
   :class:`~shoal.interfaces.Forbidden` unless the runtime was made with
   ``allow_host_paths=True``, as a real node refuses it (whether the path
   exists is not checked: nothing is mounted).
-* ``start`` makes them *running*, sets ``started_at`` from the clock and writes
-  the log line ``started <container>``. Starting an exited container starts it
-  again (as a restart would); starting a running one changes nothing.
+* ``start`` first runs the init containers that have not yet succeeded, in
+  order: each logs ``started <name>`` and exits 0 at once (its logs stay
+  readable; it is not in the pod's status), unless an INIT_FAILS fault says
+  otherwise. Then it makes the containers *running*, sets ``started_at`` from
+  the clock and writes the log line ``started <container>``. Starting an
+  exited container starts it again (as a restart would); starting a running
+  one changes nothing.
+* File volumes (``PodSpec.files``) are kept in memory; ``update_files``
+  replaces a volume's set at once, and a ``sub_path`` mount keeps what it had
+  when its container was created (see :meth:`MockRuntime.file`).
 * ``stop`` makes every container *exited* with code 143 (SIGTERM) at once,
   created ones included; exited ones keep their code.
 * ``remove`` forgets the pod (running or not); a missing pod is a no-op.
@@ -50,9 +57,13 @@ Faults (:class:`~shoal.runtime.Fault`, armed through ``faults=`` or
   then the container exits with 137 (SIGKILL).
 * ``Fault.remove_fails(...)``: ``remove`` raises RuntimeFailure with the
   fault's message and keeps the pod (a teardown that is stuck).
+* ``Fault.init_fails(exit_code=n, container=..., message=...)``: that init
+  container logs the message and exits with ``n``; ``start`` (and ``run``)
+  raise RuntimeFailure naming it, and the containers stay created.
 
 Test hooks, all synchronous: :meth:`MockRuntime.kill` (a running container
-exits now), :meth:`MockRuntime.write_log`, :meth:`MockRuntime.set_exec_result`,
+exits now), :meth:`MockRuntime.file` (what a container reads from a file
+volume), :meth:`MockRuntime.write_log`, :meth:`MockRuntime.set_exec_result`,
 :meth:`MockRuntime.set_stats` and :meth:`MockRuntime.simulate_restart`
 (keep or lose every pod, as a node restart or a wiped host would).
 """
@@ -79,9 +90,12 @@ from shoal.interfaces import (
     NotFound,
     PodSpec,
     PodStatus,
+    ProjectedFile,
     RuntimeFailure,
     SystemClock,
 )
+from shoal.runtime._filevolumes import check_files
+from shoal.runtime._initcontainers import check_container_names, init_container_failed
 from shoal.runtime.oci._volumes import check_host_paths
 
 from ._faults import Fault, FaultKind, Faults
@@ -159,12 +173,11 @@ class MockRuntime(AsyncClosing):
         if pod.uid in self._pods:
             message = f"a pod with uid {pod.uid!r} exists already: remove it or use a new uid"
             raise Conflict(message, uid=pod.uid)
-        names = [c.name for c in pod.containers]
-        if len(set(names)) != len(names):
-            message = f"pod {pod.uid!r} names a container twice ({names}): make names unique"
-            raise RuntimeFailure(message, uid=pod.uid)
+        check_container_names(pod)
         check_host_paths(pod, self.allow_host_paths, must_exist=False)
-        for container in pod.containers:
+        for volume, files in pod.files.items():
+            check_files(volume, files)
+        for container in [*pod.init_containers, *pod.containers]:
             self._check_image(container.image, container=container.name)
             fault = self.faults.fire(FaultKind.CREATE_FAILS, container.image, container.name)
             if fault is not None:
@@ -174,18 +187,36 @@ class MockRuntime(AsyncClosing):
         return record.status()
 
     async def start(self, uid: str) -> PodStatus:
-        """Start every container that is not running, honouring SLOW_START and EXITS.
+        """Run the init containers, then start every container that is not running.
+
+        Honours INIT_FAILS, SLOW_START and EXITS.
 
         Raises:
             NotFound: no such pod (or it was removed during a slow start).
+            RuntimeFailure: an init container failed (INIT_FAILS); nothing was started.
 
         """
         await anyio.lowlevel.checkpoint()
         pod = self._get(uid)
         pod.settle(self.clock.monotonic())
+        for init in pod.init_containers.values():
+            if init.state == ContainerState.EXITED and init.exit_code == 0:
+                continue  # succeeded once: not run again, as in Kubernetes
+            init.run(self.clock.now(), self.clock.monotonic(), None)
+            failed = self.faults.fire(FaultKind.INIT_FAILS, init.spec.image, init.name)
+            if failed is None:
+                init.finish(self.clock.now(), 0)
+                continue
+            if failed.message:
+                init.append_log(self.clock.now(), "stderr", failed.message)
+            init.finish(self.clock.now(), failed.exit_code)
+            lines = [line.line for line in init.logs[-5:]]
+            raise init_container_failed(uid, init.name, failed.exit_code, lines)
         for container in pod.containers.values():
             if container.state == ContainerState.RUNNING:
                 continue
+            if container.state == ContainerState.EXITED:
+                pod.pin_sub_paths(container)  # created anew: its sub_paths are looked up again
             image, name = container.spec.image, container.name
             slow = self.faults.fire(FaultKind.SLOW_START, image, name)
             if slow is not None:
@@ -201,6 +232,26 @@ class MockRuntime(AsyncClosing):
         """Create the pod's containers, then start them (faults apply to each step)."""
         await self.create(pod)
         return await self.start(pod.uid)
+
+    async def update_files(self, uid: str, volume: str, files: Sequence[ProjectedFile]) -> None:
+        """Replace the files of file volume ``volume`` at once; sub_path mounts keep theirs.
+
+        Raises:
+            NotFound: no such pod, or it has no file volume named ``volume``.
+            InvalidInput: the files cannot be laid out (a path twice, or with '..').
+
+        """
+        await anyio.lowlevel.checkpoint()
+        pod = self._get(uid)
+        if volume not in pod.files:
+            names = ", ".join(pod.files) or "none"
+            raise NotFound(
+                f"pod {uid!r} has no file volume {volume!r} (its file volumes: {names})",
+                uid=uid,
+                volume=volume,
+            )
+        check_files(volume, files)
+        pod.files[volume] = {file.path: file for file in files}
 
     async def stop(self, uid: str, grace: float) -> PodStatus:
         """Stop every container: exit 143 now, or 137 after ``grace`` if it ignores SIGTERM.
@@ -357,6 +408,18 @@ class MockRuntime(AsyncClosing):
                 container=container,
             )
         record.finish(self.clock.now(), exit_code, f"killed with exit code {exit_code}")
+
+    def file(self, uid: str, container: str, path: str) -> ProjectedFile:
+        """Return the file (contents and mode) ``container`` reads at ``path`` of a file volume.
+
+        Follows ``update_files`` through a whole-volume mount; a ``sub_path``
+        mount gives what it held when the container was created.
+
+        Raises:
+            NotFound: no such pod or container, or no file volume's file is at ``path``.
+
+        """
+        return self._get(uid).file(container, path)
 
     def write_log(self, uid: str, container: str, text: str, *, stream: str = "stdout") -> None:
         """Record that the container wrote ``text`` (split into lines) on ``stream``.

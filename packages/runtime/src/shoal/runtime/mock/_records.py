@@ -11,6 +11,11 @@ time anybody looks after the deadline. The state is therefore a pure function
 of the clock's reading, which is what makes it deterministic under a manual
 clock: advance the clock, then inspect, and the exit is there, no task
 scheduling involved.
+
+A pod's file volumes are kept as dictionaries of :class:`ProjectedFile` by
+path; a container's ``sub_path`` mounts of them are *pinned*: copied when the
+container is created (and again when it is started anew after an exit), so
+they keep what they had when ``update_files`` swaps the volume, as on a node.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from shoal.interfaces import (
     NotFound,
     PodSpec,
     PodStatus,
+    ProjectedFile,
+    RuntimeFailure,
 )
 
 from ._faults import Fault
@@ -52,6 +59,7 @@ class ContainerRecord:
         "id",
         "logs",
         "message",
+        "pinned",
         "spec",
         "started_at",
         "state",
@@ -70,6 +78,8 @@ class ContainerRecord:
         self.exit_deadline: float | None = None
         self.exit_fault: Fault | None = None
         self._changed: anyio.Event | None = None
+        self.pinned: dict[str, dict[str, ProjectedFile]] = {}
+        """What each sub_path mount of a file volume holds, by mount path."""
 
     @property
     def name(self) -> str:
@@ -159,12 +169,73 @@ class ContainerRecord:
 class PodRecord:
     """One mock pod: its spec and its containers in creation order."""
 
-    __slots__ = ("containers", "removed", "spec")
+    __slots__ = ("containers", "files", "init_containers", "removed", "spec")
 
     def __init__(self, spec: PodSpec) -> None:
         self.spec = spec
         self.containers = {c.name: ContainerRecord(spec.uid, c) for c in spec.containers}
+        self.init_containers = {c.name: ContainerRecord(spec.uid, c) for c in spec.init_containers}
         self.removed = False
+        self.files: dict[str, dict[str, ProjectedFile]] = {
+            volume.name: {file.path: file for file in spec.files.get(volume.name, [])}
+            for volume in spec.volumes
+            if volume.files
+        }
+        """The files of each file volume, by volume name, then path."""
+        for container in self.containers.values():
+            self.pin_sub_paths(container)
+
+    def pin_sub_paths(self, container: ContainerRecord) -> None:
+        """Copy what the container's sub_path mounts of file volumes name now.
+
+        Raises:
+            RuntimeFailure: a sub_path names nothing in its file volume.
+
+        """
+        container.pinned = {}
+        for mount in container.spec.volume_mounts:
+            files = self.files.get(mount.name)
+            if mount.sub_path is None or files is None:
+                continue
+            pinned = _below(files, mount.sub_path)
+            if not pinned:
+                raise RuntimeFailure(
+                    f"sub_path {mount.sub_path!r} does not exist in volume {mount.name!r}: "
+                    "correct volume_mounts[].sub_path or add the key or file it names",
+                    uid=self.spec.uid,
+                    volume=mount.name,
+                    sub_path=mount.sub_path,
+                )
+            container.pinned[mount.mount_path] = pinned
+
+    def file(self, container: str, path: str) -> ProjectedFile:
+        """Return the file of a file volume that container ``container`` sees at ``path``.
+
+        Raises:
+            NotFound: no such container, or no file volume's file is at ``path``.
+
+        """
+        record = self.container(container)
+        mounts = sorted(record.spec.volume_mounts, key=lambda m: -len(m.mount_path))
+        for mount in mounts:
+            prefix = mount.mount_path.rstrip("/")
+            if path != prefix and not path.startswith(prefix + "/"):
+                continue
+            relative = path[len(prefix) :].lstrip("/")
+            if mount.sub_path is not None:
+                files = record.pinned.get(mount.mount_path, {})
+            else:
+                files = self.files.get(mount.name, {})
+            found = files.get(relative)
+            if found is not None:
+                return found
+            break
+        raise NotFound(
+            f"container {container!r} of pod {self.spec.uid!r} has no file volume file at {path!r}",
+            uid=self.spec.uid,
+            container=container,
+            path=path,
+        )
 
     def container(self, name: str) -> ContainerRecord:
         """Return the container called ``name``.
@@ -173,11 +244,11 @@ class PodRecord:
             NotFound: the pod has no such container.
 
         """
-        record = self.containers.get(name)
+        record = self.containers.get(name) or self.init_containers.get(name)
         if record is None:
             raise NotFound(
                 f"pod {self.spec.uid!r} has no container {name!r} "
-                f"(it has {', '.join(self.containers)})",
+                f"(it has {', '.join([*self.init_containers, *self.containers])})",
                 uid=self.spec.uid,
                 container=name,
             )
@@ -196,7 +267,7 @@ class PodRecord:
 
     def wake(self) -> None:
         """Wake every log follower of the pod, so it looks again."""
-        for container in self.containers.values():
+        for container in [*self.init_containers.values(), *self.containers.values()]:
             container.notify()
 
     def forget(self) -> None:
@@ -212,3 +283,13 @@ class PodRecord:
             namespace=self.spec.namespace,
             containers=[c.status() for c in self.containers.values()],
         )
+
+
+def _below(files: dict[str, ProjectedFile], sub_path: str) -> dict[str, ProjectedFile]:
+    """Return the files at or under ``sub_path``, by their path relative to it."""
+    sub_path = sub_path.strip("/")
+    return {
+        ("" if path == sub_path else path[len(sub_path) + 1 :]): file
+        for path, file in files.items()
+        if path == sub_path or path.startswith(sub_path + "/")
+    }

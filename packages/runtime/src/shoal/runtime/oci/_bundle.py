@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shoal.interfaces import Container, Resources, RuntimeFailure
+from shoal.interfaces import Container, Resources, RuntimeFailure, Volume
 from shoal.runtime.images._image_api import ImageConfig
 
 from ._volumes import volume_mounts
@@ -125,7 +125,9 @@ class BundleOptions:
         files: Host files bind-mounted read-only (destination → source),
             e.g. the pod's /etc/hosts and /etc/resolv.conf.
         volumes: Where each pod volume is mounted from (volume name → host path):
-            its emptyDir directory or its host path.
+            its emptyDir or file volume directory, or its host path.
+        pod_volumes: The pod's volumes, for what a mount's source alone does not
+            say (file volumes are read-only; a sub_path in an emptyDir is created).
 
     """
 
@@ -137,6 +139,7 @@ class BundleOptions:
     swap_accounting: bool = False
     files: dict[str, Path] = field(default_factory=dict)
     volumes: dict[str, Path] = field(default_factory=dict)
+    pod_volumes: tuple[Volume, ...] = ()
 
 
 def process_args(container: Container, image: ImageConfig) -> list[str]:
@@ -313,7 +316,7 @@ def build_config(
                 "options": ["rbind", "ro", "nosuid", "nodev", "noexec"],
             }
         )
-    mounts.extend(volume_mounts(container, options.volumes))
+    mounts.extend(volume_mounts(container, options.volumes, options.pod_volumes))
     return {
         "ociVersion": "1.0.2",
         "process": {

@@ -13,14 +13,24 @@ One pod is the containers of one instance. For each pod the runtime
 3. gets the pod a network: none of its own in host mode (no hook), else the
    hook's network namespace, which every container joins by path, and makes
    its emptyDir volumes in the pod directory;
-4. builds each container's bundle and rootfs and lets its shim run ``runc
-   create`` (see :mod:`._shim` for why a shim and how the exit code is kept).
+4. writes its file volumes (config_map, secret, downward_api, projected:
+   the kubelet's ``..data`` layout, see :mod:`shoal.runtime._filevolumes`),
+   which :meth:`OciCliRuntime.update_files` later swaps at once;
+5. builds each container's bundle and rootfs (init containers' too) and lets
+   its shim run ``runc create`` (see :mod:`._shim` for why a shim and how the
+   exit code is kept).
 
 If any step fails, everything done so far is undone and the error raised.
-``start`` is ``runc start`` (of a pod this object has just created, without
-asking ``runc state`` first: its containers are created; one that died
-meanwhile makes ``runc start`` fail); ``stop`` is SIGTERM, ``grace`` seconds on the
-runtime's clock, then SIGKILL, waiting for the shims to record the exits;
+``start`` first runs the init containers that have not yet succeeded, one
+after another (``runc run`` each, waiting for its exit, without holding the
+pod's lock so that ``stop`` and ``remove`` can end one that hangs; a non-zero
+exit fails ``start`` naming it, its code and its last log lines), then is
+``runc start`` (of a pod this object has just created, without asking ``runc
+state`` first: its containers are created; one that died meanwhile makes
+``runc start`` fail). ``run`` of a pod with init containers is ``create``
+then ``start``, else one ``runc run`` per container. ``stop`` is SIGTERM,
+``grace`` seconds on the runtime's clock, then SIGKILL, waiting for the shims
+to record the exits;
 ``remove`` is ``runc delete --force`` per container, the network hook's
 detach, then the pod directory (emptyDir volumes included), unmounting the
 rootfs and size-limited volumes first. Host paths are never deleted.
@@ -53,20 +63,27 @@ from shoal.interfaces import (
     NotFound,
     PodSpec,
     PodStatus,
+    ProjectedFile,
     RuntimeFailure,
     SystemClock,
     Unavailable,
 )
+from shoal.runtime._filevolumes import update_file_volume
+from shoal.runtime._initcontainers import (
+    LOG_LINES,
+    check_container_names,
+    init_container_failed,
+)
 from shoal.runtime.images._image_api import ImageSource, PreparedImage
 
 from ._ociexec import measure_stats, run_exec
-from ._ocifiles import PodFiles, PodRecord, StartRecord, write_json
+from ._ocifiles import ExitRecord, PodFiles, PodRecord, StartRecord, read_json, write_json
 from ._ocilogs import read_log
 from ._ocinet import NetworkHook, pod_ports
 from ._ocipod import ContainerOps, NodeSettings
 from ._rootfs import RootfsStrategy, remove_tree
 from ._runc import RuncCli
-from ._volumes import check_host_paths, prepare_volumes
+from ._volumes import check_host_paths, prepare_volumes, volume_sources
 
 __all__ = ["NetworkHook", "OciCliRuntime"]
 
@@ -136,6 +153,8 @@ class OciCliRuntime(AsyncClosing):
         """Images ``ensure_image`` prepared since the last ``create``, which takes them."""
         self._fresh: set[str] = set()
         """Pods this object created and has not touched since: their containers are created."""
+        self._stopped: set[str] = set()
+        """Pods stopped since their last ``start`` began: no further init container runs."""
         self._closed = False
 
     async def ensure_image(self, image: str) -> ImageInfo:
@@ -168,18 +187,23 @@ class OciCliRuntime(AsyncClosing):
         One runc call per container instead of two (``create``, then
         ``start``): what a new instance pays before it runs.
 
+        A pod with init containers is created, then started (:meth:`start`
+        runs the init containers first).
+
         Raises:
             Conflict, Forbidden, InvalidInput, ImageError: as :meth:`create`.
-            RuntimeFailure: a container could not be created or started;
-                nothing is left behind.
+            RuntimeFailure: a container could not be created or started
+                (nothing is left behind), or an init container failed (the pod
+                stays, its containers created, for :meth:`remove`).
 
         """
+        if pod.init_containers:
+            await self._create(pod, start=False)
+            return await self.start(pod.uid)
         return await self._create(pod, start=True)
 
     async def _create(self, pod: PodSpec, *, start: bool) -> PodStatus:
-        names = [c.name for c in pod.containers]
-        if len(set(names)) != len(names):
-            raise RuntimeFailure(f"pod {pod.uid!r} names a container twice ({names})")
+        check_container_names(pod)
         check_host_paths(pod, self.allow_host_paths)
         directory = self.files.directory(pod.uid)
         async with self._lock(pod.uid):
@@ -189,9 +213,12 @@ class OciCliRuntime(AsyncClosing):
             ensured, self._ensured = self._ensured, {}
             prepared = {
                 c.name: ensured.get(c.image) or await self.images.prepare(c.image)
-                for c in pod.containers
+                for c in [*pod.init_containers, *pod.containers]
             }
-            record = PodRecord(spec=pod, created_at=self.clock.now())
+            # The files are in their volumes; secrets stay off the disk's pod.json.
+            record = PodRecord(
+                spec=pod.model_copy(update={"files": {}}), created_at=self.clock.now()
+            )
             await anyio.to_thread.run_sync(self.files.create, record)
             try:
                 if self.network is not None:
@@ -202,7 +229,11 @@ class OciCliRuntime(AsyncClosing):
                     record.netns = str(attachment.netns_path or "") or None
                 else:
                     record.ip = "127.0.0.1"
-                await anyio.to_thread.run_sync(self._lay_out, record)
+                await anyio.to_thread.run_sync(self._lay_out, record, pod)
+                for init in pod.init_containers:
+                    await anyio.to_thread.run_sync(
+                        self.ops.bundle, record, init.name, prepared[init.name]
+                    )
                 for container in pod.containers:
                     name = container.name
                     await self.ops.create(record, name, prepared[name], start=start)
@@ -233,6 +264,12 @@ class OciCliRuntime(AsyncClosing):
         """
         async with self._lock(uid):
             record = self._record(uid)
+            self._stopped.discard(uid)
+        if record.spec.init_containers:
+            self._fresh.discard(uid)  # its containers may have changed while inits ran
+            await self._run_init_containers(record)
+        async with self._lock(uid):
+            record = self._record(uid)
             if uid in self._fresh:  # just created here: no need to ask runc what it is
                 self._fresh.discard(uid)
                 status = await self.ops.status(record, self.ops.assume(record, "created"))
@@ -246,6 +283,9 @@ class OciCliRuntime(AsyncClosing):
                     await self.ops.destroy(uid, container.name)
                     for stale in (files.exit, files.started, files.init_pid):
                         stale.unlink(missing_ok=True)
+                    await anyio.to_thread.run_sync(
+                        self.ops.refresh_sub_paths, record, container.name
+                    )
                     await self.ops.spawn_shim(uid, container.name, files)
                 elif container.state != ContainerState.CREATED:
                     raise RuntimeFailure(
@@ -260,6 +300,61 @@ class OciCliRuntime(AsyncClosing):
             # Every container was running or has just been started (an exit shows in exit.json).
             return await self.ops.status(record, self.ops.assume(record, "running"))
 
+    async def _run_init_containers(self, record: PodRecord) -> None:
+        """Run each init container that has not succeeded yet, in order, each to exit 0.
+
+        Raises:
+            RuntimeFailure: one exited non-zero, could not start, or the pod was stopped.
+            NotFound: the pod was removed meanwhile.
+
+        """
+        uid = record.spec.uid
+        for init in record.spec.init_containers:
+            files = self.files.container(uid, init.name)
+            done = read_json(files.exit, ExitRecord)
+            if done is not None and done.exit_code == 0:
+                continue
+            async with self._lock(uid):
+                record = self._record(uid)
+                if uid in self._stopped:
+                    raise RuntimeFailure(
+                        f"pod {uid!r} was stopped before init container {init.name!r} ran",
+                        uid=uid,
+                        container=init.name,
+                    )
+            # Not under the lock: stop and remove must be able to end an init that hangs.
+            ended = await self.ops.run_to_completion(record, init.name, self.clock)
+            if ended.exit_code != 0:
+                lines = [
+                    line.line
+                    async for line in read_log(
+                        files.log, lambda: True, follow=False, tail=LOG_LINES, since=None
+                    )
+                ]
+                raise init_container_failed(uid, init.name, ended.exit_code, lines)
+
+    async def update_files(self, uid: str, volume: str, files: Sequence[ProjectedFile]) -> None:
+        """Swap the files of file volume ``volume`` for ``files`` at once (``..data`` swap).
+
+        Raises:
+            NotFound: no such pod, or it has no file volume named ``volume``.
+            InvalidInput: the files cannot be laid out (a path twice, or with '..').
+            RuntimeFailure: a secret volume's tmpfs could not be grown.
+
+        """
+        async with self._lock(uid):
+            record = self._record(uid)
+            spec = next((v for v in record.spec.volumes if v.name == volume), None)
+            if spec is None or not spec.files:
+                file_volumes = ", ".join(v.name for v in record.spec.volumes if v.files) or "none"
+                raise NotFound(
+                    f"pod {uid!r} has no file volume {volume!r} (its file volumes: {file_volumes})",
+                    uid=uid,
+                    volume=volume,
+                )
+            directory = volume_sources(self.files.directory(uid), [spec])[volume]
+            await anyio.to_thread.run_sync(update_file_volume, directory, spec, files)
+
     async def stop(self, uid: str, grace: float) -> PodStatus:
         """SIGTERM every live container, SIGKILL what still runs after ``grace`` seconds.
 
@@ -270,6 +365,7 @@ class OciCliRuntime(AsyncClosing):
         """
         async with self._lock(uid):
             self._fresh.discard(uid)
+            self._stopped.add(uid)
             record = self._record(uid)
             status = await self.ops.status(record)
             live = [
@@ -277,6 +373,7 @@ class OciCliRuntime(AsyncClosing):
                 for c in status.containers
                 if c.state in (ContainerState.RUNNING, ContainerState.CREATED)
             ]
+            live += self.ops.running_init_containers(record)
             await self.ops.stop(uid, live, grace, self.clock)
             return await self.ops.status(record)
 
@@ -336,7 +433,7 @@ class OciCliRuntime(AsyncClosing):
     async def _logs(
         self, uid: str, container: str, *, follow: bool, tail: int | None, since: datetime | None
     ) -> AsyncIterator[LogLine]:
-        self._container_spec(self._record(uid), container)
+        self._container_spec(self._record(uid), container, init=True)
         files = self.files.container(uid, container)
         directory = self.files.directory(uid)
 
@@ -391,10 +488,10 @@ class OciCliRuntime(AsyncClosing):
         self._closed = True
         await self.ops.launcher.aclose()
 
-    def _lay_out(self, record: PodRecord) -> None:
+    def _lay_out(self, record: PodRecord, pod: PodSpec) -> None:
         """Write the pod's /etc files, make its volumes, save its record (blocking)."""
         self.files.write_etc(record)
-        prepare_volumes(self.files.directory(record.spec.uid), record.spec.volumes)
+        prepare_volumes(self.files.directory(record.spec.uid), record.spec.volumes, pod.files)
         self.files.save(record)
 
     def _lock(self, uid: str) -> anyio.Lock:
@@ -407,9 +504,12 @@ class OciCliRuntime(AsyncClosing):
         return record
 
     @staticmethod
-    def _container_spec(record: PodRecord, name: str) -> None:
-        if name not in {c.name for c in record.spec.containers}:
-            names = ", ".join(c.name for c in record.spec.containers)
+    def _container_spec(record: PodRecord, name: str, *, init: bool = False) -> None:
+        """Raise NotFound unless the pod has container ``name`` (init containers: with ``init``)."""
+        specs = [*record.spec.init_containers, *record.spec.containers] if init else []
+        specs = specs or record.spec.containers
+        if name not in {c.name for c in specs}:
+            names = ", ".join(c.name for c in specs)
             raise NotFound(
                 f"pod {record.spec.uid!r} has no container {name!r} (it has {names})",
                 uid=record.spec.uid,
@@ -418,12 +518,13 @@ class OciCliRuntime(AsyncClosing):
 
     async def _destroy(self, uid: str) -> None:
         self._fresh.discard(uid)
+        self._stopped.discard(uid)
         directory = self.files.directory(uid)
         if not directory.exists():
             return
         record = self.files.load(uid)
         if record is not None:
-            names = [c.name for c in record.spec.containers]
+            names = [c.name for c in [*record.spec.init_containers, *record.spec.containers]]
         else:
             containers = directory / "containers"
             names = sorted(p.name for p in containers.iterdir()) if containers.is_dir() else []

@@ -24,6 +24,7 @@ quit, so that nothing writes into the pod directory once it is deleted.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,7 +33,15 @@ from pathlib import Path
 
 import anyio
 
-from shoal.interfaces import Clock, ContainerState, ContainerStatus, PodStatus, RuntimeFailure
+from shoal.interfaces import (
+    Clock,
+    Container,
+    ContainerState,
+    ContainerStatus,
+    NotFound,
+    PodStatus,
+    RuntimeFailure,
+)
 from shoal.runtime.images._image_api import PreparedImage
 
 from ._bundle import BundleOptions, build_config
@@ -49,7 +58,7 @@ from ._ocifiles import (
 from ._rootfs import RootfsStrategy, prepare_rootfs
 from ._runc import RuncCli, RuncState
 from ._shimlaunch import ShimLauncher
-from ._volumes import volume_sources
+from ._volumes import volume_mounts, volume_sources
 
 __all__ = ["ContainerOps", "NodeSettings", "wait_until"]
 
@@ -103,9 +112,12 @@ class ContainerOps:
         """Return the cgroup path of a container."""
         return f"/shoal/{PodFiles.container_id(uid, name)}"
 
-    def _bundle(self, record: PodRecord, name: str, image: PreparedImage) -> ContainerFiles:
-        """Make the container's rootfs and config.json (blocking: run in a thread)."""
-        spec = next(c for c in record.spec.containers if c.name == name)
+    def bundle(self, record: PodRecord, name: str, image: PreparedImage) -> ContainerFiles:
+        """Make the container's rootfs and config.json (blocking: run in a thread).
+
+        ``name`` is one of the pod's containers or init containers.
+        """
+        spec = _spec(record, name)
         files = self.files.container(record.spec.uid, name)
         files.directory.mkdir(parents=True, exist_ok=True)
         rootfs, _ = prepare_rootfs(image.layers, files.directory, self.settings.rootfs)
@@ -120,9 +132,68 @@ class ContainerOps:
             swap_accounting=detect_cgroups().swap_accounting(),
             files={f"/etc/{n}": etc / n for n in ("hosts", "resolv.conf", "hostname")},
             volumes=volume_sources(pod_directory, record.spec.volumes),
+            pod_volumes=tuple(record.spec.volumes),
         )
         write_json(files.config, build_config(spec, image.config, rootfs, options))
         return files
+
+    def refresh_sub_paths(self, record: PodRecord, name: str) -> None:
+        """Resolve the container's sub_path mounts again in its config.json (blocking).
+
+        A sub_path mount binds what its path named when the container was
+        created; a container created again (a restart) sees what it names now.
+        """
+        spec = _spec(record, name)
+        if not any(mount.sub_path for mount in spec.volume_mounts):
+            return
+        files = self.files.container(record.spec.uid, name)
+        config = json.loads(files.config.read_text())
+        sources = volume_sources(self.files.directory(record.spec.uid), record.spec.volumes)
+        fresh = volume_mounts(spec, sources, record.spec.volumes)
+        # build_config puts the volume mounts last.
+        config["mounts"][len(config["mounts"]) - len(fresh) :] = fresh
+        write_json(files.config, config)
+
+    def running_init_containers(self, record: PodRecord) -> list[ContainerStatus]:
+        """Return the pod's init containers that run now (to stop them with the pod)."""
+        uid = record.spec.uid
+        live = []
+        for spec in record.spec.init_containers:
+            files = self.files.container(uid, spec.name)
+            if files.shim_alive() and not files.ended():
+                container_id = PodFiles.container_id(uid, spec.name)
+                live.append(
+                    ContainerStatus(name=spec.name, id=container_id, state=ContainerState.RUNNING)
+                )
+        return live
+
+    async def run_to_completion(self, record: PodRecord, name: str, clock: Clock) -> ExitRecord:
+        """Start the (init) container with its bundle made, and wait for it to exit.
+
+        A previous run's runc state and records are cleared first; once it has
+        exited its runc state and cgroup are deleted (its files stay, logs included).
+
+        Raises:
+            RuntimeFailure: it could not be started.
+            NotFound: the pod was removed while it ran.
+
+        """
+        uid = record.spec.uid
+        files = self.files.container(uid, name)
+        if files.shim_pid.exists():  # run before
+            await self.destroy(uid, name)
+            for stale in (files.exit, files.started, files.init_pid):
+                stale.unlink(missing_ok=True)
+        await self.spawn_shim(uid, name, files, start=True)
+        write_json(files.started, StartRecord(started_at=clock.now()))
+        await wait_until(files.ended, float("inf"), poll=0.05)
+        ended = read_json(files.exit, ExitRecord)
+        if not self.files.exists(uid):
+            raise NotFound(f"pod {uid!r} was removed while init container {name!r} ran", uid=uid)
+        await self.destroy(uid, name)
+        if ended is None:
+            return ExitRecord(exit_code=_LOST, finished_at=clock.now())
+        return ended
 
     async def create(
         self, record: PodRecord, name: str, image: PreparedImage, *, start: bool = False
@@ -136,7 +207,7 @@ class ContainerOps:
             RuntimeFailure: the bundle could not be made or runc refused it.
 
         """
-        files = await anyio.to_thread.run_sync(self._bundle, record, name, image)
+        files = await anyio.to_thread.run_sync(self.bundle, record, name, image)
         await self.spawn_shim(record.spec.uid, name, files, start=start)
 
     async def spawn_shim(
@@ -319,6 +390,12 @@ class ContainerOps:
                 f"({limit} bytes); raise resources.limits.memory"
             )
         return started.message if started is not None else ""
+
+
+def _spec(record: PodRecord, name: str) -> Container:
+    return next(
+        c for c in [*record.spec.init_containers, *record.spec.containers] if c.name == name
+    )
 
 
 def _parse_time(text: str) -> datetime | None:

@@ -15,21 +15,36 @@ enforced by the kernel (a write past it fails with ENOSPC) and the contents
 use memory. Removing the pod unmounts it first (``remove_tree`` never deletes
 through a mount).
 
+**File volumes** (config_map, secret, downward_api, projected) live there
+too, laid out by :mod:`shoal.runtime._filevolumes` (the kubelet's ``..data``
+symlink swap; a tmpfs for secret and projected volumes).
+
 Every container that mounts a volume gets a ``bind`` mount of its source, with
-``nosuid`` and ``nodev``, read-only when asked. The bind is not recursive: a
-mount below a host path is not carried into the container, so a read-only
-mount has no writable part.
+``nosuid`` and ``nodev``, read-only when asked, and always for a file volume
+(as in Kubernetes). The bind is not recursive: a mount below a host path is
+not carried into the container, so a read-only mount has no writable part. A
+mount with a ``sub_path`` binds that path of the volume, resolved when the
+container is created (see :func:`~shoal.runtime._filevolumes.resolve_sub_path`).
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from shoal.interfaces import Container, Forbidden, InvalidInput, PodSpec, RuntimeFailure, Volume
+from shoal.interfaces import (
+    Container,
+    Forbidden,
+    InvalidInput,
+    PodSpec,
+    ProjectedFile,
+    RuntimeFailure,
+    Volume,
+)
+from shoal.runtime._filevolumes import prepare_file_volume, read_only, resolve_sub_path
 
 __all__ = [
     "check_host_paths",
@@ -103,31 +118,54 @@ def _mount_tmpfs(target: Path, size: int) -> None:
         )
 
 
-def prepare_volumes(pod_directory: Path, volumes: Sequence[Volume]) -> None:
-    """Create the pod's emptyDir volumes under ``pod_directory`` (blocking: run in a thread).
+def prepare_volumes(
+    pod_directory: Path,
+    volumes: Sequence[Volume],
+    files: Mapping[str, Sequence[ProjectedFile]] | None = None,
+) -> None:
+    """Create the pod's emptyDir and file volumes under ``pod_directory`` (blocking).
+
+    Args:
+        pod_directory: The pod's directory.
+        volumes: The pod's volumes.
+        files: The files of each file volume, by volume name (none: empty).
 
     Raises:
-        RuntimeFailure: a size-limited volume's tmpfs could not be mounted.
+        InvalidInput: a file volume's files cannot be laid out.
+        RuntimeFailure: a size-limited volume's or a secret volume's tmpfs could not be mounted.
 
     """
     sources = volume_sources(pod_directory, volumes)
     for volume in volumes:
+        directory = sources[volume.name]
+        if volume.files:
+            prepare_file_volume(directory, volume, (files or {}).get(volume.name, ()))
+            continue
         if volume.empty_dir is None:
             continue
-        directory = sources[volume.name]
         directory.mkdir(parents=True, exist_ok=True)
         directory.chmod(0o777)  # mkdir's mode is cut by the umask
         if volume.empty_dir.size_limit > 0:
             _mount_tmpfs(directory, volume.empty_dir.size_limit)
 
 
-def volume_mounts(container: Container, sources: dict[str, Path]) -> list[dict[str, Any]]:
+def volume_mounts(
+    container: Container, sources: dict[str, Path], volumes: Sequence[Volume] = ()
+) -> list[dict[str, Any]]:
     """Return the OCI mounts of the container's volume mounts, parents before children.
 
+    Args:
+        container: The container whose ``volume_mounts`` to turn into mounts.
+        sources: The host path of each volume, by name.
+        volumes: The pod's volumes: file volumes are mounted read-only, and a
+            ``sub_path`` missing in an emptyDir is created (blocking: run in a thread).
+
     Raises:
-        RuntimeFailure: a mount names a volume that has no source.
+        RuntimeFailure: a mount names a volume that has no source, or its
+            sub_path leaves the volume or does not exist.
 
     """
+    by_name = {volume.name: volume for volume in volumes}
     mounts: list[dict[str, Any]] = []
     ordered = sorted(container.volume_mounts, key=lambda m: len(Path(m.mount_path).parts))
     for mount in ordered:
@@ -139,12 +177,17 @@ def volume_mounts(container: Container, sources: dict[str, Path]) -> list[dict[s
                 container=container.name,
                 volume=mount.name,
             )
+        volume = by_name.get(mount.name)
+        if mount.sub_path is not None:
+            scratch = volume is not None and volume.empty_dir is not None
+            source = resolve_sub_path(source, mount.sub_path, volume=mount.name, create=scratch)
+        locked = read_only(mount, volume) if volume is not None else mount.read_only
         mounts.append(
             {
                 "destination": mount.mount_path,
                 "type": "bind",
                 "source": str(source),
-                "options": ["bind", "ro" if mount.read_only else "rw", "nosuid", "nodev"],
+                "options": ["bind", "ro" if locked else "rw", "nosuid", "nodev"],
             }
         )
     return mounts
