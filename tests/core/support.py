@@ -74,7 +74,7 @@ class Cluster:
     runtimes: dict[str, MockRuntime] = field(default_factory=dict)
 
     async def add_node(
-        self, name: str, runtime: MockRuntime | None = None, **flags: str | bool
+        self, name: str, runtime: MockRuntime | None = None, **flags: object
     ) -> NodeLoop:
         runtime = runtime or MockRuntime(self.clock)
         loop = NodeLoop(make_node(name, **flags), self.store, runtime, self.clock)
