@@ -67,7 +67,7 @@ def loaded(modules: set[str], names: tuple[str, ...]) -> list[str]:
 
 def test_help_loads_no_server_side_no_client_and_no_models(tmp_path: Path) -> None:
     modules, done = imported(tmp_path, "--help")
-    assert "List workloads, instances or nodes." in done.stdout
+    assert "List workloads, instances, nodes, or Kubernetes kinds." in done.stdout
     assert loaded(modules, SERVER_SIDE) == []
     client = ("httpx", "httpcore", "shoal.client._client", "shoal.client._signer")
     assert loaded(modules, client) == []

@@ -7,7 +7,9 @@ import sys
 
 from . import (
     _cmd_agent,
+    _cmd_apply,
     _cmd_cluster,
+    _cmd_config,
     _cmd_images,
     _cmd_instances,
     _cmd_mcp,
@@ -21,7 +23,9 @@ __all__ = ["app", "main"]
 
 _COMMANDS = (
     _cmd_agent,
+    _cmd_apply,
     _cmd_cluster,
+    _cmd_config,
     _cmd_images,
     _cmd_instances,
     _cmd_mcp,

@@ -102,8 +102,8 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def run(call: Callable[[], Awaitable[T]]) -> T:
-    """Run ``call`` on anyio, turning every ShoalError into one clear line."""
+def run(call: Callable[[], Awaitable[T]], error_code: int = 1) -> T:
+    """Run ``call`` on anyio, turning every ShoalError into one clear line (exit ``error_code``)."""
     import anyio
 
     from shoal.interfaces import ShoalError
@@ -111,12 +111,12 @@ def run(call: Callable[[], Awaitable[T]]) -> T:
     try:
         return anyio.run(call)
     except ShoalError as exc:
-        fail(exc.message)
+        fail(exc.message, error_code)
     except BaseExceptionGroup as group:  # raised out of a task group
         first = _first_shoal_error(group)
         if first is None:
             raise
-        fail(first.message)
+        fail(first.message, error_code)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
 

@@ -1,6 +1,7 @@
 """Workload, node and event commands.
 
-apply, get, members, describe, scale, delete, events, cordon/uncordon/drain, explain.
+get, members, describe, scale, delete, events, cordon/uncordon/drain, explain
+(apply and diff: ``_cmd_apply``; the Kubernetes kinds of get and delete: ``_cmd_config``).
 """
 
 from __future__ import annotations
@@ -22,54 +23,6 @@ if TYPE_CHECKING:
 Namespace = Annotated[str, typer.Option("--namespace", "-n", help="Namespace.")]
 
 
-@app.command()
-def apply(
-    file: Annotated[
-        str, typer.Option("--file", "-f", help="Workload file (YAML/JSON), - for stdin.")
-    ],
-    dry_run: Annotated[bool, typer.Option(help="Only show what would change.")] = False,
-) -> None:
-    """Create or update workloads from a file, all documents or none."""
-    from ._files import load_documents  # YAML: on use only
-
-    async def call(shoal: ShoalClient) -> None:
-        documents, source = load_documents(file)
-        result = await shoal.apply_documents(documents, dry_run=dry_run, source=source)
-        prefix = "(dry run) " if dry_run else ""
-        for change in result.plan.changes:
-            verb = {"create": "created", "update": "updated", "unchanged": "unchanged"}[
-                change.action.value
-            ]
-            if dry_run:
-                verb = {"create": "would create", "update": "would update"}.get(
-                    change.action.value, verb
-                )
-            impact = []
-            if change.instances_to_create:
-                impact.append(f"+{change.instances_to_create} instance(s)")
-            if change.instances_to_delete:
-                impact.append(f"-{change.instances_to_delete} instance(s)")
-            if change.instances_to_replace:
-                impact.append(f"{change.instances_to_replace} replaced")
-            suffix = f" ({', '.join(impact)})" if impact else ""
-            out.print(
-                f"{prefix}workload {change.namespace}/{change.name} {verb}{suffix}", highlight=False
-            )
-            if dry_run and change.action.value == "update":
-                for field in change.changes:
-                    out.print(
-                        f"    {field.path}: {field.old!r} → {field.new!r}",
-                        highlight=False,
-                        markup=False,
-                    )
-                for step in change.rollout:
-                    out.print(f"    rollout {step}", highlight=False, markup=False)
-        if dry_run:
-            out.print(f"plan {result.plan.id}", highlight=False)
-
-    run(lambda: with_client(call))
-
-
 class Kind(StrEnum):
     """What `get` lists."""
 
@@ -87,22 +40,59 @@ _ALIASES = {
 }
 
 
+_GET_KINDS = (
+    "workloads, instances, nodes, configmaps, secrets, namespaces, deployments, pods, "
+    "daemonsets or jobs"
+)
+
+
 @app.command()
 def get(
-    kind: Annotated[str, typer.Argument(help="workloads, instances or nodes.")],
+    kind: Annotated[str, typer.Argument(help=f"{_GET_KINDS}.")],
+    name: Annotated[
+        str | None, typer.Argument(help="Only this one (the Kubernetes kinds).")
+    ] = None,
     output: Annotated[
         Format, typer.Option("--output", "-o", help="table, json or yaml.")
     ] = Format.TABLE,
     namespace: Annotated[
-        str | None, typer.Option("--namespace", "-n", help="Only this namespace.")
+        str | None,
+        typer.Option(
+            "--namespace",
+            "-n",
+            help="Only this namespace [default: every one for workloads and instances, "
+            "'default' for the Kubernetes kinds].",
+        ),
     ] = None,
+    all_namespaces: Annotated[
+        bool, typer.Option("--all-namespaces", "-A", help="Every namespace.")
+    ] = False,
     workload: Annotated[str | None, typer.Option(help="Instances of this workload.")] = None,
     node: Annotated[str | None, typer.Option(help="Instances on this node.")] = None,
+    show_values: Annotated[
+        bool,
+        typer.Option(help="Secrets: show the values too (admin keys only; recorded)."),
+    ] = False,
 ) -> None:
-    """List workloads, instances or nodes."""
+    """List workloads, instances, nodes, or Kubernetes kinds.
+
+    configmaps, secrets and namespaces are Shoal's stored configuration objects;
+    deployments, pods, daemonsets and jobs are the workloads applied from that Kubernetes
+    kind. -o yaml shows each object as applied, with its status. Secrets show keys and sizes
+    only, unless --show-values.
+    """
+    from ._cmd_config import KUBE_KINDS, get_kube_objects
+
+    if kind in KUBE_KINDS:
+        get_kube_objects(kind, name, namespace, all_namespaces, output, show_values)
+        return
     chosen = _ALIASES.get(kind, kind)
     if chosen not in {k.value for k in Kind}:
-        fail(f"cannot get {kind!r}: choose workloads, instances or nodes", 2)
+        fail(f"cannot get {kind!r}: choose {_GET_KINDS}", 2)
+    if name is not None or show_values:
+        fail(f"get {chosen} lists them all: see one with `shoal describe {chosen} NAME`", 2)
+    if all_namespaces:
+        namespace = None
 
     async def call(shoal: ShoalClient) -> None:
         items: Any
@@ -179,14 +169,61 @@ def scale(
     run(lambda: with_client(call))
 
 
+_WORKLOAD_KINDS = {
+    "workload",
+    "workloads",
+    "wl",
+    "deployment",
+    "deployments",
+    "deploy",
+    "daemonset",
+    "daemonsets",
+    "ds",
+    "job",
+    "jobs",
+    "pod",
+    "pods",
+    "po",
+}
+
+
 @app.command()
 def delete(
-    name: Annotated[str, typer.Argument(help="Workload name.")], namespace: Namespace = "default"
+    kind_or_name: Annotated[
+        str,
+        typer.Argument(
+            metavar="[KIND] NAME",
+            help="A workload's name, or a kind (configmap, secret, namespace; workload, "
+            "deployment, pod, daemonset, job) and then a name.",
+        ),
+    ],
+    name: Annotated[str | None, typer.Argument(hidden=True)] = None,
+    namespace: Namespace = "default",
 ) -> None:
-    """Delete a workload: its instances are stopped, then it is removed."""
+    """Delete a workload, a ConfigMap, a Secret or a Namespace.
+
+    A workload's instances stop, then it is removed. A Namespace is deleted only once empty. Pods that use a deleted ConfigMap or Secret keep
+    what they have; new ones wait for it.
+    """
+    from ._cmd_config import CONFIG_KINDS, KUBE_KINDS, delete_kube_object
+
+    if name is not None:
+        kind = kind_or_name
+        if KUBE_KINDS.get(kind) in CONFIG_KINDS:
+            delete_kube_object(kind, name, namespace)
+            return
+        if kind not in _WORKLOAD_KINDS:
+            fail(
+                f"cannot delete a {kind!r}: give a workload's name, or a kind (configmap, "
+                "secret, namespace, workload, deployment, pod, daemonset, job) and a name",
+                2,
+            )
+    else:
+        name = kind_or_name
+    workload_name = name
 
     async def call(shoal: ShoalClient) -> None:
-        workload = await shoal.delete_workload(name, namespace)
+        workload = await shoal.delete_workload(workload_name, namespace)
         out.print(f"workload {workload.key} deleting", highlight=False)
 
     run(lambda: with_client(call))

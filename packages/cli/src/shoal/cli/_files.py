@@ -1,4 +1,9 @@
-"""Read workload files: YAML (several documents per file) or JSON (an object or a list)."""
+"""Read manifest files: YAML (several documents per file) or JSON (an object or a list).
+
+``-f`` names a file, ``-`` (stdin) or a directory, whose ``*.yaml``, ``*.yml``
+and ``*.json`` files are read in name order (others, dotfiles included, are
+skipped, as the agent's watched directories do).
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,43 @@ from typing import Any
 
 from shoal.interfaces import InvalidSpec, load_yaml_documents
 
-__all__ = ["load_documents"]
+__all__ = ["MANIFEST_SUFFIXES", "load_documents", "load_sources"]
+
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+"""The files of a directory that ``-f DIR`` reads."""
 
 
-def load_documents(path: str) -> tuple[list[Any], str]:
+def load_sources(paths: list[str]) -> list[tuple[list[Any], str]]:
+    """Return ``(documents, source)`` per file of ``paths`` (files, directories or ``-``).
+
+    Raises:
+        InvalidSpec: a path does not exist, a directory holds no manifest file,
+            or a file cannot be read or parsed (its name and line in the message).
+    """
+    sources: list[tuple[list[Any], str]] = []
+    for path in paths:
+        directory = Path(path)
+        if path != "-" and directory.is_dir():
+            files = sorted(
+                f
+                for f in directory.iterdir()
+                if f.is_file() and f.suffix in MANIFEST_SUFFIXES and not f.name.startswith(".")
+            )
+            if not files:
+                raise InvalidSpec(
+                    f"{path}: the directory holds no *.yaml, *.yml or *.json file; "
+                    "check the path given to -f"
+                )
+            sources += [load_documents(str(f), name=str(f)) for f in files]
+        else:
+            sources.append(load_documents(path))
+    return sources
+
+
+def load_documents(path: str, name: str | None = None) -> tuple[list[Any], str]:
     """Return the documents of ``path`` (``-`` for stdin) and a name for messages.
+
+    ``name`` is that name; the file's own name by default.
 
     Raises:
         InvalidSpec: the file cannot be read, or is not valid YAML/JSON; the
@@ -23,7 +60,7 @@ def load_documents(path: str) -> tuple[list[Any], str]:
         text, source = sys.stdin.read(), "<stdin>"
     else:
         file = Path(path)
-        source = file.name
+        source = name or file.name
         try:
             text = file.read_text("utf-8")
         except FileNotFoundError:
@@ -41,5 +78,5 @@ def load_documents(path: str) -> tuple[list[Any], str]:
     else:
         documents = load_yaml_documents(text, source)
     if not documents:
-        raise InvalidSpec(f"{source}: no documents found: write at least one workload")
+        raise InvalidSpec(f"{source}: no documents found: write at least one object")
     return documents, source
