@@ -19,10 +19,14 @@ from pathlib import Path
 import pytest
 
 from shoal.interfaces import StateStore
-from shoal.state import EtcdStore, MemoryStore, SqliteStore
+from shoal.state import EtcdStore, Keyring, MemoryStore, SealedStore, SqliteStore
 from tests.state.support import revoke_every_lease, running_etcd
 
 Compact = Callable[[StateStore, int], Awaitable[None]]
+
+SEALED_PREFIXES = tuple(f"/{c}" for c in "abcdefhijklmnopqrstuvwxyz0123456789")
+"""What the "sealed" store seals: every key the suite writes except those under ``/g``
+(``/guard``'s value is compared, which a sealed key refuses)."""
 
 
 @pytest.fixture
@@ -54,14 +58,21 @@ async def etcd_store(etcd_endpoint: str, anyio_backend: str) -> AsyncIterator[Et
         yield store
 
 
-@pytest.fixture(params=["memory", "sqlite", "etcd"])
+@pytest.fixture(params=["memory", "sqlite", "etcd", "sealed"])
 async def store(
     request: pytest.FixtureRequest, tmp_path: Path, anyio_backend: str
 ) -> AsyncIterator[StateStore]:
-    """Yield an open store of each implementation, holding no keys."""
+    """Yield an open store of each implementation, holding no keys.
+
+    "sealed" is a SealedStore over SQLite that seals the keys of SEALED_PREFIXES.
+    """
     if request.param == "memory":
         async with MemoryStore() as memory:
             yield memory
+    elif request.param == "sealed":
+        keyring = Keyring.load(tmp_path / "keyring")
+        async with SqliteStore(tmp_path / "data" / "state.db", recent_history=64) as sqlite:
+            yield SealedStore(sqlite, keyring, prefixes=SEALED_PREFIXES)
     elif request.param == "sqlite":
         # A small in-memory tail, so watchers that fall behind read the table.
         async with SqliteStore(tmp_path / "data" / "state.db", recent_history=64) as sqlite:
@@ -76,6 +87,8 @@ def compact() -> Compact:
     """Return a function that discards a store's history before a revision."""
 
     async def compact_store(store: StateStore, revision: int) -> None:
+        if isinstance(store, SealedStore):
+            store = store.inner
         assert isinstance(store, MemoryStore | SqliteStore | EtcdStore), (
             f"no compaction for {store!r}"
         )

@@ -53,6 +53,9 @@ class NodeConfig(BaseModel):
     """etcd endpoints (host:port) for ``state="etcd"``: servers sharing one cluster state."""
     etcd_prefix: str = "/shoal"
     """Key prefix in etcd; clusters sharing one etcd need different prefixes."""
+    secrets_keyring: Path | None = None
+    """Keyring that seals Secrets at rest; <data-dir>/secrets.keyring (made on first start) by
+    default. Servers that share etcd must use the same keyring: copy the first one's."""
     join_token_file: Path | None = None
     """File holding the cluster's join token; with the gossip key, the node joins a cluster."""
     gossip_key_file: Path | None = None

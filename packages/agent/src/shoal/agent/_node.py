@@ -65,7 +65,7 @@ from shoal.runtime import (
     OciCliRuntime,
     pod_networking,
 )
-from shoal.state import EtcdStore, MemoryStore, SqliteStore
+from shoal.state import KEYRING_FILE, EtcdStore, Keyring, MemoryStore, SealedStore, SqliteStore
 
 from ._admission import admit_server
 from ._clustering import Clustering, advertised_host, read_secret
@@ -423,6 +423,12 @@ def _clustering(
 
 
 def _store(config: NodeConfig, data_dir: Path, clock: Clock) -> StateStore:
+    """The server's store, its Secrets sealed by the data dir's keyring (or --secrets-keyring)."""
+    keyring = Keyring.load(config.secrets_keyring or data_dir / KEYRING_FILE)
+    return SealedStore(_backend(config, data_dir, clock), keyring)
+
+
+def _backend(config: NodeConfig, data_dir: Path, clock: Clock) -> StateStore:
     if config.state == "etcd":
         return EtcdStore(config.etcd, prefix=config.etcd_prefix)
     if config.state == "memory":

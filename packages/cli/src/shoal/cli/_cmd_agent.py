@@ -162,6 +162,13 @@ def agent(
     etcd_prefix: Annotated[
         str, typer.Option(help="Key prefix in etcd: one per cluster sharing an etcd.")
     ] = "/shoal",
+    secrets_keyring: Annotated[
+        Path | None,
+        typer.Option(
+            help="Keyring sealing Secrets at rest (default DATA_DIR/secrets.keyring); "
+            "servers sharing etcd need the same one."
+        ),
+    ] = None,
     join_token_file: Annotated[
         Path | None,
         typer.Option(
@@ -225,6 +232,7 @@ def agent(
             "allow_host_paths": allow_host_paths,
             "etcd": _addresses(etcd or []),
             "etcd_prefix": etcd_prefix,
+            "secrets_keyring": secrets_keyring,
             "join_token_file": join_token_file,
             "gossip_key_file": gossip_key_file,
             "bind": bind,

@@ -12,6 +12,8 @@ an event, leases, and leader election on leases.
   survive a restart or a crash.
 * :class:`EtcdStore` — etcd v3 through ``aetcd``, for several servers that
   share state and elect one leader; revisions and leases are etcd's own.
+* :class:`SealedStore` — wraps any of them so that Secrets are stored
+  encrypted (AES-256-GCM, keys in a :class:`Keyring` in the data dir).
 
 All are async context managers::
 
@@ -33,6 +35,7 @@ from ._etcd import DEFAULT_PREFIX, EtcdStore
 from ._etcd_client import DEFAULT_ENDPOINT
 from ._keys import ELECTION_PREFIX
 from ._memory import MemoryStore
+from ._sealed import KEYRING_FILE, Keyring, SealedStore
 from ._sqlite import DEFAULT_RECENT_HISTORY, SqliteStore
 
 __all__ = [
@@ -41,7 +44,10 @@ __all__ = [
     "DEFAULT_PREFIX",
     "DEFAULT_RECENT_HISTORY",
     "ELECTION_PREFIX",
+    "KEYRING_FILE",
     "EtcdStore",
+    "Keyring",
     "MemoryStore",
+    "SealedStore",
     "SqliteStore",
 ]
