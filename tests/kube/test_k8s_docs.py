@@ -180,7 +180,7 @@ def test_fluentd_daemonset(path: str) -> None:
         "/var/lib/docker/containers",
     ]
     assert translation.warnings == [
-        f"DaemonSet kube-system/fluentd-elasticsearch: spec.template.spec.tolerations: "
+        "DaemonSet kube-system/fluentd-elasticsearch: spec.template.spec.tolerations: "
         "ignored: Shoal's nodes have no taints"
     ]
     assert spec.origin is not None

@@ -16,6 +16,7 @@ from shoal.interfaces import (
     WorkloadMode,
     WorkloadSpec,
 )
+from shoal.kube import parse_documents
 from tests.kube.support import (
     config_map,
     deployment,
@@ -289,15 +290,12 @@ def test_both_dialects_in_one_source_and_duplicates_refused() -> None:
     shoal = {"kind": "ConfigMap", "name": "conf", "data": {"a": "b"}}
     kube = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "conf"}}
     with pytest.raises(InvalidSpec, match=r"ConfigMap default/conf is also defined by document 1"):
-        translate_many([shoal, kube])
+        parse_documents([shoal, kube], "test.yaml")
     other = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "other"}}
-    assert [o.name for o in translate_many([shoal, other]).objects] == ["conf", "other"]
-
-
-def translate_many(documents: list[dict[str, Any]]) -> Any:
-    from shoal.kube import parse_documents
-
-    return parse_documents(documents, "test.yaml")
+    assert [o.name for o in parse_documents([shoal, other], "test.yaml").objects] == [
+        "conf",
+        "other",
+    ]
 
 
 @pytest.mark.parametrize(

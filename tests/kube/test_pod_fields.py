@@ -19,6 +19,7 @@ from shoal.interfaces import (
     TcpSocketAction,
     Volume,
     VolumeMount,
+    WorkloadSpec,
 )
 from tests.kube.support import container_of, pod, translate, workload
 
@@ -325,7 +326,8 @@ def test_pod_level_fields() -> None:
 def test_memory_medium_without_size_limit_is_disk_with_a_warning() -> None:
     translation = translate(pod(volumes=[{"name": "v", "emptyDir": {"medium": "Memory"}}]))
     [spec] = translation.objects
-    assert spec.template.volumes[0].empty_dir == EmptyDirVolume()  # type: ignore[union-attr]
+    assert isinstance(spec, WorkloadSpec)
+    assert spec.template.volumes[0].empty_dir == EmptyDirVolume()
     [warning] = translation.warnings
     assert warning.startswith("Pod default/web: spec.volumes[0].emptyDir.medium: ignored: ")
     assert "add sizeLimit" in warning

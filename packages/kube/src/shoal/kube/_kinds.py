@@ -148,7 +148,7 @@ def _strategy(spec: Fields) -> dict[str, Any]:
         return update
     kind = strategy.text("type", "RollingUpdate")
     strategy.record("type", ("update", "type"))
-    rolling = strategy.child("rollingUpdate", "update")
+    rolling = strategy.child("rollingUpdate")
     if kind == "Recreate":
         update["type"] = "recreate"
         if rolling is not None:
@@ -191,7 +191,7 @@ def daemon_set(doc: Fields) -> dict[str, Any]:
     strategy = spec.child("updateStrategy", "update")
     if strategy is not None:
         kind = strategy.text("type", "RollingUpdate")
-        rolling = strategy.child("rollingUpdate", "update")
+        rolling = strategy.child("rollingUpdate")
         if kind == "OnDelete":
             strategy.report.ignore(
                 strategy.at("type"),

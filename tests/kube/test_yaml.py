@@ -1,0 +1,106 @@
+"""Kubernetes manifests parse in the block and the flow style the Kubernetes docs use."""
+
+from __future__ import annotations
+
+import pytest
+
+from shoal.interfaces import InvalidSpec, WorkloadSpec, load_yaml_documents
+from shoal.kube import parse_documents
+
+BLOCK = """\
+# a comment before the document
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web   # a trailing comment
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels:
+        app: web
+    spec:
+      containers:
+      - name: app
+        image: busybox
+        command: ["sh", "-c", "sleep 3600"]
+        ports:
+        - containerPort: 80
+"""
+
+FLOW = """\
+---
+{
+  apiVersion: "apps/v1",
+  kind: "Deployment",
+  metadata: {
+    name: "web", # a comment inside a flow mapping
+  },
+  spec: {
+    replicas: 2,
+    selector: {matchLabels: {app: "web",},},
+    template: {
+      metadata: {labels: {app: "web"}},
+      spec: {
+        containers: [{
+          name: "app",
+          image: "busybox",
+          command: ["sh", "-c", "sleep 3600",],
+          ports: [{containerPort: 80,},],
+        },],
+      },
+    },
+  },
+}
+"""
+
+JSON = (
+    '{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, '
+    '"spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}, '
+    '"template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": '
+    '[{"name": "app", "image": "busybox", "command": ["sh", "-c", "sleep 3600"], '
+    '"ports": [{"containerPort": 80}]}]}}}}'
+)
+
+
+def translate(text: str) -> WorkloadSpec:
+    [spec] = parse_documents(load_yaml_documents(text, "web.yaml"), "web.yaml").objects
+    assert isinstance(spec, WorkloadSpec)
+    return spec
+
+
+@pytest.mark.parametrize("text", [BLOCK, FLOW, JSON], ids=["block", "flow", "json"])
+def test_every_style_means_the_same(text: str) -> None:
+    spec = translate(text)
+    assert (spec.name, spec.replicas, spec.template.labels) == ("web", 2, {"app": "web"})
+    [container] = spec.template.containers
+    assert container.command == ["sh", "-c", "sleep 3600"]
+    assert container.ports[0].container_port == 80
+
+
+def test_styles_translate_to_equal_objects() -> None:
+    block, flow, json = (translate(t) for t in (BLOCK, FLOW, JSON))
+    assert block.model_dump(exclude={"origin"}) == flow.model_dump(exclude={"origin"})
+    assert block.model_dump(exclude={"origin"}) == json.model_dump(exclude={"origin"})
+
+
+def test_several_documents_and_empty_ones() -> None:
+    text = f"---\n# only a comment\n---\n{BLOCK}---\n{FLOW.replace('web', 'api')}---\n"
+    translation = parse_documents(load_yaml_documents(text, "two.yaml"), "two.yaml")
+    assert [o.name for o in translation.objects] == ["web", "api"]
+
+
+def test_octal_modes_read_as_kubernetes_reads_them() -> None:
+    text = BLOCK.replace(
+        "        ports:",
+        "        volumeMounts: [{name: conf, mountPath: /etc/conf}]\n        ports:",
+    ) + ("      volumes:\n      - name: conf\n        configMap: {name: conf, defaultMode: 0644}\n")
+    volume = translate(text).template.volumes[0].config_map
+    assert volume is not None and volume.default_mode == 0o644
+
+
+def test_invalid_yaml_names_line_and_column() -> None:
+    with pytest.raises(InvalidSpec, match=r"web.yaml: line 3, column \d+: invalid YAML"):
+        load_yaml_documents("kind: Pod\nmetadata: {name: web\nspec: [\n", "web.yaml")
