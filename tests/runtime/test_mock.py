@@ -17,6 +17,7 @@ import pytest
 
 from shoal.interfaces import (
     Clock,
+    ConfigMapVolume,
     Conflict,
     Container,
     ContainerRuntime,
@@ -27,11 +28,14 @@ from shoal.interfaces import (
     Forbidden,
     HostPathVolume,
     ImageError,
+    InvalidInput,
     NotFound,
     PodSpec,
     PodStatus,
+    ProjectedFile,
     RuntimeFailure,
     Volume,
+    VolumeMount,
 )
 from shoal.runtime import Fault, FaultKind, Faults, MockRuntime
 
@@ -389,3 +393,83 @@ async def test_list_holds_thousands_of_pods(runtime: MockRuntime) -> None:
     pods = await runtime.list()
     assert len(pods) == 2000
     assert all(pod.running for pod in pods)
+
+
+def with_init(uid: str, *names: str) -> PodSpec:
+    """Return the default pod with init containers of these names (image 'tool:1')."""
+    return spec(uid).model_copy(
+        update={"init_containers": [Container(name=name, image="tool:1") for name in names]}
+    )
+
+
+async def test_init_fails_fault_fails_start_and_a_new_start_runs_only_what_failed(
+    runtime: MockRuntime,
+) -> None:
+    runtime.faults.add(Fault.init_fails(container="migrate", exit_code=2, message="no db", times=1))
+    pod = with_init("pod-1", "fetch", "migrate")
+    with pytest.raises(RuntimeFailure) as caught:
+        await runtime.run(pod)
+    assert caught.value.message == (
+        "init container 'migrate' of pod 'pod-1' exited with code 2; its last log lines: "
+        "started migrate | no db (the pod's containers were not started)"
+    )
+    assert main_state(await runtime.inspect("pod-1")) == (ContainerState.CREATED, None)
+
+    assert (await runtime.start("pod-1")).running
+    fetch = [line.line async for line in runtime.logs("pod-1", "fetch")]
+    migrate = [line.line async for line in runtime.logs("pod-1", "migrate")]
+    assert fetch == ["started fetch"]  # succeeded the first time: not run again
+    assert migrate == ["started migrate", "no db", "started migrate"]
+
+
+async def test_init_containers_share_names_and_faults_with_the_containers(
+    runtime: MockRuntime,
+) -> None:
+    with pytest.raises(RuntimeFailure, match="twice"):
+        await runtime.create(with_init("pod-1", "main"))
+    runtime.faults.add(Fault.image_missing("tool:1"))
+    with pytest.raises(ImageError, match="tool:1"):
+        await runtime.create(with_init("pod-2", "fetch"))
+    assert await runtime.list() == []
+
+
+async def test_file_reads_follow_updates_except_through_a_sub_path(runtime: MockRuntime) -> None:
+    mounts = [
+        VolumeMount(name="config", mount_path="/cfg"),
+        VolumeMount(name="config", mount_path="/etc/app.conf", sub_path="app.conf"),
+    ]
+    pod = spec("pod-1").model_copy(
+        update={
+            "containers": [Container(name="main", image="app:1", volume_mounts=mounts)],
+            "volumes": [Volume(name="config", config_map=ConfigMapVolume(name="app"))],
+            "files": {"config": [ProjectedFile(path="app.conf", data=b"v1", mode=0o600)]},
+        }
+    )
+    await runtime.run(pod)
+    await runtime.update_files("pod-1", "config", [ProjectedFile(path="app.conf", data=b"v2")])
+
+    assert runtime.file("pod-1", "main", "/cfg/app.conf") == ProjectedFile(
+        path="app.conf", data=b"v2"
+    )
+    pinned = runtime.file("pod-1", "main", "/etc/app.conf")
+    assert (pinned.data, pinned.mode) == (b"v1", 0o600)
+    with pytest.raises(NotFound):
+        runtime.file("pod-1", "main", "/cfg/other")
+    with pytest.raises(InvalidInput, match="given twice"):
+        await runtime.update_files(
+            "pod-1",
+            "config",
+            [ProjectedFile(path="a", data=b""), ProjectedFile(path="a", data=b"")],
+        )
+
+
+async def test_a_sub_path_missing_from_its_file_volume_is_refused(runtime: MockRuntime) -> None:
+    mount = VolumeMount(name="config", mount_path="/etc/app.conf", sub_path="app.conf")
+    pod = spec("pod-1").model_copy(
+        update={
+            "containers": [Container(name="main", image="app:1", volume_mounts=[mount])],
+            "volumes": [Volume(name="config", config_map=ConfigMapVolume(name="app"))],
+        }
+    )
+    with pytest.raises(RuntimeFailure, match=r"sub_path 'app\.conf' does not exist in volume"):
+        await runtime.create(pod)
