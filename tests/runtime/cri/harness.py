@@ -1,8 +1,8 @@
 """CRI runtimes for tests: the conformance entry, on the session's private containerd.
 
 Each runtime gets an owner of its own (the label its pods carry), so a test
-sees only its own pods, and its root (pod directories, CRI logs) in the
-test's temporary directory. Whatever happens, its pods are removed afterwards.
+sees only its own pods, and its root (pod directories, CRI logs) under the
+containerd instance's directory. Whatever happens, its pods are removed afterwards.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -27,13 +26,19 @@ SLEEPER = ["sh", "-c", "trap 'exit 143' TERM; sleep 3600 & wait"]
 
 @asynccontextmanager
 async def cri_runtime(
-    containerd: PrivateContainerd, directory: Path, *, owner: str | None = None, **options: Any
+    containerd: PrivateContainerd, *, owner: str | None = None, **options: Any
 ) -> AsyncIterator[CriRuntime]:
-    """Yield a CriRuntime on ``containerd``; remove its pods afterwards."""
+    """Yield a CriRuntime on ``containerd``; remove its pods afterwards.
+
+    Its root is under the instance's shared mount (see
+    :meth:`~tests.runtime.cri.support.PrivateContainerd.pods_root`).
+    """
+    owner = owner or f"test-{uuid.uuid4().hex[:12]}"
+    directory = containerd.pods_root(owner)
     runtime = CriRuntime(
         directory,
         endpoint=containerd.endpoint,
-        owner=owner or f"test-{uuid.uuid4().hex[:12]}",
+        owner=owner,
         cgroup_parent=containerd.cgroup_parent,
         **options,
     )
@@ -76,8 +81,7 @@ async def write_line_with(runtime: CriRuntime, uid: str, container: str, text: s
 async def cri_harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
     """The conformance suite's entry for containerd through CRI."""
     containerd: PrivateContainerd = request.getfixturevalue("private_containerd")
-    directory: Path = request.getfixturevalue("tmp_path")
-    async with cri_runtime(containerd, directory / "cri") as runtime:
+    async with cri_runtime(containerd) as runtime:
 
         async def write_line(uid: str, container: str, text: str) -> None:
             await write_line_with(runtime, uid, container, text)

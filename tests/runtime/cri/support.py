@@ -8,6 +8,11 @@ by a small holder process (``unshare -m``), and containerd is entered into
 it (``nsenter``), so it can be stopped and started again in the same
 namespace and find its shims (the restart tests).
 
+The instance's directory is a shared bind mount, and the namespace its
+slave: what a test mounts under it (a secret volume's tmpfs) shows inside
+containerd's namespace too, as it would for a containerd in the host's.
+Runtimes under test keep their pods there (:meth:`PrivateContainerd.pods_root`).
+
 Its network is a bridge of its own, :data:`BRIDGE` on :data:`SUBNET`
 (inside 198.18.0.0/15, apart from the subnets the runc and CNI tests use),
 with ``host-local``'s state under the instance's directory. Its pods' cgroups
@@ -76,6 +81,7 @@ class PrivateContainerd:
         self._holder: subprocess.Popen[bytes] | None = None
         self._containerd: subprocess.Popen[bytes] | None = None
         self._drain: threading.Thread | None = None
+        self._bound = False
 
     def start(self) -> None:
         """Write the config and CNI network, start containerd, import the images."""
@@ -92,13 +98,19 @@ class PrivateContainerd:
                 netns_under_state=True,
             )
         )
+        # A shared mount of the directory, so that what the tests mount under it
+        # (a secret volume's tmpfs) shows in containerd's namespace too, as it
+        # would for a containerd in the host's.
+        subprocess.run(["mount", "--bind", str(self.directory), str(self.directory)], check=True)
+        self._bound = True
+        subprocess.run(["mount", "--make-rshared", str(self.directory)], check=True)
         # The holder keeps the namespace (and its /run/containerd tmpfs) alive across restarts.
         script = (
             "mkdir -p /run/containerd && mount -t tmpfs -o mode=0700 tmpfs /run/containerd "
             "&& echo ready && exec cat"
         )
         self._holder = subprocess.Popen(
-            ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+            ["unshare", "-m", "--propagation", "slave", "sh", "-c", script],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             start_new_session=True,
@@ -111,6 +123,10 @@ class PrivateContainerd:
         write_pause_archive(pause)
         import_image(self.socket, pause)
         self.import_busybox()
+
+    def pods_root(self, owner: str) -> Path:
+        """Return where a runtime of ``owner`` keeps its pods: under the shared mount."""
+        return self.directory / "pods" / owner
 
     def import_busybox(self) -> None:
         """Build the busybox test image and import it as :data:`IMAGE`."""
@@ -193,6 +209,8 @@ class PrivateContainerd:
             self._kill_shims()
             _kill_cgroup(self.cgroup_parent)
             subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True, check=False)
+            if self._bound:
+                subprocess.run(["umount", "-R", "-l", str(self.directory)], check=False)
             shutil.rmtree(self.directory, ignore_errors=True)
 
     def _kill_shims(self) -> None:

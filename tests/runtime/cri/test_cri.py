@@ -1,9 +1,10 @@
 """CriRuntime beyond the conformance suite, on the session's private containerd.
 
 Adoption by a new runtime object and across a containerd restart, the pod
-network with a published host port, resource limits in the cgroups, volumes
-(emptyDir shared by two containers, file volumes swapped at once), init
-containers, logs that end with their container, and the errors a user sees.
+network with a published host port, resource limits in the cgroups, logs
+that end with their container (long lines written in parts joined again),
+and the errors a user sees. Volumes and init containers are in the
+conformance suites.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import uuid
 from pathlib import Path
 
 import anyio
+import grpc
+import grpc.aio
 import httpx
 import pytest
 from scripts.build_busybox_image import INDEX_HTML
@@ -20,18 +23,14 @@ from scripts.build_busybox_image import INDEX_HTML
 from shoal.interfaces import (
     Container,
     ContainerState,
-    EmptyDirVolume,
     ImageError,
     NotFound,
     PodSpec,
     Port,
-    ProjectedFile,
     ResourceList,
     Resources,
-    RuntimeFailure,
     Unavailable,
     Volume,
-    VolumeMount,
 )
 from shoal.runtime.cri import CriRuntime
 from tests.ports import free_port
@@ -76,17 +75,17 @@ async def get_page(port: int) -> str:
 
 
 async def test_a_new_runtime_object_adopts_the_pods_of_its_owner_only(
-    private_containerd: PrivateContainerd, tmp_path: Path
+    private_containerd: PrivateContainerd,
 ) -> None:
-    async with cri_runtime(private_containerd, tmp_path, owner="adopt-a") as first:
+    async with cri_runtime(private_containerd, owner="adopt-a") as first:
         spec = new_pod()
         ran = await first.run(spec)
-        async with cri_runtime(private_containerd, tmp_path / "b", owner="adopt-b") as other:
+        async with cri_runtime(private_containerd, owner="adopt-b") as other:
             assert await other.list() == []
             with pytest.raises(NotFound):
                 await other.inspect(spec.uid)
         again = CriRuntime(
-            tmp_path,
+            first.root,
             endpoint=private_containerd.endpoint,
             owner="adopt-a",
             cgroup_parent=private_containerd.cgroup_parent,
@@ -100,9 +99,9 @@ async def test_a_new_runtime_object_adopts_the_pods_of_its_owner_only(
 
 
 async def test_pods_are_found_again_after_containerd_restarts(
-    private_containerd: PrivateContainerd, tmp_path: Path
+    private_containerd: PrivateContainerd,
 ) -> None:
-    async with cri_runtime(private_containerd, tmp_path) as runtime:
+    async with cri_runtime(private_containerd) as runtime:
         spec = new_pod()
         ran = await runtime.run(spec)
         private_containerd.stop_containerd()
@@ -126,9 +125,9 @@ async def test_pods_are_found_again_after_containerd_restarts(
 
 
 async def test_a_pod_gets_an_address_on_the_bridge_and_its_host_port_is_published(
-    private_containerd: PrivateContainerd, tmp_path: Path
+    private_containerd: PrivateContainerd,
 ) -> None:
-    async with cri_runtime(private_containerd, tmp_path) as runtime:
+    async with cri_runtime(private_containerd) as runtime:
         host_port = free_port()
         web = Container(
             name="web",
@@ -157,10 +156,10 @@ async def test_a_pod_gets_an_address_on_the_bridge_and_its_host_port_is_publishe
 
 
 async def test_resource_limits_reach_the_container_cgroups(
-    private_containerd: PrivateContainerd, tmp_path: Path
+    private_containerd: PrivateContainerd,
 ) -> None:
     limits = Resources(limits=ResourceList(cpu="500m", memory="64Mi"))
-    async with cri_runtime(private_containerd, tmp_path) as runtime:
+    async with cri_runtime(private_containerd) as runtime:
         spec = new_pod(Container(name="main", image=IMAGE, command=SLEEPER, resources=limits))
         status = await runtime.run(spec)
         cgroup = f"{private_containerd.cgroup_parent}/{status.containers[0].id}"
@@ -175,75 +174,18 @@ async def test_resource_limits_reach_the_container_cgroups(
         assert stats[0].pids >= 2  # sh and its sleep
 
 
-async def test_an_empty_dir_is_shared_and_init_containers_run_first(
-    private_containerd: PrivateContainerd, tmp_path: Path
-) -> None:
-    shared = VolumeMount(name="scratch", mount_path="/scratch")
-    init = Container(
-        name="prepare",
-        image=IMAGE,
-        command=["sh", "-c", "echo prepared > /scratch/note"],
-        volume_mounts=[shared],
-    )
-    main = Container(name="main", image=IMAGE, command=SLEEPER, volume_mounts=[shared])
-    spec = new_pod(
-        main,
-        volumes=[Volume(name="scratch", empty_dir=EmptyDirVolume())],
-        init_containers=[init.model_dump()],
-    )
-    async with cri_runtime(private_containerd, tmp_path) as runtime:
-        status = await runtime.run(spec)
-        assert [c.name for c in status.containers] == ["main"]
-        note = await runtime.exec(spec.uid, "main", ["cat", "/scratch/note"])
-        assert note.stdout == "prepared\n"
-
-
-async def test_a_failing_init_container_fails_the_run_and_leaves_nothing(
-    private_containerd: PrivateContainerd, tmp_path: Path
-) -> None:
-    init = Container(name="check", image=IMAGE, command=["sh", "-c", "exit 3"])
-    spec = new_pod(init_containers=[init.model_dump()])
-    async with cri_runtime(private_containerd, tmp_path) as runtime:
-        with pytest.raises(RuntimeFailure, match=r"init container 'check'.*exited with code 3"):
-            await runtime.run(spec)
-        assert await runtime.list() == []
-
-
-async def test_file_volumes_are_written_and_swapped_at_once(
-    private_containerd: PrivateContainerd, tmp_path: Path
-) -> None:
-    config = Volume.model_validate({"name": "config", "config_map": {"name": "app"}})
-    mount = VolumeMount(name="config", mount_path="/etc/app", read_only=True)
-    spec = new_pod(
-        Container(name="main", image=IMAGE, command=SLEEPER, volume_mounts=[mount]),
-        volumes=[config],
-        files={"config": [ProjectedFile(path="mode", data=b"first").model_dump()]},
-    )
-    async with cri_runtime(private_containerd, tmp_path) as runtime:
-        await runtime.run(spec)
-        read = await runtime.exec(spec.uid, "main", ["cat", "/etc/app/mode"])
-        assert read.stdout == "first"
-        await runtime.update_files(spec.uid, "config", [ProjectedFile(path="mode", data=b"second")])
-        read = await runtime.exec(spec.uid, "main", ["cat", "/etc/app/mode"])
-        assert read.stdout == "second"
-        written = await runtime.exec(spec.uid, "main", ["sh", "-c", "echo x > /etc/app/new"])
-        assert written.exit_code != 0  # mounted read-only
-        with pytest.raises(NotFound, match="no config_map"):
-            await runtime.update_files(spec.uid, "nope", [])
-
-
 async def test_follow_ends_when_the_container_exits_and_partial_lines_are_joined(
-    private_containerd: PrivateContainerd, tmp_path: Path
+    private_containerd: PrivateContainerd,
 ) -> None:
     # 20000 characters: longer than containerd's 16 KiB line buffer, so written as P + F records.
     script = "printf 'a%.0s' $(seq 20000); echo; echo done; sleep 0.2"
     spec = new_pod(Container(name="main", image=IMAGE, command=["sh", "-c", script]))
-    async with cri_runtime(private_containerd, tmp_path) as runtime:
+    async with cri_runtime(private_containerd) as runtime:
         await runtime.run(spec)
         with anyio.fail_after(WAIT):
             lines = [line async for line in runtime.logs(spec.uid, "main", follow=True)]
         assert [line.line for line in lines] == ["a" * 20000, "done"]
-        raw = (tmp_path / "pods" / spec.uid / "logs" / "main.log").read_text()
+        raw = (runtime.root / "pods" / spec.uid / "logs" / "main.log").read_text()
         assert " stdout P " in raw
         status = await runtime.inspect(spec.uid)
         assert status.containers[0].state == ContainerState.EXITED
@@ -251,10 +193,10 @@ async def test_follow_ends_when_the_container_exits_and_partial_lines_are_joined
 
 
 async def test_an_image_that_cannot_be_pulled_names_the_reason(
-    private_containerd: PrivateContainerd, tmp_path: Path
+    private_containerd: PrivateContainerd,
 ) -> None:
     spec = new_pod(Container(name="main", image=MISSING_IMAGE, command=SLEEPER))
-    async with cri_runtime(private_containerd, tmp_path) as runtime:
+    async with cri_runtime(private_containerd) as runtime:
         with pytest.raises(ImageError, match=r"127\.0\.0\.1:1") as caught:
             await runtime.create(spec)
         assert "connect" in str(caught.value) or "refused" in str(caught.value)
@@ -270,3 +212,17 @@ async def test_an_endpoint_nothing_listens_on_is_unavailable_with_the_fix(tmp_pa
     message = str(caught.value)
     assert endpoint in message
     assert "make run RUNTIME=cri" in message
+
+
+async def test_an_endpoint_that_is_not_cri_v1_is_unavailable_naming_it(tmp_path: Path) -> None:
+    server = grpc.aio.server()
+    socket = tmp_path / "other.sock"
+    server.add_insecure_port(f"unix://{socket}")
+    await server.start()
+    try:
+        runtime = CriRuntime(tmp_path, endpoint=f"unix://{socket}")
+        with pytest.raises(Unavailable, match="does not implement CRI v1 Version"):
+            async with runtime:
+                pass
+    finally:
+        await server.stop(None)

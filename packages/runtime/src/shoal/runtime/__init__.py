@@ -14,7 +14,15 @@ Pod networking: :func:`pod_networking` picks :class:`HostNetworking` or
 by :class:`CniNetwork` through the CNI plugins, host ports published). Each
 data dir's bridge and subnet are its own, claimed in the host's registry
 (:class:`HostNetworks`), so two nodes on one host never collide.
+
+:class:`CriRuntime` runs pods on containerd (or another CRI v1 runtime)
+through the Kubernetes CRI; :class:`CriImages` are its images. They load on
+first use (gRPC and the CRI messages are not needed by the other runtimes).
 """
+
+from typing import TYPE_CHECKING
+
+from shoal.interfaces import lazy_getattr
 
 from .images._image_api import ImageConfig, ImageSource, PreparedImage
 from .images._images import LOOPBACK_REGISTRIES, ImageStore
@@ -38,12 +46,22 @@ from .net._podnet import (
 )
 from .oci._oci import NetworkHook, OciCliRuntime
 
+if TYPE_CHECKING:
+    from .cri._cri import CriRuntime
+    from .cri._images import CriImages
+
+_LAZY = {"CriRuntime": ".cri._cri", "CriImages": ".cri._images"}
+
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
+
 __all__ = [
     "DEFAULT_PLUGIN_DIRS",
     "HOST_NETWORKS_DIR",
     "LOOPBACK_REGISTRIES",
     "BridgeNetworking",
     "CniNetwork",
+    "CriImages",
+    "CriRuntime",
     "Fault",
     "FaultKind",
     "Faults",

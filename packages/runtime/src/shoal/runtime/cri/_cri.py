@@ -29,6 +29,7 @@ runtime's events API is not used: containerd 1.6 answers UNIMPLEMENTED to
 from __future__ import annotations
 
 import builtins
+import functools
 import math
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
@@ -52,13 +53,15 @@ from shoal.interfaces import (
     ProjectedFile,
     RuntimeFailure,
     ShoalError,
+    Unavailable,
 )
+from shoal.runtime._filevolumes import update_file_volume
+from shoal.runtime._initcontainers import LOG_LINES, check_container_names, init_container_failed
 from shoal.runtime.oci._ociexec import measure_stats
 from shoal.runtime.oci._rootfs import remove_tree
 from shoal.runtime.oci._volumes import check_host_paths, prepare_volumes, volume_sources
 
 from ._client import DEFAULT_ENDPOINT, CriClient, check_cri, pb
-from ._crifiles import write_volume_files
 from ._crilogs import read_cri_log
 from ._cripod import (
     LABEL_OWNER,
@@ -86,8 +89,14 @@ class _Pod:
         self.inits = [c for c in containers if is_init(c)]
         self.containers = [c for c in containers if not is_init(c)]
 
-    def container(self, name: str) -> pb.Container:
-        for container in self.containers:
+    def container(self, name: str, *, init: bool = False) -> pb.Container:
+        """Return the container ``name`` (init containers too with ``init``).
+
+        Raises:
+            NotFound: the pod has none of that name (yet).
+
+        """
+        for container in [*self.inits, *self.containers] if init else self.containers:
             if container.metadata.name == name:
                 return container
         names = ", ".join(c.name for c in self.spec.containers)
@@ -96,6 +105,11 @@ class _Pod:
             uid=self.spec.uid,
             container=name,
         )
+
+
+async def _done() -> bool:
+    await anyio.lowlevel.checkpoint()
+    return True
 
 
 class CriRuntime(AsyncClosing):
@@ -149,13 +163,38 @@ class CriRuntime(AsyncClosing):
         self._closed = False
 
     async def connect(self) -> pb.VersionResponse:
-        """Check that the endpoint answers CRI v1; return its version.
+        """Check that the endpoint answers CRI v1 and is ready; return its version.
+
+        Ready means the runtime says so (``Status``: RuntimeReady) and, unless
+        pods use the host's network, that it has a CNI network (NetworkReady):
+        without one every sandbox would fail.
 
         Raises:
-            Unavailable: it cannot be reached or does not speak CRI v1.
+            Unavailable: it cannot be reached, does not speak CRI v1, or is not
+                ready (the message names the condition and the fix).
 
         """
-        return await check_cri(self.client)
+        version = await check_cri(self.client)
+        reply = await self.client.runtime("Status", pb.StatusRequest(), pb.StatusResponse)
+        conditions = {c.type: c for c in reply.status.conditions}
+        needed = ["RuntimeReady"] if self.host_network else ["RuntimeReady", "NetworkReady"]
+        for name in needed:
+            condition = conditions.get(name)
+            if condition is not None and not condition.status:
+                fix = (
+                    "write a CNI network for it (`make run RUNTIME=cri` runs "
+                    "scripts/setup_containerd.py, which writes Shoal's bridge network), "
+                    "or start the agent with --network host"
+                    if name == "NetworkReady"
+                    else "see the runtime's log"
+                )
+                raise Unavailable(
+                    f"the CRI runtime at {self.endpoint} is not ready: {name} is false "
+                    f"({condition.reason}: {condition.message}); {fix}",
+                    endpoint=self.endpoint,
+                    condition=name,
+                )
+        return version
 
     async def __aenter__(self) -> CriRuntime:
         await self.connect()
@@ -188,24 +227,30 @@ class CriRuntime(AsyncClosing):
     async def run(self, pod: PodSpec) -> PodStatus:
         """Create the pod and start each container as it is created.
 
+        A pod with init containers is created, then started (:meth:`start`
+        runs the init containers first).
+
         Raises:
             Conflict, Forbidden, InvalidInput, ImageError: as :meth:`create`.
-            RuntimeFailure: a container could not be created or started;
-                nothing is left behind.
+            RuntimeFailure: a container could not be created or started
+                (nothing is left behind), or an init container failed (the pod
+                stays, its containers created, for :meth:`remove` or another
+                :meth:`start`).
 
         """
+        if pod.init_containers:
+            await self._create(pod, start=False)
+            return await self.start(pod.uid)
         return await self._create(pod, start=True)
 
     async def _create(self, pod: PodSpec, *, start: bool) -> PodStatus:
-        names = [c.name for c in pod.containers]
-        if len(set(names)) != len(names):
-            raise RuntimeFailure(f"pod {pod.uid!r} names a container twice ({names})")
+        check_container_names(pod)
         check_host_paths(pod, self.allow_host_paths)
         async with self._lock(pod.uid):
             if await self._find(pod.uid) is not None:
                 raise Conflict(f"a pod with uid {pod.uid!r} exists already", uid=pod.uid)
             present, self._present = self._present, set()
-            for image in dict.fromkeys(c.image for c in pod.containers):
+            for image in dict.fromkeys(c.image for c in [*pod.init_containers, *pod.containers]):
                 if image not in present:
                     await self.images.ensure(image)
             directory = self._directory(pod.uid)
@@ -226,8 +271,6 @@ class CriRuntime(AsyncClosing):
                 )
                 self._sandboxes[pod.uid] = reply.pod_sandbox_id
                 sources = volume_sources(directory, pod.volumes)
-                if start:
-                    await self._run_inits(reply.pod_sandbox_id, config, pod, sources, [])
                 for index, container in enumerate(pod.containers):
                     container_id = await self._create_container(
                         reply.pod_sandbox_id, config, pod, container, str(index), sources
@@ -250,14 +293,17 @@ class CriRuntime(AsyncClosing):
         sources: dict[str, Path],
         attempt: int = 0,
     ) -> str:
-        settings = container_config(
-            pod,
-            container,
-            key,
-            owner=self.owner,
-            volume_sources=sources,
-            host_network=self.host_network,
-            attempt=attempt,
+        settings = await anyio.to_thread.run_sync(
+            functools.partial(
+                container_config,
+                pod,
+                container,
+                key,
+                owner=self.owner,
+                volume_sources=sources,
+                host_network=self.host_network,
+                attempt=attempt,
+            )
         )
         request = pb.CreateContainerRequest(
             pod_sandbox_id=sandbox_id, config=settings, sandbox_config=config
@@ -308,13 +354,14 @@ class CriRuntime(AsyncClosing):
                 # CRI 1.6 has no event for an exit (GetContainerEvents is UNIMPLEMENTED): poll.
                 await anyio.sleep(0.05)
             if status.exit_code != 0:
-                raise RuntimeFailure(
-                    f"init container {container.name!r} of pod {pod.uid!r} exited with code "
-                    f"{status.exit_code} ({status.reason or 'no reason given'}): see its logs",
-                    uid=pod.uid,
-                    container=container.name,
-                    exit_code=status.exit_code,
-                )
+                path = self._directory(pod.uid) / "logs" / f"{container.name}.log"
+                lines = [
+                    line.line
+                    async for line in read_cri_log(
+                        path, _done, follow=False, tail=LOG_LINES, since=None
+                    )
+                ]
+                raise init_container_failed(pod.uid, container.name, status.exit_code, lines)
 
     async def _start_container(self, pod: PodSpec, name: str, container_id: str) -> None:
         try:
@@ -331,35 +378,28 @@ class CriRuntime(AsyncClosing):
             ) from exc
 
     async def start(self, uid: str) -> PodStatus:
-        """Start created containers; replace exited ones by new ones in the same sandbox.
+        """Run the init containers that have not succeeded, then start the containers.
+
+        Created containers are started; exited ones are replaced by new ones
+        in the same sandbox (a CRI container runs once), keeping its address.
 
         Raises:
             NotFound: no such pod.
             RuntimeFailure: the sandbox is gone (remove the pod and create it
-                again) or a container could not be started.
+                again), an init container failed (naming it, with its last log
+                lines), or a container could not be started.
 
         """
+        pod = await self._ready_pod(uid)
+        if pod.spec.init_containers and any(
+            c.state != pb.CONTAINER_RUNNING for c in pod.containers
+        ):
+            # Not under the pod's lock: stop and remove must be able to end an init that hangs.
+            config, sources = self._configs(pod.spec)
+            await self._run_inits(pod.sandbox.id, config, pod.spec, sources, pod.inits)
         async with self._lock(uid):
-            pod = await self._pod(uid)
-            if pod.sandbox.state != pb.SANDBOX_READY:
-                raise RuntimeFailure(
-                    f"the sandbox of pod {uid!r} is not ready (its network is gone): "
-                    "remove the pod and create it again",
-                    uid=uid,
-                )
-            directory = self._directory(uid)
-            config = sandbox_config(
-                pod.spec,
-                owner=self.owner,
-                log_directory=directory / "logs",
-                cgroup_parent=self.cgroup_parent,
-                host_network=self.host_network,
-                host_ip=self.host_ip,
-            )
-            sources = volume_sources(directory, pod.spec.volumes)
-            waiting = [c for c in pod.containers if c.state != pb.CONTAINER_RUNNING]
-            if pod.spec.init_containers and (waiting or len(pod.containers) == 0):
-                await self._run_inits(pod.sandbox.id, config, pod.spec, sources, pod.inits)
+            pod = await self._ready_pod(uid)
+            config, sources = self._configs(pod.spec)
             for index, spec in enumerate(pod.spec.containers):
                 current = next((c for c in pod.containers if c.metadata.name == spec.name), None)
                 if current is not None and current.state == pb.CONTAINER_RUNNING:
@@ -377,15 +417,42 @@ class CriRuntime(AsyncClosing):
                 await self._start_container(pod.spec, spec.name, container_id)
         return await self.inspect(uid)
 
+    async def _ready_pod(self, uid: str) -> _Pod:
+        pod = await self._pod(uid)
+        if pod.sandbox.state != pb.SANDBOX_READY:
+            raise RuntimeFailure(
+                f"the sandbox of pod {uid!r} is not ready (its network is gone): "
+                "remove the pod and create it again",
+                uid=uid,
+            )
+        return pod
+
+    def _configs(self, pod: PodSpec) -> tuple[pb.PodSandboxConfig, dict[str, Path]]:
+        """Return the pod's sandbox config and the host path of each of its volumes."""
+        directory = self._directory(pod.uid)
+        config = sandbox_config(
+            pod,
+            owner=self.owner,
+            log_directory=directory / "logs",
+            cgroup_parent=self.cgroup_parent,
+            host_network=self.host_network,
+            host_ip=self.host_ip,
+        )
+        return config, volume_sources(directory, pod.volumes)
+
     async def update_files(self, uid: str, volume: str, files: Sequence[ProjectedFile]) -> None:
-        """Replace the files of one of the pod's file volumes, all at once (see :mod:`._crifiles`).
+        """Replace the files of one of the pod's file volumes, all at once.
+
+        The volume is laid out as the kubelet does (a ``..data`` symlink swap, see
+        :mod:`shoal.runtime._filevolumes`); a container sees the new set at once.
 
         Raises:
             NotFound: no such pod, or it has no file volume named ``volume``.
 
         """
         pod = await self._pod(uid)
-        if not any(v.name == volume and v.files for v in pod.spec.volumes):
+        spec = next((v for v in pod.spec.volumes if v.name == volume and v.files), None)
+        if spec is None:
             raise NotFound(
                 f"pod {uid!r} has no config_map, secret, downward_api or projected volume "
                 f"named {volume!r}",
@@ -393,7 +460,7 @@ class CriRuntime(AsyncClosing):
                 volume=volume,
             )
         target = self._directory(uid) / "volumes" / volume
-        await anyio.to_thread.run_sync(write_volume_files, target, files)
+        await anyio.to_thread.run_sync(update_file_volume, target, spec, files)
 
     async def stop(self, uid: str, grace: float) -> PodStatus:
         """SIGTERM every running container, SIGKILL after ``grace`` seconds (whole seconds, up).
@@ -492,7 +559,7 @@ class CriRuntime(AsyncClosing):
         self, uid: str, container: str, *, follow: bool, tail: int | None, since: datetime | None
     ) -> AsyncIterator[LogLine]:
         pod = await self._pod(uid)
-        if container not in {c.name for c in pod.spec.containers}:
+        if container not in {c.name for c in [*pod.spec.init_containers, *pod.spec.containers]}:
             pod.container(container)  # raises NotFound naming the containers
         path = self._directory(uid) / "logs" / f"{container}.log"
 
@@ -500,7 +567,7 @@ class CriRuntime(AsyncClosing):
             if self._closed:
                 return True
             try:
-                current = (await self._pod(uid)).container(container)
+                current = (await self._pod(uid)).container(container, init=True)
             except NotFound:
                 return True
             return current.state == pb.CONTAINER_EXITED
@@ -583,11 +650,7 @@ class CriRuntime(AsyncClosing):
     def _lay_out(self, pod: PodSpec) -> None:
         directory = self._directory(pod.uid)
         (directory / "logs").mkdir(parents=True, exist_ok=True)
-        prepare_volumes(directory, pod.volumes)
-        for volume in pod.volumes:
-            if volume.files:
-                files = pod.files.get(volume.name, [])
-                write_volume_files(directory / "volumes" / volume.name, files)
+        prepare_volumes(directory, pod.volumes, pod.files)
 
     def _lock(self, uid: str) -> anyio.Lock:
         return self._locks.setdefault(uid, anyio.Lock())

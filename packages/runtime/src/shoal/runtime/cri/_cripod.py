@@ -36,6 +36,7 @@ from shoal.interfaces import (
     PodSpec,
     RuntimeFailure,
 )
+from shoal.runtime._filevolumes import read_only, resolve_sub_path
 
 from ._pb import cri_api_pb2 as pb
 
@@ -135,7 +136,7 @@ def container_config(
     host_network: bool = False,
     attempt: int = 0,
 ) -> pb.ContainerConfig:
-    """Return the CRI config of one of the pod's containers.
+    """Return the CRI config of one of the pod's containers (blocking: sub_paths are resolved).
 
     Args:
         pod: The pod.
@@ -157,7 +158,7 @@ def container_config(
         args=container.args or [],
         working_dir=container.working_dir or "",
         envs=[pb.KeyValue(key=name, value=value.encode()) for name, value in container.env.items()],
-        mounts=_mounts(container, volume_sources),
+        mounts=_mounts(container, pod, volume_sources),
         labels={
             LABEL_OWNER: owner,
             LABEL_UID: pod.uid,
@@ -178,11 +179,19 @@ def container_config(
     )
 
 
-def _mounts(container: Container, sources: dict[str, Path]) -> list[pb.Mount]:
+def _mounts(container: Container, pod: PodSpec, sources: dict[str, Path]) -> list[pb.Mount]:
+    """Return the container's bind mounts, parents first (blocking: a sub_path is resolved).
+
+    File volumes are always read-only (as in Kubernetes); a ``sub_path`` binds
+    that path of the volume as it is now (see
+    :func:`~shoal.runtime._filevolumes.resolve_sub_path`).
+    """
+    volumes = {volume.name: volume for volume in pod.volumes}
     mounts = []
     for mount in sorted(container.volume_mounts, key=lambda m: len(Path(m.mount_path).parts)):
         source = sources.get(mount.name)
-        if source is None:
+        volume = volumes.get(mount.name)
+        if source is None or volume is None:
             raise RuntimeFailure(
                 f"container {container.name!r} mounts volume {mount.name!r}, which the pod "
                 "does not define: add it to the pod's volumes",
@@ -190,12 +199,13 @@ def _mounts(container: Container, sources: dict[str, Path]) -> list[pb.Mount]:
                 volume=mount.name,
             )
         if mount.sub_path is not None:
-            source = (source / mount.sub_path).resolve()
+            scratch = volume.empty_dir is not None
+            source = resolve_sub_path(source, mount.sub_path, volume=mount.name, create=scratch)
         mounts.append(
             pb.Mount(
                 container_path=mount.mount_path,
                 host_path=str(source),
-                readonly=mount.read_only,
+                readonly=read_only(mount, volume),
                 propagation=pb.PROPAGATION_PRIVATE,
             )
         )
