@@ -223,3 +223,20 @@ def test_a_missing_key_of_a_listed_item_waits_unless_optional() -> None:
         build_pod(instance(volumes=[volume]), ALL, FACTS)
     volume["config_map"]["optional"] = True  # type: ignore[index]
     assert build_pod(instance(volumes=[volume]), ALL, FACTS).files == {"v": []}
+
+
+def test_the_pod_ip_is_left_to_the_runtime_which_alone_knows_it() -> None:
+    template = {
+        "name": "c",
+        "image": "b",
+        "env_refs": {
+            "MY_POD_IP": {"field_path": "status.podIP"},
+            "MY_NAME": {"field_path": "metadata.name"},
+        },
+    }
+    pod = build_pod(instance(containers=[template]), ALL, FACTS)
+    assert pod.pod_ip_env == {"c": ["MY_POD_IP"]}
+    assert pod.with_pod_ip("198.18.0.7").containers[0].env == {
+        "MY_POD_IP": "198.18.0.7",
+        "MY_NAME": "web-abcde",
+    }

@@ -41,6 +41,7 @@ Configs = Mapping[tuple[str, str], ConfigMapSpec | SecretSpec | None]
 """``(kind, name)`` → the object in the pod's namespace, or None when it does not exist."""
 
 _REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+_POD_IP = ("status.podIP", "status.podIPs")
 _INDEXED = re.compile(r"metadata\.(labels|annotations)\['([^']+)'\]")
 
 
@@ -284,7 +285,12 @@ def build_pod(inst: Instance, configs: Configs, facts: PodFacts) -> PodSpec:
     def resolve(containers: Sequence[Container]) -> list[Container]:
         return [_resolved(c, _environment(c, inst, configs, facts)) for c in containers]
 
+    pod_ip_env = {
+        c.name: [name for name, ref in c.env_refs.items() if ref.field_path in _POD_IP]
+        for c in [*template.init_containers, *template.containers]
+    }
     return PodSpec(
+        pod_ip_env={name: names for name, names in pod_ip_env.items() if names},
         uid=inst.uid,
         name=inst.name,
         namespace=inst.namespace,

@@ -73,6 +73,30 @@ class PodSpec(Model):
     volume name; the runtime writes them so that a later :meth:`ContainerRuntime.update_files`
     swaps them all at once."""
 
+    pod_ip_env: dict[str, list[str]] = Field(default_factory=dict)
+    """By container name: variables whose value is the pod's own address (the downward API's
+    status.podIP), which only the runtime knows once the pod's network exists."""
+
+    def with_pod_ip(self, ip: str) -> PodSpec:
+        """Return the pod with every variable of ``pod_ip_env`` set to ``ip``."""
+        if not self.pod_ip_env:
+            return self
+
+        def filled(containers: list[Container]) -> list[Container]:
+            return [
+                c.model_copy(
+                    update={"env": {**c.env, **dict.fromkeys(self.pod_ip_env.get(c.name, []), ip)}}
+                )
+                for c in containers
+            ]
+
+        return self.model_copy(
+            update={
+                "containers": filled(self.containers),
+                "init_containers": filled(self.init_containers),
+            }
+        )
+
     @model_validator(mode="after")
     def _mounts_name_volumes(self) -> Self:
         check_volumes([*self.init_containers, *self.containers], self.volumes)

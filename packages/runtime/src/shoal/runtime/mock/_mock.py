@@ -102,7 +102,10 @@ from ._faults import Fault, FaultKind, Faults
 from ._logs import read_logs
 from ._records import SIGKILL_EXIT, SIGTERM_EXIT, ContainerRecord, PodRecord
 
-__all__ = ["MockRuntime"]
+__all__ = ["MOCK_POD_IP", "MockRuntime"]
+
+MOCK_POD_IP = "127.0.0.1"
+"""The address a mock pod's status.podIP variables get: a mock pod has no network of its own."""
 
 
 class MockRuntime(AsyncClosing):
@@ -182,7 +185,7 @@ class MockRuntime(AsyncClosing):
             fault = self.faults.fire(FaultKind.CREATE_FAILS, container.image, container.name)
             if fault is not None:
                 raise RuntimeFailure(fault.message, uid=pod.uid, container=container.name)
-        record = PodRecord(pod)
+        record = PodRecord(pod.with_pod_ip(MOCK_POD_IP))
         self._pods[pod.uid] = record
         return record.status()
 

@@ -229,6 +229,7 @@ class OciCliRuntime(AsyncClosing):
                     record.netns = str(attachment.netns_path or "") or None
                 else:
                     record.ip = "127.0.0.1"
+                record.spec = record.spec.with_pod_ip(record.ip or "")  # the downward API's podIP
                 await anyio.to_thread.run_sync(self._lay_out, record, pod)
                 for init in pod.init_containers:
                     await anyio.to_thread.run_sync(
