@@ -40,6 +40,7 @@ async def test_lists_resources_and_templates(live: Live) -> None:
         }
     assert set(resources) == {
         "shoal://events",
+        "shoal://manifests",
         "shoal://ontology/instance",
         "shoal://ontology/node",
         "shoal://ontology/workload",

@@ -81,6 +81,9 @@ class NodeConfig(BaseModel):
     """Seconds between timer-driven node loop passes."""
     leader_ttl: float = 10.0
     """Seconds the leader lease lives without renewal."""
+    manifests: list[Path] = Field(default_factory=list)
+    """Directories whose manifests (Kubernetes' or Shoal's) the node applies and keeps
+    applied: a changed file is applied, a removed object or file pruned (docs/kubernetes.md)."""
 
 
 def host_capacity() -> Capacity:
@@ -158,3 +161,10 @@ def check_config(config: NodeConfig) -> None:
         raise InvalidInput("--state etcd needs the etcd endpoints: --etcd HOST:PORT[,HOST:PORT]")
     if config.etcd and config.state != "etcd":
         raise InvalidInput(f"--etcd is only used with --state etcd (not {config.state})")
+    for directory in config.manifests:
+        if not directory.is_dir():
+            raise InvalidInput(
+                f"--manifests {directory}: no such directory: create it (mkdir -p {directory}) "
+                "or fix the path",
+                field="manifests",
+            )

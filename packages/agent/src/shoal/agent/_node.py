@@ -44,6 +44,7 @@ from shoal.core import (
 )
 from shoal.interfaces import (
     NODE_KEY_FILE,
+    Actor,
     Clock,
     ClusterManager,
     ContainerRuntime,
@@ -56,8 +57,10 @@ from shoal.interfaces import (
     StateStore,
     Tag,
     Unavailable,
+    Via,
     agent_pid,
 )
+from shoal.kube import ManifestWatcher
 from shoal.runtime import (
     LOOPBACK_REGISTRIES,
     ImageStore,
@@ -117,6 +120,14 @@ class ShoalNode:
             members=cluster.members,
             remote_images=None if clustering is None else clustering.images_of,
         )
+        self.manifests: ManifestWatcher | None = None
+        """The watched manifests directories (--manifests); None when there are none."""
+        if config.manifests:
+            actor = Actor(id=f"manifests@{node.name}", via=Via.SYSTEM)
+            self.manifests = ManifestWatcher(
+                self.service.with_actor(actor), config.manifests, node.name, clock=clock
+            )
+            self.service.manifests = self.manifests.statuses
         self.leader = Leader(
             node.name,
             store,
@@ -179,6 +190,8 @@ class ShoalNode:
                         tg.start_soon(self.node_loop.register_when_reachable)
                     if serves:
                         await tg.start(self._forever, "leader campaign", self.leader.run)
+                    if self.manifests is not None:
+                        await tg.start(self._forever, "manifests watcher", self.manifests.run)
                     self.ready.set()
                     task_status.started()
             finally:

@@ -18,6 +18,7 @@ Routes (all JSON; errors are ``{"error": {"code", "message", "details"}}``)::
     GET    /v1/events[?limit=&kind=&name=&namespace=]         viewer
     GET    /v1/events/stream   (server-sent events)           viewer
     ConfigMaps, Secrets, Namespaces: see ``_config_routes``
+    GET    /v1/manifests   (watched manifests directories)    viewer, see ``_manifest_routes``
 
 The caller's key id becomes the actor of every event its request causes.
 """
@@ -62,6 +63,7 @@ from shoal.kube import parse_documents
 from ._auth import RequestVerifier, Verified, target_uri_from_scope
 from ._config_routes import CALLER_STATE, config_router
 from ._limits import BodyLimit, body_too_large, too_large_error
+from ._manifest_routes import manifests_router
 from ._streams import EventStream, JsonLines, LogStream, pull_lines
 
 __all__ = [
@@ -436,6 +438,7 @@ def create_app(
 
     app.include_router(v1)
     app.include_router(config_router(role))
+    app.include_router(manifests_router(role))
     for path, mounted in mounts:
         # A Route whose endpoint is not a function serves it as a raw ASGI app.
         app.router.routes.append(Route(path, mounted, include_in_schema=False))

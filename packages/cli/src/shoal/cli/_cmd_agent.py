@@ -193,6 +193,13 @@ def agent(
         GossipProfile | None,
         typer.Option(help="Serf timing [default: local on loopback, else lan]."),
     ] = None,
+    manifests: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Directory of manifests (Kubernetes' or Shoal's) to apply and keep applied: "
+            "changed files are applied, removed objects pruned (repeatable; `shoal manifests`)."
+        ),
+    ] = None,
 ) -> None:
     """Run a Shoal node until SIGTERM or Ctrl-C: control loop and API, node loop, or both.
 
@@ -239,6 +246,7 @@ def agent(
             "grpc_addr": grpc_addr,
             "join": _addresses(join or []),
             "gossip_profile": None if gossip_profile is None else gossip_profile.value,
+            "manifests": manifests or [],
         }
         if name:
             fields["name"] = name

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
         ImageProgress,
         Instance,
         LogLine,
+        ManifestSource,
         Member,
         Node,
         ObjectRef,
@@ -340,6 +341,10 @@ class ShoalClient(ConfigCalls, AsyncClosing):
     async def list_members(self) -> list[Member]:
         """Return the gossip members the server's node knows, sorted by name."""
         return await self._call("GET", "/v1/members", list[interfaces.Member])
+
+    async def list_manifests(self) -> list[ManifestSource]:
+        """Return the files of the server's node's watched manifests directories."""
+        return await self._call("GET", "/v1/manifests", list[interfaces.ManifestSource])
 
     async def cordon(self, name: str) -> Node:
         """Stop placing new instances on a node."""

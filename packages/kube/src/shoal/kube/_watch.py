@@ -140,6 +140,7 @@ class ManifestWatcher:
         Ready (``task_status.started``) once the directories were applied the first time.
         Never raises for a bad file or an unavailable service: the file's status says why.
         """
+        logging.getLogger("watchfiles").setLevel(logging.WARNING)  # not a line per change
         async with anyio.create_task_group() as tg:
             watching = anyio.Event()
             tg.start_soon(self._watch, watching)
@@ -214,7 +215,8 @@ class ManifestWatcher:
                 path = manifest_of(_absolute(raw))
                 if path is not None:
                     self._touch(path, self.debounce)
-        raise RuntimeError("the watch ended")
+        if not stop.is_set():  # set: cancelled, the watch ended on purpose
+            raise RuntimeError("the watch ended")
 
     async def _relist_forever(self) -> None:
         while True:

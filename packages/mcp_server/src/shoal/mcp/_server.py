@@ -24,6 +24,7 @@ from shoal.interfaces import Role
 
 from ._audit import Gate
 from ._caller import Caller, ServiceFactory, caller_from_request
+from ._manifests import register_manifests_resource
 from ._notify import ChangeNotifier
 from ._ontology import Ontology
 from ._prompts import register_prompts
@@ -115,6 +116,7 @@ def build_server(services: ServiceFactory, settings: McpSettings | None = None) 
     register_read_tools(server, gate)
     register_change_tools(server, gate, read_only=settings.read_only)
     register_resources(server, gate, Ontology(settings.ontology_dir))
+    register_manifests_resource(server, gate)
     register_prompts(server, gate)
     # Handshake-era clients subscribe with resources/subscribe, which MCPServer
     # has no public hook for; the low-level server serves it.
