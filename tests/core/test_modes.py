@@ -323,6 +323,17 @@ JOB_CASES = [
         desired=2,
     ),
     Case(
+        "Never: a new run waits out the backoff of the failed ones",
+        job(completions=2),
+        [
+            instance("a", "n1", R, of=J, **FAILED, finished_at=NOW - timedelta(seconds=1)),
+            instance("b", "n1", R, of=J, **FAILED, finished_at=NOW - timedelta(seconds=0.5)),
+        ],
+        nodes("n1"),
+        recheck=1.5,  # backoff(1) is 2 s after the last failure
+        desired=1,
+    ),
+    Case(
         "OnFailure: a failed run restarts in place",
         job("OnFailure", completions=1),
         [instance("a", "n1", R, of=job("OnFailure"), **FAILED)],
@@ -563,6 +574,15 @@ async def test_a_job_fails_past_its_backoff_limit(cluster: Cluster) -> None:
     )
     await cluster.service.apply([job_spec])
     await cluster.settle()
+    for backoff in (1, 2):  # each new run waits out a growing backoff
+        runs = await _instances(cluster, "batch")
+        assert [i.state for i in runs] == [InstanceState.FAILED] * backoff
+        assert (await cluster.workload("batch")).status.failed == backoff
+        cluster.clock.advance(backoff - 0.5)
+        await cluster.settle()
+        assert len(await _instances(cluster, "batch")) == backoff
+        cluster.clock.advance(0.5)
+        await cluster.settle()
     workload = await cluster.workload("batch")
     assert workload.status.phase == WorkloadPhase.FAILED
     assert workload.status.failed == 3

@@ -31,8 +31,9 @@ and "asked to go" work as for every workload (``_decision.Deciding``).
   have succeeded. An instance that exits 0 counts as succeeded and is kept (its
   logs stay readable); it is neither restarted nor replaced.
 * A failed run counts in ``status.failed``: under ``Never`` the instance stays
-  failed and a new one is made; under ``OnFailure`` it restarts in place and
-  its restarts count. An instance lost with its node counts as a failed run.
+  failed and a new one is made after a backoff that grows with the failed
+  runs (as a restart's does); under ``OnFailure`` it restarts in place, with
+  its backoff, and its restarts count. An instance lost with its node counts as a failed run.
 * More than ``backoff_limit`` failed runs: the job fails (BackoffLimitExceeded)
   and its active instances stop. Running longer than
   ``active_deadline_seconds`` since the workload was created: it fails
@@ -57,6 +58,7 @@ from shoal.interfaces import (
     InstanceState,
     Node,
     NodeRole,
+    RestartPolicy,
     UpdateType,
     Workload,
     WorkloadSpec,
@@ -246,6 +248,26 @@ def job_progress(workload: Workload, instances: Sequence[Instance], now: datetim
     return JobProgress(succeeded=succeeded, failed=failed, finished=finished)
 
 
+def _retry_in(
+    workload: Workload,
+    instances: Sequence[Instance],
+    failed: int,
+    now: datetime,
+    backoff: Callable[[int], float],
+) -> float:
+    """Return how long a job under ``Never`` waits before a new run after failed ones (0: none).
+
+    The delay grows with the failed runs, as a restart's does (Kubernetes does
+    the same for a Job's new pods); it counts from the last failed run's end.
+    """
+    if workload.spec.restart_policy != RestartPolicy.NEVER or not failed:
+        return 0.0
+    ends = [i.finished_at for i in instances if i.state == InstanceState.FAILED and i.finished_at]
+    if not ends:
+        return 0.0
+    return (max(ends) + timedelta(seconds=backoff(failed - 1)) - now).total_seconds()
+
+
 def _done(inst: Instance) -> bool:
     """Whether an instance of a job has finished its run (succeeded, or failed for good)."""
     return inst.state in (InstanceState.STOPPED, InstanceState.FAILED)
@@ -300,14 +322,20 @@ def decide_job(
             for stored, _ in surplus[: len(active) - want]:
                 deciding.remove(stored, "ScaledDown", f"parallelism is {job.parallelism}")
                 gone.add(stored.key)
-        for _ in range(want - len(active)):
-            uid = fresh_uid(workload)
-            decision.pending.append(Pending(None, f"{workload.name}-{uid[:5]}", uid))
+        waits: list[float] = []
+        retry_in = _retry_in(workload, [inst for _, inst in live], progress.failed, now, backoff)
+        if want > len(active) and retry_in > 0:
+            waits.append(retry_in)  # the next run waits out the backoff of the failed ones
+        else:
+            for _ in range(want - len(active)):
+                uid = fresh_uid(workload)
+                decision.pending.append(Pending(None, f"{workload.name}-{uid[:5]}", uid))
         for stored, inst in active:
             if inst.node is None and stored.key not in gone:
                 decision.pending.append(Pending(stored, inst.name, inst.uid))
         if job.active_deadline_seconds is not None:
             ends = workload.created_at + timedelta(seconds=job.active_deadline_seconds)
-            decision.recheck = max((ends - now).total_seconds(), 0.0)
+            waits.append(max((ends - now).total_seconds(), 0.0))
+        decision.recheck = min(waits, default=None)
         decision.desired = want
     decision.live = {inst.name: inst for stored, inst in live if stored.key not in gone}
