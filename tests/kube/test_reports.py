@@ -281,7 +281,7 @@ def b64(text: str) -> str:
 @pytest.mark.parametrize(
     ("fields", "path", "words"),
     [
-        ({"data": {"key": "not base64!"}}, "data[key]", "not valid base64"),
+        ({"data": {"key": "not base64!"}}, "data[key]", "plain text in stringData"),
         ({"stringData": {"bad key": "x"}}, "stringData[bad key]", "is not valid"),
         ({"type": "kubernetes.io/tls", "data": {"tls.crt": b64("x")}}, "data[tls.key]", "tls.key"),
         ({"type": "kubernetes.io/service-account-token"}, "type", "does not support"),
@@ -327,3 +327,31 @@ def test_the_callers_documents_are_not_changed() -> None:
     workload(document)
     parse_documents([document], "app.yaml")
     assert repr(document) == before
+
+
+def test_null_and_empty_fields_mean_unset_and_are_not_reported() -> None:
+    """What `kubectl create deployment --dry-run=client -o yaml` writes applies cleanly."""
+    document = deployment(strategy={})
+    document["metadata"]["creationTimestamp"] = None
+    document["spec"]["template"]["metadata"]["creationTimestamp"] = None
+    document["spec"]["template"]["spec"]["containers"][0]["resources"] = {}
+    document["status"] = {}
+    assert translate(document, strict=True).warnings == []
+
+
+@pytest.mark.parametrize(
+    ("document", "words"),
+    [
+        (
+            {"apiVersion": "v1", "metadata": {"name": "x"}},
+            "kind: a Kubernetes document needs a kind",
+        ),
+        (
+            {"apiVersion": "v1", "kind": "Workload", "name": "x"},
+            "kind: a Shoal Workload has no apiVersion; remove apiVersion",
+        ),
+    ],
+)
+def test_kind_must_be_given(document: dict[str, Any], words: str) -> None:
+    with pytest.raises(InvalidSpec, match=words):
+        translate(document)

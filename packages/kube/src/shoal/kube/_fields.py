@@ -187,9 +187,14 @@ class Fields:
             yield Fields(self.report, item, join(self.at(key), index), loc)
 
     def ignore(self, key: str, why: str | None = None) -> None:
-        """Report ``key`` as ignored (when present), with ``why`` or the usual reason."""
+        """Report ``key`` as ignored, with ``why`` or the usual reason.
+
+        A null or empty value (``creationTimestamp: null``, ``status: {}``, as
+        ``kubectl create --dry-run -o yaml`` writes them) means unset, as in
+        Kubernetes, and is not reported.
+        """
         self._taken.add(key)
-        if key in self.value:
+        if self.value.get(key) not in (None, {}, [], ""):
             self.report.ignore(self.at(key), why or _REASONS.get(key, _DEFAULT_REASON))
 
     def done(self) -> None:

@@ -81,7 +81,12 @@ def translate_object(document: dict[str, Any]) -> KubeObject:
     """
     label = object_label(document)
     kind_name = document.get("kind")
-    kind = KINDS.get(kind_name) if isinstance(kind_name, str) else None
+    if not isinstance(kind_name, str) or kind_name in ("", "Workload"):
+        problem, fix = "a Kubernetes document needs a kind", "add kind (e.g. kind: Deployment)"
+        if kind_name == "Workload":
+            problem, fix = "a Shoal Workload has no apiVersion", "remove apiVersion"
+        raise ObjectError(label, "kind", problem, fix, [_entry("kind", problem, fix)])
+    kind = KINDS.get(kind_name)
     if kind is None:
         why = f"Shoal does not run {kind_name} objects (it runs {', '.join(KINDS)})"
         return KubeObject(label, warnings=[f"{label}: kind: ignored: {why}"])
@@ -134,8 +139,12 @@ def _validate(
             loc = tuple(
                 p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-"))
             )
-            path = _kubernetes_path(loc, described["problem"], report, config=config)
-            errors.append(_entry(path, described["problem"], described["fix"]))
+            problem = described["problem"]
+            if config:  # the models' messages name Shoal's fields; say Kubernetes' instead
+                problem = problem.replace("string_data", "stringData")
+                problem = problem.replace("binary_data", "binaryData")
+            path = _kubernetes_path(loc, problem, report, config=config)
+            errors.append(_entry(path, problem, described["fix"]))
         first = errors[0]
         raise ObjectError(label, first["field"], first["problem"], first["fix"], errors) from None
 
