@@ -28,10 +28,14 @@ class NodeConfig(BaseModel):
     """Node name; the host name by default."""
     role: NodeRole = NodeRole.BOTH
     """server (control loop), worker (runs instances) or both."""
-    runtime: Literal["runc", "crun", "youki", "mock"] = "runc"
-    """Container runtime: an OCI runtime CLI (runc, crun, youki), or 'mock' (nothing runs)."""
+    runtime: Literal["runc", "crun", "youki", "cri", "mock"] = "runc"
+    """Container runtime: an OCI runtime CLI (runc, crun, youki), a CRI runtime such as
+    containerd ('cri', at ``cri_endpoint``), or 'mock' (nothing runs)."""
+    cri_endpoint: str = "unix:///run/containerd/containerd.sock"
+    """The CRI v1 socket of ``runtime="cri"`` (containerd's by default)."""
     network: Literal["bridge", "host"] = "bridge"
-    """Pod networking for OCI runtimes: a CNI bridge with ports published on 127.0.0.1, or host."""
+    """Pod networking: a CNI bridge with ports published on 127.0.0.1, or host. With the
+    CRI runtime the bridge is the runtime's CNI network (scripts/setup_containerd.py)."""
     bridge: str | None = None
     """Name of the CNI bridge; None: the data dir's own, or the first free ``shoalN``.
     Bridges are owned host-wide: another node's is refused, naming its owner."""

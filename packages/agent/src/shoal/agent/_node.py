@@ -49,6 +49,7 @@ from shoal.interfaces import (
     ClusterManager,
     ContainerRuntime,
     DataDirLock,
+    ImageManager,
     ImagePeers,
     InternalError,
     Node,
@@ -63,6 +64,7 @@ from shoal.interfaces import (
 from shoal.kube import ManifestWatcher
 from shoal.runtime import (
     LOOPBACK_REGISTRIES,
+    CriRuntime,
     ImageStore,
     MockRuntime,
     OciCliRuntime,
@@ -102,6 +104,7 @@ class ShoalNode:
         *,
         images: ImageStore | None = None,
         clustering: Clustering | None = None,
+        image_manager: ImageManager | None = None,
     ) -> None:
         self.config = config
         self.clustering = clustering
@@ -115,7 +118,8 @@ class ShoalNode:
         self.service = ShoalService(
             store,
             clock,
-            local=LocalNode(node.name, runtime, images),
+            # A CRI runtime's images are in its own store (image_manager), not an ImageStore.
+            local=LocalNode(node.name, runtime, image_manager or images),
             remote=None if clustering is None else clustering.pods_of,
             members=cluster.members,
             remote_images=None if clustering is None else clustering.images_of,
@@ -369,6 +373,7 @@ def build_node(config: NodeConfig, *, clock: Clock | None = None) -> ShoalNode:
     clustering = None if secrets is None else _clustering(config, data_dir, identity, *secrets)
     runtime: ContainerRuntime
     images: ImageStore | None
+    image_manager: ImageManager | None = None
     peers = None if clustering is None else clustering.image_peers
     if config.role == NodeRole.SERVER:
         # A server-only node runs no instances: no node loop, no Pods service.
@@ -376,6 +381,9 @@ def build_node(config: NodeConfig, *, clock: Clock | None = None) -> ShoalNode:
         # It keeps images (without unpacking them) to share with its workers.
         runtime = MockRuntime(clock)
         images = _images(config, data_dir, None, unpack=False) if clustering else None
+    elif config.runtime == "cri":
+        cri = _cri_runtime(config, data_dir)
+        runtime, images, image_manager = cri, None, cri.images
     else:
         runtime, images = _runtime(config, data_dir, clock, peers)
     capacity = config.capacity or host_capacity()
@@ -407,7 +415,15 @@ def build_node(config: NodeConfig, *, clock: Clock | None = None) -> ShoalNode:
         else:
             store = _store(config, data_dir, clock)
     return ShoalNode(
-        config, store, runtime, cluster, clock, node, images=images, clustering=clustering
+        config,
+        store,
+        runtime,
+        cluster,
+        clock,
+        node,
+        images=images,
+        clustering=clustering,
+        image_manager=image_manager,
     )
 
 
@@ -464,6 +480,27 @@ def _images(
         registry_ca=config.registry_ca,
         peers=peers,
         unpack=unpack,
+    )
+
+
+def _cri_runtime(config: NodeConfig, data_dir: Path) -> CriRuntime:
+    """Build the CRI runtime; whether its endpoint answers is checked when the node starts.
+
+    Its pods carry the node's name as their owner label, so agents sharing one
+    containerd each adopt their own.
+    """
+    if os.geteuid() != 0:
+        raise Unavailable(
+            "the cri runtime needs root (it talks to the runtime's root-owned socket and "
+            "makes the pods' volume directories): run the agent as root, or with --runtime mock",
+            runtime="cri",
+        )
+    return CriRuntime(
+        data_dir / "cri",
+        endpoint=config.cri_endpoint,
+        owner=config.name,
+        allow_host_paths=config.allow_host_paths,
+        host_network=config.network == "host",
     )
 
 

@@ -79,6 +79,7 @@ class RuntimeChoice(StrEnum):
     RUNC = "runc"
     CRUN = "crun"
     YOUKI = "youki"
+    CRI = "cri"
     MOCK = "mock"
 
 
@@ -111,8 +112,14 @@ def agent(
     ] = DEFAULT_DATA_DIR,
     api_addr: Annotated[str, typer.Option(help="REST API listen address.")] = "127.0.0.1:7070",
     runtime: Annotated[
-        RuntimeChoice, typer.Option(help="Container runtime (mock runs nothing).")
+        RuntimeChoice,
+        typer.Option(
+            help="Container runtime: runc, crun, youki, cri (--cri-endpoint); mock runs nothing."
+        ),
     ] = RuntimeChoice.RUNC,
+    cri_endpoint: Annotated[
+        str, typer.Option(help="The CRI v1 socket of --runtime cri (containerd's by default).")
+    ] = "unix:///run/containerd/containerd.sock",
     network: Annotated[
         NetworkChoice, typer.Option(help="Pod networking: CNI bridge or the host's.")
     ] = NetworkChoice.BRIDGE,
@@ -227,6 +234,7 @@ def agent(
             "data_dir": data_dir,
             "api_addr": api_addr,
             "runtime": runtime.value,
+            "cri_endpoint": cri_endpoint,
             "network": network.value,
             "default_registry": registry,
             "insecure_registries": insecure_registry or [],
