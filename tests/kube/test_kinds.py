@@ -12,6 +12,7 @@ from shoal.interfaces import (
     InvalidSpec,
     NamespaceSpec,
     RestartPolicy,
+    SecretSpec,
     UpdateType,
     WorkloadMode,
     WorkloadSpec,
@@ -314,3 +315,27 @@ def test_kubernetes_kind_without_api_version_says_to_add_it() -> None:
     del document["apiVersion"]
     with pytest.raises(InvalidSpec, match=r"has no apiVersion: add 'apiVersion: apps/v1'"):
         translate(document)
+
+
+def test_secret_drops_kubectls_copy_of_its_values() -> None:
+    last_applied = "kubectl.kubernetes.io/last-applied-configuration"
+    document = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": "creds",
+            "annotations": {last_applied: '{"stringData":{"pw":"s3cret"}}', "team": "a"},
+        },
+        "stringData": {"pw": "s3cret"},
+    }
+    translation = translate(document)
+    [spec] = translation.objects
+    assert isinstance(spec, SecretSpec)
+    assert spec.annotations == {"team": "a"}
+    assert spec.origin is not None
+    assert "s3cret" not in repr(spec.origin.manifest)
+    assert "s3cret" not in repr(translation.warnings)
+    assert translation.warnings == [
+        f"Secret default/creds: metadata.annotations[{last_applied}]: ignored: it holds the "
+        "Secret's values in clear text; Shoal keeps them only sealed"
+    ]

@@ -18,7 +18,10 @@ from ._fields import Fields, TranslationError
 from ._pod import TEMPLATE, check_restart_policy, pod_spec, template_metadata
 from ._selectors import check_selector
 
-__all__ = ["KINDS", "MAX_NAME", "Kind"]
+__all__ = ["KINDS", "LAST_APPLIED", "MAX_NAME", "Kind"]
+
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+"""The annotation ``kubectl apply`` writes: for a Secret it holds the values in clear."""
 
 MAX_NAME = 50
 """Shoal's names are DNS labels of at most this many characters (Kubernetes allows 253)."""
@@ -34,8 +37,6 @@ class Kind:
     """The Shoal model its translation is validated as."""
     translate: Callable[[Fields], dict[str, Any]]
     """Document -> Shoal document."""
-    namespaced: bool = True
-    """Whether it lives in a namespace."""
 
 
 def metadata(doc: Fields, *, namespaced: bool = True) -> dict[str, Any]:
@@ -254,6 +255,13 @@ def config_map(doc: Fields) -> dict[str, Any]:
 def secret(doc: Fields) -> dict[str, Any]:
     """Translate a v1 Secret (its type's rules are checked when it is validated)."""
     out = metadata(doc)
+    annotations = out.get("annotations")
+    if isinstance(annotations, dict) and LAST_APPLIED in annotations:
+        out["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
+        doc.report.ignore(
+            f"metadata.annotations[{LAST_APPLIED}]",
+            "it holds the Secret's values in clear text; Shoal keeps them only sealed",
+        )
     doc.put(out, "type", "type")
     doc.put(out, "data", "data")
     doc.put(out, "stringData", "string_data")
@@ -288,6 +296,6 @@ KINDS: dict[str, Kind] = {
     "Job": Kind("batch/v1", WorkloadSpec, job),
     "ConfigMap": Kind("v1", ConfigMapSpec, config_map),
     "Secret": Kind("v1", SecretSpec, secret),
-    "Namespace": Kind("v1", NamespaceSpec, namespace, namespaced=False),
+    "Namespace": Kind("v1", NamespaceSpec, namespace),
 }
 """The kinds Shoal runs (v1 List is unpacked before these)."""

@@ -27,7 +27,7 @@ from shoal.interfaces import (
 )
 
 from ._fields import Fields, Loc, ObjectReport, TranslationError
-from ._kinds import KINDS
+from ._kinds import KINDS, LAST_APPLIED
 
 __all__ = ["KubeObject", "ObjectError", "object_label", "translate_object"]
 
@@ -107,8 +107,7 @@ def translate_object(document: dict[str, Any]) -> KubeObject:
         entry = _entry(exc.path, exc.problem, exc.fix)
         raise ObjectError(label, exc.path, exc.problem, exc.fix, [entry]) from None
     if kind.model is SecretSpec:
-        manifest.pop("data", None)
-        manifest.pop("stringData", None)
+        _without_values(manifest)
     ignored = [f"{path}: {why}" for path, why in report.ignored]
     data["origin"] = Origin(
         api_version=kind.api_version, kind=kind_name, manifest=manifest, ignored=ignored
@@ -116,6 +115,15 @@ def translate_object(document: dict[str, Any]) -> KubeObject:
     spec = _validate(kind.model, data, report, label)
     warnings = [f"{label}: {path}: ignored: {why}" for path, why in report.ignored]
     return KubeObject(label, spec, warnings)
+
+
+def _without_values(manifest: dict[str, Any]) -> None:
+    """Remove whatever holds a Secret's values from its manifest, in place."""
+    manifest.pop("data", None)
+    manifest.pop("stringData", None)
+    annotations = (manifest.get("metadata") or {}).get("annotations")
+    if isinstance(annotations, dict):
+        annotations.pop(LAST_APPLIED, None)
 
 
 def _entry(path: str, problem: str, fix: str) -> dict[str, str]:
