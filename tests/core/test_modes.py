@@ -13,6 +13,7 @@ from anyio import wait_all_tasks_blocked
 
 from shoal.core import DefaultScheduler
 from shoal.core._placement import InstanceFactory, UsageIndex
+from shoal.core._plan import plan_change
 from shoal.core._reconcile import Decision, Delete, Settled, Write, decide, settle
 from shoal.core._repo import Stored
 from shoal.interfaces import (
@@ -516,6 +517,21 @@ def test_a_pinned_request_considers_its_node_alone_and_says_why_it_does_not_fit(
         placed.failed["default/gone"].message
         == "node gone does not fit: node is not in the cluster"
     )
+
+
+def test_a_plan_counts_a_daemons_nodes_and_a_jobs_parallel_runs() -> None:
+    created = plan_change(daemon().value.spec, None)
+    assert created.instances_to_create == 0
+    assert created.rollout and "each eligible node" in created.rollout[0]
+    running = daemon(fields={"status": WorkloadStatus(desired_replicas=4)}).value
+    bumped = spec("agent", image="busybox:2", mode="daemon")
+    change = plan_change(bumped, running)
+    assert (change.instances_to_create, change.instances_to_replace) == (0, 4)
+    assert len(change.rollout) == 4 and change.rollout[0].startswith("batch 1: stop 1 old")
+    assert plan_change(job(completions=3, parallelism=2).value.spec, None).instances_to_create == 2
+    finished = job(fields=_finished("Complete", "Completed", NOW)).value
+    more = spec("agent", mode="job", restart_policy="Never", job={"parallelism": 4})
+    assert plan_change(more, finished).instances_to_create == 0
 
 
 # --- the loops, on the mock runtime -----------------------------------------

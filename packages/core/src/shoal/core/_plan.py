@@ -13,6 +13,7 @@ from shoal.interfaces import (
     PlannedChange,
     UpdateType,
     Workload,
+    WorkloadMode,
     WorkloadSpec,
 )
 
@@ -46,14 +47,15 @@ def plan_change(spec: WorkloadSpec, current: Workload | None) -> PlannedChange:
             namespace=spec.namespace,
             name=spec.name,
             changes=diff_fields({}, spec.model_dump(mode="json")),
-            instances_to_create=spec.replicas,
+            instances_to_create=_instances(spec, None),
+            rollout=[_DAEMON] if spec.mode == WorkloadMode.DAEMON else [],
         )
     changes = diff_fields(current.spec.model_dump(mode="json"), spec.model_dump(mode="json"))
     if not changes:
         return PlannedChange(
             action=ChangeAction.UNCHANGED, namespace=spec.namespace, name=spec.name
         )
-    old, new = current.spec.replicas, spec.replicas
+    old, new = _instances(current.spec, current), _instances(spec, current)
     template_changed = current.spec.template != spec.template
     return PlannedChange(
         action=ChangeAction.UPDATE,
@@ -67,17 +69,39 @@ def plan_change(spec: WorkloadSpec, current: Workload | None) -> PlannedChange:
     )
 
 
+_DAEMON = "one instance on each eligible node (the control loop counts them as nodes come and go)"
+
+
+def _instances(spec: WorkloadSpec, current: Workload | None) -> int:
+    """Return how many instances ``spec`` wants, as far as a plan can tell without the nodes.
+
+    A daemon wants as many as its status last counted eligible nodes (none known
+    before it exists); a job as many as may run at once, none once it finished.
+    """
+    if spec.mode == WorkloadMode.DAEMON:
+        return 0 if current is None else current.status.desired_replicas
+    if spec.mode == WorkloadMode.JOB:
+        if current is not None and current.status.finished_at is not None:
+            return 0
+        job = spec.job_spec
+        done = 0 if current is None else current.status.succeeded
+        return max(0, min(job.parallelism, job.completions - done))
+    return spec.replicas
+
+
 def rollout_steps(spec: WorkloadSpec, running: int) -> list[str]:
     """Return the batches a template change of ``spec`` over ``running`` instances goes in.
 
     The same budgets as the control loop's rolling step, with every new
     instance assumed to become available before the next batch.
     """
-    want = spec.replicas
+    want = running if spec.mode == WorkloadMode.DAEMON else spec.replicas
     if spec.paused:
         return ["paused: nothing is replaced until `shoal rollout resume`"]
     if spec.update.type == UpdateType.RECREATE:
         return [f"stop all {running} instance(s)", f"then start {want} new instance(s)"]
+    if spec.mode == WorkloadMode.DAEMON:
+        return _daemon_steps(spec, running)
     surge, unavailable = spec.update.surge(want), spec.update.unavailable(want)
     steps: list[str] = []
     updated, old = 0, running
@@ -91,6 +115,21 @@ def rollout_steps(spec: WorkloadSpec, running: int) -> list[str]:
         steps.append(
             f"batch {len(steps) + 1}: start {creates}, stop {stops} old "
             f"({updated}/{want} updated, {old} old left)"
+        )
+    if len(steps) > MAX_STEPS:
+        return [*steps[:MAX_STEPS], f"... and {len(steps) - MAX_STEPS} more batch(es)"]
+    return steps
+
+
+def _daemon_steps(spec: WorkloadSpec, nodes: int) -> list[str]:
+    """A daemon's rollout: node by node, ``max_unavailable`` nodes (at least 1) at a time."""
+    at_once = max(1, spec.update.unavailable(nodes))
+    steps: list[str] = []
+    for done in range(0, nodes, at_once):
+        batch = min(at_once, nodes - done)
+        steps.append(
+            f"batch {len(steps) + 1}: stop {batch} old, then start {batch} new on the same "
+            f"node(s) ({done + batch}/{nodes} nodes updated)"
         )
     if len(steps) > MAX_STEPS:
         return [*steps[:MAX_STEPS], f"... and {len(steps) - MAX_STEPS} more batch(es)"]
