@@ -26,10 +26,17 @@ POLL = 0.5
 """Seconds between two looks at the workload while ``status`` follows it."""
 
 
+def wanted(workload: Workload) -> int:
+    """Return how many instances the workload wants: ``replicas``, or a daemon's eligible nodes."""
+    if workload.spec.mode == "daemon":  # a StrEnum: no import of shoal.interfaces at start-up
+        return workload.status.desired_replicas
+    return workload.spec.replicas
+
+
 def progress_line(workload: Workload) -> str:
     """Return one line on where the workload's rollout stands."""
     status = workload.status
-    want = workload.spec.replicas
+    want = wanted(workload)
     condition = next((c for c in status.conditions if c.type == "Progressing"), None)
     state = condition.reason if condition else "Waiting"
     return (
@@ -79,15 +86,15 @@ def status(
         with Progress(
             TextColumn("{task.description}"), BarColumn(), console=real_console(out)
         ) as bar:
-            task = bar.add_task(progress_line(workload), total=max(workload.spec.replicas, 1))
+            task = bar.add_task(progress_line(workload), total=max(wanted(workload), 1))
             while (ended := outcome(workload)) is None:
                 await anyio.sleep(POLL)
                 workload = await shoal.get_workload(name, namespace)
                 bar.update(
                     task,
                     description=progress_line(workload),
-                    completed=min(workload.status.updated_replicas, workload.spec.replicas),
-                    total=max(workload.spec.replicas, 1),
+                    completed=min(workload.status.updated_replicas, wanted(workload)),
+                    total=max(wanted(workload), 1),
                 )
         out.print(progress_line(workload), highlight=False)
         return ended
