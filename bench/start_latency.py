@@ -22,6 +22,15 @@ ratio (the aim is under 1.5), then where Shoal's time goes: the median of
 each phase between marks taken on the way (see :class:`Marks`). Needs root
 and runc. Run with ``make bench`` or ``uv run python bench/start_latency.py
 [--rounds N]``.
+
+With ``--runtime cri`` the same run also measures Shoal on containerd: a
+second node (``--runtime cri``, host networking) on a private containerd
+(the tests' own, in a mount namespace of its own, see
+``tests/runtime/cri/support.py``; or the one at ``--cri-endpoint``), against
+its floor: the same pod started directly through CRI
+(``RunPodSandbox``, ``CreateContainer``, ``StartContainer`` with the
+configs ``CriRuntime`` sends). The four alternate each round, and both
+ratios are printed.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -48,13 +58,23 @@ from shoal.interfaces import (
     EventKind,
     Instance,
     InstanceState,
+    PodSpec,
     StateStore,
     WatchEvent,
     WorkloadSpec,
 )
-from shoal.runtime import ImageStore, OciCliRuntime
+from shoal.runtime import CriRuntime, ImageStore, OciCliRuntime
+from shoal.runtime.cri import CriClient
+from shoal.runtime.cri._client import pb
+from shoal.runtime.cri._cripod import container_config, sandbox_config
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script, only bench/ is on the path
+    sys.path.insert(0, str(ROOT))
+
+from tests.runtime.cri.support import IMAGE as CRI_IMAGE  # noqa: E402
+from tests.runtime.cri.support import PrivateContainerd, missing_requirement  # noqa: E402
+
 IMAGE = "busybox:1.36"
 COMMAND = ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
 """Runs until SIGTERM, and exits at once on it (so no round waits out a stop grace period)."""
@@ -69,12 +89,12 @@ MAX_ROUNDS = 100
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def workload(name: str) -> WorkloadSpec:
+def workload(name: str, image: str = IMAGE) -> WorkloadSpec:
     return WorkloadSpec.model_validate(
         {
             "name": name,
             "replicas": 1,
-            "template": {"containers": [{"name": "main", "image": IMAGE, "command": COMMAND}]},
+            "template": {"containers": [{"name": "main", "image": image, "command": COMMAND}]},
         }
     )
 
@@ -166,12 +186,27 @@ class Marks:
         self.time_calls(runtime, "run", "run", "ran")
         self.time_calls(runtime.ops.launcher, "launch", "shim", "shim answered")
 
-    def phases(self) -> dict[str, float]:
-        """Return the seconds of each phase of :data:`PHASES` this round."""
-        return {label: self.times[end] - self.times[begin] for begin, end, label in PHASES}
+    def instrument_cri(self, runtime: CriRuntime) -> None:
+        """Wrap the CRI runtime's steps on Shoal's path."""
+        self.time_calls(runtime, "ensure_image", "image", "image done")
+        self.time_calls(runtime, "run", "run", "ran")
+
+    def phases(self, phases: tuple[tuple[str, str, str], ...] = PHASES) -> dict[str, float]:
+        """Return the seconds of each phase of ``phases`` this round."""
+        return {label: self.times[end] - self.times[begin] for begin, end, label in phases}
 
 
-async def through_shoal(node: ShoalNode, name: str, marks: Marks) -> float:
+CRI_PHASES = (
+    ("applied", "placed", "control loop: apply → instance placed"),
+    ("placed", "image", "node loop: wake-up, pod list, 'starting'"),
+    ("image", "run", "image status (CRI ImageStatus)"),
+    ("run", "ran", "sandbox, create, start, status (CRI calls)"),
+    ("ran", "running", "'running' written and seen"),
+)
+"""Shoal's path on containerd as (from mark, to mark, what happens in between)."""
+
+
+async def through_shoal(node: ShoalNode, name: str, marks: Marks, image: str = IMAGE) -> float:
     """Apply a one-replica workload, return seconds until it runs, then delete it."""
     marks.times.clear()
     start = await node.store.revision() + 1
@@ -182,7 +217,7 @@ async def through_shoal(node: ShoalNode, name: str, marks: Marks) -> float:
         return reached(event)
 
     marks.mark("applied")
-    await node.service.apply([workload(name)])
+    await node.service.apply([workload(name, image)])
     event = await watch_until(node.store, "/instances/default/", start, placed_or_running)
     marks.mark("running")
     elapsed = marks.times["running"] - marks.times["applied"]
@@ -285,11 +320,78 @@ def mount_overlay(layers: list[Path], upper: Path, work: Path, target: Path) -> 
         raise OSError(code, f"overlay mount on {target}: {os.strerror(code)}")
 
 
+class CriFloor:
+    """Starts the equivalent pod through CRI calls only, with the configs CriRuntime sends."""
+
+    def __init__(self, client: CriClient, root: Path) -> None:
+        self.client = client
+        self.root = root
+
+    async def start(self, name: str) -> tuple[float, str]:
+        """Run the sandbox, create and start the container; return the seconds and the sandbox."""
+        spec = workload(name, CRI_IMAGE)
+        pod = PodSpec(
+            uid=uuid.uuid4().hex,
+            name=name,
+            namespace="default",
+            workload=name,
+            containers=spec.template.containers,
+        )
+        began = time.perf_counter()
+        (self.root / name).mkdir(parents=True)  # the log directory, as CriRuntime makes it
+        config = sandbox_config(
+            pod,
+            owner="bench-floor",
+            log_directory=self.root / name,
+            cgroup_parent="/shoal-cri",
+            host_network=True,
+            host_ip="127.0.0.1",
+        )
+        sandbox = await self.client.runtime(
+            "RunPodSandbox", pb.RunPodSandboxRequest(config=config), pb.RunPodSandboxResponse
+        )
+        settings = container_config(
+            pod, pod.containers[0], "0", owner="bench-floor", volume_sources={}, host_network=True
+        )
+        created = await self.client.runtime(
+            "CreateContainer",
+            pb.CreateContainerRequest(
+                pod_sandbox_id=sandbox.pod_sandbox_id, config=settings, sandbox_config=config
+            ),
+            pb.CreateContainerResponse,
+        )
+        await self.client.runtime(
+            "StartContainer",
+            pb.StartContainerRequest(container_id=created.container_id),
+            pb.StartContainerResponse,
+        )
+        return time.perf_counter() - began, sandbox.pod_sandbox_id
+
+    async def round(self, name: str) -> float:
+        """Start the pod, remove it again; return the seconds the start took."""
+        elapsed, sandbox = await self.start(name)
+        with anyio.CancelScope(shield=True):
+            for call, request, reply in (
+                ("StopPodSandbox", pb.StopPodSandboxRequest, pb.StopPodSandboxResponse),
+                ("RemovePodSandbox", pb.RemovePodSandboxRequest, pb.RemovePodSandboxResponse),
+            ):
+                await self.client.runtime(call, request(pod_sandbox_id=sandbox), reply)
+        return elapsed
+
+
 @contextlib.asynccontextmanager
-async def running_node(data_dir: Path) -> AsyncIterator[ShoalNode]:
-    """Run a runc node (memory state, host networking) until the block ends."""
+async def running_node(
+    data_dir: Path, runtime: str = "runc", endpoint: str | None = None
+) -> AsyncIterator[ShoalNode]:
+    """Run a node (memory state, host networking) until the block ends."""
+    settings: dict[str, Any] = {"cri_endpoint": endpoint} if endpoint else {}
     config = NodeConfig(
-        data_dir=data_dir, name="bench", runtime="runc", state="memory", network="host"
+        data_dir=data_dir,
+        name=f"bench-{runtime}",
+        runtime=runtime,
+        state="memory",
+        network="host",
+        **settings,
     )
     node = build_node(config)
     async with anyio.create_task_group() as tg:
@@ -303,11 +405,29 @@ async def running_node(data_dir: Path) -> AsyncIterator[ShoalNode]:
             tg.cancel_scope.cancel()
 
 
-async def main(rounds: int) -> None:
+def report(title: str, shoal_times: list[float], floor_times: list[float], floor: str) -> float:
+    """Print the medians of Shoal and its floor and return their ratio."""
+    shoal_median, floor_median = statistics.median(shoal_times), statistics.median(floor_times)
+    ratio = shoal_median / floor_median
+    print(title)
+    print(f"shoal apply → running   median {shoal_median * 1000:7.1f} ms")
+    print(f"{floor:<23} median {floor_median * 1000:7.1f} ms")
+    print(f"ratio (shoal / {floor}): {ratio:.2f}  (aim: < 1.5)")
+    return ratio
+
+
+def print_phases(phases: dict[str, list[float]]) -> None:
+    print("where shoal's time goes (median of each phase, ms; medians need not add up):")
+    for label, times in phases.items():
+        print(f"  {label:<44} {statistics.median(times) * 1000:6.1f}")
+
+
+async def main(rounds: int, runtime: str = "runc", endpoint: str | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="shoal-bench-start-") as tmp:
         work = Path(tmp)
         layout = build_image(work / "layout")
-        async with running_node(work / "node") as node:
+        async with contextlib.AsyncExitStack() as stack:
+            node = await stack.enter_async_context(running_node(work / "node"))
             await node.service.import_image(str(layout), IMAGE)
             if not isinstance(node.images, ImageStore):
                 raise RuntimeError("a runc node without an image store")
@@ -317,9 +437,15 @@ async def main(rounds: int) -> None:
             floor = RuncFloor(work / "floor", prepared.layers)
             marks = Marks()
             marks.instrument(node.runtime)
+            cri: tuple[ShoalNode, CriFloor, Marks] | None = None
+            if runtime == "cri":
+                cri = await stack.enter_async_context(cri_parts(work, endpoint))
             shoal_times: list[float] = []
             floor_times: list[float] = []
             phases: dict[str, list[float]] = {label: [] for _, _, label in PHASES}
+            cri_times: list[float] = []
+            cri_floor_times: list[float] = []
+            cri_phases: dict[str, list[float]] = {label: [] for _, _, label in CRI_PHASES}
             for number in range(rounds + 1):  # round 0 warms both up and is not counted
                 # Who goes first alternates, so neither always follows the other's cleanup.
                 if number % 2:
@@ -333,14 +459,74 @@ async def main(rounds: int) -> None:
                     floor_times.append(direct)
                     for label, seconds in marks.phases().items():
                         phases[label].append(seconds)
-    shoal_median, floor_median = statistics.median(shoal_times), statistics.median(floor_times)
-    print(f"one busybox container on runc, host networking, {rounds} rounds")
-    print(f"shoal apply → running   median {shoal_median * 1000:7.1f} ms")
-    print(f"runc run -d of a bundle median {floor_median * 1000:7.1f} ms")
-    print(f"ratio (shoal / runc run -d): {shoal_median / floor_median:.2f}  (aim: < 1.5)")
-    print("where shoal's time goes (median of each phase, ms; medians need not add up):")
-    for label, times in phases.items():
-        print(f"  {label:<44} {statistics.median(times) * 1000:6.1f}")
+                if cri is None:
+                    continue
+                cri_node, cri_floor, cri_marks = cri
+                if number % 2:
+                    cri_direct = await cri_floor.round(f"cri-floor-{number}")
+                    cri_shoal = await through_shoal(
+                        cri_node, f"cri-start-{number}", cri_marks, CRI_IMAGE
+                    )
+                else:
+                    cri_shoal = await through_shoal(
+                        cri_node, f"cri-start-{number}", cri_marks, CRI_IMAGE
+                    )
+                    cri_direct = await cri_floor.round(f"cri-floor-{number}")
+                if number:
+                    cri_times.append(cri_shoal)
+                    cri_floor_times.append(cri_direct)
+                    for label, seconds in cri_marks.phases(CRI_PHASES).items():
+                        cri_phases[label].append(seconds)
+    report(
+        f"one busybox container on runc, host networking, {rounds} rounds",
+        shoal_times,
+        floor_times,
+        "runc run -d",
+    )
+    print_phases(phases)
+    if cri is not None:
+        print()
+        report(
+            f"the same pod on containerd through CRI, host networking, {rounds} rounds",
+            cri_times,
+            cri_floor_times,
+            "CRI calls",
+        )
+        print("  (CRI calls: RunPodSandbox, CreateContainer, StartContainer, nothing else)")
+        print_phases(cri_phases)
+
+
+@contextlib.asynccontextmanager
+async def cri_parts(
+    work: Path, endpoint: str | None
+) -> AsyncIterator[tuple[ShoalNode, CriFloor, Marks]]:
+    """Run a CRI node on containerd (a private one unless ``endpoint``) with its floor."""
+    containerd: PrivateContainerd | None = None
+    if endpoint is None:
+        reason = missing_requirement()
+        if reason is not None:
+            raise SystemExit(f"start_latency --runtime cri: {reason}")
+        containerd = PrivateContainerd(work / "ctrd")
+        try:
+            await anyio.to_thread.run_sync(containerd.start)
+        except BaseException:
+            containerd.close()
+            raise
+        endpoint = containerd.endpoint
+    client = CriClient(endpoint)
+    try:
+        async with running_node(work / "cri-node", "cri", endpoint) as node:
+            if not isinstance(node.runtime, CriRuntime):
+                raise RuntimeError("a cri node without the CRI runtime")
+            await node.runtime.ensure_image(CRI_IMAGE)
+            marks = Marks()
+            marks.instrument_cri(node.runtime)
+            yield node, CriFloor(client, work / "cri-floor"), marks
+    finally:
+        with anyio.CancelScope(shield=True):
+            await client.aclose()
+            if containerd is not None:
+                await anyio.to_thread.run_sync(containerd.close)
 
 
 def rounds_arg(text: str) -> int:
@@ -353,7 +539,18 @@ def rounds_arg(text: str) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=rounds_arg, default=10)
+    parser.add_argument(
+        "--runtime",
+        choices=["runc", "cri"],
+        default="runc",
+        help="cri: also measure Shoal on containerd against direct CRI calls",
+    )
+    parser.add_argument(
+        "--cri-endpoint",
+        default=None,
+        help="an existing containerd's CRI socket [default: start a private containerd]",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0 or shutil.which("runc") is None:
         sys.exit("start_latency needs root and runc (apt-get install runc, or `make run` once)")
-    anyio.run(main, args.rounds)
+    anyio.run(main, args.rounds, args.runtime, args.cri_endpoint)
