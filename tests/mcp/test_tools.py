@@ -32,6 +32,10 @@ READ_TOOLS = {
     "plan_workload",
     "plan_drain",
     "get_rollout",
+    "list_config_maps",
+    "list_secrets",
+    "list_namespaces",
+    "plan_delete_config",
 }
 
 
@@ -212,7 +216,9 @@ async def test_bad_arguments_say_what_to_change_and_change_nothing(live: Live) -
         assert "invalid_spec: manifest: line 1, column 16: invalid YAML" in bad_yaml
         second_bad = EXAMPLE.read_text() + "\n---\nname: second\nreplicas: -3\n"
         half = await refused(client, "apply_workload", manifest=second_bad)
-        assert "manifest: document 2 (workload 'second'): field replicas" in half
+        assert "manifest: document 2 (workload 'second'): field replicas" in half.replace(
+            "Workload", "workload"
+        )
         assert "plan_workload(action='scale') needs replicas" in await refused(
             client, "plan_workload", action="scale", name="hello"
         )

@@ -40,7 +40,8 @@ PlanId = Annotated[
     str | None,
     Field(
         max_length=64,
-        description="The plan_id of a plan made for exactly this change (plan_workload or "
-        "plan_drain). Required for destructive changes unless the user confirms when asked.",
+        description="The plan_id of a plan made for exactly this change (plan_workload, "
+        "plan_drain or plan_delete_config). Required for destructive changes unless the user "
+        "confirms when asked.",
     ),
 ]

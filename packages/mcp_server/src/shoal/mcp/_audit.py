@@ -58,6 +58,8 @@ _MAX_ARGUMENTS = 2000
 _LIST_HINTS = {
     "workload": "call list_workloads to see which exist",
     "instance": "call list_instances to see which exist",
+    "configmap": "call list_config_maps to see which exist",
+    "secret": "call list_secrets to see which exist",
 }
 
 

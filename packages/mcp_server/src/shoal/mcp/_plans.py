@@ -2,10 +2,11 @@
 
 Deleting a workload, draining a node and scaling a workload to zero (by
 ``scale_workload`` or by applying ``replicas: 0``) stop instances that nothing
-replaces. Such a call goes through only with
+replaces; deleting a ConfigMap or a Secret leaves the pods that use it unable
+to start again. Such a call goes through only with
 
 * the ``plan_id`` of a plan made for *that exact change* by ``plan_workload``
-  (or ``plan_drain``), or
+  (or ``plan_drain``, ``plan_delete_config``), or
 * the user's explicit yes to an elicitation, when the client supports it.
 
 Plan ids are digests of the action, its parameters and the identity and
@@ -21,10 +22,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
-from mcp.server.mcpserver import AcceptedElicitation, Context, ElicitationResult
+from mcp.server.mcpserver import AcceptedElicitation, Context, Elicit, ElicitationResult
 from pydantic import BaseModel, Field
 
 from shoal.core import revision_of
@@ -32,12 +33,15 @@ from shoal.interfaces import (
     PLACED_STATES,
     ApplyResult,
     ChangeAction,
+    ObjectSpec,
     PlannedChange,
+    Role,
     Service,
+    ShoalError,
     WorkloadSpec,
 )
 
-from ._audit import Refused
+from ._audit import Call, Gate, Refused
 from ._redact import redact_plan
 from ._views import Model
 
@@ -47,13 +51,16 @@ __all__ = [
     "Decision",
     "apply_plan",
     "check_confirmed",
+    "config_delete_plan",
     "delete_plan",
     "drain_plan",
+    "record_confirmation",
     "scale_plan",
+    "settle",
     "supports_elicitation",
 ]
 
-Action = Literal["apply", "scale", "delete", "drain", "undo", "promote"]
+Action = Literal["apply", "scale", "delete", "drain", "undo", "promote", "delete_config"]
 Decision = Literal["plan", "ask", "missing", "not_needed"]
 """How a resolver settled a destructive call before its body runs."""
 
@@ -64,7 +71,7 @@ class ChangePlan(Model):
     plan_id: str
     """Pass this as plan_id to the tool in next_step. It stops matching once the object changes."""
     action: Action
-    """apply, scale, delete, drain, undo or promote."""
+    """apply, scale, delete, drain, undo, promote or delete_config (a ConfigMap or Secret)."""
     target: str
     """What changes, e.g. 'workload default/web' or 'node n1'."""
     summary: str
@@ -74,7 +81,9 @@ class ChangePlan(Model):
     instances_stopped: list[str] = Field(default_factory=list)
     """Instances that stop (for delete, drain and scale to zero)."""
     changes: list[PlannedChange] = Field(default_factory=list)
-    """For apply: the field-by-field diff per workload (secret values redacted)."""
+    """For apply: the field-by-field diff per object (secret values redacted)."""
+    warnings: list[str] = Field(default_factory=list)
+    """For apply: what Shoal will not honour in the documents (kinds, fields), per object."""
     next_step: str
     """The call that makes this change."""
 
@@ -196,27 +205,77 @@ async def drain_plan(service: Service, node_name: str) -> ChangePlan:
     )
 
 
+async def config_delete_plan(
+    service: Service, kind: Literal["ConfigMap", "Secret"], name: str, namespace: str
+) -> ChangePlan:
+    """Plan deleting a ConfigMap or a Secret. Raises NotFound."""
+    if kind == "ConfigMap":
+        stored = await service.get_config_map(name, namespace)
+        uid, generation = stored.uid, stored.generation
+    else:
+        secret = await service.get_secret(name, namespace)
+        uid, generation = secret.uid, secret.generation
+    users = sorted(
+        w.name
+        for w in await service.list_workloads(namespace)
+        if (kind, name) in w.spec.template.config_refs()
+    )
+    if users:
+        impact = (
+            f"{len(users)} workload(s) use it ({', '.join(users)}): their running pods keep "
+            "what they have, but pods started from now on wait (CreateContainerConfigError) "
+            "until it exists again"
+        )
+    else:
+        impact = "no workload uses it"
+    tool = "delete_config_map" if kind == "ConfigMap" else "delete_secret"
+    return ChangePlan(
+        plan_id=_digest("delete_config", kind, namespace, name, uid, generation),
+        action="delete_config",
+        target=f"{kind} {namespace}/{name}",
+        summary=f"delete {kind} {namespace}/{name}: {impact}",
+        destructive=True,
+        next_step=f"{tool}(name={name!r}, namespace={namespace!r}, plan_id=<plan_id>)",
+    )
+
+
 def _zeroes(change: PlannedChange) -> bool:
     return change.action == ChangeAction.UPDATE and any(
         c.path == "replicas" and c.new == 0 and (c.old or 0) > 0 for c in change.changes
     )
 
 
-def apply_plan(result: ApplyResult, specs: Sequence[WorkloadSpec]) -> ChangePlan:
-    """Describe a dry-run apply; it is destructive when it scales a workload to zero."""
+def _named(change: PlannedChange) -> str:
+    where = f"{change.namespace}/{change.name}" if change.namespace else change.name
+    return where if change.kind == "Workload" else f"{change.kind} {where}"
+
+
+def _target(spec: ObjectSpec) -> str:
+    return f"workload {spec.key}" if isinstance(spec, WorkloadSpec) else f"{spec.kind} {spec.key}"
+
+
+def apply_plan(
+    result: ApplyResult, specs: Sequence[ObjectSpec], warnings: Sequence[str] = ()
+) -> ChangePlan:
+    """Describe a dry-run apply; it is destructive when it scales a workload to zero.
+
+    ``warnings`` are the translation's (what the documents have that Shoal ignores);
+    the service's own come with ``result``.
+    """
     plan = redact_plan(result.plan)
     zeroed = [f"{c.namespace}/{c.name}" for c in plan.changes if _zeroes(c)]
-    verbs = [f"{c.action.value} {c.namespace}/{c.name}" for c in plan.changes]
+    verbs = [f"{c.action.value} {_named(c)}" for c in plan.changes]
     summary = "apply: " + ", ".join(verbs)
     if zeroed:
         summary += f"; scales {', '.join(zeroed)} to zero (every instance stops)"
     return ChangePlan(
         plan_id=plan.id,
         action="apply",
-        target=", ".join(f"workload {s.key}" for s in specs),
+        target=", ".join(_target(s) for s in specs),
         summary=summary,
         destructive=bool(zeroed),
         changes=plan.changes,
+        warnings=list(dict.fromkeys([*warnings, *result.warnings])),
         next_step="apply_workload(<the same workload or manifest>, plan_id=<plan_id>)",
     )
 
@@ -258,8 +317,50 @@ def check_confirmed(plan: ChangePlan, plan_id: str | None, outcome: ElicitationR
         raise Refused(
             f"not_confirmed: the user {answer} the confirmation to {plan.summary}. Nothing changed"
         )
-    tool = "plan_drain" if plan.action == "drain" else f"plan_workload(action={plan.action!r})"
+    tool = {"drain": "plan_drain", "delete_config": "plan_delete_config"}.get(
+        plan.action, f"plan_workload(action={plan.action!r})"
+    )
     raise Refused(
         f"plan_required: this would {plan.summary}. It is destructive: call {tool} for exactly "
         "this change, review the plan with the user, then call again with its plan_id"
     )
+
+
+async def settle(
+    gate: Gate,
+    ctx: Context[Any, Any],
+    plan_id: str | None,
+    make: Callable[[Service], Awaitable[ChangePlan]],
+) -> Decision | Elicit[Confirm]:
+    """Settle a destructive call before its body: by plan, by asking the user, or not.
+
+    A resolver of the tool's ``confirmation`` argument: with a plan_id the body
+    checks it; an operator whose client can answer is asked when the change
+    ``make`` plans is destructive; otherwise the body refuses or reports.
+    """
+    caller = gate.caller(ctx)
+    if plan_id is not None:
+        return "plan"
+    if not caller.allows(Role.OPERATOR) or not supports_elicitation(ctx):
+        return "missing"  # the body refuses with what to do instead
+    try:
+        plan = await make(gate.services(caller))
+    except ShoalError:
+        return "not_needed"  # the body reports the error
+    if not plan.destructive:
+        return "not_needed"
+    return Elicit(f"Shoal will {plan.summary}. This cannot be undone. Go ahead?", Confirm)
+
+
+def record_confirmation(
+    call: Call, plan: ChangePlan, plan_id: str | None, confirmation: ElicitationResult[Any]
+) -> str:
+    """Check that ``plan``'s change is authorised (see :func:`check_confirmed`); note how.
+
+    Raises:
+        Refused: it is not.
+    """
+    how = check_confirmed(plan, plan_id, confirmation)
+    call.notes["confirmed"] = how
+    call.notes["plan_id"] = plan.plan_id
+    return how

@@ -7,6 +7,11 @@ Redaction is structural — it rewrites the ``env`` maps of workloads,
 instances and plan diffs — plus a scrub of the known secret values out of
 free text such as log lines.
 
+A Secret's values are never shown at all: a Secret document (``kind:
+Secret``, either dialect) has every value of its ``data`` and ``stringData``
+redacted wherever it appears (tool arguments in audit events included), and
+a planned change of a Secret shows which fields change, not their values.
+
 Redacted values read :data:`REDACTED`. An agent that reads a workload, edits
 it and applies it back sends :data:`REDACTED` where the secrets were;
 :func:`restore_secrets` puts the stored values back, so a round trip never
@@ -74,9 +79,26 @@ def redact_env(env: Mapping[str, Any]) -> dict[str, Any]:
     return {name: _redact_value(name, value) for name, value in env.items()}
 
 
+_SECRET_DATA = ("data", "stringData", "string_data")
+"""The fields of a Secret document that hold its values."""
+
+
+def _redact_secret_document(document: dict[str, Any]) -> dict[str, Any]:
+    clean = dict(document)
+    for key in _SECRET_DATA:
+        values = clean.get(key)
+        if isinstance(values, dict):
+            clean[key] = dict.fromkeys(values, REDACTED)
+        elif values is not None:
+            clean[key] = REDACTED
+    return clean
+
+
 def redact_json(value: Any) -> Any:
-    """Redact every ``env`` map inside a JSON-like value (dicts, lists, scalars)."""
+    """Redact every ``env`` map, and every Secret document's values, inside a JSON-like value."""
     if isinstance(value, dict):
+        if value.get("kind") == "Secret":
+            value = _redact_secret_document(value)
         return {
             key: redact_env(item) if key == "env" and isinstance(item, dict) else redact_json(item)
             for key, item in value.items()
@@ -107,10 +129,23 @@ def _redact_change(change: FieldChange) -> FieldChange:
     return change.model_copy(update={"old": old, "new": new})
 
 
+def _redact_secret_change(change: FieldChange) -> FieldChange:
+    old = None if change.old is None else REDACTED
+    new = None if change.new is None else REDACTED
+    return change.model_copy(update={"old": old, "new": new})
+
+
 def redact_plan(plan: Plan) -> Plan:
-    """Return ``plan`` with secret values in its field changes redacted."""
+    """Return ``plan`` with secret values in its field changes redacted (a Secret's: all)."""
     changes = [
-        planned.model_copy(update={"changes": [_redact_change(c) for c in planned.changes]})
+        planned.model_copy(
+            update={
+                "changes": [
+                    _redact_secret_change(c) if planned.kind == "Secret" else _redact_change(c)
+                    for c in planned.changes
+                ]
+            }
+        )
         for planned in plan.changes
     ]
     return plan.model_copy(update={"changes": changes})

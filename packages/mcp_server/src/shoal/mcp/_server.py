@@ -30,6 +30,7 @@ from ._ontology import Ontology
 from ._prompts import register_prompts
 from ._resources import register_resources
 from ._tools_change import CHANGE_TOOLS, register_change_tools
+from ._tools_config import register_config_tools
 from ._tools_read import register_read_tools
 
 __all__ = ["INSTRUCTIONS", "McpSettings", "build_server"]
@@ -41,11 +42,14 @@ Shoal runs containers on a cluster of nodes. Workloads declare N replicas of a p
 loop places their instances on nodes and keeps them running.
 
 Start with cluster_status. To find out why something fails: explain_instance, get_logs, \
-list_events (or the diagnose-workload prompt). Changes: plan first (plan_workload, plan_drain), \
-show the plan to the user, then make the change with the plan's plan_id. Deleting a workload, \
-draining a node and scaling to zero are refused without a plan_id for exactly that change (or \
-the user's confirmation when asked). Secret values read '<redacted>'; applying them back \
-unchanged keeps the stored values. The ontology resources (shoal://ontology/workload, ...) \
+list_events (or the diagnose-workload prompt). Changes: plan first (plan_workload, plan_drain, \
+plan_delete_config), show the plan to the user, then make the change with the plan's plan_id. \
+Deleting a workload, a ConfigMap or a Secret, draining a node and scaling to zero are refused \
+without a plan_id for exactly that change (or the user's confirmation when asked). \
+apply_workload takes Kubernetes manifests too (Deployment, DaemonSet, Job, Pod, ConfigMap, \
+Secret, Namespace) and reports what it ignores in warnings. Secret values read '<redacted>' \
+(a Secret object's values are never shown: list_secrets gives keys and sizes); applying them \
+back unchanged keeps the stored values. The ontology resources (shoal://ontology/workload, ...) \
 describe every field and state."""
 
 
@@ -115,6 +119,7 @@ def build_server(services: ServiceFactory, settings: McpSettings | None = None) 
     )
     register_read_tools(server, gate)
     register_change_tools(server, gate, read_only=settings.read_only)
+    register_config_tools(server, gate, read_only=settings.read_only)
     register_resources(server, gate, Ontology(settings.ontology_dir))
     register_manifests_resource(server, gate)
     register_prompts(server, gate)

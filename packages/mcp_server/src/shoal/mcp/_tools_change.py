@@ -24,47 +24,51 @@ from shoal.interfaces import (
     Node,
     NotFound,
     ObjectRef,
+    ObjectSpec,
     Role,
     Service,
-    ShoalError,
     Workload,
     WorkloadSpec,
     load_yaml_documents,
-    parse_workload_documents,
 )
+from shoal.kube import parse_documents
 
 from ._args import Namespace, NodeName, PlanId, WorkloadName
-from ._audit import Call, Gate
+from ._audit import Gate
 from ._plans import (
     ChangePlan,
     Confirm,
     Decision,
     apply_plan,
-    check_confirmed,
     delete_plan,
     drain_plan,
     promote_plan,
+    record_confirmation,
     scale_plan,
-    supports_elicitation,
+    settle,
     undo_plan,
 )
 from ._redact import restore_secrets
+from ._tools_config import CONFIG_CHANGE_TOOLS
 from ._tools_read import READ
 from ._views import Applied, NodeChanged, WorkloadChanged, WorkloadSummary, node_summaries
 
 __all__ = ["CHANGE_TOOLS", "register_change_tools"]
 
-CHANGE_TOOLS = frozenset(
-    {
-        "apply_workload",
-        "scale_workload",
-        "delete_workload",
-        "cordon_node",
-        "uncordon_node",
-        "drain_node",
-        "undo_rollout",
-        "promote_rollout",
-    }
+CHANGE_TOOLS = (
+    frozenset(
+        {
+            "apply_workload",
+            "scale_workload",
+            "delete_workload",
+            "cordon_node",
+            "uncordon_node",
+            "drain_node",
+            "undo_rollout",
+            "promote_rollout",
+        }
+    )
+    | CONFIG_CHANGE_TOOLS
 )
 """Tools that change the cluster: hidden from viewers and absent in read-only mode."""
 
@@ -81,15 +85,21 @@ WorkloadArg = Annotated[
 ManifestArg = Annotated[
     str | None,
     Field(
-        description="Workload YAML, one or more documents (e.g. the text of examples/hello.yaml)."
+        description="YAML text, one or more documents (---) of either dialect: Shoal's (kind "
+        "Workload, ConfigMap, Secret or Namespace; e.g. the text of examples/hello.yaml) or "
+        "Kubernetes' (apiVersion + kind: Deployment, DaemonSet, Job, Pod, ConfigMap, Secret, "
+        "Namespace, List; e.g. examples/k8s/*.yaml). Kinds and fields Shoal does not honour "
+        "(Service, Ingress, securityContext, ...) are reported in warnings, not applied."
     ),
 ]
 
 
-async def workload_specs(
+async def object_specs(
     service: Service, workload: WorkloadSpec | None, manifest: str | None
-) -> list[WorkloadSpec]:
-    """Return the specs to apply, with redacted secrets restored from the stored workloads.
+) -> tuple[list[ObjectSpec], list[str]]:
+    """Return the objects to apply and the translation's warnings.
+
+    Redacted secret env values are restored from the stored workloads.
 
     Raises:
         InvalidInput: neither or both of ``workload`` and ``manifest``, or a bad manifest.
@@ -99,21 +109,35 @@ async def workload_specs(
             "pass exactly one of workload (a JSON object) or manifest (YAML text)",
             field="workload",
         )
+    warnings: list[str] = []
+    specs: list[ObjectSpec]
     if manifest is not None:
         if len(manifest) > _MAX_MANIFEST:
             raise InvalidInput(f"manifest is over {_MAX_MANIFEST} characters: split it")
-        specs = parse_workload_documents(load_yaml_documents(manifest, "manifest"), "manifest")
+        translation = parse_documents(load_yaml_documents(manifest, "manifest"), "manifest")
+        specs, warnings = translation.objects, translation.warnings
     else:
         assert workload is not None
         specs = [workload]
-    restored = []
+    restored: list[ObjectSpec] = []
     for spec in specs:
+        if not isinstance(spec, WorkloadSpec):
+            restored.append(spec)
+            continue
         try:
             stored = await service.get_workload(spec.name, spec.namespace)
         except NotFound:
             stored = None
         restored.append(restore_secrets(spec, stored))
-    return restored
+    return restored, warnings
+
+
+async def plan_apply(
+    service: Service, workload: WorkloadSpec | None, manifest: str | None
+) -> tuple[ChangePlan, list[ObjectSpec]]:
+    """Return the plan of applying ``workload`` or ``manifest``, and the objects it applies."""
+    specs, warnings = await object_specs(service, workload, manifest)
+    return apply_plan(await service.apply(specs, dry_run=True), specs, warnings), specs
 
 
 def _workload_ref(name: str, namespace: str) -> ObjectRef:
@@ -127,25 +151,13 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
         ctx: Context, plan_id: str | None, make: Callable[[Service], Awaitable[ChangePlan]]
     ) -> Decision | Elicit[Confirm]:
         """Settle a destructive call before its body: by plan, by asking the user, or not."""
-        caller = gate.caller(ctx)
-        if plan_id is not None:
-            return "plan"
-        if not caller.allows(Role.OPERATOR) or not supports_elicitation(ctx):
-            return "missing"  # the body refuses with what to do instead
-        try:
-            plan = await make(gate.services(caller))
-        except ShoalError:
-            return "not_needed"  # the body reports the error
-        if not plan.destructive:
-            return "not_needed"
-        return Elicit(f"Shoal will {plan.summary}. This cannot be undone. Go ahead?", Confirm)
+        return await settle(gate, ctx, plan_id, make)
 
     async def confirm_apply(
         ctx: Context, workload: WorkloadSpec | None, manifest: str | None, plan_id: str | None
     ) -> Decision | Elicit[Confirm]:
         async def make(service: Service) -> ChangePlan:
-            specs = await workload_specs(service, workload, manifest)
-            return apply_plan(await service.apply(specs, dry_run=True), specs)
+            return (await plan_apply(service, workload, manifest))[0]
 
         return await decide(ctx, plan_id, make)
 
@@ -222,8 +234,7 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
         """
         async with gate.call(ctx, Role.VIEWER) as call:
             if action == "apply":
-                specs = await workload_specs(call.service, workload, manifest)
-                return apply_plan(await call.service.apply(specs, dry_run=True), specs)
+                return (await plan_apply(call.service, workload, manifest))[0]
             if name is None:
                 raise InvalidInput(f"plan_workload(action={action!r}) needs name", field="name")
             if action == "delete":
@@ -256,22 +267,29 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
         manifest: ManifestArg = None,
         plan_id: PlanId = None,
     ) -> Applied:
-        """Create or update workloads, all or nothing (the control loop then converges).
+        """Create or update workloads, ConfigMaps, Secrets and Namespaces, all or nothing.
+
+        Takes one workload (JSON) or a manifest (YAML) of Shoal's or Kubernetes' documents;
+        what Shoal does not honour comes back in warnings. The control loop then converges.
 
         Pass a plan_id from plan_workload to apply exactly what was reviewed; scaling a workload to
         0 replicas this way needs one.
         """
         async with gate.call(ctx, Role.OPERATOR) as call:
-            specs = await workload_specs(call.service, workload, manifest)
-            plan = apply_plan(await call.service.apply(specs, dry_run=True), specs)
+            plan, specs = await plan_apply(call.service, workload, manifest)
             how = _confirmed(call, plan, plan_id, confirmation)
             result = await call.service.apply(specs)
+        config = [f"ConfigMap {c.key}" for c in result.config_maps]
+        config += [f"Secret {s.key}" for s in result.secrets]
+        config += [f"Namespace {n.key}" for n in result.namespaces]
         return Applied(
             plan_id=plan.plan_id,
             summary=plan.summary,
             confirmed=how,
             changes=plan.changes,
             workloads=[WorkloadSummary.of(w) for w in result.workloads],
+            config=config,
+            warnings=plan.warnings,
         )
 
     @server.tool(annotations=_DESTRUCTIVE)
@@ -411,10 +429,4 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
         return NodeChanged(summary=plan.summary, confirmed=how, node=summary)
 
 
-def _confirmed(
-    call: Call, plan: ChangePlan, plan_id: str | None, confirmation: ElicitationResult[Any]
-) -> str:
-    how = check_confirmed(plan, plan_id, confirmation)
-    call.notes["confirmed"] = how
-    call.notes["plan_id"] = plan.plan_id
-    return how
+_confirmed = record_confirmation

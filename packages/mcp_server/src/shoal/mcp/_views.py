@@ -346,9 +346,13 @@ class Applied(Model):
     confirmed: str
     """How the apply was authorised: 'plan', 'elicitation' or 'not destructive'."""
     changes: list[PlannedChange]
-    """Per workload: create, update or unchanged, with the changed fields (secrets redacted)."""
+    """Per object: create, update or unchanged, with the changed fields (secrets redacted)."""
     workloads: list[WorkloadSummary]
     """The stored workloads (list_instances shows their instances as they converge)."""
+    config: list[str] = Field(default_factory=list)
+    """The ConfigMaps, Secrets and Namespaces applied, as 'Kind namespace/name'."""
+    warnings: list[str] = Field(default_factory=list)
+    """What Shoal did not honour in the documents (kinds, fields), per object: not applied."""
 
 
 def count_by(values: Iterable[str]) -> dict[str, int]:
