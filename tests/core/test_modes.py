@@ -534,6 +534,24 @@ def test_a_plan_counts_a_daemons_nodes_and_a_jobs_parallel_runs() -> None:
     assert plan_change(more, finished).instances_to_create == 0
 
 
+def test_finished_runs_that_are_not_restarted_free_their_slot() -> None:
+    usage = UsageIndex()
+    on_failure = job("OnFailure")
+    running = instance("a", "n1", R, of=on_failure).value
+    assert not usage.change(None, running)
+    assert usage["n1"].pods == 1
+    failed = running.model_copy(update=FAILED)
+    assert not usage.change(running, failed)  # OnFailure restarts it in place: the slot stays
+    assert usage["n1"].pods == 1
+    succeeded = running.model_copy(update=DONE)
+    assert usage.change(running, succeeded)  # a succeeded run is kept, taking no room
+    assert "n1" not in usage
+    never = instance("b", "n1", R, of=job("Never")).value
+    usage.change(None, never)
+    assert usage.change(never, never.model_copy(update=FAILED))
+    assert "n1" not in usage
+
+
 # --- the loops, on the mock runtime -----------------------------------------
 
 

@@ -10,13 +10,24 @@ from typing import Any
 
 from shoal.interfaces import PLACED_STATES, Instance, InstanceState, NodeUsage, Workload
 
+from ._restarts import should_restart
+
 __all__ = ["InstanceFactory", "UsageIndex"]
 
-_HOLDS_ITS_SLOT = PLACED_STATES | {InstanceState.STOPPED, InstanceState.FAILED}
+_FINISHED = frozenset({InstanceState.STOPPED, InstanceState.FAILED})
 
 
 def _holds_a_slot(inst: Instance | None) -> bool:
-    return inst is not None and inst.node is not None and inst.state in _HOLDS_ITS_SLOT
+    """Whether ``inst`` takes room on its node: placed, or finished and to be restarted there.
+
+    A finished instance that its restart policy does not restart (a job's
+    succeeded run, a failed one under Never) is kept for its logs, taking no room.
+    """
+    if inst is None or inst.node is None:
+        return False
+    if inst.state in _FINISHED:
+        return should_restart(inst.restart_policy, inst)
+    return inst.state in PLACED_STATES
 
 
 class UsageIndex(Mapping[str, NodeUsage]):
@@ -25,7 +36,8 @@ class UsageIndex(Mapping[str, NodeUsage]):
     :meth:`change` is an instance cache's listener: it takes one instance's
     old and new value, so the usage of every node is known without summing
     the cluster's instances per placement. Finished instances keep their
-    slot: the control loop restarts them in place.
+    slot when the control loop restarts them in place; those it does not
+    restart (a job's finished runs) free it.
     Host ports are counted, so one of two instances that (wrongly) share a
     port can go without freeing it. Read it as a mapping of node name to
     :class:`NodeUsage`; the scheduler copies what it changes.
