@@ -144,6 +144,44 @@ def test_service_account_token_source_is_reported() -> None:
             "gRPC probes are not supported",
         ),
         (
+            pod({"readinessProbe": {"periodSeconds": 5}}),
+            "spec.containers[0].readinessProbe",
+            "a probe needs exactly one action, it has 0; give one of httpGet, tcpSocket or exec",
+        ),
+        (
+            pod({"livenessProbe": {"exec": {"command": ["true"]}, "tcpSocket": {"port": 80}}}),
+            "spec.containers[0].livenessProbe",
+            "it has 2",
+        ),
+        (pod(volumes=[{"name": "v"}]), "spec.volumes[0]", "the volume has no source"),
+        (
+            pod(volumes=[{"name": "v", "emptyDir": {"medium": "HugePages"}}]),
+            "spec.volumes[0].emptyDir.medium",
+            "medium 'HugePages' is not supported",
+        ),
+        (
+            pod({"livenessProbe": {"httpGet": {"port": 80, "scheme": "HTTPS"}}}),
+            "spec.containers[0].livenessProbe.httpGet.scheme",
+            "plain HTTP",
+        ),
+        (
+            pod({"env": [{"name": "A", "valueFrom": {}}]}),
+            "spec.containers[0].env[0].valueFrom",
+            "valueFrom is empty",
+        ),
+        (pod({"ports": "80"}), "spec.containers[0].ports", "expected a list, got a string"),
+        (pod({"env": [{"value": "x"}]}), "spec.containers[0].env[0].name", "required value"),
+        (
+            {**deployment(selector=None), "kind": "DaemonSet"},
+            "spec.selector",
+            "required value is missing",
+        ),
+        (
+            {**pod(), "metadata": {"generateName": "web-"}},
+            "metadata.name",
+            "generateName is not supported",
+        ),
+        (
             pod({"env": [{"name": "A", "value": 5}]}),
             "spec.containers[0].env[0].value",
             "valid string",
@@ -153,7 +191,7 @@ def test_service_account_token_source_is_reported() -> None:
                 {"env": [{"name": "A", "valueFrom": {"fieldRef": {"fieldPath": "spec.hostname"}}}]}
             ),
             "spec.containers[0].env[0].valueFrom",
-            "'spec.hostname' is not a pod field",
+            "fieldPath 'spec.hostname' is not a pod field",
         ),
         (
             pod(

@@ -189,6 +189,13 @@ def _resources(fields: Fields) -> dict[str, Any]:
 
 
 def _probe(fields: Fields, named_ports: dict[str, Any]) -> dict[str, Any]:
+    actions = [key for key in ("httpGet", "tcpSocket", "exec", "grpc") if fields.has(key)]
+    if len(actions) != 1:
+        raise TranslationError(
+            fields.path,
+            f"a probe needs exactly one action, it has {len(actions)}",
+            "give one of httpGet, tcpSocket or exec",
+        )
     out = _copy(fields, _PROBE_TIMING, done=False)
     http = fields.child("httpGet", "http_get")
     if http is not None:

@@ -32,6 +32,14 @@ from ._kinds import KINDS, LAST_APPLIED
 __all__ = ["KubeObject", "ObjectError", "object_label", "translate_object"]
 
 _KEY_IN_MESSAGE = re.compile(r"key '([^']+)'|key\(s\) ([^,:\s]+)")
+_QUOTED = re.compile(r"('[^']*')")
+_SHOAL_WORDS = re.compile(r"\b[a-z]+(?:_[a-z]+)+\b")
+_KUBERNETES_WORDS = {
+    "downward_api": "downwardAPI",
+    "env_refs": "env",
+    "restart_policy": "restartPolicy",
+}
+"""Shoal field names whose Kubernetes name is not simply their camelCase."""
 
 
 @dataclass
@@ -147,14 +155,27 @@ def _validate(
             loc = tuple(
                 p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-"))
             )
-            problem = described["problem"]
-            if config:  # the models' messages name Shoal's fields; say Kubernetes' instead
-                problem = problem.replace("string_data", "stringData")
-                problem = problem.replace("binary_data", "binaryData")
+            problem = _in_kubernetes_words(described["problem"])
             path = _kubernetes_path(loc, problem, report, config=config)
-            errors.append(_entry(path, problem, described["fix"]))
+            errors.append(_entry(path, problem, _in_kubernetes_words(described["fix"])))
         first = errors[0]
         raise ObjectError(label, first["field"], first["problem"], first["fix"], errors) from None
+
+
+def _in_kubernetes_words(text: str) -> str:
+    """Return ``text`` with the Shoal field names the models' messages use in camelCase.
+
+    A message names Shoal's field (``field_path``); the user wrote Kubernetes' (``fieldPath``).
+    """
+
+    def camel(match: re.Match[str]) -> str:
+        word = match.group(0)
+        first, *rest = word.split("_")
+        return _KUBERNETES_WORDS.get(word, first + "".join(p.title() for p in rest))
+
+    # Quoted parts are the user's own values: keep them as written.
+    parts = _QUOTED.split(text)
+    return "".join(p if i % 2 else _SHOAL_WORDS.sub(camel, p) for i, p in enumerate(parts))
 
 
 def _kubernetes_path(loc: Loc, problem: str, report: ObjectReport, *, config: bool) -> str:

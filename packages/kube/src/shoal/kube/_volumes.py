@@ -36,6 +36,12 @@ def volume(fields: Fields) -> dict[str, Any]:
                 f"volume type {key!r} is not supported by Shoal",
                 f"use {_SUPPORTED} (hostPath for data that must outlive the pod)",
             )
+    if not any(fields.has(key) for key in sources):
+        raise TranslationError(
+            fields.path,
+            "the volume has no source",
+            f"give one of {_SUPPORTED} (emptyDir: {{}} for scratch space)",
+        )
     for key, (shoal_key, translate) in sources.items():
         source = fields.child(key, shoal_key)
         if source is not None:
