@@ -1,5 +1,7 @@
 """From an instance to its pod: variables, $(NAME) expansion, file volumes, missing config."""
 
+import base64
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +14,7 @@ from shoal.core._podspec import (
     build_pod,
     expand,
     files_digest,
+    pull_credentials,
 )
 from shoal.interfaces import ConfigMapSpec, Instance, PodTemplate, RestartPolicy, SecretSpec
 
@@ -239,4 +242,26 @@ def test_the_pod_ip_is_left_to_the_runtime_which_alone_knows_it() -> None:
     assert pod.with_pod_ip("198.18.0.7").containers[0].env == {
         "MY_POD_IP": "198.18.0.7",
         "MY_NAME": "web-abcde",
+    }
+
+
+def test_image_pull_secrets_become_credentials_by_registry() -> None:
+    config = {
+        "auths": {
+            "198.18.0.9:5000": {"auth": base64.b64encode(b"ada:pw1").decode()},
+            "https://registry.test/v1/": {"username": "bob", "password": "pw2"},
+        }
+    }
+    pull = SecretSpec.model_validate(
+        {
+            "name": "pull",
+            "type": "kubernetes.io/dockerconfigjson",
+            "string_data": {".dockerconfigjson": json.dumps(config)},
+        }
+    )
+    inst = instance(image_pull_secrets=["pull", "missing"])
+    configs: Configs = {("Secret", "pull"): pull, ("Secret", "missing"): None}
+    assert pull_credentials(inst, configs) == {
+        "198.18.0.9:5000": ("ada", "pw1"),
+        "registry.test": ("bob", "pw2"),
     }

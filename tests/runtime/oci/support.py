@@ -86,7 +86,9 @@ class DirectoryImageSource:
         self.images = dict(images)
         self.prepared: list[str] = []
 
-    async def prepare(self, reference: str) -> PreparedImage:
+    async def prepare(
+        self, reference: str, credentials: Mapping[str, tuple[str, str]] | None = None
+    ) -> PreparedImage:
         """Return the image, or raise ImageError naming a reference it does not have."""
         await anyio.lowlevel.checkpoint()
         if reference not in self.images:

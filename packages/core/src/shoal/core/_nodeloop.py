@@ -82,7 +82,15 @@ from shoal.interfaces import (
 
 from ._backoff import Backoff
 from ._informer import Informer
-from ._podspec import Configs, MissingConfig, PodFacts, build_pod, files_digest, volume_files
+from ._podspec import (
+    Configs,
+    MissingConfig,
+    PodFacts,
+    build_pod,
+    files_digest,
+    pull_credentials,
+    volume_files,
+)
 from ._probes import ProbeTracker, run_check
 from ._repo import INSTANCES, Repository, Stored, decoder_of, node_key
 from ._wake import run_woken_by
@@ -372,8 +380,9 @@ class NodeLoop:
 
     async def _start(self, stored: Stored[Instance], pod: PodStatus | None) -> None:
         inst = stored.value
+        configs = await self._configs(inst)
         try:
-            spec = build_pod(inst, await self._configs(inst), self._facts())
+            spec = build_pod(inst, configs, self._facts())
         except MissingConfig as exc:
             await self._wait_for_config(stored, exc.message)
             return
@@ -384,8 +393,9 @@ class NodeLoop:
         if pod is not None:  # leftovers of an earlier run
             await self.runtime.remove(inst.uid)
         try:
+            credentials = pull_credentials(inst, configs)
             for container in [*inst.template.init_containers, *inst.template.containers]:
-                await self.runtime.ensure_image(container.image)
+                await self.runtime.ensure_image(container.image, credentials or None)
             status = await self.runtime.run(spec)
         except ShoalError as exc:
             await self.runtime.remove(inst.uid)

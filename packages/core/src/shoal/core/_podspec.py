@@ -15,7 +15,9 @@ it when the object appears.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -35,7 +37,15 @@ from shoal.interfaces import (
     Volume,
 )
 
-__all__ = ["Configs", "MissingConfig", "PodFacts", "build_pod", "files_digest", "volume_files"]
+__all__ = [
+    "Configs",
+    "MissingConfig",
+    "PodFacts",
+    "build_pod",
+    "files_digest",
+    "pull_credentials",
+    "volume_files",
+]
 
 Configs = Mapping[tuple[str, str], ConfigMapSpec | SecretSpec | None]
 """``(kind, name)`` → the object in the pod's namespace, or None when it does not exist."""
@@ -252,6 +262,31 @@ def volume_files(
         elif part.downward_api is not None:
             files += _downward_files(part.downward_api, inst, facts, default)
     return files
+
+
+def pull_credentials(inst: Instance, configs: Configs) -> dict[str, tuple[str, str]]:
+    """Return ``(user, password)`` by registry from the pod's image pull secrets.
+
+    Each is a kubernetes.io/dockerconfigjson Secret; a registry key written as
+    a URL (``https://registry:5000/v1/``) counts for its host. A missing Secret
+    is skipped, as the kubelet does: the pull then goes without it.
+    """
+    found: dict[str, tuple[str, str]] = {}
+    for name in inst.template.image_pull_secrets:
+        secret = configs.get(("Secret", name))
+        if not isinstance(secret, SecretSpec) or ".dockerconfigjson" not in secret.data:
+            continue
+        auths = json.loads(secret.values()[".dockerconfigjson"]).get("auths", {})
+        for registry, entry in auths.items():
+            if not isinstance(entry, dict):
+                continue
+            host = registry.split("://", 1)[-1].split("/", 1)[0]
+            user, password = entry.get("username"), entry.get("password")
+            if (user is None or password is None) and entry.get("auth"):
+                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+            if user is not None and password is not None:
+                found.setdefault(host, (str(user), str(password)))
+    return found
 
 
 def files_digest(files: Mapping[str, Sequence[ProjectedFile]]) -> str:

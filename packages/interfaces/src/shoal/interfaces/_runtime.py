@@ -12,7 +12,7 @@ of another node implements it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -326,8 +326,13 @@ class ContainerRuntime(PodAccess, Protocol):
     name: str
     """Short name, e.g. 'mock' or 'runc'."""
 
-    async def ensure_image(self, image: str) -> ImageInfo:
+    async def ensure_image(
+        self, image: str, credentials: Mapping[str, tuple[str, str]] | None = None
+    ) -> ImageInfo:
         """Make ``image`` available locally, pulling it if needed.
+
+        ``credentials`` — ``(user, password)`` by registry host, from the pod's
+        image pull secrets — are used for this pull, before the node's own.
 
         Raises:
             ImageError: the image does not exist or cannot be fetched.

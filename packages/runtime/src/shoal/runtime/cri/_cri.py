@@ -31,7 +31,7 @@ from __future__ import annotations
 import builtins
 import functools
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -200,14 +200,18 @@ class CriRuntime(AsyncClosing):
         await self.connect()
         return self
 
-    async def ensure_image(self, image: str) -> ImageInfo:
+    async def ensure_image(
+        self, image: str, credentials: Mapping[str, tuple[str, str]] | None = None
+    ) -> ImageInfo:
         """Make ``image`` present in the runtime's image store, pulling it if needed.
+
+        ``credentials`` (the pod's, by registry) go with the pull, before the node's own.
 
         Raises:
             ImageError: it is not there and cannot be pulled (the runtime's reason).
 
         """
-        info = await self.images.ensure(image)
+        info = await self.images.ensure(image, credentials)
         self._present.add(image)
         return info
 

@@ -82,8 +82,12 @@ class CriImages:
         )
         return reply.image if reply.HasField("image") and reply.image.id else None
 
-    async def ensure(self, reference: str) -> ImageInfo:
+    async def ensure(
+        self, reference: str, credentials: Mapping[str, tuple[str, str]] | None = None
+    ) -> ImageInfo:
         """Return ``reference``'s image, pulling it first if the runtime lacks it.
+
+        ``credentials`` (a pod's, by registry) are tried before the node's own.
 
         Raises:
             ImageError: it is missing and cannot be pulled.
@@ -91,7 +95,7 @@ class CriImages:
         """
         image = await self.status(reference)
         if image is None:
-            return await self.pull(reference)
+            return await self.pull(reference, credentials=credentials)
         return self._info(reference, image)
 
     @staticmethod
@@ -108,7 +112,11 @@ class CriImages:
         return sorted(infos, key=lambda info: info.reference)
 
     async def pull(
-        self, reference: str, *, progress: Callable[[Any], object] | None = None
+        self,
+        reference: str,
+        *,
+        progress: Callable[[Any], object] | None = None,
+        credentials: Mapping[str, tuple[str, str]] | None = None,
     ) -> ImageInfo:
         """Pull ``reference`` through the runtime (``PullImage``).
 
@@ -121,8 +129,9 @@ class CriImages:
             registry = parse_reference(reference).registry
         except InvalidInput as exc:
             raise ImageError(f"cannot pull {reference!r}: {exc}", image=reference) from exc
-        if registry is not None and registry in self.credentials:
-            user, password = self.credentials[registry]
+        known = {**self.credentials, **(credentials or {})}
+        if registry is not None and registry in known:
+            user, password = known[registry]
             auth = pb.AuthConfig(username=user, password=password)
         request = pb.PullImageRequest(image=pb.ImageSpec(image=reference), auth=auth)
         try:

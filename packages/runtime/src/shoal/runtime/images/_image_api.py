@@ -7,6 +7,7 @@ each can be built and tested on its own.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -47,8 +48,12 @@ class PreparedImage(BaseModel):
 class ImageSource(Protocol):
     """Something that turns an image reference into unpacked layers."""
 
-    async def prepare(self, reference: str) -> PreparedImage:
+    async def prepare(
+        self, reference: str, credentials: Mapping[str, tuple[str, str]] | None = None
+    ) -> PreparedImage:
         """Make ``reference`` available locally (pulling or importing as needed) and unpacked.
+
+        ``credentials`` (``(user, password)`` by registry) are tried before the source's own.
 
         Raises:
             ImageError: it does not exist, cannot be fetched, fails verification,

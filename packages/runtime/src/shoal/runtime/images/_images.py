@@ -128,7 +128,9 @@ class ImageStore:
         self._gate = SharedExclusive()
         self._ready = False
 
-    async def prepare(self, reference: str) -> PreparedImage:
+    async def prepare(
+        self, reference: str, credentials: Mapping[str, tuple[str, str]] | None = None
+    ) -> PreparedImage:
         """Make ``reference`` available and unpacked, fetching it if it is not here.
 
         A missing image is asked of the peers (the cluster's servers), then of
@@ -144,13 +146,13 @@ class ImageStore:
             await self._setup()
             record = self._find(reference, await self._load())
             if record is None:
-                record = await self._fetch(reference)
+                record = await self._fetch(reference, credentials)
             try:
                 layers, config = await self._content.layers(record.digest, record.reference)
             except MissingBlob:
                 if record.source not in ("registry", "cluster"):
                     raise
-                record = await self._fetch(record.reference)
+                record = await self._fetch(record.reference, credentials)
                 layers, config = await self._content.layers(record.digest, record.reference)
             return PreparedImage(
                 reference=reference, digest=record.digest, config=config.config, layers=layers
@@ -349,7 +351,9 @@ class ImageStore:
 
     # -- internals ---------------------------------------------------------------
 
-    async def _fetch(self, text: str) -> ImageRecord:
+    async def _fetch(
+        self, text: str, credentials: Mapping[str, tuple[str, str]] | None = None
+    ) -> ImageRecord:
         """Get an image that is not here: from the peers, then its registry.
 
         Raises:
@@ -370,7 +374,7 @@ class ImageStore:
             failures.append("registry: none (the name has no registry host and no default is set)")
         else:
             try:
-                return await self._pull(reference, None)
+                return await self._pull(reference, None, credentials)
             except ImageError as exc:
                 if not failures and self._peers is None:
                     raise
@@ -471,7 +475,10 @@ class ImageStore:
         )
 
     async def _pull(
-        self, reference: ImageReference, progress: ProgressCallback | None
+        self,
+        reference: ImageReference,
+        progress: ProgressCallback | None,
+        credentials: Mapping[str, tuple[str, str]] | None = None,
     ) -> ImageRecord:
         registry = reference.registry
         assert registry is not None
@@ -489,7 +496,7 @@ class ImageStore:
                 api_host=reference.api_host,
                 repository=reference.repository,
                 insecure=insecure,
-                credentials=self._credentials.get(registry),
+                credentials=(credentials or {}).get(registry) or self._credentials.get(registry),
             )
             pulled = await pull_image(
                 client,

@@ -71,7 +71,7 @@ volume), :meth:`MockRuntime.write_log`, :meth:`MockRuntime.set_exec_result`,
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
 
 import anyio
@@ -137,6 +137,8 @@ class MockRuntime(AsyncClosing):
         self.faults = Faults(faults)
         self._pods: dict[str, PodRecord] = {}
         self._images: dict[str, ImageInfo] = {}
+        self.pull_credentials: dict[str, dict[str, tuple[str, str]]] = {}
+        """The credentials each image's last ensure_image was given, by image."""
         self._exec_results: dict[str, ExecResult] = {}
         self._stats: dict[str, ContainerStats] = {}
         self._closed = False
@@ -146,8 +148,12 @@ class MockRuntime(AsyncClosing):
         """Return the references ``ensure_image`` has made available so far."""
         return frozenset(self._images)
 
-    async def ensure_image(self, image: str) -> ImageInfo:
+    async def ensure_image(
+        self, image: str, credentials: Mapping[str, tuple[str, str]] | None = None
+    ) -> ImageInfo:
         """Make ``image`` available; succeeds unless an IMAGE_MISSING fault matches.
+
+        The credentials a pull was given are kept in ``pull_credentials`` for tests to check.
 
         Raises:
             ImageError: the reference is empty or an injected fault says it is missing.
@@ -155,6 +161,8 @@ class MockRuntime(AsyncClosing):
         """
         await anyio.lowlevel.checkpoint()
         self._check_image(image, container=None)
+        if credentials:
+            self.pull_credentials[image] = dict(credentials)
         info = self._images.get(image)
         if info is None:
             digest = hashlib.sha256(image.encode()).hexdigest()

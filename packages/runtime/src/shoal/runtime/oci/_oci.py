@@ -16,9 +16,12 @@ One pod is the containers of one instance. For each pod the runtime
 4. writes its file volumes (config_map, secret, downward_api, projected:
    the kubelet's ``..data`` layout, see :mod:`shoal.runtime._filevolumes`),
    which :meth:`OciCliRuntime.update_files` later swaps at once;
-5. builds each container's bundle and rootfs (init containers' too) and lets
-   its shim run ``runc create`` (see :mod:`._shim` for why a shim and how the
-   exit code is kept).
+5. builds each container's bundle and rootfs and lets its shim run ``runc
+   create`` (see :mod:`._shim` for why a shim and how the exit code is kept).
+   A pod with init containers gets only theirs: its containers are created
+   once the init containers have succeeded, as the kubelet does, so that a
+   ``sub_path`` names what an init container wrote (status: *created*,
+   "waiting for its init containers").
 
 If any step fails, everything done so far is undone and the error raised.
 ``start`` first runs the init containers that have not yet succeeded, one
@@ -27,7 +30,7 @@ pod's lock so that ``stop`` and ``remove`` can end one that hangs; a non-zero
 exit fails ``start`` naming it, its code and its last log lines), then is
 ``runc start`` (of a pod this object has just created, without asking ``runc
 state`` first: its containers are created; one that died meanwhile makes
-``runc start`` fail). ``run`` of a pod with init containers is ``create``
+``runc start`` fail), or ``runc run`` for a container not created yet. ``run`` of a pod with init containers is ``create``
 then ``start``, else one ``runc run`` per container. ``stop`` is SIGTERM,
 ``grace`` seconds on the runtime's clock, then SIGKILL, waiting for the shims
 to record the exits;
@@ -44,7 +47,7 @@ exited ones with their exit codes, and the node loop adopts them by uid.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -157,14 +160,16 @@ class OciCliRuntime(AsyncClosing):
         """Pods stopped since their last ``start`` began: no further init container runs."""
         self._closed = False
 
-    async def ensure_image(self, image: str) -> ImageInfo:
-        """Make ``image`` available through the image source.
+    async def ensure_image(
+        self, image: str, credentials: Mapping[str, tuple[str, str]] | None = None
+    ) -> ImageInfo:
+        """Make ``image`` available through the image source (with the pod's credentials).
 
         Raises:
             ImageError: it does not exist or cannot be fetched or unpacked.
 
         """
-        prepared = await self.images.prepare(image)
+        prepared = await self.images.prepare(image, credentials)
         self._ensured[image] = prepared
         return ImageInfo(reference=image, digest=prepared.digest)
 
@@ -235,7 +240,8 @@ class OciCliRuntime(AsyncClosing):
                     await anyio.to_thread.run_sync(
                         self.ops.bundle, record, init.name, prepared[init.name]
                     )
-                for container in pod.containers:
+                # With init containers, the containers come once those have succeeded.
+                for container in [] if pod.init_containers else pod.containers:
                     name = container.name
                     await self.ops.create(record, name, prepared[name], start=start)
                     if start:
@@ -279,6 +285,14 @@ class OciCliRuntime(AsyncClosing):
             for container in status.containers:
                 files = self.files.container(uid, container.name)
                 if container.state == ContainerState.RUNNING:
+                    continue
+                if not files.shim_config.exists():  # waited for its init containers
+                    for stale in (files.exit, files.started):
+                        stale.unlink(missing_ok=True)
+                    spec = next(c for c in record.spec.containers if c.name == container.name)
+                    image = await self.images.prepare(spec.image)
+                    await self.ops.create(record, container.name, image, start=True)
+                    write_json(files.started, StartRecord(started_at=self.clock.now()))
                     continue
                 if container.state == ContainerState.EXITED:
                     await self.ops.destroy(uid, container.name)
@@ -376,6 +390,7 @@ class OciCliRuntime(AsyncClosing):
             ]
             live += self.ops.running_init_containers(record)
             await self.ops.stop(uid, live, grace, self.clock)
+            await anyio.to_thread.run_sync(self.ops.end_uncreated, record, self.clock)
             return await self.ops.status(record)
 
     async def remove(self, uid: str) -> None:
