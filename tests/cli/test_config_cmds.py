@@ -27,6 +27,8 @@ from tests.shoal_cli import run_shoal
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
+EXAMPLES = Path(__file__).parents[2] / "examples" / "k8s"
+
 PASSWORD = "correct-horse-battery"
 ENCODED = base64.b64encode(PASSWORD.encode()).decode()
 
@@ -316,3 +318,17 @@ async def test_create_and_delete_configmaps_secrets_and_namespaces(
     assert "namespace shop deleted" in (await agent.shoal("delete", "ns", "shop")).stdout
     odd = await agent.shoal("delete", "gizmo", "x", check=False)
     assert odd.returncode == 2 and "cannot delete a 'gizmo'" in odd.stderr
+
+
+async def test_the_kubernetes_example_applies_strictly(agent: Agent) -> None:
+    done = await agent.shoal("apply", "--strict", "-f", str(EXAMPLES))
+    assert done.stdout.splitlines() == [
+        "deployment default/httpd created (+2 instance(s))",
+        "configmap default/httpd-page created",
+        "secret default/httpd-auth created",
+    ]
+    assert done.stderr == ""
+    same = await agent.shoal("diff", "-f", str(EXAMPLES), check=False)
+    assert (same.returncode, same.stdout) == (0, "")
+    secrets = (await agent.shoal("get", "secrets")).stdout
+    assert "httpd-auth" in secrets and "change-me" not in secrets
