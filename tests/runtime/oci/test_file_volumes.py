@@ -266,3 +266,41 @@ async def test_start_after_a_failed_init_runs_only_what_has_not_succeeded(
     with anyio.fail_after(WAIT):
         lines = [line.line async for line in runtime.logs(spec.uid, "gate")]
     assert lines == ["closed"]
+
+
+async def test_containers_are_created_after_their_init_containers(runtime: OciCliRuntime) -> None:
+    # The kubelet's order: a sub_path names what an init container wrote.
+    conf = VolumeMount(name="work", mount_path="/etc/app.conf", sub_path="app.conf")
+    spec = new_pod(
+        [container("main", conf)],
+        [SCRATCH],
+        init=[
+            container(
+                "render",
+                VolumeMount(name="work", mount_path="/work"),
+                script=("echo rendered > /work/app.conf"),
+            )
+        ],
+    )
+    created = await runtime.create(spec)
+    assert [(c.state.value, c.message) for c in created.containers] == [
+        ("created", "waiting for its init containers")
+    ]
+    listed = {pod.uid: pod for pod in await runtime.list()}[spec.uid]
+    assert listed.containers[0].message == "waiting for its init containers"
+
+    assert (await runtime.start(spec.uid)).running
+    assert await run(runtime, spec.uid, "main", "cat /etc/app.conf") == (0, "rendered")
+
+
+async def test_a_pod_stopped_before_its_containers_were_created_shows_them_exited(
+    runtime: OciCliRuntime,
+) -> None:
+    spec = new_pod([container("main")], [], init=[container("check", script="exit 1")])
+    with pytest.raises(RuntimeFailure, match="'check'"):
+        await runtime.run(spec)
+
+    stopped = await runtime.stop(spec.uid, 2.0)
+    assert [(c.state.value, c.exit_code) for c in stopped.containers] == [("exited", 143)]
+    await runtime.remove(spec.uid)
+    await assert_nothing_left(runtime, spec.uid)

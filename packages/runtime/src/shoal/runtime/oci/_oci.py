@@ -30,10 +30,11 @@ pod's lock so that ``stop`` and ``remove`` can end one that hangs; a non-zero
 exit fails ``start`` naming it, its code and its last log lines), then is
 ``runc start`` (of a pod this object has just created, without asking ``runc
 state`` first: its containers are created; one that died meanwhile makes
-``runc start`` fail), or ``runc run`` for a container not created yet. ``run`` of a pod with init containers is ``create``
-then ``start``, else one ``runc run`` per container. ``stop`` is SIGTERM,
-``grace`` seconds on the runtime's clock, then SIGKILL, waiting for the shims
-to record the exits;
+``runc start`` fail), or ``runc run`` for a container not created yet.
+``run`` of a pod with init containers is ``create`` then ``start``, else one
+``runc run`` per container. ``stop`` is SIGTERM, ``grace`` seconds on the
+runtime's clock, then SIGKILL, waiting for the shims to record the exits (a
+container never created is recorded as exited 143);
 ``remove`` is ``runc delete --force`` per container, the network hook's
 detach, then the pod directory (emptyDir volumes included), unmounting the
 rootfs and size-limited volumes first. Host paths are never deleted.

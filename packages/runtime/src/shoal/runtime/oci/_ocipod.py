@@ -15,7 +15,10 @@ A container's status is derived, in this order, from
    listing): *created* or *running*; *stopped* without an exit file means the
    shim is still draining the pipes (waited for, briefly) or is gone (exit
    code 255 and a message saying the code was lost);
-3. nothing at all: *unknown* while a create is in flight, else exited 255.
+3. nothing at all: *created* ("waiting for its init containers") when the
+   pod is complete and the container has no ``shim.json`` (a pod with init
+   containers creates its containers once they have succeeded), *unknown*
+   while a create is in flight, else exited 255.
 
 Destroying a container is ``runc delete --force`` (kills init, removes its
 state and cgroup), then waiting until its shim has recorded the exit and
@@ -64,6 +67,8 @@ __all__ = ["ContainerOps", "NodeSettings", "wait_until"]
 
 _LOST = 255
 """Exit code reported when the real one is lost (the shim died)."""
+_SIGTERM = 143
+"""Exit code of a container stopped before it was ever created."""
 
 
 async def wait_until(condition: Callable[[], bool], seconds: float, poll: float = 0.02) -> bool:
@@ -153,6 +158,17 @@ class ContainerOps:
         # build_config puts the volume mounts last.
         config["mounts"][len(config["mounts"]) - len(fresh) :] = fresh
         write_json(files.config, config)
+
+    def end_uncreated(self, record: PodRecord, clock: Clock) -> None:
+        """Record containers never created (waiting for init containers) as stopped (blocking).
+
+        No shim will ever write their ``exit.json``: this does, as SIGTERM would have.
+        """
+        for spec in record.spec.containers:
+            files = self.files.container(record.spec.uid, spec.name)
+            if not files.shim_config.exists() and not files.exit.exists():
+                files.directory.mkdir(parents=True, exist_ok=True)
+                write_json(files.exit, ExitRecord(exit_code=_SIGTERM, finished_at=clock.now()))
 
     def running_init_containers(self, record: PodRecord) -> list[ContainerStatus]:
         """Return the pod's init containers that run now (to stop them with the pod)."""
@@ -349,6 +365,12 @@ class ContainerOps:
                 started_at=started_at,
                 finished_at=ended.finished_at,
                 message=self._exit_message(record, name, ended, started),
+            )
+        waiting = state is None or state.status == "created"  # "created": assumed by create
+        if record.complete and waiting and not files.shim_config.exists():
+            message = "waiting for its init containers"
+            return ContainerStatus(
+                name=name, id=container_id, state=ContainerState.CREATED, message=message
             )
         if state is not None and state.status == "created":
             return ContainerStatus(name=name, id=container_id, state=ContainerState.CREATED)
