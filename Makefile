@@ -14,8 +14,18 @@ bootstrap:
 	@scripts/system-deps.sh
 	@scripts/bootstrap.sh
 
+# RUNTIME=cri: containerd through CRI; scripts/setup_containerd.py checks the running one
+# (or sets one up for Shoal and starts it), then the agent talks to CRI_ENDPOINT.
+CRI_ENDPOINT ?= unix:///run/containerd/containerd.sock
+
 run: bootstrap
+ifeq ($(RUNTIME),cri)
+	$(UV) run python scripts/setup_containerd.py --data-dir $(DATA_DIR) --endpoint $(CRI_ENDPOINT)
+	$(UV) run shoal agent --data-dir $(DATA_DIR) --api-addr $(API_ADDR) --runtime cri \
+		--cri-endpoint $(CRI_ENDPOINT)
+else
 	$(UV) run shoal agent --data-dir $(DATA_DIR) --api-addr $(API_ADDR) --runtime $(RUNTIME)
+endif
 
 lint: bootstrap
 	$(UV) run ruff check .

@@ -5,6 +5,7 @@ set -euo pipefail
 
 packages=(
     runc                          # OCI runtime the default node drives
+    containerd                    # --runtime cri (CRI v1); tests start private instances
     busybox-static                # the example/test image is built from it
     umoci skopeo docker-registry  # build, push and serve test images on loopback
     containernetworking-plugins   # bridge, host-local, portmap for bridge networking
@@ -45,6 +46,14 @@ fi
 # starts a private daemon of its own, and `make image` uses whichever DOCKER_HOST says.
 if [[ " ${missing[*]} " == *" docker.io "* ]] && [ -d /run/systemd/system ]; then
     systemctl disable --now docker.service docker.socket >/dev/null 2>&1 || true
+fi
+
+# Debian's containerd package likewise starts a system-wide containerd on
+# /run/containerd/containerd.sock with Debian's config (no pause image it can
+# pull offline): keep it off when we installed it. `make run RUNTIME=cri` starts
+# one configured for Shoal (scripts/setup_containerd.py); tests start their own.
+if [[ " ${missing[*]} " == *" containerd "* ]] && [ -d /run/systemd/system ]; then
+    systemctl disable --now containerd.service >/dev/null 2>&1 || true
 fi
 
 # Debian's etcd-server package likewise starts a system-wide etcd on 2379. Shoal's

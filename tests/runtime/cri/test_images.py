@@ -75,18 +75,22 @@ async def test_list_shows_the_imported_test_image_with_its_digest(images: CriIma
     assert (await images.ensure(IMAGE)).digest == listed[IMAGE].digest
 
 
+@pytest.mark.parametrize("short", [False, True])
 async def test_an_oci_layout_is_imported_through_ctr_then_removed(
-    images: CriImages, tmp_path: Path
+    images: CriImages, tmp_path: Path, short: bool
 ) -> None:
-    reference = f"shoal.local/imported-{uuid.uuid4().hex[:8]}:1"
+    name = f"imported-{uuid.uuid4().hex[:8]}"
+    reference = f"{name}:1" if short else f"shoal.local/{name}:1"
+    stored = f"docker.io/library/{name}:1" if short else reference  # as CRI resolves it
     write_layout(tmp_path / "layout", "1")
     imported = await images.import_path(tmp_path / "layout", reference)
     assert [info.reference for info in imported] == [reference]
-    assert reference in {info.reference for info in await images.list()}
+    assert stored in {info.reference for info in await images.list()}
+    assert (await images.ensure(reference)).digest == imported[0].digest  # found, not pulled
 
     removed = await images.remove(reference)
-    assert reference in {info.reference for info in removed}
-    assert reference not in {info.reference for info in await images.list()}
+    assert stored in {info.reference for info in removed}
+    assert stored not in {info.reference for info in await images.list()}
     with pytest.raises(NotFound, match="no image"):
         await images.remove(reference)
     assert await images.gc() == 0  # containerd collects the content itself

@@ -11,7 +11,13 @@ from ._client import DEFAULT_ENDPOINT, CriClient, check_cri
 from ._cri import CriRuntime
 from ._images import CriImages
 from ._pause import PAUSE_IMAGE, write_pause_archive
-from ._setup import cni_conflist, containerd_config, import_image, write_cni_conflist
+from ._setup import (
+    check_containerd,
+    cni_conflist,
+    containerd_config,
+    import_image,
+    write_cni_conflist,
+)
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -19,6 +25,7 @@ __all__ = [
     "CriClient",
     "CriImages",
     "CriRuntime",
+    "check_containerd",
     "check_cri",
     "cni_conflist",
     "containerd_config",

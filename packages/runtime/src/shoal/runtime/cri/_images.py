@@ -210,23 +210,24 @@ class CriImages:
                 archive = Path(scratch) / "image.tar"
                 await anyio.to_thread.run_sync(_tar_layout, source, archive)
             command = [ctr, "--address", address, "-n", "k8s.io", "images", "import"]
-            if reference is not None:
-                base = reference.rsplit(":", 1)[0] if ":" in reference.rsplit("/", 1)[-1] else ""
-                if base:
-                    command += ["--base-name", base]
+            full = normalized(reference) if reference is not None else None
+            if full is not None:
+                # The layout's ref.name annotations are tags: they go on the reference's name.
+                command += ["--base-name", full.rsplit(":", 1)[0]]
             done = await anyio.run_process([*command, str(archive)], check=False)
         output = done.stdout.decode(errors="replace")
         if done.returncode != 0:
             message = (done.stderr.decode(errors="replace") or output).strip()
             raise ImageError(f"cannot import {source} through ctr: {message}", path=str(source))
         names = [m.group(1) for line in output.splitlines() if (m := _UNPACKED.match(line))]
-        if reference is not None and len(names) == 1 and names[0] != reference:
+        if full is not None and len(names) == 1 and names[0] != full:
             tag = [ctr, "--address", address, "-n", "k8s.io", "images", "tag", "--force"]
-            tagged = await anyio.run_process([*tag, names[0], reference], check=False)
+            tagged = await anyio.run_process([*tag, names[0], full], check=False)
             if tagged.returncode != 0:
                 message = tagged.stderr.decode(errors="replace").strip()
-                raise ImageError(f"imported {names[0]} but cannot tag it {reference}: {message}")
-            names = [reference]
+                raise ImageError(f"imported {names[0]} but cannot tag it {full}: {message}")
+        if full is not None and full in names:
+            names = [reference if name == full else name for name in names]
         result = []
         for name in names:
             image = await self.status(name)
@@ -245,6 +246,21 @@ class CriImages:
                 "`ctr images import` could use: import on the node with containerd's tools"
             )
         return address
+
+
+def normalized(reference: str) -> str:
+    """Return ``reference`` as CRI resolves it: ``busybox:1`` is ``docker.io/library/busybox:1``.
+
+    An image imported under a short name would not be found by CRI, which
+    looks every name up in its normalized form (as Docker does).
+    """
+    name, at, digest = reference.partition("@")
+    first, slash, _ = name.partition("/")
+    if not slash or ("." not in first and ":" not in first and first != "localhost"):
+        name = f"docker.io/{name}" if slash else f"docker.io/library/{name}"
+    if not at and ":" not in name.rsplit("/", 1)[-1]:
+        name += ":latest"
+    return name + at + digest
 
 
 def _tar_layout(layout: Path, archive: Path) -> None:

@@ -15,7 +15,10 @@ tests' private containerd alike, so both run what the docs describe:
   subnet (the same bridge, ``host-local`` IPAM and ``portmap`` as the runc
   runtime's :class:`~shoal.runtime.CniNetwork`), for containerd's CNI
   ``conf_dir``;
-* :func:`import_image`: ``ctr -n k8s.io images import`` of an archive.
+* :func:`import_image`: ``ctr -n k8s.io images import`` of an archive;
+* :func:`check_containerd`: what a running containerd lacks for Shoal (CRI
+  plugin disabled, no pause image, the systemd cgroup driver, no CNI
+  network), each with its fix: an existing containerd is checked, never changed.
 """
 
 from __future__ import annotations
@@ -25,11 +28,20 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from shoal.interfaces import ShoalError
 from shoal.runtime.net._cni import DEFAULT_PLUGIN_DIRS, CniNetwork
 
+from ._client import CriClient, check_cri, pb
+from ._images import CriImages
 from ._pause import PAUSE_IMAGE
 
-__all__ = ["cni_conflist", "containerd_config", "import_image", "write_cni_conflist"]
+__all__ = [
+    "check_containerd",
+    "cni_conflist",
+    "containerd_config",
+    "import_image",
+    "write_cni_conflist",
+]
 
 
 def _toml(value: object) -> str:
@@ -147,3 +159,62 @@ def import_image(address: Path | str, archive: Path, *, ctr: str = "ctr") -> str
         timeout=120,
     )
     return done.stdout
+
+
+async def check_containerd(client: CriClient, *, host_network: bool = False) -> list[str]:
+    """Return what the CRI runtime at ``client``'s endpoint lacks for Shoal; [] when ready.
+
+    Each entry says what is wrong and how to fix it: nothing answers (or not
+    CRI v1: the CRI plugin is disabled), the runtime is not ready, no CNI
+    network (unless pods use the host's network), the sandbox image is
+    missing (it cannot be pulled offline), or runc uses the systemd cgroup
+    driver (Shoal reads stats from cgroupfs paths).
+    """
+    try:
+        await check_cri(client)
+        reply = await client.runtime("Status", pb.StatusRequest(verbose=True), pb.StatusResponse)
+    except ShoalError as exc:
+        return [exc.message]
+    problems = []
+    conditions = {c.type: c for c in reply.status.conditions}
+    runtime_ready = conditions.get("RuntimeReady")
+    if runtime_ready is not None and not runtime_ready.status:
+        problems.append(
+            f"the runtime is not ready ({runtime_ready.reason}: {runtime_ready.message}): "
+            "see containerd's log"
+        )
+    try:
+        config: dict[str, Any] = json.loads(reply.info.get("config", "{}"))
+    except ValueError:
+        config = {}
+    conf_dir = config.get("cni", {}).get("confDir", "its CNI conf_dir")
+    network_ready = conditions.get("NetworkReady")
+    if not host_network and network_ready is not None and not network_ready.status:
+        problems.append(
+            f"it has no CNI network ({network_ready.reason}): write Shoal's bridge network "
+            f"into {conf_dir} (`scripts/setup_containerd.py --write-cni`), or run the agent "
+            "with --network host"
+        )
+    sandbox = config.get("sandboxImage")
+    if sandbox:
+        try:
+            present = await CriImages(client).status(str(sandbox))
+        except ShoalError as exc:
+            problems.append(f"cannot look for its sandbox image {sandbox}: {exc}")
+        else:
+            if present is None:
+                problems.append(
+                    f"its sandbox (pause) image {sandbox} is missing and cannot be pulled "
+                    f"offline: import Shoal's (`scripts/setup_containerd.py --import-pause`, "
+                    f"then set sandbox_image = {PAUSE_IMAGE!r}) or make {sandbox} available"
+                )
+    runc = config.get("containerd", {}).get("runtimes", {}).get("runc", {})
+    options = runc.get("options") or {}
+    if config.get("systemdCgroup") or options.get("SystemdCgroup"):
+        problems.append(
+            "runc uses the systemd cgroup driver; Shoal's CRI runtime needs cgroupfs: set "
+            "SystemdCgroup = false under "
+            '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options] '
+            "and restart containerd"
+        )
+    return problems
