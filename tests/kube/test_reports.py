@@ -54,7 +54,7 @@ def test_every_ignored_field_is_one_warning_with_its_path() -> None:
         "metadata.creationTimestamp",
         "metadata.managedFields",
         "spec.containers[0].ports[0].hostIP",
-        "spec.containers[0].resources.limits.nvidia.com/gpu",
+        "spec.containers[0].resources.limits[nvidia.com/gpu]",
         "spec.containers[0].imagePullPolicy",
         "spec.containers[0].securityContext",
         "spec.containers[0].lifecycle",
@@ -154,6 +154,11 @@ def test_service_account_token_source_is_reported() -> None:
             "it has 2",
         ),
         (pod(volumes=[{"name": "v"}]), "spec.volumes[0]", "the volume has no source"),
+        (
+            pod(initContainers=[{"name": "i", "image": "busybox", "readinessProbe": {}}]),
+            "spec.initContainers[0].readinessProbe",
+            "cannot have probes",
+        ),
         (
             pod(volumes=[{"name": "v", "emptyDir": {"medium": "HugePages"}}]),
             "spec.volumes[0].emptyDir.medium",

@@ -32,6 +32,8 @@ _KEY_REF = {"name": "name", "key": "key", "optional": "optional"}
 
 def container(fields: Fields, *, init: bool = False) -> dict[str, Any]:
     """Return the Shoal document of one container (or init container)."""
+    if init:
+        _check_init(fields)
     out: dict[str, Any] = {}
     for key, shoal_key in (
         ("name", "name"),
@@ -59,14 +61,25 @@ def container(fields: Fields, *, init: bool = False) -> dict[str, Any]:
     mounts = [_mount(mount) for mount in fields.children("volumeMounts", "volume_mounts")]
     if mounts:
         out["volume_mounts"] = mounts
-    if init and fields.take("restartPolicy") == "Always":
+    fields.done()
+    return out
+
+
+def _check_init(fields: Fields) -> None:
+    """Refuse what Kubernetes refuses on an init container, and sidecars, which Shoal lacks."""
+    if fields.take("restartPolicy") == "Always":
         raise TranslationError(
             fields.at("restartPolicy"),
             "sidecar init containers (restartPolicy: Always) are not supported",
             "move the container to containers, or remove restartPolicy",
         )
-    fields.done()
-    return out
+    for key in _PROBES:
+        if key in fields.value:
+            raise TranslationError(
+                fields.at(key),
+                "an init container runs to completion and cannot have probes",
+                f"remove {key}",
+            )
 
 
 def _port(fields: Fields) -> dict[str, Any]:
@@ -176,7 +189,7 @@ def _resources(fields: Fields) -> dict[str, Any]:
         out[part] = _copy(amounts, {"cpu": "cpu", "memory": "memory"}, done=False)
         for key in amounts.value:
             if key not in ("cpu", "memory"):
-                amounts.ignore(key, "Shoal schedules and limits cpu and memory only")
+                amounts.ignore_entry(key, "Shoal schedules and limits cpu and memory only")
     # As in Kubernetes, a limit without a request is also the request.
     for name, value in out.get("limits", {}).items():
         requests = out.setdefault("requests", {})

@@ -48,6 +48,7 @@ _REASONS: dict[str, str] = {
     "dnsConfig": "Shoal configures DNS itself",
     "priorityClassName": "Shoal has no pod priorities",
     "schedulerName": "Shoal has one scheduler",
+    "nodeName": "Shoal's scheduler places every instance: use nodeSelector",
 }
 _DEFAULT_REASON = "Shoal does not support this field"
 
@@ -196,6 +197,11 @@ class Fields:
         self._taken.add(key)
         if self.value.get(key) not in (None, {}, [], ""):
             self.report.ignore(self.at(key), why or _REASONS.get(key, _DEFAULT_REASON))
+
+    def ignore_entry(self, key: str, why: str) -> None:
+        """Report the map entry ``key`` (a resource name, a label) as ignored: ``path[key]``."""
+        self._taken.add(key)
+        self.report.ignore(f"{self.path}[{key}]", why)
 
     def done(self) -> None:
         """Report every key not taken as ignored."""
