@@ -44,7 +44,8 @@ class Translation:
     objects: list[ObjectSpec] = field(default_factory=list)
     """The objects to apply, in document order."""
     warnings: list[str] = field(default_factory=list)
-    """One line per field Shoal ignores: 'Deployment default/web: spec.x: why'."""
+    """One line per field (or object of a kind) Shoal ignores, with its Kubernetes path:
+    'Deployment default/web: spec.template.spec.tolerations: ignored: why'."""
 
 
 def _key(spec: ObjectSpec) -> str:
