@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
+from pydantic import ValidationError
 
 from shoal.core import DefaultScheduler
 from shoal.core._placement import InstanceFactory, UsageIndex
@@ -550,6 +551,11 @@ def test_finished_runs_that_are_not_restarted_free_their_slot() -> None:
     usage.change(None, never)
     assert usage.change(never, never.model_copy(update=FAILED))
     assert "n1" not in usage
+
+
+def test_canaries_are_for_replicas_only() -> None:
+    with pytest.raises(ValidationError, match="update.canary is for mode replicas only"):
+        spec("agent", replicas=2, mode="daemon", update={"canary": 1})
 
 
 # --- the loops, on the mock runtime -----------------------------------------

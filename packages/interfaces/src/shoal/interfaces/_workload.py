@@ -863,6 +863,11 @@ class WorkloadSpec(Spec):
             raise ValueError("a job's instances must end: set restart_policy to OnFailure or Never")
         if self.job is not None and self.mode != WorkloadMode.JOB:
             raise ValueError("job is set but mode is not 'job': set mode: job, or remove job")
+        if self.update.canary and self.mode != WorkloadMode.REPLICAS:
+            raise ValueError(
+                f"update.canary is for mode replicas only (a {self.mode.value} rolls without "
+                "canaries): remove update.canary"
+            )
         return self
 
     @property
