@@ -554,7 +554,7 @@ def test_finished_runs_that_are_not_restarted_free_their_slot() -> None:
 
 
 def test_canaries_are_for_replicas_only() -> None:
-    with pytest.raises(ValidationError, match="update.canary is for mode replicas only"):
+    with pytest.raises(ValidationError, match=r"update\.canary is for mode replicas only"):
         spec("agent", replicas=2, mode="daemon", update={"canary": 1})
 
 
