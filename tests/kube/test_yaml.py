@@ -6,6 +6,7 @@ import pytest
 
 from shoal.interfaces import InvalidSpec, WorkloadSpec, load_yaml_documents
 from shoal.kube import parse_documents
+from tests.kube.support import DOCS
 
 BLOCK = """\
 # a comment before the document
@@ -104,3 +105,13 @@ def test_octal_modes_read_as_kubernetes_reads_them() -> None:
 def test_invalid_yaml_names_line_and_column() -> None:
     with pytest.raises(InvalidSpec, match=r"web.yaml: line 3, column \d+: invalid YAML"):
         load_yaml_documents("kind: Pod\nmetadata: {name: web\nspec: [\n", "web.yaml")
+
+
+def test_a_published_example_with_a_tab_is_refused_at_its_line() -> None:
+    path = DOCS / "broken" / "pod-multiple-secret-env-variable.yaml"
+    with pytest.raises(InvalidSpec) as caught:
+        load_yaml_documents(path.read_text(), path.name)
+    assert str(caught.value).startswith(
+        "pod-multiple-secret-env-variable.yaml: line 15, column 1: invalid YAML: "
+        "found character '\\t' that cannot start any token"
+    )
