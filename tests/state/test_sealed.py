@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from shoal.interfaces import InternalError, InvalidInput, PutOp
-from shoal.state import Keyring, MemoryStore, SealedStore
+from shoal.state import Keyring, MemoryStore, SealedStore, SqliteStore
 
 pytestmark = pytest.mark.anyio
 
@@ -78,3 +78,11 @@ def test_a_damaged_keyring_is_refused_with_its_path(tmp_path: Path) -> None:
     path.write_text("not json")
     with pytest.raises(InvalidInput, match=f"{path} is not a Shoal secrets keyring"):
         Keyring.load(path)
+
+
+async def test_opening_the_sealed_store_opens_the_one_it_wraps(tmp_path: Path) -> None:
+    inner = SqliteStore(tmp_path / "state.db")
+    async with SealedStore(inner, Keyring.load(tmp_path / "ring")) as store:
+        await store.put(KEY, VALUE)
+        got = await store.get(KEY)
+        assert got is not None and got.value == VALUE

@@ -22,11 +22,14 @@ was on) is read as it is, and sealed by the next write or reseal.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import secrets
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -171,6 +174,24 @@ class SealedStore:
         self.inner = store
         self.keyring = keyring
         self.prefixes = tuple(prefixes)
+
+    async def __aenter__(self) -> Self:
+        """Open the wrapped store (if it is opened as a context manager)."""
+        if isinstance(self.inner, contextlib.AbstractAsyncContextManager):
+            await self.inner.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Close the wrapped store."""
+        if isinstance(self.inner, contextlib.AbstractAsyncContextManager):
+            await self.inner.__aexit__(exc_type, exc, traceback)
+        else:
+            await self.inner.aclose()
 
     def _sealed(self, key: str) -> bool:
         return key.startswith(self.prefixes)
