@@ -9,9 +9,12 @@ import pytest
 from shoal.interfaces import (
     ConfigMapSpec,
     EnvVarSource,
+    ExecAction,
+    HttpGetAction,
     KeyRef,
     RestartPolicy,
     SecretSpec,
+    TcpSocketAction,
     UpdateType,
     WorkloadMode,
     WorkloadSpec,
@@ -213,3 +216,72 @@ def test_the_examples_are_unmodified_flow_style() -> None:
     text = (DOCS / "secret.yaml").read_text()
     assert text.startswith("---\n{\n") and '"Mzk1MjgkdmRnN0pi",\n  },' in text
     assert base64.b64decode("bXktYXBw") == b"my-app"
+
+
+def test_probe_examples() -> None:
+    [exec_probe] = only_workload("exec-liveness.yaml").template.containers
+    assert exec_probe.liveness_probe is not None
+    assert exec_probe.liveness_probe.exec == ExecAction(command=["cat", "/tmp/healthy"])
+    assert exec_probe.liveness_probe.initial_delay_seconds == 5
+    [http] = only_workload("http-liveness.yaml").template.containers
+    assert http.liveness_probe is not None
+    assert http.liveness_probe.http_get == HttpGetAction(port=8080, path="/healthz")
+    assert load("http-liveness.yaml").warnings == [
+        "Pod default/liveness-http: spec.containers[0].livenessProbe.httpGet.httpHeaders: "
+        "ignored: Shoal's probes send no extra headers"
+    ]
+    [tcp] = only_workload("tcp-liveness-readiness.yaml").template.containers
+    assert tcp.readiness_probe is not None and tcp.liveness_probe is not None
+    assert tcp.readiness_probe.tcp_socket == TcpSocketAction(port=8080)
+    assert tcp.readiness_probe.period_seconds == 10
+
+
+def test_init_containers_example() -> None:
+    translation = load("init-containers.yaml")
+    [spec] = translation.objects
+    assert isinstance(spec, WorkloadSpec)
+    [install] = spec.template.init_containers
+    assert install.command == ["wget", "-O", "/work-dir/index.html", "http://info.cern.ch"]
+    assert spec.template.volumes[0].empty_dir is not None
+    assert translation.warnings == [
+        "Pod default/init-demo: spec.dnsPolicy: ignored: Shoal configures DNS itself"
+    ]
+
+
+def test_dependent_envars_keep_their_order_and_references() -> None:
+    [container] = only_workload("dependent-envars.yaml").template.containers
+    assert list(container.env) == [
+        "SERVICE_PORT",
+        "SERVICE_IP",
+        "UNCHANGED_REFERENCE",
+        "PROTOCOL",
+        "SERVICE_ADDRESS",
+        "ESCAPED_REFERENCE",
+    ]
+    assert container.env["ESCAPED_REFERENCE"] == "$$(PROTOCOL)://$(SERVICE_IP):$(SERVICE_PORT)"
+
+
+def test_private_registry_pull_secret() -> None:
+    assert only_workload("private-reg-pod.yaml").template.image_pull_secrets == ["regcred"]
+
+
+def test_node_selector_example() -> None:
+    translation = load("pod-nginx.yaml")
+    [spec] = translation.objects
+    assert isinstance(spec, WorkloadSpec)
+    assert spec.placement.constraints == {"disktype": "ssd"}
+    assert [w.split(": ")[1] for w in translation.warnings] == [
+        "spec.containers[0].imagePullPolicy"
+    ]
+
+
+def test_projected_service_account_token_is_an_empty_mount_with_a_warning() -> None:
+    translation = load("pod-projected-svc-token.yaml")
+    [spec] = translation.objects
+    assert isinstance(spec, WorkloadSpec)
+    assert spec.template.volumes[0].empty_dir is not None
+    assert spec.template.containers[0].volume_mounts[0].mount_path == "/var/run/secrets/tokens"
+    assert translation.warnings == [
+        "Pod default/nginx: spec.volumes[0].projected.sources[0].serviceAccountToken: ignored: "
+        "Shoal has no API server, so no service account tokens"
+    ]
