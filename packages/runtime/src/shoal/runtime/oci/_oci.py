@@ -278,6 +278,10 @@ class OciCliRuntime(AsyncClosing):
             await self._run_init_containers(record)
         async with self._lock(uid):
             record = self._record(uid)
+            if uid in self._stopped:  # stopped while its init containers ran
+                raise RuntimeFailure(
+                    f"pod {uid!r} was stopped while its init containers ran", uid=uid
+                )
             if uid in self._fresh:  # just created here: no need to ask runc what it is
                 self._fresh.discard(uid)
                 status = await self.ops.status(record, self.ops.assume(record, "created"))
