@@ -14,9 +14,10 @@ Routes (errors as everywhere: ``{"error": {"code", "message", "details"}}``)::
 A Secret's values leave the server only for ``show_values=true`` from an admin
 key; the service records that as a ``ValuesShown`` event about the Secret (by
 the caller, through its front door), never with the values in it.
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: FastAPI resolves the route
+annotations at registration, and the role dependencies are local names.
+"""
 
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal
