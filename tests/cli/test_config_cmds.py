@@ -178,6 +178,7 @@ async def test_diff_shows_changed_fields_and_never_secret_values(
     assert "~ configmap shop/page (update)" in out
     assert "-<h1>hello</h1>" in out and "+<h1>bonjour</h1>" in out
     assert "~ secret shop/db (update)" in out
+    assert "origin." not in out  # a manifest's copy of a change is not shown twice
     for value in (PASSWORD, ENCODED, "a-new-password-9"):
         assert value not in out + changed.stderr
     assert (

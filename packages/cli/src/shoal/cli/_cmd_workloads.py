@@ -202,8 +202,9 @@ def delete(
 ) -> None:
     """Delete a workload, a ConfigMap, a Secret or a Namespace.
 
-    A workload's instances stop, then it is removed. A Namespace is deleted only once empty. Pods that use a deleted ConfigMap or Secret keep
-    what they have; new ones wait for it.
+    A workload's instances stop, then it is removed. A Namespace is deleted only once
+    empty. Pods that use a deleted ConfigMap or Secret keep what they have; new ones wait
+    for it.
     """
     from ._cmd_config import CONFIG_KINDS, KUBE_KINDS, delete_kube_object
 
