@@ -86,6 +86,6 @@ def manifests(
             return
         out.print(manifests_table(items))
         for line in problems(items):
-            out.print(line, markup=False, highlight=False)
+            out.print(line, markup=False, highlight=False, soft_wrap=True)
 
     run(lambda: with_client(call))
