@@ -11,7 +11,8 @@ from mcp import Client
 from mcp_types import ElicitRequestParams, ElicitResult
 
 from shoal.interfaces import NotFound
-from shoal.mcp import AUDIT_REASON, CHANGE_TOOLS
+from shoal.mcp import AUDIT_REASON, CHANGE_TOOLS, REDACTED
+from shoal.mcp._redact import redact_json
 from tests.mcp.support import VIEWER, Live, call, refused
 
 pytestmark = pytest.mark.anyio
@@ -188,3 +189,27 @@ async def test_viewers_cannot_delete_and_nothing_audited_holds_a_secret_value(
     assert {e.details["tool"] for e in audited} >= {"apply_workload", "delete_secret"}
     for event in events:
         assert not leaks(event.model_dump(mode="json")), event
+
+
+def test_secret_documents_are_redacted_in_either_dialect() -> None:
+    last_applied = json.dumps({"kind": "Secret", "stringData": {"password": PASSWORD}})
+    documents = [
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": "db",
+                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": last_applied},
+            },
+            "data": {"password": ENCODED},
+            "stringData": {"token": PASSWORD},
+        },
+        {"kind": "Secret", "name": "db", "string_data": {"password": PASSWORD}},
+        {"kind": "ConfigMap", "name": "page", "data": {"index.html": "<h1>hi</h1>"}},
+    ]
+    kube, shoal, config_map = redact_json(documents)
+    assert not leaks(kube) and not leaks(shoal)
+    assert kube["data"] == {"password": REDACTED} and kube["stringData"] == {"token": REDACTED}
+    assert kube["metadata"]["name"] == "db"
+    assert shoal["string_data"] == {"password": REDACTED}
+    assert config_map == documents[2]

@@ -81,6 +81,8 @@ def redact_env(env: Mapping[str, Any]) -> dict[str, Any]:
 
 _SECRET_DATA = ("data", "stringData", "string_data")
 """The fields of a Secret document that hold its values."""
+_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+"""kubectl's copy of the whole document, values included, in an annotation."""
 
 
 def _redact_secret_document(document: dict[str, Any]) -> dict[str, Any]:
@@ -91,6 +93,13 @@ def _redact_secret_document(document: dict[str, Any]) -> dict[str, Any]:
             clean[key] = dict.fromkeys(values, REDACTED)
         elif values is not None:
             clean[key] = REDACTED
+    metadata = clean.get("metadata")
+    if not isinstance(metadata, dict):
+        return clean
+    annotations = metadata.get("annotations")
+    if isinstance(annotations, dict) and _LAST_APPLIED in annotations:
+        annotations = {**annotations, _LAST_APPLIED: REDACTED}
+        clean["metadata"] = {**metadata, "annotations": annotations}
     return clean
 
 
