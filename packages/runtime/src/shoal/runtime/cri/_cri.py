@@ -6,11 +6,15 @@ For each pod the runtime
    every image is in the runtime's store (``ImageStatus``, else
    ``PullImage``), before anything is created;
 2. makes the pod's directory under ``root`` (``pods/<uid>``): its emptyDir
-   volumes and the ``logs/`` directory the runtime writes each container's
-   CRI log into;
+   and file volumes (laid out as the runc runtime does, see
+   :mod:`shoal.runtime._filevolumes`) and the ``logs/`` directory the runtime
+   writes each container's CRI log into;
 3. runs the pod sandbox (``RunPodSandbox``: the runtime's CNI config gives it
-   its network and publishes its host ports), then creates each container in
-   it (``CreateContainer``), and with :meth:`CriRuntime.run` starts each.
+   its network and publishes its host ports; variables that want the pod's
+   address get it now), then creates each container in it
+   (``CreateContainer``), and with :meth:`CriRuntime.run` starts each. A pod
+   with init containers gets its containers only once those have succeeded
+   (``start`` runs them, in order, each to exit 0), as the kubelet does.
 
 A failure undoes everything done so far. ``stop`` is ``StopContainer`` with
 the grace period as its timeout (SIGTERM, then SIGKILL) for every running
@@ -42,7 +46,9 @@ from shoal.interfaces import (
     AsyncClosing,
     Conflict,
     Container,
+    ContainerState,
     ContainerStats,
+    ContainerStatus,
     ExecResult,
     ImageError,
     ImageInfo,
@@ -274,8 +280,13 @@ class CriRuntime(AsyncClosing):
                     pb.RunPodSandboxResponse,
                 )
                 self._sandboxes[pod.uid] = reply.pod_sandbox_id
+                if pod.pod_ip_env:  # the downward API's podIP: known now that the sandbox is
+                    sandbox = await self._sandbox_status(reply.pod_sandbox_id)
+                    pod = pod.with_pod_ip(self._ip(sandbox) or "")
                 sources = volume_sources(directory, pod.volumes)
-                for index, container in enumerate(pod.containers):
+                # With init containers, the containers are created once those succeed
+                # (as the kubelet does): a sub_path may name what an init container wrote.
+                for index, container in enumerate([] if pod.init_containers else pod.containers):
                     container_id = await self._create_container(
                         reply.pod_sandbox_id, config, pod, container, str(index), sources
                     )
@@ -395,16 +406,17 @@ class CriRuntime(AsyncClosing):
 
         """
         pod = await self._ready_pod(uid)
-        if pod.spec.init_containers and any(
-            c.state != pb.CONTAINER_RUNNING for c in pod.containers
-        ):
+        running = {c.metadata.name for c in pod.containers if c.state == pb.CONTAINER_RUNNING}
+        if pod.spec.init_containers and any(c.name not in running for c in pod.spec.containers):
             # Not under the pod's lock: stop and remove must be able to end an init that hangs.
             config, sources = self._configs(pod.spec)
-            await self._run_inits(pod.sandbox.id, config, pod.spec, sources, pod.inits)
+            filled = pod.spec.with_pod_ip(self._ip(pod.sandbox) or "")
+            await self._run_inits(pod.sandbox.id, config, filled, sources, pod.inits)
         async with self._lock(uid):
             pod = await self._ready_pod(uid)
             config, sources = self._configs(pod.spec)
-            for index, spec in enumerate(pod.spec.containers):
+            filled = pod.spec.with_pod_ip(self._ip(pod.sandbox) or "")
+            for index, spec in enumerate(filled.containers):
                 current = next((c for c in pod.containers if c.metadata.name == spec.name), None)
                 if current is not None and current.state == pb.CONTAINER_RUNNING:
                     continue
@@ -416,7 +428,7 @@ class CriRuntime(AsyncClosing):
                     attempt = current.metadata.attempt + 1
                     await self._remove_container(current.id)
                 container_id = await self._create_container(
-                    pod.sandbox.id, config, pod.spec, spec, str(index), sources, attempt
+                    pod.sandbox.id, config, filled, spec, str(index), sources, attempt
                 )
                 await self._start_container(pod.spec, spec.name, container_id)
         return await self.inspect(uid)
@@ -593,6 +605,15 @@ class CriRuntime(AsyncClosing):
 
         """
         pod = await self._pod(uid)
+        if container in {c.name for c in pod.spec.containers} and container not in {
+            c.metadata.name for c in pod.containers
+        }:
+            raise Conflict(
+                f"container {container!r} of pod {uid!r} is waiting for its init containers, "
+                "not running: start the pod before exec",
+                uid=uid,
+                container=container,
+            )
         current = pod.container(container)
         if current.state != pb.CONTAINER_RUNNING:
             state = container_status(container, await self._container_status(current.id)).state
@@ -721,18 +742,32 @@ class CriRuntime(AsyncClosing):
             return _Pod(_spec(status), status, ordered(reply.containers))
         raise NotFound(f"no pod with uid {uid!r} in the CRI runtime at {self.endpoint}", uid=uid)
 
+    def _ip(self, sandbox: pb.PodSandboxStatus) -> str | None:
+        """Return the pod's address: its sandbox's, or 127.0.0.1 with host networking."""
+        return "127.0.0.1" if self.host_network else (sandbox.network.ip or None)
+
     async def _status(self, pod: _Pod) -> PodStatus:
-        statuses = [await self._container_status(c.id) for c in pod.containers]
-        ip = "127.0.0.1" if self.host_network else (pod.sandbox.network.ip or None)
+        created = {c.metadata.name: c for c in pod.containers}
+        containers = []
+        for spec in pod.spec.containers:
+            current = created.get(spec.name)
+            if current is None:  # created once the init containers have succeeded
+                waiting = ContainerStatus(
+                    name=spec.name,
+                    id="",
+                    state=ContainerState.CREATED,
+                    message="waiting for its init containers",
+                )
+                containers.append(waiting)
+                continue
+            status = await self._container_status(current.id)
+            containers.append(container_status(spec.name, status))
         return PodStatus(
             uid=pod.spec.uid,
             name=pod.spec.name,
             namespace=pod.spec.namespace,
-            containers=[
-                container_status(c.metadata.name, s)
-                for c, s in zip(pod.containers, statuses, strict=True)
-            ],
-            ip=ip,
+            containers=containers,
+            ip=self._ip(pod.sandbox),
         )
 
     async def _remove_container(self, container_id: str) -> None:
