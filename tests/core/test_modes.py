@@ -700,6 +700,41 @@ async def test_a_daemon_runs_one_per_node_and_follows_nodes(cluster: Cluster) ->
         tg.cancel_scope.cancel()
 
 
+async def test_a_daemon_rolls_node_by_node_within_max_unavailable(cluster: Cluster) -> None:
+    for name in ("n1", "n2", "n3"):
+        await cluster.add_node(name)
+    ports = [{"container_port": 9100, "host_port": 9100}]
+
+    def agent(image: str) -> Any:
+        template = {"containers": [{"name": "main", "image": image, "ports": ports}]}
+        update = {"max_unavailable": 1, "max_surge": 0}
+        return spec("agent", mode="daemon", template=template, update=update)
+
+    await cluster.service.apply([agent("busybox:1")])
+    await cluster.settle()
+    await cluster.service.apply([agent("busybox:2")])
+    lowest = 3
+    for _ in range(40):
+        before = await cluster.store.revision()
+        await cluster.control.reconcile_once()
+        for loop in cluster.nodes.values():
+            await loop.reconcile_once()
+        running = [i for i in await _instances(cluster, "agent") if i.state == R and i.ready]
+        assert len({i.node for i in running}) == len(running)  # never two on one node
+        lowest = min(lowest, len(running))
+        if await cluster.store.revision() == before:
+            break
+    assert lowest == 2  # one node at a time
+    final = await _instances(cluster, "agent")
+    assert sorted(i.node or "" for i in final) == ["n1", "n2", "n3"]
+    assert {i.template.containers[0].image for i in final} == {"busybox:2"}
+    workload = await cluster.workload("agent")
+    assert workload.status.phase == WorkloadPhase.RUNNING
+    assert workload.status.complete_revision == workload.revision == 2
+    events = await cluster.service.list_events(kind="Workload", name="agent", limit=500)
+    assert [e.reason for e in events].count("RollingUpdate") == 3
+
+
 async def test_a_node_added_wakes_daemons_not_every_workload(cluster: Cluster) -> None:
     await cluster.add_node("n1")
     await cluster.service.apply([spec("agent", mode="daemon"), spec("web", replicas=1)])
