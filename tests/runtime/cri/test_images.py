@@ -16,6 +16,7 @@ import pytest
 from shoal.interfaces import ImageError, NotFound
 from shoal.runtime.cri import CriClient, CriImages
 from tests.runtime.cri.support import IMAGE, MISSING_IMAGE, PrivateContainerd
+from tests.runtime.images.fake_registry import FakeRegistry, serving
 
 pytestmark = pytest.mark.anyio
 
@@ -107,3 +108,21 @@ async def test_what_is_not_an_image_is_refused_on_import(images: CriImages, tmp_
 async def test_a_pull_the_registry_refuses_is_an_image_error_naming_it(images: CriImages) -> None:
     with pytest.raises(ImageError, match=MISSING_IMAGE.replace(".", r"\.")):
         await images.pull(MISSING_IMAGE)
+
+
+async def test_a_pull_goes_with_the_registrys_credentials(
+    images: CriImages, tmp_path: Path
+) -> None:
+    write_layout(tmp_path / "layout", "1")  # content of its own: every blob is fetched
+    registry = FakeRegistry(layout=tmp_path / "layout", basic=("shoal", "s3cret"))
+    async with serving(registry):
+        reference = f"{registry.host}/pulled:1"  # loopback: containerd speaks plain HTTP
+        with pytest.raises(ImageError, match="401"):
+            await images.pull(reference)
+        credentials = {registry.host: ("shoal", "s3cret")}
+        pulled = await images.pull(reference, credentials=credentials)
+        assert pulled.reference == reference
+        assert registry.blob_gets()
+        assert all(seen.authorization for seen in registry.blob_gets())
+        assert (await images.ensure(reference)).digest == pulled.digest
+        await images.remove(reference)
