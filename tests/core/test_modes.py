@@ -642,6 +642,42 @@ async def test_a_job_fails_past_its_backoff_limit(cluster: Cluster) -> None:
     assert await runtime.list() == []
 
 
+async def test_timers_alone_fail_a_job_past_its_deadline_and_delete_it_after_its_ttl(
+    cluster: Cluster,
+) -> None:
+    """The real run() loops: nothing changes in the store, the clock alone moves the job on."""
+    node_loop = await cluster.add_node("n1")  # its containers never exit
+    job_spec = spec(
+        "batch",
+        mode="job",
+        restart_policy="OnFailure",
+        job={"active_deadline_seconds": 30, "ttl_seconds_after_finished": 60},
+    )
+    async with anyio.create_task_group() as tg:
+        await tg.start(cluster.control.run)
+        await tg.start(node_loop.run)
+        await cluster.service.apply([job_spec])
+
+        async def failed() -> bool:
+            status = (await cluster.workload("batch")).status
+            return status.phase == WorkloadPhase.FAILED
+
+        await eventually(failed, cluster.clock, step=5)
+        workload = await cluster.workload("batch")
+        assert workload.status.finished_at is not None
+        assert workload.status.finished_at - workload.created_at >= timedelta(seconds=30)
+        (condition,) = [c for c in workload.status.conditions if c.type == "Failed"]
+        assert condition.reason == "DeadlineExceeded"
+
+        async def gone() -> bool:
+            return not await cluster.service.list_workloads()
+
+        await eventually(gone, cluster.clock, step=5)
+        assert cluster.clock.now() - workload.status.finished_at >= timedelta(seconds=60)
+        assert await cluster.runtimes["n1"].list() == []
+        tg.cancel_scope.cancel()
+
+
 async def test_a_jobs_template_cannot_change(cluster: Cluster) -> None:
     job_spec = spec("batch", mode="job", restart_policy="OnFailure")
     await cluster.service.apply([job_spec])
