@@ -62,6 +62,7 @@ bench: bootstrap
 	$(UV) run python bench/cli_latency.py
 	$(UV) run python bench/scale.py
 	$(UV) run python bench/rollout.py
+	$(UV) run python bench/manifests.py
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache
