@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 import httpx
@@ -38,7 +39,7 @@ ADMIN, OPERATOR, VIEWER = (
     KeyPair("viewer@test", SigningKey(bytes([13]) * 32)),
 )
 
-DEPLOYMENT = {
+DEPLOYMENT: dict[str, Any] = {
     "apiVersion": "apps/v1",
     "kind": "Deployment",
     "metadata": {"name": "web", "namespace": "shop"},
@@ -127,6 +128,25 @@ async def test_apply_takes_kubernetes_documents_of_every_kind_with_warnings(
         assert result["secrets"][0]["sizes"] == {"password": len(SECRET_VALUE)}
         assert result["workloads"][0]["spec"]["origin"]["kind"] == "Deployment"
         assert SECRET_VALUE not in response.text and ENCODED not in response.text
+
+        tolerating = {
+            **DEPLOYMENT,
+            "metadata": {"name": "tolerant", "namespace": "shop"},
+            "spec": {
+                **DEPLOYMENT["spec"],
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {
+                        "containers": [{"name": "httpd", "image": "busybox"}],
+                        "tolerations": [{"operator": "Exists"}],
+                    },
+                },
+            },
+        }
+        warned = await http.post("/v1/workloads/apply", json={"documents": [tolerating]})
+        assert warned.status_code == 200, warned.text
+        (warning,) = warned.json()["warnings"]  # the translation's and the apply's, once
+        assert warning.startswith("Deployment shop/tolerant: spec.template.spec.tolerations")
 
         strict = await http.post(
             "/v1/workloads/apply", json={"documents": documents, "strict": True, "dry_run": True}

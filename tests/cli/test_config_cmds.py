@@ -28,6 +28,7 @@ from tests.shoal_cli import run_shoal
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "k8s"
+K8S_DOCS = Path(__file__).parents[2] / "tests" / "kube" / "k8s_docs"
 
 PASSWORD = "correct-horse-battery"
 ENCODED = base64.b64encode(PASSWORD.encode()).decode()
@@ -333,3 +334,17 @@ async def test_the_kubernetes_example_applies_strictly(agent: Agent) -> None:
     assert (same.returncode, same.stdout) == (0, "")
     secrets = (await agent.shoal("get", "secrets")).stdout
     assert "httpd-auth" in secrets and "change-me" not in secrets
+
+
+async def test_the_validation_steps_of_docs_kubernetes(agent: Agent) -> None:
+    nginx = await agent.shoal("apply", "--dry-run", "-f", str(K8S_DOCS / "nginx-deployment.yaml"))
+    assert nginx.stdout.startswith("(dry run) deployment default/nginx-deployment would create")
+    assert nginx.stderr == ""
+    fluentd = str(K8S_DOCS / "fluentd-daemonset.yaml")
+    warned = await agent.shoal("apply", "--dry-run", "-f", fluentd)
+    assert "daemonset kube-system/fluentd-elasticsearch would create" in warned.stdout
+    (warning,) = warned.stderr.splitlines()
+    assert warning.startswith("warning: ") and "spec.template.spec.tolerations" in warning
+    strict = await agent.shoal("apply", "--strict", "-f", fluentd, check=False)
+    assert strict.returncode == 1 and "spec.template.spec.tolerations" in strict.stderr
+    assert (await agent.shoal("get", "daemonsets", "-A")).stdout.startswith("no daemonsets found")

@@ -58,7 +58,7 @@ from shoal.interfaces import (
     Via,
     Workload,
 )
-from shoal.kube import parse_documents
+from shoal.kube import merge_warnings, parse_documents
 
 from ._auth import RequestVerifier, Verified, target_uri_from_scope
 from ._config_routes import CALLER_STATE, config_router
@@ -259,7 +259,7 @@ def create_app(
         """
         translation = parse_documents(body.documents, body.source, strict=body.strict)
         result = await svc.apply(translation.objects, dry_run=body.dry_run)
-        warnings = list(dict.fromkeys([*translation.warnings, *result.warnings]))
+        warnings = merge_warnings(translation.warnings, result.warnings)
         return result.model_copy(update={"warnings": warnings})
 
     @v1.get("/workloads", tags=["workloads"])

@@ -66,9 +66,11 @@ async def _apply(
     The names map ``(kind, namespace, name)`` of each change to what the user wrote:
     ``deployment`` for a workload translated from a Deployment.
     """
+    from shoal.kube import merge_warnings
+
     objects, warnings = _translate(paths, strict)
     result = await shoal.apply(objects, dry_run=dry_run)
-    for warning in dict.fromkeys([*warnings, *result.warnings]):
+    for warning in merge_warnings(warnings, result.warnings):
         err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     names: dict[tuple[str, str, str], str] = {}
     for spec in objects:

@@ -40,6 +40,7 @@ from shoal.interfaces import (
     ShoalError,
     WorkloadSpec,
 )
+from shoal.kube import merge_warnings
 
 from ._audit import Call, Gate, Refused
 from ._redact import redact_plan
@@ -275,7 +276,7 @@ def apply_plan(
         summary=summary,
         destructive=bool(zeroed),
         changes=plan.changes,
-        warnings=list(dict.fromkeys([*warnings, *result.warnings])),
+        warnings=merge_warnings(warnings, result.warnings),
         next_step="apply_workload(<the same workload or manifest>, plan_id=<plan_id>)",
     )
 
