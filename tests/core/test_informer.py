@@ -184,3 +184,21 @@ async def test_caught_up_means_every_event_of_that_revision_is_in_the_cache(
             await informer.caught_up(last)
             assert len(informer) == 528
             tg.cancel_scope.cancel()
+
+
+async def test_a_write_this_process_expects_is_not_decoded_again(store: StateStore) -> None:
+    informer: Informer[dict[str, str]] = Informer(store, PREFIX, decode, SystemClock())
+    mine = {"node": "n1"}
+    other = {"node": "n2"}
+    payload = json.dumps(mine).encode()
+    informer.expect(f"{PREFIX}a", payload, lambda kv: mine)
+    informer.expect(f"{PREFIX}b", payload, lambda kv: other)  # but b is written otherwise
+    async with anyio.create_task_group() as tg:
+        await tg.start(informer.run)
+        await store.put(f"{PREFIX}a", payload)
+        revision = await put(store, "b", node="n3")
+        await informer.caught_up(revision)
+        tg.cancel_scope.cancel()
+
+    assert informer.get(f"{PREFIX}a") is mine
+    assert informer.get(f"{PREFIX}b") == {"node": "n3"}

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 
 import anyio
@@ -49,6 +49,7 @@ from shoal.interfaces import (
     CompareTarget,
     EventType,
     Instance,
+    KeyValue,
     Node,
     Placements,
     PutOp,
@@ -446,12 +447,14 @@ class _Applier:
         for start in range(0, len(created), TXN_OPS):
             chunk = created[start : start + TXN_OPS]
             keys = [instance_key(i.namespace, i.name) for _, i in chunk]
+            puts = [
+                PutOp(key, inst.model_dump_json().encode())
+                for key, (_, inst) in zip(keys, chunk, strict=True)
+            ]
+            for put, (_, inst) in zip(puts, chunk, strict=True):
+                self.loop.instances.expect(put.key, put.value, _stored_as(inst))
             outcome = await self.loop.store.txn(
-                [Compare(key, CompareTarget.MOD_REVISION, 0) for key in keys],
-                [
-                    PutOp(key, inst.model_dump_json().encode())
-                    for key, (_, inst) in zip(keys, chunk, strict=True)
-                ],
+                [Compare(key, CompareTarget.MOD_REVISION, 0) for key in keys], puts
             )
             if not outcome.succeeded:  # a clash of random names: the next pass makes new ones
                 self.conflicted.update(workload for workload, _ in chunk)
@@ -520,3 +523,12 @@ class _Applier:
                 )
             ]
         )
+
+
+def _stored_as(inst: Instance) -> Callable[[KeyValue], Stored[Instance]]:
+    """Return what makes the cache's entry for ``inst`` once its write comes back."""
+
+    def make(kv: KeyValue) -> Stored[Instance]:
+        return Stored(inst, kv.key, kv.mod_revision, kv.create_revision)
+
+    return make

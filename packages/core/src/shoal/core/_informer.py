@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+MAX_EXPECTED = 100_000
+"""Most writes an informer waits to see come back (see :meth:`Informer.expect`)."""
+
 Listener = Callable[[str, T | None, T | None], None]
 """Called with ``(key, old, new)`` for each change; ``None`` stands for absent."""
 
@@ -76,6 +79,8 @@ class Informer(Generic[T]):
         self.store = store
         self.prefix = prefix
         self.decode = decode
+        self._expected: dict[str, tuple[bytes, Callable[[KeyValue], T]]] = {}
+        """Values this process is writing, by key: see :meth:`expect`."""
         self.clock = clock
         self.revision = 0
         """The store revision this cache reflects (0 before the first list)."""
@@ -254,7 +259,23 @@ class Informer(Generic[T]):
                 waiting.append((wanted, reached))
         self._waiters = waiting
 
+    def expect(self, key: str, value: bytes, make: Callable[[KeyValue], T]) -> None:
+        """Say that this process is writing ``value`` at ``key``, which ``make`` builds.
+
+        When the write comes back through the watch with exactly these bytes,
+        the cache takes ``make(kv)`` instead of decoding the value again: a
+        loop that writes thousands of objects does not parse them all back.
+        Expectations that never come back (the write failed) are dropped
+        after MAX_EXPECTED.
+        """
+        if len(self._expected) >= MAX_EXPECTED:
+            self._expected.clear()
+        self._expected[key] = (value, make)
+
     def _decoded(self, kv: KeyValue) -> T | None:
+        expected = self._expected.pop(kv.key, None)
+        if expected is not None and expected[0] == kv.value:
+            return expected[1](kv)
         try:
             return self.decode(kv)
         except ValueError as exc:

@@ -54,6 +54,31 @@ def _split(value: Any, what: str) -> tuple[Decimal, str]:
 
 def parse_cpu(value: Any) -> int:
     """Parse a CPU quantity into millicores (``"250m"``, ``"0.5"``, ``2``)."""
+    if isinstance(value, str | int | float):
+        return _cached_cpu(value)
+    return _parse_cpu(value)
+
+
+def parse_memory(value: Any) -> int:
+    """Parse a memory quantity into bytes (``"256Mi"``, ``"1G"``, ``1048576``)."""
+    if isinstance(value, str | int | float):
+        return _cached_memory(value)
+    return _parse_memory(value)
+
+
+# Every stored instance repeats its template's few quantities: decoding thousands of
+# them parses the same strings again and again. typed=True keeps True apart from 1.
+@functools.lru_cache(maxsize=4096, typed=True)
+def _cached_cpu(value: str | int | float) -> int:
+    return _parse_cpu(value)
+
+
+@functools.lru_cache(maxsize=4096, typed=True)
+def _cached_memory(value: str | int | float) -> int:
+    return _parse_memory(value)
+
+
+def _parse_cpu(value: Any) -> int:
     number, suffix = _split(value, "cpu")
     if suffix == "m":
         millis = number
@@ -68,8 +93,7 @@ def parse_cpu(value: Any) -> int:
     return int(millis)
 
 
-def parse_memory(value: Any) -> int:
-    """Parse a memory quantity into bytes (``"256Mi"``, ``"1G"``, ``1048576``)."""
+def _parse_memory(value: Any) -> int:
     number, suffix = _split(value, "memory")
     if suffix in _BINARY:
         scaled = number * _BINARY[suffix]
