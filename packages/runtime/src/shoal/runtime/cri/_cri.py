@@ -24,7 +24,7 @@ once) in the same sandbox, keeping its address. ``remove`` stops and removes
 the sandbox, which removes its containers, then the pod directory.
 
 Nothing is kept only in this object: pods are found by their labels (see
-:mod:`._cripod`), so a new object (the agent restarted) or a restarted
+:mod:`._cripod` and :mod:`._crilookup`), so a new object (the agent restarted) or a restarted
 containerd lists the same pods and the node loop adopts them by uid. The
 runtime's events API is not used: containerd 1.6 answers UNIMPLEMENTED to
 ``GetContainerEvents``, so status is asked for when it is needed.
@@ -32,7 +32,6 @@ runtime's events API is not used: containerd 1.6 answers UNIMPLEMENTED to
 
 from __future__ import annotations
 
-import builtins
 import functools
 import math
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -46,9 +45,7 @@ from shoal.interfaces import (
     AsyncClosing,
     Conflict,
     Container,
-    ContainerState,
     ContainerStats,
-    ContainerStatus,
     ExecResult,
     ImageError,
     ImageInfo,
@@ -69,48 +66,18 @@ from shoal.runtime.oci._volumes import check_host_paths, prepare_volumes, volume
 
 from ._client import DEFAULT_ENDPOINT, CriClient, check_cri, pb
 from ._crilogs import read_cri_log
+from ._crilookup import CriPod, PodLookup, spec_of
 from ._cripod import (
     LABEL_OWNER,
     LABEL_UID,
-    SPEC_ANNOTATION,
     container_config,
     container_status,
-    is_init,
     ordered,
     sandbox_config,
 )
 from ._images import CriImages
 
 __all__ = ["CriRuntime"]
-
-
-class _Pod:
-    """What the runtime holds of one pod: its sandbox and containers, in the pod's order."""
-
-    def __init__(
-        self, spec: PodSpec, sandbox: pb.PodSandboxStatus, containers: list[pb.Container]
-    ) -> None:
-        self.spec = spec
-        self.sandbox = sandbox
-        self.inits = [c for c in containers if is_init(c)]
-        self.containers = [c for c in containers if not is_init(c)]
-
-    def container(self, name: str, *, init: bool = False) -> pb.Container:
-        """Return the container ``name`` (init containers too with ``init``).
-
-        Raises:
-            NotFound: the pod has none of that name (yet).
-
-        """
-        for container in [*self.inits, *self.containers] if init else self.containers:
-            if container.metadata.name == name:
-                return container
-        names = ", ".join(c.name for c in self.spec.containers)
-        raise NotFound(
-            f"pod {self.spec.uid!r} has no container {name!r} (it has {names})",
-            uid=self.spec.uid,
-            container=name,
-        )
 
 
 async def _done() -> bool:
@@ -161,9 +128,9 @@ class CriRuntime(AsyncClosing):
         self.cgroup_parent = cgroup_parent
         self.stats_interval = stats_interval
         self.images = CriImages(self.client)
+        self.pods = PodLookup(self.client, owner, host_network=host_network)
+        """Finds this owner's pods by their labels (see :mod:`._crilookup`)."""
         self._locks: dict[str, anyio.Lock] = {}
-        self._sandboxes: dict[str, str] = {}
-        """Sandbox id by pod uid, as last seen (checked again when the runtime says it is gone)."""
         self._present: set[str] = set()
         """Images ``ensure_image`` found since the last ``create``, which need no second look."""
         self._closed = False
@@ -257,7 +224,7 @@ class CriRuntime(AsyncClosing):
         check_container_names(pod)
         check_host_paths(pod, self.allow_host_paths)
         async with self._lock(pod.uid):
-            if await self._find(pod.uid) is not None:
+            if await self.pods.find(pod.uid) is not None:
                 raise Conflict(f"a pod with uid {pod.uid!r} exists already", uid=pod.uid)
             present, self._present = self._present, set()
             for image in dict.fromkeys(c.image for c in [*pod.init_containers, *pod.containers]):
@@ -279,10 +246,10 @@ class CriRuntime(AsyncClosing):
                     pb.RunPodSandboxRequest(config=config),
                     pb.RunPodSandboxResponse,
                 )
-                self._sandboxes[pod.uid] = reply.pod_sandbox_id
+                self.pods.ids[pod.uid] = reply.pod_sandbox_id
                 if pod.pod_ip_env:  # the downward API's podIP: known now that the sandbox is
-                    sandbox = await self._sandbox_status(reply.pod_sandbox_id)
-                    pod = pod.with_pod_ip(self._ip(sandbox) or "")
+                    sandbox = await self.pods.sandbox_status(reply.pod_sandbox_id)
+                    pod = pod.with_pod_ip(self.pods.ip(sandbox) or "")
                 sources = volume_sources(directory, pod.volumes)
                 # With init containers, the containers are created once those succeed
                 # (as the kubelet does): a sub_path may name what an init container wrote.
@@ -353,7 +320,7 @@ class CriRuntime(AsyncClosing):
             old = done.get(container.name)
             attempt = 0
             if old is not None:
-                status = await self._container_status(old.id)
+                status = await self.pods.container_status(old.id)
                 if status.state == pb.CONTAINER_EXITED and status.exit_code == 0:
                     continue
                 attempt = old.metadata.attempt + 1
@@ -363,7 +330,7 @@ class CriRuntime(AsyncClosing):
             )
             await self._start_container(pod, container.name, container_id)
             while True:
-                status = await self._container_status(container_id)
+                status = await self.pods.container_status(container_id)
                 if status.state == pb.CONTAINER_EXITED:
                     break
                 # CRI 1.6 has no event for an exit (GetContainerEvents is UNIMPLEMENTED): poll.
@@ -410,12 +377,12 @@ class CriRuntime(AsyncClosing):
         if pod.spec.init_containers and any(c.name not in running for c in pod.spec.containers):
             # Not under the pod's lock: stop and remove must be able to end an init that hangs.
             config, sources = self._configs(pod.spec)
-            filled = pod.spec.with_pod_ip(self._ip(pod.sandbox) or "")
+            filled = pod.spec.with_pod_ip(self.pods.ip(pod.sandbox) or "")
             await self._run_inits(pod.sandbox.id, config, filled, sources, pod.inits)
         async with self._lock(uid):
             pod = await self._ready_pod(uid)
             config, sources = self._configs(pod.spec)
-            filled = pod.spec.with_pod_ip(self._ip(pod.sandbox) or "")
+            filled = pod.spec.with_pod_ip(self.pods.ip(pod.sandbox) or "")
             for index, spec in enumerate(filled.containers):
                 current = next((c for c in pod.containers if c.metadata.name == spec.name), None)
                 if current is not None and current.state == pb.CONTAINER_RUNNING:
@@ -433,8 +400,8 @@ class CriRuntime(AsyncClosing):
                 await self._start_container(pod.spec, spec.name, container_id)
         return await self.inspect(uid)
 
-    async def _ready_pod(self, uid: str) -> _Pod:
-        pod = await self._pod(uid)
+    async def _ready_pod(self, uid: str) -> CriPod:
+        pod = await self.pods.get(uid)
         if pod.sandbox.state != pb.SANDBOX_READY:
             raise RuntimeFailure(
                 f"the sandbox of pod {uid!r} is not ready (its network is gone): "
@@ -466,7 +433,7 @@ class CriRuntime(AsyncClosing):
             NotFound: no such pod, or it has no file volume named ``volume``.
 
         """
-        pod = await self._pod(uid)
+        pod = await self.pods.get(uid)
         spec = next((v for v in pod.spec.volumes if v.name == volume and v.files), None)
         if spec is None:
             raise NotFound(
@@ -487,7 +454,7 @@ class CriRuntime(AsyncClosing):
         """
         timeout = max(0, math.ceil(grace))
         async with self._lock(uid):
-            pod = await self._pod(uid)
+            pod = await self.pods.get(uid)
             running = [c.id for c in pod.containers if c.state == pb.CONTAINER_RUNNING]
 
             async def stop_one(container_id: str) -> None:
@@ -523,11 +490,11 @@ class CriRuntime(AsyncClosing):
             NotFound: no such pod.
 
         """
-        return await self._status(await self._pod(uid))
+        return await self.pods.status(await self.pods.get(uid))
 
     async def list(self) -> Sequence[PodStatus]:
         """Return every pod of this owner in the runtime, oldest first."""
-        sandboxes = await self._sandbox_list({LABEL_OWNER: self.owner})
+        sandboxes = await self.pods.sandboxes({LABEL_OWNER: self.owner})
         if not sandboxes:
             return []
         reply = await self.client.runtime(
@@ -546,12 +513,12 @@ class CriRuntime(AsyncClosing):
         result = []
         for uid, sandbox in newest.items():
             try:
-                status = await self._sandbox_status(sandbox.id)
+                status = await self.pods.sandbox_status(sandbox.id)
             except NotFound:  # removed meanwhile
                 continue
-            self._sandboxes[uid] = sandbox.id
-            pod = _Pod(_spec(status), status, ordered(by_sandbox.get(sandbox.id, [])))
-            result.append(await self._status(pod))
+            self.pods.ids[uid] = sandbox.id
+            pod = CriPod(spec_of(status), status, ordered(by_sandbox.get(sandbox.id, [])))
+            result.append(await self.pods.status(pod))
         return result
 
     def logs(
@@ -574,7 +541,7 @@ class CriRuntime(AsyncClosing):
     async def _logs(
         self, uid: str, container: str, *, follow: bool, tail: int | None, since: datetime | None
     ) -> AsyncIterator[LogLine]:
-        pod = await self._pod(uid)
+        pod = await self.pods.get(uid)
         if container not in {c.name for c in [*pod.spec.init_containers, *pod.spec.containers]}:
             pod.container(container)  # raises NotFound naming the containers
         path = self._directory(uid) / "logs" / f"{container}.log"
@@ -583,7 +550,7 @@ class CriRuntime(AsyncClosing):
             if self._closed:
                 return True
             try:
-                current = (await self._pod(uid)).container(container, init=True)
+                current = (await self.pods.get(uid)).container(container, init=True)
             except NotFound:
                 return True
             return current.state == pb.CONTAINER_EXITED
@@ -604,7 +571,7 @@ class CriRuntime(AsyncClosing):
             Conflict: the container is not running.
 
         """
-        pod = await self._pod(uid)
+        pod = await self.pods.get(uid)
         if container in {c.name for c in pod.spec.containers} and container not in {
             c.metadata.name for c in pod.containers
         }:
@@ -616,7 +583,7 @@ class CriRuntime(AsyncClosing):
             )
         current = pod.container(container)
         if current.state != pb.CONTAINER_RUNNING:
-            state = container_status(container, await self._container_status(current.id)).state
+            state = container_status(container, await self.pods.container_status(current.id)).state
             raise Conflict(
                 f"container {container!r} of pod {uid!r} is {state.value}, not running: "
                 "start it before exec",
@@ -654,7 +621,7 @@ class CriRuntime(AsyncClosing):
             NotFound: no such pod.
 
         """
-        pod = await self._pod(uid)
+        pod = await self.pods.get(uid)
         ids = {c.metadata.name: c.id for c in pod.containers}
         paths = {
             spec.name: f"{self.cgroup_parent.rstrip('/')}/{ids.get(spec.name, 'none')}"
@@ -680,96 +647,6 @@ class CriRuntime(AsyncClosing):
     def _lock(self, uid: str) -> anyio.Lock:
         return self._locks.setdefault(uid, anyio.Lock())
 
-    async def _sandbox_list(self, labels: dict[str, str]) -> builtins.list[pb.PodSandbox]:
-        reply = await self.client.runtime(
-            "ListPodSandbox",
-            pb.ListPodSandboxRequest(filter=pb.PodSandboxFilter(label_selector=labels)),
-            pb.ListPodSandboxResponse,
-        )
-        return list(reply.items)
-
-    async def _find(self, uid: str) -> str | None:
-        """Return the id of the pod's newest sandbox, or None."""
-        sandboxes = await self._sandbox_list({LABEL_OWNER: self.owner, LABEL_UID: uid})
-        if not sandboxes:
-            self._sandboxes.pop(uid, None)
-            return None
-        newest = max(sandboxes, key=lambda s: s.created_at).id
-        self._sandboxes[uid] = newest
-        return newest
-
-    async def _sandbox_status(self, sandbox_id: str) -> pb.PodSandboxStatus:
-        reply = await self.client.runtime(
-            "PodSandboxStatus",
-            pb.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id),
-            pb.PodSandboxStatusResponse,
-        )
-        return reply.status
-
-    async def _container_status(self, container_id: str) -> pb.ContainerStatus:
-        reply = await self.client.runtime(
-            "ContainerStatus",
-            pb.ContainerStatusRequest(container_id=container_id),
-            pb.ContainerStatusResponse,
-        )
-        return reply.status
-
-    async def _pod(self, uid: str) -> _Pod:
-        """Return the pod's sandbox and containers.
-
-        Raises:
-            NotFound: no such pod.
-
-        """
-        for attempt in range(2):
-            sandbox_id = self._sandboxes.get(uid) if attempt == 0 else await self._find(uid)
-            if sandbox_id is None:
-                continue
-            try:
-                status = await self._sandbox_status(sandbox_id)
-            except NotFound:
-                self._sandboxes.pop(uid, None)
-                continue
-            reply = await self.client.runtime(
-                "ListContainers",
-                pb.ListContainersRequest(
-                    filter=pb.ContainerFilter(
-                        pod_sandbox_id=sandbox_id, label_selector={LABEL_OWNER: self.owner}
-                    )
-                ),
-                pb.ListContainersResponse,
-            )
-            return _Pod(_spec(status), status, ordered(reply.containers))
-        raise NotFound(f"no pod with uid {uid!r} in the CRI runtime at {self.endpoint}", uid=uid)
-
-    def _ip(self, sandbox: pb.PodSandboxStatus) -> str | None:
-        """Return the pod's address: its sandbox's, or 127.0.0.1 with host networking."""
-        return "127.0.0.1" if self.host_network else (sandbox.network.ip or None)
-
-    async def _status(self, pod: _Pod) -> PodStatus:
-        created = {c.metadata.name: c for c in pod.containers}
-        containers = []
-        for spec in pod.spec.containers:
-            current = created.get(spec.name)
-            if current is None:  # created once the init containers have succeeded
-                waiting = ContainerStatus(
-                    name=spec.name,
-                    id="",
-                    state=ContainerState.CREATED,
-                    message="waiting for its init containers",
-                )
-                containers.append(waiting)
-                continue
-            status = await self._container_status(current.id)
-            containers.append(container_status(spec.name, status))
-        return PodStatus(
-            uid=pod.spec.uid,
-            name=pod.spec.name,
-            namespace=pod.spec.namespace,
-            containers=containers,
-            ip=self._ip(pod.sandbox),
-        )
-
     async def _remove_container(self, container_id: str) -> None:
         try:
             await self.client.runtime(
@@ -781,8 +658,8 @@ class CriRuntime(AsyncClosing):
             await anyio.lowlevel.checkpoint()
 
     async def _destroy(self, uid: str) -> None:
-        self._sandboxes.pop(uid, None)
-        for sandbox in await self._sandbox_list({LABEL_OWNER: self.owner, LABEL_UID: uid}):
+        self.pods.ids.pop(uid, None)
+        for sandbox in await self.pods.sandboxes({LABEL_OWNER: self.owner, LABEL_UID: uid}):
             for call, request, reply in (
                 ("StopPodSandbox", pb.StopPodSandboxRequest, pb.StopPodSandboxResponse),
                 ("RemovePodSandbox", pb.RemovePodSandboxRequest, pb.RemovePodSandboxResponse),
@@ -792,20 +669,3 @@ class CriRuntime(AsyncClosing):
                 except NotFound:
                     break
         await anyio.to_thread.run_sync(remove_tree, self._directory(uid))
-
-
-def _spec(status: pb.PodSandboxStatus) -> PodSpec:
-    """Return the pod spec a sandbox carries.
-
-    Raises:
-        RuntimeFailure: it carries none (not created by Shoal).
-
-    """
-    text = status.annotations.get(SPEC_ANNOTATION)
-    if text is None:
-        raise RuntimeFailure(
-            f"sandbox {status.id} is labelled as Shoal's but carries no pod spec: "
-            "remove it with `crictl rmp`",
-            sandbox=status.id,
-        )
-    return PodSpec.model_validate_json(text)
