@@ -403,3 +403,75 @@ async def test_two_directories(service: ShoalService, tmp_path: Path) -> None:
         (second / "c.yaml").write_text(workload("c"))
         await until(lambda: _replicas(service, "c", 1), "c.yaml is applied")
         tg.cancel_scope.cancel()
+
+
+async def test_a_paused_file_deleted_keeps_its_objects_until_resumed(
+    service: ShoalService, tmp_path: Path
+) -> None:
+    web = tmp_path / "web.yaml"
+    web.write_text(workload("web"))
+    async with watching(service, tmp_path) as watcher:
+        marker = tmp_path / "web.yaml.skip"
+        marker.touch()
+        await until(lambda: status(watcher, web).skipped, "paused")
+        web.unlink()
+        await settled(watcher, 1)
+        assert await names(service) == {"web"}
+        assert status(watcher, web).objects == ["Workload default/web"]
+        marker.unlink()
+        await until(lambda: _gone(service, "web"), "resumed without its file: pruned")
+        assert watcher.statuses() == []
+
+
+KUBE_CONFIG = """\
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: page
+  namespace: shop
+data:
+  index.html: hello
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: db
+  namespace: shop
+stringData:
+  password: hunter2
+"""
+
+
+async def test_kubernetes_config_objects_are_applied_and_pruned(
+    service: ShoalService, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(KUBE_CONFIG)
+    async with watching(service, tmp_path) as watcher:
+        assert status(watcher, config).objects == [
+            "ConfigMap shop/page",
+            "Namespace shop",
+            "Secret shop/db",
+        ]
+        (page,) = await service.list_config_maps("shop")
+        assert page.spec.annotations[MANIFEST_ANNOTATION] == f"n1:{config}"
+        config.write_text(KUBE_CONFIG.rsplit("---\n", 1)[0])  # the Secret leaves the file
+        await until(lambda: _no_secrets(service), "the Secret is pruned")
+        config.unlink()  # the ConfigMap goes first, then the Namespace it was in
+        await until(lambda: _no_namespace(service, "shop"), "the Namespace is pruned")
+        assert await service.list_config_maps("shop") == []
+        pruned = [e.message for e in await service.list_events(kind="Manifest")]
+        assert any("deleted Namespace shop" in m for m in pruned)
+
+
+async def _no_secrets(service: ShoalService) -> bool:
+    return not await service.list_secrets()
+
+
+async def _no_namespace(service: ShoalService, name: str) -> bool:
+    return name not in [n.spec.name for n in await service.list_namespaces()]

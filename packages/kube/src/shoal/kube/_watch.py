@@ -186,7 +186,7 @@ class ManifestWatcher:
                         await anyio.sleep_forever()
                     finally:
                         stop.set()  # the watch thread returns at once, not at its timeout
-            except* (OSError, RuntimeError) as group:
+            except* Exception as group:  # e.g. no inotify watches left: relisting still works
                 log.warning(
                     "cannot watch %s (%s): relisting every %s s instead",
                     ", ".join(self.directories),
@@ -221,7 +221,10 @@ class ManifestWatcher:
     async def _relist_forever(self) -> None:
         while True:
             await anyio.sleep(self.relist)
-            await self.relist_once()
+            try:
+                await self.relist_once()
+            except Exception:  # a bug must not stop the agent: the next relist tries again
+                log.exception("relisting %s failed", ", ".join(self.directories))
 
     async def relist_once(self) -> None:
         """Touch every file that changed unseen, retry failed applies and prunes."""
