@@ -407,6 +407,19 @@ ROLLING = [
         },
     ),
     Case(
+        "scaled from 8 to 4 mid-rollout: old and new give up their share of the excess",
+        rolled(4, max_surge=1, max_unavailable=0),
+        [up("a", rev=1), up("b", rev=2), up("c", rev=3), up("d", rev=4)]
+        + [new_up(n, rev=r) for n, r in (("e", 30), ("f", 31), ("g", 32), ("h", 33))],
+        nodes(n1="alive"),
+        writes={
+            "a": {"deleting": True, "reason": "ScaledDown"},  # old: the oldest two
+            "b": {"deleting": True, "reason": "ScaledDown"},
+            "h": {"deleting": True, "reason": "ScaledDown"},  # new: the newest one
+            "c": {"deleting": True, "reason": "Replaced"},  # then the rollout's own step
+        },
+    ),
+    Case(
         "recreate: the new ones start once no old instance is left",
         rolled(2, type="recreate"),
         [],
@@ -419,6 +432,25 @@ ROLLING = [
 @pytest.mark.parametrize("case", ROLLING, ids=[c.id for c in ROLLING])
 def test_rolling_update(case: Case) -> None:
     test_decide(case)
+
+
+@pytest.mark.parametrize(
+    ("auto", "canaries_up", "promote"), [(True, 1, True), (True, 0, False), (False, 1, False)]
+)
+def test_canaries_are_promoted_by_the_loop_only_with_auto_promote_once_available(
+    auto: bool, canaries_up: int, promote: bool
+) -> None:
+    wl = rolled(3, canary=1, auto_promote=auto, max_surge=1, max_unavailable=0)
+    wl = Stored(wl.value.model_copy(update={"promoted_revision": 1}), wl.key, 10, 10)
+    canary = new_up("d") if canaries_up else new_up("d", since=NOW + timedelta(seconds=5))
+    ready = (
+        canary
+        if canaries_up
+        else Stored(canary.value.model_copy(update={"ready": False}), canary.key, 30, 30)
+    )
+    decision = _decide(Case("", wl, [up("a"), up("b"), up("c"), ready], nodes(n1="alive")))
+    assert decision.promote is promote
+    assert not decision.ops and not decision.pending  # nothing replaced before the promotion
 
 
 def test_min_ready_seconds_asks_to_look_again_when_an_instance_becomes_available() -> None:

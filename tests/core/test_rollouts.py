@@ -187,3 +187,22 @@ async def test_canaries_run_beside_the_old_instances_until_promoted(cluster: Clu
 def test_more_canaries_than_replicas_is_refused_naming_the_fix() -> None:
     with pytest.raises(ValueError, match=r"update\.canary is 4 but replicas is 3: use at most 3"):
         spec(replicas=3, update={"canary": 4})
+
+
+async def test_canaries_with_auto_promote_are_promoted_once_available(cluster: Cluster) -> None:
+    await cluster.add_node("n1")
+    update = {"canary": 1, "auto_promote": True, "max_surge": 1, "max_unavailable": 0}
+    await cluster.service.apply([spec(replicas=3, update=update)])
+    await roll(cluster)
+
+    await cluster.service.apply([spec(replicas=3, image="busybox:2", update=update)])
+    await roll(cluster)
+
+    instances = await cluster.service.list_instances()
+    assert {i.template.containers[0].image for i in instances} == {"busybox:2"}
+    assert len(instances) == 3
+    workload = await cluster.workload()
+    assert workload.promoted_revision == 2
+    events = await cluster.service.list_events(kind="Workload", name="web")
+    promoted = [e for e in events if e.reason == "Promoted"]
+    assert len(promoted) == 1 and "automatically" in promoted[0].message

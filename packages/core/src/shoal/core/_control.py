@@ -396,6 +396,8 @@ class ControlLoop:
                 self.waiting.add(key)
             if settled.revert_to is not None:
                 await apply.revert(key, stored_workload, settled.revert_to, now)
+            elif decision.promote:
+                await apply.promote(key, stored_workload)
             elif settled.status is not None:
                 statuses.append((key, stored_workload, settled.status))
         await apply.create(created)
@@ -490,6 +492,22 @@ class _Applier:
             f"of revision {number} (now revision {updated.revision})"
         )
         await self.notes([Note(workload_ref(workload), "RolledBack", message, EventType.WARNING)])
+
+    async def promote(self, key: str, stored: Stored[Workload]) -> None:
+        """Promote the current revision's canaries, which are all available (auto_promote)."""
+        workload = stored.value
+        updated = workload.model_copy(update={"promoted_revision": workload.revision})
+        try:
+            revision = await self.repo.put(stored.key, updated, expected_revision=stored.revision)
+        except RevisionConflict:
+            self.conflicted.add(key)
+            return
+        self.loop.wrote(stored.key, revision)
+        message = (
+            f"the {workload.spec.update.canary} canaries of revision {workload.revision} are "
+            "available: promoted automatically (update.auto_promote); the rollout replaces the rest"
+        )
+        await self.notes([Note(workload_ref(workload), "Promoted", message)])
 
     async def expire(self, key: str, stored: Stored[Workload]) -> None:
         """Mark a finished job deleting: its ttl_seconds_after_finished has passed."""

@@ -118,6 +118,9 @@ class Decision:
     """For a job: its counts and outcome, for the status."""
     expire: bool = False
     """A finished job's ttl_seconds_after_finished passed: mark the workload deleting."""
+    promote: bool = False
+    """The current revision's canaries are all available and update.auto_promote is set:
+    promote them (the rollout then replaces the rest)."""
 
 
 @dataclass(slots=True)

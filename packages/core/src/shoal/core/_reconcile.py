@@ -155,10 +155,16 @@ def decide(
     healthy = [pair for pair in live if not on_draining_node(pair[1])]
     evicting = [pair for pair in live if on_draining_node(pair[1])]
     want = spec.replicas
+    if old and not spec.paused:
+        healthy, old = _scale_down_proportionally(deciding, spec, healthy, old, now)
 
     if old and awaiting_promotion(workload.value):
-        # Canaries: that many of the new template beside the old, until promoted.
+        # Canaries: that many of the new template beside the old, until promoted
+        # (by hand, or here once they are all available with auto_promote).
         missing, kept_old = max(0, spec.update.canary - len(healthy)), old
+        ready_for = spec.update.min_ready_seconds
+        up = sum(1 for _, inst in healthy if available(inst, ready_for, now))
+        decision.promote = spec.update.auto_promote and up >= spec.update.canary
     elif old:
         missing, kept_old = _roll(deciding, spec, healthy, old, now)
     elif not rolling and outdated_left:
@@ -188,6 +194,36 @@ def decide(
     decision.live = {inst.name: inst for _, inst in [*live, *kept_old]}
     decision.recheck = next_available_in(spec, [inst for _, inst in [*live, *kept_old]], now)
     return decision
+
+
+def _scale_down_proportionally(
+    deciding: Deciding,
+    spec: WorkloadSpec,
+    new: list[tuple[Stored[Instance], Instance]],
+    old: list[tuple[Stored[Instance], Instance]],
+    now: datetime,
+) -> tuple[list[tuple[Stored[Instance], Instance]], list[tuple[Stored[Instance], Instance]]]:
+    """Scale a rollout under way down as Kubernetes does: old and new in proportion.
+
+    Only what is beyond ``replicas + max_surge`` goes (the rollout's own surge
+    stays); each template gives up its share of that excess, rounded so the old
+    one gives the remainder. New instances go unplaced first, then newest
+    first; old ones unavailable first, then oldest first. Return what is left
+    of both.
+    """
+    want = spec.replicas
+    total = len(new) + len(old)
+    excess = total - (want + spec.update.surge(want))
+    if excess <= 0:
+        return new, old
+    from_new = excess * len(new) // total
+    ready_for = spec.update.min_ready_seconds
+    by_new = sorted(new, key=lambda p: (p[1].node is not None, -p[0].created))
+    by_old = sorted(old, key=lambda p: (available(p[1], ready_for, now), p[0].created))
+    message = f"replicas lowered to {want} during a rollout (old and new in proportion)"
+    for stored, _ in [*by_new[:from_new], *by_old[: excess - from_new]]:
+        deciding.remove(stored, "ScaledDown", message)
+    return by_new[from_new:], by_old[excess - from_new :]
 
 
 def _roll(

@@ -756,6 +756,9 @@ class UpdateStrategy(Spec):
     canary: int = Field(default=0, ge=0, le=MAX_REPLICAS)
     """Start this many instances of a new template beside the old ones, then wait for
     ``shoal rollout promote`` before replacing the rest (0: no canaries)."""
+    auto_promote: bool = False
+    """Promote the canaries without waiting for ``shoal rollout promote``, once they are all
+    available (ready for min_ready_seconds)."""
 
     @field_validator("max_surge", "max_unavailable", mode="before")
     @classmethod
