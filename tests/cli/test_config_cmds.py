@@ -246,6 +246,10 @@ async def test_secret_values_only_for_an_admin_who_asks(agent: Agent, manifests:
         "get", "secret", "db", "-n", "shop", "-o", "yaml", "--show-values", admin=True
     )
     assert yaml.safe_load(shown.stdout)["data"] == {"password": ENCODED}
+    described = (await agent.shoal("describe", "secret", "db", "-n", "shop")).stdout
+    assert "password: 21" in described and "ValuesShown" in described
+    assert "values shown to admin@test" in described
+    assert PASSWORD not in described and ENCODED not in described
 
 
 async def test_create_and_delete_configmaps_secrets_and_namespaces(

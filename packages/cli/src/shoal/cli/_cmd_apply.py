@@ -189,6 +189,8 @@ def diff(file: Files, strict: Strict = False) -> None:
                 highlight=False,
                 markup=False,
             )
+            if change.action.value == "create":
+                continue  # every field is new: the manifest itself says them
             for field in _shown(change):
                 for line in _field_lines(change, field):
                     out.print(line, highlight=False, markup=False)

@@ -25,7 +25,13 @@ if TYPE_CHECKING:
     from shoal.client import ShoalClient
     from shoal.interfaces import ObjectSpec
 
-__all__ = ["CONFIG_KINDS", "KUBE_KINDS", "delete_kube_object", "get_kube_objects"]
+__all__ = [
+    "CONFIG_KINDS",
+    "KUBE_KINDS",
+    "delete_kube_object",
+    "describe_kube_object",
+    "get_kube_objects",
+]
 
 KUBE_KINDS = {
     "configmaps": "configmaps",
@@ -273,6 +279,25 @@ def get_kube_objects(
             out.print(f"no {chosen} found{where}", highlight=False)
         else:
             out.print(table)
+
+    run(lambda: with_client(call))
+
+
+def describe_kube_object(kind: str, name: str, namespace: str) -> None:
+    """Print one object of ``kind`` as applied (YAML) and its latest events; never a value."""
+    from ._output import render
+
+    chosen = KUBE_KINDS[kind]
+    get_kube_objects(kind, name, namespace, False, Format.YAML, False)
+
+    async def call(shoal: ShoalClient) -> None:
+        if chosen == "namespaces":
+            events = await shoal.list_events(kind="Namespace", name=name, limit=10)
+        else:
+            about = CONFIG_KINDS.get(chosen, "Workload")
+            events = await shoal.list_events(kind=about, name=name, namespace=namespace, limit=10)
+        out.print("events:")
+        render(out, events, Format.TABLE, "events")
 
     run(lambda: with_client(call))
 

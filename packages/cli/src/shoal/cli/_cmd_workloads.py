@@ -123,11 +123,22 @@ def members(
 
 @app.command()
 def describe(
-    kind: Annotated[str, typer.Argument(help="workload, instance or node.")],
+    kind: Annotated[
+        str,
+        typer.Argument(
+            help="workload, instance, node, configmap, secret, namespace, deployment, pod, "
+            "daemonset or job."
+        ),
+    ],
     name: Annotated[str, typer.Argument(help="Its name.")],
     namespace: Namespace = "default",
 ) -> None:
-    """Show one object in full (YAML), with its latest events."""
+    """Show one object in full (YAML), with its latest events (a Secret: keys and sizes)."""
+    from ._cmd_config import KUBE_KINDS, describe_kube_object
+
+    if kind in KUBE_KINDS:
+        describe_kube_object(kind, name, namespace)
+        return
     chosen = _ALIASES.get(kind, kind)
 
     async def call(shoal: ShoalClient) -> None:
