@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import subprocess
 import sys
@@ -229,3 +231,29 @@ async def test_origins_other_than_the_agent_are_refused(agent: Agent) -> None:
     assert rebound.status_code == 421
     same = await raw_post(agent, {**bearer, "origin": agent.url})
     assert same.status_code == 200
+
+
+async def test_stdio_applies_kubernetes_manifests_and_keeps_secrets_over_rest(
+    agent: Agent,
+) -> None:
+    """Through `shoal mcp` the configuration tools reach the agent by the signed client."""
+    examples = Path(__file__).parents[2] / "examples" / "k8s"
+    manifest = "\n---\n".join(f.read_text() for f in sorted(examples.glob("*.yaml")))
+    token = "change-me-0123456789"
+    async with stdio(agent) as client:
+        applied = await call(client, "apply_workload", manifest=manifest)
+        assert applied["config"] == ["ConfigMap default/httpd-page", "Secret default/httpd-auth"]
+        assert applied["warnings"] == []
+        (secret,) = (await call(client, "list_secrets"))["secrets"]
+        assert secret["sizes"] == {"API_TOKEN": len(token)}
+        maps = (await call(client, "list_config_maps", include_data=True))["config_maps"]
+        assert "Hello from a Kubernetes Deployment" in maps[0]["data"]["index.html"]
+        plan = await call(client, "plan_delete_config", kind="Secret", name="httpd-auth")
+        assert "(httpd)" in plan["summary"]
+        await call(client, "delete_secret", name="httpd-auth", plan_id=plan["plan_id"])
+        assert (await call(client, "list_secrets"))["secrets"] == []
+        plan = await call(client, "plan_workload", action="delete", name="httpd")
+        await call(client, "delete_workload", name="httpd", plan_id=plan["plan_id"])
+    for event in await events_of(agent):
+        text = json.dumps(event)
+        assert token not in text and base64.b64encode(token.encode()).decode() not in text
