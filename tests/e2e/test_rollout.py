@@ -106,3 +106,34 @@ def _versions(agent: Agent) -> set[str]:
     return {
         i["template"]["containers"][0]["env"]["VERSION"] for i in instances if not i["deleting"]
     }
+
+
+def test_a_rollout_survives_its_agent_being_killed_mid_way(
+    agent: Agent, registry: str, tmp_path: Path
+) -> None:
+    """SIGKILL the only agent while the rollout is half done; a restart finishes it."""
+    agent.runtime = "runc"
+    agent.start()
+    agent.cli("images", "pull", registry)
+    agent.cli("apply", "-f", str(workload_file(tmp_path, registry, "1")))
+    agent.until("3 ready replicas", lambda client: _at_least(client, 3), timeout=WITHIN)
+
+    agent.cli("apply", "-f", str(workload_file(tmp_path, registry, "2")))
+
+    async def half_done(client: ShoalClient) -> bool | None:
+        instances = await client.list_instances(workload="web")
+        return True if any(i.revision == 2 for i in instances) else None
+
+    agent.until("a new-revision instance", half_done, timeout=WITHIN)
+    agent.kill()
+    agent.start()
+
+    async def done(client: ShoalClient) -> bool | None:
+        status = (await client.get_workload("web")).status
+        finished = (status.revision, status.updated_replicas, status.available_replicas)
+        return True if finished == (2, 3, 3) and status.replicas == 3 else None
+
+    agent.until("the rollout to finish after the restart", done, timeout=WITHIN)
+    assert _versions(agent) == {"2"}
+    events = agent.cli("events").stdout
+    assert "Adopted" in events  # the running pods were found again, not started anew
