@@ -122,7 +122,8 @@ def _create(document: dict[str, Any], label: str) -> None:
     from shoal.kube import parse_documents
 
     async def call(shoal: ShoalClient) -> None:
-        objects: list[ObjectSpec] = parse_documents([document], f"create {label}").objects
+        source = f"shoal create {document['kind'].lower()}"
+        objects: list[ObjectSpec] = parse_documents([document], source).objects
         spec = objects[0]
         try:
             if spec.kind == "Secret":
