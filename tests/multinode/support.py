@@ -204,9 +204,11 @@ class LocalCluster:
         return anyio.run(run)
 
     def listing(self, server: NodeProcess, kind: str) -> list[dict[str, Any]]:
-        """What `shoal get KIND -o json` prints: nodes, instances or events."""
+        """What `shoal get KIND -o json` prints: nodes, instances, workloads or events."""
 
         async def fetch(client: ShoalClient) -> list[Any]:
+            if kind == "workloads":
+                return list(await client.list_workloads())
             if kind == "nodes":
                 return list(await client.list_nodes())
             if kind == "instances":

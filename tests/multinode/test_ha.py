@@ -309,3 +309,64 @@ def test_a_worker_moves_to_another_server_when_its_server_dies(
         assert instance["container_ids"] == before[uid]["container_ids"], instance
         assert instance["started_at"] == before[uid]["started_at"], instance
     assert worker.exited() is None, worker.log()
+
+
+def test_a_rollout_goes_on_when_its_leader_is_killed_mid_way(
+    etcd: EtcdMember, cluster: LocalCluster
+) -> None:
+    """SIGKILL the leading server half way through a rolling update: the next leader finishes it."""
+    first = cluster.add("s1", "server", extra=on_etcd(etcd))
+    cluster.start(first)
+    servers = [first, cluster.add("s2", "server", join=[first], extra=on_etcd(etcd))]
+    workers = [cluster.add(name, "worker", join=[first]) for name in ("w1", "w2")]
+    cluster.start(servers[1], *workers)
+    wait_until(
+        "four alive nodes",
+        lambda: list(node_states(cluster, first).values()).count("alive") == 4,
+        60,
+        cluster.logs,
+    )
+    (leader,) = wait_until("a leader", lambda: leaders(servers), 60, cluster.logs)
+    (survivor,) = [server for server in servers if server is not leader]
+    document = json.loads(workload_yaml("web", 4))
+    # Slow enough to be caught half way: each new instance counts after 2 s.
+    document["update"] = {"max_surge": 1, "max_unavailable": 0, "min_ready_seconds": 2}
+
+    def apply_image(image: str) -> None:
+        document["template"]["containers"][0]["image"] = image
+
+        async def call(client: ShoalClient) -> None:
+            await client.apply_documents([document])
+
+        cluster.query(survivor, call)
+
+    apply_image("busybox:1.36")
+    wait_until(
+        "4 running replicas",
+        lambda: sum(running_by_node(cluster.listing(survivor, "instances"), "web").values()) == 4,
+        60,
+        cluster.logs,
+    )
+    apply_image("busybox:2")
+    wait_until(
+        "the rollout under way",
+        lambda: any(i["revision"] == 2 for i in replicas_of(cluster, survivor, "web")),
+        60,
+        cluster.logs,
+    )
+    leader.signal(signal.SIGKILL)
+
+    def finished() -> bool:
+        status = next(w for w in cluster.listing(survivor, "workloads"))["status"]
+        return (status["revision"], status["updated_replicas"], status["available_replicas"]) == (
+            2,
+            4,
+            4,
+        ) and status["replicas"] == 4
+
+    wait_until("the next leader to finish the rollout", finished, TAKEOVER + 60, cluster.logs)
+    assert leaders([survivor]) == [survivor]
+    after = replicas_of(cluster, survivor, "web")
+    assert_no_replica_twice(after, 4)
+    assert {i["revision"] for i in after} == {2}
+    assert {i["template"]["containers"][0]["image"] for i in after} == {"busybox:2"}
