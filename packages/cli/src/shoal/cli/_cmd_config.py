@@ -12,7 +12,6 @@ grants to admin keys alone and records as an event.
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -155,6 +154,8 @@ def create_secret_generic(
     namespace: Namespace = "default",
 ) -> None:
     """Create a Secret from literals and files (stored encrypted; values never printed)."""
+    import base64
+
     values = _entries(from_literal, from_file)
     data = {key: base64.b64encode(value).decode() for key, value in values.items()}
     document = {"kind": "Secret", "name": name, "namespace": namespace, "type": secret_type}
@@ -169,6 +170,8 @@ def create_configmap(
     namespace: Namespace = "default",
 ) -> None:
     """Create a ConfigMap from literals and files (bytes that are not UTF-8 kept as binary)."""
+    import base64
+
     data: dict[str, str] = {}
     binary: dict[str, str] = {}
     for key, value in _entries(from_literal, from_file).items():
