@@ -6,22 +6,32 @@ file valid (created on first start, authorizing the local user as admin).
 
 Other front doors join the agent through ``mounts``
 (:data:`~shoal.core.AgentMount`, the contract in :mod:`shoal.core._hosting`):
-``shoal.mcp`` mounts the MCP endpoint at ``/mcp``.
+``shoal.mcp`` mounts the MCP endpoint at ``/mcp``. Every server node also
+serves the web dashboard (``shoal.ui``) at ``/ui``, its signed requests checked
+by the same verifier (and replay cache) as the REST API's.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
 from nacl.signing import VerifyKey
 from starlette.types import ASGIApp
 
-from shoal.api import RequestVerifier, bind, create_app, parse_addr, serve_api
+from shoal.api import (
+    RequestVerifier,
+    bind,
+    create_app,
+    parse_addr,
+    serve_api,
+    target_uri_from_scope,
+)
 from shoal.client import (
     AUTHORIZED_KEYS_FILE,
     AuthorizedKeys,
@@ -29,7 +39,8 @@ from shoal.client import (
     load_authorized_keys,
 )
 from shoal.core import AgentContext, AgentMount
-from shoal.interfaces import NodeRole, Role, ShoalError
+from shoal.interfaces import Caller, NodeRole, Role, ShoalError
+from shoal.ui import Authenticate, ui_mount
 
 from ._config import NodeConfig
 from ._node import ShoalNode, build_node
@@ -88,6 +99,16 @@ def log_skipped_lines(keys: AuthorizedKeys) -> None:
         log.error("skipped a line of authorized_keys: %s", problem.message)
 
 
+def ui_authenticate(verifier: RequestVerifier) -> Authenticate:
+    """Check the dashboard's signed requests with the REST API's verifier."""
+
+    def authenticate(scope: Mapping[str, Any], body: bytes) -> Caller:
+        target = target_uri_from_scope(scope)
+        return verifier.verify(str(scope["method"]), target, scope["headers"], body)
+
+    return authenticate
+
+
 @asynccontextmanager
 async def _mounted(
     mounts: Sequence[AgentMount], context: AgentContext
@@ -142,6 +163,7 @@ async def run_agent(
     log_skipped_lines(keys)
     lookup = AuthorizedKeysFile(path, keys).lookup
     verifier = RequestVerifier(lookup)
+    mounts = [*mounts, ui_mount(ui_authenticate(verifier))]
 
     async def ready() -> str | None:
         if not node.ready.is_set():

@@ -43,6 +43,8 @@ class Via(StrEnum):
     """The ``shoal`` command (it calls the REST API and says so in a signed header)."""
     MCP = "mcp"
     """The MCP server: in the agent, or ``shoal mcp`` over stdio (through the REST API)."""
+    UI = "ui"
+    """The web dashboard at ``/ui``: requests signed in the browser with its own key."""
     CONTROL_LOOP = "control-loop"
     NODE_LOOP = "node-loop"
     SYSTEM = "system"

@@ -1,0 +1,210 @@
+"""The write side: signed actions under ``/ui/f/``, for operators only.
+
+Changes that stop or replace instances (rollout undo, pause, resume and
+promote, delete, drain) take two steps, as MCP's tools do: the first POST
+returns a plan with a ``plan_id`` derived from the object as it is now; the
+confirming POST sends that id back, and is refused if the object changed in
+between. Scaling and cordoning act at once. Applying YAML shows the dry run's
+plan first and applies only when the confirming request's plan id is the one
+a fresh dry run yields.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Awaitable, Callable
+
+from starlette.responses import Response
+from starlette.routing import Route
+
+from shoal.interfaces import (
+    Conflict,
+    InvalidInput,
+    Node,
+    Role,
+    Service,
+    ShoalError,
+    Workload,
+    load_yaml_documents,
+)
+from shoal.kube import parse_documents
+
+from ._auth import ActsAs, Authenticate, Call, signed
+from ._render import fragment
+
+__all__ = ["WORKLOAD_ACTIONS", "action_routes", "plan_id"]
+
+APPLY_SOURCE = "dashboard"
+"""The source name apply errors mention (the CLI names the file)."""
+_LINE = re.compile(r"\bline (\d+)\b")
+
+
+def plan_id(*parts: object) -> str:
+    """A short digest of what a plan was made for: it stops matching once any part changes."""
+    return hashlib.sha256("\0".join(map(str, parts)).encode()).hexdigest()[:16]
+
+
+WorkloadAction = Callable[[Service, Workload], Awaitable[object]]
+
+WORKLOAD_ACTIONS: dict[str, tuple[str, WorkloadAction]] = {
+    "undo": (
+        "roll back to the previous revision: its instances replace the current ones",
+        lambda svc, w: svc.rollout_undo(w.name, None, w.namespace),
+    ),
+    "pause": (
+        "pause rollouts: a template change waits until resumed",
+        lambda svc, w: svc.pause_rollout(w.name, True, w.namespace),
+    ),
+    "resume": (
+        "resume rollouts: a waiting template change starts replacing instances",
+        lambda svc, w: svc.pause_rollout(w.name, False, w.namespace),
+    ),
+    "promote": (
+        "promote the canaries: the rollout replaces the remaining instances",
+        lambda svc, w: svc.promote_rollout(w.name, w.namespace),
+    ),
+    "delete": (
+        "delete the workload: every instance stops and nothing replaces it",
+        lambda svc, w: svc.delete_workload(w.name, w.namespace),
+    ),
+}
+
+
+def _workload_plan(action: str, workload: Workload) -> str:
+    return plan_id(
+        action,
+        workload.namespace,
+        workload.name,
+        workload.uid,
+        workload.generation,
+        workload.revision,
+        workload.spec.paused,
+    )
+
+
+def _drain_plan(node: Node, uids: list[str]) -> str:
+    return plan_id("drain", node.name, node.node_id, node.cordoned, node.draining, *sorted(uids))
+
+
+def _check_plan(given: str, current: str, what: str) -> None:
+    if given != current:
+        raise Conflict(
+            f"{what} changed since plan {given} was made; review the new plan and confirm again",
+            plan_id=current,
+        )
+
+
+def _yaml_error(call: Call, text: str, error: ShoalError) -> Response:
+    match = _LINE.search(error.message)
+    line = int(match.group(1)) if match else None
+    return fragment(
+        call.request,
+        "apply_error.html",
+        422,
+        error=error,
+        line=line,
+        lines=list(enumerate(text.splitlines(), start=1)),
+    )
+
+
+def action_routes(service: ActsAs, authenticate: Authenticate) -> list[Route]:
+    """The actions, each answering signed POSTs of operators and up."""
+    operator = signed(service, authenticate, Role.OPERATOR)
+
+    @operator
+    async def scale(call: Call) -> Response:
+        namespace, name = call.request.path_params["namespace"], call.request.path_params["name"]
+        text = call.form().get("replicas", "")
+        try:
+            replicas = int(text)
+        except ValueError:
+            raise InvalidInput(
+                f"replicas must be a whole number, got {text!r}", field="replicas"
+            ) from None
+        workload = await call.service.scale(name, replicas, namespace)
+        return fragment(
+            call.request, "notice.html", message=f"{workload.key} scaled to {replicas} replicas"
+        )
+
+    @operator
+    async def workload_action(call: Call) -> Response:
+        params = call.request.path_params
+        namespace, name, action = params["namespace"], params["name"], params["action"]
+        if action not in WORKLOAD_ACTIONS:
+            raise InvalidInput(f"unknown action {action!r}: use {', '.join(WORKLOAD_ACTIONS)}")
+        what, act = WORKLOAD_ACTIONS[action]
+        workload = await call.service.get_workload(name, namespace)
+        current = _workload_plan(action, workload)
+        given = call.form().get("plan_id")
+        if not given:
+            return fragment(
+                call.request,
+                "plan.html",
+                title=f"{action} {workload.key}",
+                what=what,
+                plan_id=current,
+                confirm=f"/ui/f/workloads/{namespace}/{name}/{action}",
+            )
+        _check_plan(given, current, f"workload {workload.key}")
+        await act(call.service, workload)
+        return fragment(call.request, "notice.html", message=f"{action}: done for {workload.key}")
+
+    @operator
+    async def node_action(call: Call) -> Response:
+        name, action = call.request.path_params["name"], call.request.path_params["action"]
+        svc = call.service
+        if action == "cordon":
+            await svc.cordon(name)
+        elif action == "uncordon":
+            await svc.uncordon(name)
+        elif action == "drain":
+            node = await svc.get_node(name)
+            uids = [i.uid for i in await svc.list_instances(node=name)]
+            current = _drain_plan(node, uids)
+            given = call.form().get("plan_id")
+            if not given:
+                return fragment(
+                    call.request,
+                    "plan.html",
+                    title=f"drain {name}",
+                    what=f"cordon {name} and move its {len(uids)} instance(s) elsewhere, "
+                    "replacement first",
+                    plan_id=current,
+                    confirm=f"/ui/f/nodes/{name}/drain",
+                )
+            _check_plan(given, current, f"node {name}")
+            await svc.drain(name)
+        else:
+            raise InvalidInput(f"unknown action {action!r}: use cordon, uncordon or drain")
+        return fragment(call.request, "notice.html", message=f"{action}: done for node {name}")
+
+    @operator
+    async def apply(call: Call) -> Response:
+        form = call.form()
+        text = form.get("yaml", "")
+        try:
+            documents = load_yaml_documents(text, APPLY_SOURCE)
+            translation = parse_documents(
+                documents, APPLY_SOURCE, strict=form.get("strict") == "on"
+            )
+            planned = await call.service.apply(translation.objects, dry_run=True)
+        except InvalidInput as exc:
+            return _yaml_error(call, text, exc)
+        given = form.get("plan_id")
+        if not given:
+            warnings = list(dict.fromkeys([*translation.warnings, *planned.warnings]))
+            return fragment(call.request, "apply_plan.html", plan=planned.plan, warnings=warnings)
+        _check_plan(given, planned.plan.id, "what these documents would change")
+        result = await call.service.apply(translation.objects)
+        changed = ", ".join(
+            f"{c.action.value} {c.kind} {c.namespace}/{c.name}" for c in result.plan.changes
+        )
+        return fragment(call.request, "notice.html", message=f"applied: {changed or 'no change'}")
+
+    return [
+        Route("/ui/f/workloads/{namespace}/{name}/scale", scale, methods=["POST"]),
+        Route("/ui/f/workloads/{namespace}/{name}/{action}", workload_action, methods=["POST"]),
+        Route("/ui/f/nodes/{name}/{action}", node_action, methods=["POST"]),
+        Route("/ui/f/apply", apply, methods=["POST"]),
+    ]

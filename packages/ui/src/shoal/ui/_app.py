@@ -1,0 +1,127 @@
+"""The dashboard's ASGI app: page shells, signed fragments and actions, static files.
+
+Routes, all under ``/ui``:
+
+* page shells (no data, no signature): ``/ui``, ``/ui/workloads``,
+  ``/ui/workloads/{namespace}/{name}``, ``/ui/instances``, ``/ui/nodes``,
+  ``/ui/events``, ``/ui/apply``, ``/ui/search``, ... — each names the
+  fragment the browser then fetches, signed, from ``/ui/f/<same path>``;
+* fragments and actions under ``/ui/f/`` (signed; see :mod:`._fragments`
+  and :mod:`._actions`), the live stream ``/ui/f/stream`` and log streams
+  (:mod:`._streams`);
+* ``/ui/static/`` the stylesheet, the page script and the vendored
+  JavaScript with its licences.
+
+Every response carries a Content-Security-Policy that allows scripts from
+``/ui/static`` only (no inline script, no eval) and connections to this
+origin only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ._actions import action_routes
+from ._auth import ActsAs, Authenticate
+from ._fragments import fragment_routes
+from ._render import templates
+from ._streams import stream_routes
+
+__all__ = ["CONTENT_SECURITY_POLICY", "create_ui_app"]
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+_SECURITY_HEADERS = {
+    "content-security-policy": CONTENT_SECURITY_POLICY,
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "cache-control": "no-store",
+}
+
+_PAGES = {
+    "": "Overview",
+    "workloads": "Workloads",
+    "instances": "Instances",
+    "nodes": "Nodes",
+    "events": "Events and audit",
+    "apply": "Apply",
+    "search": "Search",
+}
+
+
+class SecurityHeaders:
+    """ASGI middleware: the CSP and friends on every response of the dashboard."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in _SECURITY_HEADERS.items():
+                    if name == "cache-control" and scope["path"].startswith("/ui/static/"):
+                        continue
+                    headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+async def page(request: Request) -> Response:
+    """Serve a page shell: the layout and the signed fragment its script loads."""
+    rest = request.path_params.get("page", "")
+    section = rest.split("/", 1)[0]
+    if section not in _PAGES:
+        return templates.TemplateResponse(
+            request, "shell.html", {"title": "Not found", "fragment": "", "section": ""}, 404
+        )
+    fragment = "/ui/f/" + (rest or "overview")
+    if request.url.query:
+        fragment += "?" + request.url.query
+    context = {"title": _PAGES[section], "fragment": fragment, "section": section}
+    return templates.TemplateResponse(request, "shell.html", context)
+
+
+async def to_overview(request: Request) -> Response:
+    """``/ui/`` and ``/ui/overview`` are the overview at ``/ui``."""
+    return RedirectResponse("/ui", status_code=307)
+
+
+def create_ui_app(service: ActsAs, authenticate: Authenticate) -> ASGIApp:
+    """Build the dashboard app for ``service``; ``authenticate`` checks signed requests."""
+    routes: list[BaseRoute] = [
+        Mount("/ui/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
+        *stream_routes(service, authenticate),
+        *action_routes(service, authenticate),
+        *fragment_routes(service, authenticate),
+        Route("/ui/", to_overview),
+        Route("/ui/overview", to_overview),
+        Route("/ui", page),
+        Route("/ui/{page:path}", page),
+    ]
+    return SecurityHeaders(Starlette(routes=routes))

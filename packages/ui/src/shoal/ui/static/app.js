@@ -1,0 +1,354 @@
+// Shoal dashboard: the browser's key, RFC 9421 signing, and the glue to htmx.
+//
+// The key is a non-extractable Ed25519 CryptoKeyPair made with WebCrypto and
+// kept in IndexedDB: scripts can ask it to sign, nobody can read its private
+// half. Every request to /ui/f/ is signed exactly as shoal.client.SignedAuth
+// signs: Content-Digest (sha-256) and ("@method" "@target-uri"
+// "content-digest") with created, keyid, alg and a fresh nonce. htmx decides
+// what to fetch and where it goes; the fetch itself happens here, signed
+// (htmx:confirm hands it over). Live updates come through fetch streaming,
+// since EventSource cannot sign.
+"use strict";
+(function () {
+  const DB_NAME = "shoal-ui";
+  const STORE = "keys";
+  const DEVICE = "device";
+  const encoder = new TextEncoder();
+  let device = null; // {keyId, publicKey (base64), pair}
+
+  // --- the key ---------------------------------------------------------
+
+  function idb(mode, work) {
+    return new Promise((resolve, reject) => {
+      const open = indexedDB.open(DB_NAME, 1);
+      open.onupgradeneeded = () => open.result.createObjectStore(STORE);
+      open.onerror = () => reject(open.error);
+      open.onsuccess = () => {
+        const tx = open.result.transaction(STORE, mode);
+        const request = work(tx.objectStore(STORE));
+        tx.oncomplete = () => { open.result.close(); resolve(request.result); };
+        tx.onerror = () => reject(tx.error);
+      };
+    });
+  }
+
+  function b64(bytes) {
+    let text = "";
+    for (const byte of new Uint8Array(bytes)) text += String.fromCharCode(byte);
+    return btoa(text);
+  }
+
+  function hex(bytes) {
+    return Array.from(new Uint8Array(bytes), (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  async function loadDevice() {
+    let pair = await idb("readonly", (store) => store.get(DEVICE));
+    if (!pair) {
+      // extractable=false: the private key can sign but never be exported.
+      pair = await crypto.subtle.generateKey({ name: "Ed25519" }, false, ["sign", "verify"]);
+      await idb("readwrite", (store) => store.put(pair, DEVICE));
+    }
+    const raw = await crypto.subtle.exportKey("raw", pair.publicKey);
+    const fingerprint = hex(await crypto.subtle.digest("SHA-256", raw)).slice(0, 16);
+    return { keyId: "browser-" + fingerprint, publicKey: b64(raw), pair };
+  }
+
+  // --- RFC 9421 --------------------------------------------------------
+
+  function targetUri(url) {
+    const target = new URL(url, location.href);
+    target.hash = "";
+    if (target.search === "?") target.search = "";
+    return target;
+  }
+
+  async function signHeaders(method, url, body) {
+    const bytes = body == null ? new Uint8Array() : encoder.encode(body);
+    const digest = "sha-256=:" + b64(await crypto.subtle.digest("SHA-256", bytes)) + ":";
+    const created = Math.floor(Date.now() / 1000);
+    const nonce = b64(crypto.getRandomValues(new Uint8Array(16))).replace(/[+/=]/g, (c) => ({ "+": "-", "/": "_", "=": "" })[c]);
+    const params = '("@method" "@target-uri" "content-digest");created=' + created +
+      ';keyid="' + device.keyId + '";alg="ed25519";nonce="' + nonce + '"';
+    const base = '"@method": ' + method.toUpperCase() + "\n" +
+      '"@target-uri": ' + url + "\n" +
+      '"content-digest": ' + digest + "\n" +
+      '"@signature-params": ' + params;
+    const signature = await crypto.subtle.sign({ name: "Ed25519" }, device.pair.privateKey, encoder.encode(base));
+    return {
+      "Content-Digest": digest,
+      "Signature-Input": "sig1=" + params,
+      "Signature": "sig1=:" + b64(signature) + ":",
+    };
+  }
+
+  async function signedFetch(method, url, body, options) {
+    const target = targetUri(url);
+    const headers = await signHeaders(method, target.href, body);
+    if (body != null) headers["Content-Type"] = "application/json";
+    const response = await fetch(target.href, Object.assign({ method, headers, body: body == null ? undefined : body, credentials: "omit", cache: "no-store" }, options || {}));
+    if (response.status === 401) {
+      const reason = await errorMessage(response.clone());
+      showEnrolment(reason);
+    }
+    return response;
+  }
+
+  async function errorMessage(response) {
+    try {
+      const body = await response.json();
+      return body.error.message;
+    } catch (e) {
+      return response.status + " " + response.statusText;
+    }
+  }
+
+  // --- notices and enrolment --------------------------------------------
+
+  function notify(text, isError) {
+    const notice = document.getElementById("notice");
+    notice.textContent = "";
+    const line = document.createElement("p");
+    line.className = isError ? "error" : "done";
+    line.textContent = text;
+    notice.appendChild(line);
+  }
+
+  function showEnrolment(reason) {
+    document.getElementById("page").hidden = true;
+    const panel = document.getElementById("enrol");
+    panel.hidden = false;
+    document.getElementById("enrol-reason").textContent = reason || "";
+    document.getElementById("enrol-key-id").textContent = device.keyId;
+    document.getElementById("enrol-public-key").textContent = device.publicKey;
+    document.getElementById("enrol-command").textContent =
+      "shoal keys authorize " + device.keyId + " " + device.publicKey + " --role operator --data-dir <data-dir>";
+    document.getElementById("enrol-line").textContent = "operator " + device.keyId + " " + device.publicKey;
+    document.getElementById("who").textContent = "not enrolled";
+  }
+
+  async function start() {
+    const response = await signedFetch("GET", "/ui/f/whoami");
+    if (!response.ok) return; // 401: enrolment is showing
+    const who = await response.json();
+    document.body.dataset.role = who.role;
+    document.getElementById("who").textContent = who.key_id + " · " + who.role;
+    document.getElementById("enrol").hidden = true;
+    const page = document.getElementById("page");
+    page.hidden = false;
+    const fragment = page.dataset.fragment;
+    if (!fragment) { page.textContent = "No such page."; return; }
+    page.setAttribute("hx-ext", "sse");
+    page.setAttribute("sse-connect", "/ui/f/stream");
+    const content = document.createElement("div");
+    content.id = "content";
+    content.setAttribute("hx-get", fragment);
+    content.setAttribute("hx-trigger", "load");
+    page.replaceChildren(content);
+    htmx.process(page);
+  }
+
+  // --- htmx: every request goes through signedFetch ---------------------
+
+  function valuesOf(elt, verb) {
+    const values = {};
+    const form = elt.tagName === "FORM" ? elt : (verb !== "get" ? elt.closest("form") : null);
+    const include = elt.getAttribute("hx-include");
+    for (const source of [form, include ? document.querySelector(include) : null]) {
+      if (!source) continue;
+      for (const [name, value] of new FormData(source)) values[name] = String(value);
+    }
+    const extra = elt.getAttribute("hx-vals");
+    if (extra) Object.assign(values, JSON.parse(extra));
+    return values;
+  }
+
+  document.addEventListener("htmx:confirm", (evt) => {
+    const detail = evt.detail;
+    if (!detail.path || !detail.path.startsWith("/ui/f/")) return;
+    evt.preventDefault();
+    const elt = detail.elt;
+    const verb = detail.verb.toLowerCase();
+    const values = valuesOf(elt, verb);
+    let url = detail.path;
+    let body = null;
+    if (verb === "get") {
+      const query = new URLSearchParams(values).toString();
+      if (query) url += (url.includes("?") ? "&" : "?") + query;
+    } else {
+      body = JSON.stringify(values);
+    }
+    const target = detail.target;
+    signedFetch(verb.toUpperCase(), url, body).then(async (response) => {
+      const text = await response.text();
+      const isHtml = (response.headers.get("content-type") || "").startsWith("text/html");
+      if (!response.ok && !isHtml) {
+        if (response.status !== 401) notify(JSON.parse(text).error.message, true);
+        return;
+      }
+      const swapStyle = elt.getAttribute("hx-swap") || "innerHTML";
+      const select = elt.getAttribute("hx-select") || undefined;
+      if (target && target.isConnected) htmx.swap(target, text, { swapStyle, swapDelay: 0, settleDelay: 0 }, { select });
+    }).catch((error) => notify("request failed: " + error, true));
+  });
+
+  // --- live stream: an EventSource that signs ---------------------------
+
+  class SignedEventSource extends EventTarget {
+    constructor(url) {
+      super();
+      this.url = url;
+      this.readyState = 0;
+      this.onopen = null;
+      this.onerror = null;
+      this.onmessage = null;
+      this.abort = new AbortController();
+      this.run();
+    }
+
+    close() {
+      this.readyState = 2;
+      this.abort.abort();
+    }
+
+    dispatch(name, data) {
+      const event = new MessageEvent(name, { data });
+      if (name === "message" && this.onmessage) this.onmessage(event);
+      this.dispatchEvent(event);
+    }
+
+    async run() {
+      try {
+        const response = await signedFetch("GET", this.url, null, { signal: this.abort.signal });
+        if (!response.ok) throw new Error("stream refused: " + response.status);
+        this.readyState = 1;
+        if (this.onopen) this.onopen(new Event("open"));
+        const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+        let buffer = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer += value;
+          let end;
+          while ((end = buffer.indexOf("\n\n")) >= 0) {
+            const block = buffer.slice(0, end);
+            buffer = buffer.slice(end + 2);
+            let name = "message";
+            const data = [];
+            for (const line of block.split("\n")) {
+              if (line.startsWith("event:")) name = line.slice(6).trim();
+              else if (line.startsWith("data:")) data.push(line.slice(5).trimStart());
+            }
+            if (data.length) this.dispatch(name, data.join("\n"));
+          }
+        }
+      } catch (error) {
+        if (this.readyState === 2) return; // closed on purpose
+      }
+      if (this.readyState !== 2) {
+        this.readyState = 2; // the sse extension reconnects a closed source, with backoff
+        if (this.onerror) this.onerror(new Event("error"));
+      }
+    }
+  }
+
+  // --- logs: follow, filter, download ------------------------------------
+
+  function startLogs(section) {
+    if (section.dataset.started) return;
+    section.dataset.started = "1";
+    const out = section.querySelector("[data-log-lines]");
+    const filter = section.querySelector("[data-log-filter]");
+    const follow = section.querySelector("[data-log-follow]");
+    const count = section.querySelector("[data-log-count]");
+    const lines = [];
+    let controller = null;
+
+    function shown(text) {
+      const needle = filter.value.trim().toLowerCase();
+      return !needle || text.toLowerCase().includes(needle);
+    }
+    function refreshCount() {
+      const visible = out.querySelectorAll(".line:not([hidden])").length;
+      count.textContent = visible + " of " + lines.length + " lines";
+    }
+    function add(entry) {
+      const text = entry.time + " " + entry.stream + " " + entry.line;
+      lines.push(text);
+      const row = document.createElement("div");
+      row.className = "line " + entry.stream;
+      row.textContent = text;
+      row.hidden = !shown(text);
+      out.appendChild(row);
+      if (!row.hidden) row.scrollIntoView({ block: "nearest" });
+    }
+    async function read() {
+      if (controller) controller.abort();
+      controller = new AbortController();
+      out.replaceChildren();
+      lines.length = 0;
+      const url = section.dataset.logs + "?tail=1000&follow=" + (follow.checked ? "true" : "false");
+      try {
+        const response = await signedFetch("GET", url, null, { signal: controller.signal });
+        if (!response.ok) { notify(await errorMessage(response), true); return; }
+        const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+        let buffer = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer += value;
+          let end;
+          while ((end = buffer.indexOf("\n")) >= 0) {
+            const line = buffer.slice(0, end);
+            buffer = buffer.slice(end + 1);
+            if (line) add(JSON.parse(line));
+          }
+          refreshCount();
+        }
+      } catch (error) {
+        if (error.name !== "AbortError") notify("log stream ended: " + error, true);
+      }
+      refreshCount();
+    }
+    filter.addEventListener("input", () => {
+      for (const row of out.children) row.hidden = !shown(row.textContent);
+      refreshCount();
+    });
+    follow.addEventListener("change", read);
+    section.querySelector("[data-log-download]").addEventListener("click", () => {
+      const blob = new Blob([lines.filter(shown).join("\n") + "\n"], { type: "text/plain" });
+      const link = document.createElement("a");
+      link.href = URL.createObjectURL(blob);
+      link.download = (section.dataset.name || "instance") + ".log";
+      document.body.appendChild(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(link.href), 1000);
+    });
+    section.addEventListener("htmx:beforeCleanupElement", () => controller && controller.abort());
+    read();
+  }
+
+  document.addEventListener("htmx:load", (evt) => {
+    for (const section of evt.detail.elt.querySelectorAll ? evt.detail.elt.querySelectorAll("[data-logs]") : []) {
+      startLogs(section);
+    }
+  });
+
+  // --- start ------------------------------------------------------------
+
+  window.shoalUi = { signedFetch, signHeaders, keyId: () => device && device.keyId };
+
+  document.addEventListener("DOMContentLoaded", async () => {
+    htmx.createEventSource = (url) => new SignedEventSource(url);
+    document.getElementById("enrol-retry").addEventListener("click", () => start());
+    try {
+      device = await loadDevice();
+    } catch (error) {
+      document.getElementById("page").textContent =
+        "This browser cannot keep an Ed25519 key (WebCrypto Ed25519 and IndexedDB are needed): " + error;
+      return;
+    }
+    await start();
+  });
+})();
