@@ -340,8 +340,11 @@ class ManifestWatcher:
 
     async def _event(self, path: str, reason: str, message: str, warning: bool = False) -> None:
         """Record an event about a file, if the service can; never fails the watcher."""
+        record = getattr(self.service, "record_event", None)
+        if record is None:
+            return
         with suppress(ShoalError):
-            await self.service.record_event(
+            await record(
                 ObjectRef(kind="Manifest", name=path),
                 reason,
                 message,
