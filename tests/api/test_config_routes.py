@@ -155,6 +155,14 @@ async def test_apply_takes_kubernetes_documents_of_every_kind_with_warnings(
         assert "Service" in strict.json()["error"]["message"]
 
 
+async def test_nothing_to_apply_changes_nothing_as_in_process(server: Server) -> None:
+    async with server.client(OPERATOR) as client:
+        remote = await client.apply([])
+    local = await server.service.apply([])
+    assert remote.plan.changes == local.plan.changes == []
+    assert remote.applied and local.applied
+
+
 async def test_apply_refuses_a_bad_document_whole(server: Server) -> None:
     bad = {**KUBE_SECRET, "data": {"password": "not base64!"}, "stringData": {}}
     async with server.client(OPERATOR) as client:

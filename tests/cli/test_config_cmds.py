@@ -133,6 +133,10 @@ async def test_apply_a_directory_of_kubernetes_manifests(agent: Agent, manifests
     again = await agent.shoal("apply", "-f", str(manifests / "20-web.yaml"))
     assert again.stdout.strip() == "deployment shop/web unchanged"
 
+    service_only = await agent.shoal("apply", "-f", str(manifests / "30-service.yaml"))
+    assert service_only.stdout.startswith("nothing to apply")
+    assert "Service" in service_only.stderr
+
     strict = await agent.shoal("apply", "--strict", "-f", str(manifests), check=False)
     assert strict.returncode == 1
     assert strict.stderr.startswith("error:") and "Service" in strict.stderr

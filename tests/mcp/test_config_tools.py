@@ -85,6 +85,10 @@ async def test_apply_takes_kubernetes_manifests_with_warnings(live: Live) -> Non
         (secret_change,) = [c for c in update["changes"] if c["kind"] == "Secret"]
         assert secret_change["action"] == "update"
         assert not leaks(update)
+        service_only = MANIFEST.rpartition("---")[2]
+        nothing = await call(client, "apply_workload", manifest=service_only)
+        assert nothing["summary"] == "apply: nothing (no document holds an object Shoal runs)"
+        assert nothing["changes"] == [] and "Service" in nothing["warnings"][0]
     stored = await live.service.get_secret("db", "shop", show_values=True)
     assert stored.data == {"password": ENCODED}
 

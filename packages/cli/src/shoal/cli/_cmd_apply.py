@@ -146,6 +146,9 @@ def apply(
     async def call(shoal: ShoalClient) -> None:
         result, names = await _apply(shoal, file, strict, dry_run)
         prefix = "(dry run) " if dry_run else ""
+        if not result.plan.changes:
+            out.print("nothing to apply: no document holds an object Shoal runs", highlight=False)
+            return
         for change in result.plan.changes:
             action = change.action.value
             verb = {"create": "created", "update": "updated"}.get(action, action)

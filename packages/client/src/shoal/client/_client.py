@@ -151,8 +151,12 @@ class ShoalClient(ConfigCalls, AsyncClosing):
         """Create or update workloads, ConfigMaps, Secrets and Namespaces, all or nothing.
 
         With ``dry_run`` only plan. The specs travel in Shoal's dialect (a
-        translated Kubernetes document keeps its manifest in ``origin``).
+        translated Kubernetes document keeps its manifest in ``origin``). No specs
+        (a manifest of kinds Shoal ignores only) change nothing, as in process.
         """
+        if not specs:
+            empty = interfaces.Plan(id="", changes=[])
+            return interfaces.ApplyResult(plan=empty, applied=not dry_run)
         documents = [spec.model_dump(mode="json") for spec in specs]
         return await self.apply_documents(documents, dry_run=dry_run)
 

@@ -266,7 +266,7 @@ def apply_plan(
     plan = redact_plan(result.plan)
     zeroed = [f"{c.namespace}/{c.name}" for c in plan.changes if _zeroes(c)]
     verbs = [f"{c.action.value} {_named(c)}" for c in plan.changes]
-    summary = "apply: " + ", ".join(verbs)
+    summary = "apply: " + (", ".join(verbs) or "nothing (no document holds an object Shoal runs)")
     if zeroed:
         summary += f"; scales {', '.join(zeroed)} to zero (every instance stops)"
     return ChangePlan(
