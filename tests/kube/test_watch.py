@@ -475,3 +475,17 @@ async def _no_secrets(service: ShoalService) -> bool:
 
 async def _no_namespace(service: ShoalService, name: str) -> bool:
     return name not in [n.spec.name for n in await service.list_namespaces()]
+
+
+async def test_a_renamed_file_hands_its_objects_over(service: ShoalService, tmp_path: Path) -> None:
+    old, new = tmp_path / "a-web.yaml", tmp_path / "b-web.yaml"
+    old.write_text(workload("web"))
+    async with watching(service, tmp_path) as watcher:
+        uid = (await live(service))["web"].uid
+        old.rename(new)
+        await until(lambda: [s.path for s in watcher.statuses()] == [str(new)], "renamed")
+        (stored,) = await service.list_workloads()
+        assert stored.uid == uid and not stored.deleting  # never deleted on the way
+        assert stored.spec.annotations[MANIFEST_ANNOTATION] == f"n1:{new}"
+        assert status(watcher, new).objects == ["Workload default/web"]
+        assert status(watcher, new).conflicts == []

@@ -77,6 +77,10 @@ def _existing(directories: Iterable[str]) -> list[str]:
     return [directory for directory in directories if os.path.isdir(directory)]
 
 
+def _present(path: str) -> bool:
+    return os.path.exists(path)
+
+
 def _absolute(path: str) -> str:
     return os.path.abspath(path)
 
@@ -162,7 +166,12 @@ class ManifestWatcher:
     async def _process_due_forever(self) -> None:
         while True:
             now = anyio.current_time()
-            due = sorted(path for path, at in self._due.items() if at <= now)
+            # Files that exist go first: a renamed file's objects are handed over to
+            # its new name before the old name is forgotten, never deleted in between.
+            due = sorted(
+                (path for path, at in self._due.items() if at <= now),
+                key=lambda path: (not _present(path), path),
+            )
             if due:
                 for path in due:
                     del self._due[path]
