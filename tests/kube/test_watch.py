@@ -489,3 +489,18 @@ async def test_a_renamed_file_hands_its_objects_over(service: ShoalService, tmp_
         assert stored.spec.annotations[MANIFEST_ANNOTATION] == f"n1:{new}"
         assert status(watcher, new).objects == ["Workload default/web"]
         assert status(watcher, new).conflicts == []
+
+
+async def test_an_unreadable_file_is_an_error_not_a_crash(
+    service: ShoalService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shoal.kube import _watch
+
+    web = tmp_path / "web.yaml"
+    web.write_text(workload("web"))
+    async with watching(service, tmp_path) as watcher:
+        monkeypatch.setattr(_watch, "MAX_MANIFEST_BYTES", 10)
+        web.write_text(workload("web", replicas=2))
+        await until(lambda: "cannot be read" in status(watcher, web).error, "the error")
+        assert "larger than" in status(watcher, web).error
+        assert (await live(service))["web"].spec.replicas == 1

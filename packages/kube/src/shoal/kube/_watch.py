@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 """The file names a watched directory applies."""
 
+MAX_MANIFEST_BYTES = 8 * 1024 * 1024
+"""The largest manifest read (one ConfigMap or Secret holds at most 1 MiB)."""
+
 SKIP_SUFFIX = ".skip"
 """``FILE.skip`` beside ``FILE`` pauses it: its objects stay as they are."""
 
@@ -75,6 +78,24 @@ def manifest_of(path: str) -> str | None:
 
 def _existing(directories: Iterable[str]) -> list[str]:
     return [directory for directory in directories if os.path.isdir(directory)]
+
+
+async def _read(path: str) -> bytes | None:
+    """Return a manifest's bytes; None when it is not a file (gone, or a directory).
+
+    Raises:
+        OSError: it cannot be read, or is larger than MAX_MANIFEST_BYTES.
+
+    """
+    file = anyio.Path(path)
+    try:
+        if (await file.stat()).st_size > MAX_MANIFEST_BYTES:
+            raise OSError(
+                f"larger than {MAX_MANIFEST_BYTES // (1024 * 1024)} MiB: split it into files"
+            )
+        return await file.read_bytes()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
 
 
 def _present(path: str) -> bool:
@@ -267,10 +288,10 @@ class ManifestWatcher:
         if skipped:
             return False
         try:
-            content = await anyio.Path(source.path).read_bytes()
+            content = await _read(source.path)
         except OSError:
-            return True
-        return _digest(content) != source.hash
+            return not source.error  # an unreadable file: once, not every relist
+        return content is None or _digest(content) != source.hash
 
     # --- reading files ---------------------------------------------------
 
@@ -299,9 +320,12 @@ class ManifestWatcher:
     async def _refresh(self, path: str) -> None:
         skipped = await anyio.Path(path + SKIP_SUFFIX).exists()
         try:
-            content: bytes | None = await anyio.Path(path).read_bytes()
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            content = None
+            content = await _read(path)
+        except OSError as exc:  # unreadable (permissions) or too large: say so, keep what runs
+            await self.owners.failed(
+                path, f"{path}: cannot be read ({exc.strerror or exc}): fix it; nothing was applied"
+            )
+            return
         source = self.owners.sources.get(path)
         if content is None and not skipped:
             if source is not None:
