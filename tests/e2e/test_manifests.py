@@ -10,15 +10,19 @@ was deleted while the agent was down.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from shoal.client import ShoalClient
 from shoal.interfaces import MANIFEST_ANNOTATION, ManifestSource
-from tests.e2e.conftest import Agent
+from tests.e2e.conftest import Agent, leftovers, until
+from tests.ports import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -152,6 +156,36 @@ def test_the_watched_directory_lifecycle(agent: Agent, tmp_path: Path) -> None:
     events = agent.read("events")
     reasons = {e["reason"] for e in events if e["object"]["kind"] == "Manifest"}
     assert {"ManifestApplied", "ManifestFailed", "ManifestConflict", "Pruned"} <= reasons
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="real containers need root")
+@pytest.mark.skipif(shutil.which("runc") is None, reason="runc missing: run scripts/system-deps.sh")
+def test_a_dropped_file_serves_on_runc_and_its_deletion_stops_it(
+    agent: Agent, registry: str, tmp_path: Path
+) -> None:
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    agent.runtime = "runc"
+    agent.start("--manifests", str(manifests))
+    agent.cli("images", "pull", registry)
+    port = free_port()
+    httpd = (Path(__file__).parents[2] / "examples" / "httpd.yaml").read_text()
+    staged = tmp_path / "httpd.yaml"
+    staged.write_text(
+        httpd.replace("busybox:1.36", registry).replace("host_port: 8080", f"host_port: {port}")
+    )
+    staged.rename(manifests / "httpd.yaml")  # dropped in whole, as an operator's mv does
+
+    def ready(items: list[Any]) -> Any:
+        return items if items and items[0]["state"] == "running" and items[0]["ready"] else None
+
+    (instance,) = agent.wait_for("instances", ready)
+    assert httpx.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 200
+    (manifests / "httpd.yaml").unlink()
+    agent.wait_for("workloads", lambda items: items == [])
+    until("nothing left of the pod", lambda: not leftovers(agent.data_dir, instance["uid"]))
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
 
 
 def test_a_missing_manifests_directory_is_refused(agent: Agent, tmp_path: Path) -> None:
