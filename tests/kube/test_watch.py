@@ -504,3 +504,40 @@ async def test_an_unreadable_file_is_an_error_not_a_crash(
         await until(lambda: "cannot be read" in status(watcher, web).error, "the error")
         assert "larger than" in status(watcher, web).error
         assert (await live(service))["web"].spec.replicas == 1
+
+
+DEPLOYMENT_WITH_IGNORED = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+        - name: web
+          image: busybox:1.36
+          securityContext: {privileged: false}
+"""
+
+
+async def test_ignored_fields_are_warnings_or_with_strict_errors(
+    service: ShoalService, tmp_path: Path
+) -> None:
+    web = tmp_path / "web.yaml"
+    web.write_text(DEPLOYMENT_WITH_IGNORED)
+    async with watching(service, tmp_path) as watcher:
+        (warning,) = status(watcher, web).warnings
+        assert "spec.template.spec.containers[0].securityContext" in warning
+        assert "web" in await names(service)
+    strict = ManifestWatcher(service, [tmp_path], "n2", strict=True)
+    async with anyio.create_task_group() as tg:
+        await tg.start(strict.run)
+        assert "securityContext" in status(strict, web).error
+        assert status(strict, web).objects == []
+        tg.cancel_scope.cancel()
