@@ -41,8 +41,11 @@ async def test_lists_resources_and_templates(live: Live) -> None:
     assert set(resources) == {
         "shoal://events",
         "shoal://manifests",
+        "shoal://ontology/configmap",
         "shoal://ontology/instance",
+        "shoal://ontology/namespace",
         "shoal://ontology/node",
+        "shoal://ontology/secret",
         "shoal://ontology/workload",
     }
     assert resources["shoal://ontology/workload"].mime_type == "application/yaml"
@@ -57,9 +60,8 @@ async def test_reads_the_ontology(live: Live) -> None:
     async with Client(live.server()) as client:
         workload = yaml.safe_load(await read(client, "shoal://ontology/workload"))
         node = await read(client, "shoal://ontology/node")
-        with pytest.raises(
-            MCPError, match="no ontology entity 'pod': choose one of instance, node"
-        ):
+        choices = "configmap, instance, namespace, node"
+        with pytest.raises(MCPError, match=f"no ontology entity 'pod': choose one of {choices}"):
             await client.read_resource("shoal://ontology/pod")
     assert workload["entity"] == "Workload"
     assert node == (ONTOLOGY / "node.yaml").read_text()
@@ -68,7 +70,14 @@ async def test_reads_the_ontology(live: Live) -> None:
 async def test_the_ontology_is_found_or_its_absence_explained(
     live: Live, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert Ontology(ONTOLOGY).entities == ["instance", "node", "workload"]
+    assert Ontology(ONTOLOGY).entities == [
+        "configmap",
+        "instance",
+        "namespace",
+        "node",
+        "secret",
+        "workload",
+    ]
     # A directory without the files: the search goes on and finds the source tree's.
     assert Ontology(tmp_path).directory == ONTOLOGY
     monkeypatch.setenv(ONTOLOGY_ENV, str(ONTOLOGY))
