@@ -245,10 +245,11 @@ async def test_editor_and_backup_files_are_ignored(service: ShoalService, tmp_pa
             (tmp_path / name).write_text(workload(name.strip(".~").split(".")[0] or "x"))
         (tmp_path / "sub.yaml").mkdir()  # a directory, even with a manifest's name
         (tmp_path / "real.yaml").write_text(workload("real"))
+        # written last: once it is applied, the files before it were read, or ignored
         await until(lambda: _replicas(service, "real", 1), "real.yaml is applied")
-        await watcher.relist_once()  # a relist ignores them too
-        await anyio.sleep(DEBOUNCE * 2)
         assert await names(service) == {"real"}
+        await watcher.relist_once()  # a relist ignores them too
+        assert set(watcher._due) <= {str(tmp_path / "real.yaml")}
         assert [s.path for s in watcher.statuses()] == [str(tmp_path / "real.yaml")]
 
 
