@@ -15,6 +15,7 @@ packages=(
     serf                          # gossip membership: SerfCluster supervises `serf agent`
     docker.io docker-compose      # the compose cluster (make image, tests/e2e/test_compose_cluster.py)
     debootstrap                   # its debian:bookworm-slim base where no registry has it
+    chromium                      # the dashboard's browser tests (Playwright drives it, tests/ui)
 )
 
 missing=()

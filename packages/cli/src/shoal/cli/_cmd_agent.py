@@ -51,6 +51,57 @@ def keys_show() -> None:
     out.print(pair.public_line, markup=False, highlight=False)
 
 
+@keys_app.command("authorize")
+def keys_authorize(
+    key_id: Annotated[str, typer.Argument(help="The key id, e.g. browser-1f2e3d4c5b6a7980.")],
+    public_key: Annotated[str, typer.Argument(help="Its ed25519 public key, base64.")],
+    role: Annotated[
+        str, typer.Option(help="What it may do: viewer, operator or admin.")
+    ] = "viewer",
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="The agent's data dir [default: ~/.local/share/shoal]."),
+    ] = None,
+) -> None:
+    """Authorize a key (a browser's, a colleague's) on this server node.
+
+    Appends ``ROLE KEY-ID PUBLIC-KEY`` to <data-dir>/authorized_keys; a running
+    agent picks the change up at its next request.
+    """
+    from shoal.client import AUTHORIZED_KEYS_FILE, load_authorized_keys, parse_authorized_keys
+
+    path = (data_dir or DEFAULT_DATA_DIR) / AUTHORIZED_KEYS_FILE
+    line = f"{role} {key_id} {public_key}"
+    try:
+        keys = load_authorized_keys(path)
+        new = parse_authorized_keys(line, "the new line")
+    except ShoalError as exc:
+        fail(exc.message)
+    if new.problems:
+        fail(new.problems[0].message.removeprefix("the new line:1: "))
+    if key_id in keys:
+        known = keys[key_id]
+        if (
+            known.role.value == role
+            and bytes(known.public_key).hex() == bytes(new[key_id].public_key).hex()
+        ):
+            out.print(f"{key_id} is already authorized as {role} in {path}", markup=False)
+            return
+        fail(
+            f"{key_id} is already in {path} with another role or key: edit its line there "
+            "(or remove it and authorize again)"
+        )
+    text = path.read_text("utf-8")
+    separator = "" if not text or text.endswith("\n") else "\n"
+    temporary = path.with_name(f".{path.name}.tmp")
+    # A new file with the old one's mode, renamed into place: never a half-written file.
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, path.stat().st_mode & 0o777)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(f"{text}{separator}{line}\n")
+    temporary.replace(path)
+    out.print(f"authorized {key_id} as {role} in {path}", markup=False)
+
+
 # --- agent ---------------------------------------------------------------
 
 
@@ -169,6 +220,13 @@ def agent(
     etcd_prefix: Annotated[
         str, typer.Option(help="Key prefix in etcd: one per cluster sharing an etcd.")
     ] = "/shoal",
+    rotate_secrets_key: Annotated[
+        bool,
+        typer.Option(
+            "--rotate-secrets-key",
+            help="At start, seal every Secret with a new key of the keyring (old keys kept).",
+        ),
+    ] = False,
     secrets_keyring: Annotated[
         Path | None,
         typer.Option(
@@ -248,6 +306,7 @@ def agent(
             "etcd": _addresses(etcd or []),
             "etcd_prefix": etcd_prefix,
             "secrets_keyring": secrets_keyring,
+            "rotate_secrets_key": rotate_secrets_key,
             "join_token_file": join_token_file,
             "gossip_key_file": gossip_key_file,
             "bind": bind,

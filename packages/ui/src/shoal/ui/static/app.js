@@ -122,8 +122,8 @@
     document.getElementById("enrol-key-id").textContent = device.keyId;
     document.getElementById("enrol-public-key").textContent = device.publicKey;
     document.getElementById("enrol-command").textContent =
-      "shoal keys authorize " + device.keyId + " " + device.publicKey + " --role operator --data-dir <data-dir>";
-    document.getElementById("enrol-line").textContent = "operator " + device.keyId + " " + device.publicKey;
+      "shoal keys authorize " + device.keyId + " " + device.publicKey + " --role viewer --data-dir <data-dir>";
+    document.getElementById("enrol-line").textContent = "viewer " + device.keyId + " " + device.publicKey;
     document.getElementById("who").textContent = "not enrolled";
   }
 
@@ -330,9 +330,10 @@
   }
 
   document.addEventListener("htmx:load", (evt) => {
-    for (const section of evt.detail.elt.querySelectorAll ? evt.detail.elt.querySelectorAll("[data-logs]") : []) {
-      startLogs(section);
-    }
+    const elt = evt.detail.elt;
+    if (!(elt instanceof Element)) return;
+    if (elt.matches("[data-logs]")) startLogs(elt);
+    for (const section of elt.querySelectorAll("[data-logs]")) startLogs(section);
   });
 
   // --- start ------------------------------------------------------------

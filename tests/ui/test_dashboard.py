@@ -1,0 +1,235 @@
+"""The dashboard in a real headless Chromium against a real agent: what an operator would check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from shoal.interfaces import Instance
+
+from tests.ui.conftest import NODE, Enrolled, LiveAgent, Pages
+
+pytestmark = pytest.mark.slow
+
+API = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: api}}
+  template:
+    metadata: {labels: {app: api}}
+    spec:
+      containers:
+        - name: api
+          image: busybox:1.36
+"""
+
+
+def web_instances(agent: LiveAgent) -> list[Instance]:
+    return agent.call(agent.node.service.list_instances, "default", "web")
+
+
+def test_a_tampered_request_is_refused_and_an_untampered_one_served_once(
+    operator: Enrolled, agent: LiveAgent, pages: Pages
+) -> None:
+    opened = pages.open(operator, agent, "/ui/nodes")
+    outcome: dict[str, Any] = opened.page.evaluate(
+        """async () => {
+          const base = location.origin;
+          const reason = async (r) =>
+            r.status + " " + (r.ok ? "" : (await r.json()).error.details.reason);
+          const signed = await shoalUi.signHeaders("GET", base + "/ui/f/workloads", null);
+          const other = await fetch(base + "/ui/f/nodes", {headers: signed});
+          const scale = base + "/ui/f/workloads/default/web/scale";
+          const post = await shoalUi.signHeaders("POST", scale, '{"replicas": "1"}');
+          const body = await fetch(scale,
+            {method: "POST", headers: post, body: '{"replicas": "9"}'});
+          const first = await fetch(base + "/ui/f/workloads", {headers: signed});
+          const again = await fetch(base + "/ui/f/workloads", {headers: signed});
+          const rest = await shoalUi.signedFetch("GET", base + "/v1/workloads");
+          return {other: await reason(other), body: await reason(body), first: await reason(first),
+                  again: await reason(again), rest: rest.status};
+        }"""
+    )
+    assert outcome == {
+        "other": "401 bad_signature",  # signed for another URL
+        "body": "401 digest_mismatch",  # the body changed after signing
+        "first": "200 ",
+        "again": "401 replayed",
+        "rest": 200,  # the browser signs as the CLI does: the REST API accepts it too
+    }
+    assert agent.call(agent.node.service.get_workload, "web").spec.replicas == 2
+
+
+def test_a_viewer_sees_no_controls_and_a_hand_made_delete_is_refused(
+    viewer: Enrolled, agent: LiveAgent, pages: Pages
+) -> None:
+    opened = pages.open(viewer, agent, "/ui/workloads/default/web")
+    page = opened.page
+    expect(page.locator("#page h1")).to_have_text("Workload default/web")
+    expect(page.locator("[data-action]")).to_have_count(0)
+    expect(page.locator("form.scale")).to_have_count(0)
+    refused: dict[str, Any] = page.evaluate(
+        """async () => {
+          const ui = await shoalUi.signedFetch("POST", "/ui/f/workloads/default/web/delete", "{}");
+          const rest = await shoalUi.signedFetch("DELETE", "/v1/workloads/default/web");
+          return {ui: ui.status, code: (await ui.json()).error.code, rest: rest.status};
+        }"""
+    )
+    assert refused == {"ui": 403, "code": "forbidden", "rest": 403}
+    assert not agent.call(agent.node.service.get_workload, "web").deleting
+
+
+def test_shoal_scale_in_a_subprocess_shows_on_an_open_page_within_a_second(
+    operator: Enrolled, agent: LiveAgent, pages: Pages
+) -> None:
+    opened = pages.open(operator, agent, "/ui/workloads/default/web")
+    page = opened.page
+    expect(page.locator(".desired")).to_have_text("2")
+    expect(page.locator(".ready")).to_have_text("2/2")
+    agent.cli("scale", "web", "3")
+    expect(page.locator(".desired")).to_have_text("3", timeout=1000)
+    expect(page.locator(".ready")).to_have_text("3/3")
+    # And back, from the page itself.
+    page.fill("form.scale input[name=replicas]", "2")
+    page.click("form.scale button")
+    expect(page.locator("#notice")).to_have_text("default/web scaled to 2 replicas")
+    expect(page.locator(".desired")).to_have_text("2", timeout=1000)
+    assert opened.errors == []
+
+
+def test_rollout_pause_needs_the_plan_id_and_a_stale_plan_is_refused(
+    operator: Enrolled, agent: LiveAgent, pages: Pages
+) -> None:
+    page = pages.open(operator, agent, "/ui/workloads/default/web").page
+    page.click("[data-action=pause]")
+    plan = page.locator("#notice .plan")
+    expect(plan).to_contain_text("pause rollouts")
+    stale_plan = plan.get_attribute("data-plan-id")
+    agent.cli("scale", "web", "3")  # the workload changes under the plan
+    page.click("#notice [data-confirm]")
+    expect(page.locator("#notice")).to_contain_text(f"changed since plan {stale_plan}")
+    page.click("[data-action=pause]")
+    expect(page.locator("#notice .plan")).to_be_visible()
+    assert page.locator("#notice .plan").get_attribute("data-plan-id") != stale_plan
+    page.click("#notice [data-confirm]")
+    expect(page.locator("#notice")).to_have_text("pause: done for default/web")
+    expect(page.locator(".facts")).to_contain_text("paused")
+    assert agent.call(agent.node.service.get_workload, "web").spec.paused
+    agent.call(agent.node.service.pause_rollout, "web", False)
+    agent.cli("scale", "web", "2")
+
+
+def test_apply_shows_the_plan_then_applies_on_confirm(
+    operator: Enrolled, agent: LiveAgent, pages: Pages
+) -> None:
+    page = pages.open(operator, agent, "/ui/apply").page
+    page.fill("#apply-yaml", "kind: Workload\nname: broken\n  replicas: 2\n")
+    page.click("#apply-form button[type=submit]")
+    expect(page.locator(".apply-error .bad-line")).to_contain_text("replicas: 2")
+    expect(page.locator(".apply-error .error-message")).to_contain_text("dashboard: line 3")
+    page.fill("#apply-yaml", "kind: Workload\nname: broken\nreplicas: -1\n")
+    page.click("#apply-form button[type=submit]")
+    expect(page.locator(".apply-error .error-message")).to_contain_text("replicas")
+    page.fill("#apply-yaml", API)
+    page.click("#apply-form button[type=submit]")
+    plan = page.locator("#apply-result .plan")
+    expect(plan).to_contain_text("Workload default/api")
+    expect(plan).to_contain_text("create")
+    with pytest.raises(Exception, match="api"):
+        agent.call(agent.node.service.get_workload, "api")
+    page.click("[data-confirm-apply]")
+    expect(page.locator("#apply-result")).to_contain_text("applied: create Workload default/api")
+    assert agent.call(agent.node.service.get_workload, "api").spec.replicas == 1
+
+
+def test_logs_follow_filter_and_download(
+    operator: Enrolled, agent: LiveAgent, pages: Pages
+) -> None:
+    instance = next(i for i in web_instances(agent) if i.state.value == "running")
+    page = pages.open(operator, agent, f"/ui/instances/default/{instance.name}").page
+    lines = page.locator("[data-log-lines] .line")
+    expect(lines.first).to_contain_text("started web")
+    agent.write_log(instance.uid, "web", "GET /index.html found")
+    agent.write_log(instance.uid, "web", "GET /missing not-found")
+    expect(lines).to_have_count(3)
+    expect(lines.last).to_contain_text("GET /missing not-found")
+    page.fill("[data-log-filter]", "not-found")
+    visible = page.locator("[data-log-lines] .line:not([hidden])")
+    expect(visible).to_have_count(1)
+    expect(visible).to_contain_text("/missing")
+    agent.write_log(instance.uid, "web", "GET /gone not-found")
+    expect(visible).to_have_count(2)
+    with page.expect_download() as download:
+        page.click("[data-log-download]")
+    saved = Path(download.value.path()).read_text()
+    assert "/missing not-found" in saved and "/gone not-found" in saved and "index.html" not in saved
+
+
+def test_every_page_renders_without_console_errors_and_keeps_no_secret(
+    operator: Enrolled, agent: LiveAgent, pages: Pages, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    shots = tmp_path_factory.mktemp("ui-screenshots")
+    print(f"\nscreenshots of the dashboard: {shots}")
+    instance = web_instances(agent)[0]
+    paths = {
+        "overview": "/ui",
+        "workloads": "/ui/workloads",
+        "workload": "/ui/workloads/default/web",
+        "instances": "/ui/instances",
+        "instance": f"/ui/instances/default/{instance.name}",
+        "nodes": "/ui/nodes",
+        "node": f"/ui/nodes/{NODE}",
+        "events": "/ui/events",
+        "events-via-ui": "/ui/events?via=ui",
+        "apply": "/ui/apply",
+        "search": "/ui/search?q=web",
+    }
+    for name, path in paths.items():
+        opened = pages.open(operator, agent, path)
+        opened.page.screenshot(path=shots / f"{name}.png", full_page=True)
+        assert opened.errors == [], f"{path}: {opened.errors}"
+        opened.page.close()
+    opened = pages.open(operator, agent, "/ui/events?via=ui")
+    page = opened.page
+    for replicas in (3, 2):  # changes made through the dashboard, to find in the audit
+        status = page.evaluate(
+            """async (n) => (await shoalUi.signedFetch("POST",
+                 "/ui/f/workloads/default/web/scale", JSON.stringify({replicas: n}))).status""",
+            replicas,
+        )
+        assert status == 200
+    expect(page.locator("td.via").first).to_have_text("ui")
+    expect(page.locator("td.actor").first).to_have_text(operator.key_id)
+    storage = page.evaluate(
+        """async () => {
+          const result = (request) =>
+            new Promise((ok) => { request.onsuccess = () => ok(request.result); });
+          const db = await result(indexedDB.open("shoal-ui"));
+          const pair = await result(db.transaction("keys").objectStore("keys").get("device"));
+          let exported = "exported";
+          try {
+            await crypto.subtle.exportKey("pkcs8", pair.privateKey);
+          } catch (e) {
+            exported = e.name;
+          }
+          return {local: {...localStorage}, session: {...sessionStorage},
+                  cookie: document.cookie, extractable: pair.privateKey.extractable, exported};
+        }"""
+    )
+    # htmx remembers the page's path for its history; nothing else is kept.
+    assert storage["session"] in ({}, {"htmx-current-path-for-history": "/ui/events?via=ui"})
+    assert {**storage, "session": {}} == {
+        "local": {},
+        "session": {},
+        "cookie": "",
+        "extractable": False,
+        "exported": "InvalidAccessError",
+    }
+    assert operator.context.cookies() == []
+    assert opened.errors == []
