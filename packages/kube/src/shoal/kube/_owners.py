@@ -17,6 +17,7 @@ from typing import Literal, NamedTuple, Protocol
 
 from shoal.interfaces import (
     MANIFEST_ANNOTATION,
+    ChangeAction,
     Clock,
     ManifestSource,
     NamespaceSpec,
@@ -228,9 +229,13 @@ class Owners:
                 continue
             annotations = {**spec.annotations, MANIFEST_ANNOTATION: own}
             mine.append(spec.model_copy(update={"annotations": annotations}))
+        applied = 0
         if mine:
-            await self.service.apply(mine)
-        changed = digest != source.applied_hash or bool(source.error)
+            result = await self.service.apply(mine)
+            applied = sum(c.action != ChangeAction.UNCHANGED for c in result.plan.changes)
+        # An event when something changed: not for every file again after a restart.
+        edited = source.applied_hash not in ("", digest)
+        changed = bool(applied) or bool(source.error) or edited
         source.desired = desired
         source.applied_hash, source.applied_at = digest, self.clock.now()
         source.error, source.retry = "", False
@@ -246,7 +251,8 @@ class Owners:
             await self.event(
                 source.path,
                 "ManifestApplied",
-                f"applied {len(mine)} object(s) from {source.path} (sha256 {digest[:12]})",
+                f"applied {source.path} (sha256 {digest[:12]}): {applied} of its "
+                f"{len(mine)} object(s) changed",
             )
         if conflicts and new_conflicts:
             await self.event(source.path, "ManifestConflict", "; ".join(conflicts), True)
