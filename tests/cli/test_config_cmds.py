@@ -356,3 +356,15 @@ async def test_the_validation_steps_of_docs_kubernetes(agent: Agent) -> None:
     strict = await agent.shoal("apply", "--strict", "-f", fluentd, check=False)
     assert strict.returncode == 1 and "spec.template.spec.tolerations" in strict.stderr
     assert (await agent.shoal("get", "daemonsets", "-A")).stdout.startswith("no daemonsets found")
+    await agent.shoal("apply", "-f", fluentd)
+    header, row = (await agent.shoal("get", "ds", "-n", "kube-system")).stdout.splitlines()
+    assert header.split() == [
+        "NAME",
+        "DESIRED",
+        "CURRENT",
+        "READY",
+        "UP-TO-DATE",
+        "AVAILABLE",
+        "AGE",
+    ]
+    assert row.split()[0] == "fluentd-elasticsearch"

@@ -96,7 +96,7 @@ def workload_table(
     """The columns kubectl shows for ``kind`` (Deployment, DaemonSet, Job or Pod)."""
     columns = {
         "Deployment": ("NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"),
-        "DaemonSet": ("NAME", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"),
+        "DaemonSet": ("NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"),
         "Job": ("NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"),
         "Pod": ("NAME", "READY", "STATUS", "RESTARTS", "AGE"),
     }[kind]
@@ -109,6 +109,7 @@ def workload_table(
             cells = (ready, str(s.updated_replicas), str(s.available_replicas))
         elif kind == "DaemonSet":
             cells = (
+                str(s.desired_replicas),
                 str(s.replicas),
                 str(s.ready_replicas),
                 str(s.updated_replicas),
