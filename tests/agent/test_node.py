@@ -1,5 +1,6 @@
 """ShoalNode assembly: leadership of the control loop, and the composition root's checks."""
 
+import base64
 import os
 import socket
 from contextlib import aclosing
@@ -30,10 +31,11 @@ from shoal.interfaces import (
     InvalidInput,
     NodeRole,
     PodSpec,
+    SecretSpec,
     Unavailable,
 )
 from shoal.runtime import MockRuntime
-from shoal.state import EtcdStore, MemoryStore
+from shoal.state import KEYRING_FILE, EtcdStore, Keyring, MemoryStore, SealedStore
 from tests.core.support import make_node
 
 pytestmark = pytest.mark.anyio
@@ -147,9 +149,36 @@ def test_servers_on_etcd_use_the_configured_key_prefix(tmp_path: Path) -> None:
         etcd=["127.0.0.1:2379"],
         etcd_prefix="/team-a",
     )
-    store = build_node(config).store
+    sealed = build_node(config).store
+    assert isinstance(sealed, SealedStore)  # Secrets are sealed whatever the backend
+    store = sealed.inner
     assert isinstance(store, EtcdStore)
     assert repr(store) == "EtcdStore('127.0.0.1:2379', prefix='/team-a')"
+
+
+async def test_a_start_with_rotate_secrets_key_reseals_every_secret(tmp_path: Path) -> None:
+    config = NodeConfig(data_dir=tmp_path, runtime="mock")
+    first = build_node(config)
+    async with anyio.create_task_group() as tg:
+        await tg.start(first.run)
+        await first.service.apply([SecretSpec(name="db", string_data={"password": "pw"})])
+        await wait_all_tasks_blocked()
+        tg.cancel_scope.cancel()
+    old = Keyring.load(tmp_path / KEYRING_FILE).active
+
+    rotated = build_node(config.model_copy(update={"rotate_secrets_key": True}))
+    async with anyio.create_task_group() as tg:
+        await tg.start(rotated.run)
+        assert isinstance(rotated.store, SealedStore)
+        raw = await rotated.store.inner.get("/secrets/default/db")
+        view = await rotated.service.get_secret("db", show_values=True)
+        await wait_all_tasks_blocked()
+        tg.cancel_scope.cancel()
+
+    ring = Keyring.load(tmp_path / KEYRING_FILE)
+    assert ring.active != old and set(ring.keys) == {old, ring.active}
+    assert raw is not None and raw.value.startswith(f"shoal-sealed:v1:{ring.active}:".encode())
+    assert view.data is not None and base64.b64decode(view.data["password"]) == b"pw"
 
 
 def test_cluster_options_without_the_cluster_secrets_are_refused(tmp_path: Path) -> None:

@@ -57,6 +57,8 @@ class NodeConfig(BaseModel):
     """etcd endpoints (host:port) for ``state="etcd"``: servers sharing one cluster state."""
     etcd_prefix: str = "/shoal"
     """Key prefix in etcd; clusters sharing one etcd need different prefixes."""
+    rotate_secrets_key: bool = False
+    """At start, add a new key to the secrets keyring and reseal every Secret with it."""
     secrets_keyring: Path | None = None
     """Keyring that seals Secrets at rest; <data-dir>/secrets.keyring (made on first start) by
     default. Servers that share etcd must use the same keyring: copy the first one's."""

@@ -173,6 +173,8 @@ class ShoalNode:
         # __context__ of the CancelledError it passes along, which can make a
         # cycle that anyio's task group then walks forever.
         async with _opened(self.store), _opened(self.runtime), _opened(self.cluster):
+            if self.config.rotate_secrets_key and isinstance(self.store, SealedStore):
+                await _rotate_secrets_key(self.store)
             try:
                 async with anyio.create_task_group() as tg:
                     if self.clustering is not None and serves:
@@ -347,6 +349,19 @@ async def _opened(part: StateStore | ContainerRuntime | ClusterManager) -> Async
     finally:
         with anyio.CancelScope(shield=True):
             await part.aclose()
+
+
+async def _rotate_secrets_key(store: SealedStore) -> None:
+    """Seal every Secret with a new key (the old keys stay in the keyring to read old copies)."""
+    new = store.keyring.rotate()
+    resealed = await store.reseal()
+    log.warning(
+        "secrets keyring rotated: key %s now seals Secrets; %d Secret(s) resealed. Servers "
+        "sharing this store need the new keyring (%s) before they can read them",
+        new,
+        resealed,
+        store.keyring.path,
+    )
 
 
 def build_node(config: NodeConfig, *, clock: Clock | None = None) -> ShoalNode:

@@ -118,8 +118,8 @@ class StaticCluster(AsyncClosing):
 
     async def aclose(self) -> None:
         """End every event iterator; later calls to ``aclose`` do nothing."""
+        self._fanout.close()  # first: a cancelled close still ends the iterators
         await anyio.lowlevel.checkpoint()
-        self._fanout.close()
 
     def _check_open(self, action: str) -> None:
         if self._fanout.closed:

@@ -333,9 +333,9 @@ class SerfCluster:
             await anyio.lowlevel.checkpoint()
             return
         self._closed = True
+        self._fanout.close()  # first: a cancelled close still ends the iterators
         if self._supervisor is not None:
             await self._supervisor.stop()
-        self._fanout.close()
 
     # -- what the supervisor reports ---------------------------------------------
 
