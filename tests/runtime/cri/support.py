@@ -14,7 +14,7 @@ containerd's namespace too, as it would for a containerd in the host's.
 Runtimes under test keep their pods there (:meth:`PrivateContainerd.pods_root`).
 
 Its network is a bridge of its own, :data:`BRIDGE` on :data:`SUBNET`
-(inside 198.18.0.0/15, apart from the subnets the runc and CNI tests use),
+(a free /24 of 198.19.128.0/18, apart from the subnets other tests use),
 with ``host-local``'s state under the instance's directory. Its pods' cgroups
 go under :data:`CGROUP_PARENT`.
 
@@ -41,9 +41,34 @@ from shoal.runtime.cri._client import CriClient, pb
 from shoal.runtime.cri._pause import write_pause_archive
 from shoal.runtime.cri._setup import containerd_config, import_image, write_cni_conflist
 
-BRIDGE = "shoalcri0"
-SUBNET = "198.19.246.0/24"
-"""Inside 198.18.0.0/15, apart from the runc tests' 198.19.250-251 and the pool 198.18.N."""
+
+def _free_subnet() -> str:
+    """Return a ``198.19.N.0/24`` (N in 128-191) no address or route of this host uses.
+
+    Apart from the pool 198.18.N, the runc tests' 198.19.246-251 and the compose
+    test's 198.19.208/20; where the search starts depends on the process, so two
+    sessions at once look in different places first.
+    """
+    start = os.getpid() % 64
+    for step in range(64):
+        subnet = f"198.19.{128 + (start + step) % 64}.0/24"
+        shown = (
+            subprocess.run(
+                ["ip", "-4", "-o", "addr", "show", "to", subnet], capture_output=True, text=True
+            ).stdout.strip()
+            or subprocess.run(
+                ["ip", "-4", "route", "show", "root", subnet], capture_output=True, text=True
+            ).stdout.strip()
+        )
+        if not shown:
+            return subnet
+    raise RuntimeError("no free /24 in 198.19.128.0/18 for the private containerd's bridge")
+
+
+BRIDGE = f"shoalcri{os.getpid() % 1000}"
+"""The private containerd's bridge: one per test session."""
+SUBNET = _free_subnet() if shutil.which("ip") else "198.19.128.0/24"
+"""Its subnet, inside 198.18.0.0/15."""
 CGROUP_PARENT = "/shoal-cri-test"
 IMAGE = "shoal.local/busybox:test"
 """The busybox of ``scripts/build_busybox_image.py``, imported into the private containerd."""
