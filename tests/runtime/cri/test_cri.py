@@ -226,3 +226,21 @@ async def test_an_endpoint_that_is_not_cri_v1_is_unavailable_naming_it(tmp_path:
                 pass
     finally:
         await server.stop(None)
+
+
+async def test_exec_past_its_time_limit_is_killed_and_a_missing_command_gives_127(
+    private_containerd: PrivateContainerd,
+) -> None:
+    async with cri_runtime(private_containerd) as runtime:
+        spec = new_pod()
+        await runtime.run(spec)
+        with anyio.fail_after(WAIT):
+            slow = await runtime.exec(spec.uid, "main", ["sleep", "30"], time_limit=1)
+        assert slow.exit_code == 137
+        missing = await runtime.exec(spec.uid, "main", ["no-such-command"])
+        assert missing.exit_code == 127
+        assert "no-such-command" in missing.stderr
+        failing = await runtime.exec(
+            spec.uid, "main", ["sh", "-c", "echo out; echo err >&2; exit 3"]
+        )
+        assert (failing.exit_code, failing.stdout, failing.stderr) == (3, "out\n", "err\n")
