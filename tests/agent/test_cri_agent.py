@@ -8,8 +8,10 @@ from pathlib import Path
 import anyio
 import pytest
 
-from shoal.agent import NodeConfig, build_node
-from shoal.runtime import CriImages, CriRuntime
+from shoal.agent import NodeConfig, build_node, reset_data_dir
+from shoal.interfaces import NODE_KEY_FILE, Container, PodSpec
+from shoal.runtime import CriImages, CriRuntime, HostNetworks
+from tests.runtime.cri.harness import SLEEPER
 from tests.runtime.cri.support import IMAGE, PrivateContainerd
 from tests.shoal_cli import run_shoal
 
@@ -59,3 +61,28 @@ async def test_an_agent_on_cri_serves_the_runtimes_images(
         assert local is not None and isinstance(local.images, CriImages)
         assert IMAGE in {image.reference for image in await local.images.list()}
         tg.cancel_scope.cancel()
+
+
+async def test_node_reset_removes_the_pods_a_cri_node_left(
+    private_containerd: PrivateContainerd, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "node"
+    data_dir.mkdir()
+    (data_dir / NODE_KEY_FILE).write_bytes(os.urandom(32))
+    spec = PodSpec(
+        uid="c0ffee" * 5,
+        name="web-left",
+        namespace="default",
+        workload="web",
+        containers=[Container(name="main", image=IMAGE, command=SLEEPER)],
+    )
+    endpoint = private_containerd.endpoint
+    # Entering it notes its owner and endpoint in cri/runtime.json, as the agent's does.
+    async with CriRuntime(data_dir / "cri", endpoint=endpoint, owner="left-node") as runtime:
+        await runtime.run(spec)
+
+    report = await reset_data_dir(data_dir, grace=2, registry=HostNetworks(tmp_path / "hosts"))
+
+    assert report.pods == ["web-left"]
+    async with CriRuntime(data_dir / "cri", endpoint=endpoint, owner="left-node") as runtime:
+        assert await runtime.list() == []

@@ -9,7 +9,9 @@ through the runtime's own code, the same that ``shoal delete`` ends in:
    touched) and a data dir an agent runs on (its lock is held: the pid is named);
 2. hold the data dir's lock, so no agent starts on it meanwhile;
 3. stop (SIGTERM, then SIGKILL after ``grace``) and remove every pod of its
-   runtime: containers, shims, mounts, logs, network namespaces and port rules;
+   runtime: containers, shims, mounts, logs, network namespaces and port rules
+   (a node of ``--runtime cri``: its pods in containerd, found by the owner and
+   endpoint its runtime noted in ``cri/runtime.json``);
    then what a crash may have left half-made (an attachment without a pod, a
    runc container without a pod directory);
 4. delete its bridge when no interface is attached any more, and release the
@@ -31,6 +33,7 @@ import anyio
 from shoal.interfaces import NODE_KEY_FILE, DataDirLock, InvalidInput, ShoalError, Unavailable
 from shoal.runtime import (
     BridgeNetworking,
+    CriRuntime,
     HostNetworks,
     ImageStore,
     OciCliRuntime,
@@ -86,6 +89,13 @@ async def reset_data_dir(
     registry = registry if registry is not None else HostNetworks()
     with DataDirLock(data_dir):
         networking = claimed_networking(data_dir, registry)
+        cri = CriRuntime.of_root(data_dir / "cri")
+        if cri is not None:  # a node of --runtime cri: its pods are in containerd
+            if os.geteuid() != 0:
+                raise Unavailable(
+                    f"the pods of {data_dir} can only be removed as root: run the reset as root"
+                )
+            await _remove_cri_pods(cri, grace, report)
         if (data_dir / "runtime").is_dir() or isinstance(networking, BridgeNetworking):
             if os.geteuid() != 0:
                 raise Unavailable(
@@ -137,6 +147,18 @@ async def _remove_pods(
         for uid in await network.attached():
             await network.detach(uid)
             report.leftovers.append(f"network attachment of pod {uid}")
+
+
+async def _remove_cri_pods(runtime: CriRuntime, grace: float, report: ResetReport) -> None:
+    """Stop and remove the pods the node's CRI runtime noted as its own (by owner label)."""
+    async with runtime:
+        for pod in await runtime.list():
+            try:
+                await runtime.stop(pod.uid, grace)
+            except ShoalError as exc:  # e.g. it exited meanwhile: remove still cleans up
+                log.info("reset: stopping pod %s: %s", pod.name, exc)
+            await runtime.remove(pod.uid)
+            report.pods.append(pod.name)
 
 
 async def _delete_idle_bridge(networking: BridgeNetworking) -> bool:

@@ -33,10 +33,12 @@ runtime's events API is not used: containerd 1.6 answers UNIMPLEMENTED to
 from __future__ import annotations
 
 import functools
+import json
 import math
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -77,7 +79,10 @@ from ._cripod import (
 )
 from ._images import CriImages
 
-__all__ = ["CriRuntime"]
+__all__ = ["RUNTIME_NOTE", "CriRuntime"]
+
+RUNTIME_NOTE = "runtime.json"
+"""The file under the runtime's root naming its owner and endpoint."""
 
 
 async def _done() -> bool:
@@ -167,7 +172,29 @@ class CriRuntime(AsyncClosing):
                     endpoint=self.endpoint,
                     condition=name,
                 )
+        await anyio.to_thread.run_sync(self._note_runtime)
         return version
+
+    def _note_runtime(self) -> None:
+        """Write ``root/runtime.json`` (owner, endpoint), so a reset finds the pods (blocking)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        note = {"owner": self.owner, "endpoint": self.endpoint}
+        temporary = self.root / ".runtime.json.tmp"
+        temporary.write_text(json.dumps(note) + "\n")
+        temporary.replace(self.root / RUNTIME_NOTE)
+
+    @classmethod
+    def of_root(cls, root: Path, **options: Any) -> CriRuntime | None:
+        """Return a runtime for the pods a CriRuntime on ``root`` ran, or None if none did.
+
+        For ``shoal node reset``: the owner and endpoint are those the node's
+        runtime noted when it connected (``root/runtime.json``).
+        """
+        try:
+            note = json.loads((root / RUNTIME_NOTE).read_text())
+        except (OSError, ValueError):
+            return None
+        return cls(root, endpoint=str(note["endpoint"]), owner=str(note["owner"]), **options)
 
     async def __aenter__(self) -> CriRuntime:
         await self.connect()
