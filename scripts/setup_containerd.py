@@ -3,7 +3,8 @@
 Usage::
 
     uv run python scripts/setup_containerd.py [--data-dir DIR] [--endpoint URL]
-        [--config PATH] [--cni-dir DIR] [--write-cni] [--import-pause]
+        [--config PATH] [--cni-dir DIR] [--root DIR] [--state DIR]
+        [--network bridge|host] [--write-cni] [--import-pause]
 
 With a containerd already answering at the endpoint, it only **checks** and
 says what is missing (CRI plugin disabled, no pause image, the systemd cgroup
@@ -144,6 +145,8 @@ async def start(args: argparse.Namespace) -> int:
     if args.network == "bridge":
         write_cni(args.data_dir, args.cni_dir)
     text = containerd_config(
+        root=args.root,
+        state=args.state,
         address=None if args.endpoint == DEFAULT_ENDPOINT else socket,
         cni_conf_dir=args.cni_dir,
         restrict_oom_score_adj=not has_cap_sys_resource(),
@@ -199,6 +202,8 @@ if __name__ == "__main__":
     parser.add_argument("--endpoint", default=DEFAULT_ENDPOINT)
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--cni-dir", type=Path, default=DEFAULT_CNI_DIR)
+    parser.add_argument("--root", type=Path, default=None, help="containerd's root dir")
+    parser.add_argument("--state", type=Path, default=None, help="containerd's state dir")
     parser.add_argument("--network", choices=["bridge", "host"], default="bridge")
     parser.add_argument("--write-cni", action="store_true", help="write Shoal's CNI network")
     parser.add_argument("--import-pause", action="store_true", help="import Shoal's pause image")
