@@ -526,7 +526,7 @@ async def cri_parts(
         with anyio.CancelScope(shield=True):
             await client.aclose()
             if containerd is not None:
-                await anyio.to_thread.run_sync(containerd.close)
+                await anyio.to_thread.run_sync(containerd.close)  # and an empty /shoal-cri
 
 
 def rounds_arg(text: str) -> int:

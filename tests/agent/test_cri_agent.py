@@ -78,7 +78,10 @@ async def test_node_reset_removes_the_pods_a_cri_node_left(
     )
     endpoint = private_containerd.endpoint
     # Entering it notes its owner and endpoint in cri/runtime.json, as the agent's does.
-    async with CriRuntime(data_dir / "cri", endpoint=endpoint, owner="left-node") as runtime:
+    parent = private_containerd.cgroup_parent
+    async with CriRuntime(
+        data_dir / "cri", endpoint=endpoint, owner="left-node", cgroup_parent=parent
+    ) as runtime:
         await runtime.run(spec)
 
     report = await reset_data_dir(data_dir, grace=2, registry=HostNetworks(tmp_path / "hosts"))

@@ -70,6 +70,8 @@ BRIDGE = f"shoalcri{os.getpid() % 1000}"
 SUBNET = _free_subnet() if shutil.which("ip") else "198.19.128.0/24"
 """Its subnet, inside 198.18.0.0/15."""
 CGROUP_PARENT = "/shoal-cri-test"
+DEFAULT_CGROUP_PARENT = "/shoal-cri"
+"""CriRuntime's default: removed at the end when a test left it empty."""
 IMAGE = "shoal.local/busybox:test"
 """The busybox of ``scripts/build_busybox_image.py``, imported into the private containerd."""
 MISSING_IMAGE = "127.0.0.1:1/missing:1"
@@ -233,6 +235,7 @@ class PrivateContainerd:
                         pipe.close()
             self._kill_shims()
             _kill_cgroup(self.cgroup_parent)
+            remove_empty_cgroup(DEFAULT_CGROUP_PARENT)  # what runtimes on defaults made
             subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True, check=False)
             if self._bound:
                 subprocess.run(["umount", "-R", "-l", str(self.directory)], check=False)
@@ -275,6 +278,13 @@ async def remove_all_sandboxes(endpoint: str) -> None:
             await client.runtime("RemovePodSandbox", remove, pb.RemovePodSandboxResponse)
     finally:
         await client.aclose()
+
+
+def remove_empty_cgroup(parent: str) -> None:
+    """Remove ``parent``'s cgroup directories where nothing is left in them (else keep them)."""
+    for root in Path("/sys/fs/cgroup").iterdir():
+        with contextlib.suppress(OSError):
+            (root / parent.strip("/")).rmdir()
 
 
 def _kill_cgroup(parent: str) -> None:
