@@ -35,6 +35,7 @@ from shoal.core import (
     DefaultScheduler,
     Leader,
     LocalNode,
+    MeteredStore,
     NodeLoop,
     Repository,
     ShoalService,
@@ -52,8 +53,10 @@ from shoal.interfaces import (
     ImageManager,
     ImagePeers,
     InternalError,
+    Metrics,
     Node,
     NodeRole,
+    NullMetrics,
     ShoalError,
     StateStore,
     Tag,
@@ -75,6 +78,7 @@ from shoal.state import KEYRING_FILE, EtcdStore, Keyring, MemoryStore, SealedSto
 from ._admission import admit_server
 from ._clustering import Clustering, advertised_host, read_secret
 from ._config import NodeConfig, check_config, host_capacity, prepare_data_dir
+from ._metrics import PrometheusMetrics
 from ._reset import ResetReport, reset_data_dir
 
 __all__ = [
@@ -105,8 +109,15 @@ class ShoalNode:
         images: ImageStore | None = None,
         clustering: Clustering | None = None,
         image_manager: ImageManager | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
+        self.metrics: Metrics = metrics if metrics is not None else PrometheusMetrics()
+        """The node's metrics, served at the API's ``GET /metrics``."""
+        self.measured: StateStore = (
+            store if isinstance(self.metrics, NullMetrics) else MeteredStore(store, self.metrics)
+        )
+        """The store as the node's parts use it: each call timed (``store`` is the raw one)."""
         self.clustering = clustering
         self.images = images
         self.store = store
@@ -116,7 +127,7 @@ class ShoalNode:
         self.node = node
         self.scheduler = DefaultScheduler()
         self.service = ShoalService(
-            store,
+            self.measured,
             clock,
             # A CRI runtime's images are in its own store (image_manager), not an ImageStore.
             local=LocalNode(node.name, runtime, image_manager or images),
@@ -134,14 +145,17 @@ class ShoalNode:
             self.service.manifests = self.manifests.statuses
         self.leader = Leader(
             node.name,
-            store,
+            self.measured,
             cluster,
             self.scheduler,
             clock,
             ttl=config.leader_ttl,
             resync=config.control_resync,
+            metrics=self.metrics,
         )
-        self.node_loop = NodeLoop(node, store, runtime, clock, resync=config.node_resync)
+        self.node_loop = NodeLoop(
+            node, self.measured, runtime, clock, resync=config.node_resync, metrics=self.metrics
+        )
         self.ready = anyio.Event()
         self._left = False
         self._loops: list[anyio.CancelScope] = []
@@ -181,7 +195,7 @@ class ShoalNode:
                         await self._admit(self.clustering)
                     if self.clustering is not None:
                         handlers = self.clustering.handlers(
-                            self.store if serves else None,
+                            self.measured if serves else None,
                             self.runtime if runs else None,
                             self.images,
                             clock=self.clock,
@@ -364,8 +378,14 @@ async def _rotate_secrets_key(store: SealedStore) -> None:
     )
 
 
-def build_node(config: NodeConfig, *, clock: Clock | None = None) -> ShoalNode:
+def build_node(
+    config: NodeConfig, *, clock: Clock | None = None, metrics: Metrics | None = None
+) -> ShoalNode:
     """Assemble a node from ``config``.
+
+    Its metrics are recorded in a Prometheus registry of its own unless
+    ``metrics`` says otherwise (:data:`~shoal.interfaces.NO_METRICS` turns
+    telemetry off).
 
     Raises:
         Unavailable: the data dir cannot be written.
@@ -439,6 +459,7 @@ def build_node(config: NodeConfig, *, clock: Clock | None = None) -> ShoalNode:
         images=images,
         clustering=clustering,
         image_manager=image_manager,
+        metrics=metrics,
     )
 
 

@@ -175,9 +175,9 @@ async def run_agent(
         return None
 
     api_host, _ = parse_addr(config.api_addr)
-    context = AgentContext(node.service, lookup, config.api_addr, api_host)
+    context = AgentContext(node.service, lookup, config.api_addr, api_host, node.metrics)
     async with _mounted(mounts, context) as routes, anyio.create_task_group() as tg:
-        app = create_app(node.service, verifier, ready=ready, mounts=routes)
+        app = create_app(node.service, verifier, ready=ready, mounts=routes, metrics=node.metrics)
         await tg.start(node.run)
         await tg.start(serve_api, app, sock)
         log.info(

@@ -3,6 +3,7 @@
 Routes (all JSON; errors are ``{"error": {"code", "message", "details"}}``)::
 
     GET    /healthz, /readyz, /openapi.json                 unauthenticated
+    GET    /metrics  (Prometheus text, see ``_observe``)      unauthenticated
     POST   /v1/workloads/apply   {documents, dry_run, strict}  operator (every kind, both dialects)
     GET    /v1/workloads[?namespace=]                         viewer
     GET    /v1/workloads/{ns}/{name}                          viewer
@@ -38,6 +39,7 @@ from starlette.types import ASGIApp
 from shoal.core import ShoalService
 from shoal.interfaces import (
     DECLARED_VIAS,
+    NO_METRICS,
     VIA_HEADER,
     Actor,
     ApplyResult,
@@ -51,6 +53,7 @@ from shoal.interfaces import (
     InternalError,
     InvalidInput,
     Member,
+    Metrics,
     Node,
     ObjectRef,
     Role,
@@ -64,6 +67,7 @@ from ._auth import RequestVerifier, Verified, target_uri_from_scope
 from ._config_routes import CALLER_STATE, config_router
 from ._limits import BodyLimit, body_too_large, too_large_error
 from ._manifest_routes import manifests_router
+from ._observe import RequestMetrics, add_metrics_route
 from ._streams import EventStream, JsonLines, LogStream, pull_lines
 
 __all__ = [
@@ -179,11 +183,13 @@ def create_app(
     ready: ReadyCheck | None = None,
     heartbeat: float = 15.0,
     mounts: Sequence[tuple[str, ASGIApp]] = (),
+    metrics: Metrics = NO_METRICS,
 ) -> FastAPI:
     """Build the ASGI app (wrapped in the 1 MiB body limit) for ``service``.
 
     ``mounts`` are ``(path, ASGI app)`` pairs served at exactly ``path`` (e.g.
     the MCP endpoint at ``/mcp``); they authenticate requests themselves.
+    Every request is timed into ``metrics``, served at ``GET /metrics``.
     """
     app = FastAPI(
         title="Shoal",
@@ -442,5 +448,7 @@ def create_app(
     for path, mounted in mounts:
         # A Route whose endpoint is not a function serves it as a raw ASGI app.
         app.router.routes.append(Route(path, mounted, include_in_schema=False))
+    add_metrics_route(app, metrics)
     app.add_middleware(BodyLimit)
+    app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: what a client waits for
     return app

@@ -11,6 +11,7 @@ from ._fence import Deposed, FencedStore
 from ._hosting import AgentContext, AgentMount, KeyLookup
 from ._leader import LEADER_ELECTION, Leader
 from ._membership import MembershipSync
+from ._metered import MeteredRuntime, MeteredStore
 from ._nodeloop import NodeLoop
 from ._plan import diff_fields
 from ._repo import Repository, Stored
@@ -32,6 +33,8 @@ __all__ = [
     "LocalNode",
     "ManualClock",
     "MembershipSync",
+    "MeteredRuntime",
+    "MeteredStore",
     "NodeLoop",
     "Repository",
     "ShoalService",

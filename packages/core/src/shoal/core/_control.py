@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 
@@ -43,17 +44,22 @@ import anyio
 from anyio.abc import TaskStatus
 
 from shoal.interfaces import (
+    NO_METRICS,
     Actor,
+    Catalogue,
     Clock,
     Compare,
     CompareTarget,
     EventType,
     Instance,
     KeyValue,
+    Metrics,
     Node,
+    PlacementRequest,
     Placements,
     PutOp,
     RevisionConflict,
+    Sample,
     Scheduler,
     StateStore,
     Unavailable,
@@ -66,6 +72,7 @@ from shoal.interfaces import (
 from ._backoff import Backoff
 from ._fence import Deposed
 from ._informer import Informer
+from ._loopmetrics import ChangeMetrics, cluster_samples
 from ._placement import InstanceFactory, UsageIndex
 from ._reconcile import (
     Decision,
@@ -130,8 +137,11 @@ class ControlLoop:
         backoff_cap: float = 300.0,
         keep_events: int = 5000,
         keep_events_for: float = 7 * 24 * 3600.0,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         self.repo = Repository(store, clock)
+        self.metrics = metrics
+        self.changes = ChangeMetrics(clock, metrics)
         self.store = store
         self.scheduler = scheduler
         self.clock = clock
@@ -154,7 +164,7 @@ class ControlLoop:
         self.instances.add_index("workload", lambda s: [_workload_of(s)])
         self.instances.add_index("node", lambda s: [] if s.value.node is None else [s.value.node])
         self.usage = UsageIndex()
-        self.queue = WorkQueue(clock, first=0.05, cap=10.0)
+        self.queue = WorkQueue(clock, first=0.05, cap=10.0, metrics=metrics, name="control")
         self.waiting: set[str] = set()
         """Workloads with an instance that fits nowhere: woken when room may have appeared."""
         self.daemons: set[str] = set()
@@ -175,6 +185,8 @@ class ControlLoop:
         stored = new if new is not None else old
         if stored is not None:
             self.queue.add(stored.value.key)
+            if new is None:
+                self.changes.workload_gone(stored.value.key)
             if new is not None and new.value.spec.mode == WorkloadMode.DAEMON:
                 self.daemons.add(new.value.key)
             else:
@@ -186,6 +198,7 @@ class ControlLoop:
         del key
         before = None if old is None else old.value
         after = None if new is None else new.value
+        self.changes.instance_changed(before, after)
         stored = new if new is not None else old
         if stored is not None:
             self.queue.add(_workload_of(stored))
@@ -223,13 +236,25 @@ class ControlLoop:
         The caches are listed before the first batch, and every workload is
         queued once then.
         """
-        async with anyio.create_task_group() as tg:
-            await tg.start(self.follow)
-            for key in self._all_keys():
-                self.queue.add(key)
-            tg.start_soon(self._resync)
-            task_status.started()
-            await self._work()
+        remove_source = self.metrics.add_source(self._samples)
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(self.follow)
+                for key in self._all_keys():
+                    self.queue.add(key)
+                tg.start_soon(self._resync)
+                task_status.started()
+                await self._work()
+        finally:
+            remove_source()
+
+    def _samples(self) -> list[Sample]:
+        """The leader's gauges, counted from the caches when the metrics are scraped."""
+        return cluster_samples(
+            [s.value for s in self.instances.values()],
+            [s.value for s in self.nodes.values()],
+            self.queue.depth,
+        )
 
     async def follow(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Keep the caches current until cancelled; started once all three are listed.
@@ -359,11 +384,7 @@ class ControlLoop:
             if decision.workload is not None and decision.pending
             for request in placement_requests(decision.workload.value, decision.pending)
         ]
-        placements = (
-            self.scheduler.place(requests, list(nodes.values()), self.usage)
-            if requests
-            else Placements()
-        )
+        placements = self._place(requests, list(nodes.values())) if requests else Placements()
 
         apply = _Applier(self)
         for key, decision in decisions:
@@ -406,6 +427,21 @@ class ControlLoop:
         if self.passes % 100 == 0:
             await self.repo.prune_events(self.keep_events, self.keep_events_for)
         return apply.conflicted
+
+    def _place(self, requests: list[PlacementRequest], nodes: list[Node]) -> Placements:
+        """Run the scheduler once, recording its duration and how many it placed."""
+        began = time.perf_counter()
+        placements = self.scheduler.place(requests, nodes, self.usage)
+        self.metrics.observe(Catalogue.SCHEDULING_DURATION, time.perf_counter() - began)
+        if placements.assigned:
+            self.metrics.inc(
+                Catalogue.SCHEDULING_ATTEMPTS, "scheduled", amount=len(placements.assigned)
+            )
+        if placements.failed:
+            self.metrics.inc(
+                Catalogue.SCHEDULING_ATTEMPTS, "unschedulable", amount=len(placements.failed)
+            )
+        return placements
 
 
 class _Applier:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from nacl.signing import VerifyKey
 
-from shoal.interfaces import Role
+from shoal.interfaces import NO_METRICS, Metrics, Role
 
 from ._service import ShoalService
 
@@ -46,6 +46,8 @@ class AgentContext:
     """The address the API listens on, HOST:PORT."""
     api_host: str
     """The host part of :attr:`api_addr` (no brackets for IPv6)."""
+    metrics: Metrics = field(default=NO_METRICS)
+    """The node's metrics (a front door records its calls there)."""
 
 
 AgentMount = Callable[[AgentContext], AbstractAsyncContextManager[tuple[str, ASGIApp]]]

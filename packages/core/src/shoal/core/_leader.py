@@ -19,8 +19,11 @@ import anyio.lowlevel
 from anyio.abc import TaskStatus
 
 from shoal.interfaces import (
+    NO_METRICS,
+    Catalogue,
     Clock,
     ClusterManager,
+    Metrics,
     NotFound,
     Scheduler,
     ShoalError,
@@ -52,6 +55,8 @@ class Leader:
         ttl: seconds the leader lease lives without renewal.
         resync: seconds between timer-driven passes of the membership sync (the
             control loop is woken by what changed, and resyncs every 5 minutes).
+        metrics: where the control loop records, and ``shoal_leader`` says whether
+            this server leads.
     """
 
     def __init__(
@@ -64,6 +69,7 @@ class Leader:
         *,
         ttl: float,
         resync: float,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         self.name = name
         self.store = store
@@ -72,6 +78,8 @@ class Leader:
         self.clock = clock
         self.ttl = ttl
         self.resync = resync
+        self.metrics = metrics
+        metrics.set(Catalogue.LEADER, 0)
         self.control: ControlLoop | None = None
         """The control loop of the current term; None when not leading."""
         self._lease: int | None = None
@@ -119,12 +127,14 @@ class Leader:
             backoff.reset()
             log.info("%s leads the control loop (lease %s)", self.name, lease)
             fenced = FencedStore(self.store, leadership)
-            self.control = ControlLoop(fenced, self.scheduler, self.clock)
+            self.control = ControlLoop(fenced, self.scheduler, self.clock, metrics=self.metrics)
             membership = MembershipSync(fenced, self.cluster, self.clock, resync=self.resync)
+            self.metrics.set(Catalogue.LEADER, 1)
             try:
                 tg.start_soon(membership.run)
                 await self.control.run()
             finally:
+                self.metrics.set(Catalogue.LEADER, 0)
                 self.control = None
                 with anyio.CancelScope(shield=True), contextlib.suppress(ShoalError):
                     await self.store.resign(leadership)

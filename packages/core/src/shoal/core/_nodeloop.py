@@ -34,6 +34,12 @@ So after a restart of the agent the first pass *adopts* every pod the runtime
 still runs (no second copy is started) and removes the ones nobody wants.
 Restart decisions belong to the control loop; this loop only reports.
 
+With ``metrics``, the loop counts what it does (``shoal_node_loop_actions_total``
+by action and outcome), times its runtime calls (through
+:class:`~shoal.core._metered.MeteredRuntime`), counts OOM kills, and observes
+the start SLI: an instance's creation to its pod running, minus the time its
+image pulls took, for first starts (a restart waits out its backoff on purpose).
+
 While the store (or the server that proxies it) cannot be reached, passes
 fail before they act and are retried with a backoff: containers keep running,
 and nothing is torn down because it could not be read.
@@ -46,6 +52,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -53,7 +60,9 @@ import anyio
 from anyio.abc import TaskStatus
 
 from shoal.interfaces import (
+    NO_METRICS,
     Actor,
+    Catalogue,
     Clock,
     ConfigMap,
     ConfigMapSpec,
@@ -63,6 +72,7 @@ from shoal.interfaces import (
     ImageError,
     Instance,
     InstanceState,
+    Metrics,
     Node,
     NotFound,
     ObjectRef,
@@ -82,6 +92,7 @@ from shoal.interfaces import (
 
 from ._backoff import Backoff
 from ._informer import Informer
+from ._metered import MeteredRuntime
 from ._podspec import (
     Configs,
     MissingConfig,
@@ -131,12 +142,16 @@ class NodeLoop:
         stop_grace: float = 10.0,
         concurrency: int = 8,
         probe_tick: float = 1.0,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         self.node = node
         self.name = node.name
         self.repo = Repository(store, clock, on_write=self._wrote)
         self.store = store
-        self.runtime = runtime
+        self.metrics = metrics
+        self.runtime: ContainerRuntime = (
+            runtime if metrics is NO_METRICS else MeteredRuntime(runtime, metrics)
+        )
         self.clock = clock
         self.resync = resync
         self.heartbeat = heartbeat
@@ -351,7 +366,11 @@ class NodeLoop:
                 log.warning("node loop: syncing instance %s stopped: %s", stored.value.key, exc)
                 self._again = True
             except Exception:
+                self._did("sync", "error")
                 log.exception("node loop: syncing instance %s failed", stored.value.key)
+
+    def _did(self, action: str, outcome: str = "ok") -> None:
+        self.metrics.inc(Catalogue.NODE_LOOP_ACTIONS, action, outcome)
 
     async def _sync(self, stored: Stored[Instance], pod: PodStatus | None) -> None:
         inst = stored.value
@@ -374,6 +393,7 @@ class NodeLoop:
         elif inst.state == InstanceState.STOPPING:
             if pod is not None:
                 await self.runtime.stop(inst.uid, self.stop_grace)
+                self._did("stop")
             else:  # nothing left to stop
                 stopped = inst.transition(InstanceState.STOPPED, "Stopped", "its pod is gone")
                 await self.repo.put(stored.key, stopped, expected_revision=stored.revision)
@@ -392,12 +412,16 @@ class NodeLoop:
         revision = await self.repo.put(stored.key, starting, expected_revision=stored.revision)
         if pod is not None:  # leftovers of an earlier run
             await self.runtime.remove(inst.uid)
+        pulling = 0.0
         try:
             credentials = pull_credentials(inst, configs)
+            began = time.perf_counter()
             for container in [*inst.template.init_containers, *inst.template.containers]:
                 await self.runtime.ensure_image(container.image, credentials or None)
+            pulling = time.perf_counter() - began
             status = await self.runtime.run(spec)
         except ShoalError as exc:
+            self._did("start", "error")
             await self.runtime.remove(inst.uid)
             reason = "ImagePullFailed" if isinstance(exc, ImageError) else "StartFailed"
             failed = starting.transition(InstanceState.FAILED, reason, exc.message)
@@ -409,6 +433,10 @@ class NodeLoop:
             return
         self._files[inst.uid] = files_digest(spec.files)
         await self._report_running(Stored(starting, stored.key, revision, stored.created), status)
+        self._did("start")
+        if inst.restart_count == 0:
+            took = (self.clock.now() - inst.created_at).total_seconds() - pulling
+            self.metrics.observe(Catalogue.INSTANCE_START_DURATION, max(took, 0.0))
 
     async def _configs(self, inst: Instance) -> Configs:
         """Read the ConfigMaps and Secrets the instance's pod uses (None for a missing one)."""
@@ -443,6 +471,7 @@ class NodeLoop:
             return  # said already; a later pass starts it once the object exists
         waiting = inst.model_copy(update={"reason": reason, "message": message})
         await self.repo.put(stored.key, waiting, expected_revision=stored.revision)
+        self._did("wait_for_config")
         await self._record(_ref(inst), reason, message, self.actor, event_type=EventType.WARNING)
 
     async def _refresh_files(self, inst: Instance) -> None:
@@ -460,6 +489,7 @@ class NodeLoop:
             return
         for volume, content in files.items():
             await self.runtime.update_files(inst.uid, volume, content)
+        self._did("update_files")
         if inst.uid in self._files:  # not just adopted: the content changed
             await self._record(
                 _ref(inst), "FilesUpdated", "configuration files updated", self.actor
@@ -520,6 +550,11 @@ class NodeLoop:
             return
         finished = finished.model_copy(update={"finished_at": self.clock.now(), "ready": False})
         await self.repo.put(stored.key, finished, expected_revision=stored.revision)
+        self._did("report_exit")
+        if pod is not None:
+            oom = sum(1 for c in pod.containers if c.message.startswith("OOMKilled"))
+            if oom:
+                self.metrics.inc(Catalogue.INSTANCE_OOM_KILLS, amount=oom)
         kind = EventType.NORMAL if finished.state == InstanceState.STOPPED else EventType.WARNING
         await self._record(
             _ref(inst), finished.reason, finished.message, self.actor, event_type=kind
@@ -535,6 +570,7 @@ class NodeLoop:
             except (RevisionConflict, Unavailable):
                 raise
             except ShoalError as exc:
+                self._did("teardown", "error")
                 await self._teardown_failed(inst, exc)
                 return
             self._stuck.pop(inst.uid, None)
@@ -543,6 +579,7 @@ class NodeLoop:
         except RevisionConflict:
             self._again = True
             return
+        self._did("teardown")
         why = f": {inst.message}" if inst.message else ""
         await self._record(_ref(inst), "Removed", f"stopped and removed{why}", self.actor)
 
@@ -624,6 +661,7 @@ class NodeLoop:
             return current.model_copy(update={"ready": ready, "ready_since": since})
 
         await self.repo.update(stored.key, Instance, change)
+        self._did("set_ready")
         verb = "passes its readiness probes" if ready else "failed its readiness probe"
         kind = EventType.NORMAL if ready else EventType.WARNING
         await self._record(
@@ -643,6 +681,7 @@ class NodeLoop:
             return failed.model_copy(update={"finished_at": self.clock.now(), "ready": False})
 
         await self.repo.update(stored.key, Instance, change)
+        self._did("kill_unhealthy")
         self._running.pop(inst.uid, None)
         self.probes.forget(set(self._running))
         await self._record(_ref(inst), "Unhealthy", why, self.actor, event_type=EventType.WARNING)
@@ -653,8 +692,10 @@ class NodeLoop:
                 await self.runtime.stop(pod.uid, self.stop_grace)
                 await self.runtime.remove(pod.uid)
             except ShoalError:
+                self._did("remove_orphan", "error")
                 log.exception("node loop: removing orphan pod %s failed", pod.name)
                 return
+        self._did("remove_orphan")
         await self._record(
             ObjectRef(kind="Instance", namespace=pod.namespace, name=pod.name),
             "OrphanRemoved",

@@ -17,6 +17,11 @@ controllers are built on, in anyio:
 
 Time goes through the injected :class:`~shoal.interfaces.Clock`, so tests
 move a manual clock instead of sleeping.
+
+With ``metrics``, the queue records under its ``name`` the keys added, how
+long each waited before a worker took it, how long the worker held it, and
+the retries (the ``shoal_workqueue_*`` series; its owner reports
+:attr:`WorkQueue.depth` at scrape time).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from collections import deque
 import anyio
 import anyio.lowlevel
 
-from shoal.interfaces import Clock
+from shoal.interfaces import NO_METRICS, Catalogue, Clock, Metrics
 
 __all__ = ["QueueClosed", "WorkQueue"]
 
@@ -46,6 +51,8 @@ class WorkQueue:
         cap: The longest per-key retry delay.
         rate: Retries per second allowed overall (the token bucket's refill).
         burst: Retries allowed at once (the bucket's size).
+        metrics: Where to record the queue's series.
+        name: The queue's ``queue`` label.
 
     """
 
@@ -57,6 +64,8 @@ class WorkQueue:
         cap: float = 300.0,
         rate: float = 10.0,
         burst: int = 100,
+        metrics: Metrics = NO_METRICS,
+        name: str = "control",
     ) -> None:
         self.clock = clock
         self.first = first
@@ -73,6 +82,12 @@ class WorkQueue:
         self._refilled = clock.monotonic()
         self._changed = anyio.Event()
         self._closed = False
+        self.metrics = metrics
+        self.name = name
+        self._queued_at: dict[str, float] = {}
+        """When each waiting key was added (for the queue latency)."""
+        self._taken_at: dict[str, float] = {}
+        """When a worker took each key in progress (for the work duration)."""
 
     def __len__(self) -> int:
         """Return how many keys wait to be handed out now (not delayed, not in progress)."""
@@ -88,6 +103,8 @@ class WorkQueue:
         if self._closed or key in self._dirty:
             return
         self._dirty.add(key)
+        self._queued_at[key] = self.clock.monotonic()
+        self.metrics.inc(Catalogue.WORKQUEUE_ADDS, self.name)
         if key not in self._processing:
             self._ready.append(key)
             self._wake()
@@ -107,6 +124,7 @@ class WorkQueue:
         """Queue ``key`` again after its backoff (and the overall rate limit); return the delay."""
         failures = self._failures.get(key, 0) + 1
         self._failures[key] = failures
+        self.metrics.inc(Catalogue.WORKQUEUE_RETRIES, self.name)
         backoff: float = min(self.first * 2.0 ** (failures - 1), self.cap)
         delay = max(backoff, self._take_token())
         self.add_after(key, delay)
@@ -133,8 +151,7 @@ class WorkQueue:
             self._promote_due()
             if self._ready:
                 key = self._ready.popleft()
-                self._dirty.discard(key)
-                self._processing.add(key)
+                self._take(key)
                 return key
             if self._changed.is_set():  # every waiter shares one event until it fires
                 self._changed = anyio.Event()
@@ -157,14 +174,18 @@ class WorkQueue:
         keys = [await self.get()]
         while self._ready and len(keys) < limit:
             key = self._ready.popleft()
-            self._dirty.discard(key)
-            self._processing.add(key)
+            self._take(key)
             keys.append(key)
         return keys
 
     def done(self, key: str) -> None:
         """Mark ``key``'s pass finished; if it was added meanwhile, it is queued again."""
         self._processing.discard(key)
+        taken = self._taken_at.pop(key, None)
+        if taken is not None:
+            self.metrics.observe(
+                Catalogue.WORKQUEUE_WORK_DURATION, self.clock.monotonic() - taken, self.name
+            )
         if key in self._dirty:
             self._ready.append(key)
             self._wake()
@@ -173,6 +194,16 @@ class WorkQueue:
         """Stop handing out keys: waiting and later :meth:`get` calls raise QueueClosed."""
         self._closed = True
         self._wake()
+
+    def _take(self, key: str) -> None:
+        """Hand ``key`` to a worker: it no longer waits."""
+        self._dirty.discard(key)
+        self._processing.add(key)
+        now = self.clock.monotonic()
+        self._taken_at[key] = now
+        queued = self._queued_at.pop(key, None)
+        if queued is not None:
+            self.metrics.observe(Catalogue.WORKQUEUE_QUEUE_DURATION, now - queued, self.name)
 
     def _promote_due(self) -> None:
         now = self.clock.monotonic()

@@ -15,6 +15,10 @@ call:`` and talks to ``call.service`` only. The gate
 4. turns a :class:`ShoalError` into a tool error whose text starts with the
    error code and says what to change, so the agent can correct the call.
 
+Every tools/call is also counted in the node's metrics by tool and outcome
+(``shoal_mcp_tool_calls_total``) and timed (``shoal_mcp_tool_call_duration_seconds``);
+a tool name the server does not know is counted as ``unknown``.
+
 Auditing happens after the call, so the event says how it ended. Calls that
 never reach a tool body — arguments that fail the input schema, an unknown
 tool — are audited by :meth:`Gate.middleware`, which also drops pydantic's
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -38,7 +43,17 @@ from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, Server
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 
-from shoal.interfaces import EventType, NotFound, ObjectRef, Role, Service, ShoalError
+from shoal.interfaces import (
+    NO_METRICS,
+    Catalogue,
+    EventType,
+    Metrics,
+    NotFound,
+    ObjectRef,
+    Role,
+    Service,
+    ShoalError,
+)
 
 from ._caller import Caller, ServiceFactory, caller_from_request, caller_of
 from ._redact import REDACTED, redact_json
@@ -68,6 +83,8 @@ class _Reached:
     """Set by the gate when a tools/call reached a tool body (which audits it)."""
 
     reached: bool = False
+    outcome: str = "ok"
+    """How the tool body ended: ok, error or refused (for the metrics)."""
 
 
 _REACHED: ContextVar[_Reached | None] = ContextVar("shoal_mcp_reached", default=None)
@@ -121,11 +138,17 @@ class Gate:
     Args:
         services: Returns the service acting as a caller.
         default_caller: The caller when the transport carries no token (stdio, in-process).
+        metrics: Where tool calls are counted and timed.
     """
 
-    def __init__(self, services: ServiceFactory, default_caller: Caller) -> None:
+    def __init__(
+        self, services: ServiceFactory, default_caller: Caller, metrics: Metrics = NO_METRICS
+    ) -> None:
         self.services = services
         self.default_caller = default_caller
+        self.metrics = metrics
+        self.tools: frozenset[str] = frozenset()
+        """The registered tools' names (set once the server has them): others are ``unknown``."""
 
     def caller(self, ctx: Context[Any, Any]) -> Caller:
         """Return who is calling in ``ctx``."""
@@ -150,6 +173,7 @@ class Gate:
         if marker is not None:
             marker.reached = True
         if not caller.allows(required):
+            _ended("refused")
             await self._audit(call, tool, arguments, target, "refused", "forbidden")
             raise Refused(
                 f"forbidden: {tool} changes the cluster and needs role {required.value}; key "
@@ -159,9 +183,11 @@ class Gate:
         try:
             yield call
         except ShoalError as exc:
+            _ended("error")
             await self._audit(call, tool, arguments, target, "error", exc.code)
             raise ToolError(render_error(exc)) from exc
         except Refused as exc:
+            _ended("refused")
             await self._audit(call, tool, arguments, target, "refused", str(exc)[:200])
             raise
         except ToolError as exc:
@@ -182,10 +208,17 @@ class Gate:
                 return await call_next(ctx)
             marker = _Reached()
             token = _REACHED.set(marker)
+            began = time.perf_counter()
             try:
                 result = await call_next(ctx)
+            except BaseException:
+                self._count(ctx, "error", began)
+                raise
             finally:
                 _REACHED.reset(token)
+            failed = isinstance(result, dict) and bool(result.get("isError"))
+            refused = failed and marker.outcome == "refused"
+            self._count(ctx, "refused" if refused else "error" if failed else "ok", began)
             if marker.reached or not isinstance(result, dict) or not result.get("isError"):
                 return result  # audited by the gate, or an input_required round
             result = _without_docs_links(result)
@@ -207,6 +240,13 @@ class Gate:
             return result
 
         return audit_unreached
+
+    def _count(self, ctx: ServerRequestContext[Any, Any], outcome: str, began: float) -> None:
+        """Count and time one tools/call by tool (``unknown`` if not registered) and outcome."""
+        name = str((ctx.params or {}).get("name", ""))
+        tool = name if name in self.tools else "unknown"
+        self.metrics.inc(Catalogue.MCP_TOOL_CALLS, tool, outcome)
+        self.metrics.observe(Catalogue.MCP_TOOL_DURATION, time.perf_counter() - began, tool)
 
     async def _audit(
         self,
@@ -237,6 +277,13 @@ class Gate:
             )
         except ShoalError as exc:
             log.warning("could not record the audit event of %s: %s", tool, exc)
+
+
+def _ended(outcome: str) -> None:
+    """Note how the tool body of this tools/call ended, for the metrics."""
+    marker = _REACHED.get()
+    if marker is not None:
+        marker.outcome = outcome
 
 
 def _without_docs_links(result: dict[str, Any]) -> dict[str, Any]:

@@ -174,6 +174,7 @@ def mcp_mount(
             read_only=read_only,
             # Unreachable behind the gate; the least privilege should it ever apply.
             default_caller=Caller("anonymous", Role.VIEWER),
+            metrics=agent.metrics,
         )
         server = build_server(in_process(agent.service), settings)
         security = transport_security(

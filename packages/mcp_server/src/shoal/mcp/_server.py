@@ -20,7 +20,7 @@ from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, Server
 from mcp.server.mcpserver import MCPServer
 from mcp_types import SubscribeRequestParams, UnsubscribeRequestParams
 
-from shoal.interfaces import Role
+from shoal.interfaces import NO_METRICS, Metrics, Role
 
 from ._audit import Gate
 from ._caller import Caller, ServiceFactory, caller_from_request
@@ -65,6 +65,8 @@ class McpSettings:
     """Where the ontology YAML files are (found automatically when None)."""
     name: str = "shoal"
     """The server name clients see."""
+    metrics: Metrics = NO_METRICS
+    """Where tool calls are counted and timed (the agent's node metrics)."""
 
 
 def _viewer_filter(gate: Gate) -> ServerMiddleware[Any]:
@@ -94,7 +96,7 @@ def build_server(services: ServiceFactory, settings: McpSettings | None = None) 
     default = settings.default_caller
     if settings.read_only and default.allows(Role.OPERATOR):
         default = Caller(default.key_id, Role.VIEWER)
-    gate = Gate(services, default)
+    gate = Gate(services, default, settings.metrics)
     notifier = ChangeNotifier(services(default))
 
     @asynccontextmanager
@@ -123,6 +125,7 @@ def build_server(services: ServiceFactory, settings: McpSettings | None = None) 
     register_resources(server, gate, Ontology(settings.ontology_dir))
     register_manifests_resource(server, gate)
     register_prompts(server, gate)
+    gate.tools = frozenset(tool.name for tool in server._tool_manager.list_tools())
     # Handshake-era clients subscribe with resources/subscribe, which MCPServer
     # has no public hook for; the low-level server serves it.
     lowlevel = server._lowlevel_server
