@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -89,13 +90,21 @@ class LiveAgent:
         self.portal.call(runtime.write_log, instance_uid, container, text)
 
 
-@pytest.fixture(scope="module")
-def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveAgent]:
-    root = tmp_path_factory.mktemp("ui-agent")
+@contextmanager
+def running_agent(root: Path, seed: str, **settings: Any) -> Iterator[LiveAgent]:
+    """Run an agent (mock runtime, memory store) with the workloads of YAML ``seed`` applied.
+
+    ``settings`` are more ``NodeConfig`` fields (capacity, control_resync, ...).
+    """
     home, data_dir = root / "home", root / "data"
     init_keypair(home, "ui-admin")
     config = NodeConfig(
-        data_dir=data_dir, api_addr="127.0.0.1:0", runtime="mock", name=NODE, state="memory"
+        data_dir=data_dir,
+        api_addr="127.0.0.1:0",
+        runtime="mock",
+        name=NODE,
+        state="memory",
+        **settings,
     )
     with start_blocking_portal() as portal:
         future, node = portal.start_task(run_agent, config, home)
@@ -103,11 +112,17 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveAgent]:
             url = f"http://{node.config.api_addr}"
             env = {**os.environ, "SHOAL_HOME": str(home), "SHOAL_SERVER": url}
             live = LiveAgent(url, data_dir, home, node, portal, env)
-            objects = parse_documents(load_yaml_documents(WEB, "web.yaml"), "web.yaml").objects
+            objects = parse_documents(load_yaml_documents(seed, "seed.yaml"), "seed.yaml").objects
             live.call(node.service.apply, objects)
             yield live
         finally:
             future.cancel()
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveAgent]:
+    with running_agent(tmp_path_factory.mktemp("ui-agent"), WEB) as live:
+        yield live
 
 
 @pytest.fixture(scope="module")

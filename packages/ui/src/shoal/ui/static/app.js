@@ -128,24 +128,29 @@
   }
 
   async function start() {
-    const response = await signedFetch("GET", "/ui/f/whoami");
+    const page = document.getElementById("page");
+    const fragment = page.dataset.fragment;
+    // Who am I and the page's first fragment, at once: one round trip less.
+    const [response, first] = await Promise.all([
+      signedFetch("GET", "/ui/f/whoami"),
+      fragment ? signedFetch("GET", fragment) : Promise.resolve(null),
+    ]);
     if (!response.ok) return; // 401: enrolment is showing
     const who = await response.json();
     document.body.dataset.role = who.role;
     document.getElementById("who").textContent = who.key_id + " · " + who.role;
     document.getElementById("enrol").hidden = true;
-    const page = document.getElementById("page");
     page.hidden = false;
-    const fragment = page.dataset.fragment;
-    if (!fragment) { page.textContent = "No such page."; return; }
+    if (!first) { page.textContent = "No such page."; return; }
+    if (!first.ok) { notify(await errorMessage(first), true); page.textContent = ""; return; }
+    const html = await first.text();
     page.setAttribute("hx-ext", "sse");
     page.setAttribute("sse-connect", "/ui/f/stream");
     const content = document.createElement("div");
     content.id = "content";
-    content.setAttribute("hx-get", fragment);
-    content.setAttribute("hx-trigger", "load");
     page.replaceChildren(content);
-    htmx.process(page);
+    htmx.process(page); // opens the stream first: the fragment's live parts attach to it
+    htmx.swap(content, html, { swapStyle: "innerHTML", swapDelay: 0, settleDelay: 0 });
   }
 
   // --- htmx: every request goes through signedFetch ---------------------
