@@ -227,13 +227,6 @@ def agent(
             help="At start, seal every Secret with a new key of the keyring (old keys kept).",
         ),
     ] = False,
-    rotate_secrets_key: Annotated[
-        bool,
-        typer.Option(
-            "--rotate-secrets-key",
-            help="At start, seal every Secret with a new key of the keyring (old keys kept).",
-        ),
-    ] = False,
     secrets_keyring: Annotated[
         Path | None,
         typer.Option(
@@ -313,7 +306,6 @@ def agent(
             "etcd": _addresses(etcd or []),
             "etcd_prefix": etcd_prefix,
             "secrets_keyring": secrets_keyring,
-            "rotate_secrets_key": rotate_secrets_key,
             "rotate_secrets_key": rotate_secrets_key,
             "join_token_file": join_token_file,
             "gossip_key_file": gossip_key_file,
