@@ -226,6 +226,11 @@ class Pages:
             raise AssertionError(f"{path} did not render (console: {errors}): {exc}") from None
         return OpenPage(page, errors)
 
+    def track(self, page: Page) -> Page:
+        """Close ``page`` after the test too."""
+        self.opened.append(page)
+        return page
+
     def close(self) -> None:
         """Close every page still open."""
         for page in self.opened:

@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import Browser, expect
 
 from shoal.interfaces import Instance
-from tests.ui.conftest import NODE, Enrolled, LiveAgent, Pages
+from tests.ui.conftest import NODE, Enrolled, LiveAgent, Pages, enrol
 
 pytestmark = pytest.mark.slow
 
@@ -188,6 +188,7 @@ def test_every_page_renders_without_console_errors_and_keeps_no_secret(
         "events": "/ui/events",
         "events-via-ui": "/ui/events?via=ui",
         "apply": "/ui/apply",
+        "manifests": "/ui/manifests",
         "search": "/ui/search?q=web",
     }
     for name, path in paths.items():
@@ -233,3 +234,24 @@ def test_every_page_renders_without_console_errors_and_keeps_no_secret(
     }
     assert operator.context.cookies() == []
     assert opened.errors == []
+
+
+def test_a_revoked_key_sends_the_page_back_to_enrolment_with_the_reason(
+    browser: Browser, agent: LiveAgent
+) -> None:
+    enrolled = enrol(browser, agent, "viewer")
+    try:
+        page = enrolled.context.new_page()
+        page.goto(agent.url + "/ui/nodes")
+        expect(page.locator("#page h1")).to_have_text("Nodes")
+        keys = agent.data_dir / "authorized_keys"
+        kept = [line for line in keys.read_text().splitlines() if enrolled.key_id not in line]
+        keys.write_text("\n".join(kept) + "\n")
+        page.goto(agent.url + "/ui/workloads")
+        expect(page.locator("#enrol")).to_be_visible()
+        expect(page.locator("#enrol-reason")).to_contain_text(
+            f"key id {enrolled.key_id!r} is not authorized"
+        )
+        expect(page.locator("#page")).to_be_hidden()
+    finally:
+        enrolled.context.close()

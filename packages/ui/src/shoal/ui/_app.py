@@ -64,6 +64,7 @@ _PAGES = {
     "instances": "Instances",
     "nodes": "Nodes",
     "events": "Events and audit",
+    "manifests": "Manifests",
     "apply": "Apply",
     "search": "Search",
 }

@@ -26,10 +26,12 @@ from shoal.interfaces import (
 from ._auth import ActsAs, Authenticate, Call, signed
 from ._render import fragment
 
-__all__ = ["NodeRow", "fragment_routes", "problems"]
+__all__ = ["PAGE_SIZE", "NodeRow", "fragment_routes", "problems"]
 
 EVENT_LIMIT = 500
 """How many of the latest events the events page filters."""
+PAGE_SIZE = 200
+"""Instances listed per page."""
 
 
 @dataclass
@@ -144,7 +146,21 @@ def fragment_routes(service: ActsAs, authenticate: Authenticate) -> list[Route]:
         items = await call.service.list_instances(
             query.get("namespace"), query.get("workload"), query.get("node")
         )
-        return fragment(call.request, "instances.html", call=call, instances=items)
+        try:
+            offset = max(0, int(query.get("offset", "0")))
+        except ValueError:
+            offset = 0
+        filters = {k: v for k, v in query.items() if k != "offset"}
+        return fragment(
+            call.request,
+            "instances.html",
+            call=call,
+            instances=items[offset : offset + PAGE_SIZE],
+            total=len(items),
+            offset=offset,
+            page_size=PAGE_SIZE,
+            filters=filters,
+        )
 
     @viewer
     async def instance(call: Call) -> Response:
@@ -199,6 +215,11 @@ def fragment_routes(service: ActsAs, authenticate: Authenticate) -> list[Route]:
         )
 
     @viewer
+    async def manifests(call: Call) -> Response:
+        sources = await call.service.list_manifests()
+        return fragment(call.request, "manifests.html", call=call, sources=sources)
+
+    @viewer
     async def apply_form(call: Call) -> Response:
         return fragment(call.request, "apply.html", call=call)
 
@@ -238,6 +259,7 @@ def fragment_routes(service: ActsAs, authenticate: Authenticate) -> list[Route]:
         Route("/ui/f/nodes", nodes),
         Route("/ui/f/nodes/{name}", node),
         Route("/ui/f/events", events),
+        Route("/ui/f/manifests", manifests),
         Route("/ui/f/apply", apply_form),
         Route("/ui/f/search", search),
     ]
