@@ -255,3 +255,38 @@ def test_a_revoked_key_sends_the_page_back_to_enrolment_with_the_reason(
         expect(page.locator("#page")).to_be_hidden()
     finally:
         enrolled.context.close()
+
+
+def test_a_one_time_enrolment_code_enrols_one_browser(browser: Browser, agent: LiveAgent) -> None:
+    made = agent.cli(
+        "keys",
+        "enrol-code",
+        "--role",
+        "viewer",
+        "--minutes",
+        "5",
+        "--data-dir",
+        str(agent.data_dir),
+    )
+    code = made.stdout.strip()
+    first, second = browser.new_context(), browser.new_context()
+    try:
+        page = first.new_page()
+        page.goto(agent.url + "/ui/nodes")
+        expect(page.locator("#enrol")).to_be_visible()
+        page.fill("#enrol-code", "AAAA-BBBB-CCCC-DDDD")
+        page.click("#enrol-code-form button")
+        expect(page.locator("#enrol-reason")).to_contain_text("unknown, used or expired")
+        page.fill("#enrol-code", code)
+        page.click("#enrol-code-form button")
+        expect(page.locator("#who")).to_contain_text("· viewer")
+        expect(page.locator("#page h1")).to_have_text("Nodes")
+        other = second.new_page()  # the code is used up
+        other.goto(agent.url + "/ui/nodes")
+        other.fill("#enrol-code", code)
+        other.click("#enrol-code-form button")
+        expect(other.locator("#enrol-reason")).to_contain_text("unknown, used or expired")
+        expect(other.locator("#page")).to_be_hidden()
+    finally:
+        first.close()
+        second.close()

@@ -13,6 +13,7 @@ by the same verifier (and replay cache) as the REST API's.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -37,10 +38,12 @@ from shoal.client import (
     AuthorizedKeys,
     ensure_authorized_keys,
     load_authorized_keys,
+    parse_authorized_keys,
+    redeem_enrolment_code,
 )
 from shoal.core import AgentContext, AgentMount
-from shoal.interfaces import Caller, NodeRole, Role, ShoalError
-from shoal.ui import Authenticate, ui_mount
+from shoal.interfaces import Caller, InvalidInput, NodeRole, Role, ShoalError
+from shoal.ui import Authenticate, Enrol, ui_mount
 
 from ._config import NodeConfig
 from ._node import ShoalNode, build_node
@@ -109,6 +112,29 @@ def ui_authenticate(verifier: RequestVerifier) -> Authenticate:
     return authenticate
 
 
+def ui_enrol(data_dir: Path) -> Enrol:
+    """Redeem the dashboard's one-time enrolment codes (``shoal keys enrol-code``).
+
+    The request must be signed by the key it enrols, so a code only ever
+    authorizes the key of whoever holds it.
+    """
+
+    def enrol(scope: Mapping[str, Any], body: bytes) -> Caller:
+        try:
+            fields = json.loads(body)
+            code, key_id, public_key = (str(fields[k]) for k in ("code", "key_id", "public_key"))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidInput('send {"code", "key_id", "public_key"} as a JSON object') from exc
+        key = parse_authorized_keys(f"{Role.VIEWER.value} {key_id} {public_key}", "the key")
+        if key.problems:
+            raise InvalidInput(key.problems[0].message)
+        holder = RequestVerifier(key.lookup)
+        holder.verify(str(scope["method"]), target_uri_from_scope(scope), scope["headers"], body)
+        return Caller(key_id, redeem_enrolment_code(data_dir, code, key_id, public_key))
+
+    return enrol
+
+
 @asynccontextmanager
 async def _mounted(
     mounts: Sequence[AgentMount], context: AgentContext
@@ -163,7 +189,7 @@ async def run_agent(
     log_skipped_lines(keys)
     lookup = AuthorizedKeysFile(path, keys).lookup
     verifier = RequestVerifier(lookup)
-    mounts = [*mounts, ui_mount(ui_authenticate(verifier))]
+    mounts = [*mounts, ui_mount(ui_authenticate(verifier), ui_enrol(data_dir))]
 
     async def ready() -> str | None:
         if not node.ready.is_set():

@@ -14,7 +14,7 @@ import typer
 # `agent` and `keys`; the node, the key files and anyio load when those run.
 from shoal.interfaces import InvalidInput, NodeRole, ShoalError
 
-from ._base import app, fail, keys_app, out, run, settings
+from ._base import app, err, fail, keys_app, out, run, settings
 
 # --- keys ----------------------------------------------------------------
 
@@ -68,38 +68,46 @@ def keys_authorize(
     Appends ``ROLE KEY-ID PUBLIC-KEY`` to <data-dir>/authorized_keys; a running
     agent picks the change up at its next request.
     """
-    from shoal.client import AUTHORIZED_KEYS_FILE, load_authorized_keys, parse_authorized_keys
+    from shoal.client import AUTHORIZED_KEYS_FILE, authorize_key
 
     path = (data_dir or DEFAULT_DATA_DIR) / AUTHORIZED_KEYS_FILE
-    line = f"{role} {key_id} {public_key}"
     try:
-        keys = load_authorized_keys(path)
-        new = parse_authorized_keys(line, "the new line")
+        added = authorize_key(path.parent, role, key_id, public_key)
     except ShoalError as exc:
         fail(exc.message)
-    if new.problems:
-        fail(new.problems[0].message.removeprefix("the new line:1: "))
-    if key_id in keys:
-        known = keys[key_id]
-        if (
-            known.role.value == role
-            and bytes(known.public_key).hex() == bytes(new[key_id].public_key).hex()
-        ):
-            out.print(f"{key_id} is already authorized as {role} in {path}", markup=False)
-            return
-        fail(
-            f"{key_id} is already in {path} with another role or key: edit its line there "
-            "(or remove it and authorize again)"
-        )
-    text = path.read_text("utf-8")
-    separator = "" if not text or text.endswith("\n") else "\n"
-    temporary = path.with_name(f".{path.name}.tmp")
-    # A new file with the old one's mode, renamed into place: never a half-written file.
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, path.stat().st_mode & 0o777)
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        file.write(f"{text}{separator}{line}\n")
-    temporary.replace(path)
-    out.print(f"authorized {key_id} as {role} in {path}", markup=False)
+    if added:
+        out.print(f"authorized {key_id} as {role} in {path}", markup=False)
+    else:
+        out.print(f"{key_id} is already authorized as {role} in {path}", markup=False)
+
+
+@keys_app.command("enrol-code")
+def keys_enrol_code(
+    role: Annotated[
+        str, typer.Option(help="The role the enrolled key gets: viewer, operator or admin.")
+    ] = "viewer",
+    minutes: Annotated[int, typer.Option(help="How long the code is valid.", min=1)] = 15,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="The agent's data dir [default: ~/.local/share/shoal]."),
+    ] = None,
+) -> None:
+    """Make a one-time code that enrols one browser on this server node's dashboard."""
+    from shoal.client import create_enrolment_code
+    from shoal.interfaces import Role
+
+    try:
+        code = create_enrolment_code(data_dir or DEFAULT_DATA_DIR, Role(role), minutes * 60)
+    except ValueError:
+        fail(f"unknown role {role!r}; use viewer, operator or admin")
+    except ShoalError as exc:
+        fail(exc.message)
+    out.print(code, markup=False, highlight=False)
+    err.print(
+        f"one-time enrolment code for role {role}, valid {minutes} min: enter it on the "
+        "dashboard's enrolment panel (/ui)",
+        markup=False,
+    )
 
 
 # --- agent ---------------------------------------------------------------

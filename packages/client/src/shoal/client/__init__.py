@@ -6,7 +6,9 @@ What every caller of a Shoal API needs, and nothing of the server:
 * :class:`SignedAuth` — the httpx auth that signs each request;
 * key files: :func:`init_keypair`, :func:`load_keypair`, :func:`default_home`,
   and ``authorized_keys`` (:func:`load_authorized_keys`,
-  :func:`ensure_authorized_keys`), the format servers trust keys in;
+  :func:`ensure_authorized_keys`), the format servers trust keys in, with
+  :func:`authorize_key` and one-time enrolment codes
+  (:func:`create_enrolment_code`, :func:`redeem_enrolment_code`);
 * :data:`DEFAULT_SERVER`;
 * the RFC 9421 primitives the API's verifier shares: :func:`parse_signatures`,
   :func:`verify_signature`, :func:`check_content_digest`, :class:`RequestParts`.
@@ -27,6 +29,12 @@ from ._defaults import DEFAULT_SERVER
 if TYPE_CHECKING:
     from ._client import ShoalClient
     from ._digest import check_content_digest, content_digest
+    from ._enrolment import (
+        ENROLMENT_CODES_FILE,
+        authorize_key,
+        create_enrolment_code,
+        redeem_enrolment_code,
+    )
     from ._httpsig import (
         ALGORITHM,
         HeadersLike,
@@ -57,6 +65,10 @@ _LAZY = {
     "ShoalClient": "._client",
     "check_content_digest": "._digest",
     "content_digest": "._digest",
+    "ENROLMENT_CODES_FILE": "._enrolment",
+    "authorize_key": "._enrolment",
+    "create_enrolment_code": "._enrolment",
+    "redeem_enrolment_code": "._enrolment",
     "ALGORITHM": "._httpsig",
     "HeadersLike": "._httpsig",
     "ParsedSignature": "._httpsig",
@@ -91,6 +103,7 @@ __all__ = [
     "AUTHORIZED_KEYS_FILE",
     "CLIENT_COMPONENTS",
     "DEFAULT_SERVER",
+    "ENROLMENT_CODES_FILE",
     "AuthorizedKey",
     "AuthorizedKeys",
     "Clock",
@@ -102,8 +115,10 @@ __all__ = [
     "SignatureError",
     "SignatureParams",
     "SignedAuth",
+    "authorize_key",
     "check_content_digest",
     "content_digest",
+    "create_enrolment_code",
     "default_home",
     "default_key_id",
     "ensure_authorized_keys",
@@ -112,6 +127,7 @@ __all__ = [
     "load_keypair",
     "parse_authorized_keys",
     "parse_signatures",
+    "redeem_enrolment_code",
     "sign_request",
     "verify_signature",
 ]

@@ -10,7 +10,17 @@ rendered for the caller's role; changes are refused server-side anyway.
 """
 
 from ._app import create_ui_app
+from ._auth import Enrol
 from ._fragments import PAGE_SIZE
 from ._mount import UI_PATH, ActsAs, Authenticate, UiHost, ui_mount
 
-__all__ = ["PAGE_SIZE", "UI_PATH", "ActsAs", "Authenticate", "UiHost", "create_ui_app", "ui_mount"]
+__all__ = [
+    "PAGE_SIZE",
+    "UI_PATH",
+    "ActsAs",
+    "Authenticate",
+    "Enrol",
+    "UiHost",
+    "create_ui_app",
+    "ui_mount",
+]

@@ -24,13 +24,15 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shoal.interfaces import NotFound, ShoalError
+
 from ._actions import action_routes
-from ._auth import ActsAs, Authenticate
+from ._auth import ActsAs, Authenticate, Enrol, error_response
 from ._fragments import fragment_routes
 from ._render import templates
 from ._streams import stream_routes
@@ -113,10 +115,36 @@ async def to_overview(request: Request) -> Response:
     return RedirectResponse("/ui", status_code=307)
 
 
-def create_ui_app(service: ActsAs, authenticate: Authenticate) -> ASGIApp:
-    """Build the dashboard app for ``service``; ``authenticate`` checks signed requests."""
+def enrolment(enrol: Enrol | None) -> Route:
+    """``POST /ui/enrol``: redeem a one-time enrolment code for the browser's key."""
+
+    async def redeem(request: Request) -> Response:
+        try:
+            if enrol is None:
+                raise NotFound(
+                    "this node takes no enrolment codes: ask an admin to authorize the key"
+                )
+            caller = enrol(request.scope, await request.body())
+        except ShoalError as exc:
+            return error_response(exc)
+        return JSONResponse({"key_id": caller.key_id, "role": caller.role.value})
+
+    return Route("/ui/enrol", redeem, methods=["POST"])
+
+
+def create_ui_app(
+    service: ActsAs, authenticate: Authenticate, enrol: Enrol | None = None
+) -> ASGIApp:
+    """Build the dashboard app for ``service``.
+
+    Args:
+        service: The node's service layer.
+        authenticate: Checks signed requests.
+        enrol: Redeems one-time enrolment codes (``None``: codes are refused).
+    """
     routes: list[BaseRoute] = [
         Mount("/ui/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
+        enrolment(enrol),
         *stream_routes(service, authenticate),
         *action_routes(service, authenticate),
         *fragment_routes(service, authenticate),

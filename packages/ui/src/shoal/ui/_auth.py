@@ -31,7 +31,7 @@ from shoal.interfaces import (
     Via,
 )
 
-__all__ = ["ActsAs", "Authenticate", "Call", "error_response", "signed"]
+__all__ = ["ActsAs", "Authenticate", "Call", "Enrol", "error_response", "signed"]
 
 log = logging.getLogger("shoal.ui")
 
@@ -41,6 +41,15 @@ Authenticate = Callable[[Mapping[str, Any], bytes], Caller]
 Raises ``Unauthenticated`` (with ``details['reason']``) when the signature is
 missing or not acceptable. The agent builds it from the REST API's verifier,
 so the browser's requests pass the same policy and share its replay cache.
+"""
+
+
+Enrol = Callable[[Mapping[str, Any], bytes], Caller]
+"""Redeems a one-time enrolment code for the key a request carries (and is signed with).
+
+The body is ``{"code", "key_id", "public_key"}``; the request must be signed by
+that key (proof that the browser holds it). Returns the caller it authorized.
+Raises ``Unauthenticated`` (reason ``bad_enrolment_code``) or ``InvalidInput``.
 """
 
 

@@ -14,7 +14,7 @@ from typing import Protocol
 from starlette.types import ASGIApp
 
 from ._app import create_ui_app
-from ._auth import ActsAs, Authenticate
+from ._auth import ActsAs, Authenticate, Enrol
 
 __all__ = ["UI_PATH", "ActsAs", "Authenticate", "UiHost", "ui_mount"]
 
@@ -31,18 +31,19 @@ class UiHost(Protocol):
 
 
 def ui_mount(
-    authenticate: Authenticate,
+    authenticate: Authenticate, enrol: Enrol | None = None
 ) -> Callable[[UiHost], AbstractAsyncContextManager[tuple[str, ASGIApp]]]:
     """Return the agent mount that serves the dashboard at ``/ui``.
 
     Args:
         authenticate: Checks a request's RFC 9421 signature and returns its caller.
+        enrol: Redeems one-time enrolment codes; ``None`` refuses them.
     """
 
     @asynccontextmanager
     async def mount(host: UiHost) -> AsyncIterator[tuple[str, ASGIApp]]:
         # The agent serves a mount at exactly its path: a path parameter makes
         # the route cover the pages, fragments and static files beneath it.
-        yield UI_PATH + "{shoal_ui_path:path}", create_ui_app(host.service, authenticate)
+        yield UI_PATH + "{shoal_ui_path:path}", create_ui_app(host.service, authenticate, enrol)
 
     return mount

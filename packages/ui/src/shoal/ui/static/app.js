@@ -153,6 +153,18 @@
     htmx.swap(content, html, { swapStyle: "innerHTML", swapDelay: 0, settleDelay: 0 });
   }
 
+  async function enrolWithCode(code) {
+    // Signed with the key it enrols: the server checks that this browser holds it.
+    const body = JSON.stringify({ code: code.trim(), key_id: device.keyId, public_key: device.publicKey });
+    const response = await signedFetch("POST", "/ui/enrol", body);
+    if (response.ok) {
+      document.getElementById("enrol-code").value = "";
+      await start();
+    } else if (response.status !== 401) {
+      document.getElementById("enrol-reason").textContent = await errorMessage(response);
+    }
+  }
+
   // --- htmx: every request goes through signedFetch ---------------------
 
   function valuesOf(elt, verb) {
@@ -348,6 +360,10 @@
   document.addEventListener("DOMContentLoaded", async () => {
     htmx.createEventSource = (url) => new SignedEventSource(url);
     document.getElementById("enrol-retry").addEventListener("click", () => start());
+    document.getElementById("enrol-code-form").addEventListener("submit", (evt) => {
+      evt.preventDefault();
+      enrolWithCode(document.getElementById("enrol-code").value);
+    });
     try {
       device = await loadDevice();
     } catch (error) {
