@@ -207,6 +207,12 @@ def test_every_page_renders_without_console_errors_and_keeps_no_secret(
         assert status == 200
     expect(page.locator("td.via").first).to_have_text("ui")
     expect(page.locator("td.actor").first).to_have_text(operator.key_id)
+    page.select_option("form.filters select[name=via]", "system")  # what the seeding did
+    expect(page.locator("td.via").first).to_have_text("system")
+    assert set(page.locator("td.via").all_inner_texts()) == {"system"}
+    page.fill("form.filters input[name=actor]", "nobody-at-all")
+    page.press("form.filters input[name=actor]", "Enter")
+    expect(page.locator("table.events tbody")).to_have_text("No events.")
     storage = page.evaluate(
         """async () => {
           const result = (request) =>
