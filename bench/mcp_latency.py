@@ -21,7 +21,13 @@ per round, alternating the three in one loop so machine noise hits them all:
   agent over signed REST (one more process and HTTP hop than HTTP).
 
 It prints p50 and p99 per transport, their ratios to in-process, and what MCP
-over HTTP adds at p50 (aim: under 5 ms). Run with ``uv run python bench/mcp_latency.py``.
+over HTTP adds at p50 (aim: under 5 ms). Then the agent's own view, scraped
+from its ``GET /metrics``: p50 and p99 of its histograms of the MCP tool call
+and of the REST routes the transports reached, beside the bench's figures.
+And the cost of telemetry: mcp-direct runs twice, over a service whose store
+calls are timed and an MCP server that counts its tool calls (on), and over
+the same without metrics (off); the ratio of their p50s is printed (aim: at
+most 1.05). Run with ``uv run python bench/mcp_latency.py``.
 """
 
 from __future__ import annotations
@@ -44,11 +50,13 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import InputRequiredResult
+from prometheus_client.parser import text_string_to_metric_families
 
+from shoal.agent._metrics import PrometheusMetrics, histogram_quantile
 from shoal.client import ShoalClient, init_keypair, load_keypair
-from shoal.core import ShoalService, SystemClock
-from shoal.interfaces import Role, WorkloadSpec
-from shoal.mcp import build_server, create_token, in_process
+from shoal.core import MeteredStore, ShoalService, SystemClock
+from shoal.interfaces import NO_METRICS, Catalogue, MetricSpec, Role, WorkloadSpec
+from shoal.mcp import McpSettings, build_server, create_token, in_process
 from shoal.state import MemoryStore
 
 READY = "ready: API on http://"
@@ -105,6 +113,21 @@ def start_agent(root: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str],
     raise SystemExit("the agent exited before it was ready")
 
 
+def scraped_quantiles(text: str, spec: MetricSpec, **labels: str) -> tuple[float, float] | None:
+    """Return p50 and p99 of histogram ``spec`` in a scraped exposition, over ``labels``."""
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name != spec.name + "_bucket":
+                continue
+            if all(sample.labels.get(k) == v for k, v in labels.items()):
+                bound = float(sample.labels["le"])
+                buckets[bound] = buckets.get(bound, 0.0) + sample.value
+    ordered = sorted(buckets.items())
+    p50, p99 = histogram_quantile(0.5, ordered), histogram_quantile(0.99, ordered)
+    return None if p50 is None or p99 is None else (p50, p99)
+
+
 def percentile(samples: list[float], fraction: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
@@ -139,7 +162,10 @@ async def measure(rounds: int, count: int, root: Path, env: dict[str, str], url:
     ):
         service = ShoalService(store, clock)
         await service.apply(specs)
-        direct = build_server(in_process(service))
+        direct_off = build_server(in_process(service), McpSettings(metrics=NO_METRICS))
+        metrics = PrometheusMetrics()
+        measured = ShoalService(MeteredStore(store, metrics), clock)
+        direct = build_server(in_process(measured), McpSettings(metrics=metrics))
 
         async def service_call() -> None:
             assert len(await service.list_workloads()) == count
@@ -161,24 +187,36 @@ async def measure(rounds: int, count: int, root: Path, env: dict[str, str], url:
             result = await direct.call_tool("list_workloads", {})
             assert not isinstance(result, InputRequiredResult) and not result.is_error
 
+        async def mcp_direct_off() -> None:
+            result = await direct_off.call_tool("list_workloads", {})
+            assert not isinstance(result, InputRequiredResult) and not result.is_error
+
         async def over_rest() -> None:
             assert len(await rest.list_workloads()) == count
 
         calls = {
             "in-process": service_call,
             "mcp-direct": mcp_direct,
+            "mcp-off": mcp_direct_off,
             "rest": over_rest,
             "http-raw": raw_http,
             "http": tool(over_http),
             "stdio": tool(over_stdio),
         }
         samples: dict[str, list[float]] = {name: [] for name in calls}
+        names = list(calls)
+        swapped = list(calls)
+        on, off = swapped.index("mcp-direct"), swapped.index("mcp-off")
+        swapped[on], swapped[off] = swapped[off], swapped[on]
         for round_ in range(rounds + 10):  # the first 10 rounds warm up
-            for name, call in calls.items():
+            # Telemetry on and off swap places every round: neither always goes first.
+            for name in swapped if round_ % 2 else names:
+                call = calls[name]
                 start = time.perf_counter()
                 await call()
                 if round_ >= 10:
                     samples[name].append(time.perf_counter() - start)
+        scraped = (await raw.get("/metrics")).text
 
     base50 = statistics.median(samples["in-process"])
     base99 = percentile(samples["in-process"], 0.99)
@@ -195,6 +233,49 @@ async def measure(rounds: int, count: int, root: Path, env: dict[str, str], url:
     print(f"  the MCP layer {ms['mcp-direct'] - base:.2f} ms, the HTTP hop the rest")
     print(f"  (REST adds {ms['rest'] - base:.2f} ms for the same call over HTTP)")
     print(f"the SDK client adds {ms['http'] - ms['http-raw']:.2f} ms more (result validation)")
+    print_agent_view(scraped, samples)
+    off50 = statistics.median(samples["mcp-off"])
+    print(
+        f"telemetry on/off (mcp-direct): p50 {ms['mcp-direct']:.2f} ms / {off50 * 1000:.2f} ms, "
+        f"ratio {ms['mcp-direct'] / (off50 * 1000):.3f}  (aim: <= 1.05)"
+    )
+
+
+def print_agent_view(scraped: str, samples: dict[str, list[float]]) -> None:
+    """Print the agent's histograms (p50/p99) beside the bench's figures for the same calls."""
+    print("the agent's histograms (GET /metrics; warm-up calls included):")
+    views = (
+        (
+            "MCP tool list_workloads",
+            Catalogue.MCP_TOOL_DURATION,
+            {"tool": "list_workloads"},
+            ["http-raw", "http"],
+        ),
+        (
+            "REST POST /mcp",
+            Catalogue.API_REQUEST_DURATION,
+            {"route": "/mcp", "method": "POST"},
+            ["http-raw", "http"],
+        ),
+        (
+            "REST GET /v1/workloads",
+            Catalogue.API_REQUEST_DURATION,
+            {"route": "/v1/workloads", "method": "GET"},
+            ["rest", "stdio"],
+        ),
+    )
+    for title, spec, labels, transports in views:
+        found = scraped_quantiles(scraped, spec, **labels)
+        bench = sorted(t for name in transports for t in samples[name])
+        mine = f"bench ({'+'.join(transports)}) p50 {statistics.median(bench) * 1000:6.2f} ms"
+        if found is None:
+            print(f"  {title:<24} no observations   {mine}")
+            continue
+        p50, p99 = found
+        print(
+            f"  {title:<24} p50 {p50 * 1000:6.2f} ms  p99 {p99 * 1000:6.2f} ms   "
+            f"{mine}  p99 {percentile(bench, 0.99) * 1000:6.2f} ms"
+        )
 
 
 def main() -> None:

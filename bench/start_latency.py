@@ -23,6 +23,12 @@ each phase between marks taken on the way (see :class:`Marks`). Needs root
 and runc. Run with ``make bench`` or ``uv run python bench/start_latency.py
 [--rounds N]``.
 
+Beside its own figures it prints p50 and p99 of the node's start SLI
+histogram (``shoal_instance_start_duration_seconds``: instance created →
+running, image pulls excluded), and the cost of telemetry: a second node with
+metrics off (``NO_METRICS``) starts the same container every round, first or
+last in turn, and the ratio of the two medians is printed (aim: at most 1.05).
+
 With ``--runtime cri`` the same run also measures Shoal on containerd: a
 second node (``--runtime cri``, host networking) on a private containerd
 (the tests' own, in a mount namespace of its own, see
@@ -54,10 +60,14 @@ from typing import Any
 import anyio
 
 from shoal.agent import NodeConfig, ShoalNode, build_node
+from shoal.agent._metrics import PrometheusMetrics
 from shoal.interfaces import (
+    NO_METRICS,
+    Catalogue,
     EventKind,
     Instance,
     InstanceState,
+    Metrics,
     PodSpec,
     StateStore,
     WatchEvent,
@@ -381,19 +391,24 @@ class CriFloor:
 
 @contextlib.asynccontextmanager
 async def running_node(
-    data_dir: Path, runtime: str = "runc", endpoint: str | None = None
+    data_dir: Path,
+    runtime: str = "runc",
+    endpoint: str | None = None,
+    *,
+    metrics: Metrics | None = None,
+    name: str | None = None,
 ) -> AsyncIterator[ShoalNode]:
     """Run a node (memory state, host networking) until the block ends."""
     settings: dict[str, Any] = {"cri_endpoint": endpoint} if endpoint else {}
     config = NodeConfig(
         data_dir=data_dir,
-        name=f"bench-{runtime}",
+        name=name or f"bench-{runtime}",
         runtime=runtime,
         state="memory",
         network="host",
         **settings,
     )
-    node = build_node(config)
+    node = build_node(config, metrics=metrics)
     async with anyio.create_task_group() as tg:
         await tg.start(node.run)
         try:
@@ -416,6 +431,31 @@ def report(title: str, shoal_times: list[float], floor_times: list[float], floor
     return ratio
 
 
+def print_sli(metrics: Metrics, shoal_times: list[float]) -> None:
+    """Print p50/p99 of the node's start SLI histogram beside the bench's own median."""
+    if not isinstance(metrics, PrometheusMetrics):
+        return
+    spec = Catalogue.INSTANCE_START_DURATION
+    p50, p99 = metrics.quantile(spec, 0.5), metrics.quantile(spec, 0.99)
+    if p50 is None or p99 is None:
+        print("start SLI: no observation recorded")
+        return
+    print(
+        f"start SLI ({spec.name}, {metrics.count(spec):.0f} starts, pulls excluded): "
+        f"p50 {p50 * 1000:.0f} ms  p99 {p99 * 1000:.0f} ms  "
+        f"(this bench's apply → running median {statistics.median(shoal_times) * 1000:.1f} ms)"
+    )
+
+
+def print_telemetry_cost(on: list[float], off: list[float]) -> None:
+    """Print the medians with telemetry on and off, and their ratio."""
+    on_median, off_median = statistics.median(on), statistics.median(off)
+    print(
+        f"telemetry on {on_median * 1000:.1f} ms, off {off_median * 1000:.1f} ms (medians): "
+        f"ratio on/off {on_median / off_median:.3f}  (aim: <= 1.05)"
+    )
+
+
 def print_phases(phases: dict[str, list[float]]) -> None:
     print("where shoal's time goes (median of each phase, ms; medians need not add up):")
     for label, times in phases.items():
@@ -428,7 +468,11 @@ async def main(rounds: int, runtime: str = "runc", endpoint: str | None = None) 
         layout = build_image(work / "layout")
         async with contextlib.AsyncExitStack() as stack:
             node = await stack.enter_async_context(running_node(work / "node"))
+            quiet = await stack.enter_async_context(
+                running_node(work / "node-off", metrics=NO_METRICS, name="bench-runc-off")
+            )
             await node.service.import_image(str(layout), IMAGE)
+            await quiet.service.import_image(str(layout), IMAGE)
             if not isinstance(node.images, ImageStore):
                 raise RuntimeError("a runc node without an image store")
             if not isinstance(node.runtime, OciCliRuntime):
@@ -437,11 +481,16 @@ async def main(rounds: int, runtime: str = "runc", endpoint: str | None = None) 
             floor = RuncFloor(work / "floor", prepared.layers)
             marks = Marks()
             marks.instrument(node.runtime)
+            quiet_marks = Marks()
+            if not isinstance(quiet.runtime, OciCliRuntime):
+                raise RuntimeError("a runc node without the OCI runtime")
+            quiet_marks.instrument(quiet.runtime)  # the same wrappers: only telemetry differs
             cri: tuple[ShoalNode, CriFloor, Marks] | None = None
             if runtime == "cri":
                 cri = await stack.enter_async_context(cri_parts(work, endpoint))
             shoal_times: list[float] = []
             floor_times: list[float] = []
+            off_times: list[float] = []
             phases: dict[str, list[float]] = {label: [] for _, _, label in PHASES}
             cri_times: list[float] = []
             cri_floor_times: list[float] = []
@@ -449,14 +498,17 @@ async def main(rounds: int, runtime: str = "runc", endpoint: str | None = None) 
             for number in range(rounds + 1):  # round 0 warms both up and is not counted
                 # Who goes first alternates, so neither always follows the other's cleanup.
                 if number % 2:
+                    off = await through_shoal(quiet, f"off-{number}", quiet_marks)
                     direct = await floor.round(f"floor-{number}")
                     shoal = await through_shoal(node, f"start-{number}", marks)
                 else:
                     shoal = await through_shoal(node, f"start-{number}", marks)
                     direct = await floor.round(f"floor-{number}")
+                    off = await through_shoal(quiet, f"off-{number}", quiet_marks)
                 if number:
                     shoal_times.append(shoal)
                     floor_times.append(direct)
+                    off_times.append(off)
                     for label, seconds in marks.phases().items():
                         phases[label].append(seconds)
                 if cri is None:
@@ -484,6 +536,8 @@ async def main(rounds: int, runtime: str = "runc", endpoint: str | None = None) 
         "runc run -d",
     )
     print_phases(phases)
+    print_sli(node.metrics, shoal_times)
+    print_telemetry_cost(shoal_times, off_times)
     if cri is not None:
         print()
         report(

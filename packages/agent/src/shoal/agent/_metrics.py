@@ -30,7 +30,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from shoal.interfaces import METRICS, GaugeSource, MetricKind, MetricSpec
 
-__all__ = ["PrometheusMetrics"]
+__all__ = ["PrometheusMetrics", "histogram_quantile"]
 
 # No `*_created` series beside every counter and histogram: they double the
 # series for a timestamp nobody alerts on (and the agent is the whole process).
@@ -135,11 +135,14 @@ class PrometheusMetrics:
                     continue
                 bound = float(sample.labels["le"])
                 buckets[bound] = buckets.get(bound, 0.0) + sample.value
-        return _histogram_quantile(q, sorted(buckets.items()))
+        return histogram_quantile(q, sorted(buckets.items()))
 
 
-def _histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
-    """PromQL's estimate from cumulative ``(upper bound, count)`` pairs, +Inf last."""
+def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
+    """Estimate quantile ``q`` as PromQL does, from cumulative ``(upper bound, count)`` pairs.
+
+    The pairs are sorted by bound, +Inf last; None when there are no observations.
+    """
     if not buckets or buckets[-1][1] == 0:
         return None
     rank = q * buckets[-1][1]

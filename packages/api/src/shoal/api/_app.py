@@ -450,5 +450,6 @@ def create_app(
         app.router.routes.append(Route(path, mounted, include_in_schema=False))
     add_metrics_route(app, metrics)
     app.add_middleware(BodyLimit)
-    app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: what a client waits for
+    # Outermost: it times what a client waits for.
+    app.add_middleware(RequestMetrics, metrics=metrics, mounts=frozenset(p for p, _ in mounts))
     return app

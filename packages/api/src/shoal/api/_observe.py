@@ -5,7 +5,9 @@ beyond a closure), outermost, so it times what a client waits for: the body
 limit, the signature check and the route. The ``route`` label is the
 template the router matched (``/v1/workloads/{namespace}/{name}``), never the
 path itself, so names and ids do not become series; a request no route
-matches is counted under ``unmatched``. A streamed response (events, logs)
+matches is counted under ``unmatched``. A front door mounted at an exact path
+(``/mcp``) is counted under that path: the router names no route template
+for it. A streamed response (events, logs)
 is timed until its stream ends.
 
 ``GET /metrics`` answers the Prometheus text format without a signature, as
@@ -35,9 +37,12 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 class RequestMetrics:
     """Times every HTTP request into ``shoal_api_request_duration_seconds``."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, mounts: frozenset[str] = frozenset()
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.mounts = mounts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -59,16 +64,17 @@ class RequestMetrics:
             self.metrics.observe(
                 Catalogue.API_REQUEST_DURATION,
                 time.perf_counter() - began,
-                _route_of(scope),
+                self._route_of(scope),
                 method,
                 str(status),
             )
 
-
-def _route_of(scope: Scope) -> str:
-    route: Any = scope.get("route")
-    path = getattr(route, "path", None)
-    return path if isinstance(path, str) else UNMATCHED
+    def _route_of(self, scope: Scope) -> str:
+        route: Any = scope.get("route")
+        path = getattr(route, "path", None)
+        if isinstance(path, str):
+            return path
+        return scope["path"] if scope["path"] in self.mounts else UNMATCHED
 
 
 def add_metrics_route(app: FastAPI, metrics: Metrics) -> None:
