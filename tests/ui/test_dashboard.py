@@ -134,7 +134,10 @@ def test_apply_shows_the_plan_then_applies_on_confirm(
     expect(page.locator(".apply-error .error-message")).to_contain_text("dashboard: line 3")
     page.fill("#apply-yaml", "kind: Workload\nname: broken\nreplicas: -1\n")
     page.click("#apply-form button[type=submit]")
-    expect(page.locator(".apply-error .error-message")).to_contain_text("replicas")
+    expect(page.locator(".apply-error .error-message")).to_contain_text(
+        "field replicas: Input should be greater than or equal to 0"  # as the CLI words it
+    )
+    expect(page.locator(".apply-error .bad-line")).to_contain_text("replicas: -1")
     page.fill("#apply-yaml", API)
     page.click("#apply-form button[type=submit]")
     plan = page.locator("#apply-result .plan")

@@ -32,6 +32,7 @@ from shoal.kube import parse_documents
 
 from ._auth import ActsAs, Authenticate, Call, signed
 from ._render import fragment
+from ._yamllines import line_of
 
 __all__ = ["WORKLOAD_ACTIONS", "action_routes", "plan_id"]
 
@@ -95,9 +96,20 @@ def _check_plan(given: str, current: str, what: str) -> None:
         )
 
 
-def _yaml_error(call: Call, text: str, error: ShoalError) -> Response:
+def _error_line(text: str, error: ShoalError) -> int | None:
     match = _LINE.search(error.message)
-    line = int(match.group(1)) if match else None
+    if match:
+        return int(match.group(1))
+    document, problems = error.details.get("document"), error.details.get("errors")
+    if isinstance(document, int) and isinstance(problems, list) and problems:
+        field = problems[0].get("field") if isinstance(problems[0], dict) else None
+        if isinstance(field, str):
+            return line_of(text, document, field)
+    return None
+
+
+def _yaml_error(call: Call, text: str, error: ShoalError) -> Response:
+    line = _error_line(text, error)
     return fragment(
         call.request,
         "apply_error.html",
