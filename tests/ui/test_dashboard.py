@@ -153,6 +153,8 @@ def test_apply_shows_the_plan_then_applies_on_confirm(
 def test_logs_follow_filter_and_download(
     operator: Enrolled, agent: LiveAgent, pages: Pages
 ) -> None:
+    workload = pages.open(operator, agent, "/ui/workloads/default/web").page
+    expect(workload.locator(".ready")).to_have_text("2/2")  # its instances run
     instance = next(i for i in web_instances(agent) if i.state.value == "running")
     page = pages.open(operator, agent, f"/ui/instances/default/{instance.name}").page
     lines = page.locator("[data-log-lines] .line")
