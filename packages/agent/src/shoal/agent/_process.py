@@ -47,6 +47,7 @@ from shoal.ui import Authenticate, Enrol, ui_mount
 
 from ._config import NodeConfig
 from ._node import ShoalNode, build_node
+from ._statusz import statusz_source
 
 __all__ = ["AuthorizedKeysFile", "run_agent"]
 
@@ -203,7 +204,14 @@ async def run_agent(
     api_host, _ = parse_addr(config.api_addr)
     context = AgentContext(node.service, lookup, config.api_addr, api_host, node.metrics)
     async with _mounted(mounts, context) as routes, anyio.create_task_group() as tg:
-        app = create_app(node.service, verifier, ready=ready, mounts=routes, metrics=node.metrics)
+        app = create_app(
+            node.service,
+            verifier,
+            ready=ready,
+            mounts=routes,
+            metrics=node.metrics,
+            statusz=statusz_source(config, node.store, node.clock),
+        )
         await tg.start(node.run)
         await tg.start(serve_api, app, sock)
         log.info(

@@ -15,6 +15,7 @@ Routes (all JSON; errors are ``{"error": {"code", "message", "details"}}``)::
     GET    /v1/instances/{ns}/{name}[/explain]                viewer
     GET    /v1/nodes, /v1/nodes/{name}                        viewer
     GET    /v1/members   (gossip view of this node)           viewer
+    GET    /v1/statusz   (version, uptime, role, leader, store, config)  viewer
     POST   /v1/nodes/{name}/{cordon|uncordon|drain}           operator
     GET    /v1/events[?limit=&kind=&name=&namespace=]         viewer
     GET    /v1/events/stream   (server-sent events)           viewer
@@ -58,6 +59,8 @@ from shoal.interfaces import (
     ObjectRef,
     Role,
     ShoalError,
+    Statusz,
+    StatuszSource,
     Via,
     Workload,
 )
@@ -184,12 +187,14 @@ def create_app(
     heartbeat: float = 15.0,
     mounts: Sequence[tuple[str, ASGIApp]] = (),
     metrics: Metrics = NO_METRICS,
+    statusz: StatuszSource | None = None,
 ) -> FastAPI:
     """Build the ASGI app (wrapped in the 1 MiB body limit) for ``service``.
 
     ``mounts`` are ``(path, ASGI app)`` pairs served at exactly ``path`` (e.g.
     the MCP endpoint at ``/mcp``); they authenticate requests themselves.
-    Every request is timed into ``metrics``, served at ``GET /metrics``.
+    Every request is timed into ``metrics``, served at ``GET /metrics``;
+    ``statusz`` answers ``GET /v1/statusz`` (not served without it).
     """
     app = FastAPI(
         title="Shoal",
@@ -403,6 +408,14 @@ def create_app(
     async def list_members(svc: Viewer) -> list[Member]:
         """List the gossip members this node knows, with nodes that have no record."""
         return await svc.list_members()
+
+    if statusz is not None:
+        status_of_node = statusz
+
+        @v1.get("/statusz", tags=["nodes"])
+        async def get_statusz(svc: Viewer) -> Statusz:
+            """This node: version, uptime, role, leader, store, configuration (secrets redacted)."""
+            return await status_of_node()
 
     @v1.post("/nodes/{name}/cordon", tags=["nodes"])
     async def cordon(name: str, svc: Operator) -> Node:

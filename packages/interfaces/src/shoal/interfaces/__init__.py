@@ -128,6 +128,7 @@ if TYPE_CHECKING:
         PlannedChange,
         Service,
     )
+    from ._statusz import REDACTED_VALUE, Statusz, StatuszSource
     from ._store import (
         Compare,
         CompareTarget,
@@ -249,6 +250,9 @@ _LAZY = {
     "describe_fields": "._fielddocs",
     "fields_described": "._fielddocs",
     "Clock": "._clock",
+    "REDACTED_VALUE": "._statusz",
+    "Statusz": "._statusz",
+    "StatuszSource": "._statusz",
     "METRICS": "._metrics",
     "NO_METRICS": "._metrics",
     "Catalogue": "._metrics",
@@ -399,6 +403,7 @@ __all__ = [
     "NODE_TRANSITIONS",
     "NO_METRICS",
     "PLACED_STATES",
+    "REDACTED_VALUE",
     "ROLL_ON_CONFIG_ANNOTATION",
     "SECRETS",
     "SECRET_TYPES",
@@ -523,6 +528,8 @@ __all__ = [
     "SharedManifest",
     "ShoalError",
     "StateStore",
+    "Statusz",
+    "StatuszSource",
     "SystemClock",
     "Tag",
     "TcpSocketAction",
