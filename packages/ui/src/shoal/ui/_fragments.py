@@ -162,28 +162,26 @@ def fragment_routes(service: ActsAs, authenticate: Authenticate) -> list[Route]:
             filters=filters,
         )
 
-    @viewer
-    async def instance(call: Call) -> Response:
+    async def explained(call: Call, template: str) -> Response:
         namespace, name = call.request.path_params["namespace"], call.request.path_params["name"]
         explanation = await call.service.explain(name, namespace)
         return fragment(
             call.request,
-            "instance.html",
+            template,
             call=call,
-            explanation=explanation,
-            **explanation.__dict__,
+            instance=explanation.instance,
+            summary=explanation.summary,
+            details=explanation.details,
+            events=explanation.events,
         )
 
     @viewer
+    async def instance(call: Call) -> Response:
+        return await explained(call, "instance.html")
+
+    @viewer
     async def instance_status(call: Call) -> Response:
-        namespace, name = call.request.path_params["namespace"], call.request.path_params["name"]
-        explanation = await call.service.explain(name, namespace)
-        return fragment(
-            call.request,
-            "instance_status.html",
-            call=call,
-            **explanation.__dict__,
-        )
+        return await explained(call, "instance_status.html")
 
     @viewer
     async def nodes(call: Call) -> Response:
