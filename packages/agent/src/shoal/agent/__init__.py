@@ -6,20 +6,25 @@ a runtime from ``shoal.runtime``, gossip and gRPC from ``shoal.cluster``, the
 loops and the service layer of ``shoal.core``), and :func:`run_agent` hosts
 it with the REST API of ``shoal.api`` and the front doors mounted beside it
 (``shoal.mcp`` mounts ``/mcp``). :func:`reset_data_dir` is ``shoal node
-reset``. The ``shoal`` CLI calls these; nothing else imports this package.
+reset``; :func:`configure_logging` sets the agent's log format (text or JSON
+lines with trace ids). The ``shoal`` CLI calls these; nothing else imports
+this package.
 """
 
 from ._config import NodeConfig, host_capacity, prepare_data_dir
+from ._logging import LOG_FORMATS, configure_logging
 from ._node import ShoalNode, build_node
 from ._process import AuthorizedKeysFile, run_agent
 from ._reset import ResetReport, reset_data_dir
 
 __all__ = [
+    "LOG_FORMATS",
     "AuthorizedKeysFile",
     "NodeConfig",
     "ResetReport",
     "ShoalNode",
     "build_node",
+    "configure_logging",
     "host_capacity",
     "prepare_data_dir",
     "reset_data_dir",

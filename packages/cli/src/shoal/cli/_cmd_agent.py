@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -142,6 +141,13 @@ class RuntimeChoice(StrEnum):
     MOCK = "mock"
 
 
+class LogFormat(StrEnum):
+    """How the agent writes its log lines to stderr."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
 class NetworkChoice(StrEnum):
     """Pod networking of OCI runtimes."""
 
@@ -273,6 +279,12 @@ def agent(
             "changed files are applied, removed objects pruned (repeatable; `shoal manifests`)."
         ),
     ] = None,
+    log_format: Annotated[
+        LogFormat,
+        typer.Option(
+            help="Log lines as text, or as JSON lines (with trace and span ids inside a span)."
+        ),
+    ] = LogFormat.TEXT,
 ) -> None:
     """Run a Shoal node until SIGTERM or Ctrl-C: control loop and API, node loop, or both.
 
@@ -286,15 +298,11 @@ def agent(
 
     import anyio
 
-    from shoal.agent import NodeConfig, ShoalNode, run_agent
+    from shoal.agent import NodeConfig, ShoalNode, configure_logging, run_agent
     from shoal.client import default_home
     from shoal.mcp import mcp_mount
 
-    logging.basicConfig(
-        level=os.environ.get("SHOAL_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(os.environ.get("SHOAL_LOG_LEVEL", "INFO"), log_format.value)
     try:
         fields: dict[str, Any] = {
             "data_dir": data_dir,
