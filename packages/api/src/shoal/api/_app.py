@@ -16,6 +16,7 @@ Routes (all JSON; errors are ``{"error": {"code", "message", "details"}}``)::
     GET    /v1/nodes, /v1/nodes/{name}                        viewer
     GET    /v1/members   (gossip view of this node)           viewer
     GET    /v1/statusz   (version, uptime, role, leader, store, config)  viewer
+    GET    /v1/audit[?limit=], /v1/audit/verify   (the hash-chained audit trail)  admin
     POST   /v1/nodes/{name}/{cordon|uncordon|drain}           operator
     GET    /v1/events[?limit=&kind=&name=&namespace=]         viewer
     GET    /v1/events/stream   (server-sent events)           viewer
@@ -44,6 +45,8 @@ from shoal.interfaces import (
     VIA_HEADER,
     Actor,
     ApplyResult,
+    AuditEntry,
+    AuditReport,
     ContainerStats,
     Event,
     EventType,
@@ -259,6 +262,7 @@ def create_app(
 
     Viewer = Annotated[ShoalService, Depends(role(Role.VIEWER))]
     Operator = Annotated[ShoalService, Depends(role(Role.OPERATOR))]
+    Admin = Annotated[ShoalService, Depends(role(Role.ADMIN))]
     v1 = APIRouter(prefix="/v1")
 
     @v1.post("/workloads/apply", tags=["workloads"])
@@ -449,6 +453,18 @@ def create_app(
         return await svc.record_event(
             body.object, body.reason, body.message, event_type=body.type, details=body.details
         )
+
+    @v1.get("/audit", tags=["audit"])
+    async def list_audit(
+        svc: Admin, limit: Annotated[int, Query(ge=1, le=5000)] = 100
+    ) -> list[AuditEntry]:
+        """List the last entries of the audit trail (every mutating call), oldest first."""
+        return await svc.audit_entries(limit)
+
+    @v1.get("/audit/verify", tags=["audit"])
+    async def verify_audit(svc: Admin) -> AuditReport:
+        """Check the audit trail's hash chain: reports edited and deleted entries."""
+        return await svc.verify_audit()
 
     @v1.get("/events/stream", tags=["events"], response_class=EventStream, status_code=200)
     async def stream_events(svc: Viewer) -> EventStream:

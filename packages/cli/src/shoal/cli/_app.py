@@ -8,6 +8,7 @@ import sys
 from . import (
     _cmd_agent,
     _cmd_apply,
+    _cmd_audit,
     _cmd_cluster,
     _cmd_config,
     _cmd_images,
@@ -25,6 +26,7 @@ __all__ = ["app", "main"]
 _COMMANDS = (
     _cmd_agent,
     _cmd_apply,
+    _cmd_audit,
     _cmd_cluster,
     _cmd_config,
     _cmd_images,

@@ -342,6 +342,16 @@ class ShoalClient(ConfigCalls, AsyncClosing):
         """Return one node."""
         return await self._call("GET", f"/v1/nodes/{name}", interfaces.Node)
 
+    async def audit_entries(self, limit: int = 100) -> list[interfaces.AuditEntry]:
+        """Return the last ``limit`` entries of the audit trail, oldest first (admin)."""
+        return await self._call(
+            "GET", "/v1/audit", list[interfaces.AuditEntry], params={"limit": limit}
+        )
+
+    async def verify_audit(self) -> interfaces.AuditReport:
+        """Check the audit trail's hash chain on the server (admin)."""
+        return await self._call("GET", "/v1/audit/verify", interfaces.AuditReport)
+
     async def list_members(self) -> list[Member]:
         """Return the gossip members the server's node knows, sorted by name."""
         return await self._call("GET", "/v1/members", list[interfaces.Member])

@@ -24,6 +24,8 @@ from shoal.interfaces import (
     WORKLOADS,
     Actor,
     ApplyResult,
+    AuditEntry,
+    AuditReport,
     ChangeAction,
     Clock,
     Compare,
@@ -70,6 +72,7 @@ from shoal.interfaces import (
     secret_key,
 )
 
+from ._audit import AuditLog, audited
 from ._configs import (
     ConfigSpec,
     StoredConfig,
@@ -131,10 +134,12 @@ class ShoalService:
         self.manifests = manifests
         """Returns the files of this node's watched manifests directories; None: none watched."""
         self.repo = Repository(store, clock)
+        self.audit = AuditLog(store, clock)
+        """The hash-chained audit trail every mutating call appends to (see :mod:`._audit`)."""
 
     def with_actor(self, actor: Actor) -> ShoalService:
         """Return the same service acting as ``actor`` (for events and audit)."""
-        return ShoalService(
+        acting = ShoalService(
             self.store,
             self.clock,
             actor,
@@ -144,9 +149,12 @@ class ShoalService:
             remote_images=self.remote_images,
             manifests=self.manifests,
         )
+        acting.audit = self.audit  # one trail, appended in turn by every caller
+        return acting
 
     # --- workloads -------------------------------------------------------
 
+    @audited("apply", "Apply")
     async def apply(self, specs: Sequence[ObjectSpec], *, dry_run: bool = False) -> ApplyResult:
         """Create or update workloads and configuration in one transaction; see :class:`Service`.
 
@@ -365,6 +373,7 @@ class ShoalService:
             )
         return [stored[name] for name in sorted(stored)]
 
+    @audited("delete_config", "Config")
     async def delete_config(
         self,
         kind: Literal["ConfigMap", "Secret", "Namespace"],
@@ -413,6 +422,7 @@ class ShoalService:
             raise _not_found("workload", namespace, name, "shoal get workloads")
         return stored.value
 
+    @audited("scale", "Workload")
     async def scale(self, name: str, replicas: int, namespace: str = "default") -> Workload:
         """Set a workload's replica count."""
         if not 0 <= replicas <= MAX_REPLICAS:
@@ -438,6 +448,7 @@ class ShoalService:
             )
         return workload
 
+    @audited("rollout_undo", "Workload")
     async def rollout_undo(
         self, name: str, revision: int | None = None, namespace: str = "default"
     ) -> Workload:
@@ -470,6 +481,7 @@ class ShoalService:
             )
         return workload
 
+    @audited("promote_rollout", "Workload")
     async def promote_rollout(self, name: str, namespace: str = "default") -> Workload:
         """Promote the current revision's canaries: its rollout replaces every old instance.
 
@@ -501,6 +513,7 @@ class ShoalService:
         )
         return workload
 
+    @audited("pause_rollout", "Workload")
     async def pause_rollout(
         self, name: str, paused: bool = True, namespace: str = "default"
     ) -> Workload:
@@ -522,6 +535,7 @@ class ShoalService:
             )
         return workload
 
+    @audited("delete_workload", "Workload")
     async def delete_workload(self, name: str, namespace: str = "default") -> Workload:
         """Mark a workload for deletion."""
 
@@ -635,6 +649,7 @@ class ShoalService:
         async for line in runtime.logs(inst.uid, chosen, follow=follow, tail=tail, since=since):
             yield line
 
+    @audited("exec", "Instance")
     async def exec(
         self,
         name: str,
@@ -690,6 +705,7 @@ class ShoalService:
             )
         return list(await self.remote_images(record.value).list())
 
+    @audited("pull_image", "Image")
     async def pull_image(
         self, reference: str, *, progress: Callable[[ImageProgress], object] | None = None
     ) -> ImageInfo:
@@ -711,6 +727,7 @@ class ShoalService:
         await self._event(ObjectRef(kind="Image", name=reference), "Pulled", f"{info.digest}")
         return info
 
+    @audited("import_image", "Image")
     async def import_image(self, path: str, reference: str | None = None) -> list[ImageInfo]:
         """Import an image from a path on this node."""
         infos = list(await self._images().import_path(path, reference))
@@ -718,6 +735,7 @@ class ShoalService:
         await self._event(ObjectRef(kind="Image", name=names or path), "Imported", f"from {path}")
         return infos
 
+    @audited("remove_image", "Image")
     async def remove_image(self, reference: str) -> list[ImageInfo]:
         """Forget an image reference unless an instance on this node uses it."""
         users = [
@@ -737,6 +755,7 @@ class ShoalService:
         await self._event(ObjectRef(kind="Image", name=reference), "Removed", "reference removed")
         return removed
 
+    @audited("gc_images", "Images")
     async def gc_images(self) -> int:
         """Free the blobs and layers no image reference needs."""
         freed = int(await self._images().gc())
@@ -760,6 +779,16 @@ class ShoalService:
         return await self.repo.record(
             obj, reason, message, self.actor, event_type=event_type, details=details
         )
+
+    # --- audit -----------------------------------------------------------
+
+    async def audit_entries(self, limit: int = 100) -> list[AuditEntry]:
+        """Return the last ``limit`` entries of the audit trail, oldest first."""
+        return await self.audit.entries(limit)
+
+    async def verify_audit(self) -> AuditReport:
+        """Check the audit trail's hash chain: every entry there, unedited, in order."""
+        return await self.audit.verify()
 
     # --- nodes -----------------------------------------------------------
 
@@ -788,14 +817,17 @@ class ShoalService:
             )
         return sorted(await self.members(), key=lambda member: member.name)
 
+    @audited("cordon", "Node")
     async def cordon(self, name: str) -> Node:
         """Stop placing new instances on a node."""
         return await self._set_node_flags(name, cordoned=True, reason="Cordoned")
 
+    @audited("uncordon", "Node")
     async def uncordon(self, name: str) -> Node:
         """Allow placements on a node again, ending any drain."""
         return await self._set_node_flags(name, cordoned=False, draining=False, reason="Uncordoned")
 
+    @audited("drain", "Node")
     async def drain(self, name: str) -> Node:
         """Cordon a node and move its instances elsewhere."""
         return await self._set_node_flags(name, cordoned=True, draining=True, reason="Draining")

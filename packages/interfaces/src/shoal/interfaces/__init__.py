@@ -17,6 +17,7 @@ from ._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from ._access import Caller, Role
+    from ._audit import GENESIS_HASH, AuditEntry, AuditReport, audit_hash
     from ._clock import Clock, SystemClock
     from ._closing import AsyncClosing
     from ._cluster import ClusterManager, Member, MemberEvent, MemberEventKind, Tag
@@ -69,6 +70,8 @@ if TYPE_CHECKING:
         ScheduleFailure,
     )
     from ._layout import (
+        AUDIT_ENTRIES,
+        AUDIT_HEAD,
         CONFIGMAPS,
         EVENTS,
         INSTANCES,
@@ -76,6 +79,7 @@ if TYPE_CHECKING:
         NODES,
         SECRETS,
         WORKLOADS,
+        audit_key,
         config_map_key,
         event_id_of,
         event_key,
@@ -250,6 +254,13 @@ _LAZY = {
     "describe_fields": "._fielddocs",
     "fields_described": "._fielddocs",
     "Clock": "._clock",
+    "AUDIT_ENTRIES": "._layout",
+    "AUDIT_HEAD": "._layout",
+    "audit_key": "._layout",
+    "GENESIS_HASH": "._audit",
+    "AuditEntry": "._audit",
+    "AuditReport": "._audit",
+    "audit_hash": "._audit",
     "REDACTED_VALUE": "._statusz",
     "Statusz": "._statusz",
     "StatuszSource": "._statusz",
@@ -383,12 +394,15 @@ __getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 
 __all__ = [
+    "AUDIT_ENTRIES",
+    "AUDIT_HEAD",
     "CONFIGMAPS",
     "CONFIG_HASH_ANNOTATION",
     "CONFIG_KINDS",
     "DATA_DIR_LOCK",
     "DECLARED_VIAS",
     "EVENTS",
+    "GENESIS_HASH",
     "INSTANCES",
     "INSTANCE_STATUS_FIELDS",
     "INSTANCE_TRANSITIONS",
@@ -412,6 +426,8 @@ __all__ = [
     "Actor",
     "ApplyResult",
     "AsyncClosing",
+    "AuditEntry",
+    "AuditReport",
     "Caller",
     "Capacity",
     "Catalogue",
@@ -548,6 +564,8 @@ __all__ = [
     "WorkloadSpec",
     "WorkloadStatus",
     "agent_pid",
+    "audit_hash",
+    "audit_key",
     "check_config_key",
     "config_map_key",
     "describe_fields",

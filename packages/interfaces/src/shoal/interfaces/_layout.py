@@ -16,11 +16,16 @@ Both import them from here, so the two sides cannot drift apart.
   first, and the id alone tells an event's age without decoding it.
   (Events recorded before this layout, ``/events/<event id>``, are listed with
   all events, and pruned like the others.)
+* ``/audit/entries/<sequence, 16 digits>``: the audit trail, one entry per
+  mutating call, each with the hash of the one before; ``/audit/head`` holds
+  the last sequence number and hash (never pruned: see docs/observability.md).
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "AUDIT_ENTRIES",
+    "AUDIT_HEAD",
     "CONFIGMAPS",
     "EVENTS",
     "INSTANCES",
@@ -28,6 +33,7 @@ __all__ = [
     "NODES",
     "SECRETS",
     "WORKLOADS",
+    "audit_key",
     "config_map_key",
     "event_id_of",
     "event_key",
@@ -46,8 +52,15 @@ EVENTS = "/events/"
 CONFIGMAPS = "/configmaps/"
 SECRETS = "/secrets/"
 NAMESPACES = "/namespaces/"
+AUDIT_ENTRIES = "/audit/entries/"
+AUDIT_HEAD = "/audit/head"
 
 _NO_NAMESPACE = "-"
+
+
+def audit_key(sequence: int) -> str:
+    """Return the key of audit entry number ``sequence`` (keys sort in sequence order)."""
+    return f"{AUDIT_ENTRIES}{sequence:016d}"
 
 
 def workload_key(namespace: str, name: str) -> str:

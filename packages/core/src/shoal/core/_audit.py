@@ -1,0 +1,259 @@
+"""The tamper-evident audit trail: one hash-chained entry per mutating service call.
+
+:class:`AuditLog` appends an :class:`~shoal.interfaces.AuditEntry` under
+``/audit/entries/<sequence>`` and moves ``/audit/head`` in the same
+transaction, compare-and-swap on the head: two servers (or two calls) never
+write the same sequence number, and the chain has no fork. Appends are
+serialised per process by a lock, so concurrent calls on one server do not
+race each other for the head.
+
+:meth:`AuditLog.verify` walks the chain: an edited entry no longer matches
+its hash, a deleted one leaves a gap in the sequence (and the next entry's
+``previous_hash`` points at nothing), and deleted last entries leave the
+head pointing past the end. Rewriting the whole tail *and* the head is only
+seen against a head hash recorded elsewhere (``shoal audit verify`` prints it).
+
+:func:`audited` wraps a service method so that every call ends in an entry:
+the caller's key and door, the method as the verb, the object named by the
+call's arguments (names only: a Secret's data never enters the trail), and
+``ok`` or the error code. A dry run changes nothing and is not recorded.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import logging
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+
+import anyio
+
+from shoal.interfaces import (
+    AUDIT_ENTRIES,
+    AUDIT_HEAD,
+    GENESIS_HASH,
+    Actor,
+    AuditEntry,
+    AuditReport,
+    Clock,
+    Compare,
+    CompareTarget,
+    PutOp,
+    ShoalError,
+    StateStore,
+    Unavailable,
+    audit_hash,
+    audit_key,
+)
+
+__all__ = ["AuditLog", "audited"]
+
+log = logging.getLogger(__name__)
+
+_APPEND_TRIES = 50
+"""Compare-and-swap attempts on the head before an append gives up (another server writes)."""
+_SHOWN_OBJECTS = 20
+"""Objects named in one entry of an apply; more are counted."""
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class AuditLog:
+    """Appends to and verifies the audit trail kept in ``store``."""
+
+    def __init__(self, store: StateStore, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
+        self._lock = anyio.Lock()
+
+    async def append(
+        self,
+        actor: Actor,
+        verb: str,
+        obj: str,
+        outcome: str,
+        *,
+        trace_id: str | None = None,
+    ) -> AuditEntry:
+        """Append one entry after the current head; return it.
+
+        Raises:
+            Unavailable: the store cannot be reached, or the head kept moving.
+        """
+        async with self._lock:
+            for _ in range(_APPEND_TRIES):
+                head = await self.store.get(AUDIT_HEAD)
+                sequence, previous = (0, GENESIS_HASH) if head is None else _head_of(head.value)
+                entry = AuditEntry(
+                    sequence=sequence + 1,
+                    time=self.clock.now(),
+                    actor=actor.id,
+                    door=actor.via,
+                    verb=verb,
+                    object=obj,
+                    outcome=outcome,
+                    trace_id=trace_id,
+                    previous_hash=previous,
+                )
+                entry = entry.model_copy(update={"hash": audit_hash(entry)})
+                moved = {"sequence": entry.sequence, "hash": entry.hash}
+                outcome_of_txn = await self.store.txn(
+                    [
+                        Compare(
+                            AUDIT_HEAD, CompareTarget.MOD_REVISION, head.mod_revision if head else 0
+                        )
+                    ],
+                    [
+                        PutOp(audit_key(entry.sequence), entry.model_dump_json().encode()),
+                        PutOp(AUDIT_HEAD, json.dumps(moved).encode()),
+                    ],
+                )
+                if outcome_of_txn.succeeded:
+                    return entry
+        raise Unavailable("the audit trail's head kept moving: the entry was not written")
+
+    async def entries(self, limit: int | None = None) -> list[AuditEntry]:
+        """Return the entries, oldest first (the last ``limit`` of them if given)."""
+        listed = await self.store.list(AUDIT_ENTRIES)
+        items = listed.items if limit is None else listed.items[-limit:]
+        return [AuditEntry.model_validate_json(kv.value) for kv in items]
+
+    async def verify(self) -> AuditReport:
+        """Walk the chain from the first entry; report every break.
+
+        Raises:
+            Unavailable: the store cannot be reached.
+        """
+        listed = await self.store.list(AUDIT_ENTRIES)
+        head = await self.store.get(AUDIT_HEAD)
+        head_sequence, head_hash = (0, GENESIS_HASH) if head is None else _head_of(head.value)
+        problems: list[str] = []
+        expected, previous = 1, GENESIS_HASH
+        for kv in listed.items:
+            try:
+                entry = AuditEntry.model_validate_json(kv.value)
+            except ValueError:
+                problems.append(f"{kv.key} is not an audit entry (it was overwritten)")
+                continue
+            if kv.key != audit_key(entry.sequence):
+                problems.append(f"{kv.key} holds entry {entry.sequence}: it was moved or edited")
+            if entry.sequence != expected:
+                missing = (
+                    f"{expected}"
+                    if entry.sequence == expected + 1
+                    else (f"{expected} to {entry.sequence - 1}")
+                )
+                problems.append(f"entry {missing} is missing (deleted) before {entry.sequence}")
+            elif entry.previous_hash != previous:
+                problems.append(
+                    f"entry {entry.sequence} does not follow the entry before it "
+                    "(the chain was rewritten from there)"
+                )
+            if audit_hash(entry) != entry.hash:
+                problems.append(
+                    f"entry {entry.sequence} ({entry.verb} {entry.object} by {entry.actor}) "
+                    "was edited: its content no longer matches its hash"
+                )
+            expected, previous = entry.sequence + 1, entry.hash
+        last = expected - 1
+        if head_sequence != last:
+            problems.append(
+                f"the head says entry {head_sequence} is the last but the trail ends at {last}: "
+                + (
+                    "the last entries were deleted"
+                    if head_sequence > last
+                    else "the head was reset"
+                )
+            )
+        elif head_sequence and head_hash != previous:
+            problems.append(f"the head's hash does not match entry {last}: it was edited")
+        return AuditReport(
+            intact=not problems,
+            entries=len(listed.items),
+            head_sequence=head_sequence,
+            head_hash=head_hash,
+            problems=problems,
+        )
+
+
+def _head_of(value: bytes) -> tuple[int, str]:
+    data = json.loads(value)
+    return int(data["sequence"]), str(data["hash"])
+
+
+class _Audited(Protocol):
+    actor: Actor
+    audit: AuditLog
+
+
+S = TypeVar("S", bound=_Audited)
+_Method = Callable[Concatenate[S, P], Coroutine[Any, Any, R]]
+"""A service method: the service, then its arguments; a coroutine of its result."""
+
+
+def audited(verb: str, kind: str) -> Callable[[_Method[S, P, R]], _Method[S, P, R]]:
+    """Wrap a service method: every call (but a dry run) ends in an audit entry.
+
+    ``kind`` names what the call acts on; the object is ``kind`` with the
+    call's ``namespace``/``name`` (or ``reference``, ``path``), or the names
+    of the ``specs`` it applies. An entry that cannot be written is logged:
+    the call's own result (or error) stands.
+    """
+
+    def wrap(method: _Method[S, P, R]) -> _Method[S, P, R]:
+        signature = inspect.signature(method)
+
+        @functools.wraps(method)
+        async def call(service: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
+            bound = signature.bind(service, *args, **kwargs)
+            bound.apply_defaults()
+            arguments = bound.arguments
+            if arguments.get("dry_run") is True:
+                return await method(service, *args, **kwargs)
+            try:
+                result = await method(service, *args, **kwargs)
+            except ShoalError as exc:
+                await _record(service, verb, _object_of(kind, arguments), exc.code)
+                raise
+            await _record(service, verb, _object_of(kind, arguments), "ok")
+            return result
+
+        return call
+
+    return wrap
+
+
+async def _record(service: _Audited, verb: str, obj: str, outcome: str) -> None:
+    try:
+        await service.audit.append(service.actor, verb, obj, outcome)
+    except ShoalError as exc:
+        log.error("audit entry of %s %s by %s not written: %s", verb, obj, service.actor.id, exc)
+
+
+def _object_of(kind: str, arguments: dict[str, Any]) -> str:
+    if isinstance(arguments.get("kind"), str):  # delete_config names its kind
+        kind = arguments["kind"]
+    specs = arguments.get("specs")
+    if isinstance(specs, Sequence) and not isinstance(specs, str):
+        names = [_spec_name(spec) for spec in specs]
+        more = len(names) - _SHOWN_OBJECTS
+        shown = ", ".join(names[:_SHOWN_OBJECTS]) + (f", and {more} more" if more > 0 else "")
+        return shown or kind
+    for field in ("reference", "path"):
+        if isinstance(arguments.get(field), str):
+            return f"{kind} {arguments[field]}"
+    name, namespace = arguments.get("name"), arguments.get("namespace")
+    if isinstance(name, str):
+        scoped = isinstance(namespace, str) and kind != "Namespace"
+        return f"{kind} {namespace}/{name}" if scoped else f"{kind} {name}"
+    return kind
+
+
+def _spec_name(spec: Any) -> str:
+    kind = type(spec).__name__.removesuffix("Spec")
+    namespace = getattr(spec, "namespace", None)
+    name = getattr(spec, "name", "?")
+    return f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
