@@ -217,3 +217,32 @@ async def test_churning_a_thousand_instances_adds_no_series() -> None:
     assert counts == [counts[0]] * 10, counts
     body = metrics.exposition()[0].decode()
     assert "churn-" not in body
+
+
+async def test_metrics_addr_serves_the_metrics_alone_at_an_address_of_their_own(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    config = NodeConfig(
+        data_dir=tmp_path / "data",
+        name="m2",
+        runtime="mock",
+        state="memory",
+        api_addr="127.0.0.1:0",
+        metrics_addr="127.0.0.1:0",
+    )
+    async with anyio.create_task_group() as tg:
+        node: ShoalNode = await tg.start(run_agent, config, home)
+        assert node.config.metrics_addr is not None
+        assert not node.config.metrics_addr.endswith(":0")  # the port it listens on
+        url = f"http://{node.config.metrics_addr}"
+        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+            scraped = await http.get("/metrics")
+            healthz = await http.get("/healthz")
+            api = await http.get("/v1/workloads")
+        tg.cancel_scope.cancel()
+    assert scraped.status_code == 200
+    assert value(samples(scraped.text), "shoal_leader") in (0, 1)
+    assert healthz.json() == {"status": "ok"}
+    assert api.status_code == 404  # the API is not served there

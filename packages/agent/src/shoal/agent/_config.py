@@ -80,6 +80,9 @@ class NodeConfig(BaseModel):
     """Override the detected capacity (mainly for tests and simulations)."""
     api_addr: str = "127.0.0.1:7070"
     """Address the REST API listens on, published in the node record."""
+    metrics_addr: str | None = None
+    """Also serve ``GET /metrics`` (and ``/healthz``) alone at this HOST:PORT: how a worker,
+    which serves no API, is scraped. None: only the API serves them (not on workers)."""
     control_resync: float = 5.0
     """Seconds between timer-driven membership syncs on the leader (the control loop is
     woken by what changed, and requeues every workload every 5 minutes)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -29,6 +30,7 @@ from shoal.api import (
     RequestVerifier,
     bind,
     create_app,
+    metrics_app,
     parse_addr,
     serve_api,
     target_uri_from_scope,
@@ -159,7 +161,9 @@ async def run_agent(
     """Run a node and its API (with ``mounts`` served beside it) until cancelled.
 
     A worker serves no API: it has no store of its own (it reaches the
-    cluster state through a server), so operators use a server's API.
+    cluster state through a server), so operators use a server's API. With
+    ``config.metrics_addr``, any node also serves ``GET /metrics`` alone there
+    (how a worker is scraped).
 
     Raises:
         Unavailable: the API address is taken, or the data dir is not writable.
@@ -169,14 +173,18 @@ async def run_agent(
         await _run_worker(config, task_status=task_status)
         return
     sock = bind(config.api_addr)
+    metrics_sock: socket.socket | None = None
     try:
         host = config.api_addr.rpartition(":")[0]
         config = config.model_copy(update={"api_addr": f"{host}:{sock.getsockname()[1]}"})
+        config, metrics_sock = _bind_metrics(config)
         node = build_node(config)
         data_dir = config.data_dir
         keys, created = ensure_authorized_keys(data_dir, home)
     except BaseException:
         sock.close()
+        if metrics_sock is not None:
+            metrics_sock.close()
         raise
     path = data_dir / AUTHORIZED_KEYS_FILE
     if created:
@@ -214,6 +222,8 @@ async def run_agent(
         )
         await tg.start(node.run)
         await tg.start(serve_api, app, sock)
+        if metrics_sock is not None:
+            await tg.start(serve_api, metrics_app(node.metrics), metrics_sock)
         log.info(
             "shoal agent %s ready: API on http://%s, data in %s, runtime %s, state %s",
             config.name,
@@ -225,12 +235,34 @@ async def run_agent(
         task_status.started(node)
 
 
+def _bind_metrics(config: NodeConfig) -> tuple[NodeConfig, socket.socket | None]:
+    """Bind ``config.metrics_addr`` if set; return the config with the port bound (for :0).
+
+    Raises:
+        Unavailable: the address is taken or not this machine's.
+    """
+    if config.metrics_addr is None:
+        return config, None
+    sock = bind(config.metrics_addr)
+    host = config.metrics_addr.rpartition(":")[0]
+    return config.model_copy(update={"metrics_addr": f"{host}:{sock.getsockname()[1]}"}), sock
+
+
 async def _run_worker(
     config: NodeConfig, *, task_status: TaskStatus[ShoalNode] = anyio.TASK_STATUS_IGNORED
 ) -> None:
-    node = build_node(config)
+    config, metrics_sock = _bind_metrics(config)
+    try:
+        node = build_node(config)
+    except BaseException:
+        if metrics_sock is not None:
+            metrics_sock.close()
+        raise
     async with anyio.create_task_group() as tg:
         await tg.start(node.run)
+        if metrics_sock is not None:
+            await tg.start(serve_api, metrics_app(node.metrics), metrics_sock)
+            log.info("metrics of %s on http://%s/metrics", config.name, config.metrics_addr)
         log.info(
             "shoal worker %s ready: data in %s, runtime %s; no API on workers, use a server's",
             config.name,

@@ -4,6 +4,7 @@ Public surface (the server side; ``shoal.agent`` hosts it, other front doors
 mounted beside it; callers use :mod:`shoal.client`):
 
 * :func:`create_app`, :func:`serve_api`, :func:`bind`, :func:`parse_addr`;
+* :func:`metrics_app` — ``GET /metrics`` alone, at an address of its own;
 * :class:`RequestVerifier`, :class:`ReplayCache` — the signature policy;
 * :data:`MAX_BODY_BYTES`.
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from ._app import ApplyRequest, ScaleRequest, create_app
     from ._auth import KeyLookup, ReplayCache, RequestVerifier, target_uri_from_scope
     from ._limits import MAX_BODY_BYTES
+    from ._observe import metrics_app
     from ._server import bind, parse_addr, serve_api
 
 _LAZY = {
@@ -31,6 +33,7 @@ _LAZY = {
     "RequestVerifier": "._auth",
     "target_uri_from_scope": "._auth",
     "MAX_BODY_BYTES": "._limits",
+    "metrics_app": "._observe",
     "bind": "._server",
     "parse_addr": "._server",
     "serve_api": "._server",
@@ -49,6 +52,7 @@ __all__ = [
     "ScaleRequest",
     "bind",
     "create_app",
+    "metrics_app",
     "parse_addr",
     "serve_api",
     "target_uri_from_scope",

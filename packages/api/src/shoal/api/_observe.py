@@ -12,7 +12,8 @@ is timed until its stream ends.
 
 ``GET /metrics`` answers the Prometheus text format without a signature, as
 ``/healthz`` does: it holds counts by bounded labels, nothing about any one
-object.
+object. :func:`metrics_app` serves it alone (with ``/healthz``), for a node
+that serves no API (a worker) or an operator who scrapes another address.
 """
 
 from __future__ import annotations
@@ -22,11 +23,15 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import Response
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shoal.interfaces import Catalogue, Metrics
 
-__all__ = ["UNMATCHED", "RequestMetrics", "add_metrics_route"]
+__all__ = ["UNMATCHED", "RequestMetrics", "add_metrics_route", "metrics_app"]
 
 UNMATCHED = "unmatched"
 """The ``route`` label of a request that no route matched."""
@@ -85,3 +90,16 @@ def add_metrics_route(app: FastAPI, metrics: Metrics) -> None:
         """Prometheus metrics of this node (the catalogue is in docs/observability.md)."""
         body, content_type = metrics.exposition()
         return Response(body, media_type=None, headers={"Content-Type": content_type})
+
+
+def metrics_app(metrics: Metrics) -> Starlette:
+    """Return an app serving only ``GET /metrics`` and ``GET /healthz`` (no API, no signatures)."""
+
+    async def prometheus_metrics(request: Request) -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=None, headers={"Content-Type": content_type})
+
+    async def healthz(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    return Starlette(routes=[Route("/metrics", prometheus_metrics), Route("/healthz", healthz)])

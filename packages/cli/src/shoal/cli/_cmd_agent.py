@@ -176,6 +176,13 @@ def agent(
         Path, typer.Option(help="Where state, node key and authorized_keys live.")
     ] = DEFAULT_DATA_DIR,
     api_addr: Annotated[str, typer.Option(help="REST API listen address.")] = "127.0.0.1:7070",
+    metrics_addr: Annotated[
+        str | None,
+        typer.Option(
+            help="Also serve GET /metrics alone at HOST:PORT (a worker serves no API: its "
+            "metrics are scraped here)."
+        ),
+    ] = None,
     runtime: Annotated[
         RuntimeChoice,
         typer.Option(
@@ -307,6 +314,7 @@ def agent(
         fields: dict[str, Any] = {
             "data_dir": data_dir,
             "api_addr": api_addr,
+            "metrics_addr": metrics_addr,
             "runtime": runtime.value,
             "cri_endpoint": cri_endpoint,
             "network": network.value,
