@@ -13,6 +13,10 @@ commit, while the loop writes in transactions of 128; so the script also
 prints a second floor, the same records written in transactions of 128
 (``txn``), and the ratio against it.
 
+The garbage collector is set as ``shoal agent`` sets it (``--gc agent``,
+:func:`shoal.agent.tune_gc`), for Shoal and its floor alike; ``--gc default``
+measures with CPython's defaults.
+
 Nodes are simulated as node records (no container runtime runs: placement
 never touches one). Run with ``make bench`` or ``uv run python
 bench/scheduler.py [--store memory|sqlite|both]``.
@@ -166,6 +170,18 @@ if __name__ == "__main__":
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--workloads", type=int, default=100)
     parser.add_argument("--replicas", type=int, default=100)
+    parser.add_argument(
+        "--gc",
+        choices=["agent", "default"],
+        default="agent",
+        help="the collector as `shoal agent` sets it (the default), or CPython's defaults",
+    )
     args = parser.parse_args()
     stores = list(STORES) if args.store == "both" else [args.store]
+    if args.gc == "agent":
+        from shoal.agent import tune_gc
+
+        tune_gc()
+    chosen = "as shoal agent sets it (tune_gc)" if args.gc == "agent" else "CPython defaults"
+    print(f"garbage collector: {chosen}")
     anyio.run(main, stores, args.rounds, args.nodes, args.workloads, args.replicas)

@@ -12,6 +12,7 @@ this package.
 """
 
 from ._config import NodeConfig, host_capacity, prepare_data_dir
+from ._gc import tune_gc
 from ._logging import LOG_FORMATS, configure_logging
 from ._node import ShoalNode, build_node
 from ._process import AuthorizedKeysFile, run_agent
@@ -29,4 +30,5 @@ __all__ = [
     "prepare_data_dir",
     "reset_data_dir",
     "run_agent",
+    "tune_gc",
 ]

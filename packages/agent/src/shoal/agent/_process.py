@@ -48,6 +48,7 @@ from shoal.interfaces import Caller, InvalidInput, NodeRole, Role, ShoalError
 from shoal.ui import Authenticate, Enrol, ui_mount
 
 from ._config import NodeConfig
+from ._gc import tune_gc
 from ._node import ShoalNode, build_node
 from ._statusz import statusz_source
 
@@ -179,6 +180,7 @@ async def run_agent(
         config = config.model_copy(update={"api_addr": f"{host}:{sock.getsockname()[1]}"})
         config, metrics_sock = _bind_metrics(config)
         node = build_node(config)
+        tune_gc()  # after the node's parts exist: they are frozen, never scanned again
         data_dir = config.data_dir
         keys, created = ensure_authorized_keys(data_dir, home)
     except BaseException:
