@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.templating import Jinja2Templates
 
-from shoal.interfaces import format_cpu, format_memory
+from shoal.interfaces import format_cpu
 
 __all__ = ["fragment", "templates"]
 
@@ -29,6 +29,14 @@ def _clock(when: datetime | None) -> str:
     return "-" if when is None else when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _bytes(size: int) -> str:
+    """Memory for people: the largest binary unit, one decimal (``23.5Gi``)."""
+    for suffix, factor in (("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)):
+        if size >= factor:
+            return f"{size / factor:.1f}".removesuffix(".0") + suffix
+    return str(size)
+
+
 def _percent(part: float, whole: float) -> int:
     return 0 if whole <= 0 else min(100, round(100 * part / whole))
 
@@ -39,9 +47,7 @@ _environment = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-_environment.filters.update(
-    age=_age, clock=_clock, cpu=format_cpu, memory=format_memory, percent=_percent
-)
+_environment.filters.update(age=_age, bytes=_bytes, clock=_clock, cpu=format_cpu, percent=_percent)
 templates = Jinja2Templates(env=_environment)
 
 
