@@ -196,6 +196,8 @@ def test_every_page_renders_without_console_errors_and_keeps_no_secret(
         "manifests": "/ui/manifests",
         "search": "/ui/search?q=web",
     }
+    overview = pages.open(operator, agent, "/ui").page
+    expect(overview.locator(".leader")).to_have_text(f"{NODE} (this node)")
     for name, path in paths.items():
         opened = pages.open(operator, agent, path)
         opened.page.screenshot(path=shots / f"{name}.png", full_page=True)

@@ -200,7 +200,12 @@ async def run_agent(
     log_skipped_lines(keys)
     lookup = AuthorizedKeysFile(path, keys).lookup
     verifier = RequestVerifier(lookup)
-    mounts = [*mounts, ui_mount(ui_authenticate(verifier), ui_enrol(data_dir))]
+    ui = ui_mount(
+        ui_authenticate(verifier),
+        ui_enrol(data_dir),
+        statusz_source(config, node.store, node.clock),
+    )
+    mounts = [*mounts, ui]
 
     async def ready() -> str | None:
         if not node.ready.is_set():

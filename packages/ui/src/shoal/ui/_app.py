@@ -29,7 +29,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shoal.interfaces import NotFound, ShoalError
+from shoal.interfaces import NotFound, ShoalError, StatuszSource
 
 from ._actions import action_routes
 from ._auth import ActsAs, Authenticate, Enrol, error_response
@@ -133,7 +133,10 @@ def enrolment(enrol: Enrol | None) -> Route:
 
 
 def create_ui_app(
-    service: ActsAs, authenticate: Authenticate, enrol: Enrol | None = None
+    service: ActsAs,
+    authenticate: Authenticate,
+    enrol: Enrol | None = None,
+    statusz: StatuszSource | None = None,
 ) -> ASGIApp:
     """Build the dashboard app for ``service``.
 
@@ -141,13 +144,14 @@ def create_ui_app(
         service: The node's service layer.
         authenticate: Checks signed requests.
         enrol: Redeems one-time enrolment codes (``None``: codes are refused).
+        statusz: The node's status (leader, uptime, store) for the overview.
     """
     routes: list[BaseRoute] = [
         Mount("/ui/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
         enrolment(enrol),
         *stream_routes(service, authenticate),
         *action_routes(service, authenticate),
-        *fragment_routes(service, authenticate),
+        *fragment_routes(service, authenticate, statusz),
         Route("/ui/", to_overview),
         Route("/ui/overview", to_overview),
         Route("/ui", page),

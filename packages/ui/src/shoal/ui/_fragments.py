@@ -19,6 +19,9 @@ from shoal.interfaces import (
     Instance,
     InstanceState,
     Node,
+    ShoalError,
+    Statusz,
+    StatuszSource,
     Via,
     Workload,
 )
@@ -91,8 +94,22 @@ def _matches(event: Event, actor: str, via: str, text: str) -> bool:
     return not text or text.lower() in haystack
 
 
-def fragment_routes(service: ActsAs, authenticate: Authenticate) -> list[Route]:
-    """The read fragments, each answering signed GETs of viewers and up."""
+async def _status(statusz: StatuszSource | None) -> Statusz | None:
+    if statusz is None:
+        return None
+    try:
+        return await statusz()
+    except ShoalError:  # the store does not answer: the overview says "unknown"
+        return None
+
+
+def fragment_routes(
+    service: ActsAs, authenticate: Authenticate, statusz: StatuszSource | None = None
+) -> list[Route]:
+    """The read fragments, each answering signed GETs of viewers and up.
+
+    ``statusz`` tells the overview who leads, and what this node runs.
+    """
     viewer = signed(service, authenticate)
 
     @viewer
@@ -113,6 +130,7 @@ def fragment_routes(service: ActsAs, authenticate: Authenticate) -> list[Route]:
             call=call,
             rows=node_rows(nodes, instances),
             members=members,
+            status=await _status(statusz),
             workloads=workloads,
             states=dict(sorted(states.items())),
             problems=problems(nodes, workloads, instances),

@@ -13,6 +13,8 @@ from typing import Protocol
 
 from starlette.types import ASGIApp
 
+from shoal.interfaces import StatuszSource
+
 from ._app import create_ui_app
 from ._auth import ActsAs, Authenticate, Enrol
 
@@ -31,19 +33,25 @@ class UiHost(Protocol):
 
 
 def ui_mount(
-    authenticate: Authenticate, enrol: Enrol | None = None
+    authenticate: Authenticate,
+    enrol: Enrol | None = None,
+    statusz: StatuszSource | None = None,
 ) -> Callable[[UiHost], AbstractAsyncContextManager[tuple[str, ASGIApp]]]:
     """Return the agent mount that serves the dashboard at ``/ui``.
 
     Args:
         authenticate: Checks a request's RFC 9421 signature and returns its caller.
         enrol: Redeems one-time enrolment codes; ``None`` refuses them.
+        statusz: The node's status (leader, uptime, store), shown on the overview.
     """
 
     @asynccontextmanager
     async def mount(host: UiHost) -> AsyncIterator[tuple[str, ASGIApp]]:
         # The agent serves a mount at exactly its path: a path parameter makes
         # the route cover the pages, fragments and static files beneath it.
-        yield UI_PATH + "{shoal_ui_path:path}", create_ui_app(host.service, authenticate, enrol)
+        yield (
+            UI_PATH + "{shoal_ui_path:path}",
+            create_ui_app(host.service, authenticate, enrol, statusz),
+        )
 
     return mount
