@@ -98,18 +98,15 @@ from shoal.core._placement import InstanceFactory  # noqa: E402
 from shoal.core._repo import INSTANCES, Repository, instance_key  # noqa: E402
 from shoal.interfaces import (  # noqa: E402
     Capacity,
-    Compare,
-    DeleteOp,
     Instance,
     InstanceState,
     KeyValue,
-    Leadership,
     ListResult,
     Node,
     PodSpec,
     PutOp,
     StateStore,
-    TxnResult,
+    StoreWrapper,
     WatchEvent,
     Workload,
     WorkloadSpec,
@@ -144,7 +141,7 @@ class Counter:
             self.last = time.monotonic()
 
 
-class _CountingStore:
+class _CountingStore(StoreWrapper):
     """One worker's RemoteStore, counting the instance records it hands to its node loop.
 
     Counted are the records the loop must decode: those ``list`` and ``get``
@@ -153,7 +150,7 @@ class _CountingStore:
     """
 
     def __init__(self, inner: StateStore, counter: Counter) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.counter = counter
 
     async def get(self, key: str) -> KeyValue | None:
@@ -162,55 +159,13 @@ class _CountingStore:
             self.counter.saw(1)
         return kv
 
-    async def put(
-        self,
-        key: str,
-        value: bytes,
-        *,
-        expected_revision: int | None = None,
-        lease: int | None = None,
-    ) -> int:
-        return await self.inner.put(key, value, expected_revision=expected_revision, lease=lease)
-
-    async def delete(self, key: str, *, expected_revision: int | None = None) -> int | None:
-        return await self.inner.delete(key, expected_revision=expected_revision)
-
     async def list(self, prefix: str) -> ListResult:
         result = await self.inner.list(prefix)
         self.counter.saw(sum(1 for kv in result.items if kv.key.startswith(INSTANCES)))
         return result
 
-    async def revision(self) -> int:
-        return await self.inner.revision()
-
     def watch(self, prefix: str, start_revision: int | None = None) -> AsyncIterator[WatchEvent]:
         return _CountingWatch(self.inner.watch(prefix, start_revision), self.counter)
-
-    async def txn(
-        self,
-        compares: Sequence[Compare],
-        success: Sequence[PutOp | DeleteOp],
-        failure: Sequence[PutOp | DeleteOp] = (),
-    ) -> TxnResult:
-        return await self.inner.txn(compares, success, failure)
-
-    async def grant_lease(self, ttl: float) -> int:
-        return await self.inner.grant_lease(ttl)
-
-    async def keepalive(self, lease: int) -> None:
-        await self.inner.keepalive(lease)
-
-    async def revoke(self, lease: int) -> None:
-        await self.inner.revoke(lease)
-
-    async def campaign(self, election: str, candidate: str, lease: int) -> Leadership:
-        return await self.inner.campaign(election, candidate, lease)
-
-    async def resign(self, leadership: Leadership) -> None:
-        await self.inner.resign(leadership)
-
-    async def leader(self, election: str) -> str | None:
-        return await self.inner.leader(election)
 
     async def aclose(self) -> None:
         """Leave the RemoteStore open: the bench closes it."""

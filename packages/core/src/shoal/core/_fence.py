@@ -20,7 +20,7 @@ Reads, watches, leases and elections pass through unchanged.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 from shoal.interfaces import (
     Compare,
@@ -30,14 +30,13 @@ from shoal.interfaces import (
     InvalidInput,
     KeyValue,
     Leadership,
-    ListResult,
     PutOp,
     RevisionConflict,
     ShoalError,
     StateStore,
+    StoreWrapper,
     TxnResult,
     Unavailable,
-    WatchEvent,
 )
 
 __all__ = ["Deposed", "FencedStore"]
@@ -47,7 +46,7 @@ class Deposed(Unavailable):
     """A fenced write was refused: its writer no longer holds the leadership it was fenced by."""
 
 
-class FencedStore:
+class FencedStore(StoreWrapper):
     """``store`` as seen by the holder of ``leadership``: writes land only during its term.
 
     Args:
@@ -57,7 +56,7 @@ class FencedStore:
     """
 
     def __init__(self, store: StateStore, leadership: Leadership) -> None:
-        self.inner = store
+        super().__init__(store)
         self.leadership = leadership
         self.fence = Compare(leadership.key, CompareTarget.CREATE_REVISION, leadership.revision)
         """The compare every write carries: the election key is still this term's."""
@@ -156,47 +155,7 @@ class FencedStore:
             revision=lead.revision,
         )
 
-    # -- reads, watches, leases, elections: passed through ----------------------
-
-    async def get(self, key: str) -> KeyValue | None:
-        """Return the key's current value, or None if it does not exist."""
-        return await self.inner.get(key)
-
-    async def list(self, prefix: str) -> ListResult:
-        """Return every key starting with ``prefix``, sorted by key, and the store revision."""
-        return await self.inner.list(prefix)
-
-    async def revision(self) -> int:
-        """Return the current store revision (0 for an empty store)."""
-        return await self.inner.revision()
-
-    def watch(self, prefix: str, start_revision: int | None = None) -> AsyncIterator[WatchEvent]:
-        """Yield every change under ``prefix`` from ``start_revision`` on, in order."""
-        return self.inner.watch(prefix, start_revision)
-
-    async def grant_lease(self, ttl: float) -> int:
-        """Create a lease that expires ``ttl`` seconds after its last renewal; return its id."""
-        return await self.inner.grant_lease(ttl)
-
-    async def keepalive(self, lease: int) -> None:
-        """Renew a lease for another ttl."""
-        await self.inner.keepalive(lease)
-
-    async def revoke(self, lease: int) -> None:
-        """End a lease now, deleting its keys."""
-        await self.inner.revoke(lease)
-
-    async def campaign(self, election: str, candidate: str, lease: int) -> Leadership:
-        """Block until ``candidate`` leads ``election`` on ``lease``; return the proof."""
-        return await self.inner.campaign(election, candidate, lease)
-
-    async def resign(self, leadership: Leadership) -> None:
-        """Give up leadership (deletes the election key if still ours)."""
-        await self.inner.resign(leadership)
-
-    async def leader(self, election: str) -> str | None:
-        """Return the current leader's candidate name, or None."""
-        return await self.inner.leader(election)
+    # Reads, watches, leases and elections pass through (StoreWrapper).
 
     async def aclose(self) -> None:
         """Do nothing: the wrapped store belongs to whoever made it, who closes it."""

@@ -143,6 +143,7 @@ if TYPE_CHECKING:
         ListResult,
         PutOp,
         StateStore,
+        StoreWrapper,
         TxnResult,
         WatchEvent,
     )
@@ -194,6 +195,7 @@ if TYPE_CHECKING:
     )
 
 _LAZY = {
+    "StoreWrapper": "._store",
     "CONFIG_KINDS": "._service",
     "ManifestSource": "._service",
     "ObjectSpec": "._service",
@@ -546,6 +548,7 @@ __all__ = [
     "StateStore",
     "Statusz",
     "StatuszSource",
+    "StoreWrapper",
     "SystemClock",
     "Tag",
     "TcpSocketAction",

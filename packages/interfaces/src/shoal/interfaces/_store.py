@@ -36,6 +36,7 @@ __all__ = [
     "ListResult",
     "PutOp",
     "StateStore",
+    "StoreWrapper",
     "TxnResult",
     "WatchEvent",
 ]
@@ -256,3 +257,84 @@ class StateStore(Protocol):
     async def aclose(self) -> None:
         """Release connections and files. The store is unusable afterwards."""
         ...
+
+
+class StoreWrapper:
+    """A :class:`StateStore` that passes every call to ``inner``: the base of store decorators.
+
+    A wrapper (fenced writes, sealed Secrets, metrics, a bench's counter)
+    overrides the calls it changes and inherits the rest, so no decorator
+    repeats the thirteen pass-through methods. ``aclose`` closes ``inner``;
+    a wrapper over a store it does not own overrides it.
+    """
+
+    def __init__(self, inner: StateStore) -> None:
+        self.inner = inner
+
+    async def get(self, key: str) -> KeyValue | None:
+        """Return the key's current value, or None if it does not exist."""
+        return await self.inner.get(key)
+
+    async def put(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        expected_revision: int | None = None,
+        lease: int | None = None,
+    ) -> int:
+        """Write ``value`` at ``key``; return the new store revision."""
+        return await self.inner.put(key, value, expected_revision=expected_revision, lease=lease)
+
+    async def delete(self, key: str, *, expected_revision: int | None = None) -> int | None:
+        """Delete ``key``; return the revision of the delete, or None if it did not exist."""
+        return await self.inner.delete(key, expected_revision=expected_revision)
+
+    async def list(self, prefix: str) -> ListResult:
+        """Return every key starting with ``prefix``, sorted by key, and the store revision."""
+        return await self.inner.list(prefix)
+
+    async def revision(self) -> int:
+        """Return the current store revision (0 for an empty store)."""
+        return await self.inner.revision()
+
+    def watch(self, prefix: str, start_revision: int | None = None) -> AsyncIterator[WatchEvent]:
+        """Yield every change under ``prefix`` from ``start_revision`` on, in order."""
+        return self.inner.watch(prefix, start_revision)
+
+    async def txn(
+        self,
+        compares: Sequence[Compare],
+        success: Sequence[PutOp | DeleteOp],
+        failure: Sequence[PutOp | DeleteOp] = (),
+    ) -> TxnResult:
+        """Atomically run ``success`` if every compare holds, else ``failure``."""
+        return await self.inner.txn(compares, success, failure)
+
+    async def grant_lease(self, ttl: float) -> int:
+        """Create a lease that expires ``ttl`` seconds after its last renewal; return its id."""
+        return await self.inner.grant_lease(ttl)
+
+    async def keepalive(self, lease: int) -> None:
+        """Renew a lease for another ttl."""
+        await self.inner.keepalive(lease)
+
+    async def revoke(self, lease: int) -> None:
+        """End a lease now, deleting its keys."""
+        await self.inner.revoke(lease)
+
+    async def campaign(self, election: str, candidate: str, lease: int) -> Leadership:
+        """Block until ``candidate`` leads ``election`` on ``lease``; return the proof."""
+        return await self.inner.campaign(election, candidate, lease)
+
+    async def resign(self, leadership: Leadership) -> None:
+        """Give up leadership (deletes the election key if still ours)."""
+        await self.inner.resign(leadership)
+
+    async def leader(self, election: str) -> str | None:
+        """Return the current leader's candidate name, or None."""
+        return await self.inner.leader(election)
+
+    async def aclose(self) -> None:
+        """Close the wrapped store."""
+        await self.inner.aclose()

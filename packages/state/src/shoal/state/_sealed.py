@@ -42,10 +42,10 @@ from shoal.interfaces import (
     InternalError,
     InvalidInput,
     KeyValue,
-    Leadership,
     ListResult,
     PutOp,
     StateStore,
+    StoreWrapper,
     TxnResult,
     WatchEvent,
 )
@@ -165,13 +165,13 @@ class Keyring:
 Ops = list[PutOp | DeleteOp]
 
 
-class SealedStore:
+class SealedStore(StoreWrapper):
     """``store`` with the values under ``prefixes`` sealed by ``keyring`` (see module docstring)."""
 
     def __init__(
         self, store: StateStore, keyring: Keyring, prefixes: Sequence[str] = (SECRETS,)
     ) -> None:
-        self.inner = store
+        super().__init__(store)
         self.keyring = keyring
         self.prefixes = tuple(prefixes)
 
@@ -229,18 +229,10 @@ class SealedStore:
             key, self._seal(key, value), expected_revision=expected_revision, lease=lease
         )
 
-    async def delete(self, key: str, *, expected_revision: int | None = None) -> int | None:
-        """Delete as the wrapped store does."""
-        return await self.inner.delete(key, expected_revision=expected_revision)
-
     async def list(self, prefix: str) -> ListResult:
         """List, with sealed values opened."""
         listed = await self.inner.list(prefix)
         return ListResult([self._open(kv) for kv in listed.items], listed.revision)
-
-    async def revision(self) -> int:
-        """Return the wrapped store's revision."""
-        return await self.inner.revision()
 
     def watch(self, prefix: str, start_revision: int | None = None) -> AsyncIterator[WatchEvent]:
         """Watch, with sealed values (and previous values) opened.
@@ -290,30 +282,6 @@ class SealedStore:
             PutOp(op.key, self._seal(op.key, op.value), op.lease) if isinstance(op, PutOp) else op
             for op in operations
         ]
-
-    async def grant_lease(self, ttl: float) -> int:
-        """Grant a lease on the wrapped store."""
-        return await self.inner.grant_lease(ttl)
-
-    async def keepalive(self, lease: int) -> None:
-        """Keep a lease alive on the wrapped store."""
-        await self.inner.keepalive(lease)
-
-    async def revoke(self, lease: int) -> None:
-        """Revoke a lease on the wrapped store."""
-        await self.inner.revoke(lease)
-
-    async def campaign(self, election: str, candidate: str, lease: int) -> Leadership:
-        """Campaign on the wrapped store."""
-        return await self.inner.campaign(election, candidate, lease)
-
-    async def resign(self, leadership: Leadership) -> None:
-        """Resign on the wrapped store."""
-        await self.inner.resign(leadership)
-
-    async def leader(self, election: str) -> str | None:
-        """Return the leader from the wrapped store."""
-        return await self.inner.leader(election)
 
     async def aclose(self) -> None:
         """Close the wrapped store."""
