@@ -81,9 +81,18 @@ def find_busybox() -> Path:
 
 
 def build_busybox_layout(
-    out_dir: Path, tag: str = "latest", busybox: Path | None = None
+    out_dir: Path,
+    tag: str = "latest",
+    busybox: Path | None = None,
+    *,
+    cmd: list[str] | None = None,
 ) -> BuiltImage:
-    """Write the busybox image into the OCI layout ``out_dir`` under ``tag``."""
+    """Write the busybox image into the OCI layout ``out_dir`` under ``tag``.
+
+    ``cmd`` replaces the image's default command (``sh``), so the same busybox
+    can stand in for an image whose command a manifest does not give (as
+    ``httpd -f -p 80`` stands in for nginx in the Kubernetes docs' Deployment).
+    """
     busybox = busybox or find_busybox()
     applets = subprocess.run(
         [str(busybox), "--list"], check=True, capture_output=True, text=True
@@ -125,7 +134,7 @@ def build_busybox_layout(
         "created": _EPOCH,
         "architecture": architecture,
         "os": "linux",
-        "config": {"Cmd": ["sh"], "Env": ["PATH=/bin"], "WorkingDir": "/"},
+        "config": {"Cmd": cmd or ["sh"], "Env": ["PATH=/bin"], "WorkingDir": "/"},
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
         "history": [
             {"created": _EPOCH, "created_by": "busybox-static from Debian, one symlink per applet"},

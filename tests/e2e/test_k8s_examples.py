@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from scripts.build_busybox_image import build_busybox_layout
 
 from tests.e2e.conftest import Agent, until
 
@@ -91,3 +92,28 @@ def test_env_from_a_configmap_key_expands_in_the_command(
     agent.cli("apply", "-f", str(DOCS / "pod-configmap-env-var-valueFrom.yaml"))
 
     assert output_of(agent, "dapi-test-pod", "very charm").strip() == "very charm"
+
+
+def test_the_nginx_deployment_example_runs_three_replicas_that_serve(
+    agent: Agent, tmp_path: Path
+) -> None:
+    """A busybox httpd stands in for nginx:1.14.2 (same port, no command in the manifest)."""
+    server = build_busybox_layout(
+        tmp_path / "nginx", "1.14.2", cmd=["httpd", "-f", "-p", "80", "-h", "/var/www"]
+    )
+    agent.runtime = "runc"
+    agent.start()
+    agent.cli("images", "import", str(server.layout), "--reference", "nginx:1.14.2")
+    applied = agent.cli("apply", "--strict", "-f", str(DOCS / "nginx-deployment.yaml"))
+    assert "Traceback" not in applied.stderr
+
+    def three_running(items: list[Any]) -> list[Any] | None:
+        running = [i for i in items if i["workload"] == "nginx-deployment" and i["ready"]]
+        return running if len(running) == 3 else None
+
+    running = agent.wait_for("instances", three_running, timeout=120)
+    table = agent.cli("get", "deployments").stdout
+    assert re.search(r"nginx-deployment\s+3/3\s+3\s+3", table), table
+    for instance in running:  # each replica serves on its containerPort, 80
+        page = agent.cli("exec", instance["name"], "--", "wget", "-qO-", "http://127.0.0.1:80/")
+        assert "hello from a busybox" in page.stdout, page
