@@ -157,3 +157,23 @@ async def test_deletes_and_their_refusals(cluster: Cluster) -> None:
 async def test_the_same_object_twice_in_one_apply_is_refused(cluster: Cluster) -> None:
     with pytest.raises(Exception, match="ConfigMap default/settings appears twice"):
         await cluster.service.apply([settings(), settings(a="b")])
+
+
+async def test_the_configuration_hash_is_keyed_so_it_tells_nothing_of_a_secret(
+    cluster: Cluster,
+) -> None:
+    service = cluster.service
+    service.config_hash_key = b"one server secret"
+    await service.apply([settings(mode="fast"), creds(), web(roll=True)])
+    first = (await service.get_workload("web")).spec.template.annotations[CONFIG_HASH_ANNOTATION]
+
+    other = service.with_actor(service.actor)
+    other.config_hash_key = b"another server secret"
+    planned = await other.apply([web(roll=True)], dry_run=True)
+
+    assert planned.plan.changes[0].action == ChangeAction.UPDATE  # only the key differs
+    assert [c.path for c in planned.plan.changes[0].changes] == [
+        f"template.annotations.{CONFIG_HASH_ANNOTATION}"
+    ]
+    (change,) = planned.plan.changes[0].changes
+    assert change.old == first and change.new != first

@@ -265,3 +265,16 @@ def test_image_pull_secrets_become_credentials_by_registry() -> None:
         "198.18.0.9:5000": ("ada", "pw1"),
         "registry.test": ("bob", "pw2"),
     }
+
+
+def test_the_pod_ip_reaches_args_that_name_it() -> None:
+    template = {
+        "name": "c",
+        "image": "b",
+        "args": ["--bind=$(POD_IP):8080"],
+        "env": {"URL": "http://$(POD_IP)/"},
+        "env_refs": {"POD_IP": {"field_path": "status.podIP"}},
+    }
+    pod = build_pod(instance(containers=[template]), ALL, FACTS).with_pod_ip("198.18.0.7")
+    assert pod.containers[0].args == ["--bind=198.18.0.7:8080"]
+    assert pod.containers[0].env == {"URL": "http://198.18.0.7/", "POD_IP": "198.18.0.7"}

@@ -420,6 +420,19 @@ ROLLING = [
         },
     ),
     Case(
+        "canaries awaiting promotion beyond max_surge: no old instance goes",
+        Stored(
+            rolled(3, canary=2, max_surge=1, max_unavailable=0).value.model_copy(
+                update={"promoted_revision": 1}
+            ),
+            "/workloads/default/web",
+            10,
+            10,
+        ),
+        [up("a", rev=1), up("b", rev=2), up("c", rev=3), new_up("d"), new_up("e", rev=31)],
+        nodes(n1="alive"),
+    ),
+    Case(
         "recreate: the new ones start once no old instance is left",
         rolled(2, type="recreate"),
         [],

@@ -86,3 +86,26 @@ async def test_opening_the_sealed_store_opens_the_one_it_wraps(tmp_path: Path) -
         await store.put(KEY, VALUE)
         got = await store.get(KEY)
         assert got is not None and got.value == VALUE
+
+
+async def test_a_new_keyring_over_sealed_values_is_refused_and_not_kept(tmp_path: Path) -> None:
+    async with SealedStore(SqliteStore(tmp_path / "state.db"), Keyring.load(tmp_path / "one")):
+        pass
+    inner = SqliteStore(tmp_path / "state.db")
+    async with SealedStore(inner, Keyring.load(tmp_path / "one")) as store:
+        await store.put(KEY, VALUE)
+
+    stray = tmp_path / "two"
+    with pytest.raises(InvalidInput, match="holds Secrets sealed by another one"):
+        async with SealedStore(SqliteStore(tmp_path / "state.db"), Keyring.load(stray)):
+            pass
+    assert not stray.exists()  # so the next start refuses too
+
+
+def test_a_derived_secret_survives_rotation_and_differs_per_label(tmp_path: Path) -> None:
+    ring = Keyring.load(tmp_path / "ring")
+    before = ring.derive("config-hash")
+    ring.rotate()
+    assert ring.derive("config-hash") == before
+    assert Keyring.load(tmp_path / "ring").derive("config-hash") == before
+    assert ring.derive("other") != before and len(before) == 32

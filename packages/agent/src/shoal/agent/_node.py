@@ -135,6 +135,8 @@ class ShoalNode:
             members=cluster.members,
             remote_images=None if clustering is None else clustering.images_of,
         )
+        if isinstance(store, SealedStore):  # the roll-on-change hash, keyed by a server secret
+            self.service.config_hash_key = store.keyring.derive("config-hash")
         self.manifests: ManifestWatcher | None = None
         """The watched manifests directories (--manifests); None when there are none."""
         if config.manifests:

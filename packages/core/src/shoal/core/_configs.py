@@ -7,6 +7,7 @@ that rolls a workload when the configuration it uses changes.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from collections.abc import Mapping
 from datetime import datetime
@@ -24,6 +25,7 @@ from shoal.interfaces import (
     PlannedChange,
     Secret,
     SecretSpec,
+    WorkloadMode,
     WorkloadSpec,
     config_map_key,
     namespace_key,
@@ -143,20 +145,30 @@ def stored_config(spec: ConfigSpec, current: StoredConfig | None, now: datetime)
 
 
 def rolls_on_config(spec: WorkloadSpec) -> bool:
-    """Whether the workload asked to roll out when its ConfigMaps or Secrets change."""
+    """Whether the workload asked to roll out when its ConfigMaps or Secrets change.
+
+    A job never does: its template cannot change (the annotation is ignored on it).
+    """
+    if spec.mode == WorkloadMode.JOB:
+        return False
     return spec.annotations.get(ROLL_ON_CONFIG_ANNOTATION, "").lower() == "true"
 
 
 def with_config_hash(
-    spec: WorkloadSpec, configs: Mapping[tuple[str, str], ConfigMapSpec | SecretSpec | None]
+    spec: WorkloadSpec,
+    configs: Mapping[tuple[str, str], ConfigMapSpec | SecretSpec | None],
+    key: bytes,
 ) -> WorkloadSpec:
     """Return ``spec`` with its template annotated by a hash of the configuration it uses.
 
     ``configs`` maps each ``(kind, name)`` of ``spec.template.config_refs()`` to
     its current spec (None when missing). A change of any of them changes the
-    hash, so the template changes, so the workload rolls out.
+    hash, so the template changes, so the workload rolls out. The hash is an
+    HMAC under ``key`` (a server secret, see ``ShoalService.config_hash_key``):
+    the template is readable by viewers and workers, and a plain hash of a short
+    Secret could be guessed offline.
     """
-    digest = hashlib.sha256()
+    digest = hmac.new(key, digestmod=hashlib.sha256)
     for kind, name in sorted(spec.template.config_refs()):
         config = configs.get((kind, name))
         digest.update(f"{kind}/{name}=".encode())

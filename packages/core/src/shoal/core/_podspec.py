@@ -173,6 +173,8 @@ def _environment(
             if ref.config_map_key_ref is not None
             else (ref.secret_key_ref, "Secret")
         )
+        if ref.field_path in _POD_IP:
+            continue  # the runtime fills it in, and expands $(name), once the pod has an address
         if ref.field_path is not None:
             env[name] = _field(ref.field_path, inst, facts)
         elif ref.resource_field_ref is not None:
@@ -283,7 +285,11 @@ def pull_credentials(inst: Instance, configs: Configs) -> dict[str, tuple[str, s
             host = registry.split("://", 1)[-1].split("/", 1)[0]
             user, password = entry.get("username"), entry.get("password")
             if (user is None or password is None) and entry.get("auth"):
-                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+                try:
+                    decoded = base64.b64decode(str(entry["auth"]), validate=True).decode()
+                except ValueError:  # validated at apply; a value stored before is skipped
+                    continue
+                user, _, password = decoded.partition(":")
             if user is not None and password is not None:
                 found.setdefault(host, (str(user), str(password)))
     return found

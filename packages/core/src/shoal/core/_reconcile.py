@@ -155,7 +155,7 @@ def decide(
     healthy = [pair for pair in live if not on_draining_node(pair[1])]
     evicting = [pair for pair in live if on_draining_node(pair[1])]
     want = spec.replicas
-    if old and not spec.paused:
+    if old and not spec.paused and not awaiting_promotion(workload.value):
         healthy, old = _scale_down_proportionally(deciding, spec, healthy, old, now)
 
     if old and awaiting_promotion(workload.value):

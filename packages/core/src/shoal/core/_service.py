@@ -94,6 +94,9 @@ __all__ = ["LocalNode", "ShoalService"]
 
 M = TypeVar("M", bound=BaseModel)
 
+DEFAULT_CONFIG_HASH_KEY = b"shoal config-hash"
+"""The configuration-hash key of a service the agent did not give a secret one (tests)."""
+
 SYSTEM = Actor(id="system", via=Via.SYSTEM)
 
 
@@ -131,6 +134,9 @@ class ShoalService:
         """Returns the gossip members (the cluster manager's view); None: no cluster manager."""
         self.remote_images = remote_images
         """Reaches the images of other nodes (over gRPC in a cluster); None: only local ones."""
+        self.config_hash_key = DEFAULT_CONFIG_HASH_KEY
+        """Keys the configuration hash of roll-on-change workloads; the agent sets a secret one
+        (derived from the secrets keyring) so that the hash tells nothing about a Secret."""
         self.manifests = manifests
         """Returns the files of this node's watched manifests directories; None: none watched."""
         self.repo = Repository(store, clock)
@@ -150,6 +156,7 @@ class ShoalService:
             manifests=self.manifests,
         )
         acting.audit = self.audit  # one trail, appended in turn by every caller
+        acting.config_hash_key = self.config_hash_key
         return acting
 
     # --- workloads -------------------------------------------------------
@@ -178,7 +185,9 @@ class ShoalService:
         lookup = _ConfigLookup(self.repo, [s for s in configs if not isinstance(s, NamespaceSpec)])
 
         workload_specs = [
-            with_config_hash(s, await lookup.refs(s)) if rolls_on_config(s) else s
+            with_config_hash(s, await lookup.refs(s), self.config_hash_key)
+            if rolls_on_config(s)
+            else s
             for s in specs
             if isinstance(s, WorkloadSpec)
         ]
@@ -317,7 +326,7 @@ class ShoalService:
                     continue
                 refs = {(namespace, kind, name) for kind, name in spec.template.config_refs()}
                 if refs & changed_refs:
-                    updated = with_config_hash(spec, await lookup.refs(spec))
+                    updated = with_config_hash(spec, await lookup.refs(spec), self.config_hash_key)
                     if updated.template != spec.template:
                         rolled.append((updated, stored))
         return rolled

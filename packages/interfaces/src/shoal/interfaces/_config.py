@@ -58,10 +58,10 @@ type is refused."""
 
 def check_config_key(key: str, what: str) -> str:
     """Return ``key`` if it can name a file and a variable source; raise ValueError saying why."""
-    if not key or len(key) > 253 or not _KEY.fullmatch(key) or key in (".", ".."):
+    if not key or len(key) > 253 or not _KEY.fullmatch(key) or key == "." or key.startswith(".."):
         raise ValueError(
             f"{what} key {key!r} is not valid: use 1-253 letters, digits, '-', '_' or '.' "
-            "(not '.' or '..'), since it becomes a file name"
+            "(not '.', and not starting with '..'), since it becomes a file name"
         )
     return key
 
@@ -224,6 +224,29 @@ def _check_type(kind: str, values: dict[str, bytes], what: str) -> None:
                 f"{what} key '.dockerconfigjson' is not a Docker config: give JSON with an "
                 '"auths" mapping, e.g. {"auths": {"registry:5000": {"auth": "<base64 user:pass>"}}}'
             )
+        for registry, entry in auths.items():
+            _check_registry_auth(what, str(registry), entry)
+
+
+def _check_registry_auth(what: str, registry: str, entry: object) -> None:
+    """Refuse an ``auths`` entry a pull could not use; the message never shows its value."""
+    fix = 'give {"auth": "<base64 of user:password>"} or {"username": ..., "password": ...}'
+    if not isinstance(entry, dict):
+        raise ValueError(f"{what}: the auths entry of {registry!r} is not a mapping: {fix}")
+    if "username" in entry or "password" in entry:
+        if not isinstance(entry.get("username"), str) or not isinstance(entry.get("password"), str):
+            raise ValueError(f"{what}: the auths entry of {registry!r} needs both: {fix}")
+        return
+    auth = entry.get("auth")
+    try:
+        user, colon, _ = base64.b64decode(str(auth), validate=True).decode().partition(":")
+    except (binascii.Error, ValueError):
+        user, colon = "", ""
+    if not isinstance(auth, str) or not colon or not user:
+        raise ValueError(
+            f"{what}: the auths entry of {registry!r} has no usable 'auth' (base64 of "
+            f"user:password): {fix}"
+        )
 
 
 class NamespaceSpec(Spec):

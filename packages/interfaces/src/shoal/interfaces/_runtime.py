@@ -78,17 +78,34 @@ class PodSpec(Model):
     status.podIP), which only the runtime knows once the pod's network exists."""
 
     def with_pod_ip(self, ip: str) -> PodSpec:
-        """Return the pod with every variable of ``pod_ip_env`` set to ``ip``."""
+        """Return the pod with every variable of ``pod_ip_env`` set to ``ip``.
+
+        ``$(NAME)`` of such a variable in the container's command, args and other
+        variables, which the node could not expand, is replaced too.
+        """
         if not self.pod_ip_env:
             return self
 
+        def fill(text: str, names: list[str]) -> str:
+            for name in names:
+                text = text.replace(f"$({name})", ip)
+            return text
+
         def filled(containers: list[Container]) -> list[Container]:
-            return [
-                c.model_copy(
-                    update={"env": {**c.env, **dict.fromkeys(self.pod_ip_env.get(c.name, []), ip)}}
-                )
-                for c in containers
-            ]
+            out = []
+            for c in containers:
+                names = self.pod_ip_env.get(c.name, [])
+                if not names:
+                    out.append(c)
+                    continue
+                env = {k: fill(v, names) for k, v in c.env.items()}
+                update: dict[str, object] = {"env": {**env, **dict.fromkeys(names, ip)}}
+                if c.command is not None:
+                    update["command"] = [fill(part, names) for part in c.command]
+                if c.args is not None:
+                    update["args"] = [fill(part, names) for part in c.args]
+                out.append(c.model_copy(update=update))
+            return out
 
         return self.model_copy(
             update={

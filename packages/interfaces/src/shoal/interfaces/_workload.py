@@ -259,7 +259,7 @@ _RESOURCES = ("limits.cpu", "limits.memory", "requests.cpu", "requests.memory")
 def _relative_file(path: str) -> str:
     """Return ``path`` if it names a file under a volume; raise ValueError saying the fix."""
     parts = path.split("/")
-    if path.startswith("/") or ".." in parts or not path or path.startswith(".."):
+    if path.startswith("/") or ".." in parts or "." in parts or not path or path.startswith(".."):
         raise ValueError(
             f"path {path!r} must be relative, without '..' (e.g. 'conf/app.properties')"
         )

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -68,6 +70,8 @@ class Keyring:
         self.keys = keys
         self.active = active
         self.path = path
+        self.created = False
+        """Made by this process (no keyring file existed): see SealedStore's check on open."""
 
     @classmethod
     def load(cls, path: Path, *, create: bool = True) -> Keyring:
@@ -82,6 +86,7 @@ class Keyring:
                 raise InvalidInput(f"no secrets keyring at {path}")
             ring = cls._fresh(path)
             ring.save()
+            ring.created = True
             return ring
         try:
             document = json.loads(path.read_text())
@@ -111,10 +116,27 @@ class Keyring:
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_suffix(".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        temporary.unlink(missing_ok=True)  # a leftover would keep its own mode
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as file:
             json.dump(document, file)
+            file.flush()
+            os.fsync(file.fileno())  # on disk before any value is sealed with it
         temporary.replace(self.path)
+        directory = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+    def derive(self, label: str) -> bytes:
+        """Return a 32-byte secret for ``label``, derived from the ring's first key.
+
+        The first key stays in the ring across rotations, so what is derived
+        from it (the configuration-hash key) does not change when keys rotate.
+        """
+        first = next(iter(self.keys.values()))
+        return hmac.new(first, f"shoal derive {label}".encode(), hashlib.sha256).digest()
 
     def rotate(self) -> str:
         """Add a new key, make it active, save; return its id (old keys still open old values)."""
@@ -176,10 +198,33 @@ class SealedStore(StoreWrapper):
         self.prefixes = tuple(prefixes)
 
     async def __aenter__(self) -> Self:
-        """Open the wrapped store (if it is opened as a context manager)."""
+        """Open the wrapped store (if it is opened as a context manager).
+
+        Raises:
+            InvalidInput: the keyring was just made, yet the store holds values
+                sealed by another one (a server started without the shared
+                keyring): nothing it wrote could be read by the others.
+        """
         if isinstance(self.inner, contextlib.AbstractAsyncContextManager):
             await self.inner.__aenter__()
+        if self.keyring.created and await self._sealed_elsewhere():
+            if self.keyring.path is not None:  # so the next start refuses too
+                self.keyring.path.unlink(missing_ok=True)
+            await self.__aexit__(None, None, None)
+            raise InvalidInput(
+                f"this server made a new secrets keyring ({self.keyring.path}), but the "
+                "store holds Secrets sealed by another one: copy the keyring of the "
+                "server that sealed them there (or point --secrets-keyring at it), then "
+                "start again"
+            )
         return self
+
+    async def _sealed_elsewhere(self) -> bool:
+        """Whether the store holds a sealed value (any: this keyring has sealed none yet)."""
+        for prefix in self.prefixes:
+            if any(kv.value.startswith(_MAGIC) for kv in (await self.inner.list(prefix)).items):
+                return True
+        return False
 
     async def __aexit__(
         self,

@@ -221,7 +221,8 @@ class OciCliRuntime(AsyncClosing):
                 c.name: ensured.get(c.image) or await self.images.prepare(c.image)
                 for c in [*pod.init_containers, *pod.containers]
             }
-            # The files are in their volumes; secrets stay off the disk's pod.json.
+            # File volumes' contents live in their volumes only, not in pod.json; the
+            # environment (Secret values included) is in it, under a root-only directory.
             record = PodRecord(
                 spec=pod.model_copy(update={"files": {}}), created_at=self.clock.now()
             )

@@ -268,6 +268,9 @@ class PodFiles:
 
         """
         self.pods.mkdir(parents=True, exist_ok=True)
+        # Root only: pod.json and each bundle's config.json hold the resolved
+        # environment, Secret values included.
+        self.pods.chmod(0o700)
         fresh = self.pods / f".new-{uuid.uuid4().hex}"
         fresh.mkdir()
         write_json(fresh / "pod.json", record)
