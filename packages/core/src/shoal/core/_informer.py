@@ -265,8 +265,9 @@ class Informer(Generic[T]):
         When the write comes back through the watch with exactly these bytes,
         the cache takes ``make(kv)`` instead of decoding the value again: a
         loop that writes thousands of objects does not parse them all back.
-        Expectations that never come back (the write failed) are dropped
-        after MAX_EXPECTED.
+        Expectations that never come back (the write failed) would pile up:
+        once MAX_EXPECTED wait, all are dropped (the cache then decodes those
+        writes, as it would without them).
         """
         if len(self._expected) >= MAX_EXPECTED:
             self._expected.clear()

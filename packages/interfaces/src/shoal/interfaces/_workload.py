@@ -336,7 +336,8 @@ class DownwardAPIFile(Spec):
     metadata.annotations (one 'key="value"' per line), or one label or annotation
     (metadata.labels['app'])."""
     resource_field_ref: ResourceFieldRef | None = None
-    """A container's resource request or limit (container_name required in a volume)."""
+    """A container's resource request or limit (in a volume, the first container's when
+    container_name is unset)."""
     mode: int | None = Field(default=None, ge=0, le=0o777)
     """The file's mode bits; the volume's default_mode if unset."""
 
