@@ -25,6 +25,7 @@ from shoal.interfaces import (
     PlannedChange,
     Secret,
     SecretSpec,
+    StateStore,
     WorkloadMode,
     WorkloadSpec,
     config_map_key,
@@ -35,12 +36,16 @@ from shoal.interfaces import (
 from ._plan import diff_fields
 
 __all__ = [
+    "STORED_MODELS",
     "ConfigSpec",
     "StoredConfig",
     "check_immutable",
+    "config_key",
     "config_store_key",
     "label_of",
     "plan_config",
+    "read_config",
+    "read_used_config",
     "rolls_on_config",
     "stored_config",
     "with_config_hash",
@@ -59,13 +64,48 @@ def label_of(spec: ConfigSpec | WorkloadSpec) -> str:
     return f"{spec.kind} {spec.namespace}/{spec.name}"
 
 
+STORED_MODELS: dict[str, type[StoredConfig]] = {
+    "ConfigMap": ConfigMap,
+    "Secret": Secret,
+    "Namespace": Namespace,
+}
+"""The stored model of each configuration kind."""
+
+
+def config_key(kind: str, namespace: str, name: str) -> str:
+    """Return the store key of a ConfigMap, a Secret or a Namespace (``namespace`` unused)."""
+    if kind == "ConfigMap":
+        return config_map_key(namespace, name)
+    if kind == "Secret":
+        return secret_key(namespace, name)
+    return namespace_key(name)
+
+
 def config_store_key(spec: ConfigSpec) -> str:
     """Return the store key of a configuration object."""
-    if isinstance(spec, ConfigMapSpec):
-        return config_map_key(spec.namespace, spec.name)
-    if isinstance(spec, SecretSpec):
-        return secret_key(spec.namespace, spec.name)
-    return namespace_key(spec.name)
+    namespace = "" if isinstance(spec, NamespaceSpec) else spec.namespace
+    return config_key(spec.kind, namespace, spec.name)
+
+
+async def read_config(
+    store: StateStore, kind: str, namespace: str, name: str
+) -> tuple[StoredConfig | None, int]:
+    """Return a stored ConfigMap, Secret or Namespace and its revision (None and 0: none)."""
+    kv = await store.get(config_key(kind, namespace, name))
+    if kv is None:
+        return None, 0
+    return STORED_MODELS[kind].model_validate_json(kv.value), kv.mod_revision
+
+
+async def read_used_config(
+    store: StateStore, kind: str, namespace: str, name: str
+) -> ConfigMapSpec | SecretSpec | None:
+    """Return the spec of a ConfigMap or Secret a pod uses, or None when it does not exist."""
+    stored, _ = await read_config(store, kind, namespace, name)
+    if stored is None:
+        return None
+    assert isinstance(stored.spec, ConfigMapSpec | SecretSpec), kind
+    return stored.spec
 
 
 def _shown(spec: ConfigSpec, other: ConfigSpec | None) -> dict[str, object]:

@@ -64,8 +64,6 @@ from shoal.interfaces import (
     Actor,
     Catalogue,
     Clock,
-    ConfigMap,
-    ConfigMapSpec,
     ContainerRuntime,
     EventType,
     Forbidden,
@@ -79,18 +77,15 @@ from shoal.interfaces import (
     PodStatus,
     Probe,
     RevisionConflict,
-    Secret,
-    SecretSpec,
     ShoalError,
     StateStore,
     Unauthenticated,
     Unavailable,
     Via,
-    config_map_key,
-    secret_key,
 )
 
 from ._backoff import Backoff
+from ._configs import read_used_config
 from ._informer import Informer
 from ._metered import MeteredRuntime
 from ._podspec import (
@@ -440,19 +435,10 @@ class NodeLoop:
 
     async def _configs(self, inst: Instance) -> Configs:
         """Read the ConfigMaps and Secrets the instance's pod uses (None for a missing one)."""
-        found: dict[tuple[str, str], ConfigMapSpec | SecretSpec | None] = {}
-        for kind, name in sorted(inst.template.config_refs()):
-            if kind == "ConfigMap":
-                kv = await self.store.get(config_map_key(inst.namespace, name))
-                found[kind, name] = (
-                    None if kv is None else ConfigMap.model_validate_json(kv.value).spec
-                )
-            else:
-                kv = await self.store.get(secret_key(inst.namespace, name))
-                found[kind, name] = (
-                    None if kv is None else Secret.model_validate_json(kv.value).spec
-                )
-        return found
+        return {
+            (kind, name): await read_used_config(self.store, kind, inst.namespace, name)
+            for kind, name in sorted(inst.template.config_refs())
+        }
 
     def _facts(self) -> PodFacts:
         addresses = self.node.addresses

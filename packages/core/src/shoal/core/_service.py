@@ -68,7 +68,6 @@ from shoal.interfaces import (
     Workload,
     WorkloadSpec,
     config_map_key,
-    namespace_key,
     secret_key,
 )
 
@@ -77,9 +76,12 @@ from ._configs import (
     ConfigSpec,
     StoredConfig,
     check_immutable,
+    config_key,
     config_store_key,
     label_of,
     plan_config,
+    read_config,
+    read_used_config,
     rolls_on_config,
     stored_config,
     with_config_hash,
@@ -296,11 +298,8 @@ class ShoalService:
 
     async def _stored_config(self, spec: ConfigSpec) -> tuple[StoredConfig | None, int]:
         """Return the stored object of ``spec``'s kind and name and its revision (0: none)."""
-        kv = await self.store.get(config_store_key(spec))
-        if kv is None:
-            return None, 0
-        model: type[StoredConfig] = _STORED_MODELS[spec.kind]
-        return model.model_validate_json(kv.value), kv.mod_revision
+        namespace = "" if isinstance(spec, NamespaceSpec) else spec.namespace
+        return await read_config(self.store, spec.kind, namespace, spec.name)
 
     async def _rolled_by_config(
         self,
@@ -390,8 +389,8 @@ class ShoalService:
         namespace: str = "default",
     ) -> None:
         """Delete a ConfigMap, a Secret or an empty Namespace; see :class:`Service`."""
+        key = config_key(kind, namespace, name)
         if kind == "Namespace":
-            key = namespace_key(name)
             for prefix, what in (
                 (WORKLOADS, "workloads"),
                 (CONFIGMAPS, "configmaps"),
@@ -405,11 +404,6 @@ class ShoalService:
                     )
             ref = ObjectRef(kind="Namespace", name=name)
         else:
-            key = (
-                config_map_key(namespace, name)
-                if kind == "ConfigMap"
-                else secret_key(namespace, name)
-            )
             ref = ObjectRef(kind=kind, namespace=namespace, name=name)
         if await self.store.delete(key) is None:
             where = name if kind == "Namespace" else f"{namespace}/{name}"
@@ -885,13 +879,6 @@ class ShoalService:
         return await self.repo.record(obj, reason, message, self.actor, event_type=event_type)
 
 
-_STORED_MODELS: dict[str, type[StoredConfig]] = {
-    "ConfigMap": ConfigMap,
-    "Secret": Secret,
-    "Namespace": Namespace,
-}
-
-
 def _add_config(result: ApplyResult, value: StoredConfig) -> None:
     if isinstance(value, ConfigMap):
         result.config_maps.append(value)
@@ -914,14 +901,7 @@ class _ConfigLookup:
         spec = self.applying.get((namespace, kind, name))
         if spec is not None:
             return spec
-        key = (
-            config_map_key(namespace, name) if kind == "ConfigMap" else secret_key(namespace, name)
-        )
-        kv = await self.repo.store.get(key)
-        if kv is None:
-            return None
-        model = ConfigMap if kind == "ConfigMap" else Secret
-        return model.model_validate_json(kv.value).spec
+        return await read_used_config(self.repo.store, kind, namespace, name)
 
     async def refs(
         self, spec: WorkloadSpec
