@@ -15,9 +15,7 @@ it when the object appears.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ from shoal.interfaces import (
     SecretSpec,
     SecretVolume,
     Volume,
+    docker_credentials,
 )
 
 __all__ = [
@@ -278,20 +277,12 @@ def pull_credentials(inst: Instance, configs: Configs) -> dict[str, tuple[str, s
         secret = configs.get(("Secret", name))
         if not isinstance(secret, SecretSpec) or ".dockerconfigjson" not in secret.data:
             continue
-        auths = json.loads(secret.values()[".dockerconfigjson"]).get("auths", {})
-        for registry, entry in auths.items():
-            if not isinstance(entry, dict):
-                continue
-            host = registry.split("://", 1)[-1].split("/", 1)[0]
-            user, password = entry.get("username"), entry.get("password")
-            if (user is None or password is None) and entry.get("auth"):
-                try:
-                    decoded = base64.b64decode(str(entry["auth"]), validate=True).decode()
-                except ValueError:  # validated at apply; a value stored before is skipped
-                    continue
-                user, _, password = decoded.partition(":")
-            if user is not None and password is not None:
-                found.setdefault(host, (str(user), str(password)))
+        try:
+            credentials = docker_credentials(secret.values()[".dockerconfigjson"], name)
+        except ValueError:  # validated at apply; one stored before that is skipped
+            continue
+        for host, pair in credentials.items():
+            found.setdefault(host, pair)
     return found
 
 

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         SecretSpec,
         SecretView,
         check_config_key,
+        docker_credentials,
     )
     from ._datadir import DATA_DIR_LOCK, NODE_KEY_FILE, DataDirLock, agent_pid
     from ._documents import (
@@ -195,6 +196,7 @@ if TYPE_CHECKING:
     )
 
 _LAZY = {
+    "docker_credentials": "._config",
     "StoreWrapper": "._store",
     "CONFIG_KINDS": "._service",
     "ManifestSource": "._service",
@@ -573,6 +575,7 @@ __all__ = [
     "config_map_key",
     "describe_fields",
     "describe_validation_error",
+    "docker_credentials",
     "error_from_body",
     "event_id_of",
     "event_key",

@@ -37,6 +37,7 @@ __all__ = [
     "SecretSpec",
     "SecretView",
     "check_config_key",
+    "docker_credentials",
 ]
 
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -215,38 +216,57 @@ def _check_type(kind: str, values: dict[str, bytes], what: str) -> None:
                     "give the PEM text (-----BEGIN ...-----)"
                 )
     if kind == "kubernetes.io/dockerconfigjson":
-        try:
-            auths = json.loads(values[".dockerconfigjson"]).get("auths")
-        except (ValueError, AttributeError):
-            auths = None
-        if not isinstance(auths, dict):
-            raise ValueError(
-                f"{what} key '.dockerconfigjson' is not a Docker config: give JSON with an "
-                '"auths" mapping, e.g. {"auths": {"registry:5000": {"auth": "<base64 user:pass>"}}}'
-            )
-        for registry, entry in auths.items():
-            _check_registry_auth(what, str(registry), entry)
+        docker_credentials(values[".dockerconfigjson"], what)
 
 
-def _check_registry_auth(what: str, registry: str, entry: object) -> None:
-    """Refuse an ``auths`` entry a pull could not use; the message never shows its value."""
+def docker_credentials(config: bytes, what: str) -> dict[str, tuple[str, str]]:
+    """Return ``(user, password)`` by registry host from a Docker config (``.dockerconfigjson``).
+
+    A registry written as a URL (``https://registry:5000/v1/``) counts for its
+    host; the first entry for a host wins.
+
+    Raises:
+        ValueError: it is not a Docker config, or an entry a pull could not use
+            (naming ``what`` and the registry, never the value).
+
+    """
+    try:
+        auths = json.loads(config).get("auths")
+    except (ValueError, AttributeError):
+        auths = None
+    if not isinstance(auths, dict):
+        raise ValueError(
+            f"{what} key '.dockerconfigjson' is not a Docker config: give JSON with an "
+            '"auths" mapping, e.g. {"auths": {"registry:5000": {"auth": "<base64 user:pass>"}}}'
+        )
+    found: dict[str, tuple[str, str]] = {}
+    for registry, entry in auths.items():
+        host = str(registry).split("://", 1)[-1].split("/", 1)[0]
+        found.setdefault(host, _registry_auth(what, str(registry), entry))
+    return found
+
+
+def _registry_auth(what: str, registry: str, entry: object) -> tuple[str, str]:
+    """Return one ``auths`` entry's user and password, or refuse it without showing it."""
     fix = 'give {"auth": "<base64 of user:password>"} or {"username": ..., "password": ...}'
     if not isinstance(entry, dict):
         raise ValueError(f"{what}: the auths entry of {registry!r} is not a mapping: {fix}")
     if "username" in entry or "password" in entry:
-        if not isinstance(entry.get("username"), str) or not isinstance(entry.get("password"), str):
+        user, password = entry.get("username"), entry.get("password")
+        if not isinstance(user, str) or not isinstance(password, str):
             raise ValueError(f"{what}: the auths entry of {registry!r} needs both: {fix}")
-        return
+        return user, password
     auth = entry.get("auth")
     try:
-        user, colon, _ = base64.b64decode(str(auth), validate=True).decode().partition(":")
+        user, colon, password = base64.b64decode(str(auth), validate=True).decode().partition(":")
     except (binascii.Error, ValueError):
-        user, colon = "", ""
+        user, colon, password = "", "", ""
     if not isinstance(auth, str) or not colon or not user:
         raise ValueError(
             f"{what}: the auths entry of {registry!r} has no usable 'auth' (base64 of "
             f"user:password): {fix}"
         )
+    return user, password
 
 
 class NamespaceSpec(Spec):
