@@ -10,7 +10,11 @@ Routes, all under ``/ui``:
   and :mod:`._actions`), the live stream ``/ui/f/stream`` and log streams
   (:mod:`._streams`);
 * ``/ui/static/`` the stylesheet, the page script and the vendored
-  JavaScript with its licences.
+  JavaScript with its licences, gzipped and versioned (:mod:`._assets`).
+
+A page shell is ``shell.html``, or a template under ``templates/pages/``
+extending it for a page that loads scripts of its own (``{% block
+page_assets %}``: the instance page's usage charts).
 
 Every response carries a Content-Security-Policy that allows scripts from
 ``/ui/static`` only (no inline script, no eval) and connections to this
@@ -19,27 +23,23 @@ origin only.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
-from starlette.staticfiles import StaticFiles
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shoal.interfaces import NotFound, ShoalError, StatuszSource
 
 from ._actions import action_routes
+from ._assets import StaticAssets
 from ._auth import ActsAs, Authenticate, Enrol, error_response
 from ._fragments import fragment_routes
 from ._render import templates
 from ._streams import stream_routes
 
 __all__ = ["CONTENT_SECURITY_POLICY", "create_ui_app"]
-
-STATIC_DIR = Path(__file__).parent / "static"
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -107,7 +107,15 @@ async def page(request: Request) -> Response:
     if request.url.query:
         fragment += "?" + request.url.query
     context = {"title": _PAGES[section], "fragment": fragment, "section": section}
-    return templates.TemplateResponse(request, "shell.html", context)
+    return templates.TemplateResponse(request, _shell_for(rest), context)
+
+
+def _shell_for(rest: str) -> str:
+    """The template of the page ``/ui/<rest>``: one with scripts of its own extends shell.html."""
+    parts = rest.split("/")
+    if len(parts) == 3 and parts[0] == "instances":
+        return "pages/instance.html"
+    return "shell.html"
 
 
 async def to_overview(request: Request) -> Response:
@@ -147,7 +155,7 @@ def create_ui_app(
         statusz: The node's status (leader, uptime, store) for the overview.
     """
     routes: list[BaseRoute] = [
-        Mount("/ui/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
+        Route("/ui/static/{name:path}", StaticAssets(), methods=["GET", "HEAD"]),
         enrolment(enrol),
         *stream_routes(service, authenticate),
         *action_routes(service, authenticate),

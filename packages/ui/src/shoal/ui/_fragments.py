@@ -1,7 +1,7 @@
 """The read side: signed fragments under ``/ui/f/``, rendered for the caller's role.
 
 Each fragment is the body of one page; the parts that change live carry
-``hx-trigger="sse:changed"`` and re-fetch themselves when the stream says so.
+``hx-trigger="shoal:changed from:body"`` and re-fetch themselves when the stream says so.
 """
 
 from __future__ import annotations

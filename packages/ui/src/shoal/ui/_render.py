@@ -12,6 +12,8 @@ from starlette.templating import Jinja2Templates
 
 from shoal.interfaces import format_cpu
 
+from ._assets import static_url
+
 __all__ = ["fragment", "templates"]
 
 
@@ -48,6 +50,7 @@ _environment = Environment(
     lstrip_blocks=True,
 )
 _environment.filters.update(age=_age, bytes=_bytes, clock=_clock, cpu=format_cpu, percent=_percent)
+_environment.globals["static_url"] = static_url
 templates = Jinja2Templates(env=_environment)
 
 

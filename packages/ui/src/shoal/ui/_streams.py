@@ -3,7 +3,7 @@
 * ``/ui/f/stream``: server-sent events. After each burst of events recorded
   in the cluster (collected for :data:`COALESCE` seconds) it sends one
   ``event: changed`` naming the objects; the parts of a page marked
-  ``hx-trigger="sse:changed"`` re-fetch themselves. A comment line every
+  ``hx-trigger="shoal:changed from:body"`` re-fetch themselves. A comment line every
   :data:`HEARTBEAT` seconds keeps proxies from closing an idle stream.
 * ``/ui/f/instances/{namespace}/{name}/logs``: an instance's log as JSON
   lines (``LogLine``), following new lines with ``follow=true``.

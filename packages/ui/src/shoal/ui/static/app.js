@@ -6,8 +6,10 @@
 // signs: Content-Digest (sha-256) and ("@method" "@target-uri"
 // "content-digest") with created, keyid, alg and a fresh nonce. htmx decides
 // what to fetch and where it goes; the fetch itself happens here, signed
-// (htmx:confirm hands it over). Live updates come through fetch streaming,
-// since EventSource cannot sign.
+// (htmx:confirm hands it over). Live updates come through a signed fetch
+// stream, since EventSource cannot sign: each `changed` event is fired on
+// <body> as `shoal:changed`, which the live parts of a page listen to
+// (hx-trigger="shoal:changed from:body").
 "use strict";
 (function () {
   const DB_NAME = "shoal-ui";
@@ -144,12 +146,10 @@
     if (!first) { page.textContent = "No such page."; return; }
     if (!first.ok) { notify(await errorMessage(first), true); page.textContent = ""; return; }
     const html = await first.text();
-    page.setAttribute("hx-ext", "sse");
-    page.setAttribute("sse-connect", "/ui/f/stream");
+    followChanges();
     const content = document.createElement("div");
     content.id = "content";
     page.replaceChildren(content);
-    htmx.process(page); // opens the stream first: the fragment's live parts attach to it
     htmx.swap(content, html, { swapStyle: "innerHTML", swapDelay: 0, settleDelay: 0 });
   }
 
@@ -209,63 +209,50 @@
     }).catch((error) => notify("request failed: " + error, true));
   });
 
-  // --- live stream: an EventSource that signs ---------------------------
+  // --- streams: lines of a signed fetch, and the live stream -------------
 
-  class SignedEventSource extends EventTarget {
-    constructor(url) {
-      super();
-      this.url = url;
-      this.readyState = 0;
-      this.onopen = null;
-      this.onerror = null;
-      this.onmessage = null;
-      this.abort = new AbortController();
-      this.run();
+  // Yield the text of a streamed response cut at `separator` ("\n", or
+  // "\n\n" between server-sent events), as it arrives.
+  async function* chunks(response, separator) {
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += value;
+      let end;
+      while ((end = buffer.indexOf(separator)) >= 0) {
+        yield buffer.slice(0, end);
+        buffer = buffer.slice(end + separator.length);
+      }
     }
+  }
 
-    close() {
-      this.readyState = 2;
-      this.abort.abort();
-    }
-
-    dispatch(name, data) {
-      const event = new MessageEvent(name, { data });
-      if (name === "message" && this.onmessage) this.onmessage(event);
-      this.dispatchEvent(event);
-    }
-
-    async run() {
+  // One stream per page, for the life of the page; reopened with backoff
+  // (1 s doubling to 30 s) when it breaks, and the page's live parts are
+  // refreshed then, since changes may have been missed meanwhile.
+  let following = false;
+  async function followChanges() {
+    if (following) return;
+    following = true;
+    for (let opened = 0, delay = 1000; ; delay = Math.min(delay * 2, 30000)) {
       try {
-        const response = await signedFetch("GET", this.url, null, { signal: this.abort.signal });
-        if (!response.ok) throw new Error("stream refused: " + response.status);
-        this.readyState = 1;
-        if (this.onopen) this.onopen(new Event("open"));
-        const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-        let buffer = "";
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          buffer += value;
-          let end;
-          while ((end = buffer.indexOf("\n\n")) >= 0) {
-            const block = buffer.slice(0, end);
-            buffer = buffer.slice(end + 2);
-            let name = "message";
-            const data = [];
-            for (const line of block.split("\n")) {
-              if (line.startsWith("event:")) name = line.slice(6).trim();
-              else if (line.startsWith("data:")) data.push(line.slice(5).trimStart());
-            }
-            if (data.length) this.dispatch(name, data.join("\n"));
+        const response = await signedFetch("GET", "/ui/f/stream");
+        if (response.status === 401) { following = false; return; } // enrolment is showing
+        if (response.ok) {
+          if (opened++) htmx.trigger(document.body, "shoal:changed", { objects: [] });
+          delay = 500;
+          for await (const block of chunks(response, "\n\n")) {
+            const lines = block.split("\n");
+            if (!lines.includes("event: changed")) continue; // comments: connected, heartbeat
+            const data = lines.filter((line) => line.startsWith("data:")).map((line) => line.slice(5)).join("\n");
+            htmx.trigger(document.body, "shoal:changed", { objects: JSON.parse(data) });
           }
         }
       } catch (error) {
-        if (this.readyState === 2) return; // closed on purpose
+        // the network or the node went away: try again after the delay
       }
-      if (this.readyState !== 2) {
-        this.readyState = 2; // the sse extension reconnects a closed source, with backoff
-        if (this.onerror) this.onerror(new Event("error"));
-      }
+      await new Promise((resolve) => setTimeout(resolve, delay));
     }
   }
 
@@ -285,8 +272,8 @@
       const needle = filter.value.trim().toLowerCase();
       return !needle || text.toLowerCase().includes(needle);
     }
+    let visible = 0;
     function refreshCount() {
-      const visible = out.querySelectorAll(".line:not([hidden])").length;
       count.textContent = visible + " of " + lines.length + " lines";
     }
     function add(entry) {
@@ -296,6 +283,7 @@
       row.className = "line " + entry.stream;
       row.textContent = text;
       row.hidden = !shown(text);
+      if (!row.hidden) visible++;
       out.appendChild(row);
       if (!row.hidden) row.scrollIntoView({ block: "nearest" });
     }
@@ -304,22 +292,13 @@
       controller = new AbortController();
       out.replaceChildren();
       lines.length = 0;
+      visible = 0;
       const url = section.dataset.logs + "?tail=1000&follow=" + (follow.checked ? "true" : "false");
       try {
         const response = await signedFetch("GET", url, null, { signal: controller.signal });
         if (!response.ok) { notify(await errorMessage(response), true); return; }
-        const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-        let buffer = "";
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          buffer += value;
-          let end;
-          while ((end = buffer.indexOf("\n")) >= 0) {
-            const line = buffer.slice(0, end);
-            buffer = buffer.slice(end + 1);
-            if (line) add(JSON.parse(line));
-          }
+        for await (const line of chunks(response, "\n")) {
+          if (line) add(JSON.parse(line));
           refreshCount();
         }
       } catch (error) {
@@ -328,7 +307,11 @@
       refreshCount();
     }
     filter.addEventListener("input", () => {
-      for (const row of out.children) row.hidden = !shown(row.textContent);
+      visible = 0;
+      for (const row of out.children) {
+        row.hidden = !shown(row.textContent);
+        if (!row.hidden) visible++;
+      }
       refreshCount();
     });
     follow.addEventListener("change", read);
@@ -358,7 +341,6 @@
   window.shoalUi = { signedFetch, signHeaders, keyId: () => device && device.keyId };
 
   document.addEventListener("DOMContentLoaded", async () => {
-    htmx.createEventSource = (url) => new SignedEventSource(url);
     document.getElementById("enrol-retry").addEventListener("click", () => start());
     document.getElementById("enrol-code-form").addEventListener("submit", (evt) => {
       evt.preventDefault();
