@@ -4,6 +4,7 @@ The agent runs in this process, in a thread of its own (anyio's blocking
 portal), so that tests can write container log lines through its mock
 runtime; it is the same ``run_agent`` that ``shoal agent`` runs, serving HTTP
 on a free loopback port, and the ``shoal`` CLI reaches it from subprocesses.
+(tests/ui/test_runc.py runs a ``shoal agent --runtime runc`` process instead.)
 Chromium is Debian's, driven by Playwright through ``executable_path``
 (Playwright's own browser download cannot work here; scripts/system-deps.sh
 installs ``chromium``). Browser, contexts and agent are closed by the fixtures'
@@ -20,7 +21,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
@@ -49,6 +50,19 @@ template:
       resources:
         requests: {cpu: 100m, memory: 32Mi}
 """
+
+
+class Dashboard(Protocol):
+    """An agent serving the dashboard, as the browser fixtures need it."""
+
+    @property
+    def url(self) -> str:
+        """The agent's base URL (``http://127.0.0.1:PORT``)."""
+        ...
+
+    def authorize(self, key_id: str, public_key: str, role: str) -> None:
+        """Authorize a browser's key with ``role``, as the enrolment page says."""
+        ...
 
 
 @dataclass
@@ -155,7 +169,7 @@ class Enrolled:
     role: str
 
 
-def enrol(browser: Browser, agent: LiveAgent, role: str) -> Enrolled:
+def enrol(browser: Browser, agent: Dashboard, role: str) -> Enrolled:
     """Open the dashboard in a fresh context, authorize the key it shows, continue."""
     context = browser.new_context(accept_downloads=True)
     page = context.new_page()
@@ -209,7 +223,7 @@ class Pages:
     def __init__(self) -> None:
         self.opened: list[Page] = []
 
-    def open(self, enrolled: Enrolled, agent: LiveAgent, path: str) -> OpenPage:
+    def open(self, enrolled: Enrolled, agent: Dashboard, path: str) -> OpenPage:
         """Open ``path`` in the enrolled context and wait until its fragment is shown."""
         page = enrolled.context.new_page()
         self.opened.append(page)
