@@ -29,6 +29,7 @@ READ_TOOLS = {
     "get_logs",
     "explain_instance",
     "instance_stats",
+    "query_usage",
     "plan_workload",
     "plan_drain",
     "get_rollout",

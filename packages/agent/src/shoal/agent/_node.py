@@ -40,6 +40,7 @@ from shoal.core import (
     Repository,
     ShoalService,
     SystemClock,
+    UsageSampler,
     finish_deletions,
     report_survivors,
 )
@@ -61,6 +62,7 @@ from shoal.interfaces import (
     StateStore,
     Tag,
     Unavailable,
+    UsageHistory,
     Via,
     agent_pid,
 )
@@ -73,7 +75,16 @@ from shoal.runtime import (
     OciCliRuntime,
     pod_networking,
 )
-from shoal.state import KEYRING_FILE, EtcdStore, Keyring, MemoryStore, SealedStore, SqliteStore
+from shoal.state import (
+    KEYRING_FILE,
+    USAGE_FILE,
+    EtcdStore,
+    Keyring,
+    MemoryStore,
+    SealedStore,
+    SqliteStore,
+    SqliteUsageHistory,
+)
 
 from ._admission import admit_server
 from ._clustering import Clustering, advertised_host, read_secret
@@ -110,8 +121,15 @@ class ShoalNode:
         clustering: Clustering | None = None,
         image_manager: ImageManager | None = None,
         metrics: Metrics | None = None,
+        usage: UsageHistory | None = None,
     ) -> None:
         self.config = config
+        runs = config.role in (NodeRole.WORKER, NodeRole.BOTH)
+        self.usage: UsageHistory | None = (
+            usage if usage is not None or not runs else SqliteUsageHistory()
+        )
+        """The usage history of this node's instances (None on a server-only node, which
+        runs none); in memory unless given (:func:`build_node` keeps it in DATA_DIR/usage.db)."""
         self.metrics: Metrics = metrics if metrics is not None else PrometheusMetrics()
         """The node's metrics, served at the API's ``GET /metrics``."""
         self.measured: StateStore = (
@@ -130,7 +148,7 @@ class ShoalNode:
             self.measured,
             clock,
             # A CRI runtime's images are in its own store (image_manager), not an ImageStore.
-            local=LocalNode(node.name, runtime, image_manager or images),
+            local=LocalNode(node.name, runtime, image_manager or images, self.usage),
             remote=None if clustering is None else clustering.pods_of,
             members=cluster.members,
             remote_images=None if clustering is None else clustering.images_of,
@@ -158,6 +176,17 @@ class ShoalNode:
         self.node_loop = NodeLoop(
             node, self.measured, runtime, clock, resync=config.node_resync, metrics=self.metrics
         )
+        self.sampler: UsageSampler | None = None
+        """Samples this node's instances into :attr:`usage` every 10 s (None: no history)."""
+        if self.usage is not None:
+            loop = self.node_loop
+            self.sampler = UsageSampler(
+                node.name,
+                runtime,
+                self.usage,
+                clock,
+                lambda: [s.value for s in loop.instances.by_index("node", loop.name)],
+            )
         self.ready = anyio.Event()
         self._left = False
         self._loops: list[anyio.CancelScope] = []
@@ -207,6 +236,8 @@ class ShoalNode:
                         await tg.start(serve_grpc, self.clustering.grpc_addr, handlers)
                     if runs:
                         await tg.start(self._forever, "node loop", self.node_loop.run)
+                    if runs and self.sampler is not None:
+                        await tg.start(self._forever, "usage sampler", self.sampler.run)
                     elif self.clustering is not None:
                         # A server-only node runs no instances, but is listed with its role.
                         tg.start_soon(self.node_loop.register_when_reachable)
@@ -217,6 +248,9 @@ class ShoalNode:
                     self.ready.set()
                     task_status.started()
             finally:
+                if self.usage is not None:
+                    with anyio.CancelScope(shield=True):
+                        await self.usage.aclose()
                 if self.clustering is not None:
                     with anyio.CancelScope(shield=True):
                         await self.clustering.aclose()
@@ -462,6 +496,7 @@ def build_node(
         clustering=clustering,
         image_manager=image_manager,
         metrics=metrics,
+        usage=None if config.role == NodeRole.SERVER else SqliteUsageHistory(data_dir / USAGE_FILE),
     )
 
 

@@ -13,7 +13,9 @@ Routes (all JSON; errors are ``{"error": {"code", "message", "details"}}``)::
     DELETE /v1/workloads/{ns}/{name}                          operator
     GET    /v1/instances[?namespace=&workload=&node=]         viewer
     GET    /v1/instances/{ns}/{name}[/explain]                viewer
+    GET    /v1/instances/{ns}/{name}/stats[?range=]  (now; with range: usage history)  viewer
     GET    /v1/nodes, /v1/nodes/{name}                        viewer
+    GET    /v1/nodes/{name}/stats[?range=1h]  (usage history)  viewer
     GET    /v1/members   (gossip view of this node)           viewer
     GET    /v1/statusz   (version, uptime, role, leader, store, config)  viewer
     GET    /v1/audit[?limit=], /v1/audit/verify   (the hash-chained audit trail)  admin
@@ -64,6 +66,7 @@ from shoal.interfaces import (
     ShoalError,
     Statusz,
     StatuszSource,
+    UsageSeries,
     Via,
     Workload,
 )
@@ -369,8 +372,16 @@ def create_app(
         )
 
     @v1.get("/instances/{namespace}/{name}/stats", tags=["instances"])
-    async def stats(namespace: str, name: str, svc: Viewer) -> list[ContainerStats]:
-        """Resource use of a running instance's containers."""
+    async def stats(
+        namespace: str, name: str, svc: Viewer, range: str | None = None
+    ) -> list[ContainerStats] | UsageSeries:
+        """Resource use of a running instance's containers, now or over a range.
+
+        With ``range`` (15m, 1h, 6h or 24h), its usage history instead: CPU, memory and
+        restarts against its limits, kept by the node that runs it.
+        """
+        if range is not None:
+            return await svc.usage("instance", name, namespace, range=range)
         return await svc.stats(name, namespace)
 
     @v1.get("/images", tags=["images"])
@@ -407,6 +418,14 @@ def create_app(
     async def get_node(name: str, svc: Viewer) -> Node:
         """Get one node."""
         return await svc.get_node(name)
+
+    @v1.get("/nodes/{name}/stats", tags=["nodes"])
+    async def node_stats(name: str, svc: Viewer, range: str = "1h") -> UsageSeries:
+        """A node's usage history over ``range`` (15m, 1h, 6h or 24h).
+
+        Its instances' CPU, memory and restarts summed, against its capacity.
+        """
+        return await svc.usage("node", name, range=range)
 
     @v1.get("/members", tags=["nodes"])
     async def list_members(svc: Viewer) -> list[Member]:

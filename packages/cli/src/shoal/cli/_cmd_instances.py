@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated
 
@@ -13,6 +14,7 @@ from ._output import human_memory
 
 if TYPE_CHECKING:
     from shoal.client import ShoalClient
+    from shoal.interfaces import Instance, UsageStat
 
 Namespace = Annotated[str, typer.Option("--namespace", "-n", help="Namespace.")]
 
@@ -83,23 +85,65 @@ def exec_command(
     raise typer.Exit(code)
 
 
+SPARK_WIDTH = 30
+"""Most points a `shoal top --range` sparkline draws."""
+
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Sequence[int], ceiling: int) -> str:
+    """Draw ``values`` as unicode bars scaled to ``ceiling`` (a limit, else their maximum)."""
+    top = max(ceiling, *values, 1) if values else 1
+    return "".join(_BARS[min(len(_BARS) - 1, v * len(_BARS) // (top + 1))] for v in values)
+
+
+def _usage_cells(
+    stat: UsageStat, values: Sequence[int], limit: int, fmt: Callable[[int], str]
+) -> tuple[str, str]:
+    """Return the sparkline cell and the min/avg/max (of the limit) cell of one measure."""
+    of = f" / {fmt(limit)}" if limit else " (no limit)"
+    return (
+        sparkline(values, limit),
+        f"{fmt(stat.min)}/{fmt(stat.avg)}/{fmt(stat.max)}{of}",
+    )
+
+
 @app.command()
 def top(
     instance: Annotated[
         str | None, typer.Argument(help="One instance; all running by default.")
     ] = None,
     namespace: Namespace = "default",
+    range_: Annotated[
+        str | None,
+        typer.Option(
+            "--range",
+            help="Show the usage history over 15m, 1h, 6h or 24h (sparklines with "
+            "min/avg/max against limits) instead of the use now.",
+        ),
+    ] = None,
+    node: Annotated[
+        str | None, typer.Option("--node", help="With --range: the history of this node.")
+    ] = None,
 ) -> None:
-    """Show CPU, memory and process counts of running instances."""
+    """Show CPU, memory and process counts of running instances, now or over a range."""
     from shoal.interfaces import format_cpu
 
+    if node is not None and range_ is None:
+        range_ = "1h"
+
     async def call(shoal: ShoalClient) -> None:
-        if instance is not None:
+        if node is not None:
+            targets = []
+        elif instance is not None:
             targets = [await shoal.get_instance(instance, namespace)]
         else:
             targets = [i for i in await shoal.list_instances() if i.state.value == "running"]
         from rich.table import Table  # rich loads when a table is printed
 
+        if range_ is not None:
+            await _top_history(shoal, targets, node, range_)
+            return
         table = Table("NAMESPACE", "INSTANCE", "CONTAINER", "CPU", "MEMORY", "PIDS", box=None)
         for inst in targets:
             for stat in await shoal.stats(inst.name, inst.namespace):
@@ -114,3 +158,52 @@ def top(
         out.print(table if targets else "no running instances")
 
     run(lambda: with_client(call))
+
+
+async def _top_history(
+    shoal: ShoalClient, targets: Sequence[Instance], node: str | None, span: str
+) -> None:
+    """Print one row per instance (or the node): CPU and memory sparklines against limits."""
+    from rich.table import Table
+
+    from shoal.interfaces import format_cpu, summarize_usage
+
+    if node is not None:
+        series = [await shoal.usage("node", node, range=span)]
+    else:
+        series = [await shoal.usage("instance", i.name, i.namespace, range=span) for i in targets]
+    if not series:
+        out.print("no running instances")
+        return
+    table = Table(
+        "NAMESPACE" if node is None else "NODE",
+        "INSTANCE" if node is None else "",
+        f"CPU ({span})",
+        "MIN/AVG/MAX",
+        f"MEMORY ({span})",
+        "MIN/AVG/MAX",
+        "RESTARTS",
+        box=None,
+    )
+    for one in series:
+        summary = summarize_usage(one, SPARK_WIDTH)
+        if not summary.samples:
+            cpu = memory = ("(no samples yet)", "")
+        else:
+            cpu = _usage_cells(
+                summary.cpu_millicores,
+                [p.cpu_millicores for p in summary.points],
+                summary.cpu_limit_millicores,
+                format_cpu,
+            )
+            memory = _usage_cells(
+                summary.memory_bytes,
+                [p.memory_bytes for p in summary.points],
+                summary.memory_limit_bytes,
+                human_memory,
+            )
+        first = one.node if one.kind == "node" else one.namespace
+        table.add_row(
+            first, "" if one.kind == "node" else one.name, *cpu, *memory, str(summary.restarts)
+        )
+    out.print(table)

@@ -49,6 +49,8 @@ if TYPE_CHECKING:
         Node,
         ObjectRef,
         ObjectSpec,
+        UsageKind,
+        UsageSeries,
         Workload,
     )
 
@@ -265,6 +267,17 @@ class ShoalClient(ConfigCalls, AsyncClosing):
         return await self._call(
             "GET", f"/v1/instances/{namespace}/{name}/stats", list[interfaces.ContainerStats]
         )
+
+    async def usage(
+        self, kind: UsageKind, name: str, namespace: str = "default", *, range: str = "1h"
+    ) -> UsageSeries:
+        """Return the usage history of an instance or a node over ``range``."""
+        path = (
+            f"/v1/nodes/{name}/stats"
+            if kind == "node"
+            else f"/v1/instances/{namespace}/{name}/stats"
+        )
+        return await self._call("GET", path, interfaces.UsageSeries, params={"range": range})
 
     async def record_event(
         self,

@@ -19,6 +19,7 @@ from ._revisions import revision_of
 from ._scheduler import DefaultScheduler
 from ._service import LocalNode, ShoalService
 from ._shutdown import finish_deletions, report_survivors
+from ._usage import UsageSampler
 
 __all__ = [
     "LEADER_ELECTION",
@@ -40,6 +41,7 @@ __all__ = [
     "ShoalService",
     "Stored",
     "SystemClock",
+    "UsageSampler",
     "diff_fields",
     "finish_deletions",
     "report_survivors",

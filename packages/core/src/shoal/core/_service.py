@@ -64,9 +64,13 @@ from shoal.interfaces import (
     SecretView,
     StateStore,
     Unavailable,
+    UsageHistory,
+    UsageKind,
+    UsageSeries,
     Via,
     Workload,
     WorkloadSpec,
+    check_usage_range,
     config_map_key,
     secret_key,
 )
@@ -91,6 +95,7 @@ from ._jobs import refuse_job_template_change
 from ._plan import make_plan, plan_change
 from ._repo import EVENTS, Repository, Stored, decoder_of, node_key, workload_key
 from ._revisions import first_revision, revision_of, template_hash, with_template
+from ._usage import limits_of, read_usage
 
 __all__ = ["LocalNode", "ShoalService"]
 
@@ -109,6 +114,8 @@ class LocalNode:
     name: str
     runtime: ContainerRuntime
     images: ImageManager | None = None
+    usage: UsageHistory | None = None
+    """The node's usage history (None: it keeps none, e.g. a server-only node)."""
 
 
 class ShoalService:
@@ -680,6 +687,45 @@ class ShoalService:
         """Return the resource use of a running instance's containers."""
         runtime, inst, _ = await self._running_pod(name, namespace, None)
         return list(await runtime.stats(inst.uid))
+
+    async def usage(
+        self, kind: UsageKind, name: str, namespace: str = "default", *, range: str = "1h"
+    ) -> UsageSeries:
+        """Return the usage history of an instance or a node; see :class:`Service`."""
+        span = check_usage_range(range)
+        if kind == "node":
+            node = await self.get_node(name)
+            limits = (int(node.capacity.cpu), int(node.capacity.memory))
+            return await read_usage(
+                self._usage_on(node.name), kind, name, "", node.name, span, self.clock.now(), limits
+            )
+        inst = await self.get_instance(name, namespace)
+        if inst.node is None:  # never placed: nothing sampled it
+            return UsageSeries(kind=kind, name=name, namespace=namespace, range=span)
+        return await read_usage(
+            self._usage_on(inst.node),
+            kind,
+            name,
+            namespace,
+            inst.node,
+            span,
+            self.clock.now(),
+            limits_of(inst),
+        )
+
+    def _usage_on(self, node: str) -> UsageHistory:
+        """Return the usage history that ``node`` keeps.
+
+        Raises:
+            Unavailable: it is another node's, or this node keeps none.
+        """
+        if self.local is not None and node == self.local.name and self.local.usage is not None:
+            return self.local.usage
+        raise Unavailable(
+            f"the usage history of node {node} is kept on that node: run the command "
+            "against that node's agent",
+            node=node,
+        )
 
     def _images(self) -> ImageManager:
         if self.local is None or self.local.images is None:

@@ -21,6 +21,7 @@ from ._event import Event, EventType, ObjectRef
 from ._instance import Instance, ScheduleFailure
 from ._node import Node
 from ._runtime import ContainerStats, ExecResult, ImageInfo, ImageProgress, LogLine
+from ._usage import UsageKind, UsageSeries
 from ._workload import Workload, WorkloadSpec
 
 ObjectSpec = WorkloadSpec | ConfigMapSpec | SecretSpec | NamespaceSpec
@@ -382,6 +383,21 @@ class Service(Protocol):
         Raises:
             NotFound: no such instance.
             Conflict: the instance is not running.
+        """
+        ...
+
+    async def usage(
+        self, kind: UsageKind, name: str, namespace: str = "default", *, range: str = "1h"
+    ) -> UsageSeries:
+        """Return the usage history of an instance or a node over ``range`` (15m, 1h, 6h, 24h).
+
+        An instance's history is kept by the node that runs it; one never
+        started has an empty series. ``namespace`` is ignored for a node.
+
+        Raises:
+            InvalidInput: ``range`` is not one of USAGE_RANGES (the message lists them).
+            NotFound: no such instance or node.
+            Unavailable: the node keeping it cannot be reached, or keeps no history.
         """
         ...
 

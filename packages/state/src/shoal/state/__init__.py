@@ -14,6 +14,8 @@ an event, leases, and leader election on leases.
   share state and elect one leader; revisions and leases are etcd's own.
 * :class:`SealedStore` — wraps any of them so that Secrets are stored
   encrypted (AES-256-GCM, keys in a :class:`Keyring` in the data dir).
+* :class:`SqliteUsageHistory` — not a StateStore: a node's bounded usage
+  history (``shoal.interfaces.UsageHistory``) in ``DATA_DIR/usage.db``.
 
 All are async context managers::
 
@@ -37,6 +39,7 @@ from ._keys import ELECTION_PREFIX
 from ._memory import MemoryStore
 from ._sealed import KEYRING_FILE, Keyring, SealedStore
 from ._sqlite import DEFAULT_RECENT_HISTORY, SqliteStore
+from ._usage import USAGE_FILE, SqliteUsageHistory
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -45,9 +48,11 @@ __all__ = [
     "DEFAULT_RECENT_HISTORY",
     "ELECTION_PREFIX",
     "KEYRING_FILE",
+    "USAGE_FILE",
     "EtcdStore",
     "Keyring",
     "MemoryStore",
     "SealedStore",
     "SqliteStore",
+    "SqliteUsageHistory",
 ]

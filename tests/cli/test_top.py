@@ -1,0 +1,113 @@
+"""`shoal top --range`: the real CLI, as a fresh process, charting a live node's usage history."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import pytest
+
+from shoal.api import RequestVerifier, bind, create_app, serve_api
+from shoal.client import AuthorizedKey, AuthorizedKeys, ShoalClient, init_keypair
+from shoal.core import (
+    ControlLoop,
+    DefaultScheduler,
+    LocalNode,
+    NodeLoop,
+    ShoalService,
+    SystemClock,
+    UsageSampler,
+)
+from shoal.interfaces import Capacity, ContainerStats, InstanceState, Node, Role
+from shoal.runtime import MockRuntime
+from shoal.state import MemoryStore, SqliteUsageHistory
+from tests.shoal_cli import run_shoal
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+LIMITED = {
+    "name": "web",
+    "replicas": 1,
+    "template": {
+        "containers": [
+            {
+                "name": "main",
+                "image": "busybox",
+                "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}},
+            }
+        ]
+    },
+}
+
+
+@dataclass
+class Agent:
+    env: dict[str, str]
+    client: ShoalClient
+    runtime: MockRuntime
+    sampler: UsageSampler
+
+    async def shoal(self, *args: str, check: bool = True) -> tuple[int, str, str]:
+        done = await anyio.to_thread.run_sync(lambda: run_shoal(self.env, *args, check=check))
+        return done.returncode, done.stdout, done.stderr
+
+
+@pytest.fixture
+async def agent(tmp_path: Path) -> AsyncIterator[Agent]:
+    home = tmp_path / "home"
+    pair = init_keypair(home, "operator@test")
+    keys = AuthorizedKeys({pair.key_id: AuthorizedKey(Role.OPERATOR, pair.key_id, pair.verify_key)})
+    clock = SystemClock()
+    capacity = Capacity.model_validate({"cpu": "2", "memory": "1Gi"})
+    node = Node(name="n1", capacity=capacity, allocatable=capacity)
+    runtime = MockRuntime(clock)
+    async with (
+        MemoryStore(clock=clock) as store,
+        SqliteUsageHistory() as history,
+        anyio.create_task_group() as tg,
+    ):
+        service = ShoalService(store, clock, local=LocalNode("n1", runtime, None, history))
+        loop = NodeLoop(node, store, runtime, clock)
+        await tg.start(ControlLoop(store, DefaultScheduler(), clock).run)
+        await tg.start(loop.run)
+        sampler = UsageSampler(
+            "n1", runtime, history, clock, lambda: [s.value for s in loop.instances.values()]
+        )
+        app = create_app(service, RequestVerifier(keys.lookup))
+        port = await tg.start(serve_api, app, bind("127.0.0.1:0"))
+        url = f"http://127.0.0.1:{port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
+        env.update(SHOAL_HOME=str(home), SHOAL_SERVER=url)
+        async with ShoalClient(url, pair) as client:
+            yield Agent(env, client, runtime, sampler)
+        tg.cancel_scope.cancel()
+
+
+async def test_top_range_charts_each_instance_against_its_limits(agent: Agent) -> None:
+    await agent.client.apply_documents([LIMITED])
+    with anyio.fail_after(10):  # polled: the node loop writes the state, no event to wait on
+        while True:
+            instances = await agent.client.list_instances()
+            if instances and instances[0].state == InstanceState.RUNNING:
+                break
+            await anyio.sleep(0.05)
+    agent.runtime.set_stats("main", ContainerStats(name="main", cpu_millicores=250))
+    await agent.sampler.sample_once()
+
+    _, stdout, _ = await agent.shoal("top", "--range", "15m")
+    header, row = stdout.splitlines()
+    assert header.split()[:3] == ["NAMESPACE", "INSTANCE", "CPU"]
+    assert row.split()[:2] == ["default", instances[0].name]
+    assert "250m/250m/250m / 500m" in row  # min/avg/max against the limit
+    assert "█" not in row and "▄" in row  # half the limit: a half-height bar
+
+    _, stdout, _ = await agent.shoal("top", "--node", "n1", "--range", "1h")
+    assert "n1" in stdout and "/ 2" in stdout  # against the node's 2 CPUs
+
+    code, _, stderr = await agent.shoal("top", "--range", "2d", check=False)
+    assert code != 0
+    assert "15m, 1h, 6h, 24h" in stderr
+    assert "Traceback" not in stderr

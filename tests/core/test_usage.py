@@ -1,0 +1,189 @@
+"""The usage sampler and history.
+
+It fills at 10 s, rolls up to 1 min, prunes by age and stays under its cap;
+the service reads it against the instance's limits.
+"""
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import anyio
+import pytest
+from anyio import wait_all_tasks_blocked
+
+from shoal.core import LocalNode, NodeLoop, ShoalService, UsageSampler
+from shoal.interfaces import (
+    USAGE_COARSE_KEEP,
+    USAGE_FINE_KEEP,
+    USAGE_FINE_STEP,
+    USAGE_RANGES,
+    ContainerStats,
+    InvalidInput,
+    Unavailable,
+    UsageSample,
+    WorkloadSpec,
+    summarize_usage,
+)
+from shoal.state import SqliteUsageHistory
+from tests.core.support import Cluster
+
+pytestmark = pytest.mark.anyio
+
+LIMITED = {
+    "name": "web",
+    "replicas": 2,
+    "template": {
+        "containers": [
+            {
+                "name": "main",
+                "image": "busybox",
+                "resources": {"limits": {"cpu": "500m", "memory": "128Mi"}},
+            }
+        ]
+    },
+}
+
+
+def sampler_for(loop: NodeLoop, history: SqliteUsageHistory, cluster: Cluster) -> UsageSampler:
+    return UsageSampler(
+        loop.name,
+        cluster.runtimes[loop.name],
+        history,
+        cluster.clock,
+        lambda: [s.value for s in loop.instances.by_index("node", loop.name)],
+    )
+
+
+async def running(cluster: Cluster) -> NodeLoop:
+    loop = await cluster.add_node("n1")
+    await cluster.service.apply([WorkloadSpec.model_validate(LIMITED)])
+    await cluster.settle()
+    return loop
+
+
+async def rounds(sampler: UsageSampler, clock_advance: float, count: int) -> None:
+    for _ in range(count):
+        await sampler.sample_once()
+        sampler.clock.advance(clock_advance)  # type: ignore[attr-defined]
+
+
+async def test_sampler_fills_at_10s_and_rolls_whole_minutes_up(cluster: Cluster) -> None:
+    loop = await running(cluster)
+    runtime = cluster.runtimes["n1"]
+    names = sorted(i.name for i in await cluster.service.list_instances())
+    async with SqliteUsageHistory() as history:
+        sampler = sampler_for(loop, history, cluster)
+        runtime.set_stats("main", ContainerStats(name="main", cpu_millicores=100, memory_bytes=10))
+        await rounds(sampler, USAGE_FINE_STEP, 3)  # 00:00:00 .. 00:00:20
+        runtime.set_stats("main", ContainerStats(name="main", cpu_millicores=200, memory_bytes=30))
+        await rounds(sampler, USAGE_FINE_STEP, 9)  # 00:00:30 .. 00:01:50
+
+        step, fine = await history.query(
+            "instance", f"default/{names[0]}", "15m", cluster.clock.now()
+        )
+        assert step == 10
+        assert [p.cpu_millicores for p in fine] == [100] * 3 + [200] * 9
+        assert fine[1].at - fine[0].at == timedelta(seconds=10)
+
+        step, coarse = await history.query(
+            "instance", f"default/{names[0]}", "6h", cluster.clock.now()
+        )
+        assert step == 60
+        # the first minute rolled up (average of 3 x 100 and 3 x 200), the second from its samples
+        assert [(p.cpu_millicores, p.memory_bytes) for p in coarse] == [(150, 20), (200, 30)]
+
+        # the node's series sums its two instances
+        _, node = await history.query("node", "n1", "15m", cluster.clock.now())
+        assert [p.cpu_millicores for p in node][-1] == 400
+
+        series = await ShoalService(
+            cluster.store, cluster.clock, local=LocalNode("n1", runtime, None, history)
+        ).usage("instance", names[0], range="1h")
+        assert (series.node, series.cpu_limit_millicores, series.memory_limit_bytes) == (
+            "n1",
+            500,
+            128 * 1024**2,
+        )
+        summary = summarize_usage(series)
+        assert (summary.cpu_millicores.min, summary.cpu_millicores.max) == (100, 200)
+        assert summary.cpu_peak_of_limit == 0.4
+        assert summary.samples == 12
+
+
+async def test_history_prunes_by_age(cluster: Cluster) -> None:
+    loop = await running(cluster)
+    cluster.runtimes["n1"].set_stats("main", ContainerStats(name="main", cpu_millicores=5))
+    async with SqliteUsageHistory() as history:
+        sampler = sampler_for(loop, history, cluster)
+        # 90 minutes at one round a minute, then 70 minutes at 10 s: fine rows keep one hour
+        await rounds(sampler, 60, 90)
+        await rounds(sampler, USAGE_FINE_STEP, 6 * 70)
+        now = cluster.clock.now()
+        _, fine = await history.query("node", "n1", "1h", now)
+        assert len(fine) <= USAGE_FINE_KEEP // USAGE_FINE_STEP
+        assert fine[0].at >= now - timedelta(seconds=USAGE_FINE_KEEP)
+        _, day = await history.query("node", "n1", "24h", now)
+        assert len(day) == 90 + 70  # one point a minute for the whole 160 minutes
+
+        cluster.clock.advance(USAGE_COARSE_KEEP)
+        await sampler.sample_once()  # a day later: everything before is gone
+        assert await history.rows() == 3  # this round's two instances and the node
+
+
+async def test_history_stays_under_its_cap() -> None:
+    cap = 1_000
+    async with SqliteUsageHistory(cap=cap) as history:
+        start = when = datetime(2026, 1, 1, tzinfo=UTC)
+        for round_ in range(60):  # 50 instances x 60 rounds: 3,000 rows offered
+            when = start + timedelta(seconds=USAGE_FINE_STEP * round_)
+            await history.record(
+                [
+                    UsageSample(kind="instance", key=f"default/web-{i}", at=when, cpu_millicores=i)
+                    for i in range(50)
+                ]
+            )
+            assert await history.rows() <= cap
+        assert await history.rows() > cap // 2  # pruned in batches to 95 %, not emptied
+        # the newest samples are the ones kept
+        _, points = await history.query("instance", "default/web-7", "15m", when)
+        assert points[-1].at == when
+        assert points[0].at > start  # the oldest went first
+
+
+async def test_sampler_runs_on_the_clock_and_the_file_survives_a_reopen(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    loop = await running(cluster)
+    path = tmp_path / "usage.db"
+    async with SqliteUsageHistory(path) as history:
+        sampler = sampler_for(loop, history, cluster)
+        async with anyio.create_task_group() as tg:
+            await tg.start(sampler.run)
+            for expected in (1, 2, 3):
+                await wait_all_tasks_blocked()
+                cluster.clock.advance(USAGE_FINE_STEP)
+                with anyio.fail_after(10):
+                    while sampler.rounds < expected:
+                        await wait_all_tasks_blocked()
+            tg.cancel_scope.cancel()
+    async with SqliteUsageHistory(path) as reopened:
+        _, points = await reopened.query("node", "n1", "15m", cluster.clock.now())
+        assert len(points) == 3
+
+
+async def test_service_refuses_a_bad_range_and_another_nodes_history(cluster: Cluster) -> None:
+    await running(cluster)
+    await cluster.add_node("n2")
+    async with SqliteUsageHistory() as history:
+        service = ShoalService(
+            cluster.store,
+            cluster.clock,
+            local=LocalNode("n2", cluster.runtimes["n2"], None, history),
+        )
+        with pytest.raises(InvalidInput) as bad:
+            await service.usage("node", "n2", range="2h")
+        assert all(r in str(bad.value) for r in USAGE_RANGES)
+        with pytest.raises(Unavailable, match="node n1"):
+            await service.usage("node", "n1")
+        node = await service.usage("node", "n2", range="24h")
+        assert (node.step_seconds, node.points, node.cpu_limit_millicores) == (60, [], 4000)
