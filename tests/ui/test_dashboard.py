@@ -91,9 +91,12 @@ def test_shoal_scale_in_a_subprocess_shows_on_an_open_page_within_a_second(
     page = opened.page
     expect(page.locator(".desired")).to_have_text("2")
     expect(page.locator(".ready")).to_have_text("2/2")
+    replicas = page.locator("form.scale input[name=replicas]")
+    replicas.fill("7")  # being typed when the change arrives
     agent.cli("scale", "web", "3")
     expect(page.locator(".desired")).to_have_text("3", timeout=1000)
     expect(page.locator(".ready")).to_have_text("3/3")
+    expect(replicas).to_have_value("7")  # the live refresh left the form alone
     # And back, from the page itself.
     page.fill("form.scale input[name=replicas]", "2")
     page.click("form.scale button")
