@@ -30,6 +30,7 @@ READ_TOOLS = {
     "explain_instance",
     "instance_stats",
     "query_usage",
+    "get_trace",
     "plan_workload",
     "plan_drain",
     "get_rollout",

@@ -14,7 +14,7 @@ from collections.abc import Callable, Generator
 
 import httpx
 
-from shoal.interfaces import VIA_HEADER, InvalidInput
+from shoal.interfaces import TRACEPARENT_HEADER, VIA_HEADER, InvalidInput
 
 from ._digest import content_digest
 from ._httpsig import RequestParts, SignatureError, SignatureParams, sign_request
@@ -26,7 +26,8 @@ Clock = Callable[[], float]
 """Seconds since the epoch, like ``time.time``."""
 
 CLIENT_COMPONENTS = ("@method", "@target-uri", "content-digest")
-"""What :class:`SignedAuth` covers, and :data:`~shoal.interfaces.VIA_HEADER` when sent."""
+"""What :class:`SignedAuth` covers, and :data:`~shoal.interfaces.VIA_HEADER` and
+:data:`~shoal.interfaces.TRACEPARENT_HEADER` when sent."""
 
 
 def _new_nonce() -> str:
@@ -71,6 +72,8 @@ class SignedAuth(httpx.Auth):
         components: tuple[str, ...] = CLIENT_COMPONENTS
         if VIA_HEADER in request.headers:
             components = (*components, VIA_HEADER)
+        if TRACEPARENT_HEADER in request.headers:
+            components = (*components, TRACEPARENT_HEADER)
         try:
             signed = sign_request(
                 parts, components, params, self._keypair.signing_key, label=self._label

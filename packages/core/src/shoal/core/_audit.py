@@ -16,7 +16,9 @@ seen against a head hash recorded elsewhere (``shoal audit verify`` prints it).
 :func:`audited` wraps a service method so that every call ends in an entry:
 the caller's key and door, the method as the verb, the object named by the
 call's arguments (names only: a Secret's data never enters the trail), and
-``ok`` or the error code. A dry run changes nothing and is not recorded.
+``ok`` or the error code, and the trace the call ran in. A dry run changes
+nothing and is not recorded. Every call, dry runs too, is a span named
+``shoal.<verb>``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import anyio
+from opentelemetry.trace import Status, StatusCode
 
 from shoal.interfaces import (
     AUDIT_ENTRIES,
@@ -47,6 +50,8 @@ from shoal.interfaces import (
     audit_hash,
     audit_key,
 )
+
+from ._tracing import TRACER, origin_trace_id
 
 __all__ = ["AuditLog", "audited"]
 
@@ -211,15 +216,27 @@ def audited(verb: str, kind: str) -> Callable[[_Method[S, P, R]], _Method[S, P, 
             bound = signature.bind(service, *args, **kwargs)
             bound.apply_defaults()
             arguments = bound.arguments
+            obj = _object_of(kind, arguments)
+            attributes: dict[str, str | bool] = {
+                "shoal.object": obj,
+                "shoal.actor": service.actor.id,
+                "shoal.via": str(service.actor.via),
+            }
             if arguments.get("dry_run") is True:
-                return await method(service, *args, **kwargs)
-            try:
-                result = await method(service, *args, **kwargs)
-            except ShoalError as exc:
-                await _record(service, verb, _object_of(kind, arguments), exc.code)
-                raise
-            await _record(service, verb, _object_of(kind, arguments), "ok")
-            return result
+                attributes["shoal.dry_run"] = True
+                with TRACER.start_as_current_span(f"shoal.{verb}", attributes=attributes):
+                    return await method(service, *args, **kwargs)
+            with TRACER.start_as_current_span(
+                f"shoal.{verb}", attributes=attributes, record_exception=False
+            ) as span:
+                try:
+                    result = await method(service, *args, **kwargs)
+                except ShoalError as exc:
+                    span.set_status(Status(StatusCode.ERROR, exc.code))
+                    await _record(service, verb, obj, exc.code)
+                    raise
+                await _record(service, verb, obj, "ok")
+                return result
 
         return call
 
@@ -228,7 +245,7 @@ def audited(verb: str, kind: str) -> Callable[[_Method[S, P, R]], _Method[S, P, 
 
 async def _record(service: _Audited, verb: str, obj: str, outcome: str) -> None:
     try:
-        await service.audit.append(service.actor, verb, obj, outcome)
+        await service.audit.append(service.actor, verb, obj, outcome, trace_id=origin_trace_id())
     except ShoalError as exc:
         log.error("audit entry of %s %s by %s not written: %s", verb, obj, service.actor.id, exc)
 

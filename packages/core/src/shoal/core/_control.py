@@ -96,6 +96,7 @@ from ._repo import (
     workload_key,
 )
 from ._revisions import revision_of, with_template
+from ._tracing import MAX_LINKS, linked_span, serving, traced
 from ._workqueue import WorkQueue
 
 __all__ = ["ControlLoop"]
@@ -110,6 +111,11 @@ BATCH = 256
 
 def _workload_of(stored: Stored[Instance]) -> str:
     return f"{stored.value.namespace}/{stored.value.workload}"
+
+
+def _cause(decision: Decision) -> str | None:
+    """The request a decision's writes serve: the one that last changed its workload."""
+    return None if decision.workload is None else decision.workload.value.trace_context
 
 
 def _offers_changed(old: Node, new: Node) -> bool:
@@ -354,7 +360,22 @@ class ControlLoop:
         return await self._reconcile(keys)
 
     async def _reconcile(self, keys: Sequence[str]) -> set[str]:
-        """Reconcile ``keys`` against the caches as they are (see :meth:`reconcile`)."""
+        """Reconcile ``keys`` against the caches as they are (see :meth:`reconcile`).
+
+        The batch is one span, the root of its own trace, linked to the
+        requests that last changed its workloads; each workload's writes and
+        events are done on behalf of its request (:func:`serving`).
+        """
+        causes = []
+        for key in keys[: MAX_LINKS * 4]:
+            namespace, name = key.split("/", 1)
+            stored = self.workloads.get(workload_key(namespace, name))
+            if stored is not None and stored.value.trace_context:
+                causes.append(stored.value.trace_context)
+        with linked_span("shoal.reconcile", causes, {"shoal.workloads": len(keys)}):
+            return await self._reconcile_batch(keys)
+
+    async def _reconcile_batch(self, keys: Sequence[str]) -> set[str]:
         self.passes += 1
         self.reconciled += len(keys)
         nodes = {stored.value.name: stored.value for stored in self.nodes.values()}
@@ -388,7 +409,8 @@ class ControlLoop:
 
         apply = _Applier(self)
         for key, decision in decisions:
-            await apply.ops(key, decision.ops.values())
+            with serving(_cause(decision)):
+                await apply.ops(key, decision.ops.values())
         created: list[tuple[str, Instance]] = []
         statuses: list[tuple[str, Stored[Workload], WorkloadStatus]] = []
         for key, decision in decisions:
@@ -396,31 +418,32 @@ class ControlLoop:
             if stored_workload is None:
                 self.waiting.discard(key)
                 continue
-            if decision.delete_workload:
-                self.waiting.discard(key)
-                await apply.delete_workload(key, stored_workload)
-                continue
-            if decision.expire:
-                await apply.expire(key, stored_workload)
-                continue
-            new = functools.partial(factory.new, stored_workload.value)
-            settled = settle(decision, placements, new, now)
-            await apply.ops(key, settled.ops)
-            await apply.notes(decision.notes)
-            if settled.recheck is not None:
-                self.queue.add_after(key, settled.recheck)
-            created.extend((key, inst) for inst in settled.created)
-            await apply.notes(settled.notes)
-            if settled.unschedulable is None:
-                self.waiting.discard(key)
-            else:
-                self.waiting.add(key)
-            if settled.revert_to is not None:
-                await apply.revert(key, stored_workload, settled.revert_to, now)
-            elif decision.promote:
-                await apply.promote(key, stored_workload)
-            elif settled.status is not None:
-                statuses.append((key, stored_workload, settled.status))
+            with serving(stored_workload.value.trace_context):
+                if decision.delete_workload:
+                    self.waiting.discard(key)
+                    await apply.delete_workload(key, stored_workload)
+                    continue
+                if decision.expire:
+                    await apply.expire(key, stored_workload)
+                    continue
+                new = functools.partial(factory.new, stored_workload.value)
+                settled = settle(decision, placements, new, now)
+                await apply.ops(key, settled.ops)
+                await apply.notes(decision.notes)
+                if settled.recheck is not None:
+                    self.queue.add_after(key, settled.recheck)
+                created.extend((key, inst) for inst in settled.created)
+                await apply.notes(settled.notes)
+                if settled.unschedulable is None:
+                    self.waiting.discard(key)
+                else:
+                    self.waiting.add(key)
+                if settled.revert_to is not None:
+                    await apply.revert(key, stored_workload, settled.revert_to, now)
+                elif decision.promote:
+                    await apply.promote(key, stored_workload)
+                elif settled.status is not None:
+                    statuses.append((key, stored_workload, settled.status))
         await apply.create(created)
         for key, stored_workload, status in statuses:
             await apply.status(key, stored_workload, status)
@@ -431,7 +454,8 @@ class ControlLoop:
     def _place(self, requests: list[PlacementRequest], nodes: list[Node]) -> Placements:
         """Run the scheduler once, recording its duration and how many it placed."""
         began = time.perf_counter()
-        placements = self.scheduler.place(requests, nodes, self.usage)
+        with traced("shoal.schedule", {"shoal.requests": len(requests), "shoal.nodes": len(nodes)}):
+            placements = self.scheduler.place(requests, nodes, self.usage)
         self.metrics.observe(Catalogue.SCHEDULING_DURATION, time.perf_counter() - began)
         if placements.assigned:
             self.metrics.inc(

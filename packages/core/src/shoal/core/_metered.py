@@ -8,6 +8,10 @@ the errors, the results and the attributes of the wrapped part are its own
 A lost compare-and-swap (:class:`~shoal.interfaces.RevisionConflict`) and a
 missing pod or key (:class:`~shoal.interfaces.NotFound`) are answers, not
 failures.
+
+Inside a recorded span (a request, a node's start of an instance) each call
+is also a child span, ``store.<operation>`` or ``runtime.<operation>``; a
+failure marks it failed, an answer (a lost CAS, a missing key) does not.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
+
+from opentelemetry.trace import Status, StatusCode
 
 from shoal.interfaces import (
     Catalogue,
@@ -44,6 +50,8 @@ from shoal.interfaces import (
     WatchEvent,
 )
 
+from ._tracing import traced
+
 __all__ = ["MeteredRuntime", "MeteredStore"]
 
 T = TypeVar("T")
@@ -58,17 +66,21 @@ async def _timed(
     failures: MetricSpec,
     operation: str,
     call: Awaitable[T],
+    span: str,
 ) -> T:
     began = time.perf_counter()
-    try:
-        return await call
-    except _ANSWERS:
-        raise
-    except Exception:
-        metrics.inc(failures, operation)
-        raise
-    finally:
-        metrics.observe(duration, time.perf_counter() - began, operation)
+    with traced(span) as recording:
+        try:
+            return await call
+        except _ANSWERS:
+            raise
+        except Exception as exc:
+            metrics.inc(failures, operation)
+            if recording is not None:
+                recording.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            raise
+        finally:
+            metrics.observe(duration, time.perf_counter() - began, operation)
 
 
 class _Wrapper:
@@ -118,6 +130,7 @@ class MeteredStore(_Wrapper):
             Catalogue.STORE_FAILURES,
             operation,
             call,
+            f"store.{operation}",
         )
 
     async def get(self, key: str) -> KeyValue | None:
@@ -217,6 +230,7 @@ class MeteredRuntime(_Wrapper):
             Catalogue.RUNTIME_FAILURES,
             operation,
             call,
+            f"runtime.{operation}",
         )
 
     def logs(

@@ -11,6 +11,7 @@ from typing import Any
 from shoal.interfaces import PLACED_STATES, Instance, InstanceState, NodeUsage, Workload
 
 from ._restarts import should_restart
+from ._tracing import current_traceparent
 
 __all__ = ["InstanceFactory", "UsageIndex"]
 
@@ -142,6 +143,8 @@ class InstanceFactory:
                 template=workload.spec.template,
                 restart_policy=workload.spec.restart_policy,
                 created_at=self.now,
+                # The request that caused it, or (none recorded) the reconcile making it.
+                trace_context=workload.trace_context or current_traceparent(),
             )
             self._prototypes[workload.key] = proto
         return proto.model_copy(

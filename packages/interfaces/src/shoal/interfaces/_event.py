@@ -89,3 +89,6 @@ class Event(Model):
     """Who did it."""
     details: dict[str, str] = Field(default_factory=dict)
     """Extra context (e.g. arguments of a call, secrets redacted)."""
+    trace_id: str | None = None
+    """The trace of the request whose work this event records (see ``get_trace``): the
+    request's own trace, also for what its controllers did later; None without tracing."""

@@ -40,6 +40,7 @@ INSTANCE_STATUS_FIELDS = (
     "started_at",
     "finished_at",
     "not_before",
+    "start_trace_id",
 )
 """The fields of an instance its node reports, and the only ones a worker may write.
 
@@ -47,7 +48,8 @@ A contract between the node loop (``shoal.core``, which reports them) and the
 servers' worker scope (``shoal.cluster``, which refuses any other change).
 ``Instance.transition`` sets state, reason and message; the reports add ready,
 exit_code, container_ids, started_at and finished_at, and starting a pod
-clears not_before (the restart backoff it waited out). restart_count is
+clears not_before (the restart backoff it waited out) and records
+start_trace_id (the trace of that start). restart_count is
 status too, though the control loop is the one that counts. Everything else
 says what to run, where and as whom: the control loop's.
 """
@@ -137,6 +139,12 @@ class Instance(Model):
     """Set while pending: why no node fits."""
     container_ids: dict[str, str] = Field(default_factory=dict)
     """Container name → runtime container id."""
+    trace_context: str | None = None
+    """The W3C ``traceparent`` of the request that caused this instance (copied from its
+    workload's when the control loop made it): its node's spans link to it."""
+    start_trace_id: str | None = None
+    """The trace of the node's last start of this instance (pull, create, start), for
+    ``get_trace``; None before the first start or without tracing."""
     created_at: datetime
     """When the control loop created it."""
     started_at: datetime | None = None

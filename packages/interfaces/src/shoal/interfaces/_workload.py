@@ -996,6 +996,10 @@ class Workload(Model):
     """The last revision whose canaries were promoted (its rollout may replace every instance)."""
     status: WorkloadStatus = WorkloadStatus()
     """Observed by the control loop."""
+    trace_context: str | None = None
+    """The W3C ``traceparent`` of the request that last changed this workload (an apply, a
+    scale, an undo, a delete): the control loop's spans link to it and its events carry its
+    trace id. None when no tracing was set up."""
 
     @property
     def name(self) -> str:

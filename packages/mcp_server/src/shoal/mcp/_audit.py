@@ -12,7 +12,10 @@ call:`` and talks to ``call.service`` only. The gate
    the object the tool touched, the tool's arguments as sent (secrets
    redacted), the outcome (ok, error or refused) and how a destructive change
    was confirmed;
-4. turns a :class:`ShoalError` into a tool error whose text starts with the
+4. records the call as a span ``tools/call <tool>`` — a child of the trace an
+   admin caller names in ``params._meta.traceparent``, else of the request
+   it came in — and gives its trace id to the tool's result;
+5. turns a :class:`ShoalError` into a tool error whose text starts with the
    error code and says what to change, so the agent can correct the call.
 
 Every tools/call is also counted in the node's metrics by tool and outcome
@@ -42,9 +45,15 @@ import yaml
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, format_trace_id
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from shoal.interfaces import (
+    MCP_TRACEPARENT_META,
     NO_METRICS,
+    TRACEPARENT_HEADER,
     Catalogue,
     EventType,
     Metrics,
@@ -61,6 +70,8 @@ from ._redact import REDACTED, redact_json
 __all__ = ["AUDIT_KIND", "AUDIT_REASON", "CLUSTER", "Call", "Gate", "Refused", "render_error"]
 
 log = logging.getLogger("shoal.mcp")
+TRACER = trace.get_tracer("shoal.mcp")
+_PROPAGATOR = TraceContextTextMapPropagator()
 
 AUDIT_REASON = "McpToolCall"
 """The reason of the event recorded for every tool call."""
@@ -105,6 +116,8 @@ class Call:
     """The service, acting as the caller."""
     notes: dict[str, str] = field(default_factory=dict)
     """Extra facts for the audit event (e.g. how a change was confirmed)."""
+    trace_id: str | None = None
+    """The trace this call is recorded in (None without tracing)."""
 
 
 def _arguments_text(arguments: Mapping[str, Any]) -> str:
@@ -168,7 +181,29 @@ class Gate:
         tool = str(params.get("name", "tool"))
         arguments = params.get("arguments")
         caller = self.caller(ctx)
-        call = Call(caller, self.services(caller))
+        with TRACER.start_as_current_span(
+            f"tools/call {tool}",
+            context=_parent(params, caller),
+            kind=SpanKind.SERVER,
+            attributes={
+                "mcp.method.name": "tools/call",
+                "gen_ai.tool.name": tool,
+                "shoal.actor": caller.key_id,
+            },
+            record_exception=False,
+        ) as span:
+            context = span.get_span_context()
+            call = Call(caller, self.services(caller))
+            if context.is_valid:
+                call.trace_id = format_trace_id(context.trace_id)
+            async with self._gated(call, tool, arguments, required, target):
+                yield call
+
+    @asynccontextmanager
+    async def _gated(
+        self, call: Call, tool: str, arguments: Any, required: Role, target: ObjectRef
+    ) -> AsyncIterator[None]:
+        caller = call.caller
         marker = _REACHED.get()
         if marker is not None:
             marker.reached = True
@@ -181,7 +216,7 @@ class Gate:
                 "an admin for a token with --role operator"
             )
         try:
-            yield call
+            yield
         except ShoalError as exc:
             _ended("error")
             await self._audit(call, tool, arguments, target, "error", exc.code)
@@ -295,6 +330,21 @@ def _without_docs_links(result: dict[str, Any]) -> dict[str, Any]:
             block = {**block, "text": "\n".join(ln for ln in lines if _DOCS_LINK not in ln)}
         content.append(block)
     return {**result, "content": content}
+
+
+def _parent(params: Mapping[str, Any], caller: Caller) -> otel_context.Context | None:
+    """Return the context a tool call's span starts in (None: the current one).
+
+    An admin's trace when it sends one in ``params._meta`` (OpenTelemetry's
+    MCP conventions); anyone else's is ignored.
+    """
+    meta = params.get("_meta")
+    if not isinstance(meta, Mapping) or not caller.allows(Role.ADMIN):
+        return None
+    traceparent = meta.get(MCP_TRACEPARENT_META)
+    if not isinstance(traceparent, str):
+        return None
+    return _PROPAGATOR.extract({TRACEPARENT_HEADER: traceparent})
 
 
 def _request_params(ctx: Context[Any, Any]) -> Mapping[str, Any]:

@@ -32,6 +32,7 @@ from ._resources import register_resources
 from ._tools_change import CHANGE_TOOLS, register_change_tools
 from ._tools_config import register_config_tools
 from ._tools_read import register_read_tools
+from ._tools_trace import register_trace_tools
 from ._tools_usage import register_usage_tools
 
 __all__ = ["INSTRUCTIONS", "McpSettings", "build_server"]
@@ -122,6 +123,7 @@ def build_server(services: ServiceFactory, settings: McpSettings | None = None) 
     )
     register_read_tools(server, gate)
     register_usage_tools(server, gate)
+    register_trace_tools(server, gate)
     register_change_tools(server, gate, read_only=settings.read_only)
     register_config_tools(server, gate, read_only=settings.read_only)
     register_resources(server, gate, Ontology(settings.ontology_dir))

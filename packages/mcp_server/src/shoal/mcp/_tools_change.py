@@ -201,7 +201,10 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
             how = _confirmed(call, made, plan_id, confirmation)
             workload = await change(call.service)
         return WorkloadChanged(
-            summary=made.summary, confirmed=how, workload=WorkloadSummary.of(workload)
+            summary=made.summary,
+            confirmed=how,
+            workload=WorkloadSummary.of(workload),
+            trace_id=call.trace_id,
         )
 
     @server.tool(annotations=READ)
@@ -290,6 +293,7 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
             workloads=[WorkloadSummary.of(w) for w in result.workloads],
             config=config,
             warnings=plan.warnings,
+            trace_id=call.trace_id,
         )
 
     @server.tool(annotations=_DESTRUCTIVE)
@@ -395,7 +399,9 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
             node = await change(call.service)
             instances = await call.service.list_instances(node=name)
         (usage,) = node_summaries([node], instances)
-        return NodeChanged(summary=summary, confirmed="not destructive", node=usage)
+        return NodeChanged(
+            summary=summary, confirmed="not destructive", node=usage, trace_id=call.trace_id
+        )
 
     @server.tool(annotations=_CHANGE)
     async def cordon_node(name: NodeName, ctx: Context) -> NodeChanged:
@@ -426,7 +432,9 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
             node = await call.service.drain(name)
             instances = await call.service.list_instances(node=name)
         (summary,) = node_summaries([node], instances)
-        return NodeChanged(summary=plan.summary, confirmed=how, node=summary)
+        return NodeChanged(
+            summary=plan.summary, confirmed=how, node=summary, trace_id=call.trace_id
+        )
 
 
 _confirmed = record_confirmation

@@ -342,6 +342,8 @@ def register_read_tools(server: MCPServer[Any], gate: Gate) -> None:
             events=clean.events,
             log_tail=[scrub(line, secrets) for line in log_tail],
             logs_note=logs_note,
+            start_trace_id=explanation.start_trace_id,
+            cause_trace_id=explanation.cause_trace_id,
         )
 
     @server.tool(annotations=READ)

@@ -305,6 +305,10 @@ class Diagnosis(Model):
     """Its last log lines (secret values redacted)."""
     logs_note: str = ""
     """Why there are no log lines, when there are none."""
+    start_trace_id: str | None = None
+    """The trace of its last start (pull, create, start): pass it to get_trace."""
+    cause_trace_id: str | None = None
+    """The trace of the request that caused it (an apply, a scale): pass it to get_trace."""
 
 
 class ContainerStatsList(Model):
@@ -323,6 +327,8 @@ class WorkloadChanged(Model):
     """How the change was authorised: 'plan', 'elicitation' or 'not destructive'."""
     workload: WorkloadSummary
     """The workload after the change (the control loop converges from here)."""
+    trace_id: str | None = None
+    """The trace of this call: get_trace shows it and the work it caused (placement, starts)."""
 
 
 class NodeChanged(Model):
@@ -334,6 +340,8 @@ class NodeChanged(Model):
     """How the change was authorised: 'plan', 'elicitation' or 'not destructive'."""
     node: NodeSummary
     """The node after the change."""
+    trace_id: str | None = None
+    """The trace of this call: get_trace shows it and the work it caused (placement, starts)."""
 
 
 class Applied(Model):
@@ -353,6 +361,8 @@ class Applied(Model):
     """The ConfigMaps, Secrets and Namespaces applied, as 'Kind namespace/name'."""
     warnings: list[str] = Field(default_factory=list)
     """What Shoal did not honour in the documents (kinds, fields), per object: not applied."""
+    trace_id: str | None = None
+    """The trace of this call: get_trace shows it and the work it caused (placement, starts)."""
 
 
 def count_by(values: Iterable[str]) -> dict[str, int]:

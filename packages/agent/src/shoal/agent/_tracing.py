@@ -1,0 +1,244 @@
+"""The agent's tracing: OpenTelemetry's SDK, a bounded span buffer, OTLP when asked.
+
+:func:`install_tracing` sets up the process's tracer provider once:
+
+* a :class:`SpanRecorder` keeps the node's last spans in memory (bounded by
+  count), indexed by trace and by the trace a span links to, so that
+  ``get_trace`` (MCP, REST, ``shoal trace``) answers without a collector;
+* an OTLP/HTTP exporter (protobuf) when the standard variables ask for one:
+  ``OTEL_TRACES_EXPORTER=otlp`` or an ``OTEL_EXPORTER_OTLP_ENDPOINT`` /
+  ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``; ``OTEL_TRACES_EXPORTER=console``
+  prints spans instead. The exporter reads the rest of ``OTEL_EXPORTER_OTLP_*``
+  itself (headers, timeout, compression); ``OTEL_SERVICE_NAME`` and
+  ``OTEL_RESOURCE_ATTRIBUTES`` name the resource;
+* nothing at all with ``OTEL_SDK_DISABLED=true``: the API's no-op tracer then
+  answers every span, and ``get_trace`` has nothing to show.
+
+A setting Shoal cannot honour (the gRPC protocol, an exporter it does not
+ship) is refused at start with the fix, never ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from datetime import UTC, datetime
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SpanExporter,
+)
+from opentelemetry.trace import format_span_id, format_trace_id
+
+from shoal.interfaces import (
+    MAX_TRACE_SPANS,
+    InvalidInput,
+    SpanLink,
+    SpanRecord,
+    TraceView,
+)
+
+__all__ = ["SPAN_BUFFER", "SpanRecorder", "install_tracing", "tracing_exporter"]
+
+SPAN_BUFFER = 20_000
+"""Spans a node keeps in memory for ``get_trace`` (the oldest go first)."""
+
+_STATUS = {"UNSET": "unset", "OK": "ok", "ERROR": "error"}
+_installed: SpanRecorder | None = None
+_install_lock = threading.Lock()
+
+
+class SpanRecorder(SpanProcessor):
+    """Keeps the last ``capacity`` finished spans, by trace and by the traces they link to.
+
+    Spans end on any thread (the SDK calls :meth:`on_end` where a span ends),
+    so every access takes a lock; each costs O(1) but :meth:`trace`.
+    """
+
+    def __init__(self, capacity: int = SPAN_BUFFER) -> None:
+        self.capacity = capacity
+        self._spans: deque[ReadableSpan] = deque()
+        self._by_trace: dict[int, deque[ReadableSpan]] = {}
+        self._linking: dict[int, dict[int, int]] = {}
+        """Trace → the traces with spans linking to it → how many such spans are kept."""
+        self._lock = threading.Lock()
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """Keep ``span``; drop the oldest kept span past the capacity."""
+        context = span.context
+        if context is None:
+            return
+        with self._lock:
+            self._spans.append(span)
+            self._by_trace.setdefault(context.trace_id, deque()).append(span)
+            for link in span.links:
+                linking = self._linking.setdefault(link.context.trace_id, {})
+                linking[context.trace_id] = linking.get(context.trace_id, 0) + 1
+            if len(self._spans) > self.capacity:
+                self._forget(self._spans.popleft())
+
+    def _forget(self, span: ReadableSpan) -> None:
+        assert span.context is not None
+        trace_id = span.context.trace_id
+        kept = self._by_trace[trace_id]
+        kept.popleft()  # spans are kept in the order they end, per trace as overall
+        if not kept:
+            del self._by_trace[trace_id]
+        for link in span.links:
+            linking = self._linking.get(link.context.trace_id)
+            if linking is None:
+                continue
+            linking[trace_id] -= 1
+            if linking[trace_id] == 0:
+                del linking[trace_id]
+            if not linking:
+                del self._linking[link.context.trace_id]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._spans)
+
+    def trace(self, trace_id: str, limit: int = MAX_TRACE_SPANS) -> TraceView:
+        """Return the kept spans of ``trace_id`` and of the traces linking to it, earliest first."""
+        wanted = int(trace_id, 16)
+        with self._lock:
+            linked = sorted(self._linking.get(wanted, {}))
+            spans = [span for tid in (wanted, *linked) for span in self._by_trace.get(tid, ())]
+        spans.sort(key=lambda s: s.start_time or 0)
+        return TraceView(
+            trace_id=format_trace_id(wanted),
+            spans=[_record(span) for span in spans[:limit]],
+            linked_traces=[format_trace_id(t) for t in linked],
+            truncated=max(len(spans) - limit, 0),
+            node=_node_of(spans[0]) if spans else "",
+        )
+
+    def shutdown(self) -> None:
+        """Nothing to release: the buffer goes with the process."""
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Nothing to flush: spans are kept as they end."""
+        return True
+
+
+def _time(nanos: int | None) -> datetime:
+    return datetime.fromtimestamp((nanos or 0) / 1e9, UTC)
+
+
+def _node_of(span: ReadableSpan) -> str:
+    return str(span.resource.attributes.get(SERVICE_INSTANCE_ID, ""))
+
+
+def _record(span: ReadableSpan) -> SpanRecord:
+    context = span.context
+    assert context is not None
+    attributes: dict[str, str | int | float | bool] = {}
+    for key, value in (span.attributes or {}).items():
+        attributes[key] = value if isinstance(value, str | int | float | bool) else str(value)
+    return SpanRecord(
+        trace_id=format_trace_id(context.trace_id),
+        span_id=format_span_id(context.span_id),
+        parent_span_id=None if span.parent is None else format_span_id(span.parent.span_id),
+        name=span.name,
+        kind=span.kind.name.lower(),
+        start=_time(span.start_time),
+        end=_time(span.end_time),
+        duration_ms=((span.end_time or 0) - (span.start_time or 0)) / 1e6,
+        status=_STATUS.get(span.status.status_code.name, "unset"),
+        status_message=span.status.description or "",
+        attributes=attributes,
+        links=[
+            SpanLink(
+                trace_id=format_trace_id(link.context.trace_id),
+                span_id=format_span_id(link.context.span_id),
+            )
+            for link in span.links
+        ],
+        node=_node_of(span),
+    )
+
+
+def _env(name: str) -> str:
+    return os.environ.get(name, "").strip()
+
+
+def tracing_exporter() -> SpanExporter | None:
+    """Return the exporter the ``OTEL_*`` variables ask for, or None (keep spans local).
+
+    Raises:
+        InvalidInput: they ask for what Shoal does not ship, with the fix.
+    """
+    names = [n.strip().lower() for n in _env("OTEL_TRACES_EXPORTER").split(",") if n.strip()]
+    endpoint = _env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or _env("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if not names:
+        names = ["otlp"] if endpoint else []
+    if names == ["none"] or not names:
+        return None
+    if len(names) > 1:
+        raise InvalidInput(
+            f"OTEL_TRACES_EXPORTER={_env('OTEL_TRACES_EXPORTER')}: Shoal exports to one "
+            "place; name one of otlp, console, none",
+            variable="OTEL_TRACES_EXPORTER",
+        )
+    if names == ["console"]:
+        return ConsoleSpanExporter()
+    if names != ["otlp"]:
+        raise InvalidInput(
+            f"OTEL_TRACES_EXPORTER={names[0]} is not supported: use otlp (to a collector), "
+            "console, or none",
+            variable="OTEL_TRACES_EXPORTER",
+        )
+    protocol = (
+        _env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or _env("OTEL_EXPORTER_OTLP_PROTOCOL")
+    ).lower() or "http/protobuf"
+    if protocol != "http/protobuf":
+        raise InvalidInput(
+            f"OTLP protocol {protocol} is not supported: Shoal exports OTLP over HTTP "
+            "(http/protobuf, port 4318); unset OTEL_EXPORTER_OTLP_PROTOCOL or set it to "
+            "http/protobuf",
+            variable="OTEL_EXPORTER_OTLP_PROTOCOL",
+        )
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter()
+
+
+def install_tracing(node: str) -> SpanRecorder | None:
+    """Set up this process's tracing once (see the module); return its span buffer.
+
+    None with ``OTEL_SDK_DISABLED=true``. A second call returns the first
+    call's buffer: the provider is the process's, whichever node asks.
+
+    Raises:
+        InvalidInput: the ``OTEL_*`` variables ask for what Shoal does not ship.
+    """
+    global _installed
+    if _env("OTEL_SDK_DISABLED").lower() == "true":
+        return None
+    with _install_lock:
+        if _installed is not None:
+            return _installed
+        exporter = tracing_exporter()
+        recorder = SpanRecorder()
+        current = trace.get_tracer_provider()
+        if isinstance(current, TracerProvider):  # the process set one up already: join it
+            current.add_span_processor(recorder)
+            if exporter is not None:
+                current.add_span_processor(BatchSpanProcessor(exporter))
+            _installed = recorder
+            return recorder
+        attributes = {SERVICE_INSTANCE_ID: node}
+        if not _env("OTEL_SERVICE_NAME"):
+            attributes[SERVICE_NAME] = "shoal"
+        provider = TracerProvider(resource=Resource.create(attributes))
+        provider.add_span_processor(recorder)
+        if exporter is not None:
+            provider.add_span_processor(BatchSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+        _installed = recorder
+        return recorder

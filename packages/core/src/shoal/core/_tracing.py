@@ -1,0 +1,158 @@
+"""Spans of the service layer and the loops, and the request each piece of work serves.
+
+Shoal records spans through the OpenTelemetry API only: without an SDK (a
+test, a library user) every call here is a no-op; the agent installs the SDK
+(see ``shoal.agent``). A front door's request is one trace. Work that a loop
+does later for that request — a reconcile, a start on a node — is a trace of
+its own whose root links to the request (:func:`linked_span`), because it
+runs in another task, batched with other requests' work, maybe on another
+node. The request's context travels on the objects (``trace_context`` of a
+workload and its instances).
+
+While a loop works for one object, :func:`serving` names the request it
+serves: :func:`origin_trace_id` is then that request's trace id, which the
+events recorded meanwhile carry — so the events of an apply, down to its
+node's ``Started``, all name the apply's trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Link, Span, SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+__all__ = [
+    "TRACER",
+    "SpanAttributes",
+    "current_trace_id",
+    "current_traceparent",
+    "linked_span",
+    "origin_trace_id",
+    "propagated_context",
+    "serving",
+    "span_context_of",
+    "traced",
+]
+
+TRACER = trace.get_tracer("shoal.core")
+"""The tracer of the service layer, the control loop and the node loop."""
+
+SpanAttributes = dict[str, str | int | float | bool]
+"""A span's attributes, as Shoal sets them."""
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+_ORIGIN: ContextVar[str | None] = ContextVar("shoal_trace_origin", default=None)
+"""The ``traceparent`` of the request the current work serves, while a loop works for it."""
+MAX_LINKS = 32
+"""Links on one batch span: one per request served, the first ones if more."""
+
+
+def current_traceparent() -> str | None:
+    """Return the current span's W3C ``traceparent``, or None outside a recorded span."""
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier)
+    return carrier.get("traceparent")
+
+
+def current_trace_id() -> str | None:
+    """Return the current span's trace id (32 hex digits), or None outside a recorded span."""
+    context = trace.get_current_span().get_span_context()
+    return trace.format_trace_id(context.trace_id) if context.is_valid else None
+
+
+def span_context_of(traceparent: str | None) -> trace.SpanContext | None:
+    """Return the span context ``traceparent`` names, or None if it names none (or is bad)."""
+    if not traceparent:
+        return None
+    context = _PROPAGATOR.extract({"traceparent": traceparent})
+    span_context = trace.get_current_span(context).get_span_context()
+    return span_context if span_context.is_valid else None
+
+
+def origin_trace_id() -> str | None:
+    """Return the trace id (32 hex digits) of the request the current work serves.
+
+    Inside :func:`serving`, the request it names; otherwise the current span's
+    trace (a front door's request); None outside both.
+    """
+    origin = span_context_of(_ORIGIN.get())
+    if origin is not None:
+        return trace.format_trace_id(origin.trace_id)
+    current = trace.get_current_span().get_span_context()
+    return trace.format_trace_id(current.trace_id) if current.is_valid else None
+
+
+def propagated_context() -> str | None:
+    """Return the ``traceparent`` an object written now should carry.
+
+    The request the current work serves (so a chain of loops links back to
+    the request, not to each other), or else the current span.
+    """
+    return _ORIGIN.get() or current_traceparent()
+
+
+@contextmanager
+def serving(traceparent: str | None) -> Iterator[None]:
+    """Mark the work inside as done for the request ``traceparent`` names (None: for none)."""
+    token = _ORIGIN.set(traceparent)
+    try:
+        yield
+    finally:
+        _ORIGIN.reset(token)
+
+
+@contextmanager
+def linked_span(
+    name: str,
+    causes: Iterable[str | None],
+    attributes: SpanAttributes | None = None,
+) -> Iterator[Span]:
+    """Start ``name`` as the root of a new trace, linked to the requests ``causes`` name.
+
+    A failure inside marks the span as failed (OpenTelemetry's default) and is raised again.
+    """
+    links: list[Link] = []
+    seen: set[int] = set()
+    for cause in causes:
+        context = span_context_of(cause)
+        if context is None or context.span_id in seen:
+            continue
+        seen.add(context.span_id)
+        links.append(Link(context))
+        if len(links) == MAX_LINKS:
+            break
+    root = otel_context.Context()  # no parent: this work is not part of any request's trace
+    with TRACER.start_as_current_span(
+        name, context=root, links=links, attributes=attributes, record_exception=False
+    ) as span:
+        yield span
+
+
+@contextmanager
+def traced(
+    name: str,
+    attributes: SpanAttributes | None = None,
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+) -> Iterator[Span | None]:
+    """Record ``name`` as a child span, but only inside a recorded span (else yield None).
+
+    Store and runtime calls use this: inside a request or a loop's work they
+    are part of its trace; the background's many reads start no trace each.
+    """
+    if not trace.get_current_span().is_recording():
+        yield None
+        return
+    with TRACER.start_as_current_span(
+        name,
+        kind=kind,
+        attributes=attributes,
+        record_exception=False,
+        set_status_on_exception=False,  # the caller knows a failure from an answer
+    ) as span:
+        yield span

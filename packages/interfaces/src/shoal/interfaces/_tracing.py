@@ -1,0 +1,126 @@
+"""Traces as Shoal shows them: the spans of one request and of the work it caused.
+
+A request (CLI, REST, MCP) is one OpenTelemetry trace: the front door's span,
+the service call, the store write. What a controller does later is not part
+of that trace — it happens in another task, maybe on another node — so it is
+its own trace whose root span *links* to the request (a Span Link, as
+OpenTelemetry recommends for asynchronous work). The request's context
+travels on the objects it wrote: a workload's and an instance's
+``trace_context`` hold the W3C ``traceparent`` of the request that caused
+them, and the events their controllers record carry that request's trace id.
+
+:class:`TraceView` is what ``get_trace`` answers: the spans of the trace
+asked for and of every trace that links to it, as recorded by the node that
+answers (the spans of other nodes reach an OTLP collector when one is set).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal, Protocol
+
+from pydantic import Field
+
+from ._base import Model
+
+__all__ = [
+    "MAX_TRACE_SPANS",
+    "MCP_TRACEPARENT_META",
+    "TRACEPARENT_HEADER",
+    "TRACERESPONSE_HEADER",
+    "SpanLink",
+    "SpanRecord",
+    "TraceSource",
+    "TraceView",
+    "check_trace_id",
+]
+
+TRACEPARENT_HEADER = "traceparent"
+"""The W3C Trace Context request header; honoured only for admin callers."""
+TRACERESPONSE_HEADER = "traceresponse"
+"""The W3C Trace Context Level 2 response header: the trace the server recorded the call in."""
+MCP_TRACEPARENT_META = "traceparent"
+"""The key of ``params._meta`` that carries an MCP request's trace context (OpenTelemetry's
+MCP conventions); honoured only for admin callers, as the header is."""
+MAX_TRACE_SPANS = 500
+"""The most spans one ``get_trace`` answer holds (the earliest first); more are counted."""
+
+
+def check_trace_id(trace_id: str) -> str:
+    """Return ``trace_id`` in lower case if it is a W3C trace id (32 hex digits, not all 0).
+
+    Raises:
+        ValueError: it is not one, with what a trace id looks like.
+    """
+    lowered = trace_id.strip().lower()
+    if len(lowered) != 32 or any(c not in "0123456789abcdef" for c in lowered):
+        raise ValueError(
+            f"{trace_id!r} is not a trace id: a trace id is 32 hex digits, as an event's "
+            "trace_id or the traceresponse header shows it"
+        )
+    if lowered == "0" * 32:
+        raise ValueError("the all-zero trace id names no trace")
+    return lowered
+
+
+class SpanLink(Model):
+    """A span's link to a span of another trace (the request that caused the work)."""
+
+    trace_id: str
+    """The linked span's trace (32 hex digits)."""
+    span_id: str
+    """The linked span (16 hex digits)."""
+
+
+class SpanRecord(Model):
+    """One finished span."""
+
+    trace_id: str
+    """Its trace (32 hex digits)."""
+    span_id: str
+    """The span (16 hex digits)."""
+    parent_span_id: str | None = None
+    """None for a trace's root span."""
+    name: str
+    """What was done, e.g. ``POST /v1/workloads/apply``, ``shoal.apply``, ``runtime.run``."""
+    kind: str = "internal"
+    """OpenTelemetry's span kind in lower case: internal, server, client, producer, consumer."""
+    start: datetime
+    """When it began."""
+    end: datetime
+    """When it ended."""
+    duration_ms: float
+    """How long it took, in milliseconds."""
+    status: Literal["unset", "ok", "error"] = "unset"
+    """``error`` where the work failed."""
+    status_message: str = ""
+    """What failed, for a failed span."""
+    attributes: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    """What it acted on: ``shoal.object``, ``shoal.instance``, ``shoal.node``, HTTP route…"""
+    links: list[SpanLink] = Field(default_factory=list)
+    """The requests this work was done for (a reconcile's, a node's start's)."""
+    node: str = ""
+    """The node that recorded the span."""
+
+
+class TraceView(Model):
+    """The spans of one trace and of the traces that link to it, earliest first."""
+
+    trace_id: str
+    """The trace asked for."""
+    spans: list[SpanRecord] = Field(default_factory=list)
+    """Its spans and those of the traces linking to it, earliest first."""
+    linked_traces: list[str] = Field(default_factory=list)
+    """Traces whose root links to this one: the asynchronous work the request caused."""
+    truncated: int = 0
+    """Spans left out past :data:`MAX_TRACE_SPANS`."""
+    node: str = ""
+    """The node whose recorded spans these are."""
+
+
+class TraceSource(Protocol):
+    """The spans a node has recorded recently (a bounded buffer, not a trace store)."""
+
+    def trace(self, trace_id: str, limit: int = MAX_TRACE_SPANS) -> TraceView:
+        """Return the spans of ``trace_id`` and of the traces linking to it (empty if none)."""
+        ...

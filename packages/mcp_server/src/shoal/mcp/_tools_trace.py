@@ -1,0 +1,67 @@
+"""get_trace: what one request did and the work it caused, as a bounded list of spans.
+
+Every tool that changes something returns the trace id of its call; events
+carry the trace id of the request behind them, and explain_instance names
+the trace of an instance's last start. get_trace turns one of those ids
+into the spans this server recorded: the call itself (tool, service, store
+write) and the traces that link to it (the control loop's placement, the
+node's pull, create and start). At most MCP_TRACE_SPANS spans, earliest
+first, so the answer has a fixed bound whatever the request did.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import Context, MCPServer
+from pydantic import Field
+
+from shoal.interfaces import Role, SpanRecord, TraceView
+
+from ._audit import Gate
+from ._tools_read import READ
+
+__all__ = ["MCP_TRACE_SPANS", "register_trace_tools"]
+
+MCP_TRACE_SPANS = 100
+"""The most spans get_trace returns to an agent (the service's own bound is larger)."""
+
+TraceId = Annotated[
+    str,
+    Field(
+        min_length=32,
+        max_length=32,
+        pattern="^[0-9a-fA-F]{32}$",
+        description="A trace id (32 hex digits): the trace_id of a change tool's result or "
+        "of an event, or explain_instance's start_trace_id.",
+    ),
+]
+
+
+def _compact(span: SpanRecord) -> SpanRecord:
+    """The span without its attributes of no use to an agent (HTTP plumbing)."""
+    keep = {k: v for k, v in span.attributes.items() if not k.startswith(("http.", "url."))}
+    return span.model_copy(update={"attributes": keep})
+
+
+def register_trace_tools(server: MCPServer[Any], gate: Gate) -> None:
+    """Register get_trace on ``server``."""
+
+    @server.tool(annotations=READ)
+    async def get_trace(trace_id: TraceId, ctx: Context) -> TraceView:
+        """Show the spans of one request and of the work it caused, earliest first.
+
+        The request's own spans (tool call, service call, store writes) and those of the
+        traces linking to it: the control loop's reconcile and scheduling, each node's start
+        of an instance (image pull, create, start). A span with status 'error' is where it
+        failed. Only this server's spans: a worker's own appear when it exports to a collector.
+        """
+        async with gate.call(ctx, Role.VIEWER) as call:
+            view = await call.service.get_trace(trace_id)
+        shown = view.spans[:MCP_TRACE_SPANS]
+        return view.model_copy(
+            update={
+                "spans": [_compact(s) for s in shown],
+                "truncated": view.truncated + len(view.spans) - len(shown),
+            }
+        )

@@ -1,0 +1,294 @@
+"""Traces: one apply from the REST door to the runtime, linked across the loops; OTLP export.
+
+The agent installs OpenTelemetry's SDK for the whole process (once), with a
+bounded span buffer; these tests read it through ``GET /v1/traces/{id}``,
+the way an operator or an agent does.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import pytest
+import uvicorn
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from shoal.agent import NodeConfig, ShoalNode, SpanRecorder, run_agent
+from shoal.agent._tracing import tracing_exporter
+from shoal.client import ShoalClient, init_keypair
+from shoal.interfaces import (
+    InstanceState,
+    InvalidInput,
+    Role,
+    SpanRecord,
+    TraceView,
+    WorkloadSpec,
+)
+from tests.ports import free_port
+
+pytestmark = pytest.mark.anyio
+
+HELLO = WorkloadSpec.model_validate(
+    {
+        "name": "traced",
+        "replicas": 1,
+        "template": {"containers": [{"name": "main", "image": "busybox:1.36"}]},
+    }
+)
+
+
+@dataclass
+class Agent:
+    node: ShoalNode
+    admin: ShoalClient
+    operator: ShoalClient
+    url: str
+    homes: dict[Role, Path]
+
+
+@asynccontextmanager
+async def agent(tmp_path: Path) -> AsyncIterator[Agent]:
+    homes = {role: tmp_path / role.value for role in (Role.ADMIN, Role.OPERATOR)}
+    pairs = {role: init_keypair(home, f"{role.value}@test") for role, home in homes.items()}
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    lines = [f"{role.value} {pair.public_line}\n" for role, pair in pairs.items()]
+    (data / "authorized_keys").write_text("".join(lines))
+    (data / "authorized_keys").chmod(0o600)
+    config = NodeConfig(
+        data_dir=data, name="t1", runtime="mock", state="memory", api_addr="127.0.0.1:0"
+    )
+    async with anyio.create_task_group() as tg:
+        node: ShoalNode = await tg.start(run_agent, config, homes[Role.ADMIN])
+        url = f"http://{node.config.api_addr}"
+        async with (
+            ShoalClient(url, pairs[Role.ADMIN]) as admin,
+            ShoalClient(url, pairs[Role.OPERATOR]) as operator,
+        ):
+            yield Agent(node, admin, operator, url, homes)
+        tg.cancel_scope.cancel()
+
+
+def named(view: TraceView, name: str) -> list[SpanRecord]:
+    return [s for s in view.spans if s.name == name]
+
+
+def ancestors(view: TraceView, span: SpanRecord) -> list[str]:
+    by_id = {s.span_id: s for s in view.spans}
+    chain = []
+    while span.parent_span_id is not None:
+        chain.append(span.parent_span_id)
+        if span.parent_span_id not in by_id:
+            break
+        span = by_id[span.parent_span_id]
+    return chain
+
+
+async def trace_with(client: ShoalClient, trace_id: str, *names: str) -> TraceView:
+    """Read the trace until spans of every name in ``names`` were recorded (bounded)."""
+    with anyio.fail_after(20):
+        while True:
+            view = await client.get_trace(trace_id)
+            if all(named(view, n) for n in names):
+                return view
+            await anyio.sleep(0.05)
+
+
+async def test_an_apply_is_a_trace_that_links_its_reconcile_and_its_start_on_the_node(
+    tmp_path: Path,
+) -> None:
+    async with agent(tmp_path) as a:
+        result = await a.operator.apply([HELLO])
+        trace_id = a.operator.last_trace_id
+        assert trace_id is not None and result.trace_id == trace_id
+        with anyio.fail_after(20):
+            while True:
+                (inst,) = await a.operator.list_instances(workload="traced")
+                if inst.state == InstanceState.RUNNING:
+                    break
+                await anyio.sleep(0.05)
+        view = await trace_with(
+            a.operator,
+            trace_id,
+            "POST /v1/workloads/apply",
+            "shoal.reconcile",
+            "shoal.schedule",
+            "shoal.start",
+            "runtime.run",
+        )
+        explained = await a.operator.explain(inst.name)
+        events = await a.operator.list_events(kind="Instance", name=inst.name)
+        events += await a.operator.list_events(kind="Workload", name="traced")
+        audit = await a.admin.audit_entries()
+
+    (request,) = named(view, "POST /v1/workloads/apply")
+    assert request.trace_id == trace_id and request.parent_span_id is None
+    assert request.kind == "server" and request.attributes["http.route"] == "/v1/workloads/apply"
+    (service,) = named(view, "shoal.apply")
+    assert request.span_id in ancestors(view, service)  # FastAPI's own spans come between
+    assert service.attributes["shoal.object"] == "Workload default/traced"
+    writes = [s for s in view.spans if s.name == "store.txn" and s.trace_id == trace_id]
+    assert any(w.parent_span_id == service.span_id for w in writes)
+
+    # Asynchronous work: traces of their own, linked to the request.
+    start = named(view, "shoal.start")[0]
+    assert start.trace_id != trace_id and start.parent_span_id is None
+    assert [link.trace_id for link in start.links] == [trace_id]
+    assert start.attributes["shoal.instance"] == f"default/{inst.name}"
+    runtime = {s.name for s in view.spans if s.trace_id == start.trace_id}
+    assert {"runtime.pull", "runtime.run", "store.put"} <= runtime
+    reconcile = [s for s in named(view, "shoal.reconcile") if s.trace_id != trace_id]
+    assert reconcile and all(trace_id in [k.trace_id for k in s.links] for s in reconcile)
+    assert {start.trace_id, reconcile[0].trace_id} <= set(view.linked_traces)
+
+    # What the request caused names its trace: events, the instance, the audit trail.
+    assert explained.cause_trace_id == trace_id
+    assert explained.start_trace_id == start.trace_id == inst.start_trace_id
+    assert {"Created", "Scheduled", "Started"} <= {
+        e.reason for e in events if e.trace_id == trace_id
+    }
+    (entry,) = [e for e in audit if e.verb == "apply"]
+    assert entry.trace_id == trace_id
+
+
+async def test_a_callers_traceparent_is_honoured_for_admin_keys_only(tmp_path: Path) -> None:
+    theirs = secrets.token_hex(16)
+    traceparent = f"00-{theirs}-{secrets.token_hex(8)}-01"
+    async with agent(tmp_path) as a:
+        pairs = {r: ShoalClient(a.url, _pair(a.homes[r]), traceparent=traceparent) for r in a.homes}
+        async with pairs[Role.ADMIN] as admin, pairs[Role.OPERATOR] as operator:
+            await admin.list_workloads()
+            await operator.list_workloads()
+        assert admin.last_trace_id == theirs
+        assert operator.last_trace_id not in (None, theirs)
+        joined = await a.admin.get_trace(theirs)
+    (span,) = named(joined, "GET /v1/workloads")
+    assert span.parent_span_id == traceparent.split("-")[2]
+
+
+def _pair(home: Path):  # type: ignore[no-untyped-def]
+    from shoal.client import load_keypair
+
+    return load_keypair(home)
+
+
+async def test_get_trace_refuses_what_is_not_a_trace_id(tmp_path: Path) -> None:
+    async with agent(tmp_path) as a:
+        with pytest.raises(InvalidInput, match="32 hex digits"):
+            await a.operator.get_trace("not-a-trace")
+        empty = await a.operator.get_trace("0af7651916cd43dd8448eb211c80319c")
+    assert empty.spans == [] and empty.linked_traces == []
+
+
+def test_the_span_buffer_keeps_the_last_spans_and_forgets_their_links() -> None:
+    recorder = SpanRecorder(capacity=10)
+    provider = TracerProvider()
+    provider.add_span_processor(recorder)
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("cause") as cause:
+        pass
+    cause_id = f"{cause.get_span_context().trace_id:032x}"
+    from opentelemetry.trace import Link
+
+    for i in range(24):
+        with tracer.start_as_current_span(f"work-{i}", links=[Link(cause.get_span_context())]):
+            pass
+    assert len(recorder) == 10
+    view = recorder.trace(cause_id)
+    assert [s.name for s in view.spans] == [f"work-{i}" for i in range(14, 24)]
+    assert len(view.linked_traces) == 10
+    for i in range(10):  # push out the linking spans: their index entries go too
+        with tracer.start_as_current_span(f"other-{i}"):
+            pass
+    assert recorder.trace(cause_id).linked_traces == []
+    assert recorder.trace(cause_id, limit=3).spans == []
+
+
+@pytest.fixture
+def otel_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    for name in (
+        "OTEL_TRACES_EXPORTER",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    yield monkeypatch
+
+
+def test_spans_stay_local_unless_the_otel_variables_ask_for_an_exporter(
+    otel_env: pytest.MonkeyPatch,
+) -> None:
+    assert tracing_exporter() is None
+    otel_env.setenv("OTEL_TRACES_EXPORTER", "none")
+    otel_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+    assert tracing_exporter() is None
+    otel_env.setenv("OTEL_TRACES_EXPORTER", "zipkin")
+    with pytest.raises(InvalidInput, match="zipkin is not supported: use otlp"):
+        tracing_exporter()
+    otel_env.setenv("OTEL_TRACES_EXPORTER", "otlp")
+    otel_env.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    with pytest.raises(InvalidInput, match="grpc is not supported.*http/protobuf"):
+        tracing_exporter()
+
+
+async def test_spans_reach_an_otlp_collector_over_http(otel_env: pytest.MonkeyPatch) -> None:
+    received: list[ExportTraceServiceRequest] = []
+    got = anyio.Event()
+
+    async def traces(request: Request) -> Response:
+        body = ExportTraceServiceRequest()
+        body.ParseFromString(await request.body())
+        received.append(body)
+        got.set()
+        return Response(b"", media_type="application/x-protobuf")
+
+    port = free_port()
+    collector = uvicorn.Server(
+        uvicorn.Config(
+            Starlette(routes=[Route("/v1/traces", traces, methods=["POST"])]),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+        )
+    )
+    otel_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+    exporter = tracing_exporter()
+    assert exporter is not None
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(collector.serve)
+        with anyio.fail_after(10):
+            while not collector.started:
+                await anyio.sleep(0.02)
+        await anyio.to_thread.run_sync(_one_span, provider)
+        with anyio.fail_after(10):
+            await got.wait()
+        collector.should_exit = True
+    provider.shutdown()
+    names = [
+        span.name
+        for request in received
+        for resource in request.resource_spans
+        for scope in resource.scope_spans
+        for span in scope.spans
+    ]
+    assert names == ["exported"]
+
+
+def _one_span(provider: TracerProvider) -> None:
+    with provider.get_tracer("test").start_as_current_span("exported"):
+        pass
