@@ -8,7 +8,9 @@ raw and as transferred (gzip).
 from __future__ import annotations
 
 import gzip
+import hashlib
 import re
+import tomllib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from html.parser import HTMLParser
@@ -154,11 +156,18 @@ def test_scripts_are_cached_by_version_and_revalidated_without_it() -> None:
         assert http.post(path).status_code == 405
 
 
-def test_every_vendored_script_carries_its_licence() -> None:
+def test_every_vendored_file_is_npm_s_own_and_carries_its_licence() -> None:
     libraries = {re.sub(r"-[0-9][^/]*$", "", path.name) for path in VENDOR.glob("*.js")}
     assert libraries == {"htmx", "uPlot"}
     for library in libraries:
         assert "Permission" in (VENDOR / f"LICENSE.{library}").read_text()
+    sources = tomllib.loads((VENDOR / "SOURCES.toml").read_text())
+    files = {path.name for path in VENDOR.iterdir()} - {"SOURCES.toml"}
+    assert set(sources) == files, "every vendored file, and only those, has its source"
+    for name, source in sources.items():
+        digest = hashlib.sha256((VENDOR / name).read_bytes()).hexdigest()
+        assert digest == source["sha256"], f"{name} differs from {source['npm']} {source['path']}"
+        assert source["integrity"].startswith("sha512-"), name
 
 
 def test_every_response_has_a_strict_csp_and_templates_hold_no_inline_code() -> None:
