@@ -32,18 +32,21 @@ SERVER_SIDE = (
 """Never on a client command's path."""
 
 _REPORT = """
-import json, sys
+import atexit, json, sys
+
+
+@atexit.register  # the entry point ends a client command with os._exit, after exit handlers
+def report():
+    sys.stdout.flush()
+    modules = sorted(name for name, module in sys.modules.items() if module is not None)
+    if "shoal.interfaces._fielddocs" in sys.modules:
+        from shoal.interfaces import fields_described
+        modules.append(f"fields_described={fields_described()}")
+    print("\\nMODULES " + json.dumps(modules), file=sys.stderr, flush=True)
+
+
 from shoal.cli import main
-try:
-    main()
-except SystemExit:
-    pass
-sys.stdout.flush()
-modules = sorted(name for name, module in sys.modules.items() if module is not None)
-if "shoal.interfaces._fielddocs" in sys.modules:
-    from shoal.interfaces import fields_described
-    modules.append(f"fields_described={fields_described()}")
-print("\\nMODULES " + json.dumps(modules), file=sys.stderr)
+main()
 """
 
 
@@ -86,6 +89,11 @@ def test_get_workloads_loads_the_client_and_nothing_of_the_server(tmp_path: Path
     others = ("_store", "_runtime", "_scheduler", "_cluster", "_service", "_documents")
     assert loaded(modules, tuple(f"shoal.interfaces.{m}" for m in others)) == []
     assert "yaml" not in modules  # for -o yaml and apply only
+    # Only the module that registers `get` (and the Kubernetes kinds' lister it
+    # calls) is imported: no other command is imported or built.
+    commands = sorted(m for m in modules if m.startswith("shoal.cli._cmd_"))
+    assert commands == ["shoal.cli._cmd_config", "shoal.cli._cmd_workloads"]
+    assert "shoal.cli._app" not in modules
     # A client serves no schema: its models skip reading their field docstrings.
     assert "fields_described=False" in modules
 
