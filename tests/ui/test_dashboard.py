@@ -105,6 +105,24 @@ def test_shoal_scale_in_a_subprocess_shows_on_an_open_page_within_a_second(
     assert opened.errors == []
 
 
+def test_scaling_to_zero_takes_a_plan_as_in_mcp(
+    operator: Enrolled, agent: LiveAgent, pages: Pages
+) -> None:
+    page = pages.open(operator, agent, "/ui/workloads/default/web").page
+    expect(page.locator(".ready")).to_have_text("2/2")
+    try:
+        page.fill("form.scale input[name=replicas]", "0")
+        page.click("form.scale button")
+        expect(page.locator("#notice .plan")).to_contain_text("every instance stops")
+        assert agent.call(agent.node.service.get_workload, "web").spec.replicas == 2
+        page.click("#notice [data-confirm]")
+        expect(page.locator("#notice")).to_have_text("default/web scaled to 0 replicas")
+        expect(page.locator(".desired")).to_have_text("0")
+    finally:
+        agent.call(agent.node.service.scale, "web", 2)
+    expect(page.locator(".ready")).to_have_text("2/2")
+
+
 def test_rollout_pause_needs_the_plan_id_and_a_stale_plan_is_refused(
     operator: Enrolled, agent: LiveAgent, pages: Pages
 ) -> None:

@@ -1,12 +1,12 @@
 """The write side: signed actions under ``/ui/f/``, for operators only.
 
 Changes that stop or replace instances (rollout undo, pause, resume and
-promote, delete, drain) take two steps, as MCP's tools do: the first POST
-returns a plan with a ``plan_id`` derived from the object as it is now; the
-confirming POST sends that id back, and is refused if the object changed in
-between. Scaling and cordoning act at once. Applying YAML shows the dry run's
-plan first and applies only when the confirming request's plan id is the one
-a fresh dry run yields.
+promote, delete, drain, scaling to zero) take two steps, as MCP's tools do:
+the first POST returns a plan with a ``plan_id`` derived from the object as
+it is now; the confirming POST sends that id back, and is refused if the
+object changed in between. Scaling to more than zero and cordoning act at
+once. Applying YAML shows the dry run's plan first and applies only when the
+confirming request's plan id is the one a fresh dry run yields.
 """
 
 from __future__ import annotations
@@ -134,6 +134,22 @@ def action_routes(service: ActsAs, authenticate: Authenticate) -> list[Route]:
             raise InvalidInput(
                 f"replicas must be a whole number, got {text!r}", field="replicas"
             ) from None
+        if replicas == 0:  # every instance stops and nothing replaces it: a plan first
+            current = await call.service.get_workload(name, namespace)
+            if current.spec.replicas > 0:
+                planned = _workload_plan("scale-to-zero", current)
+                given = call.form().get("plan_id")
+                if not given:
+                    return fragment(
+                        call.request,
+                        "plan.html",
+                        title=f"scale {current.key} to 0",
+                        what="every instance stops and nothing replaces it",
+                        plan_id=planned,
+                        confirm=f"/ui/f/workloads/{namespace}/{name}/scale",
+                        values={"replicas": "0"},
+                    )
+                _check_plan(given, planned, f"workload {current.key}")
         workload = await call.service.scale(name, replicas, namespace)
         return fragment(
             call.request, "notice.html", message=f"{workload.key} scaled to {replicas} replicas"
