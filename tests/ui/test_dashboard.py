@@ -10,6 +10,7 @@ from playwright.sync_api import Browser, expect
 
 from shoal.interfaces import Instance
 from tests.ui.conftest import NODE, Enrolled, LiveAgent, Pages, enrol
+from tests.ui.test_assets import TRANSFERRED
 
 pytestmark = pytest.mark.slow
 
@@ -223,6 +224,17 @@ def test_every_page_renders_without_console_errors_and_keeps_no_secret(
         opened = pages.open(operator, agent, path)
         opened.page.screenshot(path=shots / f"{name}.png", full_page=True)
         assert opened.errors == [], f"{path}: {opened.errors}"
+        scripts: list[dict[str, Any]] = opened.page.evaluate(
+            """() => performance.getEntriesByType("resource")
+                 .filter((e) => e.initiatorType === "script")
+                 .map((e) => ({name: e.name, sent: e.transferSize,
+                               encoded: e.encodedBodySize, decoded: e.decodedBodySize}))"""
+        )
+        assert scripts, path
+        # Through the agent, in a real browser: gzipped, and cached since the overview.
+        assert all(s["encoded"] < s["decoded"] for s in scripts), scripts
+        assert sum(s["encoded"] for s in scripts) <= TRANSFERRED, scripts
+        assert all(s["sent"] == 0 for s in scripts), f"{path} fetched them again: {scripts}"
         opened.page.close()
     opened = pages.open(operator, agent, "/ui/events?via=ui")
     page = opened.page
