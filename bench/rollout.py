@@ -1,13 +1,15 @@
 """Benchmark: a rolling update of 100 replicas against its ideal, batches x the readiness delay.
 
 Shoal's number: the real control loop and ``--nodes`` real node loops
-(``NodeLoop.run`` on ``MockRuntime``, 10 nodes by default, probing every
-50 ms) over one MemoryStore in this process, with real time. Every instance
-has a readiness probe with an initial delay of R seconds (``--delay``): it
-runs at once and becomes ready R later. A workload of ``--replicas``
-replicas (100) runs one image; then its image changes, and the clock runs
-from that apply until the workload's status says ``RolloutComplete`` with
-every replica updated and available.
+(``NodeLoop.run`` on ``MockRuntime``, 10 nodes by default) over one
+MemoryStore in this process, with real time. Every instance has a readiness
+probe with an initial delay of R seconds (``--delay``): it runs at once and
+becomes ready R later, when its first check (due then) passes; later checks
+come every ``--probe-period`` seconds (1 by default; the period does not
+enter the ideal, it only sets how much probing the rollout does beside).
+A workload of ``--replicas`` replicas (100) runs one image; then its image
+changes, and the clock runs from that apply until the workload's status says
+``RolloutComplete`` with every replica updated and available.
 
 Its floor, the ideal: a rollout that waits for nothing but readiness takes
 ``ceil(replicas / (max_surge + max_unavailable)) x R`` (each batch of new
@@ -53,8 +55,12 @@ WAIT = 300.0
 """Upper bound, in seconds, on one rollout."""
 
 
-def spec(replicas: int, image: str, delay: float = 0.0) -> WorkloadSpec:
-    probe = {"exec": {"command": ["true"]}, "initial_delay_seconds": delay, "period_seconds": 0.05}
+def spec(replicas: int, image: str, delay: float = 0.0, period: float = 1.0) -> WorkloadSpec:
+    probe = {
+        "exec": {"command": ["true"]},
+        "initial_delay_seconds": delay,
+        "period_seconds": period,
+    }
     container = {"name": "main", "image": image, "readiness_probe": probe}
     return WorkloadSpec.model_validate(
         {"name": "app", "replicas": replicas, "template": {"containers": [container]}}
@@ -85,7 +91,9 @@ async def until_complete(service: ShoalService, image: str) -> None:
             await anyio.sleep(0.01)
 
 
-async def measure(replicas: int, delay: float, nodes: int, rounds: int) -> list[float]:
+async def measure(
+    replicas: int, delay: float, nodes: int, rounds: int, period: float
+) -> list[float]:
     """Return the seconds of each rollout."""
     clock = SystemClock()
     took: list[float] = []
@@ -102,12 +110,12 @@ async def measure(replicas: int, delay: float, nodes: int, rounds: int) -> list[
             )
             await tg.start(loop.run)
         await tg.start(ControlLoop(store, DefaultScheduler(), clock).run)
-        await service.apply([spec(replicas, "registry.local/app:0", delay)])
+        await service.apply([spec(replicas, "registry.local/app:0", delay, period)])
         await until_complete(service, "registry.local/app:0")
         for round_ in range(rounds):
             image = IMAGES[round_ % 2]
             started = time.perf_counter()
-            await service.apply([spec(replicas, image, delay)])
+            await service.apply([spec(replicas, image, delay, period)])
             await until_complete(service, image)
             took.append(time.perf_counter() - started)
             print(f"  rollout {round_ + 1}: {took[-1]:.2f} s", flush=True)
@@ -121,18 +129,24 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=1.0, help="seconds from a start to ready")
     parser.add_argument("--nodes", type=bounded("--nodes", 1, 100), default=10)
     parser.add_argument("--rounds", type=bounded("--rounds", 1, 20), default=3)
+    parser.add_argument(
+        "--probe-period", type=float, default=1.0, help="seconds between checks once ready"
+    )
     args = parser.parse_args()
     if not 0.05 <= args.delay <= 10:
         parser.error("--delay must be 0.05 to 10 seconds")
+    if not 0.05 <= args.probe_period <= 10:
+        parser.error("--probe-period must be 0.05 to 10 seconds")
     probe = spec(args.replicas, IMAGES[0]).update
     surge, unavailable = probe.surge(args.replicas), probe.unavailable(args.replicas)
     batches = math.ceil(args.replicas / (surge + unavailable))
     ideal = batches * args.delay
     print(
         f"rolling update of {args.replicas} replicas on {args.nodes} mock nodes, each ready "
-        f"{args.delay:g} s after it starts, max_surge {surge}, max_unavailable {unavailable}"
+        f"{args.delay:g} s after it starts (then probed every {args.probe_period:g} s), "
+        f"max_surge {surge}, max_unavailable {unavailable}"
     )
-    took = anyio.run(measure, args.replicas, args.delay, args.nodes, args.rounds)
+    took = anyio.run(measure, args.replicas, args.delay, args.nodes, args.rounds, args.probe_period)
     median = statistics.median(took)
     print(f"rollout median  {median:6.2f} s")
     print(f"ideal           {ideal:6.2f} s  ({batches} batches x {args.delay:g} s)")

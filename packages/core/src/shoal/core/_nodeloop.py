@@ -21,14 +21,23 @@ Beside the passes, a probe task checks liveness and readiness probes of the
 running instances (see :mod:`shoal.core._probes`): readiness flips the
 instance's ``ready`` flag; a failed liveness probe stops the pod and reports
 the instance ``failed`` (LivenessProbeFailed), so the control loop restarts it
-per its restart policy.
+per its restart policy. It sleeps until the earliest check is due, not a
+fixed tick: an instance's first check runs ``initial_delay_seconds`` after it
+started, and each instance's checks run in a task of their own.
 
-A change of an instance on this node wakes a pass; changes elsewhere do not.
-A pass first waits for the cache to show this loop's own last write (so it
-never acts on an older view), and every write is compare-and-swap on the
-revision the cache holds, made before any side effect on a pod. A pass run
-outside :meth:`NodeLoop.run` (tests drive passes one by one) lists the
-instances first, since no watch feeds the cache then.
+In :meth:`NodeLoop.run`, a change of an instance on this node syncs that
+instance alone, at once, in a task of its own (one sync per instance at a
+time; a change during its sync syncs it again after): a start never waits for
+another instance's sync, nor for a pass over the node's instances. Changes
+elsewhere, and the loop's own writes coming back, sync nothing. Whole passes
+(every ``resync`` s, and when the store comes back) catch what no change
+told: orphan pods, adoption after a restart; they start their syncs the same
+way and do not wait for them. A sync first waits for the cache to show this
+loop's own last write (so it never acts on an older view), and every write is
+compare-and-swap on the revision the cache holds, made before any side effect
+on a pod. A pass run outside :meth:`NodeLoop.run` (tests drive passes one by
+one) lists the instances first, since no watch feeds the cache then, and
+waits for its syncs.
 
 So after a restart of the agent the first pass *adopts* every pod the runtime
 still runs (no second copy is started) and removes the ones nobody wants.
@@ -52,12 +61,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Literal
 
 import anyio
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
 from shoal.interfaces import (
     NO_METRICS,
@@ -169,6 +180,23 @@ class NodeLoop:
         """The instances this node sees, indexed by ``node``: what each pass reads."""
         self.instances.add_index("node", lambda s: [s.value.node] if s.value.node else [])
         self._watching = False
+        self._tasks: TaskGroup | None = None
+        """Where :meth:`run`'s passes start their syncs and probes, without waiting for them."""
+        self._wake: Callable[[], None] = _nothing
+        """Wakes the next pass (set once :meth:`run` follows the cache)."""
+        self._syncing: set[str] = set()
+        """Instances (uids) whose sync, or orphan pod removal, is under way."""
+        self._stale: set[str] = set()
+        """Instances whose sync was under way when a pass came: a pass follows when it ends."""
+        self._own: dict[str, int] = {}
+        """The revision of this loop's last write of each instance, by key."""
+        self._later: dict[str, float] = {}
+        """When instances waiting out a backoff are synced again (monotonic), by uid."""
+        self._probing: set[str] = set()
+        """Instances (uids) whose probes are under way."""
+        self._probe_limiter = anyio.CapacityLimiter(concurrency)
+        self._probe_due = anyio.Event()
+        """Set when an instance starts running: the probe task looks at its schedule again."""
         self._written = 0
         """Revision of this loop's last instance write: a pass waits for its cache to show it."""
         self.refused: ShoalError | None = None
@@ -189,6 +217,7 @@ class NodeLoop:
         async with anyio.create_task_group() as tg:
             await tg.start(self.instances.run)
             self._watching = True
+            self._tasks = tg
             wakes = functools.partial(run_woken_by, self._wake_on_my_instances)
             await tg.start(wakes, self.store, self.clock, self.resync, self.reconcile_once)
             tg.start_soon(self._heartbeat)
@@ -284,14 +313,25 @@ class NodeLoop:
     def _wrote(self, key: str, revision: int) -> None:
         if key.startswith(INSTANCES):
             self._written = max(self._written, revision)
+            self._own[key] = revision
 
     async def _wake_on_my_instances(self, wake: Callable[[], None]) -> None:
-        """Wake a pass when an instance of this node changes (it is added, updated or goes)."""
+        """Sync an instance of this node as soon as it changes (it is added, updated or goes).
+
+        Only that instance: a change costs one sync, not a pass over the
+        node's instances, and waits for no other instance's sync. ``wake``
+        brings a whole pass when a sync needs one (the store went away).
+        """
 
         def changed(key: str, old: Stored[Instance] | None, new: Stored[Instance] | None) -> None:
-            if any(s is not None and s.value.node == self.name for s in (old, new)):
-                wake()
+            if new is not None and new.value.node == self.name:
+                if self._own.get(key) != new.revision:  # its own write: acted on already
+                    self._sync_soon(key)
+            elif old is not None and old.value.node == self.name:
+                self._own.pop(key, None)
+                self._gone(old.value)
 
+        self._wake = wake
         self.instances.listen(changed)
         await anyio.sleep_forever()
 
@@ -322,11 +362,14 @@ class NodeLoop:
         adopted = sum(
             1 for s in mine if s.value.state == InstanceState.RUNNING and s.value.uid in pods
         )
-        async with anyio.create_task_group() as tg:
-            for stored in mine:
-                tg.start_soon(self._guarded_sync, stored, pods.pop(stored.value.uid, None))
-            for orphan in pods.values():
-                tg.start_soon(self._remove_orphan, orphan)
+        if self._tasks is None:  # passes driven one by one: each waits for its syncs
+            async with anyio.create_task_group() as tg:
+                for stored in mine:
+                    tg.start_soon(self._guarded_sync, stored, pods.pop(stored.value.uid, None))
+                for orphan in pods.values():
+                    tg.start_soon(self._remove_orphan, orphan)
+        else:
+            self._dispatch(self._tasks, mine, pods)
         if self._adopting:
             self._adopting = False
             if adopted:
@@ -351,18 +394,159 @@ class NodeLoop:
         waits += [max(stuck.retry_at - mono, 0.0) for stuck in self._stuck.values()]
         return min(waits) if waits else None
 
-    async def _guarded_sync(self, stored: Stored[Instance], pod: PodStatus | None) -> None:
+    def _dispatch(
+        self, tg: TaskGroup, mine: list[Stored[Instance]], pods: dict[str, PodStatus]
+    ) -> None:
+        """Start a sync of each instance, and a removal of each orphan, that is not under way.
+
+        The pass does not wait for them: an instance placed now starts at
+        once, whatever another instance's sync is waiting for (a pull, a stop's
+        grace period). An instance whose sync is still under way is synced by
+        the pass that follows it (see :meth:`_sync_alone`).
+        """
+        for stored in mine:
+            uid = stored.value.uid
+            pod = pods.pop(uid, None)
+            if uid in self._syncing:
+                self._stale.add(uid)
+                continue
+            self._syncing.add(uid)
+            tg.start_soon(self._sync_alone, uid, stored.key, self._guarded_sync, stored, pod)
+        for orphan in pods.values():
+            if orphan.uid in self._syncing:
+                continue  # its instance's own sync (a start, a teardown) holds it
+            self._syncing.add(orphan.uid)
+            tg.start_soon(self._sync_alone, orphan.uid, None, self._remove_orphan, orphan)
+
+    def _sync_soon(self, key: str) -> None:
+        """Sync the instance at ``key`` in a task of its own (after its sync under way, if any)."""
+        stored = self.instances.get(key)
+        if self._tasks is None or stored is None:
+            return
+        uid = stored.value.uid
+        if uid in self._syncing:
+            self._stale.add(uid)
+            return
+        self._syncing.add(uid)
+        self._tasks.start_soon(self._sync_alone, uid, key, self._sync_key, key, uid)
+
+    async def _sync_key(self, key: str, uid: str) -> _Outcome:
+        """Sync the instance at ``key`` as the cache holds it once it shows this loop's writes."""
+        try:
+            await self.instances.caught_up(self._written)
+            stored = self.instances.get(key)
+            if stored is None or stored.value.uid != uid or stored.value.node != self.name:
+                return None
+            if stored.value.state == InstanceState.RUNNING:
+                self._running[uid] = stored
+                self._probe_due.set()
+            elif self._running.pop(uid, None) is not None:
+                self.probes.forget(set(self._running))
+            try:
+                pod: PodStatus | None = await self.runtime.inspect(uid)
+            except NotFound:
+                pod = None
+        except Unavailable:
+            return "unavailable"
+        except ShoalError as exc:  # the runtime cannot say: a pass tries again later
+            log.warning("node loop: cannot inspect the pod of %s: %s", key, exc)
+            return "unavailable"
+        return await self._guarded_sync(stored, pod)
+
+    def _gone(self, inst: Instance) -> None:
+        """Forget an instance that left this node; remove its pod if one is left."""
+        uid = inst.uid
+        self._files.pop(uid, None)
+        self._stuck.pop(uid, None)
+        if self._running.pop(uid, None) is not None:
+            self.probes.forget(set(self._running))
+        if self._tasks is None or uid in self._syncing:
+            return  # its sync under way (a teardown, usually) deals with its pod
+        self._syncing.add(uid)
+        self._tasks.start_soon(self._sync_alone, uid, None, self._remove_if_orphan, uid)
+
+    async def _remove_if_orphan(self, uid: str) -> _Outcome:
+        """Remove the pod of ``uid``, whose record is gone, if the runtime still has it."""
+        try:
+            pod = await self.runtime.inspect(uid)
+        except NotFound:
+            return None
+        except ShoalError as exc:
+            log.warning("node loop: cannot inspect pod %s: %s; a later pass removes it", uid, exc)
+            return None
+        return await self._remove_orphan(pod)
+
+    async def _sync_alone(
+        self,
+        uid: str,
+        key: str | None,
+        sync: Callable[..., Awaitable[_Outcome]],
+        *args: object,
+    ) -> None:
+        """Run one dispatched sync, then what it leaves to do.
+
+        A change that came during the sync syncs the instance again; a lost
+        race needs nothing (the watch brings the newer record, which syncs
+        it); a store that went away brings a pass after a while; a restart or
+        a teardown retry that waits out a backoff is synced when it ends.
+        """
+        try:
+            outcome = await sync(*args)
+        finally:
+            self._syncing.discard(uid)
+        if outcome == "unavailable":
+            await self.clock.sleep(_RACE_RETRY)  # as a pass would wait before trying again
+            self._wake()
+            return
+        if key is None:
+            return
+        if uid in self._stale:
+            self._stale.discard(uid)
+            self._sync_soon(key)
+            return
+        stored = self.instances.get(key)
+        if stored is None or stored.value.uid != uid:
+            return
+        delay: float | None = None
+        inst = stored.value
+        if inst.state == InstanceState.SCHEDULED and inst.not_before is not None:
+            delay = (inst.not_before - self.clock.now()).total_seconds()
+        stuck = self._stuck.get(uid)
+        if stuck is not None:
+            delay = stuck.retry_at - self.clock.monotonic()
+        if delay is not None and delay > 0:
+            self._sync_at(key, uid, self.clock.monotonic() + delay)
+
+    def _sync_at(self, key: str, uid: str, at: float) -> None:
+        """Sync ``key`` again at ``at`` (monotonic), unless a sync is due by then already."""
+        if self._tasks is None or self._later.get(uid, math.inf) <= at:
+            return
+        self._later[uid] = at
+
+        async def later() -> None:
+            await self.clock.sleep(max(at - self.clock.monotonic(), 0.0))
+            if self._later.get(uid) == at:
+                del self._later[uid]
+                self._sync_soon(key)
+
+        self._tasks.start_soon(later)
+
+    async def _guarded_sync(self, stored: Stored[Instance], pod: PodStatus | None) -> _Outcome:
+        """Sync one instance; return why another pass should come soon, if it should."""
         async with self._limiter:
             try:
                 await self._sync(stored, pod)
             except RevisionConflict:
                 self._again = True  # the record changed under us: the next pass re-reads it
+                return "conflict"
             except Unavailable as exc:  # the store went away mid-pass: no traceback per instance
                 log.warning("node loop: syncing instance %s stopped: %s", stored.value.key, exc)
                 self._again = True
+                return "unavailable"
             except Exception:
                 self._did("sync", "error")
                 log.exception("node loop: syncing instance %s failed", stored.value.key)
+        return None
 
     def _did(self, action: str, outcome: str = "ok") -> None:
         self.metrics.inc(Catalogue.NODE_LOOP_ACTIONS, action, outcome)
@@ -498,7 +682,10 @@ class NodeLoop:
                 "ready_since": self.clock.now() if ready else None,
             }
         )
-        await self.repo.put(stored.key, running, expected_revision=stored.revision)
+        revision = await self.repo.put(stored.key, running, expected_revision=stored.revision)
+        # Probed from now on, not once a pass or the watch brings the record back.
+        self._running[inst.uid] = Stored(running, stored.key, revision, stored.created)
+        self._probe_due.set()
         await self._record(_ref(inst), "Started", f"started on {self.name}", self.actor)
 
     async def _watch_running(self, stored: Stored[Instance], pod: PodStatus | None) -> None:
@@ -595,9 +782,40 @@ class NodeLoop:
         )
 
     async def _probe_loop(self) -> None:
+        """Probe each running instance as soon as one of its checks is due.
+
+        It sleeps until the earliest check is due (at most ``probe_tick``), or
+        until an instance starts running or a check ends; each instance's
+        checks run in a task of their own, so a slow check (an HTTP probe
+        waiting out its timeout) delays no other instance's.
+        """
+        assert self._tasks is not None
         while True:
-            await self.clock.sleep(self.probe_tick)
-            await self.probe_once()
+            self._probe_due = anyio.Event()
+            now, mono = self.clock.now(), self.clock.monotonic()
+            wait = self.probe_tick
+            for stored in list(self._running.values()):
+                uid = stored.value.uid
+                if uid in self._probing:
+                    continue
+                due = self.probes.due(stored.value, now, mono)
+                if due:
+                    self._probing.add(uid)
+                    self._tasks.start_soon(self._probe_alone, stored, due, mono)
+                    continue
+                later = self.probes.next_due_in(stored.value, now, mono)
+                if later is not None:
+                    wait = min(wait, later)
+            await _wait_either(self._probe_due, self.clock, wait)
+
+    async def _probe_alone(
+        self, stored: Stored[Instance], due: list[tuple[str, str, Probe]], mono: float
+    ) -> None:
+        try:
+            await self._probe_instance(stored, due, mono)
+        finally:
+            self._probing.discard(stored.value.uid)
+            self._probe_due.set()  # its next check is due later: the schedule changed
 
     async def probe_once(self) -> None:
         """Run every due probe of this node's running instances and act on the verdicts."""
@@ -622,7 +840,7 @@ class NodeLoop:
         self, stored: Stored[Instance], due: list[tuple[str, str, Probe]], mono: float
     ) -> None:
         inst = stored.value
-        async with self._limiter:
+        async with self._probe_limiter:
             try:
                 pod = await self.runtime.inspect(inst.uid)
             except NotFound:
@@ -643,10 +861,16 @@ class NodeLoop:
         def change(current: Instance) -> Instance | None:
             if current.uid != inst.uid or current.state != InstanceState.RUNNING:
                 return None
+            if current.ready == ready:  # written already; this loop's view was older
+                return None
             since = self.clock.now() if ready else None
             return current.model_copy(update={"ready": ready, "ready_since": since})
 
         await self.repo.update(stored.key, Instance, change)
+        if inst.uid in self._running:  # the next check compares with what was written
+            self._running[inst.uid] = replace(
+                stored, value=inst.model_copy(update={"ready": ready})
+            )
         self._did("set_ready")
         verb = "passes its readiness probes" if ready else "failed its readiness probe"
         kind = EventType.NORMAL if ready else EventType.WARNING
@@ -672,7 +896,7 @@ class NodeLoop:
         self.probes.forget(set(self._running))
         await self._record(_ref(inst), "Unhealthy", why, self.actor, event_type=EventType.WARNING)
 
-    async def _remove_orphan(self, pod: PodStatus) -> None:
+    async def _remove_orphan(self, pod: PodStatus) -> _Outcome:
         async with self._limiter:
             try:
                 await self.runtime.stop(pod.uid, self.stop_grace)
@@ -680,7 +904,7 @@ class NodeLoop:
             except ShoalError:
                 self._did("remove_orphan", "error")
                 log.exception("node loop: removing orphan pod %s failed", pod.name)
-                return
+                return None
         self._did("remove_orphan")
         await self._record(
             ObjectRef(kind="Instance", namespace=pod.namespace, name=pod.name),
@@ -688,10 +912,32 @@ class NodeLoop:
             f"pod {pod.name} had no instance record on {self.name}; removed it",
             self.actor,
         )
+        return None
 
 
 _RACE_RETRY = 1.0
 """Seconds a pass that lost a write race waits at most for the watch to bring the change."""
+
+_Outcome = Literal["conflict", "unavailable"] | None
+"""Why a sync wants another pass soon: it lost a write race, or the store went away."""
+
+
+def _nothing() -> None:
+    """Wake nothing: no pass runs by itself outside :meth:`NodeLoop.run`."""
+
+
+async def _wait_either(changed: anyio.Event, clock: Clock, delay: float) -> None:
+    """Return once ``changed`` is set or ``delay`` seconds of ``clock`` have passed."""
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as waiter:
+
+            async def timer() -> None:
+                await clock.sleep(delay)
+                scope.cancel()
+
+            waiter.start_soon(timer)
+            await changed.wait()
+            scope.cancel()
 
 
 def _ref(inst: Instance) -> ObjectRef:

@@ -105,6 +105,25 @@ class ProbeTracker:
                     found.append((container.name, kind, probe))
         return found
 
+    def next_due_in(self, inst: Instance, now: datetime, mono: float) -> float | None:
+        """Return in how many seconds the next check of ``inst`` is due (None: it has no probe)."""
+        started = inst.started_at or now
+        age = (now - started).total_seconds()
+        waits: list[float] = []
+        for container in inst.template.containers:
+            for kind, probe in (
+                ("liveness", container.liveness_probe),
+                ("readiness", container.readiness_probe),
+            ):
+                if probe is None:
+                    continue
+                if age < probe.initial_delay_seconds:
+                    waits.append(probe.initial_delay_seconds - age)
+                else:
+                    record = self._record(inst.uid, container.name, kind)
+                    waits.append(max(record.next_at - mono, 0.0))
+        return min(waits) if waits else None
+
     def _record(self, uid: str, container: str, kind: ProbeKind) -> _Record:
         key = (uid, container, kind)
         if key not in self.records:

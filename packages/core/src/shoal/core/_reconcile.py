@@ -71,6 +71,7 @@ from ._status import (
     awaiting_promotion,
     deadline_at,
     next_available_in,
+    runs_current,
     workload_status,
 )
 
@@ -135,12 +136,13 @@ def decide(
     outdated_left = False  # for recreate: an instance of an older template still exists
     for stored in owned:
         inst = deciding.lifecycle(workload.value, stored, now, backoff)
-        if inst.template != spec.template:
+        current = runs_current(inst, workload.value)
+        if not current:
             outdated_left = True
         if inst.deleting:
             deciding.going(stored, inst)
             continue
-        if inst.template != spec.template:
+        if not current:
             if rolling:
                 old.append((stored, inst))
             else:

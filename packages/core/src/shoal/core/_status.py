@@ -25,8 +25,23 @@ __all__ = [
     "deadline_at",
     "next_available_in",
     "rollout_complete",
+    "runs_current",
     "workload_status",
 ]
+
+
+def runs_current(inst: Instance, workload: Workload) -> bool:
+    """Return whether ``inst`` runs the current template of ``workload``.
+
+    An instance made at the workload's current revision does (a revision
+    number names one template), and is told without comparing templates, which
+    a control loop pass over many instances would spend most of its time on;
+    any other is compared template to template (one stored before revisions,
+    or of an earlier revision whose template came back).
+    """
+    if inst.revision and inst.revision == workload.revision and inst.workload_uid == workload.uid:
+        return True
+    return inst.template == workload.spec.template
 
 
 def available(inst: Instance, min_ready_seconds: int, now: datetime) -> bool:
@@ -128,7 +143,7 @@ def workload_status(
     scheduled = sum(1 for i in instances if i.node is not None)
     running = sum(1 for i in instances if i.state == InstanceState.RUNNING)
     ready = sum(1 for i in instances if i.state == InstanceState.RUNNING and i.ready)
-    updated = sum(1 for i in instances if i.template == spec.template)
+    updated = sum(1 for i in instances if runs_current(i, workload))
     ready_enough = sum(1 for i in instances if available(i, spec.update.min_ready_seconds, now))
     crashing = [
         i for i in instances if i.reason == "CrashLoopBackOff" or i.state == InstanceState.FAILED
@@ -281,7 +296,7 @@ def _job_status(
         scheduled_replicas=len(placed),
         running_replicas=running,
         ready_replicas=ready,
-        updated_replicas=sum(1 for i in instances if i.template == workload.spec.template),
+        updated_replicas=sum(1 for i in instances if runs_current(i, workload)),
         available_replicas=ready,
         revision=workload.revision,
         complete_revision=workload.revision,

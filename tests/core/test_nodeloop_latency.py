@@ -1,0 +1,78 @@
+"""The running node loop acts on each instance at once: no pass, tick or other sync to wait for."""
+
+import anyio
+import pytest
+from anyio import wait_all_tasks_blocked
+
+from shoal.interfaces import InstanceState, WorkloadSpec
+from shoal.runtime import Fault
+from tests.core.support import Cluster, eventually, spec
+
+pytestmark = pytest.mark.anyio
+
+
+async def state_of(cluster: Cluster, workload: str) -> tuple[InstanceState, bool]:
+    (inst,) = await cluster.service.list_instances(workload=workload)
+    return inst.state, inst.ready
+
+
+async def test_a_start_waits_for_no_other_instances_slow_start(cluster: Cluster) -> None:
+    """One instance's start that takes a minute does not hold back the next one's."""
+    loop = await cluster.add_node("n1")
+    cluster.runtimes["n1"].faults.add(Fault.slow_start(seconds=60, image="slow"))
+    async with anyio.create_task_group() as tg:
+        await tg.start(loop.run)
+        await cluster.service.apply([spec(name="slow", replicas=1, image="slow")])
+        await cluster.control.reconcile_once()
+        await wait_all_tasks_blocked()
+        assert await state_of(cluster, "slow") == (InstanceState.STARTING, False)
+
+        await cluster.service.apply([spec(name="fast", replicas=1, image="fast")])
+        await cluster.control.reconcile_once()
+
+        async def fast_runs() -> bool:
+            return (await state_of(cluster, "fast"))[0] == InstanceState.RUNNING
+
+        await eventually(fast_runs)  # the clock stands still: "slow" is still starting
+        assert await state_of(cluster, "slow") == (InstanceState.STARTING, False)
+
+        cluster.clock.advance(60)
+
+        async def slow_runs() -> bool:
+            return (await state_of(cluster, "slow"))[0] == InstanceState.RUNNING
+
+        await eventually(slow_runs)
+        tg.cancel_scope.cancel()
+
+
+async def test_readiness_is_checked_when_the_initial_delay_ends_not_at_a_tick(
+    cluster: Cluster,
+) -> None:
+    """The first check runs ``initial_delay_seconds`` after the start, whatever the tick."""
+    loop = await cluster.add_node("n1")
+    loop.probe_tick = 3600.0  # only a bound on the probe task's sleep
+    probe = {"exec": {"command": ["check"]}, "initial_delay_seconds": 5, "period_seconds": 600}
+    container = {"name": "main", "image": "busybox", "readiness_probe": probe}
+    workload = WorkloadSpec.model_validate(
+        {"name": "web", "replicas": 1, "template": {"containers": [container]}}
+    )
+    async with anyio.create_task_group() as tg:
+        await tg.start(loop.run)
+        await cluster.service.apply([workload])
+        await cluster.control.reconcile_once()
+
+        async def runs() -> bool:
+            return (await state_of(cluster, "web"))[0] == InstanceState.RUNNING
+
+        await eventually(runs)
+        cluster.clock.advance(4.9)
+        await wait_all_tasks_blocked()
+        assert await state_of(cluster, "web") == (InstanceState.RUNNING, False)
+
+        cluster.clock.advance(0.1)
+
+        async def ready() -> bool:
+            return (await state_of(cluster, "web"))[1]
+
+        await eventually(ready)  # the clock stays at 5 s: no tick of 3600 s came
+        tg.cancel_scope.cancel()
