@@ -54,10 +54,11 @@ from shoal.interfaces import (
     InvalidInput,
     Member,
     Node,
-    PodAccess,
     StateStore,
     Tag,
     Unavailable,
+    UsageHistory,
+    UsageQuery,
 )
 
 __all__ = ["Clustering", "advertised_host", "read_secret", "with_port"]
@@ -294,11 +295,13 @@ class Clustering:
         images: ImageShare | None = None,
         *,
         clock: Clock,
+        usage: UsageHistory | None = None,
     ) -> list[grpc.GenericRpcHandler]:
         """Return the gRPC services this node offers.
 
         State for servers (with :attr:`assignments`, which the caller runs),
-        Pods for runners, Images for nodes that keep images.
+        Pods for runners (with ``usage``, the node's usage history), Images for
+        nodes that keep images.
         """
         served: list[grpc.GenericRpcHandler] = []
         if store is not None:
@@ -307,12 +310,13 @@ class Clustering:
                 StateGateway(store, self.verifier, assignments=self.assignments).handler()
             )
         if runtime is not None:
-            served.append(PodGateway(runtime, self.verifier, self.authorize_server).handler())
+            pods = PodGateway(runtime, self.verifier, self.authorize_server, usage=usage)
+            served.append(pods.handler())
         if images is not None:
             served.append(ImageGateway(images, self.verifier, self.authorize_member).handler())
         return served
 
-    def pods_of(self, node: Node) -> PodAccess:
+    def pods_of(self, node: Node) -> RemotePods:
         """Return logs/exec/stats of the pods on ``node``, reached over gRPC.
 
         Raises:
@@ -327,6 +331,14 @@ class Clustering:
         if address not in self._pods:
             self._pods[address] = RemotePods(NodeChannel(self.identity, self.token, address))
         return self._pods[address]
+
+    def usage_of(self, node: Node) -> UsageQuery:
+        """Return the usage history ``node`` keeps, reached over gRPC (its Pods service).
+
+        Raises:
+            Unavailable: the node publishes no gRPC address.
+        """
+        return self.pods_of(node)
 
     async def aclose(self) -> None:
         """Close the channels opened to other nodes."""

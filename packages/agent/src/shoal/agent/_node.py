@@ -152,6 +152,7 @@ class ShoalNode:
             remote=None if clustering is None else clustering.pods_of,
             members=cluster.members,
             remote_images=None if clustering is None else clustering.images_of,
+            remote_usage=None if clustering is None else clustering.usage_of,
         )
         if isinstance(store, SealedStore):  # the roll-on-change hash, keyed by a server secret
             self.service.config_hash_key = store.keyring.derive("config-hash")
@@ -230,6 +231,7 @@ class ShoalNode:
                             self.runtime if runs else None,
                             self.images,
                             clock=self.clock,
+                            usage=self.usage,
                         )
                         if self.clustering.assignments is not None:
                             await tg.start(self.clustering.assignments.run)

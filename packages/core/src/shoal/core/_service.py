@@ -66,6 +66,7 @@ from shoal.interfaces import (
     Unavailable,
     UsageHistory,
     UsageKind,
+    UsageQuery,
     UsageSeries,
     Via,
     Workload,
@@ -132,6 +133,7 @@ class ShoalService:
         members: Callable[[], Awaitable[Sequence[Member]]] | None = None,
         remote_images: Callable[[Node], ImageShare] | None = None,
         manifests: Callable[[], list[ManifestSource]] | None = None,
+        remote_usage: Callable[[Node], UsageQuery] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -143,6 +145,9 @@ class ShoalService:
         """Returns the gossip members (the cluster manager's view); None: no cluster manager."""
         self.remote_images = remote_images
         """Reaches the images of other nodes (over gRPC in a cluster); None: only local ones."""
+        self.remote_usage = remote_usage
+        """Reaches the usage history other nodes keep (over gRPC in a cluster); None: only
+        this node's."""
         self.config_hash_key = DEFAULT_CONFIG_HASH_KEY
         """Keys the configuration hash of roll-on-change workloads; the agent sets a secret one
         (derived from the secrets keyring) so that the hash tells nothing about a Secret."""
@@ -163,6 +168,7 @@ class ShoalService:
             members=self.members,
             remote_images=self.remote_images,
             manifests=self.manifests,
+            remote_usage=self.remote_usage,
         )
         acting.audit = self.audit  # one trail, appended in turn by every caller
         acting.config_hash_key = self.config_hash_key
@@ -697,13 +703,20 @@ class ShoalService:
             node = await self.get_node(name)
             limits = (int(node.capacity.cpu), int(node.capacity.memory))
             return await read_usage(
-                self._usage_on(node.name), kind, name, "", node.name, span, self.clock.now(), limits
+                await self._usage_on(node.name),
+                kind,
+                name,
+                "",
+                node.name,
+                span,
+                self.clock.now(),
+                limits,
             )
         inst = await self.get_instance(name, namespace)
         if inst.node is None:  # never placed: nothing sampled it
             return UsageSeries(kind=kind, name=name, namespace=namespace, range=span)
         return await read_usage(
-            self._usage_on(inst.node),
+            await self._usage_on(inst.node),
             kind,
             name,
             namespace,
@@ -713,19 +726,24 @@ class ShoalService:
             limits_of(inst),
         )
 
-    def _usage_on(self, node: str) -> UsageHistory:
-        """Return the usage history that ``node`` keeps.
+    async def _usage_on(self, node: str) -> UsageQuery:
+        """Return the usage history that ``node`` keeps: this node's, or reached over gRPC.
 
         Raises:
-            Unavailable: it is another node's, or this node keeps none.
+            Unavailable: this node keeps none, or the other node cannot be reached from here.
         """
-        if self.local is not None and node == self.local.name and self.local.usage is not None:
+        if self.local is not None and node == self.local.name:
+            if self.local.usage is None:
+                raise Unavailable(f"node {node} keeps no usage history (it runs no instances)")
             return self.local.usage
-        raise Unavailable(
-            f"the usage history of node {node} is kept on that node: run the command "
-            "against that node's agent",
-            node=node,
-        )
+        record = await self.repo.get_node(node)
+        if self.remote_usage is None or record is None:
+            raise Unavailable(
+                f"the usage history of node {node} is kept on that node, which this server "
+                "cannot reach: run the command against that node's agent",
+                node=node,
+            )
+        return self.remote_usage(record.value)
 
     def _images(self) -> ImageManager:
         if self.local is None or self.local.images is None:

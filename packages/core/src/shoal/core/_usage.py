@@ -32,6 +32,7 @@ from shoal.interfaces import (
     ShoalError,
     UsageHistory,
     UsageKind,
+    UsageQuery,
     UsageRange,
     UsageSample,
     UsageSeries,
@@ -157,7 +158,7 @@ class UsageSampler:
 
 
 async def read_usage(
-    history: UsageHistory,
+    history: UsageQuery,
     kind: UsageKind,
     name: str,
     namespace: str,

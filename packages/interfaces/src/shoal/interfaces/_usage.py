@@ -36,6 +36,7 @@ __all__ = [
     "UsageHistory",
     "UsageKind",
     "UsagePoint",
+    "UsageQuery",
     "UsageRange",
     "UsageSample",
     "UsageSeries",
@@ -244,16 +245,8 @@ def summarize_usage(series: UsageSeries, max_points: int = USAGE_SUMMARY_POINTS)
 
 
 @runtime_checkable
-class UsageHistory(Protocol):
-    """A node's bounded table of usage samples (see the module docstring for the bounds)."""
-
-    async def record(self, samples: Sequence[UsageSample]) -> None:
-        """Store one round of fine samples, roll whole minutes up, prune by age and by cap.
-
-        Raises:
-            Unavailable: the table cannot be written.
-        """
-        ...
+class UsageQuery(Protocol):
+    """Reads a node's usage history: its own table, or another node's over the network."""
 
     async def query(
         self, kind: UsageKind, key: str, span: UsageRange, now: datetime
@@ -264,7 +257,20 @@ class UsageHistory(Protocol):
         coarse step (a minute not yet rolled up is rolled up from its fine samples).
 
         Raises:
-            Unavailable: the table cannot be read.
+            Unavailable: the table cannot be read, or its node cannot be reached.
+        """
+        ...
+
+
+@runtime_checkable
+class UsageHistory(UsageQuery, Protocol):
+    """A node's bounded table of usage samples (see the module docstring for the bounds)."""
+
+    async def record(self, samples: Sequence[UsageSample]) -> None:
+        """Store one round of fine samples, roll whole minutes up, prune by age and by cap.
+
+        Raises:
+            Unavailable: the table cannot be written.
         """
         ...
 

@@ -1,4 +1,4 @@
-"""The Pods service: logs, exec and stats of a node's pods, for the other nodes.
+"""The Pods service: logs, exec, stats and usage history of a node's pods, for the other nodes.
 
 ``shoal logs`` / ``exec`` / ``top`` reach an instance through whichever
 server got the request; when the instance runs elsewhere, that server calls
@@ -10,8 +10,10 @@ the node running it::
 ``authorize`` admits (the composition root admits the servers of the
 cluster). :class:`RemotePods` is the calling side and has the same ``logs``,
 ``exec`` and ``stats`` as the runtime (:class:`~shoal.interfaces.PodAccess`),
-so the service layer uses a local runtime and a remote node alike. Errors of
-the remote runtime arrive as the same :class:`~shoal.interfaces.ShoalError`.
+so the service layer uses a local runtime and a remote node alike; it also
+reads the node's usage history (``query``, a :class:`~shoal.interfaces.UsageQuery`),
+which the node keeps of the instances it runs. Errors of the remote runtime
+arrive as the same :class:`~shoal.interfaces.ShoalError`.
 
 Times travel as RFC 3339 strings (``datetime.isoformat``) and are parsed back.
 """
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
 import anyio
@@ -35,6 +37,12 @@ from shoal.interfaces import (
     LogLine,
     PodAccess,
     ShoalError,
+    Unavailable,
+    UsageHistory,
+    UsageKind,
+    UsagePoint,
+    UsageRange,
+    check_usage_range,
 )
 
 from ._grpc_base import PACKAGE, AdmittingService, NodeChannel
@@ -48,6 +56,7 @@ _SERVICE = f"{PACKAGE}.Pods"
 _LOGS = f"/{_SERVICE}/Logs"
 _EXEC = f"/{_SERVICE}/Exec"
 _STATS = f"/{_SERVICE}/Stats"
+_USAGE = f"/{_SERVICE}/Usage"
 
 EXEC_DEADLINE_MARGIN = 10.0
 """Seconds an exec call may take beyond its ``time_limit``: the call and the kill."""
@@ -67,6 +76,7 @@ class PodGateway(AdmittingService):
         runtime: The pods served; any ContainerRuntime will do.
         verifier: Checks the auth metadata of each call.
         authorize: Admits or refuses an authenticated caller.
+        usage: The node's usage history (None: it keeps none, and Usage is Unavailable).
     """
 
     def __init__(
@@ -74,9 +84,12 @@ class PodGateway(AdmittingService):
         runtime: PodAccess,
         verifier: CallVerifier,
         authorize: Callable[[Caller], Awaitable[None]],
+        *,
+        usage: UsageHistory | None = None,
     ) -> None:
         super().__init__(verifier, authorize)
         self._runtime = runtime
+        self._usage = usage
 
     def handler(self) -> grpc.GenericRpcHandler:
         """Return the handler of ``shoal.cluster.v1.Pods``, for :func:`serve_grpc`."""
@@ -97,6 +110,11 @@ class PodGateway(AdmittingService):
                     self._stats,
                     request_deserializer=pb.StatsRequest.FromString,
                     response_serializer=pb.StatsReply.SerializeToString,
+                ),
+                "Usage": grpc.unary_unary_rpc_method_handler(
+                    self._usage_history,
+                    request_deserializer=pb.UsageRequest.FromString,
+                    response_serializer=pb.UsageReply.SerializeToString,
                 ),
             },
         )
@@ -157,6 +175,33 @@ class PodGateway(AdmittingService):
                 )
                 for s in stats
             ]
+        )
+
+    async def _usage_history(self, request: pb.UsageRequest, context: _Context) -> pb.UsageReply:
+        await self._admit(context, _USAGE, request)
+        try:
+            if self._usage is None:
+                raise Unavailable("this node keeps no usage history (it runs no instances)")
+            kind: UsageKind = "node" if request.kind == "node" else "instance"
+            step, points = await self._usage.query(
+                kind,
+                request.key,
+                check_usage_range(request.range),
+                _parse_time(request.now, "now"),
+            )
+        except ShoalError as exc:
+            await abort_with(context, exc)
+        return pb.UsageReply(
+            step_seconds=step,
+            points=[
+                pb.UsagePoint(
+                    at=int(p.at.timestamp()),
+                    cpu_millicores=p.cpu_millicores,
+                    memory_bytes=p.memory_bytes,
+                    restarts=p.restarts,
+                )
+                for p in points
+            ],
         )
 
 
@@ -248,6 +293,26 @@ class RemotePods(AsyncClosing):
                 pids=s.pids,
             )
             for s in reply.containers
+        ]
+
+    async def query(
+        self, kind: UsageKind, key: str, span: UsageRange, now: datetime
+    ) -> tuple[int, list[UsagePoint]]:
+        """Return the step and the points of one series of the node's usage history.
+
+        Raises:
+            Unavailable: the node cannot be reached, or keeps no history.
+        """
+        request = pb.UsageRequest(kind=kind, key=key, range=span, now=now.isoformat())
+        reply = await self._channel.unary(_USAGE, request, pb.UsageReply)
+        return reply.step_seconds, [
+            UsagePoint(
+                at=datetime.fromtimestamp(p.at, UTC),
+                cpu_millicores=p.cpu_millicores,
+                memory_bytes=p.memory_bytes,
+                restarts=p.restarts,
+            )
+            for p in reply.points
         ]
 
     async def aclose(self) -> None:

@@ -177,6 +177,38 @@ class StatsReply(_message.Message):
     containers: _containers.RepeatedCompositeFieldContainer[ContainerStats]
     def __init__(self, containers: _Optional[_Iterable[_Union[ContainerStats, _Mapping]]] = ...) -> None: ...
 
+class UsageRequest(_message.Message):
+    __slots__ = ("kind", "key", "range", "now")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    RANGE_FIELD_NUMBER: _ClassVar[int]
+    NOW_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    key: str
+    range: str
+    now: str
+    def __init__(self, kind: _Optional[str] = ..., key: _Optional[str] = ..., range: _Optional[str] = ..., now: _Optional[str] = ...) -> None: ...
+
+class UsagePoint(_message.Message):
+    __slots__ = ("at", "cpu_millicores", "memory_bytes", "restarts")
+    AT_FIELD_NUMBER: _ClassVar[int]
+    CPU_MILLICORES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    at: int
+    cpu_millicores: int
+    memory_bytes: int
+    restarts: int
+    def __init__(self, at: _Optional[int] = ..., cpu_millicores: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., restarts: _Optional[int] = ...) -> None: ...
+
+class UsageReply(_message.Message):
+    __slots__ = ("step_seconds", "points")
+    STEP_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    step_seconds: int
+    points: _containers.RepeatedCompositeFieldContainer[UsagePoint]
+    def __init__(self, step_seconds: _Optional[int] = ..., points: _Optional[_Iterable[_Union[UsagePoint, _Mapping]]] = ...) -> None: ...
+
 class ManifestRequest(_message.Message):
     __slots__ = ("reference",)
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
