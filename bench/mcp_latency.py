@@ -25,9 +25,10 @@ over HTTP adds at p50 (aim: under 5 ms). Then the agent's own view, scraped
 from its ``GET /metrics``: p50 and p99 of its histograms of the MCP tool call
 and of the REST routes the transports reached, beside the bench's figures.
 And the cost of telemetry: mcp-direct runs twice, over a service whose store
-calls are timed and an MCP server that counts its tool calls (on), and over
-the same without metrics (off); the ratio of their p50s is printed (aim: at
-most 1.05). Run with ``uv run python bench/mcp_latency.py``.
+calls are timed and an MCP server that counts its tool calls, each call and
+store read recorded as spans in the agent's span buffer (on), and over the
+same without metrics and with every span dropped (off); the ratio of their
+p50s is printed (aim: at most 1.05). Run with ``uv run python bench/mcp_latency.py``.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import anyio
@@ -50,8 +51,15 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import InputRequiredResult
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+from opentelemetry.trace import Link, SpanKind, TraceState
+from opentelemetry.util.types import Attributes
 from prometheus_client.parser import text_string_to_metric_families
 
+from shoal.agent import SpanRecorder
 from shoal.agent._metrics import PrometheusMetrics, histogram_quantile
 from shoal.client import ShoalClient, init_keypair, load_keypair
 from shoal.core import MeteredStore, ShoalService, SystemClock
@@ -184,10 +192,12 @@ async def measure(rounds: int, count: int, root: Path, env: dict[str, str], url:
             assert len(response.json()["result"]["structuredContent"]["workloads"]) == count
 
         async def mcp_direct() -> None:
+            tracing.on = True
             result = await direct.call_tool("list_workloads", {})
             assert not isinstance(result, InputRequiredResult) and not result.is_error
 
         async def mcp_direct_off() -> None:
+            tracing.on = False
             result = await direct_off.call_tool("list_workloads", {})
             assert not isinstance(result, InputRequiredResult) and not result.is_error
 
@@ -217,6 +227,7 @@ async def measure(rounds: int, count: int, root: Path, env: dict[str, str], url:
                 if round_ >= 10:
                     samples[name].append(time.perf_counter() - start)
         scraped = (await raw.get("/metrics")).text
+        spans = len(recorder)
 
     base50 = statistics.median(samples["in-process"])
     base99 = percentile(samples["in-process"], 0.99)
@@ -239,6 +250,42 @@ async def measure(rounds: int, count: int, root: Path, env: dict[str, str], url:
         f"telemetry on/off (mcp-direct): p50 {ms['mcp-direct']:.2f} ms / {off50 * 1000:.2f} ms, "
         f"ratio {ms['mcp-direct'] / (off50 * 1000):.3f}  (aim: <= 1.05)"
     )
+    print(f"  (on: metrics and traces, {spans} spans recorded; off: neither)")
+
+
+class TracingSwitch(Sampler):
+    """Samples every span while on and none while off: traces on and off in one process."""
+
+    on = True
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        """Record and sample the span while on; drop it while off."""
+        decision = Decision.RECORD_AND_SAMPLE if self.on else Decision.DROP
+        return SamplingResult(decision, attributes)
+
+    def get_description(self) -> str:
+        """Name the sampler."""
+        return "TracingSwitch"
+
+
+tracing = TracingSwitch()
+recorder = SpanRecorder()
+
+
+def install_switched_tracing() -> None:
+    """Set up the SDK as the agent does (a span buffer), behind :data:`tracing`."""
+    provider = TracerProvider(sampler=tracing)
+    provider.add_span_processor(recorder)
+    trace.set_tracer_provider(provider)
 
 
 def print_agent_view(scraped: str, samples: dict[str, list[float]]) -> None:
@@ -290,6 +337,7 @@ def main() -> None:
         init_keypair(root / "home", "bench@local")
         agent, url = start_agent(root, env)
         try:
+            install_switched_tracing()
             anyio.run(measure, args.rounds, args.workloads, root, env, url)
         finally:
             agent.terminate()

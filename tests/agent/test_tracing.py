@@ -7,6 +7,7 @@ the way an operator or an agent does.
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -36,6 +37,7 @@ from shoal.interfaces import (
     WorkloadSpec,
 )
 from tests.ports import free_port
+from tests.shoal_cli import run_shoal
 
 pytestmark = pytest.mark.anyio
 
@@ -55,6 +57,11 @@ class Agent:
     operator: ShoalClient
     url: str
     homes: dict[Role, Path]
+
+    def env(self, role: Role) -> dict[str, str]:
+        """The environment of a `shoal` command run with ``role``'s key against this agent."""
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("SHOAL_", "TRACE"))}
+        return {**base, "SHOAL_SERVER": self.url, "SHOAL_HOME": str(self.homes[role])}
 
 
 @asynccontextmanager
@@ -128,6 +135,9 @@ async def test_an_apply_is_a_trace_that_links_its_reconcile_and_its_start_on_the
             "runtime.run",
         )
         explained = await a.operator.explain(inst.name)
+        shown = await anyio.to_thread.run_sync(
+            lambda: run_shoal(a.env(Role.OPERATOR), "trace", trace_id).stdout
+        )
         events = await a.operator.list_events(kind="Instance", name=inst.name)
         events += await a.operator.list_events(kind="Workload", name="traced")
         audit = await a.admin.audit_entries()
@@ -161,6 +171,11 @@ async def test_an_apply_is_a_trace_that_links_its_reconcile_and_its_start_on_the
     (entry,) = [e for e in audit if e.verb == "apply"]
     assert entry.trace_id == trace_id
 
+    # The CLI draws the same: the request's trace, then the linked ones, as trees.
+    assert shown.startswith(f"trace {trace_id}\n  POST /v1/workloads/apply")
+    assert f"linked trace {start.trace_id}\n  shoal.start" in shown
+    assert "    runtime.run" in shown
+
 
 async def test_a_callers_traceparent_is_honoured_for_admin_keys_only(tmp_path: Path) -> None:
     theirs = secrets.token_hex(16)
@@ -173,8 +188,12 @@ async def test_a_callers_traceparent_is_honoured_for_admin_keys_only(tmp_path: P
         assert admin.last_trace_id == theirs
         assert operator.last_trace_id not in (None, theirs)
         joined = await a.admin.get_trace(theirs)
+        env = {**a.env(Role.ADMIN), "TRACEPARENT": traceparent}  # as a CI job passes it
+        await anyio.to_thread.run_sync(lambda: run_shoal(env, "get", "nodes"))
+        cli = await a.admin.get_trace(theirs)
     (span,) = named(joined, "GET /v1/workloads")
     assert span.parent_span_id == traceparent.split("-")[2]
+    assert named(cli, "GET /v1/nodes")
 
 
 def _pair(home: Path):  # type: ignore[no-untyped-def]
@@ -188,7 +207,12 @@ async def test_get_trace_refuses_what_is_not_a_trace_id(tmp_path: Path) -> None:
         with pytest.raises(InvalidInput, match="32 hex digits"):
             await a.operator.get_trace("not-a-trace")
         empty = await a.operator.get_trace("0af7651916cd43dd8448eb211c80319c")
+        env = a.env(Role.OPERATOR)
+        shown = await anyio.to_thread.run_sync(
+            lambda: run_shoal(env, "trace", "0af7651916cd43dd8448eb211c80319c", check=False)
+        )
     assert empty.spans == [] and empty.linked_traces == []
+    assert shown.returncode == 1 and "no spans of trace" in shown.stdout
 
 
 def test_the_span_buffer_keeps_the_last_spans_and_forgets_their_links() -> None:

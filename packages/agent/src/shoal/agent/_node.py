@@ -35,6 +35,7 @@ from shoal.core import (
     DefaultScheduler,
     Leader,
     LocalNode,
+    LocalNodeState,
     MeteredStore,
     NodeLoop,
     Repository,
@@ -57,10 +58,12 @@ from shoal.interfaces import (
     Metrics,
     Node,
     NodeRole,
+    NodeState,
     NullMetrics,
     ShoalError,
     StateStore,
     Tag,
+    TraceSource,
     Unavailable,
     UsageHistory,
     Via,
@@ -87,10 +90,11 @@ from shoal.state import (
 )
 
 from ._admission import admit_server
-from ._clustering import Clustering, advertised_host, read_secret
+from ._clustering import Clustering, NoStore, advertised_host, read_secret
 from ._config import NodeConfig, check_config, host_capacity, prepare_data_dir
 from ._metrics import PrometheusMetrics
 from ._reset import ResetReport, reset_data_dir
+from ._tracing import install_tracing
 
 __all__ = [
     "NodeConfig",
@@ -121,7 +125,9 @@ class ShoalNode:
         clustering: Clustering | None = None,
         image_manager: ImageManager | None = None,
         metrics: Metrics | None = None,
+        node_state: NodeState | None = None,
         usage: UsageHistory | None = None,
+        traces: TraceSource | None = None,
     ) -> None:
         self.config = config
         runs = config.role in (NodeRole.WORKER, NodeRole.BOTH)
@@ -153,6 +159,7 @@ class ShoalNode:
             members=cluster.members,
             remote_images=None if clustering is None else clustering.images_of,
             remote_usage=None if clustering is None else clustering.usage_of,
+            traces=traces,
         )
         if isinstance(store, SealedStore):  # the roll-on-change hash, keyed by a server secret
             self.service.config_hash_key = store.keyring.derive("config-hash")
@@ -174,8 +181,10 @@ class ShoalNode:
             resync=config.control_resync,
             metrics=self.metrics,
         )
+        self.node_state: NodeState = node_state or LocalNodeState(self.measured, node.name)
+        """What the node loop reads and writes of the cluster state (a worker's is remote)."""
         self.node_loop = NodeLoop(
-            node, self.measured, runtime, clock, resync=config.node_resync, metrics=self.metrics
+            node, self.node_state, runtime, clock, resync=config.node_resync, metrics=self.metrics
         )
         self.sampler: UsageSampler | None = None
         """Samples this node's instances into :attr:`usage` every 10 s (None: no history)."""
@@ -417,13 +426,18 @@ async def _rotate_secrets_key(store: SealedStore) -> None:
 
 
 def build_node(
-    config: NodeConfig, *, clock: Clock | None = None, metrics: Metrics | None = None
+    config: NodeConfig,
+    *,
+    clock: Clock | None = None,
+    metrics: Metrics | None = None,
+    tracing: bool = True,
 ) -> ShoalNode:
     """Assemble a node from ``config``.
 
     Its metrics are recorded in a Prometheus registry of its own unless
     ``metrics`` says otherwise (:data:`~shoal.interfaces.NO_METRICS` turns
-    telemetry off).
+    metrics off). With ``tracing`` the process's tracing is set up as the
+    ``OTEL_*`` variables say (:func:`~shoal.agent.install_tracing`).
 
     Raises:
         Unavailable: the data dir cannot be written.
@@ -431,6 +445,7 @@ def build_node(
             without cluster secrets), or a secret file cannot be read.
     """
     check_config(config)
+    traces = install_tracing(config.name) if tracing else None  # bad OTEL_* refused first
     secrets = _cluster_secrets(config)  # read before anything is written
     data_dir = prepare_data_dir(config.data_dir)
     pid = agent_pid(data_dir)
@@ -478,13 +493,15 @@ def build_node(
     )
     cluster: ClusterManager
     store: StateStore
+    node_state: NodeState | None = None
     if clustering is None:
         cluster = StaticCluster(config.name, tags=node_tags(node))
         store = _store(config, data_dir, clock)
     else:
         cluster = clustering.serf(node, node_tags(node))
         if config.role == NodeRole.WORKER:
-            store = clustering.remote_store()
+            store = NoStore(config.name)  # a worker keeps none: its node loop asks a server
+            node_state = clustering.node_state()
         else:
             store = _store(config, data_dir, clock)
     return ShoalNode(
@@ -498,7 +515,9 @@ def build_node(
         clustering=clustering,
         image_manager=image_manager,
         metrics=metrics,
+        node_state=node_state,
         usage=None if config.role == NodeRole.SERVER else SqliteUsageHistory(data_dir / USAGE_FILE),
+        traces=traces,
     )
 
 

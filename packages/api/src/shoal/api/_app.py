@@ -22,10 +22,12 @@ Routes (all JSON; errors are ``{"error": {"code", "message", "details"}}``)::
     POST   /v1/nodes/{name}/{cordon|uncordon|drain}           operator
     GET    /v1/events[?limit=&kind=&name=&namespace=]         viewer
     GET    /v1/events/stream   (server-sent events)           viewer
+    GET    /v1/traces/{trace_id}   (spans of a request and the work it caused)  viewer
     ConfigMaps, Secrets, Namespaces: see ``_config_routes``
     GET    /v1/manifests   (watched manifests directories)    viewer, see ``_manifest_routes``
 
 The caller's key id becomes the actor of every event its request causes.
+Every request is a span; the ``traceresponse`` header names its trace (see ``_tracing``).
 """
 
 import logging
@@ -66,6 +68,7 @@ from shoal.interfaces import (
     ShoalError,
     Statusz,
     StatuszSource,
+    TraceView,
     UsageSeries,
     Via,
     Workload,
@@ -78,6 +81,7 @@ from ._limits import BodyLimit, body_too_large, too_large_error
 from ._manifest_routes import manifests_router
 from ._observe import RequestMetrics, add_metrics_route
 from ._streams import EventStream, JsonLines, LogStream, pull_lines
+from ._tracing import RequestTracing, verified_early
 
 __all__ = [
     "ApplyRequest",
@@ -203,6 +207,9 @@ def create_app(
     ``statusz`` answers ``GET /v1/statusz`` (not served without it).
     """
     app = FastAPI(
+        # FastAPI's own telemetry would join any caller's traceparent: RequestTracing opens
+        # the request's span instead, joining only an admin's (see ._tracing).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         title="Shoal",
         version="0.1.0",
         description="Gossip-clustered container orchestrator. Every /v1 request must be "
@@ -246,6 +253,9 @@ def create_app(
     async def authenticate(request: Request) -> Verified:
         if body_too_large(request.scope):
             raise too_large_error()
+        early = verified_early(request.scope)  # checked already, to honour a traceparent
+        if early is not None:
+            return early
         body = await request.body()
         return verifier.verify_signed(
             request.method,
@@ -480,6 +490,11 @@ def create_app(
         """List the last entries of the audit trail (every mutating call), oldest first."""
         return await svc.audit_entries(limit)
 
+    @v1.get("/traces/{trace_id}", tags=["events"])
+    async def get_trace(trace_id: str, svc: Viewer) -> TraceView:
+        """The spans this node recorded of one trace and of the traces linking to it."""
+        return await svc.get_trace(trace_id)
+
     @v1.get("/audit/verify", tags=["audit"])
     async def verify_audit(svc: Admin) -> AuditReport:
         """Check the audit trail's hash chain: reports edited and deleted entries."""
@@ -497,6 +512,7 @@ def create_app(
         # A Route whose endpoint is not a function serves it as a raw ASGI app.
         app.router.routes.append(Route(path, mounted, include_in_schema=False))
     add_metrics_route(app, metrics)
+    app.add_middleware(RequestTracing, verifier=verifier, mounts=frozenset(p for p, _ in mounts))
     app.add_middleware(BodyLimit)
     # Outermost: it times what a client waits for.
     app.add_middleware(RequestMetrics, metrics=metrics, mounts=frozenset(p for p, _ in mounts))

@@ -18,6 +18,7 @@ from . import (
     _cmd_mcp,
     _cmd_node,
     _cmd_rollout,
+    _cmd_trace,
     _cmd_workloads,
 )
 from ._base import app
@@ -36,6 +37,7 @@ _COMMANDS = (
     _cmd_mcp,
     _cmd_node,
     _cmd_rollout,
+    _cmd_trace,
     _cmd_workloads,
 )
 """Imported for their side effect: each registers its commands on ``app``."""

@@ -7,6 +7,7 @@ and exit non-zero; a traceback reaches the terminal only with SHOAL_DEBUG=1.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -135,10 +136,17 @@ def _first_shoal_error(group: BaseExceptionGroup[BaseException]) -> ShoalError |
 
 
 def client() -> ShoalClient:
-    """Return a signed client for the configured server."""
+    """Return a signed client for the configured server.
+
+    It sends the ``TRACEPARENT`` environment variable (the convention of CI
+    systems and otel-cli) as the W3C ``traceparent``: an admin's calls then
+    join that trace.
+    """
     from shoal.client import ShoalClient, default_home, load_keypair
 
-    return ShoalClient(settings.server, load_keypair(settings.home or default_home()))
+    keypair = load_keypair(settings.home or default_home())
+    traceparent = os.environ.get("TRACEPARENT", "").strip() or None
+    return ShoalClient(settings.server, keypair, traceparent=traceparent)
 
 
 async def with_client(use: Callable[[ShoalClient], Awaitable[T]]) -> T:

@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "token": "_cmd_mcp",
     "node": "_cmd_node",
     "rollout": "_cmd_rollout",
+    "trace": "_cmd_trace",
     "get": "_cmd_workloads",
     "members": "_cmd_workloads",
     "describe": "_cmd_workloads",

@@ -18,6 +18,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from shoal import interfaces
 from shoal.interfaces import (
+    TRACEPARENT_HEADER,
+    TRACERESPONSE_HEADER,
     VIA_HEADER,
     AsyncClosing,
     ErrorBody,
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
         Node,
         ObjectRef,
         ObjectSpec,
+        TraceView,
         UsageKind,
         UsageSeries,
         Workload,
@@ -87,15 +90,21 @@ class ShoalClient(ConfigCalls, AsyncClosing):
         transport: httpx.AsyncBaseTransport | None = None,
         user_agent: str = USER_AGENT,
         via: Via = Via.CLI,
+        traceparent: str | None = None,
     ) -> None:
         self.server = server.rstrip("/")
+        headers = {"user-agent": user_agent, VIA_HEADER: via.value}
+        if traceparent:  # signed too: an admin's calls then join the caller's trace
+            headers[TRACEPARENT_HEADER] = traceparent
+        self.last_trace_id: str | None = None
+        """The trace the server recorded the last call in (its ``traceresponse``)."""
         self._http = httpx.AsyncClient(
             base_url=self.server,
             auth=SignedAuth(keypair),
             timeout=timeout,
             transport=transport,
             # Signed with the request: the API records the change as made via it.
-            headers={"user-agent": user_agent, VIA_HEADER: via.value},
+            headers=headers,
             # Plain http needs no TLS: skip loading the CA bundle (a tenth of a
             # second of every `shoal` command); https verifies as usual.
             verify=not self.server.startswith("http://"),
@@ -119,6 +128,8 @@ class ShoalClient(ConfigCalls, AsyncClosing):
             response = await self._http.request(method, path, json=json_body, params=clean)
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from None
+        traced = response.headers.get(TRACERESPONSE_HEADER, "").split("-")
+        self.last_trace_id = traced[1] if len(traced) == 4 else None
         _raise_for(response)
         adapter: TypeAdapter[T] = _adapter(model)
         return adapter.validate_json(response.content)
@@ -217,6 +228,10 @@ class ShoalClient(ConfigCalls, AsyncClosing):
         """Say why an instance is where it is."""
         path = f"/v1/instances/{namespace}/{name}/explain"
         return await self._call("GET", path, interfaces.Explanation)
+
+    async def get_trace(self, trace_id: str) -> TraceView:
+        """Return the spans the server recorded of one trace and of the traces linking to it."""
+        return await self._call("GET", f"/v1/traces/{trace_id}", interfaces.TraceView)
 
     async def logs(
         self,

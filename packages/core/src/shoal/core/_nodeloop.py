@@ -110,6 +110,7 @@ from ._podspec import (
 )
 from ._probes import ProbeTracker, run_check
 from ._repo import INSTANCES, Repository, Stored, decoder_of, node_key
+from ._tracing import SpanAttributes, current_trace_id, linked_span, serving
 from ._wake import run_woken_by
 
 __all__ = ["NodeLoop"]
@@ -552,6 +553,10 @@ class NodeLoop:
         self.metrics.inc(Catalogue.NODE_LOOP_ACTIONS, action, outcome)
 
     async def _sync(self, stored: Stored[Instance], pod: PodStatus | None) -> None:
+        with serving(stored.value.trace_context):  # its events name the request behind it
+            await self._sync_instance(stored, pod)
+
+    async def _sync_instance(self, stored: Stored[Instance], pod: PodStatus | None) -> None:
         inst = stored.value
         if inst.deleting or inst.state == InstanceState.LOST:
             stuck = self._stuck.get(inst.uid)
@@ -579,6 +584,12 @@ class NodeLoop:
 
     async def _start(self, stored: Stored[Instance], pod: PodStatus | None) -> None:
         inst = stored.value
+        attributes: SpanAttributes = {"shoal.instance": inst.key, "shoal.node": self.name}
+        with linked_span("shoal.start", [inst.trace_context], attributes):
+            await self._start_pod(stored, pod)
+
+    async def _start_pod(self, stored: Stored[Instance], pod: PodStatus | None) -> None:
+        inst = stored.value
         configs = await self._configs(inst)
         try:
             spec = build_pod(inst, configs, self._facts())
@@ -587,6 +598,7 @@ class NodeLoop:
             return
         images = ", ".join(sorted({c.image for c in inst.template.containers}))
         starting = inst.transition(InstanceState.STARTING, "Starting", f"preparing {images}")
+        starting = starting.model_copy(update={"start_trace_id": current_trace_id()})
         # The record first: a pass on a stale view loses this race before it touches a pod.
         revision = await self.repo.put(stored.key, starting, expected_revision=stored.revision)
         if pod is not None:  # leftovers of an earlier run
@@ -734,6 +746,12 @@ class NodeLoop:
         )
 
     async def _teardown(self, stored: Stored[Instance], pod: PodStatus | None) -> None:
+        inst = stored.value
+        attributes: SpanAttributes = {"shoal.instance": inst.key, "shoal.node": self.name}
+        with linked_span("shoal.stop", [inst.trace_context], attributes):
+            await self._stop_and_remove(stored, pod)
+
+    async def _stop_and_remove(self, stored: Stored[Instance], pod: PodStatus | None) -> None:
         inst = stored.value
         if pod is not None:
             try:

@@ -60,6 +60,8 @@ from shoal.interfaces import (
     workload_key,
 )
 
+from ._tracing import origin_trace_id
+
 __all__ = [
     "EVENTS",
     "INSTANCES",
@@ -71,6 +73,7 @@ __all__ = [
     "event_store_key",
     "heartbeat_only",
     "instance_key",
+    "new_event",
     "node_key",
     "only_heartbeat",
     "workload_key",
@@ -210,19 +213,8 @@ class Repository:
         details: dict[str, str] | None = None,
     ) -> Event:
         """Build an event stamped with this repository's clock (not yet stored)."""
-        now = self.clock.now()
-        micros = int(now.timestamp() * 1_000_000)
-        return Event(
-            # Time orders events across processes; the counter orders those of one
-            # process within one microsecond (or under a clock that stands still).
-            id=f"{micros:017d}-{next(_SEQUENCE):09d}-{secrets.token_hex(2)}",
-            time=now,
-            type=event_type,
-            object=obj,
-            reason=reason,
-            message=message,
-            actor=actor,
-            details=details or {},
+        return new_event(
+            self.clock, obj, reason, message, actor, event_type=event_type, details=details
         )
 
     @staticmethod
@@ -283,6 +275,38 @@ class Repository:
             batch = doomed[start : start + DELETE_BATCH]
             await self.store.txn([], [DeleteOp(key) for key in batch])
         return len(doomed)
+
+
+def new_event(
+    clock: Clock,
+    obj: ObjectRef,
+    reason: str,
+    message: str,
+    actor: Actor,
+    *,
+    event_type: EventType = EventType.NORMAL,
+    details: dict[str, str] | None = None,
+) -> Event:
+    """Build an event stamped with ``clock`` (not yet stored).
+
+    It carries the trace id of the request the current work serves (see
+    :func:`~._tracing.origin_trace_id`).
+    """
+    now = clock.now()
+    micros = int(now.timestamp() * 1_000_000)
+    return Event(
+        # Time orders events across processes; the counter orders those of one
+        # process within one microsecond (or under a clock that stands still).
+        id=f"{micros:017d}-{next(_SEQUENCE):09d}-{secrets.token_hex(2)}",
+        time=now,
+        type=event_type,
+        object=obj,
+        reason=reason,
+        message=message,
+        actor=actor,
+        details=details or {},
+        trace_id=origin_trace_id(),
+    )
 
 
 DELETE_BATCH = 128

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
+from opentelemetry.trace import format_trace_id
 from pydantic import BaseModel
 
 from shoal.interfaces import (
@@ -63,6 +64,8 @@ from shoal.interfaces import (
     SecretSpec,
     SecretView,
     StateStore,
+    TraceSource,
+    TraceView,
     Unavailable,
     UsageHistory,
     UsageKind,
@@ -71,6 +74,7 @@ from shoal.interfaces import (
     Via,
     Workload,
     WorkloadSpec,
+    check_trace_id,
     check_usage_range,
     config_map_key,
     secret_key,
@@ -96,6 +100,7 @@ from ._jobs import refuse_job_template_change
 from ._plan import make_plan, plan_change
 from ._repo import EVENTS, Repository, Stored, decoder_of, node_key, workload_key
 from ._revisions import first_revision, revision_of, template_hash, with_template
+from ._tracing import origin_trace_id, propagated_context, span_context_of
 from ._usage import limits_of, read_usage
 
 __all__ = ["LocalNode", "ShoalService"]
@@ -133,6 +138,7 @@ class ShoalService:
         members: Callable[[], Awaitable[Sequence[Member]]] | None = None,
         remote_images: Callable[[Node], ImageShare] | None = None,
         manifests: Callable[[], list[ManifestSource]] | None = None,
+        traces: TraceSource | None = None,
         remote_usage: Callable[[Node], UsageQuery] | None = None,
     ) -> None:
         self.store = store
@@ -153,6 +159,8 @@ class ShoalService:
         (derived from the secrets keyring) so that the hash tells nothing about a Secret."""
         self.manifests = manifests
         """Returns the files of this node's watched manifests directories; None: none watched."""
+        self.traces = traces
+        """The spans this node recorded (for get_trace); None: tracing is off."""
         self.repo = Repository(store, clock)
         self.audit = AuditLog(store, clock)
         """The hash-chained audit trail every mutating call appends to (see :mod:`._audit`)."""
@@ -168,6 +176,7 @@ class ShoalService:
             members=self.members,
             remote_images=self.remote_images,
             manifests=self.manifests,
+            traces=self.traces,
             remote_usage=self.remote_usage,
         )
         acting.audit = self.audit  # one trail, appended in turn by every caller
@@ -244,9 +253,10 @@ class ShoalService:
             return ApplyResult(plan=plan, applied=False, warnings=warnings)
 
         now = self.clock.now()
+        traceparent = propagated_context()
         compares: list[Compare] = []
         ops: list[PutOp] = []
-        result = ApplyResult(plan=plan, applied=True, warnings=warnings)
+        result = ApplyResult(plan=plan, applied=True, warnings=warnings, trace_id=origin_trace_id())
         for config in configs:
             stored_before = current_configs[label_of(config)]
             key = config_store_key(config)
@@ -287,6 +297,7 @@ class ShoalService:
             else:
                 result.workloads.append(stored.value)
                 continue
+            workload = workload.model_copy(update={"trace_context": traceparent})
             compares.append(
                 Compare(key, CompareTarget.MOD_REVISION, 0 if stored is None else stored.revision)
             )
@@ -569,8 +580,16 @@ class ShoalService:
     async def _update_workload(
         self, namespace: str, name: str, change: Callable[[Workload], Workload | None]
     ) -> Workload:
+        cause = propagated_context()
+
+        def stamped(workload: Workload) -> Workload | None:
+            changed = change(workload)
+            if changed is None or cause is None:
+                return changed
+            return changed.model_copy(update={"trace_context": cause})
+
         try:
-            return await self.repo.update(workload_key(namespace, name), Workload, change)
+            return await self.repo.update(workload_key(namespace, name), Workload, stamped)
         except NotFound:
             raise _not_found("workload", namespace, name, "shoal get workloads") from None
 
@@ -610,13 +629,36 @@ class ShoalService:
             ],
             key=lambda e: e.id,
         )
-        return explain_instance(
+        explanation = explain_instance(
             instance,
             None if node is None else node.value,
             None if workload is None else workload.value,
             events[-10:],
             self.clock.now(),
         )
+        cause = span_context_of(instance.trace_context)
+        details = list(explanation.details)
+        if instance.start_trace_id:
+            details.append(
+                f"its last start is trace {instance.start_trace_id} (get_trace shows it)"
+            )
+        return explanation.model_copy(
+            update={
+                "start_trace_id": instance.start_trace_id,
+                "cause_trace_id": None if cause is None else format_trace_id(cause.trace_id),
+                "details": details,
+            }
+        )
+
+    async def get_trace(self, trace_id: str) -> TraceView:
+        """Return the spans this node recorded of one trace and of the traces linking to it."""
+        try:
+            wanted = check_trace_id(trace_id)
+        except ValueError as exc:
+            raise InvalidInput(str(exc), trace_id=trace_id) from None
+        if self.traces is None:
+            return TraceView(trace_id=wanted, node="" if self.local is None else self.local.name)
+        return self.traces.trace(wanted)
 
     async def _running_pod(
         self, name: str, namespace: str, container: str | None

@@ -103,6 +103,7 @@ if TYPE_CHECKING:
         Sample,
     )
     from ._node import NODE_CLUSTER_FIELDS, NODE_TRANSITIONS, Capacity, GossipState, Node
+    from ._nodestate import NodeState
     from ._quantity import Cpu, Memory, format_cpu, format_memory, parse_cpu, parse_memory
     from ._roles import NodeRole
     from ._runtime import (
@@ -147,6 +148,17 @@ if TYPE_CHECKING:
         StoreWrapper,
         TxnResult,
         WatchEvent,
+    )
+    from ._tracing import (
+        MAX_TRACE_SPANS,
+        MCP_TRACEPARENT_META,
+        TRACEPARENT_HEADER,
+        TRACERESPONSE_HEADER,
+        SpanLink,
+        SpanRecord,
+        TraceSource,
+        TraceView,
+        check_trace_id,
     )
     from ._usage import (
         USAGE_COARSE_KEEP,
@@ -238,6 +250,7 @@ _LAZY = {
     "usage_range_seconds": "._usage",
     "docker_credentials": "._config",
     "StoreWrapper": "._store",
+    "NodeState": "._nodestate",
     "CONFIG_KINDS": "._service",
     "ManifestSource": "._service",
     "ObjectSpec": "._service",
@@ -305,6 +318,15 @@ _LAZY = {
     "AuditEntry": "._audit",
     "AuditReport": "._audit",
     "audit_hash": "._audit",
+    "MAX_TRACE_SPANS": "._tracing",
+    "MCP_TRACEPARENT_META": "._tracing",
+    "TRACEPARENT_HEADER": "._tracing",
+    "TRACERESPONSE_HEADER": "._tracing",
+    "SpanLink": "._tracing",
+    "SpanRecord": "._tracing",
+    "TraceSource": "._tracing",
+    "TraceView": "._tracing",
+    "check_trace_id": "._tracing",
     "REDACTED_VALUE": "._statusz",
     "Statusz": "._statusz",
     "StatuszSource": "._statusz",
@@ -453,6 +475,8 @@ __all__ = [
     "MANIFEST_ANNOTATION",
     "MAX_CONFIG_BYTES",
     "MAX_REPLICAS",
+    "MAX_TRACE_SPANS",
+    "MCP_TRACEPARENT_META",
     "METRICS",
     "NAMESPACES",
     "NODES",
@@ -465,6 +489,8 @@ __all__ = [
     "ROLL_ON_CONFIG_ANNOTATION",
     "SECRETS",
     "SECRET_TYPES",
+    "TRACEPARENT_HEADER",
+    "TRACERESPONSE_HEADER",
     "USAGE_COARSE_KEEP",
     "USAGE_COARSE_STEP",
     "USAGE_FINE_KEEP",
@@ -553,6 +579,7 @@ __all__ = [
     "NamespaceSpec",
     "Node",
     "NodeRole",
+    "NodeState",
     "NodeUsage",
     "NotFound",
     "NullMetrics",
@@ -594,6 +621,8 @@ __all__ = [
     "Service",
     "SharedManifest",
     "ShoalError",
+    "SpanLink",
+    "SpanRecord",
     "StateStore",
     "Statusz",
     "StatuszSource",
@@ -601,6 +630,8 @@ __all__ = [
     "SystemClock",
     "Tag",
     "TcpSocketAction",
+    "TraceSource",
+    "TraceView",
     "TxnResult",
     "Unauthenticated",
     "Unavailable",
@@ -628,6 +659,7 @@ __all__ = [
     "audit_hash",
     "audit_key",
     "check_config_key",
+    "check_trace_id",
     "check_usage_range",
     "config_map_key",
     "describe_fields",

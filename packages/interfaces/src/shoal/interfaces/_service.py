@@ -21,6 +21,7 @@ from ._event import Event, EventType, ObjectRef
 from ._instance import Instance, ScheduleFailure
 from ._node import Node
 from ._runtime import ContainerStats, ExecResult, ImageInfo, ImageProgress, LogLine
+from ._tracing import TraceView
 from ._usage import UsageKind, UsageSeries
 from ._workload import Workload, WorkloadSpec
 
@@ -114,6 +115,9 @@ class ApplyResult(Model):
     """The stored Namespaces after apply (empty for a dry run)."""
     warnings: list[str] = Field(default_factory=list)
     """What Shoal did not honour in the documents, per object and Kubernetes path."""
+    trace_id: str | None = None
+    """The trace of this apply (``get_trace`` shows it and the work it caused); None without
+    tracing or for a dry run."""
 
 
 class ManifestSource(Model):
@@ -154,6 +158,11 @@ class Explanation(Model):
     """For a pending instance: the scheduler's reason per node."""
     events: list[Event] = Field(default_factory=list)
     """The latest events about the instance, newest last."""
+    start_trace_id: str | None = None
+    """The trace of the instance's last start (``get_trace`` shows its pull, create and
+    start); None before its first start or without tracing."""
+    cause_trace_id: str | None = None
+    """The trace of the request that caused the instance (an apply, a scale, an undo)."""
 
 
 @runtime_checkable
@@ -338,6 +347,14 @@ class Service(Protocol):
 
     async def explain(self, name: str, namespace: str = "default") -> Explanation:
         """Say why an instance is pending, failing or running where it is. Raises NotFound."""
+        ...
+
+    async def get_trace(self, trace_id: str) -> TraceView:
+        """Return the spans this node recorded of one trace and of the traces linking to it.
+
+        Raises:
+            InvalidInput: ``trace_id`` is not 32 hex digits.
+        """
         ...
 
     def logs(

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from mcp.server._otel import OpenTelemetryMiddleware as SdkTracing
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp_types import SubscribeRequestParams, UnsubscribeRequestParams
@@ -121,6 +122,10 @@ def build_server(services: ServiceFactory, settings: McpSettings | None = None) 
         middleware=[gate.middleware(), _viewer_filter(gate)],
         log_level="WARNING",
     )
+    # The SDK's own span per message joins any caller's params._meta.traceparent; the gate
+    # opens the tool call's span instead, joining only an admin's (see ._audit).
+    lowlevel_middleware = server._lowlevel_server.middleware
+    lowlevel_middleware[:] = [m for m in lowlevel_middleware if not isinstance(m, SdkTracing)]
     register_read_tools(server, gate)
     register_usage_tools(server, gate)
     register_trace_tools(server, gate)

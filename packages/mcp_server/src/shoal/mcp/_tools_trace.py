@@ -19,6 +19,7 @@ from pydantic import Field
 from shoal.interfaces import Role, SpanRecord, TraceView
 
 from ._audit import Gate
+from ._schema import SelfContained
 from ._tools_read import READ
 
 __all__ = ["MCP_TRACE_SPANS", "register_trace_tools"]
@@ -38,6 +39,10 @@ TraceId = Annotated[
 ]
 
 
+class TraceReport(TraceView, SelfContained):
+    """A trace whose output schema is self-contained (see :mod:`._schema`)."""
+
+
 def _compact(span: SpanRecord) -> SpanRecord:
     """The span without its attributes of no use to an agent (HTTP plumbing)."""
     keep = {k: v for k, v in span.attributes.items() if not k.startswith(("http.", "url."))}
@@ -48,7 +53,7 @@ def register_trace_tools(server: MCPServer[Any], gate: Gate) -> None:
     """Register get_trace on ``server``."""
 
     @server.tool(annotations=READ)
-    async def get_trace(trace_id: TraceId, ctx: Context) -> TraceView:
+    async def get_trace(trace_id: TraceId, ctx: Context) -> TraceReport:
         """Show the spans of one request and of the work it caused, earliest first.
 
         The request's own spans (tool call, service call, store writes) and those of the
@@ -59,9 +64,10 @@ def register_trace_tools(server: MCPServer[Any], gate: Gate) -> None:
         async with gate.call(ctx, Role.VIEWER) as call:
             view = await call.service.get_trace(trace_id)
         shown = view.spans[:MCP_TRACE_SPANS]
-        return view.model_copy(
-            update={
-                "spans": [_compact(s) for s in shown],
-                "truncated": view.truncated + len(view.spans) - len(shown),
-            }
+        return TraceReport(
+            trace_id=view.trace_id,
+            spans=[_compact(s) for s in shown],
+            linked_traces=view.linked_traces,
+            truncated=view.truncated + len(view.spans) - len(shown),
+            node=view.node,
         )

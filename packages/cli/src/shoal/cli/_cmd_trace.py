@@ -1,0 +1,82 @@
+"""`shoal trace TRACE_ID`: the spans of one request and of the work it caused, as a tree."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from ._base import app, out, run, with_client
+
+if TYPE_CHECKING:
+    from shoal.client import ShoalClient
+    from shoal.interfaces import SpanRecord, TraceView
+
+
+@app.command("trace")
+def trace(
+    trace_id: Annotated[
+        str,
+        typer.Argument(
+            help="A trace id (32 hex digits): an event's trace_id, an apply's, or "
+            "explain's start trace."
+        ),
+    ],
+) -> None:
+    """Show what one request did and the work it caused (reconcile, scheduling, starts).
+
+    The request's own trace first, then each trace linking to it, every span
+    with its duration, its node and, for a failed one, what failed.
+    """
+
+    async def call(shoal: ShoalClient) -> TraceView:
+        return await shoal.get_trace(trace_id)
+
+    view = run(lambda: with_client(call))
+    if not view.spans:
+        out.print(
+            f"no spans of trace {view.trace_id} on this server (it keeps the last 20,000; "
+            "a worker's are on the worker, or in your OTLP collector)",
+            markup=False,
+            highlight=False,
+        )
+        raise typer.Exit(1)
+    for number, lines in enumerate(render(view)):
+        if number:
+            out.print("")
+        for line in lines:
+            out.print(line, markup=False, highlight=False)
+    if view.truncated:
+        out.print(f"... {view.truncated} more spans not shown", markup=False, highlight=False)
+
+
+def render(view: TraceView) -> list[list[str]]:
+    """Return one block of lines per trace: the asked one, then those linking to it."""
+    order = [view.trace_id, *view.linked_traces]
+    blocks = []
+    for trace_id in order:
+        spans = [s for s in view.spans if s.trace_id == trace_id]
+        if not spans:
+            continue
+        title = "trace" if trace_id == view.trace_id else "linked trace"
+        lines = [f"{title} {trace_id}"]
+        children: dict[str | None, list[SpanRecord]] = {}
+        ids = {s.span_id for s in spans}
+        for span in spans:  # a parent on another node (or evicted) makes a root here
+            parent = span.parent_span_id if span.parent_span_id in ids else None
+            children.setdefault(parent, []).append(span)
+        lines += _tree(children, None, 1)
+        blocks.append(lines)
+    return blocks
+
+
+def _tree(
+    children: dict[str | None, list[SpanRecord]], parent: str | None, depth: int
+) -> list[str]:
+    lines = []
+    for span in children.get(parent, []):
+        failed = f"  ERROR {span.status_message}".rstrip() if span.status == "error" else ""
+        node = f"  [{span.node}]" if span.node else ""
+        lines.append(f"{'  ' * depth}{span.name}  {span.duration_ms:.1f} ms{node}{failed}")
+        lines += _tree(children, span.span_id, depth + 1)
+    return lines
