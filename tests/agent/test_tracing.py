@@ -16,7 +16,6 @@ from pathlib import Path
 
 import anyio
 import pytest
-import uvicorn
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -27,7 +26,8 @@ from starlette.routing import Route
 
 from shoal.agent import NodeConfig, ShoalNode, SpanRecorder, run_agent
 from shoal.agent._tracing import tracing_exporter
-from shoal.client import ShoalClient, init_keypair
+from shoal.api import bind, serve_api
+from shoal.client import ShoalClient, init_keypair, load_keypair
 from shoal.interfaces import (
     InstanceState,
     InvalidInput,
@@ -36,7 +36,6 @@ from shoal.interfaces import (
     TraceView,
     WorkloadSpec,
 )
-from tests.ports import free_port
 from tests.shoal_cli import run_shoal
 
 pytestmark = pytest.mark.anyio
@@ -181,7 +180,10 @@ async def test_a_callers_traceparent_is_honoured_for_admin_keys_only(tmp_path: P
     theirs = secrets.token_hex(16)
     traceparent = f"00-{theirs}-{secrets.token_hex(8)}-01"
     async with agent(tmp_path) as a:
-        pairs = {r: ShoalClient(a.url, _pair(a.homes[r]), traceparent=traceparent) for r in a.homes}
+        pairs = {
+            r: ShoalClient(a.url, load_keypair(a.homes[r]), traceparent=traceparent)
+            for r in a.homes
+        }
         async with pairs[Role.ADMIN] as admin, pairs[Role.OPERATOR] as operator:
             await admin.list_workloads()
             await operator.list_workloads()
@@ -194,12 +196,6 @@ async def test_a_callers_traceparent_is_honoured_for_admin_keys_only(tmp_path: P
     (span,) = named(joined, "GET /v1/workloads")
     assert span.parent_span_id == traceparent.split("-")[2]
     assert named(cli, "GET /v1/nodes")
-
-
-def _pair(home: Path):  # type: ignore[no-untyped-def]
-    from shoal.client import load_keypair
-
-    return load_keypair(home)
 
 
 async def test_get_trace_refuses_what_is_not_a_trace_id(tmp_path: Path) -> None:
@@ -264,7 +260,7 @@ def test_spans_stay_local_unless_the_otel_variables_ask_for_an_exporter(
         tracing_exporter()
     otel_env.setenv("OTEL_TRACES_EXPORTER", "otlp")
     otel_env.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-    with pytest.raises(InvalidInput, match="grpc is not supported.*http/protobuf"):
+    with pytest.raises(InvalidInput, match=r"grpc is not supported.*http/protobuf"):
         tracing_exporter()
 
 
@@ -279,29 +275,18 @@ async def test_spans_reach_an_otlp_collector_over_http(otel_env: pytest.MonkeyPa
         got.set()
         return Response(b"", media_type="application/x-protobuf")
 
-    port = free_port()
-    collector = uvicorn.Server(
-        uvicorn.Config(
-            Starlette(routes=[Route("/v1/traces", traces, methods=["POST"])]),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-        )
-    )
-    otel_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
-    exporter = tracing_exporter()
-    assert exporter is not None
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
     async with anyio.create_task_group() as tg:
-        tg.start_soon(collector.serve)
-        with anyio.fail_after(10):
-            while not collector.started:
-                await anyio.sleep(0.02)
+        collector = Starlette(routes=[Route("/v1/traces", traces, methods=["POST"])])
+        port = await tg.start(serve_api, collector, bind("127.0.0.1:0"))
+        otel_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+        exporter = tracing_exporter()
+        assert exporter is not None
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
         await anyio.to_thread.run_sync(_one_span, provider)
         with anyio.fail_after(10):
             await got.wait()
-        collector.should_exit = True
+        tg.cancel_scope.cancel()
     provider.shutdown()
     names = [
         span.name
