@@ -584,8 +584,8 @@ class ShoalService:
 
         def stamped(workload: Workload) -> Workload | None:
             changed = change(workload)
-            if changed is None or cause is None:
-                return changed
+            if changed is None or changed == workload or cause is None:
+                return changed  # no change: no write, and the cause stays the last change's
             return changed.model_copy(update={"trace_context": cause})
 
         try:
