@@ -165,6 +165,8 @@ class ConfigDeleted(Model):
     """What was done, and what it means for the workloads that used it."""
     confirmed: str
     """How the change was authorised: 'plan' or 'elicitation'."""
+    trace_id: str | None = None
+    """The trace of this call: get_trace shows it and the work it caused."""
 
 
 def register_config_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool) -> None:
@@ -256,7 +258,7 @@ def register_config_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
             plan = await config_delete_plan(call.service, kind, name, namespace)
             how = record_confirmation(call, plan, plan_id, confirmation)
             await call.service.delete_config(kind, name, namespace)
-        return ConfigDeleted(summary=plan.summary, confirmed=how)
+        return ConfigDeleted(summary=plan.summary, confirmed=how, trace_id=call.trace_id)
 
     @server.tool(annotations=_DESTRUCTIVE)
     async def delete_config_map(
