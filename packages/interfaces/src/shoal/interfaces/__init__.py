@@ -163,6 +163,7 @@ if TYPE_CHECKING:
     from ._usage import (
         USAGE_COARSE_KEEP,
         USAGE_COARSE_STEP,
+        USAGE_DEFAULT_RANGE,
         USAGE_FINE_KEEP,
         USAGE_FINE_STEP,
         USAGE_RANGES,
@@ -231,6 +232,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "USAGE_COARSE_KEEP": "._usage",
     "USAGE_COARSE_STEP": "._usage",
+    "USAGE_DEFAULT_RANGE": "._usage",
     "USAGE_FINE_KEEP": "._usage",
     "USAGE_FINE_STEP": "._usage",
     "USAGE_RANGES": "._usage",
@@ -493,6 +495,7 @@ __all__ = [
     "TRACERESPONSE_HEADER",
     "USAGE_COARSE_KEEP",
     "USAGE_COARSE_STEP",
+    "USAGE_DEFAULT_RANGE",
     "USAGE_FINE_KEEP",
     "USAGE_FINE_STEP",
     "USAGE_RANGES",

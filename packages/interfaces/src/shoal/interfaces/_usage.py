@@ -28,6 +28,7 @@ from ._errors import InvalidInput
 __all__ = [
     "USAGE_COARSE_KEEP",
     "USAGE_COARSE_STEP",
+    "USAGE_DEFAULT_RANGE",
     "USAGE_FINE_KEEP",
     "USAGE_FINE_STEP",
     "USAGE_RANGES",
@@ -55,6 +56,8 @@ UsageKind = Literal["instance", "node"]
 
 USAGE_RANGES: tuple[UsageRange, ...] = get_args(UsageRange)
 """The ranges a usage query accepts, shortest first."""
+USAGE_DEFAULT_RANGE: UsageRange = "1h"
+"""The range of a usage query that names none."""
 
 _RANGE_SECONDS: dict[str, int] = {"15m": 900, "1h": 3600, "6h": 6 * 3600, "24h": 24 * 3600}
 

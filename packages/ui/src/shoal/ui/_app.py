@@ -38,6 +38,7 @@ from ._auth import ActsAs, Authenticate, Enrol, error_response
 from ._fragments import fragment_routes
 from ._render import templates
 from ._streams import stream_routes
+from ._usage import usage_routes
 
 __all__ = ["CONTENT_SECURITY_POLICY", "create_ui_app"]
 
@@ -158,6 +159,7 @@ def create_ui_app(
         Route("/ui/static/{name:path}", StaticAssets(), methods=["GET", "HEAD"]),
         enrolment(enrol),
         *stream_routes(service, authenticate),
+        *usage_routes(service, authenticate),
         *action_routes(service, authenticate),
         *fragment_routes(service, authenticate, statusz),
         Route("/ui/", to_overview),

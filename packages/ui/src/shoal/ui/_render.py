@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.templating import Jinja2Templates
 
-from shoal.interfaces import format_cpu
+from shoal.interfaces import USAGE_DEFAULT_RANGE, USAGE_FINE_STEP, USAGE_RANGES, format_cpu
 
 from ._assets import static_url
 
@@ -51,6 +51,9 @@ _environment = Environment(
 )
 _environment.filters.update(age=_age, bytes=_bytes, clock=_clock, cpu=format_cpu, percent=_percent)
 _environment.globals["static_url"] = static_url
+_environment.globals.update(
+    usage_ranges=USAGE_RANGES, usage_default=USAGE_DEFAULT_RANGE, usage_refresh=USAGE_FINE_STEP
+)
 templates = Jinja2Templates(env=_environment)
 
 
