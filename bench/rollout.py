@@ -39,7 +39,7 @@ if str(ROOT) not in sys.path:  # run as a script, only bench/ is on the path
 
 from bench.common import bounded  # noqa: E402
 
-from shoal.core import ControlLoop, DefaultScheduler, NodeLoop, ShoalService  # noqa: E402
+from shoal.core import ControlLoop, DefaultScheduler, LocalNodeState, NodeLoop, ShoalService  # noqa: E402
 from shoal.interfaces import (  # noqa: E402
     Capacity,
     Node,
@@ -106,7 +106,13 @@ async def measure(
                 name=f"node-{index:02d}", capacity=capacity, allocatable=capacity, runtime="mock"
             )
             loop = NodeLoop(
-                node, store, runtime, clock, resync=3600, heartbeat=3600, probe_tick=0.05
+                node,
+                LocalNodeState(store, node.name),
+                runtime,
+                clock,
+                resync=3600,
+                heartbeat=3600,
+                probe_tick=0.05,
             )
             await tg.start(loop.run)
         await tg.start(ControlLoop(store, DefaultScheduler(), clock).run)

@@ -31,14 +31,15 @@ exceeds ``--load-limit`` seconds is skipped, and the output says so.
 
 Part two, the workers (``bench/scale_workers.py``, run after part one
 unless ``--node-loops 0``): K real node loops (``NodeLoop.run`` on
-``MockRuntime``) attached through the real gRPC channel (``RemoteStore``,
-loopback, this process) to a server over one SqliteStore, each with
+``MockRuntime``) attached through the real gRPC channel (each a
+``RemoteNodeState``: the typed NodeState calls, on loopback, this process)
+to a server over one SqliteStore, each with
 ``--per-node`` running instances; one instance is placed on the first node,
 again and again, and the script counts the instance records delivered to the
 *other* workers per change (aim: 0), the records the server decodes and the
 process CPU time per change. It does so for two servers in turns, each with
 its own K workers: one runs ``Assignments`` (one decode per change), the
-other filters every worker's watch of the store (a decode per worker and
+other filters a watch of the store per worker (a decode per worker and
 change), and prints the CPU ratio of the two.
 
 The defaults take about 8 minutes on 2 cores, most of it N = 100,000

@@ -3,8 +3,8 @@
 Shoal's number (issue 11, item 7(b)): K real node loops (``NodeLoop.run`` on
 ``MockRuntime``, one per simulated worker) attached to one server through
 the real gRPC channel, all in this process on loopback: each worker has its
-own ``NodeIdentity`` and a ``RemoteStore`` signed with it, the server a
-``StateGateway`` over one SqliteStore served by ``serve_grpc``. Each worker
+own ``NodeIdentity`` and a ``RemoteNodeState`` signed with it, the server a
+``NodeStateGateway`` over one SqliteStore served by ``serve_grpc``. Each worker
 starts with ``--per-node`` instances already running (their pods made in
 its runtime first, so the loops start by adopting them) and registers its
 node record through the server, as a joining worker does.
@@ -15,8 +15,9 @@ K workers, so a change in one costs the other nothing:
 * ``assignments``: the gateway with ``Assignments`` running (what a server
   runs): one watch of the store, each change decoded once and handed to the
   stream of the node it concerns;
-* ``filtered``: the gateway without it (the old path): every worker's watch
-  is a watch of the store, filtered for that worker by decoding every change.
+* ``filtered``: the gateway without it (its fallback while Assignments lists
+  again): every worker's assignment stream is a watch of the store, filtered
+  for that worker by decoding every change.
 
 Then, ``--changes`` times per server, taking turns (the order swaps every
 round, so noise of the machine hits both), one new instance is placed on
@@ -27,9 +28,9 @@ script counts, until nothing has moved for half a second:
 
 * the instance changes in the store (a watch of the bench's own; 3 per placement);
 * the instance records delivered to the *other* K - 1 workers: what their
-  ``RemoteStore`` returns to the node loop from list, get and watch under
-  ``/instances/``, each wrapped in a counting view; the aim, and the floor,
-  is 0 in both modes, since the server filters either way;
+  ``RemoteNodeState`` returns to the node loop from ``assignments`` and
+  ``watch_assignments``, each wrapped in a counting view; the aim, and the
+  floor, is 0 in both modes, since the server filters either way;
 * the instance records the server decodes: ``Assignments.decoded`` plus the
   calls of ``shoal.cluster.grpc._worker_scope._assigned_to`` with a value (the
   gateway's per-worker filter and its checks of the first worker's status
@@ -71,6 +72,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from unittest import mock
 
@@ -89,8 +91,8 @@ from shoal.cluster import (  # noqa: E402
     Assignments,
     CallVerifier,
     NodeIdentity,
-    RemoteStore,
-    StateGateway,
+    NodeStateGateway,
+    RemoteNodeState,
     serve_grpc,
 )
 from shoal.core import NodeLoop, ShoalService, SystemClock  # noqa: E402
@@ -98,15 +100,16 @@ from shoal.core._placement import InstanceFactory  # noqa: E402
 from shoal.core._repo import INSTANCES, Repository, instance_key  # noqa: E402
 from shoal.interfaces import (  # noqa: E402
     Capacity,
+    ConfigMapSpec,
+    Event,
     Instance,
     InstanceState,
-    KeyValue,
     ListResult,
     Node,
     PodSpec,
     PutOp,
+    SecretSpec,
     StateStore,
-    StoreWrapper,
     WatchEvent,
     Workload,
     WorkloadSpec,
@@ -141,34 +144,45 @@ class Counter:
             self.last = time.monotonic()
 
 
-class _CountingStore(StoreWrapper):
-    """One worker's RemoteStore, counting the instance records it hands to its node loop.
+class _CountingState:
+    """One worker's RemoteNodeState, counting the instance records it hands to its node loop.
 
-    Counted are the records the loop must decode: those ``list`` and ``get``
-    return under ``/instances/`` and the instance changes its watches
-    deliver, which is what crossed the wire from the server.
+    Counted are the records the loop must decode: those its assignment list
+    returns and those its assignment stream delivers, which is what crossed
+    the wire from the server.
     """
 
-    def __init__(self, inner: StateStore, counter: Counter) -> None:
-        super().__init__(inner)
+    def __init__(self, inner: RemoteNodeState, counter: Counter) -> None:
+        self.inner = inner
         self.counter = counter
 
-    async def get(self, key: str) -> KeyValue | None:
-        kv = await self.inner.get(key)
-        if kv is not None and kv.key.startswith(INSTANCES):
-            self.counter.saw(1)
-        return kv
+    async def register(self, node: Node) -> bool:
+        return await self.inner.register(node)
 
-    async def list(self, prefix: str) -> ListResult:
-        result = await self.inner.list(prefix)
-        self.counter.saw(sum(1 for kv in result.items if kv.key.startswith(INSTANCES)))
+    async def heartbeat(self, at: datetime) -> None:
+        await self.inner.heartbeat(at)
+
+    async def assignments(self) -> ListResult:
+        result = await self.inner.assignments()
+        self.counter.saw(len(result.items))
         return result
 
-    def watch(self, prefix: str, start_revision: int | None = None) -> AsyncIterator[WatchEvent]:
-        return _CountingWatch(self.inner.watch(prefix, start_revision), self.counter)
+    def watch_assignments(self, start_revision: int) -> AsyncIterator[WatchEvent]:
+        return _CountingWatch(self.inner.watch_assignments(start_revision), self.counter)
 
-    async def aclose(self) -> None:
-        """Leave the RemoteStore open: the bench closes it."""
+    async def report(self, instance: Instance, expected_revision: int) -> int:
+        return await self.inner.report(instance, expected_revision)
+
+    async def remove(self, instance: Instance, expected_revision: int) -> int | None:
+        return await self.inner.remove(instance, expected_revision)
+
+    async def record(self, event: Event) -> None:
+        await self.inner.record(event)
+
+    async def config(
+        self, kind: str, namespace: str, name: str
+    ) -> ConfigMapSpec | SecretSpec | None:
+        return await self.inner.config(kind, namespace, name)
 
 
 class _CountingWatch:
@@ -181,8 +195,7 @@ class _CountingWatch:
 
     async def __anext__(self) -> WatchEvent:
         event = await anext(self.inner)
-        if event.kv.key.startswith(INSTANCES):
-            self.counter.saw(1)
+        self.counter.saw(1)
         return event
 
 
@@ -379,7 +392,7 @@ async def set_up(
     tg.start_soon(count_changes, await store.revision() + 1)
     if server.assignments is not None:
         await tg.start(server.assignments.run)
-    gateway = StateGateway(store, CallVerifier(TOKEN), assignments=server.assignments)
+    gateway = NodeStateGateway(store, CallVerifier(TOKEN), assignments=server.assignments)
     # grace 0: cancelling ends the workers' open watches at once.
     port = await tg.start(
         functools.partial(serve_grpc, grace=0), "127.0.0.1:0", [gateway.handler()]
@@ -389,10 +402,12 @@ async def set_up(
 
     async def attach(index: int, runtime: MockRuntime) -> None:
         ident = NodeIdentity(name(index), SigningKey.generate())
-        remote = await stack.enter_async_context(RemoteStore(ident, TOKEN, known(server.address)))
+        remote = await stack.enter_async_context(
+            RemoteNodeState(ident, TOKEN, known(server.address))
+        )
         counter = Counter()
         server.counters.append(counter)
-        view = _CountingStore(remote, counter)
+        view = _CountingState(remote, counter)
         loop = NodeLoop(
             node(ident), view, runtime, clock, resync=HOUR, heartbeat=HOUR, probe_tick=HOUR
         )

@@ -18,6 +18,7 @@ from shoal.agent._metrics import PrometheusMetrics
 from shoal.core import (
     ControlLoop,
     DefaultScheduler,
+    LocalNodeState,
     MeteredStore,
     NodeLoop,
     ShoalService,
@@ -204,7 +205,11 @@ async def test_churning_a_thousand_instances_adds_no_series() -> None:
         store = MeteredStore(raw, metrics)
         service = ShoalService(store, clock)
         await tg.start(ControlLoop(store, DefaultScheduler(), clock, metrics=metrics).run)
-        await tg.start(NodeLoop(node, store, MockRuntime(clock), clock, metrics=metrics).run)
+        await tg.start(
+            NodeLoop(
+                node, LocalNodeState(store, node.name), MockRuntime(clock), clock, metrics=metrics
+            ).run
+        )
         for round_ in range(10):  # ten workloads of their own names, 100 instances each
             name = f"churn-{round_}"
             await service.apply([hello(name, 100)])

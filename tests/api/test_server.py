@@ -18,7 +18,15 @@ from nacl.signing import SigningKey
 from shoal.api import RequestVerifier, bind, create_app, serve_api
 from shoal.client import AuthorizedKey, AuthorizedKeys, KeyPair, ShoalClient, SignedAuth
 from shoal.cluster import StaticCluster
-from shoal.core import ControlLoop, DefaultScheduler, LocalNode, NodeLoop, ShoalService, SystemClock
+from shoal.core import (
+    ControlLoop,
+    DefaultScheduler,
+    LocalNode,
+    LocalNodeState,
+    NodeLoop,
+    ShoalService,
+    SystemClock,
+)
 from shoal.interfaces import (
     VIA_HEADER,
     Capacity,
@@ -390,7 +398,7 @@ async def live() -> AsyncIterator[Server]:
     async with MemoryStore(clock=clock) as store, anyio.create_task_group() as tg:
         service = ShoalService(store, clock, local=LocalNode("n1", runtime))
         await tg.start(ControlLoop(store, DefaultScheduler(), clock).run)
-        await tg.start(NodeLoop(node, store, runtime, clock).run)
+        await tg.start(NodeLoop(node, LocalNodeState(store, node.name), runtime, clock).run)
         app = create_app(service, RequestVerifier(keys.lookup))
         port = await tg.start(serve_api, app, bind("127.0.0.1:0"))
         yield Server(f"http://127.0.0.1:{port}", service)

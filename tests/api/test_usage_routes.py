@@ -15,6 +15,7 @@ from shoal.core import (
     ControlLoop,
     DefaultScheduler,
     LocalNode,
+    LocalNodeState,
     NodeLoop,
     ShoalService,
     SystemClock,
@@ -78,7 +79,7 @@ async def node1() -> AsyncIterator[Node1]:
         anyio.create_task_group() as tg,
     ):
         service = ShoalService(store, clock, local=LocalNode("n1", runtime, None, history))
-        loop = NodeLoop(node, store, runtime, clock)
+        loop = NodeLoop(node, LocalNodeState(store, node.name), runtime, clock)
         await tg.start(ControlLoop(store, DefaultScheduler(), clock).run)
         await tg.start(loop.run)
         sampler = UsageSampler(

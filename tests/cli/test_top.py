@@ -16,6 +16,7 @@ from shoal.core import (
     ControlLoop,
     DefaultScheduler,
     LocalNode,
+    LocalNodeState,
     NodeLoop,
     ShoalService,
     SystemClock,
@@ -70,7 +71,7 @@ async def agent(tmp_path: Path) -> AsyncIterator[Agent]:
         anyio.create_task_group() as tg,
     ):
         service = ShoalService(store, clock, local=LocalNode("n1", runtime, None, history))
-        loop = NodeLoop(node, store, runtime, clock)
+        loop = NodeLoop(node, LocalNodeState(store, node.name), runtime, clock)
         await tg.start(ControlLoop(store, DefaultScheduler(), clock).run)
         await tg.start(loop.run)
         sampler = UsageSampler(

@@ -10,7 +10,7 @@ import pytest
 
 from shoal.cluster import Assignments
 from shoal.core import ManualClock
-from shoal.interfaces import Compacted, EventKind, StateStore, WatchEvent
+from shoal.interfaces import Compacted, EventKind, Instance, PodTemplate, StateStore, WatchEvent
 from tests.cluster.test_grpc_state import WAIT, dump, ikey, instance, place
 
 pytestmark = pytest.mark.anyio
@@ -127,3 +127,41 @@ async def test_a_reader_that_falls_too_far_behind_is_told_to_list_again(store: S
             async for event in stream:
                 seen.append(event)  # noqa: PERF401 (the loop must end by raising)
         assert shown(seen) == [(EventKind.PUT, "b"), (EventKind.PUT, "c")]
+
+
+def uses_config(name: str, node: str, secret: str) -> Instance:
+    template = PodTemplate.model_validate(
+        {"containers": [{"name": "main", "image": "busybox", "env_from": [{"secret": secret}]}]}
+    )
+    return instance(name, node).model_copy(update={"template": template})
+
+
+async def test_which_configuration_a_node_uses_is_known_without_decoding(
+    store: StateStore,
+) -> None:
+    await place(store, uses_config("a", "w1", "creds"))
+    async with following(store) as assignments:
+        assert assignments.uses("w1", "Secret", "default", "creds")
+        assert not assignments.uses("w2", "Secret", "default", "creds")
+        assert not assignments.uses("w1", "ConfigMap", "default", "creds")
+        start = assignments.revision + 1
+        await place(store, uses_config("b", "w1", "creds"))
+        await place(store, uses_config("c", "w2", "creds"))
+        await store.put(ikey("a"), dump(uses_config("a", "w2", "creds")))  # moved away
+        await store.delete(ikey("c"))
+        # Once w2's stream has the last change, the cache has applied them all.
+        assert shown(await take(assignments, "w2", start, 3)) == [
+            (EventKind.PUT, "c"),
+            (EventKind.PUT, "a"),
+            (EventKind.DELETE, "c"),
+        ]
+        decoded = assignments.decoded
+        assert assignments.uses("w1", "Secret", "default", "creds")  # still b
+        assert assignments.uses("w2", "Secret", "default", "creds")  # a, now there
+        start = assignments.revision + 1
+        await store.delete(ikey("b"))
+        await store.delete(ikey("a"))
+        assert shown(await take(assignments, "w2", start, 1)) == [(EventKind.DELETE, "a")]
+        assert not assignments.uses("w1", "Secret", "default", "creds")
+        assert not assignments.uses("w2", "Secret", "default", "creds")
+        assert assignments.decoded == decoded  # answering decoded nothing; deletes neither

@@ -16,12 +16,12 @@ from shoal.interfaces import Unavailable
 
 pytestmark = pytest.mark.anyio
 
-REVISION = "/shoal.cluster.v1.State/Revision"
-WATCH = "/shoal.cluster.v1.State/Watch"
+PING = "/shoal.cluster.v1.NodeState/Ping"
+WATCH = "/shoal.cluster.v1.NodeState/WatchAssignments"
 
 
 def hanging_state(both_arrived: anyio.Event | None = None) -> grpc.GenericRpcHandler:
-    """A State service whose Revision and Watch never answer; ``both_arrived`` once both ran."""
+    """A NodeState service whose calls never answer; ``both_arrived`` is set once both ran."""
     seen: list[str] = []
 
     def note(call: str) -> None:
@@ -29,35 +29,35 @@ def hanging_state(both_arrived: anyio.Event | None = None) -> grpc.GenericRpcHan
         if both_arrived is not None and len(seen) == 2:
             both_arrived.set()
 
-    async def revision(_: pb.RevisionRequest, __: object) -> pb.RevisionReply:
-        note("revision")
+    async def ping(_: pb.PingRequest, __: object) -> pb.PingReply:
+        note("ping")
         await anyio.sleep_forever()
         raise AssertionError("unreachable")
 
-    async def watch(_: pb.WatchRequest, __: object) -> AsyncIterator[pb.WatchEvent]:
+    async def watch(_: pb.WatchAssignmentsRequest, __: object) -> AsyncIterator[pb.AssignmentEvent]:
         note("watch")
         await anyio.sleep_forever()
-        yield pb.WatchEvent()
+        yield pb.AssignmentEvent()
 
     return grpc.method_handlers_generic_handler(
-        "shoal.cluster.v1.State",
+        "shoal.cluster.v1.NodeState",
         {
-            "Revision": grpc.unary_unary_rpc_method_handler(
-                revision,
-                request_deserializer=pb.RevisionRequest.FromString,
-                response_serializer=pb.RevisionReply.SerializeToString,
+            "Ping": grpc.unary_unary_rpc_method_handler(
+                ping,
+                request_deserializer=pb.PingRequest.FromString,
+                response_serializer=pb.PingReply.SerializeToString,
             ),
-            "Watch": grpc.unary_stream_rpc_method_handler(
+            "WatchAssignments": grpc.unary_stream_rpc_method_handler(
                 watch,
-                request_deserializer=pb.WatchRequest.FromString,
-                response_serializer=pb.WatchEvent.SerializeToString,
+                request_deserializer=pb.WatchAssignmentsRequest.FromString,
+                response_serializer=pb.AssignmentEvent.SerializeToString,
             ),
         },
     )
 
 
 async def test_calls_in_flight_when_the_channel_closes_fail_as_unavailable() -> None:
-    # A RemoteStore closes a server's channel when one call finds the server
+    # A RemoteNodeState closes a server's channel when one call finds the server
     # gone; grpc then cancels the other calls on it. Those must fail as
     # Unavailable (retried), never as a bare cancellation that ends the task.
     failures: list[BaseException] = []
@@ -68,13 +68,14 @@ async def test_calls_in_flight_when_the_channel_closes_fail_as_unavailable() -> 
 
         async def unary() -> None:
             try:
-                await channel.unary(REVISION, pb.RevisionRequest(), pb.RevisionReply)
+                await channel.unary(PING, pb.PingRequest(), pb.PingReply)
             except Unavailable as exc:
                 failures.append(exc)
 
         async def stream() -> None:
             try:
-                async for _ in channel.stream(WATCH, pb.WatchRequest(prefix="/"), pb.WatchEvent):
+                request = pb.WatchAssignmentsRequest(from_revision=1)
+                async for _ in channel.stream(WATCH, request, pb.AssignmentEvent):
                     pass
             except Unavailable as exc:
                 failures.append(exc)
@@ -95,7 +96,7 @@ async def test_a_caller_cancelled_by_its_own_scope_stays_cancelled() -> None:
         port = await tg.start(serve_grpc, "127.0.0.1:0", [hanging_state()])
         channel = NodeChannel(NodeIdentity("w1", SigningKey.generate()), "t", f"127.0.0.1:{port}")
         with anyio.move_on_after(0.3) as scope:
-            await channel.unary(REVISION, pb.RevisionRequest(), pb.RevisionReply)
+            await channel.unary(PING, pb.PingRequest(), pb.PingReply)
         assert scope.cancelled_caught
         await channel.aclose()
         tg.cancel_scope.cancel()

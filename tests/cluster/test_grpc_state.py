@@ -1,37 +1,46 @@
-"""The State service over real gRPC: a StateGateway on a server, a RemoteStore on a worker.
+"""The NodeState service over real gRPC: a gateway on a server, a RemoteNodeState on a worker.
 
-Every test starts ``serve_grpc`` on a loopback port with a StateGateway over
-a real store (memory and SQLite) and talks to it as a worker would, through a
-RemoteStore signed with the worker's own key. The policy's refusals are
-checked one by one; the worker's real node loop runs over a RemoteStore.
+Every test starts ``serve_grpc`` on a loopback port with a NodeStateGateway
+over a real store (memory and SQLite) and talks to it as a worker would,
+through a RemoteNodeState signed with the worker's own key. The policy's
+refusals are checked one by one (requests a RemoteNodeState never sends go
+through a raw signed call); the worker's real node loop runs over a
+RemoteNodeState.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import anyio
 import pytest
+from google.protobuf.message import Message
 from nacl.signing import SigningKey
 
 from shoal.cluster import (
     Assignments,
     Caller,
     CallVerifier,
+    NodeChannel,
     NodeIdentity,
-    RemoteStore,
-    StateGateway,
+    NodeStateGateway,
+    RemoteNodeState,
+    check_accepted,
     serve_grpc,
 )
+from shoal.cluster.grpc._pb import shoal_node_pb2 as pb
 from shoal.cluster.grpc._worker_scope import WorkerScope, Write
 from shoal.core import (
     ControlLoop,
     DefaultScheduler,
+    LocalNodeState,
     ManualClock,
     NodeLoop,
     ShoalService,
@@ -41,6 +50,7 @@ from shoal.interfaces import (
     INSTANCE_STATUS_FIELDS,
     Actor,
     Capacity,
+    ConfigMapSpec,
     Container,
     Event,
     EventKind,
@@ -53,11 +63,12 @@ from shoal.interfaces import (
     KeyValue,
     Node,
     NodeRole,
+    NodeState,
     ObjectRef,
     PodTemplate,
-    PutOp,
     RestartPolicy,
     RevisionConflict,
+    SecretSpec,
     StateStore,
     Unauthenticated,
     Unavailable,
@@ -72,6 +83,9 @@ pytestmark = pytest.mark.anyio
 TOKEN = "the-join-token"
 START = datetime(2026, 1, 1, tzinfo=UTC)
 WAIT = 10.0
+SERVICE = "/shoal.cluster.v1.NodeState"
+
+Reply = TypeVar("Reply", bound=Message)
 
 
 @asynccontextmanager
@@ -83,13 +97,13 @@ async def serving(
     monotonic: Callable[[], float] = time.monotonic,
     streams: bool = True,
 ) -> AsyncIterator[str]:
-    """Serve a StateGateway over ``store`` on a loopback port; stop it on exit.
+    """Serve a NodeStateGateway over ``store`` on a loopback port; stop it on exit.
 
     With ``streams`` (as a server runs it), workers' instances come from
     per-node :class:`Assignments`; without, from the store, filtered per call.
     """
     assignments = Assignments(store, SystemClock()) if streams else None
-    gateway = StateGateway(
+    gateway = NodeStateGateway(
         store,
         CallVerifier(token),
         events_per_minute=events_per_minute,
@@ -114,7 +128,7 @@ def known(*addresses: str) -> Callable[[], Awaitable[Sequence[str]]]:
     return servers
 
 
-def using(remote: RemoteStore) -> str | None:
+def using(remote: RemoteNodeState) -> str | None:
     """The server ``remote`` talks to now (a call, so that mypy does not pin it)."""
     return remote.server
 
@@ -135,12 +149,23 @@ def node_record(ident: NodeIdentity) -> Node:
 
 
 @asynccontextmanager
-async def worker(name: str, *addresses: str) -> AsyncIterator[RemoteStore]:
-    """A RemoteStore of a new worker that has registered its node record."""
+async def worker(name: str, *addresses: str) -> AsyncIterator[RemoteNodeState]:
+    """The RemoteNodeState of a new worker that has registered its node record."""
     ident = identity(name)
-    async with RemoteStore(ident, TOKEN, known(*addresses)) as remote:
-        await remote.put(f"/nodes/{name}", dump(node_record(ident)), expected_revision=0)
+    async with RemoteNodeState(ident, TOKEN, known(*addresses)) as remote:
+        assert await remote.register(node_record(ident))
         yield remote
+
+
+async def raw(
+    ident: NodeIdentity, address: str, method: str, request: Message, reply: type[Reply]
+) -> Reply:
+    """Make one signed call as ``ident``: what a RemoteNodeState would never send."""
+    channel = NodeChannel(ident, TOKEN, address)
+    try:
+        return await channel.unary(f"{SERVICE}/{method}", request, reply)
+    finally:
+        await channel.aclose()
 
 
 def instance(name: str, node: str | None, *, uid: str | None = None) -> Instance:
@@ -206,26 +231,45 @@ async def reasons(store: StateStore) -> list[str]:
     ]
 
 
+async def stored_instance(store: StateStore, name: str) -> tuple[Instance, int]:
+    kv = await store.get(ikey(name))
+    assert kv is not None
+    return Instance.model_validate_json(kv.value), kv.mod_revision
+
+
 # --- registration and the node loop --------------------------------------------
 
 
-async def test_a_new_node_registers_then_works_in_its_scope(store: StateStore) -> None:
+async def test_a_new_node_registers_then_gets_its_assignments(store: StateStore) -> None:
     ident = identity("w1")
-    async with serving(store) as address, RemoteStore(ident, TOKEN, known(address)) as remote:
-        assert await remote.revision() == 0  # allowed before registering
+    async with serving(store) as address, RemoteNodeState(ident, TOKEN, known(address)) as remote:
+        await check_accepted(ident, TOKEN, address)  # allowed before registering
         with pytest.raises(Unauthenticated, match="unknown node key: node 'w1' has not registered"):
-            await remote.list("/instances/")
-        assert await remote.get("/nodes/w1") is None
-        revision = await remote.put("/nodes/w1", dump(node_record(ident)), expected_revision=0)
+            await remote.assignments()
+        assert await remote.register(node_record(ident)) is True
         stored = await store.get("/nodes/w1")
-        assert stored is not None and stored.mod_revision == revision
+        assert stored is not None
         assert Node.model_validate_json(stored.value).node_id == ident.node_id
-        mine = await remote.get("/nodes/w1")
-        assert mine is not None and mine.value == stored.value
+        assert await remote.register(node_record(ident)) is False  # a refresh, not a join
         await place(store, instance("web-1", "w1"))
-        listed = await remote.list("/instances/")
+        await place(store, instance("web-2", "w2"))
+        listed = await remote.assignments()
         assert [kv.key for kv in listed.items] == [ikey("web-1")]
+        assert listed.revision == await store.revision()
         assert using(remote) == address
+
+
+async def test_a_heartbeat_moves_heartbeat_at_only(store: StateStore) -> None:
+    async with serving(store) as address, worker("w1", address) as remote:
+        kv = await store.get("/nodes/w1")
+        assert kv is not None
+        cordoned = Node.model_validate_json(kv.value).model_copy(update={"cordoned": True})
+        await store.put("/nodes/w1", dump(cordoned))
+        await remote.heartbeat(START + timedelta(minutes=5))
+    kv = await store.get("/nodes/w1")
+    assert kv is not None
+    beaten = Node.model_validate_json(kv.value)
+    assert beaten == cordoned.model_copy(update={"heartbeat_at": START + timedelta(minutes=5)})
 
 
 async def test_a_worker_node_loop_runs_its_instances_through_a_server(store: StateStore) -> None:
@@ -236,11 +280,11 @@ async def test_a_worker_node_loop_runs_its_instances_through_a_server(store: Sta
     await place(store, instance("web-2", "w2"))
     async with (
         serving(store) as address,
-        RemoteStore(ident, TOKEN, known(address)) as remote,
+        RemoteNodeState(ident, TOKEN, known(address)) as remote,
         anyio.create_task_group() as tg,
     ):
         # The clock never moves: no resync, heartbeat or probe tick, so only the
-        # watch through the server wakes the loop.
+        # assignment stream through the server wakes the loop.
         loop = NodeLoop(node_record(ident), remote, runtime, clock, resync=3600)
         await tg.start(loop.run)
 
@@ -253,11 +297,9 @@ async def test_a_worker_node_loop_runs_its_instances_through_a_server(store: Sta
         assert [pod.name for pod in await runtime.list()] == ["web-1"]
 
         # The control loop marks it for deletion: the node stops it and deletes the record.
-        current = await store.get(ikey("web-1"))
-        assert current is not None
-        started = Instance.model_validate_json(current.value)
+        started, revision = await stored_instance(store, "web-1")
         deleting = started.model_copy(update={"deleting": True})
-        await store.put(ikey("web-1"), dump(deleting), expected_revision=current.mod_revision)
+        await store.put(ikey("web-1"), dump(deleting), expected_revision=revision)
 
         async def removed() -> bool:
             return "Removed" in await reasons(store)
@@ -267,9 +309,8 @@ async def test_a_worker_node_loop_runs_its_instances_through_a_server(store: Sta
         assert list(await runtime.list()) == []
         tg.cancel_scope.cancel()
 
-    other = await store.get(ikey("web-2"))
-    assert other is not None
-    assert Instance.model_validate_json(other.value).state == InstanceState.SCHEDULED
+    other, _ = await stored_instance(store, "web-2")
+    assert other.state == InstanceState.SCHEDULED
     stored = (await store.list("/events/")).items
     events = sorted((Event.model_validate_json(kv.value) for kv in stored), key=lambda e: e.id)
     assert [e.reason for e in events] == ["Registered", "Started", "Removed"]
@@ -296,7 +337,7 @@ async def test_every_report_of_the_real_node_loop_passes_the_policy(
     web = WorkloadSpec.model_validate(
         {"name": "web", "replicas": 1, "template": {"containers": [container]}}
     )
-    async with serving(store) as address, RemoteStore(ident, TOKEN, known(address)) as remote:
+    async with serving(store) as address, RemoteNodeState(ident, TOKEN, known(address)) as remote:
         loop = NodeLoop(node_record(ident), remote, runtime, clock)
 
         async def settle() -> Instance | None:
@@ -360,9 +401,12 @@ async def test_re_registering_keeps_the_operators_flags_and_the_gossip_state(
 ) -> None:
     ident = identity("w1")
     clock = ManualClock()
-    async with serving(store) as address, RemoteStore(ident, TOKEN, known(address)) as remote:
-        loop_store: StateStore = store if path == "direct" else remote
-        loop = NodeLoop(node_record(ident), loop_store, MockRuntime(clock), clock)
+    async with (
+        serving(store) as address,
+        RemoteNodeState(ident, TOKEN, known(address)) as remote,
+    ):
+        state: NodeState = LocalNodeState(store, "w1") if path == "direct" else remote
+        loop = NodeLoop(node_record(ident), state, MockRuntime(clock), clock)
         await loop.register()
         kv = await store.get("/nodes/w1")
         assert kv is not None
@@ -381,18 +425,18 @@ async def test_re_registering_keeps_the_operators_flags_and_the_gossip_state(
 
 
 @pytest.mark.parametrize("streams", [True, False], ids=["assignments", "filtered-store"])
-async def test_watch_forwards_the_callers_instances_and_deletes_key_only(
+async def test_the_stream_carries_the_callers_instances_and_deletes_key_only(
     store: StateStore, streams: bool
 ) -> None:
     async with serving(store, streams=streams) as address, worker("w1", address) as remote:
-        start = await remote.revision() + 1
+        start = (await remote.assignments()).revision + 1
         await place(store, instance("theirs", "w2"))
         await place(store, instance("mine", "w1"))
         await store.delete(ikey("theirs"))
         gone = await store.delete(ikey("mine"))
         seen: list[WatchEvent] = []
         with anyio.fail_after(WAIT):
-            async for change in remote.watch("/instances/", start):
+            async for change in remote.watch_assignments(start):
                 seen.append(change)
                 if change.kind == EventKind.DELETE:
                     break
@@ -404,28 +448,29 @@ async def test_watch_forwards_the_callers_instances_and_deletes_key_only(
     assert (seen[1].kv.value, seen[1].revision) == (b"", gone)
 
 
+@pytest.mark.parametrize("streams", [True, False], ids=["assignments", "filtered-store"])
 async def test_a_reconnecting_worker_resumes_its_assignments_without_gaps_or_repeats(
-    store: StateStore,
+    store: StateStore, streams: bool
 ) -> None:
     """The worker's connection goes away, changes happen meanwhile, a new one resumes."""
     ident = identity("w1")
-    async with serving(store) as address:
-        async with RemoteStore(ident, TOKEN, known(address)) as remote:
-            await remote.put("/nodes/w1", dump(node_record(ident)), expected_revision=0)
-            listed = await remote.list("/instances/")
+    async with serving(store, streams=streams) as address:
+        async with RemoteNodeState(ident, TOKEN, known(address)) as remote:
+            await remote.register(node_record(ident))
+            listed = await remote.assignments()
             await place(store, instance("a", "w1"))
             await place(store, instance("theirs", "w2"))
             await place(store, instance("b", "w1"))
             with anyio.fail_after(WAIT):
-                async for change in remote.watch("/instances/", listed.revision + 1):
+                async for change in remote.watch_assignments(listed.revision + 1):
                     first = change
                     break  # the connection goes away after one change
         await store.delete(ikey("a"))
         await place(store, instance("c", "w1"))
         rest: list[WatchEvent] = []
-        async with RemoteStore(ident, TOKEN, known(address)) as back:
+        async with RemoteNodeState(ident, TOKEN, known(address)) as back:
             with anyio.fail_after(WAIT):
-                async for change in back.watch("/instances/", first.revision + 1):
+                async for change in back.watch_assignments(first.revision + 1):
                     rest.append(change)
                     if len(rest) == 3:
                         break
@@ -437,7 +482,7 @@ async def test_a_reconnecting_worker_resumes_its_assignments_without_gaps_or_rep
     ]
 
 
-def test_the_watch_policy_drops_other_nodes_changes_and_hides_moved_instances() -> None:
+def test_the_stream_policy_drops_other_nodes_changes_and_hides_moved_instances() -> None:
     scope = WorkerScope(Caller("w1", "id-1", b""), registered_id="id-1")
     mine, theirs = dump(instance("a", "w1")), dump(instance("a", "w2"))
 
@@ -462,22 +507,18 @@ def test_the_watch_policy_drops_other_nodes_changes_and_hides_moved_instances() 
         )
 
 
-def test_registering_and_recording_events_always_create_the_key() -> None:
+def test_registering_creates_the_record_or_rewrites_it_at_its_revision() -> None:
     ident = identity("w1")
     caller = Caller(ident.name, ident.node_id, ident.public_key)
     record = dump(node_record(ident))
-    # Unconditional writes become creates: a record another key made meanwhile survives.
-    assert WorkerScope(caller, None).check_put("/nodes/w1", record, None, None) == Write(record, 0)
-    registered = WorkerScope(caller, ident.node_id)
-    event_value = dump(event("w1"))
-    assert registered.check_put(filed("w1"), event_value, None, None) == Write(event_value, 0)
-    # Once registered, the record is only ever updated with compare-and-swap.
+    # A new record is a create: a record another key made meanwhile survives.
+    assert WorkerScope(caller, None).check_register(record, None) == Write(record, 0)
     stored = KeyValue("/nodes/w1", record, 2, 5, 1)
-    with pytest.raises(Forbidden, match="must update /nodes/w1 with compare-and-swap"):
-        registered.check_put("/nodes/w1", record, None, stored)
-    with pytest.raises(RevisionConflict, match="is at revision 5, not 4"):
-        registered.check_put("/nodes/w1", record, 4, stored)
-    assert registered.check_put("/nodes/w1", record, 5, stored) == Write(record, 5)
+    assert WorkerScope(caller, ident.node_id).check_register(record, stored) == Write(record, 5)
+    # Another key registered the name between the identity check and the write.
+    other = dump(node_record(identity("w1")))
+    with pytest.raises(Forbidden, match="registered to another key"):
+        WorkerScope(caller, None).check_register(record, KeyValue("/nodes/w1", other, 2, 5, 1))
 
 
 # --- refusals -------------------------------------------------------------------
@@ -487,73 +528,73 @@ async def test_another_nodes_instance_is_invisible_and_untouchable(store: StateS
     revision = await place(store, instance("theirs", "w2"))
     await place(store, instance("mine", "w1"))
     async with serving(store) as address, worker("w1", address) as remote:
-        assert await remote.get(ikey("theirs")) is None
-        assert [kv.key for kv in (await remote.list("/instances/")).items] == [ikey("mine")]
-        taken = instance("theirs", "w1")
+        assert [kv.key for kv in (await remote.assignments()).items] == [ikey("mine")]
+        taken = instance("theirs", "w1")  # what a node would send, claiming it
         with pytest.raises(Forbidden, match="not assigned to node 'w1'"):
-            await remote.put(ikey("theirs"), dump(taken), expected_revision=revision)
+            await remote.report(taken, revision)
         with pytest.raises(Forbidden, match="not assigned to node 'w1'"):
-            await remote.delete(ikey("theirs"), expected_revision=revision)
-    current = await store.get(ikey("theirs"))
-    assert current is not None and current.mod_revision == revision
+            await remote.remove(taken, revision)
+        with pytest.raises(Forbidden, match="runs no instance that uses"):
+            await remote.config("Secret", "default", "theirs")
+    _, after = await stored_instance(store, "theirs")
+    assert after == revision
 
 
-async def test_a_node_reports_status_but_cannot_move_create_or_replace_instances(
+async def test_a_node_reports_status_but_cannot_replace_or_create_instances(
     store: StateStore,
 ) -> None:
     mine = instance("mine", "w1")
     revision = await place(store, mine)
     async with serving(store) as address, worker("w1", address) as remote:
-        moved = mine.model_copy(update={"node": "w2"})
-        with pytest.raises(Forbidden, match="may not move it to node 'w2'"):
-            await remote.put(ikey("mine"), dump(moved), expected_revision=revision)
         replaced = mine.model_copy(update={"uid": "another"})
-        with pytest.raises(Forbidden, match="another uid"):
-            await remote.put(ikey("mine"), dump(replaced), expected_revision=revision)
-        with pytest.raises(Forbidden, match="with compare-and-swap"):
-            await remote.put(ikey("mine"), dump(mine))
-        with pytest.raises(Forbidden, match="with compare-and-swap"):
-            await remote.delete(ikey("mine"))
-        with pytest.raises(Forbidden, match="nodes do not create instances"):
-            await remote.put(ikey("new"), dump(instance("new", "w1")), expected_revision=0)
-        starting = mine.transition(InstanceState.STARTING, "Starting")
-        after = await remote.put(ikey("mine"), dump(starting), expected_revision=revision)
-    current = await store.get(ikey("mine"))
-    assert current is not None and current.mod_revision == after
-    assert Instance.model_validate_json(current.value).state == InstanceState.STARTING
+        with pytest.raises(Forbidden, match=r"holds another instance \(uid uid-mine, not another"):
+            await remote.report(replaced, revision)
+        with pytest.raises(Forbidden, match="holds another instance"):
+            await remote.remove(replaced, revision)
+        with pytest.raises(RevisionConflict, match="does not exist"):
+            await remote.report(instance("new", "w1"), 0)
+        # Only the status travels: a moved or renamed copy reports its own key's status.
+        moved = mine.model_copy(update={"node": "w2", "workload": "other"})
+        starting = moved.transition(InstanceState.STARTING, "Starting")
+        after = await remote.report(starting, revision)
+    current, at = await stored_instance(store, "mine")
+    assert at == after
+    assert current == mine.transition(InstanceState.STARTING, "Starting")
     assert await store.get(ikey("new")) is None
 
 
 @pytest.mark.parametrize(
-    ("change", "named"),
+    ("fields", "named"),
     [
         (
-            {
-                "workload": "other",
-                "template": PodTemplate(containers=[Container(name="main", image="evil")]),
-                "state": InstanceState.STARTING,
-            },
-            "workload, template",
+            {"workload": "other", "template": {"containers": []}, "state": "starting"},
+            "template, workload",
         ),
         ({"name": "renamed"}, "name"),
-        ({"deleting": True, "generation": 2}, "generation, deleting"),
+        ({"node": "w2"}, "node"),
+        ({"deleting": True, "generation": 2}, "deleting, generation"),
     ],
 )
 async def test_a_node_may_change_only_the_status_of_its_instance(
-    store: StateStore, change: dict[str, object], named: str
+    store: StateStore, fields: dict[str, object], named: str
 ) -> None:
-    mine = instance("mine", "w1")
-    revision = await place(store, mine)
+    revision = await place(store, instance("mine", "w1"))
     async with serving(store) as address, worker("w1", address) as remote:
+        request = pb.ReportInstanceRequest(
+            namespace="default",
+            name="mine",
+            uid="uid-mine",
+            status=json.dumps(fields).encode(),
+            expected_revision=revision,
+        )
         message = (
             rf"node 'w1' may only report the status of {ikey('mine')} \(state, reason, .*\); "
             rf"it tried to change {named}$"
         )
-        changed = dump(mine.model_copy(update=change))
         with pytest.raises(Forbidden, match=message):
-            await remote.put(ikey("mine"), changed, expected_revision=revision)
-    current = await store.get(ikey("mine"))
-    assert current is not None and current.mod_revision == revision
+            await raw(remote.identity, address, "ReportInstance", request, pb.ReportInstanceReply)
+    _, after = await stored_instance(store, "mine")
+    assert after == revision
 
 
 async def test_a_node_may_change_every_status_field_of_its_instance(store: StateStore) -> None:
@@ -571,29 +612,14 @@ async def test_a_node_may_change_every_status_field_of_its_instance(store: State
         "started_at": START + timedelta(minutes=1),
         "finished_at": START + timedelta(minutes=2),
         "not_before": None,
+        "start_trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
     }
     assert set(status) == set(INSTANCE_STATUS_FIELDS)
     reported = mine.model_copy(update=status)
     async with serving(store) as address, worker("w1", address) as remote:
-        after = await remote.put(ikey("mine"), dump(reported), expected_revision=revision)
-    current = await store.get(ikey("mine"))
-    assert current is not None and current.mod_revision == after
-    assert Instance.model_validate_json(current.value) == reported
-
-
-async def test_an_instance_is_reported_under_its_own_key_only(store: StateStore) -> None:
-    misfiled = instance("other", "w1")
-    revision = await store.put(ikey("mine"), dump(misfiled))
-    async with serving(store) as address, worker("w1", address) as remote:
-        starting = misfiled.transition(InstanceState.STARTING, "Starting")
-        message = (
-            f"{ikey('mine')} holds the instance default/mine, but the document written to it "
-            "is default/other"
-        )
-        with pytest.raises(Forbidden, match=message):
-            await remote.put(ikey("mine"), dump(starting), expected_revision=revision)
-    current = await store.get(ikey("mine"))
-    assert current is not None and current.mod_revision == revision
+        after = await remote.report(reported, revision)
+    current, at = await stored_instance(store, "mine")
+    assert (current, at) == (reported, after)
 
 
 async def test_a_node_rewriting_its_record_keeps_the_operators_and_the_clusters_fields(
@@ -612,9 +638,7 @@ async def test_a_node_rewriting_its_record_keeps_the_operators_and_the_clusters_
             }
         )
         await store.put("/nodes/w1", dump(decided), expected_revision=kv.mod_revision)
-        mine = await remote.get("/nodes/w1")
-        assert mine is not None
-        claimed = Node.model_validate_json(mine.value).model_copy(
+        claimed = decided.model_copy(
             update={
                 "cordoned": False,
                 "draining": False,
@@ -624,13 +648,9 @@ async def test_a_node_rewriting_its_record_keeps_the_operators_and_the_clusters_
                 "heartbeat_at": START,
             }
         )
-        with pytest.raises(Forbidden, match="a node must update /nodes/w1 with compare-and-swap"):
-            await remote.put("/nodes/w1", dump(claimed))
-        with pytest.raises(RevisionConflict, match=f"is at revision {mine.mod_revision}, not 1"):
-            await remote.put("/nodes/w1", dump(claimed), expected_revision=1)
-        revision = await remote.put("/nodes/w1", dump(claimed), expected_revision=mine.mod_revision)
-        read_back = await remote.get("/nodes/w1")
-    assert read_back is not None and read_back.mod_revision == revision
+        assert await remote.register(claimed) is False
+    read_back = await store.get("/nodes/w1")
+    assert read_back is not None
     kept = Node.model_validate_json(read_back.value)
     assert (kept.cordoned, kept.draining, kept.state, kept.role) == (
         True,
@@ -645,79 +665,76 @@ async def test_a_node_may_keep_only_its_own_record(store: StateStore) -> None:
     other = identity("w2")
     await store.put("/nodes/w2", dump(node_record(other)))
     async with serving(store) as address, worker("w1", address) as remote:
-        with pytest.raises(Forbidden, match="node 'w1' may not read /nodes/w2"):
-            await remote.get("/nodes/w2")
-        with pytest.raises(Forbidden, match="node 'w1' may not write /nodes/w2"):
-            await remote.put("/nodes/w2", dump(node_record(other)))
-        with pytest.raises(Forbidden, match="may not list or watch /nodes/"):
-            await remote.list("/nodes/")
-        kv = await remote.get("/nodes/w1")
-        assert kv is not None
-        disguised = Node.model_validate_json(kv.value).model_copy(update={"node_id": other.node_id})
         with pytest.raises(Forbidden, match="must hold this node's own record"):
-            await remote.put("/nodes/w1", dump(disguised), expected_revision=kv.mod_revision)
-        with pytest.raises(Forbidden, match="may not delete /nodes/w1"):
-            await remote.delete("/nodes/w1")
+            await remote.register(node_record(other))
+        disguised = node_record(remote.identity).model_copy(update={"node_id": other.node_id})
+        with pytest.raises(Forbidden, match="must hold this node's own record"):
+            await remote.register(disguised)
+    kv = await store.get("/nodes/w2")
+    assert kv is not None and Node.model_validate_json(kv.value).node_id == other.node_id
 
 
 async def test_a_name_registered_to_another_key_is_refused(store: StateStore) -> None:
     original = identity("w1")
     await store.put("/nodes/w1", dump(node_record(original)))
-    await place(store, instance("mine", "w1"))
+    revision = await place(store, instance("mine", "w1"))
     impostor = identity("w1")
-    async with serving(store) as address, RemoteStore(impostor, TOKEN, known(address)) as remote:
+    async with (
+        serving(store) as address,
+        RemoteNodeState(impostor, TOKEN, known(address)) as remote,
+    ):
         message = (
             rf"node name 'w1' is registered to another key \(id {original.node_id}.*"
             r"<data-dir>/node.key — restore it, or pick another --name"
         )
         with pytest.raises(Forbidden, match=message):
-            await remote.get("/nodes/w1")
+            await remote.register(node_record(impostor))
         with pytest.raises(Forbidden, match=message):
-            await remote.put("/nodes/w1", dump(node_record(impostor)))
+            await remote.assignments()
         with pytest.raises(Forbidden, match=message):
-            await remote.list("/instances/")
+            await remote.report(instance("mine", "w1"), revision)
+        with pytest.raises(Forbidden, match=message):
+            async for _ in remote.watch_assignments(1):
+                pass
     kv = await store.get("/nodes/w1")
     assert kv is not None and Node.model_validate_json(kv.value).node_id == original.node_id
 
 
 async def test_an_unregistered_key_may_only_register(store: StateStore) -> None:
-    await place(store, instance("mine", "w1"))
+    revision = await place(store, instance("mine", "w1"))
     ident = identity("w1")
-    async with serving(store) as address, RemoteStore(ident, TOKEN, known(address)) as remote:
-        for attempt in (
-            remote.get(ikey("mine")),
-            remote.get("/nodes/w2"),
-            remote.put("/events/1", dump(event("w1"))),
-            remote.delete(ikey("mine"), expected_revision=1),
-        ):
+    async with (
+        serving(store) as address,
+        RemoteNodeState(ident, TOKEN, known(address)) as remote,
+    ):
+        attempts: list[Awaitable[object]] = [
+            remote.assignments(),
+            remote.heartbeat(START),
+            remote.report(instance("mine", "w1"), revision),
+            remote.remove(instance("mine", "w1"), revision),
+            remote.record(event("w1")),
+            remote.config("Secret", "default", "db"),
+        ]
+        for attempt in attempts:
             with pytest.raises(Unauthenticated, match="unknown node key: node 'w1'"):
                 await attempt
         with pytest.raises(Unauthenticated, match="unknown node key"):
-            async for _ in remote.watch("/instances/"):
+            async for _ in remote.watch_assignments(1):
                 pass
-        assert await remote.get("/nodes/w1") is None
+    assert await store.get("/nodes/w1") is None
 
 
-async def test_events_are_recorded_only_as_the_caller_and_only_once(store: StateStore) -> None:
-    key = filed("w1")
+async def test_events_are_recorded_only_as_the_caller_under_their_object_once(
+    store: StateStore,
+) -> None:
     async with serving(store) as address, worker("w1", address) as remote:
         with pytest.raises(Forbidden, match="only record events it did itself"):
-            await remote.put(filed("w2"), dump(event("w2")))
-        with pytest.raises(
-            Forbidden, match=f"filed under its object and id: /events/1 should be {key}"
-        ):
-            await remote.put("/events/1", dump(event("w1")))
-        revision = await remote.put(key, dump(event("w1")))
+            await remote.record(event("w2"))
+        await remote.record(event("w1"))
         with pytest.raises(RevisionConflict, match="already exists"):
-            await remote.put(key, dump(event("w1")))
-        with pytest.raises(Forbidden, match="events are only ever created"):
-            await remote.put(key, dump(event("w1")), expected_revision=revision)
-        with pytest.raises(Forbidden, match=f"may not read {key}"):
-            await remote.get(key)
-        with pytest.raises(Forbidden, match=f"may not delete {key}"):
-            await remote.delete(key)
+            await remote.record(event("w1"))
     events = (await store.list("/events/")).items
-    assert [(kv.key, kv.mod_revision) for kv in events] == [(key, revision)]
+    assert [kv.key for kv in events] == [filed("w1")]
 
 
 async def test_a_node_records_a_limited_number_of_events_a_minute(store: StateStore) -> None:
@@ -728,72 +745,53 @@ async def test_a_node_records_a_limited_number_of_events_a_minute(store: StateSt
         worker("w2", address) as other,
     ):
         for n in range(3):
-            await remote.put(filed("w1", f"e{n}"), dump(event("w1", f"e{n}")))
+            await remote.record(event("w1", f"e{n}"))
         too_many = "node 'w1' records too many events: at most 3 a minute"
         with pytest.raises(Forbidden, match=too_many):
-            await remote.put(filed("w1", "e3"), dump(event("w1", "e3")))
-        await other.put(filed("w2", "e0"), dump(event("w2", "e0")))  # each node has its own budget
+            await remote.record(event("w1", "e3"))
+        await other.record(event("w2", "e0"))  # each node has its own budget
         now += 59
         with pytest.raises(Forbidden, match=too_many):
-            await remote.put(filed("w1", "e3"), dump(event("w1", "e3")))
+            await remote.record(event("w1", "e3"))
         now += 1  # the first three left the window; the refused ones never counted
-        await remote.put(filed("w1", "e3"), dump(event("w1", "e3")))
+        await remote.record(event("w1", "e3"))
     keys = sorted(kv.key for kv in (await store.list("/events/")).items)
     assert keys == [filed("w1", f"e{n}") for n in range(4)] + [filed("w2", "e0")]
-
-
-async def test_keys_outside_the_scope_are_forbidden(store: StateStore) -> None:
-    await store.put("/workloads/default/web", b"{}")
-    async with serving(store) as address, worker("w1", address) as remote:
-        with pytest.raises(Forbidden, match="may not read /workloads/default/web"):
-            await remote.get("/workloads/default/web")
-        with pytest.raises(Forbidden, match="may not write /workloads/default/web"):
-            await remote.put("/workloads/default/web", b"{}")
-        for prefix in ("/", "/instances", "/workloads/"):
-            with pytest.raises(Forbidden, match=f"may not list or watch {prefix}:"):
-                await remote.list(prefix)
-        with pytest.raises(Forbidden, match="may not list or watch /events/"):
-            async for _ in remote.watch("/events/"):
-                pass
 
 
 async def test_invalid_documents_are_invalid_input(store: StateStore) -> None:
     revision = await place(store, instance("mine", "w1"))
     async with serving(store) as address, worker("w1", address) as remote:
+        ident = remote.identity
         with pytest.raises(InvalidInput, match="not a valid Node document"):
-            await remote.put("/nodes/w1", b"not json")
+            await raw(ident, address, "Register", pb.RegisterRequest(node=b"x"), pb.RegisterReply)
         with pytest.raises(InvalidInput, match=r"not a valid Event document \(time: Field"):
-            await remote.put("/events/1", b"{}")
-        with pytest.raises(InvalidInput, match="not a valid Instance document"):
-            await remote.put(ikey("mine"), b"[1]", expected_revision=revision)
-
-
-async def test_a_worker_cannot_run_transactions_leases_or_elections(store: StateStore) -> None:
-    async with serving(store) as address, worker("w1", address) as remote:
-        with pytest.raises(Forbidden, match="through a server and cannot run transactions"):
-            await remote.txn([], [PutOp("/instances/default/x", b"{}")])
-        with pytest.raises(Forbidden, match="cannot attach keys to leases"):
-            await remote.put("/events/1", dump(event("w1")), lease=1)
-        refused: list[Awaitable[object]] = [
-            remote.grant_lease(10),
-            remote.keepalive(1),
-            remote.revoke(1),
-            remote.leader("control"),
-        ]
-        for call in refused:
-            with pytest.raises(Forbidden, match="is a worker"):
-                await call
-        with pytest.raises(Forbidden, match="cannot campaign"):
-            await remote.campaign("control", "w1", 1)
+            request = pb.RecordEventRequest(event=b"{}")
+            await raw(ident, address, "RecordEvent", request, pb.RecordEventReply)
+        for status, why in ((b"[1]", "not a JSON object"), (b'{"ready": "very"}', "ready")):
+            report = pb.ReportInstanceRequest(
+                namespace="default",
+                name="mine",
+                uid="uid-mine",
+                status=status,
+                expected_revision=revision,
+            )
+            with pytest.raises(InvalidInput, match=why):
+                await raw(ident, address, "ReportInstance", report, pb.ReportInstanceReply)
+        with pytest.raises(InvalidInput, match="a ConfigMap or a Secret"):
+            await remote.config("Workload", "default", "web")
 
 
 async def test_a_wrong_join_token_is_unauthenticated(store: StateStore) -> None:
+    ident = identity("w1")
     async with (
         serving(store) as address,
-        RemoteStore(identity("w1"), "not-the-token", known(address)) as remote,
+        RemoteNodeState(ident, "not-the-token", known(address)) as remote,
     ):
         with pytest.raises(Unauthenticated, match="wrong join token"):
-            await remote.revision()
+            await remote.register(node_record(ident))
+        with pytest.raises(Unauthenticated, match="wrong join token"):
+            await check_accepted(ident, "not-the-token", address)
 
 
 async def test_revision_conflicts_arrive_as_revision_conflicts(store: StateStore) -> None:
@@ -802,39 +800,36 @@ async def test_revision_conflicts_arrive_as_revision_conflicts(store: StateStore
     second = await store.put(ikey("mine"), dump(mine.model_copy(update={"message": "changed"})))
     async with serving(store) as address, worker("w1", address) as remote:
         with pytest.raises(RevisionConflict, match=f"is at revision {second}, not {first}"):
-            await remote.put(ikey("mine"), dump(mine), expected_revision=first)
+            await remote.report(mine, first)
         with pytest.raises(RevisionConflict):
-            await remote.delete(ikey("mine"), expected_revision=first)
-        # The node registers once: a second create is a conflict.
-        record = await remote.get("/nodes/w1")
-        assert record is not None
-        created = f"is at revision {record.mod_revision}, not 0"
-        with pytest.raises(RevisionConflict, match=created):
-            await remote.put("/nodes/w1", record.value, expected_revision=0)
+            await remote.remove(mine, first)
+        assert await remote.remove(mine, second) is not None
+    assert await store.get(ikey("mine")) is None
 
 
 # --- servers coming and going ----------------------------------------------------
 
 
 async def test_a_worker_moves_to_another_server_when_its_server_dies(store: StateStore) -> None:
+    ident = identity("w1")
     async with serving(store) as second:
         async with serving(store) as first:
-            remote = RemoteStore(identity("w1"), TOKEN, known(first, second))
-            assert await remote.revision() == 0
+            remote = RemoteNodeState(ident, TOKEN, known(first, second))
+            assert await remote.register(node_record(ident))
             assert using(remote) == first
         # The first server is gone: the call that finds out fails, the next moves on.
         with pytest.raises(Unavailable, match=f"node {first} is not reachable"):
-            await remote.revision()
+            await remote.assignments()
         assert using(remote) is None
-        await store.put("/anything", b"x")
-        assert await remote.revision() == 1
+        await place(store, instance("mine", "w1"))
+        assert [kv.key for kv in (await remote.assignments()).items] == [ikey("mine")]
         assert using(remote) == second
         await remote.aclose()
         with pytest.raises(Unavailable, match="is closed"):
-            await remote.revision()
+            await remote.assignments()
 
 
-async def test_a_watch_breaks_with_unavailable_when_its_server_goes_away(
+async def test_a_stream_breaks_with_unavailable_when_its_server_goes_away(
     store: StateStore,
 ) -> None:
     addresses: list[str] = []
@@ -847,13 +842,13 @@ async def test_a_watch_breaks_with_unavailable_when_its_server_goes_away(
     ident = identity("w1")
     async with (
         serving(store) as second,
-        RemoteStore(ident, TOKEN, servers) as remote,
+        RemoteNodeState(ident, TOKEN, servers) as remote,
         anyio.create_task_group() as tg,
     ):
 
         async def follow(start: int) -> None:
             try:
-                async for _ in remote.watch("/instances/", start):
+                async for _ in remote.watch_assignments(start):
                     seen.set()
             except Unavailable as exc:
                 errors.append(exc)
@@ -861,7 +856,7 @@ async def test_a_watch_breaks_with_unavailable_when_its_server_goes_away(
 
         async with serving(store) as first:
             addresses[:] = [first, second]
-            await remote.put("/nodes/w1", dump(node_record(ident)), expected_revision=0)
+            await remote.register(node_record(ident))
             placed = await place(store, instance("mine", "w1"))
             tg.start_soon(follow, placed)
             with anyio.fail_after(WAIT):
@@ -870,12 +865,15 @@ async def test_a_watch_breaks_with_unavailable_when_its_server_goes_away(
         with anyio.fail_after(WAIT):
             await broken.wait()
         assert using(remote) is None
-        # The broken watch dropped the first server: the next call goes to the second.
-        assert await remote.revision() == placed
+        # The broken stream dropped the first server: the next call goes to the second.
+        assert (await remote.assignments()).revision == placed
         assert using(remote) == second
 
 
-async def test_a_worker_reads_only_the_configuration_its_own_pods_use(store: StateStore) -> None:
+@pytest.mark.parametrize("streams", [True, False], ids=["assignments", "filtered-store"])
+async def test_a_worker_reads_only_the_configuration_its_own_pods_use(
+    store: StateStore, streams: bool
+) -> None:
     uses = instance("mine", "w1").model_copy(
         update={
             "template": PodTemplate.model_validate(
@@ -890,14 +888,30 @@ async def test_a_worker_reads_only_the_configuration_its_own_pods_use(store: Sta
     )
     await place(store, uses)
     await place(store, instance("theirs", "w2"))
-    for key in ("/configmaps/default/settings", "/secrets/default/creds", "/secrets/default/db"):
-        await store.put(key, b"{}")
-    async with serving(store) as address, worker("w1", address) as remote:
-        assert await remote.get("/configmaps/default/settings") is not None
-        assert await remote.get("/secrets/default/creds") is not None
+    service = ShoalService(store, SystemClock())
+    await service.apply(
+        [
+            ConfigMapSpec(name="settings", data={"a": "1"}),
+            SecretSpec(name="creds", string_data={"pw": "x"}),
+            SecretSpec(name="db", string_data={"pw": "y"}),
+        ]
+    )
+    async with serving(store, streams=streams) as address, worker("w1", address) as remote:
+        settings = await remote.config("ConfigMap", "default", "settings")
+        assert isinstance(settings, ConfigMapSpec) and settings.data == {"a": "1"}
+        creds = await remote.config("Secret", "default", "creds")
+        assert isinstance(creds, SecretSpec) and set(creds.data) == {"pw"}
         with pytest.raises(Forbidden, match="runs no instance that uses Secret default/db"):
-            await remote.get("/secrets/default/db")
+            await remote.config("Secret", "default", "db")
         with pytest.raises(Forbidden, match="runs no instance that uses Secret other/creds"):
-            await remote.get("/secrets/other/creds")
-        with pytest.raises(Forbidden):
-            await remote.list("/secrets/")
+            await remote.config("Secret", "other", "creds")
+        await store.delete(ikey("mine"))  # its pod gone, its configuration is out of reach
+
+        async def refused() -> bool:
+            try:
+                await remote.config("Secret", "default", "creds")
+            except Forbidden:
+                return True
+            return False
+
+        await until(store, "/instances/", refused)

@@ -13,7 +13,7 @@ from shoal.cluster.grpc._nodeauth import sign_call
 from shoal.interfaces import InvalidInput, Unauthenticated
 
 TOKEN = "the-join-token"
-METHOD = "/shoal.cluster.v1.State/Get"
+METHOD = "/shoal.cluster.v1.NodeState/ListAssignments"
 REQUEST = b"\n\x0b/nodes/w1"
 NOW = 1_800_000_000.0
 
@@ -56,7 +56,7 @@ def test_a_tampered_request_is_refused() -> None:
 def test_a_call_signed_for_another_method_is_refused() -> None:
     metadata = signed(identity())
     with pytest.raises(Unauthenticated):
-        verifier().verify(metadata, "/shoal.cluster.v1.State/Put", REQUEST)
+        verifier().verify(metadata, "/shoal.cluster.v1.NodeState/ReportInstance", REQUEST)
 
 
 def test_a_wrong_join_token_is_refused_with_the_fix() -> None:

@@ -13,7 +13,7 @@ from anyio import wait_all_tasks_blocked
 from anyio.lowlevel import checkpoint
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from shoal.core import ControlLoop, ManualClock, NodeLoop, ShoalService
+from shoal.core import ControlLoop, LocalNodeState, ManualClock, NodeLoop, ShoalService
 from shoal.interfaces import (
     Capacity,
     Compare,
@@ -77,7 +77,8 @@ class Cluster:
         self, name: str, runtime: MockRuntime | None = None, **flags: object
     ) -> NodeLoop:
         runtime = runtime or MockRuntime(self.clock)
-        loop = NodeLoop(make_node(name, **flags), self.store, runtime, self.clock)
+        state = LocalNodeState(self.store, name)
+        loop = NodeLoop(make_node(name, **flags), state, runtime, self.clock)
         await loop.register()
         self.nodes[name] = loop
         self.runtimes[name] = runtime

@@ -7,7 +7,7 @@ import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
 
-from shoal.core import ControlLoop, DefaultScheduler, NodeLoop
+from shoal.core import ControlLoop, DefaultScheduler, LocalNodeState, NodeLoop
 from shoal.core._repo import only_heartbeat
 from shoal.interfaces import (
     Conflict,
@@ -252,7 +252,7 @@ async def test_restarted_node_loop_adopts_running_pods_and_removes_orphans(
         )
     )
     # A new node loop over the same runtime: what an agent restart looks like.
-    cluster.nodes["n1"] = type(loop)(loop.node, cluster.store, runtime, cluster.clock)
+    cluster.nodes["n1"] = type(loop)(loop.node, loop.state, runtime, cluster.clock)
     await cluster.settle()
     pods_after = {p.uid: [c.id for c in p.containers] for p in await runtime.list()}
     assert pods_after == pods_before
@@ -443,7 +443,12 @@ async def test_a_node_loop_reads_its_own_instances_from_its_cache_and_sleeps_thr
 
     await cluster.add_node("busy")  # its loop never runs: its instances just sit there
     store = cast(StateStore, CountingLists())
-    mine = NodeLoop(make_node("quiet"), store, MockRuntime(cluster.clock), cluster.clock)
+    mine = NodeLoop(
+        make_node("quiet"),
+        LocalNodeState(store, "quiet"),
+        MockRuntime(cluster.clock),
+        cluster.clock,
+    )
     async with anyio.create_task_group() as tg:
         await tg.start(mine.run)
         await cluster.service.cordon("quiet")
@@ -497,7 +502,7 @@ async def test_a_node_loop_never_acts_on_a_cache_older_than_its_own_last_write(
 
     runtime = MockRuntime(cluster.clock, faults=[Fault.exits(after=0, exit_code=0, image="job")])
     store = cast(StateStore, LaggingWatch())
-    loop = NodeLoop(make_node("n1"), store, runtime, cluster.clock)
+    loop = NodeLoop(make_node("n1"), LocalNodeState(store, "n1"), runtime, cluster.clock)
     await loop.register()
     await cluster.service.apply([spec(replicas=1, image="job", restart_policy="OnFailure")])
     await cluster.control.reconcile_once()

@@ -9,7 +9,7 @@ import pytest
 from anyio.abc import TaskGroup, TaskStatus
 
 from shoal.cluster import StaticCluster
-from shoal.core import MembershipSync, NodeLoop
+from shoal.core import LocalNodeState, MembershipSync, NodeLoop
 from shoal.interfaces import EventType, GossipState, Instance, InstanceState, Member, Node
 from shoal.runtime import MockRuntime
 from tests.core.support import Cluster, FakeCluster, eventually, make_node, spec
@@ -72,8 +72,10 @@ async def test_a_failed_node_is_replaced_cleaned_up_on_return_and_drained_when_i
     async with aclosing(gossip), anyio.create_task_group() as tg:
         await tg.start(cluster.control.run)
         await tg.start(sync.run)
-        await start_node_loop(tg, NodeLoop(node_a, store, runtime_a, clock))
-        b_agent = await start_node_loop(tg, NodeLoop(node_b, store, runtime_b, clock))
+        await start_node_loop(tg, NodeLoop(node_a, LocalNodeState(store, "a"), runtime_a, clock))
+        b_agent = await start_node_loop(
+            tg, NodeLoop(node_b, LocalNodeState(store, "b"), runtime_b, clock)
+        )
         await cluster.service.apply([spec(replicas=4, placement={"strategy": "spread"})])
         await eventually(running_on(cluster, {"a": 2, "b": 2}))
 
@@ -93,7 +95,9 @@ async def test_a_failed_node_is_replaced_cleaned_up_on_return_and_drained_when_i
 
         # b comes back: its node loop removes the stale pods; exactly 4 instances remain.
         gossip.set_state("b", GossipState.ALIVE)
-        b_agent = await start_node_loop(tg, NodeLoop(node_b, store, runtime_b, clock))
+        b_agent = await start_node_loop(
+            tg, NodeLoop(node_b, LocalNodeState(store, "b"), runtime_b, clock)
+        )
         await eventually(running_on(cluster, {"a": 4, "b": 0}))
         assert await runtime_b.list() == []
         assert await node_state(cluster, "b") == GossipState.ALIVE
@@ -368,7 +372,7 @@ async def test_real_node_loops_that_beat_are_never_silent(cluster: Cluster) -> N
     loops = [
         NodeLoop(
             make_node(n, node_id=f"id-{n}"),
-            cluster.store,
+            LocalNodeState(cluster.store, n),
             MockRuntime(cluster.clock),
             cluster.clock,
         )

@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from shoal.agent import NodeConfig, ShoalNode
-from shoal.core import ControlLoop, DefaultScheduler, ManualClock, NodeLoop
+from shoal.core import ControlLoop, DefaultScheduler, LocalNodeState, ManualClock, NodeLoop
 from shoal.interfaces import (
     Container,
     Forbidden,
@@ -54,7 +54,7 @@ async def test_the_node_loop_keeps_its_containers_through_an_outage_and_resumes(
 ) -> None:
     flaky = FlakyStore(cluster.store)
     runtime = MockRuntime(cluster.clock)
-    node_loop = NodeLoop(make_node("n1"), flaky, runtime, cluster.clock)
+    node_loop = NodeLoop(make_node("n1"), LocalNodeState(flaky, "n1"), runtime, cluster.clock)
     async with anyio.create_task_group() as tg:
         await tg.start(cluster.control.run)
         await tg.start(node_loop.run)
@@ -116,7 +116,9 @@ async def test_registering_is_retried_with_a_growing_backoff_until_the_store_ans
 ) -> None:
     flaky = FlakyStore(cluster.store)
     flaky.go_down()
-    node_loop = NodeLoop(make_node("n1"), flaky, MockRuntime(cluster.clock), cluster.clock)
+    node_loop = NodeLoop(
+        make_node("n1"), LocalNodeState(flaky, "n1"), MockRuntime(cluster.clock), cluster.clock
+    )
     async with anyio.create_task_group() as tg:
         tg.start_soon(node_loop.run)
         await eventually(logged(caplog, "retrying in 10 s"), cluster.clock)
@@ -142,7 +144,9 @@ async def test_a_refused_join_token_stops_the_node_loop_with_the_servers_message
 ) -> None:
     flaky = FlakyStore(cluster.store)
     flaky.fail_with(Unauthenticated("the server refused this node's join token: check it"))
-    node_loop = NodeLoop(make_node("n1"), flaky, MockRuntime(cluster.clock), cluster.clock)
+    node_loop = NodeLoop(
+        make_node("n1"), LocalNodeState(flaky, "n1"), MockRuntime(cluster.clock), cluster.clock
+    )
     with anyio.fail_after(5), pytest.raises(Unauthenticated, match="refused this node's join"):
         await node_loop.run()
 
@@ -220,7 +224,7 @@ async def test_events_the_store_refuses_are_dropped_and_the_node_loop_goes_on(
     async def refuse(*_: object, **__: object) -> None:
         raise Forbidden("node a records too many events: at most 600 a minute")
 
-    loop.repo.record = refuse  # type: ignore[method-assign,assignment]
+    loop.state.record = refuse  # type: ignore[method-assign]
     await cluster.service.apply([spec(replicas=2)])
     await cluster.settle()
     states = [i.state for i in await cluster.service.list_instances()]

@@ -14,7 +14,15 @@ from mcp.server.mcpserver import MCPServer
 from mcp_types import CallToolResult, TextContent
 
 from shoal.cluster import StaticCluster, node_tags
-from shoal.core import ControlLoop, DefaultScheduler, LocalNode, NodeLoop, ShoalService, SystemClock
+from shoal.core import (
+    ControlLoop,
+    DefaultScheduler,
+    LocalNode,
+    LocalNodeState,
+    NodeLoop,
+    ShoalService,
+    SystemClock,
+)
 from shoal.interfaces import Capacity, Node, Role
 from shoal.mcp import Caller, McpSettings, build_server, in_process
 from shoal.runtime import MockRuntime
@@ -70,7 +78,9 @@ async def live_cluster() -> AsyncIterator[Live]:
     async with MemoryStore(clock=clock) as store, gossip, anyio.create_task_group() as tg:
         service = ShoalService(store, clock, local=LocalNode("n1", runtime), members=gossip.members)
         await tg.start(ControlLoop(store, DefaultScheduler(), clock, resync=0.5).run)
-        await tg.start(NodeLoop(node, store, runtime, clock, resync=0.5).run)
+        await tg.start(
+            NodeLoop(node, LocalNodeState(store, node.name), runtime, clock, resync=0.5).run
+        )
         yield Live(service, runtime)
         tg.cancel_scope.cancel()
 

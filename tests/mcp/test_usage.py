@@ -13,6 +13,7 @@ from shoal.core import (
     ControlLoop,
     DefaultScheduler,
     LocalNode,
+    LocalNodeState,
     ManualClock,
     NodeLoop,
     ShoalService,
@@ -59,7 +60,7 @@ async def sampled() -> AsyncIterator[tuple[ShoalService, str]]:
     runtime = MockRuntime(clock)
     async with MemoryStore(clock=clock) as store, SqliteUsageHistory() as history:
         service = ShoalService(store, clock, local=LocalNode("n1", runtime, None, history))
-        loop = NodeLoop(node, store, runtime, clock)
+        loop = NodeLoop(node, LocalNodeState(store, node.name), runtime, clock)
         await loop.register()
         control = ControlLoop(store, DefaultScheduler(), clock)
         await service.apply([WorkloadSpec.model_validate(LIMITED)])

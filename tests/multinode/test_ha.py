@@ -254,7 +254,7 @@ def test_a_server_without_etcd_reports_it_and_resumes(
 def test_a_worker_moves_to_another_server_when_its_server_dies(
     etcd: EtcdMember, cluster: LocalCluster
 ) -> None:
-    # The worker starts while a is the only server, so its RemoteStore uses a.
+    # The worker starts while a is the only server, so its RemoteNodeState uses a.
     a = cluster.add("a", "server", extra=on_etcd(etcd))
     cluster.start(a)
     worker = cluster.add("w1", "worker", join=[a])

@@ -6,16 +6,19 @@ gossip key encrypts Serf, the join token authenticates every gRPC call. Then
 
 * every node runs a ``serf agent`` (:class:`~shoal.cluster.SerfCluster`) and
   publishes itself in its tags, gRPC address included;
-* servers serve the ``State`` service: each worker's scoped view of the
-  store (:class:`~shoal.cluster.StateGateway`);
+* servers serve the ``NodeState`` service: what each worker's node loop
+  needs of the store, as typed calls checked against the caller
+  (:class:`~shoal.cluster.NodeStateGateway`), its instances streamed from
+  :class:`~shoal.cluster.Assignments`;
 * nodes that run instances serve the ``Pods`` service (logs, exec, stats)
   to servers of the same cluster (:class:`~shoal.cluster.PodGateway`);
 * nodes that keep images serve the ``Images`` service to the cluster's
   nodes (:class:`~shoal.cluster.ImageGateway`), and a worker's image store
   fetches an image it lacks from the servers (:meth:`Clustering.image_peers`);
 * workers keep no store: their node loop uses a
-  :class:`~shoal.cluster.RemoteStore` over any alive server found in gossip,
-  moving to another one when theirs stops answering.
+  :class:`~shoal.cluster.RemoteNodeState` over any alive server found in
+  gossip, moving to another one when theirs stops answering; the service
+  layer a worker never serves gets :class:`NoStore`, which refuses every call.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from __future__ import annotations
 import ipaddress
 import secrets
 import socket
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import grpc
@@ -35,33 +38,41 @@ from shoal.cluster import (
     ImageGateway,
     NodeChannel,
     NodeIdentity,
+    NodeStateGateway,
     PodGateway,
     RemoteImages,
+    RemoteNodeState,
     RemotePods,
-    RemoteStore,
     SerfCluster,
-    StateGateway,
     check_gossip_key,
     is_server,
 )
 from shoal.interfaces import (
     Clock,
+    Compare,
     ContainerRuntime,
+    DeleteOp,
     Forbidden,
     GossipState,
     ImagePeer,
     ImageShare,
     InvalidInput,
+    KeyValue,
+    Leadership,
+    ListResult,
     Member,
     Node,
+    PutOp,
     StateStore,
     Tag,
+    TxnResult,
     Unavailable,
     UsageHistory,
     UsageQuery,
+    WatchEvent,
 )
 
-__all__ = ["Clustering", "advertised_host", "read_secret", "with_port"]
+__all__ = ["Clustering", "NoStore", "advertised_host", "read_secret", "with_port"]
 
 GOSSIP_PORT = 7946
 GRPC_PORT = 7947
@@ -177,6 +188,7 @@ class Clustering:
         self._serf: SerfCluster | None = None
         self._pods: dict[str, RemotePods] = {}
         self._images: dict[str, RemoteImages] = {}
+        self._node_state: RemoteNodeState | None = None
         self.assignments: Assignments | None = None
         """A server's per-worker instance streams, made by :meth:`handlers`; run by the caller."""
 
@@ -204,7 +216,7 @@ class Clustering:
         return await self._serf.members()
 
     async def server_addresses(self) -> list[str]:
-        """Return the gRPC addresses of the servers gossip knows alive (for a RemoteStore)."""
+        """Return the gRPC addresses of the servers gossip knows alive (for a RemoteNodeState)."""
         return [
             m.tags[Tag.GRPC]
             for m in await self._members()
@@ -284,9 +296,14 @@ class Clustering:
             self._images[address] = RemoteImages(channel)
         return self._images[address]
 
-    def remote_store(self) -> RemoteStore:
-        """Return a worker's store: the State service of any alive server."""
-        return RemoteStore(self.identity, self.token, self.server_addresses)
+    def node_state(self) -> RemoteNodeState:
+        """Return a worker's view of the cluster state: the NodeState service of any alive server.
+
+        Closed by :meth:`aclose`.
+        """
+        if self._node_state is None:
+            self._node_state = RemoteNodeState(self.identity, self.token, self.server_addresses)
+        return self._node_state
 
     def handlers(
         self,
@@ -299,7 +316,7 @@ class Clustering:
     ) -> list[grpc.GenericRpcHandler]:
         """Return the gRPC services this node offers.
 
-        State for servers (with :attr:`assignments`, which the caller runs),
+        NodeState for servers (with :attr:`assignments`, which the caller runs),
         Pods for runners (with ``usage``, the node's usage history), Images for
         nodes that keep images.
         """
@@ -307,7 +324,7 @@ class Clustering:
         if store is not None:
             self.assignments = Assignments(store, clock)
             served.append(
-                StateGateway(store, self.verifier, assignments=self.assignments).handler()
+                NodeStateGateway(store, self.verifier, assignments=self.assignments).handler()
             )
         if runtime is not None:
             pods = PodGateway(runtime, self.verifier, self.authorize_server, usage=usage)
@@ -342,9 +359,104 @@ class Clustering:
 
     async def aclose(self) -> None:
         """Close the channels opened to other nodes."""
+        if self._node_state is not None:
+            await self._node_state.aclose()
         pods, self._pods = list(self._pods.values()), {}
         for remote in pods:
             await remote.aclose()
         images, self._images = list(self._images.values()), {}
         for share in images:
             await share.aclose()
+
+
+class NoStore:
+    """The StateStore of a worker, which keeps none: every call is refused, saying where it is.
+
+    A worker's node loop reaches the cluster state through its
+    :class:`~shoal.cluster.RemoteNodeState`; its service layer and leader
+    campaign are never run (a worker serves no API and leads nothing), so
+    this stands in for their store, as a server's inert runtime stands in
+    for one that runs nothing.
+    """
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+
+    def _refuse(self) -> Forbidden:
+        return Forbidden(
+            f"node {self.node!r} is a worker and keeps no store: its node loop reaches the "
+            "cluster state through a server; ask a server (role server or both)",
+            node=self.node,
+        )
+
+    async def get(self, key: str) -> KeyValue | None:
+        """Refused (Forbidden)."""
+        raise self._refuse()
+
+    async def put(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        expected_revision: int | None = None,
+        lease: int | None = None,
+    ) -> int:
+        """Refused (Forbidden)."""
+        raise self._refuse()
+
+    async def delete(self, key: str, *, expected_revision: int | None = None) -> int | None:
+        """Refused (Forbidden)."""
+        raise self._refuse()
+
+    async def list(self, prefix: str) -> ListResult:
+        """Refused (Forbidden)."""
+        raise self._refuse()
+
+    async def revision(self) -> int:
+        """Refused (Forbidden)."""
+        raise self._refuse()
+
+    async def watch(
+        self, prefix: str, start_revision: int | None = None
+    ) -> AsyncIterator[WatchEvent]:
+        """Refused (Forbidden), on the first step of the iteration."""
+        nothing: list[WatchEvent] = []
+        for event in nothing:  # an async generator, as a store's watch is
+            yield event
+        raise self._refuse()
+
+    async def txn(
+        self,
+        compares: Sequence[Compare],
+        success: Sequence[PutOp | DeleteOp],
+        failure: Sequence[PutOp | DeleteOp] = (),
+    ) -> TxnResult:
+        """Refused (Forbidden)."""
+        raise self._refuse()
+
+    async def grant_lease(self, ttl: float) -> int:
+        """Refused (Forbidden)."""
+        raise self._refuse()
+
+    async def keepalive(self, lease: int) -> None:
+        """Refused (Forbidden)."""
+        raise self._refuse()
+
+    async def revoke(self, lease: int) -> None:
+        """Refused (Forbidden)."""
+        raise self._refuse()
+
+    async def campaign(self, election: str, candidate: str, lease: int) -> Leadership:
+        """Refused (Forbidden)."""
+        raise self._refuse()
+
+    async def resign(self, leadership: Leadership) -> None:
+        """Refused (Forbidden)."""
+        raise self._refuse()
+
+    async def leader(self, election: str) -> str | None:
+        """Refused (Forbidden)."""
+        raise self._refuse()
+
+    async def aclose(self) -> None:
+        """Nothing to close."""

@@ -13,11 +13,12 @@ Node-to-node gRPC: every call is signed with the caller's
 :class:`NodeIdentity` (its ed25519 key; :func:`fingerprint` is its node id)
 and the join token, and checked by a :class:`CallVerifier`, which names the
 :class:`Caller`. :class:`NodeChannel` makes such calls and :func:`serve_grpc`
-serves them. Servers serve :class:`StateGateway`, a worker's scoped view of
-the cluster state, with its instances streamed from :class:`Assignments`
-(one watch of the store, a stream per worker); a worker's node loop uses it
-through :class:`RemoteStore`,
-the StateStore of a node that keeps none. Nodes that keep images serve
+serves them. Servers serve :class:`NodeStateGateway`: exactly what a worker's
+node loop needs of the cluster state, as typed calls checked against the
+caller, with its instances streamed from :class:`Assignments` (one watch of
+the store, a stream per worker); a worker's node loop uses it through
+:class:`RemoteNodeState`, the :class:`~shoal.interfaces.NodeState` of a node
+that keeps no store. Nodes that keep images serve
 :class:`ImageGateway`, and a worker fetches an image it lacks from a server
 through :class:`RemoteImages`.
 """
@@ -37,8 +38,8 @@ from .grpc._assignments import Assignments
 from .grpc._grpc_base import NodeChannel, check_listenable, serve_grpc
 from .grpc._grpc_images import ImageGateway, RemoteImages
 from .grpc._grpc_pods import PodGateway, RemotePods
-from .grpc._grpc_remote_store import RemoteStore, check_accepted
-from .grpc._grpc_state import StateGateway
+from .grpc._grpc_remote_state import RemoteNodeState, check_accepted
+from .grpc._grpc_state import NodeStateGateway
 from .grpc._nodeauth import Caller, CallVerifier, NodeIdentity, fingerprint
 from .serf._serf import SerfCluster
 from .serf._serf_records import (
@@ -64,19 +65,19 @@ __all__ = [
     "MemberEvents",
     "NodeChannel",
     "NodeIdentity",
+    "NodeStateGateway",
     "PodGateway",
     "QueryEventRecord",
     "QueryRecord",
     "RemoteImages",
+    "RemoteNodeState",
     "RemotePods",
-    "RemoteStore",
     "SerfCluster",
     "SerfEventRecord",
     "SerfMember",
     "SerfProtocolError",
     "SerfRpcClient",
     "SerfSubscription",
-    "StateGateway",
     "StaticCluster",
     "UserEventRecord",
     "check_accepted",

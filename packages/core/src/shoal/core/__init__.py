@@ -13,6 +13,7 @@ from ._leader import LEADER_ELECTION, Leader
 from ._membership import MembershipSync
 from ._metered import MeteredRuntime, MeteredStore
 from ._nodeloop import NodeLoop
+from ._nodestate import LocalNodeState
 from ._plan import diff_fields
 from ._repo import Repository, Stored
 from ._revisions import revision_of
@@ -32,6 +33,7 @@ __all__ = [
     "KeyLookup",
     "Leader",
     "LocalNode",
+    "LocalNodeState",
     "ManualClock",
     "MembershipSync",
     "MeteredRuntime",

@@ -28,8 +28,8 @@ record never stops the cache.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
-from typing import Generic, TypeVar
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from typing import Generic, Protocol, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -40,14 +40,14 @@ from shoal.interfaces import (
     Compacted,
     EventKind,
     KeyValue,
-    StateStore,
+    ListResult,
     Unavailable,
     WatchEvent,
 )
 
 from ._backoff import Backoff
 
-__all__ = ["Informer", "Listener"]
+__all__ = ["Informer", "Listable", "Listener"]
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +60,23 @@ Listener = Callable[[str, T | None, T | None], None]
 """Called with ``(key, old, new)`` for each change; ``None`` stands for absent."""
 
 
+class Listable(Protocol):
+    """What an informer reads: a list at a revision, then a watch (a StateStore is one)."""
+
+    async def list(self, prefix: str) -> ListResult:
+        """Return the keys under ``prefix`` and the revision they reflect."""
+        ...
+
+    def watch(self, prefix: str, start_revision: int | None = None) -> AsyncIterator[WatchEvent]:
+        """Yield the changes under ``prefix`` from ``start_revision`` on."""
+        ...
+
+
 class Informer(Generic[T]):
     """The objects under one prefix, kept current by a watch.
 
     Args:
-        store: The store to list and watch.
+        store: The store to list and watch (or any other :class:`Listable`).
         prefix: The key prefix (e.g. ``/instances/``).
         decode: Turns a stored key and value (with its revisions, for a later
             compare-and-swap) into an object; raises ValueError (a pydantic
@@ -74,7 +86,7 @@ class Informer(Generic[T]):
     """
 
     def __init__(
-        self, store: StateStore, prefix: str, decode: Callable[[KeyValue], T], clock: Clock
+        self, store: Listable, prefix: str, decode: Callable[[KeyValue], T], clock: Clock
     ) -> None:
         self.store = store
         self.prefix = prefix

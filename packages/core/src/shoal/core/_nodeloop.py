@@ -1,11 +1,16 @@
 """The node loop: this node's assigned instances → pods in the container runtime.
 
-Every pass takes the instances placed on this node from a cache fed by the
-store's watch (:class:`~shoal.core._informer.Informer`, indexed by node, so a
-pass costs this node's instances, never the cluster's; a worker's watch
-through its server carries only its own instances anyway) and the pods the
-runtime holds, matched by instance uid, and moves each pair one step towards
-what the instance record asks for:
+The loop reaches the cluster state through a
+:class:`~shoal.interfaces.NodeState`: its own node record, the instances
+placed on it, their status reports, its events and the configuration its pods
+use, and nothing else (over the local store on a server or a single machine,
+:class:`~shoal.core.LocalNodeState`; through a server on a worker,
+``shoal.cluster.RemoteNodeState``). Every pass takes the instances placed on
+this node from a cache fed by the node's assignment stream
+(:class:`~shoal.core._informer.Informer`, so a pass costs this node's
+instances, never the cluster's) and the pods the runtime holds, matched by
+instance uid, and moves each pair one step towards what the instance record
+asks for:
 
 * ``scheduled`` (and its restart time reached): pull images, create and start
   the pod, report ``starting`` then ``running``;
@@ -49,10 +54,10 @@ by action and outcome), times its runtime calls (through
 the start SLI: an instance's creation to its pod running, minus the time its
 image pulls took, for first starts (a restart waits out its backoff on purpose).
 
-While the store (or the server that proxies it) cannot be reached, passes
-fail before they act and are retried with a backoff: containers keep running,
+While the cluster state (the store, or a worker's server) cannot be
+reached, passes fail before they act and are retried with a backoff: containers keep running,
 and nothing is torn down because it could not be read.
-Registering waits for the store the same way; a refused join token or role
+Registering waits for it the same way; a refused join token or role
 (Unauthenticated, Forbidden) stops the loop with the server's message.
 """
 
@@ -63,7 +68,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -81,22 +86,23 @@ from shoal.interfaces import (
     ImageError,
     Instance,
     InstanceState,
+    ListResult,
     Metrics,
     Node,
+    NodeState,
     NotFound,
     ObjectRef,
     PodStatus,
     Probe,
     RevisionConflict,
     ShoalError,
-    StateStore,
     Unauthenticated,
     Unavailable,
     Via,
+    WatchEvent,
 )
 
 from ._backoff import Backoff
-from ._configs import read_used_config
 from ._informer import Informer
 from ._metered import MeteredRuntime
 from ._podspec import (
@@ -109,7 +115,7 @@ from ._podspec import (
     volume_files,
 )
 from ._probes import ProbeTracker, run_check
-from ._repo import INSTANCES, Repository, Stored, decoder_of, node_key
+from ._repo import INSTANCES, Stored, decoder_of, instance_key, new_event
 from ._tracing import SpanAttributes, current_trace_id, linked_span, serving
 from ._wake import run_woken_by
 
@@ -140,7 +146,7 @@ class NodeLoop:
     def __init__(
         self,
         node: Node,
-        store: StateStore,
+        state: NodeState,
         runtime: ContainerRuntime,
         clock: Clock,
         *,
@@ -153,8 +159,8 @@ class NodeLoop:
     ) -> None:
         self.node = node
         self.name = node.name
-        self.repo = Repository(store, clock, on_write=self._wrote)
-        self.store = store
+        self.state = state
+        """This node's view of the cluster state: all the loop reads and writes there."""
         self.metrics = metrics
         self.runtime: ContainerRuntime = (
             runtime if metrics is NO_METRICS else MeteredRuntime(runtime, metrics)
@@ -176,9 +182,9 @@ class NodeLoop:
         self._stuck: dict[str, _StuckTeardown] = {}
         """Instances whose pod removal failed, by uid."""
         self.instances: Informer[Stored[Instance]] = Informer(
-            store, INSTANCES, decoder_of(Instance), clock
+            _Assigned(state), INSTANCES, decoder_of(Instance), clock
         )
-        """The instances this node sees, indexed by ``node``: what each pass reads."""
+        """The instances placed on this node, indexed by ``node``: what each pass reads."""
         self.instances.add_index("node", lambda s: [s.value.node] if s.value.node else [])
         self._watching = False
         self._tasks: TaskGroup | None = None
@@ -206,8 +212,8 @@ class NodeLoop:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Register the node, then reconcile on every instance change and every ``resync`` s.
 
-        Registering is retried while the store (or the server proxying it) is
-        unreachable; the loop is started once the node is registered.
+        Registering is retried while the cluster state is unreachable; the loop
+        is started once the node is registered.
 
         Raises:
             Unauthenticated: the server refused this node's credentials (join token).
@@ -220,7 +226,7 @@ class NodeLoop:
             self._watching = True
             self._tasks = tg
             wakes = functools.partial(run_woken_by, self._wake_on_my_instances)
-            await tg.start(wakes, self.store, self.clock, self.resync, self.reconcile_once)
+            await tg.start(wakes, self.clock, self.resync, self.reconcile_once)
             tg.start_soon(self._heartbeat)
             tg.start_soon(self._probe_loop)
             task_status.started()
@@ -230,28 +236,12 @@ class NodeLoop:
 
         A refresh also keeps the record's gossip state: only the leader's
         membership sync moves it (a failed node is alive again once gossip says so).
+        Returns the record as this node sent it.
         """
-        now = self.clock.now()
-        existing = await self.repo.get_node(self.name)
-        fresh = self.node.model_copy(update={"heartbeat_at": now})
-        if existing is None:
-            try:
-                await self.repo.put(node_key(self.name), fresh, expected_revision=0)
-            except RevisionConflict:
-                return await self.register()
+        fresh = self.node.model_copy(update={"heartbeat_at": self.clock.now()})
+        if await self.state.register(fresh):
             await self._record(_node_ref(self.name), "Registered", "node joined", self.actor)
-            return fresh
-
-        def refresh(current: Node) -> Node:
-            return fresh.model_copy(
-                update={
-                    "cordoned": current.cordoned,
-                    "draining": current.draining,
-                    "state": current.state,
-                }
-            )
-
-        return await self.repo.update(node_key(self.name), Node, refresh)
+        return fresh
 
     async def _record(
         self,
@@ -268,12 +258,13 @@ class NodeLoop:
         (a server's cap on events per node) or is down must not stop the loop.
         """
         try:
-            await self.repo.record(obj, reason, message, actor, event_type=event_type)
+            event = new_event(self.clock, obj, reason, message, actor, event_type=event_type)
+            await self.state.record(event)
         except ShoalError as exc:
             log.warning("node loop: event %s about %s dropped: %s", reason, obj.name, exc)
 
     async def register_when_reachable(self) -> None:
-        """Register, waiting out an unreachable store with a backoff; other errors propagate.
+        """Register, waiting out an unreachable cluster state with a backoff; others propagate.
 
         A refusal (Unauthenticated, Forbidden) is also kept in :attr:`refused`.
         """
@@ -299,7 +290,7 @@ class NodeLoop:
         while True:
             await self.clock.sleep(self.heartbeat)
             try:
-                await self.repo.update(node_key(self.name), Node, self._beat)
+                await self.state.heartbeat(self.clock.now())
             except ShoalError as exc:
                 log.warning(
                     "node loop: heartbeat of node %s failed (%s); the next one is in %g s",
@@ -308,13 +299,31 @@ class NodeLoop:
                     self.heartbeat,
                 )
 
-    def _beat(self, node: Node) -> Node:
-        return node.model_copy(update={"heartbeat_at": self.clock.now()})
+    async def _report(self, instance: Instance, expected_revision: int) -> int:
+        """Report ``instance``'s status (CAS); later passes wait for the cache to show it."""
+        revision = await self.state.report(instance, expected_revision)
+        self._written = max(self._written, revision)
+        self._own[instance_key(instance.namespace, instance.name)] = revision
+        return revision
 
-    def _wrote(self, key: str, revision: int) -> None:
-        if key.startswith(INSTANCES):
-            self._written = max(self._written, revision)
-            self._own[key] = revision
+    async def _update(
+        self, stored: Stored[Instance], change: Callable[[Instance], Instance | None]
+    ) -> None:
+        """Report ``change`` of the instance as the cache holds it now (not as ``stored`` was).
+
+        Nothing is written when it is gone or ``change`` returns None; a lost
+        race raises RevisionConflict (the caller's next round reads again).
+        """
+        if self._watching:
+            await self.instances.caught_up(self._written)
+        else:
+            await self.instances.refresh()
+        current = self.instances.get(stored.key)
+        if current is None:
+            return
+        updated = change(current.value)
+        if updated is not None and updated != current.value:
+            await self._report(updated, current.revision)
 
     async def _wake_on_my_instances(self, wake: Callable[[], None]) -> None:
         """Sync an instance of this node as soon as it changes (it is added, updated or goes).
@@ -349,7 +358,7 @@ class NodeLoop:
         if not self._watching:
             await self.instances.refresh()
         elif not self.instances.following:
-            raise Unavailable(f"the cache of {INSTANCES} lost the store; it lists again first")
+            raise Unavailable("the cache of this node's assignments lost them: it lists them again")
         else:  # never act on a view older than this loop's own last write
             await self.instances.caught_up(self._written)
         mine = self.instances.by_index("node", self.name)
@@ -580,7 +589,7 @@ class NodeLoop:
                 self._did("stop")
             else:  # nothing left to stop
                 stopped = inst.transition(InstanceState.STOPPED, "Stopped", "its pod is gone")
-                await self.repo.put(stored.key, stopped, expected_revision=stored.revision)
+                await self._report(stopped, stored.revision)
 
     async def _start(self, stored: Stored[Instance], pod: PodStatus | None) -> None:
         inst = stored.value
@@ -600,7 +609,7 @@ class NodeLoop:
         starting = inst.transition(InstanceState.STARTING, "Starting", f"preparing {images}")
         starting = starting.model_copy(update={"start_trace_id": current_trace_id()})
         # The record first: a pass on a stale view loses this race before it touches a pod.
-        revision = await self.repo.put(stored.key, starting, expected_revision=stored.revision)
+        revision = await self._report(starting, stored.revision)
         if pod is not None:  # leftovers of an earlier run
             await self.runtime.remove(inst.uid)
         pulling = 0.0
@@ -617,7 +626,7 @@ class NodeLoop:
             reason = "ImagePullFailed" if isinstance(exc, ImageError) else "StartFailed"
             failed = starting.transition(InstanceState.FAILED, reason, exc.message)
             failed = failed.model_copy(update={"finished_at": self.clock.now(), "ready": False})
-            await self.repo.put(stored.key, failed, expected_revision=revision)
+            await self._report(failed, revision)
             await self._record(
                 _ref(inst), reason, exc.message, self.actor, event_type=EventType.WARNING
             )
@@ -632,7 +641,7 @@ class NodeLoop:
     async def _configs(self, inst: Instance) -> Configs:
         """Read the ConfigMaps and Secrets the instance's pod uses (None for a missing one)."""
         return {
-            (kind, name): await read_used_config(self.store, kind, inst.namespace, name)
+            (kind, name): await self.state.config(kind, inst.namespace, name)
             for kind, name in sorted(inst.template.config_refs())
         }
 
@@ -652,7 +661,7 @@ class NodeLoop:
         if inst.reason == reason and inst.message == message:
             return  # said already; a later pass starts it once the object exists
         waiting = inst.model_copy(update={"reason": reason, "message": message})
-        await self.repo.put(stored.key, waiting, expected_revision=stored.revision)
+        await self._report(waiting, stored.revision)
         self._did("wait_for_config")
         await self._record(_ref(inst), reason, message, self.actor, event_type=EventType.WARNING)
 
@@ -694,7 +703,7 @@ class NodeLoop:
                 "ready_since": self.clock.now() if ready else None,
             }
         )
-        revision = await self.repo.put(stored.key, running, expected_revision=stored.revision)
+        revision = await self._report(running, stored.revision)
         # Probed from now on, not once a pass or the watch brings the record back.
         self._running[inst.uid] = Stored(running, stored.key, revision, stored.created)
         self._probe_due.set()
@@ -734,7 +743,7 @@ class NodeLoop:
         else:
             return
         finished = finished.model_copy(update={"finished_at": self.clock.now(), "ready": False})
-        await self.repo.put(stored.key, finished, expected_revision=stored.revision)
+        await self._report(finished, stored.revision)
         self._did("report_exit")
         if pod is not None:
             oom = sum(1 for c in pod.containers if c.message.startswith("OOMKilled"))
@@ -766,10 +775,12 @@ class NodeLoop:
                 return
             self._stuck.pop(inst.uid, None)
         try:
-            await self.repo.delete(stored.key, expected_revision=stored.revision)
+            removed = await self.state.remove(inst, stored.revision)
         except RevisionConflict:
             self._again = True
             return
+        if removed is not None:
+            self._written = max(self._written, removed)
         self._did("teardown")
         why = f": {inst.message}" if inst.message else ""
         await self._record(_ref(inst), "Removed", f"stopped and removed{why}", self.actor)
@@ -884,7 +895,7 @@ class NodeLoop:
             since = self.clock.now() if ready else None
             return current.model_copy(update={"ready": ready, "ready_since": since})
 
-        await self.repo.update(stored.key, Instance, change)
+        await self._update(stored, change)
         if inst.uid in self._running:  # the next check compares with what was written
             self._running[inst.uid] = replace(
                 stored, value=inst.model_copy(update={"ready": ready})
@@ -908,7 +919,7 @@ class NodeLoop:
             failed = current.transition(InstanceState.FAILED, "LivenessProbeFailed", why)
             return failed.model_copy(update={"finished_at": self.clock.now(), "ready": False})
 
-        await self.repo.update(stored.key, Instance, change)
+        await self._update(stored, change)
         self._did("kill_unhealthy")
         self._running.pop(inst.uid, None)
         self.probes.forget(set(self._running))
@@ -931,6 +942,20 @@ class NodeLoop:
             self.actor,
         )
         return None
+
+
+class _Assigned:
+    """The node's assignments as its informer reads them: a list, then a watch."""
+
+    def __init__(self, state: NodeState) -> None:
+        self.state = state
+
+    async def list(self, prefix: str) -> ListResult:
+        return await self.state.assignments()
+
+    def watch(self, prefix: str, start_revision: int | None = None) -> AsyncIterator[WatchEvent]:
+        assert start_revision is not None, "an informer watches from the revision it listed"
+        return self.state.watch_assignments(start_revision)
 
 
 _RACE_RETRY = 1.0

@@ -13,6 +13,7 @@ exception: it ends the loop, because a deposed leader must stop, not retry.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
@@ -59,6 +60,38 @@ async def run_level_triggered(
         Deposed: a pass found that its leader's term is over.
 
     """
+    start = await _current_revision(store, Backoff(clock))
+    watches: list[Trigger] = [
+        functools.partial(_keep_watching, store, clock, prefix, start + 1, ignore)
+        for prefix in prefixes
+    ]
+    await _run_passes(clock, resync, reconcile, [*watches, *triggers], task_status)
+
+
+async def run_woken_by(
+    trigger: Trigger,
+    clock: Clock,
+    resync: float,
+    reconcile: Callable[[], Awaitable[float | None]],
+    *,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run ``reconcile`` as :func:`run_level_triggered` does, woken by ``trigger`` alone.
+
+    For a loop whose caches watch the state for it (their listeners are the
+    trigger), so it opens no watch of its own and needs no store.
+    """
+    await _run_passes(clock, resync, reconcile, [trigger], task_status)
+
+
+async def _run_passes(
+    clock: Clock,
+    resync: float,
+    reconcile: Callable[[], Awaitable[float | None]],
+    triggers: Sequence[Trigger],
+    task_status: TaskStatus[None],
+) -> None:
+    """Run ``reconcile`` whenever a trigger wakes it, and at least every ``resync`` s."""
     changed = anyio.Event()
 
     def wake() -> None:
@@ -70,9 +103,6 @@ async def run_level_triggered(
             wake()
 
     async with anyio.create_task_group() as tg:
-        start = await _current_revision(store, Backoff(clock))
-        for prefix in prefixes:
-            tg.start_soon(_keep_watching, store, clock, prefix, start + 1, wake, ignore)
         for trigger in triggers:
             tg.start_soon(trigger, wake)
         tg.start_soon(tick)
@@ -100,25 +130,6 @@ async def run_level_triggered(
                 await _wait_either(changed, clock, delay)
 
 
-async def run_woken_by(
-    trigger: Trigger,
-    store: StateStore,
-    clock: Clock,
-    resync: float,
-    reconcile: Callable[[], Awaitable[float | None]],
-    *,
-    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
-) -> None:
-    """Run ``reconcile`` as :func:`run_level_triggered` does, woken by ``trigger`` alone.
-
-    For a loop whose caches watch the store for it (their listeners are the
-    trigger), so it opens no watch of its own.
-    """
-    await run_level_triggered(
-        store, clock, [], resync, reconcile, triggers=[trigger], task_status=task_status
-    )
-
-
 async def _wait_either(changed: anyio.Event, clock: Clock, delay: float) -> None:
     async with anyio.create_task_group() as waiter:
 
@@ -136,8 +147,8 @@ async def _keep_watching(
     clock: Clock,
     prefix: str,
     start: int,
-    on_change: Callable[[], None],
     ignore: Callable[[WatchEvent], bool] | None,
+    on_change: Callable[[], None],
 ) -> None:
     """Call ``on_change`` for every change under ``prefix`` not ignored; outlive watch failures."""
     backoff = Backoff(clock)

@@ -1,8 +1,8 @@
 """Each worker's assignments, from one watch of the server's store: per-node streams.
 
-A worker's node loop lists and watches ``/instances/`` through the State
-service, and sees only the instances placed on it
-(:class:`~shoal.cluster.grpc._worker_scope.WorkerScope`). Filtering the store's
+A worker's node loop lists and watches its assignments through the NodeState
+service (``ListAssignments``, ``WatchAssignments``), and sees only the
+instances placed on it. Filtering the store's
 own watch per worker would make the server decode every instance change
 once per connected worker. :class:`Assignments` follows the store once,
 decodes each change once, and hands it only to the streams of the nodes it
@@ -11,6 +11,9 @@ workers nothing:
 
 * :meth:`Assignments.list` answers a worker's list from memory, at the
   revision the cache reflects.
+* :meth:`Assignments.uses` says whether an instance on a node uses a
+  ConfigMap or Secret (a worker may read only those): the references are
+  indexed per node as each change is decoded, so the check decodes nothing.
 * :meth:`Assignments.watch` streams one node's changes from a revision:
   a PUT when an instance is placed on it or changes there, a key-only DELETE
   when one goes or moves away (what :meth:`WorkerScope.forward` sends). Each
@@ -23,8 +26,8 @@ workers nothing:
 
 When its watch breaks, the cache ends every stream with
 :class:`~shoal.interfaces.Unavailable` and lists again; while it is not
-following, :attr:`following` is False and the State service answers from
-the store directly, filtering as before.
+following, :attr:`following` is False and the NodeState service answers from
+the store directly, filtering per worker.
 """
 
 from __future__ import annotations
@@ -56,11 +59,22 @@ __all__ = ["Assignments"]
 log = logging.getLogger(__name__)
 
 
-def _node_of(value: bytes) -> str | None:
+Ref = tuple[str, str, str]
+"""A ConfigMap or Secret an instance uses: ``(kind, namespace, name)``."""
+
+
+def _placement(value: bytes) -> tuple[str, frozenset[Ref]] | None:
+    """Return the node an instance is placed on and what configuration it uses; None if none."""
     try:
-        return Instance.model_validate_json(value).node
+        instance = Instance.model_validate_json(value)
     except ValidationError:
         return None
+    if instance.node is None:
+        return None
+    refs = frozenset(
+        (kind, instance.namespace, name) for kind, name in instance.template.config_refs()
+    )
+    return instance.node, refs
 
 
 class _Stream:
@@ -113,6 +127,9 @@ class Assignments:
         self._listed = 0
         self._by_node: dict[str, dict[str, KeyValue]] = {}
         self._node_of: dict[str, str] = {}
+        self._refs_of: dict[str, frozenset[Ref]] = {}
+        self._uses: dict[str, dict[Ref, int]] = {}
+        """Per node, how many of its instances use each ConfigMap and Secret."""
         self._recent: dict[str, deque[WatchEvent]] = {}
         self._dropped: dict[str, int] = {}
         """Per node, the newest revision its history no longer holds."""
@@ -129,6 +146,17 @@ class Assignments:
             raise Unavailable("the server's assignment cache is listing the store again")
         items = sorted(self._by_node.get(node, {}).values(), key=lambda kv: kv.key)
         return ListResult(items, self.revision)
+
+    def uses(self, node: str, kind: str, namespace: str, name: str) -> bool:
+        """Whether an instance placed on ``node`` uses ConfigMap or Secret ``namespace/name``.
+
+        Raises:
+            Unavailable: the cache is not following the store.
+
+        """
+        if not self.following:
+            raise Unavailable("the server's assignment cache is listing the store again")
+        return (kind, namespace, name) in self._uses.get(node, {})
 
     async def watch(self, node: str, start: int | None) -> AsyncIterator[WatchEvent]:
         """Yield ``node``'s changes from revision ``start`` (None: from now on).
@@ -194,23 +222,31 @@ class Assignments:
     def _load(self, listed: ListResult) -> None:
         self._by_node.clear()
         self._node_of.clear()
+        self._refs_of.clear()
+        self._uses.clear()
         self._recent.clear()
         self._dropped.clear()
         for kv in listed.items:
-            node = _node_of(kv.value)
+            placed = _placement(kv.value)
             self.decoded += 1
-            if node is not None:
+            if placed is not None:
+                node, refs = placed
                 self._by_node.setdefault(node, {})[kv.key] = kv
                 self._node_of[kv.key] = node
+                self._count(node, kv.key, refs)
         self._listed = self.revision = listed.revision
 
     def _apply(self, event: WatchEvent) -> None:
         key = event.kv.key
         old = self._node_of.pop(key, None)
-        new = None
+        if old is not None:
+            self._uncount(old, key)
+        new, refs = None, frozenset[Ref]()
         if event.kind == EventKind.PUT:
-            new = _node_of(event.kv.value)
+            placed = _placement(event.kv.value)
             self.decoded += 1
+            if placed is not None:
+                new, refs = placed
         if old is not None and old != new:
             self._by_node[old].pop(key, None)
             if not self._by_node[old]:
@@ -219,8 +255,31 @@ class Assignments:
             self._send(old, WatchEvent(EventKind.DELETE, tombstone))
         if new is not None:
             self._node_of[key] = new
+            self._count(new, key, refs)
             self._by_node.setdefault(new, {})[key] = event.kv
             self._send(new, WatchEvent(EventKind.PUT, event.kv))
+
+    def _count(self, node: str, key: str, refs: frozenset[Ref]) -> None:
+        if not refs:
+            return
+        self._refs_of[key] = refs
+        uses = self._uses.setdefault(node, {})
+        for ref in refs:
+            uses[ref] = uses.get(ref, 0) + 1
+
+    def _uncount(self, node: str, key: str) -> None:
+        refs = self._refs_of.pop(key, frozenset())
+        uses = self._uses.get(node)
+        if uses is None:
+            return
+        for ref in refs:
+            left = uses.get(ref, 0) - 1
+            if left > 0:
+                uses[ref] = left
+            else:
+                uses.pop(ref, None)
+        if not uses:
+            del self._uses[node]
 
     def _send(self, node: str, event: WatchEvent) -> None:
         recent = self._recent.setdefault(node, deque())

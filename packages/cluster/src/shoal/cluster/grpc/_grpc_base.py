@@ -69,7 +69,7 @@ class NodeChannel:
     async def unary(
         self, method: str, request: Message, reply: type[Reply], *, deadline: float | None = None
     ) -> Reply:
-        """Call a unary ``method`` (``/shoal.cluster.v1.State/Get``) and return its reply.
+        """Call a unary ``method`` (``/shoal.cluster.v1.NodeState/Register``) and return its reply.
 
         ``deadline`` (seconds) overrides the channel's default for this call.
 
@@ -124,7 +124,7 @@ class NodeChannel:
         anyio would not recognise as its cancel scope's and let escape it.
         So cancelling the caller cancels the call the anyio way, and a call
         that grpc cancelled itself (its channel was closed, e.g. by a
-        RemoteStore dropping a server another call found gone) becomes
+        RemoteNodeState dropping a server another call found gone) becomes
         Unavailable, which callers retry, instead of a bare cancellation.
         """
         try:

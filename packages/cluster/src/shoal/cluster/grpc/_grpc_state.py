@@ -1,12 +1,13 @@
-"""The State service: a worker's scoped view of the cluster state, served by servers.
+"""The NodeState service: what a worker's node loop needs of the cluster state, served by servers.
 
 Workers keep no store. Their node loop runs against a
-:class:`~shoal.cluster.RemoteStore` that calls this service on a server, and
-:class:`StateGateway` answers from the server's own store, within the
-caller's scope only: :class:`~shoal.cluster.grpc._worker_scope.WorkerScope` decides
-per call (its module has the table of what a worker may do). The gateway adds
-what needs state across calls: reading the caller's node record, the event
-rate cap per node, and the filtered Watch stream.
+:class:`~shoal.cluster.RemoteNodeState` that calls this service on a server,
+and :class:`NodeStateGateway` answers from the server's own store, checking
+every call against the caller with a
+:class:`~shoal.cluster.grpc._worker_scope.WorkerScope` (its module has the
+table of what a worker may do). The gateway adds what needs state across
+calls: reading the caller's node record, the event rate cap per node, and
+the assignment streams.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 import grpc
@@ -22,13 +24,20 @@ import grpc.aio
 from google.protobuf.message import Message
 
 from shoal.interfaces import (
+    INSTANCES,
     EventKind,
     Forbidden,
     InternalError,
+    InvalidInput,
     KeyValue,
     Node,
+    NotFound,
+    RevisionConflict,
     ShoalError,
     StateStore,
+    config_map_key,
+    instance_key,
+    secret_key,
 )
 
 from ._assignments import Assignments
@@ -36,19 +45,11 @@ from ._grpc_base import PACKAGE, authenticate
 from ._grpc_errors import abort_with
 from ._nodeauth import CallVerifier
 from ._pb import shoal_node_pb2 as pb
-from ._worker_scope import (
-    EVENTS,
-    EVENTS_PER_MINUTE,
-    INSTANCES,
-    NODES,
-    WorkerScope,
-    is_config_key,
-    parse_document,
-)
+from ._worker_scope import EVENTS_PER_MINUTE, WorkerScope, parse_document
 
-__all__ = ["SERVICE", "StateGateway"]
+__all__ = ["SERVICE", "NodeStateGateway"]
 
-SERVICE = f"{PACKAGE}.State"
+SERVICE = f"{PACKAGE}.NodeState"
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +57,13 @@ Request = TypeVar("Request", bound=Message)
 Reply = TypeVar("Reply", bound=Message)
 Context = grpc.aio.ServicerContext[Any, Any]
 
-_KINDS = {EventKind.PUT: pb.WatchEvent.PUT, EventKind.DELETE: pb.WatchEvent.DELETE}
+_KINDS = {EventKind.PUT: pb.AssignmentEvent.PUT, EventKind.DELETE: pb.AssignmentEvent.DELETE}
+_ATTEMPTS = 20
+"""Tries of a read-modify-write of a node record before a RevisionConflict stands."""
 
 
-class StateGateway:
-    """Serves ``shoal.cluster.v1.State`` from ``store`` to the nodes ``verifier`` admits.
+class NodeStateGateway:
+    """Serves ``shoal.cluster.v1.NodeState`` from ``store`` to the nodes ``verifier`` admits.
 
     Every call is authenticated, then checked by a
     :class:`~shoal.cluster.grpc._worker_scope.WorkerScope`; store
@@ -71,13 +74,13 @@ class StateGateway:
         store: The server's store.
         verifier: Checks the join token and signature of every call.
         events_per_minute: How many events one node may record in any 60 s;
-            beyond that its event writes are Forbidden until the window moves on.
+            beyond that its events are Forbidden until the window moves on.
         monotonic: The time source of that window.
         assignments: Per-node streams of the instances (run by the caller):
-            a worker's list and watch of ``/instances/`` are answered from
-            them while they follow the store, so a change costs one decode
-            whoever is connected; without them, or while they list again,
-            from the store, filtered per worker.
+            a worker's assignments, and whether its instances use a ConfigMap
+            or Secret, are answered from them while they follow the store, so
+            a change costs one decode whoever is connected; without them, or
+            while they list again, from the store, filtered per worker.
     """
 
     def __init__(
@@ -99,20 +102,40 @@ class StateGateway:
 
     def handler(self) -> grpc.GenericRpcHandler:
         """Return the generic handler to pass to :func:`~shoal.cluster.serve_grpc`."""
+        unary = self._unary
         return grpc.method_handlers_generic_handler(
             SERVICE,
             {
-                "Get": self._unary("Get", pb.GetRequest, pb.GetReply, self._get),
-                "List": self._unary("List", pb.ListRequest, pb.ListReply, self._list),
-                "Put": self._unary("Put", pb.PutRequest, pb.PutReply, self._put),
-                "Delete": self._unary("Delete", pb.DeleteRequest, pb.DeleteReply, self._delete),
-                "Revision": self._unary(
-                    "Revision", pb.RevisionRequest, pb.RevisionReply, self._revision
+                "Ping": unary("Ping", pb.PingRequest, pb.PingReply, self._ping),
+                "Register": unary("Register", pb.RegisterRequest, pb.RegisterReply, self._register),
+                "Heartbeat": unary(
+                    "Heartbeat", pb.HeartbeatRequest, pb.HeartbeatReply, self._heartbeat
                 ),
-                "Watch": grpc.unary_stream_rpc_method_handler(
+                "ListAssignments": unary(
+                    "ListAssignments", pb.AssignmentsRequest, pb.AssignmentsReply, self._list
+                ),
+                "WatchAssignments": grpc.unary_stream_rpc_method_handler(
                     self._watch,
-                    request_deserializer=pb.WatchRequest.FromString,
-                    response_serializer=pb.WatchEvent.SerializeToString,
+                    request_deserializer=pb.WatchAssignmentsRequest.FromString,
+                    response_serializer=pb.AssignmentEvent.SerializeToString,
+                ),
+                "ReportInstance": unary(
+                    "ReportInstance",
+                    pb.ReportInstanceRequest,
+                    pb.ReportInstanceReply,
+                    self._report,
+                ),
+                "RemoveInstance": unary(
+                    "RemoveInstance",
+                    pb.RemoveInstanceRequest,
+                    pb.RemoveInstanceReply,
+                    self._remove,
+                ),
+                "RecordEvent": unary(
+                    "RecordEvent", pb.RecordEventRequest, pb.RecordEventReply, self._record
+                ),
+                "GetConfig": unary(
+                    "GetConfig", pb.GetConfigRequest, pb.GetConfigReply, self._config
                 ),
             },
         )
@@ -131,7 +154,7 @@ class StateGateway:
             except ShoalError as exc:
                 await abort_with(context, exc)
             except Exception as exc:
-                log.exception("State/%s from %s failed", name, scope.caller.name)
+                log.exception("NodeState/%s from %s failed", name, scope.caller.name)
                 await abort_with(context, InternalError(f"the server failed {name}: {exc!r}"))
 
         return grpc.unary_unary_rpc_method_handler(
@@ -143,69 +166,124 @@ class StateGateway:
     async def _scope(self, context: Context, name: str, request: Message) -> WorkerScope:
         """Authenticate the call, load the caller's identity and admit the call."""
         caller = await authenticate(self._verifier, context, f"/{SERVICE}/{name}", request)
-        key = getattr(request, "key", "") or getattr(request, "prefix", "")
+        if name == "Ping":
+            return WorkerScope(caller, None)
         try:
-            record = None if name == "Revision" else await self._store.get(f"{NODES}{caller.name}")
+            record = await self._store.get(f"/nodes/{caller.name}")
             registered = (
                 None if record is None else parse_document(record.key, record.value, Node).node_id
             )
             scope = WorkerScope(caller, registered)
-            if name != "Revision":
-                scope.admit(name, key)
+            scope.admit(name)
         except ShoalError as exc:
             await abort_with(context, exc)
         return scope
 
-    async def _get(self, scope: WorkerScope, request: pb.GetRequest) -> pb.GetReply:
-        if is_config_key(request.key):
-            scope.check_config_get(request.key, await self._instances_of(scope.caller.name))
-            kv = await self._store.get(request.key)
-            return pb.GetReply() if kv is None else pb.GetReply(kv=_kv(kv))
-        filtered = scope.check_get(request.key)
-        kv = await self._store.get(request.key)
-        if kv is None or (filtered and not scope.sees(kv.value)):
-            # An instance of another node reads as missing: a node cannot probe for them.
-            return pb.GetReply()
-        return pb.GetReply(kv=_kv(kv))
+    async def _ping(self, scope: WorkerScope, request: pb.PingRequest) -> pb.PingReply:
+        return pb.PingReply()
 
-    async def _list(self, scope: WorkerScope, request: pb.ListRequest) -> pb.ListReply:
-        scope.check_prefix(request.prefix)
-        assignments = self._assignments_for(request.prefix)
+    async def _register(self, scope: WorkerScope, request: pb.RegisterRequest) -> pb.RegisterReply:
+        key = scope.node_key
+        for _ in range(_ATTEMPTS):
+            current = await self._store.get(key)
+            write = scope.check_register(request.node, current)
+            if current is not None and current.value == write.value:
+                return pb.RegisterReply(created=False)
+            try:
+                await self._store.put(key, write.value, expected_revision=write.expected_revision)
+            except RevisionConflict:
+                continue  # changed meanwhile: read it again (and whose it is now)
+            return pb.RegisterReply(created=current is None)
+        raise RevisionConflict(f"{key} kept changing; try again", key=key)
+
+    async def _heartbeat(
+        self, scope: WorkerScope, request: pb.HeartbeatRequest
+    ) -> pb.HeartbeatReply:
+        try:
+            at = datetime.fromisoformat(request.at)
+        except ValueError:
+            raise InvalidInput(f"heartbeat time {request.at!r} is not an RFC 3339 time") from None
+        key = scope.node_key
+        for _ in range(_ATTEMPTS):
+            current = await self._store.get(key)
+            if current is None:
+                raise NotFound(f"{key} does not exist: register first", key=key)
+            node = parse_document(key, current.value, Node)
+            beat = node.model_copy(update={"heartbeat_at": at}).model_dump_json().encode()
+            try:
+                await self._store.put(key, beat, expected_revision=current.mod_revision)
+            except RevisionConflict:
+                continue
+            return pb.HeartbeatReply()
+        raise RevisionConflict(f"{key} kept changing; try again", key=key)
+
+    async def _list(
+        self, scope: WorkerScope, request: pb.AssignmentsRequest
+    ) -> pb.AssignmentsReply:
+        assignments = self._following()
         if assignments is not None:
             mine = assignments.list(scope.caller.name)
-            return pb.ListReply(items=[_kv(kv) for kv in mine.items], revision=mine.revision)
-        result = await self._store.list(request.prefix)
+            return pb.AssignmentsReply(items=[_kv(kv) for kv in mine.items], revision=mine.revision)
+        result = await self._store.list(INSTANCES)
         items = [_kv(kv) for kv in result.items if scope.sees(kv.value)]
-        return pb.ListReply(items=items, revision=result.revision)
+        return pb.AssignmentsReply(items=items, revision=result.revision)
 
-    async def _instances_of(self, node: str) -> list[bytes]:
-        """Return the documents of the instances assigned to ``node``."""
-        assignments = self._assignments_for(INSTANCES)
-        if assignments is not None:
-            return [kv.value for kv in assignments.list(node).items]
-        return [kv.value for kv in (await self._store.list(INSTANCES)).items]
+    async def _watch(
+        self, request: pb.WatchAssignmentsRequest, context: Context
+    ) -> AsyncIterator[pb.AssignmentEvent]:
+        scope = await self._scope(context, "WatchAssignments", request)
+        start = request.from_revision or None
+        try:
+            assignments = self._following()
+            if assignments is not None:
+                async for event in assignments.watch(scope.caller.name, start):
+                    yield pb.AssignmentEvent(kind=_KINDS[event.kind], kv=_kv(event.kv))
+                return
+            async for event in self._store.watch(INSTANCES, start):
+                forwarded = scope.forward(event)
+                if forwarded is not None:
+                    yield pb.AssignmentEvent(kind=_KINDS[forwarded.kind], kv=_kv(forwarded.kv))
+        except ShoalError as exc:
+            await abort_with(context, exc)
 
-    def _assignments_for(self, prefix: str) -> Assignments | None:
-        """Return the per-node streams if they can answer for ``prefix`` now."""
+    def _following(self) -> Assignments | None:
+        """Return the per-node streams if they can answer now."""
         assignments = self._assignments
-        if prefix != INSTANCES or assignments is None or not assignments.following:
+        if assignments is None or not assignments.following:
             return None
         return assignments
 
-    async def _put(self, scope: WorkerScope, request: pb.PutRequest) -> pb.PutReply:
-        expected = request.expected_revision if request.HasField("expected_revision") else None
-        key = request.key
-        needs_current = key.startswith(INSTANCES) or (
-            key == scope.node_key and scope.registered_id is not None
+    async def _report(
+        self, scope: WorkerScope, request: pb.ReportInstanceRequest
+    ) -> pb.ReportInstanceReply:
+        key = instance_key(request.namespace, request.name)
+        current = await self._store.get(key)
+        value = scope.check_report(
+            key, request.uid, request.status, request.expected_revision, current
         )
-        current = await self._store.get(key) if needs_current else None
-        write = scope.check_put(key, request.value, expected, current)
-        if key.startswith(EVENTS):
-            self._count_event(scope.caller.name)
-        revision = await self._store.put(
-            key, write.value, expected_revision=write.expected_revision
+        revision = await self._store.put(key, value, expected_revision=request.expected_revision)
+        return pb.ReportInstanceReply(revision=revision)
+
+    async def _remove(
+        self, scope: WorkerScope, request: pb.RemoveInstanceRequest
+    ) -> pb.RemoveInstanceReply:
+        key = instance_key(request.namespace, request.name)
+        current = await self._store.get(key)
+        scope.check_remove(key, request.uid, request.expected_revision, current)
+        revision = await self._store.delete(key, expected_revision=request.expected_revision)
+        return (
+            pb.RemoveInstanceReply()
+            if revision is None
+            else pb.RemoveInstanceReply(revision=revision)
         )
-        return pb.PutReply(revision=revision)
+
+    async def _record(
+        self, scope: WorkerScope, request: pb.RecordEventRequest
+    ) -> pb.RecordEventReply:
+        filed = scope.check_event(request.event)
+        self._count_event(scope.caller.name)
+        await self._store.put(filed.key, filed.value, expected_revision=0)
+        return pb.RecordEventReply()
 
     def _count_event(self, node: str) -> None:
         """Admit one more event of ``node`` within the sliding minute, or refuse it."""
@@ -222,35 +300,21 @@ class StateGateway:
             )
         recent.append(now)
 
-    async def _delete(self, scope: WorkerScope, request: pb.DeleteRequest) -> pb.DeleteReply:
-        expected = request.expected_revision if request.HasField("expected_revision") else None
-        current = await self._store.get(request.key) if request.key.startswith(INSTANCES) else None
-        scope.check_delete(request.key, expected, current)
-        revision = await self._store.delete(request.key, expected_revision=expected)
-        return pb.DeleteReply() if revision is None else pb.DeleteReply(revision=revision)
-
-    async def _revision(self, scope: WorkerScope, request: pb.RevisionRequest) -> pb.RevisionReply:
-        return pb.RevisionReply(revision=await self._store.revision())
-
-    async def _watch(
-        self, request: pb.WatchRequest, context: Context
-    ) -> AsyncIterator[pb.WatchEvent]:
-        scope = await self._scope(context, "Watch", request)
-        start = request.start_revision if request.HasField("start_revision") else None
-        try:
-            scope.check_prefix(request.prefix)
-            assignments = self._assignments_for(request.prefix)
-            if assignments is not None:
-                async for event in assignments.watch(scope.caller.name, start):
-                    yield pb.WatchEvent(kind=_KINDS[event.kind], kv=_kv(event.kv))
-                return
-            async for event in self._store.watch(request.prefix, start):
-                forwarded = scope.forward(event)
-                if forwarded is None:
-                    continue
-                yield pb.WatchEvent(kind=_KINDS[forwarded.kind], kv=_kv(forwarded.kv))
-        except ShoalError as exc:
-            await abort_with(context, exc)
+    async def _config(self, scope: WorkerScope, request: pb.GetConfigRequest) -> pb.GetConfigReply:
+        kind, namespace, name = request.kind, request.namespace, request.name
+        scope.check_config(kind, namespace, name, used=True)  # the kind and names first
+        assignments = self._following()
+        if assignments is not None:
+            used = assignments.uses(scope.caller.name, kind, namespace, name)
+        else:
+            listed = await self._store.list(INSTANCES)
+            used = scope.uses([kv.value for kv in listed.items], kind, namespace, name)
+        scope.check_config(kind, namespace, name, used=used)
+        key = (
+            config_map_key(namespace, name) if kind == "ConfigMap" else secret_key(namespace, name)
+        )
+        kv = await self._store.get(key)
+        return pb.GetConfigReply() if kv is None else pb.GetConfigReply(value=kv.value)
 
 
 def _kv(kv: KeyValue) -> pb.KeyValue:

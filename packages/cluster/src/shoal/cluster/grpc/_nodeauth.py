@@ -133,7 +133,7 @@ def sign_call(
     """Return the metadata that authenticates ``identity`` calling ``method`` with ``request``.
 
     ``request`` is the serialized request message; ``method`` the full gRPC
-    method path (``/shoal.cluster.v1.State/Get``).
+    method path (``/shoal.cluster.v1.NodeState/Register``).
     """
     key = _b64(identity.public_key)
     at = str(int(time.time() if now is None else now))

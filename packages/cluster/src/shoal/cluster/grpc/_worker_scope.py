@@ -1,65 +1,65 @@
-"""What a worker may do through the State service: the policy, without I/O.
+"""What a worker may do through the NodeState service: the policy, without I/O.
 
-Workers keep no store. Their node loop runs against a
-:class:`~shoal.cluster.RemoteStore` that calls this service on a server, and
-:class:`StateGateway` answers from the server's own store — within the
-caller's scope only, decided per call by :class:`WorkerScope`::
+Workers keep no store. Their node loop reaches the cluster state through a
+:class:`~shoal.cluster.RemoteNodeState`, whose every call is one typed call of
+``shoal.cluster.v1.NodeState`` on a server; :class:`NodeStateGateway` answers
+from the server's own store, checking each call against the caller with a
+:class:`WorkerScope`::
 
-    key or prefix     Get          List / Watch   Put                            Delete
-    /nodes/{caller}   yes          -              create (registering); then     -
-                                                  CAS, and the server keeps
-                                                  cordoned, draining, state and
-                                                  role as stored
-    /instances/...    if assigned  assigned only  assigned, CAS, same uid, node  assigned, CAS
-                                                  and key; status fields only
-    /events/...       -            -              a new key, actor = caller,     -
-                                                  filed under its object,
-                                                  at most 600 a minute
-    /configmaps/...,  if an instance -            -                              -
-    /secrets/...      assigned to it
-                      uses it
-    Revision: any authenticated caller.     Everything else: Forbidden.
+    call               what the caller may do
+    Register           create /nodes/{caller}, or refresh it: the server keeps
+                       cordoned, draining, state and role as stored
+    Heartbeat          set heartbeat_at of /nodes/{caller}
+    ListAssignments,   the instances placed on the caller, nothing else
+    WatchAssignments
+    ReportInstance     the status fields of an instance placed on it, same
+                       uid, compare-and-swap
+    RemoveInstance     the record of an instance placed on it, same uid, CAS
+    RecordEvent        a new event whose actor is the caller, filed under its
+                       object by the server; at most 600 a minute
+    GetConfig          a ConfigMap or Secret an instance placed on it uses
+    Ping               any authenticated caller (checks the join token)
 
-"Assigned" means the Instance document's ``node`` is the caller's name. The
-caller's identity is checked first: its node record ``/nodes/{name}`` binds
-the name to the key that registered it, so another key presenting that name
-is refused, and a key that has not registered may only register.
+There is no key on the wire: the server derives every key from the caller's
+name and the object named, so a worker cannot reach outside its scope.
 
-A node reports; the control loop and the operator decide. So a node may
-change only the :data:`INSTANCE_STATUS_FIELDS` of an instance placed on it
-(anything else — what it runs, where, under which name — is refused, naming
-the fields it tried to change), and when it rewrites its own node record the
-server keeps :data:`NODE_CLUSTER_FIELDS` as stored: the write succeeds (the
-node loop's heartbeat and re-registration keep working) but cannot uncordon,
-undrain, revive or promote the node. Events are capped per node
-(``events_per_minute`` of :class:`StateGateway`), so one node cannot flood
-the store.
+"Placed on it" means the Instance document's ``node`` is the caller's name.
+The caller's identity is checked first: its node record ``/nodes/{name}``
+binds the name to the key that registered it, so another key presenting that
+name is refused, and a key that has not registered may only register.
 
-A worker's Watch of ``/instances/`` forwards PUT events of the instances
-assigned to it, and DELETE events *key only* (an empty value, as every delete
-has): deletes of instances that were assigned to the caller, deletes whose
-previous value the store does not know, and a PUT that moves an instance
-away from the caller — it left the worker's view, so for the worker it is
-gone. Everything else under the prefix is left out, so a worker sees gaps in
-the revisions it receives; it resumes after the last one it saw as usual.
+A node reports; the control loop and the operator decide. So a report
+carries only the :data:`INSTANCE_STATUS_FIELDS` (naming any other field is
+refused, listing the fields it tried to change), and when a node refreshes
+its record the server keeps :data:`NODE_CLUSTER_FIELDS` as stored: the call
+succeeds (the node loop's re-registration keeps working) but cannot
+uncordon, undrain, revive or promote the node. Events are capped per node
+(``events_per_minute`` of :class:`NodeStateGateway`), so one node cannot
+flood the store.
+
+A worker's assignment stream carries PUT events of the instances placed on
+it, and DELETE events *key only* (an empty value, as every delete has):
+deletes of instances that were placed on it, deletes whose previous value
+the store does not know, and a PUT that moves an instance away from the
+caller — it left the worker's view, so for the worker it is gone. Everything
+else is left out, so a worker sees gaps in the revisions it receives; it
+resumes after the last one it saw as usual. :class:`Assignments` makes these
+streams for all workers from one watch; :meth:`WorkerScope.forward` is the
+same rule for one watch of the store (while Assignments lists again).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
 from dataclasses import dataclass
 from typing import NamedTuple, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from shoal.interfaces import (
-    CONFIGMAPS,
-    EVENTS,
     INSTANCE_STATUS_FIELDS,
-    INSTANCES,
     NODE_CLUSTER_FIELDS,
     NODES,
-    SECRETS,
     Event,
     EventKind,
     Forbidden,
@@ -76,42 +76,36 @@ from shoal.interfaces import (
 from ._nodeauth import Caller
 
 __all__ = [
-    "EVENTS",
+    "CONFIG_KINDS",
     "EVENTS_PER_MINUTE",
-    "INSTANCES",
     "INSTANCE_STATUS_FIELDS",
-    "NODES",
     "NODE_CLUSTER_FIELDS",
+    "Filed",
     "WorkerScope",
     "Write",
-    "is_config_key",
     "parse_document",
 ]
-
 
 # Events one node may record per minute: far above what a node loop reports
 # (an event per instance change), low enough that a node cannot flood the store.
 EVENTS_PER_MINUTE = 600
 
+CONFIG_KINDS = ("ConfigMap", "Secret")
+"""The kinds of configuration a worker may read (for its pods)."""
+
 M = TypeVar("M", bound=BaseModel)
 
 
-def parse_document(key: str, value: bytes, model: type[M]) -> M:
+def parse_document(what: str, value: bytes, model: type[M]) -> M:
+    """Return ``value`` as a ``model`` document, or raise InvalidInput naming ``what`` and why."""
     try:
         return model.model_validate_json(value)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "the document"
         raise InvalidInput(
-            f"the value written to {key} is not a valid {model.__name__} document "
-            f"({where}: {first['msg']})",
-            key=key,
+            f"{what} is not a valid {model.__name__} document ({where}: {first['msg']})",
         ) from None
-
-
-def is_config_key(key: str) -> bool:
-    """Whether ``key`` is a ConfigMap's or a Secret's."""
-    return key.startswith((CONFIGMAPS, SECRETS))
 
 
 def _assigned_to(value: bytes | None, node: str) -> bool:
@@ -124,10 +118,17 @@ def _assigned_to(value: bytes | None, node: str) -> bool:
 
 
 class Write(NamedTuple):
-    """What an allowed Put writes: the value (maybe rewritten) and its expected revision."""
+    """What an allowed write writes: the value (maybe rewritten) and its expected revision."""
 
     value: bytes
-    expected_revision: int | None
+    expected_revision: int
+
+
+class Filed(NamedTuple):
+    """Where an allowed event goes: its key (under its object) and its value."""
+
+    key: str
+    value: bytes
 
 
 @dataclass(frozen=True)
@@ -148,17 +149,16 @@ class WorkerScope:
         """The key of the caller's own node record."""
         return f"{NODES}{self.caller.name}"
 
-    def admit(self, method: str, key: str) -> None:
+    def admit(self, method: str) -> None:
         """Check that the caller is who its node record says, before anything else.
 
         Raises:
             Forbidden: the name is registered to another key.
-            Unauthenticated: the name has not registered and the call is not
-                its registration (Get or Put of its own node record).
+            Unauthenticated: the name has not registered and the call is not Register.
         """
         name = self.caller.name
         if self.registered_id is None:
-            if method in ("Get", "Put") and key == self.node_key:
+            if method == "Register":
                 return
             raise Unauthenticated(
                 f"unknown node key: node {name!r} has not registered (no {self.node_key}); "
@@ -166,7 +166,7 @@ class WorkerScope:
                 node=name,
                 node_id=self.caller.node_id,
             )
-        if self.registered_id != self.caller.node_id:
+        if self.registered_id != self.caller.node_id:  # Register included
             raise Forbidden(
                 f"node name {name!r} is registered to another key "
                 f"(id {self.registered_id or 'none'}, this call's key has id "
@@ -177,175 +177,148 @@ class WorkerScope:
                 registered_id=self.registered_id,
             )
 
-    def check_get(self, key: str) -> bool:
-        """Allow a Get of ``key``; return True when the value must pass :meth:`sees`.
+    def check_register(self, value: bytes, current: KeyValue | None) -> Write:
+        """Allow a registration; return what to write at the caller's record, and at which revision.
+
+        A record that does not exist is created (revision 0: never overwriting
+        one another key made meanwhile); an existing one is rewritten at its
+        revision, keeping :data:`NODE_CLUSTER_FIELDS` as stored.
 
         Raises:
-            Forbidden: ``key`` is outside the caller's scope.
+            InvalidInput: the value is not a Node document.
+            Forbidden: it is not the caller's own record, or the name is
+                registered to another key.
         """
-        if key == self.node_key:
-            return False
-        if key.startswith(INSTANCES):
-            return True
-        raise self._outside("read", key)
-
-    def check_config_get(self, key: str, instances: Iterable[bytes]) -> None:
-        """Allow a Get of a ConfigMap or Secret only if one of ``instances`` uses it.
-
-        ``instances`` are the documents of the instances assigned to the caller,
-        so a worker receives only the configuration its own pods reference.
-
-        Raises:
-            Forbidden: no instance of the caller uses it, or the key is not one.
-        """
-        kind = "ConfigMap" if key.startswith(CONFIGMAPS) else "Secret"
-        parts = key.split("/")
-        namespace, name = (parts[2], parts[3]) if len(parts) == 4 else ("", "")
-        if not namespace or not name:
-            raise self._outside("read", key)
-        for value in instances:
-            if not _assigned_to(value, self.caller.name):
-                continue
-            instance = Instance.model_validate_json(value)
-            if instance.namespace == namespace and (kind, name) in instance.template.config_refs():
-                return
-        raise Forbidden(
-            f"node {self.caller.name!r} runs no instance that uses {kind} {namespace}/{name}: "
-            "a node reads only the configuration of its own pods",
-            key=key,
-        )
-
-    def check_prefix(self, prefix: str) -> None:
-        """Allow a List or Watch of ``prefix`` (``/instances/`` or a prefix under it).
-
-        Raises:
-            Forbidden: any other prefix.
-        """
-        if not prefix.startswith(INSTANCES):
-            raise self._outside("list or watch", prefix)
-
-    def sees(self, value: bytes) -> bool:
-        """Whether an Instance document is assigned to the caller."""
-        return _assigned_to(value, self.caller.name)
-
-    def check_put(
-        self, key: str, value: bytes, expected_revision: int | None, current: KeyValue | None
-    ) -> Write:
-        """Allow a Put; return what to write and the ``expected_revision`` to write it with.
-
-        ``current`` is the key's value now; it matters for instances and the
-        caller's node record. Registering and recording an event always create
-        the key (0). A registered node's rewrite of its own record keeps
-        :data:`NODE_CLUSTER_FIELDS` as stored.
-
-        Raises:
-            InvalidInput: the value is not the document the key holds.
-            RevisionConflict: an instance or the node record is not at ``expected_revision``.
-            Forbidden: anything outside the caller's scope.
-        """
-        if key == self.node_key:
-            return self._check_own_record(key, value, expected_revision, current)
-        if key.startswith(INSTANCES):
-            self._check_status_report(key, value, expected_revision, current)
-            return Write(value, expected_revision)
-        if key.startswith(EVENTS) and len(key) > len(EVENTS):
-            if expected_revision not in (None, 0):
-                raise Forbidden(
-                    f"events are only ever created: {key} cannot be written at revision "
-                    f"{expected_revision}",
-                    key=key,
-                )
-            event = parse_document(key, value, Event)
-            about = event.object
-            filed = event_key(about.kind, about.namespace, about.name, event.id)
-            if key != filed:
-                raise Forbidden(
-                    f"an event is filed under its object and id: {key} should be {filed}",
-                    key=key,
-                )
-            if event.actor.id != self.caller.name:
-                raise Forbidden(
-                    f"node {self.caller.name!r} may only record events it did itself "
-                    f"(actor.id {self.caller.name!r}), not as {event.actor.id!r}",
-                    key=key,
-                )
-            return Write(value, 0)
-        raise self._outside("write", key)
-
-    def _check_own_record(
-        self, key: str, value: bytes, expected_revision: int | None, current: KeyValue | None
-    ) -> Write:
-        node = parse_document(key, value, Node)
+        node = parse_document("the node record sent", value, Node)
         if node.name != self.caller.name or node.node_id != self.caller.node_id:
             raise Forbidden(
-                f"{key} must hold this node's own record (name {self.caller.name!r}, "
+                f"{self.node_key} must hold this node's own record (name {self.caller.name!r}, "
                 f"node_id {self.caller.node_id!r}), not name {node.name!r} and "
                 f"node_id {node.node_id!r}",
-                key=key,
+                key=self.node_key,
             )
-        if self.registered_id is None:
-            # Registering creates the record: never overwrite one another key made meanwhile.
-            return Write(value, 0)
-        self._at_revision("update", key, expected_revision, current)
         if current is None:
-            return Write(value, 0)  # removed since: writing it again registers anew
-        stored = parse_document(key, current.value, Node)
+            return Write(value, 0)
+        stored = parse_document(self.node_key, current.value, Node)
+        if stored.node_id != self.caller.node_id:  # registered by another key meanwhile
+            WorkerScope(self.caller, stored.node_id).admit("Register")
         kept = node.model_copy(update={f: getattr(stored, f) for f in NODE_CLUSTER_FIELDS})
-        return Write(value if kept == node else kept.model_dump_json().encode(), expected_revision)
+        return Write(kept.model_dump_json().encode(), current.mod_revision)
 
-    def _check_status_report(
-        self, key: str, value: bytes, expected_revision: int | None, current: KeyValue | None
-    ) -> None:
-        name = self.caller.name
-        replaced = self._assigned_current("write", key, expected_revision, current)
-        new = parse_document(key, value, Instance)
-        old = parse_document(key, replaced.value, Instance)
-        if new.node != name or new.uid != old.uid:
-            raise Forbidden(
-                f"node {name!r} may only report the status of {key} "
-                f"(uid {old.uid}, on {name}); it may not move it to node "
-                f"{new.node!r} or give it another uid ({new.uid})",
-                key=key,
-            )
-        if old.model_copy(update={f: getattr(new, f) for f in INSTANCE_STATUS_FIELDS}) != new:
-            changed = [
-                field
-                for field in Instance.model_fields
-                if field not in INSTANCE_STATUS_FIELDS
-                and getattr(old, field) != getattr(new, field)
-            ]
-            raise Forbidden(
-                f"node {name!r} may only report the status of {key} "
-                f"({', '.join(INSTANCE_STATUS_FIELDS)}); it tried to change "
-                f"{', '.join(changed)}",
-                key=key,
-                fields=changed,
-            )
-        if f"{INSTANCES}{new.key}" != key:
-            raise Forbidden(
-                f"{key} holds the instance {key.removeprefix(INSTANCES)}, but the document "
-                f"written to it is {new.key} (namespace/name): a node reports an instance "
-                "under its own key only",
-                key=key,
-            )
+    def check_report(
+        self, key: str, uid: str, status: bytes, expected_revision: int, current: KeyValue | None
+    ) -> bytes:
+        """Allow a status report of the instance at ``key``; return the record to write.
 
-    def check_delete(
-        self, key: str, expected_revision: int | None, current: KeyValue | None
-    ) -> None:
-        """Allow a Delete of an instance assigned to the caller, at ``expected_revision``.
+        ``status`` is a JSON object of status fields; the record written is
+        ``current`` with those fields replaced, at ``expected_revision``.
 
         Raises:
-            RevisionConflict: the instance is not at ``expected_revision``.
-            Forbidden: anything else.
+            RevisionConflict: the record is not at ``expected_revision`` (or is gone).
+            Forbidden: it is not placed on the caller, holds another uid, or the
+                report names fields other than the status fields.
+            InvalidInput: ``status`` is not a JSON object of valid status values.
         """
-        if not key.startswith(INSTANCES):
-            raise self._outside("delete", key)
-        if current is None and expected_revision == 0:
-            return  # deletes nothing, as the store would
-        self._assigned_current("delete", key, expected_revision, current)
+        name = self.caller.name
+        replaced = self._placed_current(
+            "report the status of", key, uid, expected_revision, current
+        )
+        try:
+            fields = json.loads(status)
+        except ValueError:
+            fields = None
+        if not isinstance(fields, dict):
+            raise InvalidInput(
+                f"the status reported for {key} is not a JSON object of status fields", key=key
+            )
+        others = sorted(set(fields) - set(INSTANCE_STATUS_FIELDS))
+        if others:
+            raise Forbidden(
+                f"node {name!r} may only report the status of {key} "
+                f"({', '.join(INSTANCE_STATUS_FIELDS)}); it tried to change {', '.join(others)}",
+                key=key,
+                fields=others,
+            )
+        old = parse_document(key, replaced.value, Instance)
+        try:
+            new = Instance.model_validate({**old.model_dump(mode="json"), **fields})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise InvalidInput(
+                f"the status reported for {key} is not valid ({where}: {first['msg']})", key=key
+            ) from None
+        return new.model_dump_json().encode()
+
+    def check_remove(
+        self, key: str, uid: str, expected_revision: int, current: KeyValue | None
+    ) -> None:
+        """Allow deleting the record of an instance placed on the caller, at ``expected_revision``.
+
+        Raises:
+            RevisionConflict: the record is not at ``expected_revision`` (or is gone).
+            Forbidden: it is not placed on the caller, or holds another uid.
+        """
+        self._placed_current("remove", key, uid, expected_revision, current)
+
+    def check_event(self, value: bytes) -> Filed:
+        """Allow recording an event; return the key it is filed under (by its object and id).
+
+        Raises:
+            InvalidInput: the value is not an Event document.
+            Forbidden: its actor is not the caller.
+        """
+        event = parse_document("the event sent", value, Event)
+        if event.actor.id != self.caller.name:
+            raise Forbidden(
+                f"node {self.caller.name!r} may only record events it did itself "
+                f"(actor.id {self.caller.name!r}), not as {event.actor.id!r}",
+                actor=event.actor.id,
+            )
+        about = event.object
+        return Filed(event_key(about.kind, about.namespace, about.name, event.id), value)
+
+    def check_config(self, kind: str, namespace: str, name: str, used: bool) -> None:
+        """Allow reading a ConfigMap or Secret if ``used`` by an instance placed on the caller.
+
+        Raises:
+            InvalidInput: ``kind`` is not ConfigMap or Secret, or no name is given.
+            Forbidden: no instance of the caller uses it.
+        """
+        if kind not in CONFIG_KINDS or not namespace or not name:
+            raise InvalidInput(
+                f"a node reads a ConfigMap or a Secret by namespace and name, not "
+                f"{kind!r} {namespace!r}/{name!r}",
+                kind=kind,
+            )
+        if not used:
+            raise Forbidden(
+                f"node {self.caller.name!r} runs no instance that uses {kind} "
+                f"{namespace}/{name}: a node reads only the configuration of its own pods",
+                kind=kind,
+                namespace=namespace,
+                name=name,
+            )
+
+    def uses(self, instances: list[bytes], kind: str, namespace: str, name: str) -> bool:
+        """Whether one of ``instances`` (documents) placed on the caller uses the object."""
+        for value in instances:
+            try:
+                instance = Instance.model_validate_json(value)
+            except ValidationError:
+                continue
+            if instance.node != self.caller.name or instance.namespace != namespace:
+                continue
+            if (kind, name) in instance.template.config_refs():
+                return True
+        return False
+
+    def sees(self, value: bytes) -> bool:
+        """Whether an Instance document is placed on the caller."""
+        return _assigned_to(value, self.caller.name)
 
     def forward(self, event: WatchEvent) -> WatchEvent | None:
-        """Return what the caller's watch gets of ``event``, or None (see the module doc)."""
+        """Return what the caller's stream gets of ``event``, or None (see the module doc)."""
         name = self.caller.name
         if event.kind == EventKind.PUT:
             if self.sees(event.kv.value):
@@ -357,15 +330,17 @@ class WorkerScope:
         tombstone = KeyValue(event.kv.key, b"", 0, event.kv.mod_revision, 0)
         return WatchEvent(EventKind.DELETE, tombstone)
 
-    def _assigned_current(
-        self, verb: str, key: str, expected_revision: int | None, current: KeyValue | None
+    def _placed_current(
+        self, verb: str, key: str, uid: str, expected_revision: int, current: KeyValue | None
     ) -> KeyValue:
         """Return ``current`` if the caller may ``verb`` it at ``expected_revision``."""
-        self._at_revision(verb, key, expected_revision, current)
-        if current is None:
-            raise Forbidden(
-                f"nodes do not create instances ({key}): the control loop places them",
-                key=key,
+        actual = 0 if current is None else current.mod_revision
+        if current is None or actual != expected_revision:
+            # The write could not succeed anyway: the node reads its assignments
+            # again and then sees what it is allowed to see.
+            state = "does not exist" if current is None else f"is at revision {actual}"
+            raise RevisionConflict(
+                f"{key!r} {state}, not {expected_revision}", key=key, expected=expected_revision
             )
         if not self.sees(current.value):
             raise Forbidden(
@@ -373,35 +348,11 @@ class WorkerScope:
                 "only the instances placed on it",
                 key=key,
             )
-        return current
-
-    @staticmethod
-    def _at_revision(
-        verb: str, key: str, expected_revision: int | None, current: KeyValue | None
-    ) -> None:
-        """Require compare-and-swap, and that ``current`` is at ``expected_revision``."""
-        if expected_revision is None:
+        held = parse_document(key, current.value, Instance).uid
+        if held != uid:
             raise Forbidden(
-                f"a node must {verb} {key} with compare-and-swap: pass expected_revision "
-                "(the mod_revision it read)",
+                f"{key} now holds another instance (uid {held}, not {uid}): node "
+                f"{self.caller.name!r} may {verb} only the instance it was given",
                 key=key,
             )
-        actual = 0 if current is None else current.mod_revision
-        if actual != expected_revision:
-            # The write could not succeed anyway: the node re-reads and then sees
-            # what it is allowed to see.
-            state = "does not exist" if current is None else f"is at revision {actual}"
-            raise RevisionConflict(
-                f"{key!r} {state}, not {expected_revision}", key=key, expected=expected_revision
-            )
-
-    def _outside(self, action: str, key: str) -> Forbidden:
-        name = self.caller.name
-        return Forbidden(
-            f"node {name!r} may not {action} {key}: a node's scope is its own record "
-            f"({self.node_key}), the status of the instances assigned to it "
-            f"({INSTANCES}...) and new events ({EVENTS}...); everything else goes "
-            "through a server",
-            key=key,
-            node=name,
-        )
+        return current

@@ -19,25 +19,41 @@ class KeyValue(_message.Message):
     mod_revision: int
     def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ..., create_revision: _Optional[int] = ..., mod_revision: _Optional[int] = ...) -> None: ...
 
-class GetRequest(_message.Message):
-    __slots__ = ("key",)
-    KEY_FIELD_NUMBER: _ClassVar[int]
-    key: str
-    def __init__(self, key: _Optional[str] = ...) -> None: ...
+class PingRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
-class GetReply(_message.Message):
-    __slots__ = ("kv",)
-    KV_FIELD_NUMBER: _ClassVar[int]
-    kv: KeyValue
-    def __init__(self, kv: _Optional[_Union[KeyValue, _Mapping]] = ...) -> None: ...
+class PingReply(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
-class ListRequest(_message.Message):
-    __slots__ = ("prefix",)
-    PREFIX_FIELD_NUMBER: _ClassVar[int]
-    prefix: str
-    def __init__(self, prefix: _Optional[str] = ...) -> None: ...
+class RegisterRequest(_message.Message):
+    __slots__ = ("node",)
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    node: bytes
+    def __init__(self, node: _Optional[bytes] = ...) -> None: ...
 
-class ListReply(_message.Message):
+class RegisterReply(_message.Message):
+    __slots__ = ("created",)
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    created: bool
+    def __init__(self, created: _Optional[bool] = ...) -> None: ...
+
+class HeartbeatRequest(_message.Message):
+    __slots__ = ("at",)
+    AT_FIELD_NUMBER: _ClassVar[int]
+    at: str
+    def __init__(self, at: _Optional[str] = ...) -> None: ...
+
+class HeartbeatReply(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AssignmentsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AssignmentsReply(_message.Message):
     __slots__ = ("items", "revision")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
@@ -45,67 +61,89 @@ class ListReply(_message.Message):
     revision: int
     def __init__(self, items: _Optional[_Iterable[_Union[KeyValue, _Mapping]]] = ..., revision: _Optional[int] = ...) -> None: ...
 
-class PutRequest(_message.Message):
-    __slots__ = ("key", "value", "expected_revision")
-    KEY_FIELD_NUMBER: _ClassVar[int]
-    VALUE_FIELD_NUMBER: _ClassVar[int]
-    EXPECTED_REVISION_FIELD_NUMBER: _ClassVar[int]
-    key: str
-    value: bytes
-    expected_revision: int
-    def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ..., expected_revision: _Optional[int] = ...) -> None: ...
+class WatchAssignmentsRequest(_message.Message):
+    __slots__ = ("from_revision",)
+    FROM_REVISION_FIELD_NUMBER: _ClassVar[int]
+    from_revision: int
+    def __init__(self, from_revision: _Optional[int] = ...) -> None: ...
 
-class PutReply(_message.Message):
-    __slots__ = ("revision",)
-    REVISION_FIELD_NUMBER: _ClassVar[int]
-    revision: int
-    def __init__(self, revision: _Optional[int] = ...) -> None: ...
-
-class DeleteRequest(_message.Message):
-    __slots__ = ("key", "expected_revision")
-    KEY_FIELD_NUMBER: _ClassVar[int]
-    EXPECTED_REVISION_FIELD_NUMBER: _ClassVar[int]
-    key: str
-    expected_revision: int
-    def __init__(self, key: _Optional[str] = ..., expected_revision: _Optional[int] = ...) -> None: ...
-
-class DeleteReply(_message.Message):
-    __slots__ = ("revision",)
-    REVISION_FIELD_NUMBER: _ClassVar[int]
-    revision: int
-    def __init__(self, revision: _Optional[int] = ...) -> None: ...
-
-class RevisionRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
-
-class RevisionReply(_message.Message):
-    __slots__ = ("revision",)
-    REVISION_FIELD_NUMBER: _ClassVar[int]
-    revision: int
-    def __init__(self, revision: _Optional[int] = ...) -> None: ...
-
-class WatchRequest(_message.Message):
-    __slots__ = ("prefix", "start_revision")
-    PREFIX_FIELD_NUMBER: _ClassVar[int]
-    START_REVISION_FIELD_NUMBER: _ClassVar[int]
-    prefix: str
-    start_revision: int
-    def __init__(self, prefix: _Optional[str] = ..., start_revision: _Optional[int] = ...) -> None: ...
-
-class WatchEvent(_message.Message):
+class AssignmentEvent(_message.Message):
     __slots__ = ("kind", "kv")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
-        PUT: _ClassVar[WatchEvent.Kind]
-        DELETE: _ClassVar[WatchEvent.Kind]
-    PUT: WatchEvent.Kind
-    DELETE: WatchEvent.Kind
+        PUT: _ClassVar[AssignmentEvent.Kind]
+        DELETE: _ClassVar[AssignmentEvent.Kind]
+    PUT: AssignmentEvent.Kind
+    DELETE: AssignmentEvent.Kind
     KIND_FIELD_NUMBER: _ClassVar[int]
     KV_FIELD_NUMBER: _ClassVar[int]
-    kind: WatchEvent.Kind
+    kind: AssignmentEvent.Kind
     kv: KeyValue
-    def __init__(self, kind: _Optional[_Union[WatchEvent.Kind, str]] = ..., kv: _Optional[_Union[KeyValue, _Mapping]] = ...) -> None: ...
+    def __init__(self, kind: _Optional[_Union[AssignmentEvent.Kind, str]] = ..., kv: _Optional[_Union[KeyValue, _Mapping]] = ...) -> None: ...
+
+class ReportInstanceRequest(_message.Message):
+    __slots__ = ("namespace", "name", "uid", "status", "expected_revision")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_REVISION_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    name: str
+    uid: str
+    status: bytes
+    expected_revision: int
+    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., uid: _Optional[str] = ..., status: _Optional[bytes] = ..., expected_revision: _Optional[int] = ...) -> None: ...
+
+class ReportInstanceReply(_message.Message):
+    __slots__ = ("revision",)
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    revision: int
+    def __init__(self, revision: _Optional[int] = ...) -> None: ...
+
+class RemoveInstanceRequest(_message.Message):
+    __slots__ = ("namespace", "name", "uid", "expected_revision")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_REVISION_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    name: str
+    uid: str
+    expected_revision: int
+    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ..., uid: _Optional[str] = ..., expected_revision: _Optional[int] = ...) -> None: ...
+
+class RemoveInstanceReply(_message.Message):
+    __slots__ = ("revision",)
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    revision: int
+    def __init__(self, revision: _Optional[int] = ...) -> None: ...
+
+class RecordEventRequest(_message.Message):
+    __slots__ = ("event",)
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    event: bytes
+    def __init__(self, event: _Optional[bytes] = ...) -> None: ...
+
+class RecordEventReply(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetConfigRequest(_message.Message):
+    __slots__ = ("kind", "namespace", "name")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    namespace: str
+    name: str
+    def __init__(self, kind: _Optional[str] = ..., namespace: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class GetConfigReply(_message.Message):
+    __slots__ = ("value",)
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    value: bytes
+    def __init__(self, value: _Optional[bytes] = ...) -> None: ...
 
 class LogsRequest(_message.Message):
     __slots__ = ("uid", "container", "follow", "tail", "since")

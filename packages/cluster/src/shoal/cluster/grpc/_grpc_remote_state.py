@@ -1,9 +1,10 @@
-"""A worker's StateStore: the cluster state, reached through a server's State service.
+"""A worker's NodeState: its view of the cluster state, reached through a server.
 
-A worker keeps no store of its own; its node loop gets a :class:`RemoteStore`
-instead, which turns each StateStore call into a signed call of
-``shoal.cluster.v1.State`` on one server. The server answers within the
-worker's scope (see :mod:`shoal.cluster.grpc._grpc_state`).
+A worker keeps no store of its own; its node loop gets a
+:class:`RemoteNodeState`, which turns each
+:class:`~shoal.interfaces.NodeState` call into one typed, signed call of
+``shoal.cluster.v1.NodeState`` on one server. The server checks it against
+the caller (see :mod:`shoal.cluster.grpc._worker_scope`).
 
 Server choice: the store keeps using one server while it answers. When a
 call fails with :class:`~shoal.interfaces.Unavailable` it drops that server's
@@ -11,32 +12,37 @@ channel and raises; it never retries a call by itself (a Put might have been
 applied). The next call asks ``servers()`` again and tries servers that did
 not just fail first, so a worker moves on when its server dies.
 
-What does not travel: a key's ``version`` and ``lease`` (a RemoteStore
-reports 0 and None) and a watch event's ``prev_value`` (None). Transactions,
-leases and elections are refused: they are the servers' business.
+A report carries the instance's status fields only
+(:data:`~shoal.interfaces.INSTANCE_STATUS_FIELDS`): the server writes them
+onto the record it holds. What does not travel: a key's ``version`` and
+``lease`` (0 and None here) and a watch event's ``prev_value`` (None).
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import TypeVar
 
 import anyio
 from google.protobuf.message import Message
 
 from shoal.interfaces import (
+    INSTANCE_STATUS_FIELDS,
     AsyncClosing,
-    Compare,
-    DeleteOp,
+    ConfigMap,
+    ConfigMapSpec,
+    Event,
     EventKind,
-    Forbidden,
+    Instance,
     KeyValue,
-    Leadership,
     ListResult,
-    PutOp,
+    Node,
+    Secret,
+    SecretSpec,
     ShoalError,
-    TxnResult,
     Unauthenticated,
     Unavailable,
     WatchEvent,
@@ -47,13 +53,13 @@ from ._grpc_state import SERVICE
 from ._nodeauth import NodeIdentity
 from ._pb import shoal_node_pb2 as pb
 
-__all__ = ["RemoteStore", "check_accepted"]
+__all__ = ["RemoteNodeState", "check_accepted"]
 
 Reply = TypeVar("Reply", bound=Message)
 
 
-class RemoteStore(AsyncClosing):
-    """The StateStore of a worker: the scoped state of the cluster, through a server.
+class RemoteNodeState(AsyncClosing):
+    """The NodeState of a worker: its view of the cluster state, through a server.
 
     Args:
         identity: this node's name and key; every call is signed with it.
@@ -86,7 +92,12 @@ class RemoteStore(AsyncClosing):
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"RemoteStore(node={self._identity.name!r}, server={self.server!r})"
+        return f"RemoteNodeState(node={self._identity.name!r}, server={self.server!r})"
+
+    @property
+    def identity(self) -> NodeIdentity:
+        """This node's name and key, which sign every call."""
+        return self._identity
 
     @property
     def server(self) -> str | None:
@@ -99,7 +110,7 @@ class RemoteStore(AsyncClosing):
         async with self._lock:
             if self._closed:
                 raise Unavailable(
-                    f"the remote store of node {self._identity.name!r} is closed", closed=True
+                    f"the node state of node {self._identity.name!r} is closed", closed=True
                 )
             if self._channel is not None:
                 return self._channel
@@ -156,163 +167,122 @@ class RemoteStore(AsyncClosing):
             target=channel.address,
         )
 
-    # -- StateStore --------------------------------------------------------------
+    # -- NodeState ---------------------------------------------------------------
 
-    async def get(self, key: str) -> KeyValue | None:
-        """Return the key's current value, or None if it does not exist (or is not ours).
-
-        Raises:
-            Forbidden: the key is outside this node's scope.
-            Unavailable: no server answered.
-        """
-        reply = await self._unary("Get", pb.GetRequest(key=key), pb.GetReply)
-        return _kv(reply.kv) if reply.HasField("kv") else None
-
-    async def put(
-        self,
-        key: str,
-        value: bytes,
-        *,
-        expected_revision: int | None = None,
-        lease: int | None = None,
-    ) -> int:
-        """Write ``value`` at ``key`` through the server and return the new store revision.
+    async def register(self, node: Node) -> bool:
+        """Create or refresh this node's record; the server keeps the cluster's fields.
 
         Raises:
-            RevisionConflict: ``expected_revision`` was given and did not match.
-            Forbidden: the write is outside this node's scope, or ``lease`` was given.
-            InvalidInput: the value is not the document the key holds.
+            Unauthenticated: every server refused this node's credentials.
+            Forbidden: the name is registered to another key.
             Unavailable: no server answered.
         """
-        if lease is not None:
-            raise self._refuse("attach keys to leases")
-        request = pb.PutRequest(key=key, value=value)
-        if expected_revision is not None:
-            request.expected_revision = expected_revision
-        reply = await self._unary("Put", request, pb.PutReply)
-        return reply.revision
+        request = pb.RegisterRequest(node=node.model_dump_json().encode())
+        reply = await self._unary("Register", request, pb.RegisterReply)
+        return reply.created
 
-    async def delete(self, key: str, *, expected_revision: int | None = None) -> int | None:
-        """Delete ``key``; return the revision of the delete, or None if it did not exist.
+    async def heartbeat(self, at: datetime) -> None:
+        """Set ``heartbeat_at`` of this node's record.
 
         Raises:
-            RevisionConflict: ``expected_revision`` was given and did not match.
-            Forbidden: the delete is outside this node's scope.
+            NotFound: the node has no record.
             Unavailable: no server answered.
         """
-        request = pb.DeleteRequest(key=key)
-        if expected_revision is not None:
-            request.expected_revision = expected_revision
-        reply = await self._unary("Delete", request, pb.DeleteReply)
-        return reply.revision if reply.HasField("revision") else None
+        await self._unary("Heartbeat", pb.HeartbeatRequest(at=at.isoformat()), pb.HeartbeatReply)
 
-    async def list(self, prefix: str) -> ListResult:
-        """Return the keys under ``prefix`` this node may see, and the store revision.
+    async def assignments(self) -> ListResult:
+        """Return the instances placed on this node and the revision they reflect.
 
         Raises:
-            Forbidden: the prefix is outside this node's scope.
             Unavailable: no server answered.
         """
-        reply = await self._unary("List", pb.ListRequest(prefix=prefix), pb.ListReply)
+        reply = await self._unary("ListAssignments", pb.AssignmentsRequest(), pb.AssignmentsReply)
         return ListResult([_kv(kv) for kv in reply.items], reply.revision)
 
-    async def revision(self) -> int:
-        """Return the current store revision.
-
-        Raises:
-            Unavailable: no server answered.
-        """
-        reply = await self._unary("Revision", pb.RevisionRequest(), pb.RevisionReply)
-        return reply.revision
-
-    async def watch(
-        self, prefix: str, start_revision: int | None = None
-    ) -> AsyncIterator[WatchEvent]:
-        """Yield the changes under ``prefix`` this node may see, from ``start_revision`` on.
-
-        Deletes come key only, with no ``prev_value``.
+    async def watch_assignments(self, start_revision: int) -> AsyncIterator[WatchEvent]:
+        """Yield the changes of this node's instances from ``start_revision`` on.
 
         Raises:
             Unavailable: the server could not be reached or went away (from
                 the iteration); watch again from the revision after the last
                 event seen.
             Compacted: ``start_revision`` is older than the history the server keeps.
-            Forbidden: the prefix is outside this node's scope.
         """
         channel = await self._connect()
-        request = pb.WatchRequest(prefix=prefix)
-        if start_revision is not None:
-            request.start_revision = start_revision
+        request = pb.WatchAssignmentsRequest(from_revision=start_revision)
         try:
-            async for event in channel.stream(f"/{SERVICE}/Watch", request, pb.WatchEvent):
-                kind = EventKind.DELETE if event.kind == pb.WatchEvent.DELETE else EventKind.PUT
-                yield WatchEvent(kind, _kv(event.kv))
+            method = f"/{SERVICE}/WatchAssignments"
+            async for event in channel.stream(method, request, pb.AssignmentEvent):
+                deleted = event.kind == pb.AssignmentEvent.DELETE
+                yield WatchEvent(EventKind.DELETE if deleted else EventKind.PUT, _kv(event.kv))
         except Unavailable:
             await self._drop(channel)
             raise
         except Unauthenticated as exc:
             raise await self._refused_by(channel, exc) from None
 
-    async def txn(
-        self,
-        compares: Sequence[Compare],
-        success: Sequence[PutOp | DeleteOp],
-        failure: Sequence[PutOp | DeleteOp] = (),
-    ) -> TxnResult:
-        """Refused: a worker cannot run transactions.
+    async def report(self, instance: Instance, expected_revision: int) -> int:
+        """Send the status fields of ``instance``; the server writes them with CAS.
 
         Raises:
-            Forbidden: always.
+            RevisionConflict: the record changed since.
+            Forbidden: the instance is not placed on this node (or has another uid).
+            Unavailable: no server answered.
         """
-        raise self._refuse("run transactions")
+        status = instance.model_dump(mode="json", include=set(INSTANCE_STATUS_FIELDS))
+        request = pb.ReportInstanceRequest(
+            namespace=instance.namespace,
+            name=instance.name,
+            uid=instance.uid,
+            status=json.dumps(status).encode(),
+            expected_revision=expected_revision,
+        )
+        reply = await self._unary("ReportInstance", request, pb.ReportInstanceReply)
+        return reply.revision
 
-    async def grant_lease(self, ttl: float) -> int:
-        """Refused: a worker holds no leases.
+    async def remove(self, instance: Instance, expected_revision: int) -> int | None:
+        """Delete the record of an instance this node tore down, with CAS.
 
         Raises:
-            Forbidden: always.
+            RevisionConflict: the record changed since.
+            Forbidden: the instance is not placed on this node.
+            Unavailable: no server answered.
         """
-        raise self._refuse("grant leases")
+        request = pb.RemoveInstanceRequest(
+            namespace=instance.namespace,
+            name=instance.name,
+            uid=instance.uid,
+            expected_revision=expected_revision,
+        )
+        reply = await self._unary("RemoveInstance", request, pb.RemoveInstanceReply)
+        return reply.revision if reply.HasField("revision") else None
 
-    async def keepalive(self, lease: int) -> None:
-        """Refused: a worker holds no leases.
+    async def record(self, event: Event) -> None:
+        """Record ``event`` (its actor is this node) through the server.
 
         Raises:
-            Forbidden: always.
+            Forbidden: it is not this node's, or the node records too many.
+            Unavailable: no server answered.
         """
-        raise self._refuse("renew leases")
+        request = pb.RecordEventRequest(event=event.model_dump_json().encode())
+        await self._unary("RecordEvent", request, pb.RecordEventReply)
 
-    async def revoke(self, lease: int) -> None:
-        """Refused: a worker holds no leases.
+    async def config(
+        self, kind: str, namespace: str, name: str
+    ) -> ConfigMapSpec | SecretSpec | None:
+        """Return a ConfigMap or Secret a pod of this node uses, or None when it does not exist.
 
         Raises:
-            Forbidden: always.
+            Forbidden: no instance placed on this node uses it.
+            InvalidInput: ``kind`` is neither ConfigMap nor Secret.
+            Unavailable: no server answered.
         """
-        raise self._refuse("revoke leases")
-
-    async def campaign(self, election: str, candidate: str, lease: int) -> Leadership:
-        """Refused: only servers take part in elections.
-
-        Raises:
-            Forbidden: always.
-        """
-        raise self._refuse("campaign in elections")
-
-    async def resign(self, leadership: Leadership) -> None:
-        """Refused: only servers take part in elections.
-
-        Raises:
-            Forbidden: always.
-        """
-        raise self._refuse("resign from elections")
-
-    async def leader(self, election: str) -> str | None:
-        """Refused: only servers take part in elections.
-
-        Raises:
-            Forbidden: always.
-        """
-        raise self._refuse("look up election leaders")
+        request = pb.GetConfigRequest(kind=kind, namespace=namespace, name=name)
+        reply = await self._unary("GetConfig", request, pb.GetConfigReply)
+        if not reply.HasField("value"):
+            return None
+        model = ConfigMap if kind == "ConfigMap" else Secret
+        return model.model_validate_json(reply.value).spec
 
     async def aclose(self) -> None:
         """Close the connection to the server; later calls raise Unavailable."""
@@ -321,13 +291,6 @@ class RemoteStore(AsyncClosing):
             channel, self._channel = self._channel, None
         if channel is not None:
             await channel.aclose()
-
-    def _refuse(self, what: str) -> Forbidden:
-        return Forbidden(
-            f"node {self._identity.name!r} is a worker: it reaches the cluster state through "
-            f"a server and cannot {what}; that is done on a server (role server or both)",
-            node=self._identity.name,
-        )
 
 
 def _kv(kv: pb.KeyValue) -> KeyValue:
@@ -339,8 +302,8 @@ async def check_accepted(
 ) -> None:
     """Return if the server at ``address`` accepts calls signed by ``identity`` with ``token``.
 
-    The cheapest signed call (``Revision``) checks the join token and the
-    signature only, not whether the caller is registered.
+    ``Ping`` checks the join token and the signature only, not whether the
+    caller is registered.
 
     Raises:
         Unauthenticated: it refuses them (e.g. it holds another join token).
@@ -348,6 +311,6 @@ async def check_accepted(
     """
     channel = NodeChannel(identity, token, address, timeout=deadline)
     try:
-        await channel.unary(f"/{SERVICE}/Revision", pb.RevisionRequest(), pb.RevisionReply)
+        await channel.unary(f"/{SERVICE}/Ping", pb.PingRequest(), pb.PingReply)
     finally:
         await channel.aclose()
