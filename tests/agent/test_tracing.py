@@ -7,6 +7,9 @@ the way an operator or an agent does.
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
@@ -25,6 +28,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from shoal.agent import NodeConfig, ShoalNode, SpanRecorder, run_agent
+from shoal.agent._logging import JsonFormatter
 from shoal.agent._tracing import tracing_exporter
 from shoal.api import bind, serve_api
 from shoal.client import ShoalClient, init_keypair, load_keypair
@@ -196,6 +200,27 @@ async def test_a_callers_traceparent_is_honoured_for_admin_keys_only(tmp_path: P
     (span,) = named(joined, "GET /v1/workloads")
     assert span.parent_span_id == traceparent.split("-")[2]
     assert named(cli, "GET /v1/nodes")
+
+
+async def test_a_log_line_written_inside_a_request_carries_its_trace_id(tmp_path: Path) -> None:
+    lines = io.StringIO()
+    handler = logging.StreamHandler(lines)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("shoal.core")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        async with agent(tmp_path) as a:
+            await a.operator.apply([HELLO])
+            trace_id = a.operator.last_trace_id
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    logged = [json.loads(line) for line in lines.getvalue().splitlines()]
+    (line,) = [entry for entry in logged if entry["message"].startswith("apply ")]
+    assert line["message"] == "apply Workload default/traced by operator@test via cli: ok"
+    assert line["trace_id"] == trace_id
 
 
 async def test_get_trace_refuses_what_is_not_a_trace_id(tmp_path: Path) -> None:

@@ -16,7 +16,8 @@ seen against a head hash recorded elsewhere (``shoal audit verify`` prints it).
 :func:`audited` wraps a service method so that every call ends in an entry:
 the caller's key and door, the method as the verb, the object named by the
 call's arguments (names only: a Secret's data never enters the trail), and
-``ok`` or the error code, and the trace the call ran in. A dry run changes
+``ok`` or the error code, and the trace the call ran in — and one log line
+(``apply Workload default/web by KEY via rest: ok``). A dry run changes
 nothing and is not recorded. Every call, dry runs too, is a span named
 ``shoal.<verb>``.
 """
@@ -244,6 +245,8 @@ def audited(verb: str, kind: str) -> Callable[[_Method[S, P, R]], _Method[S, P, 
 
 
 async def _record(service: _Audited, verb: str, obj: str, outcome: str) -> None:
+    actor = service.actor
+    log.info("%s %s by %s via %s: %s", verb, obj, actor.id, actor.via.value, outcome)
     try:
         await service.audit.append(service.actor, verb, obj, outcome, trace_id=origin_trace_id())
     except ShoalError as exc:
