@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from shoal.client import ShoalClient
+from shoal.interfaces import UsageSeries
 from tests.e2e.conftest import Agent, leftovers, until
 from tests.ports import free_port
 
@@ -74,6 +75,16 @@ def test_httpd_from_a_loopback_registry_on_runc(
     assert passwd.returncode == 0 and passwd.stdout.startswith("root:"), passwd
     assert failing.returncode == 7
     assert top.returncode == 0 and name in top.stdout, top
+
+    # The node samples the instance every 10 s from runc's cgroups into its usage history.
+    async def sampled(client: ShoalClient) -> UsageSeries | None:
+        series = await client.usage("instance", name, range="15m")
+        return series if any(p.memory_bytes > 0 for p in series.points) else None
+
+    series = agent.until("the node to sample the instance's memory", sampled, timeout=30)
+    assert series.node == "e2e-node" and series.step_seconds == 10
+    charted = agent.cli("top", "--range", "15m").stdout
+    assert name in charted and "no samples" not in charted, charted
 
     pid_before = json.loads(
         subprocess.run(
