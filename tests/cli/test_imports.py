@@ -50,11 +50,21 @@ main()
 """
 
 
-def imported(tmp_path: Path, *args: str) -> tuple[set[str], subprocess.CompletedProcess[str]]:
-    """Run ``shoal ARGS`` in a fresh interpreter; return the modules it imported, and the run."""
-    home = tmp_path / "home"
-    init_keypair(home, "test@imports")
-    env = {"SHOAL_HOME": str(home), "SHOAL_SERVER": "http://127.0.0.1:9", "PATH": "/usr/bin"}
+def imported(
+    tmp_path: Path,
+    *args: str,
+    home: Path | None = None,
+    server: str = "http://127.0.0.1:9",
+) -> tuple[set[str], subprocess.CompletedProcess[str]]:
+    """Run ``shoal ARGS`` in a fresh interpreter; return the modules it imported, and the run.
+
+    Against ``server`` (by default a port nothing answers on) with the key under
+    ``home`` (by default a new one).
+    """
+    if home is None:
+        home = tmp_path / "home"
+        init_keypair(home, "test@imports")
+    env = {"SHOAL_HOME": str(home), "SHOAL_SERVER": server, "PATH": "/usr/bin"}
     done = subprocess.run(
         [sys.executable, "-c", _REPORT, *args], env=env, capture_output=True, text=True, timeout=60
     )
@@ -89,6 +99,9 @@ def test_get_workloads_loads_the_client_and_nothing_of_the_server(tmp_path: Path
     others = ("_store", "_runtime", "_scheduler", "_cluster", "_service", "_documents")
     assert loaded(modules, tuple(f"shoal.interfaces.{m}" for m in others)) == []
     assert "yaml" not in modules  # for -o yaml and apply only
+    # It prints the server's JSON: no model is built, and pydantic is not even imported
+    # (tests/cli/test_get.py checks the same of a listing that succeeds).
+    assert loaded(modules, ("pydantic", "pydantic_core")) == []
     # Only the module that registers `get` (and the Kubernetes kinds' lister it
     # calls) is imported: no other command is imported or built.
     commands = sorted(m for m in modules if m.startswith("shoal.cli._cmd_"))

@@ -96,10 +96,11 @@ def get(
 
     async def call(shoal: ShoalClient) -> None:
         items: Any
+        # Workloads and instances as the server sent them: no model is built (see _output).
         if chosen == "workloads":
-            items = await shoal.list_workloads(namespace)
+            items = await shoal.list_workloads_json(namespace)
         elif chosen == "instances":
-            items = await shoal.list_instances(namespace, workload, node)
+            items = await shoal.list_instances_json(namespace, workload, node)
         else:
             items = await shoal.list_nodes()
         render(out, items, output, chosen)

@@ -1,9 +1,14 @@
-"""Render Shoal objects as tables (rich), JSON or YAML."""
+"""Render Shoal objects as tables (rich), JSON or YAML.
+
+Workloads and instances, which `get` lists, arrive as the server's JSON
+objects and print from them: listing them builds no model and imports no
+pydantic (a third of `shoal get workloads`). The others print from models.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -13,7 +18,10 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-    from shoal.interfaces import Event, Instance, Member, Node, Workload
+    from shoal.interfaces import Event, Member, Node
+
+JSONObject = Mapping[str, Any]
+"""An object as the REST API sends it: a model's JSON form (``model_dump(mode="json")``)."""
 
 __all__ = ["Format", "age", "render"]
 
@@ -26,10 +34,12 @@ class Format(StrEnum):
     YAML = "yaml"
 
 
-def age(when: datetime | None, now: datetime | None = None) -> str:
-    """Return a compact age like 5s, 3m, 2h, 4d."""
+def age(when: datetime | str | None, now: datetime | None = None) -> str:
+    """Return a compact age like 5s, 3m, 2h, 4d (of a datetime, or its ISO 8601 JSON form)."""
     if when is None:
         return "-"
+    if isinstance(when, str):
+        when = datetime.fromisoformat(when)
     seconds = int(((now or datetime.now(UTC)) - when).total_seconds())
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
@@ -47,27 +57,33 @@ def human_memory(size: int) -> str:
     return str(size)  # pragma: no cover - the loop always returns
 
 
-def _plain(items: Sequence[BaseModel] | BaseModel) -> Any:
-    from pydantic import BaseModel
+def _plain(items: Sequence[BaseModel | JSONObject] | BaseModel) -> Any:
+    """Return models as JSON data; JSON objects are that already."""
+    if isinstance(items, Sequence):
+        return [
+            item if isinstance(item, Mapping) else item.model_dump(mode="json") for item in items
+        ]
+    return items.model_dump(mode="json")
 
-    if isinstance(items, BaseModel):
-        return items.model_dump(mode="json")
-    return [item.model_dump(mode="json") for item in items]
 
-
-def _workloads(items: Sequence[Workload]) -> Table:
+def _workloads(items: Sequence[JSONObject]) -> Table:
     from rich.table import Table  # rich loads when a table is printed
 
     table = Table("NAMESPACE", "NAME", "READY", "PHASE", "GENERATION", "AGE", box=None)
     for w in items:
-        ready = f"{w.status.ready_replicas}/{w.spec.replicas}"
+        spec, status = w["spec"], w["status"]
         table.add_row(
-            w.namespace, w.name, ready, w.status.phase.value, str(w.generation), age(w.created_at)
+            spec["namespace"],
+            spec["name"],
+            f"{status['ready_replicas']}/{spec['replicas']}",
+            status["phase"],
+            str(w["generation"]),
+            age(w["created_at"]),
         )
     return table
 
 
-def _instances(items: Sequence[Instance]) -> Table:
+def _instances(items: Sequence[JSONObject]) -> Table:
     from rich.table import Table  # rich loads when a table is printed
 
     table = Table(
@@ -83,17 +99,17 @@ def _instances(items: Sequence[Instance]) -> Table:
         box=None,
     )
     for i in items:
-        state = i.state.value + (" (deleting)" if i.deleting else "")
+        state = i["state"] + (" (deleting)" if i["deleting"] else "")
         table.add_row(
-            i.namespace,
-            i.name,
-            i.workload,
-            i.node or "-",
+            i["namespace"],
+            i["name"],
+            i["workload"],
+            i["node"] or "-",
             state,
-            "yes" if i.ready else "no",
-            str(i.restart_count),
-            i.reason,
-            age(i.created_at),
+            "yes" if i["ready"] else "no",
+            str(i["restart_count"]),
+            i["reason"],
+            age(i["created_at"]),
         )
     return table
 
@@ -155,8 +171,13 @@ def _events(items: Sequence[Event]) -> Table:
     return table
 
 
-def render(console: Console, items: Sequence[BaseModel], fmt: Format, kind: str) -> None:
-    """Print ``items`` of ``kind`` (workloads, instances, nodes, members, events) in ``fmt``."""
+def render(
+    console: Console, items: Sequence[BaseModel | JSONObject] | BaseModel, fmt: Format, kind: str
+) -> None:
+    """Print ``items`` of ``kind`` (workloads, instances, nodes, members, events) in ``fmt``.
+
+    Workloads and instances print from JSON objects; nodes, members and events from models.
+    """
     if fmt == Format.JSON:
         console.print_json(json.dumps(_plain(items)))
         return

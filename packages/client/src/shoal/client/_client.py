@@ -14,7 +14,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
-from pydantic import TypeAdapter, ValidationError
 
 from shoal import interfaces
 from shoal.interfaces import (
@@ -22,8 +21,6 @@ from shoal.interfaces import (
     TRACERESPONSE_HEADER,
     VIA_HEADER,
     AsyncClosing,
-    ErrorBody,
-    EventType,
     InternalError,
     Unavailable,
     Via,
@@ -36,10 +33,13 @@ from ._keys import KeyPair
 from ._signer import SignedAuth
 
 if TYPE_CHECKING:
+    from pydantic import TypeAdapter
+
     from shoal.interfaces import (
         ApplyResult,
         ContainerStats,
         Event,
+        EventType,
         ExecResult,
         Explanation,
         ImageInfo,
@@ -67,9 +67,10 @@ T = TypeVar("T")
 def _raise_for(response: httpx.Response) -> None:
     if response.is_success:
         return
+    # A ValidationError is a ValueError: no need to import pydantic for it here.
     try:
-        body = ErrorBody.model_validate(response.json()["error"])
-    except (ValueError, KeyError, TypeError, ValidationError):
+        body = interfaces.ErrorBody.model_validate(response.json()["error"])
+    except (ValueError, KeyError, TypeError):
         raise InternalError(
             f"server answered {response.status_code} without a Shoal error body: "
             f"{response.text[:200]!r}",
@@ -114,6 +115,24 @@ class ShoalClient(ConfigCalls, AsyncClosing):
         """Close the connection pool."""
         await self._http.aclose()
 
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: dict[str, Any] | None = None,
+    ) -> httpx.Response:
+        clean = {k: v for k, v in (params or {}).items() if v is not None}
+        try:
+            response = await self._http.request(method, path, json=json_body, params=clean)
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
+        traced = response.headers.get(TRACERESPONSE_HEADER, "").split("-")
+        self.last_trace_id = traced[1] if len(traced) == 4 else None
+        _raise_for(response)
+        return response
+
     async def _call(
         self,
         method: str,
@@ -123,16 +142,13 @@ class ShoalClient(ConfigCalls, AsyncClosing):
         json_body: Any = None,
         params: dict[str, Any] | None = None,
     ) -> T:
-        clean = {k: v for k, v in (params or {}).items() if v is not None}
-        try:
-            response = await self._http.request(method, path, json=json_body, params=clean)
-        except httpx.TransportError as exc:
-            raise self._unreachable(exc) from None
-        traced = response.headers.get(TRACERESPONSE_HEADER, "").split("-")
-        self.last_trace_id = traced[1] if len(traced) == 4 else None
-        _raise_for(response)
+        response = await self._send(method, path, json_body=json_body, params=params)
         adapter: TypeAdapter[T] = _adapter(model)
         return adapter.validate_json(response.content)
+
+    async def _json(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        """GET ``path`` and return its JSON as sent: no model is imported or built."""
+        return json.loads((await self._send("GET", path, params=params)).content)
 
     def _unreachable(self, exc: Exception) -> Unavailable:
         return Unavailable(
@@ -175,9 +191,16 @@ class ShoalClient(ConfigCalls, AsyncClosing):
 
     async def list_workloads(self, namespace: str | None = None) -> list[Workload]:
         """Return workloads, of one namespace or all."""
-        return await self._call(
-            "GET", "/v1/workloads", list[interfaces.Workload], params={"namespace": namespace}
-        )
+        workloads = await self.list_workloads_json(namespace)
+        return _adapter(list[interfaces.Workload]).validate_python(workloads)
+
+    async def list_workloads_json(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        """Return workloads as the server sent them (JSON objects), for a caller that prints them.
+
+        It builds no model: `shoal get workloads` imports no pydantic.
+        """
+        data: list[dict[str, Any]] = await self._json("/v1/workloads", {"namespace": namespace})
+        return data
 
     async def get_workload(self, name: str, namespace: str = "default") -> Workload:
         """Return one workload."""
@@ -217,8 +240,16 @@ class ShoalClient(ConfigCalls, AsyncClosing):
         self, namespace: str | None = None, workload: str | None = None, node: str | None = None
     ) -> list[Instance]:
         """Return instances, filtered by namespace, workload and node."""
+        instances = await self.list_instances_json(namespace, workload, node)
+        return _adapter(list[interfaces.Instance]).validate_python(instances)
+
+    async def list_instances_json(
+        self, namespace: str | None = None, workload: str | None = None, node: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Return instances as the server sent them (JSON objects): no model is built."""
         params = {"namespace": namespace, "workload": workload, "node": node}
-        return await self._call("GET", "/v1/instances", list[interfaces.Instance], params=params)
+        data: list[dict[str, Any]] = await self._json("/v1/instances", params)
+        return data
 
     async def get_instance(self, name: str, namespace: str = "default") -> Instance:
         """Return one instance."""
@@ -300,15 +331,15 @@ class ShoalClient(ConfigCalls, AsyncClosing):
         reason: str,
         message: str,
         *,
-        event_type: EventType = EventType.NORMAL,
+        event_type: EventType | None = None,
         details: dict[str, str] | None = None,
     ) -> Event:
-        """Record an event as the caller."""
+        """Record an event as the caller (a Normal one unless ``event_type`` says otherwise)."""
         body = {
             "object": obj.model_dump(mode="json"),
             "reason": reason,
             "message": message,
-            "type": event_type.value,
+            "type": (event_type or interfaces.EventType.NORMAL).value,
             "details": details or {},
         }
         return await self._call("POST", "/v1/events", interfaces.Event, json_body=body)
@@ -339,7 +370,7 @@ class ShoalClient(ConfigCalls, AsyncClosing):
                     elif "image" in item:
                         return interfaces.ImageInfo.model_validate(item["image"])
                     elif "error" in item:
-                        raise error_from_body(ErrorBody.model_validate(item["error"]))
+                        raise error_from_body(interfaces.ErrorBody.model_validate(item["error"]))
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from None
         raise InternalError(f"the server ended the pull of {reference} without a result")
@@ -433,9 +464,11 @@ class ShoalClient(ConfigCalls, AsyncClosing):
 _ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
 
 
-def _adapter(model: Any) -> TypeAdapter[Any]:
+def _adapter(model: type[T]) -> TypeAdapter[T]:
     """Return the validator of ``model``, built on first use: one command needs one."""
     adapter = _ADAPTERS.get(model)
     if adapter is None:
+        from pydantic import TypeAdapter  # not at import: a raw read needs no pydantic
+
         adapter = _ADAPTERS[model] = TypeAdapter(model)
     return adapter

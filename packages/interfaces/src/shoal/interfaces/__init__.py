@@ -59,7 +59,7 @@ if TYPE_CHECKING:
         Unavailable,
         error_from_body,
     )
-    from ._event import DECLARED_VIAS, VIA_HEADER, Actor, Event, EventType, ObjectRef, Via
+    from ._event import Actor, Event, EventType, ObjectRef
     from ._fielddocs import describe_fields, fields_described
     from ._imageshare import ImagePeer, ImagePeers, ImageShare, SharedManifest
     from ._instance import (
@@ -152,8 +152,6 @@ if TYPE_CHECKING:
     from ._tracing import (
         MAX_TRACE_SPANS,
         MCP_TRACEPARENT_META,
-        TRACEPARENT_HEADER,
-        TRACERESPONSE_HEADER,
         SpanLink,
         SpanRecord,
         TraceSource,
@@ -182,6 +180,7 @@ if TYPE_CHECKING:
         summarize_usage,
         usage_range_seconds,
     )
+    from ._wire import DECLARED_VIAS, TRACEPARENT_HEADER, TRACERESPONSE_HEADER, VIA_HEADER, Via
     from ._workload import (
         CONFIG_HASH_ANNOTATION,
         MANIFEST_ANNOTATION,
@@ -230,6 +229,11 @@ if TYPE_CHECKING:
     )
 
 _LAZY = {
+    "DECLARED_VIAS": "._wire",
+    "TRACEPARENT_HEADER": "._wire",
+    "TRACERESPONSE_HEADER": "._wire",
+    "VIA_HEADER": "._wire",
+    "Via": "._wire",
     "USAGE_COARSE_KEEP": "._usage",
     "USAGE_COARSE_STEP": "._usage",
     "USAGE_DEFAULT_RANGE": "._usage",
@@ -322,8 +326,6 @@ _LAZY = {
     "audit_hash": "._audit",
     "MAX_TRACE_SPANS": "._tracing",
     "MCP_TRACEPARENT_META": "._tracing",
-    "TRACEPARENT_HEADER": "._tracing",
-    "TRACERESPONSE_HEADER": "._tracing",
     "SpanLink": "._tracing",
     "SpanRecord": "._tracing",
     "TraceSource": "._tracing",
@@ -372,9 +374,6 @@ _LAZY = {
     "Unavailable": "._errors",
     "error_from_body": "._errors",
     "Actor": "._event",
-    "DECLARED_VIAS": "._event",
-    "VIA_HEADER": "._event",
-    "Via": "._event",
     "Event": "._event",
     "EventType": "._event",
     "ObjectRef": "._event",

@@ -15,7 +15,7 @@ import json
 from datetime import datetime
 
 from ._base import Model
-from ._event import Via
+from ._wire import Via
 
 __all__ = ["GENESIS_HASH", "AuditEntry", "AuditReport", "audit_hash"]
 

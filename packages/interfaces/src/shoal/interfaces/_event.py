@@ -8,6 +8,7 @@ from enum import StrEnum
 from pydantic import Field
 
 from ._base import Model
+from ._wire import Via
 
 __all__ = ["Actor", "Event", "EventType", "ObjectRef"]
 
@@ -32,33 +33,6 @@ class ObjectRef(Model):
     def __str__(self) -> str:
         prefix = f"{self.namespace}/" if self.namespace else ""
         return f"{self.kind.lower()}/{prefix}{self.name}"
-
-
-class Via(StrEnum):
-    """The front door (or the component) a change came through, for events and the audit."""
-
-    REST = "rest"
-    """The REST API, called by anything that signs its requests."""
-    CLI = "cli"
-    """The ``shoal`` command (it calls the REST API and says so in a signed header)."""
-    MCP = "mcp"
-    """The MCP server: in the agent, or ``shoal mcp`` over stdio (through the REST API)."""
-    UI = "ui"
-    """The web dashboard at ``/ui``: requests signed in the browser with its own key."""
-    CONTROL_LOOP = "control-loop"
-    NODE_LOOP = "node-loop"
-    SYSTEM = "system"
-
-
-VIA_HEADER = "shoal-via"
-"""The request header in which a signed client says which front door it serves.
-
-The REST API believes it only when the request's signature covers it, and
-only for :data:`DECLARED_VIAS`; else the call came via ``rest``.
-"""
-
-DECLARED_VIAS = frozenset({Via.CLI, Via.MCP})
-"""What a signed client may declare in :data:`VIA_HEADER`."""
 
 
 class Actor(Model):

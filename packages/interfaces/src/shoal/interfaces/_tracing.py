@@ -26,8 +26,6 @@ from ._base import Model
 __all__ = [
     "MAX_TRACE_SPANS",
     "MCP_TRACEPARENT_META",
-    "TRACEPARENT_HEADER",
-    "TRACERESPONSE_HEADER",
     "SpanLink",
     "SpanRecord",
     "TraceSource",
@@ -35,10 +33,6 @@ __all__ = [
     "check_trace_id",
 ]
 
-TRACEPARENT_HEADER = "traceparent"
-"""The W3C Trace Context request header; honoured only for admin callers."""
-TRACERESPONSE_HEADER = "traceresponse"
-"""The W3C Trace Context Level 2 response header: the trace the server recorded the call in."""
 MCP_TRACEPARENT_META = "traceparent"
 """The key of ``params._meta`` that carries an MCP request's trace context (OpenTelemetry's
 MCP conventions); honoured only for admin callers, as the header is."""

@@ -1,0 +1,93 @@
+"""`shoal get workloads|instances`: the real CLI, as a fresh process, against a live API.
+
+The command prints the server's JSON objects without building models, so
+these check that what it prints is what the models say, and that the
+successful path (not only the unreachable one) imports no pydantic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import pytest
+
+from shoal.api import RequestVerifier, bind, create_app, serve_api
+from shoal.client import AuthorizedKey, AuthorizedKeys, init_keypair
+from shoal.core import ShoalService, SystemClock
+from shoal.interfaces import Role, Workload
+from shoal.state import MemoryStore
+from tests.cli.test_imports import SERVER_SIDE, imported, loaded
+from tests.core.support import spec
+from tests.shoal_cli import run_shoal
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+
+@dataclass
+class Agent:
+    """A signed API over a store holding two workloads, and the environment the CLI needs."""
+
+    env: dict[str, str]
+    home: Path
+    workloads: list[Workload]
+
+    async def shoal(self, *args: str) -> str:
+        """Run `shoal ARGS` in a worker thread (the API answers on this loop); return stdout."""
+        done = await anyio.to_thread.run_sync(lambda: run_shoal(self.env, *args))
+        return done.stdout
+
+
+@pytest.fixture
+async def agent(tmp_path: Path) -> AsyncIterator[Agent]:
+    home = tmp_path / "home"
+    pair = init_keypair(home, "viewer@test")
+    keys = AuthorizedKeys({pair.key_id: AuthorizedKey(Role.ADMIN, pair.key_id, pair.verify_key)})
+    clock = SystemClock()
+    async with MemoryStore(clock=clock) as store, anyio.create_task_group() as tg:
+        service = ShoalService(store, clock)
+        await service.apply([spec("web", replicas=2), spec("batch", replicas=1, namespace="jobs")])
+        app = create_app(service, RequestVerifier(keys.lookup))
+        port = await tg.start(serve_api, app, bind("127.0.0.1:0"))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
+        env.update(SHOAL_HOME=str(home), SHOAL_SERVER=f"http://127.0.0.1:{port}")
+        yield Agent(env, home, await service.list_workloads())
+        tg.cancel_scope.cancel()
+
+
+async def test_get_workloads_prints_one_row_per_workload(agent: Agent) -> None:
+    header, *rows = (await agent.shoal("get", "workloads")).splitlines()
+    assert header.split() == ["NAMESPACE", "NAME", "READY", "PHASE", "GENERATION", "AGE"]
+    table = sorted(row.split()[:5] for row in rows)
+    assert table == [
+        ["default", "web", "0/2", "pending", "1"],
+        ["jobs", "batch", "0/1", "pending", "1"],
+    ]
+    assert all(row.split()[5].endswith("s") for row in rows)  # applied seconds ago
+
+
+async def test_get_workloads_as_json_is_what_the_models_dump(agent: Agent) -> None:
+    printed = json.loads(await agent.shoal("get", "workloads", "-o", "json"))
+    assert printed == [w.model_dump(mode="json") for w in agent.workloads]
+    only_jobs = json.loads(await agent.shoal("get", "workloads", "-n", "jobs", "-o", "json"))
+    assert [w["spec"]["name"] for w in only_jobs] == ["batch"]
+
+
+async def test_get_instances_with_none_placed_says_so(agent: Agent) -> None:
+    assert (await agent.shoal("get", "instances")).strip() == "no instances found"
+
+
+async def test_a_listing_that_succeeds_imports_no_pydantic_and_nothing_of_the_server(
+    agent: Agent, tmp_path: Path
+) -> None:
+    server = agent.env["SHOAL_SERVER"]
+    modules, done = await anyio.to_thread.run_sync(
+        lambda: imported(tmp_path, "get", "workloads", home=agent.home, server=server)
+    )
+    assert "web" in done.stdout, done.stderr
+    assert loaded(modules, SERVER_SIDE) == []
+    assert loaded(modules, ("pydantic", "pydantic_core", "annotated_types")) == []
