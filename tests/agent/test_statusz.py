@@ -11,7 +11,7 @@ import pytest
 from shoal.agent import NodeConfig, ShoalNode, run_agent
 from shoal.agent._statusz import redact_config
 from shoal.client import SignedAuth, load_keypair
-from shoal.interfaces import REDACTED_VALUE, Statusz
+from shoal.interfaces import REDACTED_VALUE, SLOS, Statusz, WorkloadSpec
 
 pytestmark = pytest.mark.anyio
 
@@ -75,3 +75,41 @@ async def test_statusz_says_what_the_node_is_and_who_leads(tmp_path: Path) -> No
     assert status.config["api_addr"] == node.config.api_addr
     assert status.config["labels"] == {"deploy_token": REDACTED_VALUE, "zone": "a"}
     assert "s3cr3t-value" not in reply.text
+
+
+async def test_statusz_measures_the_slos_from_the_nodes_histograms(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    config = NodeConfig(
+        data_dir=tmp_path / "data",
+        name="s1",
+        runtime="mock",
+        state="memory",
+        api_addr="127.0.0.1:0",
+    )
+    spec = WorkloadSpec.model_validate(
+        {"name": "web", "template": {"containers": [{"name": "main", "image": "busybox:1.36"}]}}
+    )
+    async with anyio.create_task_group() as tg:
+        node: ShoalNode = await tg.start(run_agent, config, home)
+        url = f"http://{node.config.api_addr}"
+        auth = SignedAuth(load_keypair(home))
+        async with httpx.AsyncClient(base_url=url, auth=auth, timeout=10) as http:
+            before = Statusz.model_validate((await http.get("/v1/statusz")).json())
+            documents = [spec.model_dump(mode="json", exclude_defaults=True)]
+            applied = await http.post("/v1/workloads/apply", json={"documents": documents})
+            assert applied.status_code == 200, applied.text
+            with anyio.fail_after(20):
+                while True:  # until the start is observed
+                    after = Statusz.model_validate((await http.get("/v1/statusz")).json())
+                    if after.slos[0].observed_seconds is not None:
+                        break
+                    await anyio.sleep(0.05)
+        tg.cancel_scope.cancel()
+    assert [s.name for s in before.slos] == [slo.name for slo in SLOS]
+    assert all(s.observed_seconds is None and s.met is None for s in before.slos)
+    start, apply, reschedule = after.slos
+    assert start.met is True and start.observed_seconds is not None
+    assert start.observed_seconds <= start.objective_seconds == 5.0
+    assert apply.met is True and apply.observed_seconds is not None
+    assert reschedule.observed_seconds is None and reschedule.met is None

@@ -220,6 +220,9 @@ def test_every_page_renders_without_console_errors_and_keeps_no_secret(
     }
     overview = pages.open(operator, agent, "/ui").page
     expect(overview.locator(".leader")).to_have_text(f"{NODE} (this node)")
+    objectives = overview.locator("tr.slo")
+    expect(objectives).to_have_count(3)
+    expect(objectives.first).to_contain_text("instance start p99 <= 5 s")
     for name, path in paths.items():
         opened = pages.open(operator, agent, path)
         opened.page.screenshot(path=shots / f"{name}.png", full_page=True)

@@ -203,7 +203,7 @@ async def run_agent(
     ui = ui_mount(
         ui_authenticate(verifier),
         ui_enrol(data_dir),
-        statusz_source(config, node.store, node.clock),
+        statusz_source(config, node.store, node.clock, node.metrics),
     )
     mounts = [*mounts, ui]
 
@@ -225,7 +225,7 @@ async def run_agent(
             ready=ready,
             mounts=routes,
             metrics=node.metrics,
-            statusz=statusz_source(config, node.store, node.clock),
+            statusz=statusz_source(config, node.store, node.clock, node.metrics),
         )
         await tg.start(node.run)
         await tg.start(serve_api, app, sock)

@@ -6,6 +6,10 @@ filled in) with two kinds of value hidden: a field named like a secret
 the path of a file, and the user and password of an address
 (``https://user:pass@host``). Paths of secret files are shown: they say where
 a secret is, not what it is.
+
+:func:`slo_statuses` measures each of :data:`~shoal.interfaces.SLOS` from
+the node's own histograms, over its life (the quantile interpolated within
+a bucket, as PromQL's ``histogram_quantile`` does).
 """
 
 from __future__ import annotations
@@ -16,11 +20,22 @@ from importlib import metadata
 from typing import Any
 
 from shoal.core import LEADER_ELECTION
-from shoal.interfaces import REDACTED_VALUE, Clock, StateStore, Statusz, StatuszSource
+from shoal.interfaces import (
+    NO_METRICS,
+    REDACTED_VALUE,
+    SLOS,
+    Clock,
+    Metrics,
+    SloStatus,
+    StateStore,
+    Statusz,
+    StatuszSource,
+)
 
 from ._config import NodeConfig
+from ._metrics import PrometheusMetrics
 
-__all__ = ["redact_config", "statusz_source"]
+__all__ = ["redact_config", "slo_statuses", "statusz_source"]
 
 _SECRET_NAME = re.compile(r"token|password|passwd|secret|credential|(^|_)key($|_)", re.IGNORECASE)
 _USERINFO = re.compile(r"^(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
@@ -50,11 +65,32 @@ def redact_config(fields: dict[str, Any]) -> dict[str, Any]:
     return {name: _redact(name, value) for name, value in fields.items()}
 
 
-def statusz_source(config: NodeConfig, store: StateStore, clock: Clock) -> StatuszSource:
+def slo_statuses(metrics: Metrics) -> list[SloStatus]:
+    """Return each of :data:`~shoal.interfaces.SLOS` as ``metrics`` measured it (none without)."""
+    if not isinstance(metrics, PrometheusMetrics):
+        return []
+    statuses = []
+    for slo in SLOS:
+        observed = metrics.quantile(slo.metric, slo.quantile, **slo.labels)
+        statuses.append(
+            SloStatus(
+                name=slo.name,
+                objective_seconds=slo.objective_seconds,
+                observed_seconds=None if observed is None else round(observed, 4),
+                met=None if observed is None else observed <= slo.objective_seconds,
+            )
+        )
+    return statuses
+
+
+def statusz_source(
+    config: NodeConfig, store: StateStore, clock: Clock, metrics: Metrics = NO_METRICS
+) -> StatuszSource:
     """Return what answers ``GET /v1/statusz`` for the node run from ``config``.
 
     ``store`` is the node's :class:`~shoal.interfaces.StateStore` (asked who
-    leads); the clock starts now.
+    leads); the clock starts now; ``metrics`` are the histograms the SLOs are
+    measured from.
     """
     started_at = clock.now().astimezone(UTC)
     started = clock.monotonic()
@@ -74,6 +110,7 @@ def statusz_source(config: NodeConfig, store: StateStore, clock: Clock) -> Statu
             store=config.state,
             runtime=config.runtime,
             config=shown,
+            slos=slo_statuses(metrics),
         )
 
     return statusz

@@ -134,7 +134,14 @@ if TYPE_CHECKING:
         PlannedChange,
         Service,
     )
-    from ._statusz import REDACTED_VALUE, Statusz, StatuszSource
+    from ._statusz import (
+        REDACTED_VALUE,
+        SLOS,
+        Slo,
+        SloStatus,
+        Statusz,
+        StatuszSource,
+    )
     from ._store import (
         Compare,
         CompareTarget,
@@ -331,6 +338,9 @@ _LAZY = {
     "TraceSource": "._tracing",
     "TraceView": "._tracing",
     "check_trace_id": "._tracing",
+    "SLOS": "._statusz",
+    "Slo": "._statusz",
+    "SloStatus": "._statusz",
     "REDACTED_VALUE": "._statusz",
     "Statusz": "._statusz",
     "StatuszSource": "._statusz",
@@ -490,6 +500,7 @@ __all__ = [
     "ROLL_ON_CONFIG_ANNOTATION",
     "SECRETS",
     "SECRET_TYPES",
+    "SLOS",
     "TRACEPARENT_HEADER",
     "TRACERESPONSE_HEADER",
     "USAGE_COARSE_KEEP",
@@ -623,6 +634,8 @@ __all__ = [
     "Service",
     "SharedManifest",
     "ShoalError",
+    "Slo",
+    "SloStatus",
     "SpanLink",
     "SpanRecord",
     "StateStore",
