@@ -46,6 +46,7 @@ from shoal.core import ShoalService
 from shoal.interfaces import (
     DECLARED_VIAS,
     NO_METRICS,
+    USAGE_DEFAULT_RANGE,
     VIA_HEADER,
     Actor,
     ApplyResult,
@@ -430,7 +431,7 @@ def create_app(
         return await svc.get_node(name)
 
     @v1.get("/nodes/{name}/stats", tags=["nodes"])
-    async def node_stats(name: str, svc: Viewer, range: str = "1h") -> UsageSeries:
+    async def node_stats(name: str, svc: Viewer, range: str = USAGE_DEFAULT_RANGE) -> UsageSeries:
         """A node's usage history over ``range`` (15m, 1h, 6h or 24h).
 
         Its instances' CPU, memory and restarts summed, against its capacity.

@@ -127,10 +127,10 @@ def top(
     ] = None,
 ) -> None:
     """Show CPU, memory and process counts of running instances, now or over a range."""
-    from shoal.interfaces import format_cpu
+    from shoal.interfaces import USAGE_DEFAULT_RANGE, format_cpu
 
     if node is not None and range_ is None:
-        range_ = "1h"
+        range_ = USAGE_DEFAULT_RANGE
 
     async def call(shoal: ShoalClient) -> None:
         if node is not None:

@@ -22,6 +22,7 @@ from shoal.interfaces import (
     NAMESPACES,
     ROLL_ON_CONFIG_ANNOTATION,
     SECRETS,
+    USAGE_DEFAULT_RANGE,
     WORKLOADS,
     Actor,
     ApplyResult,
@@ -737,7 +738,12 @@ class ShoalService:
         return list(await runtime.stats(inst.uid))
 
     async def usage(
-        self, kind: UsageKind, name: str, namespace: str = "default", *, range: str = "1h"
+        self,
+        kind: UsageKind,
+        name: str,
+        namespace: str = "default",
+        *,
+        range: str = USAGE_DEFAULT_RANGE,
     ) -> UsageSeries:
         """Return the usage history of an instance or a node; see :class:`Service`."""
         span = check_usage_range(range)

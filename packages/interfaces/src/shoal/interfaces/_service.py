@@ -22,7 +22,7 @@ from ._instance import Instance, ScheduleFailure
 from ._node import Node
 from ._runtime import ContainerStats, ExecResult, ImageInfo, ImageProgress, LogLine
 from ._tracing import TraceView
-from ._usage import UsageKind, UsageSeries
+from ._usage import USAGE_DEFAULT_RANGE, UsageKind, UsageSeries
 from ._workload import Workload, WorkloadSpec
 
 ObjectSpec = WorkloadSpec | ConfigMapSpec | SecretSpec | NamespaceSpec
@@ -404,7 +404,12 @@ class Service(Protocol):
         ...
 
     async def usage(
-        self, kind: UsageKind, name: str, namespace: str = "default", *, range: str = "1h"
+        self,
+        kind: UsageKind,
+        name: str,
+        namespace: str = "default",
+        *,
+        range: str = USAGE_DEFAULT_RANGE,
     ) -> UsageSeries:
         """Return the usage history of an instance or a node over ``range`` (15m, 1h, 6h, 24h).
 

@@ -142,7 +142,7 @@ class UsageSeries(Model):
     """The instance's namespace ('' for a node)."""
     node: str = ""
     """The node that sampled it."""
-    range: UsageRange = "1h"
+    range: UsageRange = USAGE_DEFAULT_RANGE
     """How far back it goes."""
     step_seconds: int = USAGE_FINE_STEP
     """Seconds between points (10 up to 1h, 60 beyond)."""
@@ -178,7 +178,7 @@ class UsageSummary(Model):
     """The instance's namespace ('' for a node)."""
     node: str = ""
     """The node that sampled it."""
-    range: UsageRange = "1h"
+    range: UsageRange = USAGE_DEFAULT_RANGE
     """How far back it goes."""
     samples: int = 0
     """How many points the range holds (0: nothing sampled yet)."""

@@ -15,6 +15,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from pydantic import Field
 
 from shoal.interfaces import (
+    USAGE_DEFAULT_RANGE,
     USAGE_SUMMARY_POINTS,
     InvalidInput,
     ObjectRef,
@@ -71,7 +72,9 @@ def register_usage_tools(server: MCPServer[Any], gate: Gate) -> None:
     """Register query_usage on ``server``."""
 
     @server.tool(annotations=READ)
-    async def query_usage(ctx: Context, object: UsageObject, range: Range = "1h") -> UsageView:
+    async def query_usage(
+        ctx: Context, object: UsageObject, range: Range = USAGE_DEFAULT_RANGE
+    ) -> UsageView:
         """Summarize the CPU and memory use and restarts of an instance or a node over a range.
 
         Returns min/avg/max/last of CPU (millicores) and memory (bytes), the limits (0: none)
