@@ -460,6 +460,16 @@ def test_logs_exec_and_top_reach_a_worker_through_the_server(shared: Nodes) -> N
     top = shared.cluster.cli(shared.srv, "top", name).stdout.splitlines()
     assert top[0].split() == ["NAMESPACE", "INSTANCE", "CONTAINER", "CPU", "MEMORY", "PIDS"]
     assert [line.split() for line in top[1:]] == [["default", name, "main", "0", "0", "0"]]
+
+    # Its usage history is kept by w2 (sampled every 10 s); the server reads it over gRPC.
+    def sampled() -> int:
+        series = shared.cluster.query(shared.srv, lambda c: c.usage("instance", name, range="15m"))
+        assert series.node == "w2"
+        return len(series.points)
+
+    wait_until("w2 to sample the instance", sampled, timeout=30)
+    history = shared.cluster.cli(shared.srv, "top", name, "--range", "15m").stdout
+    assert name in history and "no samples" not in history, history
     shared.delete("tools")
 
 
