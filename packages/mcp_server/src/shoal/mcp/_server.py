@@ -45,8 +45,10 @@ Shoal runs containers on a cluster of nodes. Workloads declare N replicas of a p
 loop places their instances on nodes and keeps them running.
 
 Start with cluster_status. To find out why something fails: explain_instance, get_logs, \
-list_events (or the diagnose-workload prompt). Changes: plan first (plan_workload, plan_drain, \
-plan_delete_config), show the plan to the user, then make the change with the plan's plan_id. \
+list_events (or the diagnose-workload prompt); query_usage shows an instance's or a node's CPU, \
+memory and restarts against its limits over up to 24h. Changes: plan first (plan_workload, \
+plan_drain, plan_delete_config), show the plan to the user, then make the change with the \
+plan's plan_id. \
 Deleting a workload, a ConfigMap or a Secret, draining a node and scaling to zero are refused \
 without a plan_id for exactly that change (or the user's confirmation when asked). \
 apply_workload takes Kubernetes manifests too (Deployment, DaemonSet, Job, Pod, ConfigMap, \
