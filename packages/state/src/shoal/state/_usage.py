@@ -139,15 +139,14 @@ class _Table:
                 self.conn.execute(
                     "INSERT OR REPLACE INTO meta VALUES ('rolled_until', ?)", (minute,)
                 )
-            self.conn.execute(
-                "DELETE FROM usage WHERE (step = ? AND at < ?) OR (step = ? AND at < ?)",
-                (
-                    USAGE_FINE_STEP,
-                    newest - USAGE_FINE_KEEP,
-                    USAGE_COARSE_STEP,
-                    newest - USAGE_COARSE_KEEP,
-                ),
-            )
+            # one range of the ``at`` index each, rather than an OR that scans the table
+            for step, keep in (
+                (USAGE_FINE_STEP, USAGE_FINE_KEEP),
+                (USAGE_COARSE_STEP, USAGE_COARSE_KEEP),
+            ):
+                self.conn.execute(
+                    "DELETE FROM usage WHERE at < ? AND step = ?", (newest - keep, step)
+                )
             self.count = self._count()
         if self.count > self.cap:
             self._prune_to(self.cap * 95 // 100)
@@ -161,6 +160,9 @@ class _Table:
                     " (SELECT rowid FROM usage ORDER BY at LIMIT ?)",
                     (batch,),
                 )
+            if cursor.rowcount <= 0:  # nothing left to delete: never spin
+                self.count = self._count()
+                return
             self.count -= cursor.rowcount
 
     def query(self, kind: str, key: str, span: int, now: int) -> tuple[int, list[UsagePoint]]:
