@@ -69,3 +69,10 @@ def test_a_finished_command_keeps_its_exit_code_and_its_whole_output(tmp_path: P
     unknown = _shoal(tmp_path, "widgets")
     assert unknown.returncode == 2
     assert "No such command 'widgets'" in unknown.stderr
+
+
+def test_each_command_loaded_alone_answers_its_help(tmp_path: Path) -> None:
+    for name in COMMANDS:  # the entry point keeps only NAME registered: NAME must be it
+        done = _shoal(tmp_path, name, "--help")
+        assert done.returncode == 0, (name, done.stderr)
+        assert f"shoal.cli {name} [OPTIONS]" in done.stdout, (name, done.stdout)

@@ -81,7 +81,7 @@ async def test_get_instances_with_none_placed_says_so(agent: Agent) -> None:
     assert (await agent.shoal("get", "instances")).strip() == "no instances found"
 
 
-async def test_a_listing_that_succeeds_imports_no_pydantic_and_nothing_of_the_server(
+async def test_a_listing_imports_no_pydantic_no_rich_and_nothing_of_the_server(
     agent: Agent, tmp_path: Path
 ) -> None:
     server = agent.env["SHOAL_SERVER"]
@@ -91,3 +91,4 @@ async def test_a_listing_that_succeeds_imports_no_pydantic_and_nothing_of_the_se
     assert "web" in done.stdout, done.stderr
     assert loaded(modules, SERVER_SIDE) == []
     assert loaded(modules, ("pydantic", "pydantic_core", "annotated_types")) == []
+    assert loaded(modules, ("rich",)) == []  # a table is plain text

@@ -83,10 +83,12 @@ def real_console(console: Console) -> Console:
     return cast("_LazyConsole", console).resolve() if isinstance(console, _LazyConsole) else console
 
 
-# Piped output gets wide lines rather than rich's 80-column default.
-out = cast("Console", _LazyConsole(width=None if sys.stdout.isatty() else 200))
+# Piped output gets wide lines rather than rich's 80-column default. Neither
+# console turns :name: into an emoji: names and messages print as they are
+# (and rich's emoji table, a tenth of its import, stays unloaded).
+out = cast("Console", _LazyConsole(width=None if sys.stdout.isatty() else 200, emoji=False))
 # An error is one line, however long: never wrapped.
-err = cast("Console", _LazyConsole(stderr=True, soft_wrap=True))
+err = cast("Console", _LazyConsole(stderr=True, soft_wrap=True, emoji=False))
 
 
 class _Settings:

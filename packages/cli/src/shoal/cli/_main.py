@@ -2,7 +2,7 @@
 
 Most of a command's wall time is imports, and every ``_cmd_*`` module pulls its
 own (the agent its server, ``get`` the client). So ``shoal NAME ...`` imports
-only ``COMMANDS[NAME]`` and builds only its commands; ``shoal``, ``shoal
+only ``COMMANDS[NAME]`` and builds only NAME; ``shoal``, ``shoal
 --help`` and an unknown name load every module (the full app, ``_app``), so
 help lists them all and a typo gets click's message.
 """
@@ -14,7 +14,10 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    import typer
 
 __all__ = ["COMMANDS", "command_name", "main"]
 
@@ -72,10 +75,25 @@ def command_name(args: Sequence[str]) -> str | None:
     return None
 
 
-def _load(name: str | None) -> None:
-    """Register the commands ``shoal NAME`` needs on ``app``: one module, or all of them."""
+def _load(app: typer.Typer, name: str | None) -> None:
+    """Register on ``app`` the commands ``shoal NAME`` needs: that one, or all of them.
+
+    Typer builds every registered command before it parses a word (a millisecond
+    each), so of NAME's module only NAME itself stays registered.
+    """
     module = COMMANDS.get(name) if name is not None else None
-    importlib.import_module(f".{module}" if module else "._app", __package__)
+    if module is None:
+        importlib.import_module("._app", __package__)
+        return
+    importlib.import_module(f".{module}", __package__)
+    from typer.main import get_command_name
+
+    app.registered_commands = [
+        command
+        for command in app.registered_commands
+        if (command.name or get_command_name(getattr(command.callback, "__name__", ""))) == name
+    ]
+    app.registered_groups = [group for group in app.registered_groups if group.name == name]
 
 
 def main() -> None:
@@ -95,7 +113,7 @@ def main() -> None:
         os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     from ._base import app, err
 
-    _load(name)
+    _load(app, name)
     try:
         app()  # standalone click: it always ends in SystemExit
     except SystemExit as done:

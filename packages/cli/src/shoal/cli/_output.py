@@ -1,4 +1,4 @@
-"""Render Shoal objects as tables (rich), JSON or YAML.
+"""Render Shoal objects as tables (plain text), JSON or YAML (rich).
 
 Workloads and instances, which `get` lists, arrive as the server's JSON
 objects and print from them: listing them builds no model and imports no
@@ -13,10 +13,11 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+import typer
+
 if TYPE_CHECKING:
     from pydantic import BaseModel
     from rich.console import Console
-    from rich.table import Table
 
     from shoal.interfaces import Event, Member, Node
 
@@ -66,109 +67,117 @@ def _plain(items: Sequence[BaseModel | JSONObject] | BaseModel) -> Any:
     return items.model_dump(mode="json")
 
 
-def _workloads(items: Sequence[JSONObject]) -> Table:
-    from rich.table import Table  # rich loads when a table is printed
+Rows = list[tuple[str, ...]]
+"""A table's header, then its rows: the cells as printed."""
 
-    table = Table("NAMESPACE", "NAME", "READY", "PHASE", "GENERATION", "AGE", box=None)
+
+def print_table(rows: Rows) -> None:
+    """Print ``rows`` as ``kubectl get`` does: columns padded to fit, the header in bold.
+
+    The layout of rich's ``Table(box=None)``, in plain text: a listing, the
+    commonest command, loads no rich. The bold is dropped when stdout is not
+    a terminal.
+    """
+    widths = [max(len(cell) for cell in column) for column in zip(*rows, strict=True)]
+    lines = ("".join(f" {c.ljust(w)} " for c, w in zip(row, widths, strict=True)) for row in rows)
+    header, *body = lines
+    typer.echo(typer.style(header, bold=True))
+    for line in body:
+        typer.echo(line)
+
+
+def _workloads(items: Sequence[JSONObject]) -> Rows:
+    rows: Rows = [("NAMESPACE", "NAME", "READY", "PHASE", "GENERATION", "AGE")]
     for w in items:
         spec, status = w["spec"], w["status"]
-        table.add_row(
-            spec["namespace"],
-            spec["name"],
-            f"{status['ready_replicas']}/{spec['replicas']}",
-            status["phase"],
-            str(w["generation"]),
-            age(w["created_at"]),
+        rows.append(
+            (
+                spec["namespace"],
+                spec["name"],
+                f"{status['ready_replicas']}/{spec['replicas']}",
+                status["phase"],
+                str(w["generation"]),
+                age(w["created_at"]),
+            )
         )
-    return table
+    return rows
 
 
-def _instances(items: Sequence[JSONObject]) -> Table:
-    from rich.table import Table  # rich loads when a table is printed
-
-    table = Table(
-        "NAMESPACE",
-        "NAME",
-        "WORKLOAD",
-        "NODE",
-        "STATE",
-        "READY",
-        "RESTARTS",
-        "REASON",
-        "AGE",
-        box=None,
-    )
+def _instances(items: Sequence[JSONObject]) -> Rows:
+    rows: Rows = [
+        ("NAMESPACE", "NAME", "WORKLOAD", "NODE", "STATE", "READY", "RESTARTS", "REASON", "AGE")
+    ]
     for i in items:
         state = i["state"] + (" (deleting)" if i["deleting"] else "")
-        table.add_row(
-            i["namespace"],
-            i["name"],
-            i["workload"],
-            i["node"] or "-",
-            state,
-            "yes" if i["ready"] else "no",
-            str(i["restart_count"]),
-            i["reason"],
-            age(i["created_at"]),
+        rows.append(
+            (
+                i["namespace"],
+                i["name"],
+                i["workload"],
+                i["node"] or "-",
+                state,
+                "yes" if i["ready"] else "no",
+                str(i["restart_count"]),
+                i["reason"],
+                age(i["created_at"]),
+            )
         )
-    return table
+    return rows
 
 
-def _nodes(items: Sequence[Node]) -> Table:
-    from rich.table import Table  # rich loads when a table is printed
-
+def _nodes(items: Sequence[Node]) -> Rows:
     from shoal.interfaces import Tag, format_cpu
 
-    table = Table(
-        "NAME", "ROLE", "STATE", "SCHEDULING", "CPU", "MEMORY", "RUNTIME", "API", box=None
-    )
+    rows: Rows = [("NAME", "ROLE", "STATE", "SCHEDULING", "CPU", "MEMORY", "RUNTIME", "API")]
     for n in items:
         scheduling = "draining" if n.draining else "cordoned" if n.cordoned else "enabled"
-        table.add_row(
-            n.name,
-            n.role.value,
-            n.state.value,
-            scheduling,
-            format_cpu(n.allocatable.cpu),
-            human_memory(n.allocatable.memory),
-            n.runtime,
-            n.addresses.get(Tag.API, "-"),
+        rows.append(
+            (
+                n.name,
+                n.role.value,
+                n.state.value,
+                scheduling,
+                format_cpu(n.allocatable.cpu),
+                human_memory(n.allocatable.memory),
+                n.runtime,
+                n.addresses.get(Tag.API, "-"),
+            )
         )
-    return table
+    return rows
 
 
-def _members(items: Sequence[Member]) -> Table:
-    from rich.table import Table  # rich loads when a table is printed
-
+def _members(items: Sequence[Member]) -> Rows:
     from shoal.interfaces import Tag
 
-    table = Table("NAME", "ADDRESS", "STATE", "ROLE", "ID", "GRPC", box=None)
+    rows: Rows = [("NAME", "ADDRESS", "STATE", "ROLE", "ID", "GRPC")]
     for m in items:
-        table.add_row(
-            m.name,
-            m.address,
-            m.state.value,
-            m.tags.get(Tag.ROLE, "-"),
-            m.tags.get(Tag.ID, "-")[:12],
-            m.tags.get(Tag.GRPC, "-"),
+        rows.append(
+            (
+                m.name,
+                m.address,
+                m.state.value,
+                m.tags.get(Tag.ROLE, "-"),
+                m.tags.get(Tag.ID, "-")[:12],
+                m.tags.get(Tag.GRPC, "-"),
+            )
         )
-    return table
+    return rows
 
 
-def _events(items: Sequence[Event]) -> Table:
-    from rich.table import Table  # rich loads when a table is printed
-
-    table = Table("TIME", "TYPE", "OBJECT", "REASON", "ACTOR", "MESSAGE", box=None)
+def _events(items: Sequence[Event]) -> Rows:
+    rows: Rows = [("TIME", "TYPE", "OBJECT", "REASON", "ACTOR", "MESSAGE")]
     for e in items:
-        table.add_row(
-            f"{e.time:%H:%M:%S}",
-            e.type.value,
-            str(e.object),
-            e.reason,
-            f"{e.actor.id} ({e.actor.via})",
-            e.message,
+        rows.append(
+            (
+                f"{e.time:%H:%M:%S}",
+                e.type.value,
+                str(e.object),
+                e.reason,
+                f"{e.actor.id} ({e.actor.via})",
+                e.message,
+            )
         )
-    return table
+    return rows
 
 
 def render(
@@ -176,7 +185,8 @@ def render(
 ) -> None:
     """Print ``items`` of ``kind`` (workloads, instances, nodes, members, events) in ``fmt``.
 
-    Workloads and instances print from JSON objects; nodes, members and events from models.
+    Workloads and instances print from JSON objects; nodes, members and events from
+    models. JSON and YAML go through ``console``; a table is plain text on stdout.
     """
     if fmt == Format.JSON:
         console.print_json(json.dumps(_plain(items)))
@@ -187,7 +197,7 @@ def render(
         console.print(yaml.safe_dump(_plain(items), sort_keys=False), end="", markup=False)
         return
     if not items:
-        console.print(f"no {kind} found")
+        typer.echo(f"no {kind} found")
         return
     builders: dict[str, Any] = {
         "workloads": _workloads,
@@ -199,4 +209,4 @@ def render(
     if kind not in builders:
         console.print_json(json.dumps(_plain(items)))
         return
-    console.print(builders[kind](items))
+    print_table(builders[kind](items))
