@@ -10,7 +10,7 @@ import typer.core
 import typer.main
 
 from shoal.cli import app
-from shoal.cli._main import COMMANDS, command_name
+from shoal.cli._main import COMMANDS, ROOT_OPTIONS_WITH_VALUE, command_name
 from shoal.client import init_keypair
 
 
@@ -34,6 +34,9 @@ def test_every_command_is_loaded_from_the_module_that_registers_it() -> None:
 
 
 def test_the_command_is_the_first_word_past_the_root_options() -> None:
+    root = typer.main.get_command(app)
+    valued = {o for p in root.params if not getattr(p, "is_flag", True) for o in p.opts}
+    assert valued == ROOT_OPTIONS_WITH_VALUE  # a new root option with a value: add it there
     assert command_name(["get", "workloads"]) == "get"
     assert command_name(["--server", "http://h:1", "--home", "/k", "mcp", "--help"]) == "mcp"
     assert command_name(["--server=http://h:1", "get", "-n", "agent"]) == "get"

@@ -53,7 +53,7 @@ COMMANDS: dict[str, str] = {
 """Each top-level command (or group) and the module that registers it on ``app``.
 
 A command missing here still runs (its name loads every module), only slower;
-tests/cli/test_imports.py checks this table against the full app.
+tests/cli/test_entry.py checks this table against the full app.
 """
 
 ROOT_OPTIONS_WITH_VALUE = frozenset({"--server", "--home"})
