@@ -3,7 +3,8 @@
 Both agents export their spans to a real OTLP/HTTP collector in this process
 (the standard ``OTEL_EXPORTER_OTLP_ENDPOINT``): the server's request and
 reconcile, the worker's start of the instance, all tied to the request's
-trace, and the worker's ``Started`` event carries that trace's id.
+trace, the worker's calls to the server in the trace of its start, and the
+worker's ``Started`` event carries the request's trace id.
 """
 
 from __future__ import annotations
@@ -122,8 +123,12 @@ def test_an_apply_is_traced_from_the_servers_api_to_the_workers_start(
         reconciles = [s for s in spans if s.name == "shoal.reconcile" and trace_id in s.links]
         if not (mine and starts and reconciles):
             return None
-        runs = [s for s in spans if s.name == "runtime.run" and s.trace_id == starts[0].trace_id]
-        return [*mine, *starts, *reconciles, *runs] if runs else None
+        start = starts[0].trace_id
+        runs = [s for s in spans if s.name == "runtime.run" and s.trace_id == start]
+        calls = [s for s in spans if s.name.startswith("grpc ") and s.trace_id == start]
+        if not runs or {c.node for c in calls} != {"s1", "w1"}:
+            return None
+        return [*mine, *starts, *reconciles, *runs, *calls]
 
     spans = wait_until("the linked spans at the collector", linked, context=cluster.logs)
     request = next(s for s in spans if s.name == "POST /v1/workloads/apply")
@@ -133,6 +138,12 @@ def test_an_apply_is_traced_from_the_servers_api_to_the_workers_start(
     assert start.node == "w1" and start.trace_id != trace_id and start.parent == ""
     run = next(s for s in spans if s.name == "runtime.run")
     assert run.node == "w1" and run.trace_id == start.trace_id
+
+    # The worker's report of its start reaches the server in the start's trace, linked too.
+    report = "grpc shoal.cluster.v1.NodeState/ReportInstance"
+    (served,) = {(s.node, s.trace_id) for s in spans if s.name == report and s.node == "s1"}
+    assert served == ("s1", start.trace_id)
+    assert all(trace_id in s.links for s in spans if s.name == report and s.node == "s1")
 
     events = cluster.listing(server, "events")
     started = [e for e in events if e["reason"] == "Started" and e["object"]["kind"] == "Instance"]

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 
+from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
-from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from shoal.interfaces import ORIGIN_BAGGAGE
 
 __all__ = [
     "TRACER",
@@ -46,8 +47,6 @@ SpanAttributes = dict[str, str | int | float | bool]
 """A span's attributes, as Shoal sets them."""
 
 _PROPAGATOR = TraceContextTextMapPropagator()
-_ORIGIN: ContextVar[str | None] = ContextVar("shoal_trace_origin", default=None)
-"""The ``traceparent`` of the request the current work serves, while a loop works for it."""
 MAX_LINKS = 32
 """Links on one batch span: one per request served, the first ones if more."""
 
@@ -80,7 +79,7 @@ def origin_trace_id() -> str | None:
     Inside :func:`serving`, the request it names; otherwise the current span's
     trace (a front door's request); None outside both.
     """
-    origin = span_context_of(_ORIGIN.get())
+    origin = span_context_of(_origin())
     if origin is not None:
         return trace.format_trace_id(origin.trace_id)
     current = trace.get_current_span().get_span_context()
@@ -93,17 +92,30 @@ def propagated_context() -> str | None:
     The request the current work serves (so a chain of loops links back to
     the request, not to each other), or else the current span.
     """
-    return _ORIGIN.get() or current_traceparent()
+    return _origin() or current_traceparent()
+
+
+def _origin() -> str | None:
+    origin = baggage.get_baggage(ORIGIN_BAGGAGE)
+    return origin if isinstance(origin, str) else None
 
 
 @contextmanager
 def serving(traceparent: str | None) -> Iterator[None]:
-    """Mark the work inside as done for the request ``traceparent`` names (None: for none)."""
-    token = _ORIGIN.set(traceparent)
+    """Mark the work inside as done for the request ``traceparent`` names (None: for none).
+
+    The mark is OpenTelemetry baggage (:data:`~shoal.interfaces.ORIGIN_BAGGAGE`),
+    so it travels with the work's calls to other nodes.
+    """
+    if traceparent:
+        context = baggage.set_baggage(ORIGIN_BAGGAGE, traceparent)
+    else:
+        context = baggage.remove_baggage(ORIGIN_BAGGAGE)
+    token = otel_context.attach(context)
     try:
         yield
     finally:
-        _ORIGIN.reset(token)
+        otel_context.detach(token)
 
 
 @contextmanager

@@ -159,6 +159,7 @@ if TYPE_CHECKING:
     from ._tracing import (
         MAX_TRACE_SPANS,
         MCP_TRACEPARENT_META,
+        ORIGIN_BAGGAGE,
         SpanLink,
         SpanRecord,
         TraceSource,
@@ -341,6 +342,7 @@ _LAZY = {
     "SLOS": "._statusz",
     "Slo": "._statusz",
     "SloStatus": "._statusz",
+    "ORIGIN_BAGGAGE": "._tracing",
     "REDACTED_VALUE": "._statusz",
     "Statusz": "._statusz",
     "StatuszSource": "._statusz",
@@ -495,6 +497,7 @@ __all__ = [
     "NODE_KEY_FILE",
     "NODE_TRANSITIONS",
     "NO_METRICS",
+    "ORIGIN_BAGGAGE",
     "PLACED_STATES",
     "REDACTED_VALUE",
     "ROLL_ON_CONFIG_ANNOTATION",

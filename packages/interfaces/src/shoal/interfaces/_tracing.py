@@ -26,6 +26,7 @@ from ._base import Model
 __all__ = [
     "MAX_TRACE_SPANS",
     "MCP_TRACEPARENT_META",
+    "ORIGIN_BAGGAGE",
     "SpanLink",
     "SpanRecord",
     "TraceSource",
@@ -36,6 +37,10 @@ __all__ = [
 MCP_TRACEPARENT_META = "traceparent"
 """The key of ``params._meta`` that carries an MCP request's trace context (OpenTelemetry's
 MCP conventions); honoured only for admin callers, as the header is."""
+ORIGIN_BAGGAGE = "shoal.origin"
+"""The OpenTelemetry baggage entry naming the request a piece of work serves (its
+``traceparent``): set by the loops, carried over gRPC, so a server's span of a worker's
+call links to that request too."""
 MAX_TRACE_SPANS = 500
 """The most spans one ``get_trace`` answer holds (the earliest first); more are counted."""
 

@@ -4,7 +4,8 @@
 signed (:func:`~shoal.cluster.grpc._nodeauth.sign_call`) and every failure comes
 back as a :class:`~shoal.interfaces.ShoalError`. :func:`authenticate` is the
 server side of the same check, and :func:`serve_grpc` runs a ``grpc.aio``
-server for the services a node offers until cancelled.
+server for the services a node offers until cancelled. A unary call made
+inside a trace is a span on both sides (see :mod:`._tracing`).
 
 Services are registered as generic handlers over the protobuf messages of
 ``proto/shoal_node.proto`` rather than through protoc's ``_pb2_grpc``
@@ -29,6 +30,7 @@ from shoal.interfaces import ShoalError, Unavailable
 
 from ._grpc_errors import abort_with, error_from_rpc
 from ._nodeauth import Caller, CallVerifier, NodeIdentity, sign_call
+from ._tracing import TracingInterceptor, client_span
 
 __all__ = ["AdmittingService", "NodeChannel", "authenticate", "check_listenable", "serve_grpc"]
 
@@ -81,14 +83,16 @@ class NodeChannel:
         stub = self._channel.unary_unary(
             method, request_serializer=_identity, response_deserializer=reply.FromString
         )
-        call = stub(
-            body,
-            metadata=sign_call(self.identity, self._token, method, body),
-            timeout=self.timeout if deadline is None else deadline,
-        )
-        done = anyio.Event()
-        call.add_done_callback(_setter(done))
-        result: Reply = await self._outcome(call, done, call)
+        metadata = list(sign_call(self.identity, self._token, method, body))
+        with client_span(method, metadata):
+            call = stub(
+                body,
+                metadata=metadata,
+                timeout=self.timeout if deadline is None else deadline,
+            )
+            done = anyio.Event()
+            call.add_done_callback(_setter(done))
+            result: Reply = await self._outcome(call, done, call)
         return result
 
     async def stream(
@@ -212,7 +216,7 @@ async def serve_grpc(
     Raises:
         Unavailable: the address cannot be bound (taken, or not on this host).
     """
-    server = grpc.aio.server(options=_SERVER_OPTIONS)
+    server = grpc.aio.server(options=_SERVER_OPTIONS, interceptors=[TracingInterceptor()])
     server.add_generic_rpc_handlers(tuple(handlers))
     try:
         port = server.add_insecure_port(address)
