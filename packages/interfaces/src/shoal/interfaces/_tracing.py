@@ -22,6 +22,7 @@ from typing import Literal, Protocol
 from pydantic import Field
 
 from ._base import Model
+from ._wire import TRACEPARENT_HEADER
 
 __all__ = [
     "MAX_TRACE_SPANS",
@@ -34,9 +35,10 @@ __all__ = [
     "check_trace_id",
 ]
 
-MCP_TRACEPARENT_META = "traceparent"
+MCP_TRACEPARENT_META = TRACEPARENT_HEADER
 """The key of ``params._meta`` that carries an MCP request's trace context (OpenTelemetry's
-MCP conventions); honoured only for admin callers, as the header is."""
+MCP conventions name it after the HTTP header); honoured only for admin callers, as the
+header is."""
 ORIGIN_BAGGAGE = "shoal.origin"
 """The OpenTelemetry baggage entry naming the request a piece of work serves (its
 ``traceparent``): set by the loops, carried over gRPC, so a server's span of a worker's
