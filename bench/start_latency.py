@@ -19,7 +19,13 @@ The two alternate, one of each per round after one warm-up round of each
 (first unpack, first shim), so machine noise hits both; every round deletes
 what it started and waits until it is gone. Prints both medians and their
 ratio (the aim is under 1.5), then where Shoal's time goes: the median of
-each phase between marks taken on the way (see :class:`Marks`). Needs root
+each phase between marks taken on the way (see :class:`Marks`: the control
+loop's wake-up and its pass, the node loop's wake-up, the image, the bundle,
+the shim, what follows), how many store writes the path made and how long
+they took, and what the same container costs started in two runc calls
+(``runc create`` then ``runc start``, measured in the same rounds), against
+the one ``runc run -d`` the shim makes. Readiness probes play no part:
+``running`` is reported when the pod runs (the bench's container has none). Needs root
 and runc. Run with ``make bench`` or ``uv run python bench/start_latency.py
 [--rounds N]``.
 
@@ -148,12 +154,16 @@ def running(name: str) -> Callable[[WatchEvent], bool]:
 
 
 PHASES = (
-    ("applied", "placed", "control loop: apply → instance placed"),
-    ("placed", "image", "node loop: wake-up, pod list, 'starting'"),
+    ("applied", "pass", "control loop: apply written, watch wake-up"),
+    ("pass", "placed", "control loop: its pass, instance placed, seen"),
+    ("placed", "sync", "node loop: watch wake-up → its sync"),
+    ("sync", "image", "node loop: configuration, 'starting' written"),
     ("image", "run", "image lookup"),
     ("run", "shim", "pod directory, rootfs, bundle"),
     ("shim", "shim answered", "shim: runc run --detach"),
-    ("shim answered", "ran", "pod record, next standby shim, status"),
+    ("shim answered", "replenish", "pod record"),
+    ("replenish", "replenished", "next standby shim"),
+    ("replenished", "ran", "status"),
     ("ran", "running", "'running' written and seen"),
 )
 """Shoal's path as (from mark, to mark, what happens in between)."""
@@ -164,18 +174,24 @@ class Marks:
 
     ``applied``, ``placed`` and ``running`` are taken by the bench (the
     instance's first and its ``running`` change as the store's watch shows
-    them); the others by wrappers around the runtime's steps: ``image`` when
-    the node loop asks for the image, ``run`` when it runs the pod, ``shim``
-    and ``shim answered`` around the shim's ``runc run --detach``, ``ran``
-    when ``run`` returns.
+    them); the others by wrappers: ``pass`` when the control loop starts its
+    first pass, ``sync`` when the node loop starts the instance, ``image``
+    when it asks for the image, ``run`` when it runs the pod, ``shim`` and
+    ``shim answered`` around the shim's ``runc run --detach``, ``replenish``
+    and ``replenished`` around the start of the next standby shim, ``ran``
+    when ``run`` returns. :meth:`count_writes` also counts the store writes
+    between ``applied`` and ``running`` and the time they took.
     """
 
     def __init__(self) -> None:
         self.times: dict[str, float] = {}
+        self.writes: list[float] = []
+        """Seconds each store write of this round took (until ``running``)."""
 
     def mark(self, name: str) -> None:
-        """Note the first time ``name`` is reached this round."""
-        self.times.setdefault(name, time.perf_counter())
+        """Note the first time ``name`` is reached this round (from ``applied`` on)."""
+        if name == "applied" or "applied" in self.times:  # not a pass of the last round's
+            self.times.setdefault(name, time.perf_counter())
 
     def time_calls(self, owner: object, method: str, before: str, after: str) -> None:
         """Mark ``before`` when ``owner.method`` is called and ``after`` when it returns."""
@@ -190,11 +206,35 @@ class Marks:
 
         setattr(owner, method, timed)  # on the object: the node loop calls through it
 
+    def count_writes(self, store: StateStore) -> None:
+        """Time every ``put`` and ``txn`` of ``store`` made before this round's ``running``."""
+        for method in ("put", "txn"):
+            original = getattr(store, method)
+
+            async def timed(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+                began = time.perf_counter()
+                try:
+                    return await _original(*args, **kwargs)
+                finally:
+                    if "applied" in self.times and "running" not in self.times:
+                        self.writes.append(time.perf_counter() - began)
+
+            setattr(store, method, timed)  # the loops' stores pass their writes to it
+
+    def instrument_loops(self, node: ShoalNode) -> None:
+        """Wrap the control loop's pass and the node loop's start of an instance."""
+        if node.control is None:
+            raise RuntimeError("the bench's node does not lead")
+        self.time_calls(node.control, "reconcile", "pass", "pass done")
+        self.time_calls(node.node_loop, "_start", "sync", "synced")
+        self.count_writes(node.store)
+
     def instrument(self, runtime: OciCliRuntime) -> None:
         """Wrap the runtime's steps on Shoal's path."""
         self.time_calls(runtime, "ensure_image", "image", "image done")
         self.time_calls(runtime, "run", "run", "ran")
         self.time_calls(runtime.ops.launcher, "launch", "shim", "shim answered")
+        self.time_calls(runtime.ops.launcher, "replenish", "replenish", "replenished")
 
     def instrument_cri(self, runtime: CriRuntime) -> None:
         """Wrap the CRI runtime's steps on Shoal's path."""
@@ -208,7 +248,7 @@ class Marks:
 
 CRI_PHASES = (
     ("applied", "placed", "control loop: apply → instance placed"),
-    ("placed", "image", "node loop: wake-up, pod list, 'starting'"),
+    ("placed", "image", "node loop: wake-up, its sync, 'starting'"),
     ("image", "run", "image status (CRI ImageStatus)"),
     ("run", "ran", "sandbox, create, start, status (CRI calls)"),
     ("ran", "running", "'running' written and seen"),
@@ -219,6 +259,7 @@ CRI_PHASES = (
 async def through_shoal(node: ShoalNode, name: str, marks: Marks, image: str = IMAGE) -> float:
     """Apply a one-replica workload, return seconds until it runs, then delete it."""
     marks.times.clear()
+    marks.writes.clear()
     start = await node.store.revision() + 1
     reached = running(name)
 
@@ -275,8 +316,11 @@ class RuncFloor:
         linux.setdefault("resources", {})["pids"] = {"limit": PIDS_LIMIT}
         return config
 
-    async def start(self, name: str) -> float:
-        """Mount a rootfs, write the bundle, ``runc run -d``; return the seconds that took."""
+    async def start(self, name: str, *, two_calls: bool = False) -> float:
+        """Mount a rootfs, write the bundle, ``runc run -d``; return the seconds that took.
+
+        With ``two_calls``, ``runc create`` then ``runc start`` instead of ``runc run -d``.
+        """
         bundle = self.root / name
         rootfs, upper, work = bundle / "rootfs", bundle / "upper", bundle / "work"
         began = time.perf_counter()
@@ -284,19 +328,25 @@ class RuncFloor:
             directory.mkdir(parents=True)
         mount_overlay(self.layers, upper, work, rootfs)
         (bundle / "config.json").write_text(json.dumps(self.config(name, rootfs)))
-        with (bundle / "runc.err").open("wb") as errors:
-            # Not pipes: the detached container inherits runc's stdio and would hold them open.
-            result = await anyio.run_process(
-                ["runc", "--root", str(self.state), "run", "-d", "--bundle", str(bundle), name],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=errors,
-                check=False,
-            )
-        elapsed = time.perf_counter() - began
-        if result.returncode != 0:
-            raise RuntimeError(f"runc run -d failed: {(bundle / 'runc.err').read_text()}")
-        return elapsed
+        runc = ["runc", "--root", str(self.state)]
+        calls = (
+            [[*runc, "create", "--bundle", str(bundle), name], [*runc, "start", name]]
+            if two_calls
+            else [[*runc, "run", "-d", "--bundle", str(bundle), name]]
+        )
+        for call in calls:
+            with (bundle / "runc.err").open("wb") as errors:
+                # Not pipes: the container inherits runc's stdio and would hold them open.
+                result = await anyio.run_process(
+                    call,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=errors,
+                    check=False,
+                )
+            if result.returncode != 0:
+                raise RuntimeError(f"{call[3:5]} failed: {(bundle / 'runc.err').read_text()}")
+        return time.perf_counter() - began
 
     async def remove(self, name: str) -> None:
         """Delete the container (if any), unmount its rootfs and remove its bundle."""
@@ -312,10 +362,10 @@ class RuncFloor:
         if bundle.exists():
             shutil.rmtree(bundle)
 
-    async def round(self, name: str) -> float:
+    async def round(self, name: str, *, two_calls: bool = False) -> float:
         """Start the container, remove it again; return the seconds the start took."""
         try:
-            return await self.start(name)
+            return await self.start(name, two_calls=two_calls)
         finally:
             with anyio.CancelScope(shield=True):
                 await self.remove(name)
@@ -459,7 +509,24 @@ def print_telemetry_cost(on: list[float], off: list[float]) -> None:
 def print_phases(phases: dict[str, list[float]]) -> None:
     print("where shoal's time goes (median of each phase, ms; medians need not add up):")
     for label, times in phases.items():
-        print(f"  {label:<44} {statistics.median(times) * 1000:6.1f}")
+        print(f"  {label:<46} {statistics.median(times) * 1000:6.1f}")
+
+
+def print_writes(counts: list[int], seconds: list[float]) -> None:
+    """Print the median number of store writes on the path and the time they took."""
+    print(
+        f"  store writes on the path: {statistics.median(counts):.0f} (median), "
+        f"{statistics.median(seconds) * 1000:.1f} ms in all"
+    )
+
+
+def print_two_calls(two_calls: list[float], run: list[float]) -> None:
+    """Print the floor started in two runc calls against one ``runc run -d``."""
+    two, one = statistics.median(two_calls), statistics.median(run)
+    print(
+        f"runc create + runc start median {two * 1000:.1f} ms against runc run -d "
+        f"{one * 1000:.1f} ms: the shim's one call saves {(two - one) * 1000:.1f} ms"
+    )
 
 
 async def main(rounds: int, runtime: str = "runc", endpoint: str | None = None) -> None:
@@ -481,6 +548,10 @@ async def main(rounds: int, runtime: str = "runc", endpoint: str | None = None) 
             floor = RuncFloor(work / "floor", prepared.layers)
             marks = Marks()
             marks.instrument(node.runtime)
+            with anyio.fail_after(WAIT):  # a node alone leads at once; its control loop then
+                while node.control is None:  # noqa: ASYNC110 (no event says so)
+                    await anyio.sleep(0.01)
+            marks.instrument_loops(node)
             quiet_marks = Marks()
             if not isinstance(quiet.runtime, OciCliRuntime):
                 raise RuntimeError("a runc node without the OCI runtime")
@@ -490,6 +561,9 @@ async def main(rounds: int, runtime: str = "runc", endpoint: str | None = None) 
                 cri = await stack.enter_async_context(cri_parts(work, endpoint))
             shoal_times: list[float] = []
             floor_times: list[float] = []
+            two_call_times: list[float] = []
+            write_counts: list[int] = []
+            write_seconds: list[float] = []
             off_times: list[float] = []
             phases: dict[str, list[float]] = {label: [] for _, _, label in PHASES}
             cri_times: list[float] = []
@@ -501,13 +575,18 @@ async def main(rounds: int, runtime: str = "runc", endpoint: str | None = None) 
                     off = await through_shoal(quiet, f"off-{number}", quiet_marks)
                     direct = await floor.round(f"floor-{number}")
                     shoal = await through_shoal(node, f"start-{number}", marks)
+                    two_calls = await floor.round(f"floor2-{number}", two_calls=True)
                 else:
                     shoal = await through_shoal(node, f"start-{number}", marks)
+                    two_calls = await floor.round(f"floor2-{number}", two_calls=True)
                     direct = await floor.round(f"floor-{number}")
                     off = await through_shoal(quiet, f"off-{number}", quiet_marks)
                 if number:
                     shoal_times.append(shoal)
                     floor_times.append(direct)
+                    two_call_times.append(two_calls)
+                    write_counts.append(len(marks.writes))
+                    write_seconds.append(sum(marks.writes))
                     off_times.append(off)
                     for label, seconds in marks.phases().items():
                         phases[label].append(seconds)
@@ -536,6 +615,8 @@ async def main(rounds: int, runtime: str = "runc", endpoint: str | None = None) 
         "runc run -d",
     )
     print_phases(phases)
+    print_writes(write_counts, write_seconds)
+    print_two_calls(two_call_times, floor_times)
     print_sli(node.metrics, shoal_times)
     print_telemetry_cost(shoal_times, off_times)
     if cri is not None:
