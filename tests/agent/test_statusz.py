@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -37,7 +38,8 @@ def test_secret_values_and_address_credentials_are_redacted_paths_are_not() -> N
     }
 
 
-async def test_statusz_says_what_the_node_is_and_who_leads(tmp_path: Path) -> None:
+def node_config(tmp_path: Path, **extra: Any) -> tuple[Path, NodeConfig]:
+    """A home (the admin's key goes there) and a mock node's configuration, under ``tmp_path``."""
     home = tmp_path / "home"
     home.mkdir()
     config = NodeConfig(
@@ -46,8 +48,13 @@ async def test_statusz_says_what_the_node_is_and_who_leads(tmp_path: Path) -> No
         runtime="mock",
         state="memory",
         api_addr="127.0.0.1:0",
-        labels={"deploy_token": "s3cr3t-value", "zone": "a"},
+        **extra,
     )
+    return home, config
+
+
+async def test_statusz_says_what_the_node_is_and_who_leads(tmp_path: Path) -> None:
+    home, config = node_config(tmp_path, labels={"deploy_token": "s3cr3t-value", "zone": "a"})
     async with anyio.create_task_group() as tg:
         node: ShoalNode = await tg.start(run_agent, config, home)
         url = f"http://{node.config.api_addr}"
@@ -78,15 +85,7 @@ async def test_statusz_says_what_the_node_is_and_who_leads(tmp_path: Path) -> No
 
 
 async def test_statusz_measures_the_slos_from_the_nodes_histograms(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    config = NodeConfig(
-        data_dir=tmp_path / "data",
-        name="s1",
-        runtime="mock",
-        state="memory",
-        api_addr="127.0.0.1:0",
-    )
+    home, config = node_config(tmp_path)
     spec = WorkloadSpec.model_validate(
         {"name": "web", "template": {"containers": [{"name": "main", "image": "busybox:1.36"}]}}
     )
