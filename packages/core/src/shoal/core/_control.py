@@ -78,6 +78,7 @@ from ._reconcile import (
     Decision,
     Delete,
     Note,
+    Settled,
     Write,
     decide,
     placement_requests,
@@ -408,10 +409,20 @@ class ControlLoop:
         placements = self._place(requests, list(nodes.values())) if requests else Placements()
 
         apply = _Applier(self)
+        settled_of: dict[str, Settled] = {}
+        for key, decision in decisions:
+            stored_workload = decision.workload
+            if stored_workload is None or decision.delete_workload or decision.expire:
+                continue
+            with serving(stored_workload.value.trace_context):
+                new = functools.partial(factory.new, stored_workload.value)
+                settled_of[key] = settle(decision, placements, new, now)
+        # The new instances first: their nodes start them while this pass writes
+        # the rest (a rolling step's old instances going, the events, statuses).
+        await apply.create([(k, inst) for k, s in settled_of.items() for inst in s.created])
         for key, decision in decisions:
             with serving(_cause(decision)):
                 await apply.ops(key, decision.ops.values())
-        created: list[tuple[str, Instance]] = []
         statuses: list[tuple[str, Stored[Workload], WorkloadStatus]] = []
         for key, decision in decisions:
             stored_workload = decision.workload
@@ -426,13 +437,11 @@ class ControlLoop:
                 if decision.expire:
                     await apply.expire(key, stored_workload)
                     continue
-                new = functools.partial(factory.new, stored_workload.value)
-                settled = settle(decision, placements, new, now)
+                settled = settled_of[key]
                 await apply.ops(key, settled.ops)
                 await apply.notes(decision.notes)
                 if settled.recheck is not None:
                     self.queue.add_after(key, settled.recheck)
-                created.extend((key, inst) for inst in settled.created)
                 await apply.notes(settled.notes)
                 if settled.unschedulable is None:
                     self.waiting.discard(key)
@@ -444,7 +453,6 @@ class ControlLoop:
                     await apply.promote(key, stored_workload)
                 elif settled.status is not None:
                     statuses.append((key, stored_workload, settled.status))
-        await apply.create(created)
         for key, stored_workload, status in statuses:
             await apply.status(key, stored_workload, status)
         if self.passes % 100 == 0:
