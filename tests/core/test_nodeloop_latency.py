@@ -4,6 +4,7 @@ import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
 
+from shoal.core._repo import instance_key
 from shoal.interfaces import InstanceState, WorkloadSpec
 from shoal.runtime import Fault
 from tests.core.support import Cluster, eventually, spec
@@ -75,4 +76,29 @@ async def test_readiness_is_checked_when_the_initial_delay_ends_not_at_a_tick(
             return (await state_of(cluster, "web"))[1]
 
         await eventually(ready)  # the clock stays at 5 s: no tick of 3600 s came
+        tg.cancel_scope.cancel()
+
+
+async def test_a_pod_started_for_a_record_that_went_meanwhile_does_not_stay(
+    cluster: Cluster,
+) -> None:
+    """A record deleted during its start (its node was declared gone) leaves no pod behind."""
+    loop = await cluster.add_node("n1")
+    loop.resync = 3600.0  # no whole pass comes to find the orphan
+    runtime = cluster.runtimes["n1"]
+    runtime.faults.add(Fault.slow_start(seconds=60, image="slow"))
+    async with anyio.create_task_group() as tg:
+        await tg.start(loop.run)
+        await cluster.service.apply([spec(name="slow", replicas=1, image="slow")])
+        await cluster.control.reconcile_once()
+        await wait_all_tasks_blocked()
+        (inst,) = await cluster.service.list_instances(workload="slow")
+        assert inst.state == InstanceState.STARTING
+        await cluster.store.delete(instance_key(inst.namespace, inst.name))
+        cluster.clock.advance(60)
+
+        async def no_pod() -> bool:
+            return not await runtime.list()
+
+        await eventually(no_pod)
         tg.cancel_scope.cancel()

@@ -515,7 +515,12 @@ class NodeLoop:
             self._sync_soon(key)
             return
         stored = self.instances.get(key)
-        if stored is None or stored.value.uid != uid:
+        if stored is None or stored.value.uid != uid or stored.value.node != self.name:
+            # Its record went (or moved) while the sync ran, a start maybe: no
+            # pod may stay behind until the next whole pass.
+            if self._tasks is not None and uid not in self._syncing:
+                self._syncing.add(uid)
+                self._tasks.start_soon(self._sync_alone, uid, None, self._remove_if_orphan, uid)
             return
         delay: float | None = None
         inst = stored.value
