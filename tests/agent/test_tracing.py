@@ -141,6 +141,11 @@ async def test_an_apply_is_a_trace_that_links_its_reconcile_and_its_start_on_the
         shown = await anyio.to_thread.run_sync(
             lambda: run_shoal(a.env(Role.OPERATOR), "trace", trace_id).stdout
         )
+        assert explained.start_trace_id is not None
+        from_start = await a.operator.get_trace(explained.start_trace_id)
+        started = await anyio.to_thread.run_sync(
+            lambda: run_shoal(a.env(Role.OPERATOR), "trace", str(explained.start_trace_id)).stdout
+        )
         events = await a.operator.list_events(kind="Instance", name=inst.name)
         events += await a.operator.list_events(kind="Workload", name="traced")
         audit = await a.admin.audit_entries()
@@ -178,6 +183,11 @@ async def test_an_apply_is_a_trace_that_links_its_reconcile_and_its_start_on_the
     assert shown.startswith(f"trace {trace_id}\n  POST /v1/workloads/apply")
     assert f"linked trace {start.trace_id}\n  shoal.start" in shown
     assert "    runtime.run" in shown
+    # From the start's side: its trace, and the apply it was done for.
+    assert from_start.cause_traces == [trace_id] and from_start.linked_traces == []
+    assert {"POST /v1/workloads/apply", "shoal.start"} <= {s.name for s in from_start.spans}
+    assert started.startswith(f"caused by trace {trace_id}\n  POST /v1/workloads/apply")
+    assert f"\ntrace {start.trace_id}\n  shoal.start" in started
 
 
 async def test_a_callers_traceparent_is_honoured_for_admin_keys_only(tmp_path: Path) -> None:

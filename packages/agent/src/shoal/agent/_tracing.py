@@ -104,16 +104,26 @@ class SpanRecorder(SpanProcessor):
             return len(self._spans)
 
     def trace(self, trace_id: str, limit: int = MAX_TRACE_SPANS) -> TraceView:
-        """Return the kept spans of ``trace_id`` and of the traces linking to it, earliest first."""
+        """Return the kept spans of a trace and of the traces linked to it, earliest first.
+
+        Those linking to it (the work it caused) and those it links to (the
+        requests it served).
+        """
         wanted = int(trace_id, 16)
         with self._lock:
+            own = list(self._by_trace.get(wanted, ()))
             linked = sorted(self._linking.get(wanted, {}))
-            spans = [span for tid in (wanted, *linked) for span in self._by_trace.get(tid, ())]
+            links = {link.context.trace_id for span in own for link in span.links}
+            causes = sorted(links - {wanted})
+            spans = own + [
+                span for tid in (*linked, *causes) for span in self._by_trace.get(tid, ())
+            ]
         spans.sort(key=lambda s: s.start_time or 0)
         return TraceView(
             trace_id=format_trace_id(wanted),
             spans=[_record(span) for span in spans[:limit]],
             linked_traces=[format_trace_id(t) for t in linked],
+            cause_traces=[format_trace_id(t) for t in causes],
             truncated=max(len(spans) - limit, 0),
             node=_node_of(spans[0]) if spans else "",
         )

@@ -25,7 +25,8 @@ def trace(
 ) -> None:
     """Show what one request did and the work it caused (reconcile, scheduling, starts).
 
-    The request's own trace first, then each trace linking to it, every span
+    The request a trace served first (for a start's trace, the apply), then
+    the trace, then each trace linking to it (the work it caused), every span
     with its duration, its node and, for a failed one, what failed.
     """
 
@@ -51,14 +52,18 @@ def trace(
 
 
 def render(view: TraceView) -> list[list[str]]:
-    """Return one block of lines per trace: the asked one, then those linking to it."""
-    order = [view.trace_id, *view.linked_traces]
+    """Return one block of lines per trace: the request it served, itself, the work it caused."""
+    order = [*view.cause_traces, view.trace_id, *view.linked_traces]
     blocks = []
     for trace_id in order:
         spans = [s for s in view.spans if s.trace_id == trace_id]
         if not spans:
             continue
-        title = "trace" if trace_id == view.trace_id else "linked trace"
+        title = "trace"
+        if trace_id in view.cause_traces:
+            title = "caused by trace"
+        elif trace_id != view.trace_id:
+            title = "linked trace"
         lines = [f"{title} {trace_id}"]
         children: dict[str | None, list[SpanRecord]] = {}
         ids = {s.span_id for s in spans}

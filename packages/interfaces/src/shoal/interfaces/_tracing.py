@@ -10,7 +10,8 @@ travels on the objects it wrote: a workload's and an instance's
 them, and the events their controllers record carry that request's trace id.
 
 :class:`TraceView` is what ``get_trace`` answers: the spans of the trace
-asked for and of every trace that links to it, as recorded by the node that
+asked for, of every trace that links to it (the work it caused) and of the
+traces it links to (the request it served), as recorded by the node that
 answers (the spans of other nodes reach an OTLP collector when one is set).
 """
 
@@ -105,7 +106,7 @@ class SpanRecord(Model):
 
 
 class TraceView(Model):
-    """The spans of one trace and of the traces that link to it, earliest first."""
+    """The spans of one trace, of the traces that link to it and of those it links to."""
 
     trace_id: str
     """The trace asked for."""
@@ -113,6 +114,9 @@ class TraceView(Model):
     """Its spans and those of the traces linking to it, earliest first."""
     linked_traces: list[str] = Field(default_factory=list)
     """Traces whose root links to this one: the asynchronous work the request caused."""
+    cause_traces: list[str] = Field(default_factory=list)
+    """Traces this one links to: the requests its work was done for (for a start's trace,
+    the apply that caused it)."""
     truncated: int = 0
     """Spans left out past :data:`MAX_TRACE_SPANS`."""
     node: str = ""
@@ -123,5 +127,8 @@ class TraceSource(Protocol):
     """The spans a node has recorded recently (a bounded buffer, not a trace store)."""
 
     def trace(self, trace_id: str, limit: int = MAX_TRACE_SPANS) -> TraceView:
-        """Return the spans of ``trace_id`` and of the traces linking to it (empty if none)."""
+        """Return the spans of ``trace_id`` and of the traces linked to it (empty if none).
+
+        Linked either way: those linking to it and those it links to.
+        """
         ...

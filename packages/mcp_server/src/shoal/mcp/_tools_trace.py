@@ -58,8 +58,10 @@ def register_trace_tools(server: MCPServer[Any], gate: Gate) -> None:
 
         The request's own spans (tool call, service call, store writes) and those of the
         traces linking to it: the control loop's reconcile and scheduling, each node's start
-        of an instance (image pull, create, start). A span with status 'error' is where it
-        failed. Only this server's spans: a worker's own appear when it exports to a collector.
+        of an instance (image pull, create, start). Given a start's trace (explain_instance's
+        start_trace_id), also the request that caused it (cause_traces). A span with status
+        'error' is where it failed. Only this server's spans: a worker's own appear when it
+        exports to a collector.
         """
         async with gate.call(ctx, Role.VIEWER) as call:
             view = await call.service.get_trace(trace_id)
@@ -68,6 +70,7 @@ def register_trace_tools(server: MCPServer[Any], gate: Gate) -> None:
             trace_id=view.trace_id,
             spans=[_compact(s) for s in shown],
             linked_traces=view.linked_traces,
+            cause_traces=view.cause_traces,
             truncated=view.truncated + len(view.spans) - len(shown),
             node=view.node,
         )
