@@ -352,6 +352,7 @@ ROLLING = [
         [up("a", rev=1), up("b", rev=2), up("c", rev=3), new_up("d")],
         nodes(n1="alive"),
         writes={"a": {"deleting": True, "reason": "Replaced"}},  # the oldest
+        new=1,  # and the next surge instance in the same step
     ),
     Case(
         "max_surge 0: one old instance goes first, its replacement comes with it",
@@ -359,7 +360,7 @@ ROLLING = [
         [up("a", rev=1), up("b", rev=2), up("c", rev=3)],
         nodes(n1="alive"),
         writes={"a": {"deleting": True, "reason": "Replaced"}},
-        new=0,  # the total is at replicas: the new one waits for the old one to go
+        new=1,  # the one going no longer counts: its replacement is made in the same step
     ),
     Case(
         "the defaults (25%) on 4 replicas: one surge, one unavailable",
@@ -367,7 +368,7 @@ ROLLING = [
         [up("a", rev=1), up("b", rev=2), up("c", rev=3), up("d", rev=4)],
         nodes(n1="alive"),
         writes={"a": {"deleting": True, "reason": "Replaced"}},
-        new=1,
+        new=2,  # a whole batch at once: the surge one and the one replacing "a"
     ),
     Case(
         "an old instance that is not available goes at once, whatever the budget",
@@ -375,7 +376,7 @@ ROLLING = [
         [up("a"), instance("b", "n1", InstanceState.FAILED, exit_code=1)],
         nodes(n1="alive"),
         writes={"b": {"deleting": True, "reason": "Replaced"}},
-        new=1,
+        new=2,  # the surge one and the one replacing "b"
     ),
     Case(
         "min_ready_seconds: a ready new instance is not yet available, so no old one goes",
@@ -418,6 +419,7 @@ ROLLING = [
             "h": {"deleting": True, "reason": "ScaledDown"},  # new: the newest one
             "c": {"deleting": True, "reason": "Replaced"},  # then the rollout's own step
         },
+        new=1,  # with the surge instance that makes up for it
     ),
     Case(
         "canaries awaiting promotion beyond max_surge: no old instance goes",

@@ -262,7 +262,6 @@ def _roll(
         # without one, an old instance making room for each new one.
         surge, unavailable = 0, max(unavailable, 1)
     minimum = want - unavailable
-    creates = max(0, min(want - len(new), want + surge - total))
     ready_for = spec.update.min_ready_seconds
     up = sum(1 for _, inst in [*new, *old] if available(inst, ready_for, now))
     for stored, inst in old:
@@ -275,6 +274,9 @@ def _roll(
         deciding.remove(stored, "Replaced", "replaced by the current template (rolling)")
         gone.add(stored.key)
         up -= 1
+    # Those going count no more (as on the next pass): their replacements are made
+    # now, a whole batch (max_surge + max_unavailable) at once.
+    creates = max(0, min(want - len(new), want + surge - (total - len(gone))))
     if creates or gone:  # a step: one event each, never one per look
         ref = workload_ref(old[0][1])
         if stuck is not None and stuck.schedule_failure is not None:
