@@ -30,7 +30,7 @@ from shoal.interfaces import ShoalError, Unavailable
 
 from ._grpc_errors import abort_with, error_from_rpc
 from ._nodeauth import Caller, CallVerifier, NodeIdentity, sign_call
-from ._tracing import TracingInterceptor, client_span
+from ._tracing import TracingInterceptor, authenticated, client_span
 
 __all__ = ["AdmittingService", "NodeChannel", "authenticate", "check_listenable", "serve_grpc"]
 
@@ -83,8 +83,8 @@ class NodeChannel:
         stub = self._channel.unary_unary(
             method, request_serializer=_identity, response_deserializer=reply.FromString
         )
-        metadata = list(sign_call(self.identity, self._token, method, body))
-        with client_span(method, metadata):
+        with client_span(method) as carried:
+            metadata = sign_call(self.identity, self._token, method, body, trace=carried)
             call = stub(
                 body,
                 metadata=metadata,
@@ -168,14 +168,13 @@ async def authenticate(
     request: Message,
 ) -> Caller:
     """Return the authenticated caller of ``method``, or abort the call with why not."""
+    metadata = context.invocation_metadata() or ()
     try:
-        return verifier.verify(
-            context.invocation_metadata() or (),
-            method,
-            request.SerializeToString(deterministic=True),
-        )
+        caller = verifier.verify(metadata, method, request.SerializeToString(deterministic=True))
     except ShoalError as exc:
         await abort_with(context, exc)
+    authenticated()  # a traced call's span opens now, not before
+    return caller
 
 
 class AdmittingService:

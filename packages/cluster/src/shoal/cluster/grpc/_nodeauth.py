@@ -38,16 +38,17 @@ import hmac
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
-from shoal.interfaces import InvalidInput, Unauthenticated
+from shoal.interfaces import TRACEPARENT_HEADER, InvalidInput, Unauthenticated
 
 __all__ = [
+    "SIGNED_TRACE_FIELDS",
     "CallVerifier",
     "Caller",
     "NodeIdentity",
@@ -64,6 +65,8 @@ _NODE, _KEY, _TIME, _NONCE, _SIG, _MAC = (
     "shoal-signature",
     "shoal-token-mac",
 )
+SIGNED_TRACE_FIELDS = (TRACEPARENT_HEADER, "baggage")
+"""The W3C trace-context metadata a call may carry; covered by its signature."""
 _FIX_TOKEN = (
     "start the node with the join token of this cluster (the file `shoal cluster init` wrote)"
 )
@@ -122,23 +125,42 @@ class NodeIdentity:
         return cls(name, key)
 
 
-def _call_string(method: str, node: str, key: str, at: str, nonce: str, request: bytes) -> bytes:
+def _call_string(
+    method: str,
+    node: str,
+    key: str,
+    at: str,
+    nonce: str,
+    request: bytes,
+    fields: Mapping[str, str],
+) -> bytes:
     digest = hashlib.sha256(request).hexdigest()
-    return "\n".join((_PREFIX, method, node, key, at, nonce, digest)).encode()
+    # The trace context a call carries is signed too: it is honoured only from a node.
+    traced = [f"{name}={fields.get(name, '')}" for name in SIGNED_TRACE_FIELDS]
+    return "\n".join((_PREFIX, method, node, key, at, nonce, digest, *traced)).encode()
 
 
 def sign_call(
-    identity: NodeIdentity, token: str, method: str, request: bytes, *, now: float | None = None
+    identity: NodeIdentity,
+    token: str,
+    method: str,
+    request: bytes,
+    *,
+    now: float | None = None,
+    trace: Mapping[str, str] | None = None,
 ) -> list[tuple[str, str]]:
     """Return the metadata that authenticates ``identity`` calling ``method`` with ``request``.
 
     ``request`` is the serialized request message; ``method`` the full gRPC
-    method path (``/shoal.cluster.v1.NodeState/Register``).
+    method path (``/shoal.cluster.v1.NodeState/Register``). ``trace`` holds
+    the W3C trace context the call carries (``traceparent``, ``baggage``):
+    signed with the rest, and sent with it.
     """
+    trace = trace or {}
     key = _b64(identity.public_key)
     at = str(int(time.time() if now is None else now))
     nonce = secrets.token_hex(16)
-    message = _call_string(method, identity.name, key, at, nonce, request)
+    message = _call_string(method, identity.name, key, at, nonce, request, trace)
     signature = identity.key.sign(message).signature
     mac = hmac.new(token.encode(), message, hashlib.sha256).digest()
     return [
@@ -148,6 +170,7 @@ def sign_call(
         (_NONCE, nonce),
         (_SIG, _b64(signature)),
         (_MAC, _b64(mac)),
+        *((name, value) for name, value in trace.items() if name in SIGNED_TRACE_FIELDS),
     ]
 
 
@@ -216,7 +239,7 @@ class CallVerifier:
             )
         # The signature first: a call altered in transit is reported as
         # such, and only an intact call with a bad MAC means a wrong token.
-        message = _call_string(method, node, key, at, nonce, request)
+        message = _call_string(method, node, key, at, nonce, request, fields)
         try:
             VerifyKey(public).verify(message, signature)
         except (BadSignatureError, ValueError):

@@ -2,32 +2,39 @@
 
 A call made inside a recorded span (a worker's start of an instance, which
 reports its status to a server) is a client span, and its W3C context and
-baggage travel in the call's metadata (OpenTelemetry's text-map propagation).
-The server records the call as a server span in the caller's trace, linked
+baggage travel in the call's metadata (OpenTelemetry's text-map
+propagation), covered by the call's signature
+(:data:`~shoal.cluster.grpc._nodeauth.SIGNED_TRACE_FIELDS`).
+
+On the server, :class:`TracingInterceptor` notes that a unary call carries a
+trace context; the span opens only once :func:`authenticated` says the
+caller is a node of this cluster (a call that fails its check leaves no
+span in anyone's trace). It is a server span in the caller's trace, linked
 to the request the work serves as well (the baggage entry
 :data:`~shoal.interfaces.ORIGIN_BAGGAGE`), so the server's own span buffer
 shows a worker's calls under that request. A call made outside any trace
 carries nothing and starts no span on either side.
-
-The context is taken from authenticated nodes only: a call's signature is
-checked before its handler (and so this span) runs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, TypeAlias
 
 import grpc
 import grpc.aio
 from opentelemetry import baggage, propagate, trace
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry import context as otel_context
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from shoal.interfaces import ORIGIN_BAGGAGE, TRACEPARENT_HEADER
 
-__all__ = ["TracingInterceptor", "client_span"]
+from ._nodeauth import SIGNED_TRACE_FIELDS
+
+__all__ = ["TracingInterceptor", "authenticated", "client_span"]
 
 TRACER = trace.get_tracer("shoal.cluster")
 _TRACEPARENT = TraceContextTextMapPropagator()
@@ -39,31 +46,86 @@ def _attributes(method: str) -> dict[str, str]:
 
 
 @contextmanager
-def client_span(method: str, metadata: list[tuple[str, str]]) -> Iterator[None]:
-    """Record a call to ``method`` as a client span and add its context to ``metadata``.
+def client_span(method: str) -> Iterator[dict[str, str]]:
+    """Record a call to ``method`` as a client span; yield the trace context it carries.
 
-    Outside a recorded span: nothing recorded, nothing added.
+    Outside a recorded span: nothing recorded, an empty context.
     """
     if not trace.get_current_span().is_recording():
-        yield
+        yield {}
         return
     with TRACER.start_as_current_span(
         f"grpc {method.strip('/')}",
         kind=SpanKind.CLIENT,
         attributes=_attributes(method),
         record_exception=False,
-    ):
+        set_status_on_exception=False,
+    ) as span:
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
-        metadata.extend(carrier.items())
-        yield
+        try:
+            yield {k: v for k, v in carrier.items() if k in SIGNED_TRACE_FIELDS}
+        except Exception as exc:
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            raise
+
+
+class _Pending:
+    """A traced call's server span: opened once its caller is authenticated."""
+
+    def __init__(self, method: str, metadata: dict[str, str]) -> None:
+        self.method = method
+        self.metadata = metadata
+        self.span: Span | None = None
+        self._token: object = None
+
+    def open(self) -> None:
+        parent = propagate.extract(self.metadata)
+        links = []
+        origin = baggage.get_baggage(ORIGIN_BAGGAGE, parent)
+        if isinstance(origin, str):
+            cause = trace.get_current_span(_TRACEPARENT.extract({TRACEPARENT_HEADER: origin}))
+            if cause.get_span_context().is_valid:
+                links.append(Link(cause.get_span_context()))
+        self.span = TRACER.start_span(
+            f"grpc {self.method.strip('/')}",
+            context=parent,
+            kind=SpanKind.SERVER,
+            links=links,
+            attributes=_attributes(self.method),
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+        self._token = otel_context.attach(trace.set_span_in_context(self.span, parent))
+
+    def close(self, code: grpc.StatusCode | None) -> None:
+        if self.span is None:
+            return
+        if code not in (None, grpc.StatusCode.OK):
+            self.span.set_status(Status(StatusCode.ERROR, str(code)))
+        self.span.end()
+        otel_context.detach(self._token)  # type: ignore[arg-type]
+
+
+_PENDING: ContextVar[_Pending | None] = ContextVar("shoal_grpc_pending_span", default=None)
+
+
+def authenticated() -> None:
+    """Open the span of the call being served, if it carries a trace context.
+
+    Called once the caller is authenticated: the context its signature
+    covers is then a node's.
+    """
+    pending = _PENDING.get()
+    if pending is not None and pending.span is None:
+        pending.open()
 
 
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
 class TracingInterceptor(grpc.aio.ServerInterceptor):
-    """Runs a unary call that carries a trace context inside a server span of that trace."""
+    """Serves a unary call that carries a trace context inside a server span of that trace."""
 
     async def intercept_service(
         self,
@@ -74,34 +136,20 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):
         details = handler_call_details
         handler = await continuation(details)
         pairs = details.invocation_metadata
-        metadata = {k: v for k, v in pairs if isinstance(v, str)}
-        if handler is None or handler.unary_unary is None or TRACEPARENT_HEADER not in metadata:
+        fields = {k: v for k, v in pairs if isinstance(v, str) and k in SIGNED_TRACE_FIELDS}
+        if handler is None or handler.unary_unary is None or TRACEPARENT_HEADER not in fields:
             return handler
         behavior: Callable[..., Any] = handler.unary_unary
         method = str(details.method)
 
         async def traced(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            parent = propagate.extract(metadata)
-            links = []
-            origin = baggage.get_baggage(ORIGIN_BAGGAGE, parent)
-            if isinstance(origin, str):
-                cause = trace.get_current_span(_TRACEPARENT.extract({TRACEPARENT_HEADER: origin}))
-                if cause.get_span_context().is_valid:
-                    links.append(Link(cause.get_span_context()))
-            with TRACER.start_as_current_span(
-                f"grpc {method.strip('/')}",
-                context=parent,
-                kind=SpanKind.SERVER,
-                links=links,
-                attributes=_attributes(method),
-                record_exception=False,
-            ) as span:
-                try:
-                    return await behavior(request, context)
-                finally:
-                    code = context.code()
-                    if code not in (None, grpc.StatusCode.OK):
-                        span.set_status(Status(StatusCode.ERROR, str(code)))
+            pending = _Pending(method, fields)
+            token = _PENDING.set(pending)
+            try:
+                return await behavior(request, context)
+            finally:
+                pending.close(context.code())
+                _PENDING.reset(token)
 
         return grpc.unary_unary_rpc_method_handler(
             traced,
