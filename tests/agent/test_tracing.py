@@ -35,6 +35,7 @@ from shoal.client import ShoalClient, init_keypair, load_keypair
 from shoal.interfaces import (
     InstanceState,
     InvalidInput,
+    NotFound,
     Role,
     SpanRecord,
     TraceView,
@@ -336,3 +337,19 @@ async def test_spans_reach_an_otlp_collector_over_http(otel_env: pytest.MonkeyPa
 def _one_span(provider: TracerProvider) -> None:
     with provider.get_tracer("test").start_as_current_span("exported"):
         pass
+
+
+async def test_a_failed_call_marks_its_span_with_the_error_code_not_its_message(
+    tmp_path: Path,
+) -> None:
+    async with agent(tmp_path) as a:
+        with pytest.raises(NotFound, match="ghost"):
+            await a.operator.scale("ghost", 2)
+        trace_id = a.operator.last_trace_id
+        assert trace_id is not None
+        view = await trace_with(a.operator, trace_id, "shoal.scale")
+    (service,) = named(view, "shoal.scale")
+    assert (service.status, service.status_message) == ("error", "not_found")
+    (request,) = named(view, "POST /v1/workloads/{namespace}/{name}/scale")
+    assert request.attributes["http.response.status_code"] == 404
+    assert all("ghost" not in s.status_message for s in view.spans)

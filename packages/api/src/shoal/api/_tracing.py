@@ -27,7 +27,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shoal.interfaces import TRACEPARENT_HEADER, Role, ShoalError
+from shoal.interfaces import TRACEPARENT_HEADER, TRACERESPONSE_HEADER, Role, ShoalError
 
 from ._auth import RequestVerifier, Verified, target_uri_from_scope
 from ._observe import UNMATCHED
@@ -39,6 +39,7 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 _VERIFIED = "shoal.verified"
 """Scope key: the middleware's outcome of checking the signature (Verified or the error)."""
 _TRACEPARENT = TRACEPARENT_HEADER.encode()
+_TRACERESPONSE = TRACERESPONSE_HEADER.encode()
 
 
 def verified_early(scope: Scope) -> Verified | None:
@@ -85,6 +86,7 @@ class RequestTracing:
             kind=SpanKind.SERVER,
             attributes={"http.request.method": method, "url.path": scope["path"]},
             record_exception=False,
+            set_status_on_exception=False,  # the status code says it; a message may quote input
         ) as span:
             context = span.get_span_context()
             response_header = (
@@ -98,7 +100,7 @@ class RequestTracing:
                 if message["type"] == "http.response.start":
                     status = message["status"]
                     if context.is_valid:
-                        headers = [*message.get("headers", []), (b"traceresponse", response_header)]
+                        headers = [*message.get("headers", []), (_TRACERESPONSE, response_header)]
                         message = {**message, "headers": headers}
                 await send(message)
 

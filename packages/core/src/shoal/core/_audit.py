@@ -32,7 +32,6 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import anyio
-from opentelemetry.trace import Status, StatusCode
 
 from shoal.interfaces import (
     AUDIT_ENTRIES,
@@ -52,7 +51,7 @@ from shoal.interfaces import (
     audit_key,
 )
 
-from ._tracing import TRACER, origin_trace_id
+from ._tracing import TRACER, error_status, origin_trace_id
 
 __all__ = ["AuditLog", "audited"]
 
@@ -225,18 +224,21 @@ def audited(verb: str, kind: str) -> Callable[[_Method[S, P, R]], _Method[S, P, 
             }
             if arguments.get("dry_run") is True:
                 attributes["shoal.dry_run"] = True
-                with TRACER.start_as_current_span(f"shoal.{verb}", attributes=attributes):
-                    return await method(service, *args, **kwargs)
             with TRACER.start_as_current_span(
-                f"shoal.{verb}", attributes=attributes, record_exception=False
+                f"shoal.{verb}",
+                attributes=attributes,
+                record_exception=False,
+                set_status_on_exception=False,
             ) as span:
                 try:
                     result = await method(service, *args, **kwargs)
-                except ShoalError as exc:
-                    span.set_status(Status(StatusCode.ERROR, exc.code))
-                    await _record(service, verb, obj, exc.code)
+                except Exception as exc:
+                    span.set_status(error_status(exc))
+                    if isinstance(exc, ShoalError) and not attributes.get("shoal.dry_run"):
+                        await _record(service, verb, obj, exc.code)
                     raise
-                await _record(service, verb, obj, "ok")
+                if not attributes.get("shoal.dry_run"):
+                    await _record(service, verb, obj, "ok")
                 return result
 
         return call

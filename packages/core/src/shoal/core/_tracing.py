@@ -22,7 +22,7 @@ from contextlib import contextmanager
 
 from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
-from opentelemetry.trace import Link, Span, SpanKind
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from shoal.interfaces import ORIGIN_BAGGAGE
@@ -32,6 +32,7 @@ __all__ = [
     "SpanAttributes",
     "current_trace_id",
     "current_traceparent",
+    "error_status",
     "linked_span",
     "origin_trace_id",
     "propagated_context",
@@ -126,7 +127,7 @@ def linked_span(
 ) -> Iterator[Span]:
     """Start ``name`` as the root of a new trace, linked to the requests ``causes`` name.
 
-    A failure inside marks the span as failed (OpenTelemetry's default) and is raised again.
+    A failure inside marks the span as failed (:func:`error_status`) and is raised again.
     """
     links: list[Link] = []
     seen: set[int] = set()
@@ -140,9 +141,29 @@ def linked_span(
             break
     root = otel_context.Context()  # no parent: this work is not part of any request's trace
     with TRACER.start_as_current_span(
-        name, context=root, links=links, attributes=attributes, record_exception=False
+        name,
+        context=root,
+        links=links,
+        attributes=attributes,
+        record_exception=False,
+        set_status_on_exception=False,
     ) as span:
-        yield span
+        try:
+            yield span
+        except Exception as exc:
+            span.set_status(error_status(exc))
+            raise
+
+
+def error_status(exc: BaseException) -> Status:
+    """Return the status of a span whose work failed with ``exc``.
+
+    It names the error's code (a :class:`~shoal.interfaces.ShoalError`) or
+    type, never its message: a message may quote the input (a manifest, a
+    Secret's value), and spans are shown to any viewer.
+    """
+    code = getattr(exc, "code", None)
+    return Status(StatusCode.ERROR, code if isinstance(code, str) else type(exc).__name__)
 
 
 @contextmanager

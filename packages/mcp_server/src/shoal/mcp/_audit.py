@@ -47,7 +47,7 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, format_trace_id
+from opentelemetry.trace import SpanKind, Status, StatusCode, format_trace_id
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from shoal.interfaces import (
@@ -191,13 +191,20 @@ class Gate:
                 "shoal.actor": caller.key_id,
             },
             record_exception=False,
+            set_status_on_exception=False,  # an error's message may quote the arguments
         ) as span:
             context = span.get_span_context()
             call = Call(caller, self.services(caller))
             if context.is_valid:
                 call.trace_id = format_trace_id(context.trace_id)
-            async with self._gated(call, tool, arguments, required, target):
-                yield call
+            try:
+                async with self._gated(call, tool, arguments, required, target):
+                    yield call
+            except Exception as exc:
+                cause = exc.__cause__ if isinstance(exc.__cause__, ShoalError) else exc
+                code = cause.code if isinstance(cause, ShoalError) else type(cause).__name__
+                span.set_status(Status(StatusCode.ERROR, code))
+                raise
 
     @asynccontextmanager
     async def _gated(
