@@ -4,6 +4,8 @@ It fills at 10 s, rolls up to 1 min, prunes by age and stays under its cap;
 the service reads it against the instance's limits.
 """
 
+import sqlite3
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -187,3 +189,47 @@ async def test_service_refuses_a_bad_range_and_another_nodes_history(cluster: Cl
             await service.usage("node", "n1")
         node = await service.usage("node", "n2", range="24h")
         assert (node.step_seconds, node.points, node.cpu_limit_millicores) == (60, [], 4000)
+
+
+class _CommitFails:
+    """A connection whose next COMMIT fails as SQLITE_BUSY does: the transaction stays open."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.failures = 1
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.conn, name)
+
+    def execute(self, sql: str, parameters: Sequence[object] = ()) -> sqlite3.Cursor:
+        if sql == "COMMIT" and self.failures:
+            self.failures -= 1
+            raise sqlite3.OperationalError("database is locked")
+        return self.conn.execute(sql, parameters)
+
+
+async def test_history_stays_usable_after_a_commit_fails(tmp_path: Path) -> None:
+    path = tmp_path / "usage.db"
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def round_at(seconds: int) -> list[UsageSample]:
+        at = start + timedelta(seconds=seconds)
+        return [UsageSample(kind="node", key="n1", at=at, cpu_millicores=seconds)]
+
+    async with SqliteUsageHistory(path) as history:
+        await history.record(round_at(0))
+        table = history._table
+        assert table is not None
+        table.conn = _CommitFails(table.conn)  # type: ignore[assignment]
+        with pytest.raises(Unavailable, match="database is locked"):
+            await history.record(round_at(70))  # would roll the first minute up
+        assert not table.conn.in_transaction
+        assert table.rolled_until == int(start.timestamp())  # not ahead of the file
+
+        for seconds in (80, 90, 130):  # later rounds write, and roll up, again
+            await history.record(round_at(seconds))
+        _, points = await history.query("node", "n1", "15m", start + timedelta(seconds=130))
+        assert [p.cpu_millicores for p in points] == [0, 80, 90, 130]  # 70 was rolled back
+        with sqlite3.connect(path) as other:
+            (rows,) = other.execute("SELECT count(*) FROM usage").fetchone()
+        assert await history.rows() == rows == 4 + 2  # four fine rows, minutes 0 and 1

@@ -63,7 +63,7 @@ _SCHEMA = (
 )
 
 _ROLLUP = (
-    "INSERT OR REPLACE INTO usage"
+    "INSERT INTO usage"
     f" SELECT {USAGE_COARSE_STEP}, kind, key, (at / {USAGE_COARSE_STEP}) * {USAGE_COARSE_STEP},"
     " CAST(round(avg(cpu)) AS INTEGER), CAST(round(avg(memory)) AS INTEGER), max(restarts)"
     f" FROM usage WHERE step = {USAGE_FINE_STEP} AND at >= ? AND at < ?"
@@ -108,34 +108,48 @@ class _Table:
             return
         newest = max(_epoch(s.at) for s in samples)
         minute = newest - newest % USAGE_COARSE_STEP
-        with self._txn():
-            self.conn.executemany(
-                "INSERT OR REPLACE INTO usage VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        USAGE_FINE_STEP,
-                        s.kind,
-                        s.key,
-                        _epoch(s.at),
-                        s.cpu_millicores,
-                        s.memory_bytes,
-                        s.restarts,
-                    )
-                    for s in samples
-                    # a minute already rolled up stays as it is (a clock stepped back)
-                    if self.rolled_until is None or _epoch(s.at) >= self.rolled_until
-                ],
+        rows = [
+            (
+                USAGE_FINE_STEP,
+                s.kind,
+                s.key,
+                _epoch(s.at),
+                s.cpu_millicores,
+                s.memory_bytes,
+                s.restarts,
             )
-            start = self.rolled_until
+            for s in samples
+            # a minute already rolled up stays as it is (a clock stepped back)
+            if self.rolled_until is None or _epoch(s.at) >= self.rolled_until
+        ]
+        # The row count follows each statement's changes rather than a count(*)
+        # over the whole table; a REPLACE's deletion is not among its changes,
+        # so a sample that replaces one is deleted first, counted.
+        added = 0
+        rolled_until = self.rolled_until
+        with self._txn():
+            if rows:
+                added -= self.conn.executemany(
+                    "DELETE FROM usage WHERE step = ? AND kind = ? AND key = ? AND at = ?",
+                    [row[:4] for row in rows],
+                ).rowcount
+                added += self.conn.executemany(
+                    "INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?)", rows
+                ).rowcount
+            start = rolled_until
             if start is None:
                 (oldest,) = self.conn.execute(
                     f"SELECT min(at) FROM usage WHERE step = {USAGE_FINE_STEP}"
                 ).fetchone()
                 start = minute if oldest is None else oldest - oldest % USAGE_COARSE_STEP
             if minute > start:
-                self.conn.execute(_ROLLUP, (start, minute))
-            if self.rolled_until is None or minute > self.rolled_until:
-                self.rolled_until = minute
+                added -= self.conn.execute(
+                    "DELETE FROM usage WHERE at >= ? AND at < ? AND step = ?",
+                    (start, minute, USAGE_COARSE_STEP),
+                ).rowcount
+                added += self.conn.execute(_ROLLUP, (start, minute)).rowcount
+            if rolled_until is None or minute > rolled_until:
+                rolled_until = minute
                 self.conn.execute(
                     "INSERT OR REPLACE INTO meta VALUES ('rolled_until', ?)", (minute,)
                 )
@@ -144,10 +158,12 @@ class _Table:
                 (USAGE_FINE_STEP, USAGE_FINE_KEEP),
                 (USAGE_COARSE_STEP, USAGE_COARSE_KEEP),
             ):
-                self.conn.execute(
+                added -= self.conn.execute(
                     "DELETE FROM usage WHERE at < ? AND step = ?", (newest - keep, step)
-                )
-            self.count = self._count()
+                ).rowcount
+        # Only now, committed: a transaction rolled back leaves memory as the file is.
+        self.rolled_until = rolled_until
+        self.count += added
         if self.count > self.cap:
             self._prune_to(self.cap * 95 // 100)
 
@@ -208,7 +224,20 @@ class _Transaction:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        if exc_type is None:
+            try:
+                self.conn.execute("COMMIT")
+            except BaseException:
+                # A COMMIT that failed (SQLITE_BUSY, a full disk) may leave the
+                # transaction open, and every later BEGIN would fail with it.
+                self._rollback()
+                raise
+        else:
+            self._rollback()
+
+    def _rollback(self) -> None:
+        if self.conn.in_transaction:  # SQLite rolls some errors back by itself
+            self.conn.execute("ROLLBACK")
 
 
 def _point(row: tuple[int, int, int, int]) -> UsagePoint:
