@@ -15,7 +15,7 @@ and p99 from it).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import (
@@ -124,18 +124,35 @@ class PrometheusMetrics:
         Interpolates linearly within the bucket the quantile falls in, as
         PromQL's ``histogram_quantile`` does; None without observations.
         """
-        if metric.kind != MetricKind.HISTOGRAM:
-            raise ValueError(f"{metric.name} is a {metric.kind}, not a histogram")
-        buckets: dict[float, float] = {}
-        for family in self.registry.collect():
-            for sample in family.samples:
+        (estimate,) = self.quantiles([(metric, q, labels)])
+        return estimate
+
+    def quantiles(
+        self, asked: Sequence[tuple[MetricSpec, float, Mapping[str, str]]]
+    ) -> list[float | None]:
+        """Estimate several quantiles (as :meth:`quantile`) from one collection of the registry."""
+        for metric, _, _ in asked:
+            if metric.kind != MetricKind.HISTOGRAM:
+                raise ValueError(f"{metric.name} is a {metric.kind}, not a histogram")
+        names = {metric.name + "_bucket" for metric, _, _ in asked}
+        samples = [
+            sample
+            for family in self.registry.collect()
+            for sample in family.samples
+            if sample.name in names
+        ]
+        estimates = []
+        for metric, q, labels in asked:
+            buckets: dict[float, float] = {}
+            for sample in samples:
                 if sample.name != metric.name + "_bucket":
                     continue
                 if not all(sample.labels.get(k) == v for k, v in labels.items()):
                     continue
                 bound = float(sample.labels["le"])
                 buckets[bound] = buckets.get(bound, 0.0) + sample.value
-        return histogram_quantile(q, sorted(buckets.items()))
+            estimates.append(histogram_quantile(q, sorted(buckets.items())))
+        return estimates
 
 
 def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:

@@ -70,8 +70,8 @@ def slo_statuses(metrics: Metrics) -> list[SloStatus]:
     if not isinstance(metrics, PrometheusMetrics):
         return []
     statuses = []
-    for slo in SLOS:
-        observed = metrics.quantile(slo.metric, slo.quantile, **slo.labels)
+    observations = metrics.quantiles([(slo.metric, slo.quantile, slo.labels) for slo in SLOS])
+    for slo, observed in zip(SLOS, observations, strict=True):
         statuses.append(
             SloStatus(
                 name=slo.name,

@@ -37,16 +37,15 @@ from opentelemetry.trace import format_span_id, format_trace_id
 
 from shoal.interfaces import (
     MAX_TRACE_SPANS,
+    SPAN_BUFFER,
     InvalidInput,
     SpanLink,
     SpanRecord,
     TraceView,
 )
 
-__all__ = ["SPAN_BUFFER", "SpanRecorder", "install_tracing", "tracing_exporter"]
+__all__ = ["SpanRecorder", "install_tracing", "tracing_exporter"]
 
-SPAN_BUFFER = 20_000
-"""Spans a node keeps in memory for ``get_trace`` (the oldest go first)."""
 
 _STATUS = {"UNSET": "unset", "OK": "ok", "ERROR": "error"}
 _installed: SpanRecorder | None = None

@@ -44,6 +44,8 @@ from starlette.types import ASGIApp
 
 from shoal.core import ShoalService
 from shoal.interfaces import (
+    API_PREFIX,
+    APPLY_PATH,
     DECLARED_VIAS,
     NO_METRICS,
     USAGE_DEFAULT_RANGE,
@@ -277,9 +279,9 @@ def create_app(
     Viewer = Annotated[ShoalService, Depends(role(Role.VIEWER))]
     Operator = Annotated[ShoalService, Depends(role(Role.OPERATOR))]
     Admin = Annotated[ShoalService, Depends(role(Role.ADMIN))]
-    v1 = APIRouter(prefix="/v1")
+    v1 = APIRouter(prefix=API_PREFIX)
 
-    @v1.post("/workloads/apply", tags=["workloads"])
+    @v1.post(APPLY_PATH.removeprefix(API_PREFIX), tags=["workloads"])
     async def apply(body: ApplyRequest, svc: Operator) -> ApplyResult:
         """Create or update workloads, ConfigMaps, Secrets and Namespaces from documents.
 

@@ -35,8 +35,11 @@ def trace(
 
     view = run(lambda: with_client(call))
     if not view.spans:
+        from shoal.interfaces import SPAN_BUFFER
+
         out.print(
-            f"no spans of trace {view.trace_id} on this server (it keeps the last 20,000; "
+            f"no spans of trace {view.trace_id} on this server (it keeps the last "
+            f"{SPAN_BUFFER:,}; "
             "a worker's are on the worker, or in your OTLP collector)",
             markup=False,
             highlight=False,

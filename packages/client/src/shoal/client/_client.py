@@ -17,6 +17,7 @@ import httpx
 
 from shoal import interfaces
 from shoal.interfaces import (
+    APPLY_PATH,
     TRACEPARENT_HEADER,
     TRACERESPONSE_HEADER,
     VIA_HEADER,
@@ -172,9 +173,7 @@ class ShoalClient(ConfigCalls, AsyncClosing):
         body = {"documents": list(documents), "dry_run": dry_run, "source": source}
         if strict:
             body["strict"] = True
-        return await self._call(
-            "POST", "/v1/workloads/apply", interfaces.ApplyResult, json_body=body
-        )
+        return await self._call("POST", APPLY_PATH, interfaces.ApplyResult, json_body=body)
 
     async def apply(self, specs: Sequence[ObjectSpec], *, dry_run: bool = False) -> ApplyResult:
         """Create or update workloads, ConfigMaps, Secrets and Namespaces, all or nothing.
@@ -315,9 +314,11 @@ class ShoalClient(ConfigCalls, AsyncClosing):
         )
 
     async def usage(
-        self, kind: UsageKind, name: str, namespace: str = "default", *, range: str = "1h"
+        self, kind: UsageKind, name: str, namespace: str = "default", *, range: str | None = None
     ) -> UsageSeries:
-        """Return the usage history of an instance or a node over ``range``."""
+        """Return the usage history of an instance or a node over ``range`` (default: 1 h)."""
+        if range is None:  # the name, not its value: importing it at start costs the usage models
+            range = interfaces.USAGE_DEFAULT_RANGE
         path = (
             f"/v1/nodes/{name}/stats"
             if kind == "node"

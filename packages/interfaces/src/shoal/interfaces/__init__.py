@@ -160,6 +160,9 @@ if TYPE_CHECKING:
         MAX_TRACE_SPANS,
         MCP_TRACEPARENT_META,
         ORIGIN_BAGGAGE,
+        SPAN_BUFFER,
+        TRACE_ID_PATTERN,
+        TRACEPARENT_PATTERN,
         SpanLink,
         SpanRecord,
         TraceSource,
@@ -188,7 +191,15 @@ if TYPE_CHECKING:
         summarize_usage,
         usage_range_seconds,
     )
-    from ._wire import DECLARED_VIAS, TRACEPARENT_HEADER, TRACERESPONSE_HEADER, VIA_HEADER, Via
+    from ._wire import (
+        API_PREFIX,
+        APPLY_PATH,
+        DECLARED_VIAS,
+        TRACEPARENT_HEADER,
+        TRACERESPONSE_HEADER,
+        VIA_HEADER,
+        Via,
+    )
     from ._workload import (
         CONFIG_HASH_ANNOTATION,
         MANIFEST_ANNOTATION,
@@ -343,6 +354,11 @@ _LAZY = {
     "Slo": "._statusz",
     "SloStatus": "._statusz",
     "ORIGIN_BAGGAGE": "._tracing",
+    "API_PREFIX": "._wire",
+    "APPLY_PATH": "._wire",
+    "SPAN_BUFFER": "._tracing",
+    "TRACE_ID_PATTERN": "._tracing",
+    "TRACEPARENT_PATTERN": "._tracing",
     "REDACTED_VALUE": "._statusz",
     "Statusz": "._statusz",
     "StatuszSource": "._statusz",
@@ -473,6 +489,8 @@ __getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 
 __all__ = [
+    "API_PREFIX",
+    "APPLY_PATH",
     "AUDIT_ENTRIES",
     "AUDIT_HEAD",
     "CONFIGMAPS",
@@ -504,8 +522,11 @@ __all__ = [
     "SECRETS",
     "SECRET_TYPES",
     "SLOS",
+    "SPAN_BUFFER",
     "TRACEPARENT_HEADER",
+    "TRACEPARENT_PATTERN",
     "TRACERESPONSE_HEADER",
+    "TRACE_ID_PATTERN",
     "USAGE_COARSE_KEEP",
     "USAGE_COARSE_STEP",
     "USAGE_DEFAULT_RANGE",

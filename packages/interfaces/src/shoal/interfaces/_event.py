@@ -8,6 +8,7 @@ from enum import StrEnum
 from pydantic import Field
 
 from ._base import Model
+from ._tracing import TRACE_ID_PATTERN
 from ._wire import Via
 
 __all__ = ["Actor", "Event", "EventType", "ObjectRef"]
@@ -63,6 +64,6 @@ class Event(Model):
     """Who did it."""
     details: dict[str, str] = Field(default_factory=dict)
     """Extra context (e.g. arguments of a call, secrets redacted)."""
-    trace_id: str | None = None
+    trace_id: str | None = Field(default=None, pattern=TRACE_ID_PATTERN)
     """The trace of the request whose work this event records (see ``get_trace``): the
     request's own trace, also for what its controllers did later; None without tracing."""

@@ -17,6 +17,7 @@ from pydantic import Field
 
 from ._base import Model
 from ._errors import InvalidTransition
+from ._tracing import TRACE_ID_PATTERN, TRACEPARENT_PATTERN
 from ._workload import PodTemplate, RestartPolicy
 
 __all__ = [
@@ -139,10 +140,10 @@ class Instance(Model):
     """Set while pending: why no node fits."""
     container_ids: dict[str, str] = Field(default_factory=dict)
     """Container name → runtime container id."""
-    trace_context: str | None = None
+    trace_context: str | None = Field(default=None, pattern=TRACEPARENT_PATTERN)
     """The W3C ``traceparent`` of the request that caused this instance (copied from its
     workload's when the control loop made it): its node's spans link to it."""
-    start_trace_id: str | None = None
+    start_trace_id: str | None = Field(default=None, pattern=TRACE_ID_PATTERN)
     """The trace of the node's last start of this instance (pull, create, start), for
     ``get_trace``; None before the first start or without tracing."""
     created_at: datetime

@@ -16,6 +16,7 @@ from pydantic import Field
 from ._base import Model
 from ._metrics import Catalogue, MetricSpec
 from ._roles import NodeRole
+from ._wire import APPLY_PATH
 
 __all__ = ["REDACTED_VALUE", "SLOS", "Slo", "SloStatus", "Statusz", "StatuszSource"]
 
@@ -49,7 +50,7 @@ SLOS: tuple[Slo, ...] = (
         Catalogue.API_REQUEST_DURATION,
         0.99,
         1.0,
-        {"route": "/v1/workloads/apply", "method": "POST"},
+        {"route": APPLY_PATH, "method": "POST"},
     ),
     # Failure detection (gossip) and a new start: within a minute of losing a node.
     Slo("reschedule after a node loss p99 <= 60 s", Catalogue.RESCHEDULE_DURATION, 0.99, 60.0),

@@ -29,6 +29,9 @@ __all__ = [
     "MAX_TRACE_SPANS",
     "MCP_TRACEPARENT_META",
     "ORIGIN_BAGGAGE",
+    "SPAN_BUFFER",
+    "TRACEPARENT_PATTERN",
+    "TRACE_ID_PATTERN",
     "SpanLink",
     "SpanRecord",
     "TraceSource",
@@ -44,6 +47,12 @@ ORIGIN_BAGGAGE = "shoal.origin"
 """The OpenTelemetry baggage entry naming the request a piece of work serves (its
 ``traceparent``): set by the loops, carried over gRPC, so a server's span of a worker's
 call links to that request too."""
+TRACE_ID_PATTERN = r"^[0-9a-f]{32}$"
+"""A trace id as Shoal stores it: 32 lower-case hex digits (W3C)."""
+TRACEPARENT_PATTERN = r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
+"""A W3C ``traceparent`` as the objects carry it (version-trace-span-flags)."""
+SPAN_BUFFER = 20_000
+"""Spans a node keeps in memory for ``get_trace`` (the oldest go first)."""
 MAX_TRACE_SPANS = 500
 """The most spans one ``get_trace`` answer holds (the earliest first); more are counted."""
 

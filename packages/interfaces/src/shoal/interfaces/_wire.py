@@ -8,7 +8,20 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["DECLARED_VIAS", "TRACEPARENT_HEADER", "TRACERESPONSE_HEADER", "VIA_HEADER", "Via"]
+__all__ = [
+    "API_PREFIX",
+    "APPLY_PATH",
+    "DECLARED_VIAS",
+    "TRACEPARENT_HEADER",
+    "TRACERESPONSE_HEADER",
+    "VIA_HEADER",
+    "Via",
+]
+
+API_PREFIX = "/v1"
+"""Where the REST API's signed routes live."""
+APPLY_PATH = f"{API_PREFIX}/workloads/apply"
+"""The apply route: called by the client, served by the API, measured by an SLO."""
 
 
 class Via(StrEnum):

@@ -19,6 +19,7 @@ from pydantic import ConfigDict, Field, StringConstraints, field_validator, mode
 from ._base import Model
 from ._fielddocs import fields_described
 from ._quantity import Cpu, Memory
+from ._tracing import TRACEPARENT_PATTERN
 
 __all__ = [
     "CONFIG_HASH_ANNOTATION",
@@ -996,7 +997,7 @@ class Workload(Model):
     """The last revision whose canaries were promoted (its rollout may replace every instance)."""
     status: WorkloadStatus = WorkloadStatus()
     """Observed by the control loop."""
-    trace_context: str | None = None
+    trace_context: str | None = Field(default=None, pattern=TRACEPARENT_PATTERN)
     """The W3C ``traceparent`` of the request that last changed this workload (an apply, a
     scale, an undo, a delete): the control loop's spans link to it and its events carry its
     trace id. None when no tracing was set up."""
