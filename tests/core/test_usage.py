@@ -13,7 +13,7 @@ import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
 
-from shoal.core import LocalNode, NodeLoop, ShoalService, UsageSampler
+from shoal.core import LocalNode, ManualClock, NodeLoop, ShoalService, UsageSampler
 from shoal.interfaces import (
     USAGE_COARSE_KEEP,
     USAGE_FINE_KEEP,
@@ -26,6 +26,7 @@ from shoal.interfaces import (
     WorkloadSpec,
     summarize_usage,
 )
+from shoal.runtime import MockRuntime
 from shoal.state import SqliteUsageHistory
 from tests.core.support import Cluster
 
@@ -171,6 +172,48 @@ async def test_sampler_runs_on_the_clock_and_the_file_survives_a_reopen(
     async with SqliteUsageHistory(path) as reopened:
         _, points = await reopened.query("node", "n1", "15m", cluster.clock.now())
         assert len(points) == 3
+
+
+class StatsFailOnce(MockRuntime):
+    """A runtime whose first stats call fails as a cgroup file that vanished mid-read does."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        super().__init__(clock)
+        self.failed = anyio.Event()
+
+    async def stats(self, uid: str) -> Sequence[ContainerStats]:
+        if not self.failed.is_set():
+            self.failed.set()
+            raise FileNotFoundError(f"/sys/fs/cgroup/shoal/{uid}/cpu.stat")
+        return await super().stats(uid)
+
+
+async def test_sampler_keeps_sampling_after_a_round_fails(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    runtime = StatsFailOnce(cluster.clock)
+    loop = await cluster.add_node("n1", runtime)
+    await cluster.service.apply([WorkloadSpec.model_validate(LIMITED)])
+    await cluster.settle()
+    runtime.set_stats("main", ContainerStats(name="main", cpu_millicores=100))
+    async with SqliteUsageHistory() as history:
+        sampler = sampler_for(loop, history, cluster)
+        async with anyio.create_task_group() as tg:
+            await tg.start(sampler.run)
+            await wait_all_tasks_blocked()
+            cluster.clock.advance(USAGE_FINE_STEP)
+            with anyio.fail_after(10):
+                await runtime.failed.wait()
+            for expected in (1, 2):
+                await wait_all_tasks_blocked()
+                cluster.clock.advance(USAGE_FINE_STEP)
+                with anyio.fail_after(10):
+                    while sampler.rounds < expected:
+                        await wait_all_tasks_blocked()
+            tg.cancel_scope.cancel()
+        _, points = await history.query("node", "n1", "15m", cluster.clock.now())
+    assert [p.cpu_millicores for p in points] == [200, 200]  # the failed round is a gap
+    assert "usage sampling of node n1 failed" in caplog.text
 
 
 async def test_service_refuses_a_bad_range_and_another_nodes_history(cluster: Cluster) -> None:

@@ -11,7 +11,8 @@ node's clock, so a test drives them with a manual clock.
 
 A pod that vanished between the cache and the stats call is skipped for that
 round; a history that cannot be written is logged once per kind of failure,
-and the next round tries again: sampling never stops the node.
+any other error of a round with its traceback, and the next round tries
+again: sampling never stops the node.
 """
 
 from __future__ import annotations
@@ -108,6 +109,11 @@ class UsageSampler:
                 if str(exc) != self._failure:
                     log.warning("usage history of node %s not recorded: %s", self.node, exc)
                 self._failure = str(exc)
+            except Exception:
+                # Charts must not take the node down (a cgroup file gone mid-read):
+                # this round is a gap, the next one samples again.
+                log.exception("usage sampling of node %s failed", self.node)
+                self._failure = ""
             else:
                 self._failure = ""
 
