@@ -4,9 +4,11 @@ import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
 
+from shoal.agent._metrics import PrometheusMetrics
+from shoal.core import ManualClock
 from shoal.core._repo import instance_key
-from shoal.interfaces import InstanceState, WorkloadSpec
-from shoal.runtime import Fault
+from shoal.interfaces import Catalogue, InstanceState, PodStatus, WorkloadSpec
+from shoal.runtime import Fault, MockRuntime
 from tests.core.support import Cluster, eventually, spec
 
 pytestmark = pytest.mark.anyio
@@ -102,3 +104,39 @@ async def test_a_pod_started_for_a_record_that_went_meanwhile_does_not_stay(
 
         await eventually(no_pod)
         tg.cancel_scope.cancel()
+
+
+class InspectFailsOnce(MockRuntime):
+    """A runtime whose first inspect fails with an error no Shoal code expects."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        super().__init__(clock)
+        self.failed = anyio.Event()
+
+    async def inspect(self, uid: str) -> PodStatus:
+        if not self.failed.is_set():
+            self.failed.set()
+            raise RuntimeError(f"the runtime's state of {uid} is unreadable")
+        return await super().inspect(uid)
+
+
+async def test_an_unexpected_error_fails_one_sync_not_the_loop(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    runtime = InspectFailsOnce(cluster.clock)
+    loop = await cluster.add_node("n1", runtime)
+    loop.metrics = metrics = PrometheusMetrics()
+    async with anyio.create_task_group() as tg:
+        await tg.start(loop.run)
+        await cluster.service.apply([spec(name="web", replicas=1)])
+        await cluster.control.reconcile_once()
+        with anyio.fail_after(10):
+            await runtime.failed.wait()
+
+        async def runs() -> bool:
+            return (await state_of(cluster, "web"))[0] == InstanceState.RUNNING
+
+        await eventually(runs, cluster.clock)  # a later pass starts it
+        tg.cancel_scope.cancel()
+    assert metrics.count(Catalogue.NODE_LOOP_ACTIONS, action="sync", outcome="error") == 1
+    assert "node loop: syncing pod" in caplog.text

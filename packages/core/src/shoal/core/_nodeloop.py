@@ -498,17 +498,27 @@ class NodeLoop:
         A change that came during the sync syncs the instance again; a lost
         race needs nothing (the watch brings the newer record, which syncs
         it); a store that went away brings a pass after a while; a restart or
-        a teardown retry that waits out a backoff is synced when it ends.
+        a teardown retry that waits out a backoff is synced when it ends; an
+        error the sync did not expect is left to the next periodic pass.
         """
         try:
             outcome = await sync(*args)
+        except Exception:
+            # Outside _guarded_sync (the runtime's inspect, an orphan's removal):
+            # one pod's failure must not end the loop's task group with it.
+            # As _guarded_sync does: counted, logged, and the next pass tries again.
+            self._did("sync", "error")
+            log.exception("node loop: syncing pod %s failed", uid)
+            outcome = None
         finally:
             self._syncing.discard(uid)
         if outcome == "unavailable":
+            self._stale.discard(uid)  # the pass this wakes syncs it as it is then
             await self.clock.sleep(_RACE_RETRY)  # as a pass would wait before trying again
             self._wake()
             return
         if key is None:
+            self._stale.discard(uid)
             return
         if uid in self._stale:
             self._stale.discard(uid)
