@@ -247,8 +247,8 @@ class ShoalNode:
                         await tg.start(serve_grpc, self.clustering.grpc_addr, handlers)
                     if runs:
                         await tg.start(self._forever, "node loop", self.node_loop.run)
-                    if runs and self.sampler is not None:
-                        await tg.start(self._forever, "usage sampler", self.sampler.run)
+                        if self.sampler is not None:
+                            await tg.start(self._forever, "usage sampler", self.sampler.run)
                     elif self.clustering is not None:
                         # A server-only node runs no instances, but is listed with its role.
                         tg.start_soon(self.node_loop.register_when_reachable)
