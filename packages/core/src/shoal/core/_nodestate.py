@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shoal.interfaces import (
     INSTANCES,
+    POD_CONFIG_KINDS,
     ConfigMapSpec,
     Event,
     EventKind,
@@ -44,9 +45,6 @@ from ._configs import read_used_config
 from ._repo import event_store_key
 
 __all__ = ["LocalNodeState"]
-
-CONFIG_KINDS_USED = ("ConfigMap", "Secret")
-"""The kinds a pod reads configuration from."""
 
 _ATTEMPTS = 20
 """Tries of a read-modify-write of the node record before a RevisionConflict stands."""
@@ -174,7 +172,7 @@ class LocalNodeState:
         self, kind: str, namespace: str, name: str
     ) -> ConfigMapSpec | SecretSpec | None:
         """Return a ConfigMap's or Secret's spec, or None when it does not exist."""
-        if kind not in CONFIG_KINDS_USED:
+        if kind not in POD_CONFIG_KINDS:
             raise InvalidInput(
                 f"a pod uses ConfigMaps and Secrets, not {kind!r}", kind=kind, name=name
             )

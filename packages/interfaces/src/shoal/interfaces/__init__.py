@@ -103,7 +103,7 @@ if TYPE_CHECKING:
         Sample,
     )
     from ._node import NODE_CLUSTER_FIELDS, NODE_TRANSITIONS, Capacity, GossipState, Node
-    from ._nodestate import NodeState
+    from ._nodestate import POD_CONFIG_KINDS, NodeState
     from ._quantity import Cpu, Memory, format_cpu, format_memory, parse_cpu, parse_memory
     from ._roles import NodeRole
     from ._runtime import (
@@ -276,6 +276,7 @@ _LAZY = {
     "docker_credentials": "._config",
     "StoreWrapper": "._store",
     "NodeState": "._nodestate",
+    "POD_CONFIG_KINDS": "._nodestate",
     "CONFIG_KINDS": "._service",
     "ManifestSource": "._service",
     "ObjectSpec": "._service",
@@ -517,6 +518,7 @@ __all__ = [
     "NO_METRICS",
     "ORIGIN_BAGGAGE",
     "PLACED_STATES",
+    "POD_CONFIG_KINDS",
     "REDACTED_VALUE",
     "ROLL_ON_CONFIG_ANNOTATION",
     "SECRETS",

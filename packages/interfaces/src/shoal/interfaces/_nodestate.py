@@ -35,7 +35,10 @@ if TYPE_CHECKING:
     from ._node import Node
     from ._store import ListResult, WatchEvent
 
-__all__ = ["NodeState"]
+__all__ = ["POD_CONFIG_KINDS", "NodeState"]
+
+POD_CONFIG_KINDS = ("ConfigMap", "Secret")
+"""The kinds of configuration a pod reads, so the kinds :meth:`NodeState.config` answers."""
 
 
 @runtime_checkable

@@ -37,6 +37,7 @@ from shoal.interfaces import (
     StateStore,
     config_map_key,
     instance_key,
+    node_key,
     secret_key,
 )
 
@@ -169,7 +170,7 @@ class NodeStateGateway:
         if name == "Ping":
             return WorkerScope(caller, None)
         try:
-            record = await self._store.get(f"/nodes/{caller.name}")
+            record = await self._store.get(node_key(caller.name))
             registered = (
                 None if record is None else parse_document(record.key, record.value, Node).node_id
             )

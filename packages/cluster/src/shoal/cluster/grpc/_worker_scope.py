@@ -59,7 +59,7 @@ from pydantic import BaseModel, ValidationError
 from shoal.interfaces import (
     INSTANCE_STATUS_FIELDS,
     NODE_CLUSTER_FIELDS,
-    NODES,
+    POD_CONFIG_KINDS,
     Event,
     EventKind,
     Forbidden,
@@ -71,12 +71,12 @@ from shoal.interfaces import (
     Unauthenticated,
     WatchEvent,
     event_key,
+    node_key,
 )
 
 from ._nodeauth import Caller
 
 __all__ = [
-    "CONFIG_KINDS",
     "EVENTS_PER_MINUTE",
     "INSTANCE_STATUS_FIELDS",
     "NODE_CLUSTER_FIELDS",
@@ -89,9 +89,6 @@ __all__ = [
 # Events one node may record per minute: far above what a node loop reports
 # (an event per instance change), low enough that a node cannot flood the store.
 EVENTS_PER_MINUTE = 600
-
-CONFIG_KINDS = ("ConfigMap", "Secret")
-"""The kinds of configuration a worker may read (for its pods)."""
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -147,7 +144,7 @@ class WorkerScope:
     @property
     def node_key(self) -> str:
         """The key of the caller's own node record."""
-        return f"{NODES}{self.caller.name}"
+        return node_key(self.caller.name)
 
     def admit(self, method: str) -> None:
         """Check that the caller is who its node record says, before anything else.
@@ -285,7 +282,7 @@ class WorkerScope:
             InvalidInput: ``kind`` is not ConfigMap or Secret, or no name is given.
             Forbidden: no instance of the caller uses it.
         """
-        if kind not in CONFIG_KINDS or not namespace or not name:
+        if kind not in POD_CONFIG_KINDS or not namespace or not name:
             raise InvalidInput(
                 f"a node reads a ConfigMap or a Secret by namespace and name, not "
                 f"{kind!r} {namespace!r}/{name!r}",
