@@ -253,9 +253,12 @@ class WorkerScope:
         """Allow deleting the record of an instance placed on the caller, at ``expected_revision``.
 
         Raises:
-            RevisionConflict: the record is not at ``expected_revision`` (or is gone).
+            RevisionConflict: the record is not at ``expected_revision`` (or is gone,
+                unless 0 was expected: then nothing is deleted).
             Forbidden: it is not placed on the caller, or holds another uid.
         """
+        if current is None and expected_revision == 0:
+            return  # deletes nothing and returns None, as LocalNodeState's does
         self._placed_current("remove", key, uid, expected_revision, current)
 
     def check_event(self, value: bytes) -> Filed:
