@@ -85,7 +85,6 @@
     const charts = {};
     const summary = section.querySelector("[data-usage-summary]");
     let range = chosenRange(section);
-    let loading = null;
 
     async function load() {
       for (const button of section.querySelectorAll("[data-usage-range]")) {
@@ -110,8 +109,7 @@
     }
 
     function reload() {
-      loading = load().catch((error) => { summary.textContent = "Usage history unavailable: " + error; });
-      return loading;
+      load().catch((error) => { summary.textContent = "Usage history unavailable: " + error; });
     }
 
     for (const button of section.querySelectorAll("[data-usage-range]")) {
