@@ -905,6 +905,9 @@ async def test_a_worker_reads_only_the_configuration_its_own_pods_use(
             await remote.config("Secret", "default", "db")
         with pytest.raises(Forbidden, match="runs no instance that uses Secret other/creds"):
             await remote.config("Secret", "other", "creds")
+        for kind, name in (("Namespace", "default"), ("Secret", "")):
+            with pytest.raises(InvalidInput, match="reads a ConfigMap or a Secret by namespace"):
+                await remote.config(kind, "default", name)
         await store.delete(ikey("mine"))  # its pod gone, its configuration is out of reach
 
         async def refused() -> bool:

@@ -303,7 +303,7 @@ class NodeStateGateway:
 
     async def _config(self, scope: WorkerScope, request: pb.GetConfigRequest) -> pb.GetConfigReply:
         kind, namespace, name = request.kind, request.namespace, request.name
-        scope.check_config(kind, namespace, name, used=True)  # the kind and names first
+        scope.check_config_name(kind, namespace, name)  # before looking for who uses it
         assignments = self._following()
         if assignments is not None:
             used = assignments.uses(scope.caller.name, kind, namespace, name)

@@ -78,8 +78,6 @@ from ._nodeauth import Caller
 
 __all__ = [
     "EVENTS_PER_MINUTE",
-    "INSTANCE_STATUS_FIELDS",
-    "NODE_CLUSTER_FIELDS",
     "Filed",
     "WorkerScope",
     "Write",
@@ -278,12 +276,11 @@ class WorkerScope:
         about = event.object
         return Filed(event_key(about.kind, about.namespace, about.name, event.id), value)
 
-    def check_config(self, kind: str, namespace: str, name: str, used: bool) -> None:
-        """Allow reading a ConfigMap or Secret if ``used`` by an instance placed on the caller.
+    def check_config_name(self, kind: str, namespace: str, name: str) -> None:
+        """Allow asking for a ConfigMap or Secret by namespace and name (before who uses it).
 
         Raises:
             InvalidInput: ``kind`` is not ConfigMap or Secret, or no name is given.
-            Forbidden: no instance of the caller uses it.
         """
         if kind not in POD_CONFIG_KINDS or not namespace or not name:
             raise InvalidInput(
@@ -291,6 +288,15 @@ class WorkerScope:
                 f"{kind!r} {namespace!r}/{name!r}",
                 kind=kind,
             )
+
+    def check_config(self, kind: str, namespace: str, name: str, used: bool) -> None:
+        """Allow reading a ConfigMap or Secret if ``used`` by an instance placed on the caller.
+
+        Raises:
+            InvalidInput: ``kind`` is not ConfigMap or Secret, or no name is given.
+            Forbidden: no instance of the caller uses it.
+        """
+        self.check_config_name(kind, namespace, name)
         if not used:
             raise Forbidden(
                 f"node {self.caller.name!r} runs no instance that uses {kind} "
