@@ -86,6 +86,15 @@ def client(service: ShoalService) -> Client:
     return Client(build_server(in_process(service), McpSettings(default_caller=VIEWER)))
 
 
+async def test_the_tool_description_names_the_summarys_size() -> None:
+    """The description is written out (an agent reads it): it keeps to the constant."""
+    async with MemoryStore() as store, client(ShoalService(store, ManualClock())) as mcp:
+        tools = {tool.name: tool for tool in (await mcp.list_tools()).tools}
+    description = tools["query_usage"].description
+    assert description is not None
+    assert f"at most {USAGE_SUMMARY_POINTS} averaged points" in " ".join(description.split())
+
+
 async def test_query_usage_returns_a_bounded_summary_against_limits(
     sampled: tuple[ShoalService, str],
 ) -> None:

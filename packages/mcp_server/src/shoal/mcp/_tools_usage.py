@@ -79,8 +79,8 @@ def register_usage_tools(server: MCPServer[Any], gate: Gate) -> None:
 
         Returns min/avg/max/last of CPU (millicores) and memory (bytes), the limits (0: none)
         and the peak as a fraction of each, restarts within the range, and at most
-        USAGE_SUMMARY_POINTS averaged points. Use it to size limits or to see whether an
-        instance was starved or leaking before it failed (then explain_instance).
+        24 averaged points. Use it to size limits or to see whether an instance was
+        starved or leaking before it failed (then explain_instance).
         """
         ref = CLUSTER
         try:
