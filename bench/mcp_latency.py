@@ -41,7 +41,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
@@ -51,12 +51,6 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import InputRequiredResult
-from opentelemetry import trace
-from opentelemetry.context import Context
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
-from opentelemetry.trace import Link, SpanKind, TraceState
-from opentelemetry.util.types import Attributes
 from prometheus_client.parser import text_string_to_metric_families
 
 from shoal.agent import SpanRecorder
@@ -66,6 +60,11 @@ from shoal.core import MeteredStore, ShoalService, SystemClock
 from shoal.interfaces import NO_METRICS, Catalogue, MetricSpec, Role, WorkloadSpec
 from shoal.mcp import McpSettings, build_server, create_token, in_process
 from shoal.state import MemoryStore
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script, only bench/ is on the path
+    sys.path.insert(0, str(ROOT))
+from bench.common import TracingSwitch, install_switched_tracing  # noqa: E402
 
 READY = "ready: API on http://"
 PROTOCOL = "2026-07-28"
@@ -253,39 +252,8 @@ async def measure(rounds: int, count: int, root: Path, env: dict[str, str], url:
     print(f"  (on: metrics and traces, {spans} spans recorded; off: neither)")
 
 
-class TracingSwitch(Sampler):
-    """Samples every span while on and none while off: traces on and off in one process."""
-
-    on = True
-
-    def should_sample(
-        self,
-        parent_context: Context | None,
-        trace_id: int,
-        name: str,
-        kind: SpanKind | None = None,
-        attributes: Attributes = None,
-        links: Sequence[Link] | None = None,
-        trace_state: TraceState | None = None,
-    ) -> SamplingResult:
-        """Record and sample the span while on; drop it while off."""
-        decision = Decision.RECORD_AND_SAMPLE if self.on else Decision.DROP
-        return SamplingResult(decision, attributes)
-
-    def get_description(self) -> str:
-        """Name the sampler."""
-        return "TracingSwitch"
-
-
 tracing = TracingSwitch()
 recorder = SpanRecorder()
-
-
-def install_switched_tracing() -> None:
-    """Set up the SDK as the agent does (a span buffer), behind :data:`tracing`."""
-    provider = TracerProvider(sampler=tracing)
-    provider.add_span_processor(recorder)
-    trace.set_tracer_provider(provider)
 
 
 def print_agent_view(scraped: str, samples: dict[str, list[float]]) -> None:
@@ -337,7 +305,7 @@ def main() -> None:
         init_keypair(root / "home", "bench@local")
         agent, url = start_agent(root, env)
         try:
-            install_switched_tracing()
+            install_switched_tracing(tracing, recorder)
             anyio.run(measure, args.rounds, args.workloads, root, env, url)
         finally:
             agent.terminate()
