@@ -39,6 +39,7 @@ from shoal.interfaces import (
     Role,
     SpanRecord,
     TraceView,
+    Via,
     WorkloadSpec,
 )
 from tests.shoal_cli import run_shoal
@@ -353,3 +354,32 @@ async def test_a_failed_call_marks_its_span_with_the_error_code_not_its_message(
     (request,) = named(view, "POST /v1/workloads/{namespace}/{name}/scale")
     assert request.attributes["http.response.status_code"] == 404
     assert all("ghost" not in s.status_message for s in view.spans)
+
+
+async def test_the_events_of_one_trace_one_actor_or_one_door_are_listed_by_the_server(
+    tmp_path: Path,
+) -> None:
+    async with agent(tmp_path) as a:
+        await a.operator.apply([HELLO])
+        trace_id = a.operator.last_trace_id
+        assert trace_id is not None
+        with anyio.fail_after(20):
+            while True:  # until the node's Started is in, the last event of this apply
+                traced = await a.operator.list_events(trace_id=trace_id)
+                if "Started" in {e.reason for e in traced}:
+                    break
+                await anyio.sleep(0.05)
+        await a.admin.list_workloads()
+        by_operator = await a.operator.list_events(actor="operator@test")
+        by_cli = await a.operator.list_events(via=Via.CLI)
+        with pytest.raises(InvalidInput, match="32 hex digits"):
+            await a.operator.list_events(trace_id="nope")
+        shown = await anyio.to_thread.run_sync(
+            lambda: run_shoal(a.env(Role.OPERATOR), "events", "--trace", trace_id, "-o", "json")
+        )
+    assert {e.reason for e in traced} >= {"Created", "Scheduled", "Started"}
+    assert all(e.trace_id == trace_id for e in traced)
+    assert {e.object.kind for e in traced} == {"Workload", "Instance"}
+    assert [e.reason for e in by_operator] == ["Created"]
+    assert all(e.actor.via == Via.CLI for e in by_cli) and by_cli
+    assert [e["id"] for e in json.loads(shown.stdout)] == [e.id for e in traced]

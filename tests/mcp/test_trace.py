@@ -46,6 +46,7 @@ async def test_a_change_tool_returns_its_trace_and_get_trace_shows_what_it_cause
         view = await eventually(started)
         (instance, _) = (await call(client, "list_instances", workload="hello"))["instances"]
         diagnosis = await call(client, "explain_instance", name=instance["name"])
+        caused = await call(client, "list_events", trace_id=trace_id.upper(), limit=100)
         assert "should match pattern" in await refused(client, "get_trace", trace_id="z" * 32)
     spans = view["spans"]
     tool = next(s for s in spans if s["name"] == "tools/call apply_workload")
@@ -55,6 +56,9 @@ async def test_a_change_tool_returns_its_trace_and_get_trace_shows_what_it_cause
     starts = [s for s in spans if s["name"] == "shoal.start"]
     assert len(starts) == 2 and all(s["links"][0]["trace_id"] == trace_id for s in starts)
     assert all(not k.startswith("http.") for s in spans for k in s["attributes"])
+    reasons = {e["reason"] for e in caused["events"]}
+    assert {"Created", "Scheduled", "Started"} <= reasons
+    assert all(e["trace_id"] == trace_id for e in caused["events"])
     assert diagnosis["cause_trace_id"] == trace_id
     assert diagnosis["start_trace_id"] in {s["trace_id"] for s in starts}
 

@@ -475,9 +475,20 @@ def create_app(
         kind: str | None = None,
         name: str | None = None,
         namespace: str | None = None,
+        actor: str | None = None,
+        via: Via | None = None,
+        trace_id: str | None = None,
     ) -> list[Event]:
-        """List the latest events, oldest first."""
-        return await svc.list_events(limit=limit, kind=kind, name=name, namespace=namespace)
+        """List the latest events, oldest first (of one object, actor, front door or trace)."""
+        return await svc.list_events(
+            limit=limit,
+            kind=kind,
+            name=name,
+            namespace=namespace,
+            actor=actor,
+            via=via,
+            trace_id=trace_id,
+        )
 
     @v1.post("/events", tags=["events"])
     async def record_event(body: EventRequest, svc: Operator) -> Event:

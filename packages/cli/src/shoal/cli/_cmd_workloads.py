@@ -247,14 +247,29 @@ def events(
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Keep printing new events.")] = False,
     limit: Annotated[int, typer.Option(help="How many recent events.")] = 50,
     output: Annotated[Format, typer.Option("--output", "-o")] = Format.TABLE,
+    trace: Annotated[
+        str | None,
+        typer.Option(
+            "--trace",
+            help="Only the events of the work one request caused, on every node (a trace id "
+            "from explain, an event or an apply).",
+        ),
+    ] = None,
+    actor: Annotated[
+        str | None, typer.Option(help="Only what this key (or component) did.")
+    ] = None,
 ) -> None:
     """Show recent events; with --watch, follow new ones until Ctrl-C."""
 
     async def call(shoal: ShoalClient) -> None:
-        render(out, await shoal.list_events(limit=limit), output, "events")
+        listed = await shoal.list_events(limit=limit, trace_id=trace, actor=actor)
+        render(out, listed, output, "events")
         if watch:
             async for event in shoal.watch_events():
-                render(out, [event], output, "events")
+                if (trace is None or event.trace_id == trace.lower()) and (
+                    actor is None or event.actor.id == actor
+                ):
+                    render(out, [event], output, "events")
 
     run(lambda: with_client(call))
 

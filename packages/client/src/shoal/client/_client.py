@@ -439,9 +439,20 @@ class ShoalClient(ConfigCalls, AsyncClosing):
         kind: str | None = None,
         name: str | None = None,
         namespace: str | None = None,
+        actor: str | None = None,
+        via: Via | None = None,
+        trace_id: str | None = None,
     ) -> list[Event]:
-        """Return the latest events, oldest first."""
-        params = {"limit": limit, "kind": kind, "name": name, "namespace": namespace}
+        """Return the latest events, oldest first (filtered as :class:`Service` says)."""
+        params = {
+            "limit": limit,
+            "kind": kind,
+            "name": name,
+            "namespace": namespace,
+            "actor": actor,
+            "via": None if via is None else via.value,
+            "trace_id": trace_id,
+        }
         return await self._call("GET", "/v1/events", list[interfaces.Event], params=params)
 
     async def watch_events(self) -> AsyncIterator[Event]:

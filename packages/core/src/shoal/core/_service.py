@@ -966,16 +966,27 @@ class ShoalService:
         kind: str | None = None,
         name: str | None = None,
         namespace: str | None = None,
+        actor: str | None = None,
+        via: Via | None = None,
+        trace_id: str | None = None,
     ) -> list[Event]:
-        """Return the latest events, oldest first, optionally about one object."""
+        """Return the latest events, oldest first, optionally about one object; see Service."""
         if limit < 1:
             raise InvalidInput(f"limit must be at least 1, got {limit}", field="limit")
+        if trace_id is not None:
+            try:
+                trace_id = check_trace_id(trace_id)
+            except ValueError as exc:
+                raise InvalidInput(str(exc), field="trace_id") from None
         events = [
             e
             for e in await self.repo.list_events(kind, namespace, name)
             if (kind is None or e.object.kind.lower() == kind.lower())
             and (name is None or e.object.name == name)
             and (namespace is None or e.object.namespace == namespace)
+            and (actor is None or e.actor.id == actor)
+            and (via is None or e.actor.via == via)
+            and (trace_id is None or e.trace_id == trace_id)
         ]
         return events[-limit:]
 

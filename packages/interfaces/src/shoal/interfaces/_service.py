@@ -23,6 +23,7 @@ from ._node import Node
 from ._runtime import ContainerStats, ExecResult, ImageInfo, ImageProgress, LogLine
 from ._tracing import TraceView
 from ._usage import USAGE_DEFAULT_RANGE, UsageKind, UsageSeries
+from ._wire import Via
 from ._workload import Workload, WorkloadSpec
 
 ObjectSpec = WorkloadSpec | ConfigMapSpec | SecretSpec | NamespaceSpec
@@ -337,8 +338,19 @@ class Service(Protocol):
         kind: str | None = None,
         name: str | None = None,
         namespace: str | None = None,
+        actor: str | None = None,
+        via: Via | None = None,
+        trace_id: str | None = None,
     ) -> list[Event]:
-        """Return the latest events (oldest first), optionally about one object."""
+        """Return the latest events (oldest first), optionally about one object.
+
+        ``actor`` keeps the events of one key (or component), ``via`` those that
+        came through one front door, ``trace_id`` those of the work one request
+        caused, on every node (see ``get_trace``).
+
+        Raises:
+            InvalidInput: ``limit`` below 1, or ``trace_id`` not 32 hex digits.
+        """
         ...
 
     def watch_events(self) -> AsyncIterator[Event]:

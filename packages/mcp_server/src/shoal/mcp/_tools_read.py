@@ -233,11 +233,27 @@ def register_read_tools(server: MCPServer[Any], gate: Gate) -> None:
         include_audit: Annotated[
             bool, Field(description=f"Include {AUDIT_REASON} audit events of MCP calls.")
         ] = False,
+        trace_id: Annotated[
+            str | None,
+            Field(
+                pattern="^[0-9a-fA-F]{32}$",
+                description="Only the events of the work one request caused, on every node: "
+                "the trace_id a change tool returned (see also get_trace).",
+            ),
+        ] = None,
+        actor: Annotated[
+            str | None, Field(description="Only what this key (or component) did.")
+        ] = None,
     ) -> EventList:
         """List the latest events (oldest first): what happened, to what, by whom and why."""
         async with gate.call(ctx, Role.VIEWER) as call:
             found = await call.service.list_events(
-                limit=5000, kind=kind, name=name, namespace=namespace
+                limit=5000,
+                kind=kind,
+                name=name,
+                namespace=namespace,
+                actor=actor,
+                trace_id=None if trace_id is None else trace_id.lower(),
             )
         events = [
             e

@@ -217,7 +217,9 @@ def fragment_routes(
     async def events(call: Call) -> Response:
         query = call.request.query_params
         actor, via, text = (query.get(key, "").strip() for key in ("actor", "via", "q"))
-        listed = await call.service.list_events(limit=EVENT_LIMIT)
+        # The door is filtered by the server, over every kept event, not only the latest.
+        door = Via(via) if via in {door.value for door in Via} else None
+        listed = await call.service.list_events(limit=EVENT_LIMIT, via=door)
         shown = [event for event in reversed(listed) if _matches(event, actor, via, text)]
         return fragment(
             call.request,
