@@ -4,7 +4,9 @@
   in the cluster (collected for :data:`COALESCE` seconds) it sends one
   ``event: changed`` naming the objects; the parts of a page marked
   ``hx-trigger="shoal:changed from:body"`` re-fetch themselves. A comment line every
-  :data:`HEARTBEAT` seconds keeps proxies from closing an idle stream.
+  :data:`HEARTBEAT` seconds keeps proxies from closing an idle stream. It ends
+  after :data:`LIFETIME` seconds and the page opens a new one, signed anew:
+  a revoked key is refused then.
 * ``/ui/f/instances/{namespace}/{name}/logs``: an instance's log as JSON
   lines (``LogLine``), following new lines with ``follow=true``.
 """
@@ -23,19 +25,26 @@ from shoal.interfaces import Event, InvalidInput, LogLine
 
 from ._auth import ActsAs, Authenticate, Call, signed
 
-__all__ = ["COALESCE", "HEARTBEAT", "changes", "stream_routes"]
+__all__ = ["COALESCE", "HEARTBEAT", "LIFETIME", "changes", "stream_routes"]
 
 COALESCE = 0.1
 """Seconds to gather a burst of events into one ``changed`` message."""
 HEARTBEAT = 15.0
 """Seconds between keep-alive comments on an idle stream."""
+LIFETIME = 300.0
+"""Seconds a change stream lasts before the page must open (and sign) another."""
 MAX_TAIL = 10_000
 
 
-async def changes(events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
-    """Turn a stream of events into SSE bytes: one ``changed`` per burst, heartbeats between."""
+async def changes(events: AsyncIterator[Event], lifetime: float = LIFETIME) -> AsyncIterator[bytes]:
+    """Turn a stream of events into SSE bytes: one ``changed`` per burst, heartbeats between.
+
+    The stream ends after ``lifetime`` seconds: the page opens another, signed
+    anew, so a key revoked meanwhile stops seeing changes within that time.
+    """
     yield b": connected\n\n"
     send, receive = anyio.create_memory_object_stream[Event](math.inf)
+    ends = anyio.current_time() + lifetime
 
     async def pump() -> None:
         async with send:
@@ -44,17 +53,20 @@ async def changes(events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
 
     async with anyio.create_task_group() as tg, receive:
         tg.start_soon(pump)
-        while True:
+        while anyio.current_time() < ends:
             burst: list[Event] = []
-            with anyio.move_on_after(HEARTBEAT):
+            with anyio.move_on_after(min(HEARTBEAT, ends - anyio.current_time())):
                 burst.append(await receive.receive())
             if not burst:
                 yield b": heartbeat\n\n"
                 continue
             with anyio.move_on_after(COALESCE):
-                burst.extend([event async for event in receive])
+                # One at a time: a list built by a comprehension is lost when it is cancelled.
+                async for event in receive:
+                    burst.append(event)  # noqa: PERF401
             names = sorted({f"{e.object.kind}/{e.object.name}" for e in burst})
             yield f"event: changed\ndata: {json.dumps(names)}\n\n".encode()
+        tg.cancel_scope.cancel()
 
 
 async def _log_lines(first: LogLine | None, rest: AsyncIterator[LogLine]) -> AsyncIterator[bytes]:
