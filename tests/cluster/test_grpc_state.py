@@ -48,6 +48,7 @@ from shoal.core import (
 )
 from shoal.interfaces import (
     INSTANCE_STATUS_FIELDS,
+    MAX_EVENT_BYTES,
     Actor,
     Capacity,
     ConfigMapSpec,
@@ -735,6 +736,15 @@ async def test_events_are_recorded_only_as_the_caller_under_their_object_once(
             await remote.record(event("w1"))
     events = (await store.list("/events/")).items
     assert [kv.key for kv in events] == [filed("w1")]
+
+
+async def test_an_event_over_the_size_limit_is_refused(store: StateStore) -> None:
+    huge = event("w1").model_copy(update={"message": "x" * MAX_EVENT_BYTES})
+    async with serving(store) as address, worker("w1", address) as remote:
+        with pytest.raises(InvalidInput, match=f"over the {MAX_EVENT_BYTES}-byte limit"):
+            await remote.record(huge)
+        await remote.record(event("w1"))  # a normal one still goes
+    assert [kv.key for kv in (await store.list("/events/")).items] == [filed("w1")]
 
 
 async def test_a_node_records_a_limited_number_of_events_a_minute(store: StateStore) -> None:

@@ -302,12 +302,17 @@ def new_event(
         type=event_type,
         object=obj,
         reason=reason,
-        message=message,
+        # Long output (a runtime's error) is cut: an event says what happened, and a
+        # worker's events must stay under MAX_EVENT_BYTES.
+        message=message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 1] + "…",
         actor=actor,
         details=details or {},
         trace_id=origin_trace_id(),
     )
 
+
+MAX_MESSAGE = 4096
+"""The longest event message kept (in characters); the rest is cut."""
 
 DELETE_BATCH = 128
 """Most keys one pruning transaction deletes."""

@@ -59,7 +59,13 @@ if TYPE_CHECKING:
         Unavailable,
         error_from_body,
     )
-    from ._event import Actor, Event, EventType, ObjectRef
+    from ._event import (
+        MAX_EVENT_BYTES,
+        Actor,
+        Event,
+        EventType,
+        ObjectRef,
+    )
     from ._fielddocs import describe_fields, fields_described
     from ._imageshare import ImagePeer, ImagePeers, ImageShare, SharedManifest
     from ._instance import (
@@ -360,6 +366,7 @@ _LAZY = {
     "SPAN_BUFFER": "._tracing",
     "TRACE_ID_PATTERN": "._tracing",
     "TRACEPARENT_PATTERN": "._tracing",
+    "MAX_EVENT_BYTES": "._event",
     "REDACTED_VALUE": "._statusz",
     "Statusz": "._statusz",
     "StatuszSource": "._statusz",
@@ -506,6 +513,7 @@ __all__ = [
     "INSTANCE_TRANSITIONS",
     "MANIFEST_ANNOTATION",
     "MAX_CONFIG_BYTES",
+    "MAX_EVENT_BYTES",
     "MAX_REPLICAS",
     "MAX_TRACE_SPANS",
     "MCP_TRACEPARENT_META",

@@ -11,7 +11,11 @@ from ._base import Model
 from ._tracing import TRACE_ID_PATTERN
 from ._wire import Via
 
-__all__ = ["Actor", "Event", "EventType", "ObjectRef"]
+__all__ = ["MAX_EVENT_BYTES", "Actor", "Event", "EventType", "ObjectRef"]
+
+MAX_EVENT_BYTES = 16 * 1024
+"""The largest event (as JSON) a worker may record: the servers refuse more, so a node's
+event budget (600 a minute) cannot carry megabytes."""
 
 
 class EventType(StrEnum):

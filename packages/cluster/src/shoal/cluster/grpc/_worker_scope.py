@@ -58,6 +58,7 @@ from pydantic import BaseModel, ValidationError
 
 from shoal.interfaces import (
     INSTANCE_STATUS_FIELDS,
+    MAX_EVENT_BYTES,
     NODE_CLUSTER_FIELDS,
     POD_CONFIG_KINDS,
     Event,
@@ -263,9 +264,16 @@ class WorkerScope:
         """Allow recording an event; return the key it is filed under (by its object and id).
 
         Raises:
-            InvalidInput: the value is not an Event document.
+            InvalidInput: the value is not an Event document, or is over
+                :data:`~shoal.interfaces.MAX_EVENT_BYTES`.
             Forbidden: its actor is not the caller.
         """
+        if len(value) > MAX_EVENT_BYTES:
+            raise InvalidInput(
+                f"an event of {len(value)} bytes is over the {MAX_EVENT_BYTES}-byte limit: "
+                "say what happened in a sentence, not with the whole output",
+                limit=MAX_EVENT_BYTES,
+            )
         event = parse_document("the event sent", value, Event)
         if event.actor.id != self.caller.name:
             raise Forbidden(
