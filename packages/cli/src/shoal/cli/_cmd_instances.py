@@ -14,9 +14,11 @@ from ._output import human_memory
 
 if TYPE_CHECKING:
     from shoal.client import ShoalClient
-    from shoal.interfaces import Instance, UsageStat
+    from shoal.interfaces import Instance, UsageSeries, UsageStat
 
 Namespace = Annotated[str, typer.Option("--namespace", "-n", help="Namespace.")]
+TOP_FETCHES = 8
+"""Histories `shoal top --range` fetches at once."""
 
 
 def _since(value: str | None) -> datetime | None:
@@ -160,6 +162,25 @@ def top(
     run(lambda: with_client(call))
 
 
+async def _histories(
+    shoal: ShoalClient, targets: Sequence[Instance], span: str
+) -> list[UsageSeries]:
+    """Fetch the instances' histories, a few at a time (each may cross to another node)."""
+    import anyio
+
+    found: list[UsageSeries | None] = [None] * len(targets)
+    limiter = anyio.CapacityLimiter(TOP_FETCHES)
+
+    async def fetch(index: int, inst: Instance) -> None:
+        async with limiter:
+            found[index] = await shoal.usage("instance", inst.name, inst.namespace, range=span)
+
+    async with anyio.create_task_group() as tg:
+        for index, inst in enumerate(targets):
+            tg.start_soon(fetch, index, inst)
+    return [series for series in found if series is not None]
+
+
 async def _top_history(
     shoal: ShoalClient, targets: Sequence[Instance], node: str | None, span: str
 ) -> None:
@@ -171,7 +192,7 @@ async def _top_history(
     if node is not None:
         series = [await shoal.usage("node", node, range=span)]
     else:
-        series = [await shoal.usage("instance", i.name, i.namespace, range=span) for i in targets]
+        series = await _histories(shoal, targets, span)
     if not series:
         out.print("no running instances")
         return
