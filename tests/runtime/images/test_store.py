@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import anyio
 import pytest
 from scripts.build_busybox_image import BuiltImage
 
-from shoal.interfaces import NotFound
+from shoal.interfaces import ImageError, NotFound
 from shoal.runtime import ImageSource, ImageStore
 from tests.runtime.images.support import member, tar_layer, write_layout
 
@@ -105,3 +106,28 @@ async def test_gc_keeps_images_in_use_and_shared_layers(
     assert _blobs(store) == set()
     assert _layers(store) == set()
     assert list((store.root / "incoming").iterdir()) == []
+
+
+async def test_prepare_sees_every_change_to_the_store(store: ImageStore, tmp_path: Path) -> None:
+    """What prepare found is reused only while the store is unchanged, whoever changes it."""
+    first = write_layout(tmp_path / "first", [tar_layer(member("which", b"first"))])
+    second = write_layout(tmp_path / "second", [tar_layer(member("which", b"second"))])
+    other = ImageStore(store.root)  # another agent's object, or a command, on the same root
+    with anyio.fail_after(WAIT):
+        await store.import_path(tmp_path / "first", "app:1")
+        assert (await store.prepare("app:1")).digest == first
+        assert (await store.prepare("app:1")).digest == first  # unchanged: the same answer
+        await store.import_path(tmp_path / "second", "app:1")  # the tag moves
+        prepared = await store.prepare("app:1")
+        assert prepared.digest == second
+        assert (prepared.layers[0] / "which").read_bytes() == b"second"
+        await other.import_path(tmp_path / "first", "app:1")  # moved back by someone else
+        assert (await store.prepare("app:1")).digest == first
+        await other.remove("app:1")
+        with pytest.raises(ImageError, match="app:1"):
+            await store.prepare("app:1")
+        await store.import_path(tmp_path / "first", "app:1")
+        [layer] = (await store.prepare("app:1")).layers
+        shutil.rmtree(layer)  # an unpacked layer deleted by hand is unpacked again
+        [again] = (await store.prepare("app:1")).layers
+    assert (again / "which").read_bytes() == b"first"

@@ -10,7 +10,11 @@ On disk, under ``root``::
 :meth:`ImageStore.prepare` is what the OCI runtime calls
 (:class:`~shoal.runtime.ImageSource`): it finds the image locally or pulls it,
 unpacks whatever layers are not unpacked yet, and returns their directories
-with the image config. Blobs that went missing (deleted as corrupt, or by
+with the image config. What it found is kept in memory by reference and
+returned again while the store is unchanged (no pull, import, removal or gc
+through this object, and the same ``images.json`` and ``layers/`` on disk), so
+a container's start does not read and verify the manifest and config again.
+Blobs that went missing (deleted as corrupt, or by
 hand) are fetched again for a pulled image; an imported one must be imported
 again. An unqualified name (``busybox``) resolves to the configured default
 registry; without one it must have been imported, since Shoal never reaches
@@ -72,6 +76,9 @@ _SHARE_CHUNK = 1 << 20
 
 __all__ = ["LOOPBACK_REGISTRIES", "ImageStore"]
 
+_Stamp = tuple[int, tuple[int, int, int], tuple[int, int, int]]
+"""The store's changes here, then (inode, mtime, links) of the index and of ``layers/``."""
+
 LOOPBACK_REGISTRIES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 """Registries spoken to over plain HTTP unless told otherwise (any port)."""
 
@@ -127,6 +134,10 @@ class ImageStore:
         self._index = ImageIndexFile(root / "images.json")
         self._gate = SharedExclusive()
         self._ready = False
+        self._changes = 0
+        """Bumped by every change this object makes to the index or the content."""
+        self._prepared: dict[str, tuple[_Stamp, PreparedImage]] = {}
+        """What :meth:`prepare` returned by reference, and the store's stamp then."""
 
     async def prepare(
         self, reference: str, credentials: Mapping[str, tuple[str, str]] | None = None
@@ -144,6 +155,10 @@ class ImageStore:
         """
         async with self._gate.shared():
             await self._setup()
+            stamp = self._stamp()  # before reading: a change from here on makes it stale
+            cached = self._prepared.get(reference)
+            if cached is not None and cached[0] == stamp:
+                return cached[1]
             record = self._find(reference, await self._load())
             if record is None:
                 record = await self._fetch(reference, credentials)
@@ -154,9 +169,11 @@ class ImageStore:
                     raise
                 record = await self._fetch(record.reference, credentials)
                 layers, config = await self._content.layers(record.digest, record.reference)
-            return PreparedImage(
+            prepared = PreparedImage(
                 reference=reference, digest=record.digest, config=config.config, layers=layers
             )
+            self._prepared[reference] = (stamp, prepared)
+            return prepared
 
     async def ensure(self, reference: str) -> ImageInfo:
         """Make ``reference`` available as :meth:`prepare` does, without returning its layers.
@@ -269,6 +286,7 @@ class ImageStore:
                 raise NotFound(f"image {reference} is not in the image store", reference=reference)
             for record in doomed:
                 del records[record.reference]
+            self._changed()
             await anyio.to_thread.run_sync(self._index.save, records)
             return [_info(record) for record in doomed]
 
@@ -291,6 +309,7 @@ class ImageStore:
                 found = None if item.startswith("sha256:") else self._find(item, records)
                 if found is not None or item.startswith("sha256:"):
                     roots.add(found.digest if found else item)
+            self._changed()
             return await anyio.to_thread.run_sync(self._content.sweep, roots)
 
     # -- sharing with other nodes ------------------------------------------------
@@ -441,7 +460,23 @@ class ImageStore:
         async with self._index.lock:
             records = await self._load()
             records.update({record.reference: record for record in new})
+            self._changed()
             await anyio.to_thread.run_sync(self._index.save, records)
+
+    def _changed(self) -> None:
+        """Forget what :meth:`prepare` found (called before a change, and it bumps the stamp)."""
+        self._changes += 1
+        self._prepared.clear()
+
+    def _stamp(self) -> _Stamp:
+        """Return what changes whenever the index or the set of unpacked layers does.
+
+        This object's own changes count; so do another process's or a hand's:
+        the index is replaced whole (a new inode) on every save, and a layer
+        directory made or deleted changes ``layers/``. Two ``stat`` calls, in
+        the event loop: far cheaper than the worker thread a read would take.
+        """
+        return self._changes, _file_stamp(self._index.path), _file_stamp(self._content.layers_dir)
 
     def _find(self, text: str, records: Mapping[str, ImageRecord]) -> ImageRecord | None:
         """Look ``text`` up: as qualified by the default registry, then as written."""
@@ -523,6 +558,14 @@ def _record(reference: str, pulled: PulledImage, source: ImageSourceKind) -> Ima
         source=source,
         added=datetime.now(UTC),
     )
+
+
+def _file_stamp(path: Path) -> tuple[int, int, int]:
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return 0, 0, 0
+    return info.st_ino, info.st_mtime_ns, info.st_nlink
 
 
 def _info(record: ImageRecord) -> ImageInfo:
