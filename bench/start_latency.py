@@ -21,10 +21,11 @@ what it started and waits until it is gone. Prints both medians and their
 ratio (the aim is under 1.5), then where Shoal's time goes: the median of
 each phase between marks taken on the way (see :class:`Marks`: the control
 loop's wake-up and its pass, the node loop's wake-up, the image, the bundle,
-the shim, what follows), how many store writes the path made and how long
-they took, and what the same container costs started in two runc calls
-(``runc create`` then ``runc start``, measured in the same rounds), against
-the one ``runc run -d`` the shim makes. Readiness probes play no part:
+the shim, what follows, and the next standby shim started off the path),
+how many store writes the path made and how long they took, and what the
+same container costs started in two runc calls (``runc create`` then ``runc
+start``, measured in the same rounds), against the one ``runc run -d`` the
+shim makes. Readiness probes play no part:
 ``running`` is reported when the pod runs (the bench's container has none). Needs root
 and runc. Run with ``make bench`` or ``uv run python bench/start_latency.py
 [--rounds N]``.
@@ -161,10 +162,9 @@ PHASES = (
     ("image", "run", "image lookup"),
     ("run", "shim", "pod directory, rootfs, bundle"),
     ("shim", "shim answered", "shim: runc run --detach"),
-    ("shim answered", "replenish", "pod record"),
-    ("replenish", "replenished", "next standby shim"),
-    ("replenished", "ran", "status"),
+    ("shim answered", "ran", "pod record, status"),
     ("ran", "running", "'running' written and seen"),
+    ("replenish", "replenished", "next standby shim (in the background)"),
 )
 """Shoal's path as (from mark, to mark, what happens in between)."""
 
@@ -177,10 +177,12 @@ class Marks:
     them); the others by wrappers: ``pass`` when the control loop starts its
     first pass, ``sync`` when the node loop starts the instance, ``image``
     when it asks for the image, ``run`` when it runs the pod, ``shim`` and
-    ``shim answered`` around the shim's ``runc run --detach``, ``replenish``
-    and ``replenished`` around the start of the next standby shim, ``ran``
-    when ``run`` returns. :meth:`count_writes` also counts the store writes
-    between ``applied`` and ``running`` and the time they took.
+    ``shim answered`` around the shim's ``runc run --detach``, ``ran`` when
+    ``run`` returns, ``replenish`` and ``replenished`` around the start of
+    the next standby shim (which the runtime starts in the background once
+    the pod has started: off the path, and printed last).
+    :meth:`count_writes` also counts the store writes between ``applied``
+    and ``running`` and the time they took.
     """
 
     def __init__(self) -> None:

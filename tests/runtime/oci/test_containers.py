@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -370,3 +371,79 @@ async def test_the_grace_period_runs_on_the_runtime_clock(make_runtime: RuntimeF
         with anyio.fail_after(WAIT):  # an hour of grace, on a clock where it passes at once
             (container,) = (await runtime.stop(spec.uid, 3600)).containers
         assert container.exit_code == 137
+
+
+async def test_the_pods_etc_files_are_shoals_and_read_only(
+    runtime: OciCliRuntime, tmp_path: Path
+) -> None:
+    """/etc/hosts, hostname and resolv.conf are the pod's, read-only, whatever the image has.
+
+    One image has none of them; the other has /etc/hosts as a symlink to an
+    absolute path, which must resolve inside the container, never on the host.
+    """
+    canary = tmp_path / "host-file"
+    canary.write_text("the host's\n")
+    top = tmp_path / "symlink-layer"
+    (top / "etc").mkdir(parents=True)
+    (top / "etc" / "hosts").symlink_to(canary)
+    resolv = (await anyio.Path("/etc/resolv.conf").read_text()).strip()
+    assert isinstance(runtime.images, DirectoryImageSource)
+    layers, config = runtime.images.images[IMAGE]
+    runtime.images.images["busybox:linked"] = ([*layers, top], config)
+    spec = new_pod(
+        Container(name="plain", image=IMAGE, command=SLEEPER),
+        Container(name="linked", image="busybox:linked", command=SLEEPER),
+    )
+    await runtime.run(spec)
+    for name in ("plain", "linked"):
+        hosts = await output(runtime, spec.uid, name, "cat", "/etc/hosts")
+        assert f"127.0.0.1\t{spec.name}" in hosts.splitlines()
+        assert await output(runtime, spec.uid, name, "cat", "/etc/hostname") == spec.name
+        assert await output(runtime, spec.uid, name, "cat", "/etc/resolv.conf") == resolv
+        for path in ("/etc/hosts", "/etc/hostname", "/etc/resolv.conf"):
+            result = await runtime.exec(spec.uid, name, ["sh", "-c", f"echo x >> {path}"])
+            assert result.exit_code != 0
+            assert "Read-only file system" in result.stderr
+    assert canary.read_text() == "the host's\n"
+    assert not mounts_under(canary)
+
+
+def standby_shims() -> set[int]:
+    """Return the pids of the standby shims waiting on a pipe this process holds."""
+    held = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):
+            held.add(os.readlink(fd))
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            stdin = os.readlink(entry / "fd" / "0")
+        except OSError:
+            continue
+        if b"--standby" in cmdline and stdin.startswith("pipe:") and stdin in held:
+            found.add(int(entry.name))
+    return found
+
+
+async def test_the_next_standby_shim_starts_after_a_run_and_exits_with_the_runtime(
+    make_runtime: RuntimeFactory,
+) -> None:
+    """It is started once the pod runs (in the background), and gone once the runtime is."""
+    async with make_runtime() as runtime:
+        spec = new_pod()
+        await runtime.run(spec)
+        with anyio.fail_after(WAIT):
+            while not (shims := standby_shims()):  # noqa: ASYNC110 (no event says so)
+                await anyio.sleep(0.01)
+        second = new_pod()
+        await runtime.run(second)  # takes the standby shim: its container runs
+        assert (await runtime.inspect(second.uid)).containers[0].state == ContainerState.RUNNING
+        with anyio.fail_after(WAIT):
+            while not (standby_shims() - shims):  # noqa: ASYNC110 (no event says so)
+                await anyio.sleep(0.01)
+    with anyio.fail_after(WAIT):
+        while standby_shims():  # noqa: ASYNC110 (no event says so)
+            await anyio.sleep(0.01)

@@ -23,7 +23,10 @@ One pod is the containers of one instance. For each pod the runtime
    ``sub_path`` names what an init container wrote (status: *created*,
    "waiting for its init containers").
 
-If any step fails, everything done so far is undone and the error raised.
+In host mode the file work of steps 2 to 5 (directory, /etc files, volumes,
+bundles, the shims' configs) is one call in a worker thread: nothing between
+those steps waits on anything else. If any step fails, everything done so
+far is undone and the error raised.
 ``start`` first runs the init containers that have not yet succeeded, one
 after another (``runc run`` each, waiting for its exit, without holding the
 pod's lock so that ``stop`` and ``remove`` can end one that hangs; a non-zero
@@ -47,13 +50,17 @@ exited ones with their exit codes, and the node loop adopts them by uid.
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 import anyio
 import anyio.lowlevel
+from anyio.abc import TaskGroup
 
 from shoal.interfaces import (
     AsyncClosing,
@@ -81,7 +88,15 @@ from shoal.runtime._initcontainers import (
 from shoal.runtime.images._image_api import ImageSource, PreparedImage
 
 from ._ociexec import measure_stats, run_exec
-from ._ocifiles import ExitRecord, PodFiles, PodRecord, StartRecord, read_json, write_json
+from ._ocifiles import (
+    ContainerFiles,
+    ExitRecord,
+    PodFiles,
+    PodRecord,
+    StartRecord,
+    read_json,
+    write_json,
+)
 from ._ocilogs import read_log
 from ._ocinet import NetworkHook, pod_ports
 from ._ocipod import ContainerOps, NodeSettings
@@ -160,6 +175,8 @@ class OciCliRuntime(AsyncClosing):
         self._stopped: set[str] = set()
         """Pods stopped since their last ``start`` began: no further init container runs."""
         self._closed = False
+        self._tasks: TaskGroup | None = None
+        """Where the next standby shim is started, while entered."""
 
     async def ensure_image(
         self, image: str, credentials: Mapping[str, tuple[str, str]] | None = None
@@ -226,7 +243,16 @@ class OciCliRuntime(AsyncClosing):
             record = PodRecord(
                 spec=pod.model_copy(update={"files": {}}), created_at=self.clock.now()
             )
-            await anyio.to_thread.run_sync(self.files.create, record)
+            bundles: builtins.list[tuple[str, ContainerFiles]] = []
+            if self.network is None:
+                record.ip = "127.0.0.1"
+                record.spec = record.spec.with_pod_ip(record.ip)  # the downward API's podIP
+                # Nothing to wait for between the directory and the bundles: one thread hop.
+                bundles = await anyio.to_thread.run_sync(
+                    self._make, record, pod, prepared, start, True
+                )
+            else:
+                await anyio.to_thread.run_sync(self.files.create, record)
             try:
                 if self.network is not None:
                     record.network_attached = True
@@ -234,18 +260,12 @@ class OciCliRuntime(AsyncClosing):
                     attachment = await self.network.attach(pod.uid, pod_ports(pod))
                     record.ip = attachment.ip
                     record.netns = str(attachment.netns_path or "") or None
-                else:
-                    record.ip = "127.0.0.1"
-                record.spec = record.spec.with_pod_ip(record.ip or "")  # the downward API's podIP
-                await anyio.to_thread.run_sync(self._lay_out, record, pod)
-                for init in pod.init_containers:
-                    await anyio.to_thread.run_sync(
-                        self.ops.bundle, record, init.name, prepared[init.name]
+                    record.spec = record.spec.with_pod_ip(record.ip or "")
+                    bundles = await anyio.to_thread.run_sync(
+                        self._make, record, pod, prepared, start, False
                     )
-                # With init containers, the containers come once those have succeeded.
-                for container in [] if pod.init_containers else pod.containers:
-                    name = container.name
-                    await self.ops.create(record, name, prepared[name], start=start)
+                for name, files in bundles:
+                    await self.ops.launch_shim(pod.uid, name, files)
                     if start:
                         started = StartRecord(started_at=self.clock.now())
                         write_json(self.files.container(pod.uid, name).started, started)
@@ -259,8 +279,7 @@ class OciCliRuntime(AsyncClosing):
                 raise
             if not start:
                 return await self.ops.status(record, self.ops.assume(record, "created"))
-            # Only now, so that its start does not compete with this pod's for the CPU.
-            await self.ops.launcher.replenish()
+            await self._replenish()
             return await self.ops.status(record, self.ops.assume(record, "running"))
 
     async def start(self, uid: str) -> PodStatus:
@@ -316,8 +335,7 @@ class OciCliRuntime(AsyncClosing):
                     )
                 await self.runc.start(container.id)
                 write_json(files.started, StartRecord(started_at=self.clock.now()))
-            # Only now, so that its start does not compete with this pod's for the CPU.
-            await self.ops.launcher.replenish()
+            await self._replenish()
             # Every container was running or has just been started (an exit shows in exit.json).
             return await self.ops.status(record, self.ops.assume(record, "running"))
 
@@ -505,16 +523,84 @@ class OciCliRuntime(AsyncClosing):
         paths = {c.name: self.ops.cgroup(uid, c.name) for c in record.spec.containers}
         return await measure_stats(paths, self.stats_interval)
 
+    async def __aenter__(self) -> Self:
+        """Own a task group for work off the starts' path (the next standby shim)."""
+        tasks = anyio.create_task_group()
+        await tasks.__aenter__()
+        self._tasks = tasks
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close (the standby shim exits), once the task group's work is done or cancelled."""
+        tasks, self._tasks = self._tasks, None
+        try:
+            if tasks is not None:
+                tasks.cancel_scope.cancel()
+                await tasks.__aexit__(None, None, None)
+        finally:
+            await self.aclose()
+
     async def aclose(self) -> None:
         """End log followers; containers keep running (they belong to their shims)."""
         self._closed = True
         await self.ops.launcher.aclose()
 
-    def _lay_out(self, record: PodRecord, pod: PodSpec) -> None:
-        """Write the pod's /etc files, make its volumes, save its record (blocking)."""
-        self.files.write_etc(record)
-        prepare_volumes(self.files.directory(record.spec.uid), record.spec.volumes, pod.files)
-        self.files.save(record)
+    async def _replenish(self) -> None:
+        """Have the next standby shim started, in the background when entered (``async with``).
+
+        Only once this pod has started, so that the new interpreter does not
+        compete with its ``runc run`` for the CPU; and not on the caller's
+        path when there is a task group to start it in: the node loop reports
+        the pod running meanwhile.
+        """
+        if self._tasks is None:
+            await self.ops.launcher.replenish()
+        else:
+            self._tasks.start_soon(self.ops.launcher.replenish_quietly)
+
+    def _make(
+        self,
+        record: PodRecord,
+        pod: PodSpec,
+        prepared: Mapping[str, PreparedImage],
+        start: bool,
+        create: bool,
+    ) -> builtins.list[tuple[str, ContainerFiles]]:
+        """Lay the pod out and build the bundles it needs now (blocking: a worker thread's).
+
+        With ``create``, its directory is made first (:meth:`PodFiles.create`:
+        a Conflict leaves everything as it was), and removed again if a later
+        step fails. Then its /etc files, volumes and record, every init
+        container's bundle and, without init containers, each container's
+        bundle and ``shim.json``, returned (container name and files) in
+        order for their shims.
+        """
+        directory = self.files.directory(record.spec.uid)
+        if create:
+            self.files.create(record)
+        try:
+            self.files.write_etc(record)
+            prepare_volumes(directory, record.spec.volumes, pod.files)
+            if not create:  # else just written so, by create
+                self.files.save(record)
+            for init in pod.init_containers:
+                self.ops.bundle(record, init.name, prepared[init.name])
+            bundles = []
+            # With init containers, the containers come once those have succeeded.
+            for container in [] if pod.init_containers else pod.containers:
+                files = self.ops.bundle(record, container.name, prepared[container.name])
+                self.ops.write_shim_config(record.spec.uid, container.name, files, start=start)
+                bundles.append((container.name, files))
+            return bundles
+        except BaseException:
+            if create:  # nothing runs yet: the directory is all there is to undo
+                remove_tree(directory)
+            raise
 
     def _lock(self, uid: str) -> anyio.Lock:
         return self._locks.setdefault(uid, anyio.Lock())

@@ -235,6 +235,13 @@ class ContainerOps:
             RuntimeFailure: the shim or runc failed; the message is runc's.
 
         """
+        self.write_shim_config(uid, name, files, start=start)
+        await self.launch_shim(uid, name, files)
+
+    def write_shim_config(
+        self, uid: str, name: str, files: ContainerFiles, *, start: bool = False
+    ) -> None:
+        """Write what the container's shim is told (blocking, but brief)."""
         settings = {
             "start": start,
             "runtime": self.runc.path,
@@ -247,6 +254,14 @@ class ContainerOps:
         }
         write_json(files.shim_config, settings)
         self.runc.state_root.mkdir(parents=True, exist_ok=True)
+
+    async def launch_shim(self, uid: str, name: str, files: ContainerFiles) -> None:
+        """Hand the container's written ``shim.json`` to a shim and wait for runc.
+
+        Raises:
+            RuntimeFailure: the shim or runc failed; the message is runc's.
+
+        """
         answer, stderr = await self.launcher.launch(files.shim_config)
         if answer.get("ok") is True:
             return

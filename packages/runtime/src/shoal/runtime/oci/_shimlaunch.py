@@ -10,7 +10,9 @@ its stdin; from there on it is an ordinary shim (it creates the container,
 answers and keeps the logs). The runtime calls
 :meth:`ShimLauncher.replenish` for the next standby shim once the pod has
 started, not before: the new interpreter's start would compete for the CPU
-with this pod's ``runc create`` and ``runc start``. A standby shim holds
+with this pod's ``runc create`` and ``runc start``; and in the background
+when it has a task group (inside ``async with``), so that the pod's start is
+reported meanwhile. A standby shim holds
 nothing yet: if the agent dies, its stdin reaches EOF and it simply exits;
 :meth:`ShimLauncher.aclose` does the same on purpose. Creates running at the
 same time, or a pod's second container, take the one standby shim or start
@@ -19,6 +21,7 @@ a shim of their own.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 from pathlib import Path
@@ -64,11 +67,20 @@ class ShimLauncher:
             return
         self._replenishing = True
         try:
-            self._standby = await self._spawn()
+            with anyio.CancelScope(shield=True):  # never a shim started and then lost
+                self._standby = await self._spawn()
         finally:
             self._replenishing = False
         if self.closed():  # closed while it started: let it go as aclose would have
             await self.aclose()
+
+    async def replenish_quietly(self) -> None:
+        """:meth:`replenish`, in the background: a shim that cannot be started is no error here.
+
+        The next create then starts a shim of its own, and fails with the reason.
+        """
+        with contextlib.suppress(OSError):
+            await self.replenish()
 
     def closed(self) -> bool:
         """Return whether :meth:`aclose` was called (no standby shim is started then)."""
