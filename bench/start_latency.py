@@ -22,7 +22,9 @@ ratio (the aim is under 1.5), then where Shoal's time goes: the median of
 each phase between marks taken on the way (see :class:`Marks`: the control
 loop's wake-up and its pass, the node loop's wake-up, the image, the bundle,
 the shim, what follows, and the next standby shim started off the path),
-how many store writes the path made and how long they took, and what the
+how many store writes the path made and how long they took, how many
+control loop passes ran meanwhile on the same event loop (and how much of
+their time came before the shim was handed its container), and what the
 same container costs started in two runc calls (``runc create`` then ``runc
 start``, measured in the same rounds), against the one ``runc run -d`` the
 shim makes. Readiness probes play no part:
@@ -189,22 +191,37 @@ class Marks:
         self.times: dict[str, float] = {}
         self.writes: list[float] = []
         """Seconds each store write of this round took (until ``running``)."""
+        self.passes: list[tuple[float, float]] = []
+        """When each control loop pass of this round began and ended (until ``running``)."""
 
     def mark(self, name: str) -> None:
         """Note the first time ``name`` is reached this round (from ``applied`` on)."""
         if name == "applied" or "applied" in self.times:  # not a pass of the last round's
             self.times.setdefault(name, time.perf_counter())
 
-    def time_calls(self, owner: object, method: str, before: str, after: str) -> None:
-        """Mark ``before`` when ``owner.method`` is called and ``after`` when it returns."""
+    def time_calls(
+        self,
+        owner: object,
+        method: str,
+        before: str,
+        after: str,
+        spans: list[tuple[float, float]] | None = None,
+    ) -> None:
+        """Mark ``before`` when ``owner.method`` is called and ``after`` when it returns.
+
+        With ``spans``, also note when each call before this round's ``running`` began and ended.
+        """
         original = getattr(owner, method)
 
         async def timed(*args: Any, **kwargs: Any) -> Any:
             self.mark(before)
+            began = time.perf_counter()
             try:
                 return await original(*args, **kwargs)
             finally:
                 self.mark(after)
+                if spans is not None and "applied" in self.times and "running" not in self.times:
+                    spans.append((began, time.perf_counter()))
 
         setattr(owner, method, timed)  # on the object: the node loop calls through it
 
@@ -227,7 +244,7 @@ class Marks:
         """Wrap the control loop's pass and the node loop's start of an instance."""
         if node.control is None:
             raise RuntimeError("the bench's node does not lead")
-        self.time_calls(node.control, "reconcile", "pass", "pass done")
+        self.time_calls(node.control, "reconcile", "pass", "pass done", self.passes)
         self.time_calls(node.node_loop, "_start", "sync", "synced")
         self.count_writes(node.store)
 
@@ -262,6 +279,7 @@ async def through_shoal(node: ShoalNode, name: str, marks: Marks, image: str = I
     """Apply a one-replica workload, return seconds until it runs, then delete it."""
     marks.times.clear()
     marks.writes.clear()
+    marks.passes.clear()
     start = await node.store.revision() + 1
     reached = running(name)
 
@@ -522,6 +540,16 @@ def print_writes(counts: list[int], seconds: list[float]) -> None:
     )
 
 
+def print_passes(before_shim: list[float], counts: list[int], seconds: list[float]) -> None:
+    """Print how much control loop work the path held, and how much came before the shim."""
+    print(
+        f"  control loop passes on the path: {statistics.median(counts):.0f} (median), "
+        f"{statistics.median(seconds) * 1000:.1f} ms in all, "
+        f"{statistics.median(before_shim) * 1000:.1f} ms of them before the shim "
+        "(the same event loop as the node loop's start)"
+    )
+
+
 def print_two_calls(two_calls: list[float], run: list[float]) -> None:
     """Print the floor started in two runc calls against one ``runc run -d``."""
     two, one = statistics.median(two_calls), statistics.median(run)
@@ -566,6 +594,9 @@ async def main(rounds: int, runtime: str = "runc", endpoint: str | None = None) 
             two_call_times: list[float] = []
             write_counts: list[int] = []
             write_seconds: list[float] = []
+            pass_counts: list[int] = []
+            pass_seconds: list[float] = []
+            passes_before_shim: list[float] = []
             off_times: list[float] = []
             phases: dict[str, list[float]] = {label: [] for _, _, label in PHASES}
             cri_times: list[float] = []
@@ -589,6 +620,12 @@ async def main(rounds: int, runtime: str = "runc", endpoint: str | None = None) 
                     two_call_times.append(two_calls)
                     write_counts.append(len(marks.writes))
                     write_seconds.append(sum(marks.writes))
+                    pass_counts.append(len(marks.passes))
+                    pass_seconds.append(sum(end - began for began, end in marks.passes))
+                    shim = marks.times["shim"]
+                    passes_before_shim.append(
+                        sum(min(end, shim) - began for began, end in marks.passes if began < shim)
+                    )
                     off_times.append(off)
                     for label, seconds in marks.phases().items():
                         phases[label].append(seconds)
@@ -618,6 +655,7 @@ async def main(rounds: int, runtime: str = "runc", endpoint: str | None = None) 
     )
     print_phases(phases)
     print_writes(write_counts, write_seconds)
+    print_passes(passes_before_shim, pass_counts, pass_seconds)
     print_two_calls(two_call_times, floor_times)
     print_sli(node.metrics, shoal_times)
     print_telemetry_cost(shoal_times, off_times)
