@@ -35,8 +35,10 @@ and runc. Run with ``make bench`` or ``uv run python bench/start_latency.py
 Beside its own figures it prints p50 and p99 of the node's start SLI
 histogram (``shoal_instance_start_duration_seconds``: instance created →
 running, image pulls excluded), and the cost of telemetry: a second node with
-metrics off (``NO_METRICS``) starts the same container every round, first or
-last in turn, and the ratio of the two medians is printed (aim: at most 1.05).
+metrics off (``NO_METRICS``), and every span dropped while it starts (the
+agent's tracing behind a switch, see ``bench/common.py``), starts the same
+container every round, first or last in turn, and the ratio of the two
+medians is printed (aim: at most 1.05).
 
 With ``--runtime cri`` the same run also measures Shoal on containerd: a
 second node (``--runtime cri``, host networking) on a private containerd
@@ -68,7 +70,7 @@ from typing import Any
 
 import anyio
 
-from shoal.agent import NodeConfig, ShoalNode, build_node
+from shoal.agent import NodeConfig, ShoalNode, SpanRecorder, build_node
 from shoal.agent._metrics import PrometheusMetrics
 from shoal.interfaces import (
     NO_METRICS,
@@ -90,6 +92,8 @@ from shoal.runtime.cri._cripod import container_config, sandbox_config
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script, only bench/ is on the path
     sys.path.insert(0, str(ROOT))
+
+from bench.common import TracingSwitch, install_switched_tracing  # noqa: E402
 
 from tests.runtime.cri.support import IMAGE as CRI_IMAGE  # noqa: E402
 from tests.runtime.cri.support import PrivateContainerd, missing_requirement  # noqa: E402
@@ -517,6 +521,19 @@ def print_sli(metrics: Metrics, shoal_times: list[float]) -> None:
     )
 
 
+TRACING = TracingSwitch()
+"""On while the telemetry node starts its container, off while the quiet one does."""
+
+
+async def without_telemetry(node: ShoalNode, name: str, marks: Marks) -> float:
+    """Start through ``node`` (metrics off) with every span dropped; return the seconds."""
+    TRACING.on = False
+    try:
+        return await through_shoal(node, name, marks)
+    finally:
+        TRACING.on = True
+
+
 def print_telemetry_cost(on: list[float], off: list[float]) -> None:
     """Print the medians with telemetry on and off, and their ratio."""
     on_median, off_median = statistics.median(on), statistics.median(off)
@@ -605,7 +622,7 @@ async def main(rounds: int, runtime: str = "runc", endpoint: str | None = None) 
             for number in range(rounds + 1):  # round 0 warms both up and is not counted
                 # Who goes first alternates, so neither always follows the other's cleanup.
                 if number % 2:
-                    off = await through_shoal(quiet, f"off-{number}", quiet_marks)
+                    off = await without_telemetry(quiet, f"off-{number}", quiet_marks)
                     direct = await floor.round(f"floor-{number}")
                     shoal = await through_shoal(node, f"start-{number}", marks)
                     two_calls = await floor.round(f"floor2-{number}", two_calls=True)
@@ -613,7 +630,7 @@ async def main(rounds: int, runtime: str = "runc", endpoint: str | None = None) 
                     shoal = await through_shoal(node, f"start-{number}", marks)
                     two_calls = await floor.round(f"floor2-{number}", two_calls=True)
                     direct = await floor.round(f"floor-{number}")
-                    off = await through_shoal(quiet, f"off-{number}", quiet_marks)
+                    off = await without_telemetry(quiet, f"off-{number}", quiet_marks)
                 if number:
                     shoal_times.append(shoal)
                     floor_times.append(direct)
@@ -728,4 +745,5 @@ if __name__ == "__main__":
     args = parser.parse_args()
     if os.geteuid() != 0 or shutil.which("runc") is None:
         sys.exit("start_latency needs root and runc (apt-get install runc, or `make run` once)")
+    install_switched_tracing(TRACING, SpanRecorder())  # before any node installs its own
     anyio.run(main, args.rounds, args.runtime, args.cri_endpoint)
