@@ -16,6 +16,7 @@ from shoal.cluster import CallVerifier, NodeChannel, NodeIdentity, serve_grpc
 from shoal.cluster.grpc._grpc_base import authenticate
 from shoal.cluster.grpc._pb import shoal_node_pb2 as pb
 from shoal.cluster.grpc._tracing import TRACER as CLUSTER_TRACER
+from shoal.cluster.grpc._tracing import authenticated
 from shoal.interfaces import ORIGIN_BAGGAGE, Unauthenticated
 
 pytestmark = pytest.mark.anyio
@@ -26,10 +27,11 @@ TOKEN = "the-join-token"
 
 
 def pinged(verifier: CallVerifier) -> grpc.GenericRpcHandler:
-    """A NodeState service whose Ping authenticates its caller, then answers."""
+    """A NodeState service whose Ping authenticates and admits its caller, then answers."""
 
     async def ping(request: pb.PingRequest, context: Context) -> pb.PingReply:
         await authenticate(verifier, context, PING, request)
+        authenticated()  # admitted: what the services do once a caller may call them
         return pb.PingReply()
 
     return grpc.method_handlers_generic_handler(

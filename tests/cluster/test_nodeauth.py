@@ -130,3 +130,21 @@ def test_a_corrupt_identity_file_says_how_to_recover(tmp_path: Path) -> None:
     key_file.write_bytes(b"short")
     with pytest.raises(InvalidInput, match=r"is corrupt .*restore it from a backup, or remove it"):
         NodeIdentity.load_or_create("w1", key_file)
+
+
+TRACE_A = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+TRACE_B = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+
+
+def test_the_trace_context_a_call_carries_is_signed_with_it() -> None:
+    ident = identity()
+    traced = sign_call(ident, TOKEN, METHOD, REQUEST, now=NOW, trace=TRACE_A)
+    assert ("traceparent", TRACE_A["traceparent"]) in traced
+    assert verifier().verify(traced, METHOD, REQUEST).name == "w1"
+    swapped = [(k, TRACE_B["traceparent"] if k == "traceparent" else v) for k, v in traced]
+    added = [*signed(ident), ("traceparent", TRACE_A["traceparent"])]
+    baggage = [*sign_call(ident, TOKEN, METHOD, REQUEST, now=NOW + 1, trace=TRACE_A)]
+    baggage.append(("baggage", "shoal.origin=forged"))
+    for forged in (swapped, added, baggage):
+        with pytest.raises(Unauthenticated, match="bad signature"):
+            verifier().verify(forged, METHOD, REQUEST)

@@ -15,3 +15,12 @@ def test_a_long_message_is_cut_and_the_event_stays_under_the_workers_limit() -> 
     assert long.message.startswith("runc said: xxx")
     assert len(long.model_dump_json().encode()) < MAX_EVENT_BYTES
     assert short.message == "started on w1"
+
+
+def test_an_event_of_wide_characters_or_escapes_is_cut_to_the_byte_limit_too() -> None:
+    ref = ObjectRef(kind="Instance", namespace="default", name="web-1")
+    actor = Actor(id="w1", via=Via.NODE_LOOP)
+    for text in ("🐟" * 5000, "\x01" * 5000):
+        made = new_event(SystemClock(), ref, "StartFailed", text, actor)
+        assert len(made.model_dump_json().encode()) <= MAX_EVENT_BYTES
+        assert made.message.endswith("…") and len(made.message) > 100

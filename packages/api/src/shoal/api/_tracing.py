@@ -27,7 +27,13 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shoal.interfaces import TRACEPARENT_HEADER, TRACERESPONSE_HEADER, Role, ShoalError
+from shoal.interfaces import (
+    API_PREFIX,
+    TRACEPARENT_HEADER,
+    TRACERESPONSE_HEADER,
+    Role,
+    ShoalError,
+)
 
 from ._auth import RequestVerifier, Verified, target_uri_from_scope
 from ._observe import UNMATCHED
@@ -70,7 +76,7 @@ class RequestTracing:
             return
         parent = otel_context.Context()  # a root unless an admin asks otherwise
         traceparent = _header(scope, _TRACEPARENT)
-        if traceparent is not None and scope["path"].startswith("/v1/"):
+        if traceparent is not None and scope["path"].startswith(f"{API_PREFIX}/"):
             receive = await self._check(scope, receive)
             verified = scope.get(_VERIFIED)
             if (

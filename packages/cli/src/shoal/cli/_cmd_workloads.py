@@ -266,7 +266,7 @@ def events(
         render(out, listed, output, "events")
         if watch:
             async for event in shoal.watch_events():
-                if (trace is None or event.trace_id == trace.lower()) and (
+                if (trace is None or event.trace_id == trace.strip().lower()) and (
                     actor is None or event.actor.id == actor
                 ):
                     render(out, [event], output, "events")

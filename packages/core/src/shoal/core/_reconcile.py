@@ -237,8 +237,10 @@ def _roll(
 ) -> tuple[int, list[tuple[Stored[Instance], Instance]]]:
     """One step of a rolling update; return how many new instances to make, and the old kept.
 
-    Within the budgets: at most ``replicas + max_surge`` instances at once, at
-    least ``replicas - max_unavailable`` available. Old instances that are not
+    Within the budgets: at most ``replicas + max_surge`` instances that are
+    not going (an old instance told to stop counts no more, while it runs out
+    its grace period, as in Kubernetes), at least ``replicas - max_unavailable``
+    available. Old instances that are not
     available go first (they count for nothing); available ones go while the
     available count stays above the floor. A paused rollout only keeps the
     count at ``replicas``: it makes new instances for missing ones and removes

@@ -34,6 +34,7 @@ from pydantic import BaseModel
 from shoal.interfaces import (
     EVENTS,
     INSTANCES,
+    MAX_EVENT_BYTES,
     NODES,
     WORKLOADS,
     Actor,
@@ -294,7 +295,7 @@ def new_event(
     """
     now = clock.now()
     micros = int(now.timestamp() * 1_000_000)
-    return Event(
+    event = Event(
         # Time orders events across processes; the counter orders those of one
         # process within one microsecond (or under a clock that stands still).
         id=f"{micros:017d}-{next(_SEQUENCE):09d}-{secrets.token_hex(2)}",
@@ -302,17 +303,22 @@ def new_event(
         type=event_type,
         object=obj,
         reason=reason,
-        # Long output (a runtime's error) is cut: an event says what happened, and a
-        # worker's events must stay under MAX_EVENT_BYTES.
+        # Long output (a runtime's error) is cut: an event says what happened.
         message=message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 1] + "…",
         actor=actor,
         details=details or {},
         trace_id=origin_trace_id(),
     )
+    if len(message) > MAX_MESSAGE // 4:  # wide characters or escapes may still be too many bytes
+        while len(event.model_dump_json().encode()) > MAX_EVENT_BYTES and event.message:
+            shorter = event.message[: len(event.message) // 2]
+            event = event.model_copy(update={"message": shorter + "…" if shorter else ""})
+    return event
 
 
 MAX_MESSAGE = 4096
-"""The longest event message kept (in characters); the rest is cut."""
+"""The longest event message kept (in characters); the rest is cut, and more while the event
+is over :data:`~shoal.interfaces.MAX_EVENT_BYTES` as JSON (what a server takes from a worker)."""
 
 DELETE_BATCH = 128
 """Most keys one pruning transaction deletes."""

@@ -173,7 +173,6 @@ async def authenticate(
         caller = verifier.verify(metadata, method, request.SerializeToString(deterministic=True))
     except ShoalError as exc:
         await abort_with(context, exc)
-    authenticated()  # a traced call's span opens now, not before
     return caller
 
 
@@ -201,6 +200,7 @@ class AdmittingService:
             await self._authorize(caller)
         except ShoalError as exc:
             await abort_with(context, exc)
+        authenticated()  # a traced call's span opens now, not before
 
 
 async def serve_grpc(

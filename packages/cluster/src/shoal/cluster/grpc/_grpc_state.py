@@ -46,6 +46,7 @@ from ._grpc_base import PACKAGE, authenticate
 from ._grpc_errors import abort_with
 from ._nodeauth import CallVerifier
 from ._pb import shoal_node_pb2 as pb
+from ._tracing import authenticated
 from ._worker_scope import EVENTS_PER_MINUTE, WorkerScope, parse_document
 
 __all__ = ["SERVICE", "NodeStateGateway"]
@@ -168,6 +169,7 @@ class NodeStateGateway:
         """Authenticate the call, load the caller's identity and admit the call."""
         caller = await authenticate(self._verifier, context, f"/{SERVICE}/{name}", request)
         if name == "Ping":
+            authenticated()
             return WorkerScope(caller, None)
         try:
             record = await self._store.get(node_key(caller.name))
@@ -178,6 +180,7 @@ class NodeStateGateway:
             scope.admit(name)
         except ShoalError as exc:
             await abort_with(context, exc)
+        authenticated()  # a traced call's span opens once the node is who it says
         return scope
 
     async def _ping(self, scope: WorkerScope, request: pb.PingRequest) -> pb.PingReply:

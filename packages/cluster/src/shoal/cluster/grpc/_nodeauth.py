@@ -1,6 +1,7 @@
 """Authentication of node-to-node calls: the node's ed25519 key and the join token.
 
-Every gRPC call between nodes carries six metadata entries::
+Every gRPC call between nodes carries six metadata entries (and, made inside
+a trace, the W3C ``traceparent`` and ``baggage``)::
 
     shoal-node       the caller's node name
     shoal-key        its ed25519 public key (URL-safe base64)
@@ -11,11 +12,13 @@ Every gRPC call between nodes carries six metadata entries::
 
 The call string binds all of it to one call::
 
-    "shoal-node-call-v1", method, node, key, time, nonce, sha256(request) joined by newlines
+    "shoal-node-call-v1", method, node, key, time, nonce, sha256(request),
+    "traceparent=…", "baggage=…"   joined by newlines (empty values when absent)
 
 So the signature proves the caller holds the node key whose fingerprint is
 its node id, the MAC proves it was given the cluster's join token (which never
-travels), and neither can be moved to another request (digest) or replayed
+travels), the trace context it carries is its own, and neither can be moved
+to another request (digest) or replayed
 to the same process (nonce) or later than the ``max_skew`` window. The call
 string does not name the receiver, so within that window a captured call
 could be replayed to another node; every write a worker makes is a

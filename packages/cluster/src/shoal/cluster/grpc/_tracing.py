@@ -8,9 +8,9 @@ propagation), covered by the call's signature
 
 On the server, :class:`TracingInterceptor` notes that a unary call carries a
 trace context; the span opens only once :func:`authenticated` says the
-caller is a node of this cluster (a call that fails its check leaves no
-span in anyone's trace). It is a server span in the caller's trace, linked
-to the request the work serves as well (the baggage entry
+caller is a node of this cluster, admitted under its name (a call that
+fails its checks leaves no span in anyone's trace). It is a server span in
+the caller's trace, linked to the request the work serves as well (the baggage entry
 :data:`~shoal.interfaces.ORIGIN_BAGGAGE`), so the server's own span buffer
 shows a worker's calls under that request. A call made outside any trace
 carries nothing and starts no span on either side.
@@ -113,8 +113,8 @@ _PENDING: ContextVar[_Pending | None] = ContextVar("shoal_grpc_pending_span", de
 def authenticated() -> None:
     """Open the span of the call being served, if it carries a trace context.
 
-    Called once the caller is authenticated: the context its signature
-    covers is then a node's.
+    Called once the caller is authenticated and admitted: the context its
+    signature covers is then a known node's.
     """
     pending = _PENDING.get()
     if pending is not None and pending.span is None:

@@ -21,8 +21,8 @@ a shim of their own.
 
 from __future__ import annotations
 
-import contextlib
 import json
+import logging
 import subprocess
 from pathlib import Path
 
@@ -30,6 +30,8 @@ import anyio
 from anyio.abc import ByteReceiveStream, Process
 
 __all__ = ["ShimLauncher"]
+
+log = logging.getLogger(__name__)
 
 SHIM = Path(__file__).with_name("_shim.py")
 
@@ -79,8 +81,12 @@ class ShimLauncher:
 
         The next create then starts a shim of its own, and fails with the reason.
         """
-        with contextlib.suppress(OSError):
+        try:
             await self.replenish()
+        except OSError:
+            pass
+        except Exception:  # it runs in the runtime's task group: it must not end the agent
+            log.exception("could not start a standby shim; the next start makes its own")
 
     def closed(self) -> bool:
         """Return whether :meth:`aclose` was called (no standby shim is started then)."""
