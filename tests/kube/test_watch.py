@@ -385,10 +385,11 @@ async def test_a_service_error_keeps_the_old_objects_and_is_retried(
         web.write_text(documents(workload("web", replicas=2), workload("api")))
         await until(lambda: "being deleted" in status(watcher, web).error, "the refusal")
         assert (await live(service))["web"].spec.replicas == 1  # all or nothing
-        # the file changes again: applied at once
+        # the file changes again: applied at once. (Under load api may finish going first
+        # and a retry of the refused content apply it; either way the file ends clean.)
         web.write_text(workload("web", replicas=2))
         await until(lambda: _replicas(service, "web", 2), "applied once api is left out")
-        assert status(watcher, web).error == ""
+        await until(lambda: status(watcher, web).error == "", "its error cleared")
 
 
 async def test_two_directories(service: ShoalService, tmp_path: Path) -> None:
