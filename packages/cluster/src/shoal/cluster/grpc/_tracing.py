@@ -71,7 +71,7 @@ def client_span(method: str) -> Iterator[dict[str, str]]:
 
 
 class _Pending:
-    """A traced call's server span: opened once its caller is authenticated."""
+    """A traced call's server span: opened once its caller is authenticated and admitted."""
 
     def __init__(self, method: str, metadata: dict[str, str]) -> None:
         self.method = method
