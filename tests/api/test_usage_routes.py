@@ -3,37 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
-import anyio
 import httpx
 import pytest
 
-from shoal.api import RequestVerifier, bind, create_app, serve_api
 from shoal.client import AuthorizedKey, AuthorizedKeys, ShoalClient, SignedAuth
-from shoal.core import (
-    ControlLoop,
-    DefaultScheduler,
-    LocalNode,
-    LocalNodeState,
-    NodeLoop,
-    ShoalService,
-    SystemClock,
-    UsageSampler,
-)
 from shoal.interfaces import (
     USAGE_RANGES,
     Capacity,
     ContainerStats,
-    InstanceState,
     InvalidInput,
-    Node,
     Role,
     UsageSeries,
 )
-from shoal.runtime import MockRuntime
-from shoal.state import MemoryStore, SqliteUsageHistory
 from tests.api.test_server import VIEWER, keypair
+from tests.usage_node import UsageNode, running, usage_node
 
 pytestmark = pytest.mark.anyio
 
@@ -54,52 +38,22 @@ LIMITED = {
 }
 
 
-@dataclass
-class Node1:
-    url: str
-    runtime: MockRuntime
-    sampler: UsageSampler
-
-
 @pytest.fixture
-async def node1() -> AsyncIterator[Node1]:
+async def node1() -> AsyncIterator[UsageNode]:
     keys = AuthorizedKeys(
         {
             k.key_id: AuthorizedKey(role, k.key_id, k.verify_key)
             for k, role in ((OPERATOR, Role.OPERATOR), (VIEWER, Role.VIEWER))
         }
     )
-    clock = SystemClock()
-    capacity = Capacity.model_validate({"cpu": "4", "memory": "8Gi"})
-    node = Node(name="n1", capacity=capacity, allocatable=capacity)
-    runtime = MockRuntime(clock)
-    async with (
-        MemoryStore(clock=clock) as store,
-        SqliteUsageHistory() as history,
-        anyio.create_task_group() as tg,
-    ):
-        service = ShoalService(store, clock, local=LocalNode("n1", runtime, None, history))
-        loop = NodeLoop(node, LocalNodeState(store, node.name), runtime, clock)
-        await tg.start(ControlLoop(store, DefaultScheduler(), clock).run)
-        await tg.start(loop.run)
-        sampler = UsageSampler(
-            "n1", runtime, history, clock, lambda: [s.value for s in loop.instances.values()]
-        )
-        app = create_app(service, RequestVerifier(keys.lookup))
-        port = await tg.start(serve_api, app, bind("127.0.0.1:0"))
-        yield Node1(f"http://127.0.0.1:{port}", runtime, sampler)
-        tg.cancel_scope.cancel()
+    async with usage_node(keys, Capacity.model_validate({"cpu": "4", "memory": "8Gi"})) as node:
+        yield node
 
 
-async def test_stats_with_a_range_return_the_history_against_limits(node1: Node1) -> None:
+async def test_stats_with_a_range_return_the_history_against_limits(node1: UsageNode) -> None:
     async with ShoalClient(node1.url, OPERATOR) as client:
         await client.apply_documents([LIMITED])
-        with anyio.fail_after(10):  # polled: the node loop writes the state, no event to wait on
-            while True:
-                if [i for i in await client.list_instances() if i.state == InstanceState.RUNNING]:
-                    break
-                await anyio.sleep(0.05)
-        (instance,) = await client.list_instances()
+        (instance,) = await running(client)
         node1.runtime.set_stats(
             "web", ContainerStats(name="web", cpu_millicores=250, memory_bytes=7)
         )

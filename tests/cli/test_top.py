@@ -10,22 +10,12 @@ from pathlib import Path
 import anyio
 import pytest
 
-from shoal.api import RequestVerifier, bind, create_app, serve_api
 from shoal.client import AuthorizedKey, AuthorizedKeys, ShoalClient, init_keypair
-from shoal.core import (
-    ControlLoop,
-    DefaultScheduler,
-    LocalNode,
-    LocalNodeState,
-    NodeLoop,
-    ShoalService,
-    SystemClock,
-    UsageSampler,
-)
-from shoal.interfaces import Capacity, ContainerStats, InstanceState, Node, Role
+from shoal.core import UsageSampler
+from shoal.interfaces import Capacity, ContainerStats, Role
 from shoal.runtime import MockRuntime
-from shoal.state import MemoryStore, SqliteUsageHistory
 from tests.shoal_cli import run_shoal
+from tests.usage_node import running, usage_node
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -61,40 +51,17 @@ async def agent(tmp_path: Path) -> AsyncIterator[Agent]:
     home = tmp_path / "home"
     pair = init_keypair(home, "operator@test")
     keys = AuthorizedKeys({pair.key_id: AuthorizedKey(Role.OPERATOR, pair.key_id, pair.verify_key)})
-    clock = SystemClock()
     capacity = Capacity.model_validate({"cpu": "2", "memory": "1Gi"})
-    node = Node(name="n1", capacity=capacity, allocatable=capacity)
-    runtime = MockRuntime(clock)
-    async with (
-        MemoryStore(clock=clock) as store,
-        SqliteUsageHistory() as history,
-        anyio.create_task_group() as tg,
-    ):
-        service = ShoalService(store, clock, local=LocalNode("n1", runtime, None, history))
-        loop = NodeLoop(node, LocalNodeState(store, node.name), runtime, clock)
-        await tg.start(ControlLoop(store, DefaultScheduler(), clock).run)
-        await tg.start(loop.run)
-        sampler = UsageSampler(
-            "n1", runtime, history, clock, lambda: [s.value for s in loop.instances.values()]
-        )
-        app = create_app(service, RequestVerifier(keys.lookup))
-        port = await tg.start(serve_api, app, bind("127.0.0.1:0"))
-        url = f"http://127.0.0.1:{port}"
+    async with usage_node(keys, capacity) as node:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
-        env.update(SHOAL_HOME=str(home), SHOAL_SERVER=url)
-        async with ShoalClient(url, pair) as client:
-            yield Agent(env, client, runtime, sampler)
-        tg.cancel_scope.cancel()
+        env.update(SHOAL_HOME=str(home), SHOAL_SERVER=node.url)
+        async with ShoalClient(node.url, pair) as client:
+            yield Agent(env, client, node.runtime, node.sampler)
 
 
 async def test_top_range_charts_each_instance_against_its_limits(agent: Agent) -> None:
     await agent.client.apply_documents([LIMITED])
-    with anyio.fail_after(10):  # polled: the node loop writes the state, no event to wait on
-        while True:
-            instances = await agent.client.list_instances()
-            if instances and instances[0].state == InstanceState.RUNNING:
-                break
-            await anyio.sleep(0.05)
+    instances = await running(agent.client)
     agent.runtime.set_stats("main", ContainerStats(name="main", cpu_millicores=250))
     await agent.sampler.sample_once()
 
