@@ -1,4 +1,7 @@
+import random
 from collections.abc import Mapping
+
+import pytest
 
 from shoal.core import DefaultScheduler
 from shoal.interfaces import (
@@ -120,3 +123,61 @@ def test_usage_input_is_not_mutated() -> None:
     usage = {"a": NodeUsage(cpu=100)}
     DefaultScheduler().place(requests(2), [node("a")], usage)
     assert usage["a"].cpu == 100 and usage["a"].pods == 0
+
+
+def _reference_binpack(
+    reqs: list[PlacementRequest], nodes: list[Node], usage: Mapping[str, NodeUsage]
+) -> dict[str, str]:
+    """Binpack by brute force: each request, in instance order, to the fullest node that fits."""
+    used = {
+        n.name: [u.cpu, u.memory, u.pods] for n in nodes for u in [usage.get(n.name, NodeUsage())]
+    }
+    assigned: dict[str, str] = {}
+    for request in sorted(reqs, key=lambda r: r.instance):
+        best: tuple[float, str] | None = None
+        for n in sorted(nodes, key=lambda n: n.name):
+            cpu, memory, pods = used[n.name]
+            alloc = n.allocatable
+            fits = (
+                pods + 1 <= alloc.pods
+                and cpu + request.cpu <= alloc.cpu
+                and memory + request.memory <= alloc.memory
+            )
+            if fits:
+                fullness = (cpu / alloc.cpu + memory / alloc.memory + pods / alloc.pods) / 3
+                if best is None or fullness > best[0]:
+                    best = (fullness, n.name)
+        if best is not None:
+            assigned[request.instance] = best[1]
+            used[best[1]][0] += request.cpu
+            used[best[1]][1] += request.memory
+            used[best[1]][2] += 1
+    return assigned
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_binpack_places_as_a_brute_force_search_does(seed: int) -> None:
+    rng = random.Random(seed)
+    nodes = [
+        node(
+            f"n{i:02d}",
+            cpu=rng.choice([1000, 2000, 4000]),
+            memory=rng.choice([1, 2, 4]) << 30,
+            pods=rng.choice([3, 5, 110]),
+        )
+        for i in range(rng.randint(1, 12))
+    ]
+    usage = {
+        n.name: NodeUsage(cpu=rng.randrange(0, 900, 100), pods=rng.randint(0, 2))
+        for n in nodes
+        if rng.random() < 0.5
+    }
+    # One group: the scheduler places a group's equal requests as batches, in instance order.
+    reqs = requests(
+        rng.randint(1, 40),
+        cpu=rng.choice([0, 100, 300, 700]),
+        memory=rng.choice([0, 64 << 20, 256 << 20]),
+    )
+    result = DefaultScheduler().place(reqs, nodes, usage)
+    assert result.assigned == _reference_binpack(reqs, nodes, usage)
+    assert set(result.assigned) | set(result.failed) == {r.instance for r in reqs}

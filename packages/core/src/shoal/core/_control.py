@@ -419,7 +419,8 @@ class ControlLoop:
                 settled_of[key] = settle(decision, placements, new, now)
         # The new instances first: their nodes start them while this pass writes
         # the rest (a rolling step's old instances going, the events, statuses).
-        await apply.create([(k, inst) for k, s in settled_of.items() for inst in s.created])
+        created = [(k, inst) for k, s in settled_of.items() for inst in s.created]
+        await apply.create(created, factory.encode)
         for key, decision in decisions:
             with serving(_cause(decision)):
                 await apply.ops(key, decision.ops.values())
@@ -507,8 +508,10 @@ class _Applier:
         for note in notes:
             await self.repo.record(note.obj, note.reason, note.message, ACTOR, event_type=note.type)
 
-    async def create(self, created: list[tuple[str, Instance]]) -> None:
-        """Write new instances in create-only transactions of at most TXN_OPS each.
+    async def create(
+        self, created: list[tuple[str, Instance]], encode: Callable[[Instance], bytes]
+    ) -> None:
+        """Write new instances (``encode`` makes their JSON) in create-only transactions.
 
         Batching makes placing thousands of instances cost a few transactions
         rather than thousands of round trips; TXN_OPS stays within etcd's
@@ -517,10 +520,7 @@ class _Applier:
         for start in range(0, len(created), TXN_OPS):
             chunk = created[start : start + TXN_OPS]
             keys = [instance_key(i.namespace, i.name) for _, i in chunk]
-            puts = [
-                PutOp(key, inst.model_dump_json().encode())
-                for key, (_, inst) in zip(keys, chunk, strict=True)
-            ]
+            puts = [PutOp(key, encode(inst)) for key, (_, inst) in zip(keys, chunk, strict=True)]
             for put, (_, inst) in zip(puts, chunk, strict=True):
                 self.loop.instances.expect(put.key, put.value, _stored_as(inst))
             outcome = await self.loop.store.txn(

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
-import secrets
+import os
+import random
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
-from shoal.interfaces import PLACED_STATES, Instance, InstanceState, NodeUsage, Workload
+from shoal.interfaces import (
+    PLACED_STATES,
+    Instance,
+    InstanceState,
+    NodeUsage,
+    PodTemplate,
+    Workload,
+)
 
 from ._restarts import should_restart
 from ._tracing import current_traceparent
 
 __all__ = ["InstanceFactory", "UsageIndex"]
+
+_TEMPLATE = {"template"}
+"""What :meth:`InstanceFactory.encode` leaves out (a set: pydantic takes a frozenset slowly)."""
 
 _FINISHED = frozenset({InstanceState.STOPPED, InstanceState.FAILED})
 
@@ -103,12 +114,26 @@ class UsageIndex(Mapping[str, NodeUsage]):
             del self._ports[node]
 
 
-class InstanceFactory:
-    """Makes new instances of workloads with names unique within one pass.
+_UIDS = random.Random()
+"""Where instance uids come from: seeded from the OS's randomness at import, and again
+in a forked child (so two processes never draw the same).
 
-    Each workload's template is validated once into a prototype that is
-    copied per instance: a pass may create thousands of instances, and
-    validating the same template again for each would dominate it.
+A uid must be unique, not secret; a pass may draw thousands, and
+``secrets`` makes a system call for each.
+"""
+os.register_at_fork(after_in_child=_UIDS.seed)
+
+
+class InstanceFactory:
+    """Makes new instances of workloads with names unique within one pass, and their JSON.
+
+    A pass may create thousands of instances of a few templates, so the work
+    that is the same for all instances of a workload is done once:
+
+    * each workload's template is validated once into a prototype that is
+      copied per instance;
+    * the template's JSON is made once (:meth:`encode`), and each instance's
+      JSON is its own fields with that part added.
     """
 
     def __init__(self, now: datetime, exists: Callable[[str], bool] = lambda key: False) -> None:
@@ -118,11 +143,13 @@ class InstanceFactory:
         self.taken: set[str] = set()
         """Instance keys (namespace/name) handed out by this factory."""
         self._prototypes: dict[str, Instance] = {}
+        self._templates: dict[int, tuple[PodTemplate, bytes]] = {}
+        """Each prototype's template and its JSON, by the template's id."""
 
     def fresh_uid(self, workload: Workload) -> str:
         """Return a uid whose 5-character name suffix no instance uses yet."""
         while True:
-            uid = secrets.token_hex(8)
+            uid = f"{_UIDS.getrandbits(64):016x}"
             key = f"{workload.namespace}/{workload.name}-{uid[:5]}"
             if key not in self.taken and not self.exists(key):
                 self.taken.add(key)
@@ -147,6 +174,23 @@ class InstanceFactory:
                 trace_context=workload.trace_context or current_traceparent(),
             )
             self._prototypes[workload.key] = proto
+            self._templates[id(proto.template)] = (
+                proto.template,
+                proto.template.model_dump_json().encode(),
+            )
         return proto.model_copy(
             update={"name": f"{workload.name}-{uid[:5]}", "uid": uid, "container_ids": {}, **status}
         )
+
+    def encode(self, inst: Instance) -> bytes:
+        """Return ``inst`` as stored JSON (what ``model_dump_json`` holds, the template last).
+
+        An instance made by :meth:`new` shares its prototype's template, whose
+        JSON is made once per workload: the template is most of an
+        instance's JSON, and most of the time it takes to make.
+        """
+        cached = self._templates.get(id(inst.template))
+        if cached is None or cached[0] is not inst.template:
+            return inst.model_dump_json().encode()
+        own = Instance.__pydantic_serializer__.to_json(inst, exclude=_TEMPLATE)
+        return b"".join((own[:-1], b',"template":', cached[1], b"}"))

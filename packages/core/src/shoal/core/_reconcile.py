@@ -344,8 +344,9 @@ def settle(
     live = dict(decision.live)
     per_node: dict[str, int] = {}
     failure: ScheduleFailure | None = None
+    namespace = workload.namespace
     for pending in decision.pending:
-        node = placements.assigned.get(f"{workload.namespace}/{pending.name}")
+        node = placements.assigned.get(f"{namespace}/{pending.name}")
         status: dict[str, Any]
         if node is not None:
             per_node[node] = per_node.get(node, 0) + 1
@@ -357,7 +358,7 @@ def settle(
                 "schedule_failure": None,
             }
         else:
-            failure = placements.failed.get(f"{workload.namespace}/{pending.name}", NOT_PLACED)
+            failure = placements.failed.get(f"{namespace}/{pending.name}", NOT_PLACED)
             status = {
                 "reason": "Unschedulable",
                 "message": failure.message,

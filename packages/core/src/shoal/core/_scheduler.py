@@ -212,7 +212,9 @@ class _State:
 
         Entries carry the node's version; an entry made stale by a later
         placement is skipped. Nodes that cannot take this batch's shape are set
-        aside for the rest of the batch and put back afterwards.
+        aside for the rest of the batch and put back afterwards. A node just
+        placed on is only fuller than before, so it stays the fullest: the
+        next request tries it first, without a trip through the heap.
         """
         shape = batch[0]
         key = tuple(sorted(shape.constraints.items()))
@@ -222,7 +224,15 @@ class _State:
             heapq.heapify(heap)
             self._fullest[key] = heap
         set_aside: list[tuple[float, str, int]] = []
+        current: str | None = None
+        """The node of the last placement, out of the heap while it is."""
         for index, request in enumerate(batch):
+            if current is not None:
+                if _fit_reason(self.by_name[current], self.used(current), shape) is None:
+                    self.assign(current, request, result)
+                    continue
+                set_aside.append(self._entry(current))
+                current = None
             while heap:
                 entry = heapq.heappop(heap)
                 _, name, version = entry
@@ -232,13 +242,19 @@ class _State:
                     set_aside.append(entry)
                     continue
                 self.assign(name, request, result)
-                heapq.heappush(heap, (-self.fullness(name), name, self.version[name]))
+                current = name
                 break
             else:
                 self.fail(batch[index:], result)
                 break
+        if current is not None:
+            heapq.heappush(heap, self._entry(current))
         for entry in set_aside:
             heapq.heappush(heap, entry)
+
+    def _entry(self, name: str) -> tuple[float, str, int]:
+        """Return node ``name``'s entry in a binpack heap: fullest first, at its version."""
+        return (-self.fullness(name), name, self.version[name])
 
     def place_spread(self, batch: list[PlacementRequest], result: Placements) -> None:
         """Fewest instances of the workload first, then the emptiest node."""

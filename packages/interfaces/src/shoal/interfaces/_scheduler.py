@@ -1,14 +1,15 @@
 """The Scheduler protocol: a pure function from a cluster snapshot to placements.
 
-Plain dataclasses rather than pydantic models: the scheduler handles tens of
-thousands of these per pass and never serialises them.
+Plain dataclasses and a named tuple rather than pydantic models: the
+scheduler handles tens of thousands of these per pass and never serialises them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from types import MappingProxyType
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from ._instance import ScheduleFailure
 from ._node import Node
@@ -17,12 +18,16 @@ from ._workload import PlacementStrategy
 __all__ = ["NodeUsage", "PlacementRequest", "Placements", "Scheduler"]
 
 
-@dataclass(frozen=True, slots=True)
-class PlacementRequest:
+_NO_CONSTRAINTS: Mapping[str, str] = MappingProxyType({})
+
+
+class PlacementRequest(NamedTuple):
     """One instance that needs a node.
 
     Requests of one ``group`` (a workload) with equal resources, ports and
     constraints are interchangeable; schedulers may place them as a batch.
+    A named tuple: immutable, and made in a third of a frozen dataclass's
+    time (a pass may make one per instance of ten thousand).
     """
 
     instance: str
@@ -35,7 +40,7 @@ class PlacementRequest:
     """Requested bytes."""
     host_ports: frozenset[tuple[int, str]] = frozenset()
     """(port, protocol) pairs the instance publishes on its node."""
-    constraints: Mapping[str, str] = field(default_factory=dict)
+    constraints: Mapping[str, str] = _NO_CONSTRAINTS
     """Node labels that must match."""
     strategy: PlacementStrategy = PlacementStrategy.BINPACK
     """How to rank the nodes that fit."""

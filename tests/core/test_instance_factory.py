@@ -1,0 +1,64 @@
+"""InstanceFactory: new instances of a workload, and their JSON made from a shared template."""
+
+import json
+from datetime import UTC, datetime
+
+from shoal.core._placement import InstanceFactory
+from shoal.interfaces import Instance, InstanceState, Workload
+from tests.core.support import spec
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def workload(name: str = "web") -> Workload:
+    return Workload(
+        name=name,
+        namespace="default",
+        uid="w1",
+        spec=spec(replicas=3),
+        created_at=NOW,
+        updated_at=NOW,
+        trace_context="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    )
+
+
+def test_an_instance_is_stored_as_its_own_json_says() -> None:
+    factory = InstanceFactory(NOW)
+    wl = workload()
+    made = [
+        factory.new(wl, factory.fresh_uid(wl), state=InstanceState.SCHEDULED, node=f"n{i}")
+        for i in range(3)
+    ]
+    for inst in made:
+        encoded = factory.encode(inst)
+        assert Instance.model_validate_json(encoded) == inst
+        assert json.loads(encoded) == json.loads(inst.model_dump_json())
+    assert len({inst.name for inst in made}) == 3
+
+
+def test_an_instance_with_another_template_is_encoded_whole() -> None:
+    factory = InstanceFactory(NOW)
+    wl = workload()
+    inst = factory.new(wl, factory.fresh_uid(wl))
+    other = wl.spec.template.model_copy(update={"labels": {"tier": "edge"}})
+    changed = inst.model_copy(update={"template": other})
+    decoded = Instance.model_validate_json(factory.encode(changed))
+    assert decoded.template.labels == {"tier": "edge"}
+    assert decoded == changed
+
+
+def test_uids_are_fresh_and_their_names_unique() -> None:
+    asked: list[str] = []
+
+    def exists(key: str) -> bool:  # the first three names asked about are taken
+        asked.append(key)
+        return len(asked) <= 3
+
+    factory = InstanceFactory(NOW, exists=exists)
+    wl = workload()
+    first = factory.fresh_uid(wl)
+    assert len(asked) == 4 and asked[-1] == f"default/web-{first[:5]}"
+    uids = [first, *(factory.fresh_uid(wl) for _ in range(500))]
+    names = {f"default/web-{uid[:5]}" for uid in uids}
+    assert len(names) == 501 and not names & set(asked[:3])
+    assert all(len(uid) == 16 and int(uid, 16) >= 0 for uid in uids)
