@@ -34,7 +34,6 @@ an unchanged world writes nothing.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -415,7 +414,7 @@ class ControlLoop:
             if stored_workload is None or decision.delete_workload or decision.expire:
                 continue
             with serving(stored_workload.value.trace_context):
-                new = functools.partial(factory.new, stored_workload.value)
+                new = factory.maker(stored_workload.value)
                 settled_of[key] = settle(decision, placements, new, now)
         # The new instances first: their nodes start them while this pass writes
         # the rest (a rolling step's old instances going, the events, statuses).

@@ -157,6 +157,10 @@ class InstanceFactory:
 
     def new(self, workload: Workload, uid: str, **status: Any) -> Instance:
         """Return a new instance of ``workload`` with ``uid`` and the given status fields."""
+        return self.maker(workload)(uid, **status)
+
+    def maker(self, workload: Workload) -> Callable[..., Instance]:
+        """Return ``new(uid, **status)``, :meth:`new` for ``workload``: its prototype found once."""
         proto = self._prototypes.get(workload.key)
         if proto is None:
             proto = Instance(
@@ -178,9 +182,13 @@ class InstanceFactory:
                 proto.template,
                 proto.template.model_dump_json().encode(),
             )
-        return proto.model_copy(
-            update={"name": f"{workload.name}-{uid[:5]}", "uid": uid, "container_ids": {}, **status}
-        )
+        name, prototype = workload.name, proto
+
+        def new(uid: str, **status: Any) -> Instance:
+            update = {"name": f"{name}-{uid[:5]}", "uid": uid, "container_ids": {}, **status}
+            return prototype.model_copy(update=update)
+
+        return new
 
     def encode(self, inst: Instance) -> bytes:
         """Return ``inst`` as stored JSON (what ``model_dump_json`` holds, the template last).

@@ -173,9 +173,10 @@ def decide(
         missing, kept_old = 0, []  # recreate: the new template waits until the old is gone
     else:
         missing, kept_old = want - len(healthy), []
+    name = workload.value.name
     for _ in range(missing):
         uid = fresh_uid(workload.value)
-        decision.pending.append(Pending(None, f"{workload.value.name}-{uid[:5]}", uid))
+        decision.pending.append(Pending(None, f"{name}-{uid[:5]}", uid))
     if len(healthy) > want:
         # Unplaced first, then newest first.
         surplus = sorted(healthy, key=lambda p: (p[1].node is not None, -p[0].created))
@@ -301,21 +302,23 @@ def _roll(
 def placement_requests(workload: Workload, pending: Sequence[Pending]) -> list[PlacementRequest]:
     """Return the scheduler's requests for the ``pending`` instances of ``workload``.
 
-    The template's requests and host ports are worked out once for all of them.
+    What is the same for all of them (the template's requests and host ports,
+    the placement rules) is worked out once.
     """
     template = workload.spec.template
     need = template.requests()
     ports = frozenset(template.host_ports())
-    placement = workload.spec.placement
+    namespace, group = workload.namespace, workload.key
+    constraints, strategy = workload.spec.placement.constraints, workload.spec.placement.strategy
     return [
         PlacementRequest(
-            instance=f"{workload.namespace}/{p.name}",
-            group=workload.key,
+            instance=f"{namespace}/{p.name}",
+            group=group,
             cpu=need.cpu,
             memory=need.memory,
             host_ports=ports,
-            constraints=placement.constraints,
-            strategy=placement.strategy,
+            constraints=constraints,
+            strategy=strategy,
             node=p.node,
         )
         for p in pending
@@ -344,14 +347,14 @@ def settle(
     live = dict(decision.live)
     per_node: dict[str, int] = {}
     failure: ScheduleFailure | None = None
-    namespace = workload.namespace
+    namespace, scheduled = workload.namespace, InstanceState.SCHEDULED
     for pending in decision.pending:
         node = placements.assigned.get(f"{namespace}/{pending.name}")
         status: dict[str, Any]
         if node is not None:
             per_node[node] = per_node.get(node, 0) + 1
             status = {
-                "state": InstanceState.SCHEDULED,
+                "state": scheduled,
                 "node": node,
                 "reason": "Scheduled",
                 "message": f"placed on {node}",

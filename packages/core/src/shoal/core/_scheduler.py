@@ -38,7 +38,9 @@ from shoal.interfaces import (
 __all__ = ["DefaultScheduler"]
 
 _EMPTY = NodeUsage()
-_BatchKey = tuple[str, int, int, frozenset[tuple[int, str]], tuple[tuple[str, str], ...], str]
+_BatchKey = tuple[
+    str, int, int, frozenset[tuple[int, str]], tuple[tuple[str, str], ...], PlacementStrategy
+]
 
 
 def _static_reason(node: Node, request: PlacementRequest) -> str | None:
@@ -114,7 +116,7 @@ class DefaultScheduler:
                 request.memory,
                 request.host_ports,
                 tuple(sorted(request.constraints.items())),
-                request.strategy.value,
+                request.strategy,  # a str: its .value would cost a descriptor call per request
             )
             batches[key].append(request)
         # Sorted, so the answer depends on what is asked, not on the order it is asked in.

@@ -140,15 +140,22 @@ def workload_status(
     spec = workload.spec
     want = spec.replicas if desired is None else desired
     previous = workload.status
-    scheduled = sum(1 for i in instances if i.node is not None)
-    running = sum(1 for i in instances if i.state == InstanceState.RUNNING)
-    ready = sum(1 for i in instances if i.state == InstanceState.RUNNING and i.ready)
-    updated = sum(1 for i in instances if runs_current(i, workload))
-    ready_enough = sum(1 for i in instances if available(i, spec.update.min_ready_seconds, now))
-    crashing = [
-        i for i in instances if i.reason == "CrashLoopBackOff" or i.state == InstanceState.FAILED
-    ]
-    placed_or_finished = [i for i in instances if i.state in PLACED_STATES or i.node is not None]
+    # One pass over the instances: a workload may have thousands.
+    scheduled = running = ready = updated = ready_enough = 0
+    crashing: list[Instance] = []
+    placed_or_finished = 0
+    ready_for = spec.update.min_ready_seconds
+    for i in instances:
+        placed = i.node is not None
+        scheduled += placed
+        if i.state == InstanceState.RUNNING:
+            running += 1
+            ready += i.ready
+            ready_enough += available(i, ready_for, now)
+        updated += runs_current(i, workload)
+        if i.reason == "CrashLoopBackOff" or i.state == InstanceState.FAILED:
+            crashing.append(i)
+        placed_or_finished += placed or i.state in PLACED_STATES
 
     if workload.deleting:
         phase = WorkloadPhase.DELETING
