@@ -3,7 +3,7 @@
 import json
 from datetime import UTC, datetime
 
-from shoal.core._placement import InstanceFactory
+from shoal.core._placement import InstanceFactory, copy_with
 from shoal.interfaces import Instance, InstanceState, Workload
 from tests.core.support import spec
 
@@ -62,3 +62,17 @@ def test_uids_are_fresh_and_their_names_unique() -> None:
     names = {f"default/web-{uid[:5]}" for uid in uids}
     assert len(names) == 501 and not names & set(asked[:3])
     assert all(len(uid) == 16 and int(uid, 16) >= 0 for uid in uids)
+
+
+def test_copy_with_makes_what_model_copy_makes() -> None:
+    assert not Instance.__private_attributes__, "copy_with assumes no private attributes"
+    assert Instance.model_config.get("extra") != "allow", "copy_with assumes no extra fields"
+    factory = InstanceFactory(NOW)
+    proto = factory.new(workload(), "0123456789abcdef")
+    update = {"node": "n1", "state": InstanceState.SCHEDULED, "container_ids": {"main": "c1"}}
+    made, expected = copy_with(proto, update), proto.model_copy(update=update)
+    assert made == expected and type(made) is Instance
+    assert made.__pydantic_fields_set__ == expected.__pydantic_fields_set__
+    assert made.model_dump_json() == expected.model_dump_json()
+    made.container_ids["other"] = "c2"
+    assert "other" not in proto.container_ids and proto.node is None

@@ -21,7 +21,7 @@ from shoal.interfaces import (
 from ._restarts import should_restart
 from ._tracing import current_traceparent
 
-__all__ = ["InstanceFactory", "UsageIndex"]
+__all__ = ["InstanceFactory", "UsageIndex", "copy_with"]
 
 _TEMPLATE = {"template"}
 """What :meth:`InstanceFactory.encode` leaves out (a set: pydantic takes a frozenset slowly)."""
@@ -186,7 +186,7 @@ class InstanceFactory:
 
         def new(uid: str, **status: Any) -> Instance:
             update = {"name": f"{name}-{uid[:5]}", "uid": uid, "container_ids": {}, **status}
-            return prototype.model_copy(update=update)
+            return copy_with(prototype, update)
 
         return new
 
@@ -202,3 +202,22 @@ class InstanceFactory:
             return inst.model_dump_json().encode()
         own = Instance.__pydantic_serializer__.to_json(inst, exclude=_TEMPLATE)
         return b"".join((own[:-1], b',"template":', cached[1], b"}"))
+
+
+def copy_with(inst: Instance, update: dict[str, Any]) -> Instance:
+    """Return ``inst.model_copy(update=update)``, without pydantic's generic copies.
+
+    It sets what ``model_copy`` sets on a model with neither extra fields nor
+    private attributes (an Instance has neither; a test holds it to that and
+    to ``model_copy``'s result), in about two thirds of the time: a pass may
+    make ten thousand instances. Like ``model_copy``, it validates nothing.
+    """
+    made = Instance.__new__(Instance)
+    values = inst.__dict__.copy()
+    values.update(update)
+    object.__setattr__(made, "__dict__", values)
+    fields_set = inst.__pydantic_fields_set__ | update.keys()
+    object.__setattr__(made, "__pydantic_fields_set__", fields_set)
+    object.__setattr__(made, "__pydantic_extra__", None)
+    object.__setattr__(made, "__pydantic_private__", None)
+    return made
