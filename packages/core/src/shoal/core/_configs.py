@@ -14,6 +14,7 @@ from datetime import datetime
 
 from shoal.interfaces import (
     CONFIG_HASH_ANNOTATION,
+    CONFIG_MODELS,
     ROLL_ON_CONFIG_ANNOTATION,
     ChangeAction,
     ConfigMap,
@@ -28,19 +29,15 @@ from shoal.interfaces import (
     StateStore,
     WorkloadMode,
     WorkloadSpec,
-    config_map_key,
-    namespace_key,
-    secret_key,
+    config_key,
 )
 
 from ._plan import diff_fields
 
 __all__ = [
-    "STORED_MODELS",
     "ConfigSpec",
     "StoredConfig",
     "check_immutable",
-    "config_key",
     "config_store_key",
     "label_of",
     "plan_config",
@@ -64,23 +61,6 @@ def label_of(spec: ConfigSpec | WorkloadSpec) -> str:
     return f"{spec.kind} {spec.namespace}/{spec.name}"
 
 
-STORED_MODELS: dict[str, type[StoredConfig]] = {
-    "ConfigMap": ConfigMap,
-    "Secret": Secret,
-    "Namespace": Namespace,
-}
-"""The stored model of each configuration kind."""
-
-
-def config_key(kind: str, namespace: str, name: str) -> str:
-    """Return the store key of a ConfigMap, a Secret or a Namespace (``namespace`` unused)."""
-    if kind == "ConfigMap":
-        return config_map_key(namespace, name)
-    if kind == "Secret":
-        return secret_key(namespace, name)
-    return namespace_key(name)
-
-
 def config_store_key(spec: ConfigSpec) -> str:
     """Return the store key of a configuration object."""
     namespace = "" if isinstance(spec, NamespaceSpec) else spec.namespace
@@ -94,7 +74,7 @@ async def read_config(
     kv = await store.get(config_key(kind, namespace, name))
     if kv is None:
         return None, 0
-    return STORED_MODELS[kind].model_validate_json(kv.value), kv.mod_revision
+    return CONFIG_MODELS[kind].model_validate_json(kv.value), kv.mod_revision
 
 
 async def read_used_config(

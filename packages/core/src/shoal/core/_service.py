@@ -77,6 +77,7 @@ from shoal.interfaces import (
     WorkloadSpec,
     check_trace_id,
     check_usage_range,
+    config_key,
     config_map_key,
     secret_key,
 )
@@ -86,7 +87,6 @@ from ._configs import (
     ConfigSpec,
     StoredConfig,
     check_immutable,
-    config_key,
     config_store_key,
     label_of,
     plan_config,

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ._closing import AsyncClosing
     from ._cluster import ClusterManager, Member, MemberEvent, MemberEventKind, Tag
     from ._config import (
+        CONFIG_MODELS,
         MAX_CONFIG_BYTES,
         SECRET_TYPES,
         ConfigMap,
@@ -87,6 +88,7 @@ if TYPE_CHECKING:
         SECRETS,
         WORKLOADS,
         audit_key,
+        config_key,
         config_map_key,
         event_id_of,
         event_key,
@@ -367,6 +369,8 @@ _LAZY = {
     "TRACE_ID_PATTERN": "._tracing",
     "TRACEPARENT_PATTERN": "._tracing",
     "MAX_EVENT_BYTES": "._event",
+    "CONFIG_MODELS": "._config",
+    "config_key": "._layout",
     "REDACTED_VALUE": "._statusz",
     "Statusz": "._statusz",
     "StatuszSource": "._statusz",
@@ -504,6 +508,7 @@ __all__ = [
     "CONFIGMAPS",
     "CONFIG_HASH_ANNOTATION",
     "CONFIG_KINDS",
+    "CONFIG_MODELS",
     "DATA_DIR_LOCK",
     "DECLARED_VIAS",
     "EVENTS",
@@ -710,6 +715,7 @@ __all__ = [
     "check_config_key",
     "check_trace_id",
     "check_usage_range",
+    "config_key",
     "config_map_key",
     "describe_fields",
     "describe_validation_error",

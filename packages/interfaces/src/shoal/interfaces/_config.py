@@ -27,6 +27,7 @@ from ._base import Model
 from ._workload import Name, Origin, Spec
 
 __all__ = [
+    "CONFIG_MODELS",
     "MAX_CONFIG_BYTES",
     "SECRET_TYPES",
     "ConfigMap",
@@ -380,3 +381,11 @@ class Namespace(_Stored):
     def key(self) -> str:
         """Return the name."""
         return self.spec.name
+
+
+CONFIG_MODELS: dict[str, type[ConfigMap | Secret | Namespace]] = {
+    "ConfigMap": ConfigMap,
+    "Secret": Secret,
+    "Namespace": Namespace,
+}
+"""The stored model of each configuration kind, by the ``kind`` its spec names."""

@@ -34,6 +34,7 @@ __all__ = [
     "SECRETS",
     "WORKLOADS",
     "audit_key",
+    "config_key",
     "config_map_key",
     "event_id_of",
     "event_key",
@@ -86,6 +87,21 @@ def secret_key(namespace: str, name: str) -> str:
 def namespace_key(name: str) -> str:
     """Return the store key of a Namespace."""
     return f"{NAMESPACES}{name}"
+
+
+def config_key(kind: str, namespace: str, name: str) -> str:
+    """Return the store key of a ConfigMap, a Secret or a Namespace (``namespace`` unused).
+
+    ``kind`` is ``"ConfigMap"``, ``"Secret"`` or ``"Namespace"``, as the objects' own
+    ``kind`` fields say; any other is refused with ValueError.
+    """
+    if kind == "ConfigMap":
+        return config_map_key(namespace, name)
+    if kind == "Secret":
+        return secret_key(namespace, name)
+    if kind == "Namespace":
+        return namespace_key(name)
+    raise ValueError(f"{kind!r} is not a configuration kind: use ConfigMap, Secret or Namespace")
 
 
 def node_key(name: str) -> str:

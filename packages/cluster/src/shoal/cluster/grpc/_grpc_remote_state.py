@@ -30,6 +30,7 @@ import anyio
 from google.protobuf.message import Message
 
 from shoal.interfaces import (
+    CONFIG_MODELS,
     INSTANCE_STATUS_FIELDS,
     AsyncClosing,
     ConfigMap,
@@ -281,8 +282,9 @@ class RemoteNodeState(AsyncClosing):
         reply = await self._unary("GetConfig", request, pb.GetConfigReply)
         if not reply.HasField("value"):
             return None
-        model = ConfigMap if kind == "ConfigMap" else Secret
-        return model.model_validate_json(reply.value).spec
+        stored = CONFIG_MODELS[kind].model_validate_json(reply.value)
+        assert isinstance(stored, ConfigMap | Secret)  # the server sends only these kinds
+        return stored.spec
 
     async def aclose(self) -> None:
         """Close the connection to the server; later calls raise Unavailable."""

@@ -35,10 +35,9 @@ from shoal.interfaces import (
     RevisionConflict,
     ShoalError,
     StateStore,
-    config_map_key,
+    config_key,
     instance_key,
     node_key,
-    secret_key,
 )
 
 from ._assignments import Assignments
@@ -314,10 +313,7 @@ class NodeStateGateway:
             listed = await self._store.list(INSTANCES)
             used = scope.uses([kv.value for kv in listed.items], kind, namespace, name)
         scope.check_config(kind, namespace, name, used=used)
-        key = (
-            config_map_key(namespace, name) if kind == "ConfigMap" else secret_key(namespace, name)
-        )
-        kv = await self._store.get(key)
+        kv = await self._store.get(config_key(kind, namespace, name))
         return pb.GetConfigReply() if kv is None else pb.GetConfigReply(value=kv.value)
 
 
