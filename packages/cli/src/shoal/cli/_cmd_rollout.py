@@ -78,6 +78,11 @@ def status(
 
     async def call(shoal: ShoalClient) -> str | None:
         workload = await shoal.get_workload(name, namespace)
+        if workload.spec.mode == "job":  # a StrEnum, as in wanted()
+            fail(
+                f"{namespace}/{name} is a job: its template never changes, so it has no "
+                f"rollouts; `shoal describe workload {name}` shows its runs"
+            )
         if not watch:
             out.print(progress_line(workload), highlight=False)
             return outcome(workload)
