@@ -63,6 +63,7 @@ bench: bootstrap
 	$(UV) run python bench/scale.py
 	$(UV) run python bench/rollout.py
 	$(UV) run python bench/manifests.py
+	$(UV) run python bench/ui_render.py
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache

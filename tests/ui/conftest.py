@@ -29,7 +29,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_play
 
 from shoal.agent import NodeConfig, ShoalNode, run_agent
 from shoal.client import init_keypair
-from shoal.interfaces import load_yaml_documents
+from shoal.interfaces import Capacity, load_yaml_documents
 from shoal.kube import parse_documents
 from shoal.runtime import MockRuntime
 from tests.shoal_cli import run_shoal
@@ -131,6 +131,29 @@ def running_agent(root: Path, seed: str, **settings: Any) -> Iterator[LiveAgent]
             yield live
         finally:
             future.cancel()
+
+
+BUSY_INSTANCES = 1000
+"""Instances on the busy agent's one node (tests/ui/test_scale.py, bench/ui_render.py)."""
+
+BUSY = f"""
+kind: Workload
+name: many
+replicas: {BUSY_INSTANCES}
+template:
+  containers:
+    - name: main
+      image: busybox:1.36
+"""
+
+
+@contextmanager
+def running_busy_agent(root: Path) -> Iterator[LiveAgent]:
+    """Run an agent whose one node holds ``BUSY_INSTANCES`` instances of one workload."""
+    capacity = Capacity(cpu=64_000, memory=256 << 30, pods=BUSY_INSTANCES + 10)
+    # No periodic pass over every instance: the pages are opened on a settled node.
+    with running_agent(root, BUSY, capacity=capacity, node_resync=3600.0) as live:
+        yield live
 
 
 @pytest.fixture(scope="module")
