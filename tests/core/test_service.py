@@ -4,9 +4,9 @@ import pytest
 
 from shoal.cluster import StaticCluster
 from shoal.core import ManualClock, ShoalService
-from shoal.interfaces import Actor, GossipState, Member, Unavailable
+from shoal.interfaces import Actor, GossipState, InvalidInput, Member, Unavailable
 from shoal.state import MemoryStore
-from tests.core.support import Cluster, FakeCluster
+from tests.core.support import Cluster, FakeCluster, spec
 
 pytestmark = pytest.mark.anyio
 
@@ -66,3 +66,24 @@ async def test_without_a_cluster_manager_list_members_is_unavailable(cluster: Cl
         await cluster.service.list_members()
     with pytest.raises(Unavailable):
         await cluster.service.with_actor(Actor(id="x", via="rest")).list_members()
+
+
+@pytest.mark.parametrize(
+    ("mode", "extra", "says"),
+    [
+        ("daemon", {}, "is a daemon: it runs one instance on each node"),
+        ("job", {"restart_policy": "Never"}, "is a job: job.completions and job.parallelism"),
+    ],
+)
+async def test_scaling_a_daemon_or_a_job_is_refused_with_what_counts_instead(
+    mode: str, extra: dict[str, object], says: str
+) -> None:
+    async with MemoryStore() as store:
+        service = ShoalService(store, ManualClock())
+        await service.apply([spec("agent", replicas=1, mode=mode, **extra)])
+        before = await service.get_workload("agent")
+        with pytest.raises(InvalidInput, match=says) as refused:
+            await service.scale("agent", 3)
+        assert refused.value.details.get("field") == "replicas"
+        after = await service.get_workload("agent")
+        assert after.spec.replicas == 1 and after.revision == before.revision

@@ -74,6 +74,7 @@ from shoal.interfaces import (
     UsageSeries,
     Via,
     Workload,
+    WorkloadMode,
     WorkloadSpec,
     check_trace_id,
     check_usage_range,
@@ -461,6 +462,7 @@ class ShoalService:
         def change(workload: Workload) -> Workload | None:
             if workload.deleting:
                 raise Conflict(f"workload {workload.key} is being deleted; it cannot be scaled")
+            _check_scalable(workload)
             if workload.spec.replicas == replicas:
                 return None
             spec = workload.spec.model_copy(update={"replicas": replicas})
@@ -1046,3 +1048,26 @@ def _not_found(kind: str, namespace: str, name: str, hint: str) -> NotFound:
         namespace=namespace,
         name=name,
     )
+
+
+def _check_scalable(workload: Workload) -> None:
+    """Refuse to scale a workload whose mode does not count replicas (nothing would change).
+
+    Raises:
+        InvalidInput: it is a daemon or a job.
+
+    """
+    mode = workload.spec.mode
+    if mode == WorkloadMode.DAEMON:
+        raise InvalidInput(
+            f"{workload.key} is a daemon: it runs one instance on each node its placement "
+            "constraints allow, whatever replicas says; change its constraints (or cordon "
+            "nodes) to change where it runs",
+            field="replicas",
+        )
+    if mode == WorkloadMode.JOB:
+        raise InvalidInput(
+            f"{workload.key} is a job: job.completions and job.parallelism say how many runs "
+            "it makes, not replicas; change them in its manifest and apply it",
+            field="replicas",
+        )
