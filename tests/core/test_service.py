@@ -80,7 +80,7 @@ async def test_scaling_a_daemon_or_a_job_is_refused_with_what_counts_instead(
 ) -> None:
     async with MemoryStore() as store:
         service = ShoalService(store, ManualClock())
-        await service.apply([spec("agent", replicas=1, mode=mode, **extra)])
+        await service.apply([spec("agent", 1, "busybox", mode=mode, **extra)])
         before = await service.get_workload("agent")
         with pytest.raises(InvalidInput, match=says) as refused:
             await service.scale("agent", 3)
