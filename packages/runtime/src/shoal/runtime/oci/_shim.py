@@ -362,6 +362,9 @@ def main(argv: list[str]) -> int:
     With ``--standby`` instead, wait for that file's path on stdin first
     (the runtime keeps one shim started ahead); EOF there means: not needed.
     """
+    # Started by posix_spawn, which closes nothing: hold none of the agent's
+    # descriptors (its own are close-on-exec; a library's may not be).
+    os.closerange(3, os.sysconf("SC_OPEN_MAX"))
     # Detached and a subreaper before the path comes: a standby shim does the
     # work that needs no container ahead, so a create waits only for runc.
     _detach()

@@ -17,17 +17,28 @@ nothing yet: if the agent dies, its stdin reaches EOF and it simply exits;
 :meth:`ShimLauncher.aclose` does the same on purpose. Creates running at the
 same time, or a pod's second container, take the one standby shim or start
 a shim of their own.
+
+A shim is started with ``posix_spawn`` on three pipes the launcher reads and
+writes itself, not through the event loop's subprocess machinery: that
+forks the agent (page tables copied, milliseconds for a large process) and
+starts a thread to wait for the child, all on the event loop, which then
+stalls whatever else is under way there (the start it follows is reported
+meanwhile). ``posix_spawn`` (``vfork`` and ``exec``) takes well under a
+millisecond. The launcher reaps the shim's first process itself (it exits
+as soon as the shim has detached).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import subprocess
+import os
+import signal
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
-from anyio.abc import ByteReceiveStream, Process
 
 __all__ = ["ShimLauncher"]
 
@@ -36,11 +47,64 @@ log = logging.getLogger(__name__)
 SHIM = Path(__file__).with_name("_shim.py")
 
 
-async def _read_all(stream: ByteReceiveStream | None) -> bytes:
-    if stream is None:
-        return b""
-    chunks = [chunk async for chunk in stream]
-    return b"".join(chunks)
+@dataclass
+class _Shim:
+    """A started shim: its first process and the agent's ends of its three pipes."""
+
+    pid: int
+    stdin: int | None
+    """The write end of its stdin (None once closed: the shim has its config, or EOF)."""
+    stdout: int
+    stderr: int
+
+    def close_stdin(self) -> None:
+        """Close the shim's stdin (it reads EOF, or the line written before)."""
+        fd, self.stdin = self.stdin, None
+        if fd is not None:
+            os.close(fd)
+
+    def close(self) -> None:
+        """Close the agent's ends of every pipe."""
+        self.close_stdin()
+        for fd in (self.stdout, self.stderr):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+async def _read_all(fd: int) -> bytes:
+    """Read the pipe ``fd`` (non-blocking) to its end."""
+    chunks: list[bytes] = []
+    while True:
+        await anyio.wait_readable(fd)
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            continue
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+async def _reap(pid: int) -> None:
+    """Wait for the child ``pid`` to exit and reap it (a shim's first process exits soon)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:  # gone and reaped already
+        return
+    except (OSError, AttributeError):  # no pidfds (Linux before 5.3): a thread waits
+        await anyio.to_thread.run_sync(_wait, pid)
+        return
+    try:
+        await anyio.wait_readable(pidfd)  # readable once it has exited
+    finally:
+        os.close(pidfd)
+    _wait(pid)
+
+
+def _wait(pid: int) -> None:
+    """Reap the child ``pid`` (blocking until it exits); fine if it was reaped already."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
 
 
 class ShimLauncher:
@@ -53,28 +117,46 @@ class ShimLauncher:
 
     def __init__(self, python: str) -> None:
         self.python = python
-        self._standby: Process | None = None
-        self._replenishing = False
+        self._standby: _Shim | None = None
         self._closed = False
 
-    async def _spawn(self) -> Process:
-        command = [self.python, "-I", "-S", str(SHIM), "--standby"]
-        return await anyio.open_process(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
+    def _spawn(self) -> _Shim:
+        """Start a standby shim (see the module docstring for why ``posix_spawn``).
+
+        Raises:
+            OSError: it could not be started.
+
+        """
+        stdin_read, stdin_write = os.pipe()
+        stdout_read, stdout_write = os.pipe()
+        stderr_read, stderr_write = os.pipe()
+        theirs = (stdin_read, stdout_write, stderr_write)
+        try:
+            pid = os.posix_spawnp(
+                self.python,
+                [self.python, "-I", "-S", str(SHIM), "--standby"],
+                os.environ,
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(theirs)
+                ],
+                # As subprocess does: the agent ignores SIGPIPE, a child need not.
+                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+            )
+        except BaseException:
+            for fd in (stdin_write, stdout_read, stderr_read):
+                os.close(fd)
+            raise
+        finally:
+            for fd in theirs:
+                os.close(fd)
+        os.set_blocking(stdout_read, False)
+        os.set_blocking(stderr_read, False)
+        return _Shim(pid, stdin_write, stdout_read, stderr_read)
 
     async def replenish(self) -> None:
-        """Start the next standby shim, unless one is there or on its way."""
-        if self._closed or self._standby is not None or self._replenishing:
-            return
-        self._replenishing = True
-        try:
-            with anyio.CancelScope(shield=True):  # never a shim started and then lost
-                self._standby = await self._spawn()
-        finally:
-            self._replenishing = False
-        if self.closed():  # closed while it started: let it go as aclose would have
-            await self.aclose()
+        """Start the next standby shim, unless one is there (or the launcher is closed)."""
+        if not self._closed and self._standby is None:
+            self._standby = self._spawn()
 
     async def replenish_quietly(self) -> None:
         """:meth:`replenish`, in the background: a shim that cannot be started is no error here.
@@ -98,28 +180,30 @@ class ShimLauncher:
         Returns:
             The shim's answer (``{}`` if it gave none) and what it wrote to stderr.
 
+        Raises:
+            OSError: no standby shim was there and none could be started.
+
         """
-        process, self._standby = self._standby, None
-        if process is None or not await self._hand(process, config):
-            if process is not None:
-                await process.aclose()
-            process = await self._spawn()
-            if not await self._hand(process, config):
-                await process.aclose()
+        shim, self._standby = self._standby, None
+        if shim is None or not self._hand(shim, config):
+            if shim is not None:
+                await self._discard(shim)
+            shim = self._spawn()
+            if not self._hand(shim, config):
+                await self._discard(shim)
                 return {}, "the shim exited before it was given its container"
         try:
             output: dict[str, bytes] = {}
 
-            async def read(name: str, stream: ByteReceiveStream | None) -> None:
-                output[name] = await _read_all(stream)
+            async def read(name: str, fd: int) -> None:
+                output[name] = await _read_all(fd)
 
             async with anyio.create_task_group() as group:
-                group.start_soon(read, "stdout", process.stdout)
-                group.start_soon(read, "stderr", process.stderr)
-            await process.wait()
+                group.start_soon(read, "stdout", shim.stdout)
+                group.start_soon(read, "stderr", shim.stderr)
         finally:
             with anyio.CancelScope(shield=True):
-                await process.aclose()
+                await self._discard(shim)
         answer: dict[str, object] = {}
         for line in output["stdout"].decode(errors="replace").splitlines():
             try:
@@ -129,27 +213,33 @@ class ShimLauncher:
         return answer, output["stderr"].decode(errors="replace").strip()
 
     @staticmethod
-    async def _hand(process: Process, config: Path) -> bool:
-        """Give ``process`` (a shim waiting on its stdin) its config; False if it is gone.
+    def _hand(shim: _Shim, config: Path) -> bool:
+        """Give ``shim`` (waiting on its stdin) its config; False if it is gone.
 
         The shim detaches at once (its first process exits), so only a write
         to the pipe its detached copy reads tells whether that is still there.
+        The line is far shorter than a pipe's buffer: the write never blocks.
         """
-        assert process.stdin is not None
-        try:
-            await process.stdin.send(f"{config}\n".encode())
-            await process.stdin.aclose()
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        if shim.stdin is None:
             return False
+        try:
+            os.write(shim.stdin, f"{config}\n".encode())
+        except OSError:  # EPIPE: nobody reads it any more
+            return False
+        finally:
+            shim.close_stdin()
         return True
+
+    @staticmethod
+    async def _discard(shim: _Shim) -> None:
+        """Close the agent's ends of the shim's pipes and reap its first process."""
+        shim.close()
+        with anyio.CancelScope(shield=True):
+            await _reap(shim.pid)
 
     async def aclose(self) -> None:
         """Let the standby shim go (it exits on EOF) and wait for it."""
         self._closed = True
-        process, self._standby = self._standby, None
-        if process is not None:
-            with anyio.CancelScope(shield=True):
-                if process.stdin is not None:
-                    await process.stdin.aclose()
-                await process.wait()
-                await process.aclose()
+        shim, self._standby = self._standby, None
+        if shim is not None:
+            await self._discard(shim)
