@@ -25,7 +25,9 @@ from shoal.interfaces import (
     ResourceList,
     RestartPolicy,
     ShoalError,
+    Workload,
     WorkloadSpec,
+    WorkloadStatus,
     describe_fields,
     error_from_body,
     fields_described,
@@ -435,3 +437,25 @@ def test_field_docs_cannot_be_switched_off_once_models_exist() -> None:
     with pytest.raises(RuntimeError, match="before any Shoal model is imported"):
         describe_fields(False)
     assert fields_described()
+
+
+@pytest.mark.parametrize(
+    ("fields", "wanted"),
+    [
+        ({"replicas": 3}, 3),  # replicas says it; the status is not counted yet
+        ({"replicas": 3, "mode": "daemon"}, 5),  # one per eligible node, as last counted
+        ({"mode": "job", "restart_policy": "Never", "job": {"parallelism": 2}}, 5),
+    ],
+)
+def test_a_workload_wants_replicas_or_what_its_mode_counts(
+    fields: dict[str, Any], wanted: int
+) -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    stored = Workload(
+        spec=WorkloadSpec.model_validate(workload("web", **fields)),
+        uid="u1",
+        created_at=now,
+        updated_at=now,
+        status=WorkloadStatus(desired_replicas=5),
+    )
+    assert stored.wanted_replicas == wanted

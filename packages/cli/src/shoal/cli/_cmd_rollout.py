@@ -28,9 +28,7 @@ POLL = 0.5
 
 def wanted(workload: Workload) -> int:
     """Return how many instances the workload wants: ``replicas``, or a daemon's eligible nodes."""
-    if workload.spec.mode == "daemon":  # a StrEnum: no import of shoal.interfaces at start-up
-        return workload.status.desired_replicas
-    return workload.spec.replicas
+    return workload.wanted_replicas
 
 
 def progress_line(workload: Workload) -> str:

@@ -1016,3 +1016,15 @@ class Workload(Model):
     def key(self) -> str:
         """Return ``namespace/name``."""
         return self.spec.key
+
+    @property
+    def wanted_replicas(self) -> int:
+        """Return how many instances it wants: ``replicas``, or what its status last counted.
+
+        A daemon wants one per eligible node and a job its runs at once; the
+        control loop counts those (``status.desired_replicas``): ``replicas``
+        says nothing for them.
+        """
+        if self.spec.mode == WorkloadMode.REPLICAS:
+            return self.spec.replicas
+        return self.status.desired_replicas

@@ -118,7 +118,7 @@ def register_read_tools(server: MCPServer[Any], gate: Gate) -> None:
         problems += [f"node {n.name} is cordoned" for n in nodes if n.cordoned]
         problems += [
             f"workload {w.key} is {w.status.phase.value}: {w.status.ready_replicas}/"
-            f"{w.spec.replicas} ready (get_workload)"
+            f"{w.wanted_replicas} ready (get_workload)"
             for w in workloads
             if w.status.phase not in (WorkloadPhase.RUNNING, WorkloadPhase.DELETING)
         ]

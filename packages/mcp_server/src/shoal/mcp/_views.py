@@ -122,7 +122,7 @@ class WorkloadSummary(Model):
     phase: WorkloadPhase
     """pending, progressing, running, degraded or deleting."""
     replicas: int
-    """Desired instances."""
+    """Desired instances: ``replicas``, a daemon's eligible nodes, a job's runs at once."""
     ready_replicas: int
     """Instances running and ready."""
     generation: int
@@ -141,7 +141,7 @@ class WorkloadSummary(Model):
             name=workload.name,
             namespace=workload.namespace,
             phase=workload.status.phase,
-            replicas=workload.spec.replicas,
+            replicas=workload.wanted_replicas,
             ready_replicas=workload.status.ready_replicas,
             generation=workload.generation,
             observed_generation=workload.status.observed_generation,
@@ -397,7 +397,7 @@ class RolloutView(Model):
     revision: int
     """The current revision (the template instances are moving to)."""
     replicas: int
-    """Desired instances."""
+    """Desired instances: ``replicas``, a daemon's eligible nodes, a job's runs at once."""
     updated_replicas: int
     """Instances running the current template."""
     available_replicas: int
@@ -422,7 +422,7 @@ class RolloutView(Model):
             name=workload.name,
             namespace=workload.namespace,
             revision=workload.revision,
-            replicas=workload.spec.replicas,
+            replicas=workload.wanted_replicas,
             updated_replicas=status.updated_replicas,
             available_replicas=status.available_replicas,
             total_replicas=status.replicas,
