@@ -50,8 +50,8 @@ def test_an_instance_with_another_template_is_encoded_whole() -> None:
 def test_uids_are_fresh_and_their_names_unique() -> None:
     asked: list[str] = []
 
-    def exists(key: str) -> bool:  # the first three names asked about are taken
-        asked.append(key)
+    def exists(namespace: str, name: str) -> bool:  # the first three names asked about are taken
+        asked.append(f"{namespace}/{name}")
         return len(asked) <= 3
 
     factory = InstanceFactory(NOW, exists=exists)

@@ -381,8 +381,7 @@ class ControlLoop:
         nodes = {stored.value.name: stored.value for stored in self.nodes.values()}
         now = self.clock.now()
 
-        def exists(instance: str) -> bool:
-            namespace, name = instance.split("/", 1)
+        def exists(namespace: str, name: str) -> bool:
             return self.instances.get(instance_key(namespace, name)) is not None
 
         factory = InstanceFactory(now, exists)

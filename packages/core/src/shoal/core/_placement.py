@@ -136,10 +136,12 @@ class InstanceFactory:
       JSON is its own fields with that part added.
     """
 
-    def __init__(self, now: datetime, exists: Callable[[str], bool] = lambda key: False) -> None:
+    def __init__(
+        self, now: datetime, exists: Callable[[str, str], bool] = lambda namespace, name: False
+    ) -> None:
         self.now = now
         self.exists = exists
-        """Whether an instance ``namespace/name`` exists already."""
+        """Whether an instance ``(namespace, name)`` exists already."""
         self.taken: set[str] = set()
         """Instance keys (namespace/name) handed out by this factory."""
         self._prototypes: dict[str, Instance] = {}
@@ -148,10 +150,12 @@ class InstanceFactory:
 
     def fresh_uid(self, workload: Workload) -> str:
         """Return a uid whose 5-character name suffix no instance uses yet."""
+        namespace, prefix = workload.namespace, workload.name
         while True:
             uid = f"{_UIDS.getrandbits(64):016x}"
-            key = f"{workload.namespace}/{workload.name}-{uid[:5]}"
-            if key not in self.taken and not self.exists(key):
+            name = f"{prefix}-{uid[:5]}"
+            key = f"{namespace}/{name}"
+            if key not in self.taken and not self.exists(namespace, name):
                 self.taken.add(key)
                 return uid
 
