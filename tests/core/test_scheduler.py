@@ -130,34 +130,39 @@ def _reference_binpack(
 ) -> dict[str, str]:
     """Binpack by brute force: each request, in instance order, to the fullest node that fits."""
     used = {
-        n.name: [u.cpu, u.memory, u.pods] for n in nodes for u in [usage.get(n.name, NodeUsage())]
+        n.name: NodeUsage(cpu=u.cpu, memory=u.memory, pods=u.pods, host_ports=set(u.host_ports))
+        for n in nodes
+        for u in [usage.get(n.name, NodeUsage())]
     }
     assigned: dict[str, str] = {}
     for request in sorted(reqs, key=lambda r: r.instance):
         best: tuple[float, str] | None = None
         for n in sorted(nodes, key=lambda n: n.name):
-            cpu, memory, pods = used[n.name]
-            alloc = n.allocatable
+            u, alloc = used[n.name], n.allocatable
             fits = (
-                pods + 1 <= alloc.pods
-                and cpu + request.cpu <= alloc.cpu
-                and memory + request.memory <= alloc.memory
+                u.pods + 1 <= alloc.pods
+                and u.cpu + request.cpu <= alloc.cpu
+                and u.memory + request.memory <= alloc.memory
+                and not request.host_ports & u.host_ports
             )
             if fits:
-                fullness = (cpu / alloc.cpu + memory / alloc.memory + pods / alloc.pods) / 3
+                fullness = (u.cpu / alloc.cpu + u.memory / alloc.memory + u.pods / alloc.pods) / 3
                 if best is None or fullness > best[0]:
                     best = (fullness, n.name)
         if best is not None:
             assigned[request.instance] = best[1]
-            used[best[1]][0] += request.cpu
-            used[best[1]][1] += request.memory
-            used[best[1]][2] += 1
+            chosen = used[best[1]]
+            chosen.cpu += request.cpu
+            chosen.memory += request.memory
+            chosen.pods += 1
+            chosen.host_ports |= request.host_ports
     return assigned
 
 
-@pytest.mark.parametrize("seed", range(20))
+@pytest.mark.parametrize("seed", range(40))
 def test_binpack_places_as_a_brute_force_search_does(seed: int) -> None:
     rng = random.Random(seed)
+    port = (8080, "tcp")
     nodes = [
         node(
             f"n{i:02d}",
@@ -168,7 +173,11 @@ def test_binpack_places_as_a_brute_force_search_does(seed: int) -> None:
         for i in range(rng.randint(1, 12))
     ]
     usage = {
-        n.name: NodeUsage(cpu=rng.randrange(0, 900, 100), pods=rng.randint(0, 2))
+        n.name: NodeUsage(
+            cpu=rng.randrange(0, 900, 100),
+            pods=rng.randint(0, 2),
+            host_ports={port} if rng.random() < 0.3 else set(),
+        )
         for n in nodes
         if rng.random() < 0.5
     }
@@ -177,6 +186,7 @@ def test_binpack_places_as_a_brute_force_search_does(seed: int) -> None:
         rng.randint(1, 40),
         cpu=rng.choice([0, 100, 300, 700]),
         memory=rng.choice([0, 64 << 20, 256 << 20]),
+        host_ports=frozenset({port}) if rng.random() < 0.25 else frozenset(),
     )
     result = DefaultScheduler().place(reqs, nodes, usage)
     assert result.assigned == _reference_binpack(reqs, nodes, usage)

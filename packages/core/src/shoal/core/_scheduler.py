@@ -81,6 +81,19 @@ def _fit_reason(node: Node, used: NodeUsage, request: PlacementRequest) -> str |
     return None
 
 
+def _room(node: Node, used: NodeUsage, shape: PlacementRequest) -> int:
+    """Return how many more requests of ``shape`` fit on ``node``: what ``_fit_reason`` checks."""
+    alloc = node.allocatable
+    room = alloc.pods - used.pods
+    if shape.cpu:
+        room = min(room, (alloc.cpu - used.cpu) // shape.cpu)
+    if shape.memory:
+        room = min(room, (alloc.memory - used.memory) // shape.memory)
+    if shape.host_ports:
+        room = min(room, 0 if shape.host_ports & used.host_ports else 1)
+    return max(room, 0)
+
+
 def _by_instance(request: PlacementRequest) -> str:
     return request.instance
 
@@ -171,16 +184,23 @@ class _State:
         return (cpu + memory + pods) / 3
 
     def assign(self, name: str, request: PlacementRequest, result: Placements) -> None:
+        """Place ``request`` on node ``name``."""
+        self.assign_all(name, [request], result)
+
+    def assign_all(self, name: str, batch: list[PlacementRequest], result: Placements) -> None:
+        """Place every request of ``batch`` (one shape) on node ``name``."""
         used = self.mine.get(name)
         if used is None:
             used = self.mine[name] = _copy(self.used(name))
-        used.cpu += request.cpu
-        used.memory += request.memory
-        used.pods += 1
-        used.host_ports |= request.host_ports
-        used.groups[request.group] = used.groups.get(request.group, 0) + 1
+        shape, count = batch[0], len(batch)
+        used.cpu += count * shape.cpu
+        used.memory += count * shape.memory
+        used.pods += count
+        used.host_ports |= shape.host_ports
+        used.groups[shape.group] = used.groups.get(shape.group, 0) + count
         self.version[name] += 1
-        result.assigned[request.instance] = name
+        for request in batch:
+            result.assigned[request.instance] = name
 
     def fail(self, batch: list[PlacementRequest], result: Placements) -> None:
         """Record, for every request of ``batch``, why each node refuses it."""
@@ -213,10 +233,10 @@ class _State:
         """Fullest node first, from a heap shared by every batch with the same constraints.
 
         Entries carry the node's version; an entry made stale by a later
-        placement is skipped. Nodes that cannot take this batch's shape are set
-        aside for the rest of the batch and put back afterwards. A node just
-        placed on is only fuller than before, so it stays the fullest: the
-        next request tries it first, without a trip through the heap.
+        placement is skipped. The fullest node takes as many of the batch as
+        fit (one at a time, each would go there too: a node placed on is only
+        fuller than before). Nodes that cannot take this batch's shape are
+        set aside for the rest of the batch and put back afterwards.
         """
         shape = batch[0]
         key = tuple(sorted(shape.constraints.items()))
@@ -226,31 +246,22 @@ class _State:
             heapq.heapify(heap)
             self._fullest[key] = heap
         set_aside: list[tuple[float, str, int]] = []
-        current: str | None = None
-        """The node of the last placement, out of the heap while it is."""
-        for index, request in enumerate(batch):
-            if current is not None:
-                if _fit_reason(self.by_name[current], self.used(current), shape) is None:
-                    self.assign(current, request, result)
-                    continue
-                set_aside.append(self._entry(current))
-                current = None
-            while heap:
-                entry = heapq.heappop(heap)
-                _, name, version = entry
-                if version != self.version[name]:
-                    continue
-                if _fit_reason(self.by_name[name], self.used(name), shape) is not None:
-                    set_aside.append(entry)
-                    continue
-                self.assign(name, request, result)
-                current = name
+        placed = 0
+        while placed < len(batch):
+            if not heap:
+                self.fail(batch[placed:], result)
                 break
-            else:
-                self.fail(batch[index:], result)
-                break
-        if current is not None:
-            heapq.heappush(heap, self._entry(current))
+            entry = heapq.heappop(heap)
+            _, name, version = entry
+            if version != self.version[name]:
+                continue
+            room = _room(self.by_name[name], self.used(name), shape)
+            if not room:
+                set_aside.append(entry)
+                continue
+            self.assign_all(name, batch[placed : placed + room], result)
+            placed += room
+            heapq.heappush(heap, self._entry(name))
         for entry in set_aside:
             heapq.heappush(heap, entry)
 
