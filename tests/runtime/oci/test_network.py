@@ -17,7 +17,7 @@ import anyio
 import httpx
 import pytest
 
-from shoal.interfaces import Container, Port
+from shoal.interfaces import Container, InvalidInput, Port
 from shoal.runtime import DEFAULT_PLUGIN_DIRS, HostNetworking, HostNetworks, pod_networking
 from shoal.runtime.oci._ocinet import NetworkHook
 from tests.ports import free_port
@@ -70,6 +70,19 @@ async def test_host_networking_serves_on_the_node(make_runtime: RuntimeFactory) 
         status = await runtime.start(spec.uid)
         assert status.ip == "127.0.0.1"
         assert await get_page(port) == "hello from busybox\n"
+
+
+@pytest.mark.parametrize("hook", [None, HostNetworking()], ids=["no hook", "HostNetworking"])
+async def test_host_networking_refuses_a_host_port_other_than_its_own(
+    make_runtime: RuntimeFactory, hook: NetworkHook | None
+) -> None:
+    """The pod shares the node's ports: 80 cannot be published on 8080; nothing is left."""
+    async with make_runtime(network=hook) as runtime:
+        web = httpd(80).model_copy(update={"ports": [Port(container_port=80, host_port=8080)]})
+        spec = new_pod(web)
+        with pytest.raises(InvalidInput, match="host networking cannot publish container port 80"):
+            await runtime.run(spec)
+        assert await runtime.list() == []
 
 
 @pytest.fixture

@@ -35,6 +35,7 @@ __all__ = [
     "HostNetworking",
     "NetworkMode",
     "PodNetworking",
+    "check_host_ports",
     "claimed_networking",
     "pod_networking",
     "pod_ports",
@@ -73,6 +74,23 @@ class PodNetworking(Protocol):
         ...
 
 
+def check_host_ports(ports: Sequence[Port]) -> None:
+    """Refuse a port host networking cannot publish: a host port other than its container port.
+
+    Raises:
+        InvalidInput: such a port, named with the fix.
+
+    """
+    for port in ports:
+        if port.host_port is not None and port.host_port != port.container_port:
+            raise InvalidInput(
+                f"host networking cannot publish container port {port.container_port} "
+                f"on host port {port.host_port}: set host_port equal to container_port "
+                "or use bridge networking",
+                field="ports",
+            )
+
+
 class HostNetworking:
     """Pods share the node's network: nothing to set up, nothing to tear down."""
 
@@ -83,14 +101,7 @@ class HostNetworking:
             InvalidInput: a port asks for a host port other than its container port.
 
         """
-        for port in ports:
-            if port.host_port is not None and port.host_port != port.container_port:
-                raise InvalidInput(
-                    f"host networking cannot publish container port {port.container_port} "
-                    f"on host port {port.host_port}: set host_port equal to container_port "
-                    "or use bridge networking",
-                    field="ports",
-                )
+        check_host_ports(ports)
         await anyio.lowlevel.checkpoint()
         return _HOST
 

@@ -23,9 +23,10 @@ One pod is the containers of one instance. For each pod the runtime
    ``sub_path`` names what an init container wrote (status: *created*,
    "waiting for its init containers").
 
-In host mode the file work of steps 2 to 5 (directory, /etc files, volumes,
-bundles, the shims' configs) is one call in a worker thread: nothing between
-those steps waits on anything else. If any step fails, everything done so
+In host mode (no hook, or ``HostNetworking``, which is taken for none) the
+file work of steps 2 to 5 (directory, /etc files, volumes, bundles, the
+shims' configs) is one call in a worker thread: nothing between those steps
+waits on anything else. If any step fails, everything done so
 far is undone and the error raised.
 ``start`` first runs the init containers that have not yet succeeded, one
 after another (``runc run`` each, waiting for its exit, without holding the
@@ -86,6 +87,7 @@ from shoal.runtime._initcontainers import (
     init_container_failed,
 )
 from shoal.runtime.images._image_api import ImageSource, PreparedImage
+from shoal.runtime.net._podnet import HostNetworking, check_host_ports
 
 from ._ociexec import measure_stats, run_exec
 from ._ocifiles import (
@@ -118,7 +120,8 @@ class OciCliRuntime(AsyncClosing):
         clock: Time for stop's grace period and timestamps; the system clock by default.
         allow_host_paths: Whether pods may mount host path volumes; without it,
             ``create`` refuses a pod that declares one.
-        network: Pod networking hook; None for host networking.
+        network: Pod networking hook; None (or a ``HostNetworking``, the same) for host
+            networking, where a port asking for a host port other than its own is refused.
         pids_limit: Most processes per container (0: no limit).
         read_only_rootfs: Mount every container's rootfs read-only.
         rootfs: ``auto`` (overlayfs, else a copy), ``overlay`` or ``copy``.
@@ -158,7 +161,9 @@ class OciCliRuntime(AsyncClosing):
         self.images = images
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.allow_host_paths = allow_host_paths
-        self.network = network
+        # HostNetworking is no hook at all (no namespace, nothing to detach):
+        # a pod's files are then made in one worker-thread hop, see _create.
+        self.network = None if isinstance(network, HostNetworking) else network
         self.stats_interval = stats_interval
         self.runc = RuncCli(binary, state_root if state_root is not None else root / "runc")
         self.files = PodFiles(root)
@@ -228,6 +233,8 @@ class OciCliRuntime(AsyncClosing):
     async def _create(self, pod: PodSpec, *, start: bool) -> PodStatus:
         check_container_names(pod)
         check_host_paths(pod, self.allow_host_paths)
+        if self.network is None:
+            check_host_ports(pod_ports(pod))
         directory = self.files.directory(pod.uid)
         async with self._lock(pod.uid):
             if directory.exists():
