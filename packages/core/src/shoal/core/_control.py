@@ -515,15 +515,17 @@ class _Applier:
         rather than thousands of round trips; TXN_OPS stays within etcd's
         default limit of operations per transaction.
         """
+        expect = self.loop.instances.expect
         for start in range(0, len(created), TXN_OPS):
             chunk = created[start : start + TXN_OPS]
-            keys = [instance_key(i.namespace, i.name) for _, i in chunk]
-            puts = [PutOp(key, encode(inst)) for key, (_, inst) in zip(keys, chunk, strict=True)]
-            for put, (_, inst) in zip(puts, chunk, strict=True):
-                self.loop.instances.expect(put.key, put.value, _stored_as(inst))
-            outcome = await self.loop.store.txn(
-                [Compare(key, CompareTarget.MOD_REVISION, 0) for key in keys], puts
-            )
+            compares: list[Compare] = []
+            puts: list[PutOp] = []
+            for _, inst in chunk:
+                key, value = instance_key(inst.namespace, inst.name), encode(inst)
+                compares.append(Compare(key, CompareTarget.MOD_REVISION, 0))
+                puts.append(PutOp(key, value))
+                expect(key, value, _stored_as(inst))
+            outcome = await self.loop.store.txn(compares, puts)
             if not outcome.succeeded:  # a clash of random names: the next pass makes new ones
                 self.conflicted.update(workload for workload, _ in chunk)
             else:
