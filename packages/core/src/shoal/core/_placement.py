@@ -160,7 +160,11 @@ class InstanceFactory:
                 return uid
 
     def new(self, workload: Workload, uid: str, **status: Any) -> Instance:
-        """Return a new instance of ``workload`` with ``uid`` and the given status fields."""
+        """Return a new instance of ``workload`` with ``uid`` and the given status fields.
+
+        Its name (from ``uid``), uid and empty container ids are set here, over
+        any the status fields name.
+        """
         return self.maker(workload)(uid, **status)
 
     def maker(self, workload: Workload) -> Callable[..., Instance]:
@@ -189,8 +193,8 @@ class InstanceFactory:
         name, prototype = workload.name, proto
 
         def new(uid: str, **status: Any) -> Instance:
-            update = {"name": f"{name}-{uid[:5]}", "uid": uid, "container_ids": {}, **status}
-            return copy_with(prototype, update)
+            status.update(name=f"{name}-{uid[:5]}", uid=uid, container_ids={})  # a fresh dict
+            return copy_with(prototype, status)
 
         return new
 
