@@ -24,6 +24,7 @@ import os
 import threading
 from collections import deque
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, Resource
@@ -33,7 +34,7 @@ from opentelemetry.sdk.trace.export import (
     ConsoleSpanExporter,
     SpanExporter,
 )
-from opentelemetry.trace import format_span_id, format_trace_id
+from opentelemetry.trace import SpanKind, StatusCode, format_span_id, format_trace_id
 
 from shoal.interfaces import (
     MAX_TRACE_SPANS,
@@ -52,6 +53,29 @@ _installed: SpanRecorder | None = None
 _install_lock = threading.Lock()
 
 
+class _Kept(NamedTuple):
+    """What the buffer keeps of a finished span: only what a :class:`SpanRecord` shows.
+
+    Plain values and tuples of them, not the SDK's span: the buffer holds
+    thousands, and every object in them is one more the garbage collector
+    walks on each full pass (its attributes mapping, lock, context, status).
+    """
+
+    trace_id: int
+    span_id: int
+    parent_span_id: int | None
+    name: str
+    kind: SpanKind
+    start: int
+    end: int
+    status: StatusCode
+    status_message: str
+    attributes: tuple[tuple[str, object], ...]
+    links: tuple[tuple[int, int], ...]
+    """(trace id, span id) of each span it links to."""
+    node: str
+
+
 class SpanRecorder(SpanProcessor):
     """Keeps the last ``capacity`` finished spans, by trace and by the traces they link to.
 
@@ -61,42 +85,66 @@ class SpanRecorder(SpanProcessor):
 
     def __init__(self, capacity: int = SPAN_BUFFER) -> None:
         self.capacity = capacity
-        self._spans: deque[ReadableSpan] = deque()
-        self._by_trace: dict[int, deque[ReadableSpan]] = {}
+        self._spans: deque[_Kept] = deque()
+        self._by_trace: dict[int, deque[_Kept]] = {}
         self._linking: dict[int, dict[int, int]] = {}
         """Trace → the traces with spans linking to it → how many such spans are kept."""
         self._lock = threading.Lock()
+        self._resource: Resource | None = None
+        self._node = ""
+        """The node named by ``_resource`` (spans of one provider share one resource)."""
 
     def on_end(self, span: ReadableSpan) -> None:
-        """Keep ``span``; drop the oldest kept span past the capacity."""
+        """Keep what ``span`` shows; drop the oldest kept span past the capacity."""
         context = span.context
         if context is None:
             return
+        parent = span.parent
+        attributes = span.attributes
+        status = span.status
+        trace_id = context.trace_id
+        links = tuple((link.context.trace_id, link.context.span_id) for link in span.links)
         with self._lock:
-            self._spans.append(span)
-            self._by_trace.setdefault(context.trace_id, deque()).append(span)
-            for link in span.links:
-                linking = self._linking.setdefault(link.context.trace_id, {})
-                linking[context.trace_id] = linking.get(context.trace_id, 0) + 1
+            if span.resource is not self._resource:
+                self._resource = span.resource
+                self._node = str(span.resource.attributes.get(SERVICE_INSTANCE_ID, ""))
+            kept = _Kept(
+                trace_id,
+                context.span_id,
+                None if parent is None else parent.span_id,
+                span.name,
+                span.kind,
+                span.start_time or 0,
+                span.end_time or 0,
+                status.status_code,
+                status.description or "",
+                tuple(attributes.items()) if attributes else (),
+                links,
+                self._node,
+            )
+            self._spans.append(kept)
+            self._by_trace.setdefault(trace_id, deque()).append(kept)
+            for linked, _ in links:
+                linking = self._linking.setdefault(linked, {})
+                linking[trace_id] = linking.get(trace_id, 0) + 1
             if len(self._spans) > self.capacity:
                 self._forget(self._spans.popleft())
 
-    def _forget(self, span: ReadableSpan) -> None:
-        assert span.context is not None
-        trace_id = span.context.trace_id
+    def _forget(self, span: _Kept) -> None:
+        trace_id = span.trace_id
         kept = self._by_trace[trace_id]
         kept.popleft()  # spans are kept in the order they end, per trace as overall
         if not kept:
             del self._by_trace[trace_id]
-        for link in span.links:
-            linking = self._linking.get(link.context.trace_id)
+        for linked, _ in span.links:
+            linking = self._linking.get(linked)
             if linking is None:
                 continue
             linking[trace_id] -= 1
             if linking[trace_id] == 0:
                 del linking[trace_id]
             if not linking:
-                del self._linking[link.context.trace_id]
+                del self._linking[linked]
 
     def __len__(self) -> int:
         with self._lock:
@@ -112,19 +160,19 @@ class SpanRecorder(SpanProcessor):
         with self._lock:
             own = list(self._by_trace.get(wanted, ()))
             linked = sorted(self._linking.get(wanted, {}))
-            links = {link.context.trace_id for span in own for link in span.links}
+            links = {linked_trace for span in own for linked_trace, _ in span.links}
             causes = sorted(links - {wanted})
             spans = own + [
                 span for tid in (*linked, *causes) for span in self._by_trace.get(tid, ())
             ]
-        spans.sort(key=lambda s: s.start_time or 0)
+        spans.sort(key=lambda s: s.start)
         return TraceView(
             trace_id=format_trace_id(wanted),
             spans=[_record(span) for span in spans[:limit]],
             linked_traces=[format_trace_id(t) for t in linked],
             cause_traces=[format_trace_id(t) for t in causes],
             truncated=max(len(spans) - limit, 0),
-            node=_node_of(spans[0]) if spans else "",
+            node=spans[0].node if spans else "",
         )
 
     def shutdown(self) -> None:
@@ -135,40 +183,31 @@ class SpanRecorder(SpanProcessor):
         return True
 
 
-def _time(nanos: int | None) -> datetime:
-    return datetime.fromtimestamp((nanos or 0) / 1e9, UTC)
+def _time(nanos: int) -> datetime:
+    return datetime.fromtimestamp(nanos / 1e9, UTC)
 
 
-def _node_of(span: ReadableSpan) -> str:
-    return str(span.resource.attributes.get(SERVICE_INSTANCE_ID, ""))
-
-
-def _record(span: ReadableSpan) -> SpanRecord:
-    context = span.context
-    assert context is not None
+def _record(span: _Kept) -> SpanRecord:
     attributes: dict[str, str | int | float | bool] = {}
-    for key, value in (span.attributes or {}).items():
+    for key, value in span.attributes:
         attributes[key] = value if isinstance(value, str | int | float | bool) else str(value)
     return SpanRecord(
-        trace_id=format_trace_id(context.trace_id),
-        span_id=format_span_id(context.span_id),
-        parent_span_id=None if span.parent is None else format_span_id(span.parent.span_id),
+        trace_id=format_trace_id(span.trace_id),
+        span_id=format_span_id(span.span_id),
+        parent_span_id=None if span.parent_span_id is None else format_span_id(span.parent_span_id),
         name=span.name,
         kind=span.kind.name.lower(),
-        start=_time(span.start_time),
-        end=_time(span.end_time),
-        duration_ms=((span.end_time or 0) - (span.start_time or 0)) / 1e6,
-        status=_STATUS.get(span.status.status_code.name, "unset"),
-        status_message=span.status.description or "",
+        start=_time(span.start),
+        end=_time(span.end),
+        duration_ms=(span.end - span.start) / 1e6,
+        status=_STATUS.get(span.status.name, "unset"),
+        status_message=span.status_message,
         attributes=attributes,
         links=[
-            SpanLink(
-                trace_id=format_trace_id(link.context.trace_id),
-                span_id=format_span_id(link.context.span_id),
-            )
-            for link in span.links
+            SpanLink(trace_id=format_trace_id(trace_id), span_id=format_span_id(span_id))
+            for trace_id, span_id in span.links
         ],
-        node=_node_of(span),
+        node=span.node,
     )
 
 
