@@ -18,7 +18,8 @@ node's ``Started``, all name the apply's trace.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from contextvars import Token
 
 from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
@@ -166,26 +167,51 @@ def error_status(exc: BaseException) -> Status:
     return Status(StatusCode.ERROR, code if isinstance(code, str) else type(exc).__name__)
 
 
-@contextmanager
+class _Traced:
+    """What :func:`traced` returns: a plain context manager, no generator per call.
+
+    Store and runtime calls open one each, so it starts and ends its span
+    itself rather than through the tracer's nested context managers.
+    """
+
+    __slots__ = ("_attributes", "_kind", "_name", "_span", "_token")
+
+    def __init__(self, name: str, attributes: SpanAttributes | None, kind: SpanKind) -> None:
+        self._name = name
+        self._attributes = attributes
+        self._kind = kind
+        self._span: Span | None = None
+        self._token: Token[otel_context.Context] | None = None
+
+    def __enter__(self) -> Span | None:
+        if not trace.get_current_span().is_recording():
+            return None
+        span = TRACER.start_span(
+            self._name,
+            kind=self._kind,
+            attributes=self._attributes,
+            record_exception=False,
+            set_status_on_exception=False,  # the caller knows a failure from an answer
+        )
+        self._token = otel_context.attach(trace.set_span_in_context(span))
+        self._span = span
+        return span
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._span is not None and self._token is not None:
+            otel_context.detach(self._token)
+            self._span.end()
+
+
 def traced(
     name: str,
     attributes: SpanAttributes | None = None,
     *,
     kind: SpanKind = SpanKind.INTERNAL,
-) -> Iterator[Span | None]:
+) -> AbstractContextManager[Span | None]:
     """Record ``name`` as a child span, but only inside a recorded span (else yield None).
 
     Store and runtime calls use this: inside a request or a loop's work they
     are part of its trace; the background's many reads start no trace each.
     """
-    if not trace.get_current_span().is_recording():
-        yield None
-        return
-    with TRACER.start_as_current_span(
-        name,
-        kind=kind,
-        attributes=attributes,
-        record_exception=False,
-        set_status_on_exception=False,  # the caller knows a failure from an answer
-    ) as span:
-        yield span
+    return _Traced(name, attributes, kind)
