@@ -181,7 +181,10 @@ class Gate:
         tool = str(params.get("name", "tool"))
         arguments = params.get("arguments")
         caller = self.caller(ctx)
-        with TRACER.start_as_current_span(
+        # Started and made current by hand, not with start_as_current_span: its three
+        # nested context managers (the proxy tracer's, the SDK's, use_span) would be paid
+        # on every tool call for nothing.
+        span = TRACER.start_span(
             f"tools/call {tool}",
             context=_parent(params, caller),
             kind=SpanKind.SERVER,
@@ -192,19 +195,23 @@ class Gate:
             },
             record_exception=False,
             set_status_on_exception=False,  # an error's message may quote the arguments
-        ) as span:
+        )
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
             context = span.get_span_context()
             call = Call(caller, self.services(caller))
             if context.is_valid:
                 call.trace_id = format_trace_id(context.trace_id)
-            try:
-                async with self._gated(call, tool, arguments, required, target):
-                    yield call
-            except Exception as exc:
-                cause = exc.__cause__ if isinstance(exc.__cause__, ShoalError) else exc
-                code = cause.code if isinstance(cause, ShoalError) else type(cause).__name__
-                span.set_status(Status(StatusCode.ERROR, code))
-                raise
+            async with self._gated(call, tool, arguments, required, target):
+                yield call
+        except Exception as exc:
+            cause = exc.__cause__ if isinstance(exc.__cause__, ShoalError) else exc
+            code = cause.code if isinstance(cause, ShoalError) else type(cause).__name__
+            span.set_status(Status(StatusCode.ERROR, code))
+            raise
+        finally:
+            otel_context.detach(token)
+            span.end()
 
     @asynccontextmanager
     async def _gated(
