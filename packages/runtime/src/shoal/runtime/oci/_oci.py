@@ -106,7 +106,10 @@ from ._rootfs import RootfsStrategy, remove_tree
 from ._runc import RuncCli
 from ._volumes import check_host_paths, prepare_volumes, volume_sources
 
-__all__ = ["NetworkHook", "OciCliRuntime"]
+__all__ = ["REPLENISH_AFTER", "NetworkHook", "OciCliRuntime"]
+
+REPLENISH_AFTER = 0.05
+"""Seconds after a pod has started before the next standby shim is started (in the background)."""
 
 
 class OciCliRuntime(AsyncClosing):
@@ -562,13 +565,16 @@ class OciCliRuntime(AsyncClosing):
 
         Only once this pod has started, so that the new interpreter does not
         compete with its ``runc run`` for the CPU; and not on the caller's
-        path when there is a task group to start it in: the node loop reports
-        the pod running meanwhile.
+        path when there is a task group to start it in, but
+        :data:`REPLENISH_AFTER` seconds later: the node loop reports the pod
+        running meanwhile, without the spawn (it holds the event loop for a
+        moment) or the new interpreter's start (a core's worth of CPU for tens
+        of milliseconds) in its way.
         """
         if self._tasks is None:
             await self.ops.launcher.replenish()
         else:
-            self._tasks.start_soon(self.ops.launcher.replenish_quietly)
+            self._tasks.start_soon(self.ops.launcher.replenish_quietly, REPLENISH_AFTER)
 
     def _make(
         self,

@@ -87,6 +87,8 @@ async def _read_all(fd: int) -> bytes:
 
 async def _reap(pid: int) -> None:
     """Wait for the child ``pid`` to exit and reap it (a shim's first process exits soon)."""
+    if _reaped(pid):  # usually: it exited once the shim had detached, long before
+        return
     try:
         pidfd = os.pidfd_open(pid)
     except ProcessLookupError:  # gone and reaped already
@@ -99,6 +101,15 @@ async def _reap(pid: int) -> None:
     finally:
         os.close(pidfd)
     _wait(pid)
+
+
+def _reaped(pid: int) -> bool:
+    """Reap the child ``pid`` if it has exited, without waiting; return whether it is gone."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # reaped already
+        return True
+    return done != 0
 
 
 def _wait(pid: int) -> None:
@@ -158,12 +169,14 @@ class ShimLauncher:
         if not self._closed and self._standby is None:
             self._standby = self._spawn()
 
-    async def replenish_quietly(self) -> None:
-        """:meth:`replenish`, in the background: a shim that cannot be started is no error here.
+    async def replenish_quietly(self, after: float = 0.0) -> None:
+        """:meth:`replenish` ``after`` seconds, in the background.
 
-        The next create then starts a shim of its own, and fails with the reason.
+        A shim that cannot be started is no error here: the next create then
+        starts a shim of its own, and fails with the reason.
         """
         try:
+            await anyio.sleep(after)
             await self.replenish()
         except OSError:
             pass
