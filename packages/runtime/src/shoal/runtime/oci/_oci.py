@@ -108,7 +108,7 @@ from ._volumes import check_host_paths, prepare_volumes, volume_sources
 
 __all__ = ["REPLENISH_AFTER", "NetworkHook", "OciCliRuntime"]
 
-REPLENISH_AFTER = 0.05
+REPLENISH_AFTER = 0.01
 """Seconds after a pod has started before the next standby shim is started (in the background)."""
 
 
