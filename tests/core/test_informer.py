@@ -202,3 +202,40 @@ async def test_a_write_this_process_expects_is_not_decoded_again(store: StateSto
 
     assert informer.get(f"{PREFIX}a") is mine
     assert informer.get(f"{PREFIX}b") == {"node": "n3"}
+
+
+async def test_a_relist_decodes_only_what_changed_since_the_cache_saw_it(
+    store: StateStore,
+) -> None:
+    decoded: list[str] = []
+
+    def counting(kv: KeyValue) -> dict[str, str]:
+        decoded.append(kv.key)
+        return decode(kv)
+
+    informer = Informer(store, PREFIX, counting, SystemClock())
+    changes: list[tuple[str, object, object]] = []
+    informer.listen(lambda key, old, new: changes.append((key, old, new)))
+    for name in ("a", "b", "c"):
+        await put(store, name, node="n1")
+    await informer.refresh()
+    assert sorted(decoded) == [f"{PREFIX}a", f"{PREFIX}b", f"{PREFIX}c"]
+    kept = informer.get(f"{PREFIX}a")
+
+    decoded.clear()
+    changes.clear()
+    await put(store, "b", node="n2")  # changed
+    await put(store, "c", node="n1")  # rewritten with the same content
+    await store.delete(f"{PREFIX}a")
+    await put(store, "a", node="n1")  # gone and back: a new revision, decoded again
+    await put(store, "d", node="n3")  # new
+    await informer.refresh()
+    assert sorted(decoded) == [f"{PREFIX}{n}" for n in "abcd"]
+    assert informer.get(f"{PREFIX}a") == kept
+    assert sorted(key for key, _, _ in changes) == [f"{PREFIX}b", f"{PREFIX}d"]
+
+    decoded.clear()
+    changes.clear()
+    await informer.refresh()  # nothing changed: nothing decoded, nobody told
+    assert decoded == [] and changes == []
+    assert informer.get(f"{PREFIX}b") == {"node": "n2"}

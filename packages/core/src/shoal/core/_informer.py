@@ -103,6 +103,8 @@ class Informer(Generic[T]):
         self.following = False
         """Whether the watch runs: False from a gap until the cache is listed again."""
         self._objects: dict[str, T] = {}
+        self._revisions: dict[str, int] = {}
+        """The ``mod_revision`` each cached object was decoded from."""
         self._listeners: list[Listener[T]] = []
         self._indexers: dict[str, Callable[[T], Iterable[str]]] = {}
         self._indexes: dict[str, dict[str, set[str]]] = {}
@@ -217,17 +219,29 @@ class Informer(Generic[T]):
             self.relists += 1
 
     def _replace(self, items: list[KeyValue], revision: int) -> None:
-        """Make the cache what a list at ``revision`` says, telling listeners the differences."""
+        """Make the cache what a list at ``revision`` says, telling listeners the differences.
+
+        A key listed at the revision its cached object came from is unchanged:
+        it is neither decoded nor compared again, so a relist costs what
+        changed meanwhile (and the listing itself).
+        """
         fresh: dict[str, T] = {}
+        changed: list[str] = []
         for kv in items:
+            cached = self._objects.get(kv.key)
+            if cached is not None and self._revisions.get(kv.key) == kv.mod_revision:
+                fresh[kv.key] = cached
+                continue
             obj = self._decoded(kv)
             if obj is not None:
                 fresh[kv.key] = obj
+                self._revisions[kv.key] = kv.mod_revision
+                changed.append(kv.key)
         for key in [k for k in self._objects if k not in fresh]:
             self._set(key, None)
-        for key, obj in fresh.items():
-            if self._objects.get(key) != obj:
-                self._set(key, obj)
+        for key in changed:
+            if self._objects.get(key) != fresh[key]:
+                self._set(key, fresh[key])
         self._advance(revision)
 
     def _apply(self, event: WatchEvent) -> None:
@@ -235,7 +249,10 @@ class Informer(Generic[T]):
         if event.kind == EventKind.DELETE:
             self._set(key, None)
         else:
-            self._set(key, self._decoded(event.kv))
+            obj = self._decoded(event.kv)
+            self._set(key, obj)
+            if obj is not None:
+                self._revisions[key] = event.kv.mod_revision
         self._advance(event.revision)
 
     def _set(self, key: str, new: T | None) -> None:
@@ -256,6 +273,7 @@ class Informer(Generic[T]):
                     index.setdefault(value, set()).add(key)
         if new is None:
             del self._objects[key]
+            self._revisions.pop(key, None)
         else:
             self._objects[key] = new
         for listener in self._listeners:
