@@ -51,12 +51,17 @@ class TracingSwitch(Sampler):
         return "TracingSwitch"
 
 
-def install_switched_tracing(switch: TracingSwitch, recorder: SpanRecorder) -> None:
+def install_switched_tracing(switch: TracingSwitch, recorder: SpanRecorder | None) -> None:
     """Set up the process's SDK as the agent does (a span buffer), behind ``switch``.
 
     Telemetry on and off can then alternate in one run: off drops every span
     at sampling, so the service, the loops and the runtime record nothing.
+    With ``recorder`` None the provider gets no span buffer here: the first
+    node built in the process joins it with the agent's own
+    (``install_tracing``), so every span passes one buffer, as in an agent,
+    not two.
     """
     provider = TracerProvider(sampler=switch)
-    provider.add_span_processor(recorder)
+    if recorder is not None:
+        provider.add_span_processor(recorder)
     trace.set_tracer_provider(provider)

@@ -72,7 +72,7 @@ from typing import Any
 
 import anyio
 
-from shoal.agent import NodeConfig, ShoalNode, SpanRecorder, build_node
+from shoal.agent import NodeConfig, ShoalNode, build_node
 from shoal.agent._metrics import PrometheusMetrics
 from shoal.interfaces import (
     NO_METRICS,
@@ -774,5 +774,6 @@ if __name__ == "__main__":
     args = parser.parse_args()
     if os.geteuid() != 0 or shutil.which("runc") is None:
         sys.exit("start_latency needs root and runc (apt-get install runc, or `make run` once)")
-    install_switched_tracing(TRACING, SpanRecorder())  # before any node installs its own
+    # Before any node is built: the first one adds the agent's span buffer to it.
+    install_switched_tracing(TRACING, None)
     anyio.run(main, args.rounds, args.runtime, args.cri_endpoint)
