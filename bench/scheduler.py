@@ -15,7 +15,10 @@ prints a second floor, the same records written in transactions of 128
 
 The garbage collector is set as ``shoal agent`` sets it (``--gc agent``,
 :func:`shoal.agent.tune_gc`), for Shoal and its floor alike; ``--gc default``
-measures with CPython's defaults.
+measures with CPython's defaults. The time the collector took inside the
+control loop's passes is printed too: a collection of the middle generation
+(every tenth of the youngest, at ``tune_gc``'s settings) may land in a round
+and take a few hundred milliseconds, so the medians are taken over 5 rounds.
 
 Nodes are simulated as node records (no container runtime runs: placement
 never touches one). Run with ``make bench`` or ``uv run python
@@ -25,6 +28,7 @@ bench/scheduler.py [--store memory|sqlite|both]``.
 from __future__ import annotations
 
 import argparse
+import gc
 import shutil
 import statistics
 import tempfile
@@ -50,6 +54,26 @@ from shoal.state import MemoryStore, SqliteStore
 STORES = ("memory", "sqlite")
 TXN_OPS = 128
 """Writes per transaction, as the control loop batches them."""
+
+
+class CollectorTime:
+    """The time the garbage collector spends while :attr:`on` (a ``gc.callbacks`` entry)."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.seconds = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        """Note when a collection starts; add its duration when it stops, while on."""
+        del info
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self.on:
+            self.seconds += time.perf_counter() - self._started
+
+
+COLLECTOR = CollectorTime()
 
 
 def workload(index: int, replicas: int) -> WorkloadSpec:
@@ -101,7 +125,9 @@ async def place_through_control_loop(
         elapsed = 0.0
         while True:
             started = time.perf_counter()
+            COLLECTOR.on = True
             await control.reconcile_once()
+            COLLECTOR.on = False
             elapsed += time.perf_counter() - started
             listing = await store.list("/instances/")
             placed = [Instance.model_validate_json(kv.value) for kv in listing.items]
@@ -141,9 +167,12 @@ async def main(stores: list[str], rounds: int, nodes: int, workloads: int, repli
         shoal: list[float] = []
         floor: list[float] = []
         batched: list[float] = []
+        collected: list[float] = []
         for _ in range(rounds):
+            COLLECTOR.seconds = 0.0
             elapsed, payload = await place_through_control_loop(kind, nodes, workloads, replicas)
             shoal.append(elapsed)
+            collected.append(COLLECTOR.seconds)
             single, in_txns = await plain_writes(kind, total, payload)
             floor.append(single)
             batched.append(in_txns)
@@ -152,6 +181,8 @@ async def main(stores: list[str], rounds: int, nodes: int, workloads: int, repli
         rate, floor_rate = total / shoal_median, total / floor_median
         print(f"{kind}:")
         print(f"  control loop  median {shoal_median * 1000:8.1f} ms  ({rate:,.0f} placements/s)")
+        shown = ", ".join(f"{c * 1000:.0f}" for c in collected)
+        print(f"    of which the garbage collector, per round: {shown} ms")
         print(f"  plain writes  median {floor_median * 1000:8.1f} ms  ({floor_rate:,.0f} writes/s)")
         print(
             f"  in txns of {TXN_OPS} median {batched_median * 1000:8.1f} ms"
@@ -166,7 +197,7 @@ async def main(stores: list[str], rounds: int, nodes: int, workloads: int, repli
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", choices=[*STORES, "both"], default="both")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--workloads", type=int, default=100)
     parser.add_argument("--replicas", type=int, default=100)
@@ -182,6 +213,7 @@ if __name__ == "__main__":
         from shoal.agent import tune_gc
 
         tune_gc()
+    gc.callbacks.append(COLLECTOR)
     chosen = "as shoal agent sets it (tune_gc)" if args.gc == "agent" else "CPython defaults"
     print(f"garbage collector: {chosen}")
     anyio.run(main, stores, args.rounds, args.nodes, args.workloads, args.replicas)
