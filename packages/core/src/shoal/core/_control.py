@@ -516,6 +516,12 @@ class _Applier:
         default limit of operations per transaction.
         """
         expect = self.loop.instances.expect
+        written: dict[str, Instance] = {}
+
+        def stored(kv: KeyValue) -> Stored[Instance]:
+            """The cache's entry for a new instance, once its write comes back."""
+            return Stored(written.pop(kv.key), kv.key, kv.mod_revision, kv.create_revision)
+
         for start in range(0, len(created), TXN_OPS):
             chunk = created[start : start + TXN_OPS]
             compares: list[Compare] = []
@@ -524,7 +530,8 @@ class _Applier:
                 key, value = instance_key(inst.namespace, inst.name), encode(inst)
                 compares.append(Compare(key, CompareTarget.MOD_REVISION, 0))
                 puts.append(PutOp(key, value))
-                expect(key, value, _stored_as(inst))
+                written[key] = inst
+                expect(key, value, stored)  # one function for all: no closure per instance
             outcome = await self.loop.store.txn(compares, puts)
             if not outcome.succeeded:  # a clash of random names: the next pass makes new ones
                 self.conflicted.update(workload for workload, _ in chunk)
@@ -609,12 +616,3 @@ class _Applier:
                 )
             ]
         )
-
-
-def _stored_as(inst: Instance) -> Callable[[KeyValue], Stored[Instance]]:
-    """Return what makes the cache's entry for ``inst`` once its write comes back."""
-
-    def make(kv: KeyValue) -> Stored[Instance]:
-        return Stored(inst, kv.key, kv.mod_revision, kv.create_revision)
-
-    return make
