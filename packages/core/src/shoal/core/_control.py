@@ -104,6 +104,8 @@ __all__ = ["ControlLoop"]
 log = logging.getLogger(__name__)
 
 ACTOR = Actor(id="control-loop", via=Via.CONTROL_LOOP)
+MAX_ECHOES = 100_000
+"""Most writes of this loop remembered as needing no pass of their own (see ControlLoop.echo)."""
 TXN_OPS = 128
 BATCH = 256
 """The most workloads reconciled together (one scheduler call, one status sweep)."""
@@ -181,16 +183,19 @@ class ControlLoop:
         self._watching = False
         self.written: dict[str, int] = {}
         """The revision of this loop's last write, per prefix: the caches catch up to it."""
+        self.echoes: dict[str, int] = {}
+        """Writes of this loop that need no pass of their own when they come back, by key:
+        a new instance, a workload's status (the pass that wrote them accounted for them)."""
 
     # --- what wakes which key -----------------------------------------------
 
     def _workload_changed(
         self, key: str, old: Stored[Workload] | None, new: Stored[Workload] | None
     ) -> None:
-        del key
         stored = new if new is not None else old
         if stored is not None:
-            self.queue.add(stored.value.key)
+            if not self._is_echo(key, new):
+                self.queue.add(stored.value.key)
             if new is None:
                 self.changes.workload_gone(stored.value.key)
             if new is not None and new.value.spec.mode == WorkloadMode.DAEMON:
@@ -201,12 +206,11 @@ class ControlLoop:
     def _instance_changed(
         self, key: str, old: Stored[Instance] | None, new: Stored[Instance] | None
     ) -> None:
-        del key
         before = None if old is None else old.value
         after = None if new is None else new.value
         self.changes.instance_changed(before, after)
         stored = new if new is not None else old
-        if stored is not None:
+        if stored is not None and not self._is_echo(key, new):
             self.queue.add(_workload_of(stored))
         if self.usage.change(before, after):
             self._wake_waiting()
@@ -224,6 +228,22 @@ class ControlLoop:
         if old is None or new is None or _offers_changed(old.value, new.value):
             for daemon in self.daemons:  # a node to run on may have come or gone
                 self.queue.add(daemon)
+
+    def _is_echo(self, key: str, new: Stored[Workload] | Stored[Instance] | None) -> bool:
+        """Whether this change is a write of this loop that needs no pass (see :meth:`echo`)."""
+        return new is not None and self.echoes.pop(key, None) == new.revision
+
+    def echo(self, key: str, revision: int) -> None:
+        """Note that this loop's write of ``key`` at ``revision`` wakes nothing when seen.
+
+        Only for writes the pass that made them has accounted for in full (a
+        new instance, a workload's status): the cache takes them, no pass
+        follows. A write not seen back (a gap, a relist) is forgotten once
+        MAX_ECHOES wait.
+        """
+        if len(self.echoes) >= MAX_ECHOES:
+            self.echoes.clear()
+        self.echoes[key] = revision
 
     def _wake_waiting(self) -> None:
         for key in self.waiting:
@@ -537,6 +557,8 @@ class _Applier:
                 self.conflicted.update(workload for workload, _ in chunk)
             else:
                 self.loop.wrote(INSTANCES, outcome.revision)
+                for put in puts:
+                    self.loop.echo(put.key, outcome.revision)
 
     async def status(self, key: str, stored: Stored[Workload], status: WorkloadStatus) -> None:
         updated = stored.value.model_copy(update={"status": status})
@@ -546,6 +568,7 @@ class _Applier:
             self.conflicted.add(key)
             return
         self.loop.wrote(stored.key, revision)
+        self.loop.echo(stored.key, revision)
 
     async def revert(self, key: str, stored: Stored[Workload], number: int, now: datetime) -> None:
         """Put the template of revision ``number`` back: the failed rollout is undone."""

@@ -307,7 +307,11 @@ def decide_job(
             event = EventType.NORMAL if kind == "Complete" else EventType.WARNING
             decision.notes.append(Note(ref, reason, message, event))
         ttl = job.ttl_seconds_after_finished
-        if ttl is not None and workload.status.finished_at is not None:
+        if ttl is not None and workload.status.finished_at is None:
+            # It finishes now (this pass records finished_at = now): no later pass
+            # follows that write, so come back when its time to live is up.
+            decision.recheck = float(ttl)
+        elif ttl is not None and workload.status.finished_at is not None:
             left = (workload.status.finished_at + timedelta(seconds=ttl) - now).total_seconds()
             if left <= 0:
                 decision.expire = True
