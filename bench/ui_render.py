@@ -46,7 +46,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import BrowserContext, Page, expect
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script, only bench/ is on the path
@@ -59,6 +59,7 @@ from tests.ui.conftest import (  # noqa: E402
     CHROMIUM,
     LiveAgent,
     Pages,
+    chromium,
     enrol,
     running_busy_agent,
 )
@@ -130,23 +131,6 @@ def static_server(directory: Path) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join()
-
-
-@contextlib.contextmanager
-def chromium() -> Iterator[Browser]:
-    """Launch headless Chromium as tests/ui/conftest.py does, and close it afterwards."""
-    playwright = sync_playwright().start()
-    try:
-        # --no-sandbox: run as root, Chromium's sandbox refuses to start.
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
-    finally:
-        playwright.stop()
 
 
 def settle(context: BrowserContext, agent: LiveAgent, pages: Pages) -> None:

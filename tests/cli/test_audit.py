@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,11 +9,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from shoal.api import RequestVerifier, bind, create_app, serve_api
-from shoal.client import AuthorizedKey, AuthorizedKeys, init_keypair
-from shoal.core import ShoalService, SystemClock
-from shoal.interfaces import Actor, AuditEntry, Role, StateStore, Via, WorkloadSpec, audit_key
-from shoal.state import MemoryStore
+from shoal.interfaces import Actor, AuditEntry, StateStore, Via, WorkloadSpec, audit_key
+from tests.cli.support import live_api
 from tests.shoal_cli import run_shoal
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -33,24 +29,14 @@ class Agent:
 
 @pytest.fixture
 async def agent(tmp_path: Path) -> AsyncIterator[Agent]:
-    home = tmp_path / "home"
-    pair = init_keypair(home, "admin@test")
-    keys = AuthorizedKeys({pair.key_id: AuthorizedKey(Role.ADMIN, pair.key_id, pair.verify_key)})
-    clock = SystemClock()
-    async with MemoryStore(clock=clock) as store, anyio.create_task_group() as tg:
-        service = ShoalService(store, clock)
+    async with live_api(tmp_path / "home") as api:
         spec = WorkloadSpec.model_validate(
             {"name": "web", "template": {"containers": [{"name": "c", "image": "busybox"}]}}
         )
-        ops = service.with_actor(Actor(id="ops@test", via=Via.MCP))
+        ops = api.service.with_actor(Actor(id="ops@test", via=Via.MCP))
         await ops.apply([spec])
         await ops.scale("web", 2)
-        app = create_app(service, RequestVerifier(keys.lookup))
-        port = await tg.start(serve_api, app, bind("127.0.0.1:0"))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
-        env.update(SHOAL_HOME=str(home), SHOAL_SERVER=f"http://127.0.0.1:{port}")
-        yield Agent(env, store)
-        tg.cancel_scope.cancel()
+        yield Agent(api.env, api.store)
 
 
 async def test_list_shows_the_entries_and_verify_passes_then_fails_once_a_row_is_edited(

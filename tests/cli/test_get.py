@@ -8,7 +8,6 @@ successful path (not only the unreachable one) imports no pydantic.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +15,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from shoal.api import RequestVerifier, bind, create_app, serve_api
-from shoal.client import AuthorizedKey, AuthorizedKeys, init_keypair
-from shoal.core import ShoalService, SystemClock
-from shoal.interfaces import Role, Workload
-from shoal.state import MemoryStore
+from shoal.interfaces import Workload
+from tests.cli.support import live_api
 from tests.cli.test_imports import SERVER_SIDE, imported, loaded
 from tests.core.support import spec
 from tests.shoal_cli import run_shoal
@@ -44,19 +40,11 @@ class Agent:
 
 @pytest.fixture
 async def agent(tmp_path: Path) -> AsyncIterator[Agent]:
-    home = tmp_path / "home"
-    pair = init_keypair(home, "viewer@test")
-    keys = AuthorizedKeys({pair.key_id: AuthorizedKey(Role.ADMIN, pair.key_id, pair.verify_key)})
-    clock = SystemClock()
-    async with MemoryStore(clock=clock) as store, anyio.create_task_group() as tg:
-        service = ShoalService(store, clock)
-        await service.apply([spec("web", replicas=2), spec("batch", replicas=1, namespace="jobs")])
-        app = create_app(service, RequestVerifier(keys.lookup))
-        port = await tg.start(serve_api, app, bind("127.0.0.1:0"))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
-        env.update(SHOAL_HOME=str(home), SHOAL_SERVER=f"http://127.0.0.1:{port}")
-        yield Agent(env, home, await service.list_workloads())
-        tg.cancel_scope.cancel()
+    async with live_api(tmp_path / "home", "viewer@test") as api:
+        await api.service.apply(
+            [spec("web", replicas=2), spec("batch", replicas=1, namespace="jobs")]
+        )
+        yield Agent(api.env, api.home, await api.service.list_workloads())
 
 
 async def test_get_workloads_prints_one_row_per_workload(agent: Agent) -> None:

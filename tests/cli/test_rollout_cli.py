@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,11 +9,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from shoal.api import RequestVerifier, bind, create_app, serve_api
-from shoal.client import AuthorizedKey, AuthorizedKeys, init_keypair
-from shoal.core import ShoalService, SystemClock
-from shoal.interfaces import Role
-from shoal.state import MemoryStore
+from tests.cli.support import live_api
 from tests.core.support import spec
 from tests.shoal_cli import run_shoal
 
@@ -24,19 +19,9 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 @pytest.fixture
 async def env(tmp_path: Path) -> AsyncIterator[dict[str, str]]:
     """The CLI's environment, against an API whose store holds one job."""
-    home = tmp_path / "home"
-    pair = init_keypair(home, "operator@test")
-    keys = AuthorizedKeys({pair.key_id: AuthorizedKey(Role.ADMIN, pair.key_id, pair.verify_key)})
-    clock = SystemClock()
-    async with MemoryStore(clock=clock) as store, anyio.create_task_group() as tg:
-        service = ShoalService(store, clock)
-        await service.apply([spec("batch", replicas=1, mode="job", restart_policy="Never")])
-        app = create_app(service, RequestVerifier(keys.lookup))
-        port = await tg.start(serve_api, app, bind("127.0.0.1:0"))
-        shown = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
-        shown.update(SHOAL_HOME=str(home), SHOAL_SERVER=f"http://127.0.0.1:{port}")
-        yield shown
-        tg.cancel_scope.cancel()
+    async with live_api(tmp_path / "home", "operator@test") as api:
+        await api.service.apply([spec("batch", replicas=1, mode="job", restart_policy="Never")])
+        yield api.env
 
 
 @pytest.mark.parametrize("watch", ["--watch", "--no-watch"])

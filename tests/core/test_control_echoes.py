@@ -5,6 +5,8 @@ them; when they come back through the watch, only the cache takes them. Any
 other change (a node's report, an operator's change) still wakes the workload.
 """
 
+from collections.abc import AsyncIterator
+
 import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
@@ -16,91 +18,92 @@ from tests.core.support import Cluster, eventually, make_node, spec
 pytestmark = pytest.mark.anyio
 
 
-async def test_the_loops_own_creates_and_status_wake_no_pass_a_nodes_report_does(
-    cluster: Cluster,
-) -> None:
+@pytest.fixture
+async def repo(cluster: Cluster) -> AsyncIterator[Repository]:
+    """One node, n1, and the cluster's control loop running (not driven pass by pass)."""
     repo = Repository(cluster.store, cluster.clock)
     await repo.put("/nodes/n1", make_node("n1"))
     async with anyio.create_task_group() as tg:
         await tg.start(cluster.control.run)
-        await cluster.service.apply([spec("web", replicas=3)])
-
-        async def placed() -> bool:
-            instances = await cluster.service.list_instances(workload="web")
-            status = (await cluster.workload()).status
-            return len(instances) == 3 and status.scheduled_replicas == 3
-
-        await eventually(placed)
-        await wait_all_tasks_blocked()
-        assert cluster.control.reconciled == 1  # the apply's pass; its writes woke nothing
-        assert cluster.control.echoes == {}  # each came back and was recognised
-
-        # The node reports one instance running: that is news, and its workload is woken.
-        first = (await cluster.service.list_instances(workload="web"))[0]
-        running = first.model_copy(update={"state": InstanceState.RUNNING, "ready": True})
-        await repo.put(instance_key("default", first.name), running)
-
-        async def counted() -> bool:
-            return (await cluster.workload()).status.running_replicas == 1
-
-        await eventually(counted)
-        await wait_all_tasks_blocked()
-        assert cluster.control.reconciled == 2
+        yield repo
         tg.cancel_scope.cancel()
+
+
+async def test_the_loops_own_creates_and_status_wake_no_pass_a_nodes_report_does(
+    cluster: Cluster, repo: Repository
+) -> None:
+    await cluster.service.apply([spec("web", replicas=3)])
+
+    async def placed() -> bool:
+        instances = await cluster.service.list_instances(workload="web")
+        status = (await cluster.workload()).status
+        return len(instances) == 3 and status.scheduled_replicas == 3
+
+    await eventually(placed)
+    await wait_all_tasks_blocked()
+    assert cluster.control.reconciled == 1  # the apply's pass; its writes woke nothing
+    assert cluster.control.echoes == {}  # each came back and was recognised
+
+    # The node reports one instance running: that is news, and its workload is woken.
+    first = (await cluster.service.list_instances(workload="web"))[0]
+    running = first.model_copy(update={"state": InstanceState.RUNNING, "ready": True})
+    await repo.put(instance_key("default", first.name), running)
+
+    async def counted() -> bool:
+        return (await cluster.workload()).status.running_replicas == 1
+
+    await eventually(counted)
+    await wait_all_tasks_blocked()
+    assert cluster.control.reconciled == 2
 
 
 async def test_a_job_that_finishes_expires_after_its_ttl_with_no_pass_between(
-    cluster: Cluster,
+    cluster: Cluster, repo: Repository
 ) -> None:
-    repo = Repository(cluster.store, cluster.clock)
-    await repo.put("/nodes/n1", make_node("n1"))
-    async with anyio.create_task_group() as tg:
-        await tg.start(cluster.control.run)
-        await cluster.service.apply(
-            [
-                spec(
-                    "once",
-                    1,
-                    "busybox",
-                    mode="job",
-                    restart_policy="Never",
-                    job={"ttl_seconds_after_finished": 30},
-                )
-            ]
-        )
+    await cluster.service.apply(
+        [
+            spec(
+                "once",
+                1,
+                "busybox",
+                mode="job",
+                restart_policy="Never",
+                job={"ttl_seconds_after_finished": 30},
+            )
+        ]
+    )
 
-        async def one() -> Instance | None:
-            instances = await cluster.service.list_instances(workload="once")
-            return instances[0] if instances else None
+    async def one() -> Instance | None:
+        instances = await cluster.service.list_instances(workload="once")
+        return instances[0] if instances else None
 
-        async def exists() -> bool:
-            return await one() is not None
+    async def exists() -> bool:
+        return await one() is not None
 
-        await eventually(exists)
-        inst = await one()
-        assert inst is not None
-        done = inst.model_copy(
-            update={
-                "state": InstanceState.STOPPED,
-                "exit_code": 0,
-                "finished_at": cluster.clock.now(),
-            }
-        )
-        await repo.put(instance_key("default", inst.name), done)
+    await eventually(exists)
+    inst = await one()
+    assert inst is not None
+    done = inst.model_copy(
+        update={
+            "state": InstanceState.STOPPED,
+            "exit_code": 0,
+            "finished_at": cluster.clock.now(),
+        }
+    )
+    await repo.put(instance_key("default", inst.name), done)
 
-        async def finished() -> bool:
-            return (await cluster.workload("once")).status.finished_at is not None
+    async def finished() -> bool:
+        return (await cluster.workload("once")).status.finished_at is not None
 
-        await eventually(finished)
-        await wait_all_tasks_blocked()
-        cluster.clock.advance(29)
-        await wait_all_tasks_blocked()
-        assert not (await cluster.workload("once")).deleting
+    await eventually(finished)
+    await wait_all_tasks_blocked()
+    cluster.clock.advance(29)
+    await wait_all_tasks_blocked()
+    assert not (await cluster.workload("once")).deleting
 
-        async def gone_or_going() -> bool:
-            workloads = await cluster.service.list_workloads()
-            return all(w.spec.name != "once" or w.deleting for w in workloads)
+    async def gone_or_going() -> bool:
+        workloads = await cluster.service.list_workloads()
+        return all(w.spec.name != "once" or w.deleting for w in workloads)
 
-        cluster.clock.advance(1)  # its TTL is up (well before the loop's 300 s resync)
-        await eventually(gone_or_going)
-        tg.cancel_scope.cancel()
+    cluster.clock.advance(1)  # its TTL is up (well before the loop's 300 s resync)
+    await eventually(gone_or_going)

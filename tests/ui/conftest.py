@@ -162,12 +162,9 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveAgent]:
         yield live
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if shutil.which(CHROMIUM) is None:
-        pytest.fail(
-            f"no Chromium at {CHROMIUM}: run scripts/system-deps.sh (apt-get install chromium)"
-        )
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    """Launch headless Chromium (Debian's, at CHROMIUM) through Playwright; close it afterwards."""
     playwright = sync_playwright().start()
     try:
         # --no-sandbox: the tests run as root, where Chromium's sandbox refuses to start.
@@ -180,6 +177,16 @@ def browser() -> Iterator[Browser]:
             launched.close()
     finally:
         playwright.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if shutil.which(CHROMIUM) is None:
+        pytest.fail(
+            f"no Chromium at {CHROMIUM}: run scripts/system-deps.sh (apt-get install chromium)"
+        )
+    with chromium() as launched:
+        yield launched
 
 
 @dataclass
