@@ -128,19 +128,35 @@ def test_usage_input_is_not_mutated() -> None:
 def _reference_binpack(
     reqs: list[PlacementRequest], nodes: list[Node], usage: Mapping[str, NodeUsage]
 ) -> dict[str, str]:
-    """Binpack by brute force: each request, in instance order, to the fullest node that fits."""
+    """Binpack by brute force: each request to the fullest node that fits, one at a time.
+
+    In the scheduler's order: batches of one group and shape (sorted by group,
+    shape and constraints), each batch's requests by instance.
+    """
     used = {
         n.name: NodeUsage(cpu=u.cpu, memory=u.memory, pods=u.pods, host_ports=set(u.host_ports))
         for n in nodes
         for u in [usage.get(n.name, NodeUsage())]
     }
+    order = sorted(
+        reqs,
+        key=lambda r: (
+            r.group,
+            r.cpu,
+            r.memory,
+            tuple(sorted(r.host_ports)),
+            tuple(sorted(r.constraints.items())),
+            r.instance,
+        ),
+    )
     assigned: dict[str, str] = {}
-    for request in sorted(reqs, key=lambda r: r.instance):
+    for request in order:
         best: tuple[float, str] | None = None
         for n in sorted(nodes, key=lambda n: n.name):
             u, alloc = used[n.name], n.allocatable
             fits = (
-                u.pods + 1 <= alloc.pods
+                all(n.labels.get(k) == v for k, v in request.constraints.items())
+                and u.pods + 1 <= alloc.pods
                 and u.cpu + request.cpu <= alloc.cpu
                 and u.memory + request.memory <= alloc.memory
                 and not request.host_ports & u.host_ports
@@ -159,7 +175,7 @@ def _reference_binpack(
     return assigned
 
 
-@pytest.mark.parametrize("seed", range(40))
+@pytest.mark.parametrize("seed", range(60))
 def test_binpack_places_as_a_brute_force_search_does(seed: int) -> None:
     rng = random.Random(seed)
     port = (8080, "tcp")
@@ -169,6 +185,7 @@ def test_binpack_places_as_a_brute_force_search_does(seed: int) -> None:
             cpu=rng.choice([1000, 2000, 4000]),
             memory=rng.choice([1, 2, 4]) << 30,
             pods=rng.choice([3, 5, 110]),
+            labels={"zone": rng.choice(["a", "b"])},
         )
         for i in range(rng.randint(1, 12))
     ]
@@ -181,13 +198,27 @@ def test_binpack_places_as_a_brute_force_search_does(seed: int) -> None:
         for n in nodes
         if rng.random() < 0.5
     }
-    # One group: the scheduler places a group's equal requests as batches, in instance order.
-    reqs = requests(
-        rng.randint(1, 40),
-        cpu=rng.choice([0, 100, 300, 700]),
-        memory=rng.choice([0, 64 << 20, 256 << 20]),
-        host_ports=frozenset({port}) if rng.random() < 0.25 else frozenset(),
-    )
+    # Several groups, some with constraints: batches share heaps and see each other's placements.
+    reqs: list[PlacementRequest] = []
+    for group in range(rng.randint(1, 4)):
+        constraints = rng.choice([{}, {}, {"zone": "a"}, {"zone": "b"}])
+        reqs += requests(
+            rng.randint(1, 25),
+            group=f"default/g{group}",
+            cpu=rng.choice([0, 100, 300, 700]),
+            memory=rng.choice([0, 64 << 20, 256 << 20]),
+            host_ports=frozenset({port}) if rng.random() < 0.25 else frozenset(),
+            constraints=constraints,
+        )
     result = DefaultScheduler().place(reqs, nodes, usage)
     assert result.assigned == _reference_binpack(reqs, nodes, usage)
     assert set(result.assigned) | set(result.failed) == {r.instance for r in reqs}
+
+
+def test_a_node_placed_on_by_another_heap_stays_a_candidate() -> None:
+    nodes = [node("n1", cpu=4000, labels={"zone": "a"}), node("n2", cpu=500, labels={"zone": "a"})]
+    first = requests(1, group="default/a", cpu=1000)
+    second = requests(1, group="default/b", cpu=1000, constraints={"zone": "a"})
+    result = DefaultScheduler().place(first + second, nodes, {})
+    assert result.assigned == {"default/a-0": "n1", "default/b-0": "n1"}
+    assert result.failed == {}

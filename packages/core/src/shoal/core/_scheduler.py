@@ -11,9 +11,10 @@ name, so placement is deterministic.
 
 Requests of one workload with equal shape are placed as a batch: the static
 filters run once per batch, and the candidate nodes sit in a heap keyed by
-score. A node that cannot take one more instance of the batch can take none
-(usage only grows), so it leaves the heap for good. A batch of ``m`` requests
-over ``n`` nodes costs ``O((m + n) log n)`` instead of ``O(m · n)``.
+score (one heap per set of constraints, shared by the batches that have it).
+A node that cannot take one more instance of the batch can take none (usage
+only grows), so it is set aside until the batch is placed. A batch of ``m``
+requests over ``n`` nodes costs ``O((m + n) log n)`` instead of ``O(m · n)``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import heapq
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from shoal.interfaces import (
     GossipState,
@@ -39,7 +41,7 @@ __all__ = ["DefaultScheduler"]
 
 _EMPTY = NodeUsage()
 _BatchKey = tuple[
-    str, int, int, frozenset[tuple[int, str]], tuple[tuple[str, str], ...], PlacementStrategy
+    str, int, int, tuple[tuple[int, str], ...], tuple[tuple[str, str], ...], PlacementStrategy
 ]
 
 
@@ -127,7 +129,7 @@ class DefaultScheduler:
                 request.group,
                 request.cpu,
                 request.memory,
-                request.host_ports,
+                tuple(sorted(request.host_ports)),  # sortable (a frozenset's < is "subset of")
                 tuple(sorted(request.constraints.items())),
                 request.strategy,  # a str: its .value would cost a descriptor call per request
             )
@@ -142,6 +144,18 @@ class DefaultScheduler:
         return result
 
 
+@dataclass(slots=True)
+class _Heap:
+    """The binpack candidates of one set of constraints, fullest first."""
+
+    entries: list[tuple[float, str, int]]
+    """``(-fullness, node, version)``: a node's current entry, maybe stale ones too."""
+    nodes: set[str]
+    """The nodes that pass the static filters for these constraints."""
+    seen: int = 0
+    """How much of ``_State.placed`` the entries reflect."""
+
+
 class _State:
     """Usage and candidate heaps for one ``place`` call."""
 
@@ -152,8 +166,10 @@ class _State:
         self.mine: dict[str, NodeUsage] = {}
         """Copies of the usage of nodes this call placed on (the caller's is never changed)."""
         self.version = dict.fromkeys(self.by_name, 0)
+        self.placed: list[str] = []
+        """The nodes placed on, in order (a node once per placement of one or more requests)."""
         self._static: dict[tuple[tuple[str, str], ...], tuple[list[Node], dict[str, str]]] = {}
-        self._fullest: dict[tuple[tuple[str, str], ...], list[tuple[float, str, int]]] = {}
+        self._fullest: dict[tuple[tuple[str, str], ...], _Heap] = {}
 
     def static(self, shape: PlacementRequest) -> tuple[list[Node], dict[str, str]]:
         """Return the nodes passing the static filters for ``shape``, and the others' reasons."""
@@ -199,6 +215,7 @@ class _State:
         used.host_ports |= shape.host_ports
         used.groups[shape.group] = used.groups.get(shape.group, 0) + count
         self.version[name] += 1
+        self.placed.append(name)
         for request in batch:
             result.assigned[request.instance] = name
 
@@ -232,19 +249,26 @@ class _State:
     def place_binpack(self, batch: list[PlacementRequest], result: Placements) -> None:
         """Fullest node first, from a heap shared by every batch with the same constraints.
 
-        Entries carry the node's version; an entry made stale by a later
-        placement is skipped. The fullest node takes as many of the batch as
-        fit (one at a time, each would go there too: a node placed on is only
-        fuller than before). Nodes that cannot take this batch's shape are
-        set aside for the rest of the batch and put back afterwards.
+        Entries carry the node's version. Before a batch, the nodes placed on
+        since the heap was last used (by batches of other constraints, of the
+        spread strategy, pinned requests) get a current entry; an entry made
+        stale by a later placement is then skipped, a current one being in the
+        heap. The fullest node takes as many of the batch as fit (one at a
+        time, each would go there too: a node placed on is only fuller than
+        before). Nodes that cannot take this batch's shape are set aside for
+        the rest of the batch and put back afterwards.
         """
         shape = batch[0]
         key = tuple(sorted(shape.constraints.items()))
-        heap = self._fullest.get(key)
-        if heap is None:
-            heap = [(-self.fullness(n.name), n.name, 0) for n in self.static(shape)[0]]
-            heapq.heapify(heap)
-            self._fullest[key] = heap
+        known = self._fullest.get(key)
+        if known is None:
+            eligible = {n.name for n in self.static(shape)[0]}
+            known = self._fullest[key] = _Heap([self._entry(name) for name in eligible], eligible)
+            heapq.heapify(known.entries)
+        else:
+            for name in set(self.placed[known.seen :]) & known.nodes:
+                heapq.heappush(known.entries, self._entry(name))
+        heap = known.entries
         set_aside: list[tuple[float, str, int]] = []
         placed = 0
         while placed < len(batch):
@@ -254,7 +278,7 @@ class _State:
             entry = heapq.heappop(heap)
             _, name, version = entry
             if version != self.version[name]:
-                continue
+                continue  # out of date: the node's current entry is in the heap too
             room = _room(self.by_name[name], self.used(name), shape)
             if not room:
                 set_aside.append(entry)
@@ -264,6 +288,7 @@ class _State:
             heapq.heappush(heap, self._entry(name))
         for entry in set_aside:
             heapq.heappush(heap, entry)
+        known.seen = len(self.placed)
 
     def _entry(self, name: str) -> tuple[float, str, int]:
         """Return node ``name``'s entry in a binpack heap: fullest first, at its version."""
