@@ -366,6 +366,21 @@ def _warm_up() -> None:
     Path(os.devnull).write_text(f"{os.getpid()} {process_start_time(os.getpid())}")
 
 
+def _close_inherited() -> None:
+    """Close every descriptor above stderr, as listed in /proc/self/fd.
+
+    Not ``os.closerange`` up to the descriptor limit: without the
+    ``close_range`` system call it closes each possible descriptor, up to a
+    million calls under a high ``nofile`` limit (``subprocess`` also lists
+    /proc/self/fd).
+    """
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2:
+            with contextlib.suppress(OSError):  # the listing's own descriptor is gone by now
+                os.close(fd)
+
+
 def main(argv: list[str]) -> int:
     """Run the shim for the container described by the JSON file ``argv[1]``.
 
@@ -374,7 +389,7 @@ def main(argv: list[str]) -> int:
     """
     # Started by posix_spawn, which closes nothing: hold none of the agent's
     # descriptors (its own are close-on-exec; a library's may not be).
-    os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+    _close_inherited()
     # Detached and a subreaper before the path comes: a standby shim does the
     # work that needs no container ahead, so a create waits only for runc.
     _detach()

@@ -138,11 +138,15 @@ class ShimLauncher:
             OSError: it could not be started.
 
         """
-        stdin_read, stdin_write = os.pipe()
-        stdout_read, stdout_write = os.pipe()
-        stderr_read, stderr_write = os.pipe()
-        theirs = (stdin_read, stdout_write, stderr_write)
-        try:
+        with contextlib.ExitStack() as made:  # closes every pipe end made if a later step fails
+            ends: list[int] = []
+            for _ in range(3):
+                pair = os.pipe()
+                ends += pair
+                for fd in pair:
+                    made.callback(os.close, fd)
+            stdin_read, stdin_write, stdout_read, stdout_write, stderr_read, stderr_write = ends
+            theirs = (stdin_read, stdout_write, stderr_write)
             pid = os.posix_spawnp(
                 self.python,
                 [self.python, "-I", "-S", str(SHIM), "--standby"],
@@ -153,13 +157,9 @@ class ShimLauncher:
                 # As subprocess does: the agent ignores SIGPIPE, a child need not.
                 setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
             )
-        except BaseException:
-            for fd in (stdin_write, stdout_read, stderr_read):
-                os.close(fd)
-            raise
-        finally:
-            for fd in theirs:
-                os.close(fd)
+            made.pop_all()  # spawned: the shim's ends close below, the agent's are kept
+        for fd in theirs:
+            os.close(fd)
         os.set_blocking(stdout_read, False)
         os.set_blocking(stderr_read, False)
         return _Shim(pid, stdin_write, stdout_read, stderr_read)
