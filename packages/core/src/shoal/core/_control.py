@@ -15,6 +15,9 @@ Kubernetes controllers do with informers and work queues:
   room — any node change or freed slot; a node that comes, goes, or changes
   its labels, state, cordon or capacity wakes every daemon workload. Every ``resync`` seconds every
   workload is queued again, a safety net that normally finds nothing to do.
+  The loop's own writes that its pass accounted for in full — new instances,
+  a workload's status — wake nothing when they come back
+  (:meth:`ControlLoop.echo`).
 * **Decide, then apply.** For each key the decision is a pure function of the
   workload's snapshot (:func:`~shoal.core._reconcile.decide`); the keys taken
   in one batch share one scheduler call and :func:`~shoal.core._reconcile.settle`
@@ -231,15 +234,21 @@ class ControlLoop:
 
     def _is_echo(self, key: str, new: Stored[Workload] | Stored[Instance] | None) -> bool:
         """Whether this change is a write of this loop that needs no pass (see :meth:`echo`)."""
-        return new is not None and self.echoes.pop(key, None) == new.revision
+        noted = self.echoes.pop(key, None)
+        return new is not None and noted == new.revision
 
     def echo(self, key: str, revision: int) -> None:
         """Note that this loop's write of ``key`` at ``revision`` wakes nothing when seen.
 
         Only for writes the pass that made them has accounted for in full (a
         new instance, a workload's status): the cache takes them, no pass
-        follows. A write not seen back (a gap, a relist) is forgotten once
-        MAX_ECHOES wait.
+        follows. Hence the rule for :func:`~shoal.core._reconcile.decide`:
+        what it would do differently once such a write is stored, it does in
+        the pass that writes it, or asks for a recheck then (a finished job's
+        time to live). The next change of the key, whatever it is, takes the
+        note away. A note whose write was seen before it was made (a watch
+        faster than this loop's return from the store) stays until MAX_ECHOES
+        wait and all are dropped; it costs one pass, as before.
         """
         if len(self.echoes) >= MAX_ECHOES:
             self.echoes.clear()
