@@ -26,15 +26,10 @@ POLL = 0.5
 """Seconds between two looks at the workload while ``status`` follows it."""
 
 
-def wanted(workload: Workload) -> int:
-    """Return how many instances the workload wants: ``replicas``, or a daemon's eligible nodes."""
-    return workload.wanted_replicas
-
-
 def progress_line(workload: Workload) -> str:
     """Return one line on where the workload's rollout stands."""
     status = workload.status
-    want = wanted(workload)
+    want = workload.wanted_replicas
     condition = next((c for c in status.conditions if c.type == "Progressing"), None)
     state = condition.reason if condition else "Waiting"
     return (
@@ -76,7 +71,7 @@ def status(
 
     async def call(shoal: ShoalClient) -> str | None:
         workload = await shoal.get_workload(name, namespace)
-        if workload.spec.mode == "job":  # a StrEnum, as in wanted()
+        if workload.spec.mode == "job":  # a StrEnum: no import of shoal.interfaces at start-up
             fail(
                 f"{namespace}/{name} is a job: its template never changes, so it has no "
                 f"rollouts; `shoal describe workload {name}` shows its runs"
@@ -89,15 +84,15 @@ def status(
         with Progress(
             TextColumn("{task.description}"), BarColumn(), console=real_console(out)
         ) as bar:
-            task = bar.add_task(progress_line(workload), total=max(wanted(workload), 1))
+            task = bar.add_task(progress_line(workload), total=max(workload.wanted_replicas, 1))
             while (ended := outcome(workload)) is None:
                 await anyio.sleep(POLL)
                 workload = await shoal.get_workload(name, namespace)
                 bar.update(
                     task,
                     description=progress_line(workload),
-                    completed=min(workload.status.updated_replicas, wanted(workload)),
-                    total=max(wanted(workload), 1),
+                    completed=min(workload.status.updated_replicas, workload.wanted_replicas),
+                    total=max(workload.wanted_replicas, 1),
                 )
         out.print(progress_line(workload), highlight=False)
         return ended

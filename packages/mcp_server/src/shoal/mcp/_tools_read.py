@@ -120,7 +120,9 @@ def register_read_tools(server: MCPServer[Any], gate: Gate) -> None:
             f"workload {w.key} is {w.status.phase.value}: {w.status.ready_replicas}/"
             f"{w.wanted_replicas} ready (get_workload)"
             for w in workloads
-            if w.status.phase not in (WorkloadPhase.RUNNING, WorkloadPhase.DELETING)
+            # A job that completed is done, not a problem (a failed one is).
+            if w.status.phase
+            not in (WorkloadPhase.RUNNING, WorkloadPhase.DELETING, WorkloadPhase.COMPLETE)
         ]
         problems += [
             f"instance {i.key} is {i.state.value}: {i.reason} {i.message}".rstrip()
