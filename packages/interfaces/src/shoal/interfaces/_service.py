@@ -16,7 +16,15 @@ from pydantic import Field
 
 from ._base import Model
 from ._cluster import Member
-from ._config import ConfigMap, ConfigMapSpec, Namespace, NamespaceSpec, SecretSpec, SecretView
+from ._config import (
+    CONFIG_MODELS,
+    ConfigMap,
+    ConfigMapSpec,
+    Namespace,
+    NamespaceSpec,
+    SecretSpec,
+    SecretView,
+)
 from ._event import Event, EventType, ObjectRef
 from ._instance import Instance, ScheduleFailure
 from ._node import Node
@@ -30,8 +38,8 @@ ObjectSpec = WorkloadSpec | ConfigMapSpec | SecretSpec | NamespaceSpec
 """Anything apply takes: a workload, a ConfigMap, a Secret or a Namespace (Shoal's dialect;
 ``shoal.kube`` translates Kubernetes documents into these)."""
 
-CONFIG_KINDS = ("ConfigMap", "Secret", "Namespace")
-"""The kinds :meth:`Service.delete_config` deletes."""
+CONFIG_KINDS = tuple(CONFIG_MODELS)
+"""The kinds :meth:`Service.delete_config` deletes: every configuration kind."""
 
 __all__ = [
     "CONFIG_KINDS",
