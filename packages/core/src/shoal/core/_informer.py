@@ -223,7 +223,9 @@ class Informer(Generic[T]):
 
         A key listed at the revision its cached object came from is unchanged:
         it is neither decoded nor compared again, so a relist costs what
-        changed meanwhile (and the listing itself).
+        changed meanwhile (and the listing itself). Revisions only grow in a
+        store's life; a store restored from a backup is a new store, and its
+        caches are new ones.
         """
         fresh: dict[str, T] = {}
         changed: list[str] = []
