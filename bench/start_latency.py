@@ -628,6 +628,10 @@ async def main(rounds: int, runtime: str = "runc", endpoint: str | None = None) 
             if not isinstance(quiet.runtime, OciCliRuntime):
                 raise RuntimeError("a runc node without the OCI runtime")
             quiet_marks.instrument(quiet.runtime)  # the same wrappers: only telemetry differs
+            with anyio.fail_after(WAIT):
+                while quiet.control is None:  # noqa: ASYNC110 (no event says so)
+                    await anyio.sleep(0.01)
+            quiet_marks.instrument_loops(quiet)
             cri: tuple[ShoalNode, CriFloor, Marks] | None = None
             if runtime == "cri":
                 cri = await stack.enter_async_context(cri_parts(work, endpoint))
