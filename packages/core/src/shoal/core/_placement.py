@@ -116,7 +116,7 @@ class UsageIndex(Mapping[str, NodeUsage]):
 
 _UIDS = random.Random()
 """Where instance uids come from: seeded from the OS's randomness at import, and again
-in a forked child (so two processes never draw the same).
+in a forked child (which would otherwise repeat its parent's draws).
 
 A uid must be unique, not secret; a pass may draw thousands, and
 ``secrets`` makes a system call for each.
