@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -31,6 +30,7 @@ from shoal.client import ShoalClient
 from shoal.runtime import HostNetworks
 from tests.e2e.conftest import Agent, agent_in, leftovers, until
 from tests.ports import free_port
+from tests.shims import standby_shims
 
 pytestmark = [
     pytest.mark.slow,
@@ -196,39 +196,6 @@ def test_sigterm_finishes_a_deletion_in_flight_and_names_what_keeps_running(
         check=False,
     )
     assert '"status": "running"' in state.stdout, state
-
-
-def _pipes_of(pid: int) -> set[str]:
-    """Return the pipes (``pipe:[inode]``) among the open files of process ``pid``."""
-    pipes = set()
-    with contextlib.suppress(OSError):
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            with contextlib.suppress(OSError):
-                target = os.readlink(fd)
-                if target.startswith("pipe:"):
-                    pipes.add(target)
-    return pipes
-
-
-def standby_shims(agent: int | None = None) -> set[int]:
-    """Return the pids of the standby shims on the host (those of ``agent``, if given).
-
-    A standby shim has detached (its parent is init), so it is ``agent``'s when
-    the pipe it reads its container from is one the agent holds.
-    """
-    held = None if agent is None else _pipes_of(agent)
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            stdin = os.readlink(entry / "fd" / "0")
-        except OSError:
-            continue
-        if b"--standby" in cmdline and (held is None or stdin in held):
-            found.add(int(entry.name))
-    return found
 
 
 def test_reset_removes_what_a_stopped_node_left_and_refuses_while_it_runs(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import time
@@ -33,6 +32,7 @@ from tests.runtime.oci.support import (
     mounts_under,
     shim_pids,
 )
+from tests.shims import standby_shims
 
 pytestmark = pytest.mark.anyio
 
@@ -413,26 +413,6 @@ def alive(pids: set[int]) -> bool:
     return any(Path(f"/proc/{pid}").exists() for pid in pids)
 
 
-def standby_shims() -> set[int]:
-    """Return the pids of the standby shims waiting on a pipe this process holds."""
-    held = set()
-    for fd in Path("/proc/self/fd").iterdir():
-        with contextlib.suppress(OSError):
-            held.add(os.readlink(fd))
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            stdin = os.readlink(entry / "fd" / "0")
-        except OSError:
-            continue
-        if b"--standby" in cmdline and stdin.startswith("pipe:") and stdin in held:
-            found.add(int(entry.name))
-    return found
-
-
 async def test_the_next_standby_shim_starts_after_a_run_and_exits_with_the_runtime(
     make_runtime: RuntimeFactory,
 ) -> None:
@@ -441,15 +421,15 @@ async def test_the_next_standby_shim_starts_after_a_run_and_exits_with_the_runti
         spec = new_pod()
         await runtime.run(spec)
         with anyio.fail_after(WAIT):
-            while not (shims := standby_shims()):  # noqa: ASYNC110 (no event says so)
+            while not (shims := standby_shims("self")):  # noqa: ASYNC110 (no event says so)
                 await anyio.sleep(0.01)
         second = new_pod()
         await runtime.run(second)  # takes the standby shim: its container runs
         assert (await runtime.inspect(second.uid)).containers[0].state == ContainerState.RUNNING
         with anyio.fail_after(WAIT):
-            while not (fresh := standby_shims() - shims):  # noqa: ASYNC110 (no event says so)
+            while not (fresh := standby_shims("self") - shims):  # noqa: ASYNC110 (no event says so)
                 await anyio.sleep(0.01)
-    # By pid: once the runtime closed its end of the pipe, standby_shims() no longer
+    # By pid: once the runtime closed its end of the pipe, standby_shims("self") no longer
     # finds the shim, whether or not the process is gone.
     with anyio.fail_after(WAIT):
         while alive(fresh):  # noqa: ASYNC110 (no event says so)
