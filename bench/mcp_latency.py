@@ -28,7 +28,10 @@ And the cost of telemetry: mcp-direct runs twice, over a service whose store
 calls are timed and an MCP server that counts its tool calls, each call and
 store read recorded as spans in the agent's span buffer (on), and over the
 same without metrics and with every span dropped (off); the ratio of their
-p50s is printed (aim: at most 1.05). Run with ``uv run python bench/mcp_latency.py``.
+p50s is printed (aim: at most 1.05). The bench's own process sets its garbage
+collector as the agent does (:func:`shoal.agent.tune_gc`) once its servers
+exist, so a full collection of the process's modules does not land in some
+calls and not others. Run with ``uv run python bench/mcp_latency.py``.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp_types import InputRequiredResult
 from prometheus_client.parser import text_string_to_metric_families
 
-from shoal.agent import SpanRecorder
+from shoal.agent import SpanRecorder, tune_gc
 from shoal.agent._metrics import PrometheusMetrics, histogram_quantile
 from shoal.client import ShoalClient, init_keypair, load_keypair
 from shoal.core import MeteredStore, ShoalService, SystemClock
@@ -173,6 +176,7 @@ async def measure(rounds: int, count: int, root: Path, env: dict[str, str], url:
         metrics = PrometheusMetrics()
         measured = ShoalService(MeteredStore(store, metrics), clock)
         direct = build_server(in_process(measured), McpSettings(metrics=metrics))
+        tune_gc()  # the in-process servers' collector as `shoal agent` sets it for its own
 
         async def service_call() -> None:
             assert len(await service.list_workloads()) == count

@@ -15,8 +15,11 @@ process (args, env, cwd), no network namespace (host networking, as on the
 node) and the same pids limit, then ``runc run -d``. The clock covers the
 mount, the config and ``runc run -d``.
 
-The two alternate, one of each per round after one warm-up round of each
-(first unpack, first shim), so machine noise hits both; every round deletes
+The garbage collector is set as ``shoal agent`` sets it once its parts exist
+(:func:`shoal.agent.tune_gc`: what exists is frozen, the youngest generation
+collected every 50,000 allocations), for Shoal and the floor alike. The two
+alternate, one of each per round (20 unless ``--rounds``) after one warm-up
+round of each (first unpack, first shim), so machine noise hits both; every round deletes
 what it started and waits until it is gone. Prints both medians and their
 ratio (the aim is under 1.5), then where Shoal's time goes: the median of
 each phase between marks taken on the way (see :class:`Marks`: the control
@@ -72,7 +75,7 @@ from typing import Any
 
 import anyio
 
-from shoal.agent import NodeConfig, ShoalNode, build_node
+from shoal.agent import NodeConfig, ShoalNode, build_node, tune_gc
 from shoal.agent._metrics import PrometheusMetrics
 from shoal.interfaces import (
     NO_METRICS,
@@ -635,6 +638,7 @@ async def main(rounds: int, runtime: str = "runc", endpoint: str | None = None) 
             cri: tuple[ShoalNode, CriFloor, Marks] | None = None
             if runtime == "cri":
                 cri = await stack.enter_async_context(cri_parts(work, endpoint))
+            tune_gc()  # as `shoal agent` does once its parts exist (for the floor alike)
             shoal_times: list[float] = []
             floor_times: list[float] = []
             two_call_times: list[float] = []
@@ -763,7 +767,7 @@ def rounds_arg(text: str) -> int:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=rounds_arg, default=10)
+    parser.add_argument("--rounds", type=rounds_arg, default=20)
     parser.add_argument(
         "--runtime",
         choices=["runc", "cri"],
