@@ -14,6 +14,7 @@ from shoal.interfaces import (
     AUDIT_HEAD,
     Actor,
     AuditEntry,
+    KeyValue,
     NotFound,
     SecretSpec,
     StateStore,
@@ -80,6 +81,50 @@ async def test_concurrent_calls_make_one_unbroken_chain(store: StateStore) -> No
     report = await service.verify_audit()
     assert report.intact, report.problems
     assert report.entries == report.head_sequence == 21
+
+
+async def test_two_servers_appending_in_turn_make_one_chain(store: StateStore) -> None:
+    """Each server keeps the head it wrote; the other's append moves it, and that is seen."""
+    first = ShoalService(store, SystemClock()).with_actor(ALICE)
+    second = ShoalService(store, SystemClock()).with_actor(Actor(id="bob", via=Via.MCP))
+    await first.apply([WEB])
+    for replicas in range(1, 5):
+        await (second if replicas % 2 else first).scale("web", replicas, "shop")
+    entries = await first.audit_entries()
+    assert [(e.sequence, e.actor) for e in entries] == [
+        (1, "alice@laptop"),
+        (2, "bob"),
+        (3, "alice@laptop"),
+        (4, "bob"),
+        (5, "alice@laptop"),
+    ]
+    report = await first.verify_audit()
+    assert report.intact, report.problems
+
+
+async def test_an_append_reads_the_head_only_when_another_writer_moved_it(
+    store: StateStore,
+) -> None:
+    reads: list[str] = []
+    get = store.get
+
+    async def counted(key: str) -> KeyValue | None:
+        reads.append(key)
+        return await get(key)
+
+    store.get = counted  # type: ignore[method-assign]
+    service = ShoalService(store, SystemClock()).with_actor(ALICE)
+    await service.apply([WEB])
+    assert reads.count(AUDIT_HEAD) == 1  # the first append: nothing known yet
+    for replicas in (2, 3, 4):
+        await service.scale("web", replicas, "shop")
+    assert reads.count(AUDIT_HEAD) == 1
+    other = ShoalService(store, SystemClock()).with_actor(ALICE)  # another server
+    await other.scale("web", 5, "shop")
+    await service.scale("web", 6, "shop")  # its kept head is stale: read again, then written
+    assert reads.count(AUDIT_HEAD) == 3
+    assert [e.sequence for e in await service.audit_entries()] == [1, 2, 3, 4, 5, 6]
+    assert (await service.verify_audit()).intact
 
 
 async def chain_of_four(store: StateStore) -> ShoalService:

@@ -5,7 +5,9 @@
 transaction, compare-and-swap on the head: two servers (or two calls) never
 write the same sequence number, and the chain has no fork. Appends are
 serialised per process by a lock, so concurrent calls on one server do not
-race each other for the head.
+race each other for the head; the head this process wrote last is kept, so
+an append reads the head from the store only when another writer moved it
+(its compare-and-swap then fails) — one write per entry, not a read and a write.
 
 :meth:`AuditLog.verify` walks the chain: an edited entry no longer matches
 its hash, a deleted one leaves a gap in the sequence (and the next entry's
@@ -29,7 +31,7 @@ import inspect
 import json
 import logging
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+from typing import Any, Concatenate, NamedTuple, ParamSpec, Protocol, TypeVar
 
 import anyio
 
@@ -73,6 +75,8 @@ class AuditLog:
         self.store = store
         self.clock = clock
         self._lock = anyio.Lock()
+        self._head: _Head | None = None
+        """The head as this process last wrote it; None: read it from the store."""
 
     async def append(
         self,
@@ -90,8 +94,9 @@ class AuditLog:
         """
         async with self._lock:
             for _ in range(_APPEND_TRIES):
-                head = await self.store.get(AUDIT_HEAD)
-                sequence, previous = (0, GENESIS_HASH) if head is None else _head_of(head.value)
+                head = self._head or await self._read_head()
+                self._head = None  # until this append lands: a failed one proves it stale
+                sequence, previous = head.sequence, head.hash
                 entry = AuditEntry(
                     sequence=sequence + 1,
                     time=self.clock.now(),
@@ -106,19 +111,23 @@ class AuditLog:
                 entry = entry.model_copy(update={"hash": audit_hash(entry)})
                 moved = {"sequence": entry.sequence, "hash": entry.hash}
                 outcome_of_txn = await self.store.txn(
-                    [
-                        Compare(
-                            AUDIT_HEAD, CompareTarget.MOD_REVISION, head.mod_revision if head else 0
-                        )
-                    ],
+                    [Compare(AUDIT_HEAD, CompareTarget.MOD_REVISION, head.mod_revision)],
                     [
                         PutOp(audit_key(entry.sequence), entry.model_dump_json().encode()),
                         PutOp(AUDIT_HEAD, json.dumps(moved).encode()),
                     ],
                 )
                 if outcome_of_txn.succeeded:
+                    self._head = _Head(outcome_of_txn.revision, entry.sequence, entry.hash)
                     return entry
         raise Unavailable("the audit trail's head kept moving: the entry was not written")
+
+    async def _read_head(self) -> _Head:
+        head = await self.store.get(AUDIT_HEAD)
+        if head is None:
+            return _Head(0, 0, GENESIS_HASH)
+        sequence, hashed = _head_of(head.value)
+        return _Head(head.mod_revision, sequence, hashed)
 
     async def entries(self, limit: int | None = None) -> list[AuditEntry]:
         """Return the entries, oldest first (the last ``limit`` of them if given)."""
@@ -182,6 +191,15 @@ class AuditLog:
             head_hash=head_hash,
             problems=problems,
         )
+
+
+class _Head(NamedTuple):
+    """The trail's head: the revision it was written at, the last entry's number and hash."""
+
+    mod_revision: int
+    """0: there is no head (no entry yet)."""
+    sequence: int
+    hash: str
 
 
 def _head_of(value: bytes) -> tuple[int, str]:
