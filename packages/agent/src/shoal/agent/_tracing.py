@@ -103,7 +103,10 @@ class SpanRecorder(SpanProcessor):
         attributes = span.attributes
         status = span.status
         trace_id = context.trace_id
-        links = tuple((link.context.trace_id, link.context.span_id) for link in span.links)
+        span_links = span.links  # most link nowhere: no generator for those
+        links = (
+            tuple((k.context.trace_id, k.context.span_id) for k in span_links) if span_links else ()
+        )
         with self._lock:
             if span.resource is not self._resource:
                 self._resource = span.resource

@@ -17,6 +17,7 @@ node's ``Started``, all name the apply's trace.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import Token
@@ -68,8 +69,16 @@ def current_trace_id() -> str | None:
 
 def span_context_of(traceparent: str | None) -> trace.SpanContext | None:
     """Return the span context ``traceparent`` names, or None if it names none (or is bad)."""
-    if not traceparent:
-        return None
+    return _parsed(traceparent) if traceparent else None
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed(traceparent: str) -> trace.SpanContext | None:
+    """Parse ``traceparent`` once: the loops read the same few again and again.
+
+    One request's context is read by each pass over its workload and each
+    start of its instances (their links, the events they record).
+    """
     context = _PROPAGATOR.extract({"traceparent": traceparent})
     span_context = trace.get_current_span(context).get_span_context()
     return span_context if span_context.is_valid else None
