@@ -170,6 +170,11 @@ async def test_an_apply_is_a_trace_that_links_its_reconcile_and_its_start_on_the
     assert {"runtime.pull", "runtime.run", "store.put"} <= runtime
     reconcile = [s for s in named(view, "shoal.reconcile") if s.trace_id != trace_id]
     assert reconcile and all(trace_id in [k.trace_id for k in s.links] for s in reconcile)
+    # Only passes that acted have a span (not the one its 'starting' report woke), and
+    # each began before what it did (it decides before it knows it is worth a span).
+    for batch in reconcile:
+        acted = [s for s in view.spans if s.parent_span_id == batch.span_id]
+        assert acted and batch.start <= min(s.start for s in acted), (batch, acted)
     assert {start.trace_id, reconcile[0].trace_id} <= set(view.linked_traces)
 
     # What the request caused names its trace: events, the instance, the audit trail.

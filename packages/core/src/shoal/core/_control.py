@@ -40,6 +40,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
 from datetime import datetime
 
 import anyio
@@ -99,7 +100,7 @@ from ._repo import (
     workload_key,
 )
 from ._revisions import revision_of, with_template
-from ._tracing import MAX_LINKS, linked_span, serving, traced
+from ._tracing import MAX_LINKS, SpanAttributes, linked_span, serving, traced
 from ._workqueue import WorkQueue
 
 __all__ = ["ControlLoop"]
@@ -391,20 +392,29 @@ class ControlLoop:
     async def _reconcile(self, keys: Sequence[str]) -> set[str]:
         """Reconcile ``keys`` against the caches as they are (see :meth:`reconcile`).
 
-        The batch is one span, the root of its own trace, linked to the
-        requests that last changed its workloads; each workload's writes and
-        events are done on behalf of its request (:func:`serving`).
+        A batch that writes something is one span, the root of its own trace,
+        linked to the requests that last changed its workloads; each
+        workload's writes and events are done on behalf of its request
+        (:func:`serving`). A batch that finds nothing to do records no span: a
+        trace shows the passes that acted on a request, not every pass that
+        looked at its workload again (a status its node reported, a resync).
         """
+        with ExitStack() as span:
+            return await self._reconcile_batch(keys, span)
+
+    def _open_span(self, keys: Sequence[str], began: int, span: ExitStack) -> None:
+        """Open the batch's span in ``span``, as if opened at ``began`` (ns since the epoch)."""
         causes = []
         for key in keys[: MAX_LINKS * 4]:
             namespace, name = key.split("/", 1)
             stored = self.workloads.get(workload_key(namespace, name))
             if stored is not None and stored.value.trace_context:
                 causes.append(stored.value.trace_context)
-        with linked_span("shoal.reconcile", causes, {"shoal.workloads": len(keys)}):
-            return await self._reconcile_batch(keys)
+        attributes: SpanAttributes = {"shoal.workloads": len(keys)}
+        span.enter_context(linked_span("shoal.reconcile", causes, attributes, start_time=began))
 
-    async def _reconcile_batch(self, keys: Sequence[str]) -> set[str]:
+    async def _reconcile_batch(self, keys: Sequence[str], span: ExitStack) -> set[str]:
+        began = time.time_ns()
         self.passes += 1
         self.reconciled += len(keys)
         nodes = {stored.value.name: stored.value for stored in self.nodes.values()}
@@ -433,6 +443,8 @@ class ControlLoop:
             if decision.workload is not None and decision.pending
             for request in placement_requests(decision.workload.value, decision.pending)
         ]
+        if requests:  # the scheduler's span is the batch's child
+            self._open_span(keys, began, span)
         placements = self._place(requests, list(nodes.values())) if requests else Placements()
 
         apply = _Applier(self)
@@ -444,6 +456,9 @@ class ControlLoop:
             with serving(stored_workload.value.trace_context):
                 new = factory.maker(stored_workload.value)
                 settled_of[key] = settle(decision, placements, new, now)
+        prune = self.passes % 100 == 0
+        if not requests and (prune or _writes(decisions, settled_of.values())):
+            self._open_span(keys, began, span)
         # The new instances first: their nodes start them while this pass writes
         # the rest (a rolling step's old instances going, the events, statuses).
         created = [(k, inst) for k, s in settled_of.items() for inst in s.created]
@@ -483,7 +498,7 @@ class ControlLoop:
                     statuses.append((key, stored_workload, settled.status))
         for key, stored_workload, status in statuses:
             await apply.status(key, stored_workload, status)
-        if self.passes % 100 == 0:
+        if prune:
             await self.repo.prune_events(self.keep_events, self.keep_events_for)
         return apply.conflicted
 
@@ -502,6 +517,25 @@ class ControlLoop:
                 Catalogue.SCHEDULING_ATTEMPTS, "unschedulable", amount=len(placements.failed)
             )
         return placements
+
+
+def _writes(decisions: Iterable[tuple[str, Decision]], settled: Iterable[Settled]) -> bool:
+    """Whether a batch with these decisions and settlements writes anything to the store.
+
+    What :meth:`ControlLoop._reconcile_batch` does with each field: a field
+    that leads to a write there is named here (a batch that writes has a span).
+    """
+    for _, decision in decisions:
+        if decision.ops:  # an instance of a workload gone too
+            return True
+        if decision.workload is None:
+            continue
+        if decision.delete_workload or decision.expire or decision.promote or decision.notes:
+            return True
+    return any(
+        s.created or s.ops or s.notes or s.status is not None or s.revert_to is not None
+        for s in settled
+    )
 
 
 class _Applier:

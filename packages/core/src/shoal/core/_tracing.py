@@ -134,10 +134,14 @@ def linked_span(
     name: str,
     causes: Iterable[str | None],
     attributes: SpanAttributes | None = None,
+    *,
+    start_time: int | None = None,
 ) -> Iterator[Span]:
     """Start ``name`` as the root of a new trace, linked to the requests ``causes`` name.
 
-    A failure inside marks the span as failed (:func:`error_status`) and is raised again.
+    ``start_time`` (nanoseconds since the epoch): when the work began, if
+    before now (the work decided first whether it is worth a span). A failure
+    inside marks the span as failed (:func:`error_status`) and is raised again.
     """
     links: list[Link] = []
     seen: set[int] = set()
@@ -155,6 +159,7 @@ def linked_span(
         context=root,
         links=links,
         attributes=attributes,
+        start_time=start_time,
         record_exception=False,
         set_status_on_exception=False,
     ) as span:
