@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
+from pydantic import BaseModel
 
 from shoal.core._repo import Repository, instance_key
 from shoal.interfaces import Instance, InstanceState
@@ -107,3 +108,48 @@ async def test_a_job_that_finishes_expires_after_its_ttl_with_no_pass_between(
 
     cluster.clock.advance(1)  # its TTL is up (well before the loop's 300 s resync)
     await eventually(gone_or_going)
+
+
+async def test_a_write_that_loses_to_a_change_already_queued_is_not_retried_later(
+    cluster: Cluster, repo: Repository
+) -> None:
+    """The pass that follows at once reads the winner: no backoff retry on top of it."""
+    await cluster.service.apply([spec("web", replicas=1)])
+
+    async def placed() -> bool:
+        return (await cluster.workload()).status.scheduled_replicas == 1
+
+    await eventually(placed)
+    await wait_all_tasks_blocked()
+    control = cluster.control
+    retried: list[str] = []
+    retry = control.queue.retry
+
+    def counted_retry(key: str) -> float:
+        retried.append(key)
+        return retry(key)
+
+    control.queue.retry = counted_retry  # type: ignore[method-assign]
+    put = control.repo.put
+    raced: list[str] = []
+
+    async def racing_put(key: str, value: BaseModel, **kwargs: int | None) -> int:
+        if key == "/workloads/default/web" and not raced:  # the pass's status write
+            raced.append(key)
+            await cluster.service.scale("web", 2)  # an operator's change lands first
+            await wait_all_tasks_blocked()  # its watch event queues the workload again
+        return await put(key, value, **kwargs)
+
+    control.repo.put = racing_put  # type: ignore[method-assign]
+    # The node reports the instance running: the pass that follows writes the status.
+    (first,) = await cluster.service.list_instances(workload="web")
+    running = first.model_copy(update={"state": InstanceState.RUNNING, "ready": True})
+    await repo.put(instance_key("default", first.name), running)
+
+    async def scaled() -> bool:
+        return len(await cluster.service.list_instances(workload="web")) == 2
+
+    await eventually(scaled)
+    await wait_all_tasks_blocked()
+    assert raced  # the status write did lose its race
+    assert retried == []

@@ -341,7 +341,10 @@ class ControlLoop:
                 continue
             backoff.reset()
             for key in keys:
-                if key in conflicted:
+                # A write that lost a race is tried again after a backoff, unless the
+                # change it lost to is queued already (a delete beating a status write):
+                # that pass comes at once, and it reads the winner.
+                if key in conflicted and not self.queue.queued(key):
                     self.queue.retry(key)
                 else:
                     self.queue.forget(key)

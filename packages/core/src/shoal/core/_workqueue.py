@@ -130,6 +130,10 @@ class WorkQueue:
         self.add_after(key, delay)
         return delay
 
+    def queued(self, key: str) -> bool:
+        """Whether ``key`` waits for a pass (now, or once its pass in progress is done)."""
+        return key in self._dirty
+
     def forget(self, key: str) -> None:
         """Reset ``key``'s backoff: it succeeded."""
         self._failures.pop(key, None)
