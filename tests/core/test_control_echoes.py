@@ -133,12 +133,12 @@ async def test_a_write_that_loses_to_a_change_already_queued_is_not_retried_late
     put = control.repo.put
     raced: list[str] = []
 
-    async def racing_put(key: str, value: BaseModel, **kwargs: int | None) -> int:
+    async def racing_put(key: str, value: BaseModel, expected_revision: int | None = None) -> int:
         if key == "/workloads/default/web" and not raced:  # the pass's status write
             raced.append(key)
             await cluster.service.scale("web", 2)  # an operator's change lands first
             await wait_all_tasks_blocked()  # its watch event queues the workload again
-        return await put(key, value, **kwargs)
+        return await put(key, value, expected_revision)
 
     control.repo.put = racing_put  # type: ignore[method-assign]
     # The node reports the instance running: the pass that follows writes the status.
