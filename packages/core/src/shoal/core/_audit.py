@@ -53,7 +53,7 @@ from shoal.interfaces import (
     audit_key,
 )
 
-from ._tracing import TRACER, error_status, origin_trace_id
+from ._tracing import TRACER, as_current, origin_trace_id
 
 __all__ = ["AuditLog", "audited"]
 
@@ -242,17 +242,17 @@ def audited(verb: str, kind: str) -> Callable[[_Method[S, P, R]], _Method[S, P, 
             }
             if arguments.get("dry_run") is True:
                 attributes["shoal.dry_run"] = True
-            with TRACER.start_as_current_span(
+            span = TRACER.start_span(
                 f"shoal.{verb}",
                 attributes=attributes,
                 record_exception=False,
                 set_status_on_exception=False,
-            ) as span:
+            )
+            with as_current(span):  # a failure marks the span failed (error_status)
                 try:
                     result = await method(service, *args, **kwargs)
-                except Exception as exc:
-                    span.set_status(error_status(exc))
-                    if isinstance(exc, ShoalError) and not attributes.get("shoal.dry_run"):
+                except ShoalError as exc:
+                    if not attributes.get("shoal.dry_run"):
                         await _record(service, verb, obj, exc.code)
                     raise
                 if not attributes.get("shoal.dry_run"):

@@ -32,6 +32,7 @@ from shoal.interfaces import ORIGIN_BAGGAGE
 __all__ = [
     "TRACER",
     "SpanAttributes",
+    "as_current",
     "current_trace_id",
     "current_traceparent",
     "error_status",
@@ -129,14 +130,13 @@ def serving(traceparent: str | None) -> Iterator[None]:
         otel_context.detach(token)
 
 
-@contextmanager
 def linked_span(
     name: str,
     causes: Iterable[str | None],
     attributes: SpanAttributes | None = None,
     *,
     start_time: int | None = None,
-) -> Iterator[Span]:
+) -> AbstractContextManager[Span]:
     """Start ``name`` as the root of a new trace, linked to the requests ``causes`` name.
 
     ``start_time`` (nanoseconds since the epoch): when the work began, if
@@ -153,21 +153,57 @@ def linked_span(
         links.append(Link(context))
         if len(links) == MAX_LINKS:
             break
-    root = otel_context.Context()  # no parent: this work is not part of any request's trace
-    with TRACER.start_as_current_span(
+    span = TRACER.start_span(
         name,
-        context=root,
+        context=_ROOT,
         links=links,
         attributes=attributes,
         start_time=start_time,
         record_exception=False,
         set_status_on_exception=False,
-    ) as span:
-        try:
-            yield span
-        except Exception as exc:
-            span.set_status(error_status(exc))
-            raise
+    )
+    return as_current(span)
+
+
+def as_current(span: Span) -> AbstractContextManager[Span]:
+    """Make ``span`` current inside the block; a failure there marks it failed; end it after.
+
+    For a span started with the tracer's ``start_span``: cheaper than its
+    ``start_as_current_span`` (see :class:`_Current`).
+    """
+    return _Current(span)
+
+
+_ROOT = otel_context.Context()
+"""No parent: a loop's work is not part of any request's trace (it links to them)."""
+
+
+class _Current:
+    """Makes ``span`` current inside the block, marks it failed on an error, ends it.
+
+    A plain context manager rather than the tracer's ``start_as_current_span``
+    (two nested generator-based managers): a loop opens one per batch and per
+    start, and that pair cost more than the span.
+    """
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, span: Span) -> None:
+        self._span = span
+        self._token: Token[otel_context.Context] | None = None
+
+    def __enter__(self) -> Span:
+        self._token = otel_context.attach(trace.set_span_in_context(self._span))
+        return self._span
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: object
+    ) -> None:
+        if self._token is not None:
+            otel_context.detach(self._token)
+        if isinstance(error, Exception):
+            self._span.set_status(error_status(error))
+        self._span.end()
 
 
 def error_status(exc: BaseException) -> Status:
