@@ -138,7 +138,7 @@ class ContainerFiles:
 
     @property
     def init_pid(self) -> Path:
-        """The container init's host process id (``runc create --pid-file``)."""
+        """The container init's host process id (written by the shim, which adopted the init)."""
         return self.directory / "init.pid"
 
     @property

@@ -1,0 +1,100 @@
+"""The shim on its own, with a stand-in runtime: how it learns the container init's pid.
+
+The stand-in is a shell script that forks a ``sleep`` (the "init") and
+exits, as ``runc run --detach`` does; it writes no pid file, so the shim can
+only know the init as the child it adopted (it is a subreaper).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shoal.runtime.oci._shim import _children_by_scan
+from shoal.runtime.oci._shimlaunch import SHIM
+from tests.runtime.oci.support import WAIT, eventually
+
+pytestmark = pytest.mark.anyio
+
+
+def shim_config(tmp_path: Path, runtime: str) -> Path:
+    """Write a ``shim.json`` for a container run by the script ``runtime``; return its path."""
+    (tmp_path / "runtime").write_text(f"#!/bin/sh\n{runtime}\n")
+    (tmp_path / "runtime").chmod(0o755)
+    config = {
+        "start": True,
+        "runtime": str(tmp_path / "runtime"),
+        "state_root": str(tmp_path / "state"),
+        "id": "c1",
+        "max_bytes": 1 << 20,
+        "max_files": 2,
+        "oom_file": "",
+        "log": str(tmp_path / "main.log"),
+        "exit_file": str(tmp_path / "exit.json"),
+        "pid_file": str(tmp_path / "init.pid"),
+        "shim_pid_file": str(tmp_path / "shim.pid"),
+        "runc_log": str(tmp_path / "runc.log"),
+        "diagnostics": str(tmp_path / "shim.err"),
+        "bundle": str(tmp_path),
+    }
+    path = tmp_path / "shim.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def run_shim(config: Path) -> dict[str, Any]:
+    """Run the shim on ``config`` until it answers (it closes its stdout then); return that."""
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", str(SHIM), str(config)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=WAIT,
+        check=False,
+    )
+    answer: dict[str, Any] = json.loads(result.stdout)
+    return answer
+
+
+async def test_the_shim_reports_the_init_its_runtime_forked_and_records_its_exit(
+    tmp_path: Path,
+) -> None:
+    forked = tmp_path / "forked"
+    config = shim_config(tmp_path, f"sleep {WAIT * 6:g} & echo $! > {forked}")
+    answer = run_shim(config)
+    init = int(forked.read_text())
+    try:
+        assert answer["ok"] is True, answer
+        assert answer["pid"] == init
+        assert (tmp_path / "init.pid").read_text() == str(init)
+        os.kill(init, signal.SIGKILL)
+        await eventually((tmp_path / "exit.json").exists)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(init, signal.SIGKILL)
+    assert json.loads((tmp_path / "exit.json").read_text())["exit_code"] == 128 + signal.SIGKILL
+
+
+def test_a_runtime_that_leaves_no_init_is_a_clear_error(tmp_path: Path) -> None:
+    answer = run_shim(shim_config(tmp_path, "exit 0"))
+    assert answer["ok"] is False
+    assert "found 0 children" in answer["error"]
+    assert not (tmp_path / "init.pid").exists()
+
+
+def test_children_are_found_by_their_parent_in_proc() -> None:
+    child = subprocess.Popen(["sleep", str(WAIT)])
+    try:
+        children = _children_by_scan(os.getpid())
+    finally:
+        child.kill()
+        child.wait()
+    assert child.pid in children
+    assert os.getpid() not in children
