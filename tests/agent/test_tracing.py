@@ -32,16 +32,23 @@ from shoal.agent._logging import JsonFormatter
 from shoal.agent._tracing import tracing_exporter
 from shoal.api import bind, serve_api
 from shoal.client import ShoalClient, init_keypair, load_keypair
+from shoal.core import MeteredStore
 from shoal.interfaces import (
+    EVENT_DURATION,
+    EVENT_OUTCOME,
+    MAX_SPAN_EVENTS,
+    NO_METRICS,
     InstanceState,
     InvalidInput,
     NotFound,
+    RevisionConflict,
     Role,
     SpanRecord,
     TraceView,
     Via,
     WorkloadSpec,
 )
+from shoal.state import MemoryStore
 from tests.shoal_cli import run_shoal
 
 pytestmark = pytest.mark.anyio
@@ -158,8 +165,10 @@ async def test_an_apply_is_a_trace_that_links_its_reconcile_and_its_start_on_the
     (service,) = named(view, "shoal.apply")
     assert request.span_id in ancestors(view, service)  # FastAPI's own spans come between
     assert service.attributes["shoal.object"] == "Workload default/traced"
-    writes = [s for s in view.spans if s.name == "store.txn" and s.trace_id == trace_id]
-    assert any(w.parent_span_id == service.span_id for w in writes)
+    # Its store calls are events of the span they served, each timed.
+    assert "store.txn" in [e.name for e in service.events]
+    assert all(isinstance(e.attributes[EVENT_DURATION], float) for e in service.events)
+    assert all(service.start <= e.time <= service.end for e in service.events)
 
     # Asynchronous work: traces of their own, linked to the request.
     start = named(view, "shoal.start")[0]
@@ -167,14 +176,16 @@ async def test_an_apply_is_a_trace_that_links_its_reconcile_and_its_start_on_the
     assert [link.trace_id for link in start.links] == [trace_id]
     assert start.attributes["shoal.instance"] == f"default/{inst.name}"
     runtime = {s.name for s in view.spans if s.trace_id == start.trace_id}
-    assert {"runtime.pull", "runtime.run", "store.put"} <= runtime
+    assert {"runtime.pull", "runtime.run"} <= runtime
+    assert "store.put" in [e.name for e in start.events]  # 'starting', then 'running'
     reconcile = [s for s in named(view, "shoal.reconcile") if s.trace_id != trace_id]
     assert reconcile and all(trace_id in [k.trace_id for k in s.links] for s in reconcile)
     # Only passes that acted have a span (not the one its 'starting' report woke), and
     # each began before what it did (it decides before it knows it is worth a span).
     for batch in reconcile:
-        acted = [s for s in view.spans if s.parent_span_id == batch.span_id]
-        assert acted and batch.start <= min(s.start for s in acted), (batch, acted)
+        acted = [s.start for s in view.spans if s.parent_span_id == batch.span_id]
+        acted += [e.time for e in batch.events]  # its writes
+        assert acted and batch.start <= min(acted), batch
     assert {start.trace_id, reconcile[0].trace_id} <= set(view.linked_traces)
 
     # What the request caused names its trace: events, the instance, the audit trail.
@@ -190,6 +201,7 @@ async def test_an_apply_is_a_trace_that_links_its_reconcile_and_its_start_on_the
     assert shown.startswith(f"trace {trace_id}\n  POST /v1/workloads/apply")
     assert f"linked trace {start.trace_id}\n  shoal.start" in shown
     assert "    runtime.run" in shown
+    assert "· store.txn  " in shown  # an event, under the span it served
     # From the start's side: its trace, and the apply it was done for.
     assert from_start.cause_traces == [trace_id] and from_start.linked_traces == []
     assert {"POST /v1/workloads/apply", "shoal.start"} <= {s.name for s in from_start.spans}
@@ -275,6 +287,31 @@ def test_the_span_buffer_keeps_the_last_spans_and_forgets_their_links() -> None:
             pass
     assert recorder.trace(cause_id).linked_traces == []
     assert recorder.trace(cause_id, limit=3).spans == []
+
+
+async def test_store_calls_are_timed_events_of_the_span_they_served() -> None:
+    recorder = SpanRecorder()
+    provider = TracerProvider()
+    provider.add_span_processor(recorder)
+    async with MemoryStore() as memory:
+        store = MeteredStore(memory, NO_METRICS)
+        await store.put("/outside", b"0")  # no span: nothing recorded
+        with provider.get_tracer("test").start_as_current_span("work") as span:
+            await store.put("/k", b"1")
+            with pytest.raises(RevisionConflict):
+                await store.put("/k", b"2", expected_revision=99)
+            for _ in range(MAX_SPAN_EVENTS):
+                await store.get("/k")
+    (record,) = recorder.trace(f"{span.get_span_context().trace_id:032x}").spans
+    assert [e.name for e in record.events[:3]] == ["store.put", "store.put", "store.get"]
+    assert EVENT_OUTCOME not in record.events[0].attributes
+    assert record.events[1].attributes[EVENT_OUTCOME] == "conflict"
+    assert all(isinstance(e.attributes[EVENT_DURATION], float) for e in record.events)
+    assert [e.time for e in record.events] == sorted(e.time for e in record.events)
+    assert record.start <= record.events[0].time
+    # A node keeps a span's first events and counts the rest.
+    assert len(record.events) == MAX_SPAN_EVENTS and record.dropped_events == 2
+    assert len(recorder) == 1
 
 
 @pytest.fixture

@@ -37,9 +37,11 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.trace import SpanKind, StatusCode, format_span_id, format_trace_id
 
 from shoal.interfaces import (
+    MAX_SPAN_EVENTS,
     MAX_TRACE_SPANS,
     SPAN_BUFFER,
     InvalidInput,
+    SpanEvent,
     SpanLink,
     SpanRecord,
     TraceView,
@@ -73,6 +75,9 @@ class _Kept(NamedTuple):
     attributes: tuple[tuple[str, object], ...]
     links: tuple[tuple[int, int], ...]
     """(trace id, span id) of each span it links to."""
+    events: tuple[tuple[str, int, tuple[tuple[str, object], ...]], ...]
+    """(name, time, attributes) of its first events."""
+    dropped_events: int
     node: str
 
 
@@ -107,6 +112,16 @@ class SpanRecorder(SpanProcessor):
         links = (
             tuple((k.context.trace_id, k.context.span_id) for k in span_links) if span_links else ()
         )
+        span_events = span.events
+        events = (
+            tuple(
+                (e.name, e.timestamp, tuple(e.attributes.items()) if e.attributes else ())
+                for e in span_events[:MAX_SPAN_EVENTS]
+            )
+            if span_events
+            else ()
+        )
+        dropped_events = len(span_events) - len(events) + span.dropped_events
         with self._lock:
             if span.resource is not self._resource:
                 self._resource = span.resource
@@ -123,6 +138,8 @@ class SpanRecorder(SpanProcessor):
                 status.description or "",
                 tuple(attributes.items()) if attributes else (),
                 links,
+                events,
+                dropped_events,
                 self._node,
             )
             self._spans.append(kept)
@@ -190,10 +207,13 @@ def _time(nanos: int) -> datetime:
     return datetime.fromtimestamp(nanos / 1e9, UTC)
 
 
+def _shown(kept: tuple[tuple[str, object], ...]) -> dict[str, str | int | float | bool]:
+    """Attributes as a record shows them: a sequence value as its text."""
+    return {k: v if isinstance(v, str | int | float | bool) else str(v) for k, v in kept}
+
+
 def _record(span: _Kept) -> SpanRecord:
-    attributes: dict[str, str | int | float | bool] = {}
-    for key, value in span.attributes:
-        attributes[key] = value if isinstance(value, str | int | float | bool) else str(value)
+    attributes = _shown(span.attributes)
     return SpanRecord(
         trace_id=format_trace_id(span.trace_id),
         span_id=format_span_id(span.span_id),
@@ -210,6 +230,11 @@ def _record(span: _Kept) -> SpanRecord:
             SpanLink(trace_id=format_trace_id(trace_id), span_id=format_span_id(span_id))
             for trace_id, span_id in span.links
         ],
+        events=[
+            SpanEvent(name=name, time=_time(at), attributes=_shown(attributes))
+            for name, at, attributes in span.events
+        ],
+        dropped_events=span.dropped_events,
         node=span.node,
     )
 

@@ -27,7 +27,8 @@ def trace(
 
     The request a trace served first (for a start's trace, the apply), then
     the trace, then each trace linking to it (the work it caused), every span
-    with its duration, its node and, for a failed one, what failed.
+    with its duration, its node and, for a failed one, what failed; under a
+    span, its store operations (marked ·) with theirs.
     """
 
     async def call(shoal: ShoalClient) -> TraceView:
@@ -86,5 +87,21 @@ def _tree(
         failed = f"  ERROR {span.status_message}".rstrip() if span.status == "error" else ""
         node = f"  [{span.node}]" if span.node else ""
         lines.append(f"{'  ' * depth}{span.name}  {span.duration_ms:.1f} ms{node}{failed}")
+        lines += _events(span, depth + 1)
         lines += _tree(children, span.span_id, depth + 1)
+    return lines
+
+
+def _events(span: SpanRecord, depth: int) -> list[str]:
+    from shoal.interfaces import EVENT_DURATION, EVENT_OUTCOME
+
+    lines = []
+    for event in span.events:
+        took = event.attributes.get(EVENT_DURATION)
+        duration = f"  {took:.1f} ms" if isinstance(took, int | float) else ""
+        outcome = event.attributes.get(EVENT_OUTCOME)
+        ended = f"  {outcome}" if outcome else ""
+        lines.append(f"{'  ' * depth}· {event.name}{duration}{ended}")
+    if span.dropped_events:
+        lines.append(f"{'  ' * depth}· … {span.dropped_events} more")
     return lines

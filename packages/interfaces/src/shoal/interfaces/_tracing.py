@@ -26,12 +26,16 @@ from ._base import Model
 from ._wire import TRACEPARENT_HEADER
 
 __all__ = [
+    "EVENT_DURATION",
+    "EVENT_OUTCOME",
+    "MAX_SPAN_EVENTS",
     "MAX_TRACE_SPANS",
     "MCP_TRACEPARENT_META",
     "ORIGIN_BAGGAGE",
     "SPAN_BUFFER",
     "TRACEPARENT_PATTERN",
     "TRACE_ID_PATTERN",
+    "SpanEvent",
     "SpanLink",
     "SpanRecord",
     "TraceSource",
@@ -55,6 +59,14 @@ SPAN_BUFFER = 20_000
 """Spans a node keeps in memory for ``get_trace`` (the oldest go first)."""
 MAX_TRACE_SPANS = 500
 """The most spans one ``get_trace`` answer holds (the earliest first); more are counted."""
+MAX_SPAN_EVENTS = 32
+"""The events a node keeps of one span (the first ones); more are counted."""
+EVENT_DURATION = "shoal.duration_ms"
+"""The attribute of a span event that times a call (a store operation is an event of the
+span it served, not a span of its own), in milliseconds."""
+EVENT_OUTCOME = "shoal.outcome"
+"""The attribute of a span event that says how a call ended when not as asked:
+``conflict`` (a lost compare-and-swap), ``not_found``, or the error's type."""
 
 
 def check_trace_id(trace_id: str) -> str:
@@ -81,6 +93,22 @@ class SpanLink(Model):
     """The linked span's trace (32 hex digits)."""
     span_id: str
     """The linked span (16 hex digits)."""
+
+
+class SpanEvent(Model):
+    """Something a span did that is not a span of its own: a store operation.
+
+    Its name says what (``store.txn``, ``store.get``…), ``time`` when it
+    began, the :data:`EVENT_DURATION` attribute how long it took, and
+    :data:`EVENT_OUTCOME` how it ended when not as asked.
+    """
+
+    name: str
+    """What was done, e.g. ``store.txn``."""
+    time: datetime
+    """When it began."""
+    attributes: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    """Its duration (:data:`EVENT_DURATION`) and, if it did not succeed, its outcome."""
 
 
 class SpanRecord(Model):
@@ -110,6 +138,10 @@ class SpanRecord(Model):
     """What it acted on: ``shoal.object``, ``shoal.instance``, ``shoal.node``, HTTP route…"""
     links: list[SpanLink] = Field(default_factory=list)
     """The requests this work was done for (a reconcile's, a node's start's)."""
+    events: list[SpanEvent] = Field(default_factory=list)
+    """Its store operations, earliest first (at most :data:`MAX_SPAN_EVENTS`)."""
+    dropped_events: int = 0
+    """Events it had beyond those shown."""
     node: str = ""
     """The node that recorded the span."""
 

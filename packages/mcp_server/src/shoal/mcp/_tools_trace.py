@@ -56,9 +56,10 @@ def register_trace_tools(server: MCPServer[Any], gate: Gate) -> None:
     async def get_trace(trace_id: TraceId, ctx: Context) -> TraceReport:
         """Show the spans of one request and of the work it caused, earliest first.
 
-        The request's own spans (tool call, service call, store writes) and those of the
-        traces linking to it: the control loop's reconcile and scheduling, each node's start
-        of an instance (image pull, create, start). Given a start's trace (explain_instance's
+        The request's own spans (tool call, service call; its store writes are events of
+        the span they served) and those of the traces linking to it: the control loop's
+        reconcile and scheduling, each node's start of an instance (image pull, create,
+        start). Given a start's trace (explain_instance's
         start_trace_id), also the request that caused it (cause_traces). A span with status
         'error' is where it failed. Only this server's spans: a worker's own appear when it
         exports to a collector.
