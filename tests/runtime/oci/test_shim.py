@@ -74,6 +74,7 @@ async def test_the_shim_reports_the_init_its_runtime_forked_and_records_its_exit
         assert answer["ok"] is True, answer
         assert answer["pid"] == init
         assert (tmp_path / "init.pid").read_text() == str(init)
+        assert (tmp_path / "shim.pid").read_text().split()[0] == str(answer["shim_pid"])
         os.kill(init, signal.SIGKILL)
         await eventually((tmp_path / "exit.json").exists)
     finally:
@@ -87,6 +88,17 @@ def test_a_runtime_that_leaves_no_init_is_a_clear_error(tmp_path: Path) -> None:
     assert answer["ok"] is False
     assert "found 0 children" in answer["error"]
     assert not (tmp_path / "init.pid").exists()
+
+
+def test_a_runtime_that_cannot_start_is_a_clear_error_and_the_shim_still_recorded(
+    tmp_path: Path,
+) -> None:
+    config = shim_config(tmp_path, "exit 0")
+    (tmp_path / "runtime").unlink()
+    answer = run_shim(config)
+    assert answer["ok"] is False
+    assert "No such file or directory" in answer["error"]
+    assert (tmp_path / "shim.pid").read_text().split()[0].isdigit()
 
 
 def test_children_are_found_by_their_parent_in_proc() -> None:
