@@ -25,8 +25,9 @@ over HTTP adds at p50 (aim: under 5 ms). Then the agent's own view, scraped
 from its ``GET /metrics``: p50 and p99 of its histograms of the MCP tool call
 and of the REST routes the transports reached, beside the bench's figures.
 And the cost of telemetry: mcp-direct runs twice, over a service whose store
-calls are timed and an MCP server that counts its tool calls, each call and
-store read recorded as spans in the agent's span buffer (on), and over the
+calls are timed and an MCP server that counts its tool calls, each call
+recorded as a span in the agent's span buffer, its store calls as events of
+it (on), and over the
 same without metrics and with every span dropped (off); the ratio of their
 p50s is printed (aim: at most 1.05). The bench's own process sets its garbage
 collector as the agent does (:func:`shoal.agent.tune_gc`) once its servers
