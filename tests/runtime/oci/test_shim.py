@@ -86,8 +86,59 @@ async def test_the_shim_reports_the_init_its_runtime_forked_and_records_its_exit
 def test_a_runtime_that_leaves_no_init_is_a_clear_error(tmp_path: Path) -> None:
     answer = run_shim(shim_config(tmp_path, "exit 0"))
     assert answer["ok"] is False
-    assert "found 0 children" in answer["error"]
+    assert "left no process for the shim to adopt" in answer["error"]
     assert not (tmp_path / "init.pid").exists()
+
+
+async def test_of_several_children_the_init_is_the_one_the_runtimes_state_names(
+    tmp_path: Path,
+) -> None:
+    """A hook's process beside the init: ``<runtime> state`` says which one is the init."""
+    forked, state = tmp_path / "forked", tmp_path / "state.json"
+    runtime = (
+        f'case " $* " in *" state "*) cat {state};; '
+        f"*) sleep {WAIT * 6:g} & echo $! > {tmp_path / 'other'}; "
+        f"sleep {WAIT * 6:g} & echo $! > {forked}; printf '{{\"pid\": %s}}' $! > {state};; esac"
+    )
+    answer = run_shim(shim_config(tmp_path, runtime))
+    pids = [int((tmp_path / name).read_text()) for name in ("forked", "other")]
+    try:
+        assert answer["ok"] is True, answer
+        assert answer["pid"] == pids[0]
+        assert (tmp_path / "init.pid").read_text() == str(pids[0])
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_several_children_none_named_by_the_runtime_is_a_clear_error(tmp_path: Path) -> None:
+    runtime = (
+        'case " $* " in *" state "*) exit 1;; '
+        f"*) sleep {WAIT * 6:g} & echo $! > {tmp_path / 'a'}; "
+        f"sleep {WAIT * 6:g} & echo $! > {tmp_path / 'b'};; esac"
+    )
+    answer = run_shim(shim_config(tmp_path, runtime))
+    pids = [int((tmp_path / name).read_text()) for name in ("a", "b")]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert answer["ok"] is False
+    assert "left 2 processes" in answer["error"] and "names none of them" in answer["error"]
+
+
+def test_a_pid_file_that_cannot_be_written_fails_once_the_runtime_is_done(
+    tmp_path: Path,
+) -> None:
+    """Not while the runtime still creates: the agent's clean-up then finds what it made."""
+    config = shim_config(tmp_path, f"sleep 0.3; touch {tmp_path / 'created'}; exit 0")
+    data = json.loads(config.read_text())
+    data["shim_pid_file"] = str(tmp_path / "missing" / "shim.pid")
+    config.write_text(json.dumps(data))
+    answer = run_shim(config)
+    assert answer["ok"] is False
+    assert answer["error"].startswith("the shim could not write its pid file")
+    assert (tmp_path / "created").exists()  # the runtime had finished when it answered
 
 
 def test_a_runtime_that_cannot_start_is_a_clear_error_and_the_shim_still_recorded(

@@ -294,14 +294,36 @@ def _run_create(command: list[str], stdout: int, stderr: int, meanwhile: Callabl
     grow to 50 ms, which made a 25 ms ``runc create`` take 65 ms.
 
     Raises:
-        OSError: it could not be started, or ``meanwhile`` failed.
+        OSError: it could not be started.
+        NotRecorded: ``meanwhile`` failed (runc was waited for first: nothing is
+            left half-created for the agent's clean-up to miss).
         subprocess.TimeoutExpired: it ran longer than ``_CREATE_SECONDS`` (it is killed).
 
     """
     try:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr)
-    finally:
+    except OSError:
+        with contextlib.suppress(OSError):  # the start's failure is the one to report
+            meanwhile()
+        raise
+    try:
         meanwhile()
+    except OSError as exc:
+        try:
+            process.wait(_CREATE_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        raise NotRecorded(str(exc)) from exc
+    return _wait_create(process)
+
+
+class NotRecorded(Exception):
+    """The shim could not record what it must before it answers (its pid file)."""
+
+
+def _wait_create(process: subprocess.Popen[bytes]) -> int:
+    """Wait for ``process`` (runc) to exit; return its exit code (see :func:`_run_create`)."""
     try:
         pidfd = os.pidfd_open(process.pid)
     except (OSError, AttributeError):  # no pidfds (Linux before 5.3): subprocess's own wait
@@ -318,33 +340,55 @@ def _run_create(command: list[str], stdout: int, stderr: int, meanwhile: Callabl
     if not exited:
         process.kill()
         process.wait()
-        raise subprocess.TimeoutExpired(command, _CREATE_SECONDS)
+        raise subprocess.TimeoutExpired(process.args, _CREATE_SECONDS)
     return process.wait()
 
 
-def _adopted_init() -> int:
+def _adopted_init(config: dict[str, Any]) -> int:
     """Return the pid of the container's init: the shim's one child once runc has exited.
 
     runc is the init's parent and exits once the container is created (or
     started); the kernel then hands the init to the nearest subreaper, this
     shim, before runc's own exit can be waited for. The shim has no other
-    child then (runc itself was reaped).
+    child then (runc itself was reaped). If it has several (a hook's process,
+    another runtime's helper), the runtime's ``state`` names which is the init.
 
     Raises:
-        RuntimeError: the shim has no child, or more than one.
+        RuntimeError: the shim has no child, or several and the runtime names none of them.
 
     """
     me = os.getpid()
     try:
-        listed = Path(f"/proc/{me}/task/{me}/children").read_text().split()
+        listed = [int(p) for p in Path(f"/proc/{me}/task/{me}/children").read_text().split()]
     except FileNotFoundError:  # a kernel built without CONFIG_PROC_CHILDREN
-        listed = [str(pid) for pid in _children_by_scan(me)]
-    if len(listed) != 1:
+        listed = _children_by_scan(me)
+    if len(listed) == 1:
+        return listed[0]
+    if not listed:
         raise RuntimeError(
-            f"expected the container's init as the shim's one child after runc exited, "
-            f"found {len(listed)} children ({' '.join(listed) or 'none'})"
+            "the runtime exited and left no process for the shim to adopt: the container's "
+            "init should have become the shim's child"
         )
-    return int(listed[0])
+    named = _state_pid(config)
+    if named in listed:
+        return named
+    raise RuntimeError(
+        f"the runtime left {len(listed)} processes ({' '.join(map(str, listed))}) and its "
+        "state names none of them as the container's init"
+    )
+
+
+def _state_pid(config: dict[str, Any]) -> int | None:
+    """Return the init's pid as ``<runtime> state`` reports it, or None if it does not say."""
+    command = [config["runtime"], "--root", config["state_root"], "state", config["id"]]
+    try:
+        state = subprocess.run(
+            command, capture_output=True, stdin=subprocess.DEVNULL, timeout=_CREATE_SECONDS
+        )
+        pid = json.loads(state.stdout)["pid"]
+    except (OSError, subprocess.TimeoutExpired, ValueError, KeyError, TypeError):
+        return None
+    return pid if isinstance(pid, int) else None
 
 
 def _children_by_scan(parent: int) -> list[int]:
@@ -493,6 +537,8 @@ def main(argv: list[str]) -> int:
     error = ""
     try:
         returncode = _run_create(command, out_write, err_write, record_shim_pid)
+    except NotRecorded as exc:
+        returncode, error = -1, f"the shim could not write its pid file: {exc}"
     except (OSError, subprocess.TimeoutExpired) as exc:
         returncode, error = -1, f"{config['runtime']} {verb[0]}: {exc}"
     os.close(out_write)
@@ -506,7 +552,7 @@ def main(argv: list[str]) -> int:
         _answer({"ok": False, "error": error}, Path(config["diagnostics"]))
         return 1
     try:
-        pid = _adopted_init()
+        pid = _adopted_init(config)
         _write_pid_file(Path(config["pid_file"]), pid)
     except (OSError, RuntimeError) as exc:
         error = f"{config['runtime']} {verb[0]}: {exc}"
