@@ -38,9 +38,12 @@ from shoal.interfaces import (
     EVENT_OUTCOME,
     MAX_SPAN_EVENTS,
     NO_METRICS,
+    Compare,
+    CompareTarget,
     InstanceState,
     InvalidInput,
     NotFound,
+    PutOp,
     RevisionConflict,
     Role,
     SpanRecord,
@@ -291,27 +294,34 @@ def test_the_span_buffer_keeps_the_last_spans_and_forgets_their_links() -> None:
 
 async def test_store_calls_are_timed_events_of_the_span_they_served() -> None:
     recorder = SpanRecorder()
-    provider = TracerProvider()
+    provider = TracerProvider()  # the SDK's own limit: 128 events a span
     provider.add_span_processor(recorder)
+    tracer = provider.get_tracer("test")
     async with MemoryStore() as memory:
         store = MeteredStore(memory, NO_METRICS)
         await store.put("/outside", b"0")  # no span: nothing recorded
-        with provider.get_tracer("test").start_as_current_span("work") as span:
+        with tracer.start_as_current_span("work") as work:
             await store.put("/k", b"1")
             with pytest.raises(RevisionConflict):
                 await store.put("/k", b"2", expected_revision=99)
-            for _ in range(MAX_SPAN_EVENTS):
+            stale = Compare("/k", CompareTarget.MOD_REVISION, 99)
+            assert not (await store.txn([stale], [PutOp("/k", b"3")])).succeeded
+        with tracer.start_as_current_span("busy") as busy:  # a reconcile of many workloads
+            for _ in range(200):
                 await store.get("/k")
-    (record,) = recorder.trace(f"{span.get_span_context().trace_id:032x}").spans
-    assert [e.name for e in record.events[:3]] == ["store.put", "store.put", "store.get"]
-    assert EVENT_OUTCOME not in record.events[0].attributes
-    assert record.events[1].attributes[EVENT_OUTCOME] == "conflict"
+            await store.revision()
+    (record,) = recorder.trace(f"{work.get_span_context().trace_id:032x}").spans
+    assert [e.name for e in record.events] == ["store.put", "store.put", "store.txn"]
+    outcomes = [e.attributes.get(EVENT_OUTCOME) for e in record.events]
+    assert outcomes == [None, "conflict", "conflict"]  # a failed compare is a lost CAS too
     assert all(isinstance(e.attributes[EVENT_DURATION], float) for e in record.events)
     assert [e.time for e in record.events] == sorted(e.time for e in record.events)
-    assert record.start <= record.events[0].time
-    # A node keeps a span's first events and counts the rest.
-    assert len(record.events) == MAX_SPAN_EVENTS and record.dropped_events == 2
-    assert len(recorder) == 1
+    assert record.start <= record.events[0].time and record.dropped_events == 0
+    # A node keeps a span's last events and counts the earlier ones.
+    (crowded,) = recorder.trace(f"{busy.get_span_context().trace_id:032x}").spans
+    assert len(crowded.events) == MAX_SPAN_EVENTS
+    assert crowded.events[-1].name == "store.revision"
+    assert crowded.dropped_events == 201 - MAX_SPAN_EVENTS
 
 
 @pytest.fixture

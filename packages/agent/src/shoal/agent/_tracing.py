@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
@@ -37,6 +37,8 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.trace import SpanKind, StatusCode, format_span_id, format_trace_id
 
 from shoal.interfaces import (
+    EVENT_DURATION,
+    EVENT_OUTCOME,
     MAX_SPAN_EVENTS,
     MAX_TRACE_SPANS,
     SPAN_BUFFER,
@@ -75,8 +77,11 @@ class _Kept(NamedTuple):
     attributes: tuple[tuple[str, object], ...]
     links: tuple[tuple[int, int], ...]
     """(trace id, span id) of each span it links to."""
-    events: tuple[tuple[str, int, tuple[tuple[str, object], ...]], ...]
-    """(name, time, attributes) of its first events."""
+    events: tuple[tuple[str, int, float | None, str], ...]
+    """(name, time, duration in ms or None, outcome or "") of its last events: what
+    :data:`~shoal.interfaces.EVENT_DURATION` and :data:`~shoal.interfaces.EVENT_OUTCOME`
+    say, no other attribute (a store call's event has none), so that each costs the
+    buffer a few small objects."""
     dropped_events: int
     node: str
 
@@ -114,12 +119,7 @@ class SpanRecorder(SpanProcessor):
         )
         span_events = span.events
         events = (
-            tuple(
-                (e.name, e.timestamp, tuple(e.attributes.items()) if e.attributes else ())
-                for e in span_events[:MAX_SPAN_EVENTS]
-            )
-            if span_events
-            else ()
+            tuple(_kept_event(e) for e in span_events[-MAX_SPAN_EVENTS:]) if span_events else ()
         )
         dropped_events = len(span_events) - len(events) + span.dropped_events
         with self._lock:
@@ -207,6 +207,28 @@ def _time(nanos: int) -> datetime:
     return datetime.fromtimestamp(nanos / 1e9, UTC)
 
 
+def _kept_event(event: Event) -> tuple[str, int, float | None, str]:
+    attributes = event.attributes or {}
+    took = attributes.get(EVENT_DURATION)
+    outcome = attributes.get(EVENT_OUTCOME)
+    return (
+        event.name,
+        event.timestamp,
+        float(took) if isinstance(took, int | float) else None,
+        outcome if isinstance(outcome, str) else "",
+    )
+
+
+def _event_record(kept: tuple[str, int, float | None, str]) -> SpanEvent:
+    name, at, took, outcome = kept
+    attributes: dict[str, str | int | float | bool] = {}
+    if took is not None:
+        attributes[EVENT_DURATION] = took
+    if outcome:
+        attributes[EVENT_OUTCOME] = outcome
+    return SpanEvent(name=name, time=_time(at), attributes=attributes)
+
+
 def _shown(kept: tuple[tuple[str, object], ...]) -> dict[str, str | int | float | bool]:
     """Attributes as a record shows them: a sequence value as its text."""
     return {k: v if isinstance(v, str | int | float | bool) else str(v) for k, v in kept}
@@ -230,10 +252,7 @@ def _record(span: _Kept) -> SpanRecord:
             SpanLink(trace_id=format_trace_id(trace_id), span_id=format_span_id(span_id))
             for trace_id, span_id in span.links
         ],
-        events=[
-            SpanEvent(name=name, time=_time(at), attributes=_shown(attributes))
-            for name, at, attributes in span.events
-        ],
+        events=[_event_record(event) for event in span.events],
         dropped_events=span.dropped_events,
         node=span.node,
     )
@@ -311,7 +330,13 @@ def install_tracing(node: str) -> SpanRecorder | None:
         attributes = {SERVICE_INSTANCE_ID: node}
         if not _env("OTEL_SERVICE_NAME"):
             attributes[SERVICE_NAME] = "shoal"
-        provider = TracerProvider(resource=Resource.create(attributes))
+        # A span holds its last MAX_SPAN_EVENTS events while it is open, all the buffer
+        # keeps (a reconcile of many workloads makes hundreds of store calls), unless
+        # OTEL_SPAN_EVENT_COUNT_LIMIT asks for more for an exporter.
+        limits = (
+            None if _env("OTEL_SPAN_EVENT_COUNT_LIMIT") else SpanLimits(max_events=MAX_SPAN_EVENTS)
+        )
+        provider = TracerProvider(resource=Resource.create(attributes), span_limits=limits)
         provider.add_span_processor(recorder)
         if exporter is not None:
             provider.add_span_processor(BatchSpanProcessor(exporter))

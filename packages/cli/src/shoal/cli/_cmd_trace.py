@@ -96,12 +96,12 @@ def _events(span: SpanRecord, depth: int) -> list[str]:
     from shoal.interfaces import EVENT_DURATION, EVENT_OUTCOME
 
     lines = []
+    if span.dropped_events:  # a node keeps a span's last events
+        lines.append(f"{'  ' * depth}· … {span.dropped_events} earlier")
     for event in span.events:
         took = event.attributes.get(EVENT_DURATION)
         duration = f"  {took:.1f} ms" if isinstance(took, int | float) else ""
         outcome = event.attributes.get(EVENT_OUTCOME)
         ended = f"  {outcome}" if outcome else ""
         lines.append(f"{'  ' * depth}· {event.name}{duration}{ended}")
-    if span.dropped_events:
-        lines.append(f"{'  ' * depth}· … {span.dropped_events} more")
     return lines

@@ -22,6 +22,7 @@ what telemetry added to an instance's start).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -58,7 +59,7 @@ from shoal.interfaces import (
     WatchEvent,
 )
 
-from ._tracing import SpanAttributes, traced
+from ._tracing import SpanAttributes, error_status, traced
 
 __all__ = ["MeteredRuntime", "MeteredStore"]
 
@@ -92,12 +93,12 @@ async def _timed(
             metrics.observe(duration, time.perf_counter() - began, operation)
 
 
-async def _timed_event(metrics: Metrics, operation: str, call: Awaitable[T], event: str) -> T:
+async def _timed_event(metrics: Metrics, operation: str, call: Awaitable[T]) -> T:
     """Time a store call (an event of the current span, if it is recorded)."""
     began = time.perf_counter()
     outcome = ""
     try:
-        return await call
+        result = await call
     except RevisionConflict:
         outcome = "conflict"
         raise
@@ -105,9 +106,16 @@ async def _timed_event(metrics: Metrics, operation: str, call: Awaitable[T], eve
         outcome = "not_found"
         raise
     except Exception as exc:
-        outcome = type(exc).__name__
+        outcome = error_status(exc).description or type(exc).__name__
         metrics.inc(Catalogue.STORE_FAILURES, operation)
         raise
+    except BaseException:
+        outcome = "cancelled"
+        raise
+    else:
+        if isinstance(result, TxnResult) and not result.succeeded:
+            outcome = "conflict"  # a compare did not hold: a lost compare-and-swap too
+        return result
     finally:
         took = time.perf_counter() - began
         metrics.observe(Catalogue.STORE_OPERATION_DURATION, took, operation)
@@ -116,7 +124,14 @@ async def _timed_event(metrics: Metrics, operation: str, call: Awaitable[T], eve
             attributes: SpanAttributes = {EVENT_DURATION: round(took * 1000, 3)}
             if outcome:
                 attributes[EVENT_OUTCOME] = outcome
-            current.add_event(event, attributes, timestamp=time.time_ns() - int(took * 1e9))
+            at = time.time_ns() - int(took * 1e9)
+            current.add_event(_store_event(operation), attributes, timestamp=at)
+
+
+@functools.cache
+def _store_event(operation: str) -> str:
+    """The event name of a store operation, made once (the span buffer keeps it)."""
+    return f"store.{operation}"
 
 
 class _Wrapper:
@@ -160,7 +175,7 @@ class MeteredStore(_Wrapper):
         return f"MeteredStore({self.inner!r})"
 
     def _timed(self, operation: str, call: Awaitable[T]) -> Awaitable[T]:
-        return _timed_event(self.metrics, operation, call, f"store.{operation}")
+        return _timed_event(self.metrics, operation, call)
 
     async def get(self, key: str) -> KeyValue | None:
         """Return the key's current value, or None if it does not exist."""

@@ -1,9 +1,9 @@
 """Traces as Shoal shows them: the spans of one request and of the work it caused.
 
 A request (CLI, REST, MCP) is one OpenTelemetry trace: the front door's span,
-the service call, the store write. What a controller does later is not part
-of that trace — it happens in another task, maybe on another node — so it is
-its own trace whose root span *links* to the request (a Span Link, as
+the service call and, as events of it, its store calls. What a controller
+does later is not part of that trace — it happens in another task, maybe on
+another node — so it is its own trace whose root span *links* to the request (a Span Link, as
 OpenTelemetry recommends for asynchronous work). The request's context
 travels on the objects it wrote: a workload's and an instance's
 ``trace_context`` hold the W3C ``traceparent`` of the request that caused
@@ -59,14 +59,15 @@ SPAN_BUFFER = 20_000
 """Spans a node keeps in memory for ``get_trace`` (the oldest go first)."""
 MAX_TRACE_SPANS = 500
 """The most spans one ``get_trace`` answer holds (the earliest first); more are counted."""
-MAX_SPAN_EVENTS = 32
-"""The events a node keeps of one span (the first ones); more are counted."""
+MAX_SPAN_EVENTS = 16
+"""The events a node keeps of one span (the last ones); the earlier are counted."""
 EVENT_DURATION = "shoal.duration_ms"
 """The attribute of a span event that times a call (a store operation is an event of the
 span it served, not a span of its own), in milliseconds."""
 EVENT_OUTCOME = "shoal.outcome"
 """The attribute of a span event that says how a call ended when not as asked:
-``conflict`` (a lost compare-and-swap), ``not_found``, or the error's type."""
+``conflict`` (a lost compare-and-swap: a compare that did not hold), ``not_found``,
+``cancelled``, or the error's code (its type for an error that has none)."""
 
 
 def check_trace_id(trace_id: str) -> str:
@@ -139,9 +140,9 @@ class SpanRecord(Model):
     links: list[SpanLink] = Field(default_factory=list)
     """The requests this work was done for (a reconcile's, a node's start's)."""
     events: list[SpanEvent] = Field(default_factory=list)
-    """Its store operations, earliest first (at most :data:`MAX_SPAN_EVENTS`)."""
+    """Its last store operations (at most :data:`MAX_SPAN_EVENTS`), earliest first."""
     dropped_events: int = 0
-    """Events it had beyond those shown."""
+    """Events it had before those shown."""
     node: str = ""
     """The node that recorded the span."""
 
