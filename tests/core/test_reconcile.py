@@ -9,8 +9,19 @@ from typing import Any
 
 import pytest
 
+from shoal.core._control import _writes
 from shoal.core._placement import InstanceFactory, UsageIndex
-from shoal.core._reconcile import Decision, Delete, Pending, Settled, Write, decide, settle
+from shoal.core._reconcile import (
+    Decision,
+    Delete,
+    Note,
+    Pending,
+    Settled,
+    Write,
+    decide,
+    settle,
+    workload_ref,
+)
 from shoal.core._repo import Stored
 from shoal.interfaces import (
     EventType,
@@ -565,3 +576,31 @@ def test_each_rollout_step_is_one_event() -> None:
     ]
     waiting = _decide(ROLLING[5])  # min_ready_seconds not yet passed: no step, no event
     assert waiting.notes == []
+
+
+def test_a_batch_writes_when_any_decision_or_settlement_asks_for_a_write() -> None:
+    """What the control loop checks before it records a batch's span (an idle one has none)."""
+    wl, inst = workload(), instance("web-a", "n1", InstanceState.RUNNING)
+    note = Note(workload_ref(wl.value), "Scaled", "up")
+    idle = [("default/web", Decision(wl))], [Settled()]
+    assert not _writes(*idle)
+    assert not _writes([("default/gone", Decision(None))], [])
+    decisions = [
+        Decision(wl, ops={inst.key: Delete(inst)}),
+        Decision(None, ops={inst.key: Delete(inst)}),  # a gone workload's instance
+        Decision(wl, delete_workload=True),
+        Decision(wl, expire=True),
+        Decision(wl, promote=True),
+        Decision(wl, notes=[note]),
+    ]
+    for decision in decisions:
+        assert _writes([("default/web", decision)], [Settled()]), decision
+    settlements = [
+        Settled(created=[inst.value]),
+        Settled(ops=[Write(inst, inst.value)]),
+        Settled(notes=[note]),
+        Settled(status=wl.value.status),
+        Settled(revert_to=1),
+    ]
+    for settled in settlements:
+        assert _writes([("default/web", Decision(wl))], [settled]), settled

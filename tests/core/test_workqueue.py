@@ -122,3 +122,18 @@ async def test_every_waiting_worker_is_woken_and_close_ends_them_all() -> None:
             assert sorted(key for _, key in got) == ["k1", "k2"]
             queue.close()
     assert sorted(ended) == ["a", "b"]
+
+
+async def test_queued_says_whether_a_pass_of_the_key_is_due_not_a_retry_later() -> None:
+    queue = WorkQueue(ManualClock())
+    queue.add("a")
+    assert queue.queued("a") and not queue.queued("b")
+    assert await queue.get() == "a"
+    assert not queue.queued("a")  # in progress, nothing new
+    queue.add("a")  # changed meanwhile: another pass follows the one in progress
+    assert queue.queued("a")
+    queue.add("b")
+    assert await queue.get() == "b"
+    queue.retry("b")  # waits for its backoff only
+    queue.done("b")
+    assert not queue.queued("b")

@@ -402,11 +402,11 @@ class ControlLoop:
         trace shows the passes that acted on a request, not every pass that
         looked at its workload again (a status its node reported, a resync).
         """
-        with ExitStack() as span:
-            return await self._reconcile_batch(keys, span)
+        with ExitStack() as scope:
+            return await self._reconcile_batch(keys, scope)
 
-    def _open_span(self, keys: Sequence[str], began: int, span: ExitStack) -> None:
-        """Open the batch's span in ``span``, as if opened at ``began`` (ns since the epoch)."""
+    def _open_span(self, keys: Sequence[str], began: int, scope: ExitStack) -> None:
+        """Open the batch's span in ``scope``, as if opened at ``began`` (ns since the epoch)."""
         causes = []
         for key in keys[: MAX_LINKS * 4]:
             namespace, name = key.split("/", 1)
@@ -414,9 +414,10 @@ class ControlLoop:
             if stored is not None and stored.value.trace_context:
                 causes.append(stored.value.trace_context)
         attributes: SpanAttributes = {"shoal.workloads": len(keys)}
-        span.enter_context(linked_span("shoal.reconcile", causes, attributes, start_time=began))
+        scope.enter_context(linked_span("shoal.reconcile", causes, attributes, start_time=began))
 
-    async def _reconcile_batch(self, keys: Sequence[str], span: ExitStack) -> set[str]:
+    async def _reconcile_batch(self, keys: Sequence[str], scope: ExitStack) -> set[str]:
+        """Decide, place and write one batch; its span opens in ``scope`` once it writes."""
         began = time.time_ns()
         self.passes += 1
         self.reconciled += len(keys)
@@ -447,7 +448,7 @@ class ControlLoop:
             for request in placement_requests(decision.workload.value, decision.pending)
         ]
         if requests:  # the scheduler's span is the batch's child
-            self._open_span(keys, began, span)
+            self._open_span(keys, began, scope)
         placements = self._place(requests, list(nodes.values())) if requests else Placements()
 
         apply = _Applier(self)
@@ -461,7 +462,7 @@ class ControlLoop:
                 settled_of[key] = settle(decision, placements, new, now)
         prune = self.passes % 100 == 0
         if not requests and (prune or _writes(decisions, settled_of.values())):
-            self._open_span(keys, began, span)
+            self._open_span(keys, began, scope)
         # The new instances first: their nodes start them while this pass writes
         # the rest (a rolling step's old instances going, the events, statuses).
         created = [(k, inst) for k, s in settled_of.items() for inst in s.created]

@@ -142,6 +142,7 @@ def linked_span(
     ``start_time`` (nanoseconds since the epoch): when the work began, if
     before now (the work decided first whether it is worth a span). A failure
     inside marks the span as failed (:func:`error_status`) and is raised again.
+    The span starts when this is called: enter what it returns at once.
     """
     links: list[Link] = []
     seen: set[int] = set()
@@ -220,7 +221,7 @@ def error_status(exc: BaseException) -> Status:
 class _Traced:
     """What :func:`traced` returns: a plain context manager, no generator per call.
 
-    Store and runtime calls open one each, so it starts and ends its span
+    Runtime calls open one each, so it starts and ends its span
     itself rather than through the tracer's nested context managers.
     """
 
@@ -261,7 +262,7 @@ def traced(
 ) -> AbstractContextManager[Span | None]:
     """Record ``name`` as a child span, but only inside a recorded span (else yield None).
 
-    Store and runtime calls use this: inside a request or a loop's work they
+    Runtime calls use this: inside a request or a loop's work they
     are part of its trace; the background's many reads start no trace each.
     """
     return _Traced(name, attributes, kind)

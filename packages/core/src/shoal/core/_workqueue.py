@@ -131,7 +131,10 @@ class WorkQueue:
         return delay
 
     def queued(self, key: str) -> bool:
-        """Whether ``key`` waits for a pass (now, or once its pass in progress is done)."""
+        """Whether ``key`` waits for a pass (now, or once its pass in progress is done).
+
+        A key waiting only for its retry's backoff (:meth:`add_after`) does not.
+        """
         return key in self._dirty
 
     def forget(self, key: str) -> None:

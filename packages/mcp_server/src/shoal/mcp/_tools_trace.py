@@ -3,8 +3,8 @@
 Every tool that changes something returns the trace id of its call; events
 carry the trace id of the request behind them, and explain_instance names
 the trace of an instance's last start. get_trace turns one of those ids
-into the spans this server recorded: the call itself (tool, service, store
-write) and the traces that link to it (the control loop's placement, the
+into the spans this server recorded: the call itself (tool, service, and
+its store calls as events) and the traces that link to it (the control loop's placement, the
 node's pull, create and start). At most MCP_TRACE_SPANS spans, earliest
 first, so the answer has a fixed bound whatever the request did.
 """
