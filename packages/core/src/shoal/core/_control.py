@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from datetime import datetime
+from types import TracebackType
 
 import anyio
 from anyio.abc import TaskStatus
@@ -402,23 +403,11 @@ class ControlLoop:
         trace shows the passes that acted on a request, not every pass that
         looked at its workload again (a status its node reported, a resync).
         """
-        with ExitStack() as scope:
-            return await self._reconcile_batch(keys, scope)
+        with _BatchSpan(self.workloads, keys) as span:
+            return await self._reconcile_batch(keys, span)
 
-    def _open_span(self, keys: Sequence[str], began: int, scope: ExitStack) -> None:
-        """Open the batch's span in ``scope``, as if opened at ``began`` (ns since the epoch)."""
-        causes = []
-        for key in keys[: MAX_LINKS * 4]:
-            namespace, name = key.split("/", 1)
-            stored = self.workloads.get(workload_key(namespace, name))
-            if stored is not None and stored.value.trace_context:
-                causes.append(stored.value.trace_context)
-        attributes: SpanAttributes = {"shoal.workloads": len(keys)}
-        scope.enter_context(linked_span("shoal.reconcile", causes, attributes, start_time=began))
-
-    async def _reconcile_batch(self, keys: Sequence[str], scope: ExitStack) -> set[str]:
-        """Decide, place and write one batch; its span opens in ``scope`` once it writes."""
-        began = time.time_ns()
+    async def _reconcile_batch(self, keys: Sequence[str], span: _BatchSpan) -> set[str]:
+        """Decide, place and write one batch; its span opens once it writes."""
         self.passes += 1
         self.reconciled += len(keys)
         nodes = {stored.value.name: stored.value for stored in self.nodes.values()}
@@ -448,7 +437,7 @@ class ControlLoop:
             for request in placement_requests(decision.workload.value, decision.pending)
         ]
         if requests:  # the scheduler's span is the batch's child
-            self._open_span(keys, began, scope)
+            span.open()
         placements = self._place(requests, list(nodes.values())) if requests else Placements()
 
         apply = _Applier(self)
@@ -461,8 +450,8 @@ class ControlLoop:
                 new = factory.maker(stored_workload.value)
                 settled_of[key] = settle(decision, placements, new, now)
         prune = self.passes % 100 == 0
-        if not requests and (prune or _writes(decisions, settled_of.values())):
-            self._open_span(keys, began, scope)
+        if prune or _writes(decisions, settled_of.values()):
+            span.open()
         # The new instances first: their nodes start them while this pass writes
         # the rest (a rolling step's old instances going, the events, statuses).
         created = [(k, inst) for k, s in settled_of.items() for inst in s.created]
@@ -521,6 +510,49 @@ class ControlLoop:
                 Catalogue.SCHEDULING_ATTEMPTS, "unschedulable", amount=len(placements.failed)
             )
         return placements
+
+
+class _BatchSpan:
+    """A batch's span: opened once the batch writes, as of when the batch began.
+
+    A batch that writes nothing ends without a span; one that fails before it
+    wrote gets its span then, marked failed.
+    """
+
+    def __init__(self, workloads: Informer[Stored[Workload]], keys: Sequence[str]) -> None:
+        self._workloads = workloads
+        self._keys = keys
+        self._began = time.time_ns()
+        self._scope = ExitStack()
+        self._opened = False
+
+    def open(self) -> None:
+        """Open the span (once), linked to the requests that last changed the batch's workloads."""
+        if self._opened:
+            return
+        self._opened = True
+        causes = []
+        for key in self._keys[: MAX_LINKS * 4]:
+            namespace, name = key.split("/", 1)
+            stored = self._workloads.get(workload_key(namespace, name))
+            if stored is not None and stored.value.trace_context:
+                causes.append(stored.value.trace_context)
+        attributes: SpanAttributes = {"shoal.workloads": len(self._keys)}
+        started = linked_span("shoal.reconcile", causes, attributes, start_time=self._began)
+        self._scope.enter_context(started)
+
+    def __enter__(self) -> _BatchSpan:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(error, Exception):
+            self.open()  # a failed batch is worth a span: it says what failed
+        self._scope.__exit__(kind, error, tb)
 
 
 def _writes(decisions: Iterable[tuple[str, Decision]], settled: Iterable[Settled]) -> bool:
