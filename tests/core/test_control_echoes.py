@@ -13,7 +13,7 @@ from anyio import wait_all_tasks_blocked
 from pydantic import BaseModel
 
 from shoal.core._repo import Repository, instance_key
-from shoal.interfaces import Instance, InstanceState
+from shoal.interfaces import Instance, InstanceState, WorkloadPhase
 from tests.core.support import Cluster, eventually, make_node, spec
 
 pytestmark = pytest.mark.anyio
@@ -153,3 +153,42 @@ async def test_a_write_that_loses_to_a_change_already_queued_is_not_retried_late
     await wait_all_tasks_blocked()
     assert raced  # the status write did lose its race
     assert retried == []
+
+
+async def test_a_nodes_starting_report_wakes_no_pass_unless_it_ends_a_crash_loop(
+    cluster: Cluster, repo: Repository
+) -> None:
+    """Scheduled and starting read alike; a crash-looping instance's start changes the status."""
+    await cluster.service.apply([spec("web", replicas=1)])
+
+    async def placed() -> bool:
+        return (await cluster.workload()).status.scheduled_replicas == 1
+
+    await eventually(placed)
+    await wait_all_tasks_blocked()
+    passes = cluster.control.reconciled
+    (first,) = await cluster.service.list_instances(workload="web")
+    key = instance_key("default", first.name)
+    starting = first.transition(InstanceState.STARTING, "Starting", "preparing busybox")
+    await repo.put(key, starting.model_copy(update={"start_trace_id": "a" * 32}))
+    await wait_all_tasks_blocked()
+    assert cluster.control.reconciled == passes
+
+    # Crashed, and restarting after its backoff: the status says degraded until it starts.
+    crashed = starting.model_copy(update={"state": InstanceState.SCHEDULED})
+    crashed = crashed.model_copy(update={"reason": "CrashLoopBackOff", "restart_count": 2})
+    await repo.put(key, crashed)
+
+    async def degraded() -> bool:
+        return (await cluster.workload()).status.phase == WorkloadPhase.DEGRADED
+
+    await eventually(degraded)
+    await wait_all_tasks_blocked()
+    passes = cluster.control.reconciled
+    await repo.put(key, crashed.transition(InstanceState.STARTING, "Starting", "again"))
+
+    async def progressing() -> bool:
+        return (await cluster.workload()).status.phase == WorkloadPhase.PROGRESSING
+
+    await eventually(progressing)
+    assert cluster.control.reconciled == passes + 1

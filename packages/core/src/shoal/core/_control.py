@@ -10,7 +10,9 @@ Kubernetes controllers do with informers and work queues:
   nothing is summed over the cluster per change.
 * **A work queue of workload keys** (:class:`~shoal.core._workqueue.WorkQueue`).
   A change wakes only the workloads it affects: a workload's own change, a
-  change of one of its instances, a change of a node (but its heartbeat) for
+  change of one of its instances (but its node's report that it began
+  starting it, which no decision reads: :func:`~shoal.core._decision.starting_report`),
+  a change of a node (but its heartbeat) for
   the workloads with instances there, and — for the workloads waiting for
   room — any node change or freed slot; a node that comes, goes, or changes
   its labels, state, cordon or capacity wakes every daemon workload. Every ``resync`` seconds every
@@ -74,6 +76,7 @@ from shoal.interfaces import (
 )
 
 from ._backoff import Backoff
+from ._decision import starting_report
 from ._fence import Deposed
 from ._informer import Informer
 from ._loopmetrics import ChangeMetrics, cluster_samples
@@ -215,7 +218,8 @@ class ControlLoop:
         after = None if new is None else new.value
         self.changes.instance_changed(before, after)
         stored = new if new is not None else old
-        if stored is not None and not self._is_echo(key, new):
+        reported = before is not None and after is not None and starting_report(before, after)
+        if stored is not None and not self._is_echo(key, new) and not reported:
             self.queue.add(_workload_of(stored))
         if self.usage.change(before, after):
             self._wake_waiting()

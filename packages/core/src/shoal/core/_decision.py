@@ -38,6 +38,7 @@ __all__ = [
     "Settled",
     "Write",
     "instance_ref",
+    "starting_report",
     "workload_ref",
 ]
 
@@ -152,6 +153,27 @@ def workload_ref(item: Workload | Instance) -> ObjectRef:
     """Return the workload an object is, or belongs to."""
     name = item.name if isinstance(item, Workload) else item.workload
     return ObjectRef(kind="Workload", namespace=item.namespace, name=name)
+
+
+_STARTING_REPORT = {"state", "reason", "message", "start_trace_id"}
+"""What a node writes when it begins starting an instance (see :func:`starting_report`)."""
+
+
+def starting_report(old: Instance, new: Instance) -> bool:
+    """Whether ``new`` is ``old`` as its node reports it begins starting it, and nothing else.
+
+    No decision and no status reads the difference: a scheduled and a
+    starting instance are both placed and not yet running (the one rule that
+    tells them apart, a suspect node's unstarted instances, only moves
+    scheduled ones). The control loop takes no pass for it; the next report
+    (running, or failed) brings one. Not so for an instance restarting after
+    a crash: the status counts it as crashing (its reason) until it starts.
+    """
+    if old.state != InstanceState.SCHEDULED or new.state != InstanceState.STARTING:
+        return False
+    if old.reason == "CrashLoopBackOff":
+        return False
+    return old.model_copy(update={f: getattr(new, f) for f in _STARTING_REPORT}) == new
 
 
 def _lost_because(node: Node | None, inst: Instance) -> str | None:
