@@ -110,10 +110,8 @@ async def test_a_job_that_finishes_expires_after_its_ttl_with_no_pass_between(
     await eventually(gone_or_going)
 
 
-async def test_a_write_that_loses_to_a_change_already_queued_is_not_retried_later(
-    cluster: Cluster, repo: Repository
-) -> None:
-    """The pass that follows at once reads the winner: no backoff retry on top of it."""
+async def one_placed(cluster: Cluster) -> None:
+    """Apply a one-replica ``web`` and wait until it is placed and the loop is idle."""
     await cluster.service.apply([spec("web", replicas=1)])
 
     async def placed() -> bool:
@@ -121,6 +119,13 @@ async def test_a_write_that_loses_to_a_change_already_queued_is_not_retried_late
 
     await eventually(placed)
     await wait_all_tasks_blocked()
+
+
+async def test_a_write_that_loses_to_a_change_already_queued_is_not_retried_later(
+    cluster: Cluster, repo: Repository
+) -> None:
+    """The pass that follows at once reads the winner: no backoff retry on top of it."""
+    await one_placed(cluster)
     control = cluster.control
     retried: list[str] = []
     retry = control.queue.retry
@@ -159,13 +164,7 @@ async def test_a_nodes_starting_report_wakes_no_pass_unless_it_ends_a_crash_loop
     cluster: Cluster, repo: Repository
 ) -> None:
     """Scheduled and starting read alike; a crash-looping instance's start changes the status."""
-    await cluster.service.apply([spec("web", replicas=1)])
-
-    async def placed() -> bool:
-        return (await cluster.workload()).status.scheduled_replicas == 1
-
-    await eventually(placed)
-    await wait_all_tasks_blocked()
+    await one_placed(cluster)
     passes = cluster.control.reconciled
     (first,) = await cluster.service.list_instances(workload="web")
     key = instance_key("default", first.name)
