@@ -37,7 +37,7 @@ from shoal.interfaces import (
 )
 
 from . import _election
-from ._history import Batch, Notifier, Position, Watcher
+from ._history import Batch, CommitNotifier, Position, Watcher
 from ._leases import LeaseBook, sleep_or_wake
 
 __all__ = ["DEFAULT_HISTORY_SIZE", "StoreBase"]
@@ -66,7 +66,7 @@ class StoreBase(ABC):
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._history_size = history_size
         self._leases = LeaseBook(self._clock)
-        self._changes = Notifier()
+        self._changes = CommitNotifier()
         self._closed = False
         self._stack: AsyncExitStack | None = None
         self._sweeper: anyio.CancelScope | None = None

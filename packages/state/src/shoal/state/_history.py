@@ -11,10 +11,14 @@ source watchers read; there are no per-watcher queues to overflow.
 A :class:`Watcher` owns a position and reads the history forward from it in
 bounded batches, so a watcher that falls a million events behind catches up
 batch by batch, never skipping or repeating an event. When it has read
-everything, it sleeps on a :class:`Notifier` — an ``anyio.Event`` that the
-store sets after each commit and then replaces. The watcher takes the current
-event *before* it reads, so a commit that lands between the read and the wait
-still wakes it: no lost wake-ups, and no polling.
+everything, it sleeps on its prefix's event in the store's
+:class:`CommitNotifier` — an ``anyio.Event`` that the store sets after a
+commit that changed a key under that prefix, and then replaces. A commit wakes
+only the watchers it concerns: an audit entry or an event record wakes none of
+the loops' instance watchers, so a write's cost follows who watches what it
+changed, not how many watch. The watcher takes the event *before* it reads, so
+a commit that lands between the read and the wait still wakes it: no lost
+wake-ups, and no polling.
 
 Because a watcher's state is just a position, resuming after a restart is the
 same operation as falling behind: a new watcher starts at
@@ -40,6 +44,7 @@ from shoal.interfaces import Compacted, WatchEvent
 __all__ = [
     "READ_BATCH",
     "Batch",
+    "CommitNotifier",
     "EventLog",
     "Notifier",
     "Position",
@@ -119,6 +124,44 @@ class Notifier:
         self.notify()
 
 
+class CommitNotifier:
+    """Wakes, after each commit, the waiters on a prefix that the commit changed.
+
+    Waiters call :meth:`changed` with their prefix *before* checking for news
+    and wait on the event it returns; the store calls :meth:`notify` with the
+    events of every commit. Waiters on one prefix share one event.
+    """
+
+    def __init__(self) -> None:
+        self._events: dict[str, anyio.Event] = {}
+        self._closed = False
+
+    def changed(self, prefix: str) -> anyio.Event:
+        """Return the event the next commit under ``prefix`` sets (already set once closed)."""
+        event = self._events.get(prefix)
+        if event is None:
+            event = self._events[prefix] = anyio.Event()
+            if self._closed:
+                event.set()
+        return event
+
+    def notify(self, events: Sequence[WatchEvent]) -> None:
+        """Wake everyone waiting on a prefix of a key that ``events`` changed."""
+        if not self._events:
+            return
+        keys = [event.kv.key for event in events]
+        touched = [p for p in self._events if any(key.startswith(p) for key in keys)]
+        for prefix in touched:
+            self._events.pop(prefix).set()
+
+    def close(self) -> None:
+        """Wake every waiter now and from now on (the store is closing)."""
+        self._closed = True
+        events, self._events = self._events, {}
+        for event in events.values():
+            event.set()
+
+
 class EventLog:
     """The history of the last ``keep`` revisions, in memory.
 
@@ -196,7 +239,7 @@ class Watcher:
     """An async iterator over the history under one prefix; see the module docstring."""
 
     def __init__(
-        self, read: ReadHistory, notifier: Notifier, prefix: str, start_revision: int
+        self, read: ReadHistory, notifier: CommitNotifier, prefix: str, start_revision: int
     ) -> None:
         """Create a watcher.
 
@@ -221,7 +264,7 @@ class Watcher:
         while not self._pending:
             if self._stopped:
                 raise StopAsyncIteration
-            changed = self._notifier.changed()
+            changed = self._notifier.changed(self._prefix)
             batch = await self._read(self._prefix, self._position)
             self._position = batch.position
             self._pending.extend(batch.events)

@@ -193,8 +193,7 @@ class SqliteStore(StoreBase):
         for mutation in committed:
             self._recent.append(mutation.revision, mutation.events)
             self._revision = mutation.revision
-        if committed:
-            self._changes.notify()
+            self._changes.notify(mutation.events)
 
     # -- StateStore ------------------------------------------------------------
 
