@@ -255,6 +255,8 @@ class Watcher:
         self._prefix = prefix
         self._position = Position(max(start_revision, 1), 0)
         self._pending: deque[WatchEvent] = deque()
+        self._caught_up: anyio.Event | None = None
+        """After a read that reached the head: the event the next commit under the prefix sets."""
         self._stopped = False
 
     def __aiter__(self) -> Self:
@@ -264,12 +266,18 @@ class Watcher:
         while not self._pending:
             if self._stopped:
                 raise StopAsyncIteration
+            if self._caught_up is not None:
+                # Unset, it says that nothing under the prefix was committed
+                # since the last read began: reading again would find nothing.
+                caught_up, self._caught_up = self._caught_up, None
+                await caught_up.wait()
+                continue
             changed = self._notifier.changed(self._prefix)
             batch = await self._read(self._prefix, self._position)
             self._position = batch.position
             self._pending.extend(batch.events)
-            if not batch.events and not batch.more:
-                await changed.wait()
+            if not batch.more:
+                self._caught_up = changed
         return self._pending.popleft()
 
     async def aclose(self) -> None:
