@@ -1,5 +1,8 @@
-"""The commit notifier wakes only the watchers whose prefix a commit changed,
-and a watcher that has read to the head reads again only once woken."""
+"""Watch wake-ups: only for a commit under the watcher's prefix, and no empty re-reads.
+
+The commit notifier wakes only the watchers whose prefix a commit changed, and a
+watcher that has read to the head reads again only once woken.
+"""
 
 import anyio
 import pytest
