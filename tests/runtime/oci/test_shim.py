@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from shoal.runtime.oci._shim import _children_by_scan
+from shoal.runtime.oci import _shim
+from shoal.runtime.oci._shim import _children_by_scan, _wait_exit
 from shoal.runtime.oci._shimlaunch import SHIM
 from tests.runtime.oci.support import WAIT, eventually
 
@@ -161,3 +162,27 @@ def test_children_are_found_by_their_parent_in_proc() -> None:
         child.wait()
     assert child.pid in children
     assert os.getpid() not in children
+
+
+@pytest.mark.parametrize("pidfds", [True, False], ids=["pidfd", "polled"])
+def test_the_runtime_is_waited_for_with_or_without_pidfds(
+    pidfds: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not pidfds:
+
+        def no_pidfds(pid: int) -> int:
+            raise OSError(38, "Function not implemented")
+
+        monkeypatch.setattr(os, "pidfd_open", no_pidfds)
+    command = ["sh", "-c", "exit 3"]
+    assert _wait_exit(command, os.posix_spawnp("sh", command, os.environ)) == 3
+
+
+def test_a_runtime_past_its_time_limit_is_killed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_shim, "_CREATE_SECONDS", 0.05)
+    command = ["sleep", str(WAIT)]
+    pid = os.posix_spawnp("sleep", command, os.environ)
+    with pytest.raises(subprocess.TimeoutExpired):
+        _wait_exit(command, pid)
+    with pytest.raises(ChildProcessError):  # killed and reaped
+        os.waitpid(pid, os.WNOHANG)
