@@ -26,7 +26,7 @@ All are async context managers::
 
 Watch design (memory and SQLite): every change is appended to a bounded history (``history_size``
 revisions, 100 000 by default) that watchers read forward from their own
-position, woken by an in-process notification after each commit; see
+position, woken by an in-process notification after each commit under their prefix; see
 ``shoal.state._history``. The SQLite schema is described in
 ``shoal.state._sqlite_db``. ``EtcdStore`` uses etcd's own watches, revisions and
 leases; see ``shoal.state._etcd``.
