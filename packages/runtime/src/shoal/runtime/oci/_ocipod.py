@@ -57,6 +57,7 @@ from ._ocifiles import (
     StartRecord,
     read_json,
     write_json,
+    write_unread_json,
 )
 from ._rootfs import RootfsStrategy, prepare_rootfs
 from ._runc import RuncCli, RuncState
@@ -139,7 +140,7 @@ class ContainerOps:
             volumes=volume_sources(pod_directory, record.spec.volumes),
             pod_volumes=tuple(record.spec.volumes),
         )
-        write_json(files.config, build_config(spec, image.config, rootfs, options))
+        write_unread_json(files.config, build_config(spec, image.config, rootfs, options))
         return files
 
     def refresh_sub_paths(self, record: PodRecord, name: str) -> None:
@@ -252,7 +253,7 @@ class ContainerOps:
             "oom_file": str(detect_cgroups().oom_file(self.cgroup(uid, name)) or ""),
             **files.shim_settings(),
         }
-        write_json(files.shim_config, settings)
+        write_unread_json(files.shim_config, settings)
         self.runc.state_root.mkdir(parents=True, exist_ok=True)
 
     async def launch_shim(self, uid: str, name: str, files: ContainerFiles) -> None:
