@@ -11,14 +11,17 @@ source watchers read; there are no per-watcher queues to overflow.
 A :class:`Watcher` owns a position and reads the history forward from it in
 bounded batches, so a watcher that falls a million events behind catches up
 batch by batch, never skipping or repeating an event. When it has read
-everything, it sleeps on its prefix's event in the store's
+everything, it sleeps on its prefix's :class:`Wake` in the store's
 :class:`CommitNotifier` — an ``anyio.Event`` that the store sets after a
 commit that changed a key under that prefix, and then replaces. A commit wakes
 only the watchers it concerns: an audit entry or an event record wakes none of
 the loops' instance watchers, so a write's cost follows who watches what it
-changed, not how many watch. The watcher takes the event *before* it reads, so
-a commit that lands between the read and the wait still wakes it: no lost
-wake-ups, and no polling.
+changed, not how many watch. The watcher takes the wake-up *before* it reads,
+so a commit that lands between the read and the wait still wakes it: no lost
+wake-ups, and no polling. The wake-up carries the revision of the commit that
+set it, and the watcher reads on from there: the unrelated revisions
+committed while it slept are skipped, so a watcher of a quiet prefix does not
+fall behind the history the store keeps.
 
 Because a watcher's state is just a position, resuming after a restart is the
 same operation as falling behind: a new watcher starts at
@@ -32,6 +35,7 @@ memory (the whole history of ``MemoryStore``; a cache of the recent tail in
 
 from __future__ import annotations
 
+import weakref
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -49,6 +53,7 @@ __all__ = [
     "Notifier",
     "Position",
     "ReadHistory",
+    "Wake",
     "Watcher",
     "compacted_error",
 ]
@@ -124,42 +129,64 @@ class Notifier:
         self.notify()
 
 
+class Wake:
+    """One prefix's wake-up: set by the first commit under the prefix after it was made."""
+
+    __slots__ = ("__weakref__", "event", "revision")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.revision = 0
+        """The revision of the commit that set it (0 until then, and when closing set it)."""
+
+
 class CommitNotifier:
     """Wakes, after each commit, the waiters on a prefix that the commit changed.
 
     Waiters call :meth:`changed` with their prefix *before* checking for news
-    and wait on the event it returns; the store calls :meth:`notify` with the
-    events of every commit. Waiters on one prefix share one event.
+    and wait on the :class:`Wake` it returns; the store calls :meth:`notify`
+    with the revision and events of every commit. Waiters on one prefix share
+    one wake-up, which says the revision that set it: nothing under the prefix
+    was committed between the check and that revision, so a waiter reads on
+    from there (a quiet prefix's watcher does not fall behind the history the
+    store keeps). Wake-ups are held weakly: a prefix nobody waits on any more
+    costs the commits nothing.
     """
 
     def __init__(self) -> None:
-        self._events: dict[str, anyio.Event] = {}
+        self._wakes: weakref.WeakValueDictionary[str, Wake] = weakref.WeakValueDictionary()
         self._closed = False
 
-    def changed(self, prefix: str) -> anyio.Event:
-        """Return the event the next commit under ``prefix`` sets (already set once closed)."""
-        event = self._events.get(prefix)
-        if event is None:
-            event = self._events[prefix] = anyio.Event()
+    def changed(self, prefix: str) -> Wake:
+        """Return the wake-up the next commit under ``prefix`` sets (already set once closed)."""
+        wake = self._wakes.get(prefix)
+        if wake is None:
+            wake = Wake()
             if self._closed:
-                event.set()
-        return event
+                wake.event.set()
+            else:
+                self._wakes[prefix] = wake
+        return wake
 
-    def notify(self, events: Sequence[WatchEvent]) -> None:
-        """Wake everyone waiting on a prefix of a key that ``events`` changed."""
-        if not self._events:
+    def notify(self, revision: int, events: Sequence[WatchEvent]) -> None:
+        """Wake everyone waiting on a prefix of a key that ``events`` (at ``revision``) changed."""
+        if not self._wakes:
             return
         keys = [event.kv.key for event in events]
-        touched = [p for p in self._events if any(key.startswith(p) for key in keys)]
+        touched = [p for p in list(self._wakes) if any(key.startswith(p) for key in keys)]
         for prefix in touched:
-            self._events.pop(prefix).set()
+            wake = self._wakes.pop(prefix, None)
+            if wake is not None:
+                wake.revision = revision
+                wake.event.set()
 
     def close(self) -> None:
         """Wake every waiter now and from now on (the store is closing)."""
         self._closed = True
-        events, self._events = self._events, {}
-        for event in events.values():
-            event.set()
+        wakes = list(self._wakes.values())
+        self._wakes.clear()
+        for wake in wakes:
+            wake.event.set()
 
 
 class EventLog:
@@ -255,8 +282,8 @@ class Watcher:
         self._prefix = prefix
         self._position = Position(max(start_revision, 1), 0)
         self._pending: deque[WatchEvent] = deque()
-        self._caught_up: anyio.Event | None = None
-        """After a read that reached the head: the event the next commit under the prefix sets."""
+        self._caught_up: Wake | None = None
+        """After a read that reached the head: what the next commit under the prefix sets."""
         self._stopped = False
 
     def __aiter__(self) -> Self:
@@ -270,7 +297,9 @@ class Watcher:
                 # Unset, it says that nothing under the prefix was committed
                 # since the last read began: reading again would find nothing.
                 caught_up, self._caught_up = self._caught_up, None
-                await caught_up.wait()
+                await caught_up.event.wait()
+                # Nor was anything under it committed before the revision that woke it.
+                self._position = max(self._position, Position(caught_up.revision, 0))
                 continue
             changed = self._notifier.changed(self._prefix)
             batch = await self._read(self._prefix, self._position)

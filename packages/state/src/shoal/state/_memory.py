@@ -162,7 +162,7 @@ class MemoryStore(StoreBase):
         if mutation.events:
             self._revision = mutation.revision
             self._log.append(mutation.revision, mutation.events)
-            self._changes.notify(mutation.events)
+            self._changes.notify(mutation.revision, mutation.events)
 
     # -- StateStore ------------------------------------------------------------
 

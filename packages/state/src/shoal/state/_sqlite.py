@@ -193,7 +193,7 @@ class SqliteStore(StoreBase):
         for mutation in committed:
             self._recent.append(mutation.revision, mutation.events)
             self._revision = mutation.revision
-            self._changes.notify(mutation.events)
+            self._changes.notify(mutation.revision, mutation.events)
 
     # -- StateStore ------------------------------------------------------------
 
