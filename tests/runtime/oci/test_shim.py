@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from shoal.runtime.oci import _shim
-from shoal.runtime.oci._shim import _children_by_scan, _wait_exit
+from shoal.runtime.oci._shim import _children_by_scan, _run_create, _wait_exit
 from shoal.runtime.oci._shimlaunch import SHIM
 from tests.runtime.oci.support import WAIT, eventually
 
@@ -186,3 +186,21 @@ def test_a_runtime_past_its_time_limit_is_killed(monkeypatch: pytest.MonkeyPatch
         _wait_exit(command, pid)
     with pytest.raises(ChildProcessError):  # killed and reaped
         os.waitpid(pid, os.WNOHANG)
+
+
+def test_the_runtime_gets_the_signals_python_ignores_back() -> None:
+    """SIGPIPE and SIGXFSZ at their defaults: the container's init must not inherit SIG_IGN."""
+    assert signal.getsignal(signal.SIGPIPE) == signal.SIG_IGN  # as in the shim: Python's doing
+    read, write = os.pipe()
+    try:
+        command = ["sh", "-c", "grep SigIgn /proc/self/status"]
+        assert _run_create(command, write, write, lambda: None) == 0
+        os.close(write)
+        with os.fdopen(read, "rb") as output:
+            line = output.read().decode()
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(write)
+    ignored = int(line.split(":")[1], 16)
+    for signo in (signal.SIGPIPE, signal.SIGXFSZ):
+        assert not ignored & (1 << (signo - 1)), f"{signo.name} is ignored in the runtime"

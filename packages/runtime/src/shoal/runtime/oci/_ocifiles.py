@@ -17,7 +17,15 @@ every :class:`~shoal.interfaces.PodStatus` from disk and ``runc list``::
 
 Each file has exactly one writer, and JSON files are replaced atomically
 (written next to their place, then renamed), so a reader sees the old or the
-new document, never half of one.
+new document, never half of one. Three are written in place instead
+(:func:`write_unread_json`), because nobody reads them while they are
+written: ``pod.json`` of a new pod (its directory is renamed into place once
+it holds the record), a bundle's ``config.json`` (runc reads it once started
+on it) and ``shim.json`` (the shim is handed it once written). If the agent
+dies halfway through a start, what it half wrote belongs to a pod whose
+record is not ``complete``: the runtime reports that pod's containers as
+never created, and the node loop removes it before it starts the instance
+again.
 """
 
 from __future__ import annotations

@@ -445,7 +445,7 @@ def _write(path: str, data: bytes) -> None:
     """Create or truncate the file ``path`` and write ``data`` to it (see :func:`_read`).
 
     Not atomic, and need not be: the agent reads the shim's pid files only to
-    learn whether it is gone (``shim.pid``, written before runc starts) and,
+    learn whether it is gone (``shim.pid``, written while runc runs) and,
     once it is, which init it left (``init.pid``); an empty or missing file
     says the same to it (the shim died before it knew).
     """
