@@ -6,6 +6,7 @@ the revision that woke it, so a quiet prefix's watcher never falls behind the
 history the store keeps.
 """
 
+import asyncio
 import gc
 from pathlib import Path
 
@@ -132,3 +133,26 @@ async def test_a_quiet_watcher_outlives_the_history_kept(kind: str, tmp_path: Pa
                     await store.put(f"/noise/{i}", b"x")
                 await store.put("/quiet/x", b"y")
         assert seen == ["/quiet/x"]
+
+
+@pytest.mark.anyio
+async def test_a_waiting_watcher_is_not_collected_with_a_task_nobody_holds() -> None:
+    """The wake-up it waits on is held by the store while it waits (the notifier's are weak)."""
+    async with MemoryStore() as store:
+        delivered = anyio.Event()
+        seen: list[str] = []
+
+        async def first_change() -> None:
+            async for event in store.watch("/p/"):
+                seen.append(event.kv.key)
+                delivered.set()
+                return
+
+        task = asyncio.get_running_loop().create_task(first_change())
+        await anyio.wait_all_tasks_blocked()
+        del task  # a bare asyncio task: only what it waits on refers to it
+        gc.collect()
+        await store.put("/p/x", b"1")
+        with anyio.fail_after(WAIT):
+            await delivered.wait()
+        assert seen == ["/p/x"]

@@ -21,7 +21,7 @@ so a commit that lands between the read and the wait still wakes it: no lost
 wake-ups, and no polling. The wake-up carries the revision of the commit that
 set it, and the watcher reads on from there: the unrelated revisions
 committed while it slept are skipped, so a watcher of a quiet prefix does not
-fall behind the history the store keeps.
+fall behind the history the store keeps (one that reads too slowly still can).
 
 Because a watcher's state is just a position, resuming after a restart is the
 same operation as falling behind: a new watcher starts at
@@ -150,11 +150,15 @@ class CommitNotifier:
     was committed between the check and that revision, so a waiter reads on
     from there (a quiet prefix's watcher does not fall behind the history the
     store keeps). Wake-ups are held weakly: a prefix nobody waits on any more
-    costs the commits nothing.
+    costs the commits nothing. One that is waited on is held strongly for as
+    long as it is (:meth:`wait`): what holds the waiting task may be only the
+    wake-up's own event.
     """
 
     def __init__(self) -> None:
         self._wakes: weakref.WeakValueDictionary[str, Wake] = weakref.WeakValueDictionary()
+        self._waited: dict[Wake, int] = {}
+        """Each wake-up waited on, and by how many."""
         self._closed = False
 
     def changed(self, prefix: str) -> Wake:
@@ -167,6 +171,16 @@ class CommitNotifier:
             else:
                 self._wakes[prefix] = wake
         return wake
+
+    async def wait(self, wake: Wake) -> None:
+        """Wait until ``wake`` is set, holding it strongly meanwhile."""
+        self._waited[wake] = self._waited.get(wake, 0) + 1
+        try:
+            await wake.event.wait()
+        finally:
+            left = self._waited.pop(wake) - 1
+            if left:
+                self._waited[wake] = left
 
     def notify(self, revision: int, events: Sequence[WatchEvent]) -> None:
         """Wake everyone waiting on a prefix of a key that ``events`` (at ``revision``) changed."""
@@ -297,7 +311,7 @@ class Watcher:
                 # Unset, it says that nothing under the prefix was committed
                 # since the last read began: reading again would find nothing.
                 caught_up, self._caught_up = self._caught_up, None
-                await caught_up.event.wait()
+                await self._notifier.wait(caught_up)
                 # Nor was anything under it committed before the revision that woke it.
                 self._position = max(self._position, Position(caught_up.revision, 0))
                 continue
