@@ -279,8 +279,7 @@ class OciCliRuntime(AsyncClosing):
                     if start:
                         started = StartRecord(started_at=self.clock.now())
                         write_json(self.files.container(pod.uid, name).started, started)
-                record.complete = True
-                self.files.save(record)
+                self.files.mark_complete(record)
                 if not start:
                     self._fresh.add(pod.uid)
             except BaseException:

@@ -6,6 +6,7 @@ every :class:`~shoal.interfaces.PodStatus` from disk and ``runc list``::
 
     pods/<uid>/
       pod.json                 spec, created time, network (written by the agent)
+      complete                 empty: every container was created (written by the agent)
       <container>.log[.N]      JSON-lines logs, rotated (written by the shim)
       etc/hosts, etc/resolv.conf, etc/hostname   bind-mounted into every container
       volumes/<name>/          an emptyDir volume (a tmpfs when size-limited)
@@ -60,6 +61,8 @@ __all__ = [
 ]
 
 M = TypeVar("M", bound=BaseModel)
+_COMPLETE = "complete"
+"""The empty file that says a pod's containers were all created (:attr:`PodRecord.complete`)."""
 _SAFE_UID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -71,7 +74,10 @@ class PodRecord(BaseModel):
     created_at: datetime
     """When create began."""
     complete: bool = False
-    """Set once every container was created; a crash before leaves it False."""
+    """Set once every container was created; a crash before leaves it False.
+
+    Recorded as the empty file ``complete`` beside ``pod.json`` (see
+    :meth:`PodFiles.mark_complete`); :meth:`PodFiles.load` reads both."""
     ip: str | None = None
     """The pod's address, from the network hook (127.0.0.1 in host mode)."""
     netns: str | None = None
@@ -252,11 +258,25 @@ class PodFiles:
         """Return the pod's record, or None when there is no such pod."""
         if not _SAFE_UID.match(uid):
             return None
-        return read_json(self.record_path(uid), PodRecord)
+        record = read_json(self.record_path(uid), PodRecord)
+        if record is not None and not record.complete:
+            record.complete = (self.directory(uid) / _COMPLETE).exists()
+        return record
 
     def save(self, record: PodRecord) -> None:
         """Write the pod's record."""
         write_json(self.record_path(record.spec.uid), record)
+
+    def mark_complete(self, record: PodRecord) -> None:
+        """Record that every container of the pod was created: the empty file ``complete``.
+
+        Not ``pod.json`` written again: replacing a file by a rename makes
+        ext4 write the new one out at once (``auto_da_alloc``), about a
+        millisecond on every start here; creating an empty file costs a
+        tenth of that.
+        """
+        (self.directory(record.spec.uid) / _COMPLETE).touch()
+        record.complete = True
 
     def uids(self) -> list[str]:
         """Return the uids of every pod directory."""
