@@ -262,11 +262,12 @@ class OciCliRuntime(AsyncClosing):
                     self._make, record, pod, prepared, start, True
                 )
             else:
+                # Recorded before it is attached, so that a crash during the
+                # attach still detaches it (detaching a detached pod does nothing).
+                record.network_attached = True
                 await anyio.to_thread.run_sync(self.files.create, record)
             try:
                 if self.network is not None:
-                    record.network_attached = True
-                    self.files.save(record)  # before attach: a crash still detaches
                     attachment = await self.network.attach(pod.uid, pod_ports(pod))
                     record.ip = attachment.ip
                     record.netns = str(attachment.netns_path or "") or None

@@ -83,7 +83,7 @@ class PodRecord(BaseModel):
     netns: str | None = None
     """The network namespace the containers joined; None in host mode."""
     network_attached: bool = False
-    """Whether the network hook attached the pod (and must detach it)."""
+    """Whether the network hook attached the pod, or was about to (it must detach it)."""
 
 
 class StartRecord(BaseModel):
