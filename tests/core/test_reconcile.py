@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from shoal.core._control import _writes
+from shoal.core._applier import writes
 from shoal.core._placement import InstanceFactory, UsageIndex
 from shoal.core._reconcile import (
     Decision,
@@ -583,8 +583,8 @@ def test_a_batch_writes_when_any_decision_or_settlement_asks_for_a_write() -> No
     wl, inst = workload(), instance("web-a", "n1", InstanceState.RUNNING)
     note = Note(workload_ref(wl.value), "Scaled", "up")
     idle = [("default/web", Decision(wl))], [Settled()]
-    assert not _writes(*idle)
-    assert not _writes([("default/gone", Decision(None))], [])
+    assert not writes(*idle)
+    assert not writes([("default/gone", Decision(None))], [])
     decisions = [
         Decision(wl, ops={inst.key: Delete(inst)}),
         Decision(None, ops={inst.key: Delete(inst)}),  # a gone workload's instance
@@ -594,7 +594,7 @@ def test_a_batch_writes_when_any_decision_or_settlement_asks_for_a_write() -> No
         Decision(wl, notes=[note]),
     ]
     for decision in decisions:
-        assert _writes([("default/web", decision)], [Settled()]), decision
+        assert writes([("default/web", decision)], [Settled()]), decision
     settlements = [
         Settled(created=[inst.value]),
         Settled(ops=[Write(inst, inst.value)]),
@@ -603,4 +603,4 @@ def test_a_batch_writes_when_any_decision_or_settlement_asks_for_a_write() -> No
         Settled(revert_to=1),
     ]
     for settled in settlements:
-        assert _writes([("default/web", Decision(wl))], [settled]), settled
+        assert writes([("default/web", Decision(wl))], [settled]), settled
