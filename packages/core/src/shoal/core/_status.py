@@ -74,19 +74,12 @@ def next_available_in(
 
 def rollout_complete(workload: Workload, status: WorkloadStatus) -> bool:
     """Return whether every instance runs the current template and enough are available."""
-    want = _wanted(workload, status)
+    want = workload.wanted_with(status)
     return (
         status.updated_replicas == want
         and status.replicas == want
         and status.available_replicas >= want
     )
-
-
-def _wanted(workload: Workload, status: WorkloadStatus) -> int:
-    """Return how many instances the workload wants: a daemon's are in its status."""
-    if workload.spec.mode == WorkloadMode.REPLICAS:
-        return workload.spec.replicas
-    return status.desired_replicas
 
 
 def awaiting_promotion(workload: Workload) -> bool:

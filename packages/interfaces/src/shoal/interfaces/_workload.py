@@ -1025,6 +1025,10 @@ class Workload(Model):
         control loop counts those (``status.desired_replicas``): ``replicas``
         says nothing for them.
         """
+        return self.wanted_with(self.status)
+
+    def wanted_with(self, status: WorkloadStatus) -> int:
+        """Return :attr:`wanted_replicas` as it would be with ``status`` (one being made)."""
         if self.spec.mode == WorkloadMode.REPLICAS:
             return self.spec.replicas
-        return self.status.desired_replicas
+        return status.desired_replicas
