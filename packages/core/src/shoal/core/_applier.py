@@ -173,13 +173,19 @@ class Applier:
 
     async def status(self, key: str, stored: Stored[Workload], status: WorkloadStatus) -> None:
         updated = stored.value.model_copy(update={"status": status})
+        revision = await self._replace(key, stored, updated)
+        if revision is not None:
+            self.loop.echo(stored.key, revision)
+
+    async def _replace(self, key: str, stored: Stored[Workload], updated: Workload) -> int | None:
+        """Write ``updated`` over ``stored`` (compare-and-swap); None if it lost a race (noted)."""
         try:
             revision = await self.repo.put(stored.key, updated, expected_revision=stored.revision)
         except RevisionConflict:
             self.conflicted.add(key)
-            return
+            return None
         self.loop.wrote(stored.key, revision)
-        self.loop.echo(stored.key, revision)
+        return revision
 
     async def revert(self, key: str, stored: Stored[Workload], number: int, now: datetime) -> None:
         """Put the template of revision ``number`` back: the failed rollout is undone."""
@@ -189,12 +195,8 @@ class Applier:
         spec = workload.spec.model_copy(update={"template": target.template})
         cause = f"auto-revert: revision {failed} made no progress"
         updated = with_template(workload, spec, now, cause)
-        try:
-            revision = await self.repo.put(stored.key, updated, expected_revision=stored.revision)
-        except RevisionConflict:
-            self.conflicted.add(key)
+        if await self._replace(key, stored, updated) is None:
             return
-        self.loop.wrote(stored.key, revision)
         message = (
             f"revision {failed} made no progress for "
             f"{workload.spec.update.progress_deadline_seconds} s: rolling back to the template "
@@ -206,12 +208,8 @@ class Applier:
         """Promote the current revision's canaries, which are all available (auto_promote)."""
         workload = stored.value
         updated = workload.model_copy(update={"promoted_revision": workload.revision})
-        try:
-            revision = await self.repo.put(stored.key, updated, expected_revision=stored.revision)
-        except RevisionConflict:
-            self.conflicted.add(key)
+        if await self._replace(key, stored, updated) is None:
             return
-        self.loop.wrote(stored.key, revision)
         message = (
             f"the {workload.spec.update.canary} canaries of revision {workload.revision} are "
             "available: promoted automatically (update.auto_promote); the rollout replaces the rest"
@@ -222,12 +220,8 @@ class Applier:
         """Mark a finished job deleting: its ttl_seconds_after_finished has passed."""
         workload = stored.value
         updated = workload.model_copy(update={"deleting": True})
-        try:
-            revision = await self.repo.put(stored.key, updated, expected_revision=stored.revision)
-        except RevisionConflict:
-            self.conflicted.add(key)
+        if await self._replace(key, stored, updated) is None:
             return
-        self.loop.wrote(stored.key, revision)
         ttl = workload.spec.job_spec.ttl_seconds_after_finished
         message = f"finished {ttl} s ago (ttl_seconds_after_finished): deleting it"
         await self.notes([Note(workload_ref(workload), "Expired", message)])
