@@ -74,6 +74,7 @@ from bench.common import bounded  # noqa: E402
 from bench.scale_workers import measure as measure_workers  # noqa: E402
 
 from shoal.core import ControlLoop, DefaultScheduler, ShoalService, SystemClock  # noqa: E402
+from shoal.core._applier import TXN_OPS  # noqa: E402  (etcd's default limit, as the loop writes)
 from shoal.core._control import BATCH  # noqa: E402
 from shoal.core._placement import InstanceFactory  # noqa: E402
 from shoal.core._repo import Repository  # noqa: E402
@@ -95,8 +96,6 @@ from shoal.state import EtcdStore, SqliteStore  # noqa: E402
 
 AIM = 2.0
 """Aim for the growth of a pass from the smallest N to the largest."""
-TXN_OPS = 128
-"""Operations per load transaction: etcd's default limit."""
 REPLICAS = 100
 """Replicas per loaded workload."""
 STORES = ("sqlite", "etcd")

@@ -40,6 +40,7 @@ from pathlib import Path
 import anyio
 
 from shoal.core import ControlLoop, DefaultScheduler, Repository, ShoalService, SystemClock
+from shoal.core._applier import TXN_OPS  # writes per transaction, as the control loop batches them
 from shoal.interfaces import (
     Capacity,
     Instance,
@@ -52,8 +53,6 @@ from shoal.interfaces import (
 from shoal.state import MemoryStore, SqliteStore
 
 STORES = ("memory", "sqlite")
-TXN_OPS = 128
-"""Writes per transaction, as the control loop batches them."""
 
 
 class CollectorTime:
