@@ -292,8 +292,8 @@ def _run_create(command: list[str], stdout: int, stderr: int, meanwhile: Callabl
     while runc works, not before it starts.
 
     Started with ``posix_spawnp`` (``vfork`` and ``exec``): ``subprocess.Popen``
-    added about half a millisecond of bookkeeping to every start here, and the
-    shim needs none of it (its other descriptors are close-on-exec). Waited
+    added about a tenth of a millisecond of bookkeeping to every start here,
+    and the shim needs none of it (its other descriptors are close-on-exec). Waited
     for on a pidfd: ``subprocess.run(timeout=...)`` polls with sleeps that
     grow to 50 ms, which made a 25 ms ``runc create`` take 65 ms.
 
