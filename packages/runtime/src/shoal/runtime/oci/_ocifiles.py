@@ -110,9 +110,8 @@ class ExitRecord(BaseModel):
 
 def write_json(path: Path, document: BaseModel | dict[str, Any]) -> None:
     """Write ``document`` to ``path`` atomically (temporary file, then rename)."""
-    text = document.model_dump_json() if isinstance(document, BaseModel) else json.dumps(document)
     partial = path.with_name(f".{path.name}.tmp")
-    partial.write_text(text)
+    write_unread_json(partial, document)
     os.replace(partial, path)
 
 
