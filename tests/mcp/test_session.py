@@ -50,9 +50,13 @@ async def test_an_agent_deploys_scales_diagnoses_and_cleans_up(live: Live) -> No
         await call(agent, "apply_workload", manifest=CRASHING)
 
         async def restarting() -> dict[str, Any] | None:
+            # Flagged from its first exit on; restarted (what the diagnosis below
+            # reads) once the control loop has acted on that exit.
             status = await call(agent, "cluster_status")
             flagged = [p for p in status["problems"] if p.startswith("instance default/billing-")]
-            return status if flagged else None
+            listed = (await call(agent, "list_instances", workload="billing"))["instances"]
+            restarted = any(i["restart_count"] >= 1 for i in listed)
+            return status if flagged and restarted else None
 
         status = await eventually(restarting)
         assert not status["healthy"]
