@@ -18,7 +18,7 @@ from shoal.interfaces import (
     StateStore,
     Unauthenticated,
 )
-from shoal.runtime import MockRuntime
+from shoal.runtime import Fault, MockRuntime
 from shoal.state import MemoryStore
 from tests.core.support import Cluster, FakeCluster, FlakyStore, eventually, make_node, spec
 
@@ -84,6 +84,47 @@ async def test_the_node_loop_keeps_its_containers_through_an_outage_and_resumes(
             return node.value.heartbeat_at != registered.value.heartbeat_at
 
         await eventually(beats_again, cluster.clock)
+        tg.cancel_scope.cancel()
+
+
+async def test_a_runtime_that_cannot_list_its_pods_fails_passes_not_the_node_loop(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    runtime = MockRuntime(cluster.clock)
+    node_loop = NodeLoop(
+        make_node("n1"), LocalNodeState(cluster.store, "n1"), runtime, cluster.clock
+    )
+    async with anyio.create_task_group() as tg:
+        await tg.start(cluster.control.run)
+        await tg.start(node_loop.run)
+        await cluster.service.apply([spec(replicas=1)])
+        await eventually(running(cluster, 1))
+
+        fault = runtime.faults.add(Fault.list_fails(message="runc list: signal: killed"))
+        # A pod no instance owns: only a pass that lists the pods removes it.
+        orphan = PodSpec(
+            uid="orphan",
+            name="old-1",
+            namespace="default",
+            workload="old",
+            containers=[Container(name="main", image="busybox")],
+        )
+        await runtime.create(orphan)
+        await eventually(logged(caplog, "retrying in 4 s"), cluster.clock)
+        failed = "could not list its pods: runc list: signal: killed); retrying in 1 s"
+        assert failed in caplog.text
+        assert "Traceback" not in caplog.text  # one line per failed pass
+
+        runtime.faults.remove(fault)
+
+        assert orphan.uid in {pod.uid for pod in await runtime.list()}
+
+        async def orphan_removed() -> bool:
+            return orphan.uid not in {pod.uid for pod in await runtime.list()}
+
+        await eventually(orphan_removed, cluster.clock)  # passes run again
+        assert len(await runtime.list()) == 1  # its own pod kept throughout
+        assert await running(cluster, 1)()
         tg.cancel_scope.cancel()
 
 

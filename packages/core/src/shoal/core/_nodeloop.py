@@ -368,7 +368,7 @@ class NodeLoop:
             del self._files[uid]
         for uid in set(self._stuck) - {s.value.uid for s in mine}:
             del self._stuck[uid]
-        pods = {pod.uid: pod for pod in await self.runtime.list()}
+        pods = {pod.uid: pod for pod in await self._list_pods()}
         adopted = sum(
             1 for s in mine if s.value.state == InstanceState.RUNNING and s.value.uid in pods
         )
@@ -555,6 +555,27 @@ class NodeLoop:
                 self._sync_soon(key)
 
         self._tasks.start_soon(later)
+
+    async def _list_pods(self) -> list[PodStatus]:
+        """Return the runtime's pods; a runtime that cannot say fails the pass, not the loop.
+
+        A pass that does not know what runs can start, stop or remove nothing
+        safely, so it changes nothing: :func:`run_woken_by` logs the reason
+        and runs it again after a backoff, as when the store is away.
+
+        Raises:
+            Unavailable: the runtime could not list its pods.
+
+        """
+        try:
+            return list(await self.runtime.list())
+        except Unavailable:
+            raise
+        except ShoalError as exc:
+            raise Unavailable(
+                f"the container runtime could not list its pods: {exc}",
+                node=self.name,
+            ) from exc
 
     async def _guarded_sync(self, stored: Stored[Instance], pod: PodStatus | None) -> _Outcome:
         """Sync one instance; return why another pass should come soon, if it should."""

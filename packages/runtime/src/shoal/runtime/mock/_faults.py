@@ -11,6 +11,7 @@ kind that matches wins, and firing it uses up one of its ``times``::
     runtime.faults.add(Fault.exits(after=5, exit_code=3, container="web", times=1))
     runtime.faults.add(Fault.create_fails(image="broken:1", message="no space left"))
     runtime.faults.add(Fault.init_fails(container="migrate", exit_code=2, message="no db"))
+    runtime.faults.add(Fault.list_fails(message="runc list: signal: killed", times=2))
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class FaultKind(StrEnum):
     """``remove`` raises RuntimeFailure with the fault's message; the pod stays."""
     INIT_FAILS = "init_fails"
     """An init container exits with ``exit_code`` (its log: the message): ``start`` fails."""
+    LIST_FAILS = "list_fails"
+    """``list`` raises RuntimeFailure with the fault's message (as a ``runc list`` that fails)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -182,6 +185,13 @@ class Fault:
             message=message,
             times=times,
         )
+
+    @classmethod
+    def list_fails(
+        cls, *, message: str = "injected fault: list failed", times: int | None = None
+    ) -> Fault:
+        """Make ``list`` raise RuntimeFailure(``message``): the runtime cannot say what it runs."""
+        return cls(kind=FaultKind.LIST_FAILS, message=message, times=times)
 
     def matches(self, kind: FaultKind, image: str | None, container: str | None) -> bool:
         """Return whether this fault applies to an operation on ``image``/``container``."""

@@ -60,6 +60,8 @@ Faults (:class:`~shoal.runtime.Fault`, armed through ``faults=`` or
 * ``Fault.init_fails(exit_code=n, container=..., message=...)``: that init
   container logs the message and exits with ``n``; ``start`` (and ``run``)
   raise RuntimeFailure naming it, and the containers stay created.
+* ``Fault.list_fails(...)``: ``list`` raises RuntimeFailure with the fault's
+  message (a runtime that cannot say what it runs, for a while).
 
 Test hooks, all synchronous: :meth:`MockRuntime.kill` (a running container
 exits now), :meth:`MockRuntime.file` (what a container reads from a file
@@ -326,8 +328,16 @@ class MockRuntime(AsyncClosing):
         return pod.status()
 
     async def list(self) -> Sequence[PodStatus]:
-        """Return every pod, in creation order, after settling due injected exits."""
+        """Return every pod, in creation order, after settling due injected exits.
+
+        Raises:
+            RuntimeFailure: an injected ``list_fails`` fault matched.
+
+        """
         await anyio.lowlevel.checkpoint()
+        fault = self.faults.fire(FaultKind.LIST_FAILS, None, None)
+        if fault is not None:
+            raise RuntimeFailure(fault.message)
         now = self.clock.monotonic()
         for pod in self._pods.values():
             pod.settle(now)

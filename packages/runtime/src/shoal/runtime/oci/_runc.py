@@ -106,10 +106,19 @@ class RuncCli:
         """Run a subcommand; return its exit code, stdout and stderr.
 
         Raises:
-            RuntimeFailure: ``check`` is set and it failed (with runc's message).
+            RuntimeFailure: ``check`` is set and it failed (with runc's message), or it
+                could not be started at all (whatever ``check`` says).
 
         """
-        result = await anyio.run_process(self.command(*args), stdin=subprocess.DEVNULL, check=False)
+        try:
+            result = await anyio.run_process(
+                self.command(*args), stdin=subprocess.DEVNULL, check=False
+            )
+        except OSError as exc:  # gone since the node started, or no process to be had
+            raise RuntimeFailure(
+                f"could not run {self.path} {args[0]}: {exc.strerror or exc}",
+                command=args[0],
+            ) from exc
         if check and result.returncode != 0:
             raise RuntimeFailure(
                 f"{Path(self.path).name} {args[0]} failed: {runc_message(result.stderr)}",
