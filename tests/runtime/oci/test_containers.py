@@ -299,6 +299,39 @@ async def test_remove_leaves_nothing_behind(runtime: OciCliRuntime) -> None:
     await assert_nothing_left(runtime, spec.uid, ["a", "b"])
 
 
+async def test_listing_while_pods_come_and_go_never_fails(runtime: OciCliRuntime) -> None:
+    """A list never fails because a pod was removed meanwhile, though runc 1.1's does.
+
+    ``runc list`` fails as a whole when a delete removes a container it is reading.
+
+    Three pods at a time started and removed while lists run back to back:
+    without trying such a list again, this test fails in most of its runs.
+    """
+    churning = 3
+    listed: list[int] = []
+
+    async def churn() -> None:
+        nonlocal churning
+        for _ in range(8):
+            spec = new_pod(name="churn")
+            await runtime.run(spec)
+            await runtime.remove(spec.uid)
+        churning -= 1
+
+    async def keep_listing() -> None:
+        while churning:
+            listed.append(len(await runtime.list()))
+
+    with anyio.fail_after(WAIT * 3):
+        async with anyio.create_task_group() as tg:
+            for _ in range(churning):
+                tg.start_soon(churn)
+            tg.start_soon(keep_listing)
+            tg.start_soon(keep_listing)
+    assert len(listed) > 20 and max(listed) <= 3
+    assert await runtime.list() == []
+
+
 async def assert_nothing_left(runtime: OciCliRuntime, uid: str, names: list[str]) -> None:
     assert container_ids(runtime.runc.state_root) == []
     assert mounts_under(runtime.root) == []

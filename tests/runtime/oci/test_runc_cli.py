@@ -6,12 +6,13 @@ a failure, which needs neither root nor containers.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from shoal.interfaces import RuntimeFailure
-from shoal.runtime.oci._runc import RuncCli
+from shoal.runtime.oci._runc import LIST_ATTEMPTS, RuncCli
 
 pytestmark = pytest.mark.anyio
 
@@ -40,3 +41,50 @@ async def test_a_runc_that_cannot_be_started_is_a_runtime_failure_not_an_os_erro
     binary.unlink()  # removed after the node started
     with pytest.raises(RuntimeFailure, match=f"could not run {binary} kill: No such file"):
         await runc.kill("web", "TERM")
+
+
+def failing_list(path: Path, failures: int, message: str) -> Path:
+    """A stand-in whose first ``failures`` lists fail with ``message``; it counts its calls."""
+    count = path.parent / "lists"
+    return stand_in(
+        path,
+        f"""n=$(cat {count} 2>/dev/null || echo 0); echo $((n + 1)) > {count}
+if [ "$n" -lt {failures} ]; then
+  echo 'time="x" level=error msg="{message}"' >&2
+  exit 1
+fi
+echo '[{{"id": "db-main", "pid": 42, "status": "running", "created": "2026-01-01T00:00:00Z"}}]'""",
+    )
+
+
+def lists(tmp_path: Path) -> int:
+    return int((tmp_path / "lists").read_text())
+
+
+async def test_a_list_raced_by_a_delete_is_tried_again(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    raced = f"stat {state}/web-main: no such file or directory"  # as runc 1.1 says it
+    binary = failing_list(tmp_path / "runc", LIST_ATTEMPTS - 1, raced)
+    states = await RuncCli(str(binary), state).states()
+    assert list(states) == ["db-main"] and states["db-main"].pid == 42
+    assert lists(tmp_path) == LIST_ATTEMPTS
+
+
+async def test_a_list_that_keeps_racing_is_a_runtime_failure(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    raced = f"stat {state}/web-main: no such file or directory"
+    runc = RuncCli(str(failing_list(tmp_path / "runc", LIST_ATTEMPTS, raced)), state)
+    with pytest.raises(RuntimeFailure, match=re.escape(f"runc list failed: {raced}")):
+        await runc.states()
+    assert lists(tmp_path) == LIST_ATTEMPTS
+
+
+async def test_a_list_that_fails_otherwise_is_a_runtime_failure_at_once(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    runc = RuncCli(str(failing_list(tmp_path / "runc", 1, "open /run: permission denied")), state)
+    with pytest.raises(RuntimeFailure, match="runc list failed: open /run: permission denied"):
+        await runc.states()
+    assert lists(tmp_path) == 1

@@ -25,6 +25,9 @@ from shoal.interfaces import RuntimeFailure, Unavailable
 
 __all__ = ["RuncCli", "RuncState", "runc_message"]
 
+LIST_ATTEMPTS = 5
+"""Tries of ``runc list`` when a container deleted meanwhile fails it (:meth:`RuncCli.states`)."""
+
 _LOGFMT_MESSAGE = re.compile(r'msg="((?:[^"\\]|\\.)*)"')
 
 
@@ -137,10 +140,33 @@ class RuncCli:
             return None
 
     async def states(self) -> dict[str, RuncState]:
-        """Return every container in the state root, by id."""
+        """Return every container in the state root, by id.
+
+        ``runc list`` (1.1) fails as a whole when a container's state directory
+        goes between its reading the root and its reading that directory
+        (``stat <root>/<id>: no such file or directory``): a ``delete`` ran at
+        the same moment, about one list in twenty-five while containers come
+        and go. That failure is tried again at once, up to LIST_ATTEMPTS times
+        in all; any other is raised.
+
+        Raises:
+            RuntimeFailure: the list failed otherwise, or raced that often.
+
+        """
         if not self.state_root.exists():
             return {}
-        _, out, _ = await self.run("list", "--format", "json")
+        gone = f"stat {self.state_root.absolute()}/"  # runc names its root absolute
+        attempts = 0
+        while True:
+            attempts += 1
+            code, out, err = await self.run("list", "--format", "json", check=False)
+            if code == 0:
+                break
+            message = runc_message(err)
+            if attempts == LIST_ATTEMPTS or gone not in message:
+                raise RuntimeFailure(
+                    f"{Path(self.path).name} list failed: {message}", command="list"
+                )
         try:
             entries = json.loads(out or b"null") or []
         except ValueError as exc:
