@@ -114,6 +114,17 @@ DEFAULT_CONFIG_HASH_KEY = b"shoal config-hash"
 
 SYSTEM = Actor(id="system", via=Via.SYSTEM)
 
+APPLY_ATTEMPTS = 5
+"""Tries of an apply whose transaction loses races to writes that leave its plan as it was."""
+
+
+class _Raced(Exception):
+    """An apply's transaction lost a race; nothing was written. Never leaves :meth:`apply`."""
+
+    def __init__(self, plan_id: str) -> None:
+        super().__init__(plan_id)
+        self.plan_id = plan_id
+
 
 @dataclass(frozen=True)
 class LocalNode:
@@ -195,6 +206,33 @@ class ShoalService:
         ConfigMaps and Secrets it uses in its template; when this apply changes
         one of them, the workloads of that namespace that use it and ask for it
         are updated in the same transaction (so they roll out).
+
+        The transaction holds only if nothing it read was written meanwhile.
+        A write that leaves the plan as it was (the control loop recording a
+        workload's status, as it does through a rollout) costs the apply a new
+        try, up to APPLY_ATTEMPTS in all; a write that changes the plan (another
+        writer's change to an object of this apply) fails it with nothing applied.
+        """
+        planned: str | None = None
+        for _ in range(APPLY_ATTEMPTS):
+            try:
+                return await self._apply(specs, dry_run=dry_run, planned=planned)
+            except _Raced as raced:
+                planned = raced.plan_id
+        raise Conflict(
+            f"this apply lost {APPLY_ATTEMPTS} races in a row to writes of the objects it "
+            "changes (their plan stayed the same); nothing was applied: run it again"
+        )
+
+    async def _apply(
+        self, specs: Sequence[ObjectSpec], *, dry_run: bool, planned: str | None
+    ) -> ApplyResult:
+        """One try of :meth:`apply`; ``planned``: the plan id of a try that lost a race.
+
+        Raises:
+            _Raced: the transaction lost a race (nothing was written).
+            Conflict: the plan is not ``planned`` any more: an object changed.
+
         """
         labels = [label_of(spec) for spec in specs]
         for label in labels:
@@ -245,6 +283,11 @@ class ShoalService:
         basis = [("", 0) if s is None else (s.value.uid, s.value.generation) for s in current]
         basis += [("", 0) if c is None else (c.uid, c.generation) for c in current_configs.values()]
         plan = make_plan(changes, basis)
+        if planned is not None and plan.id != planned:
+            raise Conflict(
+                "an object of this apply was changed by another writer while it ran; nothing "
+                "was applied: see what would change now with `shoal diff`, then apply again"
+            )
         warnings = [
             f"{label_of(spec)}: {note}"
             for spec in specs
@@ -317,9 +360,7 @@ class ShoalService:
         if ops:
             outcome = await self.store.txn(compares, ops)
             if not outcome.succeeded:
-                raise Conflict(
-                    "an object changed while this apply ran; nothing was applied: run it again"
-                )
+                raise _Raced(plan.id)
         return result
 
     async def _stored_config(self, spec: ConfigSpec) -> tuple[StoredConfig | None, int]:
