@@ -5,7 +5,7 @@ import anyio.abc
 import pytest
 
 from shoal.core._probes import run_check
-from shoal.interfaces import ExecResult, InstanceState, PodStatus, Probe, WorkloadSpec
+from shoal.interfaces import EventType, ExecResult, InstanceState, PodStatus, Probe, WorkloadSpec
 from tests.core.support import Cluster
 
 pytestmark = pytest.mark.anyio
@@ -49,8 +49,34 @@ async def test_readiness_gates_ready_until_the_probe_passes(cluster: Cluster) ->
     cluster.clock.advance(1)
     await loop.probe_once()
     assert (await instance_state(cluster))[1] is False
-    reasons = [e.reason for e in await cluster.service.list_events(kind="Instance")]
-    assert reasons[-2:] == ["Ready", "NotReady"]
+    events = await cluster.service.list_events(kind="Instance")
+    assert [e.reason for e in events][-2:] == ["Ready", "NotReady"]
+    assert events[-1].message == "failed its readiness probe (container main: exec exited 1)"
+
+
+async def test_an_instance_never_ready_says_why_once(cluster: Cluster) -> None:
+    loop = await cluster.add_node("n1")
+    runtime = cluster.runtimes["n1"]
+    runtime.set_exec_result("main", ExecResult(exit_code=1, stderr="no backend"))
+    await cluster.service.apply([probed("readiness_probe", failure_threshold=3)])
+    await cluster.settle()
+
+    async def not_ready_events() -> list[tuple[str, str]]:
+        events = await cluster.service.list_events(kind="Instance")
+        return [(e.type, e.message) for e in events if e.reason == "NotReady"]
+
+    for _ in range(2):  # under the threshold: nothing to say yet
+        await loop.probe_once()
+        cluster.clock.advance(1)
+    assert await not_ready_events() == []
+    for _ in range(5):  # the third failure says why; the next ones say nothing more
+        await loop.probe_once()
+        cluster.clock.advance(1)
+    expected = "failed its readiness probe (container main: exec exited 1 no backend)"
+    assert await not_ready_events() == [(EventType.WARNING, expected)]
+    assert await instance_state(cluster) == (InstanceState.RUNNING, False, 0)
+    explained = await cluster.service.explain((await cluster.service.list_instances())[0].name)
+    assert any(e.message == expected for e in explained.events)  # explain shows the reason
 
 
 async def test_failed_liveness_restarts_the_instance(cluster: Cluster) -> None:

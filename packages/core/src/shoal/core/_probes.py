@@ -140,7 +140,11 @@ class ProbeTracker:
         message: str,
         mono: float,
     ) -> bool:
-        """Record one result; return the probe's verdict (passing or not)."""
+        """Record one result; return whether it made the probe fail (its failure_threshold-th).
+
+        That failure is a verdict once per run of failures: the next ones,
+        and the successes, return False.
+        """
         record = self._record(uid, container, kind)
         record.next_at = mono + probe.period_seconds
         record.message = message
@@ -148,11 +152,11 @@ class ProbeTracker:
             record.successes, record.failures = record.successes + 1, 0
             if record.successes >= probe.success_threshold:
                 record.passing = True
-        else:
-            record.successes, record.failures = 0, record.failures + 1
-            if record.failures >= probe.failure_threshold:
-                record.passing = False
-        return record.passing
+            return False
+        record.successes, record.failures = 0, record.failures + 1
+        if record.failures >= probe.failure_threshold:
+            record.passing = False
+        return record.failures == probe.failure_threshold
 
     def ready(self, inst: Instance) -> bool:
         """Return whether every readiness probe of ``inst`` passes (True without probes)."""
@@ -164,12 +168,20 @@ class ProbeTracker:
 
     def failing_liveness(self, inst: Instance) -> tuple[str, str] | None:
         """Return (container, last message) of a failed liveness probe, if any."""
+        return self._failing(inst, "liveness")
+
+    def failing_readiness(self, inst: Instance) -> tuple[str, str] | None:
+        """Return (container, last message) of a readiness probe that does not pass, if any."""
+        return self._failing(inst, "readiness")
+
+    def _failing(self, inst: Instance, kind: ProbeKind) -> tuple[str, str] | None:
         for c in inst.template.containers:
-            if c.liveness_probe is None:
+            probe = c.liveness_probe if kind == "liveness" else c.readiness_probe
+            if probe is None:
                 continue
-            record = self._record(inst.uid, c.name, "liveness")
+            record = self._record(inst.uid, c.name, kind)
             if not record.passing:
-                return c.name, record.message
+                return c.name, record.message or "not checked yet"
         return None
 
     def forget(self, keep: set[str]) -> None:
