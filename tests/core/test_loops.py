@@ -123,6 +123,11 @@ async def test_on_failure_does_not_restart_a_clean_exit(cluster: Cluster) -> Non
     (inst,) = await cluster.service.list_instances()
     assert inst.state == InstanceState.STOPPED
     assert inst.exit_code == 0
+    # Not "progressing" for ever: it wants a running instance that nothing will run again.
+    status = (await cluster.workload()).status
+    assert status.phase == WorkloadPhase.DEGRADED
+    (finished,) = [c for c in status.conditions if c.type == "Finished"]
+    assert f"restart_policy OnFailure does not run them again: {inst.name}" in finished.message
 
 
 async def test_image_missing_fails_the_instance_with_a_clear_event(cluster: Cluster) -> None:

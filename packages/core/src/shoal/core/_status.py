@@ -18,6 +18,7 @@ from shoal.interfaces import (
 )
 
 from ._decision import JobProgress
+from ._restarts import should_restart
 
 __all__ = [
     "available",
@@ -136,6 +137,8 @@ def workload_status(
     # One pass over the instances: a workload may have thousands.
     scheduled = running = ready = updated = ready_enough = 0
     crashing: list[Instance] = []
+    finished: list[Instance] = []
+    """Stopped for good: exited 0 under OnFailure or Never (nothing runs them again)."""
     placed_or_finished = 0
     ready_for = spec.update.min_ready_seconds
     for i in instances:
@@ -148,13 +151,15 @@ def workload_status(
         updated += runs_current(i, workload)
         if i.reason == "CrashLoopBackOff" or i.state == InstanceState.FAILED:
             crashing.append(i)
+        elif i.state == InstanceState.STOPPED and not should_restart(spec.restart_policy, i):
+            finished.append(i)
         placed_or_finished += placed or i.state in PLACED_STATES
 
     if workload.deleting:
         phase = WorkloadPhase.DELETING
     elif ready >= want and len(instances) == want and updated == want:
         phase = WorkloadPhase.RUNNING
-    elif crashing or unschedulable:
+    elif crashing or unschedulable or finished:
         phase = WorkloadPhase.DEGRADED
     elif not placed_or_finished and want:
         phase = WorkloadPhase.PENDING
@@ -197,6 +202,19 @@ def workload_status(
                 status=True,
                 reason="CrashLoopBackOff",
                 message=f"{len(crashing)} instance(s) failing: {names}",
+            )
+        )
+    if finished:
+        names = ", ".join(sorted(i.name for i in finished)[:5])
+        policy = spec.restart_policy.value
+        conditions.append(
+            Condition(
+                type="Finished",
+                status=True,
+                reason="NotRestarted",
+                message=f"{len(finished)} instance(s) exited 0 and restart_policy {policy} "
+                f"does not run them again: {names}; for runs to completion use mode job, "
+                "to keep them running restart_policy Always",
             )
         )
     done = rollout_complete(workload, counts)
