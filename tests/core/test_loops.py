@@ -95,6 +95,7 @@ async def test_crashing_instance_restarts_with_exponential_backoff(cluster: Clus
     explanation = await cluster.service.explain(inst.name)
     assert "CrashLoopBackOff" in explanation.summary
     assert "last exit code 3" in explanation.summary
+    assert "for restart 2 " in explanation.summary  # the one it waits for; one has happened
 
 
 async def test_backoff_is_capped(cluster: Cluster) -> None:

@@ -60,9 +60,11 @@ def explain_instance(
             if inst.exit_code is not None
             else f"last failure: {inst.message.rsplit('; restarting', 1)[0]}"
         )
+        # restart_count counts the restart it waits for (the control loop counts it
+        # when it decides it): restart N is due, N - 1 have happened.
         summary = (
-            f"waiting {wait:.0f}s to restart {where} ({inst.reason}): "
-            f"restarted {inst.restart_count} time(s), {last}"
+            f"waiting {wait:.0f}s for restart {inst.restart_count} {where} ({inst.reason}): "
+            f"{last}"
         )
         details.append(
             "the container keeps exiting: read its logs and events to find out why"

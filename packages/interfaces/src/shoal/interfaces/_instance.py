@@ -127,7 +127,9 @@ class Instance(Model):
     ready_since: datetime | None = None
     """When it last became ready (a rollout counts it available ``min_ready_seconds`` later)."""
     restart_count: int = 0
-    """How many times it was restarted on its node."""
+    """How many restarts it was given on its node. Counted when the control loop decides
+    one: while it waits out its backoff (scheduled, ``not_before`` set), the restart it
+    waits for is counted already."""
     exit_code: int | None = None
     """Exit code of the last finished run."""
     reason: str = ""
