@@ -63,8 +63,7 @@ def explain_instance(
         # restart_count counts the restart it waits for (the control loop counts it
         # when it decides it): restart N is due, N - 1 have happened.
         summary = (
-            f"waiting {wait:.0f}s for restart {inst.restart_count} {where} ({inst.reason}): "
-            f"{last}"
+            f"waiting {wait:.0f}s for restart {inst.restart_count} {where} ({inst.reason}): {last}"
         )
         details.append(
             "the container keeps exiting: read its logs and events to find out why"
