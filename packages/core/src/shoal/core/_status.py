@@ -10,6 +10,7 @@ from shoal.interfaces import (
     Condition,
     Instance,
     InstanceState,
+    RestartPolicy,
     Workload,
     WorkloadMode,
     WorkloadPhase,
@@ -18,7 +19,10 @@ from shoal.interfaces import (
 )
 
 from ._decision import JobProgress
-from ._restarts import should_restart
+
+_RUNNING, _FAILED, _STOPPED = InstanceState.RUNNING, InstanceState.FAILED, InstanceState.STOPPED
+"""Read once: an enum member read costs a descriptor call, and the loop below reads three
+for each of a workload's instances."""
 
 __all__ = [
     "available",
@@ -141,19 +145,22 @@ def workload_status(
     """Stopped for good: exited 0 under OnFailure or Never (nothing runs them again)."""
     placed_or_finished = 0
     ready_for = spec.update.min_ready_seconds
+    # A stopped instance exited 0: only Always runs it again (see should_restart).
+    ends = spec.restart_policy != RestartPolicy.ALWAYS
     for i in instances:
         placed = i.node is not None
         scheduled += placed
-        if i.state == InstanceState.RUNNING:
+        state = i.state
+        if state == _RUNNING:
             running += 1
             ready += i.ready
             ready_enough += available(i, ready_for, now)
         updated += runs_current(i, workload)
-        if i.reason == "CrashLoopBackOff" or i.state == InstanceState.FAILED:
+        if state == _FAILED or i.reason == "CrashLoopBackOff":
             crashing.append(i)
-        elif i.state == InstanceState.STOPPED and not should_restart(spec.restart_policy, i):
+        elif ends and state == _STOPPED:
             finished.append(i)
-        placed_or_finished += placed or i.state in PLACED_STATES
+        placed_or_finished += placed or state in PLACED_STATES
 
     if workload.deleting:
         phase = WorkloadPhase.DELETING
