@@ -43,6 +43,10 @@ __all__ = [
 ]
 
 _FINISHED = frozenset({InstanceState.STOPPED, InstanceState.FAILED})
+# Read once: an enum member read is a descriptor call, and lifecycle() runs for
+# every instance of every workload a pass decides.
+_LOST, _SCHEDULED = InstanceState.LOST, InstanceState.SCHEDULED
+_NODE_FAILED, _NODE_LEFT, _NODE_SUSPECT = GossipState.FAILED, GossipState.LEFT, GossipState.SUSPECT
 NOT_PLACED = ScheduleFailure(message="the scheduler neither placed nor explained it")
 
 
@@ -186,9 +190,10 @@ def _lost_because(node: Node | None, inst: Instance) -> str | None:
     """
     if node is None:
         return "is gone"
-    if node.state == GossipState.FAILED:
+    state = node.state
+    if state == _NODE_FAILED:
         return "failed"
-    if node.state == GossipState.SUSPECT and inst.state == InstanceState.SCHEDULED:
+    if state == _NODE_SUSPECT and inst.state == _SCHEDULED:
         return "is suspect and has not started it"
     return None
 
@@ -203,7 +208,7 @@ class Deciding:
     def node_left(self, inst: Instance) -> bool:
         """Return whether the node of ``inst`` left the cluster on purpose."""
         node = self.nodes.get(inst.node or "")
-        return node is not None and node.state == GossipState.LEFT
+        return node is not None and node.state == _NODE_LEFT
 
     def remove(self, stored: Stored[Instance], reason: str, message: str) -> None:
         """Ask an instance to go; this replaces any other op of the decision on it."""
@@ -246,12 +251,14 @@ class Deciding:
         inst = stored.value
         if inst.deleting:
             return inst
-        if self.node_left(inst):
+        placed = inst.node
+        node = None if placed is None else self.nodes.get(placed)
+        if node is not None and node.state == _NODE_LEFT:
             # Not a failure: the node went away on purpose. The caller deletes the
             # record, and a replacement is placed elsewhere.
             return inst.model_copy(update={"deleting": True})
-        if inst.node is not None and inst.state != InstanceState.LOST:
-            why = _lost_because(self.nodes.get(inst.node), inst)
+        if placed is not None and inst.state != _LOST:
+            why = _lost_because(node, inst)
             if why is not None:
                 lost = inst.transition(InstanceState.LOST, "NodeLost", f"node {inst.node} {why}")
                 # Deleting: if the node comes back, its node loop stops the stale copy.

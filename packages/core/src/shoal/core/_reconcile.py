@@ -150,12 +150,11 @@ def decide(
             continue
         live.append((stored, inst))
 
-    def on_draining_node(inst: Instance) -> bool:
-        node = nodes.get(inst.node or "")
-        return node is not None and node.draining
-
-    healthy = [pair for pair in live if not on_draining_node(pair[1])]
-    evicting = [pair for pair in live if on_draining_node(pair[1])]
+    healthy: list[tuple[Stored[Instance], Instance]] = []
+    evicting: list[tuple[Stored[Instance], Instance]] = []
+    for pair in live:  # on a draining node or not
+        node = nodes.get(pair[1].node or "")
+        (evicting if node is not None and node.draining else healthy).append(pair)
     want = spec.replicas
     if old and not spec.paused and not awaiting_promotion(workload.value):
         healthy, old = _scale_down_proportionally(deciding, spec, healthy, old, now)
