@@ -116,7 +116,7 @@ def _decide(
 
 def _settle(decision: Decision, placements: Placements | None = None) -> Settled:
     assert decision.workload is not None
-    new = functools.partial(InstanceFactory(NOW).new, decision.workload.value)
+    new = InstanceFactory(NOW).maker(decision.workload.value)
     return settle(decision, placements or Placements(), new, NOW)
 
 

@@ -1,6 +1,5 @@
 """The control loop's decisions as tables: a workload's snapshot in, actions out. No store."""
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -269,7 +268,7 @@ def test_a_restart_backoff_grows_with_the_streak() -> None:
 
 def _settle(decision: Decision, placements: Placements) -> Settled:
     assert decision.workload is not None
-    new = functools.partial(InstanceFactory(NOW).new, decision.workload.value)
+    new = InstanceFactory(NOW).maker(decision.workload.value)
     return settle(decision, placements, new, NOW)
 
 

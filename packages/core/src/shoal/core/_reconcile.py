@@ -327,7 +327,7 @@ def placement_requests(workload: Workload, pending: Sequence[Pending]) -> list[P
 def settle(
     decision: Decision,
     placements: Placements,
-    new_instance: Callable[..., Instance],
+    new_instance: Callable[[str, dict[str, Any]], Instance],
     now: datetime,
 ) -> Settled:
     """Turn the scheduler's answer for ``decision.pending`` into writes, events and a status.
@@ -336,7 +336,7 @@ def settle(
         decision: What :func:`decide` returned for a workload that exists.
         placements: The scheduler's answer, keyed by ``namespace/name``.
         new_instance: Builds a new instance of the workload from its uid and
-            status fields (``new_instance(uid, **status)``).
+            status fields (``new_instance(uid, status)``, which takes the dict over).
         now: The time the rollout's progress and deadline are judged at.
 
     """
@@ -367,7 +367,7 @@ def settle(
                 "schedule_failure": failure,
             }
         if pending.stored is None:
-            created = new_instance(pending.uid, **status)
+            created = new_instance(pending.uid, status)
             settled.created.append(created)
             live[created.name] = created
             continue
