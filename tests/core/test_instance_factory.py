@@ -4,7 +4,7 @@ import json
 from datetime import UTC, datetime
 
 from shoal.core._placement import InstanceFactory, copy_with
-from shoal.interfaces import Instance, InstanceState, Workload
+from shoal.interfaces import Instance, InstanceState, ScheduleFailure, Workload
 from tests.core.support import spec
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -34,6 +34,24 @@ def test_an_instance_is_stored_as_its_own_json_says() -> None:
         assert Instance.model_validate_json(encoded) == inst
         assert json.loads(encoded) == json.loads(inst.model_dump_json())
     assert len({inst.name for inst in made}) == 3
+
+
+def test_instances_of_every_status_a_pass_gives_are_stored_as_their_json_says() -> None:
+    factory = InstanceFactory(NOW)
+    wl = workload()
+    failure = ScheduleFailure(message="0/2 nodes fit", nodes={"n1": "cordoned"})
+    made = [
+        factory.new(wl, factory.fresh_uid(wl), reason="Unschedulable", schedule_failure=failure),
+        factory.new(wl, factory.fresh_uid(wl), reason="Unschedulable", message='"quoted" é'),
+        # A field beyond a new instance's own: encoded whole, not from the prototype's JSON.
+        factory.new(wl, factory.fresh_uid(wl), restart_count=2, not_before=NOW),
+    ]
+    for inst in made:
+        encoded = factory.encode(inst)
+        assert Instance.model_validate_json(encoded) == inst
+        assert json.loads(encoded) == json.loads(inst.model_dump_json())
+        again = factory.encode(inst)  # a second time: the whole way, the same document
+        assert json.loads(again) == json.loads(encoded)
 
 
 def test_an_instance_with_another_template_is_encoded_whole() -> None:

@@ -26,6 +26,13 @@ __all__ = ["InstanceFactory", "UsageIndex", "copy_with"]
 _TEMPLATE = {"template"}
 """What :meth:`InstanceFactory.encode` leaves out (a set: pydantic takes a frozenset slowly)."""
 
+_OWN = {"name", "uid", "container_ids", "state", "node", "reason", "message", "schedule_failure"}
+"""The fields a new instance may have of its own (``new`` sets the first three, the
+status given to it the others): the rest are its prototype's, whose JSON is made once."""
+
+_SHARED = set(Instance.model_fields) - _OWN - _TEMPLATE
+"""The fields every instance ``new`` makes of one workload has its prototype's values of."""
+
 _FINISHED = frozenset({InstanceState.STOPPED, InstanceState.FAILED})
 
 
@@ -132,8 +139,10 @@ class InstanceFactory:
 
     * each workload's template is validated once into a prototype that is
       copied per instance;
-    * the template's JSON is made once (:meth:`encode`), and each instance's
-      JSON is its own fields with that part added.
+    * the JSON of what the instances share, the template and the
+      prototype's other fields but their own (``_OWN``), is made once
+      (:meth:`encode`), and each instance's JSON is its own fields with those
+      parts added.
     """
 
     def __init__(
@@ -145,8 +154,13 @@ class InstanceFactory:
         self.taken: set[str] = set()
         """Instance keys (namespace/name) handed out by this factory."""
         self._prototypes: dict[str, Instance] = {}
-        self._templates: dict[int, tuple[PodTemplate, bytes]] = {}
-        """Each prototype's template and its JSON, by the template's id."""
+        self._templates: dict[int, tuple[PodTemplate, bytes, bytes]] = {}
+        """Each prototype's template, its JSON and that of the prototype's _SHARED fields
+        (the object's members, without braces), by the template's id."""
+        self._made: dict[int, Instance] = {}
+        """The instances :meth:`new` made of a status with no field outside ``_OWN``, by id:
+        those whose _SHARED fields are their prototype's (the instance is kept: ids are
+        reused once an object is gone)."""
 
     def fresh_uid(self, workload: Workload) -> str:
         """Return a uid whose 5-character name suffix no instance uses yet."""
@@ -191,30 +205,43 @@ class InstanceFactory:
                 trace_context=workload.trace_context or current_traceparent(),
             )
             self._prototypes[workload.key] = proto
+            shared = Instance.__pydantic_serializer__.to_json(proto, include=_SHARED)
             self._templates[id(proto.template)] = (
                 proto.template,
                 proto.template.model_dump_json().encode(),
+                shared[1:-1],
             )
-        name, prototype = workload.name, proto
+        name, prototype, made = workload.name, proto, self._made
 
         def new(uid: str, status: dict[str, Any]) -> Instance:
+            own = status.keys() <= _OWN
             status["name"] = f"{name}-{uid[:5]}"
             status["uid"] = uid
             status["container_ids"] = {}  # a fresh dict
-            return copy_with(prototype, status)
+            inst = copy_with(prototype, status)
+            if own:
+                made[id(inst)] = inst
+            return inst
 
         return new
 
     def encode(self, inst: Instance) -> bytes:
-        """Return ``inst`` as stored JSON (what ``model_dump_json`` holds, the template last).
+        """Return ``inst`` as stored JSON (what ``model_dump_json`` holds, in another order).
 
         An instance made by :meth:`new` shares its prototype's template, whose
         JSON is made once per workload: the template is most of an
-        instance's JSON, and most of the time it takes to make.
+        instance's JSON, and most of the time it takes to make. One made of a
+        status with no field outside ``_OWN`` has its prototype's other fields
+        too, whose JSON is made once as well: only its own fields are made here.
+        Instances are not changed in place (a change is a copy), so what
+        :meth:`new` made is what is encoded.
         """
         cached = self._templates.get(id(inst.template))
         if cached is None or cached[0] is not inst.template:
             return inst.model_dump_json().encode()
+        if self._made.pop(id(inst), None) is inst:  # its _SHARED fields are its prototype's
+            own = Instance.__pydantic_serializer__.to_json(inst, include=_OWN)
+            return b"".join((own[:-1], b",", cached[2], b',"template":', cached[1], b"}"))
         own = Instance.__pydantic_serializer__.to_json(inst, exclude=_TEMPLATE)
         return b"".join((own[:-1], b',"template":', cached[1], b"}"))
 
