@@ -18,7 +18,7 @@ The garbage collector is set as ``shoal agent`` sets it (``--gc agent``,
 measures with CPython's defaults. The time the collector took inside the
 control loop's passes is printed too: a collection of the middle generation
 (every tenth of the youngest, at ``tune_gc``'s settings) may land in a round
-and take a few hundred milliseconds, so the medians are taken over 5 rounds.
+and take a few hundred milliseconds, so the medians are taken over 9 rounds.
 
 Nodes are simulated as node records (no container runtime runs: placement
 never touches one). Run with ``make bench`` or ``uv run python
@@ -196,7 +196,7 @@ async def main(stores: list[str], rounds: int, nodes: int, workloads: int, repli
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", choices=[*STORES, "both"], default="both")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--workloads", type=int, default=100)
     parser.add_argument("--replicas", type=int, default=100)

@@ -18,7 +18,7 @@ mount, the config and ``runc run -d``.
 The garbage collector is set as ``shoal agent`` sets it once its parts exist
 (:func:`shoal.agent.tune_gc`: what exists is frozen, the youngest generation
 collected every 50,000 allocations), for Shoal and the floor alike. The two
-alternate, one of each per round (30 unless ``--rounds``) after one warm-up
+alternate, one of each per round (60 unless ``--rounds``) after one warm-up
 round of each (first unpack, first shim), so machine noise hits both; every round deletes
 what it started and waits until it is gone. Prints both medians and their
 ratio (the aim is under 1.5), then where Shoal's time goes: the median of
@@ -767,7 +767,7 @@ def rounds_arg(text: str) -> int:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=rounds_arg, default=30)
+    parser.add_argument("--rounds", type=rounds_arg, default=60)
     parser.add_argument(
         "--runtime",
         choices=["runc", "cri"],
