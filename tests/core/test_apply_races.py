@@ -77,6 +77,28 @@ async def test_an_apply_raced_by_a_status_write_is_tried_again_and_keeps_the_sta
     assert applied.status.phase == WorkloadPhase.PROGRESSING  # the loop's write is kept
 
 
+async def test_a_daemon_whose_node_count_changed_under_an_apply_is_applied_all_the_same() -> None:
+    clock = ManualClock()
+    async with RacedStore(clock=clock) as store:
+        service, repo = ShoalService(store, clock), Repository(store, clock)
+        await service.apply([spec(mode="daemon")])
+
+        async def a_node_joins() -> None:  # the control loop counts the eligible nodes again
+            stored = await repo.get_workload("default", "web")
+            assert stored is not None
+            status = stored.value.status.model_copy(update={"desired_replicas": 3})
+            updated = stored.value.model_copy(update={"status": status})
+            await repo.put(KEY, updated, expected_revision=stored.revision)
+
+        store.before_txn = a_node_joins
+        result = await service.apply([spec(mode="daemon", image="busybox:2")])
+
+    assert store.raced == 1
+    (applied,) = result.workloads
+    assert applied.spec.template.containers[0].image == "busybox:2"
+    assert applied.status.desired_replicas == 3
+
+
 async def test_an_apply_raced_by_another_writers_change_is_refused_with_nothing_applied() -> None:
     clock = ManualClock()
     async with RacedStore(clock=clock) as store:

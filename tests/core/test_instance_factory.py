@@ -54,6 +54,17 @@ def test_instances_of_every_status_a_pass_gives_are_stored_as_their_json_says() 
         assert json.loads(again) == json.loads(encoded)
 
 
+def test_workloads_sharing_a_template_object_keep_their_own_fields() -> None:
+    factory = InstanceFactory(NOW)
+    web = workload()
+    spec = web.spec.model_copy(update={"name": "other", "namespace": "prod"})
+    other = web.model_copy(update={"uid": "w2", "spec": spec})  # the same template object
+    assert other.spec.template is web.spec.template
+    made = factory.new(web, factory.fresh_uid(web), state=InstanceState.PENDING)
+    factory.new(other, factory.fresh_uid(other), state=InstanceState.PENDING)
+    assert json.loads(factory.encode(made)) == json.loads(made.model_dump_json())
+
+
 def test_an_instance_with_another_template_is_encoded_whole() -> None:
     factory = InstanceFactory(NOW)
     wl = workload()

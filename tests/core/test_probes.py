@@ -79,6 +79,25 @@ async def test_an_instance_never_ready_says_why_once(cluster: Cluster) -> None:
     assert any(e.message == expected for e in explained.events)  # explain shows the reason
 
 
+async def test_the_not_ready_event_names_the_probe_that_failed(cluster: Cluster) -> None:
+    loop = await cluster.add_node("n1")
+    runtime = cluster.runtimes["n1"]
+    check = {"exec": {"command": ["check"]}, "period_seconds": 1}
+    containers = [  # a: passing, short of its success_threshold; b: failing
+        {"name": "a", "image": "busybox", "readiness_probe": {**check, "success_threshold": 2}},
+        {"name": "b", "image": "busybox", "readiness_probe": {**check, "failure_threshold": 1}},
+    ]
+    workload = {"name": "web", "replicas": 1, "template": {"containers": containers}}
+    runtime.set_exec_result("a", ExecResult(exit_code=0, stdout="fine"))
+    runtime.set_exec_result("b", ExecResult(exit_code=1, stderr="no backend"))
+    await cluster.service.apply([WorkloadSpec.model_validate(workload)])
+    await cluster.settle()
+    await loop.probe_once()
+    events = await cluster.service.list_events(kind="Instance")
+    (told,) = [e.message for e in events if e.reason == "NotReady"]
+    assert told == "failed its readiness probe (container b: exec exited 1 no backend)"
+
+
 async def test_failed_liveness_restarts_the_instance(cluster: Cluster) -> None:
     loop = await cluster.add_node("n1")
     runtime = cluster.runtimes["n1"]

@@ -81,10 +81,29 @@ async def test_a_list_that_keeps_racing_is_a_runtime_failure(tmp_path: Path) -> 
     assert lists(tmp_path) == LIST_ATTEMPTS
 
 
-async def test_a_list_that_fails_otherwise_is_a_runtime_failure_at_once(tmp_path: Path) -> None:
+async def test_a_relative_root_is_matched_as_runc_names_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "state").mkdir()
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path)
+    raced = f"stat {tmp_path}/state/web-main: no such file or directory"  # runc's absolute path
+    binary = failing_list(tmp_path / "runc", 1, raced)
+    assert list(await RuncCli(str(binary), Path("sub/../state")).states()) == ["db-main"]
+    assert lists(tmp_path) == 2
+
+
+@pytest.mark.parametrize(
+    "message",
+    ["open /run: permission denied", "stat {state}/web-main: permission denied"],
+)
+async def test_a_list_that_fails_otherwise_is_a_runtime_failure_at_once(
+    tmp_path: Path, message: str
+) -> None:
     state = tmp_path / "state"
     state.mkdir()
-    runc = RuncCli(str(failing_list(tmp_path / "runc", 1, "open /run: permission denied")), state)
-    with pytest.raises(RuntimeFailure, match="runc list failed: open /run: permission denied"):
+    failure = message.format(state=state)
+    runc = RuncCli(str(failing_list(tmp_path / "runc", 1, failure)), state)
+    with pytest.raises(RuntimeFailure, match=re.escape(f"runc list failed: {failure}")):
         await runc.states()
     assert lists(tmp_path) == 1

@@ -910,32 +910,28 @@ class NodeLoop:
                 pod = await self.runtime.inspect(inst.uid)
             except NotFound:
                 return  # the next reconcile pass reports the missing pod
-            newly_unready = False
+            unready: tuple[str, str] | None = None
+            """The container and message of a readiness probe this round made fail."""
             for container, kind, probe in due:
                 ok, message = await run_check(probe, self.runtime, pod, container)
                 failed = self.probes.observe(inst.uid, container, kind, probe, ok, message, mono)
-                newly_unready |= failed and kind == "readiness"
+                if failed and kind == "readiness" and unready is None:
+                    unready = container, message
         failing = self.probes.failing_liveness(inst)
         ready = self.probes.ready(inst)
         if failing is not None:
             await self._kill_unhealthy(stored, *failing)
         elif ready != inst.ready:
-            await self._set_ready(stored, ready)
-        elif newly_unready:  # not ready from its start: say why once, not every period
-            message = self._not_ready(inst)
+            await self._set_ready(stored, ready, unready)
+        elif unready is not None:  # not ready from its start: say why once, not every period
+            message = _not_ready(unready)
             await self._record(
                 _ref(inst), "NotReady", message, self.actor, event_type=EventType.WARNING
             )
 
-    def _not_ready(self, inst: Instance) -> str:
-        """Say which readiness probe of ``inst`` fails, and how."""
-        failing = self.probes.failing_readiness(inst)
-        if failing is None:
-            return "failed its readiness probe"
-        container, message = failing
-        return f"failed its readiness probe (container {container}: {message})"
-
-    async def _set_ready(self, stored: Stored[Instance], ready: bool) -> None:
+    async def _set_ready(
+        self, stored: Stored[Instance], ready: bool, unready: tuple[str, str] | None = None
+    ) -> None:
         inst = stored.value
 
         def change(current: Instance) -> Instance | None:
@@ -952,7 +948,7 @@ class NodeLoop:
                 stored, value=inst.model_copy(update={"ready": ready})
             )
         self._did("set_ready")
-        verb = "passes its readiness probes" if ready else self._not_ready(inst)
+        verb = "passes its readiness probes" if ready else _not_ready(unready)
         kind = EventType.NORMAL if ready else EventType.WARNING
         await self._record(
             _ref(inst), "Ready" if ready else "NotReady", verb, self.actor, event_type=kind
@@ -1040,3 +1036,11 @@ def _ref(inst: Instance) -> ObjectRef:
 
 def _node_ref(name: str) -> ObjectRef:
     return ObjectRef(kind="Node", name=name)
+
+
+def _not_ready(unready: tuple[str, str] | None) -> str:
+    """Say which readiness probe failed and how (``unready``: its container and message)."""
+    if unready is None:
+        return "failed its readiness probe"
+    container, message = unready
+    return f"failed its readiness probe (container {container}: {message})"

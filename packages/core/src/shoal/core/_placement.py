@@ -153,14 +153,15 @@ class InstanceFactory:
         """Whether an instance ``(namespace, name)`` exists already."""
         self.taken: set[str] = set()
         """Instance keys (namespace/name) handed out by this factory."""
-        self._prototypes: dict[str, Instance] = {}
-        self._templates: dict[int, tuple[PodTemplate, bytes, bytes]] = {}
-        """Each prototype's template, its JSON and that of the prototype's _SHARED fields
-        (the object's members, without braces), by the template's id."""
-        self._made: dict[int, Instance] = {}
-        """The instances :meth:`new` made of a status with no field outside ``_OWN``, by id:
-        those whose _SHARED fields are their prototype's (the instance is kept: ids are
-        reused once an object is gone)."""
+        self._prototypes: dict[str, tuple[Instance, bytes]] = {}
+        """Each workload's prototype, and the JSON of its _SHARED fields (without braces)."""
+        self._templates: dict[int, tuple[PodTemplate, bytes]] = {}
+        """Each prototype's template and its JSON, by the template's id."""
+        self._made: dict[int, tuple[Instance, bytes]] = {}
+        """The instances :meth:`new` made of a status with no field outside ``_OWN``, by id,
+        with the JSON of their prototype's _SHARED fields (the object's members, without
+        braces): theirs too. The instance is kept, since ids are reused once an object is
+        gone; the JSON is the prototype's, not the template's (workloads may share one)."""
 
     def fresh_uid(self, workload: Workload) -> str:
         """Return a uid whose 5-character name suffix no instance uses yet."""
@@ -188,8 +189,8 @@ class InstanceFactory:
         over (it adds name, uid and container ids to it): a pass makes
         thousands of instances, each from a dict made for it.
         """
-        proto = self._prototypes.get(workload.key)
-        if proto is None:
+        made = self._prototypes.get(workload.key)
+        if made is None:
             proto = Instance(
                 name=workload.name,
                 namespace=workload.namespace,
@@ -204,14 +205,13 @@ class InstanceFactory:
                 # The request that caused it, or (none recorded) the reconcile making it.
                 trace_context=workload.trace_context or current_traceparent(),
             )
-            self._prototypes[workload.key] = proto
-            shared = Instance.__pydantic_serializer__.to_json(proto, include=_SHARED)
+            shared = Instance.__pydantic_serializer__.to_json(proto, include=_SHARED)[1:-1]
+            made = self._prototypes[workload.key] = (proto, shared)
             self._templates[id(proto.template)] = (
                 proto.template,
                 proto.template.model_dump_json().encode(),
-                shared[1:-1],
             )
-        name, prototype, made = workload.name, proto, self._made
+        (prototype, shared), name, kept = made, workload.name, self._made
 
         def new(uid: str, status: dict[str, Any]) -> Instance:
             own = status.keys() <= _OWN
@@ -220,7 +220,7 @@ class InstanceFactory:
             status["container_ids"] = {}  # a fresh dict
             inst = copy_with(prototype, status)
             if own:
-                made[id(inst)] = inst
+                kept[id(inst)] = (inst, shared)
             return inst
 
         return new
@@ -239,9 +239,10 @@ class InstanceFactory:
         cached = self._templates.get(id(inst.template))
         if cached is None or cached[0] is not inst.template:
             return inst.model_dump_json().encode()
-        if self._made.pop(id(inst), None) is inst:  # its _SHARED fields are its prototype's
+        made, shared = self._made.pop(id(inst), (None, b""))
+        if made is inst:  # its _SHARED fields are its prototype's
             own = Instance.__pydantic_serializer__.to_json(inst, include=_OWN)
-            return b"".join((own[:-1], b",", cached[2], b',"template":', cached[1], b"}"))
+            return b"".join((own[:-1], b",", shared, b',"template":', cached[1], b"}"))
         own = Instance.__pydantic_serializer__.to_json(inst, exclude=_TEMPLATE)
         return b"".join((own[:-1], b',"template":', cached[1], b"}"))
 

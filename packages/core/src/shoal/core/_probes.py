@@ -168,20 +168,12 @@ class ProbeTracker:
 
     def failing_liveness(self, inst: Instance) -> tuple[str, str] | None:
         """Return (container, last message) of a failed liveness probe, if any."""
-        return self._failing(inst, "liveness")
-
-    def failing_readiness(self, inst: Instance) -> tuple[str, str] | None:
-        """Return (container, last message) of a readiness probe that does not pass, if any."""
-        return self._failing(inst, "readiness")
-
-    def _failing(self, inst: Instance, kind: ProbeKind) -> tuple[str, str] | None:
         for c in inst.template.containers:
-            probe = c.liveness_probe if kind == "liveness" else c.readiness_probe
-            if probe is None:
+            if c.liveness_probe is None:
                 continue
-            record = self._record(inst.uid, c.name, kind)
+            record = self._record(inst.uid, c.name, "liveness")
             if not record.passing:
-                return c.name, record.message or "not checked yet"
+                return c.name, record.message
         return None
 
     def forget(self, keep: set[str]) -> None:

@@ -115,15 +115,18 @@ DEFAULT_CONFIG_HASH_KEY = b"shoal config-hash"
 SYSTEM = Actor(id="system", via=Via.SYSTEM)
 
 APPLY_ATTEMPTS = 5
-"""Tries of an apply whose transaction loses races to writes that leave its plan as it was."""
+"""Tries of an apply whose transaction loses races to writes that change no object's spec."""
+
+Basis = list[tuple[str, int]]
+"""What an apply read, as (uid, generation) of each object ("", 0: none): its specs' versions."""
 
 
 class _Raced(Exception):
     """An apply's transaction lost a race; nothing was written. Never leaves :meth:`apply`."""
 
-    def __init__(self, plan_id: str) -> None:
-        super().__init__(plan_id)
-        self.plan_id = plan_id
+    def __init__(self, basis: Basis) -> None:
+        super().__init__(basis)
+        self.basis = basis
 
 
 @dataclass(frozen=True)
@@ -208,30 +211,31 @@ class ShoalService:
         are updated in the same transaction (so they roll out).
 
         The transaction holds only if nothing it read was written meanwhile.
-        A write that leaves the plan as it was (the control loop recording a
-        workload's status, as it does through a rollout) costs the apply a new
-        try, up to APPLY_ATTEMPTS in all; a write that changes the plan (another
-        writer's change to an object of this apply) fails it with nothing applied.
+        A write that changes no object's spec (the control loop recording a
+        workload's status, as it does through a rollout, or a daemon's count of
+        nodes) costs the apply a new try, up to APPLY_ATTEMPTS in all; a write
+        that does (another writer's change: a new generation, an object created
+        or deleted) fails it with nothing applied.
         """
-        planned: str | None = None
+        read_as: Basis | None = None
         for _ in range(APPLY_ATTEMPTS):
             try:
-                return await self._apply(specs, dry_run=dry_run, planned=planned)
+                return await self._apply(specs, dry_run=dry_run, read_as=read_as)
             except _Raced as raced:
-                planned = raced.plan_id
+                read_as = raced.basis
         raise Conflict(
             f"this apply lost {APPLY_ATTEMPTS} races in a row to writes of the objects it "
-            "changes (their plan stayed the same); nothing was applied: run it again"
+            "changes (none to their specs); nothing was applied: run it again"
         )
 
     async def _apply(
-        self, specs: Sequence[ObjectSpec], *, dry_run: bool, planned: str | None
+        self, specs: Sequence[ObjectSpec], *, dry_run: bool, read_as: Basis | None
     ) -> ApplyResult:
-        """One try of :meth:`apply`; ``planned``: the plan id of a try that lost a race.
+        """One try of :meth:`apply`; ``read_as``: what a try that lost a race read.
 
         Raises:
             _Raced: the transaction lost a race (nothing was written).
-            Conflict: the plan is not ``planned`` any more: an object changed.
+            Conflict: the objects are not as ``read_as`` says any more: a spec changed.
 
         """
         labels = [label_of(spec) for spec in specs]
@@ -282,12 +286,12 @@ class ShoalService:
         changes += workload_changes[len(workload_specs) - len(rolled) :]
         basis = [("", 0) if s is None else (s.value.uid, s.value.generation) for s in current]
         basis += [("", 0) if c is None else (c.uid, c.generation) for c in current_configs.values()]
-        plan = make_plan(changes, basis)
-        if planned is not None and plan.id != planned:
+        if read_as is not None and basis != read_as:
             raise Conflict(
                 "an object of this apply was changed by another writer while it ran; nothing "
                 "was applied: see what would change now with `shoal diff`, then apply again"
             )
+        plan = make_plan(changes, basis)
         warnings = [
             f"{label_of(spec)}: {note}"
             for spec in specs
@@ -360,7 +364,7 @@ class ShoalService:
         if ops:
             outcome = await self.store.txn(compares, ops)
             if not outcome.succeeded:
-                raise _Raced(plan.id)
+                raise _Raced(basis)
         return result
 
     async def _stored_config(self, spec: ConfigSpec) -> tuple[StoredConfig | None, int]:

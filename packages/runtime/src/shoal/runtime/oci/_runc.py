@@ -11,6 +11,7 @@ message.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -100,6 +101,9 @@ class RuncCli:
             )
         self.path = found
         self.state_root = state_root
+        # runc names its root as Go's filepath.Abs does: absolute and cleaned, links kept.
+        self._raced = f"stat {os.path.abspath(state_root)}/"
+        """How a list that a delete raced names the root (see :meth:`states`)."""
 
     def command(self, *args: str) -> list[str]:
         """Return the argv of a subcommand, global flags included."""
@@ -155,7 +159,6 @@ class RuncCli:
         """
         if not self.state_root.exists():
             return {}
-        gone = f"stat {self.state_root.absolute()}/"  # runc names its root absolute
         attempts = 0
         while True:
             attempts += 1
@@ -163,7 +166,8 @@ class RuncCli:
             if code == 0:
                 break
             message = runc_message(err)
-            if attempts == LIST_ATTEMPTS or gone not in message:
+            raced = self._raced in message and message.endswith(": no such file or directory")
+            if attempts == LIST_ATTEMPTS or not raced:
                 raise RuntimeFailure(
                     f"{Path(self.path).name} list failed: {message}", command="list"
                 )
