@@ -1,4 +1,4 @@
-"""An apply that loses a race: tried again when the plan stands, refused when it changed.
+"""An apply that loses a race: tried again when no spec changed, refused when one did.
 
 A rollout keeps the control loop writing the workload's status; a user's
 apply of the same workload reads it, plans, and writes with a compare on
@@ -49,11 +49,11 @@ class RacedStore(MemoryStore):
         return await super().txn(compares, success, failure)
 
 
-async def status_written(repo: Repository, phase: WorkloadPhase) -> None:
-    """Write the workload's status as the control loop does: its spec untouched."""
+async def status_written(repo: Repository, **fields: object) -> None:
+    """Write the workload's status ``fields`` as the control loop does: its spec untouched."""
     stored = await repo.get_workload("default", "web")
     assert stored is not None
-    status = stored.value.status.model_copy(update={"phase": phase})
+    status = stored.value.status.model_copy(update=fields)
     updated = stored.value.model_copy(update={"status": status})
     await repo.put(KEY, updated, expected_revision=stored.revision)
 
@@ -65,7 +65,7 @@ async def test_an_apply_raced_by_a_status_write_is_tried_again_and_keeps_the_sta
         await service.apply([spec(replicas=2)])
 
         async def rollout_progress() -> None:
-            await status_written(repo, WorkloadPhase.PROGRESSING)
+            await status_written(repo, phase=WorkloadPhase.PROGRESSING)
 
         store.before_txn = rollout_progress
         result = await service.apply([spec(replicas=2, image="busybox:2")])
@@ -84,11 +84,7 @@ async def test_a_daemon_whose_node_count_changed_under_an_apply_is_applied_all_t
         await service.apply([spec(mode="daemon")])
 
         async def a_node_joins() -> None:  # the control loop counts the eligible nodes again
-            stored = await repo.get_workload("default", "web")
-            assert stored is not None
-            status = stored.value.status.model_copy(update={"desired_replicas": 3})
-            updated = stored.value.model_copy(update={"status": status})
-            await repo.put(KEY, updated, expected_revision=stored.revision)
+            await status_written(repo, desired_replicas=3)
 
         store.before_txn = a_node_joins
         result = await service.apply([spec(mode="daemon", image="busybox:2")])
@@ -127,7 +123,7 @@ async def test_an_apply_that_loses_every_try_says_so_with_nothing_applied() -> N
         phases = [WorkloadPhase.PROGRESSING, WorkloadPhase.RUNNING] * APPLY_ATTEMPTS
 
         async def busy_loop() -> None:
-            await status_written(repo, phases.pop())
+            await status_written(repo, phase=phases.pop())
 
         store.before_txn, store.times = busy_loop, APPLY_ATTEMPTS
         with pytest.raises(Conflict, match=f"lost {APPLY_ATTEMPTS} races in a row"):

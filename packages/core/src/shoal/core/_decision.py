@@ -180,6 +180,11 @@ def starting_report(old: Instance, new: Instance) -> bool:
     return old.model_copy(update={f: getattr(new, f) for f in _STARTING_REPORT}) == new
 
 
+def _left(node: Node | None) -> bool:
+    """Whether ``node`` left the cluster on purpose (None: no such node, it did not)."""
+    return node is not None and node.state == _NODE_LEFT
+
+
 def _lost_because(node: Node | None, inst: Instance) -> str | None:
     """Return why ``inst`` is lost with its node (which it is placed on), or None if it is not.
 
@@ -207,8 +212,7 @@ class Deciding:
 
     def node_left(self, inst: Instance) -> bool:
         """Return whether the node of ``inst`` left the cluster on purpose."""
-        node = self.nodes.get(inst.node or "")
-        return node is not None and node.state == _NODE_LEFT
+        return _left(self.nodes.get(inst.node or ""))
 
     def remove(self, stored: Stored[Instance], reason: str, message: str) -> None:
         """Ask an instance to go; this replaces any other op of the decision on it."""
@@ -253,7 +257,7 @@ class Deciding:
             return inst
         placed = inst.node
         node = None if placed is None else self.nodes.get(placed)
-        if node is not None and node.state == _NODE_LEFT:
+        if _left(node):
             # Not a failure: the node went away on purpose. The caller deletes the
             # record, and a replacement is placed elsewhere.
             return inst.model_copy(update={"deleting": True})

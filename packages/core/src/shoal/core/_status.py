@@ -10,7 +10,6 @@ from shoal.interfaces import (
     Condition,
     Instance,
     InstanceState,
-    RestartPolicy,
     Workload,
     WorkloadMode,
     WorkloadPhase,
@@ -19,6 +18,7 @@ from shoal.interfaces import (
 )
 
 from ._decision import JobProgress
+from ._restarts import should_restart
 
 _RUNNING, _FAILED, _STOPPED = InstanceState.RUNNING, InstanceState.FAILED, InstanceState.STOPPED
 """Read once: an enum member read costs a descriptor call, and the loop below reads three
@@ -145,8 +145,6 @@ def workload_status(
     """Stopped for good: exited 0 under OnFailure or Never (nothing runs them again)."""
     placed_or_finished = 0
     ready_for = spec.update.min_ready_seconds
-    # A stopped instance exited 0: only Always runs it again (see should_restart).
-    ends = spec.restart_policy != RestartPolicy.ALWAYS
     for i in instances:
         placed = i.node is not None
         scheduled += placed
@@ -158,7 +156,7 @@ def workload_status(
         updated += runs_current(i, workload)
         if state == _FAILED or i.reason == "CrashLoopBackOff":
             crashing.append(i)
-        elif ends and state == _STOPPED:
+        elif state == _STOPPED and not should_restart(spec.restart_policy, i):
             finished.append(i)
         placed_or_finished += placed or state in PLACED_STATES
 
