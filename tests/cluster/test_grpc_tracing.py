@@ -17,7 +17,7 @@ from shoal.cluster.grpc._grpc_base import authenticate
 from shoal.cluster.grpc._pb import shoal_node_pb2 as pb
 from shoal.cluster.grpc._tracing import TRACER as CLUSTER_TRACER
 from shoal.cluster.grpc._tracing import authenticated
-from shoal.interfaces import ORIGIN_BAGGAGE, Unauthenticated
+from shoal.interfaces import CALLER_NODE, ORIGIN_BAGGAGE, Unauthenticated
 
 pytestmark = pytest.mark.anyio
 
@@ -30,8 +30,8 @@ def pinged(verifier: CallVerifier) -> grpc.GenericRpcHandler:
     """A NodeState service whose Ping authenticates and admits its caller, then answers."""
 
     async def ping(request: pb.PingRequest, context: Context) -> pb.PingReply:
-        await authenticate(verifier, context, PING, request)
-        authenticated()  # admitted: what the services do once a caller may call them
+        caller = await authenticate(verifier, context, PING, request)
+        authenticated(caller.name)  # admitted: what the services do once a caller may call them
         return pb.PingReply()
 
     return grpc.method_handlers_generic_handler(
@@ -88,6 +88,8 @@ async def test_a_nodes_call_is_a_server_span_of_its_trace_linked_to_the_request(
     assert server.trace_id == trace_id and server.parent_span_id == client.span_id
     assert [link.trace_id for link in server.links] == [origin_trace]
     assert server.attributes["rpc.method"] == "Ping"
+    assert server.attributes[CALLER_NODE] == "w1"  # where get_trace finds the caller's spans
+    assert CALLER_NODE not in client.attributes
 
 
 async def test_a_call_that_fails_authentication_leaves_no_span_on_the_server(

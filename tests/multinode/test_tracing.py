@@ -4,7 +4,9 @@ Both agents export their spans to a real OTLP/HTTP collector in this process
 (the standard ``OTEL_EXPORTER_OTLP_ENDPOINT``): the server's request and
 reconcile, the worker's start of the instance, all tied to the request's
 trace, the worker's calls to the server in the trace of its start, and the
-worker's ``Started`` event carries the request's trace id.
+worker's ``Started`` event carries the request's trace id. Without a
+collector, the server's ``get_trace`` shows the same: it asks the worker for
+its spans (the gRPC Traces service).
 """
 
 from __future__ import annotations
@@ -148,3 +150,18 @@ def test_an_apply_is_traced_from_the_servers_api_to_the_workers_start(
     events = cluster.listing(server, "events")
     started = [e for e in events if e["reason"] == "Started" and e["object"]["kind"] == "Instance"]
     assert started and all(e["trace_id"] == trace_id for e in started)
+
+    # The server's get_trace holds the worker's spans too, asked of the worker over gRPC.
+    view = cluster.query(server, lambda client: client.get_trace(trace_id))
+    assert view.node == "s1" and view.nodes == ["s1", "w1"] and view.missing == {}
+    shown = {(s.node, s.name, s.trace_id) for s in view.spans}
+    assert ("s1", "POST /v1/workloads/apply", trace_id) in shown
+    assert {("w1", "shoal.start", start.trace_id), ("w1", "runtime.run", start.trace_id)} <= shown
+    assert start.trace_id in view.linked_traces
+    # And explain's start trace, asked of the server, is the worker's start and its cause.
+    (instance,) = [i for i in cluster.listing(server, "instances") if i["workload"] == "traced"]
+    assert instance["start_trace_id"] == start.trace_id
+    view = cluster.query(server, lambda client: client.get_trace(start.trace_id))
+    names = {(s.node, s.name) for s in view.spans if s.trace_id == start.trace_id}
+    assert {("w1", "shoal.start"), ("w1", "runtime.run"), ("s1", report)} <= names
+    assert view.cause_traces == [trace_id]

@@ -43,7 +43,9 @@ from shoal.cluster import (
     RemoteImages,
     RemoteNodeState,
     RemotePods,
+    RemoteTraces,
     SerfCluster,
+    TraceGateway,
     check_gossip_key,
     is_server,
 )
@@ -65,6 +67,8 @@ from shoal.interfaces import (
     PutOp,
     StateStore,
     Tag,
+    TraceQuery,
+    TraceSource,
     TxnResult,
     Unavailable,
     UsageHistory,
@@ -188,6 +192,7 @@ class Clustering:
         self._serf: SerfCluster | None = None
         self._pods: dict[str, RemotePods] = {}
         self._images: dict[str, RemoteImages] = {}
+        self._traces: dict[str, RemoteTraces] = {}
         self._node_state: RemoteNodeState | None = None
         self.assignments: Assignments | None = None
         """A server's per-worker instance streams, made by :meth:`handlers`; run by the caller."""
@@ -313,12 +318,14 @@ class Clustering:
         *,
         clock: Clock,
         usage: UsageHistory | None = None,
+        traces: TraceSource | None = None,
     ) -> list[grpc.GenericRpcHandler]:
         """Return the gRPC services this node offers.
 
         NodeState for servers (with :attr:`assignments`, which the caller runs),
         Pods for runners (with ``usage``, the node's usage history), Images for
-        nodes that keep images.
+        nodes that keep images, Traces (the spans it recorded, for the servers)
+        for nodes that record ``traces``.
         """
         served: list[grpc.GenericRpcHandler] = []
         if store is not None:
@@ -331,6 +338,8 @@ class Clustering:
             served.append(pods.handler())
         if images is not None:
             served.append(ImageGateway(images, self.verifier, self.authorize_member).handler())
+        if traces is not None:
+            served.append(TraceGateway(traces, self.verifier, self.authorize_server).handler())
         return served
 
     def pods_of(self, node: Node) -> RemotePods:
@@ -357,6 +366,22 @@ class Clustering:
         """
         return self.pods_of(node)
 
+    def traces_of(self, member: Member) -> TraceQuery:
+        """Return the spans ``member`` recorded, reached over gRPC (its Traces service).
+
+        Raises:
+            Unavailable: the member publishes no gRPC address.
+        """
+        address = member.tags.get(Tag.GRPC)
+        if not address:
+            raise Unavailable(
+                f"node {member.name} publishes no gRPC address, so its spans cannot be read",
+                node=member.name,
+            )
+        if address not in self._traces:
+            self._traces[address] = RemoteTraces(NodeChannel(self.identity, self.token, address))
+        return self._traces[address]
+
     async def aclose(self) -> None:
         """Close the channels opened to other nodes."""
         if self._node_state is not None:
@@ -367,6 +392,9 @@ class Clustering:
         images, self._images = list(self._images.values()), {}
         for share in images:
             await share.aclose()
+        traces, self._traces = list(self._traces.values()), {}
+        for source in traces:
+            await source.aclose()
 
 
 class NoStore:

@@ -160,6 +160,7 @@ class ShoalNode:
             remote_images=None if clustering is None else clustering.images_of,
             remote_usage=None if clustering is None else clustering.usage_of,
             traces=traces,
+            remote_traces=None if clustering is None else clustering.traces_of,
         )
         if isinstance(store, SealedStore):  # the roll-on-change hash, keyed by a server secret
             self.service.config_hash_key = store.keyring.derive("config-hash")
@@ -241,6 +242,7 @@ class ShoalNode:
                             self.images,
                             clock=self.clock,
                             usage=self.usage,
+                            traces=self.service.traces,
                         )
                         if self.clustering.assignments is not None:
                             await tg.start(self.clustering.assignments.run)

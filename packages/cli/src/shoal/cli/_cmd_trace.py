@@ -28,20 +28,24 @@ def trace(
     The request a trace served first (for a start's trace, the apply), then
     the trace, then each trace linking to it (the work it caused), every span
     with its duration, its node and, for a failed one, what failed; under a
-    span, its store operations (marked ·) with theirs.
+    span, its store operations (marked ·) with theirs. The spans come from
+    every node the trace crossed; a node whose spans could not be had is
+    named first, with why.
     """
 
     async def call(shoal: ShoalClient) -> TraceView:
         return await shoal.get_trace(trace_id)
 
     view = run(lambda: with_client(call))
+    for node, why in view.missing.items():  # said first: the tree below lacks their spans
+        out.print(f"spans of node {node} missing: {why}", markup=False, highlight=False)
     if not view.spans:
         from shoal.interfaces import SPAN_BUFFER
 
         out.print(
-            f"no spans of trace {view.trace_id} on this server (it keeps the last "
-            f"{SPAN_BUFFER:,}; "
-            "a worker's are on the worker, or in your OTLP collector)",
+            f"no spans of trace {view.trace_id} on {', '.join(view.nodes) or 'this server'} "
+            f"(each node keeps its last {SPAN_BUFFER:,}; older ones are in your OTLP "
+            "collector, if one is set)",
             markup=False,
             highlight=False,
         )

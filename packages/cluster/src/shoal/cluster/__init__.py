@@ -20,7 +20,8 @@ the store, a stream per worker); a worker's node loop uses it through
 :class:`RemoteNodeState`, the :class:`~shoal.interfaces.NodeState` of a node
 that keeps no store. Nodes that keep images serve
 :class:`ImageGateway`, and a worker fetches an image it lacks from a server
-through :class:`RemoteImages`.
+through :class:`RemoteImages`. Every node serves :class:`TraceGateway`, the
+spans it recorded, which a server reads through :class:`RemoteTraces`.
 """
 
 from ._fanout import MemberEvents
@@ -40,6 +41,7 @@ from .grpc._grpc_images import ImageGateway, RemoteImages
 from .grpc._grpc_pods import PodGateway, RemotePods
 from .grpc._grpc_remote_state import RemoteNodeState, check_accepted
 from .grpc._grpc_state import NodeStateGateway
+from .grpc._grpc_traces import RemoteTraces, TraceGateway
 from .grpc._nodeauth import Caller, CallVerifier, NodeIdentity, fingerprint
 from .serf._serf import SerfCluster
 from .serf._serf_records import (
@@ -72,6 +74,7 @@ __all__ = [
     "RemoteImages",
     "RemoteNodeState",
     "RemotePods",
+    "RemoteTraces",
     "SerfCluster",
     "SerfEventRecord",
     "SerfMember",
@@ -79,6 +82,7 @@ __all__ = [
     "SerfRpcClient",
     "SerfSubscription",
     "StaticCluster",
+    "TraceGateway",
     "UserEventRecord",
     "check_accepted",
     "check_gossip_key",

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from shoal.interfaces import (
     CONFIGMAPS,
     MAX_REPLICAS,
+    MAX_TRACE_SPANS,
     NAMESPACES,
     ROLL_ON_CONFIG_ANNOTATION,
     SECRETS,
@@ -65,6 +66,7 @@ from shoal.interfaces import (
     SecretSpec,
     SecretView,
     StateStore,
+    TraceQuery,
     TraceSource,
     TraceView,
     Unavailable,
@@ -102,6 +104,7 @@ from ._jobs import refuse_job_template_change
 from ._plan import make_plan, plan_change
 from ._repo import EVENTS, Repository, Stored, decoder_of, node_key, workload_key
 from ._revisions import first_revision, revision_of, template_hash, with_template
+from ._traces import gather_trace
 from ._tracing import origin_trace_id, propagated_context, span_context_of
 from ._usage import limits_of, read_usage
 
@@ -156,6 +159,7 @@ class ShoalService:
         manifests: Callable[[], list[ManifestSource]] | None = None,
         traces: TraceSource | None = None,
         remote_usage: Callable[[Node], UsageQuery] | None = None,
+        remote_traces: Callable[[Member], TraceQuery] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -168,6 +172,8 @@ class ShoalService:
         self.remote_images = remote_images
         """Reaches the images of other nodes (over gRPC in a cluster); None: only local ones."""
         self.remote_usage = remote_usage
+        self.remote_traces = remote_traces
+        """Reaches the spans other nodes recorded (over gRPC in a cluster); None: only ours."""
         """Reaches the usage history other nodes keep (over gRPC in a cluster); None: only
         this node's."""
         self.config_hash_key = DEFAULT_CONFIG_HASH_KEY
@@ -194,6 +200,7 @@ class ShoalService:
             manifests=self.manifests,
             traces=self.traces,
             remote_usage=self.remote_usage,
+            remote_traces=self.remote_traces,
         )
         acting.audit = self.audit  # one trail, appended in turn by every caller
         acting.config_hash_key = self.config_hash_key
@@ -699,14 +706,23 @@ class ShoalService:
         )
 
     async def get_trace(self, trace_id: str) -> TraceView:
-        """Return the spans this node recorded of one trace and of the traces linking to it."""
+        """Return the spans of one trace and of the traces linked to it, from every node.
+
+        This node's own, and in a cluster those of the nodes the trace crossed
+        (see :mod:`._traces`); the nodes whose spans could not be had are in
+        ``missing``.
+        """
         try:
             wanted = check_trace_id(trace_id)
         except ValueError as exc:
             raise InvalidInput(str(exc), trace_id=trace_id) from None
+        name = "" if self.local is None else self.local.name
         if self.traces is None:
-            return TraceView(trace_id=wanted, node="" if self.local is None else self.local.name)
-        return self.traces.trace(wanted)
+            return TraceView(trace_id=wanted, node=name, nodes=[name] if name else [])
+        local = self.traces.trace(wanted)
+        if self.remote_traces is None or self.members is None:
+            return local.model_copy(update={"nodes": [local.node]})
+        return await gather_trace(local, await self.members(), self.remote_traces, MAX_TRACE_SPANS)
 
     async def _running_pod(
         self, name: str, namespace: str, container: str | None

@@ -11,8 +11,10 @@ them, and the events their controllers record carry that request's trace id.
 
 :class:`TraceView` is what ``get_trace`` answers: the spans of the trace
 asked for, of every trace that links to it (the work it caused) and of the
-traces it links to (the request it served), as recorded by the node that
-answers (the spans of other nodes reach an OTLP collector when one is set).
+traces it links to (the request it served). Each node keeps the spans it
+recorded; a server that answers asks the other nodes the trace passed through
+for theirs (:class:`TraceQuery`, over gRPC) and merges them, so one answer
+shows a request's work on every node.
 """
 
 from __future__ import annotations
@@ -26,18 +28,22 @@ from ._base import Model
 from ._wire import TRACEPARENT_HEADER
 
 __all__ = [
+    "CALLER_NODE",
     "EVENT_DURATION",
     "EVENT_OUTCOME",
     "MAX_SPAN_EVENTS",
+    "MAX_TRACE_NODES",
     "MAX_TRACE_SPANS",
     "MCP_TRACEPARENT_META",
     "ORIGIN_BAGGAGE",
     "SPAN_BUFFER",
     "TRACEPARENT_PATTERN",
     "TRACE_ID_PATTERN",
+    "TRACE_QUERY_SECONDS",
     "SpanEvent",
     "SpanLink",
     "SpanRecord",
+    "TraceQuery",
     "TraceSource",
     "TraceView",
     "check_trace_id",
@@ -59,6 +65,17 @@ SPAN_BUFFER = 20_000
 """Spans a node keeps in memory for ``get_trace`` (the oldest go first)."""
 MAX_TRACE_SPANS = 500
 """The most spans one ``get_trace`` answer holds (the earliest first); more are counted."""
+MAX_TRACE_NODES = 16
+"""The most other nodes one ``get_trace`` asks for their spans; the others are named as
+not asked."""
+
+TRACE_QUERY_SECONDS = 3.0
+"""How long ``get_trace`` waits for another node's spans before naming it as missing."""
+
+CALLER_NODE = "shoal.caller_node"
+"""The attribute of a node's span of another node's gRPC call that names the caller: a
+server's ``get_trace`` asks the nodes it names for their own spans of the trace."""
+
 MAX_SPAN_EVENTS = 16
 """The events a node keeps of one span (the last ones); the earlier are counted."""
 EVENT_DURATION = "shoal.duration_ms"
@@ -162,7 +179,12 @@ class TraceView(Model):
     truncated: int = 0
     """Spans left out past :data:`MAX_TRACE_SPANS`."""
     node: str = ""
-    """The node whose recorded spans these are."""
+    """The node that answered."""
+    nodes: list[str] = Field(default_factory=list)
+    """The nodes whose recorded spans these are: the one that answered, and those it asked."""
+    missing: dict[str, str] = Field(default_factory=dict)
+    """Nodes the trace passed through whose spans are not here, and why (unreachable,
+    no answer in time, or more than :data:`MAX_TRACE_NODES` to ask)."""
 
 
 class TraceSource(Protocol):
@@ -172,5 +194,17 @@ class TraceSource(Protocol):
         """Return the spans of ``trace_id`` and of the traces linked to it (empty if none).
 
         Linked either way: those linking to it and those it links to.
+        """
+        ...
+
+
+class TraceQuery(Protocol):
+    """Another node's recorded spans, reached over the network."""
+
+    async def trace(self, trace_id: str, limit: int = MAX_TRACE_SPANS) -> TraceView:
+        """Return that node's :meth:`TraceSource.trace` of ``trace_id``.
+
+        Raises:
+            Unavailable: the node cannot be reached or did not answer.
         """
         ...

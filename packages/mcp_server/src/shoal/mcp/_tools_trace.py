@@ -3,10 +3,11 @@
 Every tool that changes something returns the trace id of its call; events
 carry the trace id of the request behind them, and explain_instance names
 the trace of an instance's last start. get_trace turns one of those ids
-into the spans this server recorded: the call itself (tool, service, and
-its store calls as events) and the traces that link to it (the control loop's placement, the
-node's pull, create and start). At most MCP_TRACE_SPANS spans, earliest
-first, so the answer has a fixed bound whatever the request did.
+into the spans recorded on every node the trace crossed: the call itself
+(tool, service, and its store calls as events) and the traces that link to
+it (the control loop's placement, the worker's pull, create and start). At
+most MCP_TRACE_SPANS spans, earliest first, so the answer has a fixed bound
+whatever the request did.
 """
 
 from __future__ import annotations
@@ -61,8 +62,8 @@ def register_trace_tools(server: MCPServer[Any], gate: Gate) -> None:
         reconcile and scheduling, each node's start of an instance (image pull, create,
         start). Given a start's trace (explain_instance's
         start_trace_id), also the request that caused it (cause_traces). A span with status
-        'error' is where it failed. Only this server's spans: a worker's own appear when it
-        exports to a collector.
+        'error' is where it failed; each span names its node. The spans come from every node
+        the trace crossed (nodes); a node whose spans could not be had is in missing, with why.
         """
         async with gate.call(ctx, Role.VIEWER) as call:
             view = await call.service.get_trace(trace_id)
@@ -74,4 +75,6 @@ def register_trace_tools(server: MCPServer[Any], gate: Gate) -> None:
             cause_traces=view.cause_traces,
             truncated=view.truncated + len(view.spans) - len(shown),
             node=view.node,
+            nodes=view.nodes,
+            missing=view.missing,
         )

@@ -1,1 +1,1 @@
-"""Node-to-node gRPC: signed calls, the State, Pods and Images services, and their clients."""
+"""Node-to-node gRPC: signed calls, the State, Pods, Images and Traces services, clients."""

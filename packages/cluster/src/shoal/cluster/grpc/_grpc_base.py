@@ -200,7 +200,7 @@ class AdmittingService:
             await self._authorize(caller)
         except ShoalError as exc:
             await abort_with(context, exc)
-        authenticated()  # a traced call's span opens now, not before
+        authenticated(caller.name)  # a traced call's span opens now, not before
 
 
 async def serve_grpc(

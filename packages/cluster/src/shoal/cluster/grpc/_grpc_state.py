@@ -168,7 +168,7 @@ class NodeStateGateway:
         """Authenticate the call, load the caller's identity and admit the call."""
         caller = await authenticate(self._verifier, context, f"/{SERVICE}/{name}", request)
         if name == "Ping":
-            authenticated()
+            authenticated(caller.name)
             return WorkerScope(caller, None)
         try:
             record = await self._store.get(node_key(caller.name))
@@ -179,7 +179,7 @@ class NodeStateGateway:
             scope.admit(name)
         except ShoalError as exc:
             await abort_with(context, exc)
-        authenticated()  # a traced call's span opens once the node is who it says
+        authenticated(caller.name)  # a traced call's span opens once the node is who it says
         return scope
 
     async def _ping(self, scope: WorkerScope, request: pb.PingRequest) -> pb.PingReply:

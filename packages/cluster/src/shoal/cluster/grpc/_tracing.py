@@ -30,7 +30,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from shoal.interfaces import ORIGIN_BAGGAGE, TRACEPARENT_HEADER
+from shoal.interfaces import CALLER_NODE, ORIGIN_BAGGAGE, TRACEPARENT_HEADER
 
 from ._nodeauth import SIGNED_TRACE_FIELDS
 
@@ -79,7 +79,7 @@ class _Pending:
         self.span: Span | None = None
         self._token: object = None
 
-    def open(self) -> None:
+    def open(self, caller: str) -> None:
         parent = propagate.extract(self.metadata)
         links = []
         origin = baggage.get_baggage(ORIGIN_BAGGAGE, parent)
@@ -92,7 +92,7 @@ class _Pending:
             context=parent,
             kind=SpanKind.SERVER,
             links=links,
-            attributes=_attributes(self.method),
+            attributes={**_attributes(self.method), CALLER_NODE: caller},
             record_exception=False,
             set_status_on_exception=False,
         )
@@ -110,15 +110,17 @@ class _Pending:
 _PENDING: ContextVar[_Pending | None] = ContextVar("shoal_grpc_pending_span", default=None)
 
 
-def authenticated() -> None:
+def authenticated(caller: str) -> None:
     """Open the span of the call being served, if it carries a trace context.
 
     Called once the caller is authenticated and admitted: the context its
-    signature covers is then a known node's.
+    signature covers is then a known node's. The span names that node
+    (:data:`~shoal.interfaces.CALLER_NODE`): a server's ``get_trace`` asks it
+    for the rest of the trace.
     """
     pending = _PENDING.get()
     if pending is not None and pending.span is None:
-        pending.open()
+        pending.open(caller)
 
 
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"

@@ -298,3 +298,17 @@ class ImageListReply(_message.Message):
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedCompositeFieldContainer[ImageEntry]
     def __init__(self, images: _Optional[_Iterable[_Union[ImageEntry, _Mapping]]] = ...) -> None: ...
+
+class TraceRequest(_message.Message):
+    __slots__ = ("trace_id", "limit")
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    trace_id: str
+    limit: int
+    def __init__(self, trace_id: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class TraceReply(_message.Message):
+    __slots__ = ("view",)
+    VIEW_FIELD_NUMBER: _ClassVar[int]
+    view: bytes
+    def __init__(self, view: _Optional[bytes] = ...) -> None: ...

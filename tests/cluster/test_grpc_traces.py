@@ -1,0 +1,96 @@
+"""A node's recorded spans over real gRPC: its TraceGateway serves them, RemoteTraces reads them.
+
+A server's ``get_trace`` reaches the spans of the other nodes a trace crossed
+this way (``ShoalService(remote_traces=...)``, see tests/core/test_traces.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+import anyio
+import pytest
+from nacl.signing import SigningKey
+
+from shoal.cluster import RemoteTraces, TraceGateway
+from shoal.cluster.grpc._grpc_base import NodeChannel, serve_grpc
+from shoal.cluster.grpc._nodeauth import CallVerifier, NodeIdentity
+from shoal.interfaces import (
+    MAX_TRACE_SPANS,
+    Forbidden,
+    InvalidInput,
+    SpanRecord,
+    TraceQuery,
+    TraceView,
+)
+from tests.cluster.test_grpc_pods import SERVER, START, TOKEN, WAIT, Authorizer
+
+pytestmark = pytest.mark.anyio
+
+TRACE = "0123456789abcdef0123456789abcdef"
+
+
+class Buffer:
+    """A node's span buffer holding two spans of TRACE; remembers the limits asked for."""
+
+    def __init__(self) -> None:
+        self.limits: list[int] = []
+
+    def trace(self, trace_id: str, limit: int = MAX_TRACE_SPANS) -> TraceView:
+        self.limits.append(limit)
+        spans = [
+            SpanRecord(
+                trace_id=trace_id,
+                span_id=f"{n:016x}",
+                name=name,
+                start=START + timedelta(milliseconds=n),
+                end=START + timedelta(milliseconds=n + 1),
+                duration_ms=1.0,
+                attributes={"shoal.instance": "default/web-1a2b3", "shoal.attempt": n},
+                node="w1",
+            )
+            for n, name in enumerate(["shoal.start", "runtime.run"], start=1)
+        ]
+        return TraceView(trace_id=trace_id, spans=spans[:limit], node="w1", truncated=0)
+
+
+@asynccontextmanager
+async def worker(source: Buffer) -> AsyncIterator[str]:
+    """Serve a Traces service over ``source``; yield its address."""
+    gateway = TraceGateway(source, CallVerifier(TOKEN), Authorizer({SERVER}))
+    async with anyio.create_task_group() as group:
+        port = await group.start(serve_grpc, "127.0.0.1:0", [gateway.handler()])
+        yield f"127.0.0.1:{port}"
+        group.cancel_scope.cancel()
+
+
+def remote(address: str, name: str = SERVER) -> RemoteTraces:
+    return RemoteTraces(NodeChannel(NodeIdentity(name, SigningKey.generate()), TOKEN, address))
+
+
+async def test_a_servers_query_returns_the_nodes_own_view_of_the_trace() -> None:
+    source = Buffer()
+    async with worker(source) as address, remote(address) as traces:
+        reader: TraceQuery = traces  # what the service layer takes
+        with anyio.fail_after(WAIT):
+            shown = await reader.trace(TRACE, 1)
+            whole = await reader.trace(TRACE)
+    assert source.limits == [1, MAX_TRACE_SPANS]
+    assert [s.name for s in shown.spans] == ["shoal.start"]
+    assert whole == source.trace(TRACE)  # every field and attribute, as the node has it
+
+
+async def test_a_caller_not_admitted_or_a_bad_question_is_refused() -> None:
+    source = Buffer()
+    async with worker(source) as address:
+        async with remote(address, "worker-2") as traces:
+            with anyio.fail_after(WAIT), pytest.raises(Forbidden, match="not a server"):
+                await traces.trace(TRACE)
+        async with remote(address) as traces:
+            with anyio.fail_after(WAIT), pytest.raises(InvalidInput, match="32 hex digits"):
+                await traces.trace("not-a-trace")
+            with anyio.fail_after(WAIT), pytest.raises(InvalidInput, match="between 1 and"):
+                await traces.trace(TRACE, MAX_TRACE_SPANS + 1)
+    assert source.limits == []  # none of them reached the buffer
