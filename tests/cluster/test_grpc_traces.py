@@ -14,7 +14,7 @@ import anyio
 import pytest
 from nacl.signing import SigningKey
 
-from shoal.cluster import RemoteTraces, TraceGateway
+from shoal.cluster import PodGateway, RemoteTraces, TraceGateway
 from shoal.cluster.grpc._grpc_base import NodeChannel, serve_grpc
 from shoal.cluster.grpc._nodeauth import CallVerifier, NodeIdentity
 from shoal.interfaces import (
@@ -24,7 +24,9 @@ from shoal.interfaces import (
     SpanRecord,
     TraceQuery,
     TraceView,
+    Unavailable,
 )
+from shoal.runtime import MockRuntime
 from tests.cluster.test_grpc_pods import SERVER, START, TOKEN, WAIT, Authorizer
 
 pytestmark = pytest.mark.anyio
@@ -57,7 +59,7 @@ class Buffer:
 
 
 @asynccontextmanager
-async def worker(source: Buffer) -> AsyncIterator[str]:
+async def worker(source: Buffer | None) -> AsyncIterator[str]:
     """Serve a Traces service over ``source``; yield its address."""
     gateway = TraceGateway(source, CallVerifier(TOKEN), Authorizer({SERVER}))
     async with anyio.create_task_group() as group:
@@ -94,3 +96,19 @@ async def test_a_caller_not_admitted_or_a_bad_question_is_refused() -> None:
             with anyio.fail_after(WAIT), pytest.raises(InvalidInput, match="between 1 and"):
                 await traces.trace(TRACE, MAX_TRACE_SPANS + 1)
     assert source.limits == []  # none of them reached the buffer
+
+
+async def test_a_node_whose_tracing_is_off_says_so() -> None:
+    async with worker(None) as address, remote(address) as traces:
+        with anyio.fail_after(WAIT), pytest.raises(Unavailable, match="OTEL_SDK_DISABLED"):
+            await traces.trace(TRACE)
+
+
+async def test_a_node_without_the_service_is_named_as_older_not_as_a_grpc_code() -> None:
+    gateway = PodGateway(MockRuntime(), CallVerifier(TOKEN), Authorizer({SERVER}))
+    async with anyio.create_task_group() as group:  # serves Pods, not Traces
+        port = await group.start(serve_grpc, "127.0.0.1:0", [gateway.handler()])
+        async with remote(f"127.0.0.1:{port}") as traces:
+            with anyio.fail_after(WAIT), pytest.raises(Unavailable, match="older Shoal"):
+                await traces.trace(TRACE)
+        group.cancel_scope.cancel()

@@ -7,14 +7,15 @@ tests/multinode/test_tracing.py).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import anyio
 import pytest
 
-from shoal.core import ManualClock, ShoalService
+from shoal.core import LocalNode, ManualClock, ShoalService
 from shoal.core import _traces as traces_module
-from shoal.core._traces import gather_trace
+from shoal.core._traces import OTHER_NODES, gather_trace
 from shoal.interfaces import (
     CALLER_NODE,
     MAX_TRACE_NODES,
@@ -27,6 +28,7 @@ from shoal.interfaces import (
     TraceView,
     Unavailable,
 )
+from shoal.runtime import MockRuntime
 from shoal.state import MemoryStore
 
 pytestmark = pytest.mark.anyio
@@ -69,6 +71,7 @@ class Nodes:
         self.asked: list[str] = []
         self.failing: dict[str, str] = {}
         self.silent: set[str] = set()
+        self.broken: set[str] = set()
 
     def reach(self, member: Member) -> TraceQuery:
         nodes = self
@@ -80,9 +83,20 @@ class Nodes:
                     raise Unavailable(nodes.failing[member.name])
                 if member.name in nodes.silent:
                     await anyio.sleep_forever()
+                if member.name in nodes.broken:
+                    raise RuntimeError("a bug")
                 return nodes.views.get(member.name, TraceView(trace_id=trace_id, node=member.name))
 
         return Remote()
+
+
+def listed(*reported: Member) -> Callable[[], Awaitable[list[Member]]]:
+    """What gossip reports, as ShoalService(members=...) takes it."""
+
+    async def members() -> list[Member]:
+        return list(reported)
+
+    return members
 
 
 def view(node: str, *spans: SpanRecord, **fields: object) -> TraceView:
@@ -99,7 +113,7 @@ async def test_a_server_asks_the_callers_its_spans_name_and_merges_their_spans_i
     start = span("w1", "shoal.start", 20, START_TRACE)
     run = span("w1", "runtime.run", 21, START_TRACE)
     nodes = Nodes({"w1": view("w1", start, run, linked_traces=[START_TRACE])})
-    members = [member("s1", "server"), member("w1"), member("w2")]
+    members = listed(member("s1", "server"), member("w1"), member("w2"))
 
     merged = await gather_trace(local, members, nodes.reach, MAX_TRACE_SPANS)
 
@@ -127,7 +141,7 @@ async def test_other_servers_are_asked_and_then_the_callers_they_name() -> None:
             "w2": view("w2", span("w2", "shoal.start", 30, START_TRACE)),
         }
     )
-    members = [member("s1", "both"), member("s2", "server"), member("w1"), member("w2")]
+    members = listed(member("s1", "both"), member("s2", "server"), member("w1"), member("w2"))
 
     merged = await gather_trace(local, members, nodes.reach, MAX_TRACE_SPANS)
 
@@ -146,29 +160,35 @@ async def test_nodes_whose_spans_cannot_be_had_are_named_with_why(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(traces_module, "TRACE_QUERY_SECONDS", 0.05)
-    callers = ["w-down", "w-silent", "w-failed", "w-gone"]
+    callers = ["w-down", "w-silent", "w-failed", "w-gone", "w-suspect", "w-buggy"]
     local = view("s1", *(span("s1", "grpc x", i, caller=c) for i, c in enumerate(callers)))
     nodes = Nodes({})
     nodes.failing["w-down"] = "node at 198.18.0.1:7947 cannot be reached"
     nodes.silent.add("w-silent")
-    members = [
+    nodes.broken.add("w-buggy")
+    members = listed(
         member("s1", "server"),
         member("w-down"),
         member("w-silent"),
         member("w-failed", state=GossipState.FAILED),
-        member("s9", "server", state=GossipState.FAILED),  # a failed server the trace never named
-    ]
+        member("w-suspect", state=GossipState.SUSPECT),  # still asked: it may answer
+        member("w-buggy"),
+        member("s8", "server", state=GossipState.FAILED),  # may hold the reconcile: named
+        member("s9", "server", state=GossipState.LEFT),  # gone with its spans: not named
+    )
 
     with anyio.fail_after(5):
         merged = await gather_trace(local, members, nodes.reach, MAX_TRACE_SPANS)
 
     assert merged.missing == {
+        "s8": "failed in gossip",
         "w-down": "node at 198.18.0.1:7947 cannot be reached",
         "w-silent": "no answer within 0.05 s",
         "w-failed": "failed in gossip",
         "w-gone": "not a member of the cluster (any more)",
+        "w-buggy": "reading its spans failed: RuntimeError('a bug')",
     }
-    assert merged.nodes == ["s1"] and len(merged.spans) == len(callers)
+    assert merged.nodes == ["s1", "w-suspect"] and len(merged.spans) == len(callers)
 
 
 async def test_one_answer_asks_a_bounded_number_of_nodes_and_holds_a_bounded_number_of_spans() -> (
@@ -177,7 +197,7 @@ async def test_one_answer_asks_a_bounded_number_of_nodes_and_holds_a_bounded_num
     callers = [f"w{i:02d}" for i in range(MAX_TRACE_NODES + 3)]
     local = view("s1", *(span("s1", "grpc x", i, caller=c) for i, c in enumerate(callers)))
     nodes = Nodes({c: view(c, span(c, "shoal.start", 100 + i)) for i, c in enumerate(callers)})
-    members = [member("s1", "server"), *(member(c) for c in callers)]
+    members = listed(member("s1", "server"), *(member(c) for c in callers))
 
     merged = await gather_trace(local, members, nodes.reach, limit=20)
 
@@ -193,7 +213,7 @@ async def test_a_span_recorded_once_is_shown_once_whoever_returns_it() -> None:
     local = view("s1", shared, span("s1", "grpc x", 1, caller="s2"))
     nodes = Nodes({"s2": view("s2", shared)})  # two nodes of one process share a buffer
 
-    merged = await gather_trace(local, [member("s2", "server")], nodes.reach, MAX_TRACE_SPANS)
+    merged = await gather_trace(local, listed(member("s2", "server")), nodes.reach, MAX_TRACE_SPANS)
 
     assert [s.span_id for s in merged.spans].count(shared.span_id) == 1
 
@@ -212,3 +232,47 @@ async def test_a_node_alone_answers_with_its_own_spans() -> None:
         {},
         ["shoal.apply"],
     )
+
+
+async def test_a_server_holding_none_of_the_trace_names_itself_and_asks_only_the_others() -> None:
+    class Empty:  # a buffer with no span of the trace names no node
+        def trace(self, trace_id: str, limit: int = MAX_TRACE_SPANS) -> TraceView:
+            return TraceView(trace_id=trace_id)
+
+    nodes = Nodes({"s2": view("s2", span("s2", "shoal.reconcile", 1, RECONCILE_TRACE))})
+
+    members = listed(member("s1", "server"), member("s2", "server"))
+    clock = ManualClock()
+    async with MemoryStore(clock=clock) as store:
+        service = ShoalService(
+            store,
+            clock,
+            local=LocalNode("s1", MockRuntime(clock), None),
+            members=members,
+            traces=Empty(),
+            remote_traces=nodes.reach,
+        )
+        shown = await service.get_trace(TRACE)
+    assert nodes.asked == ["s2"]  # not itself, over the network
+    assert (shown.node, shown.nodes, [s.name for s in shown.spans]) == (
+        "s1",
+        ["s1", "s2"],
+        ["shoal.reconcile"],
+    )
+
+
+async def test_without_the_clusters_members_a_server_answers_with_its_own_spans_and_says_so() -> (
+    None
+):
+    async def members() -> list[Member]:
+        raise Unavailable("serf is restarting")
+
+    local = view("s1", span("s1", "POST /v1/workloads/apply", 0), span("s1", "x", 1, caller="w1"))
+    nodes = Nodes({})
+
+    merged = await gather_trace(local, members, nodes.reach, MAX_TRACE_SPANS)
+
+    assert nodes.asked == [] and len(merged.spans) == 2 and merged.nodes == ["s1"]
+    assert merged.missing == {
+        OTHER_NODES: "not asked: the cluster's members could not be listed: serf is restarting"
+    }

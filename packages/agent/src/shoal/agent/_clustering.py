@@ -116,6 +116,11 @@ def with_port(address: str, default_port: int, *, field: str) -> str:
     return f"{host}:{port}"
 
 
+def _is_caller(member: Member, caller: Caller) -> bool:
+    """Whether ``member`` is the node that signed a call as ``caller`` (its id and its name)."""
+    return member.tags.get(Tag.ID) == caller.node_id and member.name == caller.name
+
+
 def advertised_host(host: str) -> str:
     """Return the address others reach ``host`` at: itself, or this machine's if unspecified.
 
@@ -231,30 +236,31 @@ class Clustering:
     async def authorize_server(self, caller: Caller) -> None:
         """Allow ``caller`` if gossip knows it as a reachable server of this cluster.
 
+        Its key's id and the name it signs with must be those of one member, so
+        the name a served call is recorded under (a span's caller) is its own.
+
         Raises:
             Forbidden: it is not one.
         """
         for member in await self._members():
-            if (
-                member.tags.get(Tag.ID) == caller.node_id
-                and is_server(member)
-                and member.state in _REACHABLE
-            ):
+            if _is_caller(member, caller) and is_server(member) and member.state in _REACHABLE:
                 return
         raise Forbidden(
             f"node {caller.name!r} (id {caller.node_id}) is not a server of this cluster in "
-            "gossip: only servers may reach a node's pods",
+            "gossip: only servers may reach a node's pods, usage history and spans",
             node=caller.name,
         )
 
     async def authorize_member(self, caller: Caller) -> None:
         """Allow ``caller`` if gossip knows it as a reachable member of this cluster.
 
+        Its key's id and the name it signs with must be those of one member.
+
         Raises:
             Forbidden: it is not one.
         """
         for member in await self._members():
-            if member.tags.get(Tag.ID) == caller.node_id and member.state in _REACHABLE:
+            if _is_caller(member, caller) and member.state in _REACHABLE:
                 return
         raise Forbidden(
             f"node {caller.name!r} (id {caller.node_id}) is not a member of this cluster in "
@@ -324,8 +330,8 @@ class Clustering:
 
         NodeState for servers (with :attr:`assignments`, which the caller runs),
         Pods for runners (with ``usage``, the node's usage history), Images for
-        nodes that keep images, Traces (the spans it recorded, for the servers)
-        for nodes that record ``traces``.
+        nodes that keep images, and Traces (the spans it recorded, ``traces``;
+        None: its tracing is off, which the service says) for the servers.
         """
         served: list[grpc.GenericRpcHandler] = []
         if store is not None:
@@ -338,8 +344,7 @@ class Clustering:
             served.append(pods.handler())
         if images is not None:
             served.append(ImageGateway(images, self.verifier, self.authorize_member).handler())
-        if traces is not None:
-            served.append(TraceGateway(traces, self.verifier, self.authorize_server).handler())
+        served.append(TraceGateway(traces, self.verifier, self.authorize_server).handler())
         return served
 
     def pods_of(self, node: Node) -> RemotePods:

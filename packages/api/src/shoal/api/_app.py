@@ -506,7 +506,7 @@ def create_app(
 
     @v1.get("/traces/{trace_id}", tags=["events"])
     async def get_trace(trace_id: str, svc: Viewer) -> TraceView:
-        """The spans this node recorded of one trace and of the traces linking to it."""
+        """The spans of one trace and of the traces linked to it, from every node it crossed."""
         return await svc.get_trace(trace_id)
 
     @v1.get("/audit/verify", tags=["audit"])

@@ -260,7 +260,7 @@ class ShoalClient(ConfigCalls, AsyncClosing):
         return await self._call("GET", path, interfaces.Explanation)
 
     async def get_trace(self, trace_id: str) -> TraceView:
-        """Return the spans the server recorded of one trace and of the traces linking to it."""
+        """Return the spans of one trace and of the traces linked to it, from every node."""
         return await self._call("GET", f"/v1/traces/{trace_id}", interfaces.TraceView)
 
     async def logs(

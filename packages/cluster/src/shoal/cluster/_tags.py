@@ -25,7 +25,7 @@ from collections.abc import Mapping
 
 import msgpack
 
-from shoal.interfaces import Capacity, InvalidInput, Member, Node, NodeRole, Tag
+from shoal.interfaces import SERVER_ROLES, Capacity, InvalidInput, Member, Node, NodeRole, Tag
 
 __all__ = [
     "CLUSTER_ID_TAG",
@@ -54,7 +54,6 @@ _LATER_TAGS = {CLUSTER_ID_TAG: "0" * 16, LEAVING_TAG: "1"}
 """Tags published after start, at their largest: :func:`check_tags` keeps room for them."""
 
 _ADDRESS_TAGS = (Tag.API, Tag.GRPC)
-_SERVER_ROLES = (NodeRole.SERVER.value, NodeRole.BOTH.value)
 
 
 def node_tags(node: Node) -> dict[str, str]:
@@ -73,7 +72,7 @@ def node_tags(node: Node) -> dict[str, str]:
 
 def is_server(member: Member) -> bool:
     """Return whether ``member``'s ``role`` tag says it serves (role server or both)."""
-    return member.tags.get(Tag.ROLE) in _SERVER_ROLES
+    return member.tags.get(Tag.ROLE) in SERVER_ROLES
 
 
 def node_from_member(member: Member) -> Node:

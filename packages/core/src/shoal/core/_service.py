@@ -172,10 +172,10 @@ class ShoalService:
         self.remote_images = remote_images
         """Reaches the images of other nodes (over gRPC in a cluster); None: only local ones."""
         self.remote_usage = remote_usage
-        self.remote_traces = remote_traces
-        """Reaches the spans other nodes recorded (over gRPC in a cluster); None: only ours."""
         """Reaches the usage history other nodes keep (over gRPC in a cluster); None: only
         this node's."""
+        self.remote_traces = remote_traces
+        """Reaches the spans other nodes recorded (over gRPC in a cluster); None: only ours."""
         self.config_hash_key = DEFAULT_CONFIG_HASH_KEY
         """Keys the configuration hash of roll-on-change workloads; the agent sets a secret one
         (derived from the secrets keyring) so that the hash tells nothing about a Secret."""
@@ -720,9 +720,11 @@ class ShoalService:
         if self.traces is None:
             return TraceView(trace_id=wanted, node=name, nodes=[name] if name else [])
         local = self.traces.trace(wanted)
+        if name:  # a buffer without spans of the trace names no node
+            local = local.model_copy(update={"node": name})
         if self.remote_traces is None or self.members is None:
-            return local.model_copy(update={"nodes": [local.node]})
-        return await gather_trace(local, await self.members(), self.remote_traces, MAX_TRACE_SPANS)
+            return local.model_copy(update={"nodes": [local.node] if local.node else []})
+        return await gather_trace(local, self.members, self.remote_traces, MAX_TRACE_SPANS)
 
     async def _running_pod(
         self, name: str, namespace: str, container: str | None

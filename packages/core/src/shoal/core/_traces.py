@@ -5,17 +5,19 @@ apply on the server that took it, the reconcile on the leader, each start on
 the worker that runs the instance. So the server that answers asks the
 others for their part, and merges it with its own:
 
-1. it asks the other alive servers (the leader's reconcile, the calls
-   workers made to them) and the nodes its own spans name as callers (a
-   worker's report of its start is a span of the worker's trace here, with
+1. it asks the other servers (the leader's reconcile, the calls workers made
+   to them) and the nodes its own spans name as callers (a worker's report
+   of its start is a span of the worker's trace here, with
    :data:`~shoal.interfaces.CALLER_NODE`);
-2. then, once, the callers the servers' answers name that it has not asked yet.
+2. then, once, the callers that those answers name and it has not asked yet.
 
-Never more than :data:`~shoal.interfaces.MAX_TRACE_NODES` nodes, all at once,
-each given :data:`~shoal.interfaces.TRACE_QUERY_SECONDS`; a node that cannot be
-asked or does not answer is named in ``missing`` with why, never silently
-left out. The cost of one ``get_trace`` is that of the nodes the trace
-crossed, not of the cluster's size.
+Never more than :data:`~shoal.interfaces.MAX_TRACE_NODES` other nodes, each
+round's all at once, each given :data:`~shoal.interfaces.TRACE_QUERY_SECONDS`.
+A node is asked while gossip holds it alive or suspect; one that cannot be
+asked (failed, gone, past the bound) or does not answer is named in
+``missing`` with why, never silently left out — but for a server that left
+the cluster, whose spans went with it. The cost of one ``get_trace`` is that of
+the nodes the trace crossed, not of the cluster's size.
 
 .. mermaid::
 
@@ -27,31 +29,37 @@ crossed, not of the cluster's size.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 import anyio
 
 from shoal.interfaces import (
     CALLER_NODE,
     MAX_TRACE_NODES,
+    SERVER_ROLES,
     TRACE_QUERY_SECONDS,
     GossipState,
     Member,
-    NodeRole,
     ShoalError,
     Tag,
     TraceQuery,
     TraceView,
 )
 
-__all__ = ["gather_trace"]
+__all__ = ["OTHER_NODES", "gather_trace"]
 
-_SERVER_ROLES = frozenset({NodeRole.SERVER.value, NodeRole.BOTH.value})
+log = logging.getLogger(__name__)
+
+OTHER_NODES = "(other nodes)"
+"""The key of ``missing`` when the cluster's members could not be listed at all."""
+
+_ASKED_STATES = (GossipState.ALIVE, GossipState.SUSPECT)
 
 
 async def gather_trace(
     local: TraceView,
-    members: Sequence[Member],
+    members: Callable[[], Awaitable[Sequence[Member]]],
     reach: Callable[[Member], TraceQuery],
     limit: int,
 ) -> TraceView:
@@ -59,28 +67,35 @@ async def gather_trace(
 
     Args:
         local: This node's view of the trace (``local.node`` is this node).
-        members: The cluster's members as gossip reports them.
+        members: The cluster's members as gossip reports them. When they cannot
+            be listed, the answer is ``local``, saying so in ``missing``.
         reach: The recorded spans of a member, over the network.
         limit: The most spans in the answer (the earliest are kept).
     """
-    gathering = _Gathering(local, members, reach, limit)
+    try:
+        listed = await members()
+    except ShoalError as exc:
+        why = f"not asked: the cluster's members could not be listed: {exc.message}"
+        return _merged(local, [local], {OTHER_NODES: why}, limit)
+    gathering = _Gathering(local, listed, reach, limit)
     servers = [
         m.name
-        for m in members
-        if m.tags.get(Tag.ROLE) in _SERVER_ROLES and m.state == GossipState.ALIVE
+        for m in listed
+        if m.tags.get(Tag.ROLE) in SERVER_ROLES and m.state != GossipState.LEFT
     ]
     answers = await gathering.ask([*servers, *_callers([local])])
-    await gathering.ask(list(_callers(answers)))  # the callers of the other servers
+    await gathering.ask(_callers(answers))  # the callers the others' spans name
     return _merged(local, gathering.views, gathering.missing, limit)
 
 
-def _callers(views: Iterable[TraceView]) -> Iterable[str]:
-    """Yield the nodes named as callers by the spans of ``views``."""
-    for view in views:
-        for span in view.spans:
-            caller = span.attributes.get(CALLER_NODE)
-            if isinstance(caller, str) and caller:
-                yield caller
+def _callers(views: Iterable[TraceView]) -> list[str]:
+    """Return the nodes named as callers by the spans of ``views``."""
+    return [
+        caller
+        for view in views
+        for span in view.spans
+        if isinstance(caller := span.attributes.get(CALLER_NODE), str) and caller
+    ]
 
 
 class _Gathering:
@@ -108,9 +123,13 @@ class _Gathering:
         async def ask(member: Member) -> None:
             with anyio.move_on_after(TRACE_QUERY_SECONDS):
                 try:
-                    answers.append(await self.reach(member).trace(self.trace_id, self.limit))
+                    answer = await self.reach(member).trace(self.trace_id, self.limit)
+                    answers.append(answer.model_copy(update={"node": member.name}))
                 except ShoalError as exc:
                     self.missing[member.name] = exc.message
+                except Exception as exc:  # a bug, on either side: one node's spans, not all
+                    log.exception("get_trace: reading the spans of node %s failed", member.name)
+                    self.missing[member.name] = f"reading its spans failed: {exc!r}"
                 return
             self.missing[member.name] = f"no answer within {TRACE_QUERY_SECONDS:g} s"
 
@@ -122,7 +141,7 @@ class _Gathering:
                 member = self.members.get(name)
                 if member is None:
                     self.missing[name] = "not a member of the cluster (any more)"
-                elif member.state != GossipState.ALIVE:
+                elif member.state not in _ASKED_STATES:
                     self.missing[name] = f"{member.state.value} in gossip"
                 elif self.room <= 0:
                     self.missing[name] = (
@@ -138,7 +157,11 @@ class _Gathering:
 def _merged(
     local: TraceView, views: list[TraceView], missing: dict[str, str], limit: int
 ) -> TraceView:
-    """Return one view of ``views``: spans once each, earliest first, at most ``limit``."""
+    """Return one view of ``views``: spans once each, earliest first, at most ``limit``.
+
+    ``truncated`` adds up what each node left out and what this merge leaves out.
+    "Earliest" is by each node's own clock.
+    """
     seen: set[tuple[str, str]] = set()
     spans = []
     for view in views:
@@ -149,7 +172,6 @@ def _merged(
     spans.sort(key=lambda s: s.start)
     linked = dict.fromkeys(t for v in views for t in v.linked_traces)
     causes = dict.fromkeys(t for v in views for t in v.cause_traces)
-    nodes = [local.node, *(v.node for v in views[1:] if v.spans)]
     return TraceView(
         trace_id=local.trace_id,
         spans=spans[:limit],
@@ -157,6 +179,6 @@ def _merged(
         cause_traces=[t for t in causes if t != local.trace_id],
         truncated=sum(v.truncated for v in views) + max(0, len(spans) - limit),
         node=local.node,
-        nodes=list(dict.fromkeys(nodes)),
+        nodes=[view.node for view in views if view.node],
         missing=missing,
     )

@@ -20,7 +20,14 @@ if TYPE_CHECKING:
     from ._audit import GENESIS_HASH, AuditEntry, AuditReport, audit_hash
     from ._clock import Clock, SystemClock
     from ._closing import AsyncClosing
-    from ._cluster import ClusterManager, Member, MemberEvent, MemberEventKind, Tag
+    from ._cluster import (
+        SERVER_ROLES,
+        ClusterManager,
+        Member,
+        MemberEvent,
+        MemberEventKind,
+        Tag,
+    )
     from ._config import (
         CONFIG_MODELS,
         MAX_CONFIG_BYTES,
@@ -337,6 +344,7 @@ _LAZY = {
     "INSTANCE_STATUS_FIELDS": "._instance",
     "NODE_CLUSTER_FIELDS": "._node",
     "Tag": "._cluster",
+    "SERVER_ROLES": "._cluster",
     "MAX_REPLICAS": "._workload",
     "Caller": "._access",
     "Role": "._access",
@@ -557,6 +565,7 @@ __all__ = [
     "ROLL_ON_CONFIG_ANNOTATION",
     "SECRETS",
     "SECRET_TYPES",
+    "SERVER_ROLES",
     "SLOS",
     "SPAN_BUFFER",
     "TRACEPARENT_HEADER",

@@ -10,8 +10,13 @@ from pydantic import Field
 
 from ._base import Model
 from ._node import GossipState
+from ._roles import NodeRole
 
-__all__ = ["ClusterManager", "Member", "MemberEvent", "MemberEventKind", "Tag"]
+__all__ = ["SERVER_ROLES", "ClusterManager", "Member", "MemberEvent", "MemberEventKind", "Tag"]
+
+SERVER_ROLES: Final = frozenset({NodeRole.SERVER, NodeRole.BOTH})
+"""The roles of the nodes that serve (keep the state, answer the API), as a member's
+:attr:`Tag.ROLE` names them."""
 
 
 class Tag:

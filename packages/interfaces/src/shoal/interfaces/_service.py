@@ -370,7 +370,10 @@ class Service(Protocol):
         ...
 
     async def get_trace(self, trace_id: str) -> TraceView:
-        """Return the spans this node recorded of one trace and of the traces linking to it.
+        """Return the spans of one trace and of the traces linked to it, from every node.
+
+        In a cluster, those of each node the trace crossed; ``missing`` names the
+        nodes whose spans could not be had, and why.
 
         Raises:
             InvalidInput: ``trace_id`` is not 32 hex digits.

@@ -181,7 +181,8 @@ class TraceView(Model):
     node: str = ""
     """The node that answered."""
     nodes: list[str] = Field(default_factory=list)
-    """The nodes whose recorded spans these are: the one that answered, and those it asked."""
+    """The nodes whose recorded spans were read: the one that answered, and each other
+    node that answered it."""
     missing: dict[str, str] = Field(default_factory=dict)
     """Nodes the trace passed through whose spans are not here, and why (unreachable,
     no answer in time, or more than :data:`MAX_TRACE_NODES` to ask)."""

@@ -75,4 +75,10 @@ def error_from_rpc(exc: grpc.aio.AioRpcError, target: str) -> ShoalError:
         )
     if code == grpc.StatusCode.CANCELLED:
         return Unavailable(f"the call to {target} was cancelled", target=target)
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        return Unavailable(
+            f"node {target} does not serve this call ({exc.details() or code.name}): it runs "
+            "an older Shoal; upgrade it",
+            target=target,
+        )
     return ShoalError(f"gRPC call to {target} failed: {code.name}: {exc.details()}", target=target)

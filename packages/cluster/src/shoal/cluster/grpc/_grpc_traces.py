@@ -8,7 +8,8 @@ answers ``get_trace`` asks the other nodes for their part::
     server --RemoteTraces--> (gRPC shoal.cluster.v1.Traces) --TraceGateway--> span buffer
 
 Every node serves :class:`TraceGateway` to authenticated callers that
-``authorize`` admits (the composition root admits the servers of the cluster);
+``authorize`` admits (the composition root admits the servers of the cluster),
+a node whose tracing is off too, so that it can say so;
 :class:`RemoteTraces` is the calling side, a
 :class:`~shoal.interfaces.TraceQuery`. The view travels as the JSON document
 of a :class:`~shoal.interfaces.TraceView`, as the other services carry Shoal's
@@ -51,14 +52,15 @@ class TraceGateway(AdmittingService):
     """Serves ``source``'s spans of a trace to the nodes ``authorize`` admits.
 
     Args:
-        source: The node's span buffer.
+        source: The node's span buffer; None when its tracing is off (every
+            call is then Unavailable, saying so).
         verifier: Checks the auth metadata of each call.
         authorize: Admits or refuses an authenticated caller.
     """
 
     def __init__(
         self,
-        source: TraceSource,
+        source: TraceSource | None,
         verifier: CallVerifier,
         authorize: Callable[[Caller], Awaitable[None]],
     ) -> None:
@@ -89,6 +91,10 @@ class TraceGateway(AdmittingService):
                 raise InvalidInput(
                     f"limit {request.limit} is not between 1 and {MAX_TRACE_SPANS}",
                     limit=request.limit,
+                )
+            if self._source is None:
+                raise Unavailable(
+                    "this node records no spans: its tracing is off (OTEL_SDK_DISABLED=true)"
                 )
             view = self._source.trace(wanted, request.limit)
         except ShoalError as exc:
