@@ -140,3 +140,35 @@ async def test_an_unexpected_error_fails_one_sync_not_the_loop(
         tg.cancel_scope.cancel()
     assert metrics.count(Catalogue.NODE_LOOP_ACTIONS, action="sync", outcome="error") == 1
     assert "node loop: syncing pod" in caplog.text
+
+
+async def test_a_crash_is_reported_when_the_runtime_tells_not_at_the_next_pass(
+    cluster: Cluster,
+) -> None:
+    """A runtime that announces exits (PodExits) has the instance synced at once.
+
+    The clock stands still, so no periodic pass (every ``resync`` s) comes to find the exit.
+    """
+    loop = await cluster.add_node("n1")
+    runtime = cluster.runtimes["n1"]
+    async with anyio.create_task_group() as tg:
+        await tg.start(loop.run)
+        await cluster.service.apply([spec(name="web", replicas=1)])
+        await cluster.control.reconcile_once()
+
+        async def runs() -> bool:
+            return (await state_of(cluster, "web"))[0] == InstanceState.RUNNING
+
+        await eventually(runs)
+        passes = loop.passes
+        (inst,) = await cluster.service.list_instances(workload="web")
+        runtime.kill(inst.uid, "main", exit_code=137)
+
+        async def failed() -> bool:
+            return (await state_of(cluster, "web"))[0] == InstanceState.FAILED
+
+        await eventually(failed)
+        assert loop.passes == passes  # the runtime's word, not a pass
+        (reported,) = await cluster.service.list_instances(workload="web")
+        assert reported.exit_code == 137
+        tg.cancel_scope.cancel()

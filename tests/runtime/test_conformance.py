@@ -28,6 +28,7 @@ from shoal.interfaces import (
     ImageError,
     LogLine,
     NotFound,
+    PodExits,
     PodSpec,
     Volume,
     VolumeMount,
@@ -55,6 +56,9 @@ class Harness:
     """A command that keeps the container running until it is stopped."""
     write_line: Callable[[str, str, str], Awaitable[None]]
     """``write_line(uid, container, text)``: make a running container log ``text``."""
+    crash: Callable[[str, str], Awaitable[None]] | None = None
+    """``crash(uid, container)``: end a running container from outside, as a crash does
+    (for runtimes that announce exits, :class:`~shoal.interfaces.PodExits`)."""
 
 
 @asynccontextmanager
@@ -65,7 +69,10 @@ async def mock_harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]
         async def write_line(uid: str, container: str, text: str) -> None:
             runtime.write_log(uid, container, text)
 
-        yield Harness(runtime, "busybox:1.36", missing, ["sleep", "3600"], write_line)
+        async def crash(uid: str, container: str) -> None:
+            runtime.kill(uid, container)
+
+        yield Harness(runtime, "busybox:1.36", missing, ["sleep", "3600"], write_line, crash)
 
 
 def runc_harness(request: pytest.FixtureRequest) -> AbstractAsyncContextManager[Harness]:
@@ -121,6 +128,39 @@ async def collect(lines: AsyncIterator[LogLine]) -> list[str]:
 async def test_implements_the_protocol(harness: Harness) -> None:
     assert isinstance(harness.runtime, ContainerRuntime)
     assert harness.runtime.name
+
+
+async def test_a_runtime_that_announces_exits_names_the_pod_whose_container_ended(
+    harness: Harness,
+) -> None:
+    runtime = harness.runtime
+    if not isinstance(runtime, PodExits):
+        pytest.skip(f"{runtime.name} announces no exits: the node loop's passes find them")
+    assert harness.crash is not None, "a runtime that announces exits needs a crash in its harness"
+    heard: list[str] = []
+    told = anyio.Event()
+
+    def listener(uid: str) -> None:
+        heard.append(uid)
+        told.set()
+
+    stop = runtime.on_exit(listener)
+    crashing, running = pod_spec(harness), pod_spec(harness)
+    await runtime.run(crashing)
+    await runtime.run(running)
+    await harness.crash(crashing.uid, "main")
+    with anyio.fail_after(WAIT):
+        await told.wait()
+    assert heard == [crashing.uid]
+    pod = await runtime.inspect(crashing.uid)
+    assert pod.containers[0].state == ContainerState.EXITED  # what the listener will find
+    stop()  # no more calls to it once stopped; a listener added later is called
+    later = anyio.Event()
+    runtime.on_exit(lambda uid: later.set())
+    await harness.crash(running.uid, "main")
+    with anyio.fail_after(WAIT):
+        await later.wait()
+    assert heard == [crashing.uid]
 
 
 async def test_ensure_image_returns_its_reference_and_a_stable_digest(harness: Harness) -> None:

@@ -19,6 +19,7 @@ import pytest
 
 from shoal.interfaces import Container, PodSpec
 from shoal.runtime import ImageConfig, OciCliRuntime
+from shoal.runtime.oci._ocifiles import PodFiles
 from tests.runtime.oci.support import (
     DirectoryImageSource,
     build_busybox_layer,
@@ -107,4 +108,7 @@ async def runc_harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]
             result = await runtime.exec(uid, container, command)
             assert result.exit_code == 0, result.stderr
 
-        yield Harness(runtime, IMAGE, MISSING_IMAGE, SLEEPER, write_line)
+        async def crash(uid: str, container: str) -> None:
+            await runtime.runc.kill(PodFiles.container_id(uid, container), "KILL")
+
+        yield Harness(runtime, IMAGE, MISSING_IMAGE, SLEEPER, write_line, crash)

@@ -34,10 +34,12 @@ In :meth:`NodeLoop.run`, a change of an instance on this node syncs that
 instance alone, at once, in a task of its own (one sync per instance at a
 time; a change during its sync syncs it again after): a start never waits for
 another instance's sync, nor for a pass over the node's instances. Changes
-elsewhere, and the loop's own writes coming back, sync nothing. Whole passes
-(every ``resync`` s, and when the store comes back) catch what no change
-told: orphan pods, adoption after a restart; they start their syncs the same
-way and do not wait for them. A sync first waits for the cache to show this
+elsewhere, and the loop's own writes coming back, sync nothing. A runtime
+that says when a container exits (:class:`~shoal.interfaces.PodExits`:
+runc's shims do) has that instance synced at once too. Whole passes (every
+``resync`` s, and when the store comes back) catch what no change told:
+orphan pods, adoption after a restart; they start their syncs the same way
+and do not wait for them. A sync first waits for the cache to show this
 loop's own last write (so it never acts on an older view), and every write is
 compare-and-swap on the revision the cache holds, made before any side effect
 on a pod. A pass run outside :meth:`NodeLoop.run` (tests drive passes one by
@@ -92,6 +94,7 @@ from shoal.interfaces import (
     NodeState,
     NotFound,
     ObjectRef,
+    PodExits,
     PodStatus,
     Probe,
     RevisionConflict,
@@ -165,6 +168,8 @@ class NodeLoop:
         self.runtime: ContainerRuntime = (
             runtime if metrics is NO_METRICS else MeteredRuntime(runtime, metrics)
         )
+        self._exits = runtime if isinstance(runtime, PodExits) else None
+        """The runtime, if it says when a container exits (its instance is then synced at once)."""
         self.clock = clock
         self.resync = resync
         self.heartbeat = heartbeat
@@ -186,6 +191,7 @@ class NodeLoop:
         )
         """The instances placed on this node, indexed by ``node``: what each pass reads."""
         self.instances.add_index("node", lambda s: [s.value.node] if s.value.node else [])
+        self.instances.add_index("uid", lambda s: [s.value.uid])
         self._watching = False
         self._tasks: TaskGroup | None = None
         """Where :meth:`run`'s passes start their syncs and probes, without waiting for them."""
@@ -221,15 +227,19 @@ class NodeLoop:
 
         """
         await self.register_when_reachable()
-        async with anyio.create_task_group() as tg:
-            await tg.start(self.instances.run)
-            self._watching = True
-            self._tasks = tg
-            wakes = functools.partial(run_woken_by, self._wake_on_my_instances)
-            await tg.start(wakes, self.clock, self.resync, self.reconcile_once)
-            tg.start_soon(self._heartbeat)
-            tg.start_soon(self._probe_loop)
-            task_status.started()
+        unlisten = _nothing if self._exits is None else self._exits.on_exit(self.pod_exited)
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(self.instances.run)
+                self._watching = True
+                self._tasks = tg
+                wakes = functools.partial(run_woken_by, self._wake_on_my_instances)
+                await tg.start(wakes, self.clock, self.resync, self.reconcile_once)
+                tg.start_soon(self._heartbeat)
+                tg.start_soon(self._probe_loop)
+                task_status.started()
+        finally:
+            unlisten()
 
     async def register(self) -> Node:
         """Create or refresh this node's record, keeping operator flags (cordon, drain).
@@ -344,6 +354,16 @@ class NodeLoop:
         self._wake = wake
         self.instances.listen(changed)
         await anyio.sleep_forever()
+
+    def pod_exited(self, uid: str) -> None:
+        """Sync the instance of pod ``uid`` now: a container of it exited (see PodExits).
+
+        Not at the next pass: a crash is reported (and restarted by the control
+        loop), a job's end counted, as soon as the runtime tells.
+        """
+        for stored in self.instances.by_index("uid", uid):
+            if stored.value.node == self.name:
+                self._sync_soon(stored.key)
 
     async def reconcile_once(self) -> float | None:
         """Run one pass; return seconds until the next one it needs, or None.
@@ -1013,7 +1033,7 @@ _Outcome = Literal["conflict", "unavailable"] | None
 
 
 def _nothing() -> None:
-    """Wake nothing: no pass runs by itself outside :meth:`NodeLoop.run`."""
+    """Do nothing: no pass runs by itself outside :meth:`NodeLoop.run`; no listener to end."""
 
 
 async def _wait_either(changed: anyio.Event, clock: Clock, delay: float) -> None:

@@ -34,6 +34,7 @@ __all__ = [
     "ImageProgress",
     "LogLine",
     "PodAccess",
+    "PodExits",
     "PodSpec",
     "PodStatus",
     "ProjectedFile",
@@ -432,4 +433,24 @@ class ContainerRuntime(PodAccess, Protocol):
 
     async def aclose(self) -> None:
         """Release what the runtime holds open (not the containers)."""
+        ...
+
+
+@runtime_checkable
+class PodExits(Protocol):
+    """A runtime that says at once when a container of a pod exits, rather than at a list.
+
+    Without it the node loop sees an exit at its next pass over the node's
+    pods (every couple of seconds); with it, the instance is synced as soon as
+    its container is gone: a crash is restarted, a job's end counted, without
+    that wait. The passes stay: they catch what a notice missed.
+    """
+
+    def on_exit(self, listener: Callable[[str], object]) -> Callable[[], None]:
+        """Call ``listener(pod uid)`` whenever a container of a running pod exits.
+
+        For the pods this runtime started or listed; a call may come for a pod
+        that is already stopping or gone (the listener looks again). Returns
+        the function that stops the calls.
+        """
         ...

@@ -73,7 +73,7 @@ volume), :meth:`MockRuntime.write_log`, :meth:`MockRuntime.set_exec_result`,
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 
 import anyio
@@ -123,6 +123,9 @@ class MockRuntime(AsyncClosing):
         name: Always ``"mock"``.
         faults: The armed faults; ``runtime.faults.add(Fault...)`` arms one more.
 
+    It announces exits (:class:`~shoal.interfaces.PodExits`) as they happen
+    when :meth:`kill` makes them; an injected exit (``Fault.exits``) is found
+    when the pod is next listed or inspected, as by a runtime that announces none.
     """
 
     name: str = "mock"
@@ -144,6 +147,17 @@ class MockRuntime(AsyncClosing):
         self._exec_results: dict[str, ExecResult] = {}
         self._stats: dict[str, ContainerStats] = {}
         self._closed = False
+        self._exit_listeners: list[Callable[[str], object]] = []
+
+    def on_exit(self, listener: Callable[[str], object]) -> Callable[[], None]:
+        """Call ``listener(pod uid)`` when :meth:`kill` ends a container (see the class)."""
+        self._exit_listeners.append(listener)
+
+        def stop() -> None:
+            if listener in self._exit_listeners:
+                self._exit_listeners.remove(listener)
+
+        return stop
 
     @property
     def pulled_images(self) -> frozenset[str]:
@@ -429,6 +443,8 @@ class MockRuntime(AsyncClosing):
                 container=container,
             )
         record.finish(self.clock.now(), exit_code, f"killed with exit code {exit_code}")
+        for listener in list(self._exit_listeners):
+            listener(uid)
 
     def file(self, uid: str, container: str, path: str) -> ProjectedFile:
         """Return the file (contents and mode) ``container`` reads at ``path`` of a file volume.

@@ -43,6 +43,11 @@ container never created is recorded as exited 143);
 detach, then the pod directory (emptyDir volumes included), unmounting the
 rootfs and size-limited volumes first. Host paths are never deleted.
 
+While entered (``async with``) and asked (:meth:`OciCliRuntime.on_exit`,
+the :class:`~shoal.interfaces.PodExits` protocol), it watches each running
+container's shim through a pidfd, and says which pod's container exited as
+soon as its shim has recorded the exit and gone.
+
 Every fact lives on disk (:mod:`._ocifiles`) or in the runtime's state
 directory, never only in this object, so a new object on the same root (the
 agent restarted after SIGKILL) lists the same pods, running ones running and
@@ -53,7 +58,7 @@ from __future__ import annotations
 
 import builtins
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -184,7 +189,54 @@ class OciCliRuntime(AsyncClosing):
         """Pods stopped since their last ``start`` began: no further init container runs."""
         self._closed = False
         self._tasks: TaskGroup | None = None
-        """Where the next standby shim is started, while entered."""
+        """Where the next standby shim is started, and shims are watched, while entered."""
+        self._exit_listeners: list[Callable[[str], object]] = []
+        self._watched: set[str] = set()
+        """The containers (runc ids) whose shim is watched for its exit."""
+
+    def on_exit(self, listener: Callable[[str], object]) -> Callable[[], None]:
+        """Call ``listener(pod uid)`` when a container of a pod exits (see PodExits).
+
+        While the runtime is entered (``async with``), each running container's
+        shim is watched through a pidfd: the shim exits once it has written the
+        container's exit. Watched from the start of the container, or for one
+        this runtime did not start (adopted after a restart of the agent) from
+        the first :meth:`list` that shows it running.
+        """
+        self._exit_listeners.append(listener)
+
+        def stop() -> None:
+            if listener in self._exit_listeners:
+                self._exit_listeners.remove(listener)
+
+        return stop
+
+    def _watch(self, status: PodStatus) -> PodStatus:
+        """Watch the shim of each running container of ``status`` not watched yet."""
+        if self._tasks is None or not self._exit_listeners:
+            return status
+        for container in status.containers:
+            if container.state != ContainerState.RUNNING:
+                continue
+            container_id = PodFiles.container_id(status.uid, container.name)
+            if container_id in self._watched:
+                continue
+            pidfd = self.files.container(status.uid, container.name).open_shim()
+            if pidfd is None:  # gone already: the node loop's next list shows it
+                continue
+            self._watched.add(container_id)
+            self._tasks.start_soon(self._announce_exit, status.uid, container_id, pidfd)
+        return status
+
+    async def _announce_exit(self, uid: str, container_id: str, pidfd: int) -> None:
+        """Wait until the shim of ``pidfd`` exits, then tell the listeners."""
+        try:
+            await anyio.wait_readable(pidfd)
+        finally:
+            os.close(pidfd)
+            self._watched.discard(container_id)
+        for listener in list(self._exit_listeners):
+            listener(uid)
 
     async def ensure_image(
         self, image: str, credentials: Mapping[str, tuple[str, str]] | None = None
@@ -290,7 +342,7 @@ class OciCliRuntime(AsyncClosing):
             if not start:
                 return await self.ops.status(record, self.ops.assume(record, "created"))
             await self._replenish()
-            return await self.ops.status(record, self.ops.assume(record, "running"))
+            return self._watch(await self.ops.status(record, self.ops.assume(record, "running")))
 
     async def start(self, uid: str) -> PodStatus:
         """Start every container that is not running; an exited one is created anew.
@@ -347,7 +399,7 @@ class OciCliRuntime(AsyncClosing):
                 write_json(files.started, StartRecord(started_at=self.clock.now()))
             await self._replenish()
             # Every container was running or has just been started (an exit shows in exit.json).
-            return await self.ops.status(record, self.ops.assume(record, "running"))
+            return self._watch(await self.ops.status(record, self.ops.assume(record, "running")))
 
     async def _run_init_containers(self, record: PodRecord) -> None:
         """Run each init container that has not succeeded yet, in order, each to exit 0.
@@ -461,7 +513,7 @@ class OciCliRuntime(AsyncClosing):
         records = [record for uid in self.files.uids() if (record := self.files.load(uid))]
         records.sort(key=lambda record: record.created_at)
         await anyio.to_thread.run_sync(self.files.sweep)
-        return [await self.ops.status(record, states) for record in records]
+        return [self._watch(await self.ops.status(record, states)) for record in records]
 
     def logs(
         self,

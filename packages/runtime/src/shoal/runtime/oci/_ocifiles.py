@@ -213,6 +213,23 @@ class ContainerFiles:
             return False
         return started == process_start_time(int(pid))
 
+    def open_shim(self) -> int | None:
+        """Return a pidfd of the container's shim (readable once it exits), or None if it is gone.
+
+        The shim exits after it wrote ``exit.json``: the container has ended
+        then. The pid's start time is checked after the pidfd is open, so a pid
+        reused meanwhile by another process is never taken for the shim.
+        """
+        try:
+            pid, started = self.shim_pid.read_text().split()
+            pidfd = os.pidfd_open(int(pid))
+        except (OSError, ValueError):  # no pid file (yet), or gone
+            return None
+        if started != process_start_time(int(pid)):
+            os.close(pidfd)
+            return None
+        return pidfd
+
 
 class PodFiles:
     """The on-disk home of every pod under one runtime root.
