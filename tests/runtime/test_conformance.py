@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -39,6 +40,8 @@ pytestmark = pytest.mark.anyio
 
 WAIT = 10.0
 """Upper bound, in seconds, on any wait in these tests."""
+STARTED_BY: ContextVar[str | None] = ContextVar("started_by", default=None)
+"""Set around a start: an exit's listener must not run in the context of its start."""
 GRACE = 2.0
 """Grace period given to stop."""
 
@@ -137,30 +140,46 @@ async def test_a_runtime_that_announces_exits_names_the_pod_whose_container_ende
     if not isinstance(runtime, PodExits):
         pytest.skip(f"{runtime.name} announces no exits: the node loop's passes find them")
     assert harness.crash is not None, "a runtime that announces exits needs a crash in its harness"
-    heard: list[str] = []
+    heard: list[tuple[str, str | None]] = []
     told = anyio.Event()
 
+    def broken(uid: str) -> None:
+        raise RuntimeError("a listener's bug")  # logged; the others are told, the runtime runs
+
     def listener(uid: str) -> None:
-        heard.append(uid)
+        heard.append((uid, STARTED_BY.get()))  # not in the context of the start
         told.set()
 
+    runtime.on_exit(broken)
     stop = runtime.on_exit(listener)
     crashing, running = pod_spec(harness), pod_spec(harness)
-    await runtime.run(crashing)
+    token = STARTED_BY.set("the start's request")
+    try:
+        await runtime.run(crashing)
+    finally:
+        STARTED_BY.reset(token)
     await runtime.run(running)
     await harness.crash(crashing.uid, "main")
     with anyio.fail_after(WAIT):
         await told.wait()
-    assert heard == [crashing.uid]
+    assert heard == [(crashing.uid, None)]
     pod = await runtime.inspect(crashing.uid)
     assert pod.containers[0].state == ContainerState.EXITED  # what the listener will find
+
+    told = anyio.Event()  # restarted: its new run is watched too
+    await runtime.start(crashing.uid)
+    await harness.crash(crashing.uid, "main")
+    with anyio.fail_after(WAIT):
+        await told.wait()
+    assert heard == [(crashing.uid, None)] * 2
+
     stop()  # no more calls to it once stopped; a listener added later is called
     later = anyio.Event()
     runtime.on_exit(lambda uid: later.set())
     await harness.crash(running.uid, "main")
     with anyio.fail_after(WAIT):
         await later.wait()
-    assert heard == [crashing.uid]
+    assert heard == [(crashing.uid, None)] * 2
 
 
 async def test_ensure_image_returns_its_reference_and_a_stable_digest(harness: Harness) -> None:

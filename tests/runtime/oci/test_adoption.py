@@ -17,6 +17,7 @@ import pytest
 
 from shoal.interfaces import Container, ContainerState
 from shoal.runtime import OciCliRuntime
+from shoal.runtime.oci._ocifiles import PodFiles
 from tests.runtime.oci.harness import IMAGE, busybox_layer, new_pod, oci_runtime
 from tests.runtime.oci.support import WAIT, container_ids, eventually, mounts_under, shim_pids
 
@@ -28,6 +29,7 @@ import sys, anyio
 from pathlib import Path
 from shoal.interfaces import Container, PodSpec
 from shoal.runtime import OciCliRuntime
+from shoal.runtime.oci._ocifiles import PodFiles
 from tests.runtime.oci.harness import image_source
 
 layer, root, state, uid = sys.argv[1:]
@@ -78,6 +80,29 @@ async def test_a_new_runtime_on_the_same_root_sees_every_pod(runtime: OciCliRunt
         assert await adopter.list() == []
     assert container_ids(runtime.runc.state_root) == []
     assert mounts_under(runtime.root) == []
+
+
+async def test_a_new_runtime_announces_the_exit_of_a_pod_it_adopted(runtime: OciCliRuntime) -> None:
+    """Watched from the first list that shows it running, not only from a start of its own."""
+    adopted, other = new_pod(name="adopted"), new_pod(name="other")
+    await runtime.run(adopted)
+    await runtime.run(other)
+    async with successor(runtime) as adopter:
+        heard: list[str] = []
+        told = anyio.Event()
+
+        def listener(uid: str) -> None:
+            heard.append(uid)
+            told.set()
+
+        adopter.on_exit(listener)
+        await adopter.list()
+        await runtime.runc.kill(PodFiles.container_id(adopted.uid, "main"), "KILL")
+        with anyio.fail_after(WAIT):
+            await told.wait()
+        assert heard == [adopted.uid]
+        for uid in (adopted.uid, other.uid):
+            await adopter.remove(uid)
 
 
 async def test_containers_outlive_a_sigkilled_agent(

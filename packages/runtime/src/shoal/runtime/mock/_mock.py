@@ -96,6 +96,7 @@ from shoal.interfaces import (
     RuntimeFailure,
     SystemClock,
 )
+from shoal.runtime._exits import ExitListeners
 from shoal.runtime._filevolumes import check_files
 from shoal.runtime._initcontainers import check_container_names, init_container_failed
 from shoal.runtime.oci._volumes import check_host_paths
@@ -147,17 +148,11 @@ class MockRuntime(AsyncClosing):
         self._exec_results: dict[str, ExecResult] = {}
         self._stats: dict[str, ContainerStats] = {}
         self._closed = False
-        self._exit_listeners: list[Callable[[str], object]] = []
+        self._exits = ExitListeners()
 
     def on_exit(self, listener: Callable[[str], object]) -> Callable[[], None]:
         """Call ``listener(pod uid)`` when :meth:`kill` ends a container (see the class)."""
-        self._exit_listeners.append(listener)
-
-        def stop() -> None:
-            if listener in self._exit_listeners:
-                self._exit_listeners.remove(listener)
-
-        return stop
+        return self._exits.add(listener)
 
     @property
     def pulled_images(self) -> frozenset[str]:
@@ -443,8 +438,7 @@ class MockRuntime(AsyncClosing):
                 container=container,
             )
         record.finish(self.clock.now(), exit_code, f"killed with exit code {exit_code}")
-        for listener in list(self._exit_listeners):
-            listener(uid)
+        self._exits.tell(uid)
 
     def file(self, uid: str, container: str, path: str) -> ProjectedFile:
         """Return the file (contents and mode) ``container`` reads at ``path`` of a file volume.

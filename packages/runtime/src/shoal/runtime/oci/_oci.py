@@ -57,6 +57,7 @@ exited ones with their exit codes, and the node loop adopts them by uid.
 from __future__ import annotations
 
 import builtins
+import logging
 import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
@@ -85,6 +86,7 @@ from shoal.interfaces import (
     SystemClock,
     Unavailable,
 )
+from shoal.runtime._exits import ExitListeners
 from shoal.runtime._filevolumes import update_file_volume
 from shoal.runtime._initcontainers import (
     LOG_LINES,
@@ -112,6 +114,8 @@ from ._runc import RuncCli
 from ._volumes import check_host_paths, prepare_volumes, volume_sources
 
 __all__ = ["REPLENISH_AFTER", "NetworkHook", "OciCliRuntime"]
+
+log = logging.getLogger(__name__)
 
 REPLENISH_AFTER = 0.01
 """Seconds after a pod has started before the next standby shim is started (in the background)."""
@@ -190,9 +194,13 @@ class OciCliRuntime(AsyncClosing):
         self._closed = False
         self._tasks: TaskGroup | None = None
         """Where the next standby shim is started, and shims are watched, while entered."""
-        self._exit_listeners: list[Callable[[str], object]] = []
+        self._exits = ExitListeners()
         self._watched: set[str] = set()
         """The containers (runc ids) whose shim is watched for its exit."""
+        self._unwatchable: set[str] = set()
+        """Running containers whose shim could not be watched (gone): not tried each pass."""
+        self._pidfds = _pidfds_work()
+        """Whether this kernel has pidfds (Linux 5.3 and later): without, nothing is watched."""
 
     def on_exit(self, listener: Callable[[str], object]) -> Callable[[], None]:
         """Call ``listener(pod uid)`` when a container of a pod exits (see PodExits).
@@ -201,28 +209,37 @@ class OciCliRuntime(AsyncClosing):
         shim is watched through a pidfd: the shim exits once it has written the
         container's exit. Watched from the start of the container, or for one
         this runtime did not start (adopted after a restart of the agent) from
-        the first :meth:`list` that shows it running.
+        the first :meth:`list` that shows it running. Listeners are told in a
+        context of their own, and one that raises is logged (see
+        :mod:`shoal.runtime._exits`). On a kernel without pidfds nothing is
+        watched, which is logged once: the node loop's passes find the exits.
         """
-        self._exit_listeners.append(listener)
+        if not self._pidfds and not self._exits:
+            log.info(
+                "this kernel has no pidfds (Linux 5.3 or later): container exits are found "
+                "by the node loop's passes, not as they happen"
+            )
+        return self._exits.add(listener)
 
-        def stop() -> None:
-            if listener in self._exit_listeners:
-                self._exit_listeners.remove(listener)
+    def _watch(self, status: PodStatus, *, started: bool = False) -> PodStatus:
+        """Watch the shim of each running container of ``status`` not watched yet.
 
-        return stop
-
-    def _watch(self, status: PodStatus) -> PodStatus:
-        """Watch the shim of each running container of ``status`` not watched yet."""
-        if self._tasks is None or not self._exit_listeners:
+        A container whose shim is gone (killed; the container may outlive it)
+        is not tried again until it is ``started`` anew.
+        """
+        if self._tasks is None or not self._exits or not self._pidfds:
             return status
         for container in status.containers:
             if container.state != ContainerState.RUNNING:
                 continue
             container_id = PodFiles.container_id(status.uid, container.name)
-            if container_id in self._watched:
+            if started:
+                self._unwatchable.discard(container_id)
+            if container_id in self._watched or container_id in self._unwatchable:
                 continue
             pidfd = self.files.container(status.uid, container.name).open_shim()
-            if pidfd is None:  # gone already: the node loop's next list shows it
+            if pidfd is None:  # its shim is gone: the node loop's passes see its exit
+                self._unwatchable.add(container_id)
                 continue
             self._watched.add(container_id)
             self._tasks.start_soon(self._announce_exit, status.uid, container_id, pidfd)
@@ -235,8 +252,7 @@ class OciCliRuntime(AsyncClosing):
         finally:
             os.close(pidfd)
             self._watched.discard(container_id)
-        for listener in list(self._exit_listeners):
-            listener(uid)
+        self._exits.tell(uid)
 
     async def ensure_image(
         self, image: str, credentials: Mapping[str, tuple[str, str]] | None = None
@@ -342,7 +358,8 @@ class OciCliRuntime(AsyncClosing):
             if not start:
                 return await self.ops.status(record, self.ops.assume(record, "created"))
             await self._replenish()
-            return self._watch(await self.ops.status(record, self.ops.assume(record, "running")))
+            status = await self.ops.status(record, self.ops.assume(record, "running"))
+            return self._watch(status, started=True)
 
     async def start(self, uid: str) -> PodStatus:
         """Start every container that is not running; an exited one is created anew.
@@ -399,7 +416,8 @@ class OciCliRuntime(AsyncClosing):
                 write_json(files.started, StartRecord(started_at=self.clock.now()))
             await self._replenish()
             # Every container was running or has just been started (an exit shows in exit.json).
-            return self._watch(await self.ops.status(record, self.ops.assume(record, "running")))
+            status = await self.ops.status(record, self.ops.assume(record, "running"))
+            return self._watch(status, started=True)
 
     async def _run_init_containers(self, record: PodRecord) -> None:
         """Run each init container that has not succeeded yet, in order, each to exit 0.
@@ -703,6 +721,17 @@ class OciCliRuntime(AsyncClosing):
             names = sorted(p.name for p in containers.iterdir()) if containers.is_dir() else []
         for name in names:
             await self.ops.destroy(uid, name)
+            self._unwatchable.discard(PodFiles.container_id(uid, name))
         if self.network is not None and (record is None or record.network_attached):
             await self.network.detach(uid)
         await anyio.to_thread.run_sync(remove_tree, directory)
+
+
+def _pidfds_work() -> bool:
+    """Return whether this kernel (and Python) can open a pidfd: Linux 5.3 and later."""
+    try:
+        pidfd = os.pidfd_open(os.getpid())
+    except (OSError, AttributeError):
+        return False
+    os.close(pidfd)
+    return True

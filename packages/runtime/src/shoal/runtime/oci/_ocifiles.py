@@ -223,7 +223,7 @@ class ContainerFiles:
         try:
             pid, started = self.shim_pid.read_text().split()
             pidfd = os.pidfd_open(int(pid))
-        except (OSError, ValueError):  # no pid file (yet), or gone
+        except (OSError, ValueError, AttributeError):  # no pid file, gone, or no pidfds
             return None
         if started != process_start_time(int(pid)):
             os.close(pidfd)
