@@ -26,7 +26,7 @@ from __future__ import annotations
 import ipaddress
 import secrets
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 import grpc
@@ -114,6 +114,18 @@ def with_port(address: str, default_port: int, *, field: str) -> str:
     if not port.isdigit():
         raise InvalidInput(f"{field} {address!r} is not HOST[:PORT]", field=field)
     return f"{host}:{port}"
+
+
+def _grpc_address(name: str, addresses: Mapping[str, str], so: str) -> str:
+    """Return node ``name``'s gRPC address from its addresses (or gossip tags).
+
+    Raises:
+        Unavailable: it publishes none, ``so`` (what cannot be done) is said.
+    """
+    address = addresses.get(Tag.GRPC)
+    if not address:
+        raise Unavailable(f"node {name} publishes no gRPC address, so {so}", node=name)
+    return address
 
 
 def _is_caller(member: Member, caller: Caller) -> bool:
@@ -296,12 +308,7 @@ class Clustering:
         Raises:
             Unavailable: the node publishes no gRPC address.
         """
-        address = node.addresses.get(Tag.GRPC)
-        if not address:
-            raise Unavailable(
-                f"node {node.name} publishes no gRPC address, so its images cannot be listed",
-                node=node.name,
-            )
+        address = _grpc_address(node.name, node.addresses, "its images cannot be listed")
         if address not in self._images:
             channel = NodeChannel(self.identity, self.token, address, timeout=60.0)
             self._images[address] = RemoteImages(channel)
@@ -353,12 +360,7 @@ class Clustering:
         Raises:
             Unavailable: the node publishes no gRPC address.
         """
-        address = node.addresses.get(Tag.GRPC)
-        if not address:
-            raise Unavailable(
-                f"node {node.name} publishes no gRPC address, so its pods cannot be reached",
-                node=node.name,
-            )
+        address = _grpc_address(node.name, node.addresses, "its pods cannot be reached")
         if address not in self._pods:
             self._pods[address] = RemotePods(NodeChannel(self.identity, self.token, address))
         return self._pods[address]
@@ -377,12 +379,7 @@ class Clustering:
         Raises:
             Unavailable: the member publishes no gRPC address.
         """
-        address = member.tags.get(Tag.GRPC)
-        if not address:
-            raise Unavailable(
-                f"node {member.name} publishes no gRPC address, so its spans cannot be read",
-                node=member.name,
-            )
+        address = _grpc_address(member.name, member.tags, "its spans cannot be read")
         if address not in self._traces:
             self._traces[address] = RemoteTraces(NodeChannel(self.identity, self.token, address))
         return self._traces[address]
