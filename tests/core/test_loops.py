@@ -206,6 +206,25 @@ async def test_failed_node_loses_its_instances_and_they_move(cluster: Cluster) -
     assert len(running) == 2 and {i.node for i in running} == {"b"}
 
 
+async def test_a_deletion_in_flight_on_a_node_that_fails_does_not_wait_for_it(
+    cluster: Cluster,
+) -> None:
+    await cluster.add_node("a")
+    await cluster.service.apply([spec(replicas=1)])
+    await cluster.settle()
+    del cluster.nodes["a"]  # its loop stops answering: the instance's stop never happens
+    await cluster.service.delete_workload("web")
+    await cluster.settle()
+    (going,) = await cluster.service.list_instances()
+    assert (going.state, going.deleting) == (InstanceState.RUNNING, True)
+    await cluster.control.repo.update(
+        "/nodes/a", Node, lambda n: n.model_copy(update={"state": GossipState.FAILED})
+    )
+    await cluster.settle()
+    assert await cluster.service.list_instances() == []
+    assert await cluster.service.list_workloads() == []  # its deletion is done
+
+
 async def test_drain_starts_replacements_before_stopping(cluster: Cluster) -> None:
     await cluster.add_node("a")
     await cluster.service.apply([spec(replicas=2)])

@@ -145,6 +145,33 @@ CASES = [
         notes={"NodeLost"},
     ),
     Case(
+        "an instance stopping on a node that failed is lost too, not left running there",
+        workload(1),
+        [
+            instance("old", "n1", R, deleting=True, ready=True, reason="ScaledDown"),
+            instance("new", "n2", R, rev=21, ready=True),
+        ],
+        nodes(n1=GossipState.FAILED, n2="alive"),
+        writes={"old": {"state": InstanceState.LOST, "deleting": True, "ready": False}},
+        notes={"NodeLost"},
+    ),
+    Case(
+        "a deleted workload's instance stopping on a node that failed is deleted: none stops it",
+        workload(1, deleting=True),
+        [instance("a", "n1", R, deleting=True, ready=True), instance("b", "n2", R)],
+        nodes(n1=GossipState.FAILED, n2="alive"),
+        writes={"b": {"deleting": True, "reason": "WorkloadDeleting"}},
+        deletes={"a"},
+        notes={"WorkloadDeleting"},
+    ),
+    Case(
+        "a deleted workload's instance on a failed node is asked to go, then deleted",
+        workload(1, deleting=True),
+        [instance("a", "n1", R)],
+        nodes(n1=GossipState.FAILED),
+        writes={"a": {"deleting": True, "reason": "WorkloadDeleting"}},
+    ),
+    Case(
         "a lost instance of a vanished node is deleted",
         workload(1),
         [instance("a", "gone", InstanceState.LOST, deleting=True), instance("b", "n1", R)],

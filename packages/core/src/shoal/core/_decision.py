@@ -215,14 +215,20 @@ class Deciding:
         return _left(self.nodes.get(inst.node or ""))
 
     def remove(self, stored: Stored[Instance], reason: str, message: str) -> None:
-        """Ask an instance to go; this replaces any other op of the decision on it."""
+        """Ask an instance to go; this replaces any other op of the decision on it.
+
+        Its record is deleted at once when nobody is left to stop it: it is
+        placed nowhere, its node left, or its node is gone (failed, vanished)
+        and it was lost or on its way out already. A node that comes back
+        removes the pod no record claims.
+        """
         inst = stored.value
         node = self.nodes.get(inst.node or "")
         gone_node = node is None or node.state in (GossipState.FAILED, GossipState.LEFT)
         if (
             inst.node is None
             or self.node_left(inst)
-            or (inst.state == InstanceState.LOST and gone_node)
+            or ((inst.state == InstanceState.LOST or inst.deleting) and gone_node)
         ):
             removed = f"removed: {message}"
             note = None if inst.node is None else Note(instance_ref(inst), reason, removed)
@@ -251,16 +257,17 @@ class Deciding:
         """Apply node loss and restart policy to one instance; return it as it then stands.
 
         With ``restarts`` False (a job that finished) a finished instance stays finished.
+        One already on its way out (deleting) is lost with its node too: nothing
+        would ever stop it there, nor say it stopped, and it would hold up its
+        workload's deletion (which deletes a lost instance of a gone node at once).
         """
         inst = stored.value
-        if inst.deleting:
-            return inst
         placed = inst.node
         node = None if placed is None else self.nodes.get(placed)
         if _left(node):
             # Not a failure: the node went away on purpose. The caller deletes the
             # record, and a replacement is placed elsewhere.
-            return inst.model_copy(update={"deleting": True})
+            return inst if inst.deleting else inst.model_copy(update={"deleting": True})
         if placed is not None and inst.state != _LOST:
             why = _lost_because(node, inst)
             if why is not None:
@@ -270,6 +277,8 @@ class Deciding:
                 note = Note(instance_ref(inst), "NodeLost", lost.message, EventType.WARNING)
                 self.decision.ops[stored.key] = Write(stored, lost, note)
                 return lost
+        if inst.deleting:
+            return inst
         if restarts and inst.state in _FINISHED and inst.node is not None:
             if should_restart(workload.spec.restart_policy, inst):
                 restarted = restart(inst, now, backoff)
