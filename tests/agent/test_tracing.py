@@ -15,6 +15,7 @@ import secrets
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
@@ -269,6 +270,7 @@ async def test_get_trace_refuses_what_is_not_a_trace_id(tmp_path: Path) -> None:
 
 
 def test_the_span_buffer_keeps_the_last_spans_and_forgets_their_links() -> None:
+    began = datetime.now(UTC)
     recorder = SpanRecorder(capacity=10)
     provider = TracerProvider()
     provider.add_span_processor(recorder)
@@ -276,6 +278,8 @@ def test_the_span_buffer_keeps_the_last_spans_and_forgets_their_links() -> None:
     with tracer.start_as_current_span("cause") as cause:
         pass
     cause_id = f"{cause.get_span_context().trace_id:032x}"
+    kept_since = recorder.trace(cause_id).kept_since
+    assert kept_since is not None and began <= kept_since <= view_start(recorder, cause_id)
     from opentelemetry.trace import Link
 
     for i in range(24):
@@ -284,12 +288,18 @@ def test_the_span_buffer_keeps_the_last_spans_and_forgets_their_links() -> None:
     assert len(recorder) == 10
     view = recorder.trace(cause_id)
     assert [s.name for s in view.spans] == [f"work-{i}" for i in range(14, 24)]
+    assert view.kept_since == view.spans[0].start  # full: since its oldest span
     assert len(view.linked_traces) == 10
     for i in range(10):  # push out the linking spans: their index entries go too
         with tracer.start_as_current_span(f"other-{i}"):
             pass
     assert recorder.trace(cause_id).linked_traces == []
     assert recorder.trace(cause_id, limit=3).spans == []
+
+
+def view_start(recorder: SpanRecorder, trace_id: str) -> datetime:
+    """When the first span of ``trace_id`` the buffer holds began."""
+    return recorder.trace(trace_id).spans[0].start
 
 
 async def test_store_calls_are_timed_events_of_the_span_they_served() -> None:

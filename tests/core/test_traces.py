@@ -276,3 +276,24 @@ async def test_without_the_clusters_members_a_server_answers_with_its_own_spans_
     assert merged.missing == {
         OTHER_NODES: "not asked: the cluster's members could not be listed: serf is restarting"
     }
+
+
+async def test_a_node_that_restarted_since_the_trace_passed_it_is_named_not_taken_as_whole() -> (
+    None
+):
+    local = view(
+        "s1",
+        span("s1", "grpc NodeState/ReportInstance", 30, START_TRACE, caller="w1"),
+        span("s1", "grpc NodeState/ReportInstance", 40, START_TRACE, caller="w2"),
+    )
+    restarted = TraceView(trace_id=TRACE, kept_since=T0 + timedelta(seconds=60))
+    kept = view("w2", span("w2", "shoal.start", 35, START_TRACE), kept_since=T0)
+    nodes = Nodes({"w1": restarted, "w2": kept})
+
+    merged = await gather_trace(
+        local, listed(member("w1"), member("w2")), nodes.reach, MAX_TRACE_SPANS
+    )
+
+    assert merged.nodes == ["s1", "w1", "w2"]
+    assert set(merged.missing) == {"w1"}
+    assert merged.missing["w1"].startswith("keeps spans only since 2026-01-01 00:01:00 UTC")

@@ -103,6 +103,8 @@ class SpanRecorder(SpanProcessor):
         self._resource: Resource | None = None
         self._node = ""
         """The node named by ``_resource`` (spans of one provider share one resource)."""
+        self._since = datetime.now(UTC)
+        """When this buffer began: it holds no span that ended before."""
 
     def on_end(self, span: ReadableSpan) -> None:
         """Keep what ``span`` shows; drop the oldest kept span past the capacity."""
@@ -185,6 +187,8 @@ class SpanRecorder(SpanProcessor):
             spans = own + [
                 span for tid in (*linked, *causes) for span in self._by_trace.get(tid, ())
             ]
+            full = len(self._spans) >= self.capacity
+            since = _time(self._spans[0].start) if full else self._since
         spans.sort(key=lambda s: s.start)
         return TraceView(
             trace_id=format_trace_id(wanted),
@@ -193,6 +197,7 @@ class SpanRecorder(SpanProcessor):
             cause_traces=[format_trace_id(t) for t in causes],
             truncated=max(len(spans) - limit, 0),
             node=spans[0].node if spans else "",
+            kept_since=since,
         )
 
     def shutdown(self) -> None:

@@ -85,6 +85,7 @@ async def gather_trace(
     ]
     answers = await gathering.ask([*servers, *_callers([local])])
     await gathering.ask(_callers(answers))  # the callers the others' spans name
+    gathering.note_forgotten()
     return _merged(local, gathering.views, gathering.missing, limit)
 
 
@@ -152,6 +153,28 @@ class _Gathering:
                     tg.start_soon(ask, member)
         self.views += answers
         return answers
+
+    def note_forgotten(self) -> None:
+        """Name in ``missing`` each node that answered but lost its part of the trace.
+
+        One that keeps spans only since after the trace's calls from it (it
+        restarted, or its buffer turned over): its part is gone, not absent.
+        """
+        for view in self.views[1:]:
+            since = view.kept_since
+            if since is None or view.node in self.missing:
+                continue
+            calls = [
+                span.start
+                for seen in self.views
+                for span in seen.spans
+                if span.attributes.get(CALLER_NODE) == view.node
+            ]
+            if calls and min(calls) < since:
+                self.missing[view.node] = (
+                    f"keeps spans only since {since:%Y-%m-%d %H:%M:%S} UTC (it restarted, or "
+                    "its buffer turned over): its earlier part of this trace is gone"
+                )
 
 
 def _merged(

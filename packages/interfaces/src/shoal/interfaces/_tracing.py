@@ -180,12 +180,15 @@ class TraceView(Model):
     """Spans left out past :data:`MAX_TRACE_SPANS`."""
     node: str = ""
     """The node that answered."""
+    kept_since: datetime | None = None
+    """Since when the answering node's buffer holds its spans: its start, or once full, its
+    oldest span. Its spans of a trace older than that are gone."""
     nodes: list[str] = Field(default_factory=list)
     """The nodes whose recorded spans were read: the one that answered, and each other
     node that answered it."""
     missing: dict[str, str] = Field(default_factory=dict)
-    """Nodes the trace passed through whose spans are not here, and why (unreachable,
-    no answer in time, or more than :data:`MAX_TRACE_NODES` to ask)."""
+    """Nodes the trace passed through whose spans are not (all) here, and why (unreachable,
+    no answer in time, more than :data:`MAX_TRACE_NODES` to ask, or restarted since)."""
 
 
 class TraceSource(Protocol):

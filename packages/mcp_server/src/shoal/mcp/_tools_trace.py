@@ -77,4 +77,5 @@ def register_trace_tools(server: MCPServer[Any], gate: Gate) -> None:
             node=view.node,
             nodes=view.nodes,
             missing=view.missing,
+            kept_since=view.kept_since,
         )
