@@ -285,6 +285,7 @@ async def test_a_node_that_restarted_since_the_trace_passed_it_is_named_not_take
         "s1",
         span("s1", "grpc NodeState/ReportInstance", 30, START_TRACE, caller="w1"),
         span("s1", "grpc NodeState/ReportInstance", 40, START_TRACE, caller="w2"),
+        kept_since=T0 - timedelta(hours=1),
     )
     restarted = TraceView(trace_id=TRACE, kept_since=T0 + timedelta(seconds=60))
     kept = view("w2", span("w2", "shoal.start", 35, START_TRACE), kept_since=T0)
@@ -295,5 +296,6 @@ async def test_a_node_that_restarted_since_the_trace_passed_it_is_named_not_take
     )
 
     assert merged.nodes == ["s1", "w1", "w2"]
+    assert merged.kept_since == T0 - timedelta(hours=1)  # the answering node's
     assert set(merged.missing) == {"w1"}
     assert merged.missing["w1"].startswith("keeps spans only since 2026-01-01 00:01:00 UTC")

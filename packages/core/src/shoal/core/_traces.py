@@ -183,7 +183,7 @@ def _merged(
     """Return one view of ``views``: spans once each, earliest first, at most ``limit``.
 
     ``truncated`` adds up what each node left out and what this merge leaves out.
-    "Earliest" is by each node's own clock.
+    "Earliest" is by each node's own clock. ``kept_since`` is the answering node's.
     """
     seen: set[tuple[str, str]] = set()
     spans = []
@@ -204,4 +204,5 @@ def _merged(
         node=local.node,
         nodes=[view.node for view in views if view.node],
         missing=missing,
+        kept_since=local.kept_since,
     )
