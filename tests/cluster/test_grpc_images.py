@@ -21,7 +21,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from shoal.cluster import ImageGateway, RemoteImages
-from shoal.cluster.grpc._grpc_base import NodeChannel, serve_grpc
+from shoal.cluster.grpc._grpc_base import NodeChannel
 from shoal.cluster.grpc._nodeauth import Caller, CallVerifier, NodeIdentity
 from shoal.interfaces import (
     Forbidden,
@@ -34,6 +34,7 @@ from shoal.interfaces import (
     Unauthenticated,
 )
 from shoal.runtime import ImageStore
+from tests.cluster.grpc_support import serving
 from tests.runtime.images.support import member, tar_layer, write_layout
 
 pytestmark = pytest.mark.anyio
@@ -82,12 +83,8 @@ async def images_server(tmp_path: Path, share: ImageShare | None = None) -> Asyn
     await store.import_path(tmp_path / "app")
     members = Members({"worker-1"})
     gateway = ImageGateway(share or store, CallVerifier(TOKEN), members)
-    async with anyio.create_task_group() as group:
-        port = await group.start(serve_grpc, "127.0.0.1:0", [gateway.handler()])
-        try:
-            yield Served(store, f"127.0.0.1:{port}", members, manifest_digest, layer_digest)
-        finally:
-            group.cancel_scope.cancel()
+    async with serving(gateway.handler()) as address:
+        yield Served(store, address, members, manifest_digest, layer_digest)
 
 
 @asynccontextmanager

@@ -19,7 +19,7 @@ from nacl.signing import SigningKey
 
 import shoal.cluster.grpc._grpc_pods as grpc_pods
 from shoal.cluster import PodGateway, RemotePods
-from shoal.cluster.grpc._grpc_base import NodeChannel, serve_grpc
+from shoal.cluster.grpc._grpc_base import NodeChannel
 from shoal.cluster.grpc._nodeauth import Caller, CallVerifier, NodeIdentity
 from shoal.interfaces import (
     Conflict,
@@ -37,6 +37,7 @@ from shoal.interfaces import (
     Unavailable,
 )
 from shoal.runtime import MockRuntime
+from tests.cluster.grpc_support import serving
 
 pytestmark = pytest.mark.anyio
 
@@ -155,13 +156,11 @@ async def pod_node() -> AsyncIterator[Node]:
     pods = TrackedPods(runtime)
     authorizer = Authorizer({SERVER})
     gateway = PodGateway(pods, CallVerifier(TOKEN), authorizer)
-    async with anyio.create_task_group() as group:
-        port = await group.start(serve_grpc, "127.0.0.1:0", [gateway.handler()])
-        try:
-            yield Node(runtime, pods, authorizer, f"127.0.0.1:{port}")
-        finally:
-            group.cancel_scope.cancel()
-            await runtime.aclose()
+    try:
+        async with serving(gateway.handler()) as address:
+            yield Node(runtime, pods, authorizer, address)
+    finally:
+        await runtime.aclose()
 
 
 @asynccontextmanager

@@ -15,7 +15,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from shoal.cluster import PodGateway, RemoteTraces, TraceGateway
-from shoal.cluster.grpc._grpc_base import NodeChannel, serve_grpc
+from shoal.cluster.grpc._grpc_base import NodeChannel
 from shoal.cluster.grpc._nodeauth import CallVerifier, NodeIdentity
 from shoal.interfaces import (
     MAX_TRACE_SPANS,
@@ -27,6 +27,7 @@ from shoal.interfaces import (
     Unavailable,
 )
 from shoal.runtime import MockRuntime
+from tests.cluster.grpc_support import serving
 from tests.cluster.test_grpc_pods import SERVER, START, TOKEN, WAIT, Authorizer
 
 pytestmark = pytest.mark.anyio
@@ -62,10 +63,8 @@ class Buffer:
 async def worker(source: Buffer | None) -> AsyncIterator[str]:
     """Serve a Traces service over ``source``; yield its address."""
     gateway = TraceGateway(source, CallVerifier(TOKEN), Authorizer({SERVER}))
-    async with anyio.create_task_group() as group:
-        port = await group.start(serve_grpc, "127.0.0.1:0", [gateway.handler()])
-        yield f"127.0.0.1:{port}"
-        group.cancel_scope.cancel()
+    async with serving(gateway.handler()) as address:
+        yield address
 
 
 def remote(address: str, name: str = SERVER) -> RemoteTraces:
@@ -106,9 +105,6 @@ async def test_a_node_whose_tracing_is_off_says_so() -> None:
 
 async def test_a_node_without_the_service_is_named_as_older_not_as_a_grpc_code() -> None:
     gateway = PodGateway(MockRuntime(), CallVerifier(TOKEN), Authorizer({SERVER}))
-    async with anyio.create_task_group() as group:  # serves Pods, not Traces
-        port = await group.start(serve_grpc, "127.0.0.1:0", [gateway.handler()])
-        async with remote(f"127.0.0.1:{port}") as traces:
-            with anyio.fail_after(WAIT), pytest.raises(Unavailable, match="older Shoal"):
-                await traces.trace(TRACE)
-        group.cancel_scope.cancel()
+    async with serving(gateway.handler()) as address, remote(address) as traces:  # no Traces
+        with anyio.fail_after(WAIT), pytest.raises(Unavailable, match="older Shoal"):
+            await traces.trace(TRACE)

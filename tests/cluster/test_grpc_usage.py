@@ -15,7 +15,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from shoal.cluster import PodGateway, RemotePods
-from shoal.cluster.grpc._grpc_base import NodeChannel, serve_grpc
+from shoal.cluster.grpc._grpc_base import NodeChannel
 from shoal.cluster.grpc._nodeauth import CallVerifier, NodeIdentity
 from shoal.core import ManualClock, ShoalService
 from shoal.interfaces import (
@@ -32,6 +32,7 @@ from shoal.interfaces import (
 )
 from shoal.runtime import MockRuntime
 from shoal.state import MemoryStore, SqliteUsageHistory
+from tests.cluster.grpc_support import serving
 from tests.cluster.test_grpc_pods import SERVER, START, TOKEN, WAIT, Authorizer
 
 pytestmark = pytest.mark.anyio
@@ -41,10 +42,8 @@ pytestmark = pytest.mark.anyio
 async def worker(usage: UsageHistory | None) -> AsyncIterator[str]:
     """Serve a Pods service with ``usage``; yield its address."""
     gateway = PodGateway(MockRuntime(), CallVerifier(TOKEN), Authorizer({SERVER}), usage=usage)
-    async with anyio.create_task_group() as group:
-        port = await group.start(serve_grpc, "127.0.0.1:0", [gateway.handler()])
-        yield f"127.0.0.1:{port}"
-        group.cancel_scope.cancel()
+    async with serving(gateway.handler()) as address:
+        yield address
 
 
 def remote(address: str, name: str = SERVER) -> RemotePods:
