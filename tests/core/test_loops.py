@@ -276,13 +276,18 @@ async def test_restarted_node_loop_adopts_running_pods_and_removes_orphans(
             containers=list(orphan.template.containers),
         )
     )
+    ended = sorted(pods_before)[0]
+    (container,) = (await runtime.inspect(ended)).containers
+    runtime.kill(ended, container.name)  # it ended while no agent ran: not adopted, restarted
     # A new node loop over the same runtime: what an agent restart looks like.
     cluster.nodes["n1"] = type(loop)(loop.node, loop.state, runtime, cluster.clock)
     await cluster.settle()
     pods_after = {p.uid: [c.id for c in p.containers] for p in await runtime.list()}
     assert pods_after == pods_before
-    reasons = {e.reason for e in await cluster.service.list_events()}
-    assert {"Adopted", "OrphanRemoved"} <= reasons
+    events = await cluster.service.list_events()
+    assert {"Adopted", "OrphanRemoved"} <= {e.reason for e in events}
+    (adopted,) = [e.message for e in events if e.reason == "Adopted"]
+    assert adopted == "adopted 1 running instance(s) after restart"
 
 
 async def test_pods_lost_by_the_runtime_are_restarted(cluster: Cluster) -> None:

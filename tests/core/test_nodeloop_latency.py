@@ -172,3 +172,23 @@ async def test_a_crash_is_reported_when_the_runtime_tells_not_at_the_next_pass(
         (reported,) = await cluster.service.list_instances(workload="web")
         assert reported.exit_code == 137
         tg.cancel_scope.cancel()
+
+
+async def test_a_container_that_ends_as_it_starts_is_reported_without_a_pass(
+    cluster: Cluster,
+) -> None:
+    """Its exit is told during the start itself: the instance is synced again once that ends."""
+    loop = await cluster.add_node("n1")
+    cluster.runtimes["n1"].faults.add(Fault.exits(after=0, exit_code=3, image="quick"))
+    async with anyio.create_task_group() as tg:
+        await tg.start(loop.run)
+        await cluster.service.apply([spec(name="quick", replicas=1, image="quick")])
+        await cluster.control.reconcile_once()
+        passes = loop.passes
+
+        async def failed() -> bool:
+            return (await state_of(cluster, "quick"))[0] == InstanceState.FAILED
+
+        await eventually(failed)  # the clock stands still: no periodic pass comes
+        assert loop.passes == passes
+        tg.cancel_scope.cancel()

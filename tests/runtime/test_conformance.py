@@ -62,12 +62,15 @@ class Harness:
     crash: Callable[[str, str], Awaitable[None]] | None = None
     """``crash(uid, container)``: end a running container from outside, as a crash does
     (for runtimes that announce exits, :class:`~shoal.interfaces.PodExits`)."""
+    exits_at_once: list[str] | None = None
+    """A command with which a container named ``quick`` exits 3 at once (the same)."""
 
 
 @asynccontextmanager
 async def mock_harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
     missing = "registry.test/missing:1"
-    async with MockRuntime(faults=[Fault.image_missing(missing)]) as runtime:
+    quick = Fault.exits(after=0, exit_code=3, container="quick")
+    async with MockRuntime(faults=[Fault.image_missing(missing), quick]) as runtime:
 
         async def write_line(uid: str, container: str, text: str) -> None:
             runtime.write_log(uid, container, text)
@@ -75,7 +78,9 @@ async def mock_harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]
         async def crash(uid: str, container: str) -> None:
             runtime.kill(uid, container)
 
-        yield Harness(runtime, "busybox:1.36", missing, ["sleep", "3600"], write_line, crash)
+        yield Harness(
+            runtime, "busybox:1.36", missing, ["sleep", "3600"], write_line, crash, ["exit"]
+        )
 
 
 def runc_harness(request: pytest.FixtureRequest) -> AbstractAsyncContextManager[Harness]:
@@ -180,6 +185,30 @@ async def test_a_runtime_that_announces_exits_names_the_pod_whose_container_ende
     with anyio.fail_after(WAIT):
         await later.wait()
     assert heard == [(crashing.uid, None)] * 2
+
+
+async def test_a_container_that_ends_as_it_starts_is_announced_too(harness: Harness) -> None:
+    """Whether it ended before its start returned (nothing to watch then) or just after."""
+    runtime = harness.runtime
+    if not isinstance(runtime, PodExits):
+        pytest.skip(f"{runtime.name} announces no exits: the node loop's passes find them")
+    heard: list[str] = []
+    told = anyio.Event()
+
+    def listener(uid: str) -> None:
+        heard.append(uid)
+        told.set()
+
+    runtime.on_exit(listener)
+    uid = uuid.uuid4().hex
+    quick = Container(name="quick", image=harness.image, command=harness.exits_at_once)
+    spec = PodSpec(uid=uid, name="quick", namespace="default", workload="q", containers=[quick])
+    await runtime.run(spec)
+    with anyio.fail_after(WAIT):
+        await told.wait()
+    assert heard[0] == uid
+    (container,) = (await runtime.inspect(uid)).containers
+    assert (container.state, container.exit_code) == (ContainerState.EXITED, 3)
 
 
 async def test_ensure_image_returns_its_reference_and_a_stable_digest(harness: Harness) -> None:

@@ -111,4 +111,5 @@ async def runc_harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]
         async def crash(uid: str, container: str) -> None:
             await runtime.runc.kill(PodFiles.container_id(uid, container), "KILL")
 
-        yield Harness(runtime, IMAGE, MISSING_IMAGE, SLEEPER, write_line, crash)
+        quick = ["sh", "-c", "exit 3"]
+        yield Harness(runtime, IMAGE, MISSING_IMAGE, SLEEPER, write_line, crash, quick)

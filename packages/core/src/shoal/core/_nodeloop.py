@@ -389,8 +389,12 @@ class NodeLoop:
         for uid in set(self._stuck) - {s.value.uid for s in mine}:
             del self._stuck[uid]
         pods = {pod.uid: pod for pod in await self._list_pods()}
-        adopted = sum(
-            1 for s in mine if s.value.state == InstanceState.RUNNING and s.value.uid in pods
+        adopted = sum(  # not those whose pod is there but ended meanwhile: they restart
+            1
+            for s in mine
+            if s.value.state == InstanceState.RUNNING
+            and (pod := pods.get(s.value.uid)) is not None
+            and pod.running
         )
         if self._tasks is None:  # passes driven one by one: each waits for its syncs
             async with anyio.create_task_group() as tg:

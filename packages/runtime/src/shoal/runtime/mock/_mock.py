@@ -125,8 +125,9 @@ class MockRuntime(AsyncClosing):
         faults: The armed faults; ``runtime.faults.add(Fault...)`` arms one more.
 
     It announces exits (:class:`~shoal.interfaces.PodExits`) as they happen
-    when :meth:`kill` makes them; an injected exit (``Fault.exits``) is found
-    when the pod is next listed or inspected, as by a runtime that announces none.
+    when :meth:`kill` makes them, and an injected exit (``Fault.exits``) that
+    happens during its start (``after=0``); a later injected exit is found when
+    the pod is next listed or inspected, as by a runtime that announces none.
     """
 
     name: str = "mock"
@@ -234,6 +235,7 @@ class MockRuntime(AsyncClosing):
             init.finish(self.clock.now(), failed.exit_code)
             lines = [line.line for line in init.logs[-5:]]
             raise init_container_failed(uid, init.name, failed.exit_code, lines)
+        started = []
         for container in pod.containers.values():
             if container.state == ContainerState.RUNNING:
                 continue
@@ -247,7 +249,10 @@ class MockRuntime(AsyncClosing):
                     raise NotFound(f"pod {uid!r} was removed while it was starting", uid=uid)
             exits = self.faults.fire(FaultKind.EXITS, image, name)
             container.run(self.clock.now(), self.clock.monotonic(), exits)
+            started.append(container)
         pod.settle(self.clock.monotonic())
+        if any(c.state == ContainerState.EXITED for c in started):
+            self._exits.tell(uid)  # ended during its start
         return pod.status()
 
     async def run(self, pod: PodSpec) -> PodStatus:

@@ -224,13 +224,17 @@ class OciCliRuntime(AsyncClosing):
     def _watch(self, status: PodStatus, *, started: bool = False) -> PodStatus:
         """Watch the shim of each running container of ``status`` not watched yet.
 
-        A container whose shim is gone (killed; the container may outlive it)
-        is not tried again until it is ``started`` anew.
+        A container ``started`` just now that has exited already, or whose shim
+        is gone already, ended before it could be watched: that is announced
+        at once. Any other container whose shim is gone (killed; the container
+        may outlive it) is not tried again until it is started anew.
         """
         if self._tasks is None or not self._exits or not self._pidfds:
             return status
+        ended = False
         for container in status.containers:
             if container.state != ContainerState.RUNNING:
+                ended = ended or (started and container.state == ContainerState.EXITED)
                 continue
             container_id = PodFiles.container_id(status.uid, container.name)
             if started:
@@ -238,11 +242,16 @@ class OciCliRuntime(AsyncClosing):
             if container_id in self._watched or container_id in self._unwatchable:
                 continue
             pidfd = self.files.container(status.uid, container.name).open_shim()
-            if pidfd is None:  # its shim is gone: the node loop's passes see its exit
-                self._unwatchable.add(container_id)
+            if pidfd is None:
+                if started:  # gone between its start and now: it has ended
+                    ended = True
+                else:  # its shim was killed: the node loop's passes see its exit
+                    self._unwatchable.add(container_id)
                 continue
             self._watched.add(container_id)
             self._tasks.start_soon(self._announce_exit, status.uid, container_id, pidfd)
+        if ended:
+            self._exits.tell(status.uid)
         return status
 
     async def _announce_exit(self, uid: str, container_id: str, pidfd: int) -> None:
