@@ -49,6 +49,7 @@ async def test_a_change_tool_returns_its_trace_and_get_trace_shows_what_it_cause
         caused = await call(client, "list_events", trace_id=trace_id.upper(), limit=100)
         assert "should match pattern" in await refused(client, "get_trace", trace_id="z" * 32)
     spans = view["spans"]
+    assert view["missing"] == {} and view["kept_since"] is not None  # the view's every field
     tool = next(s for s in spans if s["name"] == "tools/call apply_workload")
     assert tool["trace_id"] == trace_id and tool["attributes"]["gen_ai.tool.name"] == (
         "apply_workload"

@@ -68,14 +68,11 @@ def register_trace_tools(server: MCPServer[Any], gate: Gate) -> None:
         async with gate.call(ctx, Role.VIEWER) as call:
             view = await call.service.get_trace(trace_id)
         shown = view.spans[:MCP_TRACE_SPANS]
+        # Every field of the view as it is (one added to TraceView comes along), but the spans.
         return TraceReport(
-            trace_id=view.trace_id,
-            spans=[_compact(s) for s in shown],
-            linked_traces=view.linked_traces,
-            cause_traces=view.cause_traces,
-            truncated=view.truncated + len(view.spans) - len(shown),
-            node=view.node,
-            nodes=view.nodes,
-            missing=view.missing,
-            kept_since=view.kept_since,
+            **{
+                **dict(view),
+                "spans": [_compact(s) for s in shown],
+                "truncated": view.truncated + len(view.spans) - len(shown),
+            }
         )
