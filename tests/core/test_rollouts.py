@@ -88,6 +88,13 @@ async def test_history_and_undo_round_trip(cluster: Cluster) -> None:
     assert "RolledBack" in {e.reason for e in events}
 
 
+async def test_undo_with_no_earlier_revision_is_a_conflict(cluster: Cluster) -> None:
+    await cluster.service.apply([spec()])
+    with pytest.raises(Conflict, match="no earlier revision to go back to: only revision 1"):
+        await cluster.service.rollout_undo("web")
+    assert (await cluster.workload()).revision == 1
+
+
 async def test_history_keeps_only_the_last_revisions(cluster: Cluster) -> None:
     for tag in range(1, 5):
         await cluster.service.apply([spec(image=f"busybox:{tag}", revision_history_limit=2)])

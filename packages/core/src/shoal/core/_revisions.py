@@ -12,7 +12,7 @@ import hashlib
 import json
 from datetime import datetime
 
-from shoal.interfaces import NotFound, PodTemplate, Revision, Workload, WorkloadSpec
+from shoal.interfaces import Conflict, NotFound, PodTemplate, Revision, Workload, WorkloadSpec
 
 __all__ = ["first_revision", "revision_of", "template_hash", "with_template"]
 
@@ -88,6 +88,7 @@ def revision_of(workload: Workload, number: int | None) -> Revision:
 
     Raises:
         NotFound: it is not kept (the message lists those that are).
+        Conflict: ``number`` is None and only the current revision is kept.
 
     """
     history = _history(workload)
@@ -95,8 +96,9 @@ def revision_of(workload: Workload, number: int | None) -> Revision:
     if number is None:
         earlier = [r for r in history if r.number != workload.revision]
         if not earlier:
-            raise NotFound(
-                f"workload {workload.key} has no earlier revision to go back to (kept: {kept})",
+            raise Conflict(
+                f"workload {workload.key} has no earlier revision to go back to: only revision "
+                f"{kept} is kept; apply the template you want, or roll back after a change",
                 workload=workload.key,
             )
         return earlier[-1]

@@ -147,6 +147,7 @@ async def undo_plan(
 
     Raises:
         NotFound: the revision is not kept (the message, the service's own, lists those that are).
+        Conflict: no revision is named and only the current one is kept.
 
     """
     workload = await service.get_workload(name, namespace)
