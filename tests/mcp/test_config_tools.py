@@ -156,6 +156,22 @@ async def test_deleting_config_needs_a_plan_for_exactly_that_object(live: Live) 
         assert deleted["summary"].startswith("delete ConfigMap shop/page")
 
 
+async def test_a_config_plan_goes_stale_once_another_workload_uses_it(live: Live) -> None:
+    async with Client(live.server()) as client:
+        await call(client, "apply_workload", manifest=MANIFEST)
+        plan = await call(client, "plan_delete_config", kind="Secret", name="db", namespace="shop")
+        assert "1 workload(s) use it (web)" in plan["summary"]
+        user = MANIFEST.split("---")[2].replace("name: web", "name: api")
+        await call(client, "apply_workload", manifest=user)
+        stale = await refused(
+            client, "delete_secret", name="db", namespace="shop", plan_id=plan["plan_id"]
+        )
+        assert "stale_plan" in stale
+        await live.service.get_secret("db", "shop")  # still there
+        again = await call(client, "plan_delete_config", kind="Secret", name="db", namespace="shop")
+        assert "2 workload(s) use it (api, web)" in again["summary"]
+
+
 async def test_the_user_can_confirm_a_deletion_by_elicitation(live: Live) -> None:
     questions: list[str] = []
 

@@ -271,6 +271,11 @@ async def test_get_logs_filters_caps_and_scrubs(live: Live) -> None:
         assert sum(len(line["line"]) + 1 for line in capped["lines"]) <= 500
         assert capped["lines"][-1]["line"].startswith("ERROR request 290")
         assert "raise tail or max_bytes" in capped["note"]
+        # A grep cannot probe a secret's value: lines are matched as they are shown.
+        probe = await call(client, "get_logs", instance=instance["name"], grep="hunter2-s")
+        assert (probe["lines"], probe["note"]) == ([], "0 line(s) matched 'hunter2-s'")
+        shown = await call(client, "get_logs", instance=instance["name"], grep="<redacted>")
+        assert len(shown["lines"]) == 2
         recent = await call(client, "get_logs", instance=instance["name"], since="1h", tail=2)
         assert len(recent["lines"]) == 2
         rendered = json.dumps([tail, grep, capped, recent])
@@ -358,6 +363,51 @@ async def test_destructive_calls_need_a_plan_for_exactly_that_change(live: Live)
             return True if not names else None
 
         await eventually(gone)
+
+
+async def test_lists_are_bounded_and_say_what_they_left_out(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("shoal.mcp._views.DETAIL_INSTANCES", 2)
+    async with Client(live.server()) as client:
+        await call(client, "apply_workload", workload=dict(HELLO, replicas=3))
+        await call(client, "apply_workload", workload=dict(HELLO, name="other", replicas=1))
+        await running(client, "hello", 3)
+        some = await call(client, "list_instances", workload="hello", limit=2)
+        assert (len(some["instances"]), some["total"], some["truncated"]) == (2, 3, True)
+        assert some["by_state"] == {"running": 3}
+        every = await call(client, "list_instances", workload="hello")
+        assert (len(every["instances"]), every["total"], every["truncated"]) == (3, 3, False)
+        one = await call(client, "list_workloads", limit=1)
+        assert ([w["name"] for w in one["workloads"]], one["total"]) == (["hello"], 2)
+        assert one["truncated"]
+        nodes = await call(client, "list_nodes", limit=1)
+        assert (len(nodes["nodes"]), nodes["truncated"]) == (1, nodes["total"] > 1)
+        detail = await call(client, "get_workload", name="hello")
+        assert (len(detail["instances"]), detail["instances_total"]) == (2, 3)
+        assert "less than or equal to 1000" in await refused(client, "list_instances", limit=1001)
+
+
+async def test_promoting_canaries_needs_a_plan_of_the_workload_as_it_is(live: Live) -> None:
+    update = {"canary": 1, "max_surge": 1, "max_unavailable": 0}
+    canaried = dict(HELLO, update=update)
+    async with Client(live.server()) as client:
+        await call(client, "apply_workload", workload=canaried)
+        await running(client, "hello", 2)
+        template = {"containers": [dict(HELLO["template"]["containers"][0], image="busybox:2")]}
+        await call(client, "apply_workload", workload=dict(canaried, template=template))
+        await running(client, "hello", 3)  # one canary beside the two old instances
+        plan = await call(client, "plan_workload", action="promote", name="hello")
+        assert plan["destructive"] and len(plan["instances_stopped"]) == 2
+        await call(client, "scale_workload", name="hello", replicas=3)
+        # Promoting now would replace more old instances than the plan showed.
+        stale = await refused(client, "promote_rollout", name="hello", plan_id=plan["plan_id"])
+        assert "stale_plan" in stale
+        assert (await live.service.get_workload("hello")).promoted_revision == 1
+        plan = await call(client, "plan_workload", action="promote", name="hello")
+        done = await call(client, "promote_rollout", name="hello", plan_id=plan["plan_id"])
+        assert done["confirmed"] == "plan"
+        assert (await live.service.get_workload("hello")).promoted_revision == 2
 
 
 async def test_nodes_cordon_uncordon_and_drain_with_a_plan(live: Live) -> None:

@@ -6,7 +6,19 @@ from typing import Annotated
 
 from pydantic import Field
 
-__all__ = ["InstanceName", "Namespace", "NodeName", "OptionalNamespace", "PlanId", "WorkloadName"]
+__all__ = [
+    "MAX_LIST",
+    "InstanceName",
+    "Limit",
+    "Namespace",
+    "NodeName",
+    "OptionalNamespace",
+    "PlanId",
+    "WorkloadName",
+]
+
+MAX_LIST = 1000
+"""The most items a list tool returns in one answer (``limit``'s bound)."""
 
 WorkloadName = Annotated[
     str,
@@ -43,5 +55,14 @@ PlanId = Annotated[
         description="The plan_id of a plan made for exactly this change (plan_workload, "
         "plan_drain or plan_delete_config). Required for destructive changes unless the user "
         "confirms when asked.",
+    ),
+]
+Limit = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=MAX_LIST,
+        description=f"Most items to return (at most {MAX_LIST}); total and truncated say what "
+        "was left out. Narrow with the other filters rather than raising it.",
     ),
 ]

@@ -11,7 +11,8 @@ to start again. Such a call goes through only with
 
 Plan ids are digests of the action, its parameters and the identity and
 version of the object as it is now (a workload's uid and generation; a
-node's id, flags and the instances on it). No plan is stored anywhere: the
+node's id, flags and the instances on it; a ConfigMap's or Secret's uid,
+generation and the workloads that use it). No plan is stored anywhere: the
 destructive tool recomputes the id and refuses a mismatch, so a plan goes
 stale the moment its object changes, and a plan for one change cannot
 authorise another. Apply plans use the service's own dry-run plan id, which
@@ -178,7 +179,9 @@ async def promote_plan(service: Service, name: str, namespace: str) -> ChangePla
         if not i.deleting and i.template != workload.spec.template
     ]
     return ChangePlan(
-        plan_id=_digest("promote", namespace, name, workload.uid, workload.revision),
+        plan_id=_digest(
+            "promote", namespace, name, workload.uid, workload.generation, workload.revision
+        ),
         action="promote",
         target=f"workload {namespace}/{name}",
         summary=f"promote the canaries of revision {workload.revision} of {namespace}/{name}: "
@@ -232,7 +235,7 @@ async def config_delete_plan(
         impact = "no workload uses it"
     tool = "delete_config_map" if kind == "ConfigMap" else "delete_secret"
     return ChangePlan(
-        plan_id=_digest("delete_config", kind, namespace, name, uid, generation),
+        plan_id=_digest("delete_config", kind, namespace, name, uid, generation, users),
         action="delete_config",
         target=f"{kind} {namespace}/{name}",
         summary=f"delete {kind} {namespace}/{name}: {impact}",

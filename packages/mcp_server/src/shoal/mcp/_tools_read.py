@@ -28,7 +28,7 @@ from shoal.interfaces import (
     WorkloadPhase,
 )
 
-from ._args import InstanceName, Namespace, NodeName, OptionalNamespace, WorkloadName
+from ._args import InstanceName, Limit, Namespace, NodeName, OptionalNamespace, WorkloadName
 from ._audit import AUDIT_REASON, Gate
 from ._redact import redact_model, scrub, secret_values
 from ._views import (
@@ -152,12 +152,13 @@ def register_read_tools(server: MCPServer[Any], gate: Gate) -> None:
             return RolloutView.of(await call.service.get_workload(name, namespace))
 
     @server.tool(annotations=READ)
-    async def list_nodes(ctx: Context) -> NodeList:
-        """List every node with its state, flags and requested/allocatable resources."""
+    async def list_nodes(ctx: Context, limit: Limit = 100) -> NodeList:
+        """List nodes with their state, flags and requested/allocatable resources."""
         async with gate.call(ctx, Role.VIEWER) as call:
             nodes = await call.service.list_nodes()
             instances = await call.service.list_instances()
-        return NodeList(nodes=node_summaries(nodes, instances))
+        shown = node_summaries(nodes[:limit], instances)
+        return NodeList(nodes=shown, total=len(nodes), truncated=len(nodes) > limit)
 
     @server.tool(annotations=READ)
     async def get_node(name: NodeName, ctx: Context) -> NodeDetail:
@@ -171,7 +172,7 @@ def register_read_tools(server: MCPServer[Any], gate: Gate) -> None:
         )
 
     @server.tool(annotations=READ)
-    async def list_members(ctx: Context) -> MemberList:
+    async def list_members(ctx: Context, limit: Limit = 100) -> MemberList:
         """List the gossip members the server's node knows: address, state and tags.
 
         State is alive, suspect, failed or left. Unlike list_nodes, it includes members that
@@ -179,14 +180,22 @@ def register_read_tools(server: MCPServer[Any], gate: Gate) -> None:
         """
         async with gate.call(ctx, Role.VIEWER) as call:
             members = await call.service.list_members()
-        return MemberList(members=members)
+        return MemberList(
+            members=members[:limit], total=len(members), truncated=len(members) > limit
+        )
 
     @server.tool(annotations=READ)
-    async def list_workloads(ctx: Context, namespace: OptionalNamespace = None) -> WorkloadList:
+    async def list_workloads(
+        ctx: Context, namespace: OptionalNamespace = None, limit: Limit = 100
+    ) -> WorkloadList:
         """List workloads: phase, desired and ready replicas, generation, images."""
         async with gate.call(ctx, Role.VIEWER) as call:
             workloads = await call.service.list_workloads(namespace)
-        return WorkloadList(workloads=[WorkloadSummary.of(w) for w in workloads])
+        return WorkloadList(
+            workloads=[WorkloadSummary.of(w) for w in workloads[:limit]],
+            total=len(workloads),
+            truncated=len(workloads) > limit,
+        )
 
     @server.tool(annotations=READ)
     async def get_workload(
@@ -210,14 +219,17 @@ def register_read_tools(server: MCPServer[Any], gate: Gate) -> None:
         workload: Annotated[str | None, Field(description="Only this workload's.")] = None,
         node: Annotated[str | None, Field(description="Only those on this node.")] = None,
         state: Annotated[InstanceState | None, Field(description="Only this state.")] = None,
+        limit: Limit = 100,
     ) -> InstanceList:
         """List instances (replicas) with node, state, readiness, restarts and last exit code."""
         async with gate.call(ctx, Role.VIEWER) as call:
             found = await call.service.list_instances(namespace, workload, node)
         chosen = [i for i in found if state is None or i.state == state]
         return InstanceList(
-            instances=[InstanceSummary.of(i) for i in chosen],
+            instances=[InstanceSummary.of(i) for i in chosen[:limit]],
             by_state=count_by(i.state.value for i in found),
+            total=len(chosen),
+            truncated=len(chosen) > limit,
         )
 
     @server.tool(annotations=READ)
@@ -299,6 +311,7 @@ def register_read_tools(server: MCPServer[Any], gate: Gate) -> None:
         ref = ObjectRef(kind="Instance", namespace=namespace, name=instance)
         async with gate.call(ctx, Role.VIEWER, ref) as call:
             inst = await call.service.get_instance(instance, namespace)
+            secrets = secret_values([inst])
             start = parse_since(since, datetime.now(UTC))
             alternatives = [a.lower() for a in (grep or "").split("|") if a]
             kept: deque[LogLine] = deque(maxlen=tail)
@@ -311,14 +324,13 @@ def register_read_tools(server: MCPServer[Any], gate: Gate) -> None:
                 since=start,
             )
             async for line in stream:
-                if not alternatives or _matches(line.line, alternatives):
+                # Scrubbed before matching: a grep that matched a secret's value would
+                # tell its caller, by the count, what the redacted line hides.
+                text = scrub(line.line, secrets)
+                if not alternatives or _matches(text, alternatives):
                     matched += 1
-                    kept.append(line)
-        secrets = secret_values([inst])
-        clean = [
-            line.model_copy(update={"line": scrub(line.line, secrets)[:_MAX_LINE]}) for line in kept
-        ]
-        lines = _cap(clean, max_bytes)
+                    kept.append(line.model_copy(update={"line": text[:_MAX_LINE]}))
+        lines = _cap(list(kept), max_bytes)
         truncated = matched > len(lines) if alternatives else len(kept) > len(lines)
         note = f"{matched} line(s) matched {grep!r}; " if alternatives else ""
         if truncated:

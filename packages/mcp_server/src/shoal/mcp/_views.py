@@ -34,6 +34,7 @@ from ._redact import redact_model
 from ._schema import SelfContained
 
 __all__ = [
+    "DETAIL_INSTANCES",
     "Applied",
     "ClusterStatus",
     "ContainerStatsList",
@@ -47,6 +48,7 @@ __all__ = [
     "NodeDetail",
     "NodeList",
     "NodeSummary",
+    "Page",
     "WorkloadChanged",
     "WorkloadDetail",
     "WorkloadList",
@@ -54,6 +56,9 @@ __all__ = [
     "count_by",
     "node_summaries",
 ]
+
+DETAIL_INSTANCES = 100
+"""The most instances a workload's detail view lists (a workload may have 10,000)."""
 
 
 class Model(SelfContained):
@@ -103,13 +108,23 @@ class InstanceSummary(Model):
         )
 
 
-class InstanceList(Model):
+class Page(Model):
+    """The first ``limit`` items of a list, and how many there were."""
+
+    total: int
+    """How many matched; the list holds the first of them, up to the call's limit."""
+    truncated: bool
+    """True when the list leaves some out (total is larger): narrow the call's filters."""
+
+
+class InstanceList(Page):
     """Instances matching a filter."""
 
     instances: list[InstanceSummary]
     """The instances, by namespace and name."""
     by_state: dict[str, int]
-    """How many are in each state."""
+    """How many of those the namespace, workload and node filters match are in each state
+    (whatever state and limit leave out)."""
 
 
 class WorkloadSummary(Model):
@@ -150,7 +165,7 @@ class WorkloadSummary(Model):
         )
 
 
-class WorkloadList(Model):
+class WorkloadList(Page):
     """Workloads, by namespace and name."""
 
     workloads: list[WorkloadSummary]
@@ -166,13 +181,17 @@ class WorkloadDetail(Model):
     Secret env values read '<redacted>'; applying them back unchanged keeps the stored values.
     """
     instances: list[InstanceSummary]
-    """Its instances."""
+    """Its instances, the first DETAIL_INSTANCES of them by name."""
+    instances_total: int
+    """How many instances it has; list_instances(workload=..., state=...) shows the rest."""
 
     @classmethod
-    def of(cls, workload: Workload, instances: Iterable[Instance]) -> WorkloadDetail:
+    def of(cls, workload: Workload, instances: Sequence[Instance]) -> WorkloadDetail:
         """Build the detail view, redacting secrets."""
         return cls(
-            workload=redact_model(workload), instances=[InstanceSummary.of(i) for i in instances]
+            workload=redact_model(workload),
+            instances=[InstanceSummary.of(i) for i in instances[:DETAIL_INSTANCES]],
+            instances_total=len(instances),
         )
 
 
@@ -225,14 +244,14 @@ def node_summaries(nodes: Sequence[Node], instances: Sequence[Instance]) -> list
     ]
 
 
-class NodeList(Model):
-    """Every node."""
+class NodeList(Page):
+    """Nodes, by name."""
 
     nodes: list[NodeSummary]
     """One line per node."""
 
 
-class MemberList(Model):
+class MemberList(Page):
     """The gossip members the server's node knows, sorted by name."""
 
     members: list[Member]
