@@ -250,6 +250,36 @@ def test_target_uri_from_asgi_scope() -> None:
     assert target_uri_from_scope(scope) == "http://198.18.0.10:8080/v1/a%20b?x=1"
     bare = {"scheme": "https", "path": "/", "headers": [], "server": ("h", 443)}
     assert target_uri_from_scope(bare) == "https://h:443/"
+    for host in (b"[::1]:7070", b"shoal.example", b"my_host.local:1"):
+        named = dict(scope, headers=[(b"host", host)])
+        assert target_uri_from_scope(named) == f"http://{host.decode()}/v1/a%20b?x=1"
+
+
+@pytest.mark.parametrize(
+    ("host", "raw_path", "query"),
+    [
+        (b"a/v1/other#", b"/v1/x", b""),
+        (b"a?x=1#", b"/v1/x", b""),
+        (b"user@a", b"/v1/x", b""),
+        (b"a:80:81", b"/v1/x", b""),
+        (b"a b", b"/v1/x", b""),
+        (b"a", b"/v1/x#frag", b""),
+        (b"a", b"/v1/x", b"y=1#z"),
+        (b"a", b"v1/x", b""),
+    ],
+)
+def test_a_target_that_could_name_another_path_is_refused(
+    host: bytes, raw_path: bytes, query: bytes
+) -> None:
+    scope = {
+        "scheme": "http",
+        "raw_path": raw_path,
+        "query_string": query,
+        "headers": [(b"host", host)],
+    }
+    with pytest.raises(Unauthenticated) as caught:
+        target_uri_from_scope(scope)
+    assert caught.value.details["reason"] == "malformed_request"
 
 
 def _echo_principal(verifier: RequestVerifier) -> httpx.MockTransport:

@@ -43,6 +43,7 @@ from shoal.interfaces import (
     Role,
     Unavailable,
     Via,
+    WorkloadSpec,
 )
 from shoal.runtime import MockRuntime
 from shoal.state import MemoryStore
@@ -201,10 +202,6 @@ async def test_unknown_key_is_refused(server: Server) -> None:
 
 
 async def test_tampered_target_is_a_bad_signature(server: Server) -> None:
-    def retarget(request: httpx.Request) -> httpx.Response:  # pragma: no cover - unused
-        raise AssertionError
-
-    del retarget
     signed = httpx.Request("GET", f"{server.url}/v1/workloads")
     flow = SignedAuth(VIEWER).auth_flow(signed)
     request = next(flow)
@@ -213,6 +210,28 @@ async def test_tampered_target_is_a_bad_signature(server: Server) -> None:
         response = await http.send(tampered)
     assert response.status_code == 401
     assert (await error_of(response))["details"] == {"reason": "bad_signature"}
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["{authority}/v1/workloads/default/scratch#", "{authority}/v1/workloads/default/scratch?"],
+)
+async def test_a_host_header_cannot_carry_the_signed_path(server: Server, host: str) -> None:
+    """A signature for one path does not pass on another by a Host that ends in it."""
+    specs = [WorkloadSpec.model_validate(dict(HELLO, name=n)) for n in ("scratch", "prod")]
+    await server.service.apply(specs)
+    authority = server.url.removeprefix("http://")
+    signed = httpx.Request("DELETE", f"{server.url}/v1/workloads/default/scratch")
+    headers = next(SignedAuth(ADMIN).auth_flow(signed)).headers
+    headers["host"] = host.format(authority=authority)
+    forged = httpx.Request("DELETE", f"{server.url}/v1/workloads/default/prod", headers=headers)
+    async with httpx.AsyncClient() as http:
+        response = await http.send(forged)
+    assert response.status_code == 401, response.text
+    error = await error_of(response)
+    assert error["details"] == {"reason": "malformed_request"}
+    assert "is not a host[:port]" in str(error["message"])
+    assert not any(w.deleting for w in await server.service.list_workloads())
 
 
 async def test_body_changed_after_signing_is_a_digest_mismatch(server: Server) -> None:

@@ -4,7 +4,8 @@ Server side, :class:`RequestVerifier` turns a request into a
 :class:`~shoal.interfaces.Caller` or an ``Unauthenticated`` error whose ``details['reason']``
 is one of ``missing_signature``, ``malformed_signature``, ``unknown_key``,
 ``bad_signature``, ``digest_mismatch``, ``stale``, ``replayed`` or
-``insufficient_coverage``. The policy, checked cheapest first:
+``insufficient_coverage`` (and :func:`target_uri_from_scope`'s
+``malformed_request``). The policy, checked cheapest first:
 
 1. a signature must cover ``@method``, ``content-digest`` and the target,
    either as ``@target-uri`` or as ``@authority`` + ``@path`` + ``@query``;
@@ -23,6 +24,7 @@ policy asks for.
 from __future__ import annotations
 
 import heapq
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -247,13 +249,34 @@ def target_uri_from_scope(scope: Mapping[str, Any]) -> str:
     Uses the ``Host`` header and the undecoded ``raw_path`` so that the result
     matches what the client signed byte for byte (Starlette's ``request.url``
     re-encodes the decoded path, which can differ).
+
+    Raises:
+        Unauthenticated: the Host header is not a plain ``host[:port]``, or the
+            path or query holds a ``#``. Either could make the rebuilt URI name
+            another path or query than the one served: a ``Host`` of
+            ``a/v1/x#`` would pass a signature made for ``/v1/x`` on a request
+            for ``/v1/y``.
     """
     headers = {bytes(name).lower(): bytes(value) for name, value in scope.get("headers", [])}
     host = headers.get(b"host", b"").decode("latin-1")
     if not host:
         server_host, server_port = scope.get("server") or ("localhost", None)
         host = server_host if server_port is None else f"{server_host}:{server_port}"
+    if _AUTHORITY.fullmatch(host) is None:
+        raise _reject(
+            "malformed_request",
+            f"the Host header {host[:100]!r} is not a host[:port]: send the address the "
+            "request was signed for",
+        )
     raw_path = scope.get("raw_path")
     path = raw_path.decode("latin-1") if raw_path else quote(str(scope.get("path", "/")))
     query = bytes(scope.get("query_string", b"")).decode("latin-1")
+    if not path.startswith("/") or "#" in path or "#" in query:
+        raise _reject(
+            "malformed_request", "the request target must be a path (and query) without '#'"
+        )
     return f"{scope.get('scheme', 'http')}://{host}{path}" + (f"?{query}" if query else "")
+
+
+_AUTHORITY = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~-]+)(?::[0-9]{1,5})?")
+"""A Host header :func:`target_uri_from_scope` accepts: a name or an address, and a port."""
