@@ -115,3 +115,45 @@ def test_a_published_example_with_a_tab_is_refused_at_its_line() -> None:
         "pod-multiple-secret-env-variable.yaml: line 15, column 1: invalid YAML: "
         "found character '\\t' that cannot start any token"
     )
+
+
+def test_a_key_repeated_in_one_mapping_is_refused_at_its_line() -> None:
+    text = BLOCK.replace("  replicas: 2\n", "  replicas: 2\n  replicas: 5\n")
+    with pytest.raises(InvalidSpec) as caught:
+        load_yaml_documents(text, "web.yaml")
+    assert caught.value.message == (
+        "web.yaml: line 8, column 3: invalid YAML: key 'replicas' appears twice in one "
+        "mapping (first on line 7): keep one; nothing was applied"
+    )
+    # The same key in two mappings, and a merge key overridden, are fine.
+    merged = "base: &base {replicas: 2, image: busybox}\nweb: {<<: *base, replicas: 3}\n"
+    (document,) = load_yaml_documents(merged, "merged.yaml")
+    assert document["web"] == {"replicas": 3, "image": "busybox"}
+
+
+def bomb(levels: int) -> str:
+    """A few hundred bytes whose aliases expand to 10**levels strings."""
+    lines = ["a0: &a0 [" + ", ".join(["lol"] * 10) + "]"]
+    lines += [f"a{n}: &a{n} [" + ", ".join([f"*a{n - 1}"] * 10) + "]" for n in range(1, levels)]
+    return "\n".join([*lines, f"data: *a{levels - 1}", ""])
+
+
+def test_aliases_that_expand_too_far_are_refused() -> None:
+    text = bomb(9)
+    assert len(text) < 600
+    with pytest.raises(InvalidSpec, match="aliases expand the document by more than 100,000"):
+        load_yaml_documents(text, "bomb.yaml")
+    (small,) = load_yaml_documents(bomb(3), "small.yaml")  # 1,000 strings: fine
+    assert len(small["data"]) == 10 and len(small["data"][0][0]) == 10
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("spec: &s {self: *s}\n", "line 1, column 7: invalid YAML: an alias refers to the node"),
+        ("[" * 3000 + "]" * 3000, "invalid YAML: nested too deeply"),
+    ],
+)
+def test_documents_that_cannot_be_written_out_are_refused(text: str, problem: str) -> None:
+    with pytest.raises(InvalidSpec, match=problem):
+        load_yaml_documents(text, "odd.yaml")

@@ -7,6 +7,7 @@ mistake.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,7 +16,12 @@ from pydantic import ValidationError
 from ._errors import InvalidSpec
 from ._workload import WorkloadSpec
 
-__all__ = ["describe_validation_error", "load_yaml_documents", "parse_workload_documents"]
+__all__ = [
+    "MAX_ALIAS_EXPANSION",
+    "describe_validation_error",
+    "load_yaml_documents",
+    "parse_workload_documents",
+]
 
 _FIXES = {
     "extra_forbidden": "remove it (check its spelling against the schema)",
@@ -28,18 +34,36 @@ _FIXES = {
 }
 
 
+MAX_ALIAS_EXPANSION = 100_000
+"""How many nodes a YAML document's aliases may add to what it spells out.
+
+An alias is cheap to parse but is copied wherever the document is used (as
+JSON, as a stored manifest): ten nested aliases of ten make 10^10 nodes out
+of a few hundred bytes. Merge keys that reuse a block in a few places stay far below this."""
+
+
 def load_yaml_documents(text: str, source: str) -> list[Any]:
     """Return the documents of YAML ``text`` (empty ones skipped); ``source`` names it in errors.
 
+    Stricter than PyYAML's ``safe_load_all``: a key repeated in one mapping
+    is refused (PyYAML keeps the last value, silently), and so are aliases
+    that expand a document beyond :data:`MAX_ALIAS_EXPANSION` nodes or refer
+    to the node that holds them.
+
     Raises:
-        InvalidSpec: the text is not valid YAML; the message names ``source``
-            and, where the parser knows it, the line and column.
+        InvalidSpec: the text is not valid YAML, repeats a key, expands too
+            far or nests too deeply; the message names ``source`` and, where
+            the parser knows it, the line and column.
 
     """
     import yaml  # PyYAML: here, so that the vocabulary's import needs pydantic only
 
     try:
-        return [doc for doc in yaml.safe_load_all(text) if doc is not None]
+        return [doc for doc in yaml.load_all(text, Loader=_loader()) if doc is not None]
+    except RecursionError:
+        raise InvalidSpec(
+            f"{source}: invalid YAML: nested too deeply; nothing was applied"
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -48,6 +72,76 @@ def load_yaml_documents(text: str, source: str) -> list[Any]:
         ) from None
     except yaml.YAMLError as exc:
         raise InvalidSpec(f"{source}: invalid YAML: {exc}; nothing was applied") from None
+
+
+@functools.cache
+def _loader() -> type[Any]:
+    """Return PyYAML's safe loader, made strict about repeated keys and aliases.
+
+    Made on first use, so that importing the vocabulary does not import PyYAML.
+    """
+    import yaml
+    from yaml.composer import ComposerError
+    from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+    merge = "tag:yaml.org,2002:merge"
+
+    def expanded(root: Node) -> int:
+        """The nodes ``root`` stands for once every alias is copied out (each node once)."""
+        sizes: dict[int, int] = {}
+        holding: set[int] = set()
+
+        def size(node: Node) -> int:
+            known = sizes.get(id(node))
+            if known is not None:
+                return known
+            if id(node) in holding:
+                raise ComposerError(
+                    None, None, "an alias refers to the node that holds it", node.start_mark
+                )
+            holding.add(id(node))
+            total = 1
+            if isinstance(node, SequenceNode):
+                total += sum(size(item) for item in node.value)
+            elif isinstance(node, MappingNode):
+                total += sum(size(key) + size(value) for key, value in node.value)
+            holding.discard(id(node))
+            sizes[id(node)] = total
+            return total
+
+        return size(root) - len(sizes)
+
+    class StrictLoader(yaml.SafeLoader):
+        def compose_document(self) -> Node | None:
+            node = super().compose_document()
+            if node is not None and expanded(node) > MAX_ALIAS_EXPANSION:
+                raise ComposerError(
+                    None,
+                    None,
+                    f"its aliases expand the document by more than {MAX_ALIAS_EXPANSION:,} "
+                    "nodes: write the repeated parts out, or split the document",
+                    node.start_mark,
+                )
+            return node
+
+        def compose_mapping_node(self, anchor: Any) -> MappingNode:  # str | None (stubs differ)
+            node = super().compose_mapping_node(anchor)
+            first: dict[tuple[str, str], Node] = {}
+            for key, _ in node.value:
+                if not isinstance(key, ScalarNode) or key.tag == merge:
+                    continue
+                earlier = first.setdefault((key.tag, key.value), key)
+                if earlier is not key:
+                    raise ComposerError(
+                        None,
+                        None,
+                        f"key {key.value!r} appears twice in one mapping (first on line "
+                        f"{earlier.start_mark.line + 1}): keep one",
+                        key.start_mark,
+                    )
+            return node
+
+    return StrictLoader
 
 
 def _location(loc: Sequence[int | str]) -> str:

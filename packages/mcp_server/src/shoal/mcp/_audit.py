@@ -41,7 +41,6 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
@@ -56,12 +55,14 @@ from shoal.interfaces import (
     TRACEPARENT_HEADER,
     Catalogue,
     EventType,
+    InvalidSpec,
     Metrics,
     NotFound,
     ObjectRef,
     Role,
     Service,
     ShoalError,
+    load_yaml_documents,
 )
 
 from ._caller import Caller, ServiceFactory, caller_from_request, caller_of
@@ -124,10 +125,10 @@ def _arguments_text(arguments: Mapping[str, Any]) -> str:
     clean = dict(redact_json(dict(arguments)))
     manifest = clean.get("manifest")
     if isinstance(manifest, str):  # YAML text: redact its parsed documents instead
-        try:
-            clean["manifest"] = redact_json(list(yaml.safe_load_all(manifest)))
-        except yaml.YAMLError:
-            clean["manifest"] = f"{REDACTED} (unparseable YAML, {len(manifest)} characters)"
+        try:  # as strictly as the tool reads it: aliases must not expand here either
+            clean["manifest"] = redact_json(load_yaml_documents(manifest, "manifest"))
+        except InvalidSpec:
+            clean["manifest"] = f"{REDACTED} (unreadable YAML, {len(manifest)} characters)"
     text = json.dumps(clean, sort_keys=True, default=str)
     return text if len(text) <= _MAX_ARGUMENTS else text[: _MAX_ARGUMENTS - 3] + "..."
 
