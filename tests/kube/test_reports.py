@@ -110,6 +110,28 @@ def test_service_account_token_source_is_reported() -> None:
     ]
 
 
+def in_template(
+    document: dict[str, Any], container: dict[str, Any] | None = None, **spec: Any
+) -> dict[str, Any]:
+    """Return ``document`` with ``container`` merged into its template's first container."""
+    pod_spec = document["spec"]["template"]["spec"]
+    pod_spec["containers"][0].update(container or {})
+    pod_spec.update(spec)
+    return document
+
+
+def job() -> dict[str, Any]:
+    """Return a batch/v1 Job of busybox."""
+    template = deployment()["spec"]["template"]
+    template["spec"]["restartPolicy"] = "Never"
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "once"},
+        "spec": {"template": template},
+    }
+
+
 @pytest.mark.parametrize(
     ("document", "path", "words"),
     [
@@ -251,6 +273,30 @@ def test_service_account_token_source_is_reported() -> None:
         (
             deployment(replicas=-1),
             "spec.replicas",
+            "greater than or equal to 0",
+        ),
+        # A controller's pod spec is named by its own path, as a Pod's is.
+        (
+            in_template(deployment(), {"ports": [{"containerPort": 80000}]}),
+            "spec.template.spec.containers[0].ports[0].containerPort",
+            "less than or equal to 65535",
+        ),
+        (
+            {
+                **in_template(deployment(), {"env": [{"name": "A", "value": 1}]}),
+                "kind": "DaemonSet",
+            },
+            "spec.template.spec.containers[0].env[0].value",
+            "valid string",
+        ),
+        (
+            in_template(job(), {"resources": {"limits": {"memory": "64MB"}}}),
+            "spec.template.spec.containers[0].resources.limits.memory",
+            "unknown unit 'MB'",
+        ),
+        (
+            in_template(deployment(), terminationGracePeriodSeconds=-1),
+            "spec.template.spec.terminationGracePeriodSeconds",
             "greater than or equal to 0",
         ),
         (

@@ -69,7 +69,7 @@ def metadata(doc: Fields, *, namespaced: bool = True) -> dict[str, Any]:
 
 def _template(spec: Fields, out: dict[str, Any]) -> tuple[Fields, str | None]:
     """Translate ``spec.template`` into ``out``; return the pod spec and its restartPolicy."""
-    template = spec.required_child("template", *TEMPLATE)
+    template = spec.required_child("template")  # its spec is the template (as a Pod's is)
     pod = template.required_child("spec", *TEMPLATE)
     parts = pod_spec(pod)
     template_metadata(template.child("metadata", *TEMPLATE), parts.template)
