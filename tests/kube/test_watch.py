@@ -493,6 +493,70 @@ async def test_a_renamed_file_hands_its_objects_over(service: ShoalService, tmp_
         assert status(watcher, new).conflicts == []
 
 
+async def test_an_object_moved_to_another_file_in_one_change_is_handed_over(
+    service: ShoalService, tmp_path: Path
+) -> None:
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text(documents(workload("w1"), workload("w2")))
+    async with watching(service, tmp_path) as watcher:
+        uid = (await live(service))["w2"].uid
+        # A split, as a `git pull` makes it: the file that drops w2 sorts first.
+        second.write_text(workload("w2"))
+        first.write_text(workload("w1"))
+        moved_over = ["Workload default/w2"]
+        await until(
+            lambda: (
+                [s.objects for s in watcher.statuses() if s.path == str(second)] == [moved_over]
+            ),
+            "moved",
+        )
+        moved = await service.get_workload("w2")
+        assert moved.uid == uid and not moved.deleting  # never deleted on the way
+        assert moved.spec.annotations[MANIFEST_ANNOTATION] == f"n1:{second}"
+        assert status(watcher, first).objects == ["Workload default/w1"]
+        events = await service.list_events(kind="Manifest")
+        assert "Pruned" not in {e.reason for e in events}
+    # The same while the agent is down: its first pass hands w1 over too.
+    second.write_text(documents(workload("w1"), workload("w2")))
+    first.write_text(workload("w3"))
+    async with watching(service, tmp_path) as watcher:
+        assert await names(service) == {"w1", "w2", "w3"}
+        assert not any(w.deleting for w in await service.list_workloads())
+        assert status(watcher, second).objects == ["Workload default/w1", "Workload default/w2"]
+
+
+async def test_a_replaced_directory_is_watched_again(service: ShoalService, tmp_path: Path) -> None:
+    watched, staged = tmp_path / "manifests", tmp_path / "staged"
+    watched.mkdir()
+    (watched / "web.yaml").write_text(workload("web"))
+    async with watching(service, watched) as watcher:
+        staged.mkdir()
+        (staged / "api.yaml").write_text(workload("api"))
+        watched.rename(tmp_path / "old")
+        staged.rename(watched)  # the inotify watch still follows the old directory
+        watches = watcher.watches
+        await watcher.relist_once()  # sees the new directory's files, and that it is new
+        await until(lambda: watcher.watches > watches, "watched again")
+
+        async def swapped() -> bool:
+            return await names(service) == {"api"}
+
+        await until(swapped, "the new directory's files applied, the old one's pruned")
+        # From here, a change is seen at once again (the next relist is 30 s away).
+        (watched / "db.yaml").write_text(workload("db"))
+        await until(
+            lambda: (
+                [s.path for s in watcher.statuses() if s.objects]
+                == [
+                    str(watched / "api.yaml"),
+                    str(watched / "db.yaml"),
+                ]
+            ),
+            "the new file applied",
+            within=5,
+        )
+
+
 async def test_an_unreadable_file_is_an_error_not_a_crash(
     service: ShoalService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -108,6 +108,10 @@ class Owners:
         self.sources: dict[str, Source] = {}
         self.leftovers: dict[Ref, str] = {}
         """Objects to prune whose file is gone (a failed prune, or found at start): ref -> path."""
+        self.ahead: dict[str, set[Ref]] = {}
+        """What the new content of files in a batch defines, read but not yet applied: it
+        counts as their claim (see :meth:`owners`), so another file of the batch hands an
+        object over to them rather than prune it."""
         self._seeded = False
 
     def statuses(self) -> list[ManifestSource]:
@@ -126,8 +130,8 @@ class Owners:
     def owners(self, override: tuple[str, Iterable[Ref]] | None = None) -> dict[Ref, str]:
         """Return each claimed object's winner: the first path in sort order that claims it."""
         result: dict[Ref, str] = {}
-        for path in sorted(self.sources):
-            claims = override[1] if override and override[0] == path else None
+        for path in sorted(self.sources.keys() | self.ahead.keys()):
+            claims = override[1] if override and override[0] == path else self.ahead.get(path)
             for ref in self.sources[path].claims() if claims is None else claims:
                 result.setdefault(ref, path)
         return result

@@ -98,6 +98,16 @@ async def _read(path: str) -> bytes | None:
         return None
 
 
+def _identities(directories: Iterable[str]) -> dict[str, tuple[int, int]]:
+    """Return each directory's (device, inode): what an inotify watch on it follows."""
+    found: dict[str, tuple[int, int]] = {}
+    for directory in directories:
+        with suppress(OSError):
+            stat = os.stat(directory)
+            found[directory] = (stat.st_dev, stat.st_ino)
+    return found
+
+
 def _present(path: str) -> bool:
     return os.path.exists(path)
 
@@ -152,6 +162,14 @@ class ManifestWatcher:
         """Paths to read, with the time (anyio's clock) from which they may be."""
         self._wake = anyio.Event()
         self._lock = anyio.Lock()
+        self._armed: dict[str, tuple[int, int]] = {}
+        """The watched directories that existed when the watch was made: (device, inode)."""
+        self._rearm = anyio.Event()
+        """Set to make the watch again (:meth:`relist_once` found a directory replaced)."""
+        self.watches = 0
+        """Watches made so far (tests wait on it)."""
+        self._parsed: dict[str, tuple[str, Translation]] = {}
+        """The batch's files read ahead: their content's digest and its translation."""
         self.passes = 0
         """Files read so far (tests and benchmarks wait on it)."""
 
@@ -196,8 +214,7 @@ class ManifestWatcher:
             if due:
                 for path in due:
                     del self._due[path]
-                for path in due:
-                    await self._process(path)
+                await self._process_batch(due)
                 continue
             wait = min(self._due.values(), default=math.inf) - now
             self._wake = anyio.Event()
@@ -205,17 +222,26 @@ class ManifestWatcher:
                 await self._wake.wait()
 
     async def _watch(self, watching: anyio.Event) -> None:
-        """Turn inotify events into touched paths; falls back to relisting when it cannot watch."""
+        """Turn inotify events into touched paths; falls back to relisting when it cannot watch.
+
+        A watch follows a directory's inode: once a watched directory is replaced
+        (``mv new dir``), removed, or one appears that did not exist, the relist
+        sees it (:meth:`relist_once`) and the watch is made again.
+        """
         while True:
             directories = _existing(self.directories)
+            self._armed = _identities(directories)
+            self._rearm = anyio.Event()
             stop = anyio.Event()
             try:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._follow, directories, stop, watching)
                     try:
-                        await anyio.sleep_forever()
+                        await self._rearm.wait()
                     finally:
                         stop.set()  # the watch thread returns at once, not at its timeout
+                log.info("watching %s again: a directory was replaced", ", ".join(directories))
+                continue
             except* Exception as group:  # e.g. no inotify watches left: relisting still works
                 log.warning(
                     "cannot watch %s (%s): relisting every %s s instead",
@@ -240,6 +266,7 @@ class ManifestWatcher:
         )
         # The inotify watches are made as the first iteration starts, before it waits.
         watching.set()
+        self.watches += 1
         async for batch in changes:
             for _change, raw in batch:
                 path = manifest_of(_absolute(raw))
@@ -257,7 +284,13 @@ class ManifestWatcher:
                 log.exception("relisting %s failed", ", ".join(self.directories))
 
     async def relist_once(self) -> None:
-        """Touch every file that changed unseen, retry failed applies and prunes."""
+        """Touch every file that changed unseen, retry failed applies and prunes.
+
+        Also makes the inotify watch again when a watched directory is no longer
+        the one it follows.
+        """
+        if _identities(_existing(self.directories)) != self._armed:
+            self._rearm.set()
         async with self._lock:
             await self.owners.retry_leftovers()
         for path in sorted(self._scan() | set(self.owners.sources)):
@@ -298,13 +331,51 @@ class ManifestWatcher:
     async def _first_pass(self) -> None:
         paths = self._scan()
         await self.owners.seed(paths)
-        for path in sorted(paths):
-            await self._process(path)
+        await self._process_batch(sorted(paths))
         await self.owners.retry_leftovers()
+
+    async def _process_batch(self, paths: list[str]) -> None:
+        """Act on ``paths`` in order, each file's new claims known before the first is applied.
+
+        An object moved from one file to another in one change (a split file, a
+        ``git pull``) is then handed over, whichever file comes first, rather than
+        pruned by the file that dropped it and applied again by the other.
+        """
+        async with self._lock:
+            for path in paths:
+                await self._read_ahead(path)
+        try:
+            for path in paths:
+                await self._process(path)
+        finally:
+            self.owners.ahead.clear()
+            self._parsed.clear()
+
+    async def _read_ahead(self, path: str) -> None:
+        """Note what ``path``'s new content defines (``Owners.ahead``), if it reads and parses."""
+        source = self.owners.sources.get(path)
+        if await anyio.Path(path + SKIP_SUFFIX).exists():
+            return
+        try:
+            content = await _read(path)
+        except OSError:
+            return
+        if content is None:
+            return
+        digest = _digest(content)
+        if source is not None and digest == source.hash and not source.skipped:
+            return  # unchanged: it claims what it did
+        try:
+            translation = self._parse(path, content)
+        except InvalidSpec:
+            return  # a broken file claims what its last good content did
+        self._parsed[path] = (digest, translation)
+        self.owners.ahead[path] = {Ref.of(spec) for spec in translation.objects}
 
     async def _process(self, path: str) -> None:
         """Read one file and act on it; never raises (the file's status says what went wrong)."""
         async with self._lock:
+            self.owners.ahead.pop(path, None)  # from here, its own sync says what it claims
             try:
                 await self._refresh(path)
             except ShoalError as exc:
@@ -342,8 +413,11 @@ class ManifestWatcher:
             return  # touched, or rewritten with the same content: nothing to do
         source.hash = digest
         assert content is not None
+        parsed = self._parsed.pop(path, None)
         try:
-            translation = self._parse(path, content)
+            translation = (
+                parsed[1] if parsed and parsed[0] == digest else self._parse(path, content)
+            )
         except InvalidSpec as exc:
             await self.owners.failed(path, exc.message)
             return
