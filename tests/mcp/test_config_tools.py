@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Any
 
 import pytest
@@ -183,11 +184,14 @@ async def test_the_user_can_confirm_a_deletion_by_elicitation(live: Live) -> Non
         await call(client, "apply_workload", manifest=MANIFEST)
         deleted = await call(client, "delete_config_map", name="page", namespace="shop")
     assert deleted["confirmed"] == "elicitation"
-    assert questions == [
-        "Shoal will delete ConfigMap shop/page: 1 workload(s) use it (web): their running pods "
-        "keep what they have, but pods started from now on wait (CreateContainerConfigError) "
-        "until it exists again. This cannot be undone. Go ahead?"
-    ]
+    (asked,) = questions
+    assert re.fullmatch(
+        r"Shoal will delete ConfigMap shop/page: 1 workload\(s\) use it \(web\): their running "
+        r"pods keep what they have, but pods started from now on wait "
+        r"\(CreateContainerConfigError\) until it exists again \(plan [0-9a-f]{16}\)\. This "
+        r"cannot be undone\. Go ahead\?",
+        asked,
+    )
     assert await live.service.list_config_maps() == []
 
 

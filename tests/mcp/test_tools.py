@@ -452,6 +452,32 @@ async def test_the_user_can_confirm_or_decline_by_elicitation(live: Live, mode: 
     assert (await live.service.get_workload("hello")).deleting
 
 
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_a_yes_confirms_only_the_change_the_user_was_shown(live: Live, mode: str) -> None:
+    questions: list[str] = []
+
+    async def answer(context: Any, params: ElicitRequestParams) -> ElicitResult:
+        questions.append(params.message)
+        if len(questions) == 1:  # while the question is open, another writer scales up
+            await live.service.scale("hello", 3)
+        return ElicitResult(action="accept", content={"confirm": True})
+
+    async with Client(live.server(), mode=mode, elicitation_callback=answer) as client:
+        await call(client, "apply_workload", workload=HELLO)
+        await running(client, "hello", 2)
+        zero = dict(HELLO, replicas=0)
+        if mode == "legacy":  # asked once, mid-call: the body refuses the stale yes
+            text = await refused(client, "apply_workload", workload=zero)
+            assert "stale_plan: the user confirmed" in text
+            assert "Nothing changed: call again" in text
+            assert (await live.service.get_workload("hello")).spec.replicas == 3
+        else:  # asked again on the next round, about the change as it is then
+            done = await call(client, "apply_workload", workload=zero)
+            assert done["confirmed"] == "elicitation"
+            assert len(questions) == 2 and questions[0] != questions[1]
+            assert (await live.service.get_workload("hello")).spec.replicas == 0
+
+
 async def test_read_only_mode_exposes_only_read_tools(live: Live) -> None:
     async with Client(live.server(read_only=True)) as client:
         names = {tool.name for tool in (await client.list_tools()).tools}

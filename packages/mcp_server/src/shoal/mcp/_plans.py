@@ -24,9 +24,15 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from mcp.server.mcpserver import AcceptedElicitation, Context, Elicit, ElicitationResult
+from mcp.server.mcpserver import (
+    AcceptedElicitation,
+    Context,
+    Elicit,
+    ElicitationResult,
+    Resolve,
+)
 from pydantic import BaseModel, Field
 
 from shoal.core import revision_of
@@ -50,21 +56,20 @@ from ._views import Model
 __all__ = [
     "ChangePlan",
     "Confirm",
-    "Decision",
     "apply_plan",
     "check_confirmed",
     "config_delete_plan",
+    "confirmer",
     "delete_plan",
     "drain_plan",
+    "plan_to_ask",
+    "question",
     "record_confirmation",
     "scale_plan",
-    "settle",
     "supports_elicitation",
 ]
 
 Action = Literal["apply", "scale", "delete", "drain", "undo", "promote", "delete_config"]
-Decision = Literal["plan", "ask", "missing", "not_needed"]
-"""How a resolver settled a destructive call before its body runs."""
 
 
 class ChangePlan(Model):
@@ -295,12 +300,22 @@ def supports_elicitation(ctx: Context[Any, Any]) -> bool:
     return elicitation is not None and (elicitation.form is not None or elicitation.url is None)
 
 
-def check_confirmed(plan: ChangePlan, plan_id: str | None, outcome: ElicitationResult[Any]) -> str:
+def check_confirmed(
+    plan: ChangePlan,
+    plan_id: str | None,
+    outcome: ElicitationResult[Any],
+    asked: ChangePlan | None = None,
+) -> str:
     """Return how a change is authorised ('plan', 'elicitation' or 'not destructive').
+
+    ``asked`` is the plan the user was asked about (:func:`plan_to_ask`): a
+    yes authorises that change only, not one the world turned it into while
+    the question was open.
 
     Raises:
         Refused: the plan id does not match the change as it is now, the user
-            declined, or a destructive change came with neither plan nor confirmation.
+            declined or confirmed another change, or a destructive change came
+            with neither plan nor confirmation.
     """
     if plan_id is not None:
         if plan_id != plan.plan_id:
@@ -314,8 +329,14 @@ def check_confirmed(plan: ChangePlan, plan_id: str | None, outcome: ElicitationR
         return "not destructive"
     data = outcome.data if isinstance(outcome, AcceptedElicitation) else None
     if isinstance(data, Confirm):
-        if data.confirm:
+        if data.confirm and asked is not None and asked.plan_id == plan.plan_id:
             return "elicitation"
+        if data.confirm:
+            shown = "another change" if asked is None else repr(asked.summary)
+            raise Refused(
+                f"stale_plan: the user confirmed {shown}, but the change is now to "
+                f"{plan.summary}. Nothing changed: call again to ask about it as it is now"
+            )
         raise Refused(f"not_confirmed: the user did not confirm: {plan.summary}. Nothing changed")
     if not isinstance(outcome, AcceptedElicitation):
         answer = "declined" if outcome.action == "decline" else "cancelled"
@@ -331,41 +352,78 @@ def check_confirmed(plan: ChangePlan, plan_id: str | None, outcome: ElicitationR
     )
 
 
-async def settle(
+async def plan_to_ask(
     gate: Gate,
     ctx: Context[Any, Any],
     plan_id: str | None,
     make: Callable[[Service], Awaitable[ChangePlan]],
-) -> Decision | Elicit[Confirm]:
-    """Settle a destructive call before its body: by plan, by asking the user, or not.
+) -> ChangePlan | None:
+    """Return the plan of a destructive call to ask the user about before its body runs.
 
-    A resolver of the tool's ``confirmation`` argument: with a plan_id the body
-    checks it; an operator whose client can answer is asked when the change
-    ``make`` plans is destructive; otherwise the body refuses or reports.
+    None when there is nothing to ask: the call carries a plan_id (the body
+    checks it), the caller is no operator or its client cannot answer (the
+    body refuses, saying what to do instead), the change cannot be planned
+    (the body reports the error) or is not destructive.
     """
     caller = gate.caller(ctx)
-    if plan_id is not None:
-        return "plan"
-    if not caller.allows(Role.OPERATOR) or not supports_elicitation(ctx):
-        return "missing"  # the body refuses with what to do instead
+    if plan_id is not None or not caller.allows(Role.OPERATOR) or not supports_elicitation(ctx):
+        return None
     try:
         plan = await make(gate.services(caller))
     except ShoalError:
-        return "not_needed"  # the body reports the error
-    if not plan.destructive:
-        return "not_needed"
-    return Elicit(f"Shoal will {plan.summary}. This cannot be undone. Go ahead?", Confirm)
+        return None
+    return plan if plan.destructive else None
+
+
+def question(plan: ChangePlan | None) -> Literal["not asked"] | Elicit[Confirm]:
+    """Return the question about ``plan`` (from :func:`plan_to_ask`), if there is one.
+
+    It names the plan id, so that a changed plan is a new question: an answer
+    carried over between rounds (MCP's ``request_state``) answers only the same one.
+    """
+    if plan is None:
+        return "not asked"
+    return Elicit(
+        f"Shoal will {plan.summary} (plan {plan.plan_id}). This cannot be undone. Go ahead?",
+        Confirm,
+    )
+
+
+def confirmer(
+    planned: Callable[..., Awaitable[ChangePlan | None]],
+) -> Callable[[ChangePlan | None], Awaitable[Literal["not asked"] | Elicit[Confirm]]]:
+    """Return a resolver that asks the user about what the resolver ``planned`` planned.
+
+    A destructive tool takes both: its ``confirmation`` from this one, and the
+    plan asked about from ``planned`` itself (resolvers run once per call), so
+    its body refuses a yes when the change is another by then.
+    """
+
+    async def confirm(asked: ChangePlan | None) -> Literal["not asked"] | Elicit[Confirm]:
+        return question(asked)
+
+    # Objects, not the strings this module's annotations are: the SDK would look
+    # ``planned`` up among this module's globals.
+    confirm.__annotations__ = {
+        "asked": Annotated[ChangePlan | None, Resolve(planned)],
+        "return": Literal["not asked"] | Elicit[Confirm],
+    }
+    return confirm
 
 
 def record_confirmation(
-    call: Call, plan: ChangePlan, plan_id: str | None, confirmation: ElicitationResult[Any]
+    call: Call,
+    plan: ChangePlan,
+    plan_id: str | None,
+    confirmation: ElicitationResult[Any],
+    asked: ChangePlan | None,
 ) -> str:
     """Check that ``plan``'s change is authorised (see :func:`check_confirmed`); note how.
 
     Raises:
         Refused: it is not.
     """
-    how = check_confirmed(plan, plan_id, confirmation)
+    how = check_confirmed(plan, plan_id, confirmation, asked)
     call.notes["confirmed"] = how
     call.notes["plan_id"] = plan.plan_id
     return how

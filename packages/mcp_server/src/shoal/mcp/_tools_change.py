@@ -14,7 +14,7 @@ resolvers that are local to :func:`register_change_tools`.
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
-from mcp.server.mcpserver import Context, Elicit, ElicitationResult, MCPServer, Resolve
+from mcp.server.mcpserver import Context, ElicitationResult, MCPServer, Resolve
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
@@ -37,15 +37,14 @@ from ._args import Namespace, NodeName, PlanId, WorkloadName
 from ._audit import Gate
 from ._plans import (
     ChangePlan,
-    Confirm,
-    Decision,
     apply_plan,
+    confirmer,
     delete_plan,
     drain_plan,
+    plan_to_ask,
     promote_plan,
     record_confirmation,
     scale_plan,
-    settle,
     undo_plan,
 )
 from ._redact import restore_secrets
@@ -147,50 +146,51 @@ def _workload_ref(name: str, namespace: str) -> ObjectRef:
 def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool) -> None:
     """Register the planning tools, and unless ``read_only`` the change tools."""
 
-    async def decide(
-        ctx: Context, plan_id: str | None, make: Callable[[Service], Awaitable[ChangePlan]]
-    ) -> Decision | Elicit[Confirm]:
-        """Settle a destructive call before its body: by plan, by asking the user, or not."""
-        return await settle(gate, ctx, plan_id, make)
-
-    async def confirm_apply(
+    async def planned_apply(
         ctx: Context, workload: WorkloadSpec | None, manifest: str | None, plan_id: str | None
-    ) -> Decision | Elicit[Confirm]:
+    ) -> ChangePlan | None:
         async def make(service: Service) -> ChangePlan:
             return (await plan_apply(service, workload, manifest))[0]
 
-        return await decide(ctx, plan_id, make)
+        return await plan_to_ask(gate, ctx, plan_id, make)
 
-    async def confirm_scale(
+    async def planned_scale(
         ctx: Context, name: str, namespace: str, replicas: int, plan_id: str | None
-    ) -> Decision | Elicit[Confirm]:
-        return await decide(ctx, plan_id, lambda s: scale_plan(s, name, namespace, replicas))
+    ) -> ChangePlan | None:
+        return await plan_to_ask(
+            gate, ctx, plan_id, lambda s: scale_plan(s, name, namespace, replicas)
+        )
 
-    async def confirm_delete(
+    async def planned_delete(
         ctx: Context, name: str, namespace: str, plan_id: str | None
-    ) -> Decision | Elicit[Confirm]:
-        return await decide(ctx, plan_id, lambda s: delete_plan(s, name, namespace))
+    ) -> ChangePlan | None:
+        return await plan_to_ask(gate, ctx, plan_id, lambda s: delete_plan(s, name, namespace))
 
-    async def confirm_undo(
+    async def planned_undo(
         ctx: Context, name: str, namespace: str, revision: int | None, plan_id: str | None
-    ) -> Decision | Elicit[Confirm]:
-        return await decide(ctx, plan_id, lambda s: undo_plan(s, name, namespace, revision))
+    ) -> ChangePlan | None:
+        return await plan_to_ask(
+            gate, ctx, plan_id, lambda s: undo_plan(s, name, namespace, revision)
+        )
 
-    async def confirm_promote(
+    async def planned_promote(
         ctx: Context, name: str, namespace: str, plan_id: str | None
-    ) -> Decision | Elicit[Confirm]:
-        return await decide(ctx, plan_id, lambda s: promote_plan(s, name, namespace))
+    ) -> ChangePlan | None:
+        return await plan_to_ask(gate, ctx, plan_id, lambda s: promote_plan(s, name, namespace))
 
-    async def confirm_drain(
-        ctx: Context, name: str, plan_id: str | None
-    ) -> Decision | Elicit[Confirm]:
-        return await decide(ctx, plan_id, lambda s: drain_plan(s, name))
+    async def planned_drain(ctx: Context, name: str, plan_id: str | None) -> ChangePlan | None:
+        return await plan_to_ask(gate, ctx, plan_id, lambda s: drain_plan(s, name))
+
+    confirm_apply, confirm_scale = confirmer(planned_apply), confirmer(planned_scale)
+    confirm_delete, confirm_undo = confirmer(planned_delete), confirmer(planned_undo)
+    confirm_promote, confirm_drain = confirmer(planned_promote), confirmer(planned_drain)
 
     async def change_workload(
         ctx: Context,
         name: str,
         namespace: str,
         confirmation: ElicitationResult[Any],
+        asked: ChangePlan | None,
         plan_id: str | None,
         plan: Callable[[Service], Awaitable[ChangePlan]],
         change: Callable[[Service], Awaitable[Workload]],
@@ -198,7 +198,7 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
         """Plan a change to one workload, check it is confirmed, make it, and report it."""
         async with gate.call(ctx, Role.OPERATOR, _workload_ref(name, namespace)) as call:
             made = await plan(call.service)
-            how = _confirmed(call, made, plan_id, confirmation)
+            how = _confirmed(call, made, plan_id, confirmation, asked)
             workload = await change(call.service)
         return WorkloadChanged(
             summary=made.summary,
@@ -266,6 +266,7 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
     async def apply_workload(
         ctx: Context,
         confirmation: Annotated[ElicitationResult[Any], Resolve(confirm_apply)],
+        asked: Annotated[ChangePlan | None, Resolve(planned_apply)],
         workload: WorkloadArg = None,
         manifest: ManifestArg = None,
         plan_id: PlanId = None,
@@ -280,7 +281,7 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
         """
         async with gate.call(ctx, Role.OPERATOR) as call:
             plan, specs = await plan_apply(call.service, workload, manifest)
-            how = _confirmed(call, plan, plan_id, confirmation)
+            how = _confirmed(call, plan, plan_id, confirmation, asked)
             result = await call.service.apply(specs)
         config = [f"ConfigMap {c.key}" for c in result.config_maps]
         config += [f"Secret {s.key}" for s in result.secrets]
@@ -304,6 +305,7 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
         ],
         ctx: Context,
         confirmation: Annotated[ElicitationResult[Any], Resolve(confirm_scale)],
+        asked: Annotated[ChangePlan | None, Resolve(planned_scale)],
         namespace: Namespace = "default",
         plan_id: PlanId = None,
     ) -> WorkloadChanged:
@@ -317,6 +319,7 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
             name,
             namespace,
             confirmation,
+            asked,
             plan_id,
             lambda s: scale_plan(s, name, namespace, replicas),
             lambda s: s.scale(name, replicas, namespace),
@@ -327,6 +330,7 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
         name: WorkloadName,
         ctx: Context,
         confirmation: Annotated[ElicitationResult[Any], Resolve(confirm_delete)],
+        asked: Annotated[ChangePlan | None, Resolve(planned_delete)],
         namespace: Namespace = "default",
         plan_id: PlanId = None,
     ) -> WorkloadChanged:
@@ -339,6 +343,7 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
             name,
             namespace,
             confirmation,
+            asked,
             plan_id,
             lambda s: delete_plan(s, name, namespace),
             lambda s: s.delete_workload(name, namespace),
@@ -349,6 +354,7 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
         name: WorkloadName,
         ctx: Context,
         confirmation: Annotated[ElicitationResult[Any], Resolve(confirm_undo)],
+        asked: Annotated[ChangePlan | None, Resolve(planned_undo)],
         namespace: Namespace = "default",
         revision: Annotated[
             int | None,
@@ -365,6 +371,7 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
             name,
             namespace,
             confirmation,
+            asked,
             plan_id,
             lambda s: undo_plan(s, name, namespace, revision),
             lambda s: s.rollout_undo(name, revision, namespace),
@@ -375,6 +382,7 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
         name: WorkloadName,
         ctx: Context,
         confirmation: Annotated[ElicitationResult[Any], Resolve(confirm_promote)],
+        asked: Annotated[ChangePlan | None, Resolve(planned_promote)],
         namespace: Namespace = "default",
         plan_id: PlanId = None,
     ) -> WorkloadChanged:
@@ -387,6 +395,7 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
             name,
             namespace,
             confirmation,
+            asked,
             plan_id,
             lambda s: promote_plan(s, name, namespace),
             lambda s: s.promote_rollout(name, namespace),
@@ -420,6 +429,7 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
         name: NodeName,
         ctx: Context,
         confirmation: Annotated[ElicitationResult[Any], Resolve(confirm_drain)],
+        asked: Annotated[ChangePlan | None, Resolve(planned_drain)],
         plan_id: PlanId = None,
     ) -> NodeChanged:
         """Cordon a node and move its instances elsewhere, replacement first.
@@ -428,7 +438,7 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
         """
         async with gate.call(ctx, Role.OPERATOR, ObjectRef(kind="Node", name=name)) as call:
             plan = await drain_plan(call.service, name)
-            how = _confirmed(call, plan, plan_id, confirmation)
+            how = _confirmed(call, plan, plan_id, confirmation, asked)
             node = await call.service.drain(name)
             instances = await call.service.list_instances(node=name)
         (summary,) = node_summaries([node], instances)

@@ -15,7 +15,7 @@ resolvers that are local to :func:`register_config_tools`.
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from mcp.server.mcpserver import Context, Elicit, ElicitationResult, MCPServer, Resolve
+from mcp.server.mcpserver import Context, ElicitationResult, MCPServer, Resolve
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
@@ -23,7 +23,7 @@ from shoal.interfaces import ConfigMap, ObjectRef, Role, SecretView
 
 from ._args import Namespace, OptionalNamespace, PlanId
 from ._audit import Gate
-from ._plans import ChangePlan, Confirm, Decision, config_delete_plan, record_confirmation, settle
+from ._plans import ChangePlan, config_delete_plan, confirmer, plan_to_ask, record_confirmation
 from ._views import Model
 
 __all__ = ["CONFIG_CHANGE_TOOLS", "CONFIG_READ_TOOLS", "register_config_tools"]
@@ -231,19 +231,21 @@ def register_config_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
     if read_only:
         return
 
-    async def confirm_config_map(
+    async def planned_config_map(
         ctx: Context, name: str, namespace: str, plan_id: str | None
-    ) -> Decision | Elicit[Confirm]:
-        return await settle(
+    ) -> ChangePlan | None:
+        return await plan_to_ask(
             gate, ctx, plan_id, lambda s: config_delete_plan(s, "ConfigMap", name, namespace)
         )
 
-    async def confirm_secret(
+    async def planned_secret(
         ctx: Context, name: str, namespace: str, plan_id: str | None
-    ) -> Decision | Elicit[Confirm]:
-        return await settle(
+    ) -> ChangePlan | None:
+        return await plan_to_ask(
             gate, ctx, plan_id, lambda s: config_delete_plan(s, "Secret", name, namespace)
         )
+
+    confirm_config_map, confirm_secret = confirmer(planned_config_map), confirmer(planned_secret)
 
     async def delete(
         ctx: Context,
@@ -252,11 +254,12 @@ def register_config_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
         namespace: str,
         plan_id: str | None,
         confirmation: ElicitationResult[Any],
+        asked: ChangePlan | None,
     ) -> ConfigDeleted:
         ref = ObjectRef(kind=kind, namespace=namespace, name=name)
         async with gate.call(ctx, Role.OPERATOR, ref) as call:
             plan = await config_delete_plan(call.service, kind, name, namespace)
-            how = record_confirmation(call, plan, plan_id, confirmation)
+            how = record_confirmation(call, plan, plan_id, confirmation, asked)
             await call.service.delete_config(kind, name, namespace)
         return ConfigDeleted(summary=plan.summary, confirmed=how, trace_id=call.trace_id)
 
@@ -265,6 +268,7 @@ def register_config_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
         name: ConfigName,
         ctx: Context,
         confirmation: Annotated[ElicitationResult[Any], Resolve(confirm_config_map)],
+        asked: Annotated[ChangePlan | None, Resolve(planned_config_map)],
         namespace: Namespace = "default",
         plan_id: PlanId = None,
     ) -> ConfigDeleted:
@@ -272,13 +276,14 @@ def register_config_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
 
         Needs a plan_id from plan_delete_config(kind='ConfigMap') or the user's confirmation.
         """
-        return await delete(ctx, "ConfigMap", name, namespace, plan_id, confirmation)
+        return await delete(ctx, "ConfigMap", name, namespace, plan_id, confirmation, asked)
 
     @server.tool(annotations=_DESTRUCTIVE)
     async def delete_secret(
         name: ConfigName,
         ctx: Context,
         confirmation: Annotated[ElicitationResult[Any], Resolve(confirm_secret)],
+        asked: Annotated[ChangePlan | None, Resolve(planned_secret)],
         namespace: Namespace = "default",
         plan_id: PlanId = None,
     ) -> ConfigDeleted:
@@ -286,4 +291,4 @@ def register_config_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
 
         Needs a plan_id from plan_delete_config(kind='Secret') or the user's confirmation.
         """
-        return await delete(ctx, "Secret", name, namespace, plan_id, confirmation)
+        return await delete(ctx, "Secret", name, namespace, plan_id, confirmation, asked)
