@@ -67,6 +67,7 @@ from shoal.interfaces import (
 
 from ._caller import Caller, ServiceFactory, caller_from_request, caller_of
 from ._redact import REDACTED, redact_json
+from ._seal import PlanSeal
 
 __all__ = ["AUDIT_KIND", "AUDIT_REASON", "CLUSTER", "Call", "Gate", "Refused", "render_error"]
 
@@ -153,14 +154,21 @@ class Gate:
         services: Returns the service acting as a caller.
         default_caller: The caller when the transport carries no token (stdio, in-process).
         metrics: Where tool calls are counted and timed.
+        seal: Seals plan ids (a fresh key unless given).
     """
 
     def __init__(
-        self, services: ServiceFactory, default_caller: Caller, metrics: Metrics = NO_METRICS
+        self,
+        services: ServiceFactory,
+        default_caller: Caller,
+        metrics: Metrics = NO_METRICS,
+        seal: PlanSeal | None = None,
     ) -> None:
         self.services = services
         self.default_caller = default_caller
         self.metrics = metrics
+        self.seal = PlanSeal() if seal is None else seal
+        """Seals the ids of the plans this server makes (see :mod:`._seal`)."""
         self.tools: frozenset[str] = frozenset()
         """The registered tools' names (set once the server has them): others are ``unknown``."""
 

@@ -16,13 +16,16 @@ generation and the workloads that use it). No plan is stored anywhere: the
 destructive tool recomputes the id and refuses a mismatch, so a plan goes
 stale the moment its object changes, and a plan for one change cannot
 authorise another. Apply plans use the service's own dry-run plan id, which
-digests the field changes and the state they start from.
+digests the field changes and the state they start from. The planning tools
+hand the digest out sealed (:mod:`._seal`): for the caller who asked, by
+this server process, for 15 to 30 minutes; a digest computed by hand is no plan.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import operator
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any, Literal
 
@@ -39,6 +42,7 @@ from shoal.core import revision_of
 from shoal.interfaces import (
     PLACED_STATES,
     ApplyResult,
+    Caller,
     ChangeAction,
     ObjectSpec,
     PlannedChange,
@@ -51,6 +55,7 @@ from shoal.kube import merge_warnings
 
 from ._audit import Call, Gate, Refused
 from ._redact import redact_plan
+from ._seal import PlanSeal
 from ._views import Model
 
 __all__ = [
@@ -66,6 +71,7 @@ __all__ = [
     "question",
     "record_confirmation",
     "scale_plan",
+    "sealed",
     "supports_elicitation",
 ]
 
@@ -305,12 +311,14 @@ def check_confirmed(
     plan_id: str | None,
     outcome: ElicitationResult[Any],
     asked: ChangePlan | None = None,
+    opens: Callable[[str, str], bool] = operator.eq,
 ) -> str:
     """Return how a change is authorised ('plan', 'elicitation' or 'not destructive').
 
     ``asked`` is the plan the user was asked about (:func:`plan_to_ask`): a
     yes authorises that change only, not one the world turned it into while
-    the question was open.
+    the question was open. ``opens(plan_id, digest)`` says whether a plan id
+    given is the one handed out for ``plan``'s digest (see :mod:`._seal`).
 
     Raises:
         Refused: the plan id does not match the change as it is now, the user
@@ -318,11 +326,12 @@ def check_confirmed(
             with neither plan nor confirmation.
     """
     if plan_id is not None:
-        if plan_id != plan.plan_id:
+        if not opens(plan_id, plan.plan_id):
             raise Refused(
                 f"stale_plan: plan {plan_id!r} does not authorise this change to {plan.target} "
-                "as it is now (the plan was for another change, or the object changed since): "
-                "make a new plan, review it, and pass its plan_id"
+                "as it is now (the plan was for another change, the object changed since, or "
+                "the plan is older than 15 minutes, or was made for another key or by another "
+                "server): make a new plan, review it, and pass its plan_id"
             )
         return "plan"
     if not plan.destructive:
@@ -389,6 +398,11 @@ def question(plan: ChangePlan | None) -> Literal["not asked"] | Elicit[Confirm]:
     )
 
 
+def sealed(plan: ChangePlan, seal: PlanSeal, caller: Caller) -> ChangePlan:
+    """Return ``plan`` as a planning tool hands it to ``caller``: its id sealed (:mod:`._seal`)."""
+    return plan.model_copy(update={"plan_id": seal.seal(plan.plan_id, caller.key_id)})
+
+
 def confirmer(
     planned: Callable[..., Awaitable[ChangePlan | None]],
 ) -> Callable[[ChangePlan | None], Awaitable[Literal["not asked"] | Elicit[Confirm]]]:
@@ -417,13 +431,20 @@ def record_confirmation(
     plan_id: str | None,
     confirmation: ElicitationResult[Any],
     asked: ChangePlan | None,
+    seal: PlanSeal,
 ) -> str:
     """Check that ``plan``'s change is authorised (see :func:`check_confirmed`); note how.
+
+    A plan id is checked against ``seal``, for the caller of ``call``.
 
     Raises:
         Refused: it is not.
     """
-    how = check_confirmed(plan, plan_id, confirmation, asked)
+
+    def opens(given: str, digest: str) -> bool:
+        return seal.opens(given, digest, call.caller.key_id)
+
+    how = check_confirmed(plan, plan_id, confirmation, asked, opens)
     call.notes["confirmed"] = how
     call.notes["plan_id"] = plan.plan_id
     return how

@@ -45,6 +45,7 @@ from ._plans import (
     promote_plan,
     record_confirmation,
     scale_plan,
+    sealed,
     undo_plan,
 )
 from ._redact import restore_secrets
@@ -198,7 +199,7 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
         """Plan a change to one workload, check it is confirmed, make it, and report it."""
         async with gate.call(ctx, Role.OPERATOR, _workload_ref(name, namespace)) as call:
             made = await plan(call.service)
-            how = _confirmed(call, made, plan_id, confirmation, asked)
+            how = _confirmed(call, made, plan_id, confirmation, asked, gate.seal)
             workload = await change(call.service)
         return WorkloadChanged(
             summary=made.summary,
@@ -237,18 +238,20 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
         """
         async with gate.call(ctx, Role.VIEWER) as call:
             if action == "apply":
-                return (await plan_apply(call.service, workload, manifest))[0]
-            if name is None:
+                plan = (await plan_apply(call.service, workload, manifest))[0]
+            elif name is None:
                 raise InvalidInput(f"plan_workload(action={action!r}) needs name", field="name")
-            if action == "delete":
-                return await delete_plan(call.service, name, namespace)
-            if action == "undo":
-                return await undo_plan(call.service, name, namespace, revision)
-            if action == "promote":
-                return await promote_plan(call.service, name, namespace)
-            if replicas is None:
+            elif action == "delete":
+                plan = await delete_plan(call.service, name, namespace)
+            elif action == "undo":
+                plan = await undo_plan(call.service, name, namespace, revision)
+            elif action == "promote":
+                plan = await promote_plan(call.service, name, namespace)
+            elif replicas is None:
                 raise InvalidInput("plan_workload(action='scale') needs replicas", field="replicas")
-            return await scale_plan(call.service, name, namespace, replicas)
+            else:
+                plan = await scale_plan(call.service, name, namespace, replicas)
+            return sealed(plan, gate.seal, call.caller)
 
     @server.tool(annotations=READ)
     async def plan_drain(name: NodeName, ctx: Context) -> ChangePlan:
@@ -257,7 +260,7 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
         Returns the plan_id drain_node requires.
         """
         async with gate.call(ctx, Role.VIEWER, ObjectRef(kind="Node", name=name)) as call:
-            return await drain_plan(call.service, name)
+            return sealed(await drain_plan(call.service, name), gate.seal, call.caller)
 
     if read_only:
         return
@@ -281,7 +284,7 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
         """
         async with gate.call(ctx, Role.OPERATOR) as call:
             plan, specs = await plan_apply(call.service, workload, manifest)
-            how = _confirmed(call, plan, plan_id, confirmation, asked)
+            how = _confirmed(call, plan, plan_id, confirmation, asked, gate.seal)
             result = await call.service.apply(specs)
         config = [f"ConfigMap {c.key}" for c in result.config_maps]
         config += [f"Secret {s.key}" for s in result.secrets]
@@ -438,7 +441,7 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
         """
         async with gate.call(ctx, Role.OPERATOR, ObjectRef(kind="Node", name=name)) as call:
             plan = await drain_plan(call.service, name)
-            how = _confirmed(call, plan, plan_id, confirmation, asked)
+            how = _confirmed(call, plan, plan_id, confirmation, asked, gate.seal)
             node = await call.service.drain(name)
             instances = await call.service.list_instances(node=name)
         (summary,) = node_summaries([node], instances)

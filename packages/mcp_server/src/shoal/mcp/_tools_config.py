@@ -23,7 +23,14 @@ from shoal.interfaces import ConfigMap, ObjectRef, Role, SecretView
 
 from ._args import Namespace, OptionalNamespace, PlanId
 from ._audit import Gate
-from ._plans import ChangePlan, config_delete_plan, confirmer, plan_to_ask, record_confirmation
+from ._plans import (
+    ChangePlan,
+    config_delete_plan,
+    confirmer,
+    plan_to_ask,
+    record_confirmation,
+    sealed,
+)
 from ._views import Model
 
 __all__ = ["CONFIG_CHANGE_TOOLS", "CONFIG_READ_TOOLS", "register_config_tools"]
@@ -226,7 +233,8 @@ def register_config_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
         """
         ref = ObjectRef(kind=kind, namespace=namespace, name=name)
         async with gate.call(ctx, Role.VIEWER, ref) as call:
-            return await config_delete_plan(call.service, kind, name, namespace)
+            plan = await config_delete_plan(call.service, kind, name, namespace)
+            return sealed(plan, gate.seal, call.caller)
 
     if read_only:
         return
@@ -259,7 +267,7 @@ def register_config_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
         ref = ObjectRef(kind=kind, namespace=namespace, name=name)
         async with gate.call(ctx, Role.OPERATOR, ref) as call:
             plan = await config_delete_plan(call.service, kind, name, namespace)
-            how = record_confirmation(call, plan, plan_id, confirmation, asked)
+            how = record_confirmation(call, plan, plan_id, confirmation, asked, gate.seal)
             await call.service.delete_config(kind, name, namespace)
         return ConfigDeleted(summary=plan.summary, confirmed=how, trace_id=call.trace_id)
 
