@@ -367,7 +367,7 @@ class ManifestWatcher:
             return  # unchanged: it claims what it did
         try:
             translation = self._parse(path, content)
-        except InvalidSpec:
+        except Exception:  # its own pass (_process) reports what went wrong
             return  # a broken file claims what its last good content did
         self._parsed[path] = (digest, translation)
         self.owners.ahead[path] = {Ref.of(spec) for spec in translation.objects}
