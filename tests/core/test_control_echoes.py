@@ -13,7 +13,7 @@ from anyio import wait_all_tasks_blocked
 from pydantic import BaseModel
 
 from shoal.core._repo import Repository, instance_key
-from shoal.interfaces import Instance, InstanceState, WorkloadPhase
+from shoal.interfaces import Instance, InstanceState, WorkloadPhase, WorkloadSpec
 from tests.core.support import Cluster, eventually, make_node, spec
 
 pytestmark = pytest.mark.anyio
@@ -191,3 +191,38 @@ async def test_a_nodes_starting_report_wakes_no_pass_unless_it_ends_a_crash_loop
 
     await eventually(progressing)
     assert cluster.control.reconciled == passes + 1
+
+
+async def test_a_surge_that_fits_nowhere_is_seen_at_once_not_at_the_next_resync(
+    cluster: Cluster, repo: Repository
+) -> None:
+    """The README's httpd: one replica on a host port, max_surge 1 (the default update)."""
+
+    def httpd(image: str) -> WorkloadSpec:
+        ports = [{"container_port": 80, "host_port": 8080}]
+        return spec(
+            "web",
+            replicas=1,
+            template={"containers": [{"name": "main", "image": image, "ports": ports}]},
+        )
+
+    await cluster.service.apply([httpd("busybox")])
+
+    async def placed() -> bool:
+        return len(await cluster.service.list_instances(workload="web")) == 1
+
+    await eventually(placed)
+    (old,) = await cluster.service.list_instances(workload="web")
+    running = old.model_copy(update={"state": InstanceState.RUNNING, "ready": True})
+    await repo.put(instance_key("default", old.name), running)
+
+    # The new template's surge instance fits nowhere: its port is the old one's.
+    await cluster.service.apply([httpd("busybox:2")])
+
+    async def old_one_makes_room() -> bool:
+        instances = {i.name: i for i in await cluster.service.list_instances(workload="web")}
+        return instances[old.name].deleting and len(instances) == 2
+
+    await eventually(old_one_makes_room)  # without a resync: the loop's own clock stands still
+    events = await cluster.service.list_events(kind="Workload", name="web")
+    assert "SurgeUnplaceable" in {e.reason for e in events}

@@ -129,6 +129,9 @@ class Decision:
     promote: bool = False
     """The current revision's canaries are all available and update.auto_promote is set:
     promote them (the rollout then replaces the rest)."""
+    surging: bool = False
+    """A rolling step makes new instances beside the old ones (max_surge): should they fit
+    nowhere, the workload is decided again at once, to go on without the surge."""
 
 
 @dataclass(slots=True)

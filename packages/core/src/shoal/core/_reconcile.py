@@ -279,6 +279,7 @@ def _roll(
     # Those going count no more (as on the next pass): their replacements are made
     # now, a whole batch (max_surge + max_unavailable) at once.
     creates = max(0, min(want - len(new), want + surge - (total - len(gone))))
+    deciding.decision.surging = bool(surge and creates)
     if creates or gone:  # a step: one event each, never one per look
         ref = workload_ref(old[0][1])
         if stuck is not None and stuck.schedule_failure is not None:
@@ -346,6 +347,7 @@ def settle(
     live = dict(decision.live)
     per_node: dict[str, int] = {}
     failure: ScheduleFailure | None = None
+    learnt = False  # that an instance fits nowhere, which the stored ones did not say
     namespace, scheduled = workload.namespace, InstanceState.SCHEDULED
     for pending in decision.pending:
         node = placements.assigned.get(f"{namespace}/{pending.name}")
@@ -361,6 +363,8 @@ def settle(
             }
         else:
             failure = placements.failed.get(f"{namespace}/{pending.name}", NOT_PLACED)
+            if pending.stored is None or pending.stored.value.schedule_failure is None:
+                learnt = True
             status = {
                 "reason": "Unschedulable",
                 "message": failure.message,
@@ -404,7 +408,9 @@ def settle(
         job=decision.job,
     )
     settled.status = None if observed == workload.status else observed
-    settled.recheck = decision.recheck
+    # A surge that fits nowhere is seen by decide only once its instances say so:
+    # decide again at once, rather than at the next resync, to go on without it.
+    settled.recheck = 0 if decision.surging and learnt else decision.recheck
     deadline = deadline_at(workload, observed)
     if deadline is not None and deadline > now:
         wait = (deadline - now).total_seconds()
