@@ -79,11 +79,20 @@ def status(
         if not watch:
             out.print(progress_line(workload), highlight=False)
             return outcome(workload)
+        console = real_console(out)
+        if not console.is_terminal:  # piped or logged: a line per change, not a bar at the end
+            line = progress_line(workload)
+            out.print(line, highlight=False)
+            while (ended := outcome(workload)) is None:
+                await anyio.sleep(POLL)
+                workload = await shoal.get_workload(name, namespace)
+                if progress_line(workload) != line:
+                    line = progress_line(workload)
+                    out.print(line, highlight=False)
+            return ended
         from rich.progress import BarColumn, Progress, TextColumn
 
-        with Progress(
-            TextColumn("{task.description}"), BarColumn(), console=real_console(out)
-        ) as bar:
+        with Progress(TextColumn("{task.description}"), BarColumn(), console=console) as bar:
             task = bar.add_task(progress_line(workload), total=max(workload.wanted_replicas, 1))
             while (ended := outcome(workload)) is None:
                 await anyio.sleep(POLL)
