@@ -30,7 +30,15 @@ from pathlib import Path
 
 import anyio
 
-from shoal.interfaces import NODE_KEY_FILE, DataDirLock, InvalidInput, ShoalError, Unavailable
+from shoal.interfaces import (
+    NODE_KEY_FILE,
+    ContainerRuntime,
+    DataDirLock,
+    InvalidInput,
+    PodStatus,
+    ShoalError,
+    Unavailable,
+)
 from shoal.runtime import (
     BridgeNetworking,
     CriRuntime,
@@ -44,6 +52,9 @@ from shoal.runtime import (
 __all__ = ["ResetReport", "reset_data_dir"]
 
 log = logging.getLogger(__name__)
+
+RESET_CONCURRENCY = 16
+"""How many pods a reset stops at once."""
 
 
 @dataclass
@@ -133,13 +144,7 @@ async def _remove_pods(
         ImageStore(data_dir / "images"), data_dir / "runtime", binary=binary, network=network
     )
     async with runtime:
-        for pod in await runtime.list():
-            try:
-                await runtime.stop(pod.uid, grace)
-            except ShoalError as exc:  # e.g. it exited meanwhile: remove still cleans up
-                log.info("reset: stopping pod %s: %s", pod.name, exc)
-            await runtime.remove(pod.uid)
-            report.pods.append(pod.name)
+        await _stop_and_remove(runtime, grace, report)
         for name in await runtime.runc.states():
             await runtime.runc.delete(name)
             report.leftovers.append(f"runc container {name}")
@@ -152,13 +157,34 @@ async def _remove_pods(
 async def _remove_cri_pods(runtime: CriRuntime, grace: float, report: ResetReport) -> None:
     """Stop and remove the pods the node's CRI runtime noted as its own (by owner label)."""
     async with runtime:
-        for pod in await runtime.list():
+        await _stop_and_remove(runtime, grace, report)
+
+
+async def _stop_and_remove(runtime: ContainerRuntime, grace: float, report: ResetReport) -> None:
+    """Stop and remove every pod of ``runtime``, at most RESET_CONCURRENCY at once.
+
+    At once, not one after another: pods that ignore SIGTERM each take their
+    whole grace period, and the reset then takes about one, not one per pod.
+    """
+    limit = anyio.CapacityLimiter(RESET_CONCURRENCY)
+    removed: list[str] = []
+
+    async def one(pod: PodStatus) -> None:
+        async with limit:
             try:
                 await runtime.stop(pod.uid, grace)
             except ShoalError as exc:  # e.g. it exited meanwhile: remove still cleans up
                 log.info("reset: stopping pod %s: %s", pod.name, exc)
             await runtime.remove(pod.uid)
-            report.pods.append(pod.name)
+            removed.append(pod.name)
+
+    pods = await runtime.list()
+    if pods:
+        log.info("reset: stopping %d pod(s), each within %g s", len(pods), grace)
+    async with anyio.create_task_group() as tg:
+        for pod in pods:
+            tg.start_soon(one, pod)
+    report.pods.extend(sorted(removed))
 
 
 async def _delete_idle_bridge(networking: BridgeNetworking) -> bool:
