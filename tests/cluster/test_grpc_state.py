@@ -388,6 +388,7 @@ async def test_every_report_of_the_real_node_loop_passes_the_policy(
         "Registered",
         "Started",
         "Ready",
+        "NotReady",  # its readiness probe failed with its liveness probe: unready first
         "Unhealthy",
         "Started",
         "Error",

@@ -1,12 +1,15 @@
 """Liveness and readiness probes driven by a manual clock against the mock runtime."""
 
+from collections.abc import Awaitable, Callable
+
 import anyio
 import anyio.abc
 import pytest
 
 from shoal.core._probes import run_check
 from shoal.interfaces import EventType, ExecResult, InstanceState, PodStatus, Probe, WorkloadSpec
-from tests.core.support import Cluster
+from shoal.runtime import Fault, FaultKind
+from tests.core.support import Cluster, eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -117,6 +120,50 @@ async def test_failed_liveness_restarts_the_instance(cluster: Cluster) -> None:
     cluster.clock.advance(1)
     await cluster.settle()
     assert await instance_state(cluster) == (InstanceState.RUNNING, True, 1)
+    explained = await cluster.service.explain(inst.name)
+    assert (
+        "restarted 1 time(s); the last time after Unhealthy: liveness probe of main failed: "
+        "exec exited 3 sick; stopping it (grace 10 s)"
+    ) in explained.details
+
+
+async def test_a_liveness_kill_is_reported_as_one_not_as_a_crash(cluster: Cluster) -> None:
+    """Readiness and liveness fail together; the pod takes its grace period to stop."""
+    loop = await cluster.add_node("n1")
+    runtime = cluster.runtimes["n1"]
+    runtime.faults.add(Fault(kind=FaultKind.IGNORES_SIGTERM))
+    check = {"exec": {"command": ["check"]}, "period_seconds": 1, "failure_threshold": 1}
+    container = {"name": "main", "image": "busybox", "liveness_probe": check}
+    container["readiness_probe"] = check
+    workload = {"name": "web", "replicas": 1, "template": {"containers": [container]}}
+    await cluster.service.apply([WorkloadSpec.model_validate(workload)])
+    await cluster.settle()
+    await loop.probe_once()  # both pass: ready
+    assert await instance_state(cluster) == (InstanceState.RUNNING, True, 0)
+
+    async def reasons() -> list[str]:
+        return [e.reason for e in await cluster.service.list_events(kind="Instance")]
+
+    runtime.set_exec_result("main", ExecResult(exit_code=1, stderr="stuck"))
+    cluster.clock.advance(1)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(loop.probe_once)  # stops the pod: waits out its grace (the clock's)
+        await eventually(lambda: _has(reasons, "Unhealthy"))
+        # Unready at once, and said before the stop, not after its 10 s.
+        assert (await reasons())[-2:] == ["NotReady", "Unhealthy"]
+        assert await instance_state(cluster) == (InstanceState.RUNNING, False, 0)
+        (inst,) = await cluster.service.list_instances()
+        runtime.kill(inst.uid, "main")  # it dies meanwhile: a pass sees it exited
+        await loop.reconcile_once()
+        assert (await cluster.service.get_instance(inst.name)).state == InstanceState.RUNNING
+        cluster.clock.advance(loop.stop_grace)
+    (inst,) = await cluster.service.list_instances()
+    assert (inst.state, inst.reason) == (InstanceState.FAILED, "LivenessProbeFailed")
+    assert "Error" not in await reasons()  # the kill is no crash of its own
+
+
+async def _has(reasons: Callable[[], Awaitable[list[str]]], reason: str) -> bool:
+    return reason in await reasons()
 
 
 async def test_probes_wait_for_their_initial_delay(cluster: Cluster) -> None:

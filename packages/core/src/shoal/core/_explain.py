@@ -18,6 +18,9 @@ from shoal.interfaces import (
 
 __all__ = ["explain_instance"]
 
+_ENDINGS = frozenset({"Error", "Unhealthy", "ContainerMissing", "LivenessProbeFailed"})
+"""The reasons of the events that record an instance's containers ending by failure."""
+
 
 def _restart_fate(inst: Instance) -> str:
     policy = inst.restart_policy
@@ -87,7 +90,9 @@ def explain_instance(
         summary = f"{state.value} {where}"
 
     if inst.restart_count and state != InstanceState.SCHEDULED:
-        details.append(f"restarted {inst.restart_count} time(s)")
+        cause = max((e for e in events if e.reason in _ENDINGS), key=lambda e: e.time, default=None)
+        why = "" if cause is None else f"; the last time after {cause.reason}: {cause.message}"
+        details.append(f"restarted {inst.restart_count} time(s){why}")
     if node is not None:
         flags = [f for f, on in (("cordoned", node.cordoned), ("draining", node.draining)) if on]
         shown = f"{node.state.value}" + (f", {', '.join(flags)}" if flags else "")

@@ -182,6 +182,8 @@ class NodeLoop:
         self.probe_tick = probe_tick
         self.probes = ProbeTracker()
         self._running: dict[str, Stored[Instance]] = {}
+        self._killing: set[str] = set()
+        """Pods being stopped for a failed liveness probe, by uid: their exit is no crash."""
         self._files: dict[str, str] = {}
         """Digest of the file volumes each running pod was last given, by uid."""
         self._stuck: dict[str, _StuckTeardown] = {}
@@ -774,6 +776,8 @@ class NodeLoop:
         if pod is not None and not pod.exited:
             await self._refresh_files(inst)
             return
+        if inst.uid in self._killing:
+            return  # stopped for a failed liveness probe: _kill_unhealthy reports it
         if pod is None:
             message = "its containers are gone from the runtime (was the node restarted?)"
             finished = inst.transition(InstanceState.FAILED, "ContainerMissing", message)
@@ -944,6 +948,8 @@ class NodeLoop:
         failing = self.probes.failing_liveness(inst)
         ready = self.probes.ready(inst)
         if failing is not None:
+            if inst.ready and not ready:  # unready at once, not only once the stop is over
+                await self._set_ready(stored, ready, unready)
             await self._kill_unhealthy(stored, *failing)
         elif ready != inst.ready:
             await self._set_ready(stored, ready, unready)
@@ -979,10 +985,32 @@ class NodeLoop:
         )
 
     async def _kill_unhealthy(self, stored: Stored[Instance], container: str, message: str) -> None:
+        """Stop a pod whose liveness probe failed, and report it failed for that reason.
+
+        The event comes first (the stop may take the whole grace period), and while
+        the pod stops its exit is this method's to report: a pass that sees it
+        exited meanwhile leaves it alone (:meth:`_watch_running`), rather than
+        report the kill's SIGTERM or SIGKILL as a crash of its own.
+        """
         inst = stored.value
-        with contextlib.suppress(NotFound):  # it may have exited meanwhile
-            await self.runtime.stop(inst.uid, self.stop_grace)
         why = f"liveness probe of {container} failed: {message}"
+        await self._record(
+            _ref(inst),
+            "Unhealthy",
+            f"{why}; stopping it (grace {self.stop_grace:g} s)",
+            self.actor,
+            event_type=EventType.WARNING,
+        )
+        self._killing.add(inst.uid)
+        try:
+            with contextlib.suppress(NotFound):  # it may have exited meanwhile
+                await self.runtime.stop(inst.uid, self.stop_grace)
+            await self._report_killed(stored, why)
+        finally:
+            self._killing.discard(inst.uid)
+
+    async def _report_killed(self, stored: Stored[Instance], why: str) -> None:
+        inst = stored.value
 
         def change(current: Instance) -> Instance | None:
             if current.uid != inst.uid or current.state != InstanceState.RUNNING:
@@ -994,7 +1022,6 @@ class NodeLoop:
         self._did("kill_unhealthy")
         self._running.pop(inst.uid, None)
         self.probes.forget(set(self._running))
-        await self._record(_ref(inst), "Unhealthy", why, self.actor, event_type=EventType.WARNING)
 
     async def _remove_orphan(self, pod: PodStatus) -> _Outcome:
         async with self._limiter:
