@@ -491,6 +491,8 @@ async def test_a_renamed_file_hands_its_objects_over(service: ShoalService, tmp_
         assert stored.spec.annotations[MANIFEST_ANNOTATION] == f"n1:{new}"
         assert status(watcher, new).objects == ["Workload default/web"]
         assert status(watcher, new).conflicts == []
+        events = await service.list_events(kind="Manifest")
+        assert "ManifestConflict" not in {e.reason for e in events}  # not even on the way
 
 
 async def test_an_object_moved_to_another_file_in_one_change_is_handed_over(

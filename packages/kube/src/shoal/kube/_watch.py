@@ -360,7 +360,8 @@ class ManifestWatcher:
             content = await _read(path)
         except OSError:
             return
-        if content is None:
+        if content is None:  # gone: from now it claims nothing (a renamed file's new name
+            self.owners.ahead[path] = set()  # takes its objects over without a conflict)
             return
         digest = _digest(content)
         if source is not None and digest == source.hash and not source.skipped:
