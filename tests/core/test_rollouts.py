@@ -147,8 +147,18 @@ async def test_a_paused_rollout_replaces_nothing_until_resumed(cluster: Cluster)
             ],
         ),
         ({"type": "recreate"}, 2, ["stop all 2 instance(s)", "then start 2 new instance(s)"]),
+        (
+            {"canary": 1, "max_surge": 1, "max_unavailable": 0},
+            2,
+            [
+                "canaries: start 1 beside the 2 old; then waits for `shoal rollout promote`",
+                "batch 2: start 0, stop 1 old (1/2 updated, 1 old left)",
+                "batch 3: start 1, stop 0 old (2/2 updated, 1 old left)",
+                "batch 4: start 0, stop 1 old (2/2 updated, 0 old left)",
+            ],
+        ),
     ],
-    ids=["defaults", "surge only", "recreate"],
+    ids=["defaults", "surge only", "recreate", "canary"],
 )
 async def test_a_dry_run_says_what_the_rollout_will_do_batch_by_batch(
     cluster: Cluster, update: dict[str, object], replicas: int, steps: list[str]
@@ -161,6 +171,7 @@ async def test_a_dry_run_says_what_the_rollout_will_do_batch_by_batch(
     paused = spec(replicas=replicas, image="busybox:2", update=update, paused=True)
     (held,) = (await cluster.service.apply([paused], dry_run=True)).plan.changes
     assert held.rollout == ["paused: nothing is replaced until `shoal rollout resume`"]
+    assert held.instances_to_replace == 0 and change.instances_to_replace == replicas
 
 
 async def test_canaries_run_beside_the_old_instances_until_promoted(cluster: Cluster) -> None:

@@ -64,7 +64,8 @@ def plan_change(spec: WorkloadSpec, current: Workload | None) -> PlannedChange:
         changes=changes,
         instances_to_create=max(new - old, 0),
         instances_to_delete=max(old - new, 0),
-        instances_to_replace=min(old, new) if template_changed else 0,
+        # Paused: the new template waits for `shoal rollout resume`; nothing is replaced now.
+        instances_to_replace=min(old, new) if template_changed and not spec.paused else 0,
         rollout=rollout_steps(spec, old) if template_changed else [],
     )
 
@@ -105,6 +106,15 @@ def rollout_steps(spec: WorkloadSpec, running: int) -> list[str]:
     surge, unavailable = spec.update.surge(want), spec.update.unavailable(want)
     steps: list[str] = []
     updated, old = 0, running
+    canary = min(spec.update.canary, want) if running else 0
+    if canary:
+        then = (
+            "promoted once they are available (update.auto_promote)"
+            if spec.update.auto_promote
+            else "then waits for `shoal rollout promote`"
+        )
+        steps.append(f"canaries: start {canary} beside the {running} old; {then}")
+        updated = canary
     while updated < want or old:
         creates = max(0, min(want - updated, want + surge - (updated + old)))
         stops = max(0, min(old, updated + old - (want - unavailable)))
