@@ -36,6 +36,7 @@ from shoal.interfaces import (
     InvalidInput,
     InvalidSpec,
     Member,
+    NamespaceSpec,
     Node,
     NotFound,
     ObjectRef,
@@ -314,6 +315,20 @@ async def test_invalid_documents_are_refused_whole(server: Server) -> None:
             await client.apply_documents([HELLO, bad], source="app.yaml")
         with pytest.raises(NotFound):
             await client.get_workload("hello")
+
+
+async def test_client_apply_sends_only_what_a_spec_says(server: Server) -> None:
+    """A field left to its default is not said: a paused rollout stays paused (as in process)."""
+    async with ShoalClient(server.url, OPERATOR) as client:
+        await client.apply([WorkloadSpec.model_validate(HELLO)])
+        await client.pause_rollout("hello")
+        image = {"containers": [{"name": "web", "image": "busybox:2"}]}
+        await client.apply([WorkloadSpec.model_validate(dict(HELLO, template=image))])
+        workload = await client.get_workload("hello")
+        assert workload.spec.paused and workload.spec.template.containers[0].image == "busybox:2"
+        namespace = NamespaceSpec.model_validate({"kind": "Namespace", "name": "shop"})
+        await client.apply([namespace])  # its kind travels although it is the default
+        assert "shop" in {n.spec.name for n in await client.list_namespaces()}
 
 
 async def test_client_round_trips_every_call(server: Server) -> None:

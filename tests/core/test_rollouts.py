@@ -104,6 +104,20 @@ async def test_history_keeps_only_the_last_revisions(cluster: Cluster) -> None:
         await cluster.service.rollout_undo("web", revision=1)
 
 
+async def test_a_paused_rollout_stays_paused_when_a_spec_that_does_not_say_is_applied(
+    cluster: Cluster,
+) -> None:
+    await cluster.service.apply([spec(replicas=2)])
+    await cluster.service.pause_rollout("web")
+    # The manifest as it was, a new image in it: `rollout pause` still holds, as in Kubernetes.
+    result = await cluster.service.apply([spec(replicas=2, image="busybox:2")])
+    (change,) = result.plan.changes
+    assert "paused" not in {c.path for c in change.changes}
+    assert (await cluster.workload()).spec.paused
+    await cluster.service.apply([spec(replicas=2, image="busybox:2", paused=False)])
+    assert not (await cluster.workload()).spec.paused  # said explicitly: resumed
+
+
 async def test_a_paused_rollout_replaces_nothing_until_resumed(cluster: Cluster) -> None:
     await cluster.add_node("n1")
     await cluster.service.apply([spec(replicas=2)])

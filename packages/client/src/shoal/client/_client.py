@@ -185,7 +185,12 @@ class ShoalClient(ConfigCalls, AsyncClosing):
         if not specs:
             empty = interfaces.Plan(id="", changes=[])
             return interfaces.ApplyResult(plan=empty, applied=not dry_run)
-        documents = [spec.model_dump(mode="json") for spec in specs]
+        # Only what was set (and the kind, which tells the documents apart): the server
+        # tells a field not said from one set to its default (``paused``).
+        documents = [
+            {"kind": spec.kind, **spec.model_dump(mode="json", exclude_unset=True)}
+            for spec in specs
+        ]
         return await self.apply_documents(documents, dry_run=dry_run)
 
     async def list_workloads(self, namespace: str | None = None) -> list[Workload]:

@@ -274,6 +274,10 @@ class ShoalService:
                     "workloads` no longer lists it, then apply again",
                     workload=stored.value.key,
                 )
+        workload_specs = [
+            _kept_paused(spec, None if stored is None else stored.value)
+            for spec, stored in zip(workload_specs, current, strict=True)
+        ]
         for spec, stored in zip(workload_specs, current, strict=True):
             refuse_job_template_change(spec, None if stored is None else stored.value)
         rolled = await self._rolled_by_config(
@@ -1098,6 +1102,18 @@ class _ConfigLookup:
             (kind, name): await self.get(spec.namespace, kind, name)
             for kind, name in spec.template.config_refs()
         }
+
+
+def _kept_paused(spec: WorkloadSpec, stored: Workload | None) -> WorkloadSpec:
+    """Return ``spec``, paused if the stored workload is and ``spec`` does not say ``paused``.
+
+    As in Kubernetes: a rollout paused by `shoal rollout pause` stays paused
+    when a manifest that does not mention ``paused`` is applied again; only
+    `shoal rollout resume` or ``paused: false`` resumes it.
+    """
+    if stored is None or not stored.spec.paused or "paused" in spec.model_fields_set:
+        return spec
+    return spec.model_copy(update={"paused": True})
 
 
 def _workload_ref(namespace: str, name: str) -> ObjectRef:
