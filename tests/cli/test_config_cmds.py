@@ -342,6 +342,14 @@ async def test_the_kubernetes_example_applies_strictly(agent: Agent) -> None:
     assert (same.returncode, same.stdout) == (0, "")
     secrets = (await agent.shoal("get", "secrets")).stdout
     assert "httpd-auth" in secrets and "change-me" not in secrets
+    # A kind given to delete must be the object's: a typo deletes nothing.
+    wrong = await agent.shoal("delete", "job", "httpd", check=False)
+    assert wrong.returncode == 1
+    assert "default/httpd is a Deployment, not a Job: nothing was deleted" in wrong.stderr
+    listed = (await agent.shoal("get", "workloads")).stdout
+    assert "httpd" in listed and "deleting" not in listed
+    done = await agent.shoal("delete", "deploy", "httpd")
+    assert done.stdout.strip() == "workload default/httpd deleting"
 
 
 async def test_the_validation_steps_of_docs_kubernetes(agent: Agent) -> None:

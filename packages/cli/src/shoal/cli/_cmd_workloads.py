@@ -181,22 +181,15 @@ def scale(
     run(lambda: with_client(call))
 
 
-_WORKLOAD_KINDS = {
-    "workload",
-    "workloads",
-    "wl",
-    "deployment",
-    "deployments",
-    "deploy",
-    "daemonset",
-    "daemonsets",
-    "ds",
-    "job",
-    "jobs",
-    "pod",
-    "pods",
-    "po",
+_WORKLOAD_KINDS: dict[str, str | None] = {
+    **dict.fromkeys(("workload", "workloads", "wl")),
+    **dict.fromkeys(("deployment", "deployments", "deploy"), "Deployment"),
+    **dict.fromkeys(("daemonset", "daemonsets", "ds"), "DaemonSet"),
+    **dict.fromkeys(("job", "jobs"), "Job"),
+    **dict.fromkeys(("pod", "pods", "po"), "Pod"),
 }
+"""The kinds ``delete`` takes for a workload: the Kubernetes kind it must have been applied
+as (``spec.origin.kind``), or None for any workload."""
 
 
 @app.command()
@@ -234,8 +227,17 @@ def delete(
     else:
         name = kind_or_name
     workload_name = name
+    wanted = None if name is kind_or_name else _WORKLOAD_KINDS[kind_or_name]
 
     async def call(shoal: ShoalClient) -> None:
+        if wanted is not None:  # a typo in the kind must not delete another kind's object
+            found = await shoal.get_workload(workload_name, namespace)
+            actual = found.spec.origin.kind if found.spec.origin is not None else "Workload"
+            if actual != wanted:
+                fail(
+                    f"{namespace}/{workload_name} is a {actual}, not a {wanted}: nothing was "
+                    f"deleted; `shoal delete {actual.lower()} {workload_name}` deletes it"
+                )
         workload = await shoal.delete_workload(workload_name, namespace)
         out.print(f"workload {workload.key} deleting", highlight=False)
 
