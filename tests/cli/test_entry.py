@@ -72,6 +72,17 @@ def test_a_finished_command_keeps_its_exit_code_and_its_whole_output(tmp_path: P
     unknown = _shoal(tmp_path, "widgets")
     assert unknown.returncode == 2
     assert "No such command 'widgets'" in unknown.stderr
+    for server, why in [
+        ("127.0.0.1:7070", "it needs the scheme and the host"),
+        ("http://127.0.0.1:99999", "Port out of range"),
+        ("http://127.0.0.1:7070/v1", "it names a path or a query"),
+    ]:
+        wrong = _shoal(tmp_path, "--server", server, "get", "workloads")
+        assert wrong.returncode == 2, wrong.stderr
+        assert f"--server/SHOAL_SERVER {server!r} is not a URL like http://127.0.0.1:7070" in (
+            wrong.stderr
+        )
+        assert why in wrong.stderr and "internal error" not in wrong.stderr
 
 
 def test_each_command_loaded_alone_answers_its_help(tmp_path: Path) -> None:

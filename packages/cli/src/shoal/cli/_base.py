@@ -146,9 +146,33 @@ def client() -> ShoalClient:
     """
     from shoal.client import ShoalClient, default_home, load_keypair
 
+    server = checked_server(settings.server)
     keypair = load_keypair(settings.home or default_home())
     traceparent = os.environ.get("TRACEPARENT", "").strip() or None
-    return ShoalClient(settings.server, keypair, traceparent=traceparent)
+    return ShoalClient(server, keypair, traceparent=traceparent)
+
+
+def checked_server(server: str) -> str:
+    """Return ``server`` (--server, SHOAL_SERVER) if it is http(s)://HOST[:PORT]; else fail."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(server)
+        parts.port  # noqa: B018 - raises for a port that is not a number in range
+    except ValueError as exc:
+        problem: str | None = str(exc)
+    else:
+        problem = None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            problem = "it needs the scheme and the host"
+        elif parts.path not in ("", "/") or parts.query or parts.fragment:
+            problem = "it names a path or a query; give the agent's address only"
+    if problem is not None:
+        fail(
+            f"--server/SHOAL_SERVER {server!r} is not a URL like http://127.0.0.1:7070 ({problem})",
+            2,
+        )
+    return server.rstrip("/")
 
 
 async def with_client(use: Callable[[ShoalClient], Awaitable[T]]) -> T:

@@ -10,7 +10,7 @@ import typer
 
 from shoal.interfaces import Role
 
-from ._base import app, err, fail, run, settings, token_app
+from ._base import app, checked_server, err, fail, run, settings, token_app
 
 # --- MCP -----------------------------------------------------------------
 
@@ -33,7 +33,8 @@ def mcp_stdio(
         stream=sys.stderr,  # stdout carries the protocol
     )
     home = settings.home or default_home()
-    run(lambda: serve_stdio(settings.server, home, read_only=read_only))
+    server = checked_server(settings.server)
+    run(lambda: serve_stdio(server, home, read_only=read_only))
 
 
 @token_app.command("create")
