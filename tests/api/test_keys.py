@@ -63,6 +63,20 @@ def test_init_keypair_rejects_a_bad_key_id(tmp_path: Path) -> None:
         init_keypair(tmp_path, "alice smith")
 
 
+def test_init_keypair_where_it_cannot_write_says_so_and_leaves_no_key_behind(
+    tmp_path: Path,
+) -> None:
+    a_file = tmp_path / "home-is-a-file"
+    a_file.write_text("")
+    with pytest.raises(InvalidInput, match=r"home-is-a-file: not a directory\): give a directory"):
+        init_keypair(a_file, "alice@laptop")
+    home = tmp_path / "home"
+    (home / "id_ed25519").mkdir(parents=True)  # in the way of the private key
+    with pytest.raises(InvalidInput, match=r"id_ed25519: Is a directory\)"):
+        init_keypair(home, "alice@laptop", force=True)
+    assert sorted(p.name for p in home.iterdir()) == ["id_ed25519"]  # no temporary key file
+
+
 def test_load_keypair_missing_says_to_run_keys_init(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="run `shoal keys init`"):
         load_keypair(tmp_path)

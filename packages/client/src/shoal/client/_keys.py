@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import errno
 import getpass
 import os
 import re
@@ -112,24 +113,52 @@ def _check_key_id(key_id: str) -> str:
 
 
 def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` with mode 0600, atomically."""
+    """Write ``text`` to ``path`` with mode 0600, atomically.
+
+    Raises:
+        InvalidInput: it cannot be written there (nothing is left behind).
+    """
     tmp = path.with_name(f".{path.name}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.fchmod(fd, 0o600)  # the umask may only narrow, but be explicit
-        os.write(fd, text.encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # the umask may only narrow, but be explicit
+            os.write(fd, text.encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):  # a private key must not linger under another name
+            tmp.unlink()
+        raise _unwritable(path, exc) from exc
 
 
 def _ensure_private_dir(path: Path) -> None:
-    if not path.exists():
-        path.mkdir(mode=0o700, parents=True)
-        path.chmod(0o700)
+    """Create ``path`` with mode 0700 if it is missing.
+
+    Raises:
+        InvalidInput: it cannot be a directory (a file is in the way, or no permission).
+    """
+    try:
+        if not path.exists():
+            path.mkdir(mode=0o700, parents=True)
+            path.chmod(0o700)
+        elif not path.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(path))
+    except OSError as exc:
+        raise _unwritable(path, exc) from exc
+
+
+def _unwritable(path: Path, exc: OSError) -> InvalidInput:
+    where = exc.filename2 or exc.filename or path  # a rename's target, not its temporary file
+    return InvalidInput(
+        f"cannot write {path} ({where}: {exc.strerror or exc}): give a directory you can write "
+        "(--home or SHOAL_HOME for your key, --data-dir for a node's)",
+        path=str(path),
+    )
 
 
 def init_keypair(home: Path, key_id: str | None = None, *, force: bool = False) -> KeyPair:
