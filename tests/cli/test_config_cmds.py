@@ -133,8 +133,11 @@ async def test_apply_a_directory_of_kubernetes_manifests(agent: Agent, manifests
     again = await agent.shoal("apply", "-f", str(manifests / "20-web.yaml"))
     assert again.stdout.strip() == "deployment shop/web unchanged"
 
-    service_only = await agent.shoal("apply", "-f", str(manifests / "30-service.yaml"))
-    assert service_only.stdout.startswith("nothing to apply")
+    service_only = await agent.shoal("apply", "-f", str(manifests / "30-service.yaml"), check=False)
+    assert service_only.returncode == 1  # nothing was deployed: a script must see it failed
+    assert "error: nothing to apply: no document holds an object Shoal runs" in (
+        service_only.stderr
+    )
     assert "Service" in service_only.stderr
 
     strict = await agent.shoal("apply", "--strict", "-f", str(manifests), check=False)

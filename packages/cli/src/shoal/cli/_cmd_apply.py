@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ._base import app, err, out, run, with_client
+from ._base import app, err, fail, out, run, with_client
 
 if TYPE_CHECKING:
     from shoal.client import ShoalClient
@@ -146,9 +146,12 @@ def apply(
     async def call(shoal: ShoalClient) -> None:
         result, names = await _apply(shoal, file, strict, dry_run)
         prefix = "(dry run) " if dry_run else ""
-        if not result.plan.changes:
-            out.print("nothing to apply: no document holds an object Shoal runs", highlight=False)
-            return
+        if not result.plan.changes:  # a failure: a script must not take it for a deployment
+            fail(
+                "nothing to apply: no document holds an object Shoal runs (the warnings say "
+                "what was ignored); Shoal runs Workload, Deployment, DaemonSet, Job, Pod, "
+                "ConfigMap, Secret and Namespace"
+            )
         for change in result.plan.changes:
             action = change.action.value
             verb = {"create": "created", "update": "updated"}.get(action, action)
