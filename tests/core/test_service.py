@@ -5,6 +5,7 @@ import pytest
 from shoal.cluster import StaticCluster
 from shoal.core import ManualClock, ShoalService
 from shoal.interfaces import Actor, GossipState, InvalidInput, Member, Unavailable
+from shoal.kube import parse_documents
 from shoal.state import MemoryStore
 from tests.core.support import Cluster, FakeCluster, spec
 
@@ -87,3 +88,32 @@ async def test_scaling_a_daemon_or_a_job_is_refused_with_what_counts_instead(
         assert refused.value.details.get("field") == "replicas"
         after = await service.get_workload("agent")
         assert after.spec.replicas == 1 and after.revision == before.revision
+
+
+async def test_a_workload_applied_as_another_kind_is_replaced_with_a_warning(
+    cluster: Cluster,
+) -> None:
+    """Kubernetes keeps a Deployment and a Workload of one name apart; Shoal cannot."""
+    await cluster.service.apply([spec("hello", replicas=2)])
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "hello"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "hello"}},
+            "template": {
+                "metadata": {"labels": {"app": "hello"}},
+                "spec": {"containers": [{"name": "main", "image": "busybox"}]},
+            },
+        },
+    }
+    (translated,) = parse_documents([deployment], "hello.yaml").objects
+    planned = await cluster.service.apply([translated], dry_run=True)
+    expected = (
+        "Deployment default/hello replaces the Workload of that name: Shoal keeps one "
+        "workload per namespace and name, whatever its kind"
+    )
+    assert expected in planned.warnings
+    assert expected in (await cluster.service.apply([translated])).warnings
+    again = await cluster.service.apply([translated])
+    assert not any("replaces" in w for w in again.warnings)  # a Deployment now: nothing to say

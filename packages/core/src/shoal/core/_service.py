@@ -309,6 +309,12 @@ class ShoalService:
             if spec.origin is not None
             for note in spec.origin.ignored
         ]
+        warnings += [
+            f"{_applied_as(spec)} {spec.key} replaces the {_applied_as(stored.value.spec)} of "
+            "that name: Shoal keeps one workload per namespace and name, whatever its kind"
+            for spec, stored in zip(workload_specs, current, strict=True)
+            if stored is not None and _applied_as(spec) != _applied_as(stored.value.spec)
+        ]
         if dry_run:
             return ApplyResult(plan=plan, applied=False, warnings=warnings)
 
@@ -1102,6 +1108,11 @@ class _ConfigLookup:
             (kind, name): await self.get(spec.namespace, kind, name)
             for kind, name in spec.template.config_refs()
         }
+
+
+def _applied_as(spec: WorkloadSpec) -> str:
+    """Return the kind ``spec`` was written as: its Kubernetes kind, or Workload."""
+    return spec.origin.kind if spec.origin is not None else "Workload"
 
 
 def _kept_paused(spec: WorkloadSpec, stored: Workload | None) -> WorkloadSpec:
