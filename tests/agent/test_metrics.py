@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -36,6 +37,7 @@ from shoal.interfaces import (
     MetricSpec,
     Node,
     StateStore,
+    Unavailable,
     WorkloadSpec,
 )
 from shoal.runtime import MockRuntime
@@ -251,3 +253,22 @@ async def test_metrics_addr_serves_the_metrics_alone_at_an_address_of_their_own(
     assert value(samples(scraped.text), "shoal_leader") in (0, 1)
     assert healthz.json() == {"status": "ok"}
     assert api.status_code == 404  # the API is not served there
+
+
+async def test_metrics_addr_equal_to_the_api_addr_is_refused_naming_it(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a free port, for both options
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = NodeConfig(
+        data_dir=tmp_path / "data",
+        name="m3",
+        runtime="mock",
+        state="memory",
+        api_addr=f"127.0.0.1:{port}",
+        metrics_addr=f"127.0.0.1:{port}",
+    )
+    expected = f"--metrics-addr 127.0.0.1:{port} is the API's own address"
+    with pytest.raises(Unavailable, match=re.escape(expected)):
+        await run_agent(config, tmp_path / "home")
+    with socket.socket() as again:  # the API's socket was closed on the way out
+        again.bind(("127.0.0.1", port))

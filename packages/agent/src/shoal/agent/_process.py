@@ -44,7 +44,7 @@ from shoal.client import (
     redeem_enrolment_code,
 )
 from shoal.core import AgentContext, AgentMount
-from shoal.interfaces import Caller, InvalidInput, NodeRole, Role, ShoalError
+from shoal.interfaces import Caller, InvalidInput, NodeRole, Role, ShoalError, Unavailable
 from shoal.ui import Authenticate, Enrol, ui_mount
 
 from ._config import NodeConfig
@@ -250,7 +250,12 @@ def _bind_metrics(config: NodeConfig) -> tuple[NodeConfig, socket.socket | None]
     """
     if config.metrics_addr is None:
         return config, None
-    sock = bind(config.metrics_addr)
+    if config.role != NodeRole.WORKER and config.metrics_addr == config.api_addr:
+        raise Unavailable(
+            f"--metrics-addr {config.metrics_addr} is the API's own address: the API serves "
+            "GET /metrics already; leave --metrics-addr out, or give it another port"
+        )
+    sock = bind(config.metrics_addr, "--metrics-addr")
     host = config.metrics_addr.rpartition(":")[0]
     return config.model_copy(update={"metrics_addr": f"{host}:{sock.getsockname()[1]}"}), sock
 

@@ -34,8 +34,8 @@ def parse_addr(addr: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def bind(addr: str) -> socket.socket:
-    """Bind and listen on ``addr``.
+def bind(addr: str, flag: str = "--api-addr") -> socket.socket:
+    """Bind and listen on ``addr``, which the option ``flag`` gave (errors name it).
 
     Raises:
         Unavailable: the port is taken or the address is not ours.
@@ -51,9 +51,9 @@ def bind(addr: str) -> socket.socket:
         sock.close()
         hint = (
             "another process (another shoal agent?) listens there: stop it or pick "
-            "another address with --api-addr"
+            f"another address with {flag}"
             if exc.errno == errno.EADDRINUSE
-            else "check the address with --api-addr"
+            else f"check the address with {flag}"
         )
         raise Unavailable(
             f"cannot listen on {addr}: {exc.strerror or exc}; {hint}", address=addr

@@ -45,7 +45,7 @@ def logs(
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
     ] = False,
-    tail: Annotated[int | None, typer.Option(help="Only the last N lines.")] = None,
+    tail: Annotated[int | None, typer.Option(help="Only the last N lines.", min=0)] = None,
     since: Annotated[str | None, typer.Option(help="Only lines since 10s/5m/2h or a time.")] = None,
     container: Annotated[str | None, typer.Option("--container", "-c", help="Container.")] = None,
     namespace: Namespace = "default",

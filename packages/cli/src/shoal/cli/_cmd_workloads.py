@@ -247,7 +247,7 @@ def delete(
 @app.command()
 def events(
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Keep printing new events.")] = False,
-    limit: Annotated[int, typer.Option(help="How many recent events.")] = 50,
+    limit: Annotated[int, typer.Option(help="How many recent events.", min=1, max=5000)] = 50,
     output: Annotated[Format, typer.Option("--output", "-o")] = Format.TABLE,
     trace: Annotated[
         str | None,

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shoal.interfaces import InvalidSpec, load_yaml_documents
+from shoal.interfaces import MAX_MANIFEST_FILE_BYTES, InvalidSpec, load_yaml_documents
 
 __all__ = ["MANIFEST_SUFFIXES", "load_documents", "load_sources"]
 
@@ -56,17 +56,29 @@ def load_documents(path: str, name: str | None = None) -> tuple[list[Any], str]:
         InvalidSpec: the file cannot be read, or is not valid YAML/JSON; the
             message names the file and, for syntax errors, the line.
     """
+    limit = MAX_MANIFEST_FILE_BYTES
     if path == "-":
-        text, source = sys.stdin.read(), "<stdin>"
+        content, source = sys.stdin.buffer.read(limit + 1), "<stdin>"
     else:
         file = Path(path)
         source = name or file.name
         try:
-            text = file.read_text("utf-8")
+            with file.open("rb") as opened:  # at most the limit: /dev/zero has no end
+                content = opened.read(limit + 1)
         except FileNotFoundError:
             raise InvalidSpec(f"{path}: no such file; check the path given to -f") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InvalidSpec(f"{path}: cannot read it ({exc})") from None
+        except OSError as exc:
+            raise InvalidSpec(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if len(content) > limit:
+        raise InvalidSpec(
+            f"{source}: larger than {limit // (1024 * 1024)} MiB: split it into files"
+        )
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidSpec(
+            f"{source}: not UTF-8 text (byte {exc.start}): save it as UTF-8"
+        ) from None
     if path.endswith(".json"):
         try:
             loaded = json.loads(text)

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     )
     from ._datadir import DATA_DIR_LOCK, NODE_KEY_FILE, DataDirLock, agent_pid
     from ._documents import (
+        MAX_MANIFEST_FILE_BYTES,
         describe_validation_error,
         load_yaml_documents,
         parse_workload_documents,
@@ -418,6 +419,7 @@ _LAZY = {
     "NODE_KEY_FILE": "._datadir",
     "DataDirLock": "._datadir",
     "agent_pid": "._datadir",
+    "MAX_MANIFEST_FILE_BYTES": "._documents",
     "describe_validation_error": "._documents",
     "load_yaml_documents": "._documents",
     "parse_workload_documents": "._documents",
@@ -548,6 +550,7 @@ __all__ = [
     "MANIFEST_ANNOTATION",
     "MAX_CONFIG_BYTES",
     "MAX_EVENT_BYTES",
+    "MAX_MANIFEST_FILE_BYTES",
     "MAX_REPLICAS",
     "MAX_SPAN_EVENTS",
     "MAX_TRACE_NODES",

@@ -18,6 +18,7 @@ from ._workload import WorkloadSpec
 
 __all__ = [
     "MAX_ALIAS_EXPANSION",
+    "MAX_MANIFEST_FILE_BYTES",
     "describe_validation_error",
     "load_yaml_documents",
     "parse_workload_documents",
@@ -33,6 +34,10 @@ _FIXES = {
     "value_error": "",
 }
 
+
+MAX_MANIFEST_FILE_BYTES = 8 * 1024 * 1024
+"""The largest manifest file read (``shoal apply -f``, a watched directory): a ConfigMap or
+Secret holds at most 1 MiB, and a larger file is more likely a mistake than manifests."""
 
 MAX_ALIAS_EXPANSION = 100_000
 """How many nodes a YAML document's aliases may add to what it spells out.

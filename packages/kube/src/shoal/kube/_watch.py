@@ -30,6 +30,7 @@ import watchfiles
 from anyio.abc import TaskStatus
 
 from shoal.interfaces import (
+    MAX_MANIFEST_FILE_BYTES,
     Clock,
     EventType,
     InvalidSpec,
@@ -51,8 +52,6 @@ log = logging.getLogger(__name__)
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 """The file names a watched directory applies."""
 
-MAX_MANIFEST_BYTES = 8 * 1024 * 1024
-"""The largest manifest read (one ConfigMap or Secret holds at most 1 MiB)."""
 
 SKIP_SUFFIX = ".skip"
 """``FILE.skip`` beside ``FILE`` pauses it: its objects stay as they are."""
@@ -84,14 +83,14 @@ async def _read(path: str) -> bytes | None:
     """Return a manifest's bytes; None when it is not a file (gone, or a directory).
 
     Raises:
-        OSError: it cannot be read, or is larger than MAX_MANIFEST_BYTES.
+        OSError: it cannot be read, or is larger than MAX_MANIFEST_FILE_BYTES.
 
     """
     file = anyio.Path(path)
     try:
-        if (await file.stat()).st_size > MAX_MANIFEST_BYTES:
+        if (await file.stat()).st_size > MAX_MANIFEST_FILE_BYTES:
             raise OSError(
-                f"larger than {MAX_MANIFEST_BYTES // (1024 * 1024)} MiB: split it into files"
+                f"larger than {MAX_MANIFEST_FILE_BYTES // (1024 * 1024)} MiB: split it into files"
             )
         return await file.read_bytes()
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
