@@ -567,7 +567,7 @@ async def test_an_unreadable_file_is_an_error_not_a_crash(
     web = tmp_path / "web.yaml"
     web.write_text(workload("web"))
     async with watching(service, tmp_path) as watcher:
-        monkeypatch.setattr(_watch, "MAX_MANIFEST_BYTES", 10)
+        monkeypatch.setattr(_watch, "MAX_MANIFEST_FILE_BYTES", 10)
         web.write_text(workload("web", replicas=2))
         await until(lambda: "cannot be read" in status(watcher, web).error, "the error")
         assert "larger than" in status(watcher, web).error
