@@ -88,6 +88,19 @@ async def test_history_and_undo_round_trip(cluster: Cluster) -> None:
     assert "RolledBack" in {e.reason for e in events}
 
 
+async def test_a_job_has_no_rollout_to_undo_pause_resume_or_promote(cluster: Cluster) -> None:
+    await cluster.service.apply([spec(mode="job", restart_policy="Never")])
+    for verb, act in [
+        ("undo", cluster.service.rollout_undo("web")),
+        ("pause", cluster.service.pause_rollout("web")),
+        ("resume", cluster.service.pause_rollout("web", paused=False)),
+        ("promote", cluster.service.promote_rollout("web")),
+    ]:
+        with pytest.raises(Conflict, match=f"is a job: .* no rollout to {verb}"):
+            await act
+    assert not (await cluster.workload()).spec.paused
+
+
 async def test_undo_with_no_earlier_revision_is_a_conflict(cluster: Cluster) -> None:
     await cluster.service.apply([spec()])
     with pytest.raises(Conflict, match="no earlier revision to go back to: only revision 1"):

@@ -100,7 +100,7 @@ from ._configs import (
     with_config_hash,
 )
 from ._explain import explain_instance
-from ._jobs import refuse_job_template_change
+from ._jobs import refuse_job_template_change, refuse_rollout_of_job
 from ._plan import make_plan, plan_change
 from ._repo import EVENTS, Repository, Stored, decoder_of, node_key, workload_key
 from ._revisions import first_revision, revision_of, template_hash, with_template
@@ -550,6 +550,7 @@ class ShoalService:
         and makes a new revision.
         """
         before = await self.get_workload(name, namespace)
+        refuse_rollout_of_job(before, "undo")
         target = revision_of(before, revision)
 
         def change(workload: Workload) -> Workload | None:
@@ -584,6 +585,7 @@ class ShoalService:
         """
 
         def change(workload: Workload) -> Workload | None:
+            refuse_rollout_of_job(workload, "promote")
             if not workload.spec.update.canary:
                 raise Conflict(
                     f"workload {workload.key} has no canaries to promote (update.canary is 0)",
@@ -612,6 +614,7 @@ class ShoalService:
         """Pause (or resume, with ``paused=False``) a workload's rollouts."""
 
         def change(workload: Workload) -> Workload | None:
+            refuse_rollout_of_job(workload, "pause" if paused else "resume")
             if workload.spec.paused == paused:
                 return None
             spec = workload.spec.model_copy(update={"paused": paused})
