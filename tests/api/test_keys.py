@@ -77,6 +77,15 @@ def test_init_keypair_where_it_cannot_write_says_so_and_leaves_no_key_behind(
     assert sorted(p.name for p in home.iterdir()) == ["id_ed25519"]  # no temporary key file
 
 
+def test_authorized_keys_missing_or_not_a_file_says_which(tmp_path: Path) -> None:
+    path = tmp_path / "authorized_keys"
+    with pytest.raises(InvalidInput, match="authorized_keys does not exist: it is the agent's"):
+        load_authorized_keys(path)
+    path.mkdir()
+    with pytest.raises(InvalidInput, match="authorized_keys is not a file: it is the agent's"):
+        load_authorized_keys(path)
+
+
 def test_load_keypair_missing_says_to_run_keys_init(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="run `shoal keys init`"):
         load_keypair(tmp_path)

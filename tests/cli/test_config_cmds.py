@@ -307,6 +307,8 @@ async def test_create_and_delete_configmaps_secrets_and_namespaces(
         "create", "secret", "generic", "x", "--from-literal", "novalue", check=False
     )
     assert bad.returncode == 2 and "is not KEY=VALUE" in bad.stderr
+    no_file = await agent.shoal("create", "configmap", "x", "--from-file", "k=", check=False)
+    assert no_file.returncode == 2 and "--from-file 'k=' names no file" in no_file.stderr
     bad_key = await agent.shoal("create", "configmap", "x", "--from-literal", "a b=1", check=False)
     assert (
         bad_key.returncode == 1 and "'a b'" in bad_key.stderr and "Traceback" not in bad_key.stderr

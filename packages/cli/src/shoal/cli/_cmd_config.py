@@ -102,6 +102,8 @@ def _entries(literals: list[str] | None, files: list[str] | None) -> dict[str, b
         key, equals, path = spec.partition("=")
         if not equals:
             key, path = "", spec
+        if not path:
+            fail(f"--from-file {spec!r} names no file: write [KEY=]PATH, e.g. index.html=./site", 2)
         file = Path(path)
         try:
             content = file.read_bytes()

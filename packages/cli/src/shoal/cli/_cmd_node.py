@@ -24,7 +24,8 @@ def node_reset(
         str, typer.Option(help="The OCI runtime the node ran its pods with.")
     ] = "runc",
     grace: Annotated[
-        float, typer.Option(help="Seconds each pod has to exit after SIGTERM, before SIGKILL.")
+        float,
+        typer.Option(help="Seconds each pod has to exit after SIGTERM, before SIGKILL.", min=0),
     ] = 10.0,
 ) -> None:
     """Stop and remove the pods a node left on this host, and free its bridge.

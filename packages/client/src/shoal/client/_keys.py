@@ -358,8 +358,11 @@ def load_authorized_keys(path: Path) -> AuthorizedKeys:
         InvalidInput: the file is missing or writable by other users.
     """
     if not path.is_file():
+        what = "is not a file" if path.exists() else "does not exist"
         raise InvalidInput(
-            f"{path} does not exist: start the agent once to create it", path=str(path)
+            f"{path} {what}: it is the agent's list of authorized keys, which the agent "
+            "creates at its first start (move what is there aside, then start it once)",
+            path=str(path),
         )
     _check_not_exposed(path, writable_only=True)
     return parse_authorized_keys(_read(path), str(path))
