@@ -153,9 +153,10 @@ async def test_a_liveness_kill_is_reported_as_one_not_as_a_crash(cluster: Cluste
         assert (await reasons())[-2:] == ["NotReady", "Unhealthy"]
         assert await instance_state(cluster) == (InstanceState.RUNNING, False, 0)
         (inst,) = await cluster.service.list_instances()
-        runtime.kill(inst.uid, "main")  # it dies meanwhile: a pass sees it exited
+        runtime.kill(inst.uid, "main")  # it dies meanwhile: a pass sees it exited first
         await loop.reconcile_once()
-        assert (await cluster.service.get_instance(inst.name)).state == InstanceState.RUNNING
+        seen = await cluster.service.get_instance(inst.name)
+        assert (seen.state, seen.reason) == (InstanceState.FAILED, "LivenessProbeFailed")
         cluster.clock.advance(loop.stop_grace)
     (inst,) = await cluster.service.list_instances()
     assert (inst.state, inst.reason) == (InstanceState.FAILED, "LivenessProbeFailed")

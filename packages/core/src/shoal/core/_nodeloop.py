@@ -182,8 +182,9 @@ class NodeLoop:
         self.probe_tick = probe_tick
         self.probes = ProbeTracker()
         self._running: dict[str, Stored[Instance]] = {}
-        self._killing: set[str] = set()
-        """Pods being stopped for a failed liveness probe, by uid: their exit is no crash."""
+        self._killed: dict[str, str] = {}
+        """Why each pod stopped for a failed liveness probe was stopped, by uid, until its
+        instance is reported failed for it: its exit is no crash of its own."""
         self._files: dict[str, str] = {}
         """Digest of the file volumes each running pod was last given, by uid."""
         self._stuck: dict[str, _StuckTeardown] = {}
@@ -386,6 +387,8 @@ class NodeLoop:
         mine = self.instances.by_index("node", self.name)
         self._running = {s.value.uid: s for s in mine if s.value.state == InstanceState.RUNNING}
         self.probes.forget(set(self._running))
+        for uid in set(self._killed) - set(self._running):  # reported, or gone
+            del self._killed[uid]
         for uid in set(self._files) - set(self._running):
             del self._files[uid]
         for uid in set(self._stuck) - {s.value.uid for s in mine}:
@@ -776,9 +779,10 @@ class NodeLoop:
         if pod is not None and not pod.exited:
             await self._refresh_files(inst)
             return
-        if inst.uid in self._killing:
-            return  # stopped for a failed liveness probe: _kill_unhealthy reports it
-        if pod is None:
+        killed = self._killed.pop(inst.uid, None)
+        if killed is not None:  # stopped for a failed liveness probe: no crash of its own
+            finished = inst.transition(InstanceState.FAILED, "LivenessProbeFailed", killed)
+        elif pod is None:
             message = "its containers are gone from the runtime (was the node restarted?)"
             finished = inst.transition(InstanceState.FAILED, "ContainerMissing", message)
         elif pod.exited:
@@ -987,27 +991,25 @@ class NodeLoop:
     async def _kill_unhealthy(self, stored: Stored[Instance], container: str, message: str) -> None:
         """Stop a pod whose liveness probe failed, and report it failed for that reason.
 
-        The event comes first (the stop may take the whole grace period), and while
-        the pod stops its exit is this method's to report: a pass that sees it
-        exited meanwhile leaves it alone (:meth:`_watch_running`), rather than
-        report the kill's SIGTERM or SIGKILL as a crash of its own.
+        The event comes first (the stop may take the whole grace period), once
+        however often the stop is tried. Whichever reports the exit, this method
+        or a pass that sees it first (:meth:`_watch_running`), reports it as
+        ``LivenessProbeFailed``, never the kill's SIGTERM or SIGKILL as a crash.
         """
         inst = stored.value
         why = f"liveness probe of {container} failed: {message}"
-        await self._record(
-            _ref(inst),
-            "Unhealthy",
-            f"{why}; stopping it (grace {self.stop_grace:g} s)",
-            self.actor,
-            event_type=EventType.WARNING,
-        )
-        self._killing.add(inst.uid)
-        try:
-            with contextlib.suppress(NotFound):  # it may have exited meanwhile
-                await self.runtime.stop(inst.uid, self.stop_grace)
-            await self._report_killed(stored, why)
-        finally:
-            self._killing.discard(inst.uid)
+        if inst.uid not in self._killed:
+            await self._record(
+                _ref(inst),
+                "Unhealthy",
+                f"{why}; stopping it (grace {self.stop_grace:g} s)",
+                self.actor,
+                event_type=EventType.WARNING,
+            )
+        self._killed[inst.uid] = why
+        with contextlib.suppress(NotFound):  # it may have exited meanwhile
+            await self.runtime.stop(inst.uid, self.stop_grace)
+        await self._report_killed(stored, why)
 
     async def _report_killed(self, stored: Stored[Instance], why: str) -> None:
         inst = stored.value
@@ -1019,6 +1021,7 @@ class NodeLoop:
             return failed.model_copy(update={"finished_at": self.clock.now(), "ready": False})
 
         await self._update(stored, change)
+        self._killed.pop(inst.uid, None)
         self._did("kill_unhealthy")
         self._running.pop(inst.uid, None)
         self.probes.forget(set(self._running))

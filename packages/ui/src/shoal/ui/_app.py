@@ -96,14 +96,39 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+_PAGE_DEPTHS: dict[str, tuple[int, ...]] = {
+    "workloads": (1, 3),
+    "instances": (1, 3),
+    "nodes": (1, 2),
+}
+"""How many path segments the pages of a section have (``workloads/NS/NAME``: 3); others 1."""
+
+
+def _is_page(rest: str, raw_path: bytes) -> bool:
+    """Whether ``/ui/<rest>`` is a page: a known section, as many names as its pages have.
+
+    The page's script fetches the fragment of the same path and swaps it in as
+    HTML, so nothing else may become one: not a sub-resource (an instance's logs
+    are text its container wrote), not ``..``, not an encoded slash (``%2F``).
+    """
+    parts = rest.split("/") if rest else [""]
+    section = parts[0]
+    if section not in _PAGES or b"%" in raw_path or b"\\" in raw_path:
+        return False
+    names = parts[1:]
+    return len(parts) in _PAGE_DEPTHS.get(section, (1,)) and all(
+        name and name not in (".", "..") for name in names
+    )
+
+
 async def page(request: Request) -> Response:
     """Serve a page shell: the layout and the signed fragment its script loads."""
     rest = request.path_params.get("page", "")
-    section = rest.split("/", 1)[0]
-    if section not in _PAGES:
+    if not _is_page(rest, request.scope.get("raw_path") or b""):
         return templates.TemplateResponse(
             request, "shell.html", {"title": "Not found", "fragment": "", "section": ""}, 404
         )
+    section = rest.split("/", 1)[0]
     fragment = "/ui/f/" + (rest or "overview")
     if request.url.query:
         fragment += "?" + request.url.query

@@ -129,6 +129,10 @@
     document.getElementById("who").textContent = "not enrolled";
   }
 
+  function isHtml(response) {
+    return (response.headers.get("content-type") || "").startsWith("text/html");
+  }
+
   async function start() {
     const page = document.getElementById("page");
     const fragment = page.dataset.fragment;
@@ -145,6 +149,7 @@
     page.hidden = false;
     if (!first) { page.textContent = "No such page."; return; }
     if (!first.ok) { notify(await errorMessage(first), true); page.textContent = ""; return; }
+    if (!isHtml(first)) { page.textContent = "No such page."; return; } // never text as markup
     const html = await first.text();
     followChanges();
     const content = document.createElement("div");
@@ -180,14 +185,23 @@
     return values;
   }
 
+  // A path as the browser resolves it: "/ui/f/../../v1/x" is /v1/x, which is no fragment.
+  function fragmentPath(path) {
+    const resolved = new URL(path, location.origin);
+    if (resolved.origin !== location.origin || !resolved.pathname.startsWith("/ui/f/")) return null;
+    return resolved.pathname + resolved.search;
+  }
+
   document.addEventListener("htmx:confirm", (evt) => {
     const detail = evt.detail;
-    if (!detail.path || !detail.path.startsWith("/ui/f/")) return;
-    evt.preventDefault();
+    if (!detail.path) return;
+    evt.preventDefault(); // every request is signed here, or not made at all
+    const path = fragmentPath(detail.path);
+    if (path === null) { notify("refused a request outside the dashboard: " + detail.path, true); return; }
     const elt = detail.elt;
     const verb = detail.verb.toLowerCase();
     const values = valuesOf(elt, verb);
-    let url = detail.path;
+    let url = path;
     let body = null;
     if (verb === "get") {
       const query = new URLSearchParams(values).toString();
@@ -198,9 +212,8 @@
     const target = detail.target;
     signedFetch(verb.toUpperCase(), url, body).then(async (response) => {
       const text = await response.text();
-      const isHtml = (response.headers.get("content-type") || "").startsWith("text/html");
-      if (!response.ok && !isHtml) {
-        if (response.status !== 401) notify(JSON.parse(text).error.message, true);
+      if (!isHtml(response)) { // an error, or data: shown as text, never swapped in as markup
+        if (!response.ok && response.status !== 401) notify(JSON.parse(text).error.message, true);
         return;
       }
       const swapStyle = elt.getAttribute("hx-swap") || "innerHTML";
