@@ -13,6 +13,8 @@ from shoal.core import ManualClock, ShoalService
 from shoal.interfaces import (
     MANIFEST_ANNOTATION,
     Actor,
+    ApplyResult,
+    Conflict,
     ManifestSource,
     Via,
     Workload,
@@ -557,6 +559,35 @@ async def test_a_replaced_directory_is_watched_again(service: ShoalService, tmp_
             "the new file applied",
             within=5,
         )
+
+
+async def test_an_object_moved_to_a_file_that_fails_to_apply_is_not_left_unowned(
+    service: ShoalService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """a.yaml drops x for b.yaml, whose apply is refused: no file defines x, so it goes."""
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text(documents(workload("x"), workload("y")))
+    second.write_text(workload("z"))
+    async with watching(service, tmp_path) as watcher:
+        applied = service.apply
+
+        async def refuse_b(specs: list[WorkloadSpec], **kwargs: bool) -> ApplyResult:
+            if any(s.annotations.get(MANIFEST_ANNOTATION, "").endswith("b.yaml") for s in specs):
+                raise Conflict("refused for the test")
+            return await applied(specs, **kwargs)
+
+        monkeypatch.setattr(service, "apply", refuse_b)
+        second.write_text(documents(workload("z"), workload("x")))
+        first.write_text(workload("y"))
+        await until(lambda: status(watcher, second).error, "b.yaml refused")
+
+        async def x_gone() -> bool:
+            return "x" not in await names(service)
+
+        await until(x_gone, "x pruned: no file defines it")
+        assert await names(service) == {"y", "z"}
+        assert status(watcher, first).objects == ["Workload default/y"]
+        assert status(watcher, second).objects == ["Workload default/z"]
 
 
 async def test_an_unreadable_file_is_an_error_not_a_crash(

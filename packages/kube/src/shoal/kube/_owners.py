@@ -112,6 +112,9 @@ class Owners:
         """What the new content of files in a batch defines, read but not yet applied: it
         counts as their claim (see :meth:`owners`), so another file of the batch hands an
         object over to them rather than prune it."""
+        self.handed: dict[Ref, str] = {}
+        """Objects a file dropped for a claim that was only read ahead, with that file's
+        path: :meth:`settle_handovers` prunes those the batch left unclaimed."""
         self._seeded = False
 
     def statuses(self) -> list[ManifestSource]:
@@ -249,7 +252,11 @@ class Owners:
         dropped = source.owned - {Ref.of(spec) for spec in mine}
         source.owned = {Ref.of(spec) for spec in mine}
         after = self.owners()
-        # What another file now claims is handed over (that file applies it), not deleted.
+        # What another file now claims is handed over (that file applies it), not deleted;
+        # a claim only read ahead is held to at the batch's end (settle_handovers).
+        for ref in dropped:
+            if ref in after and after[ref] in self.ahead:
+                self.handed[ref] = source.path
         await self.prune(source.path, [ref for ref in dropped if ref not in after])
         if changed:
             await self.event(
@@ -263,11 +270,31 @@ class Owners:
         if cascade:
             await self._resync_others(source.path, before, after)
 
+    async def settle_handovers(self) -> None:
+        """Prune what a batch's files dropped for claims they read ahead but did not apply.
+
+        Called once the batch's claims read ahead are gone (``ahead`` empty): an
+        object whose new file failed to apply it is claimed by no file now, and
+        goes as if its old file had simply dropped it. One the new file applied
+        carries that file's annotation, which :meth:`prune` leaves alone.
+        """
+        claimed = self.owners()
+        by_path: dict[str, list[Ref]] = {}
+        for ref, path in self.handed.items():
+            if ref not in claimed:
+                by_path.setdefault(path, []).append(ref)
+        self.handed = {}
+        for path, refs in sorted(by_path.items()):
+            await self.prune(path, refs)
+
     async def forget(self, source: Source) -> None:
         """The file is gone: prune what it owns (what another file claims is handed over)."""
         before = self.owners()
         del self.sources[source.path]
         after = self.owners()
+        for ref in source.owned:
+            if ref in after and after[ref] in self.ahead:
+                self.handed[ref] = source.path
         await self.prune(source.path, [ref for ref in source.owned if ref not in after])
         await self.event(source.path, "ManifestRemoved", f"{source.path} was removed")
         await self._resync_others(source.path, before, after)
@@ -278,6 +305,7 @@ class Owners:
         """Let the files that won or lost an object to ``path``'s change apply again."""
         changed = {ref for ref in before.keys() | after.keys() if before.get(ref) != after.get(ref)}
         others = {p for ref in changed for p in (before.get(ref), after.get(ref))}
+        others -= self.ahead.keys()  # read ahead: their own pass in this batch applies them
         for other in sorted(p for p in others if p and p != path and p in self.sources):
             source = self.sources[other]
             if source.skipped or source.desired is None:

@@ -349,6 +349,8 @@ class ManifestWatcher:
         finally:
             self.owners.ahead.clear()
             self._parsed.clear()
+        async with self._lock:
+            await self.owners.settle_handovers()
 
     async def _read_ahead(self, path: str) -> None:
         """Note what ``path``'s new content defines (``Owners.ahead``), if it reads and parses."""
