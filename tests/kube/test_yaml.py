@@ -125,6 +125,9 @@ def test_a_key_repeated_in_one_mapping_is_refused_at_its_line() -> None:
         "web.yaml: line 8, column 3: invalid YAML: key 'replicas' appears twice in one "
         "mapping (first on line 7): keep one; nothing was applied"
     )
+    # Keys are compared as the mapping will hold them: 1 and 01 are one key.
+    with pytest.raises(InvalidSpec, match=r"line 2, column 1: .* key '01' appears twice"):
+        load_yaml_documents("1: a\n01: b\n", "ports.yaml")
     # The same key in two mappings, and a merge key overridden, are fine.
     merged = "base: &base {replicas: 2, image: busybox}\nweb: {<<: *base, replicas: 3}\n"
     (document,) = load_yaml_documents(merged, "merged.yaml")

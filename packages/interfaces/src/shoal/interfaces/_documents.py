@@ -131,11 +131,12 @@ def _loader() -> type[Any]:
 
         def compose_mapping_node(self, anchor: Any) -> MappingNode:  # str | None (stubs differ)
             node = super().compose_mapping_node(anchor)
-            first: dict[tuple[str, str], Node] = {}
+            first: dict[object, Node] = {}
             for key, _ in node.value:
                 if not isinstance(key, ScalarNode) or key.tag == merge:
                     continue
-                earlier = first.setdefault((key.tag, key.value), key)
+                # Compared as the keys of the mapping made of it will be: 1 and 01 are one.
+                earlier = first.setdefault(self.construct_object(key), key)
                 if earlier is not key:
                     raise ComposerError(
                         None,
