@@ -339,3 +339,39 @@ def test_a_one_time_enrolment_code_enrols_one_browser(browser: Browser, agent: L
     finally:
         first.close()
         second.close()
+
+
+def test_text_a_workload_controls_is_never_markup_the_page_acts_on(
+    operator: Enrolled, agent: LiveAgent, pages: Pages
+) -> None:
+    """A log line or a label that reads as an htmx form does nothing, wherever it shows."""
+    instance = next(i for i in web_instances(agent) if i.state.value == "running")
+    hostile = f'<form hx-post="/ui/f/nodes/{instance.node}/cordon" hx-trigger="load"></form>'
+    agent.write_log(instance.uid, "web", hostile)
+    traversal = '<form hx-post="/ui/f/../../v1/workloads/default/web/scale" hx-trigger="load">'
+    agent.write_log(instance.uid, "web", traversal)
+    for path in [
+        f"/ui/instances/default/{instance.name}/logs",  # its NDJSON, not a page
+        "/ui/workloads/..%2F..%2F..%2Fv1%2Fworkloads",  # an encoded way out of /ui/f/
+    ]:
+        page = pages.track(operator.context.new_page())
+        page.goto(agent.url + path)
+        expect(page.locator("#page")).to_have_text("No such page.", timeout=5000)
+        expect(page.locator("form[hx-post]")).to_have_count(0)
+    shown = pages.open(operator, agent, f"/ui/instances/default/{instance.name}").page
+    expect(shown.locator("[data-log-lines] .line").last).to_contain_text("hx-post")  # as text
+    # Markup that got in anyway may not lead the signing hook out of /ui/f/.
+    shown.evaluate(
+        """() => {
+          const form = document.createElement("form");
+          form.setAttribute("hx-post", "/ui/f/../../v1/workloads/default/web/scale");
+          form.setAttribute("hx-vals", JSON.stringify({replicas: 5}));
+          form.setAttribute("hx-trigger", "load");
+          document.getElementById("content").append(form);
+          htmx.process(form);
+        }"""
+    )
+    expect(shown.locator("#notice")).to_contain_text("refused a request outside the dashboard")
+    node = agent.call(agent.node.service.get_node, instance.node or "")
+    assert not node.cordoned
+    assert agent.call(agent.node.service.get_workload, "web").spec.replicas == 2
