@@ -57,3 +57,19 @@ def test_the_instances_page_of_1000_instances_shows_a_page_of_rows_and_pages_on(
         f"{PAGE_SIZE + 1}\N{EN DASH}{2 * PAGE_SIZE} of {BUSY_INSTANCES}"
     )
     expect(page.locator("table.instances tbody tr")).to_have_count(PAGE_SIZE)
+
+
+def test_a_workloads_and_a_nodes_page_list_a_page_of_their_instances_and_link_to_the_rest(
+    busy_operator: Enrolled, busy_agent: LiveAgent, pages: Pages
+) -> None:
+    (workload,) = busy_agent.call(busy_agent.node.service.list_workloads)
+    node = busy_agent.node.node.name
+    for path, more in [
+        (f"/ui/workloads/{workload.namespace}/{workload.name}", f"workload={workload.name}"),
+        (f"/ui/nodes/{node}", f"node={node}"),
+    ]:
+        page = pages.open(busy_operator, busy_agent, path).page
+        expect(page.locator("table.instances tbody tr")).to_have_count(PAGE_SIZE)
+        note = page.locator("p.more")
+        expect(note).to_contain_text(f"The first {PAGE_SIZE} of {BUSY_INSTANCES} instances")
+        assert more in (note.locator("a").get_attribute("href") or "")

@@ -34,7 +34,11 @@ __all__ = ["PAGE_SIZE", "NodeRow", "fragment_routes", "problems"]
 EVENT_LIMIT = 500
 """How many of the latest events the events page filters."""
 PAGE_SIZE = 200
-"""Instances listed per page."""
+"""Instances listed per page (and on a workload's or a node's page)."""
+MAX_PROBLEMS = 50
+"""Lines the overview's problems list holds at most (the last says how many more)."""
+MAX_HITS = 100
+"""Search hits shown per kind at most."""
 
 
 @dataclass
@@ -62,7 +66,15 @@ def node_rows(nodes: list[Node], instances: list[Instance]) -> list[NodeRow]:
 
 
 def problems(nodes: list[Node], workloads: list[Workload], instances: list[Instance]) -> list[str]:
-    """What an operator should look at first, one sentence each."""
+    """What an operator should look at first, one sentence each, at most MAX_PROBLEMS."""
+    found = _problems(nodes, workloads, instances)
+    if len(found) <= MAX_PROBLEMS:
+        return found
+    more = len(found) - MAX_PROBLEMS + 1
+    return [*found[: MAX_PROBLEMS - 1], f"... and {more} more: see the instances and nodes pages"]
+
+
+def _problems(nodes: list[Node], workloads: list[Workload], instances: list[Instance]) -> list[str]:
     found: list[str] = []
     for node in nodes:
         if node.state != GossipState.ALIVE:
@@ -155,6 +167,7 @@ def fragment_routes(
             call=call,
             workload=item,
             instances=instances,
+            page_size=PAGE_SIZE,
             events=events,
         )
 
@@ -211,7 +224,7 @@ def fragment_routes(
         name = call.request.path_params["name"]
         item = await call.service.get_node(name)
         (row,) = node_rows([item], await call.service.list_instances(node=name))
-        return fragment(call.request, "node.html", call=call, row=row)
+        return fragment(call.request, "node.html", call=call, row=row, page_size=PAGE_SIZE)
 
     @viewer
     async def events(call: Call) -> Response:
@@ -264,7 +277,11 @@ def fragment_routes(
                 for n in await svc.list_nodes()
                 if text in n.name.lower() or text in n.node_id.lower()
             ]
-        return fragment(call.request, "search.html", call=call, text=text, found=found)
+        totals = {kind: len(hits) for kind, hits in found.items()}
+        shown = {kind: hits[:MAX_HITS] for kind, hits in found.items()}
+        return fragment(
+            call.request, "search.html", call=call, text=text, found=shown, totals=totals
+        )
 
     return [
         Route("/ui/f/whoami", whoami),
