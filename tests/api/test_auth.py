@@ -250,6 +250,8 @@ def test_target_uri_from_asgi_scope() -> None:
     assert target_uri_from_scope(scope) == "http://198.18.0.10:8080/v1/a%20b?x=1"
     bare = {"scheme": "https", "path": "/", "headers": [], "server": ("h", 443)}
     assert target_uri_from_scope(bare) == "https://h:443/"
+    six = {"scheme": "http", "path": "/", "headers": [], "server": ("::1", 7070)}
+    assert target_uri_from_scope(six) == "http://[::1]:7070/"
     for host in (b"[::1]:7070", b"shoal.example", b"my_host.local:1"):
         named = dict(scope, headers=[(b"host", host)])
         assert target_uri_from_scope(named) == f"http://{host.decode()}/v1/a%20b?x=1"

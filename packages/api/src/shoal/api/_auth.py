@@ -261,6 +261,8 @@ def target_uri_from_scope(scope: Mapping[str, Any]) -> str:
     host = headers.get(b"host", b"").decode("latin-1")
     if not host:
         server_host, server_port = scope.get("server") or ("localhost", None)
+        if ":" in server_host:  # an IPv6 address keeps its brackets in an authority
+            server_host = f"[{server_host}]"
         host = server_host if server_port is None else f"{server_host}:{server_port}"
     if _AUTHORITY.fullmatch(host) is None:
         raise _reject(
