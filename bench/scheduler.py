@@ -136,6 +136,7 @@ async def place_through_control_loop(
                 break
             if control.passes > 10:
                 raise RuntimeError("the control loop did not place everything in 10 passes")
+        control.close()  # as a leader's loop at the end of its term: its caches go with it
         return elapsed, listing.items[0].value
 
 

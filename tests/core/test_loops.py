@@ -593,3 +593,25 @@ async def test_a_new_leaders_loop_lists_the_whole_world_before_its_first_decisio
 async def _placed(cluster: Cluster, workload: str, count: int = 1) -> bool:
     instances = await cluster.service.list_instances()
     return sum(1 for i in instances if i.workload == workload and i.node) == count
+
+
+async def test_a_control_loop_that_stopped_drops_its_caches(cluster: Cluster) -> None:
+    """A term's loop holds the whole cluster in its caches: they must go when it stops.
+
+    Its tasks end cancelled, and the cancellation's tracebacks hold their
+    frames in a cycle: the loop itself lives on until the collector's rare
+    full pass, so the caches in it must be dropped, and no change wakes it.
+    """
+    await cluster.add_node("n1")
+    await cluster.service.apply([spec(replicas=2)])
+    loop = ControlLoop(cluster.store, DefaultScheduler(), cluster.clock)
+    async with anyio.create_task_group() as tg:
+        await tg.start(loop.run)
+        await eventually(functools.partial(_placed, cluster, "web", count=2))
+        tg.cancel_scope.cancel()
+    assert (len(loop.workloads), len(loop.instances), len(loop.nodes)) == (0, 0, 0)
+    assert loop.instances.by_index("workload", "default/web") == []
+    queued = loop.queue.depth
+    await loop.instances.refresh()  # were it still listening, this would queue the workload
+    assert len(loop.instances) == 2
+    assert loop.queue.depth == queued

@@ -272,6 +272,16 @@ class ControlLoop:
                 await self._work()
         finally:
             remove_source()
+            self.close()
+
+    def close(self) -> None:
+        """Drop the caches now, not at the garbage collector's next full pass.
+
+        A term's loop holds the whole cluster in them. :meth:`run` ends with
+        this; a caller that only calls :meth:`reconcile_once` calls it when done.
+        """
+        for informer in (self.workloads, self.instances, self.nodes):
+            informer.close()
 
     def _samples(self) -> list[Sample]:
         """The leader's gauges, counted from the caches when the metrics are scraped."""

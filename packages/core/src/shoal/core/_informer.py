@@ -91,8 +91,11 @@ class Informer(Generic[T]):
         self.store = store
         self.prefix = prefix
         self.decode = decode
-        self._expected: dict[str, tuple[bytes, Callable[[KeyValue], T]]] = {}
+        self._expected: dict[str, bytes] = {}
         """Values this process is writing, by key: see :meth:`expect`."""
+        self._makers: dict[str, Callable[[KeyValue], T]] = {}
+        """What builds each expected value's object: beside it, not in a tuple with it, since
+        a tuple per written object is one more object the garbage collector walks."""
         self.clock = clock
         self.revision = 0
         """The store revision this cache reflects (0 before the first list)."""
@@ -162,6 +165,24 @@ class Informer(Generic[T]):
     def listen(self, listener: Listener[T]) -> None:
         """Call ``listener(key, old, new)`` on every change from now on."""
         self._listeners.append(listener)
+
+    def close(self) -> None:
+        """Stop calling the listeners and forget the cache: this informer serves no one now.
+
+        A loop calls this when it stops (a leader's term ends). Its listeners
+        are mostly the loop's bound methods, a cycle; and the loop's tasks end
+        cancelled, their frames held by the cancellation's traceback, another:
+        both wait for the collector's rare full pass, and the whole cache with
+        them, unless it is dropped here. :meth:`refresh` or :meth:`run` fills it again.
+        """
+        self._listeners.clear()
+        self._objects.clear()
+        self._revisions.clear()
+        for index in self._indexes.values():
+            index.clear()
+        self._expected.clear()
+        self._makers.clear()
+        self.following = False
 
     def add_index(self, name: str, values: Callable[[T], Iterable[str]]) -> None:
         """Keep an index ``name`` from each object to the strings ``values`` gives."""
@@ -303,12 +324,16 @@ class Informer(Generic[T]):
         """
         if len(self._expected) >= MAX_EXPECTED:
             self._expected.clear()
-        self._expected[key] = (value, make)
+            self._makers.clear()
+        self._expected[key] = value
+        self._makers[key] = make
 
     def _decoded(self, kv: KeyValue) -> T | None:
         expected = self._expected.pop(kv.key, None)
-        if expected is not None and expected[0] == kv.value:
-            return expected[1](kv)
+        if expected is not None:
+            make = self._makers.pop(kv.key)
+            if expected == kv.value:
+                return make(kv)
         try:
             return self.decode(kv)
         except ValueError as exc:
