@@ -30,6 +30,8 @@ from shoal.core import (
 from shoal.interfaces import (
     VIA_HEADER,
     Capacity,
+    Conflict,
+    Expected,
     Forbidden,
     GossipState,
     InstanceState,
@@ -506,3 +508,30 @@ async def test_readyz_says_why_a_node_is_not_ready() -> None:
     assert down.status_code == 503
     assert down.json() == {"status": "not ready", "reason": "cannot reach etcd at 127.0.0.1:2379"}
     assert (up.status_code, up.json()) == (200, {"status": "ready"})
+
+
+async def test_a_change_sent_with_if_match_is_made_only_on_that_version(server: Server) -> None:
+    async with ShoalClient(server.url, OPERATOR) as client:
+        await client.apply([WorkloadSpec.model_validate(HELLO)])
+        planned = Expected.of(await client.get_workload("hello"))
+        await client.scale("hello", 4)  # another writer, after the plan
+        for act in [
+            client.scale("hello", 0, expected=planned),
+            client.delete_workload("hello", expected=planned),
+            client.pause_rollout("hello", expected=planned),
+            client.rollout_undo("hello", expected=planned),
+            client.promote_rollout("hello", expected=planned),
+        ]:
+            with pytest.raises(Conflict, match="changed since this change was planned"):
+                await act
+        workload = await client.get_workload("hello")
+        assert workload.spec.replicas == 4 and not workload.deleting and not workload.spec.paused
+        assert (await client.delete_workload("hello", expected=Expected.of(workload))).deleting
+    async with server.client(OPERATOR) as http:
+        bad = await http.post(
+            "/v1/workloads/default/hello/scale", json={"replicas": 1}, headers={"If-Match": "*"}
+        )
+        assert bad.status_code == 400
+        assert "If-Match '*' is not a workload's version" in str((await error_of(bad))["message"])
+        signed = bad.request.headers["Signature-Input"]
+        assert '"if-match"' in signed  # the client signs the precondition it sends

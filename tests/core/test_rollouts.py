@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shoal.interfaces import Conflict, InstanceState, NotFound, Workload
+from shoal.interfaces import Conflict, Expected, InstanceState, InvalidInput, NotFound, Workload
 from tests.core.support import Cluster, spec
 
 pytestmark = pytest.mark.anyio
@@ -251,3 +251,47 @@ async def test_canaries_with_auto_promote_are_promoted_once_available(cluster: C
     events = await cluster.service.list_events(kind="Workload", name="web")
     promoted = [e for e in events if e.reason == "Promoted"]
     assert len(promoted) == 1 and "automatically" in promoted[0].message
+
+
+async def test_a_change_with_an_expected_version_is_made_only_on_that_version(
+    cluster: Cluster,
+) -> None:
+    """A plan's version is checked as the change is written: nothing lands on another one."""
+    update = {"canary": 1, "max_surge": 1, "max_unavailable": 0}
+    await cluster.service.apply([spec(replicas=3, update=update)])
+    await cluster.service.apply([spec(replicas=3, image="busybox:2", update=update)])
+    planned = Expected.of(await cluster.workload())
+    await cluster.service.apply([spec(replicas=3, image="busybox:3", update=update)])
+    changed = await cluster.workload()  # another writer came between the plan and the change
+    for act in [
+        cluster.service.scale("web", 0, expected=planned),
+        cluster.service.rollout_undo("web", expected=planned),
+        cluster.service.promote_rollout("web", expected=planned),
+        cluster.service.pause_rollout("web", expected=planned),
+        cluster.service.delete_workload("web", expected=planned),
+    ]:
+        with pytest.raises(Conflict, match=r"changed since this change was planned \(generation"):
+            await act
+    assert await cluster.workload() == changed  # nothing was written
+
+    await cluster.service.delete_workload("web")
+    await cluster.control.reconcile_once()  # no instances: the workload goes
+    await cluster.service.apply([spec(replicas=3, update=update)])
+    again = await cluster.workload()
+    with pytest.raises(Conflict, match="was deleted and made again since this change was planned"):
+        await cluster.service.scale("web", 0, expected=Expected(uid=changed.uid, generation=1))
+    assert (await cluster.workload()) == again
+
+    now = Expected.of(again)
+    assert (await cluster.service.scale("web", 5, expected=now)).spec.replicas == 5
+    with pytest.raises(Conflict, match="generation 1, now 2"):  # the scale made generation 2
+        await cluster.service.delete_workload("web", expected=now)
+
+
+def test_an_expected_version_travels_as_an_if_match_header() -> None:
+    expected = Expected(uid="0a1b2c3d4e5f6071", generation=12)
+    assert expected.etag() == '"0a1b2c3d4e5f6071/12"'
+    assert Expected.from_etag(expected.etag()) == expected
+    for bad in ["0a1b/12", '"0a1b"', '"0a1b/0"', '"0A1B/1"', '"a/1", "b/2"', "*", '"/3"']:
+        with pytest.raises(InvalidInput, match="is not a workload's version"):
+            Expected.from_etag(bad)

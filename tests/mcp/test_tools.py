@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from mcp import Client
 from mcp_types import ElicitRequestParams, ElicitResult
 
-from shoal.interfaces import NotFound
-from shoal.mcp import AUDIT_REASON, CHANGE_TOOLS
+from shoal.interfaces import Actor, Expected, NotFound, Service, Via, Workload
+from shoal.mcp import AUDIT_REASON, CHANGE_TOOLS, Caller, McpSettings, build_server
 from tests.mcp.support import HELLO, OPERATOR, VIEWER, Live, call, eventually, refused
 
 pytestmark = pytest.mark.anyio
@@ -564,3 +564,39 @@ async def test_an_agent_follows_a_rollout_and_undoes_it_with_a_plan(live: Live) 
         assert undone["confirmed"] == "plan"
         missing = await refused(client, "plan_workload", action="undo", name="hello", revision=9)
         assert "keeps no revision 9: kept are 1, 2, 3 (see `shoal rollout history`)" in missing
+
+
+class _WriterBetween:
+    """The service as a tool sees it, but another writer scales the workload first.
+
+    That is, between the tool's check of its plan and its change: what the
+    service's check of the plan's version, made as it writes, is there for.
+    """
+
+    def __init__(self, inner: Service, other: Service) -> None:
+        self.inner, self.other = inner, other
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def delete_workload(
+        self, name: str, namespace: str = "default", *, expected: Expected | None = None
+    ) -> Workload:
+        await self.other.scale(name, 3, namespace)
+        return await self.inner.delete_workload(name, namespace, expected=expected)
+
+
+async def test_a_plan_confirms_no_change_made_after_it_was_checked(live: Live) -> None:
+    def between(caller: Caller) -> Service:
+        inner = live.service.with_actor(Actor(id=caller.key_id, via=Via.MCP))
+        return cast(Service, _WriterBetween(inner, live.service))
+
+    async with Client(build_server(between, McpSettings(default_caller=OPERATOR))) as client:
+        await call(client, "apply_workload", workload=HELLO)
+        plan = await call(client, "plan_workload", action="delete", name="hello")
+        assert plan["expected"]["generation"] == 1
+        text = await refused(client, "delete_workload", name="hello", plan_id=plan["plan_id"])
+    assert "workload default/hello changed since this change was planned" in text
+    assert "generation 1, now 2" in text
+    workload = await live.service.get_workload("hello")
+    assert not workload.deleting and workload.spec.replicas == 3

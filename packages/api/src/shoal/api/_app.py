@@ -47,6 +47,7 @@ from shoal.interfaces import (
     API_PREFIX,
     APPLY_PATH,
     DECLARED_VIAS,
+    IF_MATCH_HEADER,
     NO_METRICS,
     USAGE_DEFAULT_RANGE,
     VIA_HEADER,
@@ -58,6 +59,7 @@ from shoal.interfaces import (
     Event,
     EventType,
     ExecResult,
+    Expected,
     Explanation,
     ImageInfo,
     Instance,
@@ -170,6 +172,16 @@ class ScaleRequest(BaseModel):
 
     replicas: int
     """The new replica count, 0 to ``shoal.interfaces.MAX_REPLICAS``."""
+
+
+def _expected(request: Request) -> Expected | None:
+    """The version a change to a workload expects, from its ``If-Match`` header (if sent)."""
+    header = request.headers.get(IF_MATCH_HEADER)
+    return None if header is None else Expected.from_etag(header)
+
+
+Precondition = Annotated[Expected | None, Depends(_expected)]
+"""A change's ``If-Match``: refused with 409 unless the workload is that version."""
 
 
 def _error_response(error: ShoalError) -> JSONResponse:
@@ -304,34 +316,46 @@ def create_app(
         return await svc.get_workload(name, namespace)
 
     @v1.post("/workloads/{namespace}/{name}/scale", tags=["workloads"])
-    async def scale(namespace: str, name: str, body: ScaleRequest, svc: Operator) -> Workload:
-        """Set a workload's replica count."""
-        return await svc.scale(name, body.replicas, namespace)
+    async def scale(
+        namespace: str, name: str, body: ScaleRequest, svc: Operator, expected: Precondition
+    ) -> Workload:
+        """Set a workload's replica count (if it is the ``If-Match`` version, when sent)."""
+        return await svc.scale(name, body.replicas, namespace, expected=expected)
 
     @v1.post("/workloads/{namespace}/{name}/rollout/undo", tags=["workloads"])
-    async def rollout_undo(namespace: str, name: str, body: UndoRequest, svc: Operator) -> Workload:
+    async def rollout_undo(
+        namespace: str, name: str, body: UndoRequest, svc: Operator, expected: Precondition
+    ) -> Workload:
         """Roll back to a kept revision (the one before the current by default)."""
-        return await svc.rollout_undo(name, body.revision, namespace)
+        return await svc.rollout_undo(name, body.revision, namespace, expected=expected)
 
     @v1.post("/workloads/{namespace}/{name}/rollout/promote", tags=["workloads"])
-    async def promote_rollout(namespace: str, name: str, svc: Operator) -> Workload:
+    async def promote_rollout(
+        namespace: str, name: str, svc: Operator, expected: Precondition
+    ) -> Workload:
         """Promote the current revision's canaries: the rollout replaces the rest."""
-        return await svc.promote_rollout(name, namespace)
+        return await svc.promote_rollout(name, namespace, expected=expected)
 
     @v1.post("/workloads/{namespace}/{name}/rollout/pause", tags=["workloads"])
-    async def pause_rollout(namespace: str, name: str, svc: Operator) -> Workload:
+    async def pause_rollout(
+        namespace: str, name: str, svc: Operator, expected: Precondition
+    ) -> Workload:
         """Pause the workload's rollouts: a template change waits until resumed."""
-        return await svc.pause_rollout(name, True, namespace)
+        return await svc.pause_rollout(name, True, namespace, expected=expected)
 
     @v1.post("/workloads/{namespace}/{name}/rollout/resume", tags=["workloads"])
-    async def resume_rollout(namespace: str, name: str, svc: Operator) -> Workload:
+    async def resume_rollout(
+        namespace: str, name: str, svc: Operator, expected: Precondition
+    ) -> Workload:
         """Resume the workload's rollouts."""
-        return await svc.pause_rollout(name, False, namespace)
+        return await svc.pause_rollout(name, False, namespace, expected=expected)
 
     @v1.delete("/workloads/{namespace}/{name}", tags=["workloads"])
-    async def delete_workload(namespace: str, name: str, svc: Operator) -> Workload:
+    async def delete_workload(
+        namespace: str, name: str, svc: Operator, expected: Precondition
+    ) -> Workload:
         """Delete a workload: its instances are stopped, then it is removed."""
-        return await svc.delete_workload(name, namespace)
+        return await svc.delete_workload(name, namespace, expected=expected)
 
     @v1.get("/instances", tags=["instances"])
     async def list_instances(

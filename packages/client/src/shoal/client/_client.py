@@ -18,6 +18,7 @@ import httpx
 from shoal import interfaces
 from shoal.interfaces import (
     APPLY_PATH,
+    IF_MATCH_HEADER,
     TRACEPARENT_HEADER,
     TRACERESPONSE_HEADER,
     VIA_HEADER,
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
         Event,
         EventType,
         ExecResult,
+        Expected,
         Explanation,
         ImageInfo,
         ImageProgress,
@@ -123,10 +125,14 @@ class ShoalClient(ConfigCalls, AsyncClosing):
         *,
         json_body: Any = None,
         params: dict[str, Any] | None = None,
+        expected: Expected | None = None,
     ) -> httpx.Response:
         clean = {k: v for k, v in (params or {}).items() if v is not None}
+        headers = None if expected is None else {IF_MATCH_HEADER: expected.etag()}
         try:
-            response = await self._http.request(method, path, json=json_body, params=clean)
+            response = await self._http.request(
+                method, path, json=json_body, params=clean, headers=headers
+            )
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from None
         traced = response.headers.get(TRACERESPONSE_HEADER, "").split("-")
@@ -142,8 +148,11 @@ class ShoalClient(ConfigCalls, AsyncClosing):
         *,
         json_body: Any = None,
         params: dict[str, Any] | None = None,
+        expected: Expected | None = None,
     ) -> T:
-        response = await self._send(method, path, json_body=json_body, params=params)
+        response = await self._send(
+            method, path, json_body=json_body, params=params, expected=expected
+        )
         adapter: TypeAdapter[T] = _adapter(model)
         return adapter.validate_json(response.content)
 
@@ -210,35 +219,62 @@ class ShoalClient(ConfigCalls, AsyncClosing):
         """Return one workload."""
         return await self._call("GET", f"/v1/workloads/{namespace}/{name}", interfaces.Workload)
 
-    async def scale(self, name: str, replicas: int, namespace: str = "default") -> Workload:
-        """Set a workload's replica count."""
+    async def scale(
+        self,
+        name: str,
+        replicas: int,
+        namespace: str = "default",
+        *,
+        expected: Expected | None = None,
+    ) -> Workload:
+        """Set a workload's replica count (if it is ``expected``, when given)."""
         path = f"/v1/workloads/{namespace}/{name}/scale"
-        return await self._call("POST", path, interfaces.Workload, json_body={"replicas": replicas})
+        body = {"replicas": replicas}
+        return await self._call(
+            "POST", path, interfaces.Workload, json_body=body, expected=expected
+        )
 
     async def rollout_undo(
-        self, name: str, revision: int | None = None, namespace: str = "default"
+        self,
+        name: str,
+        revision: int | None = None,
+        namespace: str = "default",
+        *,
+        expected: Expected | None = None,
     ) -> Workload:
         """Roll back to a kept revision (the one before the current by default)."""
         path = f"/v1/workloads/{namespace}/{name}/rollout/undo"
         body = {"revision": revision}
-        return await self._call("POST", path, interfaces.Workload, json_body=body)
+        return await self._call(
+            "POST", path, interfaces.Workload, json_body=body, expected=expected
+        )
 
-    async def promote_rollout(self, name: str, namespace: str = "default") -> Workload:
+    async def promote_rollout(
+        self, name: str, namespace: str = "default", *, expected: Expected | None = None
+    ) -> Workload:
         """Promote the current revision's canaries: the rollout replaces the rest."""
         path = f"/v1/workloads/{namespace}/{name}/rollout/promote"
-        return await self._call("POST", path, interfaces.Workload)
+        return await self._call("POST", path, interfaces.Workload, expected=expected)
 
     async def pause_rollout(
-        self, name: str, paused: bool = True, namespace: str = "default"
+        self,
+        name: str,
+        paused: bool = True,
+        namespace: str = "default",
+        *,
+        expected: Expected | None = None,
     ) -> Workload:
         """Pause a workload's rollouts, or resume them with ``paused=False``."""
         verb = "pause" if paused else "resume"
         path = f"/v1/workloads/{namespace}/{name}/rollout/{verb}"
-        return await self._call("POST", path, interfaces.Workload)
+        return await self._call("POST", path, interfaces.Workload, expected=expected)
 
-    async def delete_workload(self, name: str, namespace: str = "default") -> Workload:
-        """Mark a workload for deletion."""
-        return await self._call("DELETE", f"/v1/workloads/{namespace}/{name}", interfaces.Workload)
+    async def delete_workload(
+        self, name: str, namespace: str = "default", *, expected: Expected | None = None
+    ) -> Workload:
+        """Mark a workload for deletion (if it is ``expected``, when given)."""
+        path = f"/v1/workloads/{namespace}/{name}"
+        return await self._call("DELETE", path, interfaces.Workload, expected=expected)
 
     async def list_instances(
         self, namespace: str | None = None, workload: str | None = None, node: str | None = None

@@ -14,7 +14,7 @@ from collections.abc import Callable, Generator
 
 import httpx
 
-from shoal.interfaces import TRACEPARENT_HEADER, VIA_HEADER, InvalidInput
+from shoal.interfaces import IF_MATCH_HEADER, TRACEPARENT_HEADER, VIA_HEADER, InvalidInput
 
 from ._digest import content_digest
 from ._httpsig import RequestParts, SignatureError, SignatureParams, sign_request
@@ -26,8 +26,9 @@ Clock = Callable[[], float]
 """Seconds since the epoch, like ``time.time``."""
 
 CLIENT_COMPONENTS = ("@method", "@target-uri", "content-digest")
-"""What :class:`SignedAuth` covers, and :data:`~shoal.interfaces.VIA_HEADER` and
-:data:`~shoal.interfaces.TRACEPARENT_HEADER` when sent."""
+"""What :class:`SignedAuth` covers, and :data:`~shoal.interfaces.VIA_HEADER`,
+:data:`~shoal.interfaces.TRACEPARENT_HEADER` and :data:`~shoal.interfaces.IF_MATCH_HEADER`
+when sent."""
 
 
 def _new_nonce() -> str:
@@ -74,6 +75,8 @@ class SignedAuth(httpx.Auth):
             components = (*components, VIA_HEADER)
         if TRACEPARENT_HEADER in request.headers:
             components = (*components, TRACEPARENT_HEADER)
+        if IF_MATCH_HEADER in request.headers:
+            components = (*components, IF_MATCH_HEADER)
         try:
             signed = sign_request(
                 parts, components, params, self._keypair.signing_key, label=self._label

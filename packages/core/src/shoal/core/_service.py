@@ -42,6 +42,7 @@ from shoal.interfaces import (
     EventKind,
     EventType,
     ExecResult,
+    Expected,
     Explanation,
     ImageInfo,
     ImageManager,
@@ -514,8 +515,15 @@ class ShoalService:
         return stored.value
 
     @audited("scale", "Workload")
-    async def scale(self, name: str, replicas: int, namespace: str = "default") -> Workload:
-        """Set a workload's replica count."""
+    async def scale(
+        self,
+        name: str,
+        replicas: int,
+        namespace: str = "default",
+        *,
+        expected: Expected | None = None,
+    ) -> Workload:
+        """Set a workload's replica count (if it is ``expected``, when given)."""
         if not 0 <= replicas <= MAX_REPLICAS:
             raise InvalidInput(
                 f"replicas must be between 0 and {MAX_REPLICAS}, got {replicas}", field="replicas"
@@ -531,7 +539,7 @@ class ShoalService:
             return with_template(workload, spec, self.clock.now(), "scale")
 
         before = await self.get_workload(name, namespace)
-        workload = await self._update_workload(namespace, name, change)
+        workload = await self._update_workload(namespace, name, change, expected)
         if workload.spec.replicas != before.spec.replicas:
             await self._event(
                 _workload_ref(namespace, name),
@@ -542,7 +550,12 @@ class ShoalService:
 
     @audited("rollout_undo", "Workload")
     async def rollout_undo(
-        self, name: str, revision: int | None = None, namespace: str = "default"
+        self,
+        name: str,
+        revision: int | None = None,
+        namespace: str = "default",
+        *,
+        expected: Expected | None = None,
     ) -> Workload:
         """Roll a workload back to a kept revision's template (the one before, by default).
 
@@ -550,6 +563,8 @@ class ShoalService:
         and makes a new revision.
         """
         before = await self.get_workload(name, namespace)
+        if expected is not None:
+            expected.check(before)
         refuse_rollout_of_job(before, "undo")
         target = revision_of(before, revision)
 
@@ -564,7 +579,7 @@ class ShoalService:
                 workload, spec, self.clock.now(), f"undo to revision {chosen.number}"
             )
 
-        workload = await self._update_workload(namespace, name, change)
+        workload = await self._update_workload(namespace, name, change, expected)
         if workload.revision != before.revision:
             await self._event(
                 _workload_ref(namespace, name),
@@ -575,7 +590,9 @@ class ShoalService:
         return workload
 
     @audited("promote_rollout", "Workload")
-    async def promote_rollout(self, name: str, namespace: str = "default") -> Workload:
+    async def promote_rollout(
+        self, name: str, namespace: str = "default", *, expected: Expected | None = None
+    ) -> Workload:
         """Promote the current revision's canaries: its rollout replaces every old instance.
 
         Raises:
@@ -598,7 +615,7 @@ class ShoalService:
                 )
             return workload.model_copy(update={"promoted_revision": workload.revision})
 
-        workload = await self._update_workload(namespace, name, change)
+        workload = await self._update_workload(namespace, name, change, expected)
         await self._event(
             _workload_ref(namespace, name),
             "Promoted",
@@ -609,7 +626,12 @@ class ShoalService:
 
     @audited("pause_rollout", "Workload")
     async def pause_rollout(
-        self, name: str, paused: bool = True, namespace: str = "default"
+        self,
+        name: str,
+        paused: bool = True,
+        namespace: str = "default",
+        *,
+        expected: Expected | None = None,
     ) -> Workload:
         """Pause (or resume, with ``paused=False``) a workload's rollouts."""
 
@@ -621,7 +643,7 @@ class ShoalService:
             return with_template(workload, spec, self.clock.now(), "pause")
 
         before = await self.get_workload(name, namespace)
-        workload = await self._update_workload(namespace, name, change)
+        workload = await self._update_workload(namespace, name, change, expected)
         if workload.spec.paused != before.spec.paused:
             await self._event(
                 _workload_ref(namespace, name),
@@ -631,13 +653,15 @@ class ShoalService:
         return workload
 
     @audited("delete_workload", "Workload")
-    async def delete_workload(self, name: str, namespace: str = "default") -> Workload:
-        """Mark a workload for deletion."""
+    async def delete_workload(
+        self, name: str, namespace: str = "default", *, expected: Expected | None = None
+    ) -> Workload:
+        """Mark a workload for deletion (if it is ``expected``, when given)."""
 
         def change(workload: Workload) -> Workload | None:
             return None if workload.deleting else workload.model_copy(update={"deleting": True})
 
-        workload = await self._update_workload(namespace, name, change)
+        workload = await self._update_workload(namespace, name, change, expected)
         await self._event(
             _workload_ref(namespace, name),
             "Deleting",
@@ -646,11 +670,22 @@ class ShoalService:
         return workload
 
     async def _update_workload(
-        self, namespace: str, name: str, change: Callable[[Workload], Workload | None]
+        self,
+        namespace: str,
+        name: str,
+        change: Callable[[Workload], Workload | None],
+        expected: Expected | None = None,
     ) -> Workload:
+        """Change a workload (compare-and-swap, tried again on a race).
+
+        With ``expected``, each try first checks the workload is that version
+        (:meth:`Expected.check`): the check and the write are one step.
+        """
         cause = propagated_context()
 
         def stamped(workload: Workload) -> Workload | None:
+            if expected is not None:
+                expected.check(workload)
             changed = change(workload)
             if changed is None or changed == workload or cause is None:
                 return changed  # no change: no write, and the cause stays the last change's

@@ -7,6 +7,7 @@ work the same against a local agent or a remote cluster.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from enum import StrEnum
@@ -25,6 +26,7 @@ from ._config import (
     SecretSpec,
     SecretView,
 )
+from ._errors import Conflict, InvalidInput
 from ._event import Event, EventType, ObjectRef
 from ._instance import Instance, ScheduleFailure
 from ._node import Node
@@ -45,6 +47,7 @@ __all__ = [
     "CONFIG_KINDS",
     "ApplyResult",
     "ChangeAction",
+    "Expected",
     "Explanation",
     "FieldChange",
     "ManifestSource",
@@ -127,6 +130,72 @@ class ApplyResult(Model):
     trace_id: str | None = None
     """The trace of this apply (``get_trace`` shows it and the work it caused); None without
     tracing or for a dry run."""
+
+
+_ETAG = re.compile(r'^"([0-9a-f]{1,64})/([1-9][0-9]{0,17})"$')
+
+
+class Expected(Model):
+    """The version of a workload a change was planned against: the change waits for no other.
+
+    A change made with one is refused (:class:`Conflict`, nothing written)
+    once the workload is another (deleted and made again: a new uid) or its
+    spec changed (a new generation): a plan reviewed, then applied to
+    something else, is what this prevents. Over REST it is the ``If-Match``
+    header, ``"<uid>/<generation>"`` (:meth:`etag`); ``shoal get -o json``
+    shows both fields.
+    """
+
+    uid: str
+    """The workload's uid when the change was planned."""
+    generation: int
+    """Its generation then (it grows with every change of its spec)."""
+
+    @classmethod
+    def of(cls, workload: Workload) -> Expected:
+        """Return what ``workload`` is now."""
+        return cls(uid=workload.uid, generation=workload.generation)
+
+    def etag(self) -> str:
+        """Return it as an ``If-Match`` header's value."""
+        return f'"{self.uid}/{self.generation}"'
+
+    @classmethod
+    def from_etag(cls, text: str) -> Expected:
+        """Read an ``If-Match`` header's value.
+
+        Raises:
+            InvalidInput: it is not ``"<uid>/<generation>"`` (one, quoted).
+
+        """
+        match = _ETAG.match(text.strip())
+        if match is None:
+            raise InvalidInput(
+                f"If-Match {text[:80]!r} is not a workload's version: send "
+                '"<uid>/<generation>" (with the quotes), as `shoal get workload NAME -o json` '
+                "shows them, or leave the header out",
+                field="If-Match",
+            )
+        return cls(uid=match[1], generation=int(match[2]))
+
+    def check(self, workload: Workload) -> None:
+        """Raise if ``workload`` is not the version expected.
+
+        Raises:
+            Conflict: it was deleted and made again, or its spec changed.
+
+        """
+        if workload.uid != self.uid:
+            raise Conflict(
+                f"workload {workload.key} was deleted and made again since this change was "
+                f"planned (uid {self.uid}, now {workload.uid}): nothing was changed; plan it again"
+            )
+        if workload.generation != self.generation:
+            raise Conflict(
+                f"workload {workload.key} changed since this change was planned (generation "
+                f"{self.generation}, now {workload.generation}): nothing was changed; review "
+                "it as it is now and plan again"
+            )
 
 
 class ManifestSource(Model):
@@ -248,12 +317,27 @@ class Service(Protocol):
         """Return one workload. Raises NotFound."""
         ...
 
-    async def scale(self, name: str, replicas: int, namespace: str = "default") -> Workload:
-        """Set a workload's replica count. Raises NotFound, InvalidInput."""
+    async def scale(
+        self,
+        name: str,
+        replicas: int,
+        namespace: str = "default",
+        *,
+        expected: Expected | None = None,
+    ) -> Workload:
+        """Set a workload's replica count.
+
+        Raises NotFound, InvalidInput; Conflict if it is not ``expected`` (see :class:`Expected`).
+        """
         ...
 
     async def rollout_undo(
-        self, name: str, revision: int | None = None, namespace: str = "default"
+        self,
+        name: str,
+        revision: int | None = None,
+        namespace: str = "default",
+        *,
+        expected: Expected | None = None,
     ) -> Workload:
         """Roll back to a kept revision's template (the one before the current by default).
 
@@ -262,32 +346,46 @@ class Service(Protocol):
         Raises:
             NotFound: no such workload, or the revision is not kept (the
                 message lists the kept ones).
-            Conflict: the workload is being deleted.
+            Conflict: the workload is being deleted, or is not ``expected``.
 
         """
         ...
 
-    async def promote_rollout(self, name: str, namespace: str = "default") -> Workload:
+    async def promote_rollout(
+        self, name: str, namespace: str = "default", *, expected: Expected | None = None
+    ) -> Workload:
         """Promote the current revision's canaries: the rollout replaces the rest.
 
         Raises:
             NotFound: no such workload.
-            Conflict: no canaries wait (none configured, or already promoted).
+            Conflict: no canaries wait (none configured, or already promoted), or
+                it is not ``expected``.
 
         """
         ...
 
     async def pause_rollout(
-        self, name: str, paused: bool = True, namespace: str = "default"
+        self,
+        name: str,
+        paused: bool = True,
+        namespace: str = "default",
+        *,
+        expected: Expected | None = None,
     ) -> Workload:
-        """Pause a workload's rollouts, or resume them with ``paused=False``. Raises NotFound."""
+        """Pause a workload's rollouts, or resume them with ``paused=False``.
+
+        Raises NotFound; Conflict if it is not ``expected``.
+        """
         ...
 
-    async def delete_workload(self, name: str, namespace: str = "default") -> Workload:
+    async def delete_workload(
+        self, name: str, namespace: str = "default", *, expected: Expected | None = None
+    ) -> Workload:
         """Mark a workload for deletion; its instances are stopped, then it is removed.
 
         Raises:
             NotFound: no such workload.
+            Conflict: it is not ``expected``.
 
         """
         ...

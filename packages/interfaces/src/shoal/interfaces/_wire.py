@@ -12,6 +12,7 @@ __all__ = [
     "API_PREFIX",
     "APPLY_PATH",
     "DECLARED_VIAS",
+    "IF_MATCH_HEADER",
     "TRACEPARENT_HEADER",
     "TRACERESPONSE_HEADER",
     "VIA_HEADER",
@@ -50,6 +51,8 @@ only for :data:`DECLARED_VIAS`; else the call came via ``rest``.
 DECLARED_VIAS = frozenset({Via.CLI, Via.MCP})
 """What a signed client may declare in :data:`VIA_HEADER`."""
 
+IF_MATCH_HEADER = "if-match"
+"""The precondition of a change to a workload (:class:`~shoal.interfaces.Expected`), signed."""
 TRACEPARENT_HEADER = "traceparent"
 """The W3C Trace Context request header; honoured only for admin callers."""
 TRACERESPONSE_HEADER = "traceresponse"

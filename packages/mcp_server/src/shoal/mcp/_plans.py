@@ -44,6 +44,7 @@ from shoal.interfaces import (
     ApplyResult,
     Caller,
     ChangeAction,
+    Expected,
     ObjectSpec,
     PlannedChange,
     Role,
@@ -99,6 +100,9 @@ class ChangePlan(Model):
     """For apply: what Shoal will not honour in the documents (kinds, fields), per object."""
     next_step: str
     """The call that makes this change."""
+    expected: Expected | None = None
+    """For a change to one workload: its uid and generation as planned. The change is
+    made only if the workload is still that version (checked as it is written)."""
 
 
 class Confirm(BaseModel):
@@ -130,6 +134,7 @@ async def delete_plan(service: Service, name: str, namespace: str) -> ChangePlan
         destructive=True,
         instances_stopped=stopped,
         next_step=f"delete_workload(name={name!r}, namespace={namespace!r}, plan_id=<plan_id>)",
+        expected=Expected.of(workload),
     )
 
 
@@ -149,6 +154,7 @@ async def scale_plan(service: Service, name: str, namespace: str, replicas: int)
         instances_stopped=stopped,
         next_step=f"scale_workload(name={name!r}, namespace={namespace!r}, "
         f"replicas={replicas}, plan_id=<plan_id>)",
+        expected=Expected.of(workload),
     )
 
 
@@ -178,6 +184,7 @@ async def undo_plan(
         instances_stopped=replaced,
         next_step=f"undo_rollout(name={name!r}, namespace={namespace!r}, revision={number}, "
         "plan_id=<plan_id>)",
+        expected=Expected.of(workload),
     )
 
 
@@ -200,6 +207,7 @@ async def promote_plan(service: Service, name: str, namespace: str) -> ChangePla
         destructive=True,
         instances_stopped=sorted(old),
         next_step=f"promote_rollout(name={name!r}, namespace={namespace!r}, plan_id=<plan_id>)",
+        expected=Expected.of(workload),
     )
 
 

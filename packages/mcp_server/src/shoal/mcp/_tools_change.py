@@ -20,6 +20,7 @@ from pydantic import Field
 
 from shoal.interfaces import (
     MAX_REPLICAS,
+    Expected,
     InvalidInput,
     Node,
     NotFound,
@@ -194,13 +195,18 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
         asked: ChangePlan | None,
         plan_id: str | None,
         plan: Callable[[Service], Awaitable[ChangePlan]],
-        change: Callable[[Service], Awaitable[Workload]],
+        change: Callable[[Service, Expected | None], Awaitable[Workload]],
     ) -> WorkloadChanged:
-        """Plan a change to one workload, check it is confirmed, make it, and report it."""
+        """Plan a change to one workload, check it is confirmed, make it, and report it.
+
+        The change is made only if the workload is still the version planned
+        (``made.expected``): the check and the write are one step in the service,
+        so another writer's change in between is not carried along.
+        """
         async with gate.call(ctx, Role.OPERATOR, _workload_ref(name, namespace)) as call:
             made = await plan(call.service)
             how = _confirmed(call, made, plan_id, confirmation, asked, gate.seal)
-            workload = await change(call.service)
+            workload = await change(call.service, made.expected)
         return WorkloadChanged(
             summary=made.summary,
             confirmed=how,
@@ -325,7 +331,7 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
             asked,
             plan_id,
             lambda s: scale_plan(s, name, namespace, replicas),
-            lambda s: s.scale(name, replicas, namespace),
+            lambda s, v: s.scale(name, replicas, namespace, expected=v),
         )
 
     @server.tool(annotations=_DESTRUCTIVE)
@@ -349,7 +355,7 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
             asked,
             plan_id,
             lambda s: delete_plan(s, name, namespace),
-            lambda s: s.delete_workload(name, namespace),
+            lambda s, v: s.delete_workload(name, namespace, expected=v),
         )
 
     @server.tool(annotations=_DESTRUCTIVE)
@@ -377,7 +383,7 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
             asked,
             plan_id,
             lambda s: undo_plan(s, name, namespace, revision),
-            lambda s: s.rollout_undo(name, revision, namespace),
+            lambda s, v: s.rollout_undo(name, revision, namespace, expected=v),
         )
 
     @server.tool(annotations=_DESTRUCTIVE)
@@ -401,7 +407,7 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
             asked,
             plan_id,
             lambda s: promote_plan(s, name, namespace),
-            lambda s: s.promote_rollout(name, namespace),
+            lambda s, v: s.promote_rollout(name, namespace, expected=v),
         )
 
     async def flag_node(

@@ -4,9 +4,10 @@ Changes that stop or replace instances (rollout undo, pause, resume and
 promote, delete, drain, scaling to zero) take two steps, as MCP's tools do:
 the first POST returns a plan with a ``plan_id`` derived from the object as
 it is now; the confirming POST sends that id back, and is refused if the
-object changed in between. Scaling to more than zero and cordoning act at
-once. Applying YAML shows the dry run's plan first and applies only when the
-confirming request's plan id is the one a fresh dry run yields.
+object changed in between (checked again as the change is written, for a
+workload). Scaling to more than zero and cordoning act at once. Applying
+YAML shows the dry run's plan first and applies only when the confirming
+request's plan id is the one a fresh dry run yields.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from starlette.routing import Route
 
 from shoal.interfaces import (
     Conflict,
+    Expected,
     InvalidInput,
     Node,
     Role,
@@ -47,27 +49,29 @@ def plan_id(*parts: object) -> str:
 
 
 WorkloadAction = Callable[[Service, Workload], Awaitable[object]]
+"""An action on the workload as its confirmed plan saw it: made only if it is still that
+version (:class:`~shoal.interfaces.Expected`), checked as the change is written."""
 
 WORKLOAD_ACTIONS: dict[str, tuple[str, WorkloadAction]] = {
     "undo": (
         "roll back to the previous revision: its instances replace the current ones",
-        lambda svc, w: svc.rollout_undo(w.name, None, w.namespace),
+        lambda svc, w: svc.rollout_undo(w.name, None, w.namespace, expected=Expected.of(w)),
     ),
     "pause": (
         "pause rollouts: a template change waits until resumed",
-        lambda svc, w: svc.pause_rollout(w.name, True, w.namespace),
+        lambda svc, w: svc.pause_rollout(w.name, True, w.namespace, expected=Expected.of(w)),
     ),
     "resume": (
         "resume rollouts: a waiting template change starts replacing instances",
-        lambda svc, w: svc.pause_rollout(w.name, False, w.namespace),
+        lambda svc, w: svc.pause_rollout(w.name, False, w.namespace, expected=Expected.of(w)),
     ),
     "promote": (
         "promote the canaries: the rollout replaces the remaining instances",
-        lambda svc, w: svc.promote_rollout(w.name, w.namespace),
+        lambda svc, w: svc.promote_rollout(w.name, w.namespace, expected=Expected.of(w)),
     ),
     "delete": (
         "delete the workload: every instance stops and nothing replaces it",
-        lambda svc, w: svc.delete_workload(w.name, w.namespace),
+        lambda svc, w: svc.delete_workload(w.name, w.namespace, expected=Expected.of(w)),
     ),
 }
 
@@ -134,6 +138,7 @@ def action_routes(service: ActsAs, authenticate: Authenticate) -> list[Route]:
             raise InvalidInput(
                 f"replicas must be a whole number, got {text!r}", field="replicas"
             ) from None
+        expected = None
         if replicas == 0:  # every instance stops and nothing replaces it: a plan first
             current = await call.service.get_workload(name, namespace)
             if current.spec.replicas > 0:
@@ -150,7 +155,8 @@ def action_routes(service: ActsAs, authenticate: Authenticate) -> list[Route]:
                         values={"replicas": "0"},
                     )
                 _check_plan(given, planned, f"workload {current.key}")
-        workload = await call.service.scale(name, replicas, namespace)
+                expected = Expected.of(current)  # as planned, when written too
+        workload = await call.service.scale(name, replicas, namespace, expected=expected)
         return fragment(
             call.request, "notice.html", message=f"{workload.key} scaled to {replicas} replicas"
         )
