@@ -4,7 +4,7 @@ import json
 from datetime import UTC, datetime
 
 from shoal.core._placement import InstanceFactory, copy_with
-from shoal.interfaces import Instance, InstanceState, ScheduleFailure, Workload
+from shoal.interfaces import Instance, InstanceState, ScheduleFailure, Workload, instance_key
 from tests.core.support import spec
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -79,16 +79,16 @@ def test_an_instance_with_another_template_is_encoded_whole() -> None:
 def test_uids_are_fresh_and_their_names_unique() -> None:
     asked: list[str] = []
 
-    def exists(namespace: str, name: str) -> bool:  # the first three names asked about are taken
-        asked.append(f"{namespace}/{name}")
+    def exists(key: str) -> bool:  # the first three instances asked about are taken
+        asked.append(key)
         return len(asked) <= 3
 
     factory = InstanceFactory(NOW, exists=exists)
     wl = workload()
     first = factory.fresh_uid(wl)
-    assert len(asked) == 4 and asked[-1] == f"default/web-{first[:5]}"
+    assert len(asked) == 4 and asked[-1] == instance_key("default", f"web-{first[:5]}")
     uids = [first, *(factory.fresh_uid(wl) for _ in range(500))]
-    names = {f"default/web-{uid[:5]}" for uid in uids}
+    names = {instance_key("default", f"web-{uid[:5]}") for uid in uids}
     assert len(names) == 501 and not names & set(asked[:3])
     assert all(len(uid) == 16 and set(uid) <= set("0123456789abcdef") for uid in uids)
 

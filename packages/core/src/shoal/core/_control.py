@@ -87,7 +87,6 @@ from ._repo import (
     Stored,
     decoder_of,
     heartbeat_only,
-    instance_key,
     workload_key,
 )
 from ._tracing import serving, traced
@@ -411,10 +410,7 @@ class ControlLoop:
         nodes = {stored.value.name: stored.value for stored in self.nodes.values()}
         now = self.clock.now()
 
-        def exists(namespace: str, name: str) -> bool:
-            return self.instances.get(instance_key(namespace, name)) is not None
-
-        factory = InstanceFactory(now, exists)
+        factory = InstanceFactory(now, self.instances.__contains__)
         decisions: list[tuple[str, Decision]] = []
         for key in keys:
             namespace, name = key.split("/", 1)

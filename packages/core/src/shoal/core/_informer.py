@@ -122,6 +122,10 @@ class Informer(Generic[T]):
     def __len__(self) -> int:
         return len(self._objects)
 
+    def __contains__(self, key: object) -> bool:
+        """Whether an object is cached at ``key``."""
+        return key in self._objects
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._objects)
 
