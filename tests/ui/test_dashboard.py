@@ -146,6 +146,18 @@ def test_rollout_pause_needs_the_plan_id_and_a_stale_plan_is_refused(
     agent.cli("scale", "web", "2")
 
 
+def test_a_delete_plan_names_the_instances_that_stop(
+    operator: Enrolled, agent: LiveAgent, pages: Pages
+) -> None:
+    page = pages.open(operator, agent, "/ui/workloads/default/web").page
+    expect(page.locator(".ready")).to_have_text("2/2")
+    page.click("[data-action=delete]")
+    instances = agent.call(agent.node.service.list_instances, "default", "web")
+    names = ", ".join(sorted(i.name for i in instances))
+    expect(page.locator("#notice .plan")).to_contain_text(f"(2 instance(s) stop: {names})")
+    assert not agent.call(agent.node.service.get_workload, "web").deleting  # not confirmed
+
+
 def test_apply_shows_the_plan_then_applies_on_confirm(
     operator: Enrolled, agent: LiveAgent, pages: Pages
 ) -> None:

@@ -88,6 +88,32 @@ def _workload_plan(action: str, workload: Workload) -> str:
     )
 
 
+MAX_NAMED = 10
+"""Instances a plan names; it counts the rest."""
+
+
+async def _what_happens(service: Service, action: str, workload: Workload) -> str:
+    """Say what ``action`` would do to ``workload``'s instances as they are now."""
+    if action not in ("delete", "promote"):
+        return ""
+    instances = [
+        i for i in await service.list_instances(workload.namespace, workload.name) if not i.deleting
+    ]
+    if action == "delete":
+        names = sorted(i.name for i in instances)
+        named = ", ".join(names[:MAX_NAMED]) + (
+            f" and {len(names) - MAX_NAMED} more" if len(names) > MAX_NAMED else ""
+        )
+        return f" ({len(names)} instance(s) stop{': ' + named if names else ''})"
+    canaries = [i for i in instances if i.template == workload.spec.template]
+    ready = sum(1 for i in canaries if i.ready)
+    old = len(instances) - len(canaries)
+    return (
+        f" (revision {workload.revision}: {ready} of {len(canaries)} canaries ready, "
+        f"{workload.spec.update.canary} wanted; {old} old instance(s) to replace)"
+    )
+
+
 def _drain_plan(node: Node, uids: list[str]) -> str:
     return plan_id("drain", node.name, node.node_id, node.cordoned, node.draining, *sorted(uids))
 
@@ -176,7 +202,7 @@ def action_routes(service: ActsAs, authenticate: Authenticate) -> list[Route]:
                 call.request,
                 "plan.html",
                 title=f"{action} {workload.key}",
-                what=what,
+                what=what + await _what_happens(call.service, action, workload),
                 plan_id=current,
                 confirm=f"/ui/f/workloads/{namespace}/{name}/{action}",
             )
