@@ -21,6 +21,7 @@ from shoal.interfaces import (
     Node,
     NotFound,
     PodSpec,
+    PodStatus,
     StateStore,
     WatchEvent,
     WorkloadPhase,
@@ -615,3 +616,25 @@ async def test_a_control_loop_that_stopped_drops_its_caches(cluster: Cluster) ->
     await loop.instances.refresh()  # were it still listening, this would queue the workload
     assert len(loop.instances) == 2
     assert loop.queue.depth == queued
+
+
+async def test_an_instance_stops_with_its_templates_grace_period(cluster: Cluster) -> None:
+    runtime = MockRuntime(cluster.clock)
+    graces: dict[str, float] = {}
+    stop = runtime.stop
+
+    async def recorded(uid: str, grace: float) -> PodStatus:
+        graces[uid] = grace
+        return await stop(uid, grace)
+
+    runtime.stop = recorded  # type: ignore[method-assign]
+    await cluster.add_node("n1", runtime)
+    quick = {"containers": [{"name": "main", "image": "busybox"}]}
+    quick["termination_grace_period_seconds"] = 3
+    await cluster.service.apply([spec("quick", replicas=1, template=quick), spec(replicas=1)])
+    await cluster.settle()
+    uids = {i.workload: i.uid for i in await cluster.service.list_instances()}
+    await cluster.service.delete_workload("quick")
+    await cluster.service.delete_workload("web")
+    await cluster.settle()
+    assert graces == {uids["quick"]: 3.0, uids["web"]: 10.0}  # the node's default when unset

@@ -650,7 +650,7 @@ class NodeLoop:
             await self._watch_running(stored, pod)
         elif inst.state == InstanceState.STOPPING:
             if pod is not None:
-                await self.runtime.stop(inst.uid, self.stop_grace)
+                await self.runtime.stop(inst.uid, self._grace(inst))
                 self._did("stop")
             else:  # nothing left to stop
                 stopped = inst.transition(InstanceState.STOPPED, "Stopped", "its pod is gone")
@@ -788,7 +788,7 @@ class NodeLoop:
         elif pod.exited:
             for container in pod.containers:  # a pod finishes as a whole
                 if container.state != "exited":
-                    await self.runtime.stop(inst.uid, self.stop_grace)
+                    await self.runtime.stop(inst.uid, self._grace(inst))
                     break
             codes = {c.name: c.exit_code for c in pod.containers if c.exit_code is not None}
             worst = next((code for code in codes.values() if code != 0), 0)
@@ -833,7 +833,7 @@ class NodeLoop:
         if pod is not None:
             try:
                 with contextlib.suppress(NotFound):
-                    await self.runtime.stop(inst.uid, self.stop_grace)
+                    await self.runtime.stop(inst.uid, self._grace(inst))
                 await self.runtime.remove(inst.uid)
             except (RevisionConflict, Unavailable):
                 raise
@@ -1002,13 +1002,13 @@ class NodeLoop:
             await self._record(
                 _ref(inst),
                 "Unhealthy",
-                f"{why}; stopping it (grace {self.stop_grace:g} s)",
+                f"{why}; stopping it (grace {self._grace(inst):g} s)",
                 self.actor,
                 event_type=EventType.WARNING,
             )
         self._killed[inst.uid] = why
         with contextlib.suppress(NotFound):  # it may have exited meanwhile
-            await self.runtime.stop(inst.uid, self.stop_grace)
+            await self.runtime.stop(inst.uid, self._grace(inst))
         await self._report_killed(stored, why)
 
     async def _report_killed(self, stored: Stored[Instance], why: str) -> None:
@@ -1025,6 +1025,11 @@ class NodeLoop:
         self._did("kill_unhealthy")
         self._running.pop(inst.uid, None)
         self.probes.forget(set(self._running))
+
+    def _grace(self, inst: Instance) -> float:
+        """Seconds between SIGTERM and SIGKILL when ``inst`` stops: its template's, else the node's."""
+        own = inst.template.termination_grace_period_seconds
+        return self.stop_grace if own is None else float(own)
 
     async def _remove_orphan(self, pod: PodStatus) -> _Outcome:
         async with self._limiter:
