@@ -233,8 +233,9 @@ def _write_index(out_dir: Path, tag: str, descriptor: dict[str, object]) -> None
 def main(argv: list[str]) -> int:
     """Command-line entry point."""
     if len(argv) not in (2, 3) or argv[1].startswith("-"):
-        print(__doc__.split("\n\n")[1], file=sys.stderr)
-        return 2
+        usage = __doc__.split("\n\n")[2:4]  # the command, and what it writes
+        print("\n\n".join(usage), file=sys.stderr)
+        return 0 if argv[1:] in (["-h"], ["--help"]) else 2
     built = build_busybox_layout(Path(argv[1]), argv[2] if len(argv) == 3 else "latest")
     print(f"{built.layout}:{built.tag} {built.manifest_digest}")
     return 0
