@@ -629,7 +629,7 @@ async def test_an_instance_stops_with_its_templates_grace_period(cluster: Cluste
 
     runtime.stop = recorded  # type: ignore[method-assign]
     await cluster.add_node("n1", runtime)
-    quick = {"containers": [{"name": "main", "image": "busybox"}]}
+    quick: dict[str, object] = {"containers": [{"name": "main", "image": "busybox"}]}
     quick["termination_grace_period_seconds"] = 3
     await cluster.service.apply([spec("quick", replicas=1, template=quick), spec(replicas=1)])
     await cluster.settle()

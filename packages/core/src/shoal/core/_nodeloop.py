@@ -1027,7 +1027,7 @@ class NodeLoop:
         self.probes.forget(set(self._running))
 
     def _grace(self, inst: Instance) -> float:
-        """Seconds between SIGTERM and SIGKILL when ``inst`` stops: its template's, else the node's."""
+        """Seconds from SIGTERM to SIGKILL when ``inst`` stops: its template's, else the node's."""
         own = inst.template.termination_grace_period_seconds
         return self.stop_grace if own is None else float(own)
 
