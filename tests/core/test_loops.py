@@ -117,6 +117,21 @@ async def test_restart_policy_never_leaves_a_failed_instance_failed(cluster: Clu
     assert "it will not be restarted" in explanation.details[0]
 
 
+async def test_an_exit_seen_late_is_recorded_when_it_happened(cluster: Cluster) -> None:
+    """An agent that was down (or a slow pass) records the exit's time, not its own."""
+    runtime = MockRuntime(cluster.clock, faults=[Fault.exits(after=5, exit_code=0, image="job")])
+    node = await cluster.add_node("n1", runtime)
+    await cluster.service.apply([spec(replicas=1, image="job", restart_policy="Never")])
+    await cluster.settle()
+    (running,) = await cluster.service.list_instances()
+    assert running.state == InstanceState.RUNNING and running.started_at is not None
+    cluster.clock.advance(60)  # the container exited after 5 s; the node looks 55 s later
+    await node.reconcile_once()
+    (done,) = await cluster.service.list_instances()
+    assert done.state == InstanceState.STOPPED
+    assert done.finished_at == running.started_at + timedelta(seconds=5)
+
+
 async def test_on_failure_does_not_restart_a_clean_exit(cluster: Cluster) -> None:
     runtime = MockRuntime(cluster.clock, faults=[Fault.exits(after=0, exit_code=0, image="job")])
     await cluster.add_node("n1", runtime)

@@ -779,6 +779,7 @@ class NodeLoop:
         if pod is not None and not pod.exited:
             await self._refresh_files(inst)
             return
+        ended = self.clock.now()
         killed = self._killed.pop(inst.uid, None)
         if killed is not None:  # stopped for a failed liveness probe: no crash of its own
             finished = inst.transition(InstanceState.FAILED, "LivenessProbeFailed", killed)
@@ -808,9 +809,12 @@ class NodeLoop:
             else:
                 finished = inst.transition(InstanceState.FAILED, "Error", shown)
             finished = finished.model_copy(update={"exit_code": worst})
+            exits = [c.finished_at for c in pod.containers if c.finished_at is not None]
+            if exits:  # when it ended, not when this pass saw it (the agent may have been down)
+                ended = min(max(exits), ended)
         else:
             return
-        finished = finished.model_copy(update={"finished_at": self.clock.now(), "ready": False})
+        finished = finished.model_copy(update={"finished_at": ended, "ready": False})
         await self._report(finished, stored.revision)
         self._did("report_exit")
         if pod is not None:
