@@ -170,3 +170,38 @@ async def test_a_rewritten_head_is_caught_too(store: StateStore) -> None:
     await store.put(AUDIT_HEAD, json.dumps({"sequence": 4, "hash": "f" * 64}).encode())
     report = await service.verify_audit()
     assert report.problems == ["the head's hash does not match entry 4: it was edited"]
+
+
+async def test_a_head_that_is_not_valid_is_reported_then_repaired_on_the_record(
+    store: StateStore,
+) -> None:
+    """Every change went through but reported an internal error, and none was audited."""
+    await chain_of_four(store)
+    await store.put(AUDIT_HEAD, b"garbage")
+    service = ShoalService(store, SystemClock()).with_actor(ALICE)  # a restarted agent
+    report = await service.verify_audit()
+    assert report.problems == [
+        f"the head ({AUDIT_HEAD}) is not valid (b'garbage' is not a head): it was edited"
+    ]
+    scaled = await service.scale("web", 5, "shop")  # no error: the change and its entry stand
+    assert scaled.spec.replicas == 5
+    *_, repair, entry = await service.audit_entries(10)
+    assert (repair.sequence, repair.verb, repair.actor) == (5, "repair_audit_head", "shoal")
+    assert repair.outcome.startswith("the head was not valid (b'garbage' is not a head)")
+    assert repair.outcome.endswith("went on after entry 4")
+    assert (entry.sequence, entry.verb, entry.outcome) == (6, "scale", "ok")
+    assert (await service.verify_audit()).intact  # whole again, the repair on the record
+
+
+async def test_an_entry_that_cannot_be_read_is_listed_in_its_place(store: StateStore) -> None:
+    service = await chain_of_four(store)
+    await store.put(audit_key(3), b"{not an entry")
+    listed = await service.audit_entries(10)
+    assert [e.sequence for e in listed] == [1, 2, 3, 4]
+    assert (listed[2].verb, listed[2].object) == ("unreadable", audit_key(3))
+    assert "run `shoal audit verify`" in listed[2].outcome
+    assert (await service.verify_audit()).problems[0] == (
+        f"{audit_key(3)} is not an audit entry (it was overwritten)"
+    )
+    await service.scale("web", 1, "shop")  # the trail goes on after it
+    assert [e.sequence for e in await service.audit_entries(2)] == [4, 5]

@@ -31,6 +31,7 @@ import inspect
 import json
 import logging
 from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime
 from typing import Any, Concatenate, NamedTuple, ParamSpec, Protocol, TypeVar
 
 import anyio
@@ -45,10 +46,12 @@ from shoal.interfaces import (
     Clock,
     Compare,
     CompareTarget,
+    KeyValue,
     PutOp,
     ShoalError,
     StateStore,
     Unavailable,
+    Via,
     audit_hash,
     audit_key,
 )
@@ -97,6 +100,23 @@ class AuditLog:
                 head = self._head or await self._read_head()
                 self._head = None  # until this append lands: a failed one proves it stale
                 sequence, previous = head.sequence, head.hash
+                puts: list[PutOp] = []
+                if head.broken:  # the trail says so before it goes on
+                    repair = AuditEntry(
+                        sequence=sequence + 1,
+                        time=self.clock.now(),
+                        actor=_SYSTEM.id,
+                        door=_SYSTEM.via,
+                        verb="repair_audit_head",
+                        object=AUDIT_HEAD,
+                        outcome=head.broken,
+                        previous_hash=previous,
+                    )
+                    repair = repair.model_copy(update={"hash": audit_hash(repair)})
+                    puts.append(
+                        PutOp(audit_key(repair.sequence), repair.model_dump_json().encode())
+                    )
+                    sequence, previous = repair.sequence, repair.hash
                 entry = AuditEntry(
                     sequence=sequence + 1,
                     time=self.clock.now(),
@@ -113,6 +133,7 @@ class AuditLog:
                 outcome_of_txn = await self.store.txn(
                     [Compare(AUDIT_HEAD, CompareTarget.MOD_REVISION, head.mod_revision)],
                     [
+                        *puts,
                         PutOp(audit_key(entry.sequence), entry.model_dump_json().encode()),
                         PutOp(AUDIT_HEAD, json.dumps(moved).encode()),
                     ],
@@ -123,17 +144,51 @@ class AuditLog:
         raise Unavailable("the audit trail's head kept moving: the entry was not written")
 
     async def _read_head(self) -> _Head:
+        """Read the head; one that is not valid (it was edited) is rebuilt from the last entry.
+
+        The trail then goes on after its last entry stored, and the first
+        entry written says the head was repaired and why (see :meth:`append`):
+        the calls of the meantime are audited, and the repair is on the record.
+        """
         head = await self.store.get(AUDIT_HEAD)
         if head is None:
             return _Head(0, 0, GENESIS_HASH)
-        sequence, hashed = _head_of(head.value)
+        try:
+            sequence, hashed = _head_of(head.value)
+        except ValueError as exc:
+            sequence, hashed = await self._end_of_trail()
+            broken = (
+                f"the head was not valid ({exc}): it was edited; went on after entry {sequence}"
+            )
+            log.error("audit trail: %s (see `shoal audit verify`)", broken)
+            return _Head(head.mod_revision, sequence, hashed, broken)
         return _Head(head.mod_revision, sequence, hashed)
 
+    async def _end_of_trail(self) -> tuple[int, str]:
+        """Return the number of the last entry stored and its hash ("" if it cannot be read).
+
+        The number is its key's: a new entry never overwrites one, even one
+        that cannot be read (a chain that breaks there is what verify reports).
+        """
+        items = (await self.store.list(AUDIT_ENTRIES)).items
+        if not items:
+            return 0, GENESIS_HASH
+        last = items[-1]
+        number = last.key.removeprefix(AUDIT_ENTRIES)
+        try:
+            return int(number), AuditEntry.model_validate_json(last.value).hash
+        except ValueError:
+            return (int(number) if number.isdigit() else len(items)), ""
+
     async def entries(self, limit: int | None = None) -> list[AuditEntry]:
-        """Return the entries, oldest first (the last ``limit`` of them if given)."""
+        """Return the entries, oldest first (the last ``limit`` of them if given).
+
+        One that cannot be read (it was overwritten) is shown as such, in its
+        place, with the fix: ``shoal audit verify`` tells what else changed.
+        """
         listed = await self.store.list(AUDIT_ENTRIES)
         items = listed.items if limit is None else listed.items[-limit:]
-        return [AuditEntry.model_validate_json(kv.value) for kv in items]
+        return [_readable(kv) for kv in items]
 
     async def verify(self) -> AuditReport:
         """Walk the chain from the first entry; report every break.
@@ -143,8 +198,12 @@ class AuditLog:
         """
         listed = await self.store.list(AUDIT_ENTRIES)
         head = await self.store.get(AUDIT_HEAD)
-        head_sequence, head_hash = (0, GENESIS_HASH) if head is None else _head_of(head.value)
         problems: list[str] = []
+        try:
+            head_sequence, head_hash = (0, GENESIS_HASH) if head is None else _head_of(head.value)
+        except ValueError as exc:
+            problems.append(f"the head ({AUDIT_HEAD}) is not valid ({exc}): it was edited")
+            head_sequence, head_hash = -1, ""
         expected, previous = 1, GENESIS_HASH
         for kv in listed.items:
             try:
@@ -173,7 +232,9 @@ class AuditLog:
                 )
             expected, previous = entry.sequence + 1, entry.hash
         last = expected - 1
-        if head_sequence != last:
+        if head_sequence < 0:
+            pass  # unreadable: said above
+        elif head_sequence != last:
             problems.append(
                 f"the head says entry {head_sequence} is the last but the trail ends at {last}: "
                 + (
@@ -200,11 +261,46 @@ class _Head(NamedTuple):
     """0: there is no head (no entry yet)."""
     sequence: int
     hash: str
+    broken: str = ""
+    """Why the stored head could not be read (then rebuilt from the last entry), or ""."""
+
+
+_SYSTEM = Actor(id="shoal", via=Via.SYSTEM)
+"""Who writes the entry that records a repaired head."""
 
 
 def _head_of(value: bytes) -> tuple[int, str]:
-    data = json.loads(value)
-    return int(data["sequence"]), str(data["hash"])
+    """Return the last entry's number and hash that a head names.
+
+    Raises:
+        ValueError: it is not a head (not JSON, or without those fields).
+    """
+    try:
+        data = json.loads(value)
+        sequence, hashed = int(data["sequence"]), str(data["hash"])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"{value[:60]!r} is not a head") from exc
+    if sequence < 0:
+        raise ValueError(f"sequence {sequence} is not an entry's")
+    return sequence, hashed
+
+
+def _readable(kv: KeyValue) -> AuditEntry:
+    """Return the entry stored in ``kv``, or one that says it cannot be read, in its place."""
+    try:
+        return AuditEntry.model_validate_json(kv.value)
+    except ValueError:
+        sequence = kv.key.removeprefix(AUDIT_ENTRIES)
+        return AuditEntry(
+            sequence=int(sequence) if sequence.isdigit() else 0,
+            time=datetime.fromtimestamp(0, UTC),
+            actor="?",
+            door=Via.SYSTEM,
+            verb="unreadable",
+            object=kv.key,
+            outcome="not an audit entry (it was overwritten): run `shoal audit verify`",
+            previous_hash="",
+        )
 
 
 class _Audited(Protocol):
