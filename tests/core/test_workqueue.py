@@ -137,3 +137,26 @@ async def test_queued_says_whether_a_pass_of_the_key_is_due_not_a_retry_later() 
     queue.retry("b")  # waits for its backoff only
     queue.done("b")
     assert not queue.queued("b")
+
+
+async def test_a_key_waits_for_its_earliest_wake_up_only_and_is_no_depth_meanwhile() -> None:
+    """A crash-looping key asked each pass for a later recheck: one entry, not one per pass."""
+    clock = ManualClock()
+    queue = WorkQueue(clock)
+    for _ in range(1000):
+        queue.add_after("looping", 600.0)
+        clock.advance(0.01)
+    queue.add_after("looping", 5.0)  # an earlier one replaces it
+    assert len(queue._delayed) < 100 and queue._deadlines == {"looping": clock.monotonic() + 5}
+    assert queue.depth == 0  # a wake-up due later is no work waiting
+    queue.add("now")
+    assert queue.depth == 1
+    assert await queue.get() == "now"
+    queue.done("now")
+    clock.advance(5.0)
+    with anyio.fail_after(5):
+        assert await queue.get() == "looping"
+    queue.done("looping")
+    clock.advance(600.0)  # the superseded wake-ups bring nothing more
+    queue._promote_due()
+    assert len(queue) == 0 and queue._deadlines == {}

@@ -13,7 +13,9 @@ controllers are built on, in anyio:
   doubling to ``cap``) and an overall token bucket (``rate`` retries a second,
   ``burst`` at once), so a key that keeps failing neither spins nor starves
   the others; :meth:`forget` resets a key's backoff after a success.
-* :meth:`add_after` wakes a key later (a restart backoff ending).
+* :meth:`add_after` wakes a key later (a restart backoff ending); a key
+  waits for one wake-up at a time, the earliest asked for (the pass it brings
+  asks again for what it still needs).
 
 Time goes through the injected :class:`~shoal.interfaces.Clock`, so tests
 move a manual clock instead of sleeping.
@@ -76,6 +78,8 @@ class WorkQueue:
         self._dirty: set[str] = set()
         self._processing: set[str] = set()
         self._delayed: list[tuple[float, int, str]] = []
+        self._deadlines: dict[str, float] = {}
+        """Each delayed key's wake-up: the one entry of ``_delayed`` that counts for it."""
         self._order = itertools.count()
         self._failures: dict[str, int] = {}
         self._tokens = float(burst)
@@ -95,8 +99,12 @@ class WorkQueue:
 
     @property
     def depth(self) -> int:
-        """Return how many distinct keys wait, now or later (a metric)."""
-        return len(self._dirty | {key for _, _, key in self._delayed})
+        """Return how many keys wait for a worker (a metric): not those due later.
+
+        As client-go's ``workqueue_depth``: a key whose only wait is a later
+        wake-up (a recheck, a retry's backoff) is not work waiting.
+        """
+        return len(self._dirty)
 
     def add(self, key: str) -> None:
         """Queue ``key``, unless it waits already; a key in progress is queued after it is done."""
@@ -117,7 +125,14 @@ class WorkQueue:
         if self._closed:
             return
         deadline = self.clock.monotonic() + delay
+        held = self._deadlines.get(key)
+        if held is not None and held <= deadline:
+            return  # it wakes earlier already
+        self._deadlines[key] = deadline
         heapq.heappush(self._delayed, (deadline, next(self._order), key))
+        if len(self._delayed) > 2 * len(self._deadlines) + 64:  # superseded entries: drop them
+            self._delayed = [e for e in self._delayed if self._deadlines.get(e[2]) == e[0]]
+            heapq.heapify(self._delayed)
         self._wake()
 
     def retry(self, key: str) -> float:
@@ -215,7 +230,10 @@ class WorkQueue:
     def _promote_due(self) -> None:
         now = self.clock.monotonic()
         while self._delayed and self._delayed[0][0] <= now:
-            _, _, key = heapq.heappop(self._delayed)
+            deadline, _, key = heapq.heappop(self._delayed)
+            if self._deadlines.get(key) != deadline:
+                continue  # superseded by an earlier wake-up, which came already
+            del self._deadlines[key]
             self.add(key)
 
     def _take_token(self) -> float:

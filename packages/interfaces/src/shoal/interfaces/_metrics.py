@@ -186,7 +186,7 @@ class Catalogue:
     WORKQUEUE_DEPTH = MetricSpec(
         "shoal_workqueue_depth",
         MetricKind.GAUGE,
-        "Keys waiting in a work queue, now or after a delay.",
+        "Keys waiting in a work queue for a worker (not those due later: a recheck, a retry).",
         ("queue",),
         known=_each(*QUEUES),
     )
