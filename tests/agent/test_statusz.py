@@ -23,7 +23,14 @@ def test_secret_values_and_address_credentials_are_redacted_paths_are_not() -> N
             "join_token_file": "/etc/shoal/token",
             "join_token": "s3cr3t",
             "etcd": ["https://root:pw@198.18.0.5:2379", "198.18.0.6:2379"],
-            "labels": {"api_key": "abc", "zone": "a"},
+            "labels": {
+                "api_key": "abc",
+                "zone": "a",
+                "apikey": "abc",
+                "private-key": "abc",
+                "auth": "abc",
+                "db-pwd": "abc",
+            },
             "name": "n1",
             "leader_ttl": 10.0,
         }
@@ -32,7 +39,14 @@ def test_secret_values_and_address_credentials_are_redacted_paths_are_not() -> N
         "join_token_file": "/etc/shoal/token",
         "join_token": REDACTED_VALUE,
         "etcd": [f"https://{REDACTED_VALUE}@198.18.0.5:2379", "198.18.0.6:2379"],
-        "labels": {"api_key": REDACTED_VALUE, "zone": "a"},
+        "labels": {
+            "api_key": REDACTED_VALUE,
+            "zone": "a",
+            "apikey": REDACTED_VALUE,
+            "private-key": REDACTED_VALUE,
+            "auth": REDACTED_VALUE,
+            "db-pwd": REDACTED_VALUE,
+        },
         "name": "n1",
         "leader_ttl": 10.0,
     }

@@ -221,6 +221,8 @@ async def test_the_agent_settings_reach_the_node_image_store(
             "--insecure-registry 'http://10.0.0.5:5000' is not HOST[:PORT]",
         ),
         (["--insecure-registry", "reg.local:99999"], "is not HOST[:PORT]"),
+        (["--registry", "user:pw@reg.example.com"], "--registry 'user:pw@reg.example.com' is not"),
+        (["--registry", "not a registry/ at all"], "is not HOST[:PORT]"),
         (["--registry-ca", "/nonexistent/ca.pem"], "cannot read the registry CA file"),
         (["--registry-ca", "GARBAGE"], "holds no usable PEM certificate"),
     ],

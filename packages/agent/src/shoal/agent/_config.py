@@ -162,6 +162,8 @@ def check_config(config: NodeConfig) -> None:
                 "a worker runs the instances of a cluster's servers: give it --join-token-file, "
                 "--gossip-key-file and --join SERVER:7946 (see docs/cluster.md)"
             )
+    if config.default_registry is not None:  # no credentials, no scheme: statusz shows it
+        check_registry_host(config.default_registry, field="--registry")
     for registry in config.insecure_registries:
         check_registry_host(registry, field="--insecure-registry")
     if config.registry_ca is not None:

@@ -37,7 +37,11 @@ from ._metrics import PrometheusMetrics
 
 __all__ = ["redact_config", "slo_statuses", "statusz_source"]
 
-_SECRET_NAME = re.compile(r"token|password|passwd|secret|credential|(^|_)key($|_)", re.IGNORECASE)
+_SECRET_NAME = re.compile(
+    r"token|passw|pwd|secret|credential|auth|private|apikey|(^|[_-])key($|[_-])", re.IGNORECASE
+)
+"""Names whose text values statusz shows redacted (config fields, node labels); a path to a
+secret (``*_file``, ``*_path``, ``*_keyring``) is shown."""
 _USERINFO = re.compile(r"^(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
 
 
