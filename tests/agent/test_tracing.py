@@ -15,7 +15,7 @@ import secrets
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
@@ -32,6 +32,7 @@ from shoal.agent import NodeConfig, ShoalNode, SpanRecorder, run_agent
 from shoal.agent._logging import JsonFormatter
 from shoal.agent._tracing import tracing_exporter
 from shoal.api import bind, serve_api
+from shoal.cli._cmd_trace import render
 from shoal.client import ShoalClient, init_keypair, load_keypair
 from shoal.core import MeteredStore
 from shoal.interfaces import (
@@ -267,6 +268,31 @@ async def test_get_trace_refuses_what_is_not_a_trace_id(tmp_path: Path) -> None:
         )
     assert empty.spans == [] and empty.linked_traces == []
     assert shown.returncode == 1 and "no spans of trace" in shown.stdout
+    assert "none from before" in shown.stdout  # when the agent started: a restart forgets
+
+
+def test_the_cli_shows_the_traces_a_trace_caused_earliest_first() -> None:
+    began = datetime(2026, 12, 7, 15, 0, tzinfo=UTC)
+
+    def span(trace_id: str, after: float, name: str) -> SpanRecord:
+        start = began + timedelta(seconds=after)
+        return SpanRecord(
+            trace_id=trace_id,
+            span_id=trace_id[:16],
+            name=name,
+            start=start,
+            end=start,
+            duration_ms=0.0,
+        )
+
+    request, late, early = "a" * 32, "1" * 32, "f" * 32  # by id, late sorts first
+    view = TraceView(
+        trace_id=request,
+        spans=[span(request, 0, "apply"), span(late, 240, "late"), span(early, 5, "early")],
+        linked_traces=[late, early],
+    )
+    titles = [block[0] for block in render(view)]
+    assert titles == [f"trace {request}", f"linked trace {early}", f"linked trace {late}"]
 
 
 def test_the_span_buffer_keeps_the_last_spans_and_forgets_their_links() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -40,16 +41,20 @@ def trace(
     for node, why in view.missing.items():  # said first: the tree below lacks their spans
         out.print(f"spans of node {node} missing: {why}", markup=False, highlight=False)
     if not view.spans:
-        from shoal.interfaces import SPAN_BUFFER
-
         out.print(
             f"no spans of trace {view.trace_id} on {', '.join(view.nodes) or 'this server'} "
-            f"(each node keeps its last {SPAN_BUFFER:,}; older ones are in your OTLP "
-            "collector, if one is set)",
+            f"({kept(view)})",
             markup=False,
             highlight=False,
         )
         raise typer.Exit(1)
+    if not any(s.trace_id == view.trace_id for s in view.spans):
+        out.print(
+            f"the spans of trace {view.trace_id} itself are no longer kept ({kept(view)}); "
+            "what it links to or caused:",
+            markup=False,
+            highlight=False,
+        )
     for number, lines in enumerate(render(view)):
         if number:
             out.print("")
@@ -59,9 +64,42 @@ def trace(
         out.print(f"... {view.truncated} more spans not shown", markup=False, highlight=False)
 
 
+_EPOCH = datetime.fromtimestamp(0, UTC)
+
+
+def kept(view: TraceView) -> str:
+    """Say which spans a node keeps: the answer's ``kept_since`` names the oldest it could."""
+    from shoal.interfaces import SPAN_BUFFER
+
+    since = (
+        f", none from before {view.kept_since:%Y-%m-%d %H:%M:%S} UTC (the oldest kept, or "
+        "when the agent last started)"
+        if view.kept_since is not None
+        else ""
+    )
+    return (
+        f"each node keeps its last {SPAN_BUFFER:,} spans{since}; older ones are in your OTLP "
+        "collector, if one is set"
+    )
+
+
 def render(view: TraceView) -> list[list[str]]:
-    """Return one block of lines per trace: the request it served, itself, the work it caused."""
-    order = [*view.cause_traces, view.trace_id, *view.linked_traces]
+    """Return one block of lines per trace: the request it served, itself, the work it caused.
+
+    The traces it served and caused come earliest first (by their first span).
+    """
+    began: dict[str, datetime] = {}
+    for span in view.spans:
+        began[span.trace_id] = min(span.start, began.get(span.trace_id, span.start))
+
+    def earliest_first(traces: list[str]) -> list[str]:
+        return sorted(traces, key=lambda t: (t not in began, began.get(t, _EPOCH), t))
+
+    order = [
+        *earliest_first(view.cause_traces),
+        view.trace_id,
+        *earliest_first(view.linked_traces),
+    ]
     blocks = []
     for trace_id in order:
         spans = [s for s in view.spans if s.trace_id == trace_id]
