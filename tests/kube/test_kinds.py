@@ -247,6 +247,19 @@ def test_secret_keeps_no_data_in_its_origin() -> None:
     assert spec.origin.manifest["type"] == "kubernetes.io/basic-auth"
 
 
+@pytest.mark.parametrize("value", [["x"], 12345, {"a": "b"}])
+def test_a_secret_value_in_string_data_must_be_text(value: object) -> None:
+    """kubectl refuses them too; they were stored as "['x']" and "12345"."""
+    document = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "creds"},
+        "stringData": {"token": value},
+    }
+    with pytest.raises(InvalidSpec, match=r"stringData\[token\]: Input should be a valid string"):
+        parse_documents([document], "creds.yaml")
+
+
 def test_namespace() -> None:
     spec = namespace(
         {

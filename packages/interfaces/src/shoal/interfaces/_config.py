@@ -168,11 +168,14 @@ class SecretSpec(Spec):
     @model_validator(mode="before")
     @classmethod
     def _fold_string_data(cls, value: Any) -> Any:
-        if isinstance(value, dict) and isinstance(value.get("string_data"), dict):
+        """Fold string_data into data, when it is text: a number or a list is left for the
+        field's own check to name (as kubectl, which refuses them too)."""
+        given = isinstance(value, dict) and isinstance(value.get("string_data"), dict)
+        if given and all(isinstance(v, str) for v in value["string_data"].values()):
             value = dict(value)
             data = dict(value.get("data") or {})
             for key, text in value.pop("string_data").items():
-                data[key] = base64.b64encode(str(text).encode()).decode()
+                data[key] = base64.b64encode(text.encode()).decode()
             value["data"] = data
         return value
 
