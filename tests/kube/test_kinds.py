@@ -249,7 +249,7 @@ def test_secret_keeps_no_data_in_its_origin() -> None:
 
 @pytest.mark.parametrize("value", [["x"], 12345, {"a": "b"}])
 def test_a_secret_value_in_string_data_must_be_text(value: object) -> None:
-    """kubectl refuses them too; they were stored as "['x']" and "12345"."""
+    """As kubectl refuses them; they were stored as "['x']" and "12345"."""
     document = {
         "apiVersion": "v1",
         "kind": "Secret",

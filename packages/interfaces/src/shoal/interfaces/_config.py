@@ -168,8 +168,11 @@ class SecretSpec(Spec):
     @model_validator(mode="before")
     @classmethod
     def _fold_string_data(cls, value: Any) -> Any:
-        """Fold string_data into data, when it is text: a number or a list is left for the
-        field's own check to name (as kubectl, which refuses them too)."""
+        """Fold string_data into data, when its values are text.
+
+        A number or a list is left for the field's own check to name (kubectl
+        refuses them too).
+        """
         given = isinstance(value, dict) and isinstance(value.get("string_data"), dict)
         if given and all(isinstance(v, str) for v in value["string_data"].values()):
             value = dict(value)
