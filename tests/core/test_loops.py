@@ -7,9 +7,11 @@ import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
 
+from shoal.agent._metrics import PrometheusMetrics
 from shoal.core import ControlLoop, DefaultScheduler, LocalNodeState, NodeLoop
 from shoal.core._repo import only_heartbeat
 from shoal.interfaces import (
+    Catalogue,
     Conflict,
     EventKind,
     EventType,
@@ -18,6 +20,7 @@ from shoal.interfaces import (
     InvalidInput,
     KeyValue,
     ListResult,
+    MetricSpec,
     Node,
     NotFound,
     PodSpec,
@@ -653,3 +656,41 @@ async def test_an_instance_stops_with_its_templates_grace_period(cluster: Cluste
     await cluster.service.delete_workload("web")
     await cluster.settle()
     assert graces == {uids["quick"]: 3.0, uids["web"]: 10.0}  # the node's default when unset
+
+
+async def test_the_start_sli_of_an_instance_that_waited_for_room_counts_from_its_placement(
+    cluster: Cluster,
+) -> None:
+    """As Kubernetes' pod startup SLI counts schedulable pods: the wait for room is not a start."""
+    metrics = PrometheusMetrics()
+    observed: list[float] = []
+    observe = metrics.observe
+
+    def recorded(spec: MetricSpec, value: float, *labels: str) -> None:
+        if spec == Catalogue.INSTANCE_START_DURATION:
+            observed.append(value)
+        observe(spec, value, *labels)
+
+    metrics.observe = recorded  # type: ignore[method-assign,assignment]
+    runtime = MockRuntime(cluster.clock)
+    node = make_node("n1", cpu="1")
+    cluster.nodes["n1"] = NodeLoop(
+        node, LocalNodeState(cluster.store, "n1"), runtime, cluster.clock, metrics=metrics
+    )
+    await cluster.nodes["n1"].register()
+    needs_a_core = {
+        "containers": [
+            {"name": "main", "image": "busybox", "resources": {"requests": {"cpu": "1"}}}
+        ]
+    }
+    await cluster.service.apply([spec("first", replicas=1, template=needs_a_core)])
+    await cluster.settle()
+    await cluster.service.apply([spec("second", replicas=1, template=needs_a_core)])
+    await cluster.settle()  # no room: it waits
+    cluster.clock.advance(120)
+    await cluster.service.delete_workload("first")
+    await cluster.settle()
+    (second,) = await cluster.service.list_instances()
+    assert second.state == InstanceState.RUNNING
+    assert second.placed_at == cluster.clock.now() and second.created_at < second.placed_at
+    assert len(observed) == 2 and max(observed) < 60  # not the 120 s it waited for room

@@ -699,8 +699,9 @@ class NodeLoop:
         self._files[inst.uid] = files_digest(spec.files)
         await self._report_running(Stored(starting, stored.key, revision, stored.created), status)
         self._did("start")
-        if inst.restart_count == 0:
-            took = (self.clock.now() - inst.created_at).total_seconds() - pulling
+        if inst.restart_count == 0:  # from placement, for one that waited for room
+            since = inst.placed_at or inst.created_at
+            took = (self.clock.now() - since).total_seconds() - pulling
             self.metrics.observe(Catalogue.INSTANCE_START_DURATION, max(took, 0.0))
 
     async def _configs(self, inst: Instance) -> Configs:

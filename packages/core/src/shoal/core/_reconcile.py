@@ -377,9 +377,12 @@ def settle(
             continue
         existing = pending.stored.value
         if node is not None:
+            placed: dict[str, Any] = {"node": node, "schedule_failure": None}
+            if existing.restart_count == 0 and existing.started_at is None:
+                placed["placed_at"] = now  # a first start that waited for room
             updated = existing.transition(
                 InstanceState.SCHEDULED, "Scheduled", f"placed on {node}"
-            ).model_copy(update={"node": node, "schedule_failure": None})
+            ).model_copy(update=placed)
         else:
             updated = existing.model_copy(update=status)
         live[updated.name] = updated

@@ -150,6 +150,9 @@ class Instance(Model):
     ``get_trace``; None before the first start or without tracing."""
     created_at: datetime
     """When the control loop created it."""
+    placed_at: datetime | None = None
+    """When the control loop placed it on a node, if not as it created it (it waited for
+    room): the start SLI counts from then, as Kubernetes' counts schedulable pods only."""
     started_at: datetime | None = None
     """When its containers last started."""
     finished_at: datetime | None = None
