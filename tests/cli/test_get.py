@@ -15,6 +15,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from shoal.cli._output import _workloads
 from shoal.interfaces import Workload
 from tests.cli.support import live_api
 from tests.cli.test_imports import SERVER_SIDE, imported, loaded
@@ -80,3 +81,19 @@ async def test_a_listing_imports_no_pydantic_no_rich_and_nothing_of_the_server(
     assert loaded(modules, SERVER_SIDE) == []
     assert loaded(modules, ("pydantic", "pydantic_core", "annotated_types")) == []
     assert loaded(modules, ("rich",)) == []  # a table is plain text
+
+
+def test_ready_counts_what_a_daemon_or_a_job_wants_not_its_replicas() -> None:
+    """A daemon on three nodes read 3/1 (its spec's replicas, which it does not use)."""
+    rows = _workloads(
+        [
+            {
+                "spec": {"namespace": "default", "name": name, "replicas": 1, "mode": mode},
+                "status": {"ready_replicas": 3, "desired_replicas": 3, "phase": "running"},
+                "generation": 1,
+                "created_at": "2026-12-07T00:00:00Z",
+            }
+            for name, mode in (("exporter", "daemon"), ("batch", "job"), ("web", "replicas"))
+        ]
+    )
+    assert [row[2] for row in rows[1:]] == ["3/3", "3/3", "3/1"]

@@ -732,6 +732,9 @@ async def test_a_daemon_runs_one_per_node_and_follows_nodes(cluster: Cluster) ->
 
         await eventually(settled_status)
         assert await cluster.runtimes["n2"].list() == []
+        (one, *_) = await _instances(cluster, "agent")
+        explained = await cluster.service.explain(one.name)
+        assert "workload default/agent: 3/3 ready, phase running" in explained.details  # not 3/1
         await wait_all_tasks_blocked()
         tg.cancel_scope.cancel()
 

@@ -86,6 +86,19 @@ def print_table(rows: Rows) -> None:
         typer.echo(line)
 
 
+def _wanted(spec: JSONObject, status: JSONObject) -> object:
+    """How many instances a workload wants (``Workload.wanted_replicas``, from its JSON).
+
+    ``replicas``; a daemon's eligible nodes or a job's runs at once are what
+    its status counted: its ``replicas`` says nothing for them.
+    """
+    return (
+        spec["replicas"]
+        if spec.get("mode", "replicas") == "replicas"
+        else status.get("desired_replicas", 0)
+    )
+
+
 def _workloads(items: Sequence[JSONObject]) -> Rows:
     rows: Rows = [("NAMESPACE", "NAME", "READY", "PHASE", "GENERATION", "AGE")]
     for w in items:
@@ -94,7 +107,7 @@ def _workloads(items: Sequence[JSONObject]) -> Rows:
             (
                 spec["namespace"],
                 spec["name"],
-                f"{status['ready_replicas']}/{spec['replicas']}",
+                f"{status['ready_replicas']}/{_wanted(spec, status)}",
                 status["phase"],
                 str(w["generation"]),
                 age(w["created_at"]),

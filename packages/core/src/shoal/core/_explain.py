@@ -104,7 +104,7 @@ def explain_instance(
     if workload is not None:
         status = workload.status
         details.append(
-            f"workload {workload.key}: {status.ready_replicas}/{workload.spec.replicas} ready, "
+            f"workload {workload.key}: {status.ready_replicas}/{workload.wanted_replicas} ready, "
             f"phase {status.phase.value}"
         )
         if inst.generation != workload.generation and inst.template != workload.spec.template:
