@@ -118,9 +118,10 @@ class RemoteNodeState(AsyncClosing):
             addresses = list(dict.fromkeys(await self._servers()))
             if not addresses:
                 raise Unavailable(
-                    "no server is known yet: this worker reaches the cluster state through a "
-                    "server; join the cluster (--join) and check with `shoal --server "
-                    "http://SERVER:7070 members` that this worker and an alive server are listed",
+                    "no server is alive in this worker's view of the cluster: it reaches the "
+                    "cluster state through a server, and waits for one (a server restarting, "
+                    "or one it never joined: check --join, and with `shoal --server "
+                    "http://SERVER:7070 members` that this worker and an alive server are listed)",
                     node=self._identity.name,
                 )
             # sorted() is stable: among servers that never failed, the given order holds.

@@ -84,12 +84,16 @@ class SerfRpcClient(SerfConnection):
                 raise Unavailable(
                     f"could not join {', '.join(addresses)}: gossip key mismatch "
                     f"({error}); every node must use the cluster's gossip "
-                    "key (the one `shoal cluster init` created)",
+                    "key (the one `shoal cluster init` created). Or the address is not a "
+                    "node's gossip port: --join takes a server's --bind address (port 7946 by "
+                    "default), not its API or gRPC port",
                     addresses=list(addresses),
                     reason="gossip_key_mismatch",
                 )
             raise Unavailable(
-                f"could not join {', '.join(addresses)}: {error}",
+                f"could not join {', '.join(addresses)}: {error}. Is a server running there, "
+                "and is that its gossip address (its --bind, port 7946 by default)? A node "
+                "joins once at its first start; start a server first",
                 addresses=list(addresses),
             )
         return joined
