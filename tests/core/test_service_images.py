@@ -95,3 +95,22 @@ async def test_a_node_alone_cannot_list_another_nodes_images(cluster: Cluster) -
     )
     with pytest.raises(Unavailable, match="not clustered"):
         await service.list_images("worker1")
+
+
+class NoImages(Images):
+    """A node's gRPC server without an Images service: it answers UNIMPLEMENTED."""
+
+    async def list(self) -> Sequence[ImageInfo]:
+        raise Unavailable("node 127.0.0.1:7947 does not serve this call", reason="unimplemented")
+
+
+async def test_a_node_without_images_is_said_to_keep_none_not_to_be_old(cluster: Cluster) -> None:
+    await cluster.add_node("worker1")  # its runtime is mock: it keeps no images
+    service = ShoalService(
+        cluster.store,
+        cluster.clock,
+        local=LocalNode("server", MockRuntime(cluster.clock), Images()),
+        remote_images=lambda node: NoImages(),
+    )
+    with pytest.raises(Unavailable, match=r"node worker1 keeps no images .*runtime is mock"):
+        await service.list_images("worker1")

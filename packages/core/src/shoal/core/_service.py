@@ -931,7 +931,22 @@ class ShoalService:
             raise Unavailable(
                 f"this server cannot reach node {node}'s images: it is not clustered", node=node
             )
-        return list(await self.remote_images(record.value).list())
+        try:
+            return list(await self.remote_images(record.value).list())
+        except Unavailable as exc:
+            if exc.details.get("reason") != "unimplemented":
+                raise
+            runtime = record.value.runtime
+            raise Unavailable(
+                f"node {node} keeps no images Shoal lists (its runtime is {runtime}): images "
+                "are kept by nodes that run an OCI runtime such as --runtime runc"
+                + (
+                    "; a CRI node's are containerd's (`crictl images` there)"
+                    if runtime == "cri"
+                    else ""
+                ),
+                node=node,
+            ) from None
 
     @audited("pull_image", "Image")
     async def pull_image(

@@ -78,7 +78,9 @@ def error_from_rpc(exc: grpc.aio.AioRpcError, target: str) -> ShoalError:
     if code == grpc.StatusCode.UNIMPLEMENTED:
         return Unavailable(
             f"node {target} does not serve this call ({exc.details() or code.name}): it runs "
-            "an older Shoal; upgrade it",
+            "an older Shoal (upgrade it), or has nothing of the kind (a service its role or "
+            "runtime does not run)",
             target=target,
+            reason="unimplemented",
         )
     return ShoalError(f"gRPC call to {target} failed: {code.name}: {exc.details()}", target=target)
