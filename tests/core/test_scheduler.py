@@ -222,3 +222,17 @@ def test_a_node_placed_on_by_another_heap_stays_a_candidate() -> None:
     result = DefaultScheduler().place(first + second, nodes, {})
     assert result.assigned == {"default/a-0": "n1", "default/b-0": "n1"}
     assert result.failed == {}
+
+
+def test_the_summary_counts_nodes_in_plain_words() -> None:
+    nodes = [
+        *(node(f"closed-{i}", cordoned=True) for i in range(3)),
+        *(node(f"ctl-{i}", role=NodeRole.SERVER) for i in range(2)),
+        node("off", state=GossipState.FAILED),
+        node("small", cpu=500),
+    ]
+    failure = DefaultScheduler().place(requests(1), nodes, {}).failed["default/web-0"]
+    assert failure.message == (
+        "0/7 nodes fit: 3 nodes are cordoned, 2 nodes are server-only and run no instances, "
+        "1 node is failed, 1 insufficient cpu"
+    )

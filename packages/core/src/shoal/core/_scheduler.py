@@ -102,8 +102,15 @@ def _by_instance(request: PlacementRequest) -> str:
 
 def _summary(total: int, reasons: Mapping[str, str]) -> str:
     kinds = Counter(reason.split(":")[0].split(" (")[0] for reason in reasons.values())
-    parts = ", ".join(f"{count} {kind}" for kind, count in kinds.most_common())
+    parts = ", ".join(_counted(count, kind) for kind, count in kinds.most_common())
     return f"0/{total} nodes fit: {parts}" if total else "no nodes in the cluster"
+
+
+def _counted(count: int, kind: str) -> str:
+    """Say ``kind`` of ``count`` nodes: "4 nodes are cordoned", "1 insufficient cpu"."""
+    if count > 1 and kind.startswith("node is "):
+        kind = "nodes are " + kind.removeprefix("node is ").replace(" runs ", " run ")
+    return f"{count} {kind}"
 
 
 class DefaultScheduler:

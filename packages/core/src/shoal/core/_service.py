@@ -743,7 +743,8 @@ class ShoalService:
         details = list(explanation.details)
         if instance.start_trace_id:
             details.append(
-                f"its last start is trace {instance.start_trace_id} (get_trace shows it)"
+                f"its last start is trace {instance.start_trace_id} (`shoal trace` or MCP's "
+                "get_trace shows it)"
             )
         return explanation.model_copy(
             update={
