@@ -346,6 +346,8 @@ async def test_client_round_trips_every_call(server: Server) -> None:
         assert reasons == ["Created", "Scaled", "Deleting"]
         with pytest.raises(NotFound, match="node 'ghost' not found"):
             await client.cordon("ghost")
+        with pytest.raises(NotFound, match="node 'ghost' not found"):
+            await client.delete_node("ghost")
 
 
 async def test_events_stream_as_server_sent_events(server: Server) -> None:

@@ -225,6 +225,34 @@ async def test_failed_node_loses_its_instances_and_they_move(cluster: Cluster) -
     assert len(running) == 2 and {i.node for i in running} == {"b"}
 
 
+async def test_a_node_that_failed_is_deleted_with_its_lost_instances(cluster: Cluster) -> None:
+    """Nothing removed a node: failed ones stayed listed, their lost instances, their name."""
+    await cluster.add_node("a")
+    await cluster.service.apply([spec(replicas=2)])
+    await cluster.settle()
+    await cluster.add_node("b")
+    with pytest.raises(Conflict, match="node a is alive: only a node that failed or left"):
+        await cluster.service.delete_node("a")
+    await cluster.control.repo.update(
+        "/nodes/a", Node, lambda n: n.model_copy(update={"state": GossipState.FAILED})
+    )
+    del cluster.nodes["a"]
+    await cluster.settle()
+    assert len(await cluster.service.list_instances()) == 4  # two lost (kept for a), two new
+
+    deleted = await cluster.service.delete_node("a")
+    assert deleted.state == GossipState.FAILED
+    await cluster.settle()
+    instances = await cluster.service.list_instances()
+    assert {(i.node, i.state) for i in instances} == {("b", InstanceState.RUNNING)}
+    assert [n.name for n in await cluster.service.list_nodes()] == ["b"]
+    assert "NodeDeleted" in {e.reason for e in await cluster.service.list_events(kind="Node")}
+    with pytest.raises(NotFound, match="node 'a' not found"):
+        await cluster.service.delete_node("a")
+    again = await cluster.add_node("a")  # the name is free: a new machine may take it
+    assert again.node.name in {n.name for n in await cluster.service.list_nodes()}
+
+
 async def test_a_deletion_in_flight_on_a_node_that_fails_does_not_wait_for_it(
     cluster: Cluster,
 ) -> None:

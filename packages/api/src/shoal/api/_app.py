@@ -492,6 +492,11 @@ def create_app(
         """Cordon a node and move its instances elsewhere, replacement first."""
         return await svc.drain(name)
 
+    @v1.delete("/nodes/{name}", tags=["nodes"])
+    async def delete_node(name: str, svc: Operator) -> Node:
+        """Forget a node that failed or left, and the instances lost with it (409 if alive)."""
+        return await svc.delete_node(name)
+
     @v1.get("/events", tags=["events"])
     async def list_events(
         svc: Viewer,

@@ -199,17 +199,17 @@ def delete(
         typer.Argument(
             metavar="[KIND] NAME",
             help="A workload's name, or a kind (configmap, secret, namespace; workload, "
-            "deployment, pod, daemonset, job) and then a name.",
+            "deployment, pod, daemonset, job; node) and then a name.",
         ),
     ],
     name: Annotated[str | None, typer.Argument(hidden=True)] = None,
     namespace: Namespace = "default",
 ) -> None:
-    """Delete a workload, a ConfigMap, a Secret or a Namespace.
+    """Delete a workload, a ConfigMap, a Secret, a Namespace or a node that failed or left.
 
     A workload's instances stop, then it is removed. A Namespace is deleted only once
     empty. Pods that use a deleted ConfigMap or Secret keep what they have; new ones wait
-    for it.
+    for it. A node is forgotten with the instances lost there, and its name is free again.
     """
     from ._cmd_config import CONFIG_KINDS, KUBE_KINDS, delete_kube_object
 
@@ -218,10 +218,13 @@ def delete(
         if KUBE_KINDS.get(kind) in CONFIG_KINDS:
             delete_kube_object(kind, name, namespace)
             return
+        if kind in ("node", "nodes"):
+            _delete_node(name)
+            return
         if kind not in _WORKLOAD_KINDS:
             fail(
                 f"cannot delete a {kind!r}: give a workload's name, or a kind (configmap, "
-                "secret, namespace, workload, deployment, pod, daemonset, job) and a name",
+                "secret, namespace, workload, deployment, pod, daemonset, job, node) and a name",
                 2,
             )
     else:
@@ -272,6 +275,18 @@ def events(
                     actor is None or event.actor.id == actor
                 ):
                     render(out, [event], output, "events")
+
+    run(lambda: with_client(call))
+
+
+def _delete_node(name: str) -> None:
+    async def call(shoal: ShoalClient) -> None:
+        node = await shoal.delete_node(name)
+        out.print(
+            f"node {node.name} ({node.state.value}) deleted: its lost instances go, "
+            "and its name is free",
+            highlight=False,
+        )
 
     run(lambda: with_client(call))
 

@@ -473,6 +473,10 @@ class ShoalClient(ConfigCalls, AsyncClosing):
         """Cordon a node and move its instances elsewhere."""
         return await self._call("POST", f"/v1/nodes/{name}/drain", interfaces.Node)
 
+    async def delete_node(self, name: str) -> Node:
+        """Forget a node that failed or left: its record, and the instances lost with it."""
+        return await self._call("DELETE", f"/v1/nodes/{name}", interfaces.Node)
+
     async def list_events(
         self,
         *,

@@ -44,6 +44,7 @@ from shoal.interfaces import (
     ExecResult,
     Expected,
     Explanation,
+    GossipState,
     ImageInfo,
     ImageManager,
     ImageProgress,
@@ -63,6 +64,7 @@ from shoal.interfaces import (
     ObjectSpec,
     PodAccess,
     PutOp,
+    RevisionConflict,
     Secret,
     SecretSpec,
     SecretView,
@@ -1075,6 +1077,45 @@ class ShoalService:
     async def drain(self, name: str) -> Node:
         """Cordon a node and move its instances elsewhere."""
         return await self._set_node_flags(name, cordoned=True, draining=True, reason="Draining")
+
+    @audited("delete_node", "Node")
+    async def delete_node(self, name: str) -> Node:
+        """Forget a node that failed or left: its record, so its name is free again.
+
+        The instances lost with it go too (their replacements run elsewhere);
+        the control loop deletes them once the record is gone. If the machine
+        comes back with its data dir, it registers again as a new node.
+
+        Raises:
+            NotFound: no such node.
+            Conflict: it is alive or suspect (drain it and stop its agent first).
+        """
+        stored = await self.repo.get_node(name)
+        if stored is None:
+            raise NotFound(f"node {name!r} not found: list nodes with `shoal get nodes`", node=name)
+        node = stored.value
+        if node.state in (GossipState.ALIVE, GossipState.SUSPECT):
+            raise Conflict(
+                f"node {name} is {node.state.value}: only a node that failed or left is deleted. "
+                f"Drain it (`shoal drain {name}`), stop its agent (it leaves the cluster), "
+                "then delete it",
+                node=name,
+            )
+        try:
+            await self.store.delete(stored.key, expected_revision=stored.revision)
+        except RevisionConflict:
+            raise Conflict(
+                f"node {name} changed while it was being deleted: check `shoal get nodes`, "
+                "then try again",
+                node=name,
+            ) from None
+        await self._event(
+            ObjectRef(kind="Node", name=name),
+            "NodeDeleted",
+            f"node {name} ({node.state.value}) deleted by {self.actor.id}: its lost instances "
+            "go, and its name is free",
+        )
+        return node
 
     async def _set_node_flags(self, name: str, *, reason: str, **flags: bool) -> Node:
         await self.get_node(name)  # a clear NotFound first

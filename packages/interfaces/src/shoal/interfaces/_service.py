@@ -437,6 +437,17 @@ class Service(Protocol):
         """
         ...
 
+    async def delete_node(self, name: str) -> Node:
+        """Forget a node that failed or left (its record: its name is free again); return it.
+
+        The instances lost with it go too: their replacements run elsewhere.
+
+        Raises:
+            NotFound: no such node.
+            Conflict: it is alive or suspect (drain it and stop its agent first).
+        """
+        ...
+
     async def list_events(
         self,
         *,
