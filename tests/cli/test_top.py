@@ -12,8 +12,8 @@ import pytest
 
 from shoal.client import AuthorizedKey, AuthorizedKeys, ShoalClient, init_keypair
 from shoal.core import UsageSampler
-from shoal.interfaces import Capacity, ContainerStats, Role
-from shoal.runtime import MockRuntime
+from shoal.interfaces import Capacity, ContainerStats, InstanceState, Role
+from shoal.runtime import Fault, MockRuntime
 from tests.shoal_cli import run_shoal
 from tests.usage_node import running, usage_node
 
@@ -79,3 +79,22 @@ async def test_top_range_charts_each_instance_against_its_limits(agent: Agent) -
     assert code != 0
     assert "15m, 1h, 6h, 24h" in stderr
     assert "Traceback" not in stderr
+
+
+async def test_top_range_shows_an_instance_that_does_not_run_with_its_restarts(
+    agent: Agent,
+) -> None:
+    agent.runtime.faults.add(Fault.exits(after=0, exit_code=1, image="crash"))
+    crashing = dict(LIMITED, name="crash")
+    crashing["template"] = {"containers": [{"name": "main", "image": "crash"}]}
+    await agent.client.apply_documents([crashing])
+    with anyio.fail_after(10):  # polled: the node loop writes the restarts, no event to wait on
+        while True:
+            (inst,) = await agent.client.list_instances()
+            if inst.restart_count >= 1 and inst.state != InstanceState.RUNNING:
+                break
+            await anyio.sleep(0.05)
+    await agent.sampler.sample_once()
+    _, stdout, _ = await agent.shoal("top", "--range", "15m")
+    _, row = stdout.splitlines()
+    assert row.split()[:2] == ["default", inst.name]  # not left out: it was not running

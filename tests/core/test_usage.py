@@ -20,13 +20,14 @@ from shoal.interfaces import (
     USAGE_FINE_STEP,
     USAGE_RANGES,
     ContainerStats,
+    InstanceState,
     InvalidInput,
     Unavailable,
     UsageSample,
     WorkloadSpec,
     summarize_usage,
 )
-from shoal.runtime import MockRuntime
+from shoal.runtime import Fault, MockRuntime
 from shoal.state import SqliteUsageHistory
 from tests.core.support import Cluster
 
@@ -276,3 +277,28 @@ async def test_history_stays_usable_after_a_commit_fails(tmp_path: Path) -> None
         with sqlite3.connect(path) as other:
             (rows,) = other.execute("SELECT count(*) FROM usage").fetchone()
         assert await history.rows() == rows == 4 + 2  # four fine rows, minutes 0 and 1
+
+
+async def test_an_instance_that_does_not_run_is_sampled_with_its_restarts(
+    cluster: Cluster,
+) -> None:
+    """Sampled only while running, a crash loop showed no restarts, and `top --range` lost it."""
+    runtime = MockRuntime(cluster.clock, faults=[Fault.exits(after=0, exit_code=1, image="crash")])
+    loop = await cluster.add_node("n1", runtime)
+    crashing = dict(LIMITED, replicas=1)
+    crashing["template"] = {"containers": [{"name": "main", "image": "crash"}]}
+    await cluster.service.apply([WorkloadSpec.model_validate(crashing)])
+    async with SqliteUsageHistory() as history:
+        sampler = sampler_for(loop, history, cluster)
+        for _ in range(4):
+            await cluster.settle()
+            await sampler.sample_once()
+            cluster.clock.advance(USAGE_FINE_STEP)
+        (inst,) = await cluster.service.list_instances()
+        assert inst.state != InstanceState.RUNNING and inst.restart_count >= 3
+        _, points = await history.query(
+            "instance", f"default/{inst.name}", "15m", cluster.clock.now()
+        )
+        assert len(points) == 4 and {p.cpu_millicores for p in points} == {0}
+        assert points[-1].restarts == inst.restart_count
+        assert points[-1].restarts - points[0].restarts >= 2

@@ -113,7 +113,8 @@ def _usage_cells(
 @app.command()
 def top(
     instance: Annotated[
-        str | None, typer.Argument(help="One instance; all running by default.")
+        str | None,
+        typer.Argument(help="One instance; by default all running (with --range: all placed)."),
     ] = None,
     namespace: Namespace = "default",
     range_: Annotated[
@@ -139,6 +140,8 @@ def top(
             targets = []
         elif instance is not None:
             targets = [await shoal.get_instance(instance, namespace)]
+        elif range_ is not None:  # a history: every placed instance, a crash loop too
+            targets = [i for i in await shoal.list_instances() if i.node is not None]
         else:
             targets = [i for i in await shoal.list_instances() if i.state.value == "running"]
         from rich.table import Table  # rich loads when a table is printed
@@ -194,7 +197,7 @@ async def _top_history(
     else:
         series = await _histories(shoal, targets, span)
     if not series:
-        out.print("no running instances")
+        out.print("no placed instances")
         return
     table = Table(
         "NAMESPACE" if node is None else "NODE",

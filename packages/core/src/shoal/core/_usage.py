@@ -2,9 +2,11 @@
 
 Each round asks the runtime for the stats of every running instance on this
 node (from the node loop's cache: no store read), sums its containers into one
-:class:`~shoal.interfaces.UsageSample` keyed 'namespace/name', adds one sample
-for the node (the sum over its instances; restarts summed over all of them,
-running or not), and hands the round to the node's
+:class:`~shoal.interfaces.UsageSample` keyed 'namespace/name'; an instance on
+the node that does not run (crashed, waiting out its restart backoff) gets a
+sample of no use and its restarts, so its history counts them and shows it;
+then one sample for the node (the sum over its instances; restarts summed
+over all of them), and hands the round to the node's
 :class:`~shoal.interfaces.UsageHistory`, which rolls minutes up and keeps
 itself under its cap. Rounds fall on whole multiples of the interval on the
 node's clock, so a test drives them with a manual clock.
@@ -130,6 +132,13 @@ class UsageSampler:
         async with anyio.create_task_group() as tg:
             for instance in running:
                 tg.start_soon(self._sample, instance, at, samples)
+        sampled = {s.key for s in samples}
+        for instance in mine:  # not running (or gone from the runtime): no use, its restarts
+            key = instance_usage_key(instance.namespace, instance.name)
+            if key not in sampled:
+                samples.append(
+                    UsageSample(kind="instance", key=key, at=at, restarts=instance.restart_count)
+                )
         samples.sort(key=lambda s: s.key)
         samples.append(
             UsageSample(
