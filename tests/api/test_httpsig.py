@@ -113,6 +113,7 @@ def test_rfc9421_b26_signature_fails_on_a_changed_request() -> None:
     with pytest.raises(SignatureError) as caught:
         verify_signature(moved, parsed, public)
     assert caught.value.reason == "bad_signature"
+    assert "give one its own with `shoal keys init --key-id NAME`" in caught.value.message
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 import functools
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, cast
 
 import anyio
@@ -10,6 +11,7 @@ from anyio import wait_all_tasks_blocked
 from shoal.agent._metrics import PrometheusMetrics
 from shoal.core import ControlLoop, DefaultScheduler, LocalNodeState, NodeLoop
 from shoal.core._repo import only_heartbeat
+from shoal.core._shutdown import report_survivors
 from shoal.interfaces import (
     Catalogue,
     Conflict,
@@ -722,3 +724,15 @@ async def test_the_start_sli_of_an_instance_that_waited_for_room_counts_from_its
     assert second.state == InstanceState.RUNNING
     assert second.placed_at == cluster.clock.now() and second.created_at < second.placed_at
     assert len(observed) == 2 and max(observed) < 60  # not the 120 s it waited for room
+
+
+async def test_no_pod_of_the_mock_runtime_is_said_to_outlive_the_agent(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Its pods live in the agent's process: 'the next agent adopts them' was not true."""
+    runtime = MockRuntime(cluster.clock)
+    await cluster.add_node("n1", runtime)
+    await cluster.service.apply([spec(replicas=1)])
+    await cluster.settle()
+    assert len(await runtime.list()) == 1
+    assert await report_survivors(cluster.control.repo, runtime, "n1", tmp_path) == 0

@@ -385,5 +385,7 @@ def verify_signature(
         raise SignatureError(
             BAD_SIGNATURE,
             f"signature {signature.label!r} does not match the request: it was altered, or "
-            "signed with a different key than the one authorized for its key id",
+            "signed with a different key than the one authorized for its key id (two keys "
+            "with one id, e.g. the default user@host on two machines: give one its own with "
+            "`shoal keys init --key-id NAME`)",
         ) from exc
