@@ -7,6 +7,7 @@ successful path (not only the unreachable one) imports no pydantic.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -68,6 +69,24 @@ async def test_get_workloads_as_json_is_what_the_models_dump(agent: Agent) -> No
 
 async def test_get_instances_with_none_placed_says_so(agent: Agent) -> None:
     assert (await agent.shoal("get", "instances")).strip() == "no instances found"
+    of_web = await agent.shoal("get", "instances", "--workload", "web")
+    assert of_web.strip() == "no instances found"  # it exists: it has none yet
+
+
+async def test_get_instances_of_a_node_or_workload_that_does_not_exist_says_so(
+    agent: Agent,
+) -> None:
+    """It said "no instances found" of a typo."""
+    for flag, name, said in (
+        ("--node", "worker9", "node 'worker9' not found"),
+        ("--workload", "nosuch", "nosuch"),
+    ):
+        args = ("get", "instances", flag, name)
+        done = await anyio.to_thread.run_sync(
+            functools.partial(run_shoal, agent.env, *args, check=False)
+        )
+        assert done.returncode == 1 and said in done.stderr, done
+        assert "Traceback" not in done.stderr
 
 
 async def test_a_listing_imports_no_pydantic_no_rich_and_nothing_of_the_server(

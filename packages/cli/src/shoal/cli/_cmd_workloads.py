@@ -101,6 +101,11 @@ def get(
             items = await shoal.list_workloads_json(namespace)
         elif chosen == "instances":
             items = await shoal.list_instances_json(namespace, workload, node)
+            if not items:  # none: say so if what they were asked of does not exist
+                if node is not None:
+                    await shoal.get_node(node)
+                if workload is not None:
+                    await shoal.get_workload(workload, namespace or "default")
         else:
             items = await shoal.list_nodes()
         render(out, items, output, chosen)
