@@ -104,6 +104,20 @@ async def test_crashing_instance_restarts_with_exponential_backoff(cluster: Clus
     assert "for restart 2 " in explanation.summary  # the one it waits for; one has happened
 
 
+async def test_explain_of_a_restart_without_an_exit_code_names_both_causes(
+    cluster: Cluster,
+) -> None:
+    """It blamed "image, command, limits" for containers that went away (a node reset)."""
+    runtime = MockRuntime(cluster.clock, faults=[Fault.create_fails(image="broken")])
+    await cluster.add_node("n1", runtime)
+    await cluster.service.apply([spec(replicas=1, image="broken")])
+    await cluster.settle()
+    (inst,) = await cluster.service.list_instances()
+    explanation = await cluster.service.explain(inst.name)
+    assert "last failure: StartFailed: injected fault: create failed" in explanation.summary
+    assert any("went away: a reset, a reboot" in d for d in explanation.details)
+
+
 async def test_backoff_is_capped(cluster: Cluster) -> None:
     assert cluster.control.backoff(0) == 1
     assert cluster.control.backoff(3) == 8

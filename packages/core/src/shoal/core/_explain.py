@@ -71,7 +71,11 @@ def explain_instance(
         details.append(
             "the container keeps exiting: read its logs and events to find out why"
             if inst.exit_code is not None
-            else "it keeps failing before it runs: the events say why (image, command, limits)"
+            else (
+                "its last run ended without an exit code (it failed to start: image, command, "
+                "limits; or its containers went away: a reset, a reboot): the last failure above "
+                "and the events say which"
+            )
         )
     elif state == InstanceState.SCHEDULED:
         summary = f"placed {where}; waiting for that node to start it"
