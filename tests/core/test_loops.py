@@ -1,4 +1,5 @@
 import functools
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -116,6 +117,19 @@ async def test_explain_of_a_restart_without_an_exit_code_names_both_causes(
     explanation = await cluster.service.explain(inst.name)
     assert "last failure: StartFailed: injected fault: create failed" in explanation.summary
     assert any("went away: a reset, a reboot" in d for d in explanation.details)
+
+
+async def test_a_crash_is_a_warning_in_the_agents_log_too(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At INFO the log was silent on crashes and failed pulls: they were events only."""
+    runtime = MockRuntime(cluster.clock, faults=[Fault.exits(after=0, exit_code=3, image="crash")])
+    await cluster.add_node("n1", runtime)
+    await cluster.service.apply([spec(replicas=1, image="crash")])
+    with caplog.at_level(logging.WARNING, logger="shoal.core"):
+        await cluster.settle()
+    (inst,) = await cluster.service.list_instances()
+    assert f"instance default/{inst.name}: Error: main exited 3" in caplog.text
 
 
 async def test_backoff_is_capped(cluster: Cluster) -> None:

@@ -269,7 +269,12 @@ class NodeLoop:
 
         Events are the audit trail, not the state: a store that refuses one
         (a server's cap on events per node) or is down must not stop the loop.
+        A warning (a crash, a failed pull, a failed probe) is logged too: the
+        agent's log says what went wrong on its node, as a kubelet's does.
         """
+        if event_type == EventType.WARNING:
+            where = f"{obj.namespace}/{obj.name}" if obj.namespace else obj.name
+            log.warning("%s %s: %s: %s", obj.kind.lower(), where, reason, message)
         try:
             event = new_event(self.clock, obj, reason, message, actor, event_type=event_type)
             await self.state.record(event)
