@@ -10,6 +10,7 @@ import pytest
 from shoal.core import ShoalService
 from shoal.core._service import LocalNode
 from shoal.interfaces import (
+    NOT_SERVED,
     Actor,
     ImageInfo,
     ImageShare,
@@ -101,7 +102,7 @@ class NoImages(Images):
     """A node's gRPC server without an Images service: it answers UNIMPLEMENTED."""
 
     async def list(self) -> Sequence[ImageInfo]:
-        raise Unavailable("node 127.0.0.1:7947 does not serve this call", reason="unimplemented")
+        raise Unavailable("node 127.0.0.1:7947 does not serve this call", reason=NOT_SERVED)
 
 
 async def test_a_node_without_images_is_said_to_keep_none_not_to_be_old(cluster: Cluster) -> None:

@@ -18,9 +18,11 @@ from pydantic import BaseModel
 
 from shoal.interfaces import (
     CONFIGMAPS,
+    CRI_RUNTIME,
     MAX_REPLICAS,
     MAX_TRACE_SPANS,
     NAMESPACES,
+    NOT_SERVED,
     ROLL_ON_CONFIG_ANNOTATION,
     SECRETS,
     USAGE_DEFAULT_RANGE,
@@ -937,7 +939,7 @@ class ShoalService:
         try:
             return list(await self.remote_images(record.value).list())
         except Unavailable as exc:
-            if exc.details.get("reason") != "unimplemented":
+            if exc.details.get("reason") != NOT_SERVED:
                 raise
             runtime = record.value.runtime
             raise Unavailable(
@@ -945,7 +947,7 @@ class ShoalService:
                 "are kept by nodes that run an OCI runtime such as --runtime runc"
                 + (
                     "; a CRI node's are containerd's (`crictl images` there)"
-                    if runtime == "cri"
+                    if runtime == CRI_RUNTIME
                     else ""
                 ),
                 node=node,

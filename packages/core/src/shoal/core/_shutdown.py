@@ -22,7 +22,14 @@ from pathlib import Path
 
 import anyio
 
-from shoal.interfaces import Clock, ContainerRuntime, ContainerState, InstanceState, ShoalError
+from shoal.interfaces import (
+    MOCK_RUNTIME,
+    Clock,
+    ContainerRuntime,
+    ContainerState,
+    InstanceState,
+    ShoalError,
+)
 
 from ._repo import Repository
 
@@ -87,7 +94,7 @@ async def report_survivors(
     Never raises: a runtime or store that cannot be read is logged. The mock
     runtime's pods live in this process: none survive it, none is reported.
     """
-    if runtime.name == "mock":
+    if runtime.name == MOCK_RUNTIME:
         return 0
     try:
         pods = await runtime.list()

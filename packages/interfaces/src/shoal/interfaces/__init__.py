@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     )
     from ._errorbody import ErrorBody
     from ._errors import (
+        NOT_SERVED,
         Compacted,
         Conflict,
         Forbidden,
@@ -123,6 +124,8 @@ if TYPE_CHECKING:
     from ._quantity import Cpu, Memory, format_cpu, format_memory, parse_cpu, parse_memory
     from ._roles import NodeRole
     from ._runtime import (
+        CRI_RUNTIME,
+        MOCK_RUNTIME,
         ContainerRuntime,
         ContainerState,
         ContainerStats,
@@ -426,6 +429,7 @@ _LAZY = {
     "describe_validation_error": "._documents",
     "load_yaml_documents": "._documents",
     "parse_workload_documents": "._documents",
+    "NOT_SERVED": "._errors",
     "Compacted": "._errors",
     "Conflict": "._errors",
     "ErrorBody": "._errorbody",
@@ -463,6 +467,8 @@ _LAZY = {
     "format_memory": "._quantity",
     "parse_cpu": "._quantity",
     "parse_memory": "._quantity",
+    "CRI_RUNTIME": "._runtime",
+    "MOCK_RUNTIME": "._runtime",
     "ContainerRuntime": "._runtime",
     "ContainerState": "._runtime",
     "ContainerStats": "._runtime",
@@ -542,6 +548,7 @@ __all__ = [
     "CONFIG_HASH_ANNOTATION",
     "CONFIG_KINDS",
     "CONFIG_MODELS",
+    "CRI_RUNTIME",
     "DATA_DIR_LOCK",
     "DECLARED_VIAS",
     "EVENTS",
@@ -562,11 +569,13 @@ __all__ = [
     "MAX_TRACE_SPANS",
     "MCP_TRACEPARENT_META",
     "METRICS",
+    "MOCK_RUNTIME",
     "NAMESPACES",
     "NODES",
     "NODE_CLUSTER_FIELDS",
     "NODE_KEY_FILE",
     "NODE_TRANSITIONS",
+    "NOT_SERVED",
     "NO_METRICS",
     "ORIGIN_BAGGAGE",
     "PLACED_STATES",

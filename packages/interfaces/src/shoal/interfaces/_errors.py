@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from ._errorbody import ErrorBody
 
 __all__ = [
+    "NOT_SERVED",
     "Compacted",
     "Conflict",
     "Forbidden",
@@ -50,6 +51,11 @@ __all__ = [
     "Unavailable",
     "error_from_body",
 ]
+
+
+NOT_SERVED = "not_served"
+"""The ``reason`` detail of an :class:`Unavailable` from a node that does not serve the
+call (gRPC UNIMPLEMENTED): an older Shoal, or a service its role or runtime does not run."""
 
 
 class ShoalError(Exception):

@@ -24,6 +24,8 @@ from ._base import Model
 from ._workload import Container, Volume, check_volumes
 
 __all__ = [
+    "CRI_RUNTIME",
+    "MOCK_RUNTIME",
     "ContainerRuntime",
     "ContainerState",
     "ContainerStats",
@@ -39,6 +41,13 @@ __all__ = [
     "PodStatus",
     "ProjectedFile",
 ]
+
+
+MOCK_RUNTIME = "mock"
+"""The mock runtime's ``name`` (a fake for tests and benchmarks): its pods live in the
+agent's process, and it keeps no images."""
+CRI_RUNTIME = "cri"
+"""The CRI runtime's ``name``: containerd keeps its images, not Shoal."""
 
 
 class ProjectedFile(Model):

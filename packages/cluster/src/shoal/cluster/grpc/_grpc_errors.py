@@ -15,6 +15,7 @@ import grpc
 import grpc.aio
 
 from shoal.interfaces import (
+    NOT_SERVED,
     Compacted,
     Conflict,
     ErrorBody,
@@ -81,6 +82,6 @@ def error_from_rpc(exc: grpc.aio.AioRpcError, target: str) -> ShoalError:
             "an older Shoal (upgrade it), or has nothing of the kind (a service its role or "
             "runtime does not run)",
             target=target,
-            reason="unimplemented",
+            reason=NOT_SERVED,
         )
     return ShoalError(f"gRPC call to {target} failed: {code.name}: {exc.details()}", target=target)

@@ -44,6 +44,7 @@ import anyio
 import anyio.lowlevel
 
 from shoal.interfaces import (
+    CRI_RUNTIME,
     AsyncClosing,
     Conflict,
     Container,
@@ -108,7 +109,7 @@ class CriRuntime(AsyncClosing):
 
     """
 
-    name = "cri"
+    name = CRI_RUNTIME
 
     def __init__(
         self,

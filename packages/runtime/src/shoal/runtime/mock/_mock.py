@@ -80,6 +80,7 @@ import anyio
 import anyio.lowlevel
 
 from shoal.interfaces import (
+    MOCK_RUNTIME,
     AsyncClosing,
     Clock,
     Conflict,
@@ -130,7 +131,7 @@ class MockRuntime(AsyncClosing):
     the pod is next listed or inspected, as by a runtime that announces none.
     """
 
-    name: str = "mock"
+    name: str = MOCK_RUNTIME
 
     def __init__(
         self,
