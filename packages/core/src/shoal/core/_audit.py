@@ -174,11 +174,13 @@ class AuditLog:
         if not items:
             return 0, GENESIS_HASH
         last = items[-1]
-        number = last.key.removeprefix(AUDIT_ENTRIES)
+        number = _number_of(last.key)
+        if number is None:
+            return len(items), ""
         try:
-            return int(number), AuditEntry.model_validate_json(last.value).hash
+            return number, AuditEntry.model_validate_json(last.value).hash
         except ValueError:
-            return (int(number) if number.isdigit() else len(items)), ""
+            return number, ""
 
     async def entries(self, limit: int | None = None) -> list[AuditEntry]:
         """Return the entries, oldest first (the last ``limit`` of them if given).
@@ -285,14 +287,20 @@ def _head_of(value: bytes) -> tuple[int, str]:
     return sequence, hashed
 
 
+def _number_of(key: str) -> int | None:
+    """Return the entry number a key of the trail names, or None if it names none."""
+    number = key.removeprefix(AUDIT_ENTRIES)
+    return int(number) if number.isdigit() else None
+
+
 def _readable(kv: KeyValue) -> AuditEntry:
     """Return the entry stored in ``kv``, or one that says it cannot be read, in its place."""
     try:
         return AuditEntry.model_validate_json(kv.value)
     except ValueError:
-        sequence = kv.key.removeprefix(AUDIT_ENTRIES)
+        number = _number_of(kv.key)
         return AuditEntry(
-            sequence=int(sequence) if sequence.isdigit() else 0,
+            sequence=0 if number is None else number,
             time=datetime.fromtimestamp(0, UTC),
             actor="?",
             door=Via.SYSTEM,

@@ -1046,10 +1046,18 @@ class ShoalService:
 
     async def get_node(self, name: str) -> Node:
         """Return one node."""
+        return (await self._stored_node(name)).value
+
+    async def _stored_node(self, name: str) -> Stored[Node]:
+        """Return a node's record as stored (with its revision).
+
+        Raises:
+            NotFound: no such node.
+        """
         stored = await self.repo.get_node(name)
         if stored is None:
             raise NotFound(f"node {name!r} not found: list nodes with `shoal get nodes`", node=name)
-        return stored.value
+        return stored
 
     async def list_members(self) -> list[Member]:
         """Return the gossip members this node knows, sorted by name.
@@ -1092,9 +1100,7 @@ class ShoalService:
             NotFound: no such node.
             Conflict: it is alive or suspect (drain it and stop its agent first).
         """
-        stored = await self.repo.get_node(name)
-        if stored is None:
-            raise NotFound(f"node {name!r} not found: list nodes with `shoal get nodes`", node=name)
+        stored = await self._stored_node(name)
         node = stored.value
         if node.state in (GossipState.ALIVE, GossipState.SUSPECT):
             raise Conflict(
