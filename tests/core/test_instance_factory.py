@@ -2,8 +2,9 @@
 
 import json
 from datetime import UTC, datetime
+from typing import get_type_hints
 
-from shoal.core._placement import InstanceFactory, copy_with
+from shoal.core._placement import _OWN, InstanceFactory, _OwnButState, copy_with
 from shoal.interfaces import Instance, InstanceState, ScheduleFailure, Workload, instance_key
 from tests.core.support import spec
 
@@ -105,3 +106,10 @@ def test_copy_with_makes_what_model_copy_makes() -> None:
     assert made.model_dump_json() == expected.model_dump_json()
     made.container_ids["other"] = "c2"
     assert "other" not in proto.container_ids and proto.node is None
+
+
+def test_the_own_fields_encode_writes_are_the_instances_own_fields_but_state() -> None:
+    hints = get_type_hints(_OwnButState)
+    assert set(hints) == _OWN - {"state"}
+    for name, annotation in hints.items():
+        assert annotation == Instance.model_fields[name].annotation, name

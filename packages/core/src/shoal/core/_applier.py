@@ -137,9 +137,7 @@ class Applier:
         for note in notes:
             await self.repo.record(note.obj, note.reason, note.message, ACTOR, event_type=note.type)
 
-    async def create(
-        self, created: list[tuple[str, Instance]], encode: Callable[[Instance], bytes]
-    ) -> None:
+    async def create(self, created: list[Instance], encode: Callable[[Instance], bytes]) -> None:
         """Write new instances (``encode`` makes their JSON) in create-only transactions.
 
         Batching makes placing thousands of instances cost a few transactions
@@ -157,7 +155,7 @@ class Applier:
             chunk = created[start : start + TXN_OPS]
             compares: list[Compare] = []
             puts: list[PutOp] = []
-            for _, inst in chunk:
+            for inst in chunk:
                 key, value = instance_key(inst.namespace, inst.name), encode(inst)
                 compares.append(Compare(key, CompareTarget.MOD_REVISION, 0))
                 puts.append(PutOp(key, value))
@@ -165,7 +163,7 @@ class Applier:
                 expect(key, value, stored)  # one function for all: no closure per instance
             outcome = await self.loop.store.txn(compares, puts)
             if not outcome.succeeded:  # a clash of random names: the next pass makes new ones
-                self.conflicted.update(workload for workload, _ in chunk)
+                self.conflicted.update(f"{inst.namespace}/{inst.workload}" for inst in chunk)
             else:
                 self.loop.wrote(INSTANCES, outcome.revision)
                 for put in puts:

@@ -448,7 +448,7 @@ class ControlLoop:
             span.open()
         # The new instances first: their nodes start them while this pass writes
         # the rest (a rolling step's old instances going, the events, statuses).
-        created = [(k, inst) for k, s in settled_of.items() for inst in s.created]
+        created = [inst for settled in settled_of.values() for inst in settled.created]
         await apply.create(created, factory.encode)
         for key, decision in decisions:
             with serving(_cause(decision)):

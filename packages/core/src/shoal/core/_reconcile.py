@@ -310,16 +310,11 @@ def placement_requests(workload: Workload, pending: Sequence[Pending]) -> list[P
     ports = frozenset(template.host_ports())
     namespace, group = workload.namespace, workload.key
     constraints, strategy = workload.spec.placement.constraints, workload.spec.placement.strategy
+    cpu, memory = need.cpu, need.memory
+    # Positional: a named tuple's keywords take twice the time, once per instance.
     return [
         PlacementRequest(
-            instance=f"{namespace}/{p.name}",
-            group=group,
-            cpu=need.cpu,
-            memory=need.memory,
-            host_ports=ports,
-            constraints=constraints,
-            strategy=strategy,
-            node=p.node,
+            f"{namespace}/{p.name}", group, cpu, memory, ports, constraints, strategy, p.node
         )
         for p in pending
     ]
