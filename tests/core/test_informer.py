@@ -191,8 +191,8 @@ async def test_a_write_this_process_expects_is_not_decoded_again(store: StateSto
     mine = {"node": "n1"}
     other = {"node": "n2"}
     payload = json.dumps(mine).encode()
-    informer.expect(f"{PREFIX}a", payload, lambda kv: mine)
-    informer.expect(f"{PREFIX}b", payload, lambda kv: other)  # but b is written otherwise
+    informer.expect([PutOp(f"{PREFIX}a", payload)], lambda kv: mine)
+    informer.expect([PutOp(f"{PREFIX}b", payload)], lambda kv: other)  # b is written otherwise
     async with anyio.create_task_group() as tg:
         await tg.start(informer.run)
         await store.put(f"{PREFIX}a", payload)

@@ -80,11 +80,12 @@ def test_an_instance_with_another_template_is_encoded_whole() -> None:
 def test_uids_are_fresh_and_their_names_unique() -> None:
     asked: list[str] = []
 
-    def exists(key: str) -> bool:  # the first three instances asked about are taken
-        asked.append(key)
-        return len(asked) <= 3
+    class Existing:  # the first three instances asked about are taken
+        def __contains__(self, key: object) -> bool:
+            asked.append(str(key))
+            return len(asked) <= 3
 
-    factory = InstanceFactory(NOW, exists=exists)
+    factory = InstanceFactory(NOW, Existing())
     wl = workload()
     first = factory.fresh_uid(wl)
     assert len(asked) == 4 and asked[-1] == instance_key("default", f"web-{first[:5]}")

@@ -160,20 +160,19 @@ class Applier:
                 compares.append(Compare(key, CompareTarget.MOD_REVISION, 0))
                 puts.append(PutOp(key, value))
                 written[key] = inst
-                expect(key, value, stored)  # one function for all: no closure per instance
+            expect(puts, stored)  # one function for all: no closure per instance
             outcome = await self.loop.store.txn(compares, puts)
             if not outcome.succeeded:  # a clash of random names: the next pass makes new ones
                 self.conflicted.update(f"{inst.namespace}/{inst.workload}" for inst in chunk)
             else:
                 self.loop.wrote(INSTANCES, outcome.revision)
-                for put in puts:
-                    self.loop.echo(put.key, outcome.revision)
+                self.loop.echo([put.key for put in puts], outcome.revision)
 
     async def status(self, key: str, stored: Stored[Workload], status: WorkloadStatus) -> None:
         updated = stored.value.model_copy(update={"status": status})
         revision = await self._replace(key, stored, updated)
         if revision is not None:
-            self.loop.echo(stored.key, revision)
+            self.loop.echo([stored.key], revision)
 
     async def _replace(self, key: str, stored: Stored[Workload], updated: Workload) -> int | None:
         """Write ``updated`` over ``stored`` (compare-and-swap); None if it lost a race (noted)."""

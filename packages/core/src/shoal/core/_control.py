@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import anyio
 from anyio.abc import TaskStatus
@@ -226,8 +226,8 @@ class ControlLoop:
         noted = self.echoes.pop(key, None)
         return new is not None and noted == new.revision
 
-    def echo(self, key: str, revision: int) -> None:
-        """Note that this loop's write of ``key`` at ``revision`` wakes nothing when seen.
+    def echo(self, keys: Collection[str], revision: int) -> None:
+        """Note that this loop's writes of ``keys`` at ``revision`` wake nothing when seen.
 
         Only for writes the pass that made them has accounted for in full (a
         new instance, a workload's status): the cache takes them, no pass
@@ -239,9 +239,9 @@ class ControlLoop:
         faster than this loop's return from the store) stays until MAX_ECHOES
         wait and all are dropped; it costs one pass, as before.
         """
-        if len(self.echoes) >= MAX_ECHOES:
+        if len(self.echoes) + len(keys) > MAX_ECHOES:
             self.echoes.clear()
-        self.echoes[key] = revision
+        self.echoes.update(dict.fromkeys(keys, revision))
 
     def _wake_waiting(self) -> None:
         for key in self.waiting:
@@ -410,7 +410,7 @@ class ControlLoop:
         nodes = {stored.value.name: stored.value for stored in self.nodes.values()}
         now = self.clock.now()
 
-        factory = InstanceFactory(now, self.instances.__contains__)
+        factory = InstanceFactory(now, self.instances.keys())
         decisions: list[tuple[str, Decision]] = []
         for key in keys:
             namespace, name = key.split("/", 1)

@@ -28,7 +28,7 @@ record never stops the cache.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, KeysView
 from typing import Generic, Protocol, TypeVar
 
 import anyio
@@ -41,6 +41,7 @@ from shoal.interfaces import (
     EventKind,
     KeyValue,
     ListResult,
+    PutOp,
     Unavailable,
     WatchEvent,
 )
@@ -128,6 +129,10 @@ class Informer(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._objects)
+
+    def keys(self) -> KeysView[str]:
+        """Return the cached keys: a live view, which asks ``key in`` as fast as a dict does."""
+        return self._objects.keys()
 
     def values(self) -> list[T]:
         """Return every cached object (a copy of the list; the objects are shared)."""
@@ -316,21 +321,23 @@ class Informer(Generic[T]):
                 waiting.append((wanted, reached))
         self._waiters = waiting
 
-    def expect(self, key: str, value: bytes, make: Callable[[KeyValue], T]) -> None:
-        """Say that this process is writing ``value`` at ``key``, which ``make`` builds.
+    def expect(self, writes: Collection[PutOp], make: Callable[[KeyValue], T]) -> None:
+        """Say that this process is making ``writes``, whose objects ``make`` builds.
 
-        When the write comes back through the watch with exactly these bytes,
-        the cache takes ``make(kv)`` instead of decoding the value again: a
-        loop that writes thousands of objects does not parse them all back.
+        When a write comes back through the watch with exactly its bytes, the
+        cache takes ``make(kv)`` instead of decoding the value again: a loop
+        that writes thousands of objects does not parse them all back.
         Expectations that never come back (the write failed) would pile up:
-        once MAX_EXPECTED wait, all are dropped (the cache then decodes those
-        writes, as it would without them).
+        once MAX_EXPECTED would wait, all are dropped (the cache then decodes
+        those writes, as it would without them).
         """
-        if len(self._expected) >= MAX_EXPECTED:
-            self._expected.clear()
-            self._makers.clear()
-        self._expected[key] = value
-        self._makers[key] = make
+        expected, makers = self._expected, self._makers
+        if len(expected) + len(writes) > MAX_EXPECTED:
+            expected.clear()
+            makers.clear()
+        for put in writes:
+            expected[put.key] = put.value
+            makers[put.key] = make
 
     def _decoded(self, kv: KeyValue) -> T | None:
         expected = self._expected.pop(kv.key, None)

@@ -6,7 +6,7 @@ import json
 import os
 import random
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -176,10 +176,10 @@ class InstanceFactory:
       parts added.
     """
 
-    def __init__(self, now: datetime, exists: Callable[[str], bool] = lambda key: False) -> None:
+    def __init__(self, now: datetime, existing: Container[str] = frozenset()) -> None:
         self.now = now
-        self.exists = exists
-        """Whether an instance exists already at a store key (:func:`instance_key`)."""
+        self.existing = existing
+        """The store keys (:func:`instance_key`) of the instances that exist already."""
         self.taken: set[str] = set()
         """The store keys of the instances this factory handed out."""
         self._prototypes: dict[str, tuple[Instance, bytes]] = {}
@@ -194,12 +194,16 @@ class InstanceFactory:
 
     def fresh_uid(self, workload: Workload) -> str:
         """Return a uid whose 5-character name suffix no instance uses yet."""
-        namespace, prefix = workload.namespace, workload.name
+        start, taken, existing = (
+            instance_key(workload.namespace, f"{workload.name}-"),
+            self.taken,
+            self.existing,
+        )
         while True:
             uid = f"{_UIDS.getrandbits(64):016x}"
-            key = instance_key(namespace, f"{prefix}-{uid[:5]}")
-            if key not in self.taken and not self.exists(key):
-                self.taken.add(key)
+            key = start + uid[:5]
+            if key not in taken and key not in existing:
+                taken.add(key)
                 return uid
 
     def new(self, workload: Workload, uid: str, **status: Any) -> Instance:
