@@ -474,6 +474,39 @@ async def test_logs_exec_and_stats_reach_the_node_runtime(live: Server) -> None:
     assert "Exec" in reasons
 
 
+async def test_a_previous_runs_logs_are_read_after_its_instance_started_again(
+    live: Server,
+) -> None:
+    assert live.service.local is not None
+    runtime = live.service.local.runtime
+    assert isinstance(runtime, MockRuntime)
+    async with ShoalClient(live.url, OPERATOR) as client:
+        name = await running_instance(client)
+        with pytest.raises(NotFound, match=r"no previous run's log of 'web' .*restarts: 0"):
+            await anext(aiter(client.logs(name, previous=True)))
+        uid = (await client.get_instance(name)).uid
+        runtime.write_log(uid, "web", "dying words")
+        runtime.kill(uid, "web")
+        with anyio.fail_after(10):
+            while True:
+                now = await client.get_instance(name)
+                if now.restart_count and now.state == InstanceState.RUNNING:
+                    break
+                await anyio.sleep(0.05)
+        assert "dying words" in [line.line async for line in client.logs(name, previous=True)]
+        assert "dying words" not in [line.line async for line in client.logs(name)]
+        with pytest.raises(InvalidInput, match="follow and previous go apart"):
+            await anext(aiter(client.logs(name, previous=True, follow=True)))
+        await client.delete_workload("hello")
+        with anyio.fail_after(10):
+            while True:  # its node stops and removes it
+                if not await client.list_instances():
+                    break
+                await anyio.sleep(0.05)
+    with pytest.raises(NotFound, match="no previous run's logs"):  # gone with the instance
+        await anext(aiter(runtime.logs(uid, "web", previous=True)))
+
+
 async def test_a_service_without_a_cluster_manager_says_so(live: Server) -> None:
     async with ShoalClient(live.url, VIEWER) as client:
         with pytest.raises(Unavailable, match="this service has no cluster manager"):

@@ -89,11 +89,12 @@ class TrackedPods:
         follow: bool = False,
         tail: int | None = None,
         since: datetime | None = None,
+        previous: bool = False,
     ) -> AsyncGenerator[LogLine, None]:
         self.open_readers += 1
         try:
             async for line in self.runtime.logs(
-                uid, container, follow=follow, tail=tail, since=since
+                uid, container, follow=follow, tail=tail, since=since, previous=previous
             ):
                 yield line
         finally:
@@ -207,6 +208,18 @@ async def test_logs_match_the_runtime_with_tail_and_since() -> None:
             sidecar = await collect(pods.logs(UID, "sidecar"))
             assert [x.line for x in sidecar] == ["started sidecar"]
         assert node.pods.open_readers == 0
+
+
+async def test_the_previous_runs_logs_are_read_as_the_runtime_kept_them() -> None:
+    async with pod_node() as node, remote(node.address) as pods:
+        with anyio.fail_after(WAIT):
+            with pytest.raises(NotFound, match="no previous run's logs"):
+                await collect(pods.logs(UID, "app", previous=True))
+            node.runtime.write_log(UID, "app", "last words")
+            await node.runtime.remove(UID, keep_logs=True)
+            lines = await collect(pods.logs(UID, "app", previous=True))
+            assert [x.line for x in lines] == ["started app", "last words"]
+            assert await collect(pods.logs(UID, "app", previous=True, tail=1)) == lines[1:]
 
 
 async def test_follow_streams_new_lines_until_the_client_cancels() -> None:

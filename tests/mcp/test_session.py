@@ -78,6 +78,15 @@ async def test_an_agent_deploys_scales_diagnoses_and_cleans_up(live: Live) -> No
             "connecting with key <redacted>",
             "fatal: payment provider rejected the key",
         ]
+
+        # What the run before the last restart said, kept by its node when it started again.
+        async def previous_kept() -> dict[str, Any] | None:
+            diagnosis = await call(agent, "explain_instance", name=crashing["name"])
+            return diagnosis if diagnosis["previous_log_tail"] else None
+
+        assert "started app" in (await eventually(previous_kept))["previous_log_tail"]
+        previous = await call(agent, "get_logs", instance=crashing["name"], previous=True)
+        assert previous["previous"] and "started app" in [x["line"] for x in previous["lines"]]
         warnings = await call(agent, "list_events", name=crashing["name"], warnings_only=True)
         assert warnings["events"] and warnings["events"][-1]["message"] == "app exited 3"
         prompt = await agent.get_prompt("diagnose-workload", {"name": "billing"})

@@ -79,6 +79,7 @@ async def test_lists_every_tool_with_schemas_and_annotations(live: Live) -> None
     logs = tools["get_logs"].input_schema["properties"]
     assert "case-insensitive" in logs["grep"]["description"]
     assert logs["max_bytes"]["maximum"] == 262_144
+    assert "previous run" in logs["previous"]["description"]
     # The resolver-filled confirmation is not an argument an agent can pass.
     assert "confirmation" not in tools["delete_workload"].input_schema["properties"]
 

@@ -366,6 +366,44 @@ async def test_logs_of_a_missing_container_raise_not_found(harness: Harness) -> 
         await collect(harness.runtime.logs("no-such-pod", "main"))
 
 
+async def test_a_pod_removed_to_start_again_keeps_its_logs_as_its_previous_runs(
+    harness: Harness,
+) -> None:
+    runtime = harness.runtime
+    spec = pod_spec(harness)
+    with pytest.raises(NotFound, match="no previous run's logs"):
+        await collect(runtime.logs(spec.uid, "main", previous=True))
+
+    async def one_run(text: str, *, keep_logs: bool) -> None:
+        await runtime.create(spec)
+        await runtime.start(spec.uid)
+        await harness.write_line(spec.uid, "main", text)
+        await runtime.stop(spec.uid, GRACE)
+        await runtime.remove(spec.uid, keep_logs=keep_logs)
+
+    await one_run("first-run", keep_logs=True)
+    assert "first-run" in await collect(runtime.logs(spec.uid, "main", previous=True))
+    await runtime.remove(spec.uid, keep_logs=True)  # no pod: what was kept stays
+    assert "first-run" in await collect(runtime.logs(spec.uid, "main", previous=True))
+    await one_run("second-run", keep_logs=True)  # one run deep
+    kept = await collect(runtime.logs(spec.uid, "main", previous=True))
+    assert "second-run" in kept and "first-run" not in kept
+    assert await collect(runtime.logs(spec.uid, "main", previous=True, tail=1)) == ["second-run"]
+    assert await collect(runtime.logs(spec.uid, "main", previous=True, tail=0)) == []
+    with pytest.raises(NotFound, match="not of 'other'"):
+        await collect(runtime.logs(spec.uid, "other", previous=True))
+
+    await runtime.create(spec)  # the run after: its own log, the previous one beside it
+    await runtime.start(spec.uid)
+    await harness.write_line(spec.uid, "main", "third-run")
+    assert "second-run" not in await collect(runtime.logs(spec.uid, "main"))
+    assert "second-run" in await collect(runtime.logs(spec.uid, "main", previous=True))
+
+    await runtime.remove(spec.uid)  # for good: the kept logs go too
+    with pytest.raises(NotFound, match="no previous run's logs"):
+        await collect(runtime.logs(spec.uid, "main", previous=True))
+
+
 async def test_exec_runs_in_a_running_container(harness: Harness) -> None:
     spec = pod_spec(harness)
     await harness.runtime.create(spec)

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, expect
 
-from shoal.interfaces import Instance
+from shoal.interfaces import Instance, WorkloadSpec
+from shoal.runtime import MockRuntime
 from tests.ui.conftest import NODE, Enrolled, LiveAgent, Pages, enrol
 from tests.ui.test_assets import TRANSFERRED
 
@@ -208,6 +209,40 @@ def test_logs_follow_filter_and_download(
     saved = Path(download.value.path()).read_text()
     assert "/missing not-found" in saved and "/gone not-found" in saved
     assert "index.html" not in saved  # the download holds what the filter shows
+
+
+def test_a_restarted_instances_previous_run_is_one_click_away(
+    operator: Enrolled, agent: LiveAgent, pages: Pages
+) -> None:
+    service = agent.node.service
+    crashy = WorkloadSpec.model_validate(
+        {"name": "crashy", "template": {"containers": [{"name": "app", "image": "busybox:1.36"}]}}
+    )
+    agent.call(service.apply, [crashy])
+    try:
+        workload = pages.open(operator, agent, "/ui/workloads/default/crashy").page
+        expect(workload.locator(".ready")).to_have_text("1/1")
+        (first,) = agent.call(service.list_instances, "default", "crashy")
+        page = pages.open(operator, agent, f"/ui/instances/default/{first.name}").page
+        agent.write_log(first.uid, "app", "last words before the crash")
+        runtime = agent.node.runtime
+        assert isinstance(runtime, MockRuntime)
+        agent.portal.call(runtime.kill, first.uid, "app")
+        # The status refreshes itself on the change: restarted, and running again.
+        expect(page.locator("dt:text('Restarts') + dd")).to_have_text("1")
+        expect(page.locator("dt:text('State') + dd")).to_have_text("running")
+        page.reload()  # the log of the run now
+        lines = page.locator("[data-log-lines]")
+        expect(lines).to_contain_text("started app")
+        expect(lines).not_to_contain_text("last words")
+        page.check("[data-log-previous]")
+        expect(lines).to_contain_text("last words before the crash")
+        expect(page.locator("[data-log-follow]")).to_be_disabled()
+        page.uncheck("[data-log-previous]")
+        expect(lines).not_to_contain_text("last words")
+        expect(page.locator("[data-log-follow]")).to_be_enabled()
+    finally:
+        agent.call(service.delete_workload, "crashy")
 
 
 def test_every_page_renders_without_console_errors_and_keeps_no_secret(

@@ -391,10 +391,20 @@ def create_app(
         tail: Annotated[int | None, Query(ge=0)] = None,
         since: datetime | None = None,
         follow: bool = False,
+        previous: bool = False,
     ) -> LogStream:
-        """Stream an instance's log lines as JSON lines (LogLine); follow keeps the stream open."""
+        """Stream an instance's log lines as JSON lines (LogLine); follow keeps the stream open.
+
+        ``previous`` streams its previous run's lines instead (kept when it started again).
+        """
         lines = svc.logs(
-            name, namespace, container=container, tail=tail, since=since, follow=follow
+            name,
+            namespace,
+            container=container,
+            tail=tail,
+            since=since,
+            follow=follow,
+            previous=previous,
         )
         first = await anext(aiter(lines), None)  # errors (NotFound, ...) become JSON, not a stream
         return LogStream(first, lines)

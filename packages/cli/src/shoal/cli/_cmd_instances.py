@@ -48,13 +48,25 @@ def logs(
     tail: Annotated[int | None, typer.Option(help="Only the last N lines.", min=0)] = None,
     since: Annotated[str | None, typer.Option(help="Only lines since 10s/5m/2h or a time.")] = None,
     container: Annotated[str | None, typer.Option("--container", "-c", help="Container.")] = None,
+    previous: Annotated[
+        bool,
+        typer.Option(
+            "--previous", "-p", help="The previous run's lines (kept when it started again)."
+        ),
+    ] = False,
     namespace: Namespace = "default",
 ) -> None:
     """Print an instance's log lines."""
 
     async def call(shoal: ShoalClient) -> None:
         lines = shoal.logs(
-            instance, namespace, container=container, tail=tail, since=_since(since), follow=follow
+            instance,
+            namespace,
+            container=container,
+            tail=tail,
+            since=_since(since),
+            follow=follow,
+            previous=previous,
         )
         async for line in lines:
             stream = sys.stderr if line.stream == "stderr" else sys.stdout

@@ -313,6 +313,7 @@ class ShoalClient(ConfigCalls, AsyncClosing):
         tail: int | None = None,
         since: datetime | None = None,
         follow: bool = False,
+        previous: bool = False,
     ) -> AsyncIterator[LogLine]:
         """Yield an instance's log lines; with ``follow``, until cancelled or the container ends."""
         params = {
@@ -320,6 +321,7 @@ class ShoalClient(ConfigCalls, AsyncClosing):
             "tail": tail,
             "since": None if since is None else since.isoformat(),
             "follow": follow or None,
+            "previous": previous or None,
         }
         clean = {k: v for k, v in params.items() if v is not None}
         path = f"/v1/instances/{namespace}/{name}/logs"

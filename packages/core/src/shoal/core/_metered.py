@@ -268,9 +268,12 @@ class MeteredRuntime(_Wrapper):
         follow: bool = False,
         tail: int | None = None,
         since: datetime | None = None,
+        previous: bool = False,
     ) -> AsyncIterator[LogLine]:
         """Yield a container's log lines (not timed: a stream)."""
-        return self.inner.logs(uid, container, follow=follow, tail=tail, since=since)
+        return self.inner.logs(
+            uid, container, follow=follow, tail=tail, since=since, previous=previous
+        )
 
     async def exec(
         self, uid: str, container: str, command: Sequence[str], time_limit: float = 30
@@ -310,9 +313,9 @@ class MeteredRuntime(_Wrapper):
         """Stop a pod's containers, killing them after ``grace`` seconds."""
         return await self._timed("stop", self.inner.stop(uid, grace))
 
-    async def remove(self, uid: str) -> None:
-        """Remove a pod and what it holds."""
-        await self._timed("remove", self.inner.remove(uid))
+    async def remove(self, uid: str, *, keep_logs: bool = False) -> None:
+        """Remove a pod and what it holds (but its logs, with ``keep_logs``)."""
+        await self._timed("remove", self.inner.remove(uid, keep_logs=keep_logs))
 
     async def inspect(self, uid: str) -> PodStatus:
         """Return a pod's status."""

@@ -680,8 +680,8 @@ class NodeLoop:
         starting = starting.model_copy(update={"start_trace_id": current_trace_id()})
         # The record first: a pass on a stale view loses this race before it touches a pod.
         revision = await self._report(starting, stored.revision)
-        if pod is not None:  # leftovers of an earlier run
-            await self.runtime.remove(inst.uid)
+        if pod is not None:  # an earlier run: its logs stay readable (`logs --previous`)
+            await self.runtime.remove(inst.uid, keep_logs=True)
         pulling = 0.0
         try:
             credentials = pull_credentials(inst, configs)
@@ -692,7 +692,7 @@ class NodeLoop:
             status = await self.runtime.run(spec)
         except ShoalError as exc:
             self._did("start", "error")
-            await self.runtime.remove(inst.uid)
+            await self.runtime.remove(inst.uid, keep_logs=True)  # what it said, if it ran
             reason = "ImagePullFailed" if isinstance(exc, ImageError) else "StartFailed"
             failed = starting.transition(InstanceState.FAILED, reason, exc.message)
             failed = failed.model_copy(update={"finished_at": self.clock.now(), "ready": False})
@@ -840,18 +840,19 @@ class NodeLoop:
 
     async def _stop_and_remove(self, stored: Stored[Instance], pod: PodStatus | None) -> None:
         inst = stored.value
-        if pod is not None:
-            try:
+        try:
+            if pod is not None:
                 with contextlib.suppress(NotFound):
                     await self.runtime.stop(inst.uid, self._grace(inst))
-                await self.runtime.remove(inst.uid)
-            except (RevisionConflict, Unavailable):
-                raise
-            except ShoalError as exc:
-                self._did("teardown", "error")
-                await self._teardown_failed(inst, exc)
-                return
-            self._stuck.pop(inst.uid, None)
+            # Without a pod too: the logs kept of its previous run go with it.
+            await self.runtime.remove(inst.uid)
+        except (RevisionConflict, Unavailable):
+            raise
+        except ShoalError as exc:
+            self._did("teardown", "error")
+            await self._teardown_failed(inst, exc)
+            return
+        self._stuck.pop(inst.uid, None)
         try:
             removed = await self.state.remove(inst, stored.revision)
         except RevisionConflict:

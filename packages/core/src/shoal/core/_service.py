@@ -780,11 +780,15 @@ class ShoalService:
         return await gather_trace(local, self.members, self.remote_traces, MAX_TRACE_SPANS)
 
     async def _running_pod(
-        self, name: str, namespace: str, container: str | None
+        self, name: str, namespace: str, container: str | None, *, started: bool = True
     ) -> tuple[PodAccess, Instance, str]:
-        """Return the pods of the node holding a started instance, the instance, a container."""
+        """Return the pods of the node holding a started instance, the instance, a container.
+
+        ``started=False`` takes an instance that has no containers now (its
+        previous run's logs may be kept).
+        """
         inst = await self.get_instance(name, namespace)
-        if not inst.container_ids:
+        if started and not inst.container_ids:
             raise Conflict(
                 f"instance {inst.key} has no containers yet (state {inst.state.value}): "
                 f"see `shoal explain {inst.name}`",
@@ -818,12 +822,38 @@ class ShoalService:
         tail: int | None = None,
         since: datetime | None = None,
         follow: bool = False,
+        previous: bool = False,
     ) -> AsyncIterator[LogLine]:
         """Yield an instance's log lines from the runtime of its node."""
         if tail is not None and tail < 0:
             raise InvalidInput(f"tail must be 0 or more, got {tail}", field="tail")
-        runtime, inst, chosen = await self._running_pod(name, namespace, container)
-        async for line in runtime.logs(inst.uid, chosen, follow=follow, tail=tail, since=since):
+        if previous and follow:
+            raise InvalidInput(
+                "follow and previous go apart: a previous run has ended; leave out follow",
+                field="follow",
+            )
+        runtime, inst, chosen = await self._running_pod(
+            name, namespace, container, started=not previous
+        )
+        lines = runtime.logs(
+            inst.uid, chosen, follow=follow, tail=tail, since=since, previous=previous
+        )
+        try:
+            first = await anext(lines, None)
+        except NotFound as exc:
+            if not previous:
+                raise
+            raise NotFound(
+                f"instance {inst.key} has no previous run's log of {chosen!r} on {inst.node}: "
+                f"none is kept (restarts: {inst.restart_count}; a run's log is kept when "
+                "its instance starts again, until the instance is removed)",
+                instance=inst.key,
+                container=chosen,
+            ) from exc
+        if first is None:
+            return
+        yield first
+        async for line in lines:
             yield line
 
     @audited("exec", "Instance")

@@ -311,15 +311,20 @@ class PodAccess(Protocol):
         follow: bool = False,
         tail: int | None = None,
         since: datetime | None = None,
+        previous: bool = False,
     ) -> AsyncIterator[LogLine]:
         """Yield a container's log lines, oldest first; with ``follow``, keep yielding new ones.
 
         ``since`` keeps the lines written at or after it, then ``tail`` the
         last ``tail`` of those. With ``follow`` the iterator ends once the
-        container exits; closing it early stops the reading.
+        container exits; closing it early stops the reading. With
+        ``previous``, the lines of the pod's previous run: those kept when it
+        was removed to start again (:meth:`ContainerRuntime.remove` with
+        ``keep_logs``), which has ended, so ``follow`` adds nothing.
 
         Raises:
-            NotFound: no such pod or container (on first iteration).
+            NotFound: no such pod or container, or (``previous``) no previous
+                run's log of it is kept (on first iteration).
 
         """
         ...
@@ -423,8 +428,14 @@ class ContainerRuntime(PodAccess, Protocol):
         """
         ...
 
-    async def remove(self, uid: str) -> None:
-        """Remove the pod and everything it holds. Removing a missing pod is a no-op."""
+    async def remove(self, uid: str, *, keep_logs: bool = False) -> None:
+        """Remove the pod and everything it holds. Removing a missing pod is a no-op.
+
+        With ``keep_logs`` (the pod is removed to start it again), its
+        containers' logs are kept as its previous run's, for ``logs(...,
+        previous=True)``, in place of those kept before; without, those kept
+        before are removed too (the pod goes for good).
+        """
         ...
 
     async def inspect(self, uid: str) -> PodStatus:

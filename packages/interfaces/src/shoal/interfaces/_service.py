@@ -498,11 +498,17 @@ class Service(Protocol):
         tail: int | None = None,
         since: datetime | None = None,
         follow: bool = False,
+        previous: bool = False,
     ) -> AsyncIterator[LogLine]:
         """Yield an instance's log lines (its first container unless ``container``).
 
+        With ``previous``, those of its previous run (as ``kubectl logs
+        --previous``): kept by its node when the instance started again, so a
+        crash loop's last words can be read after the restart.
+
         Raises:
-            NotFound: no such instance or container.
+            NotFound: no such instance or container, or (``previous``) no
+                previous run's log is kept.
             Conflict: the instance has no containers (not started yet).
             Unavailable: its node cannot be reached.
         """

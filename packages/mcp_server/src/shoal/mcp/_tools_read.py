@@ -8,6 +8,7 @@ agent's context.
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -303,6 +304,13 @@ def register_read_tools(server: MCPServer[Any], gate: Gate) -> None:
         max_bytes: Annotated[
             int, Field(ge=256, le=262_144, description="Cap on the total size of the lines.")
         ] = 16_384,
+        previous: Annotated[
+            bool,
+            Field(
+                description="The previous run's lines instead, kept when the instance started "
+                "again: why a crash-looping instance ended last time."
+            ),
+        ] = False,
     ) -> LogResult:
         """Read an instance's recent log lines, filtered by text and capped in size.
 
@@ -322,6 +330,7 @@ def register_read_tools(server: MCPServer[Any], gate: Gate) -> None:
                 container=container,
                 tail=_SCAN_LIMIT if alternatives else tail,
                 since=start,
+                previous=previous,
             )
             async for line in stream:
                 # Scrubbed before matching: a grep that matched a secret's value would
@@ -338,6 +347,7 @@ def register_read_tools(server: MCPServer[Any], gate: Gate) -> None:
         return LogResult(
             instance=instance,
             container=container,
+            previous=previous,
             lines=lines,
             truncated=truncated,
             note=note.rstrip("; "),
@@ -362,6 +372,14 @@ def register_read_tools(server: MCPServer[Any], gate: Gate) -> None:
                 log_tail.extend([line.line[:_MAX_LINE] async for line in lines])
             except (Conflict, NotFound, Unavailable) as exc:
                 logs_note = f"no logs: {exc.message}"
+            previous: list[str] = []
+            if explanation.instance.restart_count:
+                # Kept by its node when it started again; none kept (an older node) is no news.
+                with contextlib.suppress(NotFound, Unavailable):
+                    lines = call.service.logs(
+                        name, namespace, tail=_EXPLAIN_LOG_LINES, previous=True
+                    )
+                    previous.extend([line.line[:_MAX_LINE] async for line in lines])
         secrets = secret_values([explanation])
         clean = redact_model(explanation)
         return Diagnosis(
@@ -372,6 +390,7 @@ def register_read_tools(server: MCPServer[Any], gate: Gate) -> None:
             events=clean.events,
             log_tail=[scrub(line, secrets) for line in log_tail],
             logs_note=logs_note,
+            previous_log_tail=[scrub(line, secrets) for line in previous],
             start_trace_id=explanation.start_trace_id,
             cause_trace_id=explanation.cause_trace_id,
         )

@@ -299,6 +299,8 @@ class LogResult(Model):
     """Instance name."""
     container: str | None
     """Container the lines come from (null: the first one)."""
+    previous: bool = False
+    """True: the lines are of the previous run (kept when the instance started again)."""
     lines: list[LogLine]
     """Matching lines, oldest first; secret values are redacted."""
     truncated: bool
@@ -324,6 +326,9 @@ class Diagnosis(Model):
     """Its last log lines (secret values redacted)."""
     logs_note: str = ""
     """Why there are no log lines, when there are none."""
+    previous_log_tail: list[str] = Field(default_factory=list)
+    """For an instance that restarted: the last lines of the run before, often why it ended
+    (secret values redacted; get_logs with previous for more)."""
     start_trace_id: str | None = None
     """The trace of its last start (pull, create, start): pass it to get_trace."""
     cause_trace_id: str | None = None

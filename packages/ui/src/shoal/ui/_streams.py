@@ -106,6 +106,7 @@ def stream_routes(service: ActsAs, authenticate: Authenticate) -> list[Route]:
             container=query.get("container") or None,
             tail=tail,
             follow=query.get("follow") == "true",
+            previous=query.get("previous") == "true",
         )
         # The first line is awaited here, so NotFound and friends become a JSON error.
         first = await anext(aiter(lines), None)

@@ -134,6 +134,7 @@ class PodGateway(AdmittingService):
             follow=request.follow,
             tail=request.tail if request.HasField("tail") else None,
             since=since,
+            previous=request.previous,
         )
         try:
             async for line in lines:
@@ -230,8 +231,11 @@ class RemotePods(AsyncClosing):
         follow: bool = False,
         tail: int | None = None,
         since: datetime | None = None,
+        previous: bool = False,
     ) -> AsyncGenerator[LogLine, None]:
         """Yield a container's log lines; with ``follow``, keep yielding new ones.
+
+        With ``previous``, those of the pod's previous run.
 
         Closing the generator early cancels the call, which ends the reading
         on the remote node.
@@ -246,6 +250,7 @@ class RemotePods(AsyncClosing):
             follow=follow,
             tail=tail,
             since=None if since is None else since.isoformat(),
+            previous=previous,
         )
         replies = self._channel.stream(_LOGS, request, pb.LogLine)
         try:

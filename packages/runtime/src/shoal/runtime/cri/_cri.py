@@ -64,6 +64,7 @@ from shoal.interfaces import (
 from shoal.runtime._filevolumes import update_file_volume
 from shoal.runtime._initcontainers import LOG_LINES, check_container_names, init_container_failed
 from shoal.runtime.oci._ociexec import measure_stats
+from shoal.runtime.oci._previous import PreviousLogs
 from shoal.runtime.oci._rootfs import remove_tree
 from shoal.runtime.oci._volumes import check_host_paths, prepare_volumes, volume_sources
 
@@ -125,6 +126,7 @@ class CriRuntime(AsyncClosing):
         client: CriClient | None = None,
     ) -> None:
         self.root = root
+        self.previous = PreviousLogs(root)
         self.client = client if client is not None else CriClient(endpoint)
         self.endpoint = self.client.endpoint
         self.owner = owner
@@ -496,18 +498,22 @@ class CriRuntime(AsyncClosing):
                     group.start_soon(stop_one, container_id)
         return await self.inspect(uid)
 
-    async def remove(self, uid: str) -> None:
+    async def remove(self, uid: str, *, keep_logs: bool = False) -> None:
         """Stop and remove the pod's sandbox (and containers), then its directory.
 
-        Removing a missing pod does nothing.
+        Removing a missing pod does nothing. With ``keep_logs`` its logs are
+        kept as its previous run's (:class:`~shoal.runtime.oci._previous.PreviousLogs`);
+        without, those kept before go too.
 
         Raises:
             RuntimeFailure: the runtime could not remove it (the message says why).
 
         """
+        if not keep_logs:
+            await anyio.to_thread.run_sync(self.previous.drop, uid)
         lock = self._lock(uid)
         async with lock:
-            await self._destroy(uid)
+            await self._destroy(uid, keep_logs=keep_logs)
         if not lock.statistics().tasks_waiting:
             self._locks.pop(uid, None)
 
@@ -557,14 +563,31 @@ class CriRuntime(AsyncClosing):
         follow: bool = False,
         tail: int | None = None,
         since: datetime | None = None,
+        previous: bool = False,
     ) -> AsyncIterator[LogLine]:
         """Yield the container's log lines (CRI log format); with ``follow``, until it exits.
 
+        With ``previous``, those of the pod's previous run (see :meth:`remove`).
+
         Raises:
-            NotFound: no such pod or container (on first iteration).
+            NotFound: no such pod or container, or no previous run's log kept
+                (on first iteration).
 
         """
+        if previous:
+            return self._previous_logs(uid, container, tail=tail, since=since)
         return self._logs(uid, container, follow=follow, tail=tail, since=since)
+
+    async def _previous_logs(
+        self, uid: str, container: str, *, tail: int | None, since: datetime | None
+    ) -> AsyncIterator[LogLine]:
+        path = await anyio.to_thread.run_sync(self.previous.log, uid, container)
+
+        async def finished() -> bool:
+            return True
+
+        async for line in read_cri_log(path, finished, follow=False, tail=tail, since=since):
+            yield line
 
     async def _logs(
         self, uid: str, container: str, *, follow: bool, tail: int | None, since: datetime | None
@@ -685,7 +708,7 @@ class CriRuntime(AsyncClosing):
         except NotFound:
             await anyio.lowlevel.checkpoint()
 
-    async def _destroy(self, uid: str) -> None:
+    async def _destroy(self, uid: str, *, keep_logs: bool = False) -> None:
         self.pods.ids.pop(uid, None)
         for sandbox in await self.pods.sandboxes({LABEL_OWNER: self.owner, LABEL_UID: uid}):
             for call, request, reply in (
@@ -696,4 +719,8 @@ class CriRuntime(AsyncClosing):
                     await self.client.runtime(call, request(pod_sandbox_id=sandbox.id), reply)
                 except NotFound:
                     break
-        await anyio.to_thread.run_sync(remove_tree, self._directory(uid))
+        directory = self._directory(uid)
+        if keep_logs:
+            logs = {log.stem: log for log in (directory / "logs").glob("*.log")}
+            await anyio.to_thread.run_sync(self.previous.keep, uid, logs)
+        await anyio.to_thread.run_sync(remove_tree, directory)

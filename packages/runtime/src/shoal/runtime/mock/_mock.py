@@ -100,6 +100,7 @@ from shoal.interfaces import (
 from shoal.runtime._exits import ExitListeners
 from shoal.runtime._filevolumes import check_files
 from shoal.runtime._initcontainers import check_container_names, init_container_failed
+from shoal.runtime._previous import no_previous_log
 from shoal.runtime.oci._volumes import check_host_paths
 
 from ._faults import Fault, FaultKind, Faults
@@ -144,6 +145,8 @@ class MockRuntime(AsyncClosing):
         self.allow_host_paths = allow_host_paths
         self.faults = Faults(faults)
         self._pods: dict[str, PodRecord] = {}
+        self._previous: dict[str, PodRecord] = {}
+        """Each pod's previous run, kept when it was removed with ``keep_logs``."""
         self._images: dict[str, ImageInfo] = {}
         self.pull_credentials: dict[str, dict[str, tuple[str, str]]] = {}
         """The credentials each image's last ensure_image was given, by image."""
@@ -312,14 +315,19 @@ class MockRuntime(AsyncClosing):
                     container.finish(self.clock.now(), SIGKILL_EXIT, message)
         return pod.status()
 
-    async def remove(self, uid: str) -> None:
+    async def remove(self, uid: str, *, keep_logs: bool = False) -> None:
         """Forget the pod, whatever its state; a missing pod is a no-op.
+
+        With ``keep_logs`` it is kept as the pod's previous run, for its logs;
+        without, the previous run kept before goes too.
 
         Raises:
             RuntimeFailure: an injected ``remove_fails`` fault matched; the pod stays.
 
         """
         await anyio.lowlevel.checkpoint()
+        if not keep_logs:
+            self._previous.pop(uid, None)
         pod = self._pods.get(uid)
         if pod is None:
             return
@@ -329,6 +337,8 @@ class MockRuntime(AsyncClosing):
                 raise RuntimeFailure(fault.message, uid=uid)
         del self._pods[uid]
         pod.forget()
+        if keep_logs:
+            self._previous[uid] = pod
 
     async def inspect(self, uid: str) -> PodStatus:
         """Return the pod's status after settling due injected exits.
@@ -366,17 +376,27 @@ class MockRuntime(AsyncClosing):
         follow: bool = False,
         tail: int | None = None,
         since: datetime | None = None,
+        previous: bool = False,
     ) -> AsyncIterator[LogLine]:
         """Yield the container's lines; with ``follow``, new ones until it exits.
 
+        With ``previous``, those of the pod's previous run (see :meth:`remove`).
+
         Raises:
-            NotFound: no such pod or container (on first iteration).
+            NotFound: no such pod or container, or no previous run kept (on
+                first iteration).
 
         """
 
         def find() -> tuple[PodRecord, ContainerRecord]:
-            pod = self._get(uid)
-            return pod, pod.container(container)
+            if not previous:
+                pod = self._get(uid)
+                return pod, pod.container(container)
+            kept = self._previous.get(uid)
+            names = [] if kept is None else [*kept.init_containers, *kept.containers]
+            if kept is None or container not in names:
+                raise no_previous_log(uid, container, sorted(names))
+            return kept, kept.container(container)
 
         return read_logs(
             find, self.clock, lambda: self._closed, follow=follow, tail=tail, since=since

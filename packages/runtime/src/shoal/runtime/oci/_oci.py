@@ -109,6 +109,7 @@ from ._ocifiles import (
 from ._ocilogs import read_log
 from ._ocinet import NetworkHook, pod_ports
 from ._ocipod import ContainerOps, NodeSettings
+from ._previous import PreviousLogs
 from ._rootfs import RootfsStrategy, remove_tree
 from ._runc import RuncCli
 from ._volumes import check_host_paths, prepare_volumes, volume_sources
@@ -179,6 +180,7 @@ class OciCliRuntime(AsyncClosing):
         self.stats_interval = stats_interval
         self.runc = RuncCli(binary, state_root if state_root is not None else root / "runc")
         self.files = PodFiles(root)
+        self.previous = PreviousLogs(root)
         self.ops = ContainerOps(
             self.runc,
             self.files,
@@ -506,19 +508,24 @@ class OciCliRuntime(AsyncClosing):
             await anyio.to_thread.run_sync(self.ops.end_uncreated, record, self.clock)
             return await self.ops.status(record)
 
-    async def remove(self, uid: str) -> None:
+    async def remove(self, uid: str, *, keep_logs: bool = False) -> None:
         """Delete the pod's containers, network, rootfs, logs and records; missing is fine.
+
+        With ``keep_logs`` its logs are kept as its previous run's
+        (:class:`~shoal.runtime.oci._previous.PreviousLogs`); without, those kept before go too.
 
         Raises:
             RuntimeFailure: something could not be removed (the message says what).
 
         """
+        if not keep_logs:
+            await anyio.to_thread.run_sync(self.previous.drop, uid)
         if not self.files.exists(uid):
             await anyio.lowlevel.checkpoint()
             return
         lock = self._lock(uid)
         async with lock:
-            await self._destroy(uid)
+            await self._destroy(uid, keep_logs=keep_logs)
         if not lock.statistics().tasks_waiting:
             self._locks.pop(uid, None)
 
@@ -550,14 +557,27 @@ class OciCliRuntime(AsyncClosing):
         follow: bool = False,
         tail: int | None = None,
         since: datetime | None = None,
+        previous: bool = False,
     ) -> AsyncIterator[LogLine]:
         """Yield the container's log lines; with ``follow``, new ones until it exits.
 
+        With ``previous``, those of the pod's previous run (see :meth:`remove`).
+
         Raises:
-            NotFound: no such pod or container (on first iteration).
+            NotFound: no such pod or container, or no previous run's log kept
+                (on first iteration).
 
         """
+        if previous:
+            return self._previous_logs(uid, container, tail=tail, since=since)
         return self._logs(uid, container, follow=follow, tail=tail, since=since)
+
+    async def _previous_logs(
+        self, uid: str, container: str, *, tail: int | None, since: datetime | None
+    ) -> AsyncIterator[LogLine]:
+        path = await anyio.to_thread.run_sync(self.previous.log, uid, container)
+        async for line in read_log(path, lambda: True, follow=False, tail=tail, since=since):
+            yield line
 
     async def _logs(
         self, uid: str, container: str, *, follow: bool, tail: int | None, since: datetime | None
@@ -716,7 +736,7 @@ class OciCliRuntime(AsyncClosing):
                 container=name,
             )
 
-    async def _destroy(self, uid: str) -> None:
+    async def _destroy(self, uid: str, *, keep_logs: bool = False) -> None:
         self._fresh.discard(uid)
         self._stopped.discard(uid)
         directory = self.files.directory(uid)
@@ -733,6 +753,9 @@ class OciCliRuntime(AsyncClosing):
             self._unwatchable.discard(PodFiles.container_id(uid, name))
         if self.network is not None and (record is None or record.network_attached):
             await self.network.detach(uid)
+        if keep_logs:
+            logs = {name: self.files.container(uid, name).log for name in names}
+            await anyio.to_thread.run_sync(self.previous.keep, uid, logs)
         await anyio.to_thread.run_sync(remove_tree, directory)
 
 

@@ -277,6 +277,7 @@
     const out = section.querySelector("[data-log-lines]");
     const filter = section.querySelector("[data-log-filter]");
     const follow = section.querySelector("[data-log-follow]");
+    const previous = section.querySelector("[data-log-previous]");
     const count = section.querySelector("[data-log-count]");
     const lines = [];
     let controller = null;
@@ -306,7 +307,11 @@
       out.replaceChildren();
       lines.length = 0;
       visible = 0;
-      const url = section.dataset.logs + "?tail=1000&follow=" + (follow.checked ? "true" : "false");
+      // A previous run has ended: nothing to follow.
+      follow.disabled = previous.checked;
+      const url = section.dataset.logs + "?tail=1000" + (previous.checked
+        ? "&previous=true"
+        : "&follow=" + (follow.checked ? "true" : "false"));
       try {
         const response = await signedFetch("GET", url, null, { signal: controller.signal });
         if (!response.ok) { notify(await errorMessage(response), true); return; }
@@ -328,6 +333,7 @@
       refreshCount();
     });
     follow.addEventListener("change", read);
+    previous.addEventListener("change", read);
     section.querySelector("[data-log-download]").addEventListener("click", () => {
       const blob = new Blob([lines.filter(shown).join("\n") + "\n"], { type: "text/plain" });
       const link = document.createElement("a");

@@ -146,18 +146,20 @@ class GetConfigReply(_message.Message):
     def __init__(self, value: _Optional[bytes] = ...) -> None: ...
 
 class LogsRequest(_message.Message):
-    __slots__ = ("uid", "container", "follow", "tail", "since")
+    __slots__ = ("uid", "container", "follow", "tail", "since", "previous")
     UID_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_FIELD_NUMBER: _ClassVar[int]
     FOLLOW_FIELD_NUMBER: _ClassVar[int]
     TAIL_FIELD_NUMBER: _ClassVar[int]
     SINCE_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_FIELD_NUMBER: _ClassVar[int]
     uid: str
     container: str
     follow: bool
     tail: int
     since: str
-    def __init__(self, uid: _Optional[str] = ..., container: _Optional[str] = ..., follow: _Optional[bool] = ..., tail: _Optional[int] = ..., since: _Optional[str] = ...) -> None: ...
+    previous: bool
+    def __init__(self, uid: _Optional[str] = ..., container: _Optional[str] = ..., follow: _Optional[bool] = ..., tail: _Optional[int] = ..., since: _Optional[str] = ..., previous: _Optional[bool] = ...) -> None: ...
 
 class LogLine(_message.Message):
     __slots__ = ("time", "stream", "line")
