@@ -545,6 +545,31 @@ async def test_readyz_says_why_a_node_is_not_ready() -> None:
     assert (up.status_code, up.json()) == (200, {"status": "ready"})
 
 
+async def test_a_config_deleted_with_if_match_goes_only_as_that_version(server: Server) -> None:
+    settings = {"kind": "ConfigMap", "name": "settings", "data": {"mode": "a"}}
+    token = {"kind": "Secret", "name": "token", "string_data": {"key": "s3cret"}}
+    async with ShoalClient(server.url, OPERATOR) as client:
+        await client.apply_documents([settings, token])
+        planned = Expected.of(await client.get_config_map("settings"))
+        await client.apply_documents([dict(settings, data={"mode": "b"})])  # another writer
+        with pytest.raises(Conflict, match="ConfigMap default/settings changed since"):
+            await client.delete_config("ConfigMap", "settings", expected=planned)
+        current = Expected.of(await client.get_config_map("settings"))
+        assert current.generation == planned.generation + 1
+        await client.delete_config("ConfigMap", "settings", expected=current)
+        with pytest.raises(NotFound):
+            await client.get_config_map("settings")
+
+        planned = Expected.of(await client.get_secret("token"))
+        await client.delete_config("Secret", "token")
+        await client.apply_documents([token])  # made again: a new uid
+        with pytest.raises(Conflict, match="Secret default/token was deleted and made again"):
+            await client.delete_config("Secret", "token", expected=planned)
+        assert (await client.get_secret("token")).uid != planned.uid
+        with pytest.raises(InvalidInput, match="namespace default has no version to expect"):
+            await client.delete_config("Namespace", "default", expected=planned)
+
+
 async def test_a_change_sent_with_if_match_is_made_only_on_that_version(server: Server) -> None:
     async with ShoalClient(server.url, OPERATOR) as client:
         await client.apply([WorkloadSpec.model_validate(HELLO)])
@@ -567,6 +592,6 @@ async def test_a_change_sent_with_if_match_is_made_only_on_that_version(server: 
             "/v1/workloads/default/hello/scale", json={"replicas": 1}, headers={"If-Match": "*"}
         )
         assert bad.status_code == 400
-        assert "If-Match '*' is not a workload's version" in str((await error_of(bad))["message"])
+        assert "If-Match '*' is not an object's version" in str((await error_of(bad))["message"])
         signed = bad.request.headers["Signature-Input"]
         assert '"if-match"' in signed  # the client signs the precondition it sends

@@ -293,5 +293,5 @@ def test_an_expected_version_travels_as_an_if_match_header() -> None:
     assert expected.etag() == '"0a1b2c3d4e5f6071/12"'
     assert Expected.from_etag(expected.etag()) == expected
     for bad in ["0a1b/12", '"0a1b"', '"0a1b/0"', '"0A1B/1"', '"a/1", "b/2"', "*", '"/3"']:
-        with pytest.raises(InvalidInput, match="is not a workload's version"):
+        with pytest.raises(InvalidInput, match="is not an object's version"):
             Expected.from_etag(bad)

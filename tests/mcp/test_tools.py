@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import pytest
 from mcp import Client
 from mcp_types import ElicitRequestParams, ElicitResult
 
-from shoal.interfaces import Actor, Expected, NotFound, Service, Via, Workload
+from shoal.interfaces import (
+    Actor,
+    ConfigMapSpec,
+    Expected,
+    NotFound,
+    Service,
+    Via,
+    Workload,
+)
 from shoal.mcp import AUDIT_REASON, CHANGE_TOOLS, Caller, McpSettings, build_server
 from tests.mcp.support import HELLO, OPERATOR, VIEWER, Live, call, eventually, refused
 
@@ -586,6 +594,18 @@ class _WriterBetween:
         await self.other.scale(name, 3, namespace)
         return await self.inner.delete_workload(name, namespace, expected=expected)
 
+    async def delete_config(
+        self,
+        kind: Literal["ConfigMap", "Secret", "Namespace"],
+        name: str,
+        namespace: str = "default",
+        *,
+        expected: Expected | None = None,
+    ) -> None:
+        changed = ConfigMapSpec(name=name, namespace=namespace, data={"mode": "changed"})
+        await self.other.apply([changed])
+        await self.inner.delete_config(kind, name, namespace, expected=expected)
+
 
 async def test_a_plan_confirms_no_change_made_after_it_was_checked(live: Live) -> None:
     def between(caller: Caller) -> Service:
@@ -601,3 +621,11 @@ async def test_a_plan_confirms_no_change_made_after_it_was_checked(live: Live) -
     assert "generation 1, now 2" in text
     workload = await live.service.get_workload("hello")
     assert not workload.deleting and workload.spec.replicas == 3
+
+    await live.service.apply([ConfigMapSpec(name="settings", data={"mode": "planned"})])
+    async with Client(build_server(between, McpSettings(default_caller=OPERATOR))) as client:
+        plan = await call(client, "plan_delete_config", kind="ConfigMap", name="settings")
+        assert plan["expected"]["generation"] == 1
+        text = await refused(client, "delete_config_map", name="settings", plan_id=plan["plan_id"])
+    assert "ConfigMap default/settings changed since this change was planned" in text
+    assert (await live.service.get_config_map("settings")).spec.data == {"mode": "changed"}

@@ -47,7 +47,6 @@ from shoal.interfaces import (
     API_PREFIX,
     APPLY_PATH,
     DECLARED_VIAS,
-    IF_MATCH_HEADER,
     NO_METRICS,
     USAGE_DEFAULT_RANGE,
     VIA_HEADER,
@@ -59,7 +58,6 @@ from shoal.interfaces import (
     Event,
     EventType,
     ExecResult,
-    Expected,
     Explanation,
     ImageInfo,
     Instance,
@@ -85,6 +83,7 @@ from ._config_routes import CALLER_STATE, config_router
 from ._limits import BodyLimit, body_too_large, too_large_error
 from ._manifest_routes import manifests_router
 from ._observe import RequestMetrics, add_metrics_route
+from ._precondition import Precondition
 from ._streams import EventStream, JsonLines, LogStream, pull_lines
 from ._tracing import RequestTracing, verified_early
 
@@ -172,16 +171,6 @@ class ScaleRequest(BaseModel):
 
     replicas: int
     """The new replica count, 0 to ``shoal.interfaces.MAX_REPLICAS``."""
-
-
-def _expected(request: Request) -> Expected | None:
-    """The version a change to a workload expects, from its ``If-Match`` header (if sent)."""
-    header = request.headers.get(IF_MATCH_HEADER)
-    return None if header is None else Expected.from_etag(header)
-
-
-Precondition = Annotated[Expected | None, Depends(_expected)]
-"""A change's ``If-Match``: refused with 409 unless the workload is that version."""
 
 
 def _error_response(error: ShoalError) -> JSONResponse:

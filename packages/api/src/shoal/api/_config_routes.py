@@ -11,6 +11,9 @@ Routes (errors as everywhere: ``{"error": {"code", "message", "details"}}``)::
     GET    /v1/namespaces/{ns}/secrets/{name}?show_values=true  admin  the values too
     DELETE /v1/namespaces/{ns}/secrets/{name}                operator
 
+A ConfigMap's or Secret's DELETE may carry ``If-Match: "<uid>/<generation>"``:
+it is deleted only if it is still that version (409 otherwise).
+
 A Secret's values leave the server only for ``show_values=true`` from an admin
 key; the service records that as a ``ValuesShown`` event about the Secret (by
 the caller, through its front door), never with the values in it.
@@ -27,6 +30,8 @@ from pydantic import BaseModel
 
 from shoal.core import ShoalService
 from shoal.interfaces import Caller, ConfigMap, Namespace, Role, SecretView
+
+from ._precondition import Precondition
 
 __all__ = ["CALLER_STATE", "Deleted", "config_router"]
 
@@ -70,9 +75,9 @@ def config_router(role: RoleDependency) -> APIRouter:
         return await svc.list_namespaces()
 
     @router.delete("/namespaces/{name}", tags=["config"])
-    async def delete_namespace(name: str, svc: operator) -> Deleted:
+    async def delete_namespace(name: str, svc: operator, expected: Precondition) -> Deleted:
         """Delete a Namespace; refused while it holds workloads, ConfigMaps or Secrets."""
-        await svc.delete_config("Namespace", name)
+        await svc.delete_config("Namespace", name, expected=expected)  # refuses If-Match
         return Deleted(kind="Namespace", namespace="", name=name)
 
     @router.get("/namespaces/{namespace}/configmaps", tags=["config"])
@@ -86,9 +91,11 @@ def config_router(role: RoleDependency) -> APIRouter:
         return await svc.get_config_map(name, namespace)
 
     @router.delete("/namespaces/{namespace}/configmaps/{name}", tags=["config"])
-    async def delete_config_map(namespace: str, name: str, svc: operator) -> Deleted:
+    async def delete_config_map(
+        namespace: str, name: str, svc: operator, expected: Precondition
+    ) -> Deleted:
         """Delete a ConfigMap; pods that use it keep what they have, new ones wait for it."""
-        await svc.delete_config("ConfigMap", name, namespace)
+        await svc.delete_config("ConfigMap", name, namespace, expected=expected)
         return Deleted(kind="ConfigMap", namespace=namespace, name=name)
 
     @router.get("/namespaces/{namespace}/secrets", tags=["config"])
@@ -113,9 +120,11 @@ def config_router(role: RoleDependency) -> APIRouter:
         return await svc.get_secret(name, namespace, show_values=show_values)
 
     @router.delete("/namespaces/{namespace}/secrets/{name}", tags=["config"])
-    async def delete_secret(namespace: str, name: str, svc: operator) -> Deleted:
+    async def delete_secret(
+        namespace: str, name: str, svc: operator, expected: Precondition
+    ) -> Deleted:
         """Delete a Secret; pods that use it keep what they have, new ones wait for it."""
-        await svc.delete_config("Secret", name, namespace)
+        await svc.delete_config("Secret", name, namespace, expected=expected)
         return Deleted(kind="Secret", namespace=namespace, name=name)
 
     return router

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from shoal import interfaces
 
 if TYPE_CHECKING:
-    from shoal.interfaces import ConfigMap, Namespace, SecretView
+    from shoal.interfaces import ConfigMap, Expected, Namespace, SecretView
 
 __all__ = ["ConfigCalls"]
 
@@ -29,6 +29,7 @@ class ConfigCalls:
         *,
         json_body: Any = None,
         params: dict[str, Any] | None = None,
+        expected: Expected | None = None,
     ) -> T:
         raise NotImplementedError  # ShoalClient's
 
@@ -70,12 +71,17 @@ class ConfigCalls:
         kind: Literal["ConfigMap", "Secret", "Namespace"],
         name: str,
         namespace: str = "default",
+        *,
+        expected: Expected | None = None,
     ) -> None:
         """Delete a ConfigMap, a Secret or an empty Namespace (``namespace`` ignored for one).
 
+        With ``expected``, a ConfigMap or Secret only if it is still that version.
+
         Raises:
             NotFound: no such object.
-            Conflict: a Namespace that still holds workloads, ConfigMaps or Secrets.
+            Conflict: a Namespace that still holds workloads, ConfigMaps or Secrets, or
+                the object is not the ``expected`` version.
 
         """
         if kind == "Namespace":
@@ -83,4 +89,4 @@ class ConfigCalls:
         else:
             plural = "configmaps" if kind == "ConfigMap" else "secrets"
             path = f"/v1/namespaces/{namespace}/{plural}/{name}"
-        await self._call("DELETE", path, dict[str, str])
+        await self._call("DELETE", path, dict[str, str], expected=expected)

@@ -480,9 +480,25 @@ class ShoalService:
         kind: Literal["ConfigMap", "Secret", "Namespace"],
         name: str,
         namespace: str = "default",
+        *,
+        expected: Expected | None = None,
     ) -> None:
         """Delete a ConfigMap, a Secret or an empty Namespace; see :class:`Service`."""
         key = config_key(kind, namespace, name)
+        if kind == "Namespace" and expected is not None:
+            raise InvalidInput(
+                f"namespace {name} has no version to expect: delete it without one (no If-Match)",
+                field="expected",
+            )
+        revision: int | None = None
+        if kind != "Namespace" and expected is not None:
+            kv = await self.store.get(key)
+            if kv is not None:
+                stored = (ConfigMap if kind == "ConfigMap" else Secret).model_validate_json(
+                    kv.value
+                )
+                expected.check(stored, kind)
+                revision = kv.mod_revision
         if kind == "Namespace":
             for prefix, what in (
                 (WORKLOADS, "workloads"),
@@ -498,7 +514,16 @@ class ShoalService:
             ref = ObjectRef(kind="Namespace", name=name)
         else:
             ref = ObjectRef(kind=kind, namespace=namespace, name=name)
-        if await self.store.delete(key) is None:
+        try:
+            deleted = await self.store.delete(key, expected_revision=revision)
+        except RevisionConflict:
+            raise Conflict(
+                f"{kind} {namespace}/{name} changed while it was being deleted: nothing was "
+                "deleted; review it as it is now and plan again",
+                kind=kind,
+                name=name,
+            ) from None
+        if deleted is None:
             where = name if kind == "Namespace" else f"{namespace}/{name}"
             raise NotFound(
                 f"{kind.lower()} {where} not found: list them with `shoal get {kind.lower()}s`",

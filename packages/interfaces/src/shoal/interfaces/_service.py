@@ -135,26 +135,46 @@ class ApplyResult(Model):
 _ETAG = re.compile(r'^"([0-9a-f]{1,64})/([1-9][0-9]{0,17})"$')
 
 
+class Versioned(Protocol):
+    """What :class:`Expected` checks: a stored workload, ConfigMap or Secret."""
+
+    @property
+    def key(self) -> str:
+        """Its ``namespace/name``."""
+        ...
+
+    @property
+    def uid(self) -> str:
+        """Its incarnation."""
+        ...
+
+    @property
+    def generation(self) -> int:
+        """Its spec's version."""
+        ...
+
+
 class Expected(Model):
-    """The version of a workload a change was planned against: the change waits for no other.
+    """The version of an object a change was planned against: the change waits for no other.
 
     A change made with one is refused (:class:`Conflict`, nothing written)
-    once the workload is another (deleted and made again: a new uid) or its
+    once the object is another (deleted and made again: a new uid) or its
     spec changed (a new generation): a plan reviewed, then applied to
-    something else, is what this prevents. Over REST it is the ``If-Match``
-    header, ``"<uid>/<generation>"`` (:meth:`etag`); ``shoal get -o json``
-    shows both fields.
+    something else, is what this prevents. It guards the changes of a
+    workload and the deletion of a ConfigMap or a Secret. Over REST it is
+    the ``If-Match`` header, ``"<uid>/<generation>"`` (:meth:`etag`);
+    ``shoal get -o json`` shows both fields.
     """
 
     uid: str
-    """The workload's uid when the change was planned."""
+    """The object's uid when the change was planned."""
     generation: int
     """Its generation then (it grows with every change of its spec)."""
 
     @classmethod
-    def of(cls, workload: Workload) -> Expected:
-        """Return what ``workload`` is now."""
-        return cls(uid=workload.uid, generation=workload.generation)
+    def of(cls, current: Versioned) -> Expected:
+        """Return what ``current`` is now."""
+        return cls(uid=current.uid, generation=current.generation)
 
     def etag(self) -> str:
         """Return it as an ``If-Match`` header's value."""
@@ -171,29 +191,29 @@ class Expected(Model):
         match = _ETAG.match(text.strip())
         if match is None:
             raise InvalidInput(
-                f"If-Match {text[:80]!r} is not a workload's version: send "
+                f"If-Match {text[:80]!r} is not an object's version: send "
                 '"<uid>/<generation>" (with the quotes), as `shoal get workload NAME -o json` '
                 "shows them, or leave the header out",
                 field="If-Match",
             )
         return cls(uid=match[1], generation=int(match[2]))
 
-    def check(self, workload: Workload) -> None:
-        """Raise if ``workload`` is not the version expected.
+    def check(self, current: Versioned, kind: str = "workload") -> None:
+        """Raise if ``current`` (a ``kind``) is not the version expected.
 
         Raises:
             Conflict: it was deleted and made again, or its spec changed.
 
         """
-        if workload.uid != self.uid:
+        if current.uid != self.uid:
             raise Conflict(
-                f"workload {workload.key} was deleted and made again since this change was "
-                f"planned (uid {self.uid}, now {workload.uid}): nothing was changed; plan it again"
+                f"{kind} {current.key} was deleted and made again since this change was "
+                f"planned (uid {self.uid}, now {current.uid}): nothing was changed; plan it again"
             )
-        if workload.generation != self.generation:
+        if current.generation != self.generation:
             raise Conflict(
-                f"workload {workload.key} changed since this change was planned (generation "
-                f"{self.generation}, now {workload.generation}): nothing was changed; review "
+                f"{kind} {current.key} changed since this change was planned (generation "
+                f"{self.generation}, now {current.generation}): nothing was changed; review "
                 "it as it is now and plan again"
             )
 
@@ -293,14 +313,20 @@ class Service(Protocol):
         kind: Literal["ConfigMap", "Secret", "Namespace"],
         name: str,
         namespace: str = "default",
+        *,
+        expected: Expected | None = None,
     ) -> None:
         """Delete a ConfigMap, a Secret or a Namespace (``namespace`` ignored for one).
 
         Pods that use a deleted ConfigMap or Secret keep what they have; new ones wait for it.
+        With ``expected``, a ConfigMap or Secret is deleted only if it is that version
+        (checked as it is deleted); a Namespace has no version.
 
         Raises:
             NotFound: no such object.
-            Conflict: a Namespace that still holds workloads, ConfigMaps or Secrets.
+            Conflict: a Namespace that still holds workloads, ConfigMaps or Secrets, or
+                the object is not the ``expected`` version.
+            InvalidInput: ``expected`` for a Namespace.
 
         """
         ...

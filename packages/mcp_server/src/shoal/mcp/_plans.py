@@ -101,8 +101,9 @@ class ChangePlan(Model):
     next_step: str
     """The call that makes this change."""
     expected: Expected | None = None
-    """For a change to one workload: its uid and generation as planned. The change is
-    made only if the workload is still that version (checked as it is written)."""
+    """For a change to one workload, or the deletion of a ConfigMap or Secret: its uid and
+    generation as planned. The change is made only if it is still that version (checked as
+    it is written)."""
 
 
 class Confirm(BaseModel):
@@ -235,10 +236,10 @@ async def config_delete_plan(
     """Plan deleting a ConfigMap or a Secret. Raises NotFound."""
     if kind == "ConfigMap":
         stored = await service.get_config_map(name, namespace)
-        uid, generation = stored.uid, stored.generation
+        expected = Expected(uid=stored.uid, generation=stored.generation)
     else:
         secret = await service.get_secret(name, namespace)
-        uid, generation = secret.uid, secret.generation
+        expected = Expected(uid=secret.uid, generation=secret.generation)
     users = sorted(
         w.name
         for w in await service.list_workloads(namespace)
@@ -254,12 +255,15 @@ async def config_delete_plan(
         impact = "no workload uses it"
     tool = "delete_config_map" if kind == "ConfigMap" else "delete_secret"
     return ChangePlan(
-        plan_id=_digest("delete_config", kind, namespace, name, uid, generation, users),
+        plan_id=_digest(
+            "delete_config", kind, namespace, name, expected.uid, expected.generation, users
+        ),
         action="delete_config",
         target=f"{kind} {namespace}/{name}",
         summary=f"delete {kind} {namespace}/{name}: {impact}",
         destructive=True,
         next_step=f"{tool}(name={name!r}, namespace={namespace!r}, plan_id=<plan_id>)",
+        expected=expected,
     )
 
 

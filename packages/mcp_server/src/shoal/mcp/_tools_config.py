@@ -268,7 +268,8 @@ def register_config_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
         async with gate.call(ctx, Role.OPERATOR, ref) as call:
             plan = await config_delete_plan(call.service, kind, name, namespace)
             how = record_confirmation(call, plan, plan_id, confirmation, asked, gate.seal)
-            await call.service.delete_config(kind, name, namespace)
+            # The version the plan was checked against: nothing else is deleted.
+            await call.service.delete_config(kind, name, namespace, expected=plan.expected)
         return ConfigDeleted(summary=plan.summary, confirmed=how, trace_id=call.trace_id)
 
     @server.tool(annotations=_DESTRUCTIVE)
