@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import os
+import re
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -212,6 +213,19 @@ async def test_an_apply_is_a_trace_that_links_its_reconcile_and_its_start_on_the
     assert {"POST /v1/workloads/apply", "shoal.start"} <= {s.name for s in from_start.spans}
     assert started.startswith(f"caused by trace {trace_id}\n  POST /v1/workloads/apply")
     assert f"\ntrace {start.trace_id}\n  shoal.start" in started
+
+
+async def test_shoal_apply_names_the_trace_of_its_request(tmp_path: Path) -> None:
+    manifest = tmp_path / "traced.yaml"
+    manifest.write_text(HELLO.model_dump_json())  # JSON is YAML
+    async with agent(tmp_path) as a:
+        env = a.env(Role.OPERATOR)
+        done = await anyio.to_thread.run_sync(lambda: run_shoal(env, "apply", "-f", str(manifest)))
+        assert done.stdout.splitlines() == ["workload default/traced created (+1 instance(s))"]
+        named = re.search(r"^trace ([0-9a-f]{32}): `shoal trace \1` shows", done.stderr, re.M)
+        assert named is not None, done.stderr
+        shown = await anyio.to_thread.run_sync(lambda: run_shoal(env, "trace", named[1]).stdout)
+    assert "POST /v1/workloads/apply" in shown
 
 
 async def test_a_callers_traceparent_is_honoured_for_admin_keys_only(tmp_path: Path) -> None:

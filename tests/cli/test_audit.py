@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,13 @@ async def test_list_shows_the_entries_and_verify_passes_then_fails_once_a_row_is
         ("1", "ops@test", "mcp", "apply", "ok"),
         ("2", "ops@test", "mcp", "scale", "ok"),
     ]
+    code, as_json = await agent.shoal("audit", "list", "-o", "json")
+    entries = [AuditEntry.model_validate(e) for e in json.loads(as_json)]
+    assert [(e.sequence, e.verb, e.door) for e in entries] == [
+        (1, "apply", Via.MCP),
+        (2, "scale", Via.MCP),
+    ]
+    assert entries[1].hash and entries[1].previous_hash == entries[0].hash
     code, verified = await agent.shoal("audit", "verify")
     assert code == 0
     assert verified.startswith("audit trail intact: 2 entries, head 2 ")

@@ -170,6 +170,13 @@ def apply(
                     out.print(f"    rollout {step}", highlight=False, markup=False)
         if dry_run:
             out.print(f"plan {result.plan.id}", highlight=False)
+        elif result.trace_id is not None:  # on stderr: stdout stays one line per object
+            trace = result.trace_id
+            err.print(
+                f"trace {trace}: `shoal trace {trace}` shows the work it caused",
+                highlight=False,
+                markup=False,
+            )
 
     run(lambda: with_client(call))
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ._base import app, out, run, with_client
+from ._output import Format, render
 
 if TYPE_CHECKING:
     from shoal.client import ShoalClient
@@ -23,11 +24,18 @@ app.add_typer(audit_app, name="audit")
 @audit_app.command("list")
 def audit_list(
     limit: Annotated[int, typer.Option(help="How many of the last entries.", min=1, max=5000)] = 50,
+    output: Annotated[
+        Format, typer.Option("--output", "-o", help="table, json or yaml (whole entries).")
+    ] = Format.TABLE,
 ) -> None:
     """Show the last entries: sequence, time, actor, door, verb, object, outcome."""
 
     async def call(shoal: ShoalClient) -> None:
-        for entry in await shoal.audit_entries(limit):
+        entries = await shoal.audit_entries(limit)
+        if output != Format.TABLE:
+            render(out, entries, output, "audit entries")
+            return
+        for entry in entries:
             line = (
                 f"{entry.sequence:>6}  {entry.time:%Y-%m-%d %H:%M:%S}  {entry.actor}  "
                 f"{entry.door.value}  {entry.verb}  {entry.object}  {entry.outcome}"
