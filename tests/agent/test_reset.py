@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import cast
 
@@ -40,6 +41,9 @@ class Stubborn:
     async def remove(self, uid: str) -> None:
         self.removed.append(uid)
 
+    async def prune_logs(self, keep: Collection[str]) -> Sequence[str]:
+        return ["uid-left-before"]  # a pod removed earlier, its previous run's logs kept
+
 
 async def test_every_pod_is_stopped_at_once_and_removed_even_if_its_stop_fails(
     tmp_path: Path,
@@ -50,4 +54,5 @@ async def test_every_pod_is_stopped_at_once_and_removed_even_if_its_stop_fails(
         await _stop_and_remove(cast("ContainerRuntime", runtime), 10.0, report)
     assert report.pods == ["a", "b", "c"]
     assert sorted(runtime.removed) == ["uid-a", "uid-b", "uid-c"]
+    assert report.leftovers == ["the previous run's logs of pod uid-left-before"]
     assert RESET_CONCURRENCY >= 3

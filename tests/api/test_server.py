@@ -495,7 +495,7 @@ async def test_a_previous_runs_logs_are_read_after_its_instance_started_again(
                 await anyio.sleep(0.05)
         assert "dying words" in [line.line async for line in client.logs(name, previous=True)]
         assert "dying words" not in [line.line async for line in client.logs(name)]
-        with pytest.raises(InvalidInput, match="follow and previous go apart"):
+        with pytest.raises(InvalidInput, match="previous cannot be combined with follow"):
             await anext(aiter(client.logs(name, previous=True, follow=True)))
         await client.delete_workload("hello")
         with anyio.fail_after(10):

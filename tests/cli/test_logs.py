@@ -21,7 +21,7 @@ async def test_previous_reaches_the_server_which_refuses_it_with_follow(tmp_path
             return done.returncode, done.stderr
 
         code, said = await anyio.to_thread.run_sync(shoal, "web-1", "--previous", "--follow")
-        assert code != 0 and "follow and previous go apart" in said
+        assert code != 0 and "previous cannot be combined with follow" in said
         assert "Traceback" not in said
         code, said = await anyio.to_thread.run_sync(shoal, "web-1", "-p")
         assert code != 0 and "web-1" in said and "not found" in said.lower()

@@ -44,6 +44,15 @@ def test_instances_of_every_status_a_pass_gives_are_stored_as_their_json_says() 
     made = [
         factory.new(wl, factory.fresh_uid(wl), reason="Unschedulable", schedule_failure=failure),
         factory.new(wl, factory.fresh_uid(wl), reason="Unschedulable", message='"quoted" é'),
+        factory.new(  # every field of its own at once
+            wl,
+            factory.fresh_uid(wl),
+            state=InstanceState.SCHEDULED,
+            node="n1",
+            reason="Scheduled",
+            message="placed on n1 \u2028 \x00",
+            schedule_failure=failure,
+        ),
         # A field beyond a new instance's own: encoded whole, not from the prototype's JSON.
         factory.new(wl, factory.fresh_uid(wl), restart_count=2, not_before=NOW),
     ]

@@ -374,19 +374,27 @@ async def test_a_pod_removed_to_start_again_keeps_its_logs_as_its_previous_runs(
     with pytest.raises(NotFound, match="no previous run's logs"):
         await collect(runtime.logs(spec.uid, "main", previous=True))
 
-    async def one_run(text: str, *, keep_logs: bool) -> None:
+    async def one_run(text: str | None, *, keep_logs: bool = True) -> None:
         await runtime.create(spec)
         await runtime.start(spec.uid)
-        await harness.write_line(spec.uid, "main", text)
+        if text is not None:
+            await harness.write_line(spec.uid, "main", text)
         await runtime.stop(spec.uid, GRACE)
         await runtime.remove(spec.uid, keep_logs=keep_logs)
 
-    await one_run("first-run", keep_logs=True)
-    assert "first-run" in await collect(runtime.logs(spec.uid, "main", previous=True))
+    async def previous() -> list[str]:
+        try:
+            return await collect(runtime.logs(spec.uid, "main", previous=True))
+        except NotFound as exc:  # a runtime whose logs are files: none was written
+            assert "previous run wrote no log" in exc.message
+            return []
+
+    await one_run("first-run")
+    assert "first-run" in await previous()
     await runtime.remove(spec.uid, keep_logs=True)  # no pod: what was kept stays
-    assert "first-run" in await collect(runtime.logs(spec.uid, "main", previous=True))
-    await one_run("second-run", keep_logs=True)  # one run deep
-    kept = await collect(runtime.logs(spec.uid, "main", previous=True))
+    assert "first-run" in await previous()
+    await one_run("second-run")  # one run deep
+    kept = await previous()
     assert "second-run" in kept and "first-run" not in kept
     assert await collect(runtime.logs(spec.uid, "main", previous=True, tail=1)) == ["second-run"]
     assert await collect(runtime.logs(spec.uid, "main", previous=True, tail=0)) == []
@@ -397,8 +405,19 @@ async def test_a_pod_removed_to_start_again_keeps_its_logs_as_its_previous_runs(
     await runtime.start(spec.uid)
     await harness.write_line(spec.uid, "main", "third-run")
     assert "second-run" not in await collect(runtime.logs(spec.uid, "main"))
-    assert "second-run" in await collect(runtime.logs(spec.uid, "main", previous=True))
+    assert "second-run" in await previous()
+    assert await runtime.prune_logs([]) == []  # its pod exists: its own removal decides
+    await runtime.stop(spec.uid, GRACE)
+    await runtime.remove(spec.uid, keep_logs=True)
 
+    await one_run(None)  # a run that printed nothing shows nothing, never an older run
+    assert "third-run" not in await previous()
+    assert await runtime.prune_logs([spec.uid]) == []  # its instance is still there
+    assert await runtime.prune_logs([]) == [spec.uid]  # gone: so are its logs
+    with pytest.raises(NotFound, match="no previous run's logs"):
+        await collect(runtime.logs(spec.uid, "main", previous=True))
+
+    await one_run("fourth-run")
     await runtime.remove(spec.uid)  # for good: the kept logs go too
     with pytest.raises(NotFound, match="no previous run's logs"):
         await collect(runtime.logs(spec.uid, "main", previous=True))

@@ -396,6 +396,8 @@ class ShoalNode:
             async with anyio.create_task_group() as tg:
                 for pod in pods:
                     tg.start_soon(stop, pod.uid)
+            with contextlib.suppress(ShoalError):  # kept of pods gone before it left
+                await self.runtime.prune_logs(())
             if pods:
                 log.info("%s stopped its %d pod(s) on leaving", self.node.name, len(pods))
 

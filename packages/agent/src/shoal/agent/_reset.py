@@ -185,6 +185,8 @@ async def _stop_and_remove(runtime: ContainerRuntime, grace: float, report: Rese
         for pod in pods:
             tg.start_soon(one, pod)
     report.pods.extend(sorted(removed))
+    for uid in await runtime.prune_logs(()):  # kept of pods gone before the reset
+        report.leftovers.append(f"the previous run's logs of pod {uid}")
 
 
 async def _delete_idle_bridge(networking: BridgeNetworking) -> bool:

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 
 import anyio
 from anyio.abc import TaskStatus
@@ -226,7 +226,7 @@ class ControlLoop:
         noted = self.echoes.pop(key, None)
         return new is not None and noted == new.revision
 
-    def echo(self, keys: Collection[str], revision: int) -> None:
+    def echo(self, keys: list[str], revision: int) -> None:
         """Note that this loop's writes of ``keys`` at ``revision`` wake nothing when seen.
 
         Only for writes the pass that made them has accounted for in full (a

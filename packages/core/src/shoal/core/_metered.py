@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from types import TracebackType
@@ -316,6 +316,10 @@ class MeteredRuntime(_Wrapper):
     async def remove(self, uid: str, *, keep_logs: bool = False) -> None:
         """Remove a pod and what it holds (but its logs, with ``keep_logs``)."""
         await self._timed("remove", self.inner.remove(uid, keep_logs=keep_logs))
+
+    async def prune_logs(self, keep: Collection[str]) -> Sequence[str]:
+        """Remove the logs kept of pods that are gone, but those of ``keep`` (not timed)."""
+        return await self.inner.prune_logs(keep)
 
     async def inspect(self, uid: str) -> PodStatus:
         """Return a pod's status."""

@@ -414,6 +414,7 @@ class NodeLoop:
                     tg.start_soon(self._remove_orphan, orphan)
         else:
             self._dispatch(self._tasks, mine, pods)
+        await self._prune_logs({s.value.uid for s in mine} | self._syncing)
         if self._adopting:
             self._adopting = False
             if adopted:
@@ -437,6 +438,16 @@ class NodeLoop:
         mono = self.clock.monotonic()
         waits += [max(stuck.retry_at - mono, 0.0) for stuck in self._stuck.values()]
         return min(waits) if waits else None
+
+    async def _prune_logs(self, keep: set[str]) -> None:
+        """Remove the previous runs' logs kept of instances that left this node without a pod."""
+        try:
+            pruned = await self.runtime.prune_logs(keep)
+        except ShoalError as exc:
+            log.warning("node loop: cannot remove the logs kept of gone instances: %s", exc)
+            return
+        if pruned:
+            log.info("node loop: removed the logs kept of %d gone instance(s)", len(pruned))
 
     def _dispatch(
         self, tg: TaskGroup, mine: list[Stored[Instance]], pods: dict[str, PodStatus]

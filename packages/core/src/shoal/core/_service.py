@@ -813,7 +813,7 @@ class ShoalService:
         previous run's logs may be kept).
         """
         inst = await self.get_instance(name, namespace)
-        if started and not inst.container_ids:
+        if inst.node is None or (started and not inst.container_ids):
             raise Conflict(
                 f"instance {inst.key} has no containers yet (state {inst.state.value}): "
                 f"see `shoal explain {inst.name}`",
@@ -854,7 +854,8 @@ class ShoalService:
             raise InvalidInput(f"tail must be 0 or more, got {tail}", field="tail")
         if previous and follow:
             raise InvalidInput(
-                "follow and previous go apart: a previous run has ended; leave out follow",
+                "previous cannot be combined with follow: the previous run has ended; "
+                "leave out follow",
                 field="follow",
             )
         runtime, inst, chosen = await self._running_pod(
@@ -864,22 +865,27 @@ class ShoalService:
             inst.uid, chosen, follow=follow, tail=tail, since=since, previous=previous
         )
         try:
-            first = await anext(lines, None)
-        except NotFound as exc:
-            if not previous:
-                raise
-            raise NotFound(
-                f"instance {inst.key} has no previous run's log of {chosen!r} on {inst.node}: "
-                f"none is kept (restarts: {inst.restart_count}; a run's log is kept when "
-                "its instance starts again, until the instance is removed)",
-                instance=inst.key,
-                container=chosen,
-            ) from exc
-        if first is None:
-            return
-        yield first
-        async for line in lines:
-            yield line
+            try:
+                first = await anext(lines, None)
+            except NotFound as exc:
+                if not previous:
+                    raise
+                raise NotFound(
+                    f"instance {inst.key} has no previous run's log of {chosen!r} on "
+                    f"{inst.node} (restarts: {inst.restart_count}): {exc.message}; a run's "
+                    "log is kept when its instance starts again, until the instance is removed",
+                    instance=inst.key,
+                    container=chosen,
+                ) from exc
+            if first is None:
+                return
+            yield first
+            async for line in lines:
+                yield line
+        finally:  # a reader that stops early ends the runtime's (a remote node's stream)
+            close = getattr(lines, "aclose", None)
+            if close is not None:
+                await close()
 
     @audited("exec", "Instance")
     async def exec(

@@ -12,7 +12,7 @@ of another node implements it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -435,6 +435,16 @@ class ContainerRuntime(PodAccess, Protocol):
         containers' logs are kept as its previous run's, for ``logs(...,
         previous=True)``, in place of those kept before; without, those kept
         before are removed too (the pod goes for good).
+        """
+        ...
+
+    async def prune_logs(self, keep: Collection[str]) -> Sequence[str]:
+        """Remove the previous runs' logs kept of pods that are gone, but those of ``keep``.
+
+        ``keep`` holds the uids of the pods whose instances this node still has
+        (a pod that exists keeps its logs regardless); returns the uids whose
+        kept logs went. The node loop calls it on its whole passes, so logs
+        kept of an instance that left while no pod remained do not stay.
         """
         ...
 

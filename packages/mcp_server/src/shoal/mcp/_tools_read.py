@@ -369,17 +369,17 @@ def register_read_tools(server: MCPServer[Any], gate: Gate) -> None:
             logs_note = ""
             try:
                 lines = call.service.logs(name, namespace, tail=_EXPLAIN_LOG_LINES)
-                log_tail.extend([line.line[:_MAX_LINE] async for line in lines])
+                log_tail.extend([line.line async for line in lines])
             except (Conflict, NotFound, Unavailable) as exc:
                 logs_note = f"no logs: {exc.message}"
             previous: list[str] = []
             if explanation.instance.restart_count:
-                # Kept by its node when it started again; none kept (an older node) is no news.
+                # Kept by its node when it started again; none kept is no news.
                 with contextlib.suppress(NotFound, Unavailable):
                     lines = call.service.logs(
                         name, namespace, tail=_EXPLAIN_LOG_LINES, previous=True
                     )
-                    previous.extend([line.line[:_MAX_LINE] async for line in lines])
+                    previous.extend([line.line async for line in lines])
         secrets = secret_values([explanation])
         clean = redact_model(explanation)
         return Diagnosis(
@@ -388,9 +388,10 @@ def register_read_tools(server: MCPServer[Any], gate: Gate) -> None:
             details=clean.details,
             schedule_failure=clean.schedule_failure,
             events=clean.events,
-            log_tail=[scrub(line, secrets) for line in log_tail],
+            # Scrubbed whole, then cut: a cut through a secret would leave its start.
+            log_tail=[scrub(line, secrets)[:_MAX_LINE] for line in log_tail],
             logs_note=logs_note,
-            previous_log_tail=[scrub(line, secrets) for line in previous],
+            previous_log_tail=[scrub(line, secrets)[:_MAX_LINE] for line in previous],
             start_trace_id=explanation.start_trace_id,
             cause_trace_id=explanation.cause_trace_id,
         )

@@ -35,7 +35,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -517,6 +517,14 @@ class CriRuntime(AsyncClosing):
         if not lock.statistics().tasks_waiting:
             self._locks.pop(uid, None)
 
+    async def prune_logs(self, keep: Collection[str]) -> list[str]:
+        """Remove the previous runs' logs kept of pods that are gone, but those of ``keep``."""
+
+        def pod_exists(uid: str) -> bool:
+            return self._directory(uid).is_dir()
+
+        return await anyio.to_thread.run_sync(self.previous.prune, keep, pod_exists)
+
     async def inspect(self, uid: str) -> PodStatus:
         """Return the pod's status.
 
@@ -720,7 +728,7 @@ class CriRuntime(AsyncClosing):
                 except NotFound:
                     break
         directory = self._directory(uid)
-        if keep_logs:
+        if keep_logs and directory.is_dir():
             logs = {log.stem: log for log in (directory / "logs").glob("*.log")}
             await anyio.to_thread.run_sync(self.previous.keep, uid, logs)
         await anyio.to_thread.run_sync(remove_tree, directory)

@@ -73,7 +73,7 @@ volume), :meth:`MockRuntime.write_log`, :meth:`MockRuntime.set_exec_result`,
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 
 import anyio
@@ -100,7 +100,7 @@ from shoal.interfaces import (
 from shoal.runtime._exits import ExitListeners
 from shoal.runtime._filevolumes import check_files
 from shoal.runtime._initcontainers import check_container_names, init_container_failed
-from shoal.runtime._previous import no_previous_log
+from shoal.runtime._keptlogs import no_previous_log
 from shoal.runtime.oci._volumes import check_host_paths
 
 from ._faults import Fault, FaultKind, Faults
@@ -340,6 +340,14 @@ class MockRuntime(AsyncClosing):
         if keep_logs:
             self._previous[uid] = pod
 
+    async def prune_logs(self, keep: Collection[str]) -> list[str]:
+        """Forget the previous runs kept of pods that are gone, but those of ``keep``."""
+        await anyio.lowlevel.checkpoint()
+        gone = sorted(uid for uid in self._previous if uid not in keep and uid not in self._pods)
+        for uid in gone:
+            del self._previous[uid]
+        return gone
+
     async def inspect(self, uid: str) -> PodStatus:
         """Return the pod's status after settling due injected exits.
 
@@ -393,9 +401,11 @@ class MockRuntime(AsyncClosing):
                 pod = self._get(uid)
                 return pod, pod.container(container)
             kept = self._previous.get(uid)
-            names = [] if kept is None else [*kept.init_containers, *kept.containers]
-            if kept is None or container not in names:
-                raise no_previous_log(uid, container, sorted(names))
+            if kept is None:
+                raise no_previous_log(uid, container, None)
+            names = sorted([*kept.init_containers, *kept.containers])
+            if container not in names:
+                raise no_previous_log(uid, container, names)
             return kept, kept.container(container)
 
         return read_logs(

@@ -59,7 +59,7 @@ from __future__ import annotations
 import builtins
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -528,6 +528,10 @@ class OciCliRuntime(AsyncClosing):
             await self._destroy(uid, keep_logs=keep_logs)
         if not lock.statistics().tasks_waiting:
             self._locks.pop(uid, None)
+
+    async def prune_logs(self, keep: Collection[str]) -> list[str]:
+        """Remove the previous runs' logs kept of pods that are gone, but those of ``keep``."""
+        return await anyio.to_thread.run_sync(self.previous.prune, keep, self.files.exists)
 
     async def inspect(self, uid: str) -> PodStatus:
         """Return the pod's status.

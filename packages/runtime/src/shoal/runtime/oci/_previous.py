@@ -4,24 +4,28 @@ Kubernetes keeps a restarting container's last ended run, so ``kubectl logs
 --previous`` shows why it ended. Shoal starts a pod again as a new pod under
 the same uid, so a runtime that writes logs to files moves them aside when it
 removes the pod with ``keep_logs``, one run deep: ``ROOT/previous/UID/NAME.log``
-(the same format as the live log, read by the same reader). They go when the
-pod is removed for good (``remove`` without ``keep_logs``), and with the data
-directory.
+(and its rotated files, ``NAME.log.1`` …, in the same format as the live log,
+read by the same reader). They go when the pod is removed for good (``remove``
+without ``keep_logs``), when the node loop finds no instance claims them
+(:meth:`PreviousLogs.prune`), and with the data directory.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Container, Mapping
 from pathlib import Path
 
-from shoal.runtime._previous import no_previous_log
+from shoal.runtime._keptlogs import no_previous_log
 
 from ._ocifiles import PodFiles
 
 __all__ = ["PreviousLogs"]
+
+log = logging.getLogger(__name__)
 
 
 class PreviousLogs:
@@ -33,35 +37,66 @@ class PreviousLogs:
     def keep(self, uid: str, logs: Mapping[str, Path]) -> None:
         """Make ``logs`` (container name → its log file) the pod's previous run's.
 
-        The files are moved, not copied; what was kept before goes first. A
-        log that does not exist (its container never started) is left out;
-        when none does, what was kept before stays (the last run that wrote).
+        Called as the pod is removed, its directory still there. The files
+        (with their rotated ``.1``, ``.2`` … beside them) are moved, not
+        copied, in place of what was kept before: a container that wrote
+        nothing leaves nothing, so a run that printed nothing shows nothing,
+        never an older run. Best effort: a file system that refuses (full, or
+        another mount) loses these logs, with a warning, and the pod's
+        removal goes on.
         """
         kept = self.directory / PodFiles.check_uid(uid)
-        written = {name: log for name, log in logs.items() if log.exists()}
-        if not written:
-            return
-        shutil.rmtree(kept, ignore_errors=True)
-        # Root only, as the pods' own directory: a log may show what a Secret holds.
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        kept.mkdir(mode=0o700)
-        for name, log in written.items():
-            with contextlib.suppress(FileNotFoundError):
-                os.replace(log, kept / f"{name}.log")
+        try:
+            shutil.rmtree(kept, ignore_errors=True)
+            # Root only, as the pods' own directory: a log may show what a Secret holds.
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            kept.mkdir(mode=0o700)
+            for name, current in logs.items():
+                for path in [current, *current.parent.glob(f"{current.name}.*")]:
+                    rotated = path.name.removeprefix(current.name)
+                    if rotated and not rotated[1:].isdigit():
+                        continue
+                    with contextlib.suppress(FileNotFoundError):
+                        os.replace(path, kept / f"{name}.log{rotated}")
+        except OSError as exc:
+            log.warning(
+                "cannot keep the logs of pod %s as its previous run's (%s): they go with it",
+                uid,
+                exc,
+            )
+            shutil.rmtree(kept, ignore_errors=True)
 
     def drop(self, uid: str) -> None:
         """Remove the pod's kept logs; none kept is fine."""
         shutil.rmtree(self.directory / PodFiles.check_uid(uid), ignore_errors=True)
 
+    def prune(self, keep: Container[str], pod_exists: Callable[[str], bool]) -> list[str]:
+        """Remove the kept logs of every pod but ``keep`` (uids) whose pod is gone; return those.
+
+        A pod that still exists keeps them: its own removal decides.
+        """
+        if not self.directory.is_dir():
+            return []
+        gone = [
+            entry.name
+            for entry in self.directory.iterdir()
+            if entry.name not in keep and not pod_exists(entry.name)
+        ]
+        for uid in gone:
+            shutil.rmtree(self.directory / uid, ignore_errors=True)
+        return sorted(gone)
+
     def log(self, uid: str, container: str) -> Path:
-        """Return the kept log of the pod's container.
+        """Return the kept log of the pod's container (its rotated files beside it).
 
         Raises:
             NotFound: none is kept (the message says which are).
 
         """
         kept = self.directory / PodFiles.check_uid(uid)
-        names = sorted(path.stem for path in kept.glob("*.log"))
-        if container in names:
-            return kept / f"{container}.log"
-        raise no_previous_log(uid, container, names)
+        if not kept.is_dir():
+            raise no_previous_log(uid, container, None)
+        names = sorted({path.name.split(".", 1)[0] for path in kept.iterdir()})
+        if container not in names:
+            raise no_previous_log(uid, container, names)
+        return kept / f"{container}.log"

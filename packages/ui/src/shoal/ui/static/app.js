@@ -338,7 +338,7 @@
       const blob = new Blob([lines.filter(shown).join("\n") + "\n"], { type: "text/plain" });
       const link = document.createElement("a");
       link.href = URL.createObjectURL(blob);
-      link.download = (section.dataset.name || "instance") + ".log";
+      link.download = (section.dataset.name || "instance") + (previous.checked ? ".previous.log" : ".log");
       document.body.appendChild(link);
       link.click();
       link.remove();
