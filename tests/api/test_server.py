@@ -444,7 +444,11 @@ async def live() -> AsyncIterator[Server]:
 
 
 async def running_instance(client: ShoalClient) -> str:
-    await client.apply_documents([dict(HELLO, replicas=1)])
+    template = {
+        "init_containers": [{"name": "setup", "image": "busybox"}],
+        "containers": [{"name": "web", "image": "busybox"}],
+    }
+    await client.apply_documents([dict(HELLO, replicas=1, template=template)])
     with anyio.fail_after(10):
         while True:
             instances = await client.list_instances()
@@ -482,7 +486,9 @@ async def test_a_previous_runs_logs_are_read_after_its_instance_started_again(
     assert isinstance(runtime, MockRuntime)
     async with ShoalClient(live.url, OPERATOR) as client:
         name = await running_instance(client)
-        with pytest.raises(NotFound, match=r"no previous run's log of 'web' .*restarts: 0"):
+        with pytest.raises(
+            NotFound, match=r"no previous run's log of 'web' .*not been started again"
+        ):
             await anext(aiter(client.logs(name, previous=True)))
         uid = (await client.get_instance(name)).uid
         runtime.write_log(uid, "web", "dying words")
@@ -495,6 +501,8 @@ async def test_a_previous_runs_logs_are_read_after_its_instance_started_again(
                 await anyio.sleep(0.05)
         assert "dying words" in [line.line async for line in client.logs(name, previous=True)]
         assert "dying words" not in [line.line async for line in client.logs(name)]
+        setup = client.logs(name, previous=True, container="setup")  # an init container's too
+        assert [line.line async for line in setup] == ["started setup"]
         with pytest.raises(InvalidInput, match="previous cannot be combined with follow"):
             await anext(aiter(client.logs(name, previous=True, follow=True)))
         await client.delete_workload("hello")

@@ -805,12 +805,18 @@ class ShoalService:
         return await gather_trace(local, self.members, self.remote_traces, MAX_TRACE_SPANS)
 
     async def _running_pod(
-        self, name: str, namespace: str, container: str | None, *, started: bool = True
+        self,
+        name: str,
+        namespace: str,
+        container: str | None,
+        *,
+        started: bool = True,
+        init: bool = False,
     ) -> tuple[PodAccess, Instance, str]:
         """Return the pods of the node holding a started instance, the instance, a container.
 
         ``started=False`` takes an instance that has no containers now (its
-        previous run's logs may be kept).
+        previous run's logs may be kept); ``init`` takes an init container's name too.
         """
         inst = await self.get_instance(name, namespace)
         if inst.node is None or (started and not inst.container_ids):
@@ -820,6 +826,8 @@ class ShoalService:
                 instance=inst.key,
             )
         names = [c.name for c in inst.template.containers]
+        if init:
+            names += [c.name for c in inst.template.init_containers]
         chosen = container or names[0]
         if chosen not in names:
             raise NotFound(
@@ -859,7 +867,7 @@ class ShoalService:
                 field="follow",
             )
         runtime, inst, chosen = await self._running_pod(
-            name, namespace, container, started=not previous
+            name, namespace, container, started=not previous, init=True
         )
         lines = runtime.logs(
             inst.uid, chosen, follow=follow, tail=tail, since=since, previous=previous
@@ -872,8 +880,8 @@ class ShoalService:
                     raise
                 raise NotFound(
                     f"instance {inst.key} has no previous run's log of {chosen!r} on "
-                    f"{inst.node} (restarts: {inst.restart_count}): {exc.message}; a run's "
-                    "log is kept when its instance starts again, until the instance is removed",
+                    f"{inst.node}: {exc.message} (a run's log is kept as its instance starts "
+                    "again, until the instance is removed)",
                     instance=inst.key,
                     container=chosen,
                 ) from exc

@@ -528,9 +528,10 @@ class Service(Protocol):
     ) -> AsyncIterator[LogLine]:
         """Yield an instance's log lines (its first container unless ``container``).
 
-        With ``previous``, those of its previous run (as ``kubectl logs
-        --previous``): kept by its node when the instance started again, so a
-        crash loop's last words can be read after the restart.
+        ``container`` may name an init container. With ``previous``, those of
+        its previous run (as ``kubectl logs --previous``): kept by its node when
+        the instance started again, so a crash loop's last words can be read
+        after the restart.
 
         Raises:
             NotFound: no such instance or container, or (``previous``) no

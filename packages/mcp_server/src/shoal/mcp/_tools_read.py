@@ -374,12 +374,24 @@ def register_read_tools(server: MCPServer[Any], gate: Gate) -> None:
                 logs_note = f"no logs: {exc.message}"
             previous: list[str] = []
             if explanation.instance.restart_count:
-                # Kept by its node when it started again; none kept is no news.
-                with contextlib.suppress(NotFound, Unavailable):
-                    lines = call.service.logs(
-                        name, namespace, tail=_EXPLAIN_LOG_LINES, previous=True
-                    )
-                    previous.extend([line.line async for line in lines])
+                # Kept by its node when it started again, per container (the one that
+                # failed may be any, an init container too); none kept is no news.
+                template = explanation.instance.template
+                said: dict[str, list[str]] = {}
+                for container in [*template.init_containers, *template.containers]:
+                    with contextlib.suppress(NotFound, Unavailable, Conflict):
+                        lines = call.service.logs(
+                            name,
+                            namespace,
+                            container=container.name,
+                            tail=_EXPLAIN_LOG_LINES,
+                            previous=True,
+                        )
+                        if kept := [line.line async for line in lines]:
+                            said[container.name] = kept
+                for container_name, kept in said.items():
+                    prefix = f"{container_name}: " if len(said) > 1 else ""
+                    previous.extend(prefix + line for line in kept)
         secrets = secret_values([explanation])
         clean = redact_model(explanation)
         return Diagnosis(

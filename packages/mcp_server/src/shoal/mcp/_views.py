@@ -327,8 +327,9 @@ class Diagnosis(Model):
     logs_note: str = ""
     """Why there are no log lines, when there are none."""
     previous_log_tail: list[str] = Field(default_factory=list)
-    """For an instance that restarted: the last lines of the run before, often why it ended
-    (secret values redacted; get_logs with previous for more)."""
+    """For an instance that restarted: the last lines of the run before, often why it ended,
+    of each container that wrote (prefixed 'NAME: ' when several did; secret values redacted;
+    get_logs with previous and container for more)."""
     start_trace_id: str | None = None
     """The trace of its last start (pull, create, start): pass it to get_trace."""
     cause_trace_id: str | None = None

@@ -41,30 +41,37 @@ class PreviousLogs:
         (with their rotated ``.1``, ``.2`` … beside them) are moved, not
         copied, in place of what was kept before: a container that wrote
         nothing leaves nothing, so a run that printed nothing shows nothing,
-        never an older run. Best effort: a file system that refuses (full, or
-        another mount) loses these logs, with a warning, and the pod's
-        removal goes on.
+        never an older run. They are gathered beside the kept ones and swapped
+        in by two renames, so a reader meanwhile finds one run or the other.
+        Best effort: a file system that refuses (full, or another mount) loses
+        these logs, with a warning, and the pod's removal goes on.
         """
         kept = self.directory / PodFiles.check_uid(uid)
+        fresh, old = self.directory / f".new-{uid}", self.directory / f".old-{uid}"
         try:
-            shutil.rmtree(kept, ignore_errors=True)
+            shutil.rmtree(fresh, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
             # Root only, as the pods' own directory: a log may show what a Secret holds.
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            kept.mkdir(mode=0o700)
+            fresh.mkdir(mode=0o700)
             for name, current in logs.items():
                 for path in [current, *current.parent.glob(f"{current.name}.*")]:
                     rotated = path.name.removeprefix(current.name)
                     if rotated and not rotated[1:].isdigit():
                         continue
                     with contextlib.suppress(FileNotFoundError):
-                        os.replace(path, kept / f"{name}.log{rotated}")
+                        os.replace(path, fresh / f"{name}.log{rotated}")
+            with contextlib.suppress(FileNotFoundError):
+                kept.rename(old)
+            fresh.rename(kept)
         except OSError as exc:
             log.warning(
                 "cannot keep the logs of pod %s as its previous run's (%s): they go with it",
                 uid,
                 exc,
             )
-            shutil.rmtree(kept, ignore_errors=True)
+            shutil.rmtree(fresh, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
     def drop(self, uid: str) -> None:
         """Remove the pod's kept logs; none kept is fine."""
@@ -77,13 +84,14 @@ class PreviousLogs:
         """
         if not self.directory.is_dir():
             return []
-        gone = [
-            entry.name
-            for entry in self.directory.iterdir()
-            if entry.name not in keep and not pod_exists(entry.name)
-        ]
-        for uid in gone:
-            shutil.rmtree(self.directory / uid, ignore_errors=True)
+        gone: list[str] = []
+        for entry in self.directory.iterdir():
+            # ".new-UID" and ".old-UID": what a keep cut short by a crash left.
+            uid = entry.name.split("-", 1)[-1] if entry.name.startswith(".") else entry.name
+            if uid not in keep and not pod_exists(uid):
+                shutil.rmtree(entry, ignore_errors=True)
+                if uid == entry.name:
+                    gone.append(uid)
         return sorted(gone)
 
     def log(self, uid: str, container: str) -> Path:
