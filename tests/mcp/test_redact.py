@@ -18,6 +18,7 @@ from shoal.interfaces import (
 from shoal.mcp import REDACTED
 from shoal.mcp._redact import (
     is_secret_name,
+    json_secret_values,
     redact_json,
     redact_model,
     redact_plan,
@@ -106,3 +107,89 @@ def test_restore_puts_stored_values_back() -> None:
     moved["template"]["containers"][0]["env"]["DATABASE_URL"] = f"postgres://app:{REDACTED}@new"
     with pytest.raises(InvalidInput, match="env DATABASE_URL of container 'web'"):
         restore_secrets(WorkloadSpec.model_validate(moved), current)
+
+
+DEPLOYMENT = {
+    "apiVersion": "apps/v1",
+    "kind": "Deployment",
+    "metadata": {
+        "name": "leaky",
+        "annotations": {
+            "kubectl.kubernetes.io/last-applied-configuration": '{"env": "k8s-literal-secret"}',
+            "team": "payments",
+        },
+    },
+    "spec": {
+        "template": {
+            "spec": {
+                "containers": [
+                    {
+                        "name": "app",
+                        "env": [
+                            {"name": "DB_PASSWORD", "value": "k8s-literal-secret"},
+                            {"name": "REDIS_URL", "value": "redis://:redispw-555@cache:6379"},
+                            {"name": "MODE", "value": "fast"},
+                            {"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": "s"}}},
+                        ],
+                    }
+                ]
+            }
+        }
+    },
+}
+
+
+def test_kubernetes_env_lists_and_kubectls_copy_are_redacted() -> None:
+    redacted = redact_json({"origin": {"manifest": DEPLOYMENT}})
+    rendered = str(redacted)
+    assert "k8s-literal-secret" not in rendered and "redispw-555" not in rendered
+    manifest = redacted["origin"]["manifest"]
+    env = manifest["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert env == [
+        {"name": "DB_PASSWORD", "value": REDACTED},
+        {"name": "REDIS_URL", "value": f"redis://:{REDACTED}@cache:6379"},
+        {"name": "MODE", "value": "fast"},
+        {"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": "s"}}},
+    ]
+    annotations = manifest["metadata"]["annotations"]
+    assert annotations == {
+        "kubectl.kubernetes.io/last-applied-configuration": REDACTED,
+        "team": "payments",
+    }
+
+
+def test_a_secret_sent_as_another_type_is_redacted_and_found() -> None:
+    arguments = {"workload": {"env": {"DB_PASSWORD": ["hunter3-listval"], "PORT": 8080}}}
+    assert redact_json(arguments)["workload"]["env"] == {"DB_PASSWORD": REDACTED, "PORT": 8080}
+    found = json_secret_values({**arguments, "manifest": DEPLOYMENT})
+    assert found >= {"hunter3-listval", "k8s-literal-secret", "redispw-555"}
+    assert "fast" not in found and "8080" not in found
+
+
+def test_a_manifests_copy_in_a_plan_hides_what_the_workloads_env_names_secret() -> None:
+    origin = "origin.manifest.spec.template.spec.containers[0].env"
+    changes = [
+        FieldChange(path=f"{origin}[0].value", old="old-secret-1", new="new-secret-2"),
+        FieldChange(path=f"{origin}[1]", old=None, new={"name": "API_TOKEN", "value": "tok-777"}),
+        FieldChange(path=f"{origin}[2].value", old="slow", new="fast"),
+        FieldChange(
+            path="origin.manifest.metadata.annotations.kubectl.kubernetes.io/"
+            "last-applied-configuration",
+            old='{"value": "old-secret-1"}',
+            new='{"value": "new-secret-2"}',
+        ),
+        FieldChange(
+            path="template.containers[0].env.DB_PASSWORD", old="old-secret-1", new="new-secret-2"
+        ),
+        FieldChange(path="template.containers[0].env.MODE", old="slow", new="fast"),
+    ]
+    plan = Plan(
+        id="p",
+        changes=[
+            PlannedChange(action=ChangeAction.UPDATE, namespace="d", name="w", changes=changes)
+        ],
+    )
+    rendered = redact_plan(plan).model_dump_json()
+    for secret in ("old-secret-1", "new-secret-2", "tok-777"):
+        assert secret not in rendered
+    assert rendered.count('"old":"slow","new":"fast"') == 2  # what is not secret stays

@@ -19,7 +19,7 @@ from shoal.interfaces import (
     Via,
     Workload,
 )
-from shoal.mcp import AUDIT_REASON, CHANGE_TOOLS, Caller, McpSettings, build_server
+from shoal.mcp import AUDIT_REASON, CHANGE_TOOLS, REDACTED, Caller, McpSettings, build_server
 from tests.mcp.support import HELLO, OPERATOR, VIEWER, Live, call, eventually, refused
 
 pytestmark = pytest.mark.anyio
@@ -520,6 +520,9 @@ async def test_every_call_is_audited_with_caller_and_redacted_arguments(live: Li
         await refused(client, "delete_workload", name="hello")
         await refused(client, "scale_workload", name="hello", replicas=-1)
         await call(client, "list_workloads")
+        quoted = await refused(
+            client, "apply_workload", workload={"name": "x", "env": {"DB_PASSWORD": ["hunter3-x"]}}
+        )
     events = await live.service.list_events(kind="Key", name="operator@test")
     assert all(e.reason == AUDIT_REASON and e.actor.id == "operator@test" for e in events)
     assert all(e.actor.via == "mcp" for e in events)
@@ -530,8 +533,12 @@ async def test_every_call_is_audited_with_caller_and_redacted_arguments(live: Li
         ("delete_workload", "refused"),
         ("scale_workload", "error"),
         ("list_workloads", "ok"),
+        ("apply_workload", "error"),
     ]
-    apply, missing, delete, negative, _ = events
+    apply, missing, delete, negative, _, invalid = events
+    # An argument error quotes the argument: not its secret, to the agent or in the trail.
+    assert "validation error" in quoted and REDACTED in quoted
+    assert "hunter3-x" not in quoted and "hunter3-x" not in invalid.model_dump_json()
     assert "hunter2-secret" not in apply.details["arguments"]
     assert (
         json.loads(apply.details["arguments"])["workload"]["template"]["containers"][0]["env"][
@@ -629,3 +636,42 @@ async def test_a_plan_confirms_no_change_made_after_it_was_checked(live: Live) -
         text = await refused(client, "delete_config_map", name="settings", plan_id=plan["plan_id"])
     assert "ConfigMap default/settings changed since this change was planned" in text
     assert (await live.service.get_config_map("settings")).spec.data == {"mode": "changed"}
+
+
+LEAKY = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: leaky
+  annotations:
+    kubectl.kubernetes.io/last-applied-configuration: '{"kind":"Deployment","env":"k8s-secret-777"}'
+spec:
+  selector: {matchLabels: {app: leaky}}
+  template:
+    metadata: {labels: {app: leaky}}
+    spec:
+      containers:
+        - name: app
+          image: busybox
+          env:
+            - {name: DB_PASSWORD, value: k8s-secret-777}
+            - {name: REDIS_URL, value: "redis://:redispw-555@cache:6379"}
+"""
+
+
+async def test_a_kubernetes_manifests_secrets_reach_no_result_resource_or_audit(
+    live: Live,
+) -> None:
+    async with Client(live.server()) as client:
+        planned = await call(client, "plan_workload", action="apply", manifest=LEAKY)
+        applied = await call(client, "apply_workload", manifest=LEAKY)
+        changed = LEAKY.replace("k8s-secret-777", "k8s-secret-888")
+        replanned = await call(client, "plan_workload", action="apply", manifest=changed)
+        workload = await call(client, "get_workload", name="leaky")
+        resource = await client.read_resource("shoal://workloads/default/leaky")
+    audit = await live.service.list_events(kind="Key", name="operator@test", limit=100)
+    seen = json.dumps([planned, applied, replanned, workload]) + str(resource)
+    seen += "".join(e.model_dump_json() for e in audit)
+    for secret in ("k8s-secret-777", "k8s-secret-888", "redispw-555"):
+        assert secret not in seen
+    assert REDACTED in json.dumps(workload)

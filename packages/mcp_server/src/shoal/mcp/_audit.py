@@ -32,6 +32,7 @@ changes are recorded by the service layer itself anyway.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -66,7 +67,7 @@ from shoal.interfaces import (
 )
 
 from ._caller import Caller, ServiceFactory, caller_from_request, caller_of
-from ._redact import REDACTED, redact_json
+from ._redact import REDACTED, json_secret_values, redact_json, scrub
 from ._seal import PlanSeal
 
 __all__ = ["AUDIT_KIND", "AUDIT_REASON", "CLUSTER", "Call", "Gate", "Refused", "render_error"]
@@ -279,8 +280,10 @@ class Gate:
             self._count(ctx, "refused" if refused else "error" if failed else "ok", began)
             if marker.reached or not isinstance(result, dict) or not result.get("isError"):
                 return result  # audited by the gate, or an input_required round
-            result = _without_docs_links(result)
             params = ctx.params or {}
+            # An argument error may quote the argument: a secret the agent sent must not
+            # come back, nor stay in the audit trail.
+            result = _without_docs_links(result, _argument_secrets(params.get("arguments")))
             caller = caller_from_request(ctx.request, self.default_caller)
             text = " ".join(
                 str(block.get("text", ""))
@@ -344,15 +347,27 @@ def _ended(outcome: str) -> None:
         marker.outcome = outcome
 
 
-def _without_docs_links(result: dict[str, Any]) -> dict[str, Any]:
-    """Drop pydantic's documentation links from argument errors: noise in an agent's context."""
+def _without_docs_links(result: dict[str, Any], secrets: set[str]) -> dict[str, Any]:
+    """Drop pydantic's documentation links (noise) and the quoted ``secrets`` from errors."""
     content = []
     for block in result.get("content", []):
         if isinstance(block, dict) and isinstance(block.get("text"), str):
-            lines = block["text"].splitlines()
+            lines = scrub(block["text"], secrets).splitlines()
             block = {**block, "text": "\n".join(ln for ln in lines if _DOCS_LINK not in ln)}
         content.append(block)
     return {**result, "content": content}
+
+
+def _argument_secrets(arguments: Any) -> set[str]:
+    """Return the secret values a tool call's arguments hold (a manifest's text parsed)."""
+    if not isinstance(arguments, Mapping):
+        return set()
+    found = json_secret_values(dict(arguments))
+    manifest = arguments.get("manifest")
+    if isinstance(manifest, str):
+        with contextlib.suppress(InvalidSpec):
+            found |= json_secret_values(load_yaml_documents(manifest, "manifest"))
+    return found
 
 
 def _parent(params: Mapping[str, Any], caller: Caller) -> otel_context.Context | None:

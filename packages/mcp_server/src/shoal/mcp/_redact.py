@@ -3,9 +3,11 @@
 A container env variable is secret when its *name* looks like one (PASSWORD,
 TOKEN, SECRET, KEY, CREDENTIAL, ...); a value of any variable that is a URL
 with a password (``postgres://app:hunter2@db/app``) has that password hidden.
-Redaction is structural — it rewrites the ``env`` maps of workloads,
-instances and plan diffs — plus a scrub of the known secret values out of
-free text such as log lines.
+Redaction is structural — it rewrites the ``env`` of workloads, instances,
+plan diffs and Kubernetes manifests (Shoal's map, and Kubernetes' list of
+``{name, value}``), and kubectl's ``last-applied-configuration`` annotation
+(the whole document again) — plus a scrub of the known secret values out of
+free text such as log lines and argument errors.
 
 A Secret's values are never shown at all: a Secret document (``kind:
 Secret``, either dialect) has every value of its ``data`` and ``stringData``
@@ -39,6 +41,7 @@ from shoal.interfaces import (
 __all__ = [
     "REDACTED",
     "is_secret_name",
+    "json_secret_values",
     "redact_env",
     "redact_json",
     "redact_model",
@@ -67,10 +70,12 @@ def is_secret_name(name: str) -> bool:
 
 
 def _redact_value(name: str, value: Any) -> Any:
-    if not isinstance(value, str):
+    if value is None:
         return value
     if is_secret_name(name):
-        return REDACTED
+        return REDACTED  # whatever it is: a list or a number sent by mistake holds it too
+    if not isinstance(value, str):
+        return value
     return _URL_PASSWORD.sub(lambda m: m.group("head") + REDACTED, value)
 
 
@@ -103,18 +108,80 @@ def _redact_secret_document(document: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
+def _redact_env_list(env: list[Any]) -> list[Any]:
+    """Redact Kubernetes' env, a list of ``{name, value}`` (or ``valueFrom``, kept)."""
+    return [
+        {**item, "value": _redact_value(str(item.get("name", "")), item["value"])}
+        if isinstance(item, dict) and "value" in item
+        else redact_json(item)
+        for item in env
+    ]
+
+
+def _redact_item(key: str, item: Any) -> Any:
+    if key == "env" and isinstance(item, dict):
+        return redact_env(item)
+    if key == "env" and isinstance(item, list):
+        return _redact_env_list(item)
+    if key == "annotations" and isinstance(item, dict) and _LAST_APPLIED in item:
+        return {**item, _LAST_APPLIED: REDACTED}
+    return redact_json(item)
+
+
 def redact_json(value: Any) -> Any:
-    """Redact every ``env`` map, and every Secret document's values, inside a JSON-like value."""
+    """Redact every env (either dialect), Secret document and kubectl copy in a JSON-like value."""
     if isinstance(value, dict):
         if value.get("kind") == "Secret":
             value = _redact_secret_document(value)
-        return {
-            key: redact_env(item) if key == "env" and isinstance(item, dict) else redact_json(item)
-            for key, item in value.items()
-        }
+        return {key: _redact_item(key, item) for key, item in value.items()}
     if isinstance(value, list):
         return [redact_json(item) for item in value]
     return value
+
+
+def json_secret_values(value: Any) -> set[str]:
+    """Return the secret values a JSON-like value holds (what :func:`redact_json` hides).
+
+    For scrubbing text made from that value, such as an argument's
+    validation error that quotes it.
+    """
+    found: set[str] = set()
+
+    def leaves(item: Any) -> None:
+        if isinstance(item, dict):
+            for inner in item.values():
+                leaves(inner)
+        elif isinstance(item, list):
+            for inner in item:
+                leaves(inner)
+        elif item is not None:
+            found.add(str(item))
+
+    def walk(item: Any) -> None:
+        if isinstance(item, dict):
+            if item.get("kind") == "Secret":
+                for key in _SECRET_DATA:
+                    leaves(item.get(key))
+            for key, inner in item.items():
+                if key == "env" and isinstance(inner, dict):
+                    for name, env_value in inner.items():
+                        if is_secret_name(name):
+                            leaves(env_value)
+                elif key == "env" and isinstance(inner, list):
+                    for entry in inner:
+                        if isinstance(entry, dict) and is_secret_name(str(entry.get("name", ""))):
+                            leaves(entry.get("value"))
+                elif key == _LAST_APPLIED:
+                    leaves(inner)
+                walk(inner)
+        elif isinstance(item, list):
+            for inner in item:
+                walk(inner)
+        elif isinstance(item, str):
+            found.update(m.group("password") for m in _URL_PASSWORD.finditer(item))
+
+    walk(value)
+    return {secret for secret in found if len(secret) >= _MIN_SCRUB_LENGTH}
 
 
 def redact_model(model: M) -> M:
@@ -123,19 +190,56 @@ def redact_model(model: M) -> M:
 
 
 _ENV_LEAF = re.compile(r"\.env\.(?P<name>[^.\[\]]+)$")
+_ENV_ITEM = re.compile(r"\.env\[\d+\]$")
+"""One item of Kubernetes' env list (a manifest's copy in ``origin``): ``{name, value}``."""
 
 
-def _redact_change(change: FieldChange) -> FieldChange:
+def _change_secrets(change: FieldChange) -> set[str]:
+    """Return the secret values one field change shows (its path may name the variable)."""
+    both = [change.old, change.new]
+    leaf = _ENV_LEAF.search(change.path)
+    if leaf is not None and is_secret_name(leaf.group("name")):
+        return {str(v) for v in both if v is not None and len(str(v)) >= _MIN_SCRUB_LENGTH}
+    if change.path.endswith(".env"):
+        return json_secret_values({"env": change.old}) | json_secret_values({"env": change.new})
+    if _ENV_ITEM.search(change.path):
+        return json_secret_values({"env": both})
+    return json_secret_values(both)  # a document's, and any URL's password
+
+
+def _redact_change(change: FieldChange, known: set[str]) -> FieldChange:
+    """Redact one field change; ``known`` are the plan's secret values, wherever they show.
+
+    A manifest's copy (``origin.manifest``) changes as the workload does, by
+    paths that may not name the variable (``...env[0].value``): the same
+    value shows in the workload's own env too, under its name, so it is
+    known, and scrubbed here.
+    """
     leaf = _ENV_LEAF.search(change.path)
     if leaf is not None:
         name = leaf.group("name")
         old, new = _redact_value(name, change.old), _redact_value(name, change.new)
     elif change.path.endswith(".env"):
-        old = redact_env(change.old) if isinstance(change.old, dict) else change.old
-        new = redact_env(change.new) if isinstance(change.new, dict) else change.new
+        old, new = _redact_item("env", change.old), _redact_item("env", change.new)
+    elif _ENV_ITEM.search(change.path):
+        old, new = _redact_item("env", [change.old])[0], _redact_item("env", [change.new])[0]
+    elif change.path.endswith(_LAST_APPLIED):
+        old = None if change.old is None else REDACTED
+        new = None if change.new is None else REDACTED
     else:
         old, new = redact_json(change.old), redact_json(change.new)
+    old, new = _scrubbed(old, known), _scrubbed(new, known)
     return change.model_copy(update={"old": old, "new": new})
+
+
+def _scrubbed(value: Any, known: set[str]) -> Any:
+    if isinstance(value, str):
+        return scrub(value, known)
+    if isinstance(value, dict):
+        return {key: _scrubbed(item, known) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_scrubbed(item, known) for item in value]
+    return value
 
 
 def _redact_secret_change(change: FieldChange) -> FieldChange:
@@ -146,11 +250,17 @@ def _redact_secret_change(change: FieldChange) -> FieldChange:
 
 def redact_plan(plan: Plan) -> Plan:
     """Return ``plan`` with secret values in its field changes redacted (a Secret's: all)."""
+    known: set[str] = set()
+    for planned in plan.changes:
+        for change in planned.changes:
+            known |= _change_secrets(change)
     changes = [
         planned.model_copy(
             update={
                 "changes": [
-                    _redact_secret_change(c) if planned.kind == "Secret" else _redact_change(c)
+                    _redact_secret_change(c)
+                    if planned.kind == "Secret"
+                    else _redact_change(c, known)
                     for c in planned.changes
                 ]
             }
