@@ -163,7 +163,7 @@ async def test_cluster_status_names_problems(live: Live) -> None:
 
         status = await eventually(pending)
     assert not status["healthy"]
-    assert "node n1 is cordoned" in status["problems"]
+    assert any(p.startswith("node n1 is cordoned: ") for p in status["problems"])
     assert any(p.startswith("instance default/big-") for p in status["problems"])
 
 
@@ -417,6 +417,12 @@ async def test_promoting_canaries_needs_a_plan_of_the_workload_as_it_is(live: Li
         done = await call(client, "promote_rollout", name="hello", plan_id=plan["plan_id"])
         assert done["confirmed"] == "plan"
         assert (await live.service.get_workload("hello")).promoted_revision == 2
+        # No plan is offered for a promotion that would be refused.
+        again = await refused(client, "plan_workload", action="promote", name="hello")
+        assert "revision 2 of default/hello is promoted already" in again
+        await call(client, "apply_workload", workload=dict(HELLO, name="plain"))
+        none = await refused(client, "plan_workload", action="promote", name="plain")
+        assert "has no canaries to promote" in none
 
 
 async def test_nodes_cordon_uncordon_and_drain_with_a_plan(live: Live) -> None:
@@ -430,10 +436,17 @@ async def test_nodes_cordon_uncordon_and_drain_with_a_plan(live: Live) -> None:
         assert "plan_required" in await refused(client, "drain_node", name="n1")
         plan = await call(client, "plan_drain", name="n1")
         assert len(plan["instances_stopped"]) == 2
+        # The one node: nothing can take its instances, and the plan says so.
+        (warning,) = plan["warnings"]
+        assert warning.startswith("no other node takes instances") and "pending" in warning
         drained = await call(client, "drain_node", name="n1", plan_id=plan["plan_id"])
         assert drained["node"]["draining"] and drained["confirmed"] == "plan"
         again = await refused(client, "drain_node", name="n1", plan_id=plan["plan_id"])
         assert "stale_plan" in again  # the node changed: draining now
+        status = await call(client, "cluster_status")
+        assert "node n1 is draining: nothing new is placed there (uncordon_node(name='n1')" in (
+            " ".join(status["problems"])
+        )
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])

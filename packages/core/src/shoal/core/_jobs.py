@@ -9,9 +9,9 @@ commands (undo, pause, resume, promote), which a job has nothing to act on.
 
 from __future__ import annotations
 
-from shoal.interfaces import Conflict, InvalidSpec, Workload, WorkloadMode, WorkloadSpec
+from shoal.interfaces import InvalidSpec, Workload, WorkloadMode, WorkloadSpec
 
-__all__ = ["refuse_job_template_change", "refuse_rollout_of_job"]
+__all__ = ["refuse_job_template_change"]
 
 
 def refuse_job_template_change(spec: WorkloadSpec, current: Workload | None) -> None:
@@ -39,17 +39,3 @@ def refuse_job_template_change(spec: WorkloadSpec, current: Workload | None) -> 
         workload=spec.key,
         field="template" if was_job and spec.mode == WorkloadMode.JOB else "mode",
     )
-
-
-def refuse_rollout_of_job(workload: Workload, verb: str) -> None:
-    """Raise if ``workload`` is a job: its template never changes, so it has no rollouts.
-
-    Raises:
-        Conflict: it is a job (``verb`` names what was asked: undo, pause, resume, promote).
-    """
-    if workload.spec.mode == WorkloadMode.JOB:
-        raise Conflict(
-            f"workload {workload.key} is a job: its template never changes, so it has no "
-            f"rollout to {verb}; `shoal describe workload {workload.name}` shows its runs",
-            workload=workload.key,
-        )

@@ -105,7 +105,7 @@ from ._configs import (
     with_config_hash,
 )
 from ._explain import explain_instance
-from ._jobs import refuse_job_template_change, refuse_rollout_of_job
+from ._jobs import refuse_job_template_change
 from ._plan import make_plan, plan_change
 from ._repo import EVENTS, Repository, Stored, decoder_of, node_key, workload_key
 from ._revisions import first_revision, revision_of, template_hash, with_template
@@ -594,7 +594,7 @@ class ShoalService:
         before = await self.get_workload(name, namespace)
         if expected is not None:
             expected.check(before)
-        refuse_rollout_of_job(before, "undo")
+        before.check_rollouts("undo")
         target = revision_of(before, revision)
 
         def change(workload: Workload) -> Workload | None:
@@ -631,17 +631,7 @@ class ShoalService:
         """
 
         def change(workload: Workload) -> Workload | None:
-            refuse_rollout_of_job(workload, "promote")
-            if not workload.spec.update.canary:
-                raise Conflict(
-                    f"workload {workload.key} has no canaries to promote (update.canary is 0)",
-                    workload=workload.key,
-                )
-            if workload.promoted_revision >= workload.revision:
-                raise Conflict(
-                    f"revision {workload.revision} of {workload.key} is promoted already",
-                    workload=workload.key,
-                )
+            workload.check_promotable()
             return workload.model_copy(update={"promoted_revision": workload.revision})
 
         workload = await self._update_workload(namespace, name, change, expected)
@@ -665,7 +655,7 @@ class ShoalService:
         """Pause (or resume, with ``paused=False``) a workload's rollouts."""
 
         def change(workload: Workload) -> Workload | None:
-            refuse_rollout_of_job(workload, "pause" if paused else "resume")
+            workload.check_rollouts("pause" if paused else "resume")
             if workload.spec.paused == paused:
                 return None
             spec = workload.spec.model_copy(update={"paused": paused})

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from ._base import Model
+from ._errors import Conflict
 from ._fielddocs import fields_described
 from ._quantity import Cpu, Memory
 from ._tracing import TRACEPARENT_PATTERN
@@ -1026,6 +1027,43 @@ class Workload(Model):
         says nothing for them.
         """
         return self.wanted_with(self.status)
+
+    def check_rollouts(self, verb: str) -> None:
+        """Raise if it is a job: its template never changes, so it has no rollouts.
+
+        Raises:
+            Conflict: it is a job (``verb`` names what was asked: undo, pause, resume, promote).
+
+        """
+        if self.spec.mode == WorkloadMode.JOB:
+            raise Conflict(
+                f"workload {self.key} is a job: its template never changes, so it has no "
+                f"rollout to {verb}; `shoal describe workload {self.name}` shows its runs",
+                workload=self.key,
+            )
+
+    def check_promotable(self) -> None:
+        """Raise unless canaries of its current revision wait to be promoted.
+
+        What ``promote_rollout`` and every plan of it check, so a plan is
+        never offered for a promotion that would be refused.
+
+        Raises:
+            Conflict: it is a job (no rollouts), has no canaries (``update.canary``
+                is 0), or its revision is promoted already.
+
+        """
+        self.check_rollouts("promote")
+        if not self.spec.update.canary:
+            raise Conflict(
+                f"workload {self.key} has no canaries to promote (update.canary is 0)",
+                workload=self.key,
+            )
+        if self.promoted_revision >= self.revision:
+            raise Conflict(
+                f"revision {self.revision} of {self.key} is promoted already",
+                workload=self.key,
+            )
 
     def wanted_with(self, status: WorkloadStatus) -> int:
         """Return :attr:`wanted_replicas` as it would be with ``status`` (one being made)."""

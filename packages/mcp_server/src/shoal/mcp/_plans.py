@@ -45,6 +45,7 @@ from shoal.interfaces import (
     Caller,
     ChangeAction,
     Expected,
+    GossipState,
     ObjectSpec,
     PlannedChange,
     Role,
@@ -97,7 +98,8 @@ class ChangePlan(Model):
     changes: list[PlannedChange] = Field(default_factory=list)
     """For apply: the field-by-field diff per object (secret values redacted)."""
     warnings: list[str] = Field(default_factory=list)
-    """For apply: what Shoal will not honour in the documents (kinds, fields), per object."""
+    """For apply: what Shoal will not honour in the documents (kinds, fields), per object;
+    for drain: instances that no other node can take."""
     next_step: str
     """The call that makes this change."""
     expected: Expected | None = None
@@ -190,8 +192,9 @@ async def undo_plan(
 
 
 async def promote_plan(service: Service, name: str, namespace: str) -> ChangePlan:
-    """Plan promoting a workload's canaries. Raises NotFound."""
+    """Plan promoting a workload's canaries. Raises NotFound, or Conflict (nothing to promote)."""
     workload = await service.get_workload(name, namespace)
+    workload.check_promotable()
     old = [
         i.name
         for i in await service.list_instances(namespace, name)
@@ -218,6 +221,17 @@ async def drain_plan(service: Service, node_name: str) -> ChangePlan:
     placed = [i for i in await service.list_instances(node=node_name) if i.state in PLACED_STATES]
     moved = sorted(f"{i.namespace}/{i.name}" for i in placed)
     uids = sorted(i.uid for i in placed)
+    others = [
+        n.name
+        for n in await service.list_nodes()
+        if n.name != node.name and not n.cordoned and n.state == GossipState.ALIVE
+    ]
+    warnings = []
+    if moved and not others:
+        warnings.append(
+            f"no other node takes instances (none is alive and uncordoned): its {len(moved)} "
+            "instance(s) stop and stay pending until a node joins or is uncordoned"
+        )
     return ChangePlan(
         plan_id=_digest("drain", node.name, node.node_id, node.cordoned, node.draining, uids),
         action="drain",
@@ -226,6 +240,7 @@ async def drain_plan(service: Service, node_name: str) -> ChangePlan:
         "there and are re-created elsewhere, replacement first, where capacity allows",
         destructive=True,
         instances_stopped=moved,
+        warnings=warnings,
         next_step=f"drain_node(name={node.name!r}, plan_id=<plan_id>)",
     )
 

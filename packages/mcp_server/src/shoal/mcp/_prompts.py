@@ -35,10 +35,14 @@ generation with observed_generation, and read its conditions.
 2. list_instances(workload="{name}", namespace="{namespace}"): find instances that are not \
 running and ready, or that restart.
 3. For each such instance: explain_instance(name=...). It gives the scheduler's reason per node \
-for a pending instance, and the restart history, last events and log lines of a failing one.
-4. get_logs(instance=..., grep="error|panic|fatal|exception") for the lines around the failure.
-5. list_events(name="{name}", namespace="{namespace}", warnings_only=true) for what went wrong \
-and when.
+for a pending instance, and the restart history, last events and log lines of a failing one \
+(previous_log_tail: what the run before its last restart said).
+4. get_logs(instance=..., grep="error|panic|fatal|exception") for the lines around the failure; \
+for an instance that restarted, get_logs(instance=..., previous=true) reads the run that ended.
+5. list_events(kind="Instance", name=<instance>, namespace="{namespace}", warnings_only=true) \
+for what went wrong with an instance and when (its exits, failed pulls, probes), and \
+list_events(kind="Workload", name="{name}", namespace="{namespace}", warnings_only=true) for \
+the workload's own (scheduling, rollouts).
 
 Report: the state in one sentence; the root cause with the evidence (quote log lines and \
 events); the fix, as the exact tool calls to make (plan_workload first for any change). \

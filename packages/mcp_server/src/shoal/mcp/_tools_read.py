@@ -116,7 +116,12 @@ def register_read_tools(server: MCPServer[Any], gate: Gate) -> None:
             workloads = await call.service.list_workloads()
             instances = await call.service.list_instances()
         problems = [f"node {n.name} is {n.state.value}" for n in nodes if n.state.value != "alive"]
-        problems += [f"node {n.name} is cordoned" for n in nodes if n.cordoned]
+        problems += [
+            f"node {n.name} is {'draining' if n.draining else 'cordoned'}: nothing new is "
+            f"placed there (uncordon_node(name={n.name!r}) to place there again)"
+            for n in nodes
+            if n.cordoned
+        ]
         problems += [
             f"workload {w.key} is {w.status.phase.value}: {w.status.ready_replicas}/"
             f"{w.wanted_replicas} ready (get_workload)"
@@ -238,7 +243,11 @@ def register_read_tools(server: MCPServer[Any], gate: Gate) -> None:
         ctx: Context,
         limit: Annotated[int, Field(ge=1, le=500, description="Most events to return.")] = 50,
         kind: Annotated[
-            str | None, Field(description="Only about this kind: Workload, Instance or Node.")
+            str | None,
+            Field(
+                description="Only about this kind: Workload, Instance, Node, ConfigMap, Secret, "
+                "Namespace, or Key (a caller's audit entries, with include_audit)."
+            ),
         ] = None,
         name: Annotated[
             str | None, Field(description="Only about the object of this name.")

@@ -195,6 +195,8 @@ def action_routes(service: ActsAs, authenticate: Authenticate) -> list[Route]:
             raise InvalidInput(f"unknown action {action!r}: use {', '.join(WORKLOAD_ACTIONS)}")
         what, act = WORKLOAD_ACTIONS[action]
         workload = await call.service.get_workload(name, namespace)
+        if action == "promote":  # no plan for what would be refused
+            workload.check_promotable()
         current = _workload_plan(action, workload)
         given = call.form().get("plan_id")
         if not given:
