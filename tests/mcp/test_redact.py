@@ -16,6 +16,7 @@ from shoal.interfaces import (
     WorkloadSpec,
 )
 from shoal.mcp import REDACTED
+from shoal.mcp._audit import _argument_error
 from shoal.mcp._redact import (
     is_secret_name,
     json_secret_values,
@@ -193,3 +194,26 @@ def test_a_manifests_copy_in_a_plan_hides_what_the_workloads_env_names_secret() 
     for secret in ("old-secret-1", "new-secret-2", "tok-777"):
         assert secret not in rendered
     assert rendered.count('"old":"slow","new":"fast"') == 2  # what is not secret stays
+
+
+def test_an_argument_error_is_said_plainly_and_quotes_no_secret() -> None:
+    text = (
+        "Error executing tool apply_workload: 3 validation errors for apply_workloadArguments\n"
+        "replicas\n  Input should be greater than or equal to 0 "
+        "[type=greater_than_equal, input_value=-1, input_type=int]\n"
+        "workload.env.DB_PASSWORD\n  Input should be a valid string "
+        "[type=string_type, input_value=12345678, input_type=int]\n"
+        "workload.template\n  Input should be a valid dictionary "
+        "[type=dict_type, input_value=['hunter3-x-very-long'], input_type=list]\n"
+        "For further information visit https://errors.pydantic.dev/2.14/v/dict_type"
+    )
+    result = {"isError": True, "content": [{"type": "text", "text": text}]}
+    said = _argument_error(result, {"hunter3-x-very-long"})["content"][0]["text"]
+    assert said == (
+        "invalid_input: apply_workload: replicas: Input should be greater than or equal to 0 "
+        "(got -1); workload.env.DB_PASSWORD: Input should be a valid string; "
+        "workload.template: Input should be a valid dictionary: fix the argument "
+        "(the tool's input schema says what it takes)"
+    )
+    other = {"isError": True, "content": [{"type": "text", "text": "not_found: no such x"}]}
+    assert _argument_error(other, set()) == other

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -67,7 +68,7 @@ from shoal.interfaces import (
 )
 
 from ._caller import Caller, ServiceFactory, caller_from_request, caller_of
-from ._redact import REDACTED, json_secret_values, redact_json, scrub
+from ._redact import REDACTED, is_secret_name, json_secret_values, redact_json, scrub
 from ._seal import PlanSeal
 
 __all__ = ["AUDIT_KIND", "AUDIT_REASON", "CLUSTER", "Call", "Gate", "Refused", "render_error"]
@@ -283,7 +284,7 @@ class Gate:
             params = ctx.params or {}
             # An argument error may quote the argument: a secret the agent sent must not
             # come back, nor stay in the audit trail.
-            result = _without_docs_links(result, _argument_secrets(params.get("arguments")))
+            result = _argument_error(result, _argument_secrets(params.get("arguments")))
             caller = caller_from_request(ctx.request, self.default_caller)
             text = " ".join(
                 str(block.get("text", ""))
@@ -347,15 +348,63 @@ def _ended(outcome: str) -> None:
         marker.outcome = outcome
 
 
-def _without_docs_links(result: dict[str, Any], secrets: set[str]) -> dict[str, Any]:
-    """Drop pydantic's documentation links (noise) and the quoted ``secrets`` from errors."""
+_VALIDATION = re.compile(
+    r"^Error executing tool (?P<tool>\S+): \d+ validation errors? for \S+\n(?P<errors>.*)$",
+    re.DOTALL,
+)
+"""The SDK's text for arguments its schema check refused (pydantic's, before any Shoal code)."""
+_PROBLEM = re.compile(
+    r"^(?P<field>\S[^\n]*)\n  (?P<message>[^\n]*?)"
+    r"(?: \[type=[^,\]]+(?:, input_value=(?P<value>.*?), input_type=\w+)?\])?$",
+    re.MULTILINE,
+)
+_MAX_QUOTED = 80
+"""The most of a refused value an error quotes back."""
+
+
+def _argument_error(result: dict[str, Any], secrets: set[str]) -> dict[str, Any]:
+    """Say what the schema check refused as Shoal's errors say things, without ``secrets``.
+
+    ``invalid_input: TOOL: FIELD: what is wrong (got VALUE)``, one clause per
+    field, rather than pydantic's report (its type codes and documentation
+    links are noise in an agent's context). Only a short plain value is
+    quoted back, never a structure (pydantic cuts a long one in its middle,
+    which could leave part of a secret the scrub no longer recognises) nor
+    the value of a field named like a secret; a secret the arguments held is
+    scrubbed from the rest.
+    """
     content = []
     for block in result.get("content", []):
         if isinstance(block, dict) and isinstance(block.get("text"), str):
-            lines = scrub(block["text"], secrets).splitlines()
-            block = {**block, "text": "\n".join(ln for ln in lines if _DOCS_LINK not in ln)}
+            text = "\n".join(ln for ln in block["text"].splitlines() if _DOCS_LINK not in ln)
+            block = {**block, "text": scrub(_rephrased(text), secrets)}
         content.append(block)
     return {**result, "content": content}
+
+
+def _rephrased(text: str) -> str:
+    refused = _VALIDATION.match(text)
+    if refused is None:
+        return text
+    clauses = []
+    for problem in _PROBLEM.finditer(refused["errors"]):
+        field, value = problem["field"], problem["value"]
+        clause = f"{field}: {problem['message'].rstrip('.')}"
+        if (
+            value is not None
+            and len(value) <= _MAX_QUOTED
+            and not value.startswith(("{", "["))
+            and "..." not in value
+            and not is_secret_name(field.rsplit(".", 1)[-1])
+        ):
+            clause += f" (got {value})"
+        clauses.append(clause)
+    if not clauses:
+        return text
+    return (
+        f"invalid_input: {refused['tool']}: {'; '.join(clauses)}: fix the argument "
+        "(the tool's input schema says what it takes)"
+    )
 
 
 def _argument_secrets(arguments: Any) -> set[str]:

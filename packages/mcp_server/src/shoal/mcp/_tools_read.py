@@ -355,7 +355,7 @@ def register_read_tools(server: MCPServer[Any], gate: Gate) -> None:
             note += f"showing the newest {len(lines)}: raise tail or max_bytes, or narrow grep"
         return LogResult(
             instance=instance,
-            container=container,
+            container=container or inst.template.containers[0].name,
             previous=previous,
             lines=lines,
             truncated=truncated,

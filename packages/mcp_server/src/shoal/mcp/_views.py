@@ -298,7 +298,7 @@ class LogResult(Model):
     instance: str
     """Instance name."""
     container: str | None
-    """Container the lines come from (null: the first one)."""
+    """Container the lines come from (the first one unless one was asked for)."""
     previous: bool = False
     """True: the lines are of the previous run (kept when the instance started again)."""
     lines: list[LogLine]
