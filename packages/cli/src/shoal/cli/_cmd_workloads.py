@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ._base import app, fail, out, run, with_client
+from ._follow import follow_events
 from ._output import Format, render
 
 if TYPE_CHECKING:
     from shoal.client import ShoalClient
+    from shoal.interfaces import Event
 
 # --- workloads -----------------------------------------------------------
 
@@ -269,17 +271,29 @@ def events(
         str | None, typer.Option(help="Only what this key (or component) did.")
     ] = None,
 ) -> None:
-    """Show recent events; with --watch, follow new ones until Ctrl-C."""
+    """Show recent events; with --watch, follow new ones until Ctrl-C (through server restarts)."""
 
     async def call(shoal: ShoalClient) -> None:
         listed = await shoal.list_events(limit=limit, trace_id=trace, actor=actor)
         render(out, listed, output, "events")
         if watch:
-            async for event in shoal.watch_events():
-                if (trace is None or event.trace_id == trace.strip().lower()) and (
+            wanted = trace.strip().lower() if trace is not None else None
+
+            def show(event: Event) -> None:
+                if (wanted is None or event.trace_id == wanted) and (
                     actor is None or event.actor.id == actor
                 ):
                     render(out, [event], output, "events")
+
+            async def missed() -> list[Event]:
+                return await shoal.list_events(limit=limit, trace_id=trace, actor=actor)
+
+            await follow_events(
+                lambda opened: shoal.watch_events(opened=opened),
+                missed,
+                show,
+                [e.id for e in listed],
+            )
 
     run(lambda: with_client(call))
 

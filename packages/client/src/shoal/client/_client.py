@@ -9,7 +9,7 @@ apart. A server that cannot be reached is :class:`Unavailable` with a hint.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -502,13 +502,21 @@ class ShoalClient(ConfigCalls, AsyncClosing):
         }
         return await self._call("GET", "/v1/events", list[interfaces.Event], params=params)
 
-    async def watch_events(self) -> AsyncIterator[Event]:
-        """Yield events from the server-sent event stream until cancelled."""
+    async def watch_events(
+        self, *, opened: Callable[[], Awaitable[None]] | None = None
+    ) -> AsyncIterator[Event]:
+        """Yield events from the server-sent event stream until cancelled.
+
+        ``opened`` is awaited once the server has answered, before the first
+        event: what happened before then, a listing shows (a follower catches up).
+        """
         try:
             async with self._http.stream("GET", "/v1/events/stream", timeout=None) as response:
                 if not response.is_success:
                     await response.aread()
                     _raise_for(response)
+                if opened is not None:
+                    await opened()
                 data: list[str] = []
                 async for line in response.aiter_lines():
                     if line.startswith("data:"):
