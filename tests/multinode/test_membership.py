@@ -233,6 +233,11 @@ def test_agent_configuration_errors_are_one_line_and_start_nothing(tmp_path: Pat
             "error: --state etcd needs the etcd endpoints: --etcd HOST:PORT[,HOST:PORT]",
         ),
         "token-only": (["--join-token-file", str(token)], needs_both),
+        "worker-api": (
+            ["--role", "worker", "--api-addr", "127.0.0.1:0"],
+            "error: --api-addr: a worker serves no REST API (commands go to a server's): leave "
+            "it out; --metrics-addr serves the worker's GET /metrics",
+        ),
         "key-only": (["--role", "worker", "--gossip-key-file", str(key)], needs_both),
         "token-missing": (
             ["--join-token-file", str(missing), "--gossip-key-file", str(key)],
@@ -246,8 +251,9 @@ def test_agent_configuration_errors_are_one_line_and_start_nothing(tmp_path: Pat
     try:
         # All at once: each is a fresh Python process, and none may start anything.
         for case, (args, _) in cases.items():
+            api = [] if "worker" in args else ["--api-addr", "127.0.0.1:0"]  # a worker has none
             started[case] = subprocess.Popen(
-                [*AGENT, "--api-addr", "127.0.0.1:0", "--data-dir", str(tmp_path / case), *args],
+                [*AGENT, *api, "--data-dir", str(tmp_path / case), *args],
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,

@@ -175,7 +175,13 @@ def agent(
     data_dir: Annotated[
         Path, typer.Option(help="Where state, node key and authorized_keys live.")
     ] = DEFAULT_DATA_DIR,
-    api_addr: Annotated[str, typer.Option(help="REST API listen address.")] = "127.0.0.1:7070",
+    api_addr: Annotated[
+        str | None,
+        typer.Option(
+            help="REST API listen address [default: 127.0.0.1:7070] (servers only: a worker "
+            "serves no API)."
+        ),
+    ] = None,
     metrics_addr: Annotated[
         str | None,
         typer.Option(
@@ -310,10 +316,14 @@ def agent(
     from shoal.mcp import mcp_mount
 
     configure_logging(os.environ.get("SHOAL_LOG_LEVEL", "INFO"), log_format.value)
+    if api_addr is not None and role == NodeRole.WORKER:  # not dropped in silence
+        fail(
+            "--api-addr: a worker serves no REST API (commands go to a server's): leave it "
+            "out; --metrics-addr serves the worker's GET /metrics"
+        )
     try:
         fields: dict[str, Any] = {
             "data_dir": data_dir,
-            "api_addr": api_addr,
             "metrics_addr": metrics_addr,
             "runtime": runtime.value,
             "cri_endpoint": cri_endpoint,
@@ -341,6 +351,8 @@ def agent(
         }
         if name:
             fields["name"] = name
+        if api_addr is not None:
+            fields["api_addr"] = api_addr
         config = NodeConfig(**fields)
     except ShoalError as exc:
         fail(exc.message)
