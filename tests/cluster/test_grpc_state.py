@@ -821,7 +821,10 @@ async def test_revision_conflicts_arrive_as_revision_conflicts(store: StateStore
 # --- servers coming and going ----------------------------------------------------
 
 
-async def test_a_worker_moves_to_another_server_when_its_server_dies(store: StateStore) -> None:
+async def test_a_worker_moves_to_another_server_when_its_server_dies(
+    store: StateStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "shoal.cluster")
     ident = identity("w1")
     async with serving(store) as second:
         async with serving(store) as first:
@@ -835,6 +838,8 @@ async def test_a_worker_moves_to_another_server_when_its_server_dies(store: Stat
         await place(store, instance("mine", "w1"))
         assert [kv.key for kv in (await remote.assignments()).items] == [ikey("mine")]
         assert using(remote) == second
+        (back,) = [r.getMessage() for r in caplog.records if "again" in r.getMessage()]
+        assert back.startswith(f"node w1 reaches the cluster state again, through server {second}")
         await remote.aclose()
         with pytest.raises(Unavailable, match="is closed"):
             await remote.assignments()

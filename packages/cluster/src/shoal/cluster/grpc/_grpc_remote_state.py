@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TypeVar
@@ -53,6 +55,8 @@ from ._grpc_base import NodeChannel
 from ._grpc_state import SERVICE
 from ._nodeauth import NodeIdentity
 from ._pb import shoal_node_pb2 as pb
+
+log = logging.getLogger(__name__)
 
 __all__ = ["RemoteNodeState", "check_accepted"]
 
@@ -90,6 +94,8 @@ class RemoteNodeState(AsyncClosing):
         self._refused: set[str] = set()
         """Servers that refused this node's credentials since they last answered it."""
         self._failures = itertools.count()
+        self._lost_at: float | None = None
+        """When a server in use last failed (time.monotonic), until one answers again."""
         self._closed = False
 
     def __repr__(self) -> str:
@@ -136,6 +142,8 @@ class RemoteNodeState(AsyncClosing):
                 return  # another call dropped it already
             self._channel = None
             self._failed[channel.address] = next(self._failures)
+            if self._lost_at is None:
+                self._lost_at = time.monotonic()
         await channel.aclose()
 
     async def _unary(self, name: str, request: Message, reply: type[Reply]) -> Reply:
@@ -149,6 +157,14 @@ class RemoteNodeState(AsyncClosing):
             raise await self._refused_by(channel, exc) from None
         self._failed.pop(channel.address, None)
         self._refused.discard(channel.address)
+        if self._lost_at is not None:  # what the warnings meanwhile were about is over
+            log.info(
+                "node %s reaches the cluster state again, through server %s (%.0f s without)",
+                self._identity.name,
+                channel.address,
+                time.monotonic() - self._lost_at,
+            )
+            self._lost_at = None
         return result
 
     async def _refused_by(self, channel: NodeChannel, refusal: Unauthenticated) -> ShoalError:
