@@ -154,9 +154,10 @@ async def test_an_agent_that_cannot_start_fails_entry_with_its_output(serf_root:
     nodes = SerfNodes(serf_root)
     async with nodes.cluster("node-a"):
         taken = nodes.make("node-b", bind=nodes.binds["node-a"])
-        with pytest.raises(Unavailable, match=r"exited with code 1 while starting.*in use"):
+        with pytest.raises(Unavailable, match=r"exited with code 1 while starting.*in use") as e:
             async with taken:
                 pytest.fail("an agent whose port is taken must not start")
+        assert e.value.message.endswith("or give this node another --bind HOST[:PORT]")
 
 
 async def test_a_missing_serf_binary_is_unavailable_and_names_the_fix(tmp_path: Path) -> None:

@@ -255,7 +255,13 @@ class AgentProcess:
             how = f"was killed by signal {-code}"
         tail = " | ".join(line.strip() for line in list(self.output)[-6:] if line.strip())
         how = f"{how} {when}" if when else how
-        return f"serf agent {self._name!r} {how}" + (f"; last output: {tail}" if tail else "")
+        said = f"serf agent {self._name!r} {how}" + (f"; last output: {tail}" if tail else "")
+        if "address already in use" in tail:
+            said += (
+                "; another process (another shoal agent?) gossips on that address: stop it, "
+                "or give this node another --bind HOST[:PORT]"
+            )
+        return said
 
     async def drain_output(self) -> None:
         """Read the agent's output until it ends, remembering and logging it."""
