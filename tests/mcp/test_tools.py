@@ -118,6 +118,11 @@ async def test_deploys_an_example_and_reads_it_back(live: Live) -> None:
         assert [(n["name"], n["schedulable"]) for n in nodes] == [("n1", True)]
         only = await call(client, "list_instances", state="running", namespace="default")
         assert only["by_state"] == {"running": 3}
+        # A filter naming what does not exist is no empty success.
+        assert "not_found" in await refused(client, "list_instances", node="nosuch")
+        assert "not_found" in await refused(client, "list_instances", workload="nosuch")
+        empty = await call(client, "list_instances", workload="hello", state="failed")
+        assert empty["instances"] == [] and empty["total"] == 0
 
         async def healthy() -> dict[str, Any] | None:
             status = await call(client, "cluster_status")
@@ -593,6 +598,13 @@ async def test_an_agent_follows_a_rollout_and_undoes_it_with_a_plan(live: Live) 
         assert undone["confirmed"] == "plan"
         missing = await refused(client, "plan_workload", action="undo", name="hello", revision=9)
         assert "keeps no revision 9: kept are 1, 2, 3 (see `shoal rollout history`)" in missing
+
+        paused = await call(client, "pause_rollout", name="hello")
+        assert paused["confirmed"] == "not destructive" and "paused" in paused["summary"]
+        assert (await live.service.get_workload("hello")).spec.paused
+        resumed = await call(client, "resume_rollout", name="hello")
+        assert "resumed" in resumed["summary"]
+        assert not (await live.service.get_workload("hello")).spec.paused
 
 
 class _WriterBetween:

@@ -67,6 +67,8 @@ CHANGE_TOOLS = (
             "drain_node",
             "undo_rollout",
             "promote_rollout",
+            "pause_rollout",
+            "resume_rollout",
         }
     )
     | CONFIG_CHANGE_TOOLS
@@ -409,6 +411,40 @@ def register_change_tools(server: MCPServer[Any], gate: Gate, *, read_only: bool
             lambda s: promote_plan(s, name, namespace),
             lambda s, v: s.promote_rollout(name, namespace, expected=v),
         )
+
+    async def pause_or_resume(
+        ctx: Context, name: str, namespace: str, paused: bool, summary: str
+    ) -> WorkloadChanged:
+        async with gate.call(ctx, Role.OPERATOR, _workload_ref(name, namespace)) as call:
+            workload = await call.service.pause_rollout(name, paused, namespace)
+        return WorkloadChanged(
+            summary=summary,
+            confirmed="not destructive",
+            workload=WorkloadSummary.of(workload),
+            trace_id=call.trace_id,
+        )
+
+    @server.tool(annotations=_CHANGE)
+    async def pause_rollout(
+        name: WorkloadName, ctx: Context, namespace: Namespace = "default"
+    ) -> WorkloadChanged:
+        """Pause a workload's rollout: no more old instances are replaced until resume_rollout.
+
+        What was replaced stays, and scaling still works; an apply while paused waits too.
+        """
+        summary = (
+            f"rollout of {namespace}/{name} paused: no more old instances are replaced until "
+            "resume_rollout"
+        )
+        return await pause_or_resume(ctx, name, namespace, True, summary)
+
+    @server.tool(annotations=_CHANGE)
+    async def resume_rollout(
+        name: WorkloadName, ctx: Context, namespace: Namespace = "default"
+    ) -> WorkloadChanged:
+        """Resume a paused rollout: it goes on replacing old instances under its strategy."""
+        summary = f"rollout of {namespace}/{name} resumed: it goes on under its update strategy"
+        return await pause_or_resume(ctx, name, namespace, False, summary)
 
     async def flag_node(
         ctx: Context, name: str, change: Callable[[Service], Awaitable[Node]], summary: str

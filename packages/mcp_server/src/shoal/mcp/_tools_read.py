@@ -230,6 +230,11 @@ def register_read_tools(server: MCPServer[Any], gate: Gate) -> None:
         """List instances (replicas) with node, state, readiness, restarts and last exit code."""
         async with gate.call(ctx, Role.VIEWER) as call:
             found = await call.service.list_instances(namespace, workload, node)
+            if not found:  # none: say so if what they were asked of does not exist
+                if node is not None:
+                    await call.service.get_node(node)
+                if workload is not None:
+                    await call.service.get_workload(workload, namespace or "default")
         chosen = [i for i in found if state is None or i.state == state]
         return InstanceList(
             instances=[InstanceSummary.of(i) for i in chosen[:limit]],
