@@ -150,7 +150,7 @@ async def test_deleting_config_needs_a_plan_for_exactly_that_object(live: Live) 
             client, "plan_delete_config", kind="Secret", name="db", namespace="shop"
         )
         assert "not_found: secret shop/db not found" in missing
-        assert missing.endswith("(call list_secrets to see which exist)")
+        assert missing.endswith("secret shop/db not found: list them with list_secrets")
         deleted = await call(
             client, "delete_config_map", name="page", namespace="shop", plan_id=other["plan_id"]
         )

@@ -17,6 +17,7 @@ from shoal.interfaces import (
 )
 from shoal.mcp import REDACTED
 from shoal.mcp._audit import _argument_error
+from shoal.mcp._hints import as_tool_calls
 from shoal.mcp._redact import (
     is_secret_name,
     json_secret_values,
@@ -217,3 +218,15 @@ def test_an_argument_error_is_said_plainly_and_quotes_no_secret() -> None:
     )
     other = {"isError": True, "content": [{"type": "text", "text": "not_found: no such x"}]}
     assert _argument_error(other, set()) == other
+
+
+def test_a_messages_cli_commands_become_the_tool_calls_an_agent_has() -> None:
+    said = (
+        "3 canaries wait: `shoal rollout promote web` replaces the rest; paused until "
+        "`shoal rollout resume`; see `shoal explain web-1a2b3` and `shoal node reset`"
+    )
+    assert as_tool_calls(said) == (
+        "3 canaries wait: plan_workload(action='promote', name='web') then promote_rollout "
+        "replaces the rest; paused until resume_rollout; see explain_instance(name='web-1a2b3') "
+        "and `shoal node reset`"  # no tool for it: left as it is
+    )

@@ -212,13 +212,13 @@ async def test_bad_arguments_say_what_to_change_and_change_nothing(live: Live) -
         missing = await refused(client, "get_workload")
         assert "name" in missing and "required" in missing.lower()
         unknown = await refused(client, "get_workload", name="ghost")
+        # The CLI's command, as the tool an agent has.
         assert unknown.endswith(
-            "not_found: workload default/ghost not found: list them with `shoal get workloads` "
-            "(call list_workloads to see which exist)"
+            "not_found: workload default/ghost not found: list them with list_workloads"
         )
         assert "not_found" in await refused(client, "scale_workload", name="ghost", replicas=2)
         assert "call list_instances" in await refused(client, "explain_instance", name="nope")
-        assert "call list_nodes" in await refused(client, "cordon_node", name="nope")
+        assert "list nodes with list_nodes" in await refused(client, "cordon_node", name="nope")
 
         malformed = dict(HELLO, name="other", replicas=1, colour="blue")
         text = await refused(client, "apply_workload", workload=malformed)
@@ -597,7 +597,7 @@ async def test_an_agent_follows_a_rollout_and_undoes_it_with_a_plan(live: Live) 
         undone = await call(client, "undo_rollout", name="hello", plan_id=plan["plan_id"])
         assert undone["confirmed"] == "plan"
         missing = await refused(client, "plan_workload", action="undo", name="hello", revision=9)
-        assert "keeps no revision 9: kept are 1, 2, 3 (see `shoal rollout history`)" in missing
+        assert "keeps no revision 9: kept are 1, 2, 3 (see get_rollout)" in missing
 
         paused = await call(client, "pause_rollout", name="hello")
         assert paused["confirmed"] == "not destructive" and "paused" in paused["summary"]

@@ -68,6 +68,7 @@ from shoal.interfaces import (
 )
 
 from ._caller import Caller, ServiceFactory, caller_from_request, caller_of
+from ._hints import as_tool_calls
 from ._redact import REDACTED, is_secret_name, json_secret_values, redact_json, scrub
 from ._seal import PlanSeal
 
@@ -138,8 +139,9 @@ def _arguments_text(arguments: Mapping[str, Any]) -> str:
 
 def render_error(exc: ShoalError) -> str:
     """Return the tool-error text for ``exc``: its code, its message and a hint."""
-    text = f"{exc.code}: {exc.message}"
-    if isinstance(exc, NotFound):
+    message = as_tool_calls(exc.message)
+    text = f"{exc.code}: {message}"
+    if isinstance(exc, NotFound) and message == exc.message:  # else it names its tool already
         kind = str(exc.details.get("kind", ""))
         hint = _LIST_HINTS.get(
             kind, "call list_nodes to see which exist" if "node" in exc.details else ""

@@ -56,6 +56,7 @@ from shoal.interfaces import (
 from shoal.kube import merge_warnings
 
 from ._audit import Call, Gate, Refused
+from ._hints import as_tool_calls
 from ._redact import redact_plan
 from ._seal import PlanSeal
 from ._views import Model
@@ -306,6 +307,14 @@ def apply_plan(
     the service's own come with ``result``.
     """
     plan = redact_plan(result.plan)
+    plan = plan.model_copy(
+        update={
+            "changes": [
+                c.model_copy(update={"rollout": [as_tool_calls(step) for step in c.rollout]})
+                for c in plan.changes
+            ]
+        }
+    )
     zeroed = [f"{c.namespace}/{c.name}" for c in plan.changes if _zeroes(c)]
     verbs = [f"{c.action.value} {_named(c)}" for c in plan.changes]
     summary = "apply: " + (", ".join(verbs) or "nothing (no document holds an object Shoal runs)")

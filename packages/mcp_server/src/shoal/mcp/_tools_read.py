@@ -31,6 +31,7 @@ from shoal.interfaces import (
 
 from ._args import InstanceName, Limit, Namespace, NodeName, OptionalNamespace, WorkloadName
 from ._audit import AUDIT_REASON, Gate
+from ._hints import as_tool_calls
 from ._redact import redact_model, scrub, secret_values
 from ._views import (
     ClusterStatus,
@@ -139,7 +140,7 @@ def register_read_tools(server: MCPServer[Any], gate: Gate) -> None:
         ]
         return ClusterStatus(
             healthy=not problems,
-            problems=problems[:_MAX_PROBLEMS],
+            problems=[as_tool_calls(problem) for problem in problems[:_MAX_PROBLEMS]],
             nodes=node_summaries(nodes, instances),
             workloads_by_phase=count_by(w.status.phase.value for w in workloads),
             instances_by_state=count_by(i.state.value for i in instances),
@@ -410,8 +411,8 @@ def register_read_tools(server: MCPServer[Any], gate: Gate) -> None:
         clean = redact_model(explanation)
         return Diagnosis(
             instance=InstanceSummary.of(clean.instance),
-            summary=clean.summary,
-            details=clean.details,
+            summary=as_tool_calls(clean.summary),
+            details=[as_tool_calls(detail) for detail in clean.details],
             schedule_failure=clean.schedule_failure,
             events=clean.events,
             # Scrubbed whole, then cut: a cut through a secret would leave its start.

@@ -30,6 +30,7 @@ from shoal.interfaces import (
     format_memory,
 )
 
+from ._hints import as_tool_calls
 from ._redact import redact_model
 from ._schema import SelfContained
 
@@ -452,7 +453,7 @@ class RolloutView(Model):
             available_replicas=status.available_replicas,
             total_replicas=status.replicas,
             state=condition.reason if condition else "Waiting",
-            message=condition.message if condition else "",
+            message=as_tool_calls(condition.message) if condition else "",
             complete_revision=status.complete_revision,
             revisions=[
                 RevisionSummary(
