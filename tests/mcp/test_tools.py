@@ -602,6 +602,16 @@ async def test_an_agent_follows_a_rollout_and_undoes_it_with_a_plan(live: Live) 
         paused = await call(client, "pause_rollout", name="hello")
         assert paused["confirmed"] == "not destructive" and "paused" in paused["summary"]
         assert (await live.service.get_workload("hello")).spec.paused
+        newer = {"containers": [{"name": "web", "image": "busybox:3"}]}
+        await call(client, "apply_workload", workload=dict(changed, template=newer, paused=True))
+
+        async def waiting() -> str | None:
+            problems = (await call(client, "cluster_status"))["problems"]
+            return next((p for p in problems if "rollout paused" in p), None)
+
+        said = await eventually(waiting)
+        assert said.startswith("workload default/hello is progressing with its rollout paused")
+        assert said.endswith("(get_rollout; resume_rollout goes on)")
         resumed = await call(client, "resume_rollout", name="hello")
         assert "resumed" in resumed["summary"]
         assert not (await live.service.get_workload("hello")).spec.paused

@@ -124,8 +124,10 @@ def register_read_tools(server: MCPServer[Any], gate: Gate) -> None:
             if n.cordoned
         ]
         problems += [
-            f"workload {w.key} is {w.status.phase.value}: {w.status.ready_replicas}/"
-            f"{w.wanted_replicas} ready (get_workload)"
+            f"workload {w.key} is {w.status.phase.value}"
+            + (" with its rollout paused" if w.spec.paused else "")
+            + f": {w.status.ready_replicas}/{w.wanted_replicas} ready "
+            + ("(get_rollout; resume_rollout goes on)" if w.spec.paused else "(get_workload)")
             for w in workloads
             # A job that completed is done, not a problem (a failed one is).
             if w.status.phase
