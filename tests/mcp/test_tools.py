@@ -710,3 +710,8 @@ async def test_a_kubernetes_manifests_secrets_reach_no_result_resource_or_audit(
     for secret in ("k8s-secret-777", "k8s-secret-888", "redispw-555"):
         assert secret not in seen
     assert REDACTED in json.dumps(workload)
+    # The manifest sent comes back once, in the workload, not again field by field in plans.
+    paths = [
+        f["path"] for plan in (planned, replanned) for c in plan["changes"] for f in c["changes"]
+    ]
+    assert paths and not [p for p in paths if p.startswith("origin.")]

@@ -110,16 +110,6 @@ def _field_lines(change: PlannedChange, field: FieldChange) -> list[str]:
     return [f"    {field.path}: {old!r} → {new!r}"]
 
 
-def _shown(change: PlannedChange) -> list[FieldChange]:
-    """Return the changes to print: a manifest's ``origin.*`` copy only when nothing else changes.
-
-    A translated object keeps its Kubernetes manifest in ``origin``, so a change of a
-    field shows twice; the manifest's own line matters only for a field Shoal ignores.
-    """
-    own = [c for c in change.changes if not c.path.startswith("origin.")]
-    return own or change.changes
-
-
 def _impact(change: PlannedChange) -> str:
     impact = []
     if change.instances_to_create:
@@ -163,7 +153,7 @@ def apply(
                 markup=False,
             )
             if dry_run and action == "update":
-                for field in _shown(change):
+                for field in change.shown_changes():
                     for line in _field_lines(change, field):
                         out.print(line, highlight=False, markup=False)
                 for step in change.rollout:
@@ -204,7 +194,7 @@ def diff(file: Files, strict: Strict = False) -> None:
             )
             if change.action.value == "create":
                 continue  # every field is new: the manifest itself says them
-            for field in _shown(change):
+            for field in change.shown_changes():
                 for line in _field_lines(change, field):
                     out.print(line, highlight=False, markup=False)
         return differs

@@ -100,6 +100,17 @@ class PlannedChange(Model):
     """For a template change: the rollout's batches, in order (each new instance assumed to
     become available)."""
 
+    def shown_changes(self) -> list[FieldChange]:
+        """Return the changes worth showing: a manifest's ``origin.*`` copy only when alone.
+
+        A translated object keeps its Kubernetes manifest in ``origin``, so a
+        change of a field shows twice, and a creation lists the whole
+        manifest again; the manifest's own line matters only for a field
+        Shoal ignores (then it is the only change).
+        """
+        own = [c for c in self.changes if not c.path.startswith("origin.")]
+        return own or self.changes
+
 
 class Plan(Model):
     """The changes an apply makes (dry run) or made."""

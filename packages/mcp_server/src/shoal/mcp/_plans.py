@@ -97,7 +97,8 @@ class ChangePlan(Model):
     instances_stopped: list[str] = Field(default_factory=list)
     """Instances that stop (for delete, drain and scale to zero)."""
     changes: list[PlannedChange] = Field(default_factory=list)
-    """For apply: the field-by-field diff per object (secret values redacted)."""
+    """For apply: the field-by-field diff per object (secret values redacted; a manifest's
+    `origin` copy only when it is all that changes)."""
     warnings: list[str] = Field(default_factory=list)
     """For apply: what Shoal will not honour in the documents (kinds, fields), per object;
     for drain: instances that no other node can take."""
@@ -310,7 +311,12 @@ def apply_plan(
     plan = plan.model_copy(
         update={
             "changes": [
-                c.model_copy(update={"rollout": [as_tool_calls(step) for step in c.rollout]})
+                c.model_copy(
+                    update={
+                        "changes": c.shown_changes(),  # not the manifest sent, again
+                        "rollout": [as_tool_calls(step) for step in c.rollout],
+                    }
+                )
                 for c in plan.changes
             ]
         }
