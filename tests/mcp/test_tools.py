@@ -353,7 +353,12 @@ async def test_destructive_calls_need_a_plan_for_exactly_that_change(live: Live)
             client, "scale_workload", name="hello", replicas=0, plan_id=to_zero["plan_id"]
         )
         assert "stale_plan" in stale
+        assert "as it is now, the change would scale workload default/hello from 3 to 0" in stale
         assert (await live.service.get_workload("hello")).spec.replicas == 3
+        malformed = await refused(
+            client, "scale_workload", name="hello", replicas=0, plan_id="not-a-plan"
+        )
+        assert "'not-a-plan' is no plan id (a plan tool returns 16 hex digits)" in malformed
 
         zero_spec = dict(HELLO, replicas=0)
         assert "plan_required" in await refused(client, "apply_workload", workload=zero_spec)

@@ -58,7 +58,7 @@ from shoal.kube import merge_warnings
 from ._audit import Call, Gate, Refused
 from ._hints import as_tool_calls
 from ._redact import redact_plan
-from ._seal import PlanSeal
+from ._seal import PLAN_ID, PlanSeal
 from ._views import Model
 
 __all__ = [
@@ -368,12 +368,18 @@ def check_confirmed(
             with neither plan nor confirmation.
     """
     if plan_id is not None:
+        if not PLAN_ID.match(plan_id):
+            raise Refused(
+                f"stale_plan: {plan_id!r} is no plan id (a plan tool returns 16 hex digits): "
+                "make a plan, review it, and pass its plan_id"
+            )
         if not opens(plan_id, plan.plan_id):
             raise Refused(
                 f"stale_plan: plan {plan_id!r} does not authorise this change to {plan.target} "
                 "as it is now (the plan was for another change, the object changed since, or "
                 "the plan is older than 15 minutes, or was made for another key or by another "
-                "server): make a new plan, review it, and pass its plan_id"
+                f"server); as it is now, the change would {plan.summary}: make a new plan, "
+                "review it, and pass its plan_id"
             )
         return "plan"
     if not plan.destructive:

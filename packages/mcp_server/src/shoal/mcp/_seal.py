@@ -15,13 +15,18 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 
-__all__ = ["PLAN_TTL", "PlanSeal"]
+__all__ = ["PLAN_ID", "PLAN_TTL", "PlanSeal"]
 
 PLAN_TTL = 900.0
 """Seconds of one window: a plan id is good in the window it was made in and the next."""
+_DIGITS = 16
+"""Hex digits of a plan id."""
+PLAN_ID = re.compile(rf"^[0-9a-f]{{{_DIGITS}}}$")
+"""What every plan id looks like (a malformed one is told apart from a stale one)."""
 
 
 class PlanSeal:
@@ -55,4 +60,4 @@ class PlanSeal:
 
     def _mac(self, digest: str, caller: str, window: int) -> str:
         message = json.dumps([digest, caller, window]).encode()
-        return hmac.new(self._key, message, hashlib.sha256).hexdigest()[:16]
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()[:_DIGITS]
