@@ -312,12 +312,23 @@ async def test_drain_starts_replacements_before_stopping(cluster: Cluster) -> No
     # Nowhere to go: the old instances keep running.
     assert {i.uid for i in await cluster.service.list_instances()} >= old
     assert len(await cluster.runtimes["a"].list()) == 2
+
+    async def told() -> list[str]:
+        events = await cluster.service.list_events(kind="Node", name="a")
+        return [e.message for e in events if e.reason == "DrainComplete"]
+
+    assert await told() == []  # not over while its instances have nowhere to go
     await cluster.add_node("b")
     await cluster.settle()
     instances = await cluster.service.list_instances()
     assert {i.node for i in instances} == {"b"}
     assert not old & {i.uid for i in instances}
     assert await cluster.runtimes["a"].list() == []
+    await cluster.settle()
+    assert await told() == [
+        "node a is drained: no instance but daemons' is left on it; "
+        "`shoal uncordon a` places instances there again"
+    ]  # once
     node = await cluster.service.uncordon("a")
     assert not node.cordoned and not node.draining
 
@@ -764,3 +775,15 @@ async def test_no_pod_of_the_mock_runtime_is_said_to_outlive_the_agent(
     await cluster.settle()
     assert len(await runtime.list()) == 1
     assert await report_survivors(cluster.control.repo, runtime, "n1", tmp_path) == 0
+
+
+async def test_a_drain_is_over_when_only_daemons_instances_are_left(cluster: Cluster) -> None:
+    await cluster.add_node("a")
+    await cluster.service.apply([spec("agent", mode="daemon")])
+    await cluster.settle()
+    await cluster.service.drain("a")
+    await cluster.settle()
+    events = await cluster.service.list_events(kind="Node", name="a")
+    (done,) = [e.message for e in events if e.reason == "DrainComplete"]
+    assert "1 daemon instance(s) stay, serving the node" in done
+    assert len(await cluster.runtimes["a"].list()) == 1  # as kubectl drain leaves them

@@ -54,6 +54,7 @@ from shoal.interfaces import (
     Instance,
     Metrics,
     Node,
+    ObjectRef,
     PlacementRequest,
     Placements,
     Sample,
@@ -65,7 +66,7 @@ from shoal.interfaces import (
     WorkloadStatus,
 )
 
-from ._applier import Applier, BatchSpan, writes
+from ._applier import ACTOR, Applier, BatchSpan, writes
 from ._backoff import Backoff
 from ._decision import starting_report
 from ._fence import Deposed
@@ -168,6 +169,8 @@ class ControlLoop:
         """Workloads with an instance that fits nowhere: woken when room may have appeared."""
         self.daemons: set[str] = set()
         """Daemon workloads: woken when a node comes, goes or changes what it offers."""
+        self.draining: set[str] = set()
+        """Nodes being drained whose end (nothing but daemons' instances left) is not told yet."""
         self.workloads.listen(self._workload_changed)
         self.instances.listen(self._instance_changed)
         self.nodes.listen(self._node_changed)
@@ -214,6 +217,11 @@ class ControlLoop:
         node = new if new is not None else old
         if node is None:
             return
+        was = old is not None and old.value.draining
+        if new is None or not new.value.draining:
+            self.draining.discard(node.value.name)
+        elif not was:  # a drain begins (a record listed draining: its end is told once more)
+            self.draining.add(node.value.name)
         for stored in self.instances.by_index("node", node.value.name):
             self.queue.add(_workload_of(stored))
         self._wake_waiting()
@@ -487,7 +495,28 @@ class ControlLoop:
             await apply.status(key, stored_workload, status)
         if prune:
             await self.repo.prune_events(self.keep_events, self.keep_events_for)
+        await self._tell_drained()
         return apply.conflicted
+
+    async def _tell_drained(self) -> None:
+        """Record that a drain is over: its node holds nothing but daemons' instances.
+
+        ``kubectl drain`` waits until then; `shoal drain` returns at once, so
+        this event (on the Node) is how an operator learns it is done.
+        """
+        for name in sorted(self.draining):
+            left = self.instances.by_index("node", name)
+            if any(_workload_of(stored) not in self.daemons for stored in left):
+                continue
+            self.draining.discard(name)
+            stay = f"; {len(left)} daemon instance(s) stay, serving the node" if left else ""
+            await self.repo.record(
+                ObjectRef(kind="Node", name=name),
+                "DrainComplete",
+                f"node {name} is drained: no instance but daemons' is left on it{stay}; "
+                f"`shoal uncordon {name}` places instances there again",
+                ACTOR,
+            )
 
     def _place(self, requests: list[PlacementRequest], nodes: list[Node]) -> Placements:
         """Run the scheduler once, recording its duration and how many it placed."""
