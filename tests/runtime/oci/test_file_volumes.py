@@ -162,7 +162,9 @@ async def test_a_reader_never_sees_two_sets_mixed(runtime: OciCliRuntime) -> Non
                 value = f"{n:04d}"
                 await runtime.update_files(spec.uid, "config", [text("a", value), text("b", value)])
     whole = [line for line in lines if len(line) == 8]
-    assert len(whole) > 100
+    # A read whose set is removed under it prints less (never a mix): on a loaded host
+    # (a CI run beside other work) three in four did, so the bound is that of a sample.
+    assert len(whole) > 25
     assert [line for line in whole if line[:4] != line[4:]] == []
     assert len({line[:4] for line in whole}) > 1  # updates did happen while it read
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
-import anyio
-
 from ._base import err
 
 if TYPE_CHECKING:
@@ -49,6 +47,8 @@ async def follow_events(
         shown_already: The ids of the events shown before.
 
     """
+    import anyio  # on use only: `shoal --help` imports this module
+
     from shoal.interfaces import Unavailable
 
     seen = dict.fromkeys(shown_already)  # ordered: the oldest is forgotten first
