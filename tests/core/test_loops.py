@@ -191,6 +191,13 @@ async def test_image_missing_fails_the_instance_with_a_clear_event(cluster: Clus
     assert broken.restart_count >= 1
     events = await cluster.service.list_events(kind="Instance", name=broken.name)
     assert any(e.reason == "ImagePullFailed" and "nope" in e.message for e in events)
+    for _ in range(3):  # tried again and again: a pull's backoff, as Kubernetes names it
+        cluster.clock.advance(600)
+        await cluster.settle()
+    broken = await cluster.service.get_instance(broken.name)
+    assert broken.reason == "ImagePullBackOff" and "nope" in broken.message
+    web = await cluster.service.get_workload("web")
+    assert any(c.type == "Crashing" for c in web.status.conditions)
 
 
 async def test_delete_stops_everything_then_removes_the_workload(cluster: Cluster) -> None:

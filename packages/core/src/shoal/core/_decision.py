@@ -25,7 +25,7 @@ from shoal.interfaces import (
 )
 
 from ._repo import Stored
-from ._restarts import restart, should_restart
+from ._restarts import BACKOFF_REASONS, restart, should_restart
 
 __all__ = [
     "NOT_PLACED",
@@ -178,7 +178,7 @@ def starting_report(old: Instance, new: Instance) -> bool:
     """
     if old.state != InstanceState.SCHEDULED or new.state != InstanceState.STARTING:
         return False
-    if old.reason == "CrashLoopBackOff":
+    if old.reason in BACKOFF_REASONS:
         return False
     return old.model_copy(update={f: getattr(new, f) for f in _STARTING_REPORT}) == new
 

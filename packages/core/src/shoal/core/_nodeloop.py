@@ -119,6 +119,7 @@ from ._podspec import (
 )
 from ._probes import ProbeTracker, run_check
 from ._repo import INSTANCES, Stored, decoder_of, instance_key, new_event
+from ._restarts import IMAGE_PULL_FAILED
 from ._tracing import SpanAttributes, current_trace_id, linked_span, serving
 from ._wake import run_woken_by
 
@@ -704,7 +705,7 @@ class NodeLoop:
         except ShoalError as exc:
             self._did("start", "error")
             await self.runtime.remove(inst.uid, keep_logs=True)  # what it said, if it ran
-            reason = "ImagePullFailed" if isinstance(exc, ImageError) else "StartFailed"
+            reason = IMAGE_PULL_FAILED if isinstance(exc, ImageError) else "StartFailed"
             failed = starting.transition(InstanceState.FAILED, reason, exc.message)
             failed = failed.model_copy(update={"finished_at": self.clock.now(), "ready": False})
             await self._report(failed, revision)

@@ -18,7 +18,7 @@ from shoal.interfaces import (
 )
 
 from ._decision import JobProgress
-from ._restarts import should_restart
+from ._restarts import BACKOFF_REASONS, should_restart
 
 _RUNNING, _FAILED, _STOPPED = InstanceState.RUNNING, InstanceState.FAILED, InstanceState.STOPPED
 """Read once: an enum member read costs a descriptor call, and the loop below reads three
@@ -154,7 +154,7 @@ def workload_status(
             ready += i.ready
             ready_enough += available(i, ready_for, now)
         updated += runs_current(i, workload)
-        if state == _FAILED or i.reason == "CrashLoopBackOff":
+        if state == _FAILED or i.reason in BACKOFF_REASONS:
             crashing.append(i)
         elif state == _STOPPED and not should_restart(spec.restart_policy, i):
             finished.append(i)
