@@ -1,18 +1,22 @@
 """ConfigMaps, Secrets and Namespaces through ShoalService: apply, plans, reads, deletes."""
 
 import base64
+from typing import Any, cast
 
 import pytest
 
+from shoal.core import ShoalService
 from shoal.interfaces import (
     CONFIG_HASH_ANNOTATION,
     ROLL_ON_CONFIG_ANNOTATION,
     ChangeAction,
     ConfigMapSpec,
     Conflict,
+    Expected,
     NamespaceSpec,
     NotFound,
     SecretSpec,
+    StateStore,
     WorkloadSpec,
 )
 from tests.core.support import Cluster
@@ -177,3 +181,25 @@ async def test_the_configuration_hash_is_keyed_so_it_tells_nothing_of_a_secret(
     ]
     (change,) = planned.plan.changes[0].changes
     assert change.old == first and change.new != first
+
+
+class _GoneFirst:
+    """A store on which another writer deletes a key just before this one's delete."""
+
+    def __init__(self, inner: StateStore) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def delete(self, key: str, *, expected_revision: int | None = None) -> int | None:
+        await self.inner.delete(key)
+        return await self.inner.delete(key, expected_revision=expected_revision)
+
+
+async def test_a_config_gone_before_its_expected_delete_is_not_found(cluster: Cluster) -> None:
+    await cluster.service.apply([ConfigMapSpec(name="c", data={"k": "v"})])
+    planned = Expected.of(await cluster.service.get_config_map("c"))
+    racing = ShoalService(cast(StateStore, _GoneFirst(cluster.store)), cluster.clock)
+    with pytest.raises(NotFound, match="configmap default/c not found"):
+        await racing.delete_config("ConfigMap", "c", expected=planned)

@@ -225,8 +225,37 @@ def test_a_messages_cli_commands_become_the_tool_calls_an_agent_has() -> None:
         "3 canaries wait: `shoal rollout promote web` replaces the rest; paused until "
         "`shoal rollout resume`; see `shoal explain web-1a2b3` and `shoal node reset`"
     )
-    assert as_tool_calls(said) == (
+    assert as_tool_calls(said, "default") == (
         "3 canaries wait: plan_workload(action='promote', name='web') then promote_rollout "
         "replaces the rest; paused until resume_rollout; see explain_instance(name='web-1a2b3') "
         "and `shoal node reset`"  # no tool for it: left as it is
     )
+    assert "explain_instance(name='web-1a2b3', namespace='prod')" in as_tool_calls(said, "prod")
+    unknown = as_tool_calls(said)  # which namespace is not known: the object's call is not made
+    assert "`shoal explain web-1a2b3`" in unknown and "resume_rollout" in unknown
+
+
+def test_init_containers_secrets_are_scrubbed_and_restored_like_the_others() -> None:
+    document = dict(
+        HELLO,
+        template={
+            "init_containers": [
+                {"name": "migrate", "image": "busybox", "env": {"DB_PASSWORD": "hunter2hunter2"}}
+            ],
+            "containers": [{"name": "web", "image": "busybox"}],
+        },
+    )
+    spec = WorkloadSpec.model_validate(document)
+    current = stored(spec)
+    assert scrub("migrate: with hunter2hunter2", secret_values([current])) == (
+        f"migrate: with {REDACTED}"
+    )
+    round_trip = WorkloadSpec.model_validate(redact_json(spec.model_dump(mode="json")))
+    assert round_trip.template.init_containers[0].env["DB_PASSWORD"] == REDACTED
+    restored = restore_secrets(round_trip, current)
+    assert restored.template.init_containers[0].env == {"DB_PASSWORD": "hunter2hunter2"}
+
+
+def test_a_urls_password_is_redacted_wherever_it_is() -> None:
+    redacted = redact_json({"args": ["--dsn", "postgres://app:pw123456@db/app"]})
+    assert redacted == {"args": ["--dsn", f"postgres://app:{REDACTED}@db/app"]}

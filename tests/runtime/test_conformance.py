@@ -410,6 +410,9 @@ async def test_a_pod_removed_to_start_again_keeps_its_logs_as_its_previous_runs(
     await runtime.stop(spec.uid, GRACE)
     await runtime.remove(spec.uid, keep_logs=True)
 
+    await runtime.create(spec)  # a run none of whose containers started (a failed pull)
+    await runtime.remove(spec.uid, keep_logs=True)
+    assert "third-run" in await previous()  # keeps the last run that ran
     await one_run(None)  # a run that printed nothing shows nothing, never an older run
     assert "third-run" not in await previous()
     assert await runtime.prune_logs([spec.uid]) == []  # its instance is still there

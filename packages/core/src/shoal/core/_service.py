@@ -517,12 +517,15 @@ class ShoalService:
         try:
             deleted = await self.store.delete(key, expected_revision=revision)
         except RevisionConflict:
-            raise Conflict(
-                f"{kind} {namespace}/{name} changed while it was being deleted: nothing was "
-                "deleted; review it as it is now and plan again",
-                kind=kind,
-                name=name,
-            ) from None
+            if await self.store.get(key) is None:
+                deleted = None  # gone meanwhile: not found, below
+            else:
+                raise Conflict(
+                    f"{kind} {namespace}/{name} changed while it was being deleted: nothing was "
+                    "deleted; review it as it is now and plan again",
+                    kind=kind,
+                    name=name,
+                ) from None
         if deleted is None:
             where = name if kind == "Namespace" else f"{namespace}/{name}"
             raise NotFound(

@@ -219,13 +219,17 @@ class Expected(Model):
         if current.uid != self.uid:
             raise Conflict(
                 f"{kind} {current.key} was deleted and made again since this change was "
-                f"planned (uid {self.uid}, now {current.uid}): nothing was changed; plan it again"
+                f"planned (uid {self.uid}, now {current.uid}): nothing was changed; plan it again",
+                kind=kind,
+                object=current.key,
             )
         if current.generation != self.generation:
             raise Conflict(
                 f"{kind} {current.key} changed since this change was planned (generation "
                 f"{self.generation}, now {current.generation}): nothing was changed; review "
-                "it as it is now and plan again"
+                "it as it is now and plan again",
+                kind=kind,
+                object=current.key,
             )
 
 

@@ -137,9 +137,12 @@ def _arguments_text(arguments: Mapping[str, Any]) -> str:
     return text if len(text) <= _MAX_ARGUMENTS else text[: _MAX_ARGUMENTS - 3] + "..."
 
 
-def render_error(exc: ShoalError) -> str:
-    """Return the tool-error text for ``exc``: its code, its message and a hint."""
-    message = as_tool_calls(exc.message)
+def render_error(exc: ShoalError, namespace: str | None = None) -> str:
+    """Return the tool-error text for ``exc``: its code, its message and a hint.
+
+    ``namespace`` is that of the object the call was about (None: none, or unknown).
+    """
+    message = as_tool_calls(exc.message, namespace)
     text = f"{exc.code}: {message}"
     if isinstance(exc, NotFound) and message == exc.message:  # else it names its tool already
         kind = str(exc.details.get("kind", ""))
@@ -247,7 +250,7 @@ class Gate:
         except ShoalError as exc:
             _ended("error")
             await self._audit(call, tool, arguments, target, "error", exc.code)
-            raise ToolError(render_error(exc)) from exc
+            raise ToolError(render_error(exc, target.namespace or None)) from exc
         except Refused as exc:
             _ended("refused")
             await self._audit(call, tool, arguments, target, "refused", str(exc)[:200])

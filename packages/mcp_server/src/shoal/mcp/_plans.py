@@ -45,7 +45,6 @@ from shoal.interfaces import (
     Caller,
     ChangeAction,
     Expected,
-    GossipState,
     ObjectSpec,
     PlannedChange,
     Role,
@@ -223,16 +222,12 @@ async def drain_plan(service: Service, node_name: str) -> ChangePlan:
     placed = [i for i in await service.list_instances(node=node_name) if i.state in PLACED_STATES]
     moved = sorted(f"{i.namespace}/{i.name}" for i in placed)
     uids = sorted(i.uid for i in placed)
-    others = [
-        n.name
-        for n in await service.list_nodes()
-        if n.name != node.name and not n.cordoned and n.state == GossipState.ALIVE
-    ]
+    others = [n.name for n in await service.list_nodes() if n.name != node.name and n.schedulable]
     warnings = []
     if moved and not others:
         warnings.append(
-            f"no other node takes instances (none is alive and uncordoned): its {len(moved)} "
-            "instance(s) stop and stay pending until a node joins or is uncordoned"
+            f"no other node takes instances (none is alive, uncordoned and a worker): its "
+            f"{len(moved)} instance(s) stop and stay pending until a node joins or is uncordoned"
         )
     return ChangePlan(
         plan_id=_digest("drain", node.name, node.node_id, node.cordoned, node.draining, uids),
@@ -314,7 +309,7 @@ def apply_plan(
                 c.model_copy(
                     update={
                         "changes": c.shown_changes(),  # not the manifest sent, again
-                        "rollout": [as_tool_calls(step) for step in c.rollout],
+                        "rollout": [as_tool_calls(step, c.namespace) for step in c.rollout],
                     }
                 )
                 for c in plan.changes
@@ -368,9 +363,9 @@ def check_confirmed(
             with neither plan nor confirmation.
     """
     if plan_id is not None:
-        if not PLAN_ID.match(plan_id):
+        if not PLAN_ID.fullmatch(plan_id):
             raise Refused(
-                f"stale_plan: {plan_id!r} is no plan id (a plan tool returns 16 hex digits): "
+                f"invalid_input: {plan_id!r} is no plan id (a plan tool returns 16 hex digits): "
                 "make a plan, review it, and pass its plan_id"
             )
         if not opens(plan_id, plan.plan_id):

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from shoal.interfaces import (
+    Container,
     Explanation,
     FieldChange,
     Instance,
@@ -136,6 +137,8 @@ def redact_json(value: Any) -> Any:
         return {key: _redact_item(key, item) for key, item in value.items()}
     if isinstance(value, list):
         return [redact_json(item) for item in value]
+    if isinstance(value, str):  # a URL's password, wherever it is (args, annotations, ...)
+        return _URL_PASSWORD.sub(lambda m: m.group("head") + REDACTED, value)
     return value
 
 
@@ -271,13 +274,16 @@ def redact_plan(plan: Plan) -> Plan:
 
 
 def secret_values(sources: Iterable[Workload | Instance | Explanation]) -> set[str]:
-    """Return the secret values the env maps of ``sources`` hold (to scrub from text)."""
+    """Return the secret values the env maps of ``sources`` hold (to scrub from text).
+
+    Init containers' too: their logs are read as the others' are.
+    """
     found: set[str] = set()
     for source in sources:
         if isinstance(source, Explanation):
             source = source.instance
         template = source.spec.template if isinstance(source, Workload) else source.template
-        for container in template.containers:
+        for container in [*template.init_containers, *template.containers]:
             for name, value in container.env.items():
                 if is_secret_name(name):
                     found.add(value)
@@ -300,11 +306,16 @@ def restore_secrets(spec: WorkloadSpec, stored: Workload | None) -> WorkloadSpec
         InvalidInput: a value is :data:`REDACTED` but no stored value exists to
             restore (a new workload, container or variable).
     """
-    if not any(REDACTED in value for c in spec.template.containers for value in c.env.values()):
+    template = spec.template
+    every = [*template.init_containers, *template.containers]
+    if not any(REDACTED in value for c in every for value in c.env.values()):
         return spec
-    previous = {} if stored is None else {c.name: c for c in stored.spec.template.containers}
-    containers = []
-    for container in spec.template.containers:
+    previous: dict[str, Container] = {}
+    if stored is not None:
+        before = stored.spec.template
+        previous = {c.name: c for c in [*before.init_containers, *before.containers]}
+
+    def restored(container: Container) -> Container:
         env = dict(container.env)
         for name, value in container.env.items():
             if REDACTED not in value:
@@ -319,6 +330,12 @@ def restore_secrets(spec: WorkloadSpec, stored: Workload | None) -> WorkloadSpec
                     field=f"template.containers[{container.name}].env.{name}",
                 )
             env[name] = original
-        containers.append(container.model_copy(update={"env": env}))
-    template = spec.template.model_copy(update={"containers": containers})
+        return container.model_copy(update={"env": env})
+
+    template = template.model_copy(
+        update={
+            "init_containers": [restored(c) for c in template.init_containers],
+            "containers": [restored(c) for c in template.containers],
+        }
+    )
     return spec.model_copy(update={"template": template})

@@ -134,7 +134,9 @@ def register_read_tools(server: MCPServer[Any], gate: Gate) -> None:
             not in (WorkloadPhase.RUNNING, WorkloadPhase.DELETING, WorkloadPhase.COMPLETE)
         ]
         problems += [
-            f"instance {i.key} is {i.state.value}: {i.reason} {i.message}".rstrip()
+            as_tool_calls(
+                f"instance {i.key} is {i.state.value}: {i.reason} {i.message}", i.namespace
+            ).rstrip()
             + " (explain_instance)"
             for i in instances
             if i.state in (InstanceState.FAILED, InstanceState.PENDING, InstanceState.LOST)
@@ -142,7 +144,7 @@ def register_read_tools(server: MCPServer[Any], gate: Gate) -> None:
         ]
         return ClusterStatus(
             healthy=not problems,
-            problems=[as_tool_calls(problem) for problem in problems[:_MAX_PROBLEMS]],
+            problems=problems[:_MAX_PROBLEMS],
             nodes=node_summaries(nodes, instances),
             workloads_by_phase=count_by(w.status.phase.value for w in workloads),
             instances_by_state=count_by(i.state.value for i in instances),
@@ -236,8 +238,8 @@ def register_read_tools(server: MCPServer[Any], gate: Gate) -> None:
             if not found:  # none: say so if what they were asked of does not exist
                 if node is not None:
                     await call.service.get_node(node)
-                if workload is not None:
-                    await call.service.get_workload(workload, namespace or "default")
+                if workload is not None and namespace is not None:  # none: every namespace
+                    await call.service.get_workload(workload, namespace)
         chosen = [i for i in found if state is None or i.state == state]
         return InstanceList(
             instances=[InstanceSummary.of(i) for i in chosen[:limit]],
@@ -413,8 +415,8 @@ def register_read_tools(server: MCPServer[Any], gate: Gate) -> None:
         clean = redact_model(explanation)
         return Diagnosis(
             instance=InstanceSummary.of(clean.instance),
-            summary=as_tool_calls(clean.summary),
-            details=[as_tool_calls(detail) for detail in clean.details],
+            summary=as_tool_calls(clean.summary, namespace),
+            details=[as_tool_calls(detail, namespace) for detail in clean.details],
             schedule_failure=clean.schedule_failure,
             events=clean.events,
             # Scrubbed whole, then cut: a cut through a secret would leave its start.

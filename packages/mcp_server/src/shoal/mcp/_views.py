@@ -453,7 +453,7 @@ class RolloutView(Model):
             available_replicas=status.available_replicas,
             total_replicas=status.replicas,
             state=condition.reason if condition else "Waiting",
-            message=as_tool_calls(condition.message) if condition else "",
+            message=as_tool_calls(condition.message, workload.namespace) if condition else "",
             complete_revision=status.complete_revision,
             revisions=[
                 RevisionSummary(

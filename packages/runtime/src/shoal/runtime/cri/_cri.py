@@ -729,6 +729,8 @@ class CriRuntime(AsyncClosing):
                     break
         directory = self._directory(uid)
         if keep_logs and directory.is_dir():
+            # containerd makes a container's log file as it starts it: none, none started.
             logs = {log.stem: log for log in (directory / "logs").glob("*.log")}
-            await anyio.to_thread.run_sync(self.previous.keep, uid, logs)
+            keep = functools.partial(self.previous.keep, uid, logs, ran=bool(logs))
+            await anyio.to_thread.run_sync(keep)
         await anyio.to_thread.run_sync(remove_tree, directory)

@@ -337,8 +337,9 @@ class MockRuntime(AsyncClosing):
                 raise RuntimeFailure(fault.message, uid=uid)
         del self._pods[uid]
         pod.forget()
-        if keep_logs:
-            self._previous[uid] = pod
+        records = [*pod.init_containers.values(), *pod.containers.values()]
+        if keep_logs and any(record.started_at is not None for record in records):
+            self._previous[uid] = pod  # a run none of whose containers started keeps the last
 
     async def prune_logs(self, keep: Collection[str]) -> list[str]:
         """Forget the previous runs kept of pods that are gone, but those of ``keep``."""

@@ -57,6 +57,7 @@ exited ones with their exit codes, and the node loop adopts them by uid.
 from __future__ import annotations
 
 import builtins
+import functools
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
@@ -758,8 +759,12 @@ class OciCliRuntime(AsyncClosing):
         if self.network is not None and (record is None or record.network_attached):
             await self.network.detach(uid)
         if keep_logs:
-            logs = {name: self.files.container(uid, name).log for name in names}
-            await anyio.to_thread.run_sync(self.previous.keep, uid, logs)
+            files = {name: self.files.container(uid, name) for name in names}
+            logs = {name: each.log for name, each in files.items()}
+            # Started: its start was recorded (a silent run ran too; a created one did not).
+            ran = any(each.started.exists() or each.log.exists() for each in files.values())
+            keep = functools.partial(self.previous.keep, uid, logs, ran=ran)
+            await anyio.to_thread.run_sync(keep)
         await anyio.to_thread.run_sync(remove_tree, directory)
 
 

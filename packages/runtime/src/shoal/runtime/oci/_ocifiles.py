@@ -258,6 +258,11 @@ class PodFiles:
             )
         return uid
 
+    @staticmethod
+    def valid_uid(uid: str) -> bool:
+        """Return whether ``uid`` can name a directory and a runc container."""
+        return bool(_SAFE_UID.match(uid))
+
     def directory(self, uid: str) -> Path:
         """Return the pod's directory."""
         return self.pods / self.check_uid(uid)
