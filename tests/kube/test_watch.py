@@ -497,6 +497,30 @@ async def test_a_renamed_file_hands_its_objects_over(service: ShoalService, tmp_
         assert "ManifestConflict" not in {e.reason for e in events}  # not even on the way
 
 
+async def test_a_broken_file_renamed_takes_nothing_down(
+    service: ShoalService, tmp_path: Path
+) -> None:
+    old, new = tmp_path / "web.yaml", tmp_path / "web-v2.yaml"
+    old.write_text(workload("web"))
+    async with watching(service, tmp_path) as watcher:
+        uid = (await live(service))["web"].uid
+        old.write_text(workload("web") + "oops: [\n")
+        await until(lambda: status(watcher, old).error, "the broken file is reported")
+        old.rename(new)  # what the broken file defines is unknown: nothing goes
+        await until(lambda: [s.path for s in watcher.statuses()] == [str(new)], "renamed")
+        events = await service.list_events(kind="Manifest")
+        waits = [e.message for e in events if e.reason == "PruneWaits"]
+        assert waits and f"stay while {new} cannot be read" in waits[-1]
+        (stored,) = await service.list_workloads()
+        assert stored.uid == uid and not stored.deleting
+        new.write_text(workload("web"))  # fixed: it takes the objects over
+        await until(lambda: not status(watcher, new).error, "fixed")
+        await until(lambda: status(watcher, new).objects == ["Workload default/web"], "taken")
+        (stored,) = await service.list_workloads()
+        assert stored.uid == uid and not stored.deleting  # never deleted on the way
+        assert stored.spec.annotations[MANIFEST_ANNOTATION] == f"n1:{new}"
+
+
 async def test_an_object_moved_to_another_file_in_one_change_is_handed_over(
     service: ShoalService, tmp_path: Path
 ) -> None:

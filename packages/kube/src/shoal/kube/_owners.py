@@ -115,6 +115,9 @@ class Owners:
         self.handed: dict[Ref, str] = {}
         """Objects a file dropped for a claim that was only read ahead, with that file's
         path: :meth:`settle_handovers` prunes those the batch left unclaimed."""
+        self._told: dict[tuple[str, str], str] = {}
+        """The last warning told per (path, what it was about): a retry that meets the same
+        trouble says nothing again (a relist every 30 s would repeat it without end)."""
         self._seeded = False
 
     def statuses(self) -> list[ManifestSource]:
@@ -188,8 +191,9 @@ class Owners:
         if not self._seeded:
             await self.seed([])
         by_path: dict[str, list[Ref]] = {}
+        claimed = self.owners()
         for ref, path in self.leftovers.items():
-            if path not in self.sources:
+            if path not in self.sources and ref not in claimed:  # claimed: handed over
                 by_path.setdefault(path, []).append(ref)
         self.leftovers = {}
         for path, refs in sorted(by_path.items()):
@@ -339,12 +343,40 @@ class Owners:
                 return namespace.spec.annotations.get(MANIFEST_ANNOTATION, "")
         return None
 
+    def unreadable(self) -> list[str]:
+        """Return the files that cannot be read and never were: what they define is unknown.
+
+        A file that was read once claims its last good content (a broken file
+        keeps its objects); one never read (a broken file renamed, a new one
+        half-written) may define anything.
+        """
+        return sorted(
+            path
+            for path, source in self.sources.items()
+            if source.error and not source.retry and source.desired is None and not source.owned
+        )
+
     async def prune(self, path: str, refs: Iterable[Ref]) -> None:
         """Delete the objects of ``refs`` that still carry ``path``'s annotation.
 
         One that cannot be deleted now (a Namespace that still holds objects,
-        the service unavailable) is kept as a leftover and retried at the next relist.
+        the service unavailable) is kept as a leftover and retried at the next
+        relist; so is every one while a file cannot be read (it may define them:
+        a broken file renamed must not take its objects down).
         """
+        refs = list(refs)
+        waiting_for = self.unreadable()
+        if refs and waiting_for:
+            self._keep(path, refs)
+            shown = ", ".join(str(ref) for ref in sorted(refs))
+            await self._tell(
+                path,
+                "prune",
+                "PruneWaits",
+                f"{shown} stay while {', '.join(waiting_for)} cannot be read: it may define "
+                "them; fix it (or remove it) and they go, or are taken over",
+            )
+            return
         own = self.owner_value(path)
         for ref in sorted(refs, key=lambda r: (_PRUNE_ORDER.get(r.kind, 1), r)):
             try:
@@ -361,17 +393,30 @@ class Owners:
             except NotFound:
                 continue
             except ShoalError as exc:
-                source = self.sources.get(path)
-                if source is not None:
-                    source.owned.add(ref)
-                    source.retry = True
-                else:
-                    self.leftovers[ref] = path
-                await self.event(
-                    path, "PruneFailed", f"cannot delete {ref} yet: {exc.message}", True
+                self._keep(path, [ref])
+                await self._tell(
+                    path, str(ref), "PruneFailed", f"cannot delete {ref} yet: {exc.message}"
                 )
                 continue
+            self._told.pop((path, str(ref)), None)
             await self.event(path, "Pruned", f"deleted {ref}: {path} no longer defines it")
+
+    def _keep(self, path: str, refs: Iterable[Ref]) -> None:
+        """Keep ``refs`` to prune later: the file's own (if it is there) or leftovers."""
+        source = self.sources.get(path)
+        for ref in refs:
+            if source is not None:
+                source.owned.add(ref)
+                source.retry = True
+            else:
+                self.leftovers[ref] = path
+
+    async def _tell(self, path: str, about: str, reason: str, message: str) -> None:
+        """Record a warning about ``path``, unless the last one about the same was this."""
+        if self._told.get((path, about)) == message:
+            return
+        self._told[(path, about)] = message
+        await self.event(path, reason, message, True)
 
 
 _ConfigKind = Literal["ConfigMap", "Secret", "Namespace"]
