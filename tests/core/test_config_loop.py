@@ -55,6 +55,9 @@ async def test_a_pod_waits_for_its_configmap_then_starts_and_follows_it(cluster:
     assert "ConfigMap 'settings' does not exist" in waiting.message
     events = [e for e in await cluster.service.list_events() if e.reason == waiting.reason]
     assert len(events) == 1
+    explained = await cluster.service.explain(waiting.name)
+    assert explained.summary.startswith("placed on node node-1; not started yet: ")
+    assert "ConfigMap 'settings' does not exist" in explained.summary
 
     await cluster.service.apply([settings("fast")])
     await cluster.settle()

@@ -77,6 +77,9 @@ def explain_instance(
                 "and the events say which"
             )
         )
+    elif state == InstanceState.SCHEDULED and inst.reason not in ("", "Scheduled"):
+        # The node has said why it does not start it yet (a missing ConfigMap or Secret).
+        summary = f"placed {where}; not started yet: {inst.reason}: {inst.message}"
     elif state == InstanceState.SCHEDULED:
         summary = f"placed {where}; waiting for that node to start it"
     elif state == InstanceState.STARTING:
