@@ -444,3 +444,22 @@ def test_null_and_empty_fields_mean_unset_and_are_not_reported() -> None:
 def test_kind_must_be_given(document: dict[str, Any], words: str) -> None:
     with pytest.raises(InvalidSpec, match=words):
         translate(document)
+
+
+def test_a_misspelled_field_is_named_as_the_typo_it_likely_is() -> None:
+    manifest = deployment()
+    manifest["spec"]["replcas"] = 5
+    manifest["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    manifest["spec"]["template"]["spec"]["frobnicate"] = True
+    warnings = translate(manifest).warnings
+    assert any(
+        w.endswith("spec.replcas: ignored: no such field here: did you mean replicas?")
+        for w in warnings
+    )
+    assert any(
+        "imagePullPolicyy: ignored: no such field here: did you mean imagePullPolicy?" in w
+        for w in warnings
+    )
+    assert any(
+        w.endswith("frobnicate: ignored: Shoal does not support this field") for w in warnings
+    )

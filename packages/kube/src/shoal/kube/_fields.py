@@ -11,6 +11,7 @@ pydantic error into one that names the field the user wrote.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -204,10 +205,13 @@ class Fields:
         self.report.ignore(f"{self.path}[{key}]", why)
 
     def done(self) -> None:
-        """Report every key not taken as ignored."""
+        """Report every key not taken as ignored: one close to a field's name, as a typo."""
+        known = [*self._taken, *_REASONS]
         for key in self.value:
-            if key not in self._taken:
-                self.ignore(key)
+            if key in self._taken:
+                continue
+            close = [] if key in _REASONS else difflib.get_close_matches(key, known, 1, 0.8)
+            self.ignore(key, f"no such field here: did you mean {close[0]}?" if close else None)
 
 
 def _type_name(value: Any) -> str:
