@@ -508,7 +508,6 @@ class ControlLoop:
             left = self.instances.by_index("node", name)
             if any(_workload_of(stored) not in self.daemons for stored in left):
                 continue
-            self.draining.discard(name)
             stay = f"; {len(left)} daemon instance(s) stay, serving the node" if left else ""
             await self.repo.record(
                 ObjectRef(kind="Node", name=name),
@@ -517,6 +516,7 @@ class ControlLoop:
                 f"`shoal uncordon {name}` places instances there again",
                 ACTOR,
             )
+            self.draining.discard(name)  # told (a store that failed it: the next batch tells)
 
     def _place(self, requests: list[PlacementRequest], nodes: list[Node]) -> Placements:
         """Run the scheduler once, recording its duration and how many it placed."""
