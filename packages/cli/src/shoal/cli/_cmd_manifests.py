@@ -73,19 +73,26 @@ def manifests(
 
     Per file: its path, content hash, when it was applied, the objects it owns,
     and its error, conflicts and warnings. A file whose last content failed
-    keeps its last good objects running.
+    keeps its last good objects running. Exits 1 while a file is in error or
+    in conflict (a script's health check), 0 otherwise.
     """
 
-    async def call(shoal: ShoalClient) -> None:
+    async def call(shoal: ShoalClient) -> bool:
         items = await shoal.list_manifests()
+        healthy = not any(source.error or source.conflicts for source in items)
         if output != Format.TABLE:
             render(out, items, output, "manifests")
-            return
+            return healthy
         if not items:
-            out.print("no manifests found (start the agent with --manifests DIR to watch one)")
-            return
+            out.print(
+                "no manifests found (none watched, or the watched directories hold no "
+                "manifest: start the agent with --manifests DIR to watch one)"
+            )
+            return healthy
         out.print(manifests_table(items))
         for line in problems(items):
             out.print(line, markup=False, highlight=False, soft_wrap=True)
+        return healthy
 
-    run(lambda: with_client(call))
+    if not run(lambda: with_client(call)):
+        raise typer.Exit(1)
