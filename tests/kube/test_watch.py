@@ -232,7 +232,11 @@ async def test_touching_without_a_change_does_nothing(
         assert (await live(service))["web"].generation == generation
 
 
-async def test_editor_and_backup_files_are_ignored(service: ShoalService, tmp_path: Path) -> None:
+async def test_editor_and_backup_files_are_ignored(
+    service: ShoalService, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "configs").mkdir()  # what looks meant to be read is said not to be, once
+    (tmp_path / "UP.YAML").write_text(workload("up"))
     async with watching(service, tmp_path) as watcher:
         for name in (
             ".web.yaml.swp",
@@ -253,6 +257,13 @@ async def test_editor_and_backup_files_are_ignored(service: ShoalService, tmp_pa
         await watcher.relist_once()  # a relist ignores them too
         assert set(watcher._due) <= {str(tmp_path / "real.yaml")}
         assert [s.path for s in watcher.statuses()] == [str(tmp_path / "real.yaml")]
+    told = [r.getMessage() for r in caplog.records if "is not read" in r.getMessage()]
+    assert sorted(told) == [
+        f"manifests: {tmp_path / 'UP.YAML'} is not read: a manifest's name ends in .yaml, "
+        ".yml, .json, in lower case",
+        f"manifests: {tmp_path / 'configs'} is not read: a subdirectory: only the files of a "
+        "watched directory are read",
+    ]
 
 
 async def test_the_first_file_in_sort_order_wins_a_conflict(

@@ -171,6 +171,8 @@ class ManifestWatcher:
         """The batch's files read ahead: their content's digest and its translation."""
         self.passes = 0
         """Files read so far (tests and benchmarks wait on it)."""
+        self._told_unread: set[str] = set()
+        """Entries told once as not read though they look meant to be (see :meth:`_scan`)."""
 
     def statuses(self) -> list[ManifestSource]:
         """Return every file of the watched directories, as last read, sorted by path."""
@@ -311,7 +313,27 @@ class ManifestWatcher:
                 path = manifest_of(os.path.join(directory, name))
                 if path is not None and (name.endswith(SKIP_SUFFIX) or os.path.isfile(path)):
                     found.add(path)
+                elif path is None:
+                    self._tell_unread(os.path.join(directory, name))
         return found
+
+    def _tell_unread(self, path: str) -> None:
+        """Log, once, an entry that looks meant to be read but is not: what Shoal ignores is said.
+
+        A subdirectory (not watched) and a name a manifest's but for its case
+        (``WEB.YAML``) are; dotfiles, editor and backup files are not worth a word.
+        """
+        name = os.path.basename(path)
+        if path in self._told_unread or name.startswith("."):
+            return
+        if os.path.isdir(path):
+            why = "a subdirectory: only the files of a watched directory are read"
+        elif name.lower().endswith(MANIFEST_SUFFIXES) and is_manifest_name(name.lower()):
+            why = f"a manifest's name ends in {', '.join(MANIFEST_SUFFIXES)}, in lower case"
+        else:
+            return
+        self._told_unread.add(path)
+        log.warning("manifests: %s is not read: %s", path, why)
 
     async def _differs(self, source: Source) -> bool:
         skipped = await anyio.Path(source.path + SKIP_SUFFIX).exists()
