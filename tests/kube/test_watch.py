@@ -669,6 +669,8 @@ async def test_ignored_fields_are_warnings_or_with_strict_errors(
         (warning,) = status(watcher, web).warnings
         assert "spec.template.spec.containers[0].securityContext" in warning
         assert "web" in await names(service)
+        (applied,) = [e for e in await service.list_events() if e.reason == "ManifestApplied"]
+        assert applied.message.endswith("; 1 field(s) ignored (`shoal manifests` lists them)")
     strict = ManifestWatcher(service, [tmp_path], "n2", strict=True)
     async with anyio.create_task_group() as tg:
         await tg.start(strict.run)

@@ -263,11 +263,16 @@ class Owners:
                 self.handed[ref] = source.path
         await self.prune(source.path, [ref for ref in dropped if ref not in after])
         if changed:
+            ignored = (
+                f"; {len(warnings)} field(s) ignored (`shoal manifests` lists them)"
+                if warnings
+                else ""
+            )
             await self.event(
                 source.path,
                 "ManifestApplied",
                 f"applied {source.path} (sha256 {digest[:12]}): {applied} of its "
-                f"{len(mine)} object(s) changed",
+                f"{len(mine)} object(s) changed{ignored}",
             )
         if conflicts and new_conflicts:
             await self.event(source.path, "ManifestConflict", "; ".join(conflicts), True)
