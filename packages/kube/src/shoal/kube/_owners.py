@@ -382,6 +382,8 @@ class Owners:
                 "them; fix it (or remove it) and they go, or are taken over",
             )
             return
+        if refs:  # waits no more: a later wait is told again
+            self._told.pop((path, "prune"), None)
         own = self.owner_value(path)
         for ref in sorted(refs, key=lambda r: (_PRUNE_ORDER.get(r.kind, 1), r)):
             try:
